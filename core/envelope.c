@@ -1,0 +1,336 @@
+/* The envelope: body, content type and headers, reference counted.
+ *
+ * Headers live in one string buffer (key\0value\0 pairs) indexed by an
+ * entry array, both inline for the common case, so a typical envelope costs
+ * one allocation besides its body. Removing a header leaves a hole in the
+ * buffer; the buffer is compacted when holes outweigh live data. */
+#include "envelope_priv.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Header limits enforced by the public setter; the manager sets them. */
+static const ewi_env_limits default_limits = {64, 4096};
+
+ew_envelope *ewi_envelope_new(void)
+{
+    ew_envelope *env = calloc(1, sizeof *env);
+    if (!env)
+        return NULL;
+    atomic_init(&env->refs, 1);
+    env->h = env->h_inline;
+    env->hcap = EWI_ENV_INLINE_HEADERS;
+    env->s = env->s_inline;
+    env->scap = sizeof env->s_inline;
+    env->limits = &default_limits;
+    return env;
+}
+
+ew_envelope *ewi_envelope_ref(ew_envelope *env)
+{
+    atomic_fetch_add_explicit(&env->refs, 1, memory_order_relaxed);
+    return env;
+}
+
+static void release_storage(ew_envelope *env)
+{
+    free(env->body);
+    env->body = NULL;
+    env->body_len = 0;
+    if (env->h != env->h_inline)
+        free(env->h);
+    if (env->s != env->s_inline)
+        free(env->s);
+    env->h = env->h_inline;
+    env->hcap = EWI_ENV_INLINE_HEADERS;
+    env->s = env->s_inline;
+    env->scap = sizeof env->s_inline;
+    env->nh = 0;
+    env->slen = 0;
+    env->holes = 0;
+    env->ct[0] = '\0';
+}
+
+void ewi_envelope_unref(ew_envelope *env)
+{
+    if (!env)
+        return;
+    if (atomic_fetch_sub_explicit(&env->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    release_storage(env);
+    free(env);
+}
+
+void ewi_envelope_clear(ew_envelope *env)
+{
+    release_storage(env);
+    env->attempt = 0;
+    env->sent_at = 0;
+}
+
+void ewi_envelope_set_limits(ew_envelope *env, const ewi_env_limits *limits)
+{
+    env->limits = limits ? limits : &default_limits;
+}
+
+ew_err ewi_envelope_set_body(ew_envelope *env, const void *data, size_t len)
+{
+    void *copy = malloc(len ? len : 1);
+    if (!copy)
+        return EW_ENOMEM;
+    if (len)
+        memcpy(copy, data, len);
+    ewi_envelope_take_body(env, copy, len);
+    return EW_OK;
+}
+
+void ewi_envelope_take_body(ew_envelope *env, void *data, size_t len)
+{
+    free(env->body);
+    env->body = data;
+    env->body_len = len;
+}
+
+ew_err ewi_envelope_set_content_type(ew_envelope *env, const char *ct)
+{
+    size_t n = ct ? strlen(ct) : 0;
+    if (n >= sizeof env->ct)
+        return EW_ETOOBIG;
+    memcpy(env->ct, ct ? ct : "", n + 1);
+    return EW_OK;
+}
+
+static const char *key_at(const ew_envelope *env, size_t i)
+{
+    return env->s + env->h[i].off;
+}
+
+static const char *value_at(const ew_envelope *env, size_t i)
+{
+    return env->s + env->h[i].off + env->h[i].klen + 1;
+}
+
+static ssize_t find(const ew_envelope *env, const char *key, size_t klen)
+{
+    for (size_t i = 0; i < env->nh; i++)
+        if (env->h[i].klen == klen && memcmp(key_at(env, i), key, klen) == 0)
+            return (ssize_t)i;
+    return -1;
+}
+
+static void drop_entry(ew_envelope *env, size_t i)
+{
+    env->holes += env->h[i].klen + env->h[i].vlen + 2;
+    memmove(&env->h[i], &env->h[i + 1], (env->nh - i - 1) * sizeof env->h[0]);
+    env->nh--;
+}
+
+/* Rewrites the string buffer without holes. */
+static void compact(ew_envelope *env)
+{
+    size_t at = 0;
+    for (size_t i = 0; i < env->nh; i++) {
+        size_t n = env->h[i].klen + env->h[i].vlen + 2;
+        memmove(env->s + at, env->s + env->h[i].off, n);
+        env->h[i].off = (uint32_t)at;
+        at += n;
+    }
+    env->slen = at;
+    env->holes = 0;
+}
+
+static ew_err grow_strings(ew_envelope *env, size_t need)
+{
+    if (env->holes > env->slen / 2)
+        compact(env);
+    if (env->slen + need <= env->scap)
+        return EW_OK;
+    size_t cap = env->scap * 2;
+    while (cap < env->slen + need)
+        cap *= 2;
+    if (cap > UINT32_MAX)
+        return EW_ETOOBIG;
+    char *ns = env->s == env->s_inline ? malloc(cap) : realloc(env->s, cap);
+    if (!ns)
+        return EW_ENOMEM;
+    if (env->s == env->s_inline)
+        memcpy(ns, env->s_inline, env->slen);
+    env->s = ns;
+    env->scap = cap;
+    return EW_OK;
+}
+
+static ew_err grow_entries(ew_envelope *env)
+{
+    if (env->nh < env->hcap)
+        return EW_OK;
+    size_t cap = env->hcap * 2;
+    ewi_env_hdr *nh = env->h == env->h_inline ? malloc(cap * sizeof *nh)
+                                              : realloc(env->h, cap * sizeof *nh);
+    if (!nh)
+        return EW_ENOMEM;
+    if (env->h == env->h_inline)
+        memcpy(nh, env->h_inline, env->nh * sizeof *nh);
+    env->h = nh;
+    env->hcap = cap;
+    return EW_OK;
+}
+
+/* Caches the framework values the accessors return as numbers. */
+static void note_framework(ew_envelope *env, const char *key, size_t klen,
+                           const char *value, size_t vlen)
+{
+    if (klen < 4 || memcmp(key, "ew-", 3) != 0)
+        return;
+    uint64_t n = 0;
+    bool num = vlen > 0 && vlen <= 19;
+    for (size_t i = 0; num && i < vlen; i++) {
+        if (value[i] < '0' || value[i] > '9')
+            num = false;
+        else
+            n = n * 10 + (uint64_t)(value[i] - '0');
+    }
+    if (klen == sizeof EW_HDR_ATTEMPT - 1 && memcmp(key, EW_HDR_ATTEMPT, klen) == 0)
+        env->attempt = num && n <= UINT32_MAX ? (uint32_t)n : 0;
+    else if (klen == sizeof EW_HDR_SENT_AT - 1 &&
+             memcmp(key, EW_HDR_SENT_AT, klen) == 0)
+        env->sent_at = num ? (int64_t)n : 0;
+}
+
+ew_err ewi_envelope_put(ew_envelope *env, const char *key, size_t klen,
+                        const char *value, size_t vlen)
+{
+    if (klen == 0 || memchr(key, '\0', klen) || memchr(value, '\0', vlen))
+        return EW_EINVAL;
+    ssize_t old = find(env, key, klen);
+    if (old >= 0)
+        drop_entry(env, (size_t)old);
+    ew_err rc = grow_entries(env);
+    if (rc == EW_OK)
+        rc = grow_strings(env, klen + vlen + 2);
+    if (rc != EW_OK)
+        return rc;
+    ewi_env_hdr *h = &env->h[env->nh++];
+    h->off = (uint32_t)env->slen;
+    h->klen = (uint32_t)klen;
+    h->vlen = (uint32_t)vlen;
+    char *p = env->s + env->slen;
+    memcpy(p, key, klen);
+    p[klen] = '\0';
+    memcpy(p + klen + 1, value, vlen);
+    p[klen + 1 + vlen] = '\0';
+    env->slen += klen + vlen + 2;
+    note_framework(env, key, klen, value, vlen);
+    return EW_OK;
+}
+
+ew_envelope *ewi_envelope_clone(const ew_envelope *src)
+{
+    ew_envelope *env = ewi_envelope_new();
+    if (!env)
+        return NULL;
+    env->limits = src->limits;
+    if (ewi_envelope_set_body(env, src->body, src->body_len) != EW_OK)
+        goto fail;
+    memcpy(env->ct, src->ct, sizeof env->ct);
+    for (size_t i = 0; i < src->nh; i++)
+        if (ewi_envelope_put(env, key_at(src, i), src->h[i].klen,
+                             value_at(src, i), src->h[i].vlen) != EW_OK)
+            goto fail;
+    return env;
+fail:
+    ewi_envelope_unref(env);
+    return NULL;
+}
+
+/* ---- public ------------------------------------------------------------- */
+
+static bool key_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
+}
+
+const char *ew_envelope_header(const ew_envelope *env, const char *key)
+{
+    if (!env || !key)
+        return NULL;
+    ssize_t i = find(env, key, strlen(key));
+    return i < 0 ? NULL : value_at(env, (size_t)i);
+}
+
+ew_err ew_envelope_set_header(ew_envelope *env, const char *key, const char *value)
+{
+    if (!env || !key || !value || !*key || strncmp(key, "ew-", 3) == 0)
+        return EW_EINVAL;
+    size_t klen = strlen(key), vlen = strlen(value);
+    for (size_t i = 0; i < klen; i++)
+        if (!key_char(key[i]))
+            return EW_EINVAL;
+    if (klen > env->limits->max_header_len || vlen > env->limits->max_header_len)
+        return EW_ETOOBIG;
+    if (find(env, key, klen) < 0 && env->nh >= env->limits->max_headers)
+        return EW_ETOOBIG;
+    return ewi_envelope_put(env, key, klen, value, vlen);
+}
+
+ew_err ew_envelope_remove_header(ew_envelope *env, const char *key)
+{
+    if (!env || !key || strncmp(key, "ew-", 3) == 0)
+        return EW_EINVAL;
+    ssize_t i = find(env, key, strlen(key));
+    if (i < 0)
+        return EW_ENOTFOUND;
+    drop_entry(env, (size_t)i);
+    return EW_OK;
+}
+
+size_t ew_envelope_header_count(const ew_envelope *env)
+{
+    return env ? env->nh : 0;
+}
+
+ew_err ew_envelope_header_at(const ew_envelope *env, size_t i, const char **key,
+                             const char **value)
+{
+    if (!env || i >= env->nh)
+        return EW_ENOTFOUND;
+    if (key)
+        *key = key_at(env, i);
+    if (value)
+        *value = value_at(env, i);
+    return EW_OK;
+}
+
+const void *ew_envelope_body(const ew_envelope *env, size_t *len)
+{
+    if (len)
+        *len = env ? env->body_len : 0;
+    return env ? env->body : NULL;
+}
+
+const char *ew_envelope_content_type(const ew_envelope *env)
+{
+    return env ? env->ct : "";
+}
+
+const char *ew_envelope_event(const ew_envelope *env)
+{
+    return ew_envelope_header(env, EW_HDR_EVENT);
+}
+
+const char *ew_envelope_message_id(const ew_envelope *env)
+{
+    return ew_envelope_header(env, EW_HDR_MESSAGE_ID);
+}
+
+int64_t ew_envelope_sent_at(const ew_envelope *env)
+{
+    return env ? env->sent_at : 0;
+}
+
+uint32_t ew_envelope_attempt(const ew_envelope *env)
+{
+    return env ? env->attempt : 0;
+}

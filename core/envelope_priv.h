@@ -1,0 +1,40 @@
+/* The envelope's layout, for core only (transports use ewi.h). */
+#ifndef EVENTWIRE_ENVELOPE_PRIV_H
+#define EVENTWIRE_ENVELOPE_PRIV_H
+
+#include <stdatomic.h>
+#include <sys/types.h>
+
+#include "ewi.h"
+
+#define EWI_ENV_INLINE_HEADERS 8
+
+typedef struct ewi_env_limits {
+    size_t max_headers;
+    size_t max_header_len;
+} ewi_env_limits;
+
+typedef struct ewi_env_hdr {
+    uint32_t off, klen, vlen; /* key at s+off, value at s+off+klen+1 */
+} ewi_env_hdr;
+
+struct ew_envelope {
+    atomic_int refs;
+    uint8_t *body;
+    size_t body_len;
+    char ct[64];
+    ewi_env_hdr *h;
+    size_t nh, hcap;
+    char *s;
+    size_t slen, scap, holes;
+    uint32_t attempt;
+    int64_t sent_at;
+    const ewi_env_limits *limits;
+    ewi_env_hdr h_inline[EWI_ENV_INLINE_HEADERS];
+    char s_inline[320];
+};
+
+/* limits must outlive the envelope (the manager's). NULL: defaults. */
+void ewi_envelope_set_limits(ew_envelope *env, const ewi_env_limits *limits);
+
+#endif

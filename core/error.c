@@ -1,0 +1,34 @@
+#include "ewi.h"
+
+const char *ew_strerror(int err)
+{
+    switch ((ew_err)err) {
+    case EW_OK: return "success";
+    case EW_EINVAL: return "invalid argument";
+    case EW_ENOMEM: return "out of memory";
+    case EW_ENOTFOUND: return "not found";
+    case EW_ECONFLICT: return "already registered differently";
+    case EW_ESTATE: return "not allowed in the manager's current state";
+    case EW_ETIMEDOUT: return "timed out";
+    case EW_ECLOSED: return "manager stopped";
+    case EW_EDECODE: return "body does not decode";
+    case EW_EENCODE: return "event cannot be encoded";
+    case EW_ETOOBIG: return "over the size limit";
+    case EW_EREFUSED: return "refused by a pipeline";
+    case EW_ELISTENER: return "listener failed";
+    case EW_ENORETRY: return "listener failed, no retry";
+    case EW_ECONNECT: return "cannot connect to the broker";
+    case EW_EAUTH: return "broker refused the credentials or vhost";
+    case EW_EBROKER: return "broker refused the operation";
+    case EW_EPROTO: return "protocol error";
+    case EW_ENOTSUP: return "not supported by this transport";
+    case EW_EIO: return "I/O error";
+    case EW_EDISCONNECTED: return "connection lost";
+    }
+    return "unknown error";
+}
+
+const char *ew_version(void)
+{
+    return EW_VERSION_STRING;
+}

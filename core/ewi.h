@@ -1,0 +1,252 @@
+/* eventwire internals shared by core and the transports. Nothing here is
+ * installed. Core knows no broker: a transport is the table ewi_transport_ops
+ * below, and talks back to core only through the ewi_* functions here. */
+#ifndef EVENTWIRE_EWI_H
+#define EVENTWIRE_EWI_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <eventwire/eventwire.h>
+
+#define EWI_UNUSED(x) ((void)(x))
+#define EWI_PRINTF(a, b) __attribute__((format(printf, a, b)))
+
+/* ---- time, backoff ------------------------------------------------------ */
+
+int64_t ewi_now_ms(void);  /* monotonic clock */
+int64_t ewi_wall_ms(void); /* ms since the Unix epoch */
+void ewi_sleep_ms(int ms);
+/* ms left until deadline (a monotonic ms), never below 0. */
+int ewi_left_ms(int64_t deadline_ms);
+
+/* Capped exponential backoff with full jitter: each next() returns a delay
+ * in [base/2, cur] and doubles cur up to cap. reset() after a success. */
+typedef struct ewi_backoff {
+    int base_ms, cap_ms, cur_ms;
+    uint64_t seed;
+} ewi_backoff;
+void ewi_backoff_init(ewi_backoff *b, int base_ms, int cap_ms);
+int ewi_backoff_next(ewi_backoff *b);
+void ewi_backoff_reset(ewi_backoff *b);
+
+/* ---- URL ---------------------------------------------------------------- */
+
+/* scheme://[user[:password]@]host[:port][/path][?k=v&k=v]
+ * Percent-escapes are decoded in user, password, path and params. host may be
+ * an IPv6 literal in brackets (kept without them). */
+typedef struct ewi_url_kv {
+    char *key, *value;
+} ewi_url_kv;
+
+typedef struct ewi_url {
+    char *scheme;   /* lowercased */
+    char *user;     /* NULL when absent */
+    char *password; /* NULL when absent; never log it */
+    char *host;     /* "" when absent */
+    int port;       /* 0 when absent */
+    char *path;     /* without the leading '/'; NULL when absent ("/" gives "") */
+    ewi_url_kv *params;
+    size_t nparams;
+} ewi_url;
+
+/* EW_EINVAL with a reason in err (never containing the password). */
+ew_err ewi_url_parse(const char *text, ewi_url *out, char *err, size_t errlen);
+void ewi_url_free(ewi_url *u);
+/* The value of query parameter key, or NULL. */
+const char *ewi_url_param(const ewi_url *u, const char *key);
+/* Integer parameter in [min, max]; dflt when absent; EW_EINVAL otherwise. */
+ew_err ewi_url_param_int(const ewi_url *u, const char *key, long dflt,
+                         long min, long max, long *out);
+/* The URL with the password replaced by "***", for logs. Caller frees. */
+char *ewi_url_redacted(const char *text);
+
+/* ---- envelope internals ------------------------------------------------- */
+
+/* Envelopes are reference counted: a transport may share one among queues.
+ * Once handed to a transport (publish) or to core (a delivered message) an
+ * envelope is read-only. */
+ew_envelope *ewi_envelope_new(void);
+ew_envelope *ewi_envelope_ref(ew_envelope *env);
+void ewi_envelope_unref(ew_envelope *env); /* NULL allowed */
+/* Copies len bytes as the body. */
+ew_err ewi_envelope_set_body(ew_envelope *env, const void *data, size_t len);
+/* Takes ownership of data (malloc'd). */
+void ewi_envelope_take_body(ew_envelope *env, void *data, size_t len);
+/* Copies ct; NULL or "" clears it. */
+ew_err ewi_envelope_set_content_type(ew_envelope *env, const char *ct);
+/* Adds a header as it came off the wire, ew-* names included; replaces an
+ * earlier value of the same key. Lengths are explicit (no NUL needed). */
+ew_err ewi_envelope_put(ew_envelope *env, const char *key, size_t klen,
+                        const char *value, size_t vlen);
+/* A deep copy (new reference count 1). */
+ew_envelope *ewi_envelope_clone(const ew_envelope *env);
+/* Drops every header and the body and content type. */
+void ewi_envelope_clear(ew_envelope *env);
+
+/* ---- what a transport sees of core ------------------------------------- */
+
+typedef struct ewi_transport ewi_transport; /* each transport defines it */
+
+/* The manager's settings a transport needs; valid for the manager's life. */
+typedef struct ewi_config {
+    const char *server_name;
+    int send_timeout_ms;
+    int start_timeout_ms;
+    size_t max_body;
+    size_t max_headers;
+    size_t max_header_len;
+} ewi_config;
+const ewi_config *ewi_config_of(const ew_manager *m);
+
+/* A listener's subscription. Core owns it; strings live as long as it. */
+typedef struct ewi_sub {
+    const char *event;    /* E */
+    const char *listener; /* L */
+    const char *queue;    /* E::L or E::L-<server> */
+    const char *dlq;      /* E::L.dlq: shared by a per_process listener's servers */
+    bool per_process;     /* the queue must vanish when its server is gone */
+    bool durable;         /* the event is durable */
+    uint32_t prefetch;    /* unacknowledged deliveries held at most; >= 1 */
+    void *core;           /* core's; do not touch */
+    void *tdata;          /* the transport's */
+} ewi_sub;
+
+/* A received message. The transport makes it with ewi_msg_new, fills env and
+ * hands it to ewi_deliver; core settles it exactly once through ops->settle,
+ * which gives it back: the transport then frees it with ewi_msg_free. */
+typedef struct ewi_msg {
+    ew_envelope *env;        /* one reference, owned by the msg */
+    ewi_sub *sub;
+    uint32_t redeliveries;   /* deliveries before this one the broker knows
+                                of: 0 the first time, >= 1 when redelivered */
+    uint64_t tag;            /* the transport's (delivery tag, message id) */
+    void *tdata;             /* the transport's */
+    struct ewi_msg *qnext;   /* core's (inbox link) */
+} ewi_msg;
+
+/* A message for sub holding env (the caller's reference moves into it), or a
+ * fresh empty envelope when env is NULL. NULL on ENOMEM (env is then
+ * released). */
+ewi_msg *ewi_msg_new(ewi_sub *sub, ew_envelope *env);
+void ewi_msg_free(ewi_msg *msg);    /* unrefs env */
+
+/* Hands a message to the listener's workers. Any thread; never blocks for
+ * long (it appends to the listener's inbox; prefetch bounds the inbox). */
+void ewi_deliver(ewi_msg *msg);
+
+typedef enum ewi_settle {
+    EWI_ACK,    /* handled, or safely dead-lettered: remove it */
+    EWI_REQUEUE /* not handled (stopping, dead-letter publish failed): give
+                   it back for redelivery, counted as a redelivery */
+} ewi_settle;
+
+typedef enum ewi_dest {
+    EWI_DEST_EVENT,    /* every listener of event */
+    EWI_DEST_LISTENER, /* only queue (E::L) of listener */
+    EWI_DEST_DLQ       /* the dead-letter queue (E::L.dlq) of listener */
+} ewi_dest;
+
+/* A publish. Core owns it and keeps env and strings alive until done ran. */
+typedef struct ewi_pub ewi_pub;
+struct ewi_pub {
+    ewi_dest dest;
+    const char *event;    /* E, always */
+    const char *listener; /* L for EWI_DEST_LISTENER and EWI_DEST_DLQ */
+    const char *queue;    /* E::L or E::L.dlq for those, else NULL */
+    bool durable;         /* persistent message, broker-confirmed completion */
+    ew_envelope *env;     /* read-only for the transport */
+    int64_t deadline_ms;  /* monotonic: fail with EW_ETIMEDOUT after it */
+    /* Called exactly once when publish returned EW_OK: err EW_OK once the
+     * broker took it (durable: confirmed), else the failure with detail (may be
+     * NULL), e.g. the broker's text. Any thread, maybe inside publish. */
+    void (*done)(ewi_pub *p, int err, const char *detail);
+    void *user;           /* core's */
+    ewi_pub *next;        /* free for the transport's queues */
+    uint64_t tag;         /* free for the transport (e.g. confirm sequence) */
+};
+
+/* Reading a dead-letter queue. */
+typedef struct ewi_dlq_req {
+    const char *event, *listener, *dlq;
+    size_t max;
+    int timeout_ms; /* for the first message */
+    ew_dead_letter_fn fn;
+    void *user;
+    size_t taken;   /* out */
+} ewi_dlq_req;
+
+enum {
+    EWI_FEAT_DLQ_READ = 1u << 0 /* dlq_take is implemented */
+};
+
+/* The transport table. Unless said otherwise, ops are called by core from
+ * application threads (never from a transport callback), serialized per
+ * transport for create/start/stop/destroy, concurrent for the rest. */
+typedef struct ewi_transport_ops {
+    const char *name;          /* "local", "rabbitmq", "stomp", "amqp" */
+    const char *const *schemes; /* NULL-terminated URL schemes it serves */
+    unsigned features;
+
+    /* Parses the URL's transport options; connects nothing. Logs why on
+     * EW_EINVAL. */
+    ew_err (*create)(ew_manager *m, const ewi_url *url, ewi_transport **out);
+    /* Extra name rules of a dialect (NULL: core's rules only). Called at
+     * ew_listen; listener may be NULL when only an event is checked. On
+     * refusal, writes the reason to err. */
+    ew_err (*check_names)(ewi_transport *t, const char *event,
+                          const char *listener, char *err, size_t errlen);
+    /* Connects, retrying with backoff until timeout_ms; then EW_ECONNECT or
+     * EW_EAUTH with the reason logged and reported. */
+    ew_err (*start)(ewi_transport *t, int timeout_ms);
+    /* Declares what event E needs before sends (exchange, address).
+     * Idempotent; the transport repeats it itself after a reconnect. */
+    ew_err (*declare)(ewi_transport *t, const char *event, bool durable);
+    /* Declares sub's queue, its dead-letter queue and its binding, then
+     * consumes; returns once deliveries can arrive. Resumed by the transport
+     * itself after a reconnect. */
+    ew_err (*subscribe)(ewi_transport *t, ewi_sub *sub);
+    /* Stops deliveries for sub; once it returns ewi_deliver is not called for
+     * sub again. Messages already delivered are still settled later. */
+    void (*unsubscribe)(ewi_transport *t, ewi_sub *sub);
+    /* Sends p; see ewi_pub. On an error return done never runs. */
+    ew_err (*publish)(ewi_transport *t, ewi_pub *p);
+    /* Settles msg (from a worker thread) and frees it with ewi_msg_free,
+     * now or later on the transport's thread. Safe after stop (it only
+     * frees: the broker requeues what the closed connection held). */
+    void (*settle)(ewi_transport *t, ewi_msg *msg, ewi_settle how);
+    /* Optional (EWI_FEAT_DLQ_READ): takes messages off a dead-letter queue. */
+    ew_err (*dlq_take)(ewi_transport *t, ewi_dlq_req *req);
+    /* Closes the connection; pending publishes complete with EW_ECLOSED.
+     * Afterwards no callback into core runs. */
+    void (*stop)(ewi_transport *t);
+    /* Frees; called after stop once every message was settled. */
+    void (*destroy)(ewi_transport *t);
+} ewi_transport_ops;
+
+/* The transport serving a URL scheme, or NULL. */
+const ewi_transport_ops *ewi_transport_find(const char *scheme);
+
+/* ---- logging and errors from anywhere ----------------------------------- */
+
+bool ewi_log_on(const ew_manager *m, ew_log_level level);
+void ewi_log(const ew_manager *m, ew_log_level level, const char *fmt, ...)
+    EWI_PRINTF(3, 4);
+void ewi_vlog(const ew_manager *m, ew_log_level level, const char *fmt,
+              va_list ap);
+/* Logs at error level (warn for EW_EDISCONNECTED) and passes the error to the
+ * application's error handler. queue, event and message_id may be NULL. */
+void ewi_report(ew_manager *m, ew_err code, const char *queue,
+                const char *event, const char *message_id, const char *fmt, ...)
+    EWI_PRINTF(6, 7);
+
+/* ---- names -------------------------------------------------------------- */
+
+/* Core's name rules (see EW_MAX_*_NAME); on refusal err says why. */
+ew_err ewi_check_event_name(const char *name, char *err, size_t errlen);
+ew_err ewi_check_listener_name(const char *name, char *err, size_t errlen);
+ew_err ewi_check_server_name(const char *name, char *err, size_t errlen);
+
+#endif

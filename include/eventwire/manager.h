@@ -1,0 +1,225 @@
+/* eventwire: the manager, events, listeners, pipelines and sends.
+ *
+ * Lifecycle: ew_manager_new → (ew_listen, ew_add_pipeline)* →
+ * ew_manager_start → ew_send* → ew_manager_stop → ew_manager_free.
+ * Listeners and pipelines may also be added after start; listeners and
+ * pipelines die with their manager. Descriptors passed in are copied (names
+ * too), except the ew_type an event points to, which must outlive the manager
+ * (it is normally a static object made by EW_TYPE). */
+#ifndef EVENTWIRE_MANAGER_H
+#define EVENTWIRE_MANAGER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <eventwire/codec.h>
+#include <eventwire/envelope.h>
+#include <eventwire/error.h>
+#include <eventwire/export.h>
+#include <eventwire/log.h>
+#include <eventwire/schema.h>
+
+EW_BEGIN_DECLS
+
+typedef struct ew_manager ew_manager;
+typedef struct ew_delivery ew_delivery;
+
+/* Longest event name, listener name and server name, in bytes. Names are
+ * ASCII letters, digits, '_' and '-'; event names may also hold single dots
+ * between other characters ("order.created"). */
+#define EW_MAX_EVENT_NAME 100
+#define EW_MAX_LISTENER_NAME 100
+#define EW_MAX_SERVER_NAME 48
+/* Longest queue name "<event>::<listener>-<server>.dlq", plus the NUL. */
+#define EW_MAX_QUEUE_NAME (EW_MAX_EVENT_NAME + 2 + EW_MAX_LISTENER_NAME + 1 + \
+                           EW_MAX_SERVER_NAME + 4 + 1)
+
+/* An event: its type, its name on the wire and its durability. */
+typedef struct ew_event_desc {
+    unsigned version;     /* 0: this layout */
+    const ew_type *type;  /* required */
+    const char *name;     /* NULL: type->name */
+    bool durable;         /* persistent queues and messages, confirmed sends */
+    ew_format format;     /* EW_FORMAT_DEFAULT: the manager's format */
+} ew_event_desc;
+
+/* How a failing listener is retried before its message is dead-lettered.
+ * Zero members take the defaults. */
+typedef struct ew_retry_policy {
+    uint32_t attempts;       /* handler runs in all, 1 = no retry; default 3 */
+    uint32_t backoff_ms;     /* before the second run; default 100 */
+    double multiplier;       /* growth per run; default 2.0 */
+    uint32_t max_backoff_ms; /* cap; default 10000 */
+} ew_retry_policy;
+
+/* A listener callback. Runs on one of the listener's worker threads, never
+ * while a library lock is held. event is the decoded struct and d the
+ * delivery; both are valid until the callback returns. Return EW_OK to
+ * acknowledge; EW_ENORETRY to dead-letter at once; anything else to be
+ * retried by the policy, then dead-lettered. */
+typedef int (*ew_listener_fn)(ew_delivery *d, const void *event, void *user);
+
+typedef struct ew_listener_desc {
+    unsigned version;            /* 0: this layout */
+    const ew_event_desc *event;  /* required */
+    const char *name;            /* required, unique per event */
+    bool per_process;            /* every server gets its own copy */
+    uint32_t concurrency;        /* worker threads; 0: 1 */
+    uint32_t prefetch;           /* unacknowledged messages held; 0: transport default */
+    ew_retry_policy retry;
+} ew_listener_desc;
+
+/* An envelope pipeline (interceptor). Hooks may be NULL. Hooks run in
+ * registration order. They must be thread-safe: send runs on every sending
+ * thread, handle and after on every worker thread. */
+typedef struct ew_pipeline {
+    unsigned version;  /* 0: this layout */
+    const char *name;  /* for logs and dead-letter reasons */
+    /* On the sending thread inside ew_send*, before the envelope goes to the
+     * transport; may set headers. Non-EW_OK refuses: the send fails with it. */
+    int (*send)(void *user, ew_envelope *env, const ew_event_desc *event);
+    /* On the worker thread right before the listener runs (before every
+     * attempt). Non-EW_OK refuses: the message is dead-lettered at once. */
+    int (*handle)(void *user, const ew_envelope *env,
+                  const ew_listener_desc *listener);
+    /* On the worker thread right after the listener returned result (or after
+     * a later pipeline's handle refused): a place to clear what handle set. */
+    void (*after)(void *user, const ew_envelope *env,
+                  const ew_listener_desc *listener, int result);
+} ew_pipeline;
+
+/* What the error handler receives. Strings are valid until it returns. */
+typedef struct ew_error_info {
+    ew_err code;
+    const char *queue;      /* "E::L[-S]" when a listener is concerned, else NULL */
+    const char *event;      /* event name, or NULL */
+    const char *message_id; /* or NULL */
+    const char *text;       /* what happened, with the broker's own text */
+} ew_error_info;
+
+/* The error handler: every error the application cannot see otherwise
+ * (listener failures, dead letters, decode failures, transport errors and
+ * reconnects). Runs on worker or transport threads, possibly concurrently;
+ * must not block and must not call ew_manager_stop or ew_manager_free. */
+typedef void (*ew_error_fn)(void *user, const ew_error_info *info);
+
+/* Manager options; zero members take the defaults. Copied by ew_manager_new. */
+typedef struct ew_options {
+    unsigned version;        /* 0: this layout */
+    const char *server_name; /* NULL: hostname-pid (dots become '_') */
+    ew_format format;        /* body format of events that do not say; msgpack */
+    int send_timeout_ms;     /* bound on a send's wait (room, reconnect, confirm); 10000 */
+    int start_timeout_ms;    /* bound on start's connect attempts; 30000 */
+    size_t max_body;         /* bytes, on send and receive; 1 MiB */
+    size_t max_headers;      /* headers per envelope; 64 */
+    size_t max_header_len;   /* bytes in one header key or value; 4096 */
+    ew_error_fn on_error;    /* NULL: errors are only logged */
+    void *error_user;
+    ew_log_fn log;           /* NULL: stderr */
+    void *log_user;
+    ew_log_level log_level;  /* EW_LOG_DEFAULT: $EW_LOG, else warn */
+} ew_options;
+
+/* Creates a manager for url (NULL: "local://"): "local://[name]",
+ * "rabbitmq://user:pass@host:5672/vhost", "stomp://host:61613?dialect=...",
+ * "amqp://host:5672?dialect=...". Nothing connects before ew_manager_start.
+ * opts may be NULL. EW_ENOTFOUND for a scheme this build does not have,
+ * EW_EINVAL for a malformed URL or option. Thread-safe. */
+EW_API ew_err ew_manager_new(ew_manager **out, const char *url,
+                             const ew_options *opts);
+
+/* Connects (retrying until start_timeout_ms), declares every registered
+ * event, subscribes every registered listener and starts their workers;
+ * returns once every listener consumes. Not thread-safe with stop/free. */
+EW_API ew_err ew_manager_start(ew_manager *m);
+
+/* Drains: no new deliveries, in-flight handlers finish (bounded by
+ * timeout_ms), messages not yet handled go back to the broker, waiting sends
+ * complete or fail, then the connection closes. EW_ETIMEDOUT when handlers
+ * were still running at the bound (free then waits for them). Idempotent.
+ * Must not be called from a listener or a callback. */
+EW_API ew_err ew_manager_stop(ew_manager *m, int timeout_ms);
+
+/* Stops (if needed, with the send timeout) and frees the manager with its
+ * listeners and pipelines. NULL is allowed. Call it once, from a thread that
+ * is not one of its callbacks. */
+EW_API void ew_manager_free(ew_manager *m);
+
+/* Registers a listener. Before start it is subscribed by start; after start
+ * it is subscribed now and the call returns once it consumes. If this fails
+ * the callback never runs. EW_EINVAL for a bad name (the log says why),
+ * EW_ECONFLICT when the event already has a listener of that name.
+ * Thread-safe. */
+EW_API ew_err ew_listen(ew_manager *m, const ew_listener_desc *listener,
+                        ew_listener_fn fn, void *user);
+
+/* Adds a pipeline (copied) with its user pointer. Thread-safe; a pipeline
+ * added while sends run applies to the sends that start after it. */
+EW_API ew_err ew_add_pipeline(ew_manager *m, const ew_pipeline *p, void *user);
+
+/* Sends event to every listener of ev. Returns when the transport has taken
+ * it: for durable events once the broker confirmed it. Waits at most the
+ * send timeout (full queue, reconnect, confirm), then EW_ETIMEDOUT; a send
+ * that failed was not delivered. Thread-safe. */
+EW_API ew_err ew_send(ew_manager *m, const ew_event_desc *ev, const void *event);
+
+/* Like ew_send, but only listener `listener`'s queue E::L receives it. */
+EW_API ew_err ew_send_to(ew_manager *m, const ew_event_desc *ev,
+                         const char *listener, const void *event);
+
+/* Completion of an asynchronous send: err is EW_OK once the transport took
+ * the message (durable: confirmed). Runs exactly once, on the transport's
+ * thread or, when the send failed early, on the calling thread; it must not
+ * block and must not call ew_send or ew_flush. */
+typedef void (*ew_send_fn)(void *user, ew_err err);
+
+/* Encodes, runs the send pipelines and hands the message to the transport,
+ * then returns; done (may be NULL) reports the outcome. Many sends are in
+ * flight at once, so confirms are pipelined. Waits only while the transport's
+ * in-flight window is full (bounded by the send timeout). listener NULL sends
+ * to every listener. If it returns an error, done has not run and never runs.
+ * Thread-safe. */
+EW_API ew_err ew_send_async(ew_manager *m, const ew_event_desc *ev,
+                            const char *listener, const void *event,
+                            ew_send_fn done, void *user);
+
+/* Waits until every ew_send_async issued before the call has completed.
+ * EW_ETIMEDOUT after timeout_ms. Thread-safe. */
+EW_API ew_err ew_flush(ew_manager *m, int timeout_ms);
+
+/* Reads a dead letter: the callback sees the envelope (original body and
+ * headers plus the ew-dlq-* reason headers) valid until it returns. */
+typedef void (*ew_dead_letter_fn)(void *user, const ew_envelope *env);
+
+/* Takes up to max messages off the dead-letter queue of listener `listener`
+ * of ev (queue "<E>::<L>.dlq", per_process listeners included), waiting up
+ * to timeout_ms for the first; each is passed to fn and removed. *taken
+ * (may be NULL) counts them. The manager must be started. Thread-safe. */
+EW_API ew_err ew_dead_letters(ew_manager *m, const ew_event_desc *ev,
+                              const char *listener, size_t max, int timeout_ms,
+                              ew_dead_letter_fn fn, void *user, size_t *taken);
+
+/* This process's server name (suffix of per_process queues). Valid for the
+ * manager's life. Thread-safe. */
+EW_API const char *ew_manager_server_name(const ew_manager *m);
+
+/* Writes the queue name of a listener, "E::L" or "E::L-<server>", into buf.
+ * EW_EINVAL for bad names or a short buffer. Thread-safe. */
+EW_API ew_err ew_queue_name(const ew_manager *m, const ew_listener_desc *l,
+                            char *buf, size_t len);
+
+/* ---- inside a listener ------------------------------------------------ */
+
+/* The delivered envelope; valid until the listener returns. */
+EW_API const ew_envelope *ew_delivery_envelope(const ew_delivery *d);
+/* Shorthand for ew_envelope_header(ew_delivery_envelope(d), key). */
+EW_API const char *ew_delivery_header(const ew_delivery *d, const char *key);
+/* The queue, "E::L" or "E::L-<server>". */
+EW_API const char *ew_delivery_queue(const ew_delivery *d);
+/* 1 on the first run; counts retries and broker redeliveries. */
+EW_API uint32_t ew_delivery_attempt(const ew_delivery *d);
+
+EW_END_DECLS
+
+#endif

@@ -1,0 +1,1 @@
+list(APPEND EW_SOURCES transports/local/local.c)
