@@ -1,0 +1,409 @@
+/* The manager: configuration, the registry of events, listeners and
+ * pipelines, and the lifecycle (start, stop, free). Sends are in send.c,
+ * the listener workers in worker.c. */
+#include "manager_priv.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uuid/uuid.h>
+
+void ewi_log_stderr(void *user, ew_log_level level, const char *msg);
+
+#define DEFAULT_PREFETCH 256
+
+const ewi_config *ewi_config_of(const ew_manager *m)
+{
+    return &m->cfg;
+}
+
+/* hostname-pid, with every character a queue name cannot carry made '_'. */
+static void default_server_name(char *out, size_t len)
+{
+    char host[256] = "host";
+    if (gethostname(host, sizeof host - 1) != 0 || !host[0])
+        strcpy(host, "host");
+    host[sizeof host - 1] = '\0';
+    char pid[24];
+    int pn = snprintf(pid, sizeof pid, "-%ld", (long)getpid());
+    size_t hmax = len - 1 - (size_t)pn;
+    size_t hn = strlen(host) < hmax ? strlen(host) : hmax;
+    for (size_t i = 0; i < hn; i++) {
+        char c = host[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                  (c >= '0' && c <= '9') || c == '-' || c == '_';
+        out[i] = ok ? c : '_';
+    }
+    memcpy(out + hn, pid, (size_t)pn + 1);
+}
+
+ew_err ew_manager_new(ew_manager **out, const char *url, const ew_options *opts)
+{
+    if (!out)
+        return EW_EINVAL;
+    *out = NULL;
+    ew_options o = {0};
+    if (opts)
+        o = *opts;
+    ew_manager *m = calloc(1, sizeof *m);
+    if (!m)
+        return EW_ENOMEM;
+    m->log = o.log ? o.log : ewi_log_stderr;
+    m->log_user = o.log ? o.log_user : NULL;
+    m->level = o.log_level != EW_LOG_DEFAULT
+                   ? o.log_level
+                   : ew_log_level_parse(getenv("EW_LOG"), EW_LOG_WARN);
+    m->on_error = o.on_error;
+    m->error_user = o.error_user;
+    pthread_mutex_init(&m->mu, NULL);
+    pthread_mutex_init(&m->fmu, NULL);
+    pthread_cond_init(&m->fcv, NULL);
+    atomic_init(&m->state, EWI_NEW);
+    atomic_init(&m->pipes, NULL);
+    m->cfg.send_timeout_ms = o.send_timeout_ms > 0 ? o.send_timeout_ms : 10000;
+    m->cfg.start_timeout_ms = o.start_timeout_ms > 0 ? o.start_timeout_ms : 30000;
+    m->cfg.max_body = o.max_body ? o.max_body : 1u << 20;
+    m->cfg.max_headers = o.max_headers ? o.max_headers : 64;
+    m->cfg.max_header_len = o.max_header_len ? o.max_header_len : 4096;
+    m->env_limits.max_headers = m->cfg.max_headers;
+    m->env_limits.max_header_len = m->cfg.max_header_len;
+    m->format = o.format == EW_FORMAT_JSON ? EW_FORMAT_JSON : EW_FORMAT_MSGPACK;
+    uuid_generate(m->id_base);
+    atomic_init(&m->id_seq, 0);
+
+    ew_err rc;
+    char err[256];
+    if (o.server_name) {
+        if ((rc = ewi_check_server_name(o.server_name, err, sizeof err)) != EW_OK) {
+            ewi_log(m, EW_LOG_ERROR, "%s", err);
+            goto fail;
+        }
+        strcpy(m->server, o.server_name);
+    } else {
+        default_server_name(m->server, sizeof m->server);
+    }
+    m->cfg.server_name = m->server;
+
+    if (!url)
+        url = "local://";
+    m->url_redacted = ewi_url_redacted(url);
+    if (!m->url_redacted) {
+        rc = EW_ENOMEM;
+        goto fail;
+    }
+    if ((rc = ewi_url_parse(url, &m->url, err, sizeof err)) != EW_OK) {
+        ewi_log(m, EW_LOG_ERROR, "bad URL %s: %s", m->url_redacted, err);
+        goto fail;
+    }
+    long prefetch;
+    if (ewi_url_param_int(&m->url, "prefetch", DEFAULT_PREFETCH, 1, 1000000,
+                          &prefetch) != EW_OK) {
+        ewi_log(m, EW_LOG_ERROR, "URL %s: prefetch must be 1..1000000",
+                m->url_redacted);
+        rc = EW_EINVAL;
+        goto fail;
+    }
+    m->default_prefetch = (uint32_t)prefetch;
+    m->ops = ewi_transport_find(m->url.scheme);
+    if (!m->ops) {
+        ewi_log(m, EW_LOG_ERROR, "URL %s: no transport for scheme '%s' in this build",
+                m->url_redacted, m->url.scheme);
+        rc = EW_ENOTFOUND;
+        goto fail;
+    }
+    if ((rc = m->ops->create(m, &m->url, &m->t)) != EW_OK)
+        goto fail;
+    ewi_log(m, EW_LOG_INFO, "manager %s on %s (%s transport)", m->server,
+            m->url_redacted, m->ops->name);
+    *out = m;
+    return EW_OK;
+fail:
+    ewi_url_free(&m->url);
+    free(m->url_redacted);
+    pthread_mutex_destroy(&m->mu);
+    pthread_mutex_destroy(&m->fmu);
+    pthread_cond_destroy(&m->fcv);
+    free(m);
+    return rc;
+}
+
+const char *ew_manager_server_name(const ew_manager *m)
+{
+    return m ? m->server : NULL;
+}
+
+ew_err ewi_queue_names(const ew_manager *m, const char *event,
+                       const char *listener, bool per_process, char *queue,
+                       char *dlq, char *err, size_t errlen)
+{
+    ew_err rc = ewi_check_event_name(event, err, errlen);
+    if (rc == EW_OK)
+        rc = ewi_check_listener_name(listener, err, errlen);
+    if (rc != EW_OK)
+        return rc;
+    if (per_process)
+        snprintf(queue, EW_MAX_QUEUE_NAME, "%s::%s-%s", event, listener, m->server);
+    else
+        snprintf(queue, EW_MAX_QUEUE_NAME, "%s::%s", event, listener);
+    if (dlq)
+        snprintf(dlq, EW_MAX_QUEUE_NAME, "%s::%s.dlq", event, listener);
+    return EW_OK;
+}
+
+static const char *desc_name(const ew_event_desc *d)
+{
+    return d->name ? d->name : d->type ? d->type->name : NULL;
+}
+
+ew_err ew_queue_name(const ew_manager *m, const ew_listener_desc *l, char *buf,
+                     size_t len)
+{
+    if (!m || !l || !l->event || !buf)
+        return EW_EINVAL;
+    char q[EW_MAX_QUEUE_NAME], err[256];
+    ew_err rc = ewi_queue_names(m, desc_name(l->event), l->name, l->per_process,
+                                q, NULL, err, sizeof err);
+    if (rc != EW_OK)
+        return rc;
+    if (strlen(q) >= len)
+        return EW_EINVAL;
+    strcpy(buf, q);
+    return EW_OK;
+}
+
+ewi_pipes *ewi_pipes_get(ew_manager *m)
+{
+    return atomic_load_explicit(&m->pipes, memory_order_acquire);
+}
+
+ew_err ew_add_pipeline(ew_manager *m, const ew_pipeline *p, void *user)
+{
+    if (!m || !p)
+        return EW_EINVAL;
+    pthread_mutex_lock(&m->mu);
+    ewi_pipes *old = ewi_pipes_get(m);
+    size_t n = old ? old->n : 0;
+    ewi_pipes *np = malloc(sizeof *np + (n + 1) * sizeof np->items[0]);
+    char *name = strdup(p->name ? p->name : "pipeline");
+    if (!np || !name) {
+        pthread_mutex_unlock(&m->mu);
+        free(np);
+        free(name);
+        return EW_ENOMEM;
+    }
+    np->n = n + 1;
+    np->older = old;
+    if (n)
+        memcpy(np->items, old->items, n * sizeof np->items[0]);
+    np->items[n].p = *p;
+    np->items[n].p.name = name;
+    np->items[n].name = name;
+    np->items[n].user = user;
+    atomic_store_explicit(&m->pipes, np, memory_order_release);
+    pthread_mutex_unlock(&m->mu);
+    return EW_OK;
+}
+
+/* Subscribes l and starts its workers; m->mu not held. */
+static ew_err activate(ew_manager *m, ewi_listener *l)
+{
+    ew_err rc = ewi_event_declare(m, l->event);
+    if (rc == EW_OK)
+        rc = ewi_listener_start_workers(l);
+    if (rc == EW_OK)
+        rc = m->ops->subscribe(m->t, &l->sub);
+    if (rc != EW_OK) {
+        ewi_log(m, EW_LOG_ERROR, "%s: subscribe failed: %s", l->queue, ew_strerror(rc));
+        return rc;
+    }
+    l->subscribed = true;
+    ewi_log(m, EW_LOG_INFO, "%s: consuming (concurrency %u, prefetch %u)", l->queue,
+            l->nthreads, l->sub.prefetch);
+    return EW_OK;
+}
+
+ew_err ew_listen(ew_manager *m, const ew_listener_desc *d, ew_listener_fn fn,
+                 void *user)
+{
+    if (!m || !d || !d->event || !fn)
+        return EW_EINVAL;
+    ewi_event *ev;
+    ew_err rc = ewi_event_get(m, d->event, &ev);
+    if (rc != EW_OK)
+        return rc;
+    ewi_listener *l = calloc(1, sizeof *l);
+    if (!l)
+        return EW_ENOMEM;
+    char err[256];
+    if ((rc = ewi_queue_names(m, ev->name, d->name, d->per_process, l->queue, l->dlq,
+                              err, sizeof err)) != EW_OK ||
+        (m->ops->check_names &&
+         (rc = m->ops->check_names(m->t, ev->name, d->name, err, sizeof err)) != EW_OK)) {
+        ewi_log(m, EW_LOG_ERROR, "ew_listen: %s", err);
+        free(l);
+        return rc;
+    }
+    l->m = m;
+    l->event = ev;
+    l->desc = *d;
+    strcpy(l->name, d->name);
+    l->desc.name = l->name;
+    l->desc.event = &ev->desc;
+    l->desc.concurrency = d->concurrency ? d->concurrency : 1;
+    l->desc.prefetch = d->prefetch ? d->prefetch : m->default_prefetch;
+    if (l->desc.prefetch < l->desc.concurrency)
+        l->desc.prefetch = l->desc.concurrency;
+    l->retry.attempts = d->retry.attempts ? d->retry.attempts : 3;
+    l->retry.backoff_ms = d->retry.backoff_ms ? d->retry.backoff_ms : 100;
+    l->retry.multiplier = d->retry.multiplier >= 1.0 ? d->retry.multiplier : 2.0;
+    l->retry.max_backoff_ms = d->retry.max_backoff_ms ? d->retry.max_backoff_ms : 10000;
+    l->desc.retry = l->retry;
+    l->fn = fn;
+    l->user = user;
+    l->sub = (ewi_sub){.event = ev->name, .listener = l->name, .queue = l->queue,
+                       .dlq = l->dlq, .per_process = d->per_process,
+                       .durable = ev->desc.durable, .prefetch = l->desc.prefetch,
+                       .core = l};
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_cond_init(&l->cv, NULL);
+    pthread_cond_init(&l->idle, NULL);
+
+    pthread_mutex_lock(&m->mu);
+    int state = atomic_load(&m->state);
+    if (state == EWI_STOPPING || state == EWI_STOPPED) {
+        pthread_mutex_unlock(&m->mu);
+        ewi_listener_free(l);
+        return EW_ECLOSED;
+    }
+    for (ewi_listener *o = m->listeners; o; o = o->next) {
+        if (strcmp(o->queue, l->queue) == 0 ||
+            (o->event == ev && strcmp(o->name, l->name) == 0)) {
+            pthread_mutex_unlock(&m->mu);
+            ewi_log(m, EW_LOG_ERROR, "ew_listen: %s is already registered", l->queue);
+            ewi_listener_free(l);
+            return EW_ECONFLICT;
+        }
+    }
+    l->next = m->listeners;
+    m->listeners = l;
+    pthread_mutex_unlock(&m->mu);
+
+    /* A listener added while the manager runs is subscribed now; start
+     * subscribes the others. STARTING: start's loop will reach it. */
+    if (state == EWI_STARTED)
+        return activate(m, l);
+    return EW_OK;
+}
+
+ew_err ew_manager_start(ew_manager *m)
+{
+    if (!m)
+        return EW_EINVAL;
+    int expected = EWI_NEW;
+    if (!atomic_compare_exchange_strong(&m->state, &expected, EWI_STARTING))
+        return EW_ESTATE;
+    ew_err rc = m->ops->start(m->t, m->cfg.start_timeout_ms);
+    if (rc != EW_OK) {
+        ewi_log(m, EW_LOG_ERROR, "start on %s failed: %s", m->url_redacted,
+                ew_strerror(rc));
+        atomic_store(&m->state, EWI_NEW);
+        return rc;
+    }
+    /* Declare and subscribe everything registered so far. Listeners added
+     * meanwhile land at the list's head and are caught by the re-scan; the
+     * state turns STARTED under the lock once nothing is left, so ew_listen
+     * either sees STARTED (and subscribes itself) or is caught here. */
+    pthread_mutex_lock(&m->mu);
+    ewi_event *events = m->events;
+    pthread_mutex_unlock(&m->mu);
+    for (ewi_event *ev = events; ev; ev = ev->next)
+        if ((rc = ewi_event_declare(m, ev)) != EW_OK)
+            goto fail;
+    for (;;) {
+        ewi_listener *todo = NULL;
+        pthread_mutex_lock(&m->mu);
+        for (ewi_listener *l = m->listeners; l; l = l->next)
+            if (!l->subscribed && !l->threads)
+                todo = l;
+        if (!todo)
+            atomic_store(&m->state, EWI_STARTED);
+        pthread_mutex_unlock(&m->mu);
+        if (!todo)
+            break;
+        if ((rc = activate(m, todo)) != EW_OK)
+            goto fail;
+    }
+    ewi_log(m, EW_LOG_INFO, "manager %s started", m->server);
+    return EW_OK;
+fail:
+    atomic_store(&m->state, EWI_STARTED);
+    ew_manager_stop(m, 0);
+    return rc;
+}
+
+ew_err ew_manager_stop(ew_manager *m, int timeout_ms)
+{
+    if (!m)
+        return EW_EINVAL;
+    int state = atomic_load(&m->state);
+    if (state == EWI_NEW) {
+        atomic_store(&m->state, EWI_STOPPED);
+        return EW_OK;
+    }
+    if (state != EWI_STARTED)
+        return state == EWI_STOPPED ? EW_OK : EW_ESTATE;
+    atomic_store(&m->state, EWI_STOPPING);
+    int64_t deadline = ewi_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    ew_err result = EW_OK;
+
+    /* 1. No new deliveries. */
+    for (ewi_listener *l = m->listeners; l; l = l->next)
+        if (l->subscribed) {
+            m->ops->unsubscribe(m->t, &l->sub);
+            l->subscribed = false;
+        }
+    /* 2. In-flight handlers finish; the rest goes back to the broker. */
+    for (ewi_listener *l = m->listeners; l; l = l->next)
+        if (ewi_listener_drain(l, deadline) != EW_OK)
+            result = EW_ETIMEDOUT;
+    /* 3. Asynchronous sends complete (the transport fails them past their
+     * own deadline). */
+    if (ew_flush(m, ewi_left_ms(deadline) + m->cfg.send_timeout_ms) != EW_OK)
+        result = EW_ETIMEDOUT;
+    m->ops->stop(m->t);
+    atomic_store(&m->state, EWI_STOPPED);
+    if (result != EW_OK)
+        ewi_log(m, EW_LOG_WARN, "stop: handlers still running after %d ms", timeout_ms);
+    ewi_log(m, EW_LOG_INFO, "manager %s stopped", m->server);
+    return result;
+}
+
+void ew_manager_free(ew_manager *m)
+{
+    if (!m)
+        return;
+    ew_manager_stop(m, m->cfg.send_timeout_ms);
+    for (ewi_listener *l = m->listeners, *next; l; l = next) {
+        next = l->next;
+        ewi_listener_free(l);
+    }
+    if (m->t)
+        m->ops->destroy(m->t);
+    for (ewi_event *ev = m->events, *next; ev; ev = next) {
+        next = ev->next;
+        free(ev);
+    }
+    for (ewi_pipes *p = ewi_pipes_get(m), *older; p; p = older) {
+        older = p->older;
+        if (p->n)
+            free(p->items[p->n - 1].name);
+        free(p);
+    }
+    ewi_url_free(&m->url);
+    free(m->url_redacted);
+    pthread_mutex_destroy(&m->mu);
+    pthread_mutex_destroy(&m->fmu);
+    pthread_cond_destroy(&m->fcv);
+    free(m);
+}

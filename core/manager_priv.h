@@ -1,0 +1,128 @@
+/* The manager's layout and the functions its modules share. Core only. */
+#ifndef EVENTWIRE_MANAGER_PRIV_H
+#define EVENTWIRE_MANAGER_PRIV_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "envelope_priv.h"
+#include "ewi.h"
+
+enum ewi_state { EWI_NEW, EWI_STARTING, EWI_STARTED, EWI_STOPPING, EWI_STOPPED };
+
+/* A registered event. Immutable after registration but for `declared`. */
+typedef struct ewi_event {
+    ew_event_desc desc;      /* copy; desc.name points at name */
+    char name[EW_MAX_EVENT_NAME + 1];
+    ew_format format;        /* resolved: never EW_FORMAT_DEFAULT */
+    const char *content_type;
+    atomic_bool declared;    /* declared on the transport since start */
+    struct ewi_event *next;
+} ewi_event;
+
+typedef struct ewi_pipe {
+    ew_pipeline p;
+    char *name;
+    void *user;
+} ewi_pipe;
+
+/* An immutable snapshot of the pipelines: replaced whole when one is added,
+ * so senders and workers read it without a lock. Old snapshots are kept
+ * until the manager is freed (pipelines are few). */
+typedef struct ewi_pipes {
+    size_t n;
+    struct ewi_pipes *older;
+    ewi_pipe items[];
+} ewi_pipes;
+
+typedef struct ewi_listener {
+    ew_manager *m;
+    ewi_event *event;
+    ew_listener_desc desc;   /* copy; desc.name → name, desc.event → &event->desc */
+    char name[EW_MAX_LISTENER_NAME + 1];
+    char queue[EW_MAX_QUEUE_NAME];
+    char dlq[EW_MAX_QUEUE_NAME];
+    ew_listener_fn fn;
+    void *user;
+    ewi_sub sub;
+    ew_retry_policy retry;   /* resolved defaults */
+
+    /* The inbox: deliveries waiting for a worker. */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;       /* workers wait for messages / stop */
+    pthread_cond_t idle;     /* stop waits for busy == 0 */
+    ewi_msg *head, *tail;
+    size_t queued;
+    size_t busy;             /* workers inside a message */
+    size_t sleeping;         /* workers waiting on cv */
+    bool stopping;
+    bool subscribed;
+    pthread_t *threads;
+    uint32_t nthreads;
+    struct ewi_listener *next;
+} ewi_listener;
+
+#define EWI_EVENT_CACHE 64
+
+struct ew_manager {
+    char *url_redacted;
+    ewi_url url;
+    const ewi_transport_ops *ops;
+    ewi_transport *t;
+    ewi_config cfg;
+    ewi_env_limits env_limits;
+    char server[EW_MAX_SERVER_NAME + 1];
+    ew_format format;
+    uint32_t default_prefetch;
+    ew_error_fn on_error;
+    void *error_user;
+    ew_log_fn log;
+    void *log_user;
+    ew_log_level level;
+
+    pthread_mutex_t mu; /* registry and state; never held across callbacks */
+    _Atomic int state;
+    ewi_event *events;
+    ewi_listener *listeners;
+    _Atomic(ewi_pipes *) pipes;
+
+    /* Lock-free lookup from a descriptor pointer to its event on the send
+     * path; the entry is re-checked against the descriptor's contents. */
+    _Atomic(const ew_event_desc *) cache_key[EWI_EVENT_CACHE];
+    ewi_event *_Atomic cache_val[EWI_EVENT_CACHE];
+
+    /* Asynchronous sends in flight, for ew_flush and stop. */
+    pthread_mutex_t fmu;
+    pthread_cond_t fcv;
+    size_t inflight;
+
+    /* Message ids: a random UUID from libuuid per manager, its low 48 bits
+     * counting up per message. */
+    uint8_t id_base[16];
+    _Atomic uint64_t id_seq;
+};
+
+/* worker.c */
+ew_err ewi_listener_start_workers(ewi_listener *l);
+/* Stops taking messages; waits up to deadline for busy handlers; requeues
+ * what is still in the inbox. EW_ETIMEDOUT if handlers still run. */
+ew_err ewi_listener_drain(ewi_listener *l, int64_t deadline_ms);
+/* Joins the workers (waits for them) and frees the listener. */
+void ewi_listener_free(ewi_listener *l);
+
+/* send.c */
+/* The registered event for a descriptor; registers (and, when started,
+ * declares) it on first use. */
+ew_err ewi_event_get(ew_manager *m, const ew_event_desc *desc, ewi_event **out);
+ew_err ewi_event_declare(ew_manager *m, ewi_event *ev);
+/* Publishes env to dest and waits for the outcome (or the deadline). */
+ew_err ewi_publish_sync(ew_manager *m, ewi_pub *p);
+void ewi_new_message_id(ew_manager *m, char out[37]);
+
+/* manager.c */
+ewi_pipes *ewi_pipes_get(ew_manager *m);
+ew_err ewi_queue_names(const ew_manager *m, const char *event,
+                       const char *listener, bool per_process, char *queue,
+                       char *dlq, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,411 @@
+/* The send path: event registry lookup, encoding, the send pipelines, the
+ * hand-off to the transport and the wait for its outcome. */
+#include "codec_internal.h"
+#include "manager_priv.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- events ------------------------------------------------------------- */
+
+static bool same_event(const ewi_event *ev, const ew_event_desc *d)
+{
+    const char *name = d->name ? d->name : d->type->name;
+    ew_format f = d->format;
+    return ev->desc.type == d->type && ev->desc.durable == d->durable &&
+           (f == EW_FORMAT_DEFAULT || f == ev->format) && strcmp(ev->name, name) == 0;
+}
+
+static size_t cache_slot(const ew_event_desc *d)
+{
+    uintptr_t p = (uintptr_t)d;
+    return (size_t)((p >> 4) ^ (p >> 12)) % EWI_EVENT_CACHE;
+}
+
+ew_err ewi_event_declare(ew_manager *m, ewi_event *ev)
+{
+    if (atomic_load_explicit(&ev->declared, memory_order_acquire))
+        return EW_OK;
+    ew_err rc = m->ops->declare(m->t, ev->name, ev->desc.durable);
+    if (rc != EW_OK) {
+        ewi_report(m, rc, NULL, ev->name, NULL, "declaring event %s failed", ev->name);
+        return rc;
+    }
+    atomic_store_explicit(&ev->declared, true, memory_order_release);
+    return EW_OK;
+}
+
+ew_err ewi_event_get(ew_manager *m, const ew_event_desc *d, ewi_event **out)
+{
+    size_t slot = cache_slot(d);
+    if (atomic_load_explicit(&m->cache_key[slot], memory_order_acquire) == d) {
+        ewi_event *ev = atomic_load_explicit(&m->cache_val[slot], memory_order_acquire);
+        if (ev && same_event(ev, d)) {
+            *out = ev;
+            return EW_OK;
+        }
+    }
+    if (!d->type)
+        return EW_EINVAL;
+    const char *name = d->name ? d->name : d->type->name;
+    char err[256];
+    ew_err rc = ewi_check_event_name(name, err, sizeof err);
+    if (rc == EW_OK && m->ops->check_names)
+        rc = m->ops->check_names(m->t, name, NULL, err, sizeof err);
+    if (rc == EW_OK)
+        rc = ewi_type_check(d->type, err, sizeof err);
+    if (rc != EW_OK) {
+        ewi_log(m, EW_LOG_ERROR, "event %s: %s", name ? name : "(null)", err);
+        return rc;
+    }
+
+    pthread_mutex_lock(&m->mu);
+    ewi_event *ev = m->events;
+    while (ev && strcmp(ev->name, name) != 0)
+        ev = ev->next;
+    if (ev && !same_event(ev, d)) {
+        pthread_mutex_unlock(&m->mu);
+        ewi_log(m, EW_LOG_ERROR,
+                "event %s is already registered with another type, durability or format",
+                name);
+        return EW_ECONFLICT;
+    }
+    if (!ev) {
+        ev = calloc(1, sizeof *ev);
+        if (!ev) {
+            pthread_mutex_unlock(&m->mu);
+            return EW_ENOMEM;
+        }
+        strcpy(ev->name, name);
+        ev->desc = *d;
+        ev->desc.name = ev->name;
+        ev->format = d->format == EW_FORMAT_DEFAULT ? m->format : d->format;
+        ev->desc.format = ev->format;
+        ev->content_type = ew_format_content_type(ev->format);
+        atomic_init(&ev->declared, false);
+        ev->next = m->events;
+        m->events = ev;
+    }
+    atomic_store_explicit(&m->cache_val[slot], ev, memory_order_release);
+    atomic_store_explicit(&m->cache_key[slot], d, memory_order_release);
+    pthread_mutex_unlock(&m->mu);
+    *out = ev;
+    return EW_OK;
+}
+
+/* ---- message ids -------------------------------------------------------- */
+
+void ewi_new_message_id(ew_manager *m, char out[37])
+{
+    uint8_t id[16];
+    memcpy(id, m->id_base, sizeof id);
+    uint64_t seq = atomic_fetch_add_explicit(&m->id_seq, 1, memory_order_relaxed);
+    for (int i = 0; i < 6; i++)
+        id[15 - i] ^= (uint8_t)(seq >> (8 * i));
+    static const char hex[] = "0123456789abcdef";
+    char *o = out;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            *o++ = '-';
+        *o++ = hex[id[i] >> 4];
+        *o++ = hex[id[i] & 15];
+    }
+    *o = '\0';
+}
+
+/* ---- building an envelope ----------------------------------------------- */
+
+static ew_err put_str(ew_envelope *env, const char *k, const char *v)
+{
+    return ewi_envelope_put(env, k, strlen(k), v, strlen(v));
+}
+
+static ew_err build(ew_manager *m, ewi_event *ev, const void *event, ew_envelope **out)
+{
+    ew_envelope *env = ewi_envelope_new();
+    if (!env)
+        return EW_ENOMEM;
+    ewi_envelope_set_limits(env, &m->env_limits);
+    ewi_buf buf = {0};
+    char err[256];
+    ew_err rc = ewi_encode(ev->desc.type, ev->format, event, &buf, err, sizeof err);
+    if (rc != EW_OK) {
+        ewi_log(m, EW_LOG_ERROR, "send %s: %s", ev->name, err);
+        ewi_buf_free(&buf);
+        goto fail;
+    }
+    size_t len;
+    uint8_t *body = ewi_buf_steal(&buf, &len);
+    ewi_envelope_take_body(env, body, len);
+    if (len > m->cfg.max_body) {
+        ewi_log(m, EW_LOG_ERROR, "send %s: body of %zu bytes is over the limit %zu",
+                ev->name, len, m->cfg.max_body);
+        rc = EW_ETOOBIG;
+        goto fail;
+    }
+    char id[37], sent[24];
+    ewi_new_message_id(m, id);
+    snprintf(sent, sizeof sent, "%lld", (long long)ewi_wall_ms());
+    if ((rc = ewi_envelope_set_content_type(env, ev->content_type)) != EW_OK ||
+        (rc = put_str(env, EW_HDR_EVENT, ev->name)) != EW_OK ||
+        (rc = put_str(env, EW_HDR_MESSAGE_ID, id)) != EW_OK ||
+        (rc = put_str(env, EW_HDR_SENT_AT, sent)) != EW_OK ||
+        (rc = put_str(env, EW_HDR_ATTEMPT, "1")) != EW_OK)
+        goto fail;
+    ewi_pipes *pipes = ewi_pipes_get(m);
+    for (size_t i = 0; pipes && i < pipes->n; i++) {
+        const ewi_pipe *p = &pipes->items[i];
+        if (!p->p.send)
+            continue;
+        int prc = p->p.send(p->user, env, &ev->desc);
+        if (prc != EW_OK) {
+            ewi_log(m, EW_LOG_WARN, "send %s: pipeline %s refused: %s", ev->name,
+                    p->name, ew_strerror(prc));
+            rc = prc;
+            goto fail;
+        }
+    }
+    *out = env;
+    return EW_OK;
+fail:
+    ewi_envelope_unref(env);
+    return rc;
+}
+
+/* ---- waiting for one publish -------------------------------------------- */
+
+typedef struct waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    int err;
+    char detail[256];
+} waiter;
+
+static void sync_done(ewi_pub *p, int err, const char *detail)
+{
+    waiter *w = p->user;
+    pthread_mutex_lock(&w->mu);
+    w->done = true;
+    w->err = err;
+    snprintf(w->detail, sizeof w->detail, "%s", detail ? detail : "");
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* One waiter per thread, made on first use (mutexes and condition variables
+ * hold no resources on Linux, so they need no destructor). */
+static _Thread_local waiter tl_waiter;
+static _Thread_local bool tl_waiter_ready;
+
+ew_err ewi_publish_sync(ew_manager *m, ewi_pub *p)
+{
+    waiter *w = &tl_waiter;
+    if (!tl_waiter_ready) {
+        pthread_mutex_init(&w->mu, NULL);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&w->cv, &ca);
+        pthread_condattr_destroy(&ca);
+        tl_waiter_ready = true;
+    }
+    w->done = false;
+    w->err = EW_OK;
+    w->detail[0] = '\0';
+    p->done = sync_done;
+    p->user = w;
+    ew_err rc = m->ops->publish(m->t, p);
+    if (rc != EW_OK)
+        return rc;
+    /* The transport calls done exactly once, by the deadline at the latest. */
+    pthread_mutex_lock(&w->mu);
+    while (!w->done)
+        pthread_cond_wait(&w->cv, &w->mu);
+    pthread_mutex_unlock(&w->mu);
+    if (w->err != EW_OK)
+        ewi_log(m, EW_LOG_ERROR, "send %s to %s failed: %s%s%s", p->event,
+                p->queue ? p->queue : p->event, ew_strerror(w->err),
+                w->detail[0] ? ": " : "", w->detail);
+    return (ew_err)w->err;
+}
+
+/* ---- public sends ------------------------------------------------------- */
+
+typedef struct async_pub {
+    ewi_pub pub;
+    ew_manager *m;
+    ew_send_fn fn;
+    void *user;
+    char queue[EW_MAX_QUEUE_NAME];
+    char listener[EW_MAX_LISTENER_NAME + 1];
+} async_pub;
+
+static ew_err prepare(ew_manager *m, const ew_event_desc *desc, const char *listener,
+                      const void *event, ewi_pub *p, char *queue, char *lname)
+{
+    if (!m || !desc || !event)
+        return EW_EINVAL;
+    int state = atomic_load_explicit(&m->state, memory_order_acquire);
+    if (state != EWI_STARTED)
+        return state >= EWI_STOPPING ? EW_ECLOSED : EW_ESTATE;
+    ewi_event *ev;
+    ew_err rc = ewi_event_get(m, desc, &ev);
+    if (rc == EW_OK)
+        rc = ewi_event_declare(m, ev);
+    if (rc != EW_OK)
+        return rc;
+    memset(p, 0, sizeof *p);
+    p->dest = EWI_DEST_EVENT;
+    p->event = ev->name;
+    p->durable = ev->desc.durable;
+    if (listener) {
+        char err[256];
+        if ((rc = ewi_queue_names(m, ev->name, listener, false, queue, NULL, err,
+                                  sizeof err)) != EW_OK) {
+            ewi_log(m, EW_LOG_ERROR, "send_to: %s", err);
+            return rc;
+        }
+        strcpy(lname, listener);
+        p->dest = EWI_DEST_LISTENER;
+        p->listener = lname;
+        p->queue = queue;
+    }
+    if ((rc = build(m, ev, event, &p->env)) != EW_OK)
+        return rc;
+    p->deadline_ms = ewi_now_ms() + m->cfg.send_timeout_ms;
+    return EW_OK;
+}
+
+static ew_err send_sync(ew_manager *m, const ew_event_desc *desc, const char *listener,
+                        const void *event)
+{
+    ewi_pub p;
+    char queue[EW_MAX_QUEUE_NAME], lname[EW_MAX_LISTENER_NAME + 1];
+    ew_err rc = prepare(m, desc, listener, event, &p, queue, lname);
+    if (rc != EW_OK)
+        return rc;
+    rc = ewi_publish_sync(m, &p);
+    ewi_envelope_unref(p.env);
+    return rc;
+}
+
+ew_err ew_send(ew_manager *m, const ew_event_desc *ev, const void *event)
+{
+    return send_sync(m, ev, NULL, event);
+}
+
+ew_err ew_send_to(ew_manager *m, const ew_event_desc *ev, const char *listener,
+                  const void *event)
+{
+    if (!listener)
+        return EW_EINVAL;
+    return send_sync(m, ev, listener, event);
+}
+
+static void async_done(ewi_pub *p, int err, const char *detail)
+{
+    async_pub *a = (async_pub *)p;
+    ew_manager *m = a->m;
+    if (err != EW_OK)
+        ewi_report(m, (ew_err)err, a->pub.queue, a->pub.event,
+                   ew_envelope_message_id(a->pub.env), "asynchronous send failed%s%s",
+                   detail ? ": " : "", detail ? detail : "");
+    if (a->fn)
+        a->fn(a->user, (ew_err)err);
+    ewi_envelope_unref(a->pub.env);
+    free(a);
+    pthread_mutex_lock(&m->fmu);
+    if (--m->inflight == 0)
+        pthread_cond_broadcast(&m->fcv);
+    pthread_mutex_unlock(&m->fmu);
+}
+
+ew_err ew_send_async(ew_manager *m, const ew_event_desc *ev, const char *listener,
+                     const void *event, ew_send_fn done, void *user)
+{
+    async_pub *a = malloc(sizeof *a);
+    if (!a)
+        return EW_ENOMEM;
+    ew_err rc = prepare(m, ev, listener, event, &a->pub, a->queue, a->listener);
+    if (rc != EW_OK) {
+        free(a);
+        return rc;
+    }
+    a->m = m;
+    a->fn = done;
+    a->user = user;
+    a->pub.done = async_done;
+    pthread_mutex_lock(&m->fmu);
+    m->inflight++;
+    pthread_mutex_unlock(&m->fmu);
+    rc = m->ops->publish(m->t, &a->pub);
+    if (rc != EW_OK) {
+        ewi_envelope_unref(a->pub.env);
+        free(a);
+        pthread_mutex_lock(&m->fmu);
+        if (--m->inflight == 0)
+            pthread_cond_broadcast(&m->fcv);
+        pthread_mutex_unlock(&m->fmu);
+    }
+    return rc;
+}
+
+ew_err ew_flush(ew_manager *m, int timeout_ms)
+{
+    if (!m)
+        return EW_EINVAL;
+    int64_t deadline = ewi_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    ew_err rc = EW_OK;
+    pthread_mutex_lock(&m->fmu);
+    while (m->inflight > 0) {
+        int left = ewi_left_ms(deadline);
+        if (left == 0) {
+            rc = EW_ETIMEDOUT;
+            break;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += left / 1000;
+        ts.tv_nsec += (long)(left % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&m->fcv, &m->fmu, &ts);
+    }
+    pthread_mutex_unlock(&m->fmu);
+    return rc;
+}
+
+/* ---- dead letters ------------------------------------------------------- */
+
+ew_err ew_dead_letters(ew_manager *m, const ew_event_desc *desc, const char *listener,
+                       size_t max, int timeout_ms, ew_dead_letter_fn fn, void *user,
+                       size_t *taken)
+{
+    if (taken)
+        *taken = 0;
+    if (!m || !desc || !listener || !fn)
+        return EW_EINVAL;
+    if (atomic_load(&m->state) != EWI_STARTED)
+        return EW_ESTATE;
+    if (!(m->ops->features & EWI_FEAT_DLQ_READ))
+        return EW_ENOTSUP;
+    ewi_event *ev;
+    ew_err rc = ewi_event_get(m, desc, &ev);
+    if (rc != EW_OK)
+        return rc;
+    char queue[EW_MAX_QUEUE_NAME], dlq[EW_MAX_QUEUE_NAME], err[256];
+    if ((rc = ewi_queue_names(m, ev->name, listener, false, queue, dlq, err,
+                              sizeof err)) != EW_OK) {
+        ewi_log(m, EW_LOG_ERROR, "dead letters: %s", err);
+        return rc;
+    }
+    ewi_dlq_req req = {ev->name, listener, dlq, max, timeout_ms, fn, user, 0};
+    rc = m->ops->dlq_take(m->t, &req);
+    if (taken)
+        *taken = req.taken;
+    return rc;
+}

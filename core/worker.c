@@ -1,0 +1,369 @@
+/* Listener workers: the inbox the transport fills, the handling of one
+ * message (decode, handle pipelines, listener, retry with backoff), dead
+ * letters, and the drain on stop. Every delivery ends in exactly one settle. */
+#include "manager_priv.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct ew_delivery {
+    const ew_envelope *env;
+    const char *queue;
+    uint32_t attempt;
+};
+
+const ew_envelope *ew_delivery_envelope(const ew_delivery *d)
+{
+    return d ? d->env : NULL;
+}
+
+const char *ew_delivery_header(const ew_delivery *d, const char *key)
+{
+    return d ? ew_envelope_header(d->env, key) : NULL;
+}
+
+const char *ew_delivery_queue(const ew_delivery *d)
+{
+    return d ? d->queue : NULL;
+}
+
+uint32_t ew_delivery_attempt(const ew_delivery *d)
+{
+    return d ? d->attempt : 0;
+}
+
+/* ---- messages ----------------------------------------------------------- */
+
+ewi_msg *ewi_msg_new(ewi_sub *sub, ew_envelope *env)
+{
+    ewi_msg *msg = calloc(1, sizeof *msg);
+    if (!env)
+        env = ewi_envelope_new();
+    if (!msg || !env) {
+        free(msg);
+        ewi_envelope_unref(env);
+        return NULL;
+    }
+    msg->env = env;
+    msg->sub = sub;
+    return msg;
+}
+
+void ewi_msg_free(ewi_msg *msg)
+{
+    if (!msg)
+        return;
+    ewi_envelope_unref(msg->env);
+    free(msg);
+}
+
+void ewi_deliver(ewi_msg *msg)
+{
+    ewi_listener *l = msg->sub->core;
+    msg->qnext = NULL;
+    pthread_mutex_lock(&l->mu);
+    if (l->tail)
+        l->tail->qnext = msg;
+    else
+        l->head = msg;
+    l->tail = msg;
+    l->queued++;
+    /* Wake a worker only when one sleeps: busy workers find it themselves. */
+    if (l->sleeping)
+        pthread_cond_signal(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+}
+
+static void settle(ewi_listener *l, ewi_msg *msg, ewi_settle how)
+{
+    l->m->ops->settle(l->m->t, msg, how);
+}
+
+/* ---- dead letters ------------------------------------------------------- */
+
+/* Publishes a copy with the reason to E::L.dlq and waits for the broker;
+ * only then is the original acknowledged, so nothing is lost between. */
+static void dead_letter(ewi_listener *l, ewi_msg *msg, const char *reason,
+                        uint32_t attempts, const char *fmt, ...) EWI_PRINTF(5, 6);
+
+static void dead_letter(ewi_listener *l, ewi_msg *msg, const char *reason,
+                        uint32_t attempts, const char *fmt, ...)
+{
+    ew_manager *m = l->m;
+    char text[512], num[16];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    const char *id = ew_envelope_message_id(msg->env);
+    ewi_report(m, EW_ELISTENER, l->queue, l->event->name, id,
+               "dead-lettered to %s (%s): %s", l->dlq, reason, text);
+
+    ew_envelope *env = ewi_envelope_clone(msg->env);
+    ew_err rc = env ? EW_OK : EW_ENOMEM;
+    snprintf(num, sizeof num, "%u", attempts);
+    const char *kv[][2] = {{EW_HDR_DLQ_REASON, reason},
+                           {EW_HDR_DLQ_ERROR, text},
+                           {EW_HDR_DLQ_QUEUE, l->queue},
+                           {EW_HDR_DLQ_ATTEMPTS, num},
+                           {EW_HDR_DLQ_SERVER, m->server}};
+    for (size_t i = 0; rc == EW_OK && i < sizeof kv / sizeof kv[0]; i++)
+        rc = ewi_envelope_put(env, kv[i][0], strlen(kv[i][0]), kv[i][1],
+                              strlen(kv[i][1]));
+    if (rc == EW_OK) {
+        ewi_pub p = {.dest = EWI_DEST_DLQ,
+                     .event = l->event->name,
+                     .listener = l->name,
+                     .queue = l->dlq,
+                     .durable = true,
+                     .env = env,
+                     .deadline_ms = ewi_now_ms() + m->cfg.send_timeout_ms};
+        rc = ewi_publish_sync(m, &p);
+    }
+    ewi_envelope_unref(env);
+    if (rc == EW_OK) {
+        settle(l, msg, EWI_ACK);
+        return;
+    }
+    /* The broker keeps the original; it comes back later. */
+    ewi_report(m, rc, l->queue, l->event->name, id,
+               "dead-letter publish to %s failed; message returned to the queue", l->dlq);
+    settle(l, msg, EWI_REQUEUE);
+}
+
+/* ---- handling one message ----------------------------------------------- */
+
+/* Sleeps ms unless the listener stops first; false when it stopped. */
+static bool backoff_wait(ewi_listener *l, int ms)
+{
+    int64_t deadline = ewi_now_ms() + ms;
+    pthread_mutex_lock(&l->mu);
+    while (!l->stopping) {
+        int left = ewi_left_ms(deadline);
+        if (left == 0)
+            break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += left / 1000;
+        ts.tv_nsec += (long)(left % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&l->cv, &l->mu, &ts);
+    }
+    bool go_on = !l->stopping;
+    pthread_mutex_unlock(&l->mu);
+    return go_on;
+}
+
+/* Runs the handle hooks, the listener and the after hooks once. */
+static int run_once(ewi_listener *l, ew_delivery *d, const void *event,
+                    const char **refused_by)
+{
+    ewi_pipes *pipes = ewi_pipes_get(l->m);
+    size_t n = pipes ? pipes->n : 0, ran = 0;
+    int rc = EW_OK;
+    for (; ran < n; ran++) {
+        const ewi_pipe *p = &pipes->items[ran];
+        if (p->p.handle && (rc = p->p.handle(p->user, d->env, &l->desc)) != EW_OK) {
+            *refused_by = p->name;
+            break;
+        }
+    }
+    if (rc == EW_OK)
+        rc = l->fn(d, event, l->user);
+    for (size_t i = ran < n ? ran + 1 : n; i-- > 0;) {
+        const ewi_pipe *p = &pipes->items[i];
+        if (p->p.after)
+            p->p.after(p->user, d->env, &l->desc, rc);
+    }
+    return rc;
+}
+
+static void handle(ewi_listener *l, ewi_msg *msg)
+{
+    ew_manager *m = l->m;
+    const ew_envelope *env = msg->env;
+    const char *id = ew_envelope_message_id(env);
+    size_t len;
+    const void *body = ew_envelope_body(env, &len);
+    const ew_retry_policy *rp = &l->retry;
+
+    if (len > m->cfg.max_body) {
+        dead_letter(l, msg, "too-big", 0, "body of %zu bytes is over the limit %zu", len,
+                    m->cfg.max_body);
+        return;
+    }
+    ew_format fmt = ew_format_from_content_type(ew_envelope_content_type(env));
+    if (fmt == EW_FORMAT_DEFAULT) {
+        dead_letter(l, msg, "decode-failed", 0, "unknown content type '%s'",
+                    ew_envelope_content_type(env));
+        return;
+    }
+    void *event = NULL;
+    char err[256];
+    ew_decode_limits limits = {.max_string = m->cfg.max_body};
+    if (ew_decode(l->event->desc.type, fmt, body, len, &limits, &event, err,
+                  sizeof err) != EW_OK) {
+        dead_letter(l, msg, "decode-failed", 0, "%s", err);
+        return;
+    }
+
+    /* Redeliveries the broker counted are attempts already spent (a crash
+     * in the handler), so a message that kills its process every time still
+     * ends in dead letters. */
+    uint32_t spent = msg->redeliveries;
+    if (spent >= rp->attempts) {
+        ew_event_free(l->event->desc.type, event);
+        dead_letter(l, msg, "listener-failed", spent,
+                    "redelivered %u times, over the %u attempts of the retry policy",
+                    spent, rp->attempts);
+        return;
+    }
+    double delay = rp->backoff_ms;
+    for (uint32_t attempt = spent + 1;; attempt++) {
+        ew_delivery d = {env, l->queue, attempt};
+        const char *refused_by = NULL;
+        int rc = run_once(l, &d, event, &refused_by);
+        if (rc == EW_OK) {
+            ew_event_free(l->event->desc.type, event);
+            settle(l, msg, EWI_ACK);
+            return;
+        }
+        if (refused_by) {
+            ew_event_free(l->event->desc.type, event);
+            dead_letter(l, msg, "handle-refused", attempt, "pipeline %s refused: %s",
+                        refused_by, ew_strerror(rc));
+            return;
+        }
+        if (rc == EW_ENORETRY || attempt >= rp->attempts) {
+            ew_event_free(l->event->desc.type, event);
+            dead_letter(l, msg, "listener-failed", attempt,
+                        "listener failed on attempt %u of %u: %s", attempt,
+                        rp->attempts, ew_strerror(rc));
+            return;
+        }
+        ewi_report(m, EW_ELISTENER, l->queue, l->event->name, id,
+                   "listener failed on attempt %u of %u (%s); retrying in %.0f ms",
+                   attempt, rp->attempts, ew_strerror(rc), delay);
+        if (!backoff_wait(l, (int)delay)) {
+            /* Stopping: the broker gets it back and redelivers it later. */
+            ew_event_free(l->event->desc.type, event);
+            settle(l, msg, EWI_REQUEUE);
+            return;
+        }
+        delay = fmin(delay * rp->multiplier, (double)rp->max_backoff_ms);
+    }
+}
+
+/* ---- the workers -------------------------------------------------------- */
+
+static void *worker_main(void *arg)
+{
+    ewi_listener *l = arg;
+    pthread_mutex_lock(&l->mu);
+    for (;;) {
+        while (!l->head && !l->stopping) {
+            l->sleeping++;
+            pthread_cond_wait(&l->cv, &l->mu);
+            l->sleeping--;
+        }
+        if (l->stopping)
+            break;
+        ewi_msg *msg = l->head;
+        l->head = msg->qnext;
+        if (!l->head)
+            l->tail = NULL;
+        l->queued--;
+        l->busy++;
+        pthread_mutex_unlock(&l->mu);
+        handle(l, msg);
+        pthread_mutex_lock(&l->mu);
+        l->busy--;
+        if (l->busy == 0 && l->stopping)
+            pthread_cond_broadcast(&l->idle);
+    }
+    pthread_mutex_unlock(&l->mu);
+    return NULL;
+}
+
+ew_err ewi_listener_start_workers(ewi_listener *l)
+{
+    l->threads = calloc(l->desc.concurrency, sizeof *l->threads);
+    if (!l->threads)
+        return EW_ENOMEM;
+    for (uint32_t i = 0; i < l->desc.concurrency; i++) {
+        if (pthread_create(&l->threads[i], NULL, worker_main, l) != 0) {
+            ewi_log(l->m, EW_LOG_ERROR, "%s: cannot start worker thread %u", l->queue, i);
+            return EW_ENOMEM;
+        }
+        l->nthreads++;
+    }
+    return EW_OK;
+}
+
+ew_err ewi_listener_drain(ewi_listener *l, int64_t deadline_ms)
+{
+    pthread_mutex_lock(&l->mu);
+    l->stopping = true;
+    pthread_cond_broadcast(&l->cv);
+    ewi_msg *rest = l->head;
+    l->head = l->tail = NULL;
+    l->queued = 0;
+    ew_err rc = EW_OK;
+    while (l->busy > 0) {
+        int left = ewi_left_ms(deadline_ms);
+        if (left == 0) {
+            rc = EW_ETIMEDOUT;
+            break;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += left / 1000;
+        ts.tv_nsec += (long)(left % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&l->idle, &l->mu, &ts);
+    }
+    pthread_mutex_unlock(&l->mu);
+    /* Not handled: back to the broker, in order. */
+    for (ewi_msg *msg = rest, *next; msg; msg = next) {
+        next = msg->qnext;
+        settle(l, msg, EWI_REQUEUE);
+    }
+    if (rc == EW_OK) {
+        for (uint32_t i = 0; i < l->nthreads; i++)
+            pthread_join(l->threads[i], NULL);
+        l->nthreads = 0;
+    }
+    return rc;
+}
+
+void ewi_listener_free(ewi_listener *l)
+{
+    if (!l)
+        return;
+    if (l->nthreads) {
+        pthread_mutex_lock(&l->mu);
+        l->stopping = true;
+        pthread_cond_broadcast(&l->cv);
+        pthread_mutex_unlock(&l->mu);
+        for (uint32_t i = 0; i < l->nthreads; i++)
+            pthread_join(l->threads[i], NULL);
+    }
+    /* Anything that arrived after the drain (it should not) still settles. */
+    for (ewi_msg *msg = l->head, *next; msg; msg = next) {
+        next = msg->qnext;
+        settle(l, msg, EWI_REQUEUE);
+    }
+    free(l->threads);
+    pthread_mutex_destroy(&l->mu);
+    pthread_cond_destroy(&l->cv);
+    pthread_cond_destroy(&l->idle);
+    free(l);
+}

@@ -1,0 +1,540 @@
+/* local:// — the in-process transport, the embedded default.
+ *
+ * A small broker inside the process with a broker's semantics: every queue
+ * bound to an event gets its own copy; consumers of one queue compete,
+ * round-robin, each holding at most its prefetch unacknowledged; a message
+ * is removed only when acknowledged and a requeued one goes back to the
+ * head of its queue; queues are bounded (a send to a full queue waits up to
+ * its deadline, then fails: nothing is dropped). Managers that open the same
+ * local://name share one broker, so several managers in one process act
+ * like several servers. A per_process queue vanishes when its last consumer
+ * leaves, as an expiring broker queue does. */
+#include "ewi.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_CAPACITY 10000
+
+typedef struct lentry {
+    ew_envelope *env;
+    uint32_t redeliveries;
+    struct lentry *next;
+} lentry;
+
+struct lconsumer;
+
+typedef struct lqueue {
+    char name[EW_MAX_QUEUE_NAME];
+    char event[EW_MAX_EVENT_NAME + 1]; /* bound to; "" for a dead-letter queue */
+    bool per_process;
+    lentry *head, *tail;
+    size_t ready, unacked;
+    struct lconsumer *consumers, *rr;
+    struct lqueue *next;
+} lqueue;
+
+typedef struct lconsumer {
+    ewi_sub *sub;
+    lqueue *q;
+    uint32_t credit;
+    size_t outstanding;
+    bool active;
+    struct lconsumer *next;
+} lconsumer;
+
+typedef struct lbroker {
+    char name[128];
+    int refs;
+    size_t capacity;
+    pthread_mutex_t mu;
+    pthread_cond_t room;   /* a queue got room */
+    pthread_cond_t arrive; /* a dead-letter queue got a message */
+    lqueue *queues;
+    struct lbroker *next;
+} lbroker;
+
+struct ewi_transport {
+    ew_manager *m;
+    lbroker *b;
+    bool stopped;
+};
+
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static lbroker *g_brokers;
+
+/* ---- broker registry ---------------------------------------------------- */
+
+static lbroker *broker_open(const char *name, size_t capacity)
+{
+    pthread_mutex_lock(&g_mu);
+    lbroker *b = g_brokers;
+    while (b && strcmp(b->name, name) != 0)
+        b = b->next;
+    if (!b && (b = calloc(1, sizeof *b))) {
+        snprintf(b->name, sizeof b->name, "%s", name);
+        b->capacity = capacity;
+        pthread_mutex_init(&b->mu, NULL);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&b->room, &ca);
+        pthread_cond_init(&b->arrive, &ca);
+        pthread_condattr_destroy(&ca);
+        b->next = g_brokers;
+        g_brokers = b;
+    }
+    if (b)
+        b->refs++;
+    pthread_mutex_unlock(&g_mu);
+    return b;
+}
+
+static void queue_free(lqueue *q)
+{
+    for (lentry *e = q->head, *n; e; e = n) {
+        n = e->next;
+        ewi_envelope_unref(e->env);
+        free(e);
+    }
+    for (lconsumer *c = q->consumers, *n; c; c = n) {
+        n = c->next;
+        free(c);
+    }
+    free(q);
+}
+
+static void broker_close(lbroker *b)
+{
+    pthread_mutex_lock(&g_mu);
+    if (--b->refs > 0) {
+        pthread_mutex_unlock(&g_mu);
+        return;
+    }
+    for (lbroker **p = &g_brokers; *p; p = &(*p)->next)
+        if (*p == b) {
+            *p = b->next;
+            break;
+        }
+    pthread_mutex_unlock(&g_mu);
+    for (lqueue *q = b->queues, *n; q; q = n) {
+        n = q->next;
+        queue_free(q);
+    }
+    pthread_mutex_destroy(&b->mu);
+    pthread_cond_destroy(&b->room);
+    pthread_cond_destroy(&b->arrive);
+    free(b);
+}
+
+/* ---- queues (broker lock held) ----------------------------------------- */
+
+static lqueue *queue_find(lbroker *b, const char *name)
+{
+    for (lqueue *q = b->queues; q; q = q->next)
+        if (strcmp(q->name, name) == 0)
+            return q;
+    return NULL;
+}
+
+static lqueue *queue_declare(lbroker *b, const char *name, const char *event,
+                             bool per_process)
+{
+    lqueue *q = queue_find(b, name);
+    if (q)
+        return q;
+    q = calloc(1, sizeof *q);
+    if (!q)
+        return NULL;
+    snprintf(q->name, sizeof q->name, "%s", name);
+    snprintf(q->event, sizeof q->event, "%s", event ? event : "");
+    q->per_process = per_process;
+    q->next = b->queues;
+    b->queues = q;
+    return q;
+}
+
+/* A per_process queue dies with its last consumer and last unacked message. */
+static void queue_maybe_expire(lbroker *b, lqueue *q)
+{
+    if (!q->per_process || q->consumers || q->unacked)
+        return;
+    for (lqueue **p = &b->queues; *p; p = &(*p)->next)
+        if (*p == q) {
+            *p = q->next;
+            break;
+        }
+    queue_free(q);
+}
+
+static void push_tail(lqueue *q, lentry *e)
+{
+    e->next = NULL;
+    if (q->tail)
+        q->tail->next = e;
+    else
+        q->head = e;
+    q->tail = e;
+    q->ready++;
+}
+
+static lentry *pop_head(lqueue *q)
+{
+    lentry *e = q->head;
+    if (e) {
+        q->head = e->next;
+        if (!q->head)
+            q->tail = NULL;
+        q->ready--;
+    }
+    return e;
+}
+
+/* Hands ready messages to consumers with credit, round-robin. */
+static void dispatch(lqueue *q)
+{
+    while (q->head && q->consumers) {
+        lconsumer *start = q->rr ? q->rr : q->consumers, *c = start;
+        do {
+            if (c->credit > 0)
+                break;
+            c = c->next ? c->next : q->consumers;
+        } while (c != start);
+        if (c->credit == 0)
+            return;
+        q->rr = c->next ? c->next : q->consumers;
+        lentry *e = pop_head(q);
+        ewi_msg *msg = ewi_msg_new(c->sub, ewi_envelope_ref(e->env));
+        if (!msg) {
+            /* Out of memory: keep it and try again on the next event. */
+            e->next = q->head;
+            q->head = e;
+            if (!q->tail)
+                q->tail = e;
+            q->ready++;
+            return;
+        }
+        msg->redeliveries = e->redeliveries;
+        msg->tdata = e;
+        msg->tag = (uint64_t)(uintptr_t)c;
+        c->credit--;
+        c->outstanding++;
+        q->unacked++;
+        ewi_deliver(msg);
+    }
+}
+
+static bool has_room(lbroker *b, const lqueue *q)
+{
+    return q->ready + q->unacked < b->capacity;
+}
+
+static ew_err enqueue(lqueue *q, ew_envelope *env)
+{
+    lentry *e = calloc(1, sizeof *e);
+    if (!e)
+        return EW_ENOMEM;
+    e->env = ewi_envelope_ref(env);
+    push_tail(q, e);
+    dispatch(q);
+    return EW_OK;
+}
+
+/* Waits (lock held) for room or until the deadline; false on timeout. */
+static bool wait_room(lbroker *b, int64_t deadline)
+{
+    int left = ewi_left_ms(deadline);
+    if (left == 0)
+        return false;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += left / 1000;
+    ts.tv_nsec += (long)(left % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&b->room, &b->mu, &ts);
+    return true;
+}
+
+/* ---- the transport ------------------------------------------------------ */
+
+static ew_err l_create(ew_manager *m, const ewi_url *url, ewi_transport **out)
+{
+    long cap;
+    if (ewi_url_param_int(url, "capacity", DEFAULT_CAPACITY, 1, 100000000, &cap) != EW_OK) {
+        ewi_log(m, EW_LOG_ERROR, "local: capacity must be 1..100000000");
+        return EW_EINVAL;
+    }
+    if (url->user || url->port || (url->path && *url->path)) {
+        ewi_log(m, EW_LOG_ERROR, "local: the URL takes only a name: local://[name]");
+        return EW_EINVAL;
+    }
+    ewi_transport *t = calloc(1, sizeof *t);
+    if (!t)
+        return EW_ENOMEM;
+    t->m = m;
+    t->b = broker_open(url->host, (size_t)cap);
+    if (!t->b) {
+        free(t);
+        return EW_ENOMEM;
+    }
+    *out = t;
+    return EW_OK;
+}
+
+static ew_err l_start(ewi_transport *t, int timeout_ms)
+{
+    EWI_UNUSED(timeout_ms);
+    t->stopped = false;
+    return EW_OK;
+}
+
+static ew_err l_declare(ewi_transport *t, const char *event, bool durable)
+{
+    EWI_UNUSED(t);
+    EWI_UNUSED(event);
+    EWI_UNUSED(durable);
+    return EW_OK; /* events are bindings of queues here: nothing to make */
+}
+
+static ew_err l_subscribe(ewi_transport *t, ewi_sub *sub)
+{
+    lbroker *b = t->b;
+    lconsumer *c = calloc(1, sizeof *c);
+    if (!c)
+        return EW_ENOMEM;
+    pthread_mutex_lock(&b->mu);
+    lqueue *q = queue_declare(b, sub->queue, sub->event, sub->per_process);
+    lqueue *dlq = queue_declare(b, sub->dlq, NULL, false);
+    if (!q || !dlq) {
+        pthread_mutex_unlock(&b->mu);
+        free(c);
+        return EW_ENOMEM;
+    }
+    c->sub = sub;
+    c->q = q;
+    c->credit = sub->prefetch;
+    c->active = true;
+    c->next = q->consumers;
+    q->consumers = c;
+    sub->tdata = c;
+    dispatch(q);
+    pthread_mutex_unlock(&b->mu);
+    return EW_OK;
+}
+
+static void unlink_consumer(lqueue *q, lconsumer *c)
+{
+    for (lconsumer **p = &q->consumers; *p; p = &(*p)->next)
+        if (*p == c) {
+            *p = c->next;
+            break;
+        }
+    if (q->rr == c)
+        q->rr = NULL;
+}
+
+static void l_unsubscribe(ewi_transport *t, ewi_sub *sub)
+{
+    lbroker *b = t->b;
+    lconsumer *c = sub->tdata;
+    if (!c)
+        return;
+    pthread_mutex_lock(&b->mu);
+    lqueue *q = c->q;
+    unlink_consumer(q, c);
+    c->active = false;
+    sub->tdata = NULL;
+    if (c->outstanding == 0)
+        free(c);
+    dispatch(q); /* other consumers take over */
+    queue_maybe_expire(b, q);
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* The queues a publish goes to (lock held): every queue bound to the event,
+ * or the one named queue. Returns how many, or -1 on ENOMEM; *qs may be
+ * re-allocated (then the caller frees it). */
+static long targets(lbroker *b, const ewi_pub *p, lqueue ***qs, size_t *cap,
+                    lqueue **inline_qs)
+{
+    size_t n = 0;
+    if (p->dest != EWI_DEST_EVENT) {
+        lqueue *q = p->dest == EWI_DEST_DLQ ? queue_declare(b, p->queue, NULL, false)
+                                            : queue_find(b, p->queue);
+        if (q)
+            (*qs)[n++] = q;
+        return q || p->dest != EWI_DEST_DLQ ? (long)n : -1;
+    }
+    for (lqueue *q = b->queues; q; q = q->next) {
+        if (strcmp(q->event, p->event) != 0)
+            continue;
+        if (n == *cap) {
+            lqueue **more = malloc(*cap * 2 * sizeof *more);
+            if (!more)
+                return -1;
+            memcpy(more, *qs, n * sizeof *more);
+            if (*qs != inline_qs)
+                free(*qs);
+            *qs = more;
+            *cap *= 2;
+        }
+        (*qs)[n++] = q;
+    }
+    return (long)n;
+}
+
+static ew_err l_publish(ewi_transport *t, ewi_pub *p)
+{
+    lbroker *b = t->b;
+    if (t->stopped)
+        return EW_ECLOSED;
+    lqueue *inline_qs[64], **qs = inline_qs;
+    size_t cap = sizeof inline_qs / sizeof inline_qs[0];
+    char detail[EW_MAX_QUEUE_NAME + 64] = "";
+    ew_err rc = EW_OK;
+    pthread_mutex_lock(&b->mu);
+    /* All or nothing: every target queue must have room. Targets are looked
+     * up again after each wait, since queues may come and go meanwhile. */
+    for (;;) {
+        long n = targets(b, p, &qs, &cap, inline_qs);
+        if (n < 0) {
+            rc = EW_ENOMEM;
+            break;
+        }
+        if (n == 0 && p->dest == EWI_DEST_LISTENER) {
+            rc = EW_ENOTFOUND;
+            snprintf(detail, sizeof detail, "no queue %s", p->queue);
+            break;
+        }
+        const lqueue *full = NULL;
+        for (long i = 0; i < n && !full; i++)
+            if (!has_room(b, qs[i]))
+                full = qs[i];
+        if (!full) {
+            for (long i = 0; rc == EW_OK && i < n; i++)
+                rc = enqueue(qs[i], p->env);
+            break;
+        }
+        if (!wait_room(b, p->deadline_ms)) {
+            rc = EW_ETIMEDOUT;
+            snprintf(detail, sizeof detail, "queue %s is full (%zu messages)",
+                     full->name, b->capacity);
+            break;
+        }
+    }
+    if (rc == EW_OK && p->dest == EWI_DEST_DLQ)
+        pthread_cond_broadcast(&b->arrive);
+    pthread_mutex_unlock(&b->mu);
+    if (qs != inline_qs)
+        free(qs);
+    if (rc == EW_ENOMEM)
+        return rc;
+    p->done(p, rc, detail[0] ? detail : NULL);
+    return EW_OK;
+}
+
+static void l_settle(ewi_transport *t, ewi_msg *msg, ewi_settle how)
+{
+    lbroker *b = t->b;
+    lentry *e = msg->tdata;
+    lconsumer *c = (lconsumer *)(uintptr_t)msg->tag;
+    pthread_mutex_lock(&b->mu);
+    lqueue *q = c->q;
+    q->unacked--;
+    c->outstanding--;
+    if (how == EWI_REQUEUE) {
+        e->redeliveries++;
+        e->next = q->head;
+        q->head = e;
+        if (!q->tail)
+            q->tail = e;
+        q->ready++;
+    } else {
+        ewi_envelope_unref(e->env);
+        free(e);
+    }
+    if (c->active)
+        c->credit++;
+    else if (c->outstanding == 0)
+        free(c);
+    dispatch(q);
+    queue_maybe_expire(b, q);
+    pthread_cond_broadcast(&b->room);
+    pthread_mutex_unlock(&b->mu);
+    ewi_msg_free(msg);
+}
+
+static ew_err l_dlq_take(ewi_transport *t, ewi_dlq_req *req)
+{
+    lbroker *b = t->b;
+    int64_t deadline = ewi_now_ms() + (req->timeout_ms > 0 ? req->timeout_ms : 0);
+    lentry *taken = NULL, **tail = &taken;
+    pthread_mutex_lock(&b->mu);
+    for (;;) {
+        lqueue *q = queue_find(b, req->dlq);
+        while (q && q->head && req->taken < req->max) {
+            *tail = pop_head(q);
+            tail = &(*tail)->next;
+            *tail = NULL;
+            req->taken++;
+        }
+        if (req->taken > 0 || req->max == 0)
+            break;
+        int left = ewi_left_ms(deadline);
+        if (left == 0)
+            break;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += left / 1000;
+        ts.tv_nsec += (long)(left % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&b->arrive, &b->mu, &ts);
+    }
+    pthread_cond_broadcast(&b->room);
+    pthread_mutex_unlock(&b->mu);
+    for (lentry *e = taken, *n; e; e = n) {
+        n = e->next;
+        req->fn(req->user, e->env);
+        ewi_envelope_unref(e->env);
+        free(e);
+    }
+    return EW_OK;
+}
+
+static void l_stop(ewi_transport *t)
+{
+    t->stopped = true;
+}
+
+static void l_destroy(ewi_transport *t)
+{
+    broker_close(t->b);
+    free(t);
+}
+
+static const char *const local_schemes[] = {"local", NULL};
+
+const ewi_transport_ops ewi_local_transport = {
+    .name = "local",
+    .schemes = local_schemes,
+    .features = EWI_FEAT_DLQ_READ,
+    .create = l_create,
+    .check_names = NULL,
+    .start = l_start,
+    .declare = l_declare,
+    .subscribe = l_subscribe,
+    .unsubscribe = l_unsubscribe,
+    .publish = l_publish,
+    .settle = l_settle,
+    .dlq_take = l_dlq_take,
+    .stop = l_stop,
+    .destroy = l_destroy,
+};
