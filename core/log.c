@@ -41,20 +41,26 @@ void ewi_log(const ew_manager *m, ew_log_level level, const char *fmt, ...)
     va_end(ap);
 }
 
-void ewi_report(ew_manager *m, ew_err code, const char *queue, const char *event,
-                const char *message_id, const char *fmt, ...)
+void ewi_vreport(ew_manager *m, ew_log_level level, ew_err code, const char *queue,
+                 const char *event, const char *message_id, const char *fmt, va_list ap)
 {
     char text[1024];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
-    va_end(ap);
-    ewi_log(m, code == EW_EDISCONNECTED ? EW_LOG_WARN : EW_LOG_ERROR, "%s%s%s (%s)",
-            queue ? queue : "", queue ? ": " : "", text, ew_strerror(code));
+    ewi_log(m, level, "%s%s%s", queue ? queue : "", queue ? ": " : "", text);
     if (m && m->on_error) {
         ew_error_info info = {code, queue, event, message_id, text};
         m->on_error(m->error_user, &info);
     }
+}
+
+void ewi_report(ew_manager *m, ew_err code, const char *queue, const char *event,
+                const char *message_id, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    ewi_vreport(m, code == EW_EDISCONNECTED ? EW_LOG_WARN : EW_LOG_ERROR, code, queue,
+                event, message_id, fmt, ap);
+    va_end(ap);
 }
 
 /* The default sink: one line per message on stderr. */

@@ -119,6 +119,10 @@ ew_err ewi_event_declare(ew_manager *m, ewi_event *ev);
 ew_err ewi_publish_sync(ew_manager *m, ewi_pub *p);
 void ewi_new_message_id(ew_manager *m, char out[37]);
 
+/* log.c: ewi_report at a chosen level (retries are warnings). */
+void ewi_vreport(ew_manager *m, ew_log_level level, ew_err code, const char *queue,
+                 const char *event, const char *message_id, const char *fmt, va_list ap);
+
 /* manager.c */
 ewi_pipes *ewi_pipes_get(ew_manager *m);
 ew_err ewi_queue_names(const ew_manager *m, const char *event,

@@ -98,7 +98,11 @@ static void dead_letter(ewi_listener *l, ewi_msg *msg, const char *reason,
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
     const char *id = ew_envelope_message_id(msg->env);
-    ewi_report(m, EW_ELISTENER, l->queue, l->event->name, id,
+    ew_err code = strcmp(reason, "decode-failed") == 0    ? EW_EDECODE
+                  : strcmp(reason, "too-big") == 0        ? EW_ETOOBIG
+                  : strcmp(reason, "handle-refused") == 0 ? EW_EREFUSED
+                                                          : EW_ELISTENER;
+    ewi_report(m, code, l->queue, l->event->name, id,
                "dead-lettered to %s (%s): %s", l->dlq, reason, text);
 
     ew_envelope *env = ewi_envelope_clone(msg->env);
@@ -157,6 +161,17 @@ static bool backoff_wait(ewi_listener *l, int ms)
     bool go_on = !l->stopping;
     pthread_mutex_unlock(&l->mu);
     return go_on;
+}
+
+static void retry_report(ewi_listener *l, const char *id, const char *fmt, ...)
+    EWI_PRINTF(3, 4);
+
+static void retry_report(ewi_listener *l, const char *id, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    ewi_vreport(l->m, EW_LOG_WARN, EW_ELISTENER, l->queue, l->event->name, id, fmt, ap);
+    va_end(ap);
 }
 
 /* Runs the handle hooks, the listener and the after hooks once. */
@@ -246,9 +261,8 @@ static void handle(ewi_listener *l, ewi_msg *msg)
                         rp->attempts, ew_strerror(rc));
             return;
         }
-        ewi_report(m, EW_ELISTENER, l->queue, l->event->name, id,
-                   "listener failed on attempt %u of %u (%s); retrying in %.0f ms",
-                   attempt, rp->attempts, ew_strerror(rc), delay);
+        retry_report(l, id, "listener failed on attempt %u of %u (%s); retrying in %.0f ms",
+                     attempt, rp->attempts, ew_strerror(rc), delay);
         if (!backoff_wait(l, (int)delay)) {
             /* Stopping: the broker gets it back and redelivers it later. */
             ew_event_free(l->event->desc.type, event);

@@ -1,0 +1,373 @@
+/* The transport conformance suite: the same cases on every transport.
+ *
+ *   conformance <url>      e.g. local://, rabbitmq://guest:guest@127.0.0.1:5672/
+ *
+ * Every case uses event names unique to this run, so leftovers of earlier
+ * runs on a broker cannot leak in. Modeled on Watermill's pubsub test suite:
+ * what a user relies on, asserted the same way for every broker. */
+#include "support.h"
+
+static const char *URL;
+
+/* ---- fan-out ------------------------------------------------------------ */
+
+static void fan_out_reaches_every_listener(void **state)
+{
+    (void)state;
+    EV(ev, "FanOut", true);
+    tally a, b;
+    tally_init(&a, 200);
+    tally_init(&b, 200);
+    ew_manager *m = mgr_new(URL, "s1");
+    listen_tally(m, &ev, "A", false, 1, &a);
+    listen_tally(m, &ev, "B", false, 1, &b);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    send_range(m, &ev, 0, 200);
+    assert_true(tally_wait_all(&a, 30000));
+    assert_true(tally_wait_all(&b, 30000));
+    assert_int_equal(tally_dups(&a), 0);
+    assert_int_equal(tally_dups(&b), 0);
+    ew_manager_free(m);
+    tally_free(&a);
+    tally_free(&b);
+}
+
+/* ---- competing consumers ------------------------------------------------ */
+
+static void one_listener_on_two_servers_competes(void **state)
+{
+    (void)state;
+    EV(ev, "Compete", true);
+    tally t;
+    tally_init(&t, 300);
+    tally_slow(&t, 2); /* a little work per event, so both get a share */
+    ew_manager *m1 = mgr_new(URL, "s1"), *m2 = mgr_new(URL, "s2");
+    ew_listener_desc d = {.event = &ev, .name = "Worker", .prefetch = 10};
+    assert_int_equal(ew_listen(m1, &d, tally_listener, tref(&t, "s1")), EW_OK);
+    assert_int_equal(ew_listen(m2, &d, tally_listener, tref(&t, "s2")), EW_OK);
+    assert_int_equal(ew_manager_start(m1), EW_OK);
+    assert_int_equal(ew_manager_start(m2), EW_OK);
+    send_range(m1, &ev, 0, 300);
+    assert_true(tally_wait_all(&t, 60000));
+    assert_int_equal(tally_dups(&t), 0);
+    /* Both servers took part: the queue is shared, not copied. */
+    size_t on1 = tally_by_label(&t, "s1"), on2 = tally_by_label(&t, "s2");
+    print_message("competing: %zu on s1, %zu on s2\n", on1, on2);
+    assert_true(on1 > 0 && on2 > 0);
+    assert_int_equal(on1 + on2, 300);
+    ew_manager_free(m1);
+    ew_manager_free(m2);
+    tally_free(&t);
+}
+
+/* ---- per_process -------------------------------------------------------- */
+
+static void per_process_gives_every_server_a_copy(void **state)
+{
+    (void)state;
+    EV(ev, "PerProcess", true);
+    tally t1, t2;
+    tally_init(&t1, 100);
+    tally_init(&t2, 100);
+    ew_manager *m1 = mgr_new(URL, "s1"), *m2 = mgr_new(URL, "s2");
+    listen_tally(m1, &ev, "Cache", true, 1, &t1);
+    listen_tally(m2, &ev, "Cache", true, 1, &t2);
+    assert_int_equal(ew_manager_start(m1), EW_OK);
+    assert_int_equal(ew_manager_start(m2), EW_OK);
+    char q[EW_MAX_QUEUE_NAME];
+    ew_listener_desc d = {.event = &ev, .name = "Cache", .per_process = true};
+    assert_int_equal(ew_queue_name(m1, &d, q, sizeof q), EW_OK);
+    char want[EW_MAX_QUEUE_NAME];
+    snprintf(want, sizeof want, "%s::Cache-s1", ev.name);
+    assert_string_equal(q, want);
+    send_range(m1, &ev, 0, 100);
+    assert_true(tally_wait_all(&t1, 30000));
+    assert_true(tally_wait_all(&t2, 30000));
+    assert_string_equal(t1.last_queue, want);
+    ew_manager_free(m1);
+    ew_manager_free(m2);
+    tally_free(&t1);
+    tally_free(&t2);
+}
+
+/* ---- headers and pipelines ---------------------------------------------- */
+
+static int stamp_send(void *user, ew_envelope *env, const ew_event_desc *ev)
+{
+    (void)ev;
+    return ew_envelope_set_header(env, "session", user);
+}
+
+static _Thread_local char seen_session[64];
+
+static int stamp_handle(void *user, const ew_envelope *env, const ew_listener_desc *l)
+{
+    (void)user;
+    (void)l;
+    const char *s = ew_envelope_header(env, "session");
+    snprintf(seen_session, sizeof seen_session, "%s", s ? s : "(none)");
+    return EW_OK;
+}
+
+static int add_odd_header(void *user, ew_envelope *env, const ew_event_desc *ev)
+{
+    (void)user;
+    (void)ev;
+    return ew_envelope_set_header(env, "odd", ODD_VALUE);
+}
+
+static int check_headers(ew_delivery *d, const void *event, void *user)
+{
+    tally *t = user;
+    const conf_event *e = event;
+    /* The handle hook ran on this thread before us. */
+    bool ok = strcmp(seen_session, "s-42") == 0 &&
+              strcmp(ew_delivery_header(d, "session"), "s-42") == 0 &&
+              strcmp(ew_delivery_header(d, "odd"), ODD_VALUE) == 0 &&
+              ew_envelope_message_id(ew_delivery_envelope(d)) != NULL &&
+              strlen(ew_envelope_message_id(ew_delivery_envelope(d))) == 36 &&
+              ew_envelope_sent_at(ew_delivery_envelope(d)) > 1600000000000LL &&
+              ew_delivery_attempt(d) == 1 &&
+              strcmp(ew_envelope_event(ew_delivery_envelope(d)), e->text) == 0;
+    if (!ok)
+        print_message("headers: session=%s/%s odd=%s id=%s attempt=%u event=%s\n",
+                      seen_session, ew_delivery_header(d, "session"),
+                      ew_delivery_header(d, "odd"),
+                      ew_envelope_message_id(ew_delivery_envelope(d)),
+                      ew_delivery_attempt(d), ew_envelope_event(ew_delivery_envelope(d)));
+    tally_note(t, e->id, ok ? "ok" : "bad", ew_delivery_queue(d));
+    return EW_OK;
+}
+
+static void headers_and_pipelines_travel_end_to_end(void **state)
+{
+    (void)state;
+    EV(ev, "Headers", true);
+    tally t;
+    tally_init(&t, 20);
+    ew_manager *m = mgr_new(URL, "s1");
+    ew_pipeline stamp = {.name = "stamp", .send = stamp_send, .handle = stamp_handle};
+    ew_pipeline odd = {.name = "odd", .send = add_odd_header};
+    assert_int_equal(ew_add_pipeline(m, &stamp, (void *)(uintptr_t)"s-42"), EW_OK);
+    assert_int_equal(ew_add_pipeline(m, &odd, NULL), EW_OK);
+    assert_int_equal(ew_listen(m, &(ew_listener_desc){.event = &ev, .name = "H"},
+                               check_headers, &t),
+                     EW_OK);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    for (int64_t i = 0; i < 20; i++) {
+        conf_event e = {.id = i, .text = ev.name};
+        assert_int_equal(ew_send(m, &ev, &e), EW_OK);
+    }
+    assert_true(tally_wait_all(&t, 30000));
+    assert_int_equal(tally_by_label(&t, "bad"), 0);
+    ew_manager_free(m);
+    tally_free(&t);
+}
+
+/* ---- send to one listener ----------------------------------------------- */
+
+static void send_to_reaches_only_that_listener(void **state)
+{
+    (void)state;
+    EV(ev, "SendTo", true);
+    tally a, b;
+    tally_init(&a, 10);
+    tally_init(&b, 10);
+    ew_manager *m = mgr_new(URL, "s1");
+    listen_tally(m, &ev, "A", false, 1, &a);
+    listen_tally(m, &ev, "B", false, 1, &b);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    for (int64_t i = 0; i < 5; i++)
+        assert_int_equal(ew_send_to(m, &ev, "A", &(conf_event){.id = i, .text = "to-a"}),
+                         EW_OK);
+    /* Then a broadcast: B, ordered, must see it as its first and only event. */
+    for (int64_t i = 5; i < 10; i++)
+        assert_int_equal(ew_send(m, &ev, &(conf_event){.id = i, .text = "all"}), EW_OK);
+    assert_true(tally_wait_all(&a, 30000));
+    assert_true(tally_wait_ids(&b, 5, 10, 30000));
+    ewi_sleep_ms(200);
+    assert_int_equal(tally_total(&b), 5);
+    for (int64_t i = 0; i < 5; i++)
+        assert_int_equal(b.seen[i], 0);
+    /* A listener that does not exist is an error, not a silent loss. */
+    assert_int_not_equal(ew_send_to(m, &ev, "Nobody", &(conf_event){.id = 0, .text = "x"}),
+                         EW_OK);
+    ew_manager_free(m);
+    tally_free(&a);
+    tally_free(&b);
+}
+
+/* ---- ordering ----------------------------------------------------------- */
+
+static void concurrency_one_keeps_order(void **state)
+{
+    (void)state;
+    EV(ev, "Order", true);
+    tally t;
+    tally_init(&t, 1000);
+    ew_manager *m = mgr_new(URL, "s1");
+    listen_tally(m, &ev, "Seq", false, 1, &t);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    send_range_async(m, &ev, 0, 1000);
+    assert_true(tally_wait_all(&t, 60000));
+    assert_int_equal(t.out_of_order, 0);
+    ew_manager_free(m);
+    tally_free(&t);
+}
+
+/* ---- retry, then dead letter -------------------------------------------- */
+
+static void failing_listener_is_retried_then_dead_lettered(void **state)
+{
+    (void)state;
+    EV(ev, "Retry", true);
+    tally t;
+    tally_init(&t, 20);
+    t.fail_always = 13; /* every attempt fails */
+    t.fail_once = 7;    /* the first attempt fails */
+    ew_manager *m = mgr_new(URL, "s1");
+    ew_listener_desc d = {.event = &ev, .name = "Flaky",
+                          .retry = {.attempts = 3, .backoff_ms = 10}};
+    assert_int_equal(ew_listen(m, &d, tally_listener, tref(&t, "s1")), EW_OK);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    send_range(m, &ev, 0, 20);
+    assert_true(tally_wait_ids(&t, 0, 13, 30000));
+    assert_true(tally_wait_ids(&t, 14, 20, 30000));
+    dlq_box box = {0};
+    size_t got = 0;
+    assert_int_equal(ew_dead_letters(m, &ev, "Flaky", 10, 30000, dlq_collect, &box, &got),
+                     EW_OK);
+    assert_int_equal(got, 1);
+    assert_int_equal(box.n, 1);
+    assert_int_equal(box.ids[0], 13);
+    assert_string_equal(box.reason[0], "listener-failed");
+    assert_string_equal(box.attempts[0], "3");
+    char q[EW_MAX_QUEUE_NAME];
+    snprintf(q, sizeof q, "%s::Flaky", ev.name);
+    assert_string_equal(box.queue[0], q);
+    assert_int_equal(t.attempts[13], 3);
+    assert_int_equal(t.attempts[7], 2);
+    assert_int_equal(t.max_attempt_seen[7], 2);
+    /* Nothing else arrives in dead letters: no redelivery loop. */
+    ewi_sleep_ms(300);
+    got = 9;
+    assert_int_equal(ew_dead_letters(m, &ev, "Flaky", 10, 200, dlq_collect, &box, &got),
+                     EW_OK);
+    assert_int_equal(got, 0);
+    assert_int_equal(t.attempts[13], 3);
+    ew_manager_free(m);
+    tally_free(&t);
+}
+
+/* ---- undecodable bodies ------------------------------------------------- */
+
+static void undecodable_body_goes_to_dead_letters_at_once(void **state)
+{
+    (void)state;
+    EV(ev, "Garbage", true);
+    tally t;
+    tally_init(&t, 2);
+    ew_manager *m = mgr_new(URL, "s1");
+    listen_tally(m, &ev, "Strict", false, 1, &t);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    /* Bytes that are not msgpack, then msgpack of the wrong shape. */
+    publish_raw(m, ev.name, EW_CONTENT_TYPE_MSGPACK, "\xc1\xc1\xc1garbage", 10);
+    publish_raw(m, ev.name, EW_CONTENT_TYPE_MSGPACK, "\x81\xa2" "id" "\xa3" "abc", 8);
+    send_range(m, &ev, 0, 2); /* the service keeps running */
+    assert_true(tally_wait_all(&t, 30000));
+    dlq_box box = {0};
+    size_t got = 0, total = 0;
+    while (total < 2 && ew_dead_letters(m, &ev, "Strict", 10, 10000, dlq_collect, &box,
+                                        &got) == EW_OK && got > 0)
+        total += got;
+    assert_int_equal(total, 2);
+    for (size_t i = 0; i < 2; i++) {
+        assert_string_equal(box.reason[i], "decode-failed");
+        assert_string_equal(box.attempts[i], "0");
+    }
+    assert_non_null(strstr(box.error[1], "id"));
+    ew_manager_free(m);
+    tally_free(&t);
+}
+
+/* ---- drain on stop ------------------------------------------------------ */
+
+static void stop_drains_and_returns_the_rest(void **state)
+{
+    (void)state;
+    EV(ev, "Drain", true);
+    tally t;
+    tally_init(&t, 20);
+    tally_slow(&t, 150);
+    /* A keeper holds the local broker (and its queue) across the restart. */
+    ew_manager *keeper = mgr_new(URL, "keeper");
+    assert_int_equal(ew_manager_start(keeper), EW_OK);
+    ew_manager *m = mgr_new(URL, "s1");
+    ew_listener_desc d = {.event = &ev, .name = "Slow", .concurrency = 2, .prefetch = 4};
+    assert_int_equal(ew_listen(m, &d, tally_listener, tref(&t, "s1")), EW_OK);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    send_range(keeper, &ev, 0, 20);
+    assert_true(tally_wait_count(&t, 2, 30000));
+    assert_int_equal(ew_manager_stop(m, 10000), EW_OK);
+    /* Every handler that started also finished. */
+    assert_int_equal(t.started, t.finished);
+    size_t first = tally_total(&t);
+    assert_true(first < 20);
+    ew_manager_free(m);
+    /* The rest is delivered to the next instance. */
+    ew_manager *m2 = mgr_new(URL, "s2");
+    tally_slow(&t, 0);
+    assert_int_equal(ew_listen(m2, &d, tally_listener, tref(&t, "s2")), EW_OK);
+    assert_int_equal(ew_manager_start(m2), EW_OK);
+    assert_true(tally_wait_all(&t, 30000));
+    print_message("drain: %zu handled before stop, %zu duplicates\n", first,
+                  tally_dups(&t));
+    ew_manager_free(m2);
+    ew_manager_free(keeper);
+    tally_free(&t);
+}
+
+/* ---- volume ------------------------------------------------------------- */
+
+static void ten_thousand_events_none_lost_none_duplicated(void **state)
+{
+    (void)state;
+    EV(ev, "Volume", true);
+    enum { N = 10000 };
+    tally t;
+    tally_init(&t, N);
+    ew_manager *m = mgr_new(URL, "s1");
+    listen_tally(m, &ev, "Count", false, 4, &t);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    int64_t t0 = ewi_now_ms();
+    send_range_async(m, &ev, 0, N);
+    assert_true(tally_wait_all(&t, 120000));
+    print_message("volume: %d events in %lld ms\n", N, (long long)(ewi_now_ms() - t0));
+    assert_int_equal(tally_dups(&t), 0);
+    assert_int_equal(tally_total(&t), N);
+    ew_manager_free(m);
+    tally_free(&t);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s URL\n", argv[0]);
+        return 2;
+    }
+    URL = argv[1];
+    support_init(URL);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(fan_out_reaches_every_listener),
+        cmocka_unit_test(one_listener_on_two_servers_competes),
+        cmocka_unit_test(per_process_gives_every_server_a_copy),
+        cmocka_unit_test(headers_and_pipelines_travel_end_to_end),
+        cmocka_unit_test(send_to_reaches_only_that_listener),
+        cmocka_unit_test(concurrency_one_keeps_order),
+        cmocka_unit_test(failing_listener_is_retried_then_dead_lettered),
+        cmocka_unit_test(undecodable_body_goes_to_dead_letters_at_once),
+        cmocka_unit_test(stop_drains_and_returns_the_rest),
+        cmocka_unit_test(ten_thousand_events_none_lost_none_duplicated),
+    };
+    return cmocka_run_group_tests_name(URL, tests, NULL, NULL);
+}

@@ -1,0 +1,315 @@
+/* The manager's contract on local://: lifecycle states, registration
+ * errors, pipeline order and refusal, the error handler, bounded queues,
+ * retry policy and stop. The conformance suite covers delivery itself. */
+#include "support.h"
+
+static void lifecycle_states(void **state)
+{
+    (void)state;
+    support_init("local://");
+    EV(ev, "Life", false);
+    ew_manager *m;
+    assert_int_equal(ew_manager_new(&m, "nope://x", NULL), EW_ENOTFOUND);
+    assert_int_equal(ew_manager_new(&m, "local://x?capacity=abc", NULL), EW_EINVAL);
+    assert_int_equal(ew_manager_new(&m, "local://x?prefetch=0", NULL), EW_EINVAL);
+    assert_int_equal(ew_manager_new(&m, "not a url", NULL), EW_EINVAL);
+    assert_int_equal(ew_manager_new(&m, "local://x",
+                                    &(ew_options){.server_name = "bad.name"}),
+                     EW_EINVAL);
+    assert_int_equal(ew_manager_new(&m, NULL, NULL), EW_OK);
+    conf_event e = {1, "x"};
+    assert_int_equal(ew_send(m, &ev, &e), EW_ESTATE); /* not started */
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    assert_int_equal(ew_manager_start(m), EW_ESTATE);
+    assert_int_equal(ew_send(m, &ev, &e), EW_OK); /* nobody listens: fine */
+    assert_int_equal(ew_manager_stop(m, 1000), EW_OK);
+    assert_int_equal(ew_manager_stop(m, 1000), EW_OK); /* idempotent */
+    assert_int_equal(ew_send(m, &ev, &e), EW_ECLOSED);
+    assert_int_equal(ew_listen(m, &(ew_listener_desc){.event = &ev, .name = "L"},
+                               tally_listener, NULL),
+                     EW_ECLOSED);
+    ew_manager_free(m);
+    ew_manager_free(NULL);
+}
+
+static void default_server_name_is_host_pid(void **state)
+{
+    (void)state;
+    ew_manager *m;
+    assert_int_equal(ew_manager_new(&m, "local://", NULL), EW_OK);
+    const char *s = ew_manager_server_name(m);
+    char pid[32];
+    snprintf(pid, sizeof pid, "-%d", (int)getpid());
+    assert_non_null(strstr(s, pid));
+    assert_null(strchr(s, '.'));
+    char err[256];
+    assert_int_equal(ewi_check_server_name(s, err, sizeof err), EW_OK);
+    ew_manager_free(m);
+}
+
+static void registration_errors_are_clear(void **state)
+{
+    (void)state;
+    EV(ev, "Reg", false);
+    ew_manager *m = mgr_new("local://reg", "s1");
+    tally t;
+    tally_init(&t, 1);
+    ew_listener_desc d = {.event = &ev, .name = "L"};
+    assert_int_equal(ew_listen(m, &d, tally_listener, tref(&t, "a")), EW_OK);
+    assert_int_equal(ew_listen(m, &d, tally_listener, tref(&t, "a")), EW_ECONFLICT);
+    d.name = "bad.name";
+    assert_int_equal(ew_listen(m, &d, tally_listener, NULL), EW_EINVAL);
+    d.name = "";
+    assert_int_equal(ew_listen(m, &d, tally_listener, NULL), EW_EINVAL);
+    d.name = "ok";
+    assert_int_equal(ew_listen(m, &d, NULL, NULL), EW_EINVAL);
+    /* The same event name with another durability is a conflict. */
+    ew_event_desc other = ev;
+    other.durable = true;
+    assert_int_equal(ew_listen(m, &(ew_listener_desc){.event = &other, .name = "X"},
+                               tally_listener, NULL),
+                     EW_ECONFLICT);
+    ew_event_desc badname = {.type = &conf_event_type, .name = "a/b"};
+    assert_int_equal(ew_listen(m, &(ew_listener_desc){.event = &badname, .name = "X"},
+                               tally_listener, NULL),
+                     EW_EINVAL);
+    char q[EW_MAX_QUEUE_NAME];
+    assert_int_equal(ew_queue_name(m, &(ew_listener_desc){.event = &ev, .name = "L"}, q,
+                                   sizeof q),
+                     EW_OK);
+    char want[EW_MAX_QUEUE_NAME];
+    snprintf(want, sizeof want, "%s::L", ev.name);
+    assert_string_equal(q, want);
+    assert_int_equal(ew_queue_name(m, &(ew_listener_desc){.event = &ev, .name = "L"}, q, 4),
+                     EW_EINVAL);
+    ew_manager_free(m);
+    tally_free(&t);
+}
+
+/* ---- pipelines ---------------------------------------------------------- */
+
+static char order_log[256];
+static pthread_mutex_t order_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void logp(const char *s)
+{
+    pthread_mutex_lock(&order_mu);
+    strncat(order_log, s, sizeof order_log - strlen(order_log) - 1);
+    pthread_mutex_unlock(&order_mu);
+}
+
+static int p_send(void *user, ew_envelope *env, const ew_event_desc *ev)
+{
+    (void)env;
+    (void)ev;
+    char s[8];
+    snprintf(s, sizeof s, "S%s", (char *)user);
+    logp(s);
+    return strcmp(user, "X") == 0 ? EW_EREFUSED : EW_OK;
+}
+
+static int p_handle(void *user, const ew_envelope *env, const ew_listener_desc *l)
+{
+    (void)env;
+    (void)l;
+    char s[8];
+    snprintf(s, sizeof s, "H%s", (char *)user);
+    logp(s);
+    return strcmp(user, "R") == 0 ? EW_EREFUSED : EW_OK;
+}
+
+static void p_after(void *user, const ew_envelope *env, const ew_listener_desc *l, int rc)
+{
+    (void)env;
+    (void)l;
+    char s[8];
+    snprintf(s, sizeof s, "A%s%d", (char *)user, rc == EW_OK);
+    logp(s);
+}
+
+static int log_listener(ew_delivery *d, const void *event, void *user)
+{
+    (void)d;
+    (void)event;
+    logp("L");
+    return tally_listener(d, event, user);
+}
+
+static void pipelines_run_in_order_and_can_refuse(void **state)
+{
+    (void)state;
+    EV(ev, "Pipes", false);
+    ew_manager *m = mgr_new("local://pipes", "s1");
+    ew_pipeline p = {.name = "p", .send = p_send, .handle = p_handle, .after = p_after};
+    assert_int_equal(ew_add_pipeline(m, &p, (void *)(uintptr_t)"1"), EW_OK);
+    assert_int_equal(ew_add_pipeline(m, &p, (void *)(uintptr_t)"2"), EW_OK);
+    tally t;
+    tally_init(&t, 4);
+    assert_int_equal(ew_listen(m, &(ew_listener_desc){.event = &ev, .name = "L"},
+                               log_listener, tref(&t, "a")),
+                     EW_OK);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    order_log[0] = '\0';
+    assert_int_equal(ew_send(m, &ev, &(conf_event){0, "x"}), EW_OK);
+    assert_true(tally_wait_ids(&t, 0, 1, 5000));
+    ewi_sleep_ms(50);
+    /* Registration order on send and on handle; after in reverse. */
+    assert_string_equal(order_log, "S1S2H1H2LA21A11");
+
+    /* A refusing send fails the send with its error and sends nothing. */
+    assert_int_equal(ew_add_pipeline(m, &p, (void *)(uintptr_t)"X"), EW_OK);
+    order_log[0] = '\0';
+    assert_int_equal(ew_send(m, &ev, &(conf_event){1, "x"}), EW_EREFUSED);
+    assert_string_equal(order_log, "S1S2SX");
+    ew_manager_free(m);
+
+    /* A refusing handle dead-letters at once, listener not run. */
+    ew_manager *m2 = mgr_new("local://pipes2", "s1");
+    assert_int_equal(ew_add_pipeline(m2, &p, (void *)(uintptr_t)"1"), EW_OK);
+    assert_int_equal(ew_add_pipeline(m2, &p, (void *)(uintptr_t)"R"), EW_OK);
+    assert_int_equal(ew_listen(m2, &(ew_listener_desc){.event = &ev, .name = "L"},
+                               log_listener, tref(&t, "a")),
+                     EW_OK);
+    assert_int_equal(ew_manager_start(m2), EW_OK);
+    order_log[0] = '\0';
+    assert_int_equal(ew_send(m2, &ev, &(conf_event){2, "x"}), EW_OK);
+    dlq_box box = {0};
+    size_t got = 0;
+    assert_int_equal(ew_dead_letters(m2, &ev, "L", 1, 5000, dlq_collect, &box, &got), EW_OK);
+    assert_int_equal(got, 1);
+    assert_string_equal(box.reason[0], "handle-refused");
+    assert_non_null(strstr(box.error[0], "pipeline p refused"));
+    assert_string_equal(order_log, "S1SRH1HRAR0A10");
+    assert_int_equal(t.seen[2], 0);
+    ew_manager_free(m2);
+    tally_free(&t);
+}
+
+/* ---- error handler and log sink ------------------------------------------ */
+
+typedef struct {
+    pthread_mutex_t mu;
+    int count;
+    char queue[EW_MAX_QUEUE_NAME];
+    ew_err code;
+    char logs[4096];
+} sink;
+
+static void on_error(void *user, const ew_error_info *info)
+{
+    sink *s = user;
+    pthread_mutex_lock(&s->mu);
+    s->count++;
+    s->code = info->code;
+    snprintf(s->queue, sizeof s->queue, "%s", info->queue ? info->queue : "");
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void on_log(void *user, ew_log_level level, const char *msg)
+{
+    sink *s = user;
+    (void)level;
+    pthread_mutex_lock(&s->mu);
+    strncat(s->logs, msg, sizeof s->logs - strlen(s->logs) - 2);
+    strcat(s->logs, "\n");
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void listener_failures_reach_the_handler(void **state)
+{
+    (void)state;
+    EV(ev, "Errs", false);
+    sink s = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    ew_options o = {.on_error = on_error, .error_user = &s, .log = on_log, .log_user = &s,
+                    .log_level = EW_LOG_DEBUG};
+    ew_manager *m = mgr_new_opts("local://errs", "s1", &o);
+    tally t;
+    tally_init(&t, 1);
+    t.fail_always = 0;
+    assert_int_equal(ew_listen(m, &(ew_listener_desc){.event = &ev, .name = "L",
+                                                      .per_process = true,
+                                                      .retry = {.attempts = 2,
+                                                                .backoff_ms = 5}},
+                               tally_listener, tref(&t, "a")),
+                     EW_OK);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    assert_int_equal(ew_send(m, &ev, &(conf_event){0, "x"}), EW_OK);
+    dlq_box box = {0};
+    size_t got = 0;
+    assert_int_equal(ew_dead_letters(m, &ev, "L", 1, 5000, dlq_collect, &box, &got), EW_OK);
+    assert_int_equal(got, 1);
+    char q[EW_MAX_QUEUE_NAME];
+    snprintf(q, sizeof q, "%s::L-s1", ev.name);
+    pthread_mutex_lock(&s.mu);
+    assert_true(s.count >= 2); /* attempt 1 failed, then the dead letter */
+    assert_string_equal(s.queue, q);
+    assert_non_null(strstr(s.logs, q));
+    pthread_mutex_unlock(&s.mu);
+    assert_string_equal(box.queue[0], q);
+    assert_string_equal(box.attempts[0], "2");
+    ew_manager_free(m);
+    tally_free(&t);
+}
+
+/* ---- bounded queues ------------------------------------------------------ */
+
+static void full_queue_fails_the_send_after_the_timeout(void **state)
+{
+    (void)state;
+    EV(ev, "Full", false);
+    ew_options o = {.send_timeout_ms = 200, .log_level = EW_LOG_ERROR + 0};
+    ew_manager *m = mgr_new_opts("local://full?capacity=5", "s1", &o);
+    tally t;
+    tally_init(&t, 10);
+    tally_slow(&t, 5000);
+    assert_int_equal(ew_listen(m, &(ew_listener_desc){.event = &ev, .name = "Slow",
+                                                      .prefetch = 1},
+                               tally_listener, tref(&t, "a")),
+                     EW_OK);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    for (int64_t i = 0; i < 5; i++)
+        assert_int_equal(ew_send(m, &ev, &(conf_event){i, "x"}), EW_OK);
+    int64_t t0 = ewi_now_ms();
+    assert_int_equal(ew_send(m, &ev, &(conf_event){5, "x"}), EW_ETIMEDOUT);
+    assert_true(ewi_now_ms() - t0 >= 190);
+    tally_slow(&t, 0);
+    ew_manager_free(m);
+    tally_free(&t);
+}
+
+/* ---- stop is bounded ----------------------------------------------------- */
+
+static void stop_reports_handlers_past_the_bound(void **state)
+{
+    (void)state;
+    EV(ev, "Bound", false);
+    ew_manager *m = mgr_new("local://bound", "s1");
+    tally t;
+    tally_init(&t, 1);
+    tally_slow(&t, 600);
+    listen_tally(m, &ev, "L", false, 1, &t);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    assert_int_equal(ew_send(m, &ev, &(conf_event){0, "x"}), EW_OK);
+    assert_true(tally_wait_count(&t, 1, 5000));
+    int64_t t0 = ewi_now_ms();
+    assert_int_equal(ew_manager_stop(m, 100), EW_ETIMEDOUT);
+    assert_true(ewi_now_ms() - t0 < 500);
+    ew_manager_free(m); /* waits for the handler */
+    assert_int_equal(t.finished, 1);
+    tally_free(&t);
+}
+
+int main(void)
+{
+    support_init("local://");
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(lifecycle_states),
+        cmocka_unit_test(default_server_name_is_host_pid),
+        cmocka_unit_test(registration_errors_are_clear),
+        cmocka_unit_test(pipelines_run_in_order_and_can_refuse),
+        cmocka_unit_test(listener_failures_reach_the_handler),
+        cmocka_unit_test(full_queue_fails_the_send_after_the_timeout),
+        cmocka_unit_test(stop_reports_handlers_past_the_bound),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
