@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# RabbitMQ for eventwire's tests and demos, on 127.0.0.1, without systemd.
+#
+#   scripts/brokers/rabbitmq.sh start     start (or reuse a running one) and wait until ready
+#   scripts/brokers/rabbitmq.sh stop      stop cleanly, then stop epmd
+#   scripts/brokers/rabbitmq.sh status    print whether it runs; exit 0 if it does, 1 if not
+#   scripts/brokers/rabbitmq.sh kill      hard kill of beam.smp (fault tests); `start` brings
+#                                         it back with the same state (durable queues kept)
+#   scripts/brokers/rabbitmq.sh restart   stop, then start
+#   scripts/brokers/rabbitmq.sh ctl ARGS  rabbitmqctl ARGS against this node
+#                                         (e.g. `ctl list_queues name durable`)
+#
+# AMQP 0-9-1 (and AMQP 1.0 through rabbitmq_amqp1_0) on 5672, STOMP on 61613.
+# guest/guest works from 127.0.0.1. All state (config, plugins file, mnesia,
+# logs, pid file) lives in ${EW_BROKER_STATE:-/tmp/eventwire-brokers}/rabbitmq,
+# owned by the user rabbitmq; nothing under /etc or /var is written.
+set -euo pipefail
+export EW_SCRIPT=rabbitmq.sh
+# shellcheck source=scripts/brokers/lib.sh
+. "$(dirname "$(readlink -f "$0")")/lib.sh"
+
+RMQ_STATE=$EW_BROKER_STATE/rabbitmq
+AMQP_PORT=5672
+STOMP_PORT=61613
+PORTS=("$AMQP_PORT" "$STOMP_PORT")
+# TLS listeners (AMQPS 5671, STOMP over TLS) will be added to write_config and
+# PORTS once the certificates exist; nothing else needs to change for them.
+
+export RABBITMQ_NODENAME=rabbit@localhost
+export RABBITMQ_CONFIG_FILE=$RMQ_STATE/etc/rabbitmq.conf
+export RABBITMQ_ADVANCED_CONFIG_FILE=$RMQ_STATE/etc/advanced.config
+export RABBITMQ_CONF_ENV_FILE=$RMQ_STATE/etc/rabbitmq-env.conf
+export RABBITMQ_ENABLED_PLUGINS_FILE=$RMQ_STATE/etc/enabled_plugins
+export RABBITMQ_MNESIA_BASE=$RMQ_STATE/mnesia
+export RABBITMQ_LOG_BASE=$RMQ_STATE/log
+export RABBITMQ_PID_FILE=$RMQ_STATE/rabbitmq.pid
+export ERL_EPMD_ADDRESS=127.0.0.1
+export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+export RABBITMQ_CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+
+PLUGINS=(rabbitmq_stomp rabbitmq_amqp1_0)
+
+logs() {
+    show_logs "$RMQ_STATE/log/$RABBITMQ_NODENAME.log" "$RMQ_STATE/log/startup.log" \
+              "$RMQ_STATE/log/startup_err"
+}
+
+broker_pid() { pid_from "$RABBITMQ_PID_FILE"; }
+
+running() { pid_alive "$(broker_pid)"; }
+
+# rabbitmqctl as the user rabbitmq (Debian's wrapper does the su and keeps RABBITMQ_*).
+ctl() { rabbitmqctl "$@"; }
+
+write_config() {
+    mkdir -p "$RMQ_STATE/etc" "$RMQ_STATE/mnesia" "$RMQ_STATE/log"
+    cat > "$RABBITMQ_CONFIG_FILE" <<CONF
+# Written by scripts/brokers/rabbitmq.sh; rewritten at every start.
+listeners.tcp.1 = 127.0.0.1:$AMQP_PORT
+stomp.listeners.tcp.1 = 127.0.0.1:$STOMP_PORT
+loopback_users.guest = true
+log.file.level = info
+log.console = false
+CONF
+    echo '[].' > "$RABBITMQ_ADVANCED_CONFIG_FILE"
+    : > "$RABBITMQ_CONF_ENV_FILE"
+    chown -R rabbitmq:rabbitmq "$RMQ_STATE"
+    local want p
+    want=1
+    for p in "${PLUGINS[@]}"; do
+        grep -q "$p" "$RABBITMQ_ENABLED_PLUGINS_FILE" 2>/dev/null || want=0
+    done
+    if [ "$want" = 0 ]; then
+        say "enabling plugins offline: ${PLUGINS[*]}"
+        rabbitmq-plugins enable --offline "${PLUGINS[@]}" >/dev/null \
+            || die "rabbitmq-plugins enable --offline ${PLUGINS[*]} failed"
+        chown rabbitmq:rabbitmq "$RABBITMQ_ENABLED_PLUGINS_FILE"
+    fi
+}
+
+wait_ready() {
+    local pid
+    say "waiting for the node (rabbitmqctl wait, await_startup)"
+    if ! ctl wait --timeout 120 "$RABBITMQ_PID_FILE" >/dev/null 2>"$RMQ_STATE/log/ctl_wait.err"; then
+        cat "$RMQ_STATE/log/ctl_wait.err" >&2
+        logs
+        die "RabbitMQ did not start (rabbitmqctl wait failed); state in $RMQ_STATE"
+    fi
+    if ! ctl await_startup --timeout 120 >/dev/null 2>"$RMQ_STATE/log/ctl_wait.err"; then
+        cat "$RMQ_STATE/log/ctl_wait.err" >&2
+        logs
+        die "RabbitMQ did not finish booting (rabbitmqctl await_startup failed)"
+    fi
+    if ! wait_ports 30 "${PORTS[@]}"; then
+        logs
+        die "RabbitMQ runs but ports ${PORTS[*]} do not all accept on 127.0.0.1"
+    fi
+    pid=$(broker_pid)
+    say "ready: pid $pid, AMQP 127.0.0.1:$AMQP_PORT, STOMP 127.0.0.1:$STOMP_PORT, state $RMQ_STATE"
+}
+
+do_start() {
+    need_root
+    if running; then
+        if wait_ports 5 "${PORTS[@]}"; then
+            say "already running (pid $(broker_pid)), reusing it"
+            return 0
+        fi
+        # Up but not (yet) listening: a start in progress or a boot that hangs.
+        wait_ready
+        return 0
+    fi
+    local p
+    for p in "${PORTS[@]}"; do
+        if port_open "$p"; then
+            die "port $p on 127.0.0.1 is taken by a process this script did not start (state $RMQ_STATE): $(who_listens "$p")"
+        fi
+    done
+    write_config
+    rm -f "$RABBITMQ_PID_FILE"
+    # Keep only this start's lines in the logs a failure prints.
+    rotate_logs "$RMQ_STATE/log/$RABBITMQ_NODENAME.log"
+    say "starting RabbitMQ as user rabbitmq (node $RABBITMQ_NODENAME, state $RMQ_STATE)"
+    # The detached node must not keep our stdout/stderr open (callers may
+    # capture this script's output through a pipe), nor the lock on fd 9.
+    if ! rabbitmq-server -detached >"$RMQ_STATE/log/startup.log" 2>"$RMQ_STATE/log/startup_err" </dev/null 9>&-; then
+        logs
+        die "rabbitmq-server -detached failed"
+    fi
+    wait_ready
+}
+
+do_stop() {
+    need_root
+    local pid
+    pid=$(broker_pid)
+    if ! pid_alive "$pid"; then
+        say "not running"
+    else
+        say "stopping RabbitMQ (pid $pid)"
+        if ! ctl stop "$RABBITMQ_PID_FILE" >/dev/null 2>&1; then
+            say "rabbitmqctl stop failed; sending SIGTERM, then SIGKILL"
+            kill -TERM "$pid" 2>/dev/null || true
+            local deadline=$((SECONDS + 20))
+            while pid_alive "$pid" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
+            pid_alive "$pid" && kill -KILL "$pid" 2>/dev/null || true
+        fi
+        local deadline=$((SECONDS + 10))
+        while pid_alive "$pid" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
+        pid_alive "$pid" && die "RabbitMQ (pid $pid) is still alive after stop"
+        say "stopped"
+    fi
+    # epmd outlives the node; it only serves Erlang nodes, stop it as well.
+    if epmd -names >/dev/null 2>&1; then
+        epmd -kill >/dev/null 2>&1 || true
+        say "epmd stopped"
+    fi
+}
+
+do_kill() {
+    need_root
+    local pid
+    pid=$(broker_pid)
+    if ! pid_alive "$pid"; then
+        say "not running, nothing to kill"
+        return 0
+    fi
+    say "hard kill of beam.smp (pid $pid), state kept in $RMQ_STATE"
+    kill -KILL "$pid"
+    local deadline=$((SECONDS + 10))
+    while pid_alive "$pid" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
+    pid_alive "$pid" && die "pid $pid survived SIGKILL"
+    wait_ports_closed 10 "${PORTS[@]}" || die "ports ${PORTS[*]} still accept after the kill"
+    say "killed"
+}
+
+do_status() {
+    local pid
+    pid=$(broker_pid)
+    if pid_alive "$pid"; then
+        local up=() down=() p
+        for p in "${PORTS[@]}"; do
+            if port_open "$p"; then up+=("$p"); else down+=("$p"); fi
+        done
+        if [ "${#down[@]}" -eq 0 ]; then
+            say "running (pid $pid), ports ${up[*]} accept, state $RMQ_STATE"
+            return 0
+        fi
+        say "process runs (pid $pid) but ports ${down[*]} do not accept (starting or broken)"
+        return 1
+    fi
+    say "not running (state $RMQ_STATE)"
+    return 1
+}
+
+cmd=${1:-}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+    start)   with_lock rabbitmq do_start ;;
+    stop)    with_lock rabbitmq do_stop ;;
+    restart) with_lock rabbitmq do_stop; with_lock rabbitmq do_start ;;
+    kill)    with_lock rabbitmq do_kill ;;
+    status)  do_status ;;
+    ctl)     need_root; running || die "not running (start it with: $0 start)"; ctl "$@" ;;
+    *) sed -n '2,16p' "$0" >&2; exit 2 ;;
+esac

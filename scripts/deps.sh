@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Install what eventwire's build and tests need on Debian 12, idempotently.
+#
+#   scripts/deps.sh             build + test tools and libraries
+#   scripts/deps.sh --brokers   the same plus rabbitmq-server and activemq
+#
+# Fast path: when every package is already installed (checked with
+# dpkg-query) no apt-get runs at all. Otherwise the package lists are
+# refreshed once if they are missing or older than a day, and only the
+# missing packages are installed, without recommends.
+set -euo pipefail
+
+BUILD_PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev
+            libmsgpack-dev libjansson-dev uuid-dev libssl-dev libcmocka-dev
+            librabbitmq-dev libqpid-proton11-dev python3-qpid-proton
+            valgrind socat)
+# activemq depends on "default-jre-headless | java7-runtime-headless"; name
+# the runtime explicitly so that --no-install-recommends never leaves the
+# broker without a JVM.
+BROKER_PKGS=(rabbitmq-server activemq default-jre-headless)
+
+want_brokers=0
+for arg in "$@"; do
+    case "$arg" in
+        --brokers) want_brokers=1 ;;
+        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        *) echo "deps.sh: unknown argument '$arg' (use --brokers or --help)" >&2; exit 2 ;;
+    esac
+done
+
+pkgs=("${BUILD_PKGS[@]}")
+[ "$want_brokers" = 1 ] && pkgs+=("${BROKER_PKGS[@]}")
+
+is_installed() {
+    [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]
+}
+
+missing=()
+for p in "${pkgs[@]}"; do
+    # Any installed Java 17+ runtime satisfies activemq: do not pull a second one.
+    if [ "$p" = default-jre-headless ] && { is_installed openjdk-17-jre-headless || is_installed default-jre-headless; }; then
+        continue
+    fi
+    is_installed "$p" || missing+=("$p")
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+    echo "deps.sh: all required packages present, nothing to do"
+    exit 0
+fi
+
+if [ "$(id -u)" != 0 ]; then
+    echo "deps.sh: missing packages: ${missing[*]}" >&2
+    echo "deps.sh: run as root to install them" >&2
+    exit 1
+fi
+
+echo "deps.sh: missing packages: ${missing[*]}"
+
+# Refresh the lists once when they are absent or older than a day: on a fresh
+# image they are usually absent, and installing from stale lists fails with 404s.
+lists=/var/lib/apt/lists
+fresh=$(find "$lists" -maxdepth 1 -name '*_Packages*' -mmin -1440 2>/dev/null | head -n 1)
+if [ -z "$fresh" ]; then
+    echo "deps.sh: package lists missing or older than a day: apt-get update"
+    apt-get update
+fi
+
+echo "deps.sh: installing ${missing[*]}"
+DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+
+still=()
+for p in "${missing[@]}"; do is_installed "$p" || still+=("$p"); done
+if [ "${#still[@]}" -ne 0 ]; then
+    echo "deps.sh: FAILED, still missing after install: ${still[*]}" >&2
+    exit 1
+fi
+echo "deps.sh: done"
