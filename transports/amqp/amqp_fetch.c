@@ -1,0 +1,387 @@
+/* dlq_take: reading a dead-letter queue E::L.dlq on the caller's thread.
+ *
+ * The caller asks the I/O thread for a receiver on the queue with credit 1
+ * and waits up to its timeout for the first message. Each message is passed
+ * to the callback, then accepted (removed); the next one is asked for with
+ * credit 1 in drain mode (artemis), so an empty queue answers at once
+ * instead of making the caller wait out a timeout. RabbitMQ 3.10's plugin
+ * fails a drain on a classic queue (function_clause in
+ * rabbit_classic_queue:handle_event send_drained, the session ends with
+ * amqp:internal-error), so the rabbitmq dialect asks with plain credit 1 and
+ * takes a short silence (LINGER_MS) as the end of the queue. The link (and
+ * its session) is closed at the end: whatever the broker sent and nobody
+ * took goes back. */
+#include "amqp.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <proton/delivery.h>
+#include <proton/link.h>
+
+#define LINGER_MS 300
+
+typedef enum fetch_op { FETCH_OPEN, FETCH_MORE, FETCH_CLOSE } fetch_op;
+
+struct amqp_fetch {
+    amqp_obj_kind kind;  /* AMQP_OBJ_FETCH: first, for link contexts */
+    amqp_work w;         /* asks the I/O thread for op */
+    amqp_addr source;
+    /* under t->mu */
+    fetch_op op;
+    bool queued;         /* w is in the work queue */
+    amqp_rec *ready_head, *ready_tail;
+    bool empty;          /* a drain ended without a message */
+    bool failed;
+    char error[512];
+    bool closed;         /* the I/O thread is done with it */
+    /* I/O thread only */
+    pn_link_t *l;
+    uint64_t link_id;
+    bool want_open;      /* attach once connected */
+    bool draining;
+    bool got_since_more;
+    amqp_fetch *next;
+};
+
+static amqp_fetch *of_work(amqp_work *w)
+{
+    return (amqp_fetch *)((char *)w - offsetof(amqp_fetch, w));
+}
+
+/* ---- the I/O thread's side ---------------------------------------------- */
+
+static void unlink_fetch(ewi_transport *t, amqp_fetch *f)
+{
+    for (amqp_fetch **pp = &t->fetches; *pp; pp = &(*pp)->next)
+        if (*pp == f) {
+            *pp = f->next;
+            return;
+        }
+}
+
+static void attach(ewi_transport *t, amqp_fetch *f)
+{
+    f->want_open = false;
+    f->l = amqp_open_link(t, false, &f->source, f);
+    f->link_id = t->next_link_id;
+    f->draining = false;
+    pn_link_flow(f->l, 1);
+}
+
+static void fail_locked(ewi_transport *t, amqp_fetch *f, const char *why)
+{
+    if (!f->failed) {
+        f->failed = true;
+        amqp_textf(f->error, sizeof f->error, "%s", why);
+    }
+    pthread_cond_broadcast(&t->cond);
+}
+
+/* Drops what the caller has not taken yet: the broker keeps it. */
+static void drop_ready_locked(amqp_fetch *f)
+{
+    for (amqp_rec *r = f->ready_head, *n; r; r = n) {
+        n = r->next;
+        ewi_envelope_unref(r->env);
+        free(r);
+    }
+    f->ready_head = f->ready_tail = NULL;
+}
+
+void amqp_fetch_work(ewi_transport *t, amqp_work *w)
+{
+    amqp_fetch *f = of_work(w);
+    pthread_mutex_lock(&t->mu);
+    f->queued = false;
+    fetch_op op = f->op;
+    bool exited = t->io_exited;
+    pthread_mutex_unlock(&t->mu);
+
+    switch (op) {
+    case FETCH_OPEN:
+        if (exited) {
+            pthread_mutex_lock(&t->mu);
+            fail_locked(t, f, "the transport stopped");
+            pthread_mutex_unlock(&t->mu);
+            break;
+        }
+        f->next = t->fetches;
+        t->fetches = f;
+        if (t->conn && t->connected && !t->closing) {
+            attach(t, f);
+        } else {
+            f->want_open = true;
+        }
+        break;
+    case FETCH_MORE:
+        if (f->l) {
+            f->got_since_more = false;
+            if (t->opt.dialect == AMQP_DIALECT_RABBITMQ) {
+                pn_link_flow(f->l, 1);
+            } else {
+                f->draining = true;
+                pn_link_drain(f->l, 1);
+            }
+        }
+        break;
+    case FETCH_CLOSE:
+        unlink_fetch(t, f);
+        amqp_close_link(f->l); /* unsettled deliveries go back */
+        f->l = NULL;
+        f->link_id = 0;
+        pthread_mutex_lock(&t->mu);
+        drop_ready_locked(f);
+        f->closed = true;
+        pthread_cond_broadcast(&t->cond);
+        pthread_mutex_unlock(&t->mu);
+        break;
+    }
+}
+
+void amqp_fetch_on_open(ewi_transport *t, amqp_fetch *f, pn_link_t *l)
+{
+    (void)t;
+    (void)f;
+    (void)l; /* credit was given with the attach */
+}
+
+void amqp_fetch_on_lost(ewi_transport *t, amqp_fetch *f, const char *why)
+{
+    amqp_close_link(f->l);
+    f->l = NULL;
+    f->link_id = 0;
+    char text[700];
+    amqp_textf(text, sizeof text, "reading %s: %s", f->source.addr, why);
+    pthread_mutex_lock(&t->mu);
+    drop_ready_locked(f);
+    fail_locked(t, f, text);
+    pthread_mutex_unlock(&t->mu);
+}
+
+void amqp_fetch_on_flow(ewi_transport *t, amqp_fetch *f, pn_link_t *l)
+{
+    if (!f->draining || pn_link_credit(l) > 0)
+        return;
+    f->draining = false;
+    pn_link_set_drain(l, false);
+    if (!f->got_since_more) {
+        pthread_mutex_lock(&t->mu);
+        f->empty = true;
+        pthread_cond_broadcast(&t->cond);
+        pthread_mutex_unlock(&t->mu);
+    }
+}
+
+void amqp_fetch_on_delivery(ewi_transport *t, amqp_fetch *f, pn_delivery_t *d)
+{
+    if (pn_delivery_aborted(d)) {
+        pn_delivery_settle(d);
+        pn_link_advance(pn_delivery_link(d));
+        pn_link_flow(pn_delivery_link(d), 1);
+        return;
+    }
+    if (!pn_delivery_readable(d) || pn_delivery_partial(d))
+        return;
+    size_t len = 0;
+    char *bytes = amqp_read_delivery(d, &len);
+    ew_envelope *env = bytes ? ewi_envelope_new() : NULL;
+    amqp_rec *rec = env ? calloc(1, sizeof *rec) : NULL;
+    char err[512];
+    ew_err rc = rec ? amqp_message_decode(bytes, len, env, NULL, err, sizeof err)
+                    : EW_ENOMEM;
+    free(bytes);
+    if (rc == EW_EDECODE) {
+        ewi_log(t->m, EW_LOG_WARN, "amqp %s: %s: %s", t->where, f->source.addr, err);
+        rc = EW_OK; /* the caller still gets the raw bytes */
+    }
+    if (rc != EW_OK) {
+        free(rec);
+        ewi_envelope_unref(env);
+        pn_delivery_update(d, PN_RELEASED);
+        pn_delivery_settle(d);
+        pthread_mutex_lock(&t->mu);
+        fail_locked(t, f, "out of memory");
+        pthread_mutex_unlock(&t->mu);
+        return;
+    }
+    rec->w.kind = AMQP_W_SETTLE;
+    rec->owner = AMQP_REC_FETCH;
+    rec->holder = f;
+    rec->env = env;
+    rec->link_id = f->link_id;
+    rec->d = d;
+    f->got_since_more = true;
+    pthread_mutex_lock(&t->mu);
+    if (f->ready_tail)
+        f->ready_tail->next = rec;
+    else
+        f->ready_head = rec;
+    f->ready_tail = rec;
+    pthread_cond_broadcast(&t->cond);
+    pthread_mutex_unlock(&t->mu);
+}
+
+void amqp_fetch_settle(ewi_transport *t, amqp_rec *rec)
+{
+    (void)t;
+    amqp_fetch *f = rec->holder;
+    if (rec->link_id && f && rec->link_id == f->link_id && f->l) {
+        pn_delivery_update(rec->d, rec->how == EWI_ACK ? PN_ACCEPTED : PN_RELEASED);
+        pn_delivery_settle(rec->d);
+    }
+    ewi_envelope_unref(rec->env);
+    free(rec);
+}
+
+void amqp_fetch_attach_all(ewi_transport *t)
+{
+    for (amqp_fetch *f = t->fetches; f; f = f->next)
+        if (f->want_open && !f->l)
+            attach(t, f);
+}
+
+void amqp_fetch_disconnect_all(ewi_transport *t, const char *why, bool final)
+{
+    for (amqp_fetch *f = t->fetches; f; f = f->next) {
+        if (f->want_open && !f->l && !final)
+            continue; /* not attached yet: it will be on the next connection */
+        f->l = NULL;
+        f->link_id = 0;
+        char text[700];
+        amqp_textf(text, sizeof text, "reading %s: connection lost: %s", f->source.addr,
+                 why);
+        pthread_mutex_lock(&t->mu);
+        drop_ready_locked(f);
+        fail_locked(t, f, text);
+        pthread_mutex_unlock(&t->mu);
+    }
+    if (final)
+        t->fetches = NULL; /* their callers free them once they see the exit */
+}
+
+/* ---- the caller's side -------------------------------------------------- */
+
+/* Asks the I/O thread for op; false when it is gone. t->mu held. */
+static bool request_locked(ewi_transport *t, amqp_fetch *f, fetch_op op)
+{
+    f->op = op;
+    if (t->io_exited)
+        return false;
+    if (!f->queued) {
+        f->queued = true;
+        f->w.kind = AMQP_W_FETCH;
+        amqp_post_locked(t, &f->w);
+    }
+    return true;
+}
+
+/* Waits on t->cond until deadline (monotonic ms); false on timeout. */
+static bool wait_until(ewi_transport *t, int64_t deadline)
+{
+    int left = ewi_left_ms(deadline);
+    if (left == 0)
+        return false;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += left / 1000;
+    ts.tv_nsec += (long)(left % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&t->cond, &t->mu, &ts);
+    return true;
+}
+
+ew_err amqp_dlq_take(ewi_transport *t, ewi_dlq_req *req)
+{
+    req->taken = 0;
+    if (req->max == 0)
+        return EW_OK;
+    char err[512];
+    int64_t deadline = ewi_now_ms() + (req->timeout_ms > 0 ? req->timeout_ms : 0);
+    /* rabbitmq: consuming a missing queue ends the session; declare it. */
+    amqp_decl d = {AMQP_DECL_DLQ, req->event, req->dlq, NULL, true, false};
+    int64_t decl_deadline = ewi_now_ms() + t->cfg->send_timeout_ms;
+    ew_err rc = amqp_ensure(t, &d, decl_deadline, err, sizeof err);
+    if (rc != EW_OK) {
+        ewi_report(t->m, rc, req->dlq, req->event, NULL, "amqp %s: %s", t->where, err);
+        return rc;
+    }
+    amqp_fetch *f = calloc(1, sizeof *f);
+    if (!f)
+        return EW_ENOMEM;
+    f->kind = AMQP_OBJ_FETCH;
+    if (amqp_source_of_dlq(&t->opt, req->event, req->dlq, &f->source) != EW_OK) {
+        free(f);
+        return EW_EINVAL;
+    }
+
+    pthread_mutex_lock(&t->mu);
+    if (t->stopping || !request_locked(t, f, FETCH_OPEN)) {
+        pthread_mutex_unlock(&t->mu);
+        free(f);
+        return EW_ECLOSED;
+    }
+    rc = EW_OK;
+    /* The first message may take up to the caller's timeout; later ones are
+     * answered by the drain (bounded by the send timeout should the broker
+     * never answer). */
+    int64_t wait_deadline = deadline;
+    while (req->taken < req->max) {
+        while (!f->ready_head && !f->failed && !f->empty && !t->io_exited &&
+               wait_until(t, wait_deadline)) {
+        }
+        amqp_rec *rec = f->ready_head;
+        if (!rec) {
+            if (f->failed) {
+                ewi_report(t->m, EW_EBROKER, req->dlq, req->event, NULL, "amqp %s: %s",
+                           t->where, f->error);
+                rc = req->taken ? EW_OK : (t->io_exited ? EW_ECLOSED : EW_EBROKER);
+            } else if (!f->empty && req->taken &&
+                       t->opt.dialect != AMQP_DIALECT_RABBITMQ) {
+                rc = EW_ETIMEDOUT; /* the broker did not answer the drain */
+            }
+            break;
+        }
+        f->ready_head = rec->next;
+        if (!f->ready_head)
+            f->ready_tail = NULL;
+        pthread_mutex_unlock(&t->mu);
+        req->fn(req->user, rec->env);
+        pthread_mutex_lock(&t->mu);
+        req->taken++;
+        rec->how = EWI_ACK;
+        if (t->io_exited) {
+            /* Not acknowledged: the broker keeps it and gives it again. */
+            ewi_envelope_unref(rec->env);
+            free(rec);
+            break;
+        }
+        amqp_post_locked(t, &rec->w);
+        if (req->taken < req->max && !f->ready_head) {
+            f->empty = false;
+            request_locked(t, f, FETCH_MORE);
+            wait_deadline = ewi_now_ms() + (t->opt.dialect == AMQP_DIALECT_RABBITMQ
+                                                ? LINGER_MS
+                                                : t->cfg->send_timeout_ms);
+        }
+    }
+    if (!request_locked(t, f, FETCH_CLOSE)) {
+        drop_ready_locked(f);
+        f->closed = true;
+    }
+    while (!f->closed) {
+        if (t->io_exited && !f->queued) {
+            drop_ready_locked(f);
+            f->closed = true;
+            break;
+        }
+        pthread_cond_wait(&t->cond, &t->mu);
+    }
+    pthread_mutex_unlock(&t->mu);
+    free(f);
+    return rc;
+}

@@ -1,0 +1,352 @@
+/* Envelope <-> AMQP 1.0 message. Pure bytes in, bytes out (proton's message
+ * codec, no connection): unit-tested and fuzzed.
+ *
+ * On the wire:
+ *   header                  durable for durable events
+ *   properties              message-id = ew-message-id (string),
+ *                           subject = ew-event, content-type,
+ *                           creation-time = ew-sent-at
+ *   application-properties  every other header, string to string
+ *   body                    JSON: one amqp-value string (what aspyx-event
+ *                           sends and reads); anything else: one data section
+ */
+#include "amqp.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <proton/codec.h>
+#include <proton/error.h>
+#include <proton/message.h>
+
+/* One pn_message_t per thread, cleared before each use: proton's message
+ * object costs a dozen allocations to make. */
+static pthread_key_t msg_key;
+static pthread_once_t msg_once = PTHREAD_ONCE_INIT;
+static bool msg_key_ok;
+
+static void msg_destroy(void *p) { pn_message_free(p); }
+static void msg_key_init(void) { msg_key_ok = pthread_key_create(&msg_key, msg_destroy) == 0; }
+
+static pn_message_t *thread_message(void)
+{
+    pthread_once(&msg_once, msg_key_init);
+    pn_message_t *m = msg_key_ok ? pthread_getspecific(msg_key) : NULL;
+    if (m) {
+        pn_message_clear(m);
+        return m;
+    }
+    m = pn_message();
+    if (m && msg_key_ok && pthread_setspecific(msg_key, m) != 0) {
+        pn_message_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* A message made when the per-thread one could not be kept. */
+static void release_message(pn_message_t *m)
+{
+    if (!msg_key_ok && m)
+        pn_message_free(m);
+}
+
+static bool parse_ms(const char *s, int64_t *out)
+{
+    if (!s || !*s)
+        return false;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || v < 0)
+        return false;
+    *out = (int64_t)v;
+    return true;
+}
+
+/* Headers with their own slot in the properties section. */
+static bool has_slot(const char *key, const ew_envelope *env)
+{
+    if (strcmp(key, EW_HDR_EVENT) == 0 || strcmp(key, EW_HDR_MESSAGE_ID) == 0)
+        return true;
+    int64_t ms;
+    return strcmp(key, EW_HDR_SENT_AT) == 0 &&
+           parse_ms(ew_envelope_header(env, EW_HDR_SENT_AT), &ms);
+}
+
+ew_err amqp_message_encode(const ew_envelope *env, bool durable, uint8_t **out,
+                           size_t *len, char *err, size_t errlen)
+{
+    *out = NULL;
+    *len = 0;
+    pn_message_t *m = thread_message();
+    if (!m) {
+        snprintf(err, errlen, "out of memory");
+        return EW_ENOMEM;
+    }
+    ew_err rc = EW_EENCODE;
+    pn_message_set_durable(m, durable);
+    const char *ct = ew_envelope_content_type(env);
+    if (ct && *ct)
+        pn_message_set_content_type(m, ct);
+    const char *ev = ew_envelope_header(env, EW_HDR_EVENT);
+    if (ev)
+        pn_message_set_subject(m, ev);
+    const char *id = ew_envelope_header(env, EW_HDR_MESSAGE_ID);
+    if (id) {
+        pn_atom_t a = {.type = PN_STRING};
+        a.u.as_bytes = pn_bytes(strlen(id), id);
+        pn_message_set_id(m, a);
+    }
+    int64_t sent;
+    if (parse_ms(ew_envelope_header(env, EW_HDR_SENT_AT), &sent))
+        pn_message_set_creation_time(m, sent);
+
+    size_t n = ew_envelope_header_count(env);
+    bool any = false;
+    for (size_t i = 0; i < n && !any; i++) {
+        const char *k, *v;
+        if (ew_envelope_header_at(env, i, &k, &v) == EW_OK && !has_slot(k, env))
+            any = true;
+    }
+    if (any) {
+        pn_data_t *p = pn_message_properties(m);
+        pn_data_put_map(p);
+        pn_data_enter(p);
+        for (size_t i = 0; i < n; i++) {
+            const char *k, *v;
+            if (ew_envelope_header_at(env, i, &k, &v) != EW_OK || has_slot(k, env))
+                continue;
+            pn_data_put_string(p, pn_bytes(strlen(k), k));
+            pn_data_put_string(p, pn_bytes(strlen(v), v));
+        }
+        pn_data_exit(p);
+    }
+
+    size_t blen = 0;
+    const void *body = ew_envelope_body(env, &blen);
+    pn_data_t *b = pn_message_body(m);
+    if (ew_format_from_content_type(ct) == EW_FORMAT_JSON) {
+        pn_data_put_string(b, pn_bytes(blen, body ? body : ""));
+        pn_message_set_inferred(m, false);
+    } else {
+        pn_data_put_binary(b, pn_bytes(blen, body ? body : ""));
+        pn_message_set_inferred(m, true);
+    }
+
+    pn_rwbytes_t buf = {0, NULL};
+    ssize_t w = pn_message_encode2(m, &buf);
+    if (w < 0) {
+        snprintf(err, errlen, "AMQP message encoding failed: %s",
+                 pn_error_text(pn_message_error(m)));
+        free(buf.start);
+        rc = w == PN_OUT_OF_MEMORY ? EW_ENOMEM : EW_EENCODE;
+    } else {
+        *out = (uint8_t *)buf.start;
+        *len = (size_t)w;
+        rc = EW_OK;
+    }
+    release_message(m);
+    return rc;
+}
+
+/* A scalar application-property value as text; false for lists and maps. */
+static bool scalar_text(pn_data_t *d, char *buf, size_t len, pn_bytes_t *out)
+{
+    int n = -1;
+    switch (pn_data_type(d)) {
+    case PN_STRING: *out = pn_data_get_string(d); return true;
+    case PN_SYMBOL: *out = pn_data_get_symbol(d); return true;
+    case PN_BINARY: *out = pn_data_get_binary(d); return true;
+    case PN_NULL: *out = pn_bytes(0, ""); return true;
+    case PN_BOOL: n = snprintf(buf, len, "%s", pn_data_get_bool(d) ? "true" : "false"); break;
+    case PN_UBYTE: n = snprintf(buf, len, "%u", (unsigned)pn_data_get_ubyte(d)); break;
+    case PN_BYTE: n = snprintf(buf, len, "%d", (int)pn_data_get_byte(d)); break;
+    case PN_USHORT: n = snprintf(buf, len, "%u", (unsigned)pn_data_get_ushort(d)); break;
+    case PN_SHORT: n = snprintf(buf, len, "%d", (int)pn_data_get_short(d)); break;
+    case PN_UINT: n = snprintf(buf, len, "%" PRIu32, pn_data_get_uint(d)); break;
+    case PN_INT: n = snprintf(buf, len, "%" PRId32, pn_data_get_int(d)); break;
+    case PN_CHAR: n = snprintf(buf, len, "%" PRIu32, (uint32_t)pn_data_get_char(d)); break;
+    case PN_ULONG: n = snprintf(buf, len, "%" PRIu64, pn_data_get_ulong(d)); break;
+    case PN_LONG: n = snprintf(buf, len, "%" PRId64, pn_data_get_long(d)); break;
+    case PN_TIMESTAMP: n = snprintf(buf, len, "%" PRId64, pn_data_get_timestamp(d)); break;
+    case PN_FLOAT: n = snprintf(buf, len, "%.9g", (double)pn_data_get_float(d)); break;
+    case PN_DOUBLE: n = snprintf(buf, len, "%.17g", pn_data_get_double(d)); break;
+    case PN_UUID: {
+        pn_uuid_t u = pn_data_get_uuid(d);
+        const unsigned char *x = (const unsigned char *)u.bytes;
+        n = snprintf(buf, len,
+                     "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
+                     "%02x%02x%02x%02x%02x%02x",
+                     x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7], x[8], x[9],
+                     x[10], x[11], x[12], x[13], x[14], x[15]);
+        break;
+    }
+    default:
+        return false;
+    }
+    if (n < 0 || (size_t)n >= len)
+        return false;
+    *out = pn_bytes((size_t)n, buf);
+    return true;
+}
+
+static ew_err put_props(pn_message_t *m, ew_envelope *env)
+{
+    pn_data_t *p = pn_message_properties(m);
+    pn_data_rewind(p);
+    if (!pn_data_next(p) || pn_data_type(p) != PN_MAP)
+        return EW_OK;
+    size_t n = pn_data_get_map(p);
+    pn_data_enter(p);
+    for (size_t i = 0; i + 1 < n; i += 2) {
+        if (!pn_data_next(p))
+            break;
+        pn_type_t kt = pn_data_type(p);
+        pn_bytes_t key = kt == PN_STRING ? pn_data_get_string(p)
+                       : kt == PN_SYMBOL ? pn_data_get_symbol(p)
+                                         : pn_bytes(0, NULL);
+        if (!pn_data_next(p))
+            break;
+        char tmp[64];
+        pn_bytes_t val;
+        if (!key.size || !scalar_text(p, tmp, sizeof tmp, &val))
+            continue; /* not a string key, or a list or map value */
+        ew_err rc = ewi_envelope_put(env, key.start, key.size,
+                                     val.start ? val.start : "", val.size);
+        if (rc != EW_OK) {
+            pn_data_exit(p);
+            return rc;
+        }
+    }
+    pn_data_exit(p);
+    return EW_OK;
+}
+
+static ew_err put_if_absent(ew_envelope *env, const char *key, const char *v,
+                            size_t vlen)
+{
+    if (ew_envelope_header(env, key))
+        return EW_OK;
+    return ewi_envelope_put(env, key, strlen(key), v, vlen);
+}
+
+static ew_err put_meta(pn_message_t *m, ew_envelope *env)
+{
+    ew_err rc;
+    const char *subject = pn_message_get_subject(m);
+    if (subject && *subject &&
+        (rc = put_if_absent(env, EW_HDR_EVENT, subject, strlen(subject))) != EW_OK)
+        return rc;
+
+    pn_data_t *id = pn_message_id(m);
+    pn_data_rewind(id);
+    if (pn_data_next(id)) {
+        char tmp[64];
+        pn_bytes_t v;
+        if (pn_data_type(id) != PN_NULL && scalar_text(id, tmp, sizeof tmp, &v) &&
+            v.size && (rc = put_if_absent(env, EW_HDR_MESSAGE_ID, v.start, v.size)) != EW_OK)
+            return rc;
+    }
+
+    pn_timestamp_t ct = pn_message_get_creation_time(m);
+    if (ct > 0) {
+        char tmp[32];
+        int n = snprintf(tmp, sizeof tmp, "%" PRId64, (int64_t)ct);
+        if ((rc = put_if_absent(env, EW_HDR_SENT_AT, tmp, (size_t)n)) != EW_OK)
+            return rc;
+    }
+    return EW_OK;
+}
+
+/* The body value when it is neither bytes nor a string: its AMQP encoding,
+ * kept so that a dead letter still holds it. */
+static ew_err put_value_body(pn_data_t *b, ew_envelope *env)
+{
+    pn_data_rewind(b);
+    ssize_t sz = pn_data_encoded_size(b);
+    if (sz < 0)
+        return EW_EDECODE;
+    char *buf = malloc(sz ? (size_t)sz : 1);
+    if (!buf)
+        return EW_ENOMEM;
+    ssize_t w = pn_data_encode(b, buf, (size_t)sz);
+    if (w < 0) {
+        free(buf);
+        return EW_EDECODE;
+    }
+    ewi_envelope_take_body(env, buf, (size_t)w);
+    return ewi_envelope_set_content_type(env, AMQP_CT_VALUE);
+}
+
+ew_err amqp_message_decode(const char *bytes, size_t len, ew_envelope *env,
+                           amqp_wire_meta *meta, char *err, size_t errlen)
+{
+    if (meta)
+        *meta = (amqp_wire_meta){0, false, false};
+    pn_message_t *m = thread_message();
+    if (!m) {
+        snprintf(err, errlen, "out of memory");
+        return EW_ENOMEM;
+    }
+    ew_err rc = EW_OK;
+    int prc = pn_message_decode(m, bytes, len);
+    if (prc != 0) {
+        snprintf(err, errlen, "not an AMQP 1.0 message (%s): kept as raw bytes",
+                 pn_code(prc));
+        if ((rc = ewi_envelope_set_body(env, bytes, len)) == EW_OK)
+            rc = ewi_envelope_set_content_type(env, AMQP_CT_UNREADABLE);
+        release_message(m);
+        return rc == EW_OK ? EW_EDECODE : rc;
+    }
+    if (meta) {
+        meta->delivery_count = pn_message_get_delivery_count(m);
+        meta->first_acquirer = pn_message_is_first_acquirer(m);
+        meta->durable = pn_message_is_durable(m);
+    }
+    if ((rc = put_props(m, env)) != EW_OK || (rc = put_meta(m, env)) != EW_OK) {
+        snprintf(err, errlen, "out of memory");
+        release_message(m);
+        return rc;
+    }
+
+    const char *ct = pn_message_get_content_type(m);
+    pn_data_t *b = pn_message_body(m);
+    pn_data_rewind(b);
+    bool json_default = false;
+    if (pn_data_next(b)) {
+        pn_type_t bt = pn_data_type(b);
+        if (bt == PN_BINARY || bt == PN_STRING) {
+            pn_bytes_t v = bt == PN_BINARY ? pn_data_get_binary(b)
+                                           : pn_data_get_string(b);
+            rc = ewi_envelope_set_body(env, v.start ? v.start : "", v.size);
+            json_default = bt == PN_STRING;
+        } else if (bt != PN_NULL) {
+            rc = put_value_body(b, env);
+            if (rc == EW_EDECODE)
+                snprintf(err, errlen, "AMQP body of type %s cannot be re-encoded",
+                         pn_type_name(bt));
+            else if (rc == EW_OK) {
+                snprintf(err, errlen,
+                         "AMQP body is an amqp-value of type %s, not bytes or a "
+                         "string: kept as " AMQP_CT_VALUE, pn_type_name(bt));
+                rc = EW_EDECODE;
+            }
+            ct = NULL;
+        }
+    }
+    if (rc == EW_OK) {
+        if (ct && *ct)
+            rc = ewi_envelope_set_content_type(env, ct);
+        else if (json_default)
+            rc = ewi_envelope_set_content_type(env, EW_CONTENT_TYPE_JSON);
+        if (rc == EW_ENOMEM)
+            snprintf(err, errlen, "out of memory");
+    }
+    release_message(m);
+    return rc;
+}

@@ -1,0 +1,383 @@
+/* The AMQP 1.0 transport's ops: what core calls from application and worker
+ * threads. Nothing here touches proton objects: work is queued for the I/O
+ * thread (amqp_io.c), and callers wait on t->cond where the contract says
+ * they wait. */
+#include "amqp.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <uuid/uuid.h>
+
+#include <proton/proactor.h>
+
+/* ---- waiting ------------------------------------------------------------ */
+
+/* Waits on t->cond (t->mu held) until deadline; false once it passed. */
+static bool wait_until(ewi_transport *t, int64_t deadline)
+{
+    int left = ewi_left_ms(deadline);
+    if (left == 0)
+        return false;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += left / 1000;
+    ts.tv_nsec += (long)(left % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&t->cond, &t->mu, &ts);
+    return true;
+}
+
+/* ---- create, start, stop, destroy --------------------------------------- */
+
+static ew_err a_create(ew_manager *m, const ewi_url *url, ewi_transport **out)
+{
+    *out = NULL;
+    ewi_transport *t = calloc(1, sizeof *t);
+    if (!t)
+        return EW_ENOMEM;
+    char err[300];
+    ew_err rc = amqp_options_parse(url, &t->opt, err, sizeof err);
+    if (rc != EW_OK) {
+        ewi_log(m, EW_LOG_ERROR, "amqp URL: %s", err);
+        amqp_options_free(&t->opt);
+        free(t);
+        return rc;
+    }
+    t->m = m;
+    t->cfg = ewi_config_of(m);
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_mutex_init(&t->decl_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&t->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    amqp_textf(t->where, sizeof t->where, "%s:%d (%s%s)", t->opt.host, t->opt.port,
+             amqp_dialect_name(t->opt.dialect), t->opt.tls ? ", TLS" : "");
+    /* Unique per connection: brokers list it, and some refuse duplicates. */
+    uuid_t u;
+    char us[37];
+    uuid_generate(u);
+    uuid_unparse_lower(u, us);
+    amqp_textf(t->container_id, sizeof t->container_id, "eventwire-%s-%.8s",
+             t->cfg->server_name ? t->cfg->server_name : "server", us);
+    *out = t;
+    return EW_OK;
+}
+
+/* Resets what one run of the I/O thread leaves behind (start after a
+ * failed start). */
+static void reset_run(ewi_transport *t)
+{
+    if (t->proactor)
+        pn_proactor_free(t->proactor);
+    t->proactor = NULL;
+    t->conn = NULL;
+    t->connected = t->was_up = t->closing = t->exit_now = t->tick_due = false;
+    t->reconnect_at = t->close_deadline = 0;
+}
+
+static void join_thread(ewi_transport *t)
+{
+    if (t->thread_started) {
+        pthread_join(t->thread, NULL);
+        t->thread_started = false;
+    }
+}
+
+static ew_err a_start(ewi_transport *t, int timeout_ms)
+{
+    join_thread(t);
+    reset_run(t);
+    if (!(t->proactor = pn_proactor()))
+        return EW_ENOMEM;
+    pthread_mutex_lock(&t->mu);
+    t->state = AMQP_ST_CONNECTING;
+    t->stopping = false;
+    t->io_exited = false;
+    t->start_err = EW_OK;
+    t->last_error[0] = '\0';
+    t->start_deadline = ewi_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    pthread_mutex_unlock(&t->mu);
+    if (pthread_create(&t->thread, NULL, amqp_io_main, t) != 0) {
+        pthread_mutex_lock(&t->mu);
+        t->io_exited = true;
+        t->state = AMQP_ST_FAILED;
+        pthread_mutex_unlock(&t->mu);
+        return EW_ENOMEM;
+    }
+    t->thread_started = true;
+    pthread_mutex_lock(&t->mu);
+    while (t->state == AMQP_ST_CONNECTING)
+        pthread_cond_wait(&t->cond, &t->mu); /* the I/O thread ends it by the deadline */
+    amqp_state st = t->state;
+    ew_err rc = t->start_err ? t->start_err : EW_ECONNECT;
+    char why[512];
+    amqp_textf(why, sizeof why, "%s", t->last_error[0] ? t->last_error : "timed out");
+    pthread_mutex_unlock(&t->mu);
+    if (st == AMQP_ST_UP)
+        return EW_OK;
+    join_thread(t);
+    ewi_report(t->m, rc, NULL, NULL, NULL, "amqp: start failed after %d ms: %s",
+               timeout_ms, why);
+    return rc;
+}
+
+static void a_stop(ewi_transport *t)
+{
+    pthread_mutex_lock(&t->mu);
+    if (t->thread_started && !t->io_exited && !t->stopping) {
+        t->stopping = true;
+        if (t->conn_live)
+            pn_connection_wake(t->conn_live);
+        else
+            pn_proactor_interrupt(t->proactor);
+    }
+    pthread_mutex_unlock(&t->mu);
+    join_thread(t);
+}
+
+static void a_destroy(ewi_transport *t)
+{
+    if (!t)
+        return;
+    a_stop(t);
+    for (amqp_sub *s = t->subs, *n; s; s = n) {
+        n = s->next;
+        free(s);
+    }
+    for (amqp_sender *s = t->senders, *n; s; s = n) {
+        n = s->next;
+        free(s); /* their lists were emptied when the I/O thread ended */
+    }
+    if (t->proactor)
+        pn_proactor_free(t->proactor);
+    amqp_decl_cache_free(t);
+    amqp_options_free(&t->opt);
+    pthread_mutex_destroy(&t->mu);
+    pthread_mutex_destroy(&t->decl_mu);
+    pthread_cond_destroy(&t->cond);
+    free(t);
+}
+
+/* ---- topology ----------------------------------------------------------- */
+
+static ew_err a_declare(ewi_transport *t, const char *event, bool durable)
+{
+    amqp_decl d = {AMQP_DECL_EXCHANGE, event, NULL, NULL, durable, false};
+    char err[512];
+    ew_err rc = amqp_ensure(t, &d, ewi_now_ms() + t->cfg->send_timeout_ms, err,
+                            sizeof err);
+    if (rc != EW_OK)
+        ewi_report(t->m, rc, NULL, event, NULL, "amqp %s: %s", t->where, err);
+    return rc;
+}
+
+static ew_err a_subscribe(ewi_transport *t, ewi_sub *sub)
+{
+    char err[600];
+    amqp_sub *s = calloc(1, sizeof *s);
+    if (!s)
+        return EW_ENOMEM;
+    s->kind = AMQP_OBJ_SUB;
+    s->sub = sub;
+    s->prefetch = sub->prefetch ? sub->prefetch : 1;
+    s->w_sub.kind = AMQP_W_SUB;
+    s->w_unsub.kind = AMQP_W_UNSUB;
+    if (amqp_listener_queue(&t->opt, sub->event, sub->queue, s->queue,
+                            sizeof s->queue) != EW_OK ||
+        amqp_source_of_listener(&t->opt, sub->event, s->queue, &s->source) != EW_OK) {
+        ewi_log(t->m, EW_LOG_ERROR, "amqp: no source address for %s", sub->queue);
+        free(s);
+        return EW_EINVAL;
+    }
+    int64_t deadline = ewi_now_ms() + t->cfg->start_timeout_ms;
+    amqp_decl d = {AMQP_DECL_LISTENER, sub->event, s->queue, sub->dlq, sub->durable,
+                   sub->per_process};
+    ew_err rc = amqp_ensure(t, &d, deadline, err, sizeof err);
+    if (rc != EW_OK) {
+        ewi_report(t->m, rc, sub->queue, sub->event, NULL, "amqp %s: %s", t->where, err);
+        free(s);
+        return rc;
+    }
+
+    pthread_mutex_lock(&t->mu);
+    if (t->stopping || t->io_exited) {
+        pthread_mutex_unlock(&t->mu);
+        free(s);
+        return EW_ECLOSED;
+    }
+    amqp_post_locked(t, &s->w_sub);
+    while (s->state == AMQP_SUB_PENDING && !t->io_exited && wait_until(t, deadline)) {
+    }
+    amqp_sub_state st = s->state;
+    amqp_textf(err, sizeof err, "%s", s->error);
+    if (st == AMQP_SUB_ACTIVE) {
+        sub->tdata = s;
+        pthread_mutex_unlock(&t->mu);
+        ewi_log(t->m, EW_LOG_DEBUG, "amqp %s: consuming %s", t->where, s->source.addr);
+        return EW_OK;
+    }
+    /* Refused or timed out: the I/O thread forgets it (after the exit the
+     * transport's destroy frees it). */
+    if (!t->io_exited)
+        amqp_post_locked(t, &s->w_unsub);
+    pthread_mutex_unlock(&t->mu);
+    rc = st == AMQP_SUB_FAILED ? EW_EBROKER : EW_ETIMEDOUT;
+    if (st != AMQP_SUB_FAILED)
+        amqp_textf(err, sizeof err, "attaching a consumer to %s: no answer within %d ms",
+                 s->source.addr, t->cfg->start_timeout_ms);
+    ewi_report(t->m, rc, sub->queue, sub->event, NULL, "amqp %s: %s", t->where, err);
+    return rc;
+}
+
+static void a_unsubscribe(ewi_transport *t, ewi_sub *sub)
+{
+    amqp_sub *s = sub->tdata;
+    if (!s)
+        return;
+    sub->tdata = NULL;
+    bool done = false;
+    pthread_mutex_lock(&t->mu);
+    if (!t->io_exited) {
+        s->unsub_done = &done;
+        amqp_post_locked(t, &s->w_unsub);
+        while (!done && !t->io_exited)
+            pthread_cond_wait(&t->cond, &t->mu);
+        if (!done)
+            s->unsub_done = NULL; /* the thread ended first: nothing is delivered */
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* ---- sends -------------------------------------------------------------- */
+
+static ew_err check_target(ewi_transport *t, ewi_pub *p, const char *q)
+{
+    if (t->opt.dialect != AMQP_DIALECT_RABBITMQ || p->dest == EWI_DEST_EVENT)
+        return EW_OK;
+    /* The plugin silently drops a send to a missing /amq/queue/Q: check that
+     * a listener's queue exists; declare the dead-letter queue. */
+    amqp_decl d = {p->dest == EWI_DEST_DLQ ? AMQP_DECL_DLQ : AMQP_DECL_EXISTS,
+                   p->event, q, NULL, true, false};
+    char err[512];
+    ew_err rc = amqp_ensure(t, &d, p->deadline_ms, err, sizeof err);
+    if (rc == EW_ENOTFOUND)
+        ewi_log(t->m, EW_LOG_ERROR,
+                "amqp %s: send to %s: the queue %s does not exist (no listener %s of "
+                "event %s has subscribed yet): not sent",
+                t->where, p->listener ? p->listener : q, q,
+                p->listener ? p->listener : "?", p->event);
+    else if (rc != EW_OK)
+        ewi_log(t->m, EW_LOG_ERROR, "amqp %s: send to %s: %s", t->where, q, err);
+    return rc;
+}
+
+static ew_err a_publish(ewi_transport *t, ewi_pub *p)
+{
+    amqp_out *o = calloc(1, sizeof *o);
+    if (!o)
+        return EW_ENOMEM;
+    char q[EW_MAX_QUEUE_NAME + 8] = "";
+    if (p->dest == EWI_DEST_LISTENER &&
+        amqp_listener_queue(&t->opt, p->event, p->queue, q, sizeof q) != EW_OK) {
+        free(o);
+        return EW_EINVAL;
+    }
+    if (p->dest == EWI_DEST_DLQ)
+        amqp_textf(q, sizeof q, "%s", p->queue ? p->queue : "");
+    if (amqp_target_of(&t->opt, p->dest, p->event, p->queue, &o->target) != EW_OK) {
+        free(o);
+        ewi_log(t->m, EW_LOG_ERROR, "amqp: no target address for event %s", p->event);
+        return EW_EINVAL;
+    }
+    ew_err rc = check_target(t, p, q);
+    if (rc != EW_OK) {
+        free(o);
+        return rc;
+    }
+    char err[300];
+    if ((rc = amqp_message_encode(p->env, p->durable, &o->bytes, &o->len, err,
+                                  sizeof err)) != EW_OK) {
+        ewi_log(t->m, EW_LOG_ERROR, "amqp: event %s: %s", p->event, err);
+        free(o);
+        return rc;
+    }
+    o->pub = p;
+    o->w.kind = AMQP_W_PUB;
+
+    pthread_mutex_lock(&t->mu);
+    /* Bound what waits for the broker: a full window blocks the sender up
+     * to its deadline (an outage fills it). */
+    while (!t->stopping && !t->io_exited && t->pending >= t->opt.max_inflight) {
+        t->window_waiters++;
+        bool more = wait_until(t, p->deadline_ms);
+        t->window_waiters--;
+        if (!more)
+            break;
+    }
+    if (t->stopping || t->io_exited || t->pending >= t->opt.max_inflight) {
+        rc = t->stopping || t->io_exited ? EW_ECLOSED : EW_ETIMEDOUT;
+        pthread_mutex_unlock(&t->mu);
+        if (rc == EW_ETIMEDOUT)
+            ewi_log(t->m, EW_LOG_ERROR,
+                    "amqp %s: send of %s timed out: %ld sends wait for the broker "
+                    "(last error: %s)", t->where, p->event, t->opt.max_inflight,
+                    t->last_error[0] ? t->last_error : "none");
+        free(o->bytes);
+        free(o);
+        return rc;
+    }
+    t->pending++;
+    amqp_post_locked(t, &o->w);
+    pthread_mutex_unlock(&t->mu);
+    return EW_OK;
+}
+
+/* ---- receiving ---------------------------------------------------------- */
+
+static void a_settle(ewi_transport *t, ewi_msg *msg, ewi_settle how)
+{
+    amqp_rec *rec = msg->tdata;
+    pthread_mutex_lock(&t->mu);
+    if (rec && !t->io_exited) {
+        rec->how = how;
+        amqp_post_locked(t, &rec->w);
+        pthread_mutex_unlock(&t->mu);
+        return;
+    }
+    pthread_mutex_unlock(&t->mu);
+    /* The connection is gone: the broker requeued what it held. */
+    free(rec);
+    ewi_msg_free(msg);
+}
+
+static ew_err a_dlq_take(ewi_transport *t, ewi_dlq_req *req)
+{
+    return amqp_dlq_take(t, req);
+}
+
+static const char *const amqp_schemes[] = {"amqp", "amqps", NULL};
+
+const ewi_transport_ops ewi_amqp_transport = {
+    .name = "amqp",
+    .schemes = amqp_schemes,
+    .features = EWI_FEAT_DLQ_READ,
+    .create = a_create,
+    .check_names = NULL,
+    .start = a_start,
+    .declare = a_declare,
+    .subscribe = a_subscribe,
+    .unsubscribe = a_unsubscribe,
+    .publish = a_publish,
+    .settle = a_settle,
+    .dlq_take = a_dlq_take,
+    .stop = a_stop,
+    .destroy = a_destroy,
+};
