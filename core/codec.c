@@ -250,46 +250,14 @@ bool ewi_utf8_valid(const char *str, size_t len)
 
 /* ---- integers and floats ------------------------------------------------ */
 
-bool ewi_int_fits(unsigned kind, ewi_wint w, ewi_cerr *e)
+void ewi_int_range_err(unsigned kind, ewi_wint w, ewi_cerr *e)
 {
-    int64_t lo = 0;
-    uint64_t hi = 0;
-    switch (kind) {
-    case EW_INT8: lo = INT8_MIN; hi = INT8_MAX; break;
-    case EW_INT16: lo = INT16_MIN; hi = INT16_MAX; break;
-    case EW_INT32: lo = INT32_MIN; hi = INT32_MAX; break;
-    case EW_INT64: lo = INT64_MIN; hi = INT64_MAX; break;
-    case EW_UINT8: hi = UINT8_MAX; break;
-    case EW_UINT16: hi = UINT16_MAX; break;
-    case EW_UINT32: hi = UINT32_MAX; break;
-    case EW_UINT64: hi = UINT64_MAX; break;
-    default: return false;
-    }
-    if (w.neg ? w.i >= lo : w.u <= hi)
-        return true;
     if (w.neg)
         ewi_cerr_msg(e, "%lld out of range for %s", (long long)w.i,
                      ewi_kind_name(kind));
     else
         ewi_cerr_msg(e, "%llu out of range for %s", (unsigned long long)w.u,
                      ewi_kind_name(kind));
-    return false;
-}
-
-void ewi_int_store(unsigned kind, ewi_wint w, void *slot)
-{
-    int64_t v = w.neg ? w.i : (int64_t)w.u; /* for signed kinds, u fits */
-    switch (kind) {
-    case EW_INT8: *(int8_t *)slot = (int8_t)v; break;
-    case EW_INT16: *(int16_t *)slot = (int16_t)v; break;
-    case EW_INT32: *(int32_t *)slot = (int32_t)v; break;
-    case EW_INT64: *(int64_t *)slot = v; break;
-    case EW_UINT8: *(uint8_t *)slot = (uint8_t)w.u; break;
-    case EW_UINT16: *(uint16_t *)slot = (uint16_t)w.u; break;
-    case EW_UINT32: *(uint32_t *)slot = (uint32_t)w.u; break;
-    case EW_UINT64: *(uint64_t *)slot = w.u; break;
-    default: break;
-    }
 }
 
 ewi_wint ewi_int_load(unsigned kind, const void *slot)

@@ -5,6 +5,7 @@
 #include "codec_priv.h"
 
 #include <msgpack.h>
+#include <pthread.h>
 #include <stdalign.h>
 #include <stdlib.h>
 
@@ -393,7 +394,7 @@ static ew_err dec_text(mdec *d, const msgpack_object *o, char **slot,
     return EW_OK;
 }
 
-static ew_err dec_struct(mdec *d, const ew_type *t, const msgpack_object *o,
+static ew_err dec_struct(mdec *d, const ew_type *t, msgpack_object *o,
                          uint8_t *dst, unsigned depth);
 
 static ew_err dec_map(mdec *d, const msgpack_object *o, ew_map *slot,
@@ -433,7 +434,7 @@ static ew_err dec_map(mdec *d, const msgpack_object *o, ew_map *slot,
 
 /* One value of kind into slot (NULL while measuring). */
 static ew_err dec_value(mdec *d, unsigned kind, const ew_type *nt,
-                        const msgpack_object *o, uint8_t *slot, unsigned depth)
+                        msgpack_object *o, uint8_t *slot, unsigned depth)
 {
     switch (kind) {
     case EW_BOOL:
@@ -516,7 +517,7 @@ static ew_err dec_value(mdec *d, unsigned kind, const ew_type *nt,
     }
 }
 
-static ew_err dec_array(mdec *d, const ew_field *f, const msgpack_object *o,
+static ew_err dec_array(mdec *d, const ew_field *f, msgpack_object *o,
                         uint8_t *dst, unsigned depth)
 {
     if (depth + 1 > d->lim.max_depth)
@@ -581,61 +582,80 @@ static const ew_field *find_field(const ew_type *t, const char *key,
 
 #define SEEN_LOCAL_WORDS 8 /* fields tracked without an allocation: 512 */
 
-static ew_err dec_struct(mdec *d, const ew_type *t, const msgpack_object *o,
+/* The measuring pass turns each key of a struct's map into the matched
+ * field's index + 1 (0: unknown), so the filling pass does not look up the
+ * names again. The tree is ours, in our zone. */
+static ew_err dec_struct(mdec *d, const ew_type *t, msgpack_object *o,
                          uint8_t *dst, unsigned depth)
 {
     if (depth > d->lim.max_depth)
         return too_deep(d);
     if (o->type != MSGPACK_OBJECT_MAP)
         return type_err(d, "map", o);
-    bool measuring = !d->a.base;
-    uint64_t seen_local[SEEN_LOCAL_WORDS], *seen = seen_local;
-    if (measuring) {
-        size_t words = (t->nfields + 63) / 64;
-        if (words > SEEN_LOCAL_WORDS) {
-            seen = calloc(words, sizeof *seen);
-            if (!seen)
-                return EW_ENOMEM;
-        } else {
-            memset(seen_local, 0, words * sizeof *seen);
+    if (dst) {
+        for (uint32_t k = 0; k < o->via.map.size; k++) {
+            msgpack_object_kv *kv = &o->via.map.ptr[k];
+            if (kv->key.via.u64 == 0)
+                continue;
+            const ew_field *f = &t->fields[kv->key.via.u64 - 1];
+            if ((f->flags & EW_FIELD_OPTIONAL) && kv->val.type == MSGPACK_OBJECT_NIL)
+                continue;
+            ew_err rc;
+            if (f->flags & EW_FIELD_ARRAY) {
+                rc = dec_array(d, f, &kv->val, dst, depth);
+            } else {
+                rc = dec_value(d, f->kind, f->type, &kv->val, dst + f->offset, depth);
+                if (f->flags & EW_FIELD_OPTIONAL)
+                    *(bool *)(dst + f->aux_offset) = true;
+            }
+            if (rc != EW_OK) { /* cannot happen after measuring; be safe */
+                ewi_cerr_field(d->e, f->name);
+                return rc;
+            }
         }
+        return EW_OK;
+    }
+
+    uint64_t seen_local[SEEN_LOCAL_WORDS], *seen = seen_local;
+    size_t words = (t->nfields + 63) / 64;
+    if (words > SEEN_LOCAL_WORDS) {
+        seen = calloc(words, sizeof *seen);
+        if (!seen)
+            return EW_ENOMEM;
+    } else {
+        memset(seen_local, 0, words * sizeof *seen);
     }
     ew_err rc = EW_OK;
     size_t cursor = 0;
     for (uint32_t k = 0; k < o->via.map.size; k++) {
-        const msgpack_object_kv *kv = &o->via.map.ptr[k];
-        if (kv->key.type != MSGPACK_OBJECT_STR)
-            continue; /* cannot name a field: unknown, skipped */
-        const ew_field *f = find_field(t, kv->key.via.str.ptr,
-                                       kv->key.via.str.size, &cursor);
+        msgpack_object_kv *kv = &o->via.map.ptr[k];
+        /* A key that is not a string cannot name a field: unknown. */
+        const ew_field *f = kv->key.type != MSGPACK_OBJECT_STR
+                                ? NULL
+                                : find_field(t, kv->key.via.str.ptr,
+                                             kv->key.via.str.size, &cursor);
+        size_t fi = f ? (size_t)(f - t->fields) : 0;
+        kv->key.type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+        kv->key.via.u64 = f ? fi + 1 : 0;
         if (!f)
             continue; /* unknown field: a newer producer's, skipped */
-        if (measuring) {
-            size_t fi = (size_t)(f - t->fields);
-            if (seen[fi / 64] & (1ull << (fi % 64))) {
-                ewi_cerr_msg(d->e, "duplicate field");
-                rc = EW_EDECODE;
-            }
+        if (seen[fi / 64] & (1ull << (fi % 64))) {
+            ewi_cerr_msg(d->e, "duplicate field");
+            rc = EW_EDECODE;
+        } else {
             seen[fi / 64] |= 1ull << (fi % 64);
-        }
-        if (rc == EW_OK) {
             if ((f->flags & EW_FIELD_OPTIONAL) && kv->val.type == MSGPACK_OBJECT_NIL)
                 continue; /* nil is absent */
-            if (f->flags & EW_FIELD_ARRAY) {
-                rc = dec_array(d, f, &kv->val, dst, depth);
-            } else {
-                rc = dec_value(d, f->kind, f->type, &kv->val,
-                               dst ? dst + f->offset : NULL, depth);
-                if (rc == EW_OK && dst && (f->flags & EW_FIELD_OPTIONAL))
-                    *(bool *)(dst + f->aux_offset) = true;
-            }
+            rc = (f->flags & EW_FIELD_ARRAY)
+                     ? dec_array(d, f, &kv->val, NULL, depth)
+                     : dec_value(d, f->kind, f->type, &kv->val, NULL, depth);
         }
         if (rc != EW_OK) {
             ewi_cerr_field(d->e, f->name);
             break;
         }
     }
-    if (rc == EW_OK && measuring) {
+    if (rc == EW_OK) {
         for (size_t i = 0; i < t->nfields; i++) {
             if (!(t->fields[i].flags & EW_FIELD_OPTIONAL) &&
                 !(seen[i / 64] & (1ull << (i % 64)))) {
@@ -649,6 +669,48 @@ static ew_err dec_struct(mdec *d, const ew_type *t, const msgpack_object *o,
     if (seen != seen_local)
         free(seen);
     return rc;
+}
+
+/* One zone per thread, emptied after each decode: msgpack-c would
+ * otherwise malloc and free a chunk for every body. */
+#define ZONE_CHUNK 8192
+
+static pthread_key_t zone_key;
+static pthread_once_t zone_once = PTHREAD_ONCE_INIT;
+static bool zone_key_ok;
+
+static void zone_release(void *z)
+{
+    msgpack_zone_destroy(z);
+    free(z);
+}
+
+static void zone_key_init(void)
+{
+    zone_key_ok = pthread_key_create(&zone_key, zone_release) == 0;
+}
+
+static msgpack_zone *thread_zone(void)
+{
+    pthread_once(&zone_once, zone_key_init);
+    if (!zone_key_ok)
+        return NULL;
+    msgpack_zone *z = pthread_getspecific(zone_key);
+    if (!z) {
+        /* Not msgpack_zone_new: it allocates a second, unused chunk. */
+        z = malloc(sizeof *z);
+        if (!z)
+            return NULL;
+        if (!msgpack_zone_init(z, ZONE_CHUNK)) {
+            free(z);
+            return NULL;
+        }
+        if (pthread_setspecific(zone_key, z) != 0) {
+            zone_release(z);
+            return NULL;
+        }
+    }
+    return z;
 }
 
 ew_err ewi_msgpack_decode(const ew_type *type, const uint8_t *data, size_t len,
@@ -672,19 +734,16 @@ ew_err ewi_msgpack_decode(const ew_type *type, const uint8_t *data, size_t len,
         return EW_EDECODE;
     }
 
-    /* The tree takes at most one msgpack_object (24 bytes) per input byte:
-     * size the zone's first chunk for small bodies so that one malloc serves. */
-    msgpack_zone zone;
-    size_t chunk = len < 2048 ? len * sizeof(msgpack_object) + 64 : 65536;
-    if (!msgpack_zone_init(&zone, chunk))
+    msgpack_zone *zone = thread_zone();
+    if (!zone)
         return EW_ENOMEM;
     msgpack_object root;
     size_t off = 0;
     msgpack_unpack_return ur =
-        msgpack_unpack((const char *)data, len, &off, &zone, &root);
+        msgpack_unpack((const char *)data, len, &off, zone, &root);
     if (ur != MSGPACK_UNPACK_SUCCESS) {
         /* The scan accepted the framing: what is left is memory. */
-        msgpack_zone_destroy(&zone);
+        msgpack_zone_clear(zone);
         ewi_cerr_msg(e, "msgpack-c could not unpack the body (out of memory)");
         return EW_ENOMEM;
     }
@@ -712,6 +771,6 @@ ew_err ewi_msgpack_decode(const ew_type *type, const uint8_t *data, size_t len,
                 free(block);
         }
     }
-    msgpack_zone_destroy(&zone);
+    msgpack_zone_clear(zone); /* keeps its first chunk for the next body */
     return rc;
 }

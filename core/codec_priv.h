@@ -98,10 +98,50 @@ typedef struct ewi_wint {
     int64_t i;
 } ewi_wint;
 
+/* Whether w fits integer kind (inline: on the path of every field). */
+static inline bool ewi_int_in_range(unsigned kind, ewi_wint w)
+{
+    switch (kind) {
+    case EW_INT8: return w.neg ? w.i >= INT8_MIN : w.u <= INT8_MAX;
+    case EW_INT16: return w.neg ? w.i >= INT16_MIN : w.u <= INT16_MAX;
+    case EW_INT32: return w.neg ? w.i >= INT32_MIN : w.u <= INT32_MAX;
+    case EW_INT64: return w.neg || w.u <= INT64_MAX;
+    case EW_UINT8: return !w.neg && w.u <= UINT8_MAX;
+    case EW_UINT16: return !w.neg && w.u <= UINT16_MAX;
+    case EW_UINT32: return !w.neg && w.u <= UINT32_MAX;
+    case EW_UINT64: return !w.neg;
+    default: return false;
+    }
+}
+
+/* Sets the message for a w that does not fit kind. */
+void ewi_int_range_err(unsigned kind, ewi_wint w, ewi_cerr *e);
+
 /* Whether w fits integer kind; if not, the message names value and kind. */
-bool ewi_int_fits(unsigned kind, ewi_wint w, ewi_cerr *e);
+static inline bool ewi_int_fits(unsigned kind, ewi_wint w, ewi_cerr *e)
+{
+    if (ewi_int_in_range(kind, w))
+        return true;
+    ewi_int_range_err(kind, w, e);
+    return false;
+}
+
 /* Stores w (which fits) into slot of integer kind. */
-void ewi_int_store(unsigned kind, ewi_wint w, void *slot);
+static inline void ewi_int_store(unsigned kind, ewi_wint w, void *slot)
+{
+    int64_t v = w.neg ? w.i : (int64_t)w.u; /* for signed kinds, u fits */
+    switch (kind) {
+    case EW_INT8: *(int8_t *)slot = (int8_t)v; break;
+    case EW_INT16: *(int16_t *)slot = (int16_t)v; break;
+    case EW_INT32: *(int32_t *)slot = (int32_t)v; break;
+    case EW_INT64: *(int64_t *)slot = v; break;
+    case EW_UINT8: *(uint8_t *)slot = (uint8_t)w.u; break;
+    case EW_UINT16: *(uint16_t *)slot = (uint16_t)w.u; break;
+    case EW_UINT32: *(uint32_t *)slot = (uint32_t)w.u; break;
+    case EW_UINT64: *(uint64_t *)slot = w.u; break;
+    default: break;
+    }
+}
 /* Reads an integer member of kind from slot. */
 ewi_wint ewi_int_load(unsigned kind, const void *slot);
 /* Whether d may be stored into a float (finite values beyond FLT_MAX may

@@ -12,6 +12,7 @@
 #include <malloc.h>
 #include <math.h>
 #include <msgpack.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1277,6 +1278,45 @@ static void mutated_bodies_never_crash(void **state)
     }
 }
 
+/* Each thread keeps its own msgpack-c zone: concurrent decodes do not mix,
+ * and a thread's zone goes with it (LSan checks after the joins). */
+static void *decode_loop(void *arg)
+{
+    const uint8_t *body = arg;
+    for (int i = 0; i < 2000; i++) {
+        char err[256];
+        order *o = NULL;
+        if (ew_decode(&order_type, EW_FORMAT_MSGPACK, body + 8, *(const size_t *)body,
+                      NULL, (void **)&o, err, sizeof err) != EW_OK ||
+            o->id != 77 || o->items_count != 2 || strcmp(o->items[1].sku, "two") != 0)
+            return (void *)1;
+        ew_event_free(&order_type, o);
+    }
+    return NULL;
+}
+
+static void decoding_from_many_threads(void **state)
+{
+    (void)state;
+    line items[] = {{"one", 1}, {"two", 2}};
+    order o = {.id = 77, .items = items, .items_count = 2, .qty = 1};
+    size_t len;
+    uint8_t *b = enc(&order_type, EW_FORMAT_MSGPACK, &o, &len);
+    uint8_t *arg = malloc(8 + len);
+    memcpy(arg, &len, sizeof len);
+    memcpy(arg + 8, b, len);
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, decode_loop, arg), 0);
+    for (int i = 0; i < 4; i++) {
+        void *res = (void *)1;
+        pthread_join(th[i], &res);
+        assert_null(res);
+    }
+    free(arg);
+    free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1303,6 +1343,7 @@ int main(void)
         cmocka_unit_test(type_check_refuses_broken_tables),
         cmocka_unit_test(content_types),
         cmocka_unit_test(mutated_bodies_never_crash),
+        cmocka_unit_test(decoding_from_many_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
