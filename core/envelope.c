@@ -15,10 +15,19 @@ static const ewi_env_limits default_limits = {64, 4096};
 
 ew_envelope *ewi_envelope_new(void)
 {
-    ew_envelope *env = calloc(1, sizeof *env);
+    /* malloc, not calloc: the inline buffers need no zeroing. */
+    ew_envelope *env = malloc(sizeof *env);
     if (!env)
         return NULL;
     atomic_init(&env->refs, 1);
+    env->body = NULL;
+    env->body_len = 0;
+    env->ct[0] = '\0';
+    env->nh = 0;
+    env->slen = 0;
+    env->holes = 0;
+    env->attempt = 0;
+    env->sent_at = 0;
     env->h = env->h_inline;
     env->hcap = EWI_ENV_INLINE_HEADERS;
     env->s = env->s_inline;

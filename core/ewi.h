@@ -32,6 +32,18 @@ void ewi_backoff_init(ewi_backoff *b, int base_ms, int cap_ms);
 int ewi_backoff_next(ewi_backoff *b);
 void ewi_backoff_reset(ewi_backoff *b);
 
+/* ---- threads ------------------------------------------------------------ */
+
+#include <pthread.h>
+
+/* An adaptive mutex (spins briefly before sleeping). */
+void ewi_mutex_init(pthread_mutex_t *mu);
+/* A condition variable on CLOCK_MONOTONIC, for ewi_cond_wait_until. */
+void ewi_cond_init_mono(pthread_cond_t *cv);
+/* Waits until deadline_ms (monotonic, as ewi_now_ms) at the latest; cv must
+ * come from ewi_cond_init_mono. Returns what pthread_cond_timedwait does. */
+int ewi_cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline_ms);
+
 /* ---- URL ---------------------------------------------------------------- */
 
 /* scheme://[user[:password]@]host[:port][/path][?k=v&k=v]

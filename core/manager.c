@@ -56,9 +56,9 @@ ew_err ew_manager_new(ew_manager **out, const char *url, const ew_options *opts)
                    : ew_log_level_parse(getenv("EW_LOG"), EW_LOG_WARN);
     m->on_error = o.on_error;
     m->error_user = o.error_user;
-    pthread_mutex_init(&m->mu, NULL);
-    pthread_mutex_init(&m->fmu, NULL);
-    pthread_cond_init(&m->fcv, NULL);
+    ewi_mutex_init(&m->mu);
+    ewi_mutex_init(&m->fmu);
+    ewi_cond_init_mono(&m->fcv);
     atomic_init(&m->state, EWI_NEW);
     atomic_init(&m->pipes, NULL);
     m->cfg.send_timeout_ms = o.send_timeout_ms > 0 ? o.send_timeout_ms : 10000;
@@ -265,9 +265,9 @@ ew_err ew_listen(ew_manager *m, const ew_listener_desc *d, ew_listener_fn fn,
                        .dlq = l->dlq, .per_process = d->per_process,
                        .durable = ev->desc.durable, .prefetch = l->desc.prefetch,
                        .core = l};
-    pthread_mutex_init(&l->mu, NULL);
-    pthread_cond_init(&l->cv, NULL);
-    pthread_cond_init(&l->idle, NULL);
+    ewi_mutex_init(&l->mu);
+    ewi_cond_init_mono(&l->cv);
+    ewi_cond_init_mono(&l->idle);
 
     pthread_mutex_lock(&m->mu);
     int state = atomic_load(&m->state);

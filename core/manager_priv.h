@@ -52,7 +52,7 @@ typedef struct ewi_listener {
     pthread_cond_t cv;       /* workers wait for messages / stop */
     pthread_cond_t idle;     /* stop waits for busy == 0 */
     ewi_msg *head, *tail;
-    size_t queued;
+    _Atomic size_t queued;   /* written under mu; read lock-free by spinners */
     size_t busy;             /* workers inside a message */
     size_t sleeping;         /* workers waiting on cv */
     bool stopping;

@@ -144,20 +144,8 @@ static bool backoff_wait(ewi_listener *l, int ms)
 {
     int64_t deadline = ewi_now_ms() + ms;
     pthread_mutex_lock(&l->mu);
-    while (!l->stopping) {
-        int left = ewi_left_ms(deadline);
-        if (left == 0)
-            break;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += left / 1000;
-        ts.tv_nsec += (long)(left % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&l->cv, &l->mu, &ts);
-    }
+    while (!l->stopping && ewi_left_ms(deadline) > 0)
+        ewi_cond_wait_until(&l->cv, &l->mu, deadline);
     bool go_on = !l->stopping;
     pthread_mutex_unlock(&l->mu);
     return go_on;
@@ -275,11 +263,33 @@ static void handle(ewi_listener *l, ewi_msg *msg)
 
 /* ---- the workers -------------------------------------------------------- */
 
+/* How long an idle worker polls its inbox before sleeping: when events
+ * stream in, the next one usually arrives within microseconds, and a
+ * futex sleep and wake-up per event would cost more than the event. */
+#define SPIN_ROUNDS 4000
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 static void *worker_main(void *arg)
 {
     ewi_listener *l = arg;
     pthread_mutex_lock(&l->mu);
     for (;;) {
+        if (!l->head && !l->stopping) {
+            pthread_mutex_unlock(&l->mu);
+            for (int i = 0; i < SPIN_ROUNDS &&
+                            atomic_load_explicit(&l->queued, memory_order_relaxed) == 0;
+                 i++)
+                cpu_relax();
+            pthread_mutex_lock(&l->mu);
+        }
         while (!l->head && !l->stopping) {
             l->sleeping++;
             pthread_cond_wait(&l->cv, &l->mu);
@@ -329,20 +339,11 @@ ew_err ewi_listener_drain(ewi_listener *l, int64_t deadline_ms)
     l->queued = 0;
     ew_err rc = EW_OK;
     while (l->busy > 0) {
-        int left = ewi_left_ms(deadline_ms);
-        if (left == 0) {
+        if (ewi_left_ms(deadline_ms) == 0) {
             rc = EW_ETIMEDOUT;
             break;
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += left / 1000;
-        ts.tv_nsec += (long)(left % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&l->idle, &l->mu, &ts);
+        ewi_cond_wait_until(&l->idle, &l->mu, deadline_ms);
     }
     pthread_mutex_unlock(&l->mu);
     /* Not handled: back to the broker, in order. */

@@ -76,13 +76,9 @@ static lbroker *broker_open(const char *name, size_t capacity)
     if (!b && (b = calloc(1, sizeof *b))) {
         snprintf(b->name, sizeof b->name, "%s", name);
         b->capacity = capacity;
-        pthread_mutex_init(&b->mu, NULL);
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&b->room, &ca);
-        pthread_cond_init(&b->arrive, &ca);
-        pthread_condattr_destroy(&ca);
+        ewi_mutex_init(&b->mu);
+        ewi_cond_init_mono(&b->room);
+        ewi_cond_init_mono(&b->arrive);
         b->next = g_brokers;
         g_brokers = b;
     }
@@ -245,18 +241,9 @@ static ew_err enqueue(lqueue *q, ew_envelope *env)
 /* Waits (lock held) for room or until the deadline; false on timeout. */
 static bool wait_room(lbroker *b, int64_t deadline)
 {
-    int left = ewi_left_ms(deadline);
-    if (left == 0)
+    if (ewi_left_ms(deadline) == 0)
         return false;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += left / 1000;
-    ts.tv_nsec += (long)(left % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    pthread_cond_timedwait(&b->room, &b->mu, &ts);
+    ewi_cond_wait_until(&b->room, &b->mu, deadline);
     return true;
 }
 
@@ -485,18 +472,9 @@ static ew_err l_dlq_take(ewi_transport *t, ewi_dlq_req *req)
         }
         if (req->taken > 0 || req->max == 0)
             break;
-        int left = ewi_left_ms(deadline);
-        if (left == 0)
+        if (ewi_left_ms(deadline) == 0)
             break;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += left / 1000;
-        ts.tv_nsec += (long)(left % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&b->arrive, &b->mu, &ts);
+        ewi_cond_wait_until(&b->arrive, &b->mu, deadline);
     }
     pthread_cond_broadcast(&b->room);
     pthread_mutex_unlock(&b->mu);
