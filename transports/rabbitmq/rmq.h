@@ -1,0 +1,276 @@
+/* rabbitmq:// and rabbitmqs:// — AMQP 0-9-1 through librabbitmq 0.11.
+ *
+ * One I/O thread owns the librabbitmq connection (it is not thread-safe).
+ * Application and worker threads hand it publishes, settles and requests
+ * through queues guarded by t->mu and wake it with an eventfd; it polls the
+ * socket and the eventfd and reads frames without blocking, so publishing
+ * and consuming never wait for each other.
+ *
+ * Channels on one connection:
+ *   1  confirmed publishes (durable events, send_to, dead letters)
+ *   2  transient publishes (non-durable events: no confirms)
+ *   3  declarations, basic.get of dead letters
+ *   4… one per consuming listener (its own basic.qos and delivery tags)
+ *
+ * Internal to the transport; nothing here is installed. */
+#ifndef EW_RMQ_H
+#define EW_RMQ_H
+
+#include <amqp.h>
+#include <pthread.h>
+
+#include "ewi.h"
+#include "waker.h"
+
+#define RMQ_CH_CONFIRM 1
+#define RMQ_CH_FIRE 2
+#define RMQ_CH_RPC 3
+#define RMQ_CH_FIRST_SUB 4
+
+/* ---- options (rmq_options.c) --------------------------------------------- */
+
+typedef struct rmq_opts {
+    bool tls;
+    char *host;
+    int port;
+    char *user, *password, *vhost;
+    char *cacert, *cert, *key; /* TLS files; NULL when not given */
+    bool verify;               /* TLS peer and host name verification */
+    int heartbeat_s;           /* 0 disables heartbeats */
+    int connect_timeout_ms;    /* one TCP connect + handshake */
+    int rpc_timeout_ms;        /* one declaration round trip */
+    long queue_expires_ms;     /* x-expires of per_process queues */
+    size_t max_inflight;       /* publishes queued or unconfirmed at most */
+    int reconnect_base_ms, reconnect_max_ms;
+    char *label;               /* "rabbitmq://host:port/vhost" for texts */
+} rmq_opts;
+
+/* Parses the URL into o (EW_EINVAL with the reason logged). */
+ew_err rmq_opts_parse(ew_manager *m, const ewi_url *url, rmq_opts *o);
+void rmq_opts_free(rmq_opts *o);
+
+/* ---- envelope <-> AMQP properties (rmq_props.c) ------------------------- */
+
+/* Scratch space for one message's header table, reused between publishes. */
+typedef struct rmq_props_buf {
+    amqp_table_entry_t *entries;
+    size_t cap;
+} rmq_props_buf;
+
+/* Fills props from env: every header in the header table (string values),
+ * content type, message id (ew-message-id), timestamp (ew-sent-at, seconds),
+ * type (ew-event), delivery mode 2 when persistent. props and its table
+ * point into env and buf: valid while both are unchanged. EW_ENOMEM. */
+ew_err rmq_props_from_env(const ew_envelope *env, bool persistent, rmq_props_buf *buf,
+                          amqp_basic_properties_t *props);
+void rmq_props_buf_free(rmq_props_buf *buf);
+
+/* Fills env (empty) from received properties: header table entries become
+ * headers (non-string values as text; nested tables and arrays are
+ * skipped), content type, and ew-message-id / ew-sent-at / ew-event from
+ * message_id / timestamp / type when the table lacks them (foreign
+ * producers). Copies everything. EW_ENOMEM only; *skipped counts headers
+ * that could not be taken (nested values, NUL bytes, over the limits). */
+ew_err rmq_props_to_env(const amqp_basic_properties_t *props, ew_envelope *env,
+                        size_t *skipped);
+
+/* ---- texts and codes of librabbitmq results (rmq_conn.c) ---------------- */
+
+/* "404 NOT_FOUND - no queue 'x' in vhost '/'" for a broker close reply, or
+ * librabbitmq's status text; into buf. */
+const char *rmq_reply_text(amqp_rpc_reply_t r, char *buf, size_t len);
+/* The ew_err for a broker reply code (403 → EW_EAUTH, 404 → EW_ENOTFOUND,
+ * 406 → EW_ECONFLICT, else EW_EBROKER). */
+ew_err rmq_code_err(uint16_t code);
+
+/* ---- inbound message assembly (rmq_io.c) -------------------------------- */
+
+enum rmq_in_kind { RMQ_IN_NONE, RMQ_IN_DELIVER, RMQ_IN_RETURN };
+
+typedef struct rmq_inbound {
+    enum rmq_in_kind kind;
+    uint64_t tag;         /* delivery tag */
+    bool redelivered;
+    uint16_t reply_code;  /* basic.return */
+    char reply_text[160];
+    ew_envelope *env;     /* made when the header frame arrives */
+    uint8_t *body;
+    size_t len, got;
+    bool have_header;
+} rmq_inbound;
+
+/* ---- subscriptions ------------------------------------------------------- */
+
+/* Ring states of a delivery tag (see rmq_io.c: acks are coalesced). */
+enum { RMQ_TAG_OPEN = 0, RMQ_TAG_SETTLED = 1, RMQ_TAG_DONE = 2 };
+
+typedef struct rmq_sub {
+    ewi_sub *sub;
+    bool active;          /* consuming wanted (false after unsubscribe) */
+    uint16_t ch;          /* its channel; 0 while it has none */
+    uint32_t epoch;       /* of ch: settles from an older epoch are dropped */
+    char ctag[96];        /* consumer tag */
+    uint16_t prefetch;
+    /* Delivery tags in [base, top] not yet acknowledged on the broker. */
+    uint64_t base, top;
+    uint8_t *ring;
+    size_t mask;          /* ring size - 1 */
+    size_t outstanding;   /* delivered to core, not settled */
+    bool resubscribe;     /* lost its consumer: declare and consume again */
+    int64_t retry_at_ms;  /* when to try that */
+    struct rmq_sub *next;
+} rmq_sub;
+
+/* A declared event (exchange), re-declared after a reconnect. */
+typedef struct rmq_event {
+    struct rmq_event *next;
+    char name[];
+} rmq_event;
+
+/* ---- requests from application threads --------------------------------- */
+
+typedef enum rmq_req_kind {
+    RMQ_REQ_DECLARE,
+    RMQ_REQ_SUBSCRIBE,
+    RMQ_REQ_UNSUBSCRIBE,
+    RMQ_REQ_DLQ_GET,
+    RMQ_REQ_DLQ_ACK,
+    RMQ_REQ_STOP
+} rmq_req_kind;
+
+typedef struct rmq_got {
+    ew_envelope *env;
+    struct rmq_got *next;
+} rmq_got;
+
+typedef struct rmq_req {
+    rmq_req_kind kind;
+    const char *event;    /* DECLARE */
+    rmq_sub *rs;          /* SUBSCRIBE, UNSUBSCRIBE */
+    const char *queue;    /* DLQ_GET */
+    size_t max;           /* DLQ_GET */
+    uint64_t tag;         /* DLQ_GET out (last tag), DLQ_ACK in */
+    uint32_t epoch;       /* DLQ_GET out, DLQ_ACK in */
+    rmq_got *got;         /* DLQ_GET out, in order */
+    size_t ngot;
+    int64_t deadline_ms;  /* waits for a connection until then */
+    bool done;
+    ew_err rc;
+    char err[512];
+    struct rmq_req *next;
+} rmq_req;
+
+/* ---- the transport ------------------------------------------------------- */
+
+struct ewi_transport {
+    ew_manager *m;
+    rmq_opts o;
+    ewi_waker waker;
+    pthread_t io;
+    bool io_started;
+
+    /* Shared with other threads, under mu. */
+    pthread_mutex_t mu;
+    pthread_cond_t done_cv;  /* a request completed */
+    pthread_cond_t room_cv;  /* the publish window has room */
+    ewi_pub *pub_head, *pub_tail;
+    ewi_msg *settle_head, *settle_tail;
+    rmq_req *req_head, *req_tail;
+    size_t inflight;         /* publishes accepted and not completed */
+    size_t room_waiters;
+    bool sleeping;           /* the I/O thread is (about to be) in poll */
+    bool woken;              /* a wake-up is pending */
+    bool closed;             /* stop ran: publishes fail with EW_ECLOSED */
+    bool quit;               /* stop asked the I/O thread to finish */
+
+    /* The I/O thread's own (and start's, before the thread runs). */
+    amqp_connection_state_t conn;
+    bool connected;
+    uint32_t epoch_seq;      /* source of channel epochs */
+    uint32_t rpc_epoch;      /* epoch of the RPC channel */
+    uint16_t next_ch;
+    rmq_inbound *in;         /* assembly per channel number */
+    size_t nin;
+    rmq_props_buf props;
+    /* Confirmed publishes written and waiting for basic.ack, in order. */
+    ewi_pub *unconf_head, *unconf_tail;
+    uint64_t next_seq;       /* publish sequence on the confirm channel */
+    /* basic.return seen for these sequences (acked next). */
+    struct rmq_returned *returned;
+    /* Publishes to (re)send before the shared queue: after a reconnect. */
+    ewi_pub *resend_head, *resend_tail;
+    size_t freed;            /* completed publishes not yet taken off inflight */
+    rmq_req *parked;         /* requests waiting for a connection */
+    rmq_sub *subs;
+    rmq_event *events;
+    ewi_backoff backoff;
+    int64_t next_attempt_ms, down_since_ms;
+    unsigned attempts;
+    char down_reason[256];
+    int64_t last_rx_ms;      /* last sign of life from the broker */
+};
+
+typedef struct rmq_returned {
+    ewi_pub *p;
+    char text[600];
+    struct rmq_returned *next;
+} rmq_returned;
+
+/* ---- connection (rmq_conn.c) -------------------------------------------- */
+
+/* Opens a socket, logs in and opens the fixed channels (confirm.select on
+ * the confirm channel). On failure writes why into err and returns EW_EAUTH
+ * (credentials, vhost), EW_ECONNECT or EW_ENOMEM; t->conn is then NULL. */
+ew_err rmq_connect(ewi_transport *t, char *err, size_t errlen);
+/* Closes politely when possible and frees the connection. */
+void rmq_disconnect(ewi_transport *t, bool polite);
+/* Opens channel ch (after close-ok when the broker closed it). */
+ew_err rmq_channel_open(ewi_transport *t, uint16_t ch, char *err, size_t errlen);
+
+/* ---- topology (rmq_topology.c) ------------------------------------------ */
+
+/* Each returns EW_OK or the error with "what failed: broker text" in err;
+ * a channel exception on the RPC channel is answered and the channel
+ * reopened; EW_EDISCONNECTED when the connection itself failed. */
+ew_err rmq_declare_exchange(ewi_transport *t, const char *event, char *err, size_t errlen);
+ew_err rmq_declare_sub(ewi_transport *t, rmq_sub *rs, char *err, size_t errlen);
+ew_err rmq_consume(ewi_transport *t, rmq_sub *rs, char *err, size_t errlen);
+ew_err rmq_cancel(ewi_transport *t, rmq_sub *rs);
+/* basic.get of up to req->max messages off req->queue (no auto-ack). */
+ew_err rmq_dlq_get(ewi_transport *t, rmq_req *req);
+/* Turns the last RPC's reply into an ew_err (EW_OK when normal). */
+ew_err rmq_rpc_result(ewi_transport *t, uint16_t ch, const char *what, char *err,
+                      size_t errlen);
+
+/* ---- the I/O thread (rmq_io.c) ------------------------------------------ */
+
+void *rmq_io_main(void *arg);
+/* Marks the connection lost: unconfirmed publishes wait to be resent,
+ * consumers to be resumed; logs and reports once. */
+void rmq_lost(ewi_transport *t, const char *why);
+/* Completes a publish (done callback); its window slot is given back by
+ * the next rmq_room_release. */
+void rmq_pub_complete(ewi_transport *t, ewi_pub *p, int err, const char *detail);
+/* Takes completed publishes off the window and wakes senders waiting for room. */
+void rmq_room_release(ewi_transport *t);
+
+/* Settle encoding in ewi_msg.tdata: the channel epoch, and the requeue bit. */
+#define RMQ_TDATA(epoch, requeue) ((void *)(uintptr_t)(((uintptr_t)(epoch) << 1) | (requeue)))
+#define RMQ_TDATA_EPOCH(p) ((uint32_t)((uintptr_t)(p) >> 1))
+#define RMQ_TDATA_REQUEUE(p) (((uintptr_t)(p)&1u) != 0)
+
+/* ---- publishing on the I/O thread (rmq_pub.c) --------------------------- */
+
+/* Writes p; confirmed ones wait in the unconfirmed list. false when the
+ * connection failed (p is then queued for resending). */
+bool rmq_pub_write(ewi_transport *t, ewi_pub *p);
+void rmq_pub_on_ack(ewi_transport *t, uint64_t tag, bool multiple, bool nack);
+void rmq_pub_on_return(ewi_transport *t, const rmq_inbound *in);
+/* Fails publishes whose deadline passed (all queues when disconnected). */
+void rmq_pub_expire(ewi_transport *t);
+/* Moves every unconfirmed publish to the resend queue (connection lost). */
+void rmq_pub_requeue_unconfirmed(ewi_transport *t);
+/* Fails every publish the I/O thread holds with err (stop). */
+void rmq_pub_fail_all(ewi_transport *t, int err, const char *detail);
+
+#endif

@@ -1,0 +1,802 @@
+/* The I/O thread: the only user of the librabbitmq connection once start
+ * returned. Each turn of its loop takes what other threads queued (settles,
+ * publishes, requests), writes it, reads every frame that arrived without
+ * blocking, and then sleeps in poll() on the socket and the waker.
+ *
+ * Acknowledgements are coalesced: a settled delivery is marked in its
+ * subscription's ring of delivery tags, and one basic.ack(multiple) covers
+ * the settled prefix; deliveries settled out of order behind an unsettled
+ * one are acknowledged one by one, so a slow handler never holds the
+ * others' acks (and the prefetch window) hostage.
+ *
+ * Reconnection: when the connection fails, unconfirmed publishes go back in
+ * line, consumers are forgotten (the broker requeues what they held), and
+ * the loop retries with capped exponential backoff and jitter; on success
+ * it declares every exchange and listener queue again, consumes again and
+ * resends. Settles of deliveries from the old connection are dropped. */
+#include "rmq.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define READ_BATCH 4096  /* frames read per turn, so writes get their turn */
+#define WRITE_BATCH 1024 /* publishes written per turn, so reads get theirs */
+
+/* ---- requests ------------------------------------------------------------ */
+
+static void req_done(ewi_transport *t, rmq_req *r, ew_err rc)
+{
+    pthread_mutex_lock(&t->mu);
+    r->rc = rc;
+    r->done = true;
+    pthread_cond_broadcast(&t->done_cv);
+    pthread_mutex_unlock(&t->mu);
+}
+
+static void park(ewi_transport *t, rmq_req *r)
+{
+    r->next = NULL;
+    rmq_req **pp = &t->parked;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = r;
+}
+
+static bool event_known(ewi_transport *t, const char *name)
+{
+    for (rmq_event *e = t->events; e; e = e->next)
+        if (strcmp(e->name, name) == 0)
+            return true;
+    return false;
+}
+
+/* Runs r; false when it must wait for a connection (parked by the caller). */
+static bool req_run(ewi_transport *t, rmq_req *r)
+{
+    ew_err rc = EW_OK;
+    switch (r->kind) {
+    case RMQ_REQ_DECLARE:
+        if (event_known(t, r->event))
+            break;
+        if (!t->connected)
+            return false;
+        rc = rmq_declare_exchange(t, r->event, r->err, sizeof r->err);
+        if (rc == EW_EDISCONNECTED)
+            return false;
+        if (rc == EW_OK) {
+            size_t n = strlen(r->event) + 1;
+            rmq_event *e = malloc(sizeof *e + n);
+            if (!e) {
+                rc = EW_ENOMEM;
+                break;
+            }
+            memcpy(e->name, r->event, n);
+            e->next = t->events;
+            t->events = e;
+        }
+        break;
+    case RMQ_REQ_SUBSCRIBE:
+        if (!t->connected)
+            return false;
+        rc = rmq_declare_sub(t, r->rs, r->err, sizeof r->err);
+        if (rc == EW_OK)
+            rc = rmq_consume(t, r->rs, r->err, sizeof r->err);
+        if (rc == EW_EDISCONNECTED)
+            return false;
+        if (rc == EW_OK) {
+            r->rs->active = true;
+            r->rs->next = t->subs;
+            t->subs = r->rs;
+        }
+        break;
+    case RMQ_REQ_UNSUBSCRIBE:
+        r->rs->active = false;
+        r->rs->resubscribe = false;
+        if (t->connected && r->rs->ch)
+            rmq_cancel(t, r->rs);
+        break;
+    case RMQ_REQ_DLQ_GET:
+        if (!t->connected)
+            return false;
+        rc = rmq_dlq_get(t, r);
+        if (rc == EW_EDISCONNECTED && r->ngot == 0)
+            return false;
+        break;
+    case RMQ_REQ_DLQ_ACK:
+        if (t->connected && r->epoch == t->rpc_epoch &&
+            amqp_basic_ack(t->conn, RMQ_CH_RPC, r->tag, 1) != AMQP_STATUS_OK)
+            rmq_lost(t, "writing basic.ack failed");
+        break;
+    case RMQ_REQ_STOP:
+        break;
+    }
+    req_done(t, r, rc);
+    return true;
+}
+
+static void run_parked(ewi_transport *t)
+{
+    rmq_req *list = t->parked;
+    t->parked = NULL;
+    for (rmq_req *r = list, *next; r; r = next) {
+        next = r->next;
+        if (!req_run(t, r))
+            park(t, r);
+    }
+}
+
+static void expire_parked(ewi_transport *t)
+{
+    int64_t now = ewi_now_ms();
+    for (rmq_req **pp = &t->parked; *pp;) {
+        rmq_req *r = *pp;
+        if (r->deadline_ms > now) {
+            pp = &r->next;
+            continue;
+        }
+        *pp = r->next;
+        snprintf(r->err, sizeof r->err,
+                 "the connection to %s is down since %.1f s (%s); still reconnecting",
+                 t->o.label, (double)(now - t->down_since_ms) / 1000.0, t->down_reason);
+        req_done(t, r, EW_ETIMEDOUT);
+    }
+}
+
+/* ---- settles and coalesced acks ----------------------------------------- */
+
+static rmq_sub *sub_by_channel(ewi_transport *t, uint16_t ch)
+{
+    for (rmq_sub *rs = t->subs; rs; rs = rs->next)
+        if (rs->ch == ch)
+            return rs;
+    return NULL;
+}
+
+/* Room in the ring for tag: grows it when a window outruns it. */
+static bool ring_fit(rmq_sub *rs, uint64_t tag)
+{
+    if (tag - rs->base <= rs->mask)
+        return true;
+    size_t size = (rs->mask + 1) * 2;
+    while (tag - rs->base >= size)
+        size *= 2;
+    uint8_t *ring = calloc(size, 1);
+    if (!ring)
+        return false;
+    for (uint64_t k = rs->base; k <= rs->top; k++)
+        ring[k & (size - 1)] = rs->ring[k & rs->mask];
+    free(rs->ring);
+    rs->ring = ring;
+    rs->mask = size - 1;
+    return true;
+}
+
+static void flush_acks(ewi_transport *t, rmq_sub *rs)
+{
+    uint64_t last = 0;
+    while (rs->base <= rs->top && rs->ring[rs->base & rs->mask] != RMQ_TAG_OPEN) {
+        if (rs->ring[rs->base & rs->mask] == RMQ_TAG_SETTLED)
+            last = rs->base;
+        rs->ring[rs->base & rs->mask] = RMQ_TAG_OPEN;
+        rs->base++;
+    }
+    if (last && amqp_basic_ack(t->conn, rs->ch, last, 1) != AMQP_STATUS_OK) {
+        rmq_lost(t, "writing basic.ack failed");
+        return;
+    }
+    for (uint64_t k = rs->base; k <= rs->top; k++)
+        if (rs->ring[k & rs->mask] == RMQ_TAG_SETTLED) {
+            if (amqp_basic_ack(t->conn, rs->ch, k, 0) != AMQP_STATUS_OK) {
+                rmq_lost(t, "writing basic.ack failed");
+                return;
+            }
+            rs->ring[k & rs->mask] = RMQ_TAG_DONE;
+        }
+}
+
+static void settle_batch(ewi_transport *t, ewi_msg *list)
+{
+    for (ewi_msg *msg = list, *next; msg; msg = next) {
+        next = msg->qnext;
+        rmq_sub *rs = msg->sub->tdata;
+        rs->outstanding--;
+        uint64_t tag = msg->tag;
+        bool requeue = RMQ_TDATA_REQUEUE(msg->tdata);
+        bool current = t->connected && rs->ch && RMQ_TDATA_EPOCH(msg->tdata) == rs->epoch;
+        ewi_msg_free(msg);
+        /* From an older connection or channel: the broker requeued it. */
+        if (!current || tag < rs->base || tag > rs->top)
+            continue;
+        if (requeue) {
+            if (amqp_basic_nack(t->conn, rs->ch, tag, 0, 1) != AMQP_STATUS_OK) {
+                rmq_lost(t, "writing basic.nack failed");
+                continue;
+            }
+            rs->ring[tag & rs->mask] = RMQ_TAG_DONE;
+        } else {
+            rs->ring[tag & rs->mask] = RMQ_TAG_SETTLED;
+        }
+    }
+    for (rmq_sub *rs = t->subs; rs && t->connected; rs = rs->next)
+        if (rs->ch)
+            flush_acks(t, rs);
+}
+
+/* ---- inbound frames ------------------------------------------------------ */
+
+static rmq_inbound *inbound(ewi_transport *t, uint16_t ch)
+{
+    if (ch >= t->nin) {
+        size_t n = (size_t)ch + 8;
+        rmq_inbound *in = realloc(t->in, n * sizeof *in);
+        if (!in)
+            return NULL;
+        memset(in + t->nin, 0, (n - t->nin) * sizeof *in);
+        t->in = in;
+        t->nin = n;
+    }
+    return &t->in[ch];
+}
+
+static void inbound_reset(rmq_inbound *in)
+{
+    ewi_envelope_unref(in->env);
+    free(in->body);
+    memset(in, 0, sizeof *in);
+}
+
+/* A delivery nobody may take any more (unsubscribed, out of memory): back
+ * to the queue. */
+static void refuse(ewi_transport *t, rmq_sub *rs, uint16_t ch, uint64_t tag)
+{
+    if (amqp_basic_nack(t->conn, ch, tag, 0, 1) != AMQP_STATUS_OK) {
+        rmq_lost(t, "writing basic.nack failed");
+        return;
+    }
+    if (rs && tag >= rs->base && ring_fit(rs, tag)) {
+        rs->ring[tag & rs->mask] = RMQ_TAG_DONE;
+        if (tag > rs->top)
+            rs->top = tag;
+    }
+}
+
+static void delivered(ewi_transport *t, uint16_t ch, rmq_inbound *in)
+{
+    rmq_sub *rs = sub_by_channel(t, ch);
+    uint64_t tag = in->tag;
+    /* The broker only says "delivered before": that is one earlier attempt. */
+    uint32_t redeliveries = in->redelivered ? 1 : 0;
+    if (!rs || !rs->active || tag < rs->base || !ring_fit(rs, tag)) {
+        inbound_reset(in);
+        refuse(t, rs, ch, tag);
+        return;
+    }
+    ewi_envelope_take_body(in->env, in->body, in->len);
+    in->body = NULL;
+    ewi_msg *msg = ewi_msg_new(rs->sub, in->env);
+    in->env = NULL;
+    inbound_reset(in);
+    if (!msg) {
+        refuse(t, rs, ch, tag);
+        return;
+    }
+    msg->redeliveries = redeliveries;
+    msg->tag = tag;
+    msg->tdata = RMQ_TDATA(rs->epoch, 0);
+    rs->ring[tag & rs->mask] = RMQ_TAG_OPEN;
+    if (tag > rs->top)
+        rs->top = tag;
+    rs->outstanding++;
+    ewi_deliver(msg);
+}
+
+static void content_complete(ewi_transport *t, uint16_t ch, rmq_inbound *in)
+{
+    if (in->kind == RMQ_IN_DELIVER) {
+        delivered(t, ch, in);
+    } else {
+        rmq_pub_on_return(t, in);
+        inbound_reset(in);
+    }
+}
+
+static void on_header(ewi_transport *t, const amqp_frame_t *f)
+{
+    rmq_inbound *in = f->channel < t->nin ? &t->in[f->channel] : NULL;
+    if (!in || in->kind == RMQ_IN_NONE || in->have_header) {
+        ewi_log(t->m, EW_LOG_WARN, "%s: unexpected content header on channel %u",
+                t->o.label, f->channel);
+        return;
+    }
+    uint64_t size = f->payload.properties.body_size;
+    in->have_header = true;
+    in->env = ewi_envelope_new();
+    in->body = size ? malloc(size) : NULL;
+    size_t skipped = 0;
+    if (!in->env || (size && !in->body) ||
+        rmq_props_to_env(f->payload.properties.decoded, in->env, &skipped) != EW_OK) {
+        /* Cannot hold it: read past it, then hand it back to the broker. */
+        ewi_envelope_unref(in->env);
+        in->env = NULL;
+        free(in->body);
+        in->body = NULL;
+    }
+    if (skipped)
+        ewi_log(t->m, EW_LOG_DEBUG, "%s: %zu AMQP header(s) not taken into the envelope",
+                t->o.label, skipped);
+    in->len = (size_t)size;
+    in->got = 0;
+    if (size == 0 && in->env)
+        content_complete(t, f->channel, in);
+}
+
+static void on_body(ewi_transport *t, const amqp_frame_t *f)
+{
+    rmq_inbound *in = f->channel < t->nin ? &t->in[f->channel] : NULL;
+    if (!in || !in->have_header)
+        return;
+    size_t n = f->payload.body_fragment.len;
+    if (n > in->len - in->got)
+        n = in->len - in->got;
+    if (in->body)
+        memcpy(in->body + in->got, f->payload.body_fragment.bytes, n);
+    in->got += n;
+    if (in->got < in->len)
+        return;
+    if (in->env) {
+        content_complete(t, f->channel, in);
+    } else {
+        uint64_t tag = in->tag;
+        enum rmq_in_kind kind = in->kind;
+        inbound_reset(in);
+        if (kind == RMQ_IN_DELIVER)
+            refuse(t, sub_by_channel(t, f->channel), f->channel, tag);
+    }
+}
+
+/* The broker closed channel ch (not the RPC channel's own replies). */
+static void channel_closed(ewi_transport *t, uint16_t ch, const amqp_channel_close_t *c)
+{
+    char text[300], err[300];
+    snprintf(text, sizeof text, "%u %.*s", c->reply_code, (int)c->reply_text.len,
+             (const char *)c->reply_text.bytes);
+    amqp_channel_close_ok_t ok = {0};
+    if (amqp_send_method(t->conn, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) != AMQP_STATUS_OK) {
+        rmq_lost(t, text);
+        return;
+    }
+    if (ch < t->nin)
+        inbound_reset(&t->in[ch]);
+    if (ch == RMQ_CH_CONFIRM) {
+        /* What the broker refused (e.g. "no exchange 'E'") fails; the rest
+         * is resent on the reopened channel. */
+        const char *q1 = strchr(text, '\''), *q2 = q1 ? strchr(q1 + 1, '\'') : NULL;
+        ewi_pub *keep = NULL, **kt = &keep;
+        for (ewi_pub *p = t->unconf_head, *next; p; p = next) {
+            next = p->next;
+            p->next = NULL;
+            if (q2 && p->dest == EWI_DEST_EVENT && strlen(p->event) == (size_t)(q2 - q1 - 1) &&
+                strncmp(p->event, q1 + 1, (size_t)(q2 - q1 - 1)) == 0) {
+                rmq_pub_complete(t, p, rmq_code_err(c->reply_code), text);
+            } else {
+                *kt = p;
+                kt = &p->next;
+            }
+        }
+        t->unconf_head = keep;
+        t->unconf_tail = NULL;
+        for (ewi_pub *p = keep; p; p = p->next)
+            t->unconf_tail = p;
+        rmq_pub_requeue_unconfirmed(t);
+    }
+    ewi_report(t->m, rmq_code_err(c->reply_code), NULL, NULL, NULL,
+               "%s: the broker closed channel %u: %s", t->o.label, ch, text);
+    if (ch == RMQ_CH_CONFIRM || ch == RMQ_CH_FIRE || ch == RMQ_CH_RPC) {
+        if (rmq_channel_open(t, ch, err, sizeof err) != EW_OK) {
+            rmq_lost(t, err);
+            return;
+        }
+        if (ch == RMQ_CH_RPC)
+            t->rpc_epoch = ++t->epoch_seq;
+        if (ch == RMQ_CH_CONFIRM) {
+            amqp_confirm_select(t->conn, RMQ_CH_CONFIRM);
+            if (rmq_rpc_result(t, RMQ_CH_CONFIRM, "confirm.select", err, sizeof err) != EW_OK) {
+                if (t->connected)
+                    rmq_lost(t, err);
+                return;
+            }
+            t->next_seq = 1;
+        }
+        return;
+    }
+    rmq_sub *rs = sub_by_channel(t, ch);
+    if (rs) {
+        rs->ch = 0;
+        if (rs->active) {
+            rs->resubscribe = true;
+            rs->retry_at_ms = ewi_now_ms() + 1000;
+        }
+    }
+}
+
+static void on_method(ewi_transport *t, const amqp_frame_t *f)
+{
+    uint16_t ch = f->channel;
+    const void *d = f->payload.method.decoded;
+    switch (f->payload.method.id) {
+    case AMQP_BASIC_DELIVER_METHOD: {
+        const amqp_basic_deliver_t *m = d;
+        rmq_inbound *in = inbound(t, ch);
+        if (!in) {
+            refuse(t, sub_by_channel(t, ch), ch, m->delivery_tag);
+            return;
+        }
+        inbound_reset(in);
+        in->kind = RMQ_IN_DELIVER;
+        in->tag = m->delivery_tag;
+        in->redelivered = m->redelivered;
+        return;
+    }
+    case AMQP_BASIC_RETURN_METHOD: {
+        const amqp_basic_return_t *m = d;
+        rmq_inbound *in = inbound(t, ch);
+        if (!in)
+            return;
+        inbound_reset(in);
+        in->kind = RMQ_IN_RETURN;
+        in->reply_code = m->reply_code;
+        snprintf(in->reply_text, sizeof in->reply_text, "%.*s", (int)m->reply_text.len,
+                 (const char *)m->reply_text.bytes);
+        return;
+    }
+    case AMQP_BASIC_ACK_METHOD:
+        if (ch == RMQ_CH_CONFIRM) {
+            const amqp_basic_ack_t *m = d;
+            rmq_pub_on_ack(t, m->delivery_tag, m->multiple, false);
+        }
+        return;
+    case AMQP_BASIC_NACK_METHOD:
+        if (ch == RMQ_CH_CONFIRM) {
+            const amqp_basic_nack_t *m = d;
+            rmq_pub_on_ack(t, m->delivery_tag, m->multiple, true);
+        }
+        return;
+    case AMQP_BASIC_CANCEL_METHOD: {
+        /* consumer_cancel_notify: the queue was deleted under us. */
+        const amqp_basic_cancel_t *m = d;
+        rmq_sub *rs = sub_by_channel(t, ch);
+        if (!m->nowait) {
+            amqp_basic_cancel_ok_t ok = {m->consumer_tag};
+            if (amqp_send_method(t->conn, ch, AMQP_BASIC_CANCEL_OK_METHOD, &ok) != AMQP_STATUS_OK) {
+                rmq_lost(t, "writing basic.cancel-ok failed");
+                return;
+            }
+        }
+        if (rs && rs->active) {
+            ewi_report(t->m, EW_EBROKER, rs->sub->queue, rs->sub->event, NULL,
+                       "%s: the broker cancelled the consumer of %s (queue deleted?); "
+                       "declaring and consuming it again",
+                       t->o.label, rs->sub->queue);
+            rs->resubscribe = true;
+            rs->retry_at_ms = ewi_now_ms();
+        }
+        return;
+    }
+    case AMQP_CHANNEL_CLOSE_METHOD:
+        channel_closed(t, ch, d);
+        return;
+    case AMQP_CONNECTION_CLOSE_METHOD: {
+        const amqp_connection_close_t *c = d;
+        char text[300];
+        snprintf(text, sizeof text, "the broker closed the connection: %u %.*s",
+                 c->reply_code, (int)c->reply_text.len, (const char *)c->reply_text.bytes);
+        amqp_connection_close_ok_t ok = {0};
+        amqp_send_method(t->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+        rmq_lost(t, text);
+        return;
+    }
+    case AMQP_CONNECTION_BLOCKED_METHOD:
+        ewi_log(t->m, EW_LOG_WARN, "%s: the broker blocks publishing (resource alarm)",
+                t->o.label);
+        return;
+    case AMQP_CONNECTION_UNBLOCKED_METHOD:
+        ewi_log(t->m, EW_LOG_INFO, "%s: the broker unblocked publishing", t->o.label);
+        return;
+    default:
+        return; /* late RPC replies (e.g. after a timeout) and the like */
+    }
+}
+
+static void handle_frame(ewi_transport *t, const amqp_frame_t *f)
+{
+    switch (f->frame_type) {
+    case AMQP_FRAME_METHOD:
+        on_method(t, f);
+        break;
+    case AMQP_FRAME_HEADER:
+        on_header(t, f);
+        break;
+    case AMQP_FRAME_BODY:
+        on_body(t, f);
+        break;
+    default:
+        break;
+    }
+}
+
+/* Reads what is there, without blocking. */
+static void read_frames(ewi_transport *t)
+{
+    struct timeval zero = {0, 0};
+    for (int n = 0; n < READ_BATCH && t->connected; n++) {
+        amqp_frame_t f;
+        int st = amqp_simple_wait_frame_noblock(t->conn, &f, &zero);
+        if (st == AMQP_STATUS_TIMEOUT)
+            break;
+        if (st != AMQP_STATUS_OK) {
+            rmq_lost(t, amqp_error_string2(st));
+            return;
+        }
+        t->last_rx_ms = ewi_now_ms();
+        handle_frame(t, &f);
+    }
+    if (t->connected)
+        amqp_maybe_release_buffers(t->conn);
+}
+
+/* ---- connection loss and recovery --------------------------------------- */
+
+void rmq_lost(ewi_transport *t, const char *why)
+{
+    if (!t->connected)
+        return;
+    size_t unconfirmed = 0, consumers = 0;
+    for (ewi_pub *p = t->unconf_head; p; p = p->next)
+        unconfirmed++;
+    for (rmq_sub *rs = t->subs; rs; rs = rs->next) {
+        consumers += rs->active;
+        rs->ch = 0;
+        rs->resubscribe = false;
+    }
+    rmq_disconnect(t, false);
+    rmq_pub_requeue_unconfirmed(t);
+    for (size_t i = 0; i < t->nin; i++)
+        inbound_reset(&t->in[i]);
+    t->down_since_ms = ewi_now_ms();
+    snprintf(t->down_reason, sizeof t->down_reason, "%.200s", why);
+    t->attempts = 0;
+    ewi_backoff_reset(&t->backoff);
+    t->next_attempt_ms = t->down_since_ms + ewi_backoff_next(&t->backoff);
+    if (!t->quit)
+        ewi_report(t->m, EW_EDISCONNECTED, NULL, NULL, NULL,
+                   "connection to %s lost: %s; reconnecting (%zu unconfirmed messages "
+                   "will be resent, %zu listeners resumed)",
+                   t->o.label, why, unconfirmed, consumers);
+}
+
+/* Declares and consumes again what rs had; on failure retries later. */
+static void resubscribe(ewi_transport *t, rmq_sub *rs)
+{
+    char err[512];
+    ew_err rc = rmq_declare_sub(t, rs, err, sizeof err);
+    if (rc == EW_OK)
+        rc = rmq_consume(t, rs, err, sizeof err);
+    if (rc == EW_OK || rc == EW_EDISCONNECTED)
+        return;
+    rs->resubscribe = true;
+    rs->retry_at_ms = ewi_now_ms() + 5000;
+    ewi_report(t->m, rc, rs->sub->queue, rs->sub->event, NULL,
+               "resuming %s on %s failed: %s; retrying in 5 s", rs->sub->queue, t->o.label,
+               err);
+}
+
+static void reconnect(ewi_transport *t)
+{
+    char err[512];
+    t->attempts++;
+    ew_err rc = rmq_connect(t, err, sizeof err);
+    int64_t now = ewi_now_ms();
+    if (rc != EW_OK) {
+        int delay = ewi_backoff_next(&t->backoff);
+        t->next_attempt_ms = now + delay;
+        snprintf(t->down_reason, sizeof t->down_reason, "%.200s", err);
+        ewi_log(t->m, t->attempts % 10 == 0 ? EW_LOG_WARN : EW_LOG_INFO,
+                "%s: reconnect attempt %u failed: %s; next in %d ms", t->o.label,
+                t->attempts, err, delay);
+        return;
+    }
+    t->last_rx_ms = now;
+    for (rmq_event *e = t->events; e && t->connected; e = e->next) {
+        rc = rmq_declare_exchange(t, e->name, err, sizeof err);
+        if (rc != EW_OK && rc != EW_EDISCONNECTED)
+            ewi_report(t->m, rc, NULL, e->name, NULL, "%s", err);
+    }
+    size_t resumed = 0, resend = 0;
+    for (rmq_sub *rs = t->subs; rs && t->connected; rs = rs->next)
+        if (rs->active) {
+            resubscribe(t, rs);
+            resumed += rs->ch != 0;
+        }
+    if (!t->connected)
+        return; /* lost again: the next attempt starts over */
+    for (ewi_pub *p = t->resend_head; p; p = p->next)
+        resend++;
+    ewi_log(t->m, EW_LOG_WARN,
+            "%s: reconnected after %u attempt(s), %.1f s down; %zu listener(s) resumed, "
+            "%zu message(s) to resend",
+            t->o.label, t->attempts, (double)(now - t->down_since_ms) / 1000.0, resumed, resend);
+    ewi_backoff_reset(&t->backoff);
+}
+
+/* ---- the loop ------------------------------------------------------------ */
+
+static void write_pubs(ewi_transport *t, ewi_pub *batch)
+{
+    /* What waits for a resend goes first, in order. */
+    if (batch) {
+        ewi_pub *tail = batch;
+        while (tail->next)
+            tail = tail->next;
+        if (t->resend_tail)
+            t->resend_tail->next = batch;
+        else
+            t->resend_head = batch;
+        t->resend_tail = tail;
+    }
+    for (int n = 0; n < WRITE_BATCH && t->connected && t->resend_head; n++) {
+        ewi_pub *p = t->resend_head;
+        t->resend_head = p->next;
+        if (!t->resend_head)
+            t->resend_tail = NULL;
+        if (!rmq_pub_write(t, p))
+            return;
+    }
+}
+
+static void finish(ewi_transport *t)
+{
+    pthread_mutex_lock(&t->mu);
+    t->closed = true;
+    ewi_msg *settles = t->settle_head;
+    rmq_req *reqs = t->req_head;
+    t->settle_head = t->settle_tail = NULL;
+    t->req_head = t->req_tail = NULL;
+    if (t->room_waiters)
+        pthread_cond_broadcast(&t->room_cv);
+    pthread_mutex_unlock(&t->mu);
+    rmq_pub_fail_all(t, EW_ECLOSED, "the transport stopped before the broker confirmed it");
+    for (ewi_msg *msg = settles, *next; msg; msg = next) {
+        next = msg->qnext;
+        ewi_msg_free(msg);
+    }
+    for (rmq_req *r = reqs, *next; r; r = next) {
+        next = r->next;
+        snprintf(r->err, sizeof r->err, "the transport is stopping");
+        req_done(t, r, EW_ECLOSED);
+    }
+    for (rmq_req *r = t->parked, *next; r; r = next) {
+        next = r->next;
+        snprintf(r->err, sizeof r->err, "the transport is stopping");
+        req_done(t, r, EW_ECLOSED);
+    }
+    t->parked = NULL;
+    rmq_disconnect(t, true);
+    rmq_room_release(t);
+}
+
+void *rmq_io_main(void *arg)
+{
+    ewi_transport *t = arg;
+    struct pollfd fds[2];
+    int64_t next_hb_ms = 0;
+    for (;;) {
+        pthread_mutex_lock(&t->mu);
+        ewi_msg *settles = t->settle_head;
+        ewi_pub *pubs = t->pub_head;
+        rmq_req *reqs = t->req_head;
+        t->settle_head = t->settle_tail = NULL;
+        t->pub_head = t->pub_tail = NULL;
+        t->req_head = t->req_tail = NULL;
+        bool quit = t->quit;
+        pthread_mutex_unlock(&t->mu);
+
+        settle_batch(t, settles);
+        if (t->connected) {
+            write_pubs(t, pubs);
+        } else if (pubs) {
+            ewi_pub *tail = pubs;
+            while (tail->next)
+                tail = tail->next;
+            if (t->resend_tail)
+                t->resend_tail->next = pubs;
+            else
+                t->resend_head = pubs;
+            t->resend_tail = tail;
+        }
+        if (t->connected && t->parked)
+            run_parked(t);
+        for (rmq_req *r = reqs, *next; r; r = next) {
+            next = r->next;
+            if (!req_run(t, r))
+                park(t, r);
+        }
+        if (quit)
+            break;
+
+        int64_t now = ewi_now_ms();
+        if (!t->connected && now >= t->next_attempt_ms) {
+            reconnect(t);
+            if (t->connected) {
+                run_parked(t);
+                write_pubs(t, NULL);
+            }
+        }
+        for (rmq_sub *rs = t->subs; rs && t->connected; rs = rs->next)
+            if (rs->resubscribe && rs->active && now >= rs->retry_at_ms) {
+                rs->resubscribe = false;
+                resubscribe(t, rs);
+            }
+        if (t->connected && t->o.heartbeat_s > 0 &&
+            now - t->last_rx_ms > 2000L * t->o.heartbeat_s + 1000)
+            rmq_lost(t, "no heartbeat from the broker");
+        rmq_pub_expire(t);
+        if (t->parked && !t->connected)
+            expire_parked(t);
+        rmq_room_release(t);
+
+        /* Sleep unless work is waiting. */
+        int timeout = t->o.heartbeat_s > 0 ? t->o.heartbeat_s * 500 : 1000;
+        if (!t->connected || t->unconf_head || t->parked || t->resend_head)
+            timeout = 50;
+        if (!t->connected && t->next_attempt_ms - now < timeout)
+            timeout = (int)(t->next_attempt_ms > now ? t->next_attempt_ms - now : 0);
+        if (t->connected && (t->resend_head || amqp_frames_enqueued(t->conn) ||
+                             amqp_data_in_buffer(t->conn)))
+            timeout = 0;
+        pthread_mutex_lock(&t->mu);
+        if (t->settle_head || t->pub_head || t->req_head || t->quit)
+            timeout = 0;
+        t->sleeping = timeout != 0;
+        pthread_mutex_unlock(&t->mu);
+
+        int nfds = 1;
+        fds[0].fd = ewi_waker_fd(&t->waker);
+        fds[0].events = POLLIN;
+        fds[0].revents = 0;
+        if (t->connected) {
+            fds[1].fd = amqp_get_sockfd(t->conn);
+            fds[1].events = POLLIN;
+            fds[1].revents = 0;
+            nfds = 2;
+        }
+        int n = poll(fds, (nfds_t)nfds, timeout);
+        if (n < 0 && errno != EINTR)
+            ewi_log(t->m, EW_LOG_ERROR, "%s: poll failed: %s", t->o.label, strerror(errno));
+        if (t->sleeping) {
+            pthread_mutex_lock(&t->mu);
+            t->sleeping = false;
+            t->woken = false;
+            pthread_mutex_unlock(&t->mu);
+        }
+        if (n > 0 && (fds[0].revents & POLLIN))
+            ewi_waker_drain(&t->waker);
+        if (t->connected) {
+            bool readable = nfds == 2 && (fds[1].revents & (POLLIN | POLLHUP | POLLERR));
+            int64_t after = ewi_now_ms();
+            if (readable)
+                t->last_rx_ms = after;
+            /* A read with nothing there still lets librabbitmq send a due
+             * heartbeat: do one every half interval. */
+            bool hb = t->o.heartbeat_s > 0 && after >= next_hb_ms;
+            if (hb)
+                next_hb_ms = after + t->o.heartbeat_s * 500;
+            if (readable || hb || amqp_frames_enqueued(t->conn) || amqp_data_in_buffer(t->conn))
+                read_frames(t);
+        }
+    }
+    finish(t);
+    return NULL;
+}

@@ -1,0 +1,287 @@
+/* Publishing on the I/O thread: writing basic.publish, pipelined publisher
+ * confirms (basic.ack / basic.nack read by our own frame loop: librabbitmq
+ * 0.11 has no confirm helper), basic.return of mandatory messages, send
+ * deadlines, and resending after a reconnect.
+ *
+ * Which channel: durable events, send_to (mandatory: an unroutable message
+ * must come back as an error) and dead letters go to the confirm channel,
+ * and complete on their basic.ack. Transient events go to the fire channel
+ * and complete once written: they are at-least-once only while the
+ * connection holds. */
+#include "rmq.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void rmq_pub_complete(ewi_transport *t, ewi_pub *p, int err, const char *detail)
+{
+    p->next = NULL;
+    p->done(p, err, detail);
+    t->freed++;
+}
+
+void rmq_room_release(ewi_transport *t)
+{
+    if (!t->freed)
+        return;
+    pthread_mutex_lock(&t->mu);
+    t->inflight -= t->freed;
+    if (t->room_waiters)
+        pthread_cond_broadcast(&t->room_cv);
+    pthread_mutex_unlock(&t->mu);
+    t->freed = 0;
+}
+
+static bool confirmed(const ewi_pub *p)
+{
+    return p->durable || p->dest != EWI_DEST_EVENT;
+}
+
+/* The bytes the header frame needs, roughly and from above: a header frame
+ * must fit in one frame, or the broker closes the connection mid-publish. */
+static size_t header_bytes(const ew_envelope *env)
+{
+    size_t n = 256, count = ew_envelope_header_count(env);
+    for (size_t i = 0; i < count; i++) {
+        const char *k, *v;
+        if (ew_envelope_header_at(env, i, &k, &v) == EW_OK)
+            n += strlen(k) + strlen(v) + 8;
+    }
+    return n;
+}
+
+bool rmq_pub_write(ewi_transport *t, ewi_pub *p)
+{
+    bool confirm = confirmed(p);
+    amqp_basic_properties_t props;
+    ew_err rc = rmq_props_from_env(p->env, p->durable, &t->props, &props);
+    if (rc == EW_OK && header_bytes(p->env) + 64 > (size_t)amqp_get_frame_max(t->conn))
+        rc = EW_ETOOBIG;
+    if (rc != EW_OK) {
+        char detail[160];
+        snprintf(detail, sizeof detail, "%s",
+                 rc == EW_ETOOBIG
+                     ? "the headers do not fit one AMQP frame (or a key is over 255 bytes)"
+                     : "out of memory");
+        rmq_pub_complete(t, p, rc, detail);
+        return true;
+    }
+    size_t len;
+    const void *body = ew_envelope_body(p->env, &len);
+    amqp_bytes_t bb = {len, (void *)(uintptr_t)body};
+    bool to_event = p->dest == EWI_DEST_EVENT;
+    amqp_bytes_t exchange = to_event ? amqp_cstring_bytes(p->event) : amqp_empty_bytes;
+    amqp_bytes_t key = amqp_cstring_bytes(to_event ? p->event : p->queue);
+    int st = amqp_basic_publish(t->conn, confirm ? RMQ_CH_CONFIRM : RMQ_CH_FIRE, exchange,
+                                key, !to_event, 0, &props, bb);
+    if (st != AMQP_STATUS_OK) {
+        /* p is the oldest of what is left to write: first in line again. */
+        p->next = t->resend_head;
+        t->resend_head = p;
+        if (!t->resend_tail)
+            t->resend_tail = p;
+        char why[160];
+        snprintf(why, sizeof why, "publish failed: %s", amqp_error_string2(st));
+        rmq_lost(t, why);
+        return false;
+    }
+    if (!confirm) {
+        rmq_pub_complete(t, p, EW_OK, NULL);
+        return true;
+    }
+    p->tag = t->next_seq++;
+    p->next = NULL;
+    if (t->unconf_tail)
+        t->unconf_tail->next = p;
+    else
+        t->unconf_head = p;
+    t->unconf_tail = p;
+    return true;
+}
+
+/* Completes p after its confirm: a basic.return seen before wins. */
+static void finish(ewi_transport *t, ewi_pub *p, bool nack)
+{
+    for (rmq_returned **r = &t->returned; *r; r = &(*r)->next)
+        if ((*r)->p == p) {
+            rmq_returned *ret = *r;
+            *r = ret->next;
+            rmq_pub_complete(t, p, p->dest == EWI_DEST_EVENT ? EW_EBROKER : EW_ENOTFOUND,
+                             ret->text);
+            free(ret);
+            return;
+        }
+    if (nack)
+        rmq_pub_complete(t, p, EW_EBROKER,
+                         "the broker refused the message (basic.nack): it could not "
+                         "store it, e.g. a queue over its limit or an internal error");
+    else
+        rmq_pub_complete(t, p, EW_OK, NULL);
+}
+
+void rmq_pub_on_ack(ewi_transport *t, uint64_t tag, bool multiple, bool nack)
+{
+    if (multiple) {
+        while (t->unconf_head && t->unconf_head->tag <= tag) {
+            ewi_pub *p = t->unconf_head;
+            t->unconf_head = p->next;
+            if (!t->unconf_head)
+                t->unconf_tail = NULL;
+            finish(t, p, nack);
+        }
+        return;
+    }
+    /* A single confirm is nearly always for the oldest publish. */
+    for (ewi_pub **pp = &t->unconf_head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
+        ewi_pub *p = *pp;
+        if (p->tag > tag)
+            return; /* already expired */
+        if (p->tag == tag) {
+            *pp = p->next;
+            if (t->unconf_tail == p)
+                t->unconf_tail = prev;
+            finish(t, p, nack);
+            return;
+        }
+    }
+}
+
+void rmq_pub_on_return(ewi_transport *t, const rmq_inbound *in)
+{
+    const char *id = in->env ? ew_envelope_message_id(in->env) : NULL;
+    ewi_pub *match = NULL;
+    for (ewi_pub *p = t->unconf_head; p && !match; p = p->next) {
+        if (p->dest == EWI_DEST_EVENT)
+            continue;
+        bool seen = false;
+        for (rmq_returned *r = t->returned; r && !seen; r = r->next)
+            seen = r->p == p;
+        if (seen)
+            continue;
+        const char *pid = ew_envelope_message_id(p->env);
+        if (!id || (pid && strcmp(pid, id) == 0))
+            match = p;
+    }
+    if (!match) {
+        ewi_log(t->m, EW_LOG_WARN, "%s: basic.return (%u %s) for a message no send waits for",
+                t->o.label, in->reply_code, in->reply_text);
+        return;
+    }
+    rmq_returned *r = calloc(1, sizeof *r);
+    if (!r) {
+        /* Cannot remember it: failing the send now is still not a loss. */
+        for (ewi_pub **pp = &t->unconf_head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next)
+            if (*pp == match) {
+                *pp = match->next;
+                if (t->unconf_tail == match)
+                    t->unconf_tail = prev;
+                break;
+            }
+        rmq_pub_complete(t, match, EW_ENOTFOUND, "the broker returned the message");
+        return;
+    }
+    r->p = match;
+    if (match->dest == EWI_DEST_DLQ)
+        snprintf(r->text, sizeof r->text,
+                 "dead-letter queue '%s' does not exist: the broker returned the message (%u %s)",
+                 match->queue, in->reply_code, in->reply_text);
+    else
+        snprintf(r->text, sizeof r->text,
+                 "no queue '%s': the broker returned the message (%u %s)", match->queue,
+                 in->reply_code, in->reply_text);
+    r->next = t->returned;
+    t->returned = r;
+}
+
+static void expire_list(ewi_transport *t, ewi_pub **head, ewi_pub **tail, bool all,
+                        int64_t now, const char *detail)
+{
+    ewi_pub *prev = NULL;
+    for (ewi_pub *p = *head, *next; p; p = next) {
+        next = p->next;
+        if (p->deadline_ms > now) {
+            if (!all)
+                break; /* oldest first: the rest is younger */
+            prev = p;
+            continue;
+        }
+        if (prev)
+            prev->next = next;
+        else
+            *head = next;
+        if (*tail == p)
+            *tail = prev;
+        rmq_pub_complete(t, p, EW_ETIMEDOUT, detail);
+    }
+}
+
+void rmq_pub_expire(ewi_transport *t)
+{
+    int64_t now = ewi_now_ms();
+    char detail[400];
+    if (t->connected) {
+        if (t->unconf_head && t->unconf_head->deadline_ms <= now) {
+            /* Forget any return noted for what expires. */
+            snprintf(detail, sizeof detail,
+                     "no confirm from %s within the send timeout (the broker is slow or "
+                     "blocked)", t->o.label);
+            ewi_pub *keep = t->unconf_head;
+            while (keep && keep->deadline_ms <= now)
+                keep = keep->next;
+            for (rmq_returned **r = &t->returned; *r;) {
+                bool gone = true;
+                for (ewi_pub *p = keep; p && gone; p = p->next)
+                    gone = p != (*r)->p;
+                if (gone) {
+                    rmq_returned *dead = *r;
+                    *r = dead->next;
+                    free(dead);
+                } else {
+                    r = &(*r)->next;
+                }
+            }
+            expire_list(t, &t->unconf_head, &t->unconf_tail, false, now, detail);
+        }
+        return;
+    }
+    snprintf(detail, sizeof detail,
+             "not sent within the send timeout: the connection to %s is down since %.1f s "
+             "(%s); reconnecting",
+             t->o.label, (double)(now - t->down_since_ms) / 1000.0, t->down_reason);
+    expire_list(t, &t->resend_head, &t->resend_tail, true, now, detail);
+}
+
+void rmq_pub_requeue_unconfirmed(ewi_transport *t)
+{
+    if (t->unconf_head) {
+        t->unconf_tail->next = t->resend_head;
+        if (!t->resend_head)
+            t->resend_tail = t->unconf_tail;
+        t->resend_head = t->unconf_head;
+        t->unconf_head = t->unconf_tail = NULL;
+    }
+    for (rmq_returned *r = t->returned, *next; r; r = next) {
+        next = r->next;
+        free(r);
+    }
+    t->returned = NULL;
+}
+
+void rmq_pub_fail_all(ewi_transport *t, int err, const char *detail)
+{
+    rmq_pub_requeue_unconfirmed(t);
+    pthread_mutex_lock(&t->mu);
+    ewi_pub *shared = t->pub_head;
+    t->pub_head = t->pub_tail = NULL;
+    pthread_mutex_unlock(&t->mu);
+    for (ewi_pub *p = t->resend_head, *next; p; p = next) {
+        next = p->next;
+        rmq_pub_complete(t, p, err, detail);
+    }
+    t->resend_head = t->resend_tail = NULL;
+    for (ewi_pub *p = shared, *next; p; p = next) {
+        next = p->next;
+        rmq_pub_complete(t, p, err, detail);
+    }
+}

@@ -1,0 +1,374 @@
+/* The transport table for rabbitmq:// and rabbitmqs://, and the side of it
+ * other threads call: they queue work for the I/O thread (rmq_io.c) and,
+ * for requests, wait for its answer. */
+#include "rmq.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- handing work to the I/O thread ------------------------------------ */
+
+/* Wakes the I/O thread if it sleeps; mu held. */
+static bool need_wake(ewi_transport *t)
+{
+    if (t->sleeping && !t->woken) {
+        t->woken = true;
+        return true;
+    }
+    return false;
+}
+
+static void abs_time(int64_t deadline_ms, struct timespec *ts)
+{
+    int left = ewi_left_ms(deadline_ms);
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += left / 1000;
+    ts->tv_nsec += (long)(left % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/* Queues r and waits until the I/O thread completed it. */
+static ew_err request(ewi_transport *t, rmq_req *r)
+{
+    r->done = false;
+    r->next = NULL;
+    r->err[0] = '\0';
+    pthread_mutex_lock(&t->mu);
+    if (t->closed || !t->io_started) {
+        pthread_mutex_unlock(&t->mu);
+        snprintf(r->err, sizeof r->err, "the transport is not running");
+        return r->rc = EW_ECLOSED;
+    }
+    if (t->req_tail)
+        t->req_tail->next = r;
+    else
+        t->req_head = r;
+    t->req_tail = r;
+    bool wake = need_wake(t);
+    pthread_mutex_unlock(&t->mu);
+    if (wake)
+        ewi_waker_wake(&t->waker);
+    pthread_mutex_lock(&t->mu);
+    while (!r->done)
+        pthread_cond_wait(&t->done_cv, &t->mu);
+    pthread_mutex_unlock(&t->mu);
+    return r->rc;
+}
+
+/* ---- the ops ------------------------------------------------------------- */
+
+static ew_err r_create(ew_manager *m, const ewi_url *url, ewi_transport **out)
+{
+    ewi_transport *t = calloc(1, sizeof *t);
+    if (!t)
+        return EW_ENOMEM;
+    t->m = m;
+    ew_err rc = rmq_opts_parse(m, url, &t->o);
+    if (rc != EW_OK) {
+        free(t);
+        return rc;
+    }
+    if ((rc = ewi_waker_init(&t->waker)) != EW_OK) {
+        rmq_opts_free(&t->o);
+        free(t);
+        return rc;
+    }
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&t->done_cv, &ca);
+    pthread_cond_init(&t->room_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    ewi_backoff_init(&t->backoff, t->o.reconnect_base_ms, t->o.reconnect_max_ms);
+    *out = t;
+    return EW_OK;
+}
+
+static ew_err r_check_names(ewi_transport *t, const char *event, const char *listener,
+                            char *err, size_t errlen)
+{
+    EWI_UNUSED(t);
+    EWI_UNUSED(listener);
+    /* RabbitMQ reserves amq.* exchange and queue names (403 on declare). */
+    if (event && strncmp(event, "amq.", 4) == 0) {
+        snprintf(err, errlen, "event name '%s': names starting with 'amq.' are reserved by "
+                              "RabbitMQ", event);
+        return EW_EINVAL;
+    }
+    return EW_OK;
+}
+
+static ew_err r_start(ewi_transport *t, int timeout_ms)
+{
+    if (t->io_started || t->closed)
+        return EW_ESTATE;
+    int64_t deadline = ewi_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    ewi_backoff b;
+    ewi_backoff_init(&b, t->o.reconnect_base_ms, t->o.reconnect_max_ms);
+    char err[512];
+    unsigned attempts = 0;
+    for (;;) {
+        attempts++;
+        ew_err rc = rmq_connect(t, err, sizeof err);
+        if (rc == EW_OK)
+            break;
+        if (rc == EW_EAUTH || rc == EW_ENOMEM) {
+            ewi_report(t->m, rc, NULL, NULL, NULL, "%s", err);
+            return rc;
+        }
+        int left = ewi_left_ms(deadline);
+        if (left == 0) {
+            ewi_report(t->m, EW_ECONNECT, NULL, NULL, NULL,
+                       "cannot reach RabbitMQ at %s within %d ms (%u attempts): %s",
+                       t->o.label, timeout_ms, attempts, err);
+            return EW_ECONNECT;
+        }
+        int delay = ewi_backoff_next(&b);
+        ewi_log(t->m, EW_LOG_INFO, "%s: connect attempt %u failed: %s; next in %d ms",
+                t->o.label, attempts, err, delay < left ? delay : left);
+        ewi_sleep_ms(delay < left ? delay : left);
+    }
+    t->last_rx_ms = ewi_now_ms();
+    ewi_log(t->m, EW_LOG_INFO, "connected to %s as %s (heartbeat %d s)", t->o.label,
+            t->o.user, amqp_get_heartbeat(t->conn));
+    if (pthread_create(&t->io, NULL, rmq_io_main, t) != 0) {
+        rmq_disconnect(t, true);
+        ewi_log(t->m, EW_LOG_ERROR, "%s: cannot start the I/O thread", t->o.label);
+        return EW_ENOMEM;
+    }
+    pthread_mutex_lock(&t->mu);
+    t->io_started = true;
+    pthread_mutex_unlock(&t->mu);
+    return EW_OK;
+}
+
+static ew_err r_declare(ewi_transport *t, const char *event, bool durable)
+{
+    EWI_UNUSED(durable); /* exchanges are durable for every event */
+    rmq_req r = {.kind = RMQ_REQ_DECLARE, .event = event,
+                 .deadline_ms = ewi_now_ms() + ewi_config_of(t->m)->send_timeout_ms};
+    ew_err rc = request(t, &r);
+    if (rc != EW_OK)
+        ewi_report(t->m, rc, NULL, event, NULL, "%s: %s", t->o.label, r.err);
+    return rc;
+}
+
+static void sub_free(rmq_sub *rs)
+{
+    if (rs) {
+        free(rs->ring);
+        free(rs);
+    }
+}
+
+static ew_err r_subscribe(ewi_transport *t, ewi_sub *sub)
+{
+    rmq_sub *rs = calloc(1, sizeof *rs);
+    if (!rs)
+        return EW_ENOMEM;
+    rs->sub = sub;
+    uint32_t pf = sub->prefetch ? sub->prefetch : 1;
+    if (pf > 65535) {
+        ewi_log(t->m, EW_LOG_WARN, "%s: prefetch %u is over AMQP's 65535; using 65535",
+                sub->queue, pf);
+        pf = 65535;
+    }
+    rs->prefetch = (uint16_t)pf;
+    size_t size = 64;
+    while (size < 2u * pf)
+        size *= 2;
+    rs->ring = calloc(size, 1);
+    rs->mask = size - 1;
+    rs->base = 1;
+    if (!rs->ring) {
+        sub_free(rs);
+        return EW_ENOMEM;
+    }
+    sub->tdata = rs;
+    rmq_req r = {.kind = RMQ_REQ_SUBSCRIBE, .rs = rs,
+                 .deadline_ms = ewi_now_ms() + ewi_config_of(t->m)->send_timeout_ms};
+    ew_err rc = request(t, &r);
+    if (rc != EW_OK) {
+        ewi_report(t->m, rc, sub->queue, sub->event, NULL, "%s: %s", t->o.label, r.err);
+        sub->tdata = NULL;
+        sub_free(rs);
+    }
+    return rc;
+}
+
+static void r_unsubscribe(ewi_transport *t, ewi_sub *sub)
+{
+    if (!sub->tdata)
+        return;
+    rmq_req r = {.kind = RMQ_REQ_UNSUBSCRIBE, .rs = sub->tdata,
+                 .deadline_ms = ewi_now_ms() + t->o.rpc_timeout_ms};
+    request(t, &r); /* EW_ECLOSED: the I/O thread is gone, nothing arrives */
+}
+
+static ew_err r_publish(ewi_transport *t, ewi_pub *p)
+{
+    pthread_mutex_lock(&t->mu);
+    if (t->closed || !t->io_started) {
+        pthread_mutex_unlock(&t->mu);
+        return EW_ECLOSED;
+    }
+    /* Backpressure: at most max_inflight publishes queued or unconfirmed. */
+    while (t->inflight >= t->o.max_inflight) {
+        if (ewi_left_ms(p->deadline_ms) == 0) {
+            size_t n = t->inflight;
+            pthread_mutex_unlock(&t->mu);
+            char detail[300];
+            snprintf(detail, sizeof detail,
+                     "%zu earlier messages were still waiting for %s at the send deadline "
+                     "(the broker is slow, blocked or unreachable)", n, t->o.label);
+            p->done(p, EW_ETIMEDOUT, detail);
+            return EW_OK;
+        }
+        struct timespec ts;
+        abs_time(p->deadline_ms, &ts);
+        t->room_waiters++;
+        pthread_cond_timedwait(&t->room_cv, &t->mu, &ts);
+        t->room_waiters--;
+        if (t->closed) {
+            pthread_mutex_unlock(&t->mu);
+            return EW_ECLOSED;
+        }
+    }
+    t->inflight++;
+    p->next = NULL;
+    if (t->pub_tail)
+        t->pub_tail->next = p;
+    else
+        t->pub_head = p;
+    t->pub_tail = p;
+    bool wake = need_wake(t);
+    pthread_mutex_unlock(&t->mu);
+    if (wake)
+        ewi_waker_wake(&t->waker);
+    return EW_OK;
+}
+
+static void r_settle(ewi_transport *t, ewi_msg *msg, ewi_settle how)
+{
+    msg->tdata = RMQ_TDATA(RMQ_TDATA_EPOCH(msg->tdata), how == EWI_REQUEUE);
+    msg->qnext = NULL;
+    pthread_mutex_lock(&t->mu);
+    if (t->closed) {
+        /* The connection is gone: the broker requeued what it held. */
+        pthread_mutex_unlock(&t->mu);
+        ewi_msg_free(msg);
+        return;
+    }
+    if (t->settle_tail)
+        t->settle_tail->qnext = msg;
+    else
+        t->settle_head = msg;
+    t->settle_tail = msg;
+    bool wake = need_wake(t);
+    pthread_mutex_unlock(&t->mu);
+    if (wake)
+        ewi_waker_wake(&t->waker);
+}
+
+static ew_err r_dlq_take(ewi_transport *t, ewi_dlq_req *req)
+{
+    int64_t deadline = ewi_now_ms() + (req->timeout_ms > 0 ? req->timeout_ms : 0);
+    const ewi_config *cfg = ewi_config_of(t->m);
+    for (;;) {
+        rmq_req r = {.kind = RMQ_REQ_DLQ_GET, .queue = req->dlq, .max = req->max - req->taken,
+                     .deadline_ms = ewi_now_ms() + cfg->send_timeout_ms};
+        if (r.max == 0)
+            return EW_OK;
+        ew_err rc = request(t, &r);
+        /* Hand them over, then acknowledge them all at once: a crash in
+         * between leaves them on the queue. */
+        for (rmq_got *g = r.got, *next; g; g = next) {
+            next = g->next;
+            req->fn(req->user, g->env);
+            ewi_envelope_unref(g->env);
+            free(g);
+            req->taken++;
+        }
+        if (r.ngot) {
+            rmq_req ack = {.kind = RMQ_REQ_DLQ_ACK, .tag = r.tag, .epoch = r.epoch,
+                           .deadline_ms = ewi_now_ms() + cfg->send_timeout_ms};
+            request(t, &ack);
+        }
+        if (rc != EW_OK) {
+            ewi_log(t->m, EW_LOG_ERROR, "reading dead letters of %s: %s", req->dlq, r.err);
+            return rc;
+        }
+        if (req->taken > 0 || ewi_left_ms(deadline) == 0)
+            return EW_OK;
+        int left = ewi_left_ms(deadline);
+        ewi_sleep_ms(left < 50 ? left : 50);
+    }
+}
+
+static void r_stop(ewi_transport *t)
+{
+    pthread_mutex_lock(&t->mu);
+    bool running = t->io_started && !t->closed;
+    t->quit = true;
+    if (!running)
+        t->closed = true;
+    pthread_mutex_unlock(&t->mu);
+    if (running) {
+        ewi_waker_wake(&t->waker);
+        pthread_join(t->io, NULL);
+    } else {
+        rmq_disconnect(t, true);
+    }
+}
+
+static void r_destroy(ewi_transport *t)
+{
+    if (!t)
+        return;
+    for (rmq_sub *rs = t->subs, *next; rs; rs = next) {
+        next = rs->next;
+        sub_free(rs);
+    }
+    for (rmq_event *e = t->events, *next; e; e = next) {
+        next = e->next;
+        free(e);
+    }
+    for (size_t i = 0; i < t->nin; i++) {
+        ewi_envelope_unref(t->in[i].env);
+        free(t->in[i].body);
+    }
+    free(t->in);
+    rmq_props_buf_free(&t->props);
+    rmq_disconnect(t, false);
+    ewi_waker_close(&t->waker);
+    pthread_mutex_destroy(&t->mu);
+    pthread_cond_destroy(&t->done_cv);
+    pthread_cond_destroy(&t->room_cv);
+    rmq_opts_free(&t->o);
+    free(t);
+}
+
+static const char *const rabbitmq_schemes[] = {"rabbitmq", "rabbitmqs", NULL};
+
+const ewi_transport_ops ewi_rabbitmq_transport = {
+    .name = "rabbitmq",
+    .schemes = rabbitmq_schemes,
+    .features = EWI_FEAT_DLQ_READ,
+    .create = r_create,
+    .check_names = r_check_names,
+    .start = r_start,
+    .declare = r_declare,
+    .subscribe = r_subscribe,
+    .unsubscribe = r_unsubscribe,
+    .publish = r_publish,
+    .settle = r_settle,
+    .dlq_take = r_dlq_take,
+    .stop = r_stop,
+    .destroy = r_destroy,
+};
