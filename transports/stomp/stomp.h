@@ -1,0 +1,259 @@
+/* The STOMP 1.2 transport's internals, shared by its files:
+ *   frame.c      the pure frame codec (frame.h)
+ *   options.c    URL options
+ *   dialect.c    addressing per broker dialect, header and name rules (pure)
+ *   heartbeat.c  heart-beat negotiation (pure)
+ *   message.c    envelope <-> SEND/MESSAGE frames (pure)
+ *   sock.c       TCP or TLS socket, non-blocking
+ *   topology.c   rabbitmq dialect: exchanges and queue checks over AMQP 0-9-1
+ *   io.c         the I/O thread: connection, frames in and out, reconnects
+ *   transport.c  the ewi_transport_ops table: what core calls
+ * Only io.c touches the socket; other threads queue work under mu and wake
+ * the I/O thread through waker. */
+#ifndef EVENTWIRE_STOMP_H
+#define EVENTWIRE_STOMP_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "codec_internal.h"
+#include "ewi.h"
+#include "transports/stomp/frame.h"
+#include "waker.h"
+
+/* ---- options (options.c) -------------------------------------------------- */
+
+typedef enum stomp_dialect {
+    STOMP_RABBITMQ,
+    STOMP_ACTIVEMQ,
+    STOMP_ARTEMIS
+} stomp_dialect;
+
+typedef struct stomp_options {
+    stomp_dialect dialect;
+    bool tls;
+    char *host;            /* TCP host */
+    int port;
+    char *login, *passcode; /* NULL: none sent */
+    char *vhost;           /* CONNECT's host header */
+    char *ca_file;         /* TLS: trust these CAs (else the system's) */
+    bool verify;           /* TLS: verify the peer (default on) */
+    int heartbeat_ms;      /* both directions; 0 disables */
+    int max_inflight;      /* unreceipted SENDs at most */
+    int reconnect_max_ms;  /* backoff cap */
+    int connect_timeout_ms;
+    long expires_ms;       /* rabbitmq: per_process queue expiry */
+    int amqp_port;         /* rabbitmq: AMQP 0-9-1 port for topology; 0: none */
+} stomp_options;
+
+const char *stomp_dialect_name(stomp_dialect d);
+/* Fills o from the URL (scheme stomp or stomp+ssl); EW_EINVAL with the reason
+ * in err. o is freed with stomp_options_free also on failure. */
+ew_err stomp_options_parse(const ewi_url *url, stomp_options *o, char *err,
+                           size_t errlen);
+void stomp_options_free(stomp_options *o);
+
+/* ---- dialects (dialect.c) ------------------------------------------------ */
+
+#define STOMP_MAX_EXTRA 6
+#define STOMP_DEST_LEN (EW_MAX_QUEUE_NAME * 2 + 64)
+
+/* A destination and the extra headers that go with it. */
+typedef struct stomp_target {
+    char dest[STOMP_DEST_LEN];
+    size_t n;
+    struct {
+        const char *key;
+        char value[STOMP_DEST_LEN];
+    } h[STOMP_MAX_EXTRA];
+} stomp_target;
+
+/* Where a SEND of p goes (destination plus persistent and routing headers). */
+ew_err stomp_send_target(const stomp_options *o, ewi_dest dest, const char *event,
+                         const char *queue, bool durable, stomp_target *out);
+/* What a listener's SUBSCRIBE says (destination, queue declaration, prefetch);
+ * ack and id are added by the caller. */
+ew_err stomp_sub_target(const stomp_options *o, const ewi_sub *sub,
+                        stomp_target *out);
+/* What a SUBSCRIBE that reads dead-letter queue dlq of event says. */
+ew_err stomp_dlq_target(const stomp_options *o, const char *event,
+                        const char *dlq, uint32_t prefetch, stomp_target *out);
+/* The dialect's extra name rules; EW_EINVAL with the reason. */
+ew_err stomp_check_names(stomp_dialect d, const char *event, const char *listener,
+                         char *err, size_t errlen);
+/* Headers that STOMP or the broker give a meaning to: never sent as user
+ * headers, never delivered as such. */
+bool stomp_reserved_header(const char *key, size_t klen);
+/* How EWI_REQUEUE gives a message back: NACK (rabbitmq), or by closing the
+ * subscription (activemq and artemis, whose NACK discards or dead-letters). */
+bool stomp_requeue_by_nack(stomp_dialect d);
+
+/* ---- heart-beats (heartbeat.c) ----------------------------------------- */
+
+typedef struct stomp_heartbeat {
+    int send_ms;   /* we send at least this often; 0: never */
+    int expect_ms; /* the broker promised this often; 0: nothing expected */
+} stomp_heartbeat;
+
+/* From our CONNECT's "cx,cy" and the CONNECTED header (NULL: absent). */
+ew_err stomp_heartbeat_negotiate(int cx, int cy, const char *connected_value,
+                                 stomp_heartbeat *out);
+/* How long silence may last before the connection counts as dropped. */
+int stomp_heartbeat_grace_ms(int expect_ms);
+
+/* ---- messages (message.c) ---------------------------------------------- */
+
+/* Appends a SEND frame for env to out. EW_EINVAL with the reason in err for a
+ * header that cannot travel (a reserved name). */
+ew_err stomp_message_write(ewi_buf *out, const stomp_target *to, const char *receipt,
+                           const ew_envelope *env, char *err, size_t errlen);
+/* Fills env from a MESSAGE frame: the body (taken out of f), content type and
+ * headers except reserved ones; the first of repeated headers counts. */
+ew_err stomp_message_read(ewi_stomp_frame *f, ew_envelope *env);
+/* "broker's message: body" of an ERROR frame, for error reports. */
+void stomp_error_text(const ewi_stomp_frame *f, char *buf, size_t len);
+
+/* ---- socket (sock.c) ----------------------------------------------------- */
+
+typedef struct stomp_sock stomp_sock;
+
+/* Connects to host:port within timeout_ms and does the TLS handshake when
+ * o->tls. NULL with the reason in err (*code EW_ECONNECT or EW_EIO). */
+stomp_sock *stomp_sock_open(const stomp_options *o, int timeout_ms, ew_err *code,
+                            char *err, size_t errlen);
+void stomp_sock_close(stomp_sock *s); /* NULL allowed */
+int stomp_sock_fd(const stomp_sock *s);
+/* Non-blocking. Returns bytes moved (> 0), 0 when it would block, -1 when
+ * the connection is gone (reason in err). want_write tells read to wait for
+ * POLLOUT (TLS renegotiation) and write to wait for POLLIN. */
+long stomp_sock_read(stomp_sock *s, void *buf, size_t len, bool *want_write,
+                     char *err, size_t errlen);
+long stomp_sock_write(stomp_sock *s, const void *buf, size_t len, bool *want_read,
+                      char *err, size_t errlen);
+/* TLS buffers bytes poll() cannot see. */
+bool stomp_sock_pending(const stomp_sock *s);
+
+/* ---- rabbitmq topology over AMQP 0-9-1 (topology.c) -------------------- */
+
+typedef struct stomp_topo stomp_topo;
+
+stomp_topo *stomp_topo_new(const stomp_options *o);
+void stomp_topo_free(stomp_topo *tp); /* NULL allowed */
+/* Each call is thread-safe, opens the 0-9-1 connection when needed and
+ * returns the broker's text in err on failure. */
+ew_err stomp_topo_exchange(stomp_topo *tp, const char *event, bool durable,
+                           char *err, size_t errlen);
+ew_err stomp_topo_dlq(stomp_topo *tp, const char *dlq, char *err, size_t errlen);
+/* EW_ENOTFOUND when queue q does not exist. */
+ew_err stomp_topo_queue_exists(stomp_topo *tp, const char *q, char *err,
+                               size_t errlen);
+/* Declares every exchange declared so far again (after a broker restart). */
+ew_err stomp_topo_redeclare(stomp_topo *tp, char *err, size_t errlen);
+/* Forgets the queues known to exist (after a reconnect). */
+void stomp_topo_forget_queues(stomp_topo *tp);
+
+/* ---- the transport (transport.c, io.c) --------------------------------- */
+
+typedef struct stomp_sub stomp_sub;
+typedef struct stomp_pending stomp_pending;
+typedef struct stomp_req stomp_req;
+
+/* A SEND on its way: the frame is built on the caller's thread. */
+struct stomp_pending {
+    ewi_pub *pub;
+    ewi_buf frame;
+    uint64_t receipt;
+    int error_sends; /* connections it was on that ended with an ERROR */
+    stomp_pending *next;
+};
+
+/* What a delivered message carries for its ACK/NACK. */
+typedef struct stomp_msgdata {
+    stomp_sub *sub;
+    uint64_t gen;      /* connection generation it came on */
+    uint64_t sub_gen;  /* subscription generation (id) it came on */
+    ewi_settle how;
+    char *ack_id;
+    ew_envelope *env;           /* dead-letter readers only */
+    struct stomp_msgdata *next; /* settle queue */
+    ewi_msg *msg;
+} stomp_msgdata;
+
+struct stomp_sub {
+    ewi_sub *sub;         /* NULL for a dead-letter reader */
+    stomp_target target;
+    uint64_t sub_gen;     /* the STOMP id is "<sub_gen>" */
+    bool active;          /* subscribed on the current connection */
+    bool closing;         /* core unsubscribed: no more deliveries */
+    bool recycle;         /* requeued messages wait for a re-subscribe */
+    uint32_t outstanding; /* delivered to core, not settled */
+    stomp_sub *next;
+    /* dead-letter reading */
+    stomp_msgdata *dq_head, *dq_tail; /* under mu: read, not yet taken */
+};
+
+typedef enum stomp_req_kind {
+    REQ_SUBSCRIBE,
+    REQ_UNSUBSCRIBE,
+    REQ_DLQ_OPEN,
+    REQ_DLQ_CLOSE
+} stomp_req_kind;
+
+/* A request from an application thread to the I/O thread; the caller waits
+ * for done on t->cv. */
+struct stomp_req {
+    stomp_req_kind kind;
+    stomp_sub *ss;
+    uint64_t receipt;
+    bool queued;    /* taken by stomp_request into the queue */
+    bool done;
+    bool abandoned; /* the caller gave up waiting: the I/O thread frees it */
+    ew_err rc;
+    char err[512];
+    stomp_req *next;
+};
+
+typedef enum stomp_state {
+    ST_DOWN,       /* not connected; the I/O thread retries */
+    ST_CONNECTING, /* CONNECT sent */
+    ST_UP
+} stomp_state;
+
+struct ewi_transport {
+    ew_manager *m;
+    const ewi_config *cfg;
+    stomp_options opt;
+    char url_text[256];   /* redacted host:port for logs */
+    stomp_topo *topo;     /* rabbitmq only */
+    ewi_stomp_limits limits;
+
+    pthread_t thread;
+    bool thread_started;
+    ewi_waker waker;
+    atomic_uint_fast64_t next_receipt;
+
+    pthread_mutex_t mu;   /* everything below */
+    pthread_cond_t cv;    /* requests done, state changes, window room */
+    bool stopping;
+    stomp_state state;
+    uint64_t gen;         /* connection generation, +1 per connect */
+    ew_err last_code;
+    char last_error[512];
+    bool ever_up;
+    stomp_pending *pend_head, *pend_tail; /* not written yet */
+    size_t window;        /* pending + in flight */
+    stomp_msgdata *settle_head, *settle_tail;
+    stomp_req *req_head, *req_tail;
+    stomp_sub *subs;      /* every subscription, listeners and DLQ readers */
+};
+
+void *stomp_io_main(void *arg);
+/* Queues r (malloc'd) for the I/O thread and waits until it is done or the
+ * deadline passed (t->mu not held). On EW_ETIMEDOUT r belongs to the I/O
+ * thread, which frees it; otherwise the caller frees it. r->queued tells
+ * whether the I/O thread ever saw it. */
+ew_err stomp_request(ewi_transport *t, stomp_req *r, int64_t deadline);
+
+#endif

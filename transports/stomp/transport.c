@@ -1,0 +1,481 @@
+/* The STOMP transport's table of operations: what core calls, on
+ * application and worker threads. Each op checks and prepares on the calling
+ * thread (SEND frames are built here, in parallel), then queues the work for
+ * the I/O thread (io.c) and, where the contract says so, waits for it. */
+#include "transports/stomp/stomp.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- waiting ------------------------------------------------------------- */
+
+/* cond wait on t->cv (monotonic clock) until deadline; false when it passed. */
+static bool wait_until(ewi_transport *t, int64_t deadline)
+{
+    int left = ewi_left_ms(deadline);
+    if (left <= 0)
+        return false;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += left / 1000;
+    ts.tv_nsec += (long)(left % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&t->cv, &t->mu, &ts);
+    return true;
+}
+
+static bool running(ewi_transport *t)
+{
+    return t->thread_started && !t->stopping;
+}
+
+ew_err stomp_request(ewi_transport *t, stomp_req *r, int64_t deadline)
+{
+    pthread_mutex_lock(&t->mu);
+    if (!running(t)) {
+        pthread_mutex_unlock(&t->mu);
+        return EW_ECLOSED;
+    }
+    r->next = NULL;
+    r->queued = true;
+    if (t->req_tail)
+        t->req_tail->next = r;
+    else
+        t->req_head = r;
+    t->req_tail = r;
+    pthread_mutex_unlock(&t->mu);
+    ewi_waker_wake(&t->waker);
+    pthread_mutex_lock(&t->mu);
+    while (!r->done && wait_until(t, deadline)) {
+    }
+    if (!r->done) {
+        r->abandoned = true;
+        pthread_mutex_unlock(&t->mu);
+        return EW_ETIMEDOUT;
+    }
+    ew_err rc = r->rc;
+    pthread_mutex_unlock(&t->mu);
+    return rc;
+}
+
+/* ---- create / destroy ---------------------------------------------------- */
+
+static ew_err stomp_create(ew_manager *m, const ewi_url *url, ewi_transport **out)
+{
+    ewi_transport *t = calloc(1, sizeof *t);
+    if (!t)
+        return EW_ENOMEM;
+    char err[512] = "";
+    ew_err rc = stomp_options_parse(url, &t->opt, err, sizeof err);
+    if (rc != EW_OK) {
+        ewi_log(m, EW_LOG_ERROR, "stomp URL: %s", err);
+        stomp_options_free(&t->opt);
+        free(t);
+        return rc == EW_ENOMEM ? rc : EW_EINVAL;
+    }
+    t->m = m;
+    t->cfg = ewi_config_of(m);
+    snprintf(t->url_text, sizeof t->url_text, "%s://%s:%d", url->scheme, t->opt.host,
+             t->opt.port);
+    /* Frames from the broker: the manager's limits with room for the
+     * broker's own headers and for escaping. A body over max_body still
+     * parses (up to 4 times it) so that core can dead-letter it as too big
+     * instead of the connection failing on it again and again. */
+    size_t body = t->cfg->max_body ? t->cfg->max_body : 1u << 20;
+    size_t hl = t->cfg->max_header_len ? t->cfg->max_header_len : 4096;
+    size_t nh = t->cfg->max_headers ? t->cfg->max_headers : 64;
+    t->limits.max_body = body * 4;
+    t->limits.max_header_len = 4 * hl + 64;
+    t->limits.max_headers = nh + 64;
+    t->limits.max_frame = t->limits.max_body + t->limits.max_headers *
+                                                   (t->limits.max_header_len + 2) + 64;
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&t->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (ewi_waker_init(&t->waker) != EW_OK ||
+        (t->opt.dialect == STOMP_RABBITMQ && !(t->topo = stomp_topo_new(&t->opt)))) {
+        ewi_waker_close(&t->waker);
+        stomp_options_free(&t->opt);
+        pthread_mutex_destroy(&t->mu);
+        pthread_cond_destroy(&t->cv);
+        free(t);
+        return EW_ENOMEM;
+    }
+    atomic_init(&t->next_receipt, 1);
+    *out = t;
+    return EW_OK;
+}
+
+static void join_io(ewi_transport *t)
+{
+    pthread_mutex_lock(&t->mu);
+    bool started = t->thread_started;
+    t->stopping = true;
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+    if (!started)
+        return;
+    ewi_waker_wake(&t->waker);
+    pthread_join(t->thread, NULL);
+    pthread_mutex_lock(&t->mu);
+    t->thread_started = false;
+    pthread_mutex_unlock(&t->mu);
+}
+
+static void stomp_stop(ewi_transport *t)
+{
+    join_io(t);
+}
+
+static void stomp_destroy(ewi_transport *t)
+{
+    if (!t)
+        return;
+    join_io(t);
+    for (stomp_sub *ss = t->subs, *next; ss; ss = next) {
+        next = ss->next;
+        for (stomp_msgdata *md = ss->dq_head, *n2; md; md = n2) {
+            n2 = md->next;
+            ewi_envelope_unref(md->env);
+            free(md->ack_id);
+            free(md);
+        }
+        free(ss);
+    }
+    /* Settles that arrived after the I/O thread stopped were freed then;
+     * whatever was still queued goes now. */
+    for (stomp_msgdata *md = t->settle_head, *next; md; md = next) {
+        next = md->next;
+        if (md->msg)
+            ewi_msg_free(md->msg);
+        ewi_envelope_unref(md->env);
+        free(md->ack_id);
+        free(md);
+    }
+    stomp_topo_free(t->topo);
+    ewi_waker_close(&t->waker);
+    stomp_options_free(&t->opt);
+    pthread_mutex_destroy(&t->mu);
+    pthread_cond_destroy(&t->cv);
+    free(t);
+}
+
+/* ---- start ------------------------------------------------------------------ */
+
+static ew_err stomp_start(ewi_transport *t, int timeout_ms)
+{
+    int64_t deadline = ewi_now_ms() + (timeout_ms > 0 ? timeout_ms : 30000);
+    pthread_mutex_lock(&t->mu);
+    t->stopping = false;
+    t->state = ST_DOWN;
+    t->last_code = EW_OK;
+    t->last_error[0] = 0;
+    if (pthread_create(&t->thread, NULL, stomp_io_main, t) != 0) {
+        pthread_mutex_unlock(&t->mu);
+        return EW_ENOMEM;
+    }
+    t->thread_started = true;
+    /* Up, or a refused login (retrying cannot fix it), or the deadline. */
+    while (t->state != ST_UP && t->last_code != EW_EAUTH && wait_until(t, deadline)) {
+    }
+    ew_err rc = t->state == ST_UP ? EW_OK : t->last_code == EW_EAUTH ? EW_EAUTH : EW_ECONNECT;
+    char why[sizeof t->last_error];
+    snprintf(why, sizeof why, "%s", t->last_error[0] ? t->last_error : "no answer");
+    pthread_mutex_unlock(&t->mu);
+    if (rc != EW_OK) {
+        join_io(t);
+        ewi_report(t->m, rc, NULL, NULL, NULL, "cannot connect to STOMP broker %s: %s",
+                   t->url_text, why);
+        return rc;
+    }
+    return EW_OK;
+}
+
+/* ---- names, declarations --------------------------------------------------- */
+
+static ew_err stomp_check(ewi_transport *t, const char *event, const char *listener,
+                          char *err, size_t errlen)
+{
+    return stomp_check_names(t->opt.dialect, event, listener, err, errlen);
+}
+
+static ew_err stomp_declare(ewi_transport *t, const char *event, bool durable)
+{
+    if (!t->topo)
+        return EW_OK; /* activemq and artemis create addresses on first use */
+    char err[512];
+    ew_err rc = stomp_topo_exchange(t->topo, event, durable, err, sizeof err);
+    if (rc != EW_OK)
+        ewi_report(t->m, rc, NULL, event, NULL, "%s", err);
+    return rc;
+}
+
+/* ---- subscriptions ------------------------------------------------------- */
+
+static ew_err stomp_subscribe(ewi_transport *t, ewi_sub *sub)
+{
+    char err[512];
+    ew_err rc;
+    if (t->topo && (rc = stomp_topo_dlq(t->topo, sub->dlq, err, sizeof err)) != EW_OK) {
+        ewi_report(t->m, rc, sub->queue, sub->event, NULL,
+                   "declaring dead-letter queue %s: %s", sub->dlq, err);
+        return rc;
+    }
+    stomp_sub *ss = calloc(1, sizeof *ss);
+    stomp_req *r = calloc(1, sizeof *r);
+    if (!ss || !r) {
+        free(ss);
+        free(r);
+        return EW_ENOMEM;
+    }
+    ss->sub = sub;
+    if (stomp_sub_target(&t->opt, sub, &ss->target) != EW_OK) {
+        free(ss);
+        free(r);
+        return EW_EINVAL;
+    }
+    r->kind = REQ_SUBSCRIBE;
+    r->ss = ss;
+    int64_t deadline = ewi_now_ms() + (t->cfg->start_timeout_ms > 0 ? t->cfg->start_timeout_ms
+                                                                      : 30000);
+    rc = stomp_request(t, r, deadline);
+    if (!r->queued) {
+        free(ss);
+        free(r);
+        return rc;
+    }
+    /* From here ss is the I/O thread's: it frees it when it closes. */
+    if (rc == EW_OK) {
+        sub->tdata = ss;
+        free(r);
+        return EW_OK;
+    }
+    const char *why = rc == EW_ETIMEDOUT ? "no receipt from the broker in time"
+                      : r->err[0]        ? r->err
+                                         : ew_strerror(rc);
+    ewi_report(t->m, rc == EW_ECLOSED || rc == EW_ETIMEDOUT ? rc : EW_EBROKER, sub->queue,
+               sub->event, NULL, "subscribing %s (%s) failed: %s", sub->queue,
+               ss->target.dest, why);
+    if (rc != EW_ETIMEDOUT)
+        free(r);
+    return rc == EW_ECLOSED || rc == EW_ETIMEDOUT ? rc : EW_EBROKER;
+}
+
+static void stomp_unsubscribe(ewi_transport *t, ewi_sub *sub)
+{
+    stomp_sub *ss = sub->tdata;
+    if (!ss)
+        return;
+    sub->tdata = NULL;
+    stomp_req *r = calloc(1, sizeof *r);
+    if (!r)
+        return; /* the connection's end gives its messages back */
+    r->kind = REQ_UNSUBSCRIBE;
+    r->ss = ss;
+    /* The I/O thread answers between two connect attempts at the latest. */
+    if (stomp_request(t, r, ewi_now_ms() + 60000) != EW_ETIMEDOUT)
+        free(r);
+}
+
+/* ---- sends -------------------------------------------------------------------- */
+
+static ew_err stomp_publish(ewi_transport *t, ewi_pub *p)
+{
+    char err[512];
+    stomp_target to;
+    if (stomp_send_target(&t->opt, p->dest, p->event, p->queue, p->durable, &to) != EW_OK) {
+        ewi_log(t->m, EW_LOG_ERROR, "send %s: no STOMP destination for it", p->event);
+        return EW_EINVAL;
+    }
+    if (p->dest == EWI_DEST_LISTENER && t->topo) {
+        /* RabbitMQ drops a SEND to a missing /amq/queue/ silently. */
+        ew_err rc = stomp_topo_queue_exists(t->topo, p->queue, err, sizeof err);
+        if (rc != EW_OK) {
+            ewi_log(t->m, EW_LOG_ERROR, "send %s to %s: %s", p->event, p->queue, err);
+            return rc;
+        }
+    }
+    stomp_pending *pd = calloc(1, sizeof *pd);
+    if (!pd)
+        return EW_ENOMEM;
+    pd->pub = p;
+    pd->receipt = atomic_fetch_add(&t->next_receipt, 1);
+    char receipt[32];
+    snprintf(receipt, sizeof receipt, "p%" PRIu64, pd->receipt);
+    ew_err rc = stomp_message_write(&pd->frame, &to, receipt, p->env, err, sizeof err);
+    if (rc != EW_OK) {
+        ewi_log(t->m, EW_LOG_ERROR, "send %s: %s", p->event, err);
+        ewi_buf_free(&pd->frame);
+        free(pd);
+        return rc;
+    }
+    pthread_mutex_lock(&t->mu);
+    /* The window bounds memory and the broker's backlog of receipts. */
+    while (running(t) && t->window >= (size_t)t->opt.max_inflight &&
+           wait_until(t, p->deadline_ms)) {
+    }
+    if (!running(t) || t->window >= (size_t)t->opt.max_inflight) {
+        bool closed = !running(t);
+        pthread_mutex_unlock(&t->mu);
+        ewi_buf_free(&pd->frame);
+        free(pd);
+        if (!closed)
+            ewi_log(t->m, EW_LOG_ERROR, "send %s: %d sends waiting for receipts until the "
+                    "deadline (broker %s: %s)", p->event, t->opt.max_inflight, t->url_text,
+                    t->state == ST_UP ? "up" : "unreachable");
+        return closed ? EW_ECLOSED : EW_ETIMEDOUT;
+    }
+    t->window++;
+    if (t->pend_tail)
+        t->pend_tail->next = pd;
+    else
+        t->pend_head = pd;
+    t->pend_tail = pd;
+    pthread_mutex_unlock(&t->mu);
+    ewi_waker_wake(&t->waker);
+    return EW_OK;
+}
+
+/* ---- settling ---------------------------------------------------------------- */
+
+static void stomp_settle(ewi_transport *t, ewi_msg *msg, ewi_settle how)
+{
+    stomp_msgdata *md = msg->tdata;
+    pthread_mutex_lock(&t->mu);
+    if (!t->thread_started || !md) {
+        /* Stopped: the closed connection gave everything back. */
+        pthread_mutex_unlock(&t->mu);
+        if (md) {
+            free(md->ack_id);
+            free(md);
+        }
+        ewi_msg_free(msg);
+        return;
+    }
+    md->how = how;
+    md->next = NULL;
+    if (t->settle_tail)
+        t->settle_tail->next = md;
+    else
+        t->settle_head = md;
+    t->settle_tail = md;
+    bool first = t->settle_head == md;
+    pthread_mutex_unlock(&t->mu);
+    /* One wake-up per batch: the I/O thread takes the whole queue. */
+    if (first)
+        ewi_waker_wake(&t->waker);
+}
+
+/* ---- dead letters --------------------------------------------------------- */
+
+static ew_err stomp_dlq_take(ewi_transport *t, ewi_dlq_req *req)
+{
+    req->taken = 0;
+    if (req->max == 0)
+        return EW_OK;
+    stomp_sub *ss = calloc(1, sizeof *ss);
+    stomp_req *open = calloc(1, sizeof *open);
+    if (!ss || !open) {
+        free(ss);
+        free(open);
+        return EW_ENOMEM;
+    }
+    uint32_t prefetch = req->max < 100 ? (uint32_t)req->max : 100;
+    if (stomp_dlq_target(&t->opt, req->event, req->dlq, prefetch, &ss->target) != EW_OK) {
+        free(ss);
+        free(open);
+        return EW_EINVAL;
+    }
+    open->kind = REQ_DLQ_OPEN;
+    open->ss = ss;
+    int64_t deadline = ewi_now_ms() + (req->timeout_ms > 0 ? req->timeout_ms : 0) +
+                       t->opt.connect_timeout_ms;
+    ew_err rc = stomp_request(t, open, deadline);
+    if (!open->queued) {
+        free(ss);
+        free(open);
+        return rc;
+    }
+    if (rc != EW_OK) {
+        ewi_log(t->m, EW_LOG_ERROR, "reading dead letters of %s: %s", req->dlq,
+                rc == EW_ETIMEDOUT ? "no receipt from the broker in time"
+                : open->err[0]     ? open->err
+                                   : ew_strerror(rc));
+        if (rc != EW_ETIMEDOUT)
+            free(open);
+        return rc == EW_ECLOSED || rc == EW_ETIMEDOUT ? rc : EW_EBROKER;
+    }
+    free(open);
+    /* The first message may take timeout_ms; the next ones are already on
+     * their way (prefetch), so a short linger ends the batch. */
+    int64_t until = ewi_now_ms() + (req->timeout_ms > 0 ? req->timeout_ms : 0);
+    while (req->taken < req->max) {
+        pthread_mutex_lock(&t->mu);
+        while (!ss->dq_head && running(t) && wait_until(t, until)) {
+        }
+        stomp_msgdata *md = ss->dq_head;
+        if (md) {
+            ss->dq_head = md->next;
+            if (!ss->dq_head)
+                ss->dq_tail = NULL;
+        }
+        pthread_mutex_unlock(&t->mu);
+        if (!md)
+            break;
+        req->fn(req->user, md->env);
+        ewi_envelope_unref(md->env);
+        md->env = NULL;
+        md->how = EWI_ACK;
+        md->next = NULL;
+        req->taken++;
+        pthread_mutex_lock(&t->mu);
+        if (t->settle_tail)
+            t->settle_tail->next = md;
+        else
+            t->settle_head = md;
+        t->settle_tail = md;
+        pthread_mutex_unlock(&t->mu);
+        ewi_waker_wake(&t->waker);
+        until = ewi_now_ms() + 200;
+    }
+    /* ACKs are written before the UNSUBSCRIBE (one queue, in order); what was
+     * prefetched and not taken goes back to the broker. */
+    stomp_req *close = calloc(1, sizeof *close);
+    if (close) {
+        close->kind = REQ_DLQ_CLOSE;
+        close->ss = ss;
+        if (stomp_request(t, close, ewi_now_ms() + 60000) != EW_ETIMEDOUT)
+            free(close);
+    }
+    return EW_OK;
+}
+
+/* ---- the table -------------------------------------------------------------- */
+
+static const char *const schemes[] = {"stomp", "stomp+ssl", NULL};
+
+const ewi_transport_ops ewi_stomp_transport = {
+    .name = "stomp",
+    .schemes = schemes,
+    .features = EWI_FEAT_DLQ_READ,
+    .create = stomp_create,
+    .check_names = stomp_check,
+    .start = stomp_start,
+    .declare = stomp_declare,
+    .subscribe = stomp_subscribe,
+    .unsubscribe = stomp_unsubscribe,
+    .publish = stomp_publish,
+    .settle = stomp_settle,
+    .dlq_take = stomp_dlq_take,
+    .stop = stomp_stop,
+    .destroy = stomp_destroy,
+};
