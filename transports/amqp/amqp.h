@@ -62,6 +62,8 @@ typedef struct amqp_options {
     long max_inflight;    /* ?max_inflight=: sends queued or unconfirmed */
     long reconnect_max_ms; /* ?reconnect_max_ms=: backoff cap */
     long expires_ms;      /* ?per_process_expires_ms=: rabbitmq x-expires */
+    long queue_check_ms;  /* ?queue_check_ms=: rabbitmq, how often consumed
+                             queues are checked for existence (0: never) */
 } amqp_options;
 
 /* Parses url (scheme amqp or amqps) into o; EW_EINVAL with the reason in err
@@ -130,7 +132,8 @@ ew_err amqp_message_encode(const ew_envelope *env, bool durable, uint8_t **out,
  * body as is, an amqp-value string is the body and means JSON when no
  * content type says otherwise. Bytes that are not an AMQP message, or a body
  * of another type, still give an envelope (raw bytes, content type
- * application/x-amqp-unreadable or application/x-amqp-value) so that core
+ * application/x-amqp-unreadable, application/x-amqp-value or
+ * application/x-content-type-too-long) so that core
  * dead-letters them instead of losing them; then err holds why and the
  * result is EW_EDECODE. meta may be NULL. Thread-safe. */
 ew_err amqp_message_decode(const char *bytes, size_t len, ew_envelope *env,
@@ -138,6 +141,7 @@ ew_err amqp_message_decode(const char *bytes, size_t len, ew_envelope *env,
 
 #define AMQP_CT_UNREADABLE "application/x-amqp-unreadable"
 #define AMQP_CT_VALUE "application/x-amqp-value"
+#define AMQP_CT_TOO_LONG "application/x-content-type-too-long"
 
 /* snprintf for messages, where cutting a long text short is fine (and
  * -Wformat-truncation has nothing to say). */
@@ -347,6 +351,7 @@ struct ewi_transport {
     ewi_backoff backoff;
     int64_t reconnect_at;      /* monotonic ms; 0: none planned */
     int64_t close_deadline;    /* stop: disconnect hard after it */
+    int64_t next_queue_check;  /* rabbitmq: when consumed queues are checked */
     bool tick_due;
 };
 

@@ -468,6 +468,49 @@ static void sub_reattach_due(ewi_transport *t, int64_t now)
     }
 }
 
+/* When a consumed queue is deleted, RabbitMQ 3.10's plugin sends the
+ * consumer no detach: its session process crashes on the broker's
+ * basic.cancel, which resets the whole connection (the reconnect then
+ * declares the queue again). Should a plugin version neither detach nor
+ * crash, the link would stay attached and silent; ?queue_check_ms=N makes
+ * the rabbitmq dialect check every N ms (passive declares over AMQP 0-9-1)
+ * that every consumed queue exists, and declare and attach again when not.
+ * Off by default: every check is one more short connection in the broker's
+ * log. */
+static void check_queues(ewi_transport *t, int64_t now)
+{
+    if (t->opt.dialect != AMQP_DIALECT_RABBITMQ || !t->opt.queue_check_ms ||
+        now < t->next_queue_check || !is_up(t))
+        return;
+    t->next_queue_check = now + t->opt.queue_check_ms;
+    bool any = false;
+    for (amqp_sub *s = t->subs; s && !any; s = s->next)
+        any = s->attached && !s->unsubscribed;
+    if (!any)
+        return;
+    char err[512];
+    amqp_topo *tp = NULL;
+    if (amqp_topo_open(&t->opt, TOPO_TIMEOUT_MS, &tp, err, sizeof err) != EW_OK)
+        return; /* an outage shows on the AMQP 1.0 connection itself */
+    for (amqp_sub *s = t->subs; s; s = s->next) {
+        if (!s->attached || s->unsubscribed)
+            continue;
+        if (amqp_topo_queue_exists(tp, s->queue, err, sizeof err) != EW_ENOTFOUND)
+            continue;
+        ewi_report(t->m, EW_EBROKER, s->queue, NULL, NULL,
+                   "amqp %s: the queue %s is gone (%s) and the broker did not tell its "
+                   "consumer; declaring it again and attaching again",
+                   t->where, s->queue, err);
+        amqp_close_link(s->l);
+        s->l = NULL;
+        s->link_id = 0;
+        s->outstanding = 0;
+        s->attached = false;
+        s->reattach_at = now;
+    }
+    amqp_topo_close(tp);
+}
+
 static void on_message(ewi_transport *t, amqp_sub *s, pn_delivery_t *d)
 {
     pn_link_t *l = pn_delivery_link(d);
@@ -892,8 +935,10 @@ static void tick(ewi_transport *t)
     int64_t now = ewi_now_ms();
     process_work(t);
     expire_pubs(t, now);
-    if (is_up(t))
+    if (is_up(t)) {
+        check_queues(t, now);
         sub_reattach_due(t, now);
+    }
     if (t->closing && t->conn && now >= t->close_deadline) {
         pn_proactor_disconnect(t->proactor, NULL);
         t->close_deadline = now + CLOSE_GRACE_MS;
@@ -961,6 +1006,12 @@ static void on_link_open(ewi_transport *t, pn_link_t *l)
         amqp_sub *s = ctx;
         s->attached = true;
         ewi_backoff_reset(&s->bo);
+        pthread_mutex_lock(&t->mu);
+        bool again = s->state == AMQP_SUB_ACTIVE;
+        pthread_mutex_unlock(&t->mu);
+        if (again)
+            ewi_log(t->m, EW_LOG_INFO, "amqp %s: %s: consuming %s again", t->where,
+                    s->queue, s->source.addr);
         sub_signal(t, s, AMQP_SUB_ACTIVE, NULL);
         break;
     }

@@ -23,41 +23,98 @@
 #include <proton/error.h>
 #include <proton/message.h>
 
-/* One pn_message_t per thread, cleared before each use: proton's message
- * object costs a dozen allocations to make. */
-static pthread_key_t msg_key;
-static pthread_once_t msg_once = PTHREAD_ONCE_INIT;
-static bool msg_key_ok;
+/* One pn_message_t (and one pn_data_t) per thread, cleared before each use:
+ * proton's message object costs a dozen allocations to make. */
+typedef struct codec_tls {
+    pn_message_t *msg;
+    pn_data_t *data;
+} codec_tls;
 
-static void msg_destroy(void *p) { pn_message_free(p); }
-static void msg_key_init(void) { msg_key_ok = pthread_key_create(&msg_key, msg_destroy) == 0; }
+static pthread_key_t tls_key;
+static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
+static bool tls_key_ok;
+
+static void tls_destroy(void *p)
+{
+    codec_tls *c = p;
+    pn_message_free(c->msg);
+    pn_data_free(c->data);
+    free(c);
+}
+
+static void tls_key_init(void) { tls_key_ok = pthread_key_create(&tls_key, tls_destroy) == 0; }
+
+static codec_tls *thread_codec(void)
+{
+    pthread_once(&tls_once, tls_key_init);
+    if (!tls_key_ok)
+        return NULL;
+    codec_tls *c = pthread_getspecific(tls_key);
+    if (c)
+        return c;
+    c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->msg = pn_message();
+    c->data = pn_data(16);
+    if (!c->msg || !c->data || pthread_setspecific(tls_key, c) != 0) {
+        tls_destroy(c);
+        return NULL;
+    }
+    return c;
+}
 
 static pn_message_t *thread_message(void)
 {
-    pthread_once(&msg_once, msg_key_init);
-    pn_message_t *m = msg_key_ok ? pthread_getspecific(msg_key) : NULL;
-    if (m) {
-        pn_message_clear(m);
-        return m;
-    }
-    m = pn_message();
-    if (m && msg_key_ok && pthread_setspecific(msg_key, m) != 0) {
-        pn_message_free(m);
+    codec_tls *c = thread_codec();
+    if (!c)
         return NULL;
-    }
-    return m;
+    pn_message_clear(c->msg);
+    return c->msg;
 }
 
-/* A message made when the per-thread one could not be kept. */
-static void release_message(pn_message_t *m)
+/* True when bytes are a sequence of AMQP 1.0 message sections and nothing
+ * else. pn_message_decode alone accepts some garbage as an empty message,
+ * which would lose the bytes. */
+static bool well_formed(const char *bytes, size_t len)
 {
-    if (!msg_key_ok && m)
-        pn_message_free(m);
+    codec_tls *c = thread_codec();
+    if (!c || !len)
+        return false;
+    pn_data_t *d = c->data;
+    size_t off = 0;
+    while (off < len) {
+        pn_data_clear(d);
+        ssize_t n = pn_data_decode(d, bytes + off, len - off);
+        if (n <= 0)
+            return false;
+        off += (size_t)n;
+        pn_data_rewind(d);
+        if (!pn_data_next(d) || pn_data_type(d) != PN_DESCRIBED)
+            return false;
+        pn_data_enter(d);
+        if (!pn_data_next(d))
+            return false;
+        if (pn_data_type(d) == PN_ULONG) {
+            uint64_t code = pn_data_get_ulong(d);
+            if (code < 0x70 || code > 0x78) /* header .. footer */
+                return false;
+        } else if (pn_data_type(d) == PN_SYMBOL) {
+            pn_bytes_t sym = pn_data_get_symbol(d);
+            if (sym.size < 5 || memcmp(sym.start, "amqp:", 5) != 0)
+                return false;
+        } else {
+            return false;
+        }
+    }
+    return true;
 }
 
+/* A non-negative decimal in canonical form (what core writes), so that it
+ * comes back from creation-time exactly as it went. */
 static bool parse_ms(const char *s, int64_t *out)
 {
-    if (!s || !*s)
+    if (!s || !*s || (s[0] == '0' && s[1]) || s[0] == '+' || s[0] == '-')
         return false;
     char *end;
     errno = 0;
@@ -68,14 +125,14 @@ static bool parse_ms(const char *s, int64_t *out)
     return true;
 }
 
-/* Headers with their own slot in the properties section. */
-static bool has_slot(const char *key, const ew_envelope *env)
+/* Headers that travel in their own slot of the properties section: only
+ * values that come back from it unchanged (decoding skips empty ones). */
+static bool has_slot(const char *key, const char *value)
 {
     if (strcmp(key, EW_HDR_EVENT) == 0 || strcmp(key, EW_HDR_MESSAGE_ID) == 0)
-        return true;
+        return value[0] != '\0';
     int64_t ms;
-    return strcmp(key, EW_HDR_SENT_AT) == 0 &&
-           parse_ms(ew_envelope_header(env, EW_HDR_SENT_AT), &ms);
+    return strcmp(key, EW_HDR_SENT_AT) == 0 && parse_ms(value, &ms) && ms > 0;
 }
 
 ew_err amqp_message_encode(const ew_envelope *env, bool durable, uint8_t **out,
@@ -94,23 +151,24 @@ ew_err amqp_message_encode(const ew_envelope *env, bool durable, uint8_t **out,
     if (ct && *ct)
         pn_message_set_content_type(m, ct);
     const char *ev = ew_envelope_header(env, EW_HDR_EVENT);
-    if (ev)
+    if (ev && has_slot(EW_HDR_EVENT, ev))
         pn_message_set_subject(m, ev);
     const char *id = ew_envelope_header(env, EW_HDR_MESSAGE_ID);
-    if (id) {
+    if (id && has_slot(EW_HDR_MESSAGE_ID, id)) {
         pn_atom_t a = {.type = PN_STRING};
         a.u.as_bytes = pn_bytes(strlen(id), id);
         pn_message_set_id(m, a);
     }
+    const char *sent_at = ew_envelope_header(env, EW_HDR_SENT_AT);
     int64_t sent;
-    if (parse_ms(ew_envelope_header(env, EW_HDR_SENT_AT), &sent))
+    if (sent_at && has_slot(EW_HDR_SENT_AT, sent_at) && parse_ms(sent_at, &sent))
         pn_message_set_creation_time(m, sent);
 
     size_t n = ew_envelope_header_count(env);
     bool any = false;
     for (size_t i = 0; i < n && !any; i++) {
         const char *k, *v;
-        if (ew_envelope_header_at(env, i, &k, &v) == EW_OK && !has_slot(k, env))
+        if (ew_envelope_header_at(env, i, &k, &v) == EW_OK && !has_slot(k, v))
             any = true;
     }
     if (any) {
@@ -119,7 +177,7 @@ ew_err amqp_message_encode(const ew_envelope *env, bool durable, uint8_t **out,
         pn_data_enter(p);
         for (size_t i = 0; i < n; i++) {
             const char *k, *v;
-            if (ew_envelope_header_at(env, i, &k, &v) != EW_OK || has_slot(k, env))
+            if (ew_envelope_header_at(env, i, &k, &v) != EW_OK || has_slot(k, v))
                 continue;
             pn_data_put_string(p, pn_bytes(strlen(k), k));
             pn_data_put_string(p, pn_bytes(strlen(v), v));
@@ -150,7 +208,6 @@ ew_err amqp_message_encode(const ew_envelope *env, bool durable, uint8_t **out,
         *len = (size_t)w;
         rc = EW_OK;
     }
-    release_message(m);
     return rc;
 }
 
@@ -218,6 +275,8 @@ static ew_err put_props(pn_message_t *m, ew_envelope *env)
             continue; /* not a string key, or a list or map value */
         ew_err rc = ewi_envelope_put(env, key.start, key.size,
                                      val.start ? val.start : "", val.size);
+        if (rc == EW_EINVAL)
+            continue; /* a NUL inside: no C string can carry it */
         if (rc != EW_OK) {
             pn_data_exit(p);
             return rc;
@@ -232,7 +291,8 @@ static ew_err put_if_absent(ew_envelope *env, const char *key, const char *v,
 {
     if (ew_envelope_header(env, key))
         return EW_OK;
-    return ewi_envelope_put(env, key, strlen(key), v, vlen);
+    ew_err rc = ewi_envelope_put(env, key, strlen(key), v, vlen);
+    return rc == EW_EINVAL ? EW_OK : rc; /* a NUL inside: left out */
 }
 
 static ew_err put_meta(pn_message_t *m, ew_envelope *env)
@@ -294,13 +354,12 @@ ew_err amqp_message_decode(const char *bytes, size_t len, ew_envelope *env,
         return EW_ENOMEM;
     }
     ew_err rc = EW_OK;
-    int prc = pn_message_decode(m, bytes, len);
+    int prc = well_formed(bytes, len) ? pn_message_decode(m, bytes, len) : PN_ERR;
     if (prc != 0) {
         snprintf(err, errlen, "not an AMQP 1.0 message (%s): kept as raw bytes",
-                 pn_code(prc));
-        if ((rc = ewi_envelope_set_body(env, bytes, len)) == EW_OK)
+                 len ? pn_code(prc) : "empty");
+        if ((rc = ewi_envelope_set_body(env, len ? bytes : "", len)) == EW_OK)
             rc = ewi_envelope_set_content_type(env, AMQP_CT_UNREADABLE);
-        release_message(m);
         return rc == EW_OK ? EW_EDECODE : rc;
     }
     if (meta) {
@@ -310,7 +369,6 @@ ew_err amqp_message_decode(const char *bytes, size_t len, ew_envelope *env,
     }
     if ((rc = put_props(m, env)) != EW_OK || (rc = put_meta(m, env)) != EW_OK) {
         snprintf(err, errlen, "out of memory");
-        release_message(m);
         return rc;
     }
 
@@ -344,9 +402,15 @@ ew_err amqp_message_decode(const char *bytes, size_t len, ew_envelope *env,
             rc = ewi_envelope_set_content_type(env, ct);
         else if (json_default)
             rc = ewi_envelope_set_content_type(env, EW_CONTENT_TYPE_JSON);
+        if (rc == EW_ETOOBIG) {
+            snprintf(err, errlen, "content type of %zu bytes is too long: kept as "
+                     AMQP_CT_TOO_LONG, strlen(ct));
+            rc = ewi_envelope_set_content_type(env, AMQP_CT_TOO_LONG);
+            if (rc == EW_OK)
+                rc = EW_EDECODE;
+        }
         if (rc == EW_ENOMEM)
             snprintf(err, errlen, "out of memory");
     }
-    release_message(m);
     return rc;
 }

@@ -23,7 +23,8 @@ void amqp_textf(char *buf, size_t len, const char *fmt, ...)
 
 static const char *const known[] = {
     "dialect", "queue_naming", "ca", "verify", "sasl", "vhost",
-    "max_inflight", "reconnect_max_ms", "per_process_expires_ms", NULL};
+    "max_inflight", "reconnect_max_ms", "per_process_expires_ms",
+    "queue_check_ms", NULL};
 
 const char *amqp_dialect_name(amqp_dialect d)
 {
@@ -79,7 +80,7 @@ ew_err amqp_options_parse(const ewi_url *url, amqp_options *o, char *err,
             amqp_textf(err, errlen,
                      "unknown option '%s' (known: dialect, queue_naming, ca, "
                      "verify, sasl, vhost, max_inflight, reconnect_max_ms, "
-                     "per_process_expires_ms)", url->params[i].key);
+                     "per_process_expires_ms, queue_check_ms)", url->params[i].key);
             return EW_EINVAL;
         }
     }
@@ -159,6 +160,13 @@ ew_err amqp_options_parse(const ewi_url *url, amqp_options *o, char *err,
                           2147483647L, &o->expires_ms) != EW_OK) {
         amqp_textf(err, errlen,
                  "per_process_expires_ms must be an integer in 1000..2147483647");
+        return EW_EINVAL;
+    }
+
+    if (ewi_url_param_int(url, "queue_check_ms", 0, 0, 86400000L,
+                          &o->queue_check_ms) != EW_OK) {
+        amqp_textf(err, errlen,
+                   "queue_check_ms must be an integer in 0..86400000 (0: off)");
         return EW_EINVAL;
     }
 

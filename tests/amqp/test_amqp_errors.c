@@ -1,0 +1,108 @@
+/* Broker-side errors reach the application with the broker's own text:
+ *   - bad credentials: start fails with EW_EAUTH, the error handler gets
+ *     AMQP 1.0's SASL condition;
+ *   - a missing exchange (deleted under a running service): the send fails
+ *     with EW_EBROKER and RabbitMQ's amqp:not-found text;
+ *   - a consumed queue deleted under a listener (RabbitMQ 3.10 resets the
+ *     connection instead of detaching the consumer): reported, declared and
+ *     consumed again after the reconnect; what is sent next arrives. */
+#include "amqp_test.h"
+
+static ew_manager *captured_manager(const char *url, const char *server, capture *c,
+                                    int start_timeout_ms)
+{
+    ew_options o = {.on_error = capture_error, .error_user = c, .log = capture_log,
+                    .log_user = c, .log_level = EW_LOG_DEBUG,
+                    .start_timeout_ms = start_timeout_ms, .send_timeout_ms = 5000};
+    return mgr_new_opts(url, server, &o);
+}
+
+static void bad_credentials_fail_start_with_the_sasl_condition(void **state)
+{
+    (void)state;
+    ewi_url u;
+    char err[128], url[512];
+    assert_int_equal(ewi_url_parse(amqp_test_url(), &u, err, sizeof err), EW_OK);
+    snprintf(url, sizeof url, "amqp://%s:not-the-password@%s:%d?dialect=rabbitmq",
+             u.user ? u.user : "guest", u.host[0] ? u.host : "127.0.0.1",
+             u.port ? u.port : 5672);
+    ewi_url_free(&u);
+    capture c;
+    capture_init(&c);
+    ew_manager *m = captured_manager(url, "e1", &c, 5000);
+    int64_t t0 = ewi_now_ms();
+    assert_int_equal(ew_manager_start(m), EW_EAUTH);
+    /* Refused credentials are final: no retrying until the timeout. */
+    assert_true(ewi_now_ms() - t0 < 4000);
+    print_message("%s", c.text);
+    assert_true(c.errors >= 1);
+    assert_int_equal(c.last_code, EW_EAUTH);
+    assert_true(capture_has(&c, "amqp:unauthorized-access"));
+    /* The password never reaches a log line. */
+    assert_false(capture_has(&c, "not-the-password"));
+    ew_manager_free(m);
+}
+
+static void a_missing_exchange_fails_the_send_with_not_found(void **state)
+{
+    (void)state;
+    EV(ev, "Gone", true);
+    capture c;
+    capture_init(&c);
+    ew_manager *m = captured_manager(amqp_test_url(), "e2", &c, 20000);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    assert_int_equal(ew_send(m, &ev, &(conf_event){.id = 1, .text = "x"}), EW_OK);
+    rmq_delete("exchange", ev.name);
+    ew_err rc = ew_send(m, &ev, &(conf_event){.id = 2, .text = "x"});
+    print_message("%s", c.text);
+    assert_int_equal(rc, EW_EBROKER);
+    assert_true(capture_has(&c, "amqp:not-found"));
+    char want[160];
+    snprintf(want, sizeof want, "no exchange '%s'", ev.name);
+    assert_true(capture_has(&c, want));
+    ew_manager_free(m);
+}
+
+static void a_deleted_queue_is_reported_and_consumed_again(void **state)
+{
+    (void)state;
+    EV(ev, "Deleted", true);
+    capture c;
+    capture_init(&c);
+    tally t;
+    tally_init(&t, 2);
+    ew_manager *m = captured_manager(amqp_test_url(), "e3", &c, 20000);
+    listen_tally(m, &ev, "L", false, 1, &t);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    send_range(m, &ev, 0, 1);
+    assert_true(tally_wait_ids(&t, 0, 1, 15000));
+    char q[160];
+    snprintf(q, sizeof q, "%s::L", ev.name);
+    rmq_delete("queue", q);
+    /* RabbitMQ 3.10 sends the consumer no detach: its AMQP 1.0 session
+     * crashes and the connection resets. The transport reports it,
+     * reconnects, declares the queue again and consumes again. */
+    assert_true(capture_wait_for(&c, "connection lost", 15000));
+    assert_true(capture_wait_for(&c, "reconnected", 15000));
+    /* Wait until the new consumer is there, then send once more. */
+    for (int i = 0; i < 150 && !tally_wait_ids(&t, 1, 2, 100); i++)
+        send_range(m, &ev, 1, 2);
+    assert_true(tally_wait_ids(&t, 1, 2, 15000));
+    print_message("%s", c.text);
+    ew_manager_free(m);
+    tally_free(&t);
+    rmq_delete("queue", q);
+    rmq_delete("queue", strcat(q, ".dlq"));
+    rmq_delete("exchange", ev.name);
+}
+
+int main(void)
+{
+    support_init(amqp_test_url());
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(bad_credentials_fail_start_with_the_sasl_condition),
+        cmocka_unit_test(a_missing_exchange_fails_the_send_with_not_found),
+        cmocka_unit_test(a_deleted_queue_is_reported_and_consumed_again),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,117 @@
+/* The AMQP 1.0 transport's URL options: defaults, every option, and the
+ * errors a user gets for a typo or a contradiction. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "transports/amqp/amqp.h"
+
+static ew_err parse(const char *text, amqp_options *o, char *err, size_t errlen)
+{
+    ewi_url u;
+    char uerr[128];
+    assert_int_equal(ewi_url_parse(text, &u, uerr, sizeof uerr), EW_OK);
+    err[0] = '\0';
+    ew_err rc = amqp_options_parse(&u, o, err, errlen);
+    ewi_url_free(&u);
+    return rc;
+}
+
+static void defaults_are_artemis_on_5672(void **state)
+{
+    (void)state;
+    amqp_options o;
+    char err[256];
+    assert_int_equal(parse("amqp://", &o, err, sizeof err), EW_OK);
+    assert_int_equal(o.dialect, AMQP_DIALECT_ARTEMIS);
+    assert_int_equal(o.naming, AMQP_NAMING_EVENTWIRE);
+    assert_false(o.tls);
+    assert_string_equal(o.host, "127.0.0.1");
+    assert_int_equal(o.port, 5672);
+    assert_null(o.user);
+    assert_null(o.password);
+    assert_null(o.vhost);
+    assert_null(o.sasl_mechs);
+    assert_int_equal(o.max_inflight, 10000);
+    amqp_options_free(&o);
+
+    assert_int_equal(parse("amqps://h", &o, err, sizeof err), EW_OK);
+    assert_true(o.tls);
+    assert_int_equal(o.port, 5671);
+    assert_int_equal(o.verify, AMQP_VERIFY_NAME);
+    amqp_options_free(&o);
+}
+
+static void every_option_is_read(void **state)
+{
+    (void)state;
+    amqp_options o;
+    char err[256];
+    assert_int_equal(parse("amqps://u%40x:p%3Aw@broker:6000/v%2Fh?dialect=rabbitmq"
+                           "&queue_naming=aspyx&ca=/etc/ca.pem&verify=peer"
+                           "&sasl=PLAIN%20EXTERNAL&max_inflight=50"
+                           "&reconnect_max_ms=900&per_process_expires_ms=5000",
+                           &o, err, sizeof err),
+                     EW_OK);
+    assert_int_equal(o.dialect, AMQP_DIALECT_RABBITMQ);
+    assert_int_equal(o.naming, AMQP_NAMING_ASPYX);
+    assert_string_equal(o.user, "u@x");
+    assert_string_equal(o.password, "p:w");
+    assert_string_equal(o.host, "broker");
+    assert_int_equal(o.port, 6000);
+    assert_string_equal(o.vhost, "v/h");
+    assert_string_equal(o.ca_file, "/etc/ca.pem");
+    assert_int_equal(o.verify, AMQP_VERIFY_PEER);
+    assert_string_equal(o.sasl_mechs, "PLAIN EXTERNAL");
+    assert_int_equal(o.max_inflight, 50);
+    assert_int_equal(o.reconnect_max_ms, 900);
+    assert_int_equal(o.expires_ms, 5000);
+    amqp_options_free(&o);
+
+    assert_int_equal(parse("amqp://h?dialect=rabbitmq&vhost=other", &o, err, sizeof err),
+                     EW_OK);
+    assert_string_equal(o.vhost, "other");
+    amqp_options_free(&o);
+}
+
+static void mistakes_are_refused_with_a_reason(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *url, *why;
+    } bad[] = {
+        {"amqp://h?dialet=rabbitmq", "unknown option 'dialet'"},
+        {"amqp://h?dialect=activemq", "dialect 'activemq'"},
+        {"amqp://h?queue_naming=short", "queue_naming 'short'"},
+        {"amqp://h?ca=/x.pem", "needs the amqps:// scheme"},
+        {"amqps://h?verify=maybe", "verify 'maybe'"},
+        {"amqp://h/vhost", "only exists with dialect=rabbitmq"},
+        {"amqp://h/a?dialect=rabbitmq&vhost=b", "given twice"},
+        {"amqp://h?max_inflight=0", "max_inflight"},
+        {"amqp://h?max_inflight=lots", "max_inflight"},
+        {"amqp://h?reconnect_max_ms=5", "reconnect_max_ms"},
+        {"amqp://h?sasl=", "sasl is empty"},
+        {"stomp://h", "not amqp"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        amqp_options o;
+        char err[256];
+        assert_int_equal(parse(bad[i].url, &o, err, sizeof err), EW_EINVAL);
+        if (!strstr(err, bad[i].why))
+            fail_msg("%s: error '%s' does not say '%s'", bad[i].url, err, bad[i].why);
+        amqp_options_free(&o);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(defaults_are_artemis_on_5672),
+        cmocka_unit_test(every_option_is_read),
+        cmocka_unit_test(mistakes_are_refused_with_a_reason),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
