@@ -247,7 +247,7 @@ bool ewi_log_on(const ew_manager *m, ew_log_level level);
 void ewi_log(const ew_manager *m, ew_log_level level, const char *fmt, ...)
     EWI_PRINTF(3, 4);
 void ewi_vlog(const ew_manager *m, ew_log_level level, const char *fmt,
-              va_list ap);
+              va_list ap) EWI_PRINTF(3, 0);
 /* Logs at error level (warn for EW_EDISCONNECTED) and passes the error to the
  * application's error handler. queue, event and message_id may be NULL. */
 void ewi_report(ew_manager *m, ew_err code, const char *queue,

@@ -121,7 +121,8 @@ void ewi_new_message_id(ew_manager *m, char out[37]);
 
 /* log.c: ewi_report at a chosen level (retries are warnings). */
 void ewi_vreport(ew_manager *m, ew_log_level level, ew_err code, const char *queue,
-                 const char *event, const char *message_id, const char *fmt, va_list ap);
+                 const char *event, const char *message_id, const char *fmt, va_list ap)
+    EWI_PRINTF(7, 0);
 
 /* manager.c */
 ewi_pipes *ewi_pipes_get(ew_manager *m);
