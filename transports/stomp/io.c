@@ -40,6 +40,8 @@ typedef struct io {
     ewi_backoff backoff;
     int64_t next_attempt;
     uint64_t gen;          /* connection generation */
+    uint64_t wseq;         /* receipt-bearing frames written, in order */
+    int64_t up_since;
     uint64_t next_sub_gen;
     bool dropped_by_error; /* the last drop came with an ERROR frame */
     uint8_t rbuf[RBUF];
@@ -101,6 +103,7 @@ static ew_err write_subscribe(io *s, stomp_sub *ss)
 {
     char id[32], receipt[40];
     ss->sub_gen = ++s->next_sub_gen;
+    ss->wseq = ++s->wseq;
     snprintf(id, sizeof id, "%" PRIu64, ss->sub_gen);
     snprintf(receipt, sizeof receipt, "s%" PRIu64, ss->sub_gen);
     ewi_stomp_writer w;
@@ -222,6 +225,8 @@ static bool sub_confirmed(io *s, stomp_sub *ss)
     if (ss->active)
         return true;
     ss->active = true;
+    ss->wseq = 0;
+    ss->error_strikes = 0;
     bool abandoned = false;
     for (stomp_req **pp = &s->waiting; *pp;) {
         stomp_req *r = *pp;
@@ -337,19 +342,40 @@ static void on_error(io *s, const ewi_stomp_frame *f, char *why, size_t whylen)
                 return;
             }
     }
-    if (rid && rid[0] == 's') {
-        stomp_sub *ss = sub_by_gen(t, strtoull(rid + 1, NULL, 10));
-        for (stomp_req **pp = &s->waiting; ss && *pp; pp = &(*pp)->next) {
+    /* RabbitMQ's ERRORs often carry no receipt-id. The broker handles
+     * frames in order, so the oldest frame still waiting for its RECEIPT is
+     * the likely cause: it takes the blame. */
+    stomp_sub *ss = rid && rid[0] == 's' ? sub_by_gen(t, strtoull(rid + 1, NULL, 10)) : NULL;
+    if (!ss && !(rid && rid[0] == 'p')) {
+        for (stomp_sub *c = t->subs; c; c = c->next)
+            if (!c->active && c->wseq && (!ss || c->wseq < ss->wseq))
+                ss = c;
+        if (ss && s->infl_head && s->infl_head->wseq < ss->wseq)
+            ss = NULL;
+        if (!ss && s->infl_head)
+            s->infl_head->error_sends++;
+    }
+    if (ss && !ss->closing) {
+        bool waited = false;
+        for (stomp_req **pp = &s->waiting; *pp; pp = &(*pp)->next) {
             stomp_req *r = *pp;
             if (r->ss == ss) {
                 *pp = r->next;
-                /* A refused subscription is not retried after the reconnect. */
-                ss->closing = true;
-                ss->active = false;
                 finish_req(t, r, EW_EBROKER, text);
-                sub_check(s, ss);
-                return;
+                waited = true;
+                break;
             }
+        }
+        /* A refused SUBSCRIBE is not retried forever after reconnects. */
+        if (waited || ++ss->error_strikes >= MAX_ERROR_RESENDS) {
+            if (!waited)
+                ewi_report(t->m, EW_EBROKER, ss->sub ? ss->sub->queue : NULL,
+                           ss->sub ? ss->sub->event : NULL, NULL,
+                           "subscription to %s given up after %d refusals: %s",
+                           ss->target.dest, ss->error_strikes, text);
+            ss->closing = true;
+            ss->active = false;
+            sub_check(s, ss);
         }
     }
     ewi_report(t->m, EW_EBROKER, NULL, NULL, NULL, "STOMP broker %s: %s", t->url_text,
@@ -433,6 +459,7 @@ static void take_work(io *s)
             complete_pub(t, pd, EW_ENOMEM, "out of memory");
             continue;
         }
+        pd->wseq = ++s->wseq;
         if (s->infl_tail)
             s->infl_tail->next = pd;
         else
@@ -569,7 +596,7 @@ static void drop(io *s, ew_err code, const char *why)
         for (stomp_pending *pd = s->infl_head, *next; pd; pd = next) {
             next = pd->next;
             pd->next = NULL;
-            if (s->dropped_by_error && ++pd->error_sends >= MAX_ERROR_RESENDS) {
+            if (pd->error_sends >= MAX_ERROR_RESENDS) {
                 complete_pub(t, pd, EW_EBROKER, why);
                 continue;
             }
@@ -600,6 +627,10 @@ static void drop(io *s, ew_err code, const char *why)
     }
     if (t->topo)
         stomp_topo_forget_queues(t->topo);
+    /* A connection that lived a while resets the backoff; one that the
+     * broker closes at once (a refused frame) keeps it growing. */
+    if (was_up && ewi_now_ms() - s->up_since >= 5000)
+        ewi_backoff_reset(&s->backoff);
     set_state(t, ST_DOWN, code, why);
     if (was_up)
         ewi_report(t->m, EW_EDISCONNECTED, NULL, NULL, NULL,
@@ -893,7 +924,7 @@ void *stomp_io_main(void *arg)
             if (now >= s->next_attempt) {
                 ew_err code;
                 if (connect_once(s, why, sizeof why, &code)) {
-                    ewi_backoff_reset(&s->backoff);
+                    s->up_since = ewi_now_ms();
                     set_state(t, ST_UP, EW_OK, NULL);
                     ewi_log(t->m, EW_LOG_INFO, "STOMP connected to %s (dialect %s, "
                             "heart-beats: send %d ms, expect %d ms)", t->url_text,

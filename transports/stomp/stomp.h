@@ -165,7 +165,8 @@ struct stomp_pending {
     ewi_pub *pub;
     ewi_buf frame;
     uint64_t receipt;
-    int error_sends; /* connections it was on that ended with an ERROR */
+    int error_sends; /* ERRORs blamed on it */
+    uint64_t wseq;   /* order written on the current connection */
     stomp_pending *next;
 };
 
@@ -189,6 +190,8 @@ struct stomp_sub {
     bool closing;         /* core unsubscribed: no more deliveries */
     bool recycle;         /* requeued messages wait for a re-subscribe */
     uint32_t outstanding; /* delivered to core, not settled */
+    uint64_t wseq;        /* SUBSCRIBE written, not confirmed yet: its order */
+    int error_strikes;    /* ERRORs blamed on its SUBSCRIBE */
     stomp_sub *next;
     /* dead-letter reading */
     stomp_msgdata *dq_head, *dq_tail; /* under mu: read, not yet taken */
