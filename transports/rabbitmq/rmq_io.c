@@ -573,7 +573,7 @@ void rmq_lost(ewi_transport *t, const char *why)
     if (!t->quit)
         ewi_report(t->m, EW_EDISCONNECTED, NULL, NULL, NULL,
                    "connection to %s lost: %s; reconnecting (%zu unconfirmed messages "
-                   "will be resent, %zu listeners resumed)",
+                   "will be resent, %zu listener(s) to resume)",
                    t->o.label, why, unconfirmed, consumers);
 }
 

@@ -1,0 +1,228 @@
+/* What the RabbitMQ transport builds on the broker, checked with
+ * rabbitmqctl, and the errors a user gets when the broker says no:
+ * incompatible existing objects, bad credentials, a wrong vhost, no broker.
+ * usage: rabbitmq_topology BROKER_SCRIPT (scripts/brokers/rabbitmq.sh) */
+#include "rmq_test.h"
+
+static const char *SCRIPT;
+
+static ew_manager *mgr_capture(const char *url, const char *server, capture *c)
+{
+    ew_options o = {.on_error = capture_error, .error_user = c, .log_level = EW_LOG_ERROR};
+    return mgr_new_opts(url, server, &o);
+}
+
+static void topology_names_on_the_broker(void **state)
+{
+    (void)state;
+    EV(ev, "Topo", true);
+    EV(tev, "TopoT", false);
+    tally t;
+    tally_init(&t, 10);
+    ew_manager *m = mgr_new(rmq_test_url(), "s1");
+    listen_tally(m, &ev, "A", false, 1, &t);
+    listen_tally(m, &ev, "P", true, 1, &t);
+    listen_tally(m, &tev, "B", false, 1, &t);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+
+    char row[512], name[256];
+    char *ex = ctl(SCRIPT, "list_exchanges name type durable auto_delete");
+    snprintf(name, sizeof name, "%s", ev.name);
+    assert_non_null(ctl_row(ex, name, row, sizeof row));
+    print_message("exchange: %s\n", row);
+    assert_non_null(strstr(row, "\ttopic\ttrue\tfalse"));
+    /* A transient event still gets a durable exchange: its type and
+     * durability can never change once declared. */
+    assert_non_null(ctl_row(ex, tev.name, row, sizeof row));
+    assert_non_null(strstr(row, "\ttopic\ttrue\tfalse"));
+    free(ex);
+
+    char *qs = ctl(SCRIPT, "list_queues name durable auto_delete arguments");
+    const struct {
+        const char *suffix, *event, *want;
+    } rows[] = {
+        {"::A", ev.name, "\ttrue\tfalse\t[]"},
+        {"::P-s1", ev.name, "\ttrue\tfalse\t[{\"x-expires\",60000}]"},
+        {"::A.dlq", ev.name, "\ttrue\tfalse\t[]"},
+        {"::P.dlq", ev.name, "\ttrue\tfalse\t[]"},
+        {"::B", tev.name, "\tfalse\tfalse\t[]"},
+        {"::B.dlq", tev.name, "\ttrue\tfalse\t[]"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        snprintf(name, sizeof name, "%s%s", rows[i].event, rows[i].suffix);
+        if (!ctl_row(qs, name, row, sizeof row))
+            fail_msg("queue %s is not on the broker:\n%s", name, qs);
+        print_message("queue: %s\n", row);
+        assert_non_null(strstr(row, rows[i].want));
+    }
+    free(qs);
+
+    char *bs = ctl(SCRIPT, "list_bindings source_name destination_name routing_key");
+    const char *bound[] = {"::A", "::P-s1"};
+    for (size_t i = 0; i < 2; i++) {
+        char want[400];
+        snprintf(want, sizeof want, "%s\t%s%s\t#\n", ev.name, ev.name, bound[i]);
+        if (!strstr(bs, want))
+            fail_msg("binding '%s' missing:\n%s", want, bs);
+    }
+    /* Dead-letter queues are fed through the default exchange only. */
+    snprintf(name, sizeof name, "%s\t%s::A.dlq\t#", ev.name, ev.name);
+    assert_null(strstr(bs, name));
+    free(bs);
+
+    /* Messages carry routing key E and reach every queue bound with '#'. */
+    send_range(m, &ev, 0, 5);
+    assert_true(tally_wait_ids(&t, 0, 5, 30000));
+    ew_manager_free(m);
+    tally_free(&t);
+    const char *gone[] = {"::A", "::P-s1", "::A.dlq", "::P.dlq"};
+    for (size_t i = 0; i < 4; i++) {
+        snprintf(name, sizeof name, "%s%s", ev.name, gone[i]);
+        raw_delete(name, false);
+    }
+    snprintf(name, sizeof name, "%s::B", tev.name);
+    raw_delete(name, false);
+    snprintf(name, sizeof name, "%s::B.dlq", tev.name);
+    raw_delete(name, false);
+    raw_delete(ev.name, true);
+    raw_delete(tev.name, true);
+}
+
+static void incompatible_queue_is_a_clear_error(void **state)
+{
+    (void)state;
+    EV(ev, "ClashQ", true);
+    char q[256];
+    snprintf(q, sizeof q, "%s::L", ev.name);
+    /* Someone made E::L transient before; our durable event needs it durable. */
+    amqp_connection_state_t c = raw_connect();
+    amqp_queue_declare(c, 1, amqp_cstring_bytes(q), 0, 0, 0, 0, amqp_empty_table);
+    assert_true(raw_ok(c));
+    raw_close(c);
+
+    capture cap;
+    capture_init(&cap);
+    tally t;
+    tally_init(&t, 1);
+    ew_manager *m = mgr_capture(rmq_test_url(), "s1", &cap);
+    listen_tally(m, &ev, "L", false, 1, &t);
+    assert_int_equal(ew_manager_start(m), EW_ECONFLICT);
+    print_message("%s", cap.text);
+    char want[300];
+    snprintf(want, sizeof want, "declaring queue '%s'", q);
+    assert_true(capture_has(&cap, want));
+    assert_true(capture_has(&cap, "406 PRECONDITION_FAILED"));
+    assert_true(capture_has(&cap, "inequivalent arg 'durable'"));
+    ew_manager_free(m);
+    tally_free(&t);
+    raw_delete(q, false);
+    raw_delete(ev.name, true);
+}
+
+static void incompatible_exchange_is_a_clear_error(void **state)
+{
+    (void)state;
+    EV(ev, "ClashX", true);
+    amqp_connection_state_t c = raw_connect();
+    amqp_exchange_declare(c, 1, amqp_cstring_bytes(ev.name), amqp_cstring_bytes("fanout"), 0,
+                          1, 0, 0, amqp_empty_table);
+    assert_true(raw_ok(c));
+    raw_close(c);
+
+    /* A sender without listeners meets it on its first send. */
+    capture cap;
+    capture_init(&cap);
+    ew_manager *m = mgr_capture(rmq_test_url(), "s1", &cap);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    assert_int_equal(ew_send(m, &ev, &(conf_event){.id = 1, .text = "x"}), EW_ECONFLICT);
+    print_message("%s", cap.text);
+    char want[300];
+    snprintf(want, sizeof want, "declaring exchange '%s' (topic, durable)", ev.name);
+    assert_true(capture_has(&cap, want));
+    assert_true(capture_has(&cap, "inequivalent arg 'type'"));
+    /* The connection survived the refusal: other events still work. */
+    EV(ok, "ClashOk", true);
+    tally t;
+    tally_init(&t, 3);
+    ew_listener_desc d = {.event = &ok, .name = "L"};
+    assert_int_equal(ew_listen(m, &d, tally_listener, tref(&t, "s1")), EW_OK);
+    send_range(m, &ok, 0, 3);
+    assert_true(tally_wait_all(&t, 30000));
+    ew_manager_free(m);
+    tally_free(&t);
+    raw_delete(ev.name, true);
+    char q[256];
+    snprintf(q, sizeof q, "%s::L", ok.name);
+    raw_delete(q, false);
+    snprintf(q, sizeof q, "%s::L.dlq", ok.name);
+    raw_delete(q, false);
+    raw_delete(ok.name, true);
+}
+
+static void bad_credentials_fail_at_start(void **state)
+{
+    (void)state;
+    capture cap;
+    capture_init(&cap);
+    ew_manager *m = mgr_capture("rabbitmq://guest:wrong@127.0.0.1:5672/", "s1", &cap);
+    int64_t t0 = ewi_now_ms();
+    assert_int_equal(ew_manager_start(m), EW_EAUTH);
+    /* Refused credentials are not retried until the start timeout. */
+    assert_true(ewi_now_ms() - t0 < 5000);
+    print_message("%s", cap.text);
+    assert_true(capture_has(&cap, "refused the login of user 'guest'"));
+    assert_true(capture_has(&cap, "ACCESS_REFUSED"));
+    assert_false(capture_has(&cap, "wrong")); /* the password stays out */
+    ew_manager_free(m);
+}
+
+static void wrong_vhost_fails_at_start(void **state)
+{
+    (void)state;
+    capture cap;
+    capture_init(&cap);
+    ew_manager *m = mgr_capture("rabbitmq://guest:guest@127.0.0.1:5672/no-such-vhost", "s1",
+                                &cap);
+    assert_int_equal(ew_manager_start(m), EW_EAUTH);
+    print_message("%s", cap.text);
+    assert_true(capture_has(&cap, "vhost 'no-such-vhost'"));
+    assert_true(capture_has(&cap, "NOT_ALLOWED"));
+    ew_manager_free(m);
+}
+
+static void no_broker_fails_at_start_after_the_timeout(void **state)
+{
+    (void)state;
+    capture cap;
+    capture_init(&cap);
+    ew_options o = {.on_error = capture_error, .error_user = &cap, .log_level = EW_LOG_ERROR,
+                    .start_timeout_ms = 1500};
+    /* Port 1 on 127.0.0.1: nothing listens there. */
+    ew_manager *m = mgr_new_opts("rabbitmq://guest:guest@127.0.0.1:1/", "s1", &o);
+    int64_t t0 = ewi_now_ms();
+    assert_int_equal(ew_manager_start(m), EW_ECONNECT);
+    int64_t took = ewi_now_ms() - t0;
+    assert_true(took >= 1400 && took < 6000);
+    print_message("%s", cap.text);
+    assert_true(capture_has(&cap, "cannot reach RabbitMQ at rabbitmq://127.0.0.1:1/"));
+    ew_manager_free(m);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s BROKER_SCRIPT\n", argv[0]);
+        return 2;
+    }
+    SCRIPT = argv[1];
+    support_init(rmq_test_url());
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(topology_names_on_the_broker),
+        cmocka_unit_test(incompatible_queue_is_a_clear_error),
+        cmocka_unit_test(incompatible_exchange_is_a_clear_error),
+        cmocka_unit_test(bad_credentials_fail_at_start),
+        cmocka_unit_test(wrong_vhost_fails_at_start),
+        cmocka_unit_test(no_broker_fails_at_start_after_the_timeout),
+    };
+    return cmocka_run_group_tests_name("rabbitmq topology and errors", tests, NULL, NULL);
+}
