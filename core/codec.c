@@ -204,7 +204,7 @@ bool ewi_utf8_valid(const char *str, size_t len)
     const unsigned char *s = (const unsigned char *)str;
     size_t i = 0;
     while (i < len) {
-        /* Eight ASCII bytes at a time: no high bit and no zero byte. */
+        /* ASCII first, eight bytes at a time: no high bit, no zero byte. */
         while (len - i >= 8) {
             uint64_t w;
             memcpy(&w, s + i, 8);
@@ -213,15 +213,13 @@ bool ewi_utf8_valid(const char *str, size_t len)
                 break;
             i += 8;
         }
+        while (i < len && s[i] - 1u < 0x7fu) /* 0x01..0x7f */
+            i++;
         if (i >= len)
             break;
         unsigned c = s[i];
-        if (c < 0x80) {
-            if (c == 0)
-                return false;
-            i++;
-            continue;
-        }
+        if (c == 0)
+            return false;
         size_t n;
         uint32_t cp, min;
         if (c >= 0xc2 && c <= 0xdf) {
