@@ -53,8 +53,8 @@ ew_err stomp_message_read(ewi_stomp_frame *f, ew_envelope *env)
     for (size_t i = 0; i < f->nheaders; i++) {
         const ewi_stomp_header *h = &f->headers[i];
         if (h->klen == 12 && memcmp(h->key, "content-type", 12) == 0) {
-            if (!ew_envelope_content_type(env) &&
-                ewi_envelope_set_content_type(env, h->value) != EW_OK)
+            const char *cur = ew_envelope_content_type(env);
+            if ((!cur || !*cur) && ewi_envelope_set_content_type(env, h->value) != EW_OK)
                 return EW_ENOMEM;
             continue;
         }
