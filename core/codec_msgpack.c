@@ -45,6 +45,7 @@ static int menc_write(void *data, const char *buf, size_t len)
         return menc_write_long(c, buf, len);
     uint8_t *dst = b->data + b->len;
     switch (len) {
+    case 0: break; /* the body of an empty string */
     case 1: dst[0] = (uint8_t)buf[0]; break;
     case 2: memcpy(dst, buf, 2); break;
     case 3: memcpy(dst, buf, 3); break;
@@ -53,7 +54,8 @@ static int menc_write(void *data, const char *buf, size_t len)
     case 6: memcpy(dst, buf, 6); break;
     case 7: memcpy(dst, buf, 7); break;
     case 8: memcpy(dst, buf, 8); break;
-    default: memcpy(dst, buf, 9); break;
+    case 9: memcpy(dst, buf, 9); break;
+    default: break; /* longer ones took the other path */
     }
     b->len += len;
     return 0;

@@ -1120,6 +1120,24 @@ static void ewi_encode_appends_and_restores(void **state)
     ewi_buf_free(&buf); /* twice is fine */
 }
 
+/* The writer must not touch the buffer for a zero-length piece (the body of
+ * an empty string), even when the buffer is exactly full (ASan watches). */
+static void empty_string_at_the_end_of_a_full_buffer(void **state)
+{
+    (void)state;
+    hello h = {"", 1};
+    /* 82 a5 "world" a0: the empty body comes when 8 bytes are written */
+    ewi_buf b = {malloc(8), 0, 8};
+    char err[128];
+    assert_int_equal(ewi_encode(&hello_type, EW_FORMAT_MSGPACK, &h, &b, err, sizeof err),
+                     EW_OK);
+    static const uint8_t want[] = {0x82, 0xa5, 'w', 'o', 'r', 'l', 'd', 0xa0,
+                                   0xa5, 'c', 'o', 'u', 'n', 't', 0x01};
+    assert_int_equal(b.len, sizeof want);
+    assert_memory_equal(b.data, want, sizeof want);
+    ewi_buf_free(&b);
+}
+
 static void bad_arguments(void **state)
 {
     (void)state;
@@ -1338,6 +1356,7 @@ int main(void)
         cmocka_unit_test(big_strings_and_default_limits),
         cmocka_unit_test(encode_errors_name_the_field),
         cmocka_unit_test(ewi_encode_appends_and_restores),
+        cmocka_unit_test(empty_string_at_the_end_of_a_full_buffer),
         cmocka_unit_test(bad_arguments),
         cmocka_unit_test(type_check_accepts_real_types),
         cmocka_unit_test(type_check_refuses_broken_tables),
