@@ -1,0 +1,340 @@
+/* The STOMP transport's pure parts: URL options, each dialect's addressing
+ * and name rules, heart-beat negotiation, and envelopes as SEND frames and
+ * back. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "transports/stomp/stomp.h"
+
+static ew_err parse(const char *text, stomp_options *o, char *err, size_t errlen)
+{
+    ewi_url u;
+    assert_int_equal(ewi_url_parse(text, &u, err, errlen), EW_OK);
+    ew_err rc = stomp_options_parse(&u, o, err, errlen);
+    ewi_url_free(&u);
+    return rc;
+}
+
+/* ---- options ------------------------------------------------------------- */
+
+static void options_defaults_and_values(void **state)
+{
+    (void)state;
+    stomp_options o;
+    char err[512];
+    assert_int_equal(parse("stomp://guest:pw@127.0.0.1?dialect=rabbitmq", &o, err, sizeof err),
+                     EW_OK);
+    assert_int_equal(o.dialect, STOMP_RABBITMQ);
+    assert_int_equal(o.port, 61613);
+    assert_false(o.tls);
+    assert_string_equal(o.login, "guest");
+    assert_string_equal(o.passcode, "pw");
+    assert_string_equal(o.vhost, "/");
+    assert_int_equal(o.heartbeat_ms, 10000);
+    assert_int_equal(o.max_inflight, 1000);
+    assert_int_equal(o.expires_ms, 60000);
+    assert_int_equal(o.amqp_port, 5672);
+    stomp_options_free(&o);
+
+    assert_int_equal(parse("stomp+ssl://h:1234/prod?dialect=rabbitmq&ca=/x/ca.pem&heartbeat_ms=0"
+                           "&max_inflight=5&per_process_expires_ms=5000&amqp_port=5671",
+                           &o, err, sizeof err),
+                     EW_OK);
+    assert_true(o.tls);
+    assert_true(o.verify);
+    assert_int_equal(o.port, 1234);
+    assert_string_equal(o.vhost, "prod");
+    assert_string_equal(o.ca_file, "/x/ca.pem");
+    assert_int_equal(o.heartbeat_ms, 0);
+    assert_int_equal(o.max_inflight, 5);
+    assert_int_equal(o.expires_ms, 5000);
+    assert_int_equal(o.amqp_port, 5671);
+    assert_null(o.login);
+    stomp_options_free(&o);
+
+    /* activemq and artemis: the host header is the broker's host name. */
+    assert_int_equal(parse("stomp://broker.example:61614?dialect=activemq", &o, err, sizeof err),
+                     EW_OK);
+    assert_int_equal(o.dialect, STOMP_ACTIVEMQ);
+    assert_string_equal(o.vhost, "broker.example");
+    assert_int_equal(o.amqp_port, 0);
+    stomp_options_free(&o);
+    assert_int_equal(parse("stomp+ssl://a?dialect=artemis&verify=false", &o, err, sizeof err),
+                     EW_OK);
+    assert_int_equal(o.dialect, STOMP_ARTEMIS);
+    assert_false(o.verify);
+    assert_int_equal(o.port, 61614);
+    stomp_options_free(&o);
+}
+
+static void options_refused_with_reasons(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *url, *says;
+    } bad[] = {
+        {"stomp://h", "needs ?dialect="},
+        {"stomp://h?dialect=qpid", "unknown dialect 'qpid'"},
+        {"stomp://h?dialect=rabbitmq&prefetch=3", "unknown option 'prefetch'"},
+        {"stomp://h?dialect=rabbitmq&heartbeat_ms=-1", "heartbeat_ms must be"},
+        {"stomp://h?dialect=rabbitmq&max_inflight=0", "max_inflight must be"},
+        {"stomp://h?dialect=rabbitmq&ca=/x", "need stomp+ssl"},
+        {"stomp+ssl://h?dialect=rabbitmq&verify=maybe", "verify must be"},
+        {"stomp://h?dialect=activemq&amqp_port=5672", "rabbitmq only"},
+        {"stomp://a%0Ab:c@h?dialect=rabbitmq", "line breaks"},
+        {"amqp://h?dialect=rabbitmq", "not stomp"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        stomp_options o;
+        char err[512] = "";
+        ew_err rc = parse(bad[i].url, &o, err, sizeof err);
+        stomp_options_free(&o);
+        if (rc != EW_EINVAL || !strstr(err, bad[i].says))
+            fail_msg("%s: %d '%s', want EINVAL saying '%s'", bad[i].url, rc, err, bad[i].says);
+    }
+}
+
+/* ---- addressing ------------------------------------------------------------ */
+
+static const char *hdr(const stomp_target *t, const char *key)
+{
+    for (size_t i = 0; i < t->n; i++)
+        if (strcmp(t->h[i].key, key) == 0)
+            return t->h[i].value;
+    return NULL;
+}
+
+static void addressing_rabbitmq(void **state)
+{
+    (void)state;
+    stomp_options o = {.dialect = STOMP_RABBITMQ, .expires_ms = 60000};
+    stomp_target t;
+    assert_int_equal(stomp_send_target(&o, EWI_DEST_EVENT, "E", NULL, true, &t), EW_OK);
+    assert_string_equal(t.dest, "/exchange/E/E");
+    assert_string_equal(hdr(&t, "persistent"), "true");
+    assert_int_equal(stomp_send_target(&o, EWI_DEST_EVENT, "E", NULL, false, &t), EW_OK);
+    assert_null(hdr(&t, "persistent"));
+    assert_int_equal(stomp_send_target(&o, EWI_DEST_LISTENER, "E", "E::L", false, &t), EW_OK);
+    assert_string_equal(t.dest, "/amq/queue/E::L");
+    assert_int_equal(stomp_send_target(&o, EWI_DEST_DLQ, "E", "E::L.dlq", false, &t), EW_OK);
+    assert_string_equal(t.dest, "/queue/E::L.dlq");
+    /* Dead letters persist even for a non-durable event. */
+    assert_string_equal(hdr(&t, "persistent"), "true");
+
+    ewi_sub sub = {.event = "E", .listener = "L", .queue = "E::L-s1", .dlq = "E::L.dlq",
+                   .per_process = true, .durable = true, .prefetch = 7};
+    assert_int_equal(stomp_sub_target(&o, &sub, &t), EW_OK);
+    assert_string_equal(t.dest, "/exchange/E/#");
+    assert_string_equal(hdr(&t, "x-queue-name"), "E::L-s1");
+    assert_string_equal(hdr(&t, "durable"), "true");
+    assert_string_equal(hdr(&t, "auto-delete"), "false");
+    assert_string_equal(hdr(&t, "x-expires"), "60000");
+    assert_string_equal(hdr(&t, "prefetch-count"), "7");
+    sub.per_process = false;
+    sub.durable = false;
+    assert_int_equal(stomp_sub_target(&o, &sub, &t), EW_OK);
+    assert_null(hdr(&t, "x-expires"));
+    assert_string_equal(hdr(&t, "durable"), "false");
+
+    assert_int_equal(stomp_dlq_target(&o, "E", "E::L.dlq", 10, &t), EW_OK);
+    assert_string_equal(t.dest, "/queue/E::L.dlq");
+    assert_string_equal(hdr(&t, "prefetch-count"), "10");
+    assert_true(stomp_requeue_by_nack(STOMP_RABBITMQ));
+}
+
+static void addressing_activemq(void **state)
+{
+    (void)state;
+    stomp_options o = {.dialect = STOMP_ACTIVEMQ};
+    stomp_target t;
+    assert_int_equal(stomp_send_target(&o, EWI_DEST_EVENT, "E", NULL, true, &t), EW_OK);
+    assert_string_equal(t.dest, "/topic/VirtualTopic.E");
+    assert_string_equal(hdr(&t, "persistent"), "true");
+    assert_int_equal(stomp_send_target(&o, EWI_DEST_LISTENER, "E", "E::L", true, &t), EW_OK);
+    assert_string_equal(t.dest, "/queue/Consumer.E::L.VirtualTopic.E");
+    assert_int_equal(stomp_send_target(&o, EWI_DEST_DLQ, "E", "E::L.dlq", true, &t), EW_OK);
+    assert_string_equal(t.dest, "/queue/E::L.dlq");
+    ewi_sub sub = {.event = "E", .listener = "L", .queue = "E::L-s1", .prefetch = 3};
+    assert_int_equal(stomp_sub_target(&o, &sub, &t), EW_OK);
+    assert_string_equal(t.dest, "/queue/Consumer.E::L-s1.VirtualTopic.E");
+    assert_string_equal(hdr(&t, "activemq.prefetchSize"), "3");
+    assert_int_equal(stomp_dlq_target(&o, "E", "E::L.dlq", 5, &t), EW_OK);
+    assert_string_equal(t.dest, "/queue/E::L.dlq");
+    /* NACK would send the message to ActiveMQ.DLQ (a poison ack). */
+    assert_false(stomp_requeue_by_nack(STOMP_ACTIVEMQ));
+}
+
+static void addressing_artemis(void **state)
+{
+    (void)state;
+    stomp_options o = {.dialect = STOMP_ARTEMIS};
+    stomp_target t;
+    assert_int_equal(stomp_send_target(&o, EWI_DEST_EVENT, "E", NULL, true, &t), EW_OK);
+    assert_string_equal(t.dest, "E");
+    assert_string_equal(hdr(&t, "destination-type"), "MULTICAST");
+    assert_string_equal(hdr(&t, "persistent"), "true");
+    assert_int_equal(stomp_send_target(&o, EWI_DEST_LISTENER, "E", "E::L", false, &t), EW_OK);
+    assert_string_equal(t.dest, "E::E::L");
+    assert_int_equal(stomp_send_target(&o, EWI_DEST_DLQ, "E", "E::L.dlq", false, &t), EW_OK);
+    assert_string_equal(t.dest, "E.dlq::E::L.dlq");
+    assert_string_equal(hdr(&t, "destination-type"), "ANYCAST");
+    ewi_sub sub = {.event = "E", .listener = "L", .queue = "E::L", .prefetch = 3};
+    assert_int_equal(stomp_sub_target(&o, &sub, &t), EW_OK);
+    assert_string_equal(t.dest, "E::E::L");
+    assert_string_equal(hdr(&t, "subscription-type"), "MULTICAST");
+    assert_int_equal(stomp_dlq_target(&o, "E", "E::L.dlq", 5, &t), EW_OK);
+    assert_string_equal(t.dest, "E.dlq::E::L.dlq");
+    assert_string_equal(hdr(&t, "subscription-type"), "ANYCAST");
+    /* Artemis discards a NACKed message. */
+    assert_false(stomp_requeue_by_nack(STOMP_ARTEMIS));
+}
+
+static void names_per_dialect(void **state)
+{
+    (void)state;
+    char err[256];
+    assert_int_equal(stomp_check_names(STOMP_ACTIVEMQ, "order.created", NULL, err, sizeof err),
+                     EW_EINVAL);
+    assert_non_null(strstr(err, "contains '.'"));
+    assert_int_equal(stomp_check_names(STOMP_ACTIVEMQ, "Order", "a.b", err, sizeof err),
+                     EW_EINVAL);
+    assert_int_equal(stomp_check_names(STOMP_ACTIVEMQ, "Order", "L", err, sizeof err), EW_OK);
+    assert_int_equal(stomp_check_names(STOMP_RABBITMQ, "order.created", "L", err, sizeof err),
+                     EW_OK);
+    assert_int_equal(stomp_check_names(STOMP_ARTEMIS, "x.dlq", NULL, err, sizeof err), EW_EINVAL);
+    assert_int_equal(stomp_check_names(STOMP_ARTEMIS, "order.created", "L", err, sizeof err),
+                     EW_OK);
+}
+
+/* ---- heart-beats ----------------------------------------------------------- */
+
+static void heartbeat_negotiation(void **state)
+{
+    (void)state;
+    stomp_heartbeat hb;
+    assert_int_equal(stomp_heartbeat_negotiate(10000, 10000, "4000,20000", &hb), EW_OK);
+    assert_int_equal(hb.send_ms, 20000);  /* max(cx, sy) */
+    assert_int_equal(hb.expect_ms, 10000); /* max(cy, sx) */
+    assert_int_equal(stomp_heartbeat_negotiate(10000, 10000, "0,0", &hb), EW_OK);
+    assert_int_equal(hb.send_ms, 0);
+    assert_int_equal(hb.expect_ms, 0);
+    assert_int_equal(stomp_heartbeat_negotiate(0, 5000, "1000,1000", &hb), EW_OK);
+    assert_int_equal(hb.send_ms, 0);
+    assert_int_equal(hb.expect_ms, 5000);
+    assert_int_equal(stomp_heartbeat_negotiate(5000, 5000, NULL, &hb), EW_OK);
+    assert_int_equal(hb.send_ms, 0);
+    assert_int_equal(stomp_heartbeat_negotiate(5000, 5000, "10, 10", &hb), EW_EPROTO);
+    assert_int_equal(stomp_heartbeat_negotiate(5000, 5000, "10", &hb), EW_EPROTO);
+    assert_int_equal(stomp_heartbeat_negotiate(5000, 5000, "-1,0", &hb), EW_EPROTO);
+    assert_int_equal(stomp_heartbeat_negotiate(5000, 5000, "99999999999999,0", &hb), EW_EPROTO);
+    assert_int_equal(stomp_heartbeat_grace_ms(0), 0);
+    assert_true(stomp_heartbeat_grace_ms(10000) > 10000);
+}
+
+/* ---- messages ---------------------------------------------------------------- */
+
+static void message_round_trip(void **state)
+{
+    (void)state;
+    ew_envelope *env = ewi_envelope_new();
+    ewi_envelope_set_body(env, "a\0b", 3);
+    ewi_envelope_set_content_type(env, "application/msgpack");
+    ewi_envelope_put(env, "session", 7, "s:1\n\\", 5);
+    ewi_envelope_put(env, "ew-event", 8, "E", 1);
+    stomp_options o = {.dialect = STOMP_RABBITMQ};
+    stomp_target to;
+    assert_int_equal(stomp_send_target(&o, EWI_DEST_EVENT, "E", NULL, true, &to), EW_OK);
+    ewi_buf out = {0};
+    char err[256];
+    assert_int_equal(stomp_message_write(&out, &to, "p1", env, err, sizeof err), EW_OK);
+
+    /* As the broker delivers it: a MESSAGE with its own headers added. */
+    ewi_stomp_parser *p = ewi_stomp_parser_new(NULL);
+    size_t used;
+    assert_int_equal(ewi_stomp_parse(p, out.data, out.len, &used), EWI_STOMP_FRAME);
+    ewi_stomp_frame *f = ewi_stomp_parser_take(p);
+    assert_int_equal(f->cmd, EWI_STOMP_SEND);
+    assert_string_equal(ewi_stomp_frame_get(f, "destination"), "/exchange/E/E");
+    assert_string_equal(ewi_stomp_frame_get(f, "receipt"), "p1");
+    assert_string_equal(ewi_stomp_frame_get(f, "persistent"), "true");
+    f->cmd = EWI_STOMP_MESSAGE;
+    ew_envelope *got = ewi_envelope_new();
+    assert_int_equal(stomp_message_read(f, got), EW_OK);
+    size_t blen;
+    const void *body = ew_envelope_body(got, &blen);
+    assert_int_equal(blen, 3);
+    assert_memory_equal(body, "a\0b", 3);
+    assert_string_equal(ew_envelope_content_type(got), "application/msgpack");
+    assert_string_equal(ew_envelope_header(got, "session"), "s:1\n\\");
+    assert_string_equal(ew_envelope_header(got, "ew-event"), "E");
+    /* the broker's and STOMP's own headers are not event headers */
+    assert_null(ew_envelope_header(got, "destination"));
+    assert_null(ew_envelope_header(got, "receipt"));
+    assert_null(ew_envelope_header(got, "persistent"));
+    assert_null(ew_envelope_header(got, "content-length"));
+    ewi_stomp_frame_free(f);
+    ewi_envelope_unref(got);
+
+    /* first of repeated headers wins */
+    static const char twice[] = "MESSAGE\nk:first\nk:second\nmessage-id:9\n\n\0";
+    ewi_stomp_parser_reset(p);
+    assert_int_equal(ewi_stomp_parse(p, (const uint8_t *)twice, sizeof twice - 1, &used),
+                     EWI_STOMP_FRAME);
+    f = ewi_stomp_parser_take(p);
+    got = ewi_envelope_new();
+    assert_int_equal(stomp_message_read(f, got), EW_OK);
+    assert_string_equal(ew_envelope_header(got, "k"), "first");
+    assert_null(ew_envelope_header(got, "message-id"));
+    ewi_stomp_frame_free(f);
+    ewi_envelope_unref(got);
+
+    /* a reserved name is refused, and out is left as it was */
+    size_t before = out.len;
+    ewi_envelope_put(env, "destination", 11, "/queue/evil", 11);
+    assert_int_equal(stomp_message_write(&out, &to, "p2", env, err, sizeof err), EW_EINVAL);
+    assert_non_null(strstr(err, "'destination' is reserved"));
+    assert_int_equal(out.len, before);
+    ewi_buf_free(&out);
+    ewi_stomp_parser_free(p);
+    ewi_envelope_unref(env);
+}
+
+static void error_text(void **state)
+{
+    (void)state;
+    static const char e[] = "ERROR\nmessage:not_found\ncontent-length:26\n\nNOT_FOUND - no\nexchange X\n\0";
+    ewi_stomp_parser *p = ewi_stomp_parser_new(NULL);
+    size_t used;
+    assert_int_equal(ewi_stomp_parse(p, (const uint8_t *)e, sizeof e - 1, &used), EWI_STOMP_FRAME);
+    ewi_stomp_frame *f = ewi_stomp_parser_take(p);
+    char buf[128];
+    stomp_error_text(f, buf, sizeof buf);
+    assert_string_equal(buf, "not_found: NOT_FOUND - no exchange X");
+    stomp_error_text(f, buf, 12);
+    assert_true(strlen(buf) < 12 && strncmp(buf, "not_found", 9) == 0);
+    ewi_stomp_frame_free(f);
+    ewi_stomp_parser_free(p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(options_defaults_and_values),
+        cmocka_unit_test(options_refused_with_reasons),
+        cmocka_unit_test(addressing_rabbitmq),
+        cmocka_unit_test(addressing_activemq),
+        cmocka_unit_test(addressing_artemis),
+        cmocka_unit_test(names_per_dialect),
+        cmocka_unit_test(heartbeat_negotiation),
+        cmocka_unit_test(message_round_trip),
+        cmocka_unit_test(error_text),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
