@@ -36,6 +36,8 @@ static void defaults_are_artemis_on_5672(void **state)
     assert_null(o.vhost);
     assert_null(o.sasl_mechs);
     assert_int_equal(o.max_inflight, 10000);
+    assert_int_equal(o.expires_ms, 60000);
+    assert_int_equal(o.queue_check_ms, 0);
     amqp_options_free(&o);
 
     assert_int_equal(parse("amqps://h", &o, err, sizeof err), EW_OK);
@@ -53,7 +55,8 @@ static void every_option_is_read(void **state)
     assert_int_equal(parse("amqps://u%40x:p%3Aw@broker:6000/v%2Fh?dialect=rabbitmq"
                            "&queue_naming=aspyx&ca=/etc/ca.pem&verify=peer"
                            "&sasl=PLAIN%20EXTERNAL&max_inflight=50"
-                           "&reconnect_max_ms=900&per_process_expires_ms=5000",
+                           "&reconnect_max_ms=900&per_process_expires_ms=5000"
+                           "&queue_check_ms=250&prefetch=64",
                            &o, err, sizeof err),
                      EW_OK);
     assert_int_equal(o.dialect, AMQP_DIALECT_RABBITMQ);
@@ -69,6 +72,7 @@ static void every_option_is_read(void **state)
     assert_int_equal(o.max_inflight, 50);
     assert_int_equal(o.reconnect_max_ms, 900);
     assert_int_equal(o.expires_ms, 5000);
+    assert_int_equal(o.queue_check_ms, 250);
     amqp_options_free(&o);
 
     assert_int_equal(parse("amqp://h?dialect=rabbitmq&vhost=other", &o, err, sizeof err),
@@ -94,6 +98,7 @@ static void mistakes_are_refused_with_a_reason(void **state)
         {"amqp://h?max_inflight=lots", "max_inflight"},
         {"amqp://h?reconnect_max_ms=5", "reconnect_max_ms"},
         {"amqp://h?sasl=", "sasl is empty"},
+        {"amqp://h?queue_check_ms=-1", "queue_check_ms"},
         {"stomp://h", "not amqp"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

@@ -159,7 +159,8 @@ ew_err amqp_topo_open(const amqp_options *o, int timeout_ms, amqp_topo **out,
                       char *err, size_t errlen);
 void amqp_topo_close(amqp_topo *tp); /* NULL allowed */
 
-/* The topic exchange E, durable as the event says. */
+/* The topic exchange E, durable for every event (as the other transports
+ * declare it; durable is kept for the day that changes). */
 ew_err amqp_topo_exchange(amqp_topo *tp, const char *event, bool durable,
                           char *err, size_t errlen);
 /* Queue q bound to exchange event with '#', durable as the event says,
@@ -331,6 +332,9 @@ struct ewi_transport {
     int64_t down_since;        /* monotonic ms the connection was lost */
     int64_t start_deadline;
     long pending;              /* publishes taken and not yet done */
+    bool io_busy;              /* the I/O thread is in a batch of the
+                                  connection and takes new work at its end:
+                                  no wake needed */
     int window_waiters;
 
     /* ---- the declaration cache (amqp_declare.c), under decl_mu ---- */

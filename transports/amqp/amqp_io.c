@@ -400,12 +400,14 @@ static void sub_maybe_free(ewi_transport *t, amqp_sub *s)
     free(s);
 }
 
+/* Credit back up to the prefetch window once half of it is free: one flow
+ * frame per half window, not one per message. */
 static void top_up(amqp_sub *s)
 {
     if (!s->l || s->unsubscribed)
         return;
     long want = (long)s->prefetch - (long)s->outstanding - pn_link_credit(s->l);
-    if (want > 0)
+    if (want > 0 && want >= ((long)s->prefetch + 1) / 2)
         pn_link_flow(s->l, (int)want);
 }
 
@@ -670,10 +672,11 @@ void amqp_post_locked(ewi_transport *t, amqp_work *w)
     else
         t->work_head = w;
     t->work_tail = w;
-    /* One wake per batch: the I/O thread takes the whole queue at once. The
-     * connection cannot be freed while mu is held (the I/O thread clears
-     * conn_live under mu before proton frees it). */
-    if (was_empty) {
+    /* One wake per batch: the I/O thread takes the whole queue at once, and
+     * none while it is busy with the connection (it looks at the queue
+     * before it finishes). The connection cannot be freed while mu is held
+     * (the I/O thread clears conn_live under mu before proton frees it). */
+    if (was_empty && !t->io_busy) {
         if (t->conn_live)
             pn_connection_wake(t->conn_live);
         else
@@ -1122,6 +1125,28 @@ static void handle(ewi_transport *t, pn_event_t *e)
 
 /* ---- the thread --------------------------------------------------------- */
 
+/* End of a batch of the connection: take the work that arrived meanwhile
+ * (posters did not wake us), a few rounds at most so that the proactor gets
+ * to write; what is left then gets a wake of its own. */
+static void drain_tail(ewi_transport *t)
+{
+    for (int round = 0;; round++) {
+        pthread_mutex_lock(&t->mu);
+        bool more = t->work_head != NULL;
+        if (!more || round == 4 || !t->conn || t->exit_now) {
+            t->io_busy = false;
+            if (more && t->conn_live)
+                pn_connection_wake(t->conn_live);
+            else if (more)
+                pn_proactor_interrupt(t->proactor);
+            pthread_mutex_unlock(&t->mu);
+            return;
+        }
+        pthread_mutex_unlock(&t->mu);
+        process_work(t);
+    }
+}
+
 /* After the loop: whatever is left fails or is freed. */
 static void finish(ewi_transport *t)
 {
@@ -1201,8 +1226,18 @@ void *amqp_io_main(void *arg)
     while (!t->exit_now) {
         pn_event_batch_t *b = pn_proactor_wait(t->proactor);
         pn_event_t *e;
-        while ((e = pn_event_batch_next(b)))
+        bool conn_batch = false;
+        while ((e = pn_event_batch_next(b))) {
+            if (!conn_batch && t->conn && pn_event_connection(e) == t->conn) {
+                conn_batch = true;
+                pthread_mutex_lock(&t->mu);
+                t->io_busy = true;
+                pthread_mutex_unlock(&t->mu);
+            }
             handle(t, e);
+        }
+        if (conn_batch)
+            drain_tail(t);
         pn_proactor_done(t->proactor, b);
     }
     pn_proactor_cancel_timeout(t->proactor);

@@ -24,7 +24,9 @@ void amqp_textf(char *buf, size_t len, const char *fmt, ...)
 static const char *const known[] = {
     "dialect", "queue_naming", "ca", "verify", "sasl", "vhost",
     "max_inflight", "reconnect_max_ms", "per_process_expires_ms",
-    "queue_check_ms", NULL};
+    "queue_check_ms",
+    "prefetch", /* core's: the default listener prefetch */
+    NULL};
 
 const char *amqp_dialect_name(amqp_dialect d)
 {
@@ -80,7 +82,7 @@ ew_err amqp_options_parse(const ewi_url *url, amqp_options *o, char *err,
             amqp_textf(err, errlen,
                      "unknown option '%s' (known: dialect, queue_naming, ca, "
                      "verify, sasl, vhost, max_inflight, reconnect_max_ms, "
-                     "per_process_expires_ms, queue_check_ms)", url->params[i].key);
+                     "per_process_expires_ms, queue_check_ms, prefetch)", url->params[i].key);
             return EW_EINVAL;
         }
     }

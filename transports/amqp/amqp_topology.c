@@ -4,7 +4,7 @@
  * bindings (and its /exchange and /topic sources make queues that are never
  * deleted), so this dialect opens a short 0-9-1 connection on the same host
  * and port (librabbitmq) and declares the same topology as the rabbitmq://
- * transport: a topic exchange E, listener queues E::L[-S] bound with '#',
+ * transport: a durable topic exchange E, listener queues E::L[-S] bound with '#',
  * per_process queues with x-expires, a durable dead-letter queue E::L.dlq.
  * Everything is idempotent; a declaration that contradicts an existing one
  * fails with the broker's PRECONDITION_FAILED text. */
@@ -163,9 +163,12 @@ void amqp_topo_close(amqp_topo *tp)
 ew_err amqp_topo_exchange(amqp_topo *tp, const char *event, bool durable,
                           char *err, size_t errlen)
 {
+    /* Always durable, whatever the event: the rabbitmq:// and stomp://
+     * transports declare it so, and a second declaration that differs in
+     * durability fails with PRECONDITION_FAILED. */
+    (void)durable;
     amqp_exchange_declare(tp->conn, tp->ch, amqp_cstring_bytes(event),
-                          amqp_cstring_bytes("topic"), 0, durable, 0, 0,
-                          amqp_empty_table);
+                          amqp_cstring_bytes("topic"), 0, 1, 0, 0, amqp_empty_table);
     char what[EW_MAX_EVENT_NAME + 64];
     amqp_textf(what, sizeof what, "declaring topic exchange %s", event);
     return check(tp, what, err, errlen);
@@ -178,8 +181,10 @@ static ew_err declare_queue(amqp_topo *tp, const char *q, bool passive,
     amqp_table_t table = amqp_empty_table;
     if (expires_ms > 0) {
         args[0].key = amqp_cstring_bytes("x-expires");
-        args[0].value.kind = AMQP_FIELD_KIND_I32;
-        args[0].value.value.i32 = (int32_t)expires_ms;
+        /* long, like the rabbitmq:// transport: RabbitMQ compares the
+         * arguments of a second declaration type and all. */
+        args[0].value.kind = AMQP_FIELD_KIND_I64;
+        args[0].value.value.i64 = expires_ms;
         table.num_entries = 1;
         table.entries = args;
     }

@@ -1,0 +1,380 @@
+/* bench_amqp: events per second through RabbitMQ's AMQP 1.0 plugin, from
+ * the first send to the last receive, in one run:
+ *   raw       a bare qpid-proton-c client: one connection, an unsettled
+ *             sender (durable messages, completion on the accepted outcome,
+ *             as many in flight as the link credit allows) and a receiver
+ *             with credit 1000 that accepts each message
+ *   eventwire ew_send_async of a durable event, a listener with prefetch
+ *             1000 (encode, framework headers, the I/O thread hand-offs, a
+ *             worker, decode into a fresh struct, accept)
+ *   python    python3-qpid-proton doing what raw does (bench_amqp_py.py)
+ * Same topology for all three: a topic exchange and a durable queue bound
+ * with '#', declared over AMQP 0-9-1 as the rabbitmq dialect does. Payloads
+ * are ~100 bytes. Raw and eventwire run `rounds` times alternately and the
+ * medians are compared.
+ *
+ *   bench_amqp [-n events] [-r rounds] [--no-python] [URL]
+ *   URL default: $EW_BENCH_AMQP_URL, else
+ *                amqp://guest:guest@127.0.0.1:5672?dialect=rabbitmq */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <proton/connection.h>
+#include <proton/delivery.h>
+#include <proton/link.h>
+#include <proton/message.h>
+#include <proton/proactor.h>
+#include <proton/sasl.h>
+#include <proton/session.h>
+#include <proton/transport.h>
+
+#include "ewi.h"
+#include "transports/amqp/amqp.h"
+
+#ifndef EW_BENCH_PY
+#define EW_BENCH_PY "bench_amqp_py.py"
+#endif
+
+#define CREDIT 1000
+#define PAYLOAD 100
+
+static char run_id[32];
+
+static void die(const char *what)
+{
+    fprintf(stderr, "bench_amqp: %s\n", what);
+    exit(1);
+}
+
+/* Declares exchange `name` and durable queue `name`::q bound to it. */
+static void declare(const amqp_options *o, const char *name, char *queue, size_t qlen)
+{
+    char err[512];
+    amqp_topo *tp = NULL;
+    snprintf(queue, qlen, "%s::q", name);
+    if (amqp_topo_open(o, 5000, &tp, err, sizeof err) != EW_OK ||
+        amqp_topo_exchange(tp, name, true, err, sizeof err) != EW_OK ||
+        amqp_topo_listener(tp, name, queue, true, false, 0, NULL, err, sizeof err) != EW_OK) {
+        amqp_topo_close(tp);
+        die(err);
+    }
+    amqp_topo_close(tp);
+}
+
+/* ---- raw proton-c ------------------------------------------------------- */
+
+typedef struct raw {
+    int n, sent, accepted, received;
+    int64_t t_first, t_last;
+    pn_link_t *snd, *rcv;
+    pn_message_t *msg;
+    pn_rwbytes_t buf;
+    char *in;
+    size_t in_cap;
+    char payload[PAYLOAD];
+    bool done, failed;
+} raw;
+
+static void raw_send_some(raw *r)
+{
+    while (r->sent < r->n && pn_link_credit(r->snd) > 0) {
+        pn_message_clear(r->msg);
+        pn_message_set_durable(r->msg, true);
+        pn_atom_t id = {.type = PN_ULONG};
+        id.u.as_ulong = (uint64_t)r->sent;
+        pn_message_set_id(r->msg, id);
+        pn_data_put_binary(pn_message_body(r->msg), pn_bytes(PAYLOAD, r->payload));
+        pn_message_set_inferred(r->msg, true);
+        if (r->sent == 0)
+            r->t_first = ewi_now_ms();
+        uint64_t tag = (uint64_t)r->sent++;
+        pn_delivery(r->snd, pn_dtag((const char *)&tag, sizeof tag));
+        if (pn_message_send(r->msg, r->snd, &r->buf) < 0)
+            die("pn_message_send failed");
+    }
+}
+
+static void raw_receive(raw *r, pn_delivery_t *d)
+{
+    if (!pn_delivery_readable(d) || pn_delivery_partial(d))
+        return;
+    size_t len = pn_delivery_pending(d);
+    if (len > r->in_cap && !(r->in = realloc(r->in, r->in_cap = len)))
+        die("out of memory");
+    pn_link_t *l = pn_delivery_link(d);
+    pn_link_recv(l, r->in, len);
+    pn_link_advance(l);
+    pn_delivery_update(d, PN_ACCEPTED);
+    pn_delivery_settle(d);
+    if (++r->received == r->n) {
+        r->t_last = ewi_now_ms();
+        r->done = true;
+        pn_connection_close(pn_session_connection(pn_link_session(l)));
+    }
+    int credit = pn_link_credit(l);
+    if (credit < CREDIT / 2)
+        pn_link_flow(l, CREDIT - credit);
+}
+
+static void raw_event(raw *r, pn_event_t *e)
+{
+    switch (pn_event_type(e)) {
+    case PN_LINK_FLOW:
+        if (pn_event_link(e) == r->snd)
+            raw_send_some(r);
+        break;
+    case PN_DELIVERY: {
+        pn_delivery_t *d = pn_event_delivery(e);
+        if (pn_delivery_link(d) == r->rcv) {
+            raw_receive(r, d);
+        } else if (pn_delivery_remote_state(d)) {
+            if (pn_delivery_remote_state(d) != PN_ACCEPTED)
+                r->failed = true;
+            r->accepted++;
+            pn_delivery_settle(d);
+        }
+        break;
+    }
+    case PN_TRANSPORT_CLOSED: {
+        pn_condition_t *c = pn_transport_condition(pn_event_transport(e));
+        if (!r->done && pn_condition_is_set(c)) {
+            fprintf(stderr, "raw: %s: %s\n", pn_condition_get_name(c),
+                    pn_condition_get_description(c));
+            r->failed = true;
+        }
+        r->done = true;
+        break;
+    }
+    case PN_CONNECTION_REMOTE_CLOSE:
+        pn_connection_close(pn_event_connection(e));
+        break;
+    default:
+        break;
+    }
+}
+
+static double run_raw(const amqp_options *o, int n)
+{
+    char name[64], queue[128], target[256], source[256];
+    static int round;
+    snprintf(name, sizeof name, "BenchRaw_%s_%d", run_id, round++);
+    declare(o, name, queue, sizeof queue);
+    snprintf(target, sizeof target, "/exchange/%s/%s", name, name);
+    snprintf(source, sizeof source, "/amq/queue/%s", queue);
+
+    raw r = {.n = n, .msg = pn_message()};
+    memset(r.payload, 'x', sizeof r.payload);
+    pn_proactor_t *p = pn_proactor();
+    pn_connection_t *c = pn_connection();
+    pn_transport_t *tr = pn_transport();
+    pn_sasl_allowed_mechs(pn_sasl(tr), o->user ? "PLAIN" : "ANONYMOUS");
+    pn_sasl_set_allow_insecure_mechs(pn_sasl(tr), true);
+    if (o->user)
+        pn_connection_set_user(c, o->user);
+    if (o->password)
+        pn_connection_set_password(c, o->password);
+    pn_connection_set_container(c, name);
+    pn_connection_open(c);
+    pn_session_t *s1 = pn_session(c), *s2 = pn_session(c);
+    pn_session_open(s1);
+    pn_session_open(s2);
+    r.snd = pn_sender(s1, "raw-send");
+    pn_terminus_set_address(pn_link_target(r.snd), target);
+    pn_link_set_snd_settle_mode(r.snd, PN_SND_UNSETTLED);
+    pn_link_open(r.snd);
+    r.rcv = pn_receiver(s2, "raw-recv");
+    pn_terminus_set_address(pn_link_source(r.rcv), source);
+    pn_link_open(r.rcv);
+    pn_link_flow(r.rcv, CREDIT);
+    char addr[PN_MAX_ADDR], port[16];
+    snprintf(port, sizeof port, "%d", o->port);
+    pn_proactor_addr(addr, sizeof addr, o->host, port);
+    pn_proactor_connect2(p, c, tr, addr);
+    while (!r.done) {
+        pn_event_batch_t *b = pn_proactor_wait(p);
+        pn_event_t *e;
+        while ((e = pn_event_batch_next(b)))
+            raw_event(&r, e);
+        pn_proactor_done(p, b);
+    }
+    pn_proactor_free(p);
+    pn_message_free(r.msg);
+    free(r.buf.start);
+    free(r.in);
+    if (r.failed || r.received != n)
+        die("raw run failed");
+    return n * 1000.0 / (double)(r.t_last - r.t_first ? r.t_last - r.t_first : 1);
+}
+
+/* ---- eventwire ---------------------------------------------------------- */
+
+typedef struct {
+    int64_t id;
+    char *text;
+} bench_event;
+
+EW_TYPE(bench_event, EW_FIELD(bench_event, id, EW_INT64),
+        EW_FIELD(bench_event, text, EW_STRING));
+
+static atomic_int ew_received;
+static _Atomic int64_t ew_t_last;
+static int ew_target;
+
+static int on_bench(ew_delivery *d, const void *event, void *user)
+{
+    (void)d;
+    (void)event;
+    (void)user;
+    if (atomic_fetch_add(&ew_received, 1) + 1 == ew_target)
+        atomic_store(&ew_t_last, ewi_now_ms());
+    return EW_OK;
+}
+
+static void count_fail(void *user, ew_err err)
+{
+    if (err != EW_OK)
+        atomic_fetch_add((atomic_int *)user, 1);
+}
+
+static double run_eventwire(const char *url, int n)
+{
+    char name[64];
+    static int round;
+    snprintf(name, sizeof name, "BenchEw_%s_%d", run_id, round++);
+    ew_event_desc ev = {.type = &bench_event_type, .name = name, .durable = true};
+    ew_manager *m;
+    ew_options opts = {.server_name = "bench"};
+    if (ew_manager_new(&m, url, &opts) != EW_OK)
+        die("ew_manager_new failed");
+    ew_listener_desc ld = {.event = &ev, .name = "q", .concurrency = 1,
+                           .prefetch = CREDIT};
+    if (ew_listen(m, &ld, on_bench, NULL) != EW_OK || ew_manager_start(m) != EW_OK)
+        die("eventwire start failed (is RabbitMQ running?)");
+    atomic_store(&ew_received, 0);
+    ew_target = n;
+    /* ~100 bytes of msgpack: {"id": <int>, "text": <86 chars>} */
+    char text[87];
+    memset(text, 'x', sizeof text - 1);
+    text[sizeof text - 1] = '\0';
+    atomic_int failed = 0;
+    int64_t t0 = ewi_now_ms();
+    for (int i = 0; i < n; i++) {
+        bench_event e = {.id = i, .text = text};
+        if (ew_send_async(m, &ev, NULL, &e, count_fail, &failed) != EW_OK)
+            die("ew_send_async failed");
+    }
+    if (ew_flush(m, 300000) != EW_OK || failed)
+        die("eventwire sends failed");
+    while (atomic_load(&ew_received) < n)
+        ewi_sleep_ms(1);
+    int64_t t1 = atomic_load(&ew_t_last);
+    ew_manager_free(m);
+    /* The queue and exchange stay for inspection; drop them like raw's. */
+    return n * 1000.0 / (double)(t1 - t0 ? t1 - t0 : 1);
+}
+
+/* ---- python3-qpid-proton ------------------------------------------------- */
+
+static double run_python(const amqp_options *o, int n)
+{
+    char name[64], queue[128], cmd[1024];
+    snprintf(name, sizeof name, "BenchPy_%s", run_id);
+    declare(o, name, queue, sizeof queue);
+    snprintf(cmd, sizeof cmd,
+             "/usr/bin/python3 %s 'amqp://%s%s%s%s%s:%d' '/exchange/%s/%s' "
+             "'/amq/queue/%s' %d %d",
+             EW_BENCH_PY, o->user ? o->user : "", o->password ? ":" : "",
+             o->password ? o->password : "", o->user ? "@" : "", o->host, o->port, name,
+             name, queue, n, CREDIT);
+    FILE *f = popen(cmd, "r");
+    double rate = 0;
+    if (!f || fscanf(f, "%lf", &rate) != 1)
+        rate = 0;
+    if (f && pclose(f) != 0)
+        rate = 0;
+    return rate;
+}
+
+/* ---- main --------------------------------------------------------------- */
+
+/* CPU seconds this process used so far (all threads). */
+static double cpu_now(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+int main(int argc, char **argv)
+{
+    int n = 100000, rounds = 3;
+    bool python = true;
+    const char *url = getenv("EW_BENCH_AMQP_URL");
+    if (!url || !*url)
+        url = "amqp://guest:guest@127.0.0.1:5672?dialect=rabbitmq";
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-n") == 0 && i + 1 < argc)
+            n = atoi(argv[++i]);
+        else if (strcmp(argv[i], "-r") == 0 && i + 1 < argc)
+            rounds = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--no-python") == 0)
+            python = false;
+        else
+            url = argv[i];
+    }
+    if (n < 1 || rounds < 1 || rounds > 15)
+        die("usage: bench_amqp [-n events] [-r rounds 1..15] [--no-python] [URL]");
+    snprintf(run_id, sizeof run_id, "%x", (unsigned)getpid());
+    ewi_url u;
+    amqp_options o;
+    char err[256];
+    if (ewi_url_parse(url, &u, err, sizeof err) != EW_OK ||
+        amqp_options_parse(&u, &o, err, sizeof err) != EW_OK)
+        die(err);
+    ewi_url_free(&u);
+    if (o.dialect != AMQP_DIALECT_RABBITMQ)
+        die("the benchmark needs dialect=rabbitmq (the only AMQP 1.0 broker here)");
+
+    double raw_r[15], ew_r[15];
+    printf("bench_amqp: %d durable events of ~%d bytes, RabbitMQ AMQP 1.0 at %s:%d, "
+           "receiver credit %d, %d round(s)\n", n, PAYLOAD, o.host, o.port, CREDIT, rounds);
+    for (int i = 0; i < rounds; i++) {
+        double c0 = cpu_now();
+        raw_r[i] = run_raw(&o, n);
+        double c1 = cpu_now();
+        ew_r[i] = run_eventwire(url, n);
+        double c2 = cpu_now();
+        printf("  round %d: raw proton-c %8.0f msgs/s (%.1f us CPU/msg)   eventwire "
+               "%8.0f msgs/s (%.1f us CPU/msg)\n",
+               i + 1, raw_r[i], (c1 - c0) * 1e6 / n, ew_r[i], (c2 - c1) * 1e6 / n);
+        fflush(stdout);
+    }
+    double raw_m = median(raw_r, rounds), ew_m = median(ew_r, rounds);
+    double py = python ? run_python(&o, n) : 0;
+    printf("raw proton-c      %8.0f msgs/s (median)\n", raw_m);
+    printf("eventwire         %8.0f msgs/s (median)\n", ew_m);
+    if (python)
+        printf("python3-proton    %8.0f msgs/s%s\n", py, py > 0 ? "" : " (failed)");
+    printf("eventwire / raw proton-c   = %.2f\n", ew_m / raw_m);
+    if (python && py > 0)
+        printf("eventwire / python3-proton = %.2f\n", ew_m / py);
+    amqp_options_free(&o);
+    return 0;
+}
