@@ -35,7 +35,7 @@ void ewi_cerr_init(ewi_cerr *e);
 void ewi_cerr_msg(ewi_cerr *e, const char *fmt, ...) EWI_PRINTF(2, 3);
 void ewi_cerr_field(ewi_cerr *e, const char *name);            /* ".name" */
 void ewi_cerr_index(ewi_cerr *e, size_t i);                    /* "[i]" */
-void ewi_cerr_key(ewi_cerr *e, const char *key, size_t len);   /* ".key" */
+void ewi_cerr_key(ewi_cerr *e, const char *key, size_t len);   /* ["key"] */
 /* "<type_name><path>: <msg>" into err (if err and errlen). */
 void ewi_cerr_format(const ewi_cerr *e, const char *type_name, char *err,
                      size_t errlen);
