@@ -1,0 +1,377 @@
+/* bench_stomp: events per second over STOMP 1.2, from the first send to the
+ * last receive, on RabbitMQ and on ActiveMQ, in one run:
+ *   raw       a minimal STOMP client written for this benchmark: a producer
+ *             connection sending persistent SENDs with receipts (at most 1000
+ *             unreceipted, like eventwire's window) and a consumer
+ *             connection with ack:client-individual, prefetch 1000, an ACK
+ *             per message
+ *   eventwire ew_send_async of a durable event and a listener with prefetch
+ *             1000 (encode, framework headers, the I/O thread hand-offs, a
+ *             worker, decode, ACK)
+ * Same addressing for both (the dialect's: /exchange/E/E and x-queue-name on
+ * RabbitMQ, a virtual topic on ActiveMQ), ~100-byte payloads. Raw and
+ * eventwire run `rounds` times alternately; the medians are compared.
+ *
+ *   bench_stomp [-n events] [-r rounds] [rabbitmq] [activemq]
+ *   URLs: $EW_TEST_STOMP_RABBITMQ_URL, $EW_TEST_STOMP_ACTIVEMQ_URL, else the
+ *         local brokers of scripts/brokers. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "ewi.h"
+#include "transports/stomp/stomp.h"
+
+#define WINDOW 1000
+#define PREFETCH 1000
+#define PAYLOAD 100
+
+static char run_id[32];
+
+static void die(const char *fmt, ...) EWI_PRINTF(1, 2);
+
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "bench_stomp: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(1);
+}
+
+/* ---- the raw client ---------------------------------------------------------- */
+
+typedef struct raw {
+    int fd;
+    ewi_stomp_parser *p;
+    uint8_t buf[65536];
+    size_t off, len; /* unparsed bytes in buf */
+} raw;
+
+static void raw_write(raw *r, const void *data, size_t len)
+{
+    const char *d = data;
+    while (len) {
+        ssize_t n = send(r->fd, d, len, MSG_NOSIGNAL);
+        if (n <= 0)
+            die("%s", "raw client: send failed");
+        d += n;
+        len -= (size_t)n;
+    }
+}
+
+/* Next frame; NULL when none arrived within timeout_ms. */
+static ewi_stomp_frame *raw_next(raw *r, int timeout_ms)
+{
+    for (;;) {
+        while (r->off < r->len) {
+            size_t used;
+            ewi_stomp_status st = ewi_stomp_parse(r->p, r->buf + r->off, r->len - r->off, &used);
+            r->off += used;
+            if (st == EWI_STOMP_FRAME) {
+                ewi_stomp_frame *f = ewi_stomp_parser_take(r->p);
+                if (f->cmd == EWI_STOMP_ERROR)
+                    die("raw client: ERROR %s", ewi_stomp_frame_get(f, "message"));
+                return f;
+            }
+            if (st != EWI_STOMP_MORE)
+                die("raw client: %s", ewi_stomp_parser_error(r->p));
+        }
+        struct pollfd pf = {.fd = r->fd, .events = POLLIN};
+        if (poll(&pf, 1, timeout_ms) <= 0)
+            return NULL;
+        ssize_t n = recv(r->fd, r->buf, sizeof r->buf, 0);
+        if (n <= 0)
+            die("%s", "raw client: connection closed");
+        r->off = 0;
+        r->len = (size_t)n;
+    }
+}
+
+static void raw_open(raw *r, const stomp_options *o)
+{
+    memset(r, 0, sizeof *r);
+    r->p = ewi_stomp_parser_new(NULL);
+    r->fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)o->port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    if (connect(r->fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+        die("raw client: cannot connect to %s", o->host);
+    int one = 1;
+    setsockopt(r->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    char f[512];
+    int n = snprintf(f, sizeof f, "CONNECT\naccept-version:1.2\nhost:%s\nheart-beat:0,0\n%s%s%s%s%s\n",
+                     o->vhost, o->login ? "login:" : "", o->login ? o->login : "",
+                     o->login ? "\npasscode:" : "", o->passcode ? o->passcode : "",
+                     o->login ? "\n" : "");
+    raw_write(r, f, (size_t)n + 1);
+    ewi_stomp_frame *c = raw_next(r, 5000);
+    if (!c || c->cmd != EWI_STOMP_CONNECTED)
+        die("%s", "raw client: no CONNECTED");
+    ewi_stomp_frame_free(c);
+}
+
+static void raw_close(raw *r)
+{
+    close(r->fd);
+    ewi_stomp_parser_free(r->p);
+}
+
+typedef struct raw_run {
+    const stomp_options *o;
+    const char *event;
+    int n;
+    raw cons;
+    int64_t last_rx;
+} raw_run;
+
+static void *raw_consume(void *arg)
+{
+    raw_run *rr = arg;
+    ewi_buf out = {0};
+    for (int got = 0; got < rr->n;) {
+        ewi_stomp_frame *f = raw_next(&rr->cons, 60000);
+        if (!f)
+            die("%s", "raw consumer: stalled");
+        if (f->cmd == EWI_STOMP_MESSAGE) {
+            got++;
+            out.len = 0;
+            ewi_stomp_writer w;
+            ewi_stomp_write_begin(&w, &out, EWI_STOMP_ACK);
+            ewi_stomp_write_header(&w, "id", ewi_stomp_frame_get(f, "ack"));
+            ewi_stomp_write_end(&w, NULL, 0, false);
+            raw_write(&rr->cons, out.data, out.len);
+        }
+        ewi_stomp_frame_free(f);
+    }
+    rr->last_rx = ewi_now_ms();
+    ewi_buf_free(&out);
+    return NULL;
+}
+
+static double run_raw(const stomp_options *o, int n, int round)
+{
+    char event[64];
+    snprintf(event, sizeof event, "BenchRaw_%s_%d", run_id, round);
+    stomp_target send, sub;
+    ewi_sub s = {.event = event, .listener = "L", .queue = NULL, .durable = true,
+                 .prefetch = PREFETCH};
+    char queue[128];
+    snprintf(queue, sizeof queue, "%s::L", event);
+    s.queue = queue;
+    if (o->dialect == STOMP_RABBITMQ) {
+        char err[512];
+        stomp_topo *tp = stomp_topo_new(o);
+        if (stomp_topo_exchange(tp, event, true, err, sizeof err) != EW_OK)
+            die("declare: %s", err);
+        stomp_topo_free(tp);
+    }
+    stomp_send_target(o, EWI_DEST_EVENT, event, NULL, true, &send);
+    stomp_sub_target(o, &s, &sub);
+
+    raw_run rr = {.o = o, .event = event, .n = n};
+    raw_open(&rr.cons, o);
+    ewi_buf out = {0};
+    ewi_stomp_writer w;
+    ewi_stomp_write_begin(&w, &out, EWI_STOMP_SUBSCRIBE);
+    ewi_stomp_write_header(&w, "id", "1");
+    ewi_stomp_write_header(&w, "destination", sub.dest);
+    ewi_stomp_write_header(&w, "ack", "client-individual");
+    ewi_stomp_write_header(&w, "receipt", "sub");
+    for (size_t i = 0; i < sub.n; i++)
+        ewi_stomp_write_header(&w, sub.h[i].key, sub.h[i].value);
+    ewi_stomp_write_end(&w, NULL, 0, false);
+    raw_write(&rr.cons, out.data, out.len);
+    ewi_stomp_frame *rc = raw_next(&rr.cons, 5000);
+    if (!rc || rc->cmd != EWI_STOMP_RECEIPT)
+        die("%s", "raw consumer: no RECEIPT for SUBSCRIBE");
+    ewi_stomp_frame_free(rc);
+
+    raw prod;
+    raw_open(&prod, o);
+    pthread_t th;
+    pthread_create(&th, NULL, raw_consume, &rr);
+    char payload[PAYLOAD];
+    memset(payload, 'x', sizeof payload);
+    int64_t t0 = ewi_now_ms();
+    int inflight = 0, receipts = 0;
+    for (int i = 0; i < n; i++) {
+        while (inflight >= WINDOW) {
+            ewi_stomp_frame *f = raw_next(&prod, 60000);
+            if (!f)
+                die("%s", "raw producer: no receipts");
+            if (f->cmd == EWI_STOMP_RECEIPT) {
+                inflight--;
+                receipts++;
+            }
+            ewi_stomp_frame_free(f);
+        }
+        char rid[24];
+        snprintf(rid, sizeof rid, "%d", i);
+        out.len = 0;
+        ewi_stomp_write_begin(&w, &out, EWI_STOMP_SEND);
+        ewi_stomp_write_header(&w, "destination", send.dest);
+        ewi_stomp_write_header(&w, "receipt", rid);
+        for (size_t k = 0; k < send.n; k++)
+            ewi_stomp_write_header(&w, send.h[k].key, send.h[k].value);
+        ewi_stomp_write_end(&w, payload, sizeof payload, true);
+        raw_write(&prod, out.data, out.len);
+        inflight++;
+    }
+    while (receipts < n) {
+        ewi_stomp_frame *f = raw_next(&prod, 60000);
+        if (!f)
+            die("%s", "raw producer: receipts stopped");
+        receipts += f->cmd == EWI_STOMP_RECEIPT;
+        ewi_stomp_frame_free(f);
+    }
+    pthread_join(th, NULL);
+    double rate = n * 1000.0 / (double)(rr.last_rx - t0 > 0 ? rr.last_rx - t0 : 1);
+    raw_close(&prod);
+    raw_close(&rr.cons);
+    ewi_buf_free(&out);
+    return rate;
+}
+
+/* ---- eventwire ----------------------------------------------------------------- */
+
+typedef struct {
+    int64_t id;
+    char *text;
+} bench_event;
+
+static const ew_field bench_fields[] = {
+    EW_FIELD(bench_event, id, EW_INT64),
+    EW_FIELD(bench_event, text, EW_STRING),
+};
+static const ew_type bench_type = {"bench_event", sizeof(bench_event), bench_fields, 2};
+
+typedef struct counter {
+    atomic_int got;
+    int n;
+    _Atomic int64_t last;
+} counter;
+
+static int on_event(ew_delivery *d, const void *event, void *user)
+{
+    (void)d;
+    (void)event;
+    counter *c = user;
+    if (atomic_fetch_add(&c->got, 1) + 1 == c->n)
+        atomic_store(&c->last, ewi_now_ms());
+    return EW_OK;
+}
+
+static double run_ew(const char *url, int n, int round)
+{
+    char name[64];
+    snprintf(name, sizeof name, "BenchEw_%s_%d", run_id, round);
+    ew_event_desc ev = {.type = &bench_type, .name = name, .durable = true};
+    counter c = {.n = n};
+    ew_options opt = {.send_timeout_ms = 60000};
+    ew_manager *m;
+    if (ew_manager_new(&m, url, &opt) != EW_OK)
+        die("cannot create a manager for %s", url);
+    ew_listener_desc l = {.event = &ev, .name = "L", .concurrency = 1, .prefetch = PREFETCH};
+    if (ew_listen(m, &l, on_event, &c) != EW_OK || ew_manager_start(m) != EW_OK)
+        die("cannot start on %s", url);
+    /* ~100 bytes on the wire: id plus 90 characters, as msgpack. */
+    char text[91];
+    memset(text, 'x', 90);
+    text[90] = 0;
+    int64_t t0 = ewi_now_ms();
+    for (int i = 0; i < n; i++) {
+        bench_event e = {.id = i, .text = text};
+        if (ew_send_async(m, &ev, NULL, &e, NULL, NULL) != EW_OK)
+            die("%s", "ew_send_async failed");
+    }
+    if (ew_flush(m, 120000) != EW_OK)
+        die("%s", "ew_flush timed out");
+    while (atomic_load(&c.got) < n)
+        ewi_sleep_ms(1);
+    double rate = n * 1000.0 / (double)(atomic_load(&c.last) - t0 > 0 ? atomic_load(&c.last) - t0 : 1);
+    ew_manager_free(m);
+    return rate;
+}
+
+/* ---- main -------------------------------------------------------------------- */
+
+static int cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int k)
+{
+    qsort(v, (size_t)k, sizeof *v, cmp);
+    return k % 2 ? v[k / 2] : (v[k / 2 - 1] + v[k / 2]) / 2;
+}
+
+static void bench(const char *dialect, int n, int rounds)
+{
+    bool rabbit = strcmp(dialect, "rabbitmq") == 0;
+    const char *url = getenv(rabbit ? "EW_TEST_STOMP_RABBITMQ_URL" : "EW_TEST_STOMP_ACTIVEMQ_URL");
+    if (!url || !*url)
+        url = rabbit ? "stomp://guest:guest@127.0.0.1:61613/?dialect=rabbitmq"
+                     : "stomp://127.0.0.1:61614?dialect=activemq";
+    ewi_url u;
+    stomp_options o;
+    char err[512];
+    if (ewi_url_parse(url, &u, err, sizeof err) != EW_OK ||
+        stomp_options_parse(&u, &o, err, sizeof err) != EW_OK)
+        die("bad URL: %s", err);
+    double raw_r[16], ew_r[16];
+    for (int i = 0; i < rounds; i++) {
+        raw_r[i] = run_raw(&o, n, i);
+        ew_r[i] = run_ew(url, n, i);
+        printf("  %-8s round %d: raw %8.0f/s   eventwire %8.0f/s\n", dialect, i + 1, raw_r[i],
+               ew_r[i]);
+        fflush(stdout);
+    }
+    double mr = median(raw_r, rounds), me = median(ew_r, rounds);
+    printf("%-8s %d events of ~%d bytes, durable, receipts, client-individual acks, "
+           "prefetch %d: raw %.0f/s, eventwire %.0f/s, ratio %.2f\n",
+           dialect, n, PAYLOAD, PREFETCH, mr, me, me / mr);
+    stomp_options_free(&o);
+    ewi_url_free(&u);
+}
+
+int main(int argc, char **argv)
+{
+    int n = 100000, rounds = 3;
+    bool rabbit = false, amq = false;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-n") == 0 && i + 1 < argc)
+            n = atoi(argv[++i]);
+        else if (strcmp(argv[i], "-r") == 0 && i + 1 < argc)
+            rounds = atoi(argv[++i]);
+        else if (strcmp(argv[i], "rabbitmq") == 0)
+            rabbit = true;
+        else if (strcmp(argv[i], "activemq") == 0)
+            amq = true;
+        else
+            die("usage: bench_stomp [-n events] [-r rounds] [rabbitmq] [activemq] (%s?)", argv[i]);
+    }
+    if (n < 1 || rounds < 1 || rounds > 16)
+        die("%s", "-n must be positive, -r in 1..16");
+    if (!rabbit && !amq)
+        rabbit = amq = true;
+    snprintf(run_id, sizeof run_id, "%x", (unsigned)getpid());
+    if (rabbit)
+        bench("rabbitmq", n, rounds);
+    if (amq)
+        bench("activemq", n, rounds);
+    return 0;
+}
