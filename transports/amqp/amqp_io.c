@@ -9,6 +9,8 @@
  * and one bad target must not take the others down with it. */
 #include "amqp.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -809,6 +811,12 @@ static bool is_auth_failure(pn_condition_t *c)
                  strstr(n, "unauthorized") != NULL);
 }
 
+static bool is_ip_literal(const char *host)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
 static void on_transport_closed(ewi_transport *t, pn_event_t *e)
 {
     pn_condition_t *tc = pn_transport_condition(pn_event_transport(e));
@@ -816,7 +824,20 @@ static void on_transport_closed(ewi_transport *t, pn_event_t *e)
     pn_condition_t *c = rc && pn_condition_is_set(rc) ? rc : tc;
     char why[480];
     amqp_condition_text(c, "connection closed", why, sizeof why);
+    /* proton 0.37 matches the host name against the certificate's DNS
+     * names and common name only, never its IP addresses. */
+    if (t->opt.tls && t->opt.verify == AMQP_VERIFY_NAME && is_ip_literal(t->opt.host) &&
+        strstr(why, "certificate verify failed")) {
+        size_t n = strlen(why);
+        amqp_textf(why + n, sizeof why - n,
+                   " (the host is an IP address: proton checks names against the "
+                   "certificate's DNS names only; connect by name, or use verify=peer)");
+    }
     bool auth = is_auth_failure(tc) || is_auth_failure(rc);
+    /* A certificate the client does not trust stays untrusted: no retry
+     * during start (later, a reconnect keeps trying: it may be a broker's
+     * certificate being replaced). */
+    bool cert = t->opt.tls && strstr(why, "SSL Failure") && strstr(why, "certificate");
     int64_t now = ewi_now_ms();
 
     /* Forget every proton object of this connection: proton frees them
@@ -867,7 +888,7 @@ static void on_transport_closed(ewi_transport *t, pn_event_t *e)
         return;
     }
     if (was == AMQP_ST_CONNECTING) {
-        bool give_up = auth || now + t->backoff.cur_ms >= t->start_deadline;
+        bool give_up = auth || cert || now + t->backoff.cur_ms >= t->start_deadline;
         char text[700];
         amqp_textf(text, sizeof text, "%s to %s: %s",
                  auth ? "authentication refused" : "cannot connect", t->where, why);

@@ -113,6 +113,7 @@ static ew_err a_start(ewi_transport *t, int timeout_ms)
         return EW_ENOMEM;
     }
     t->thread_started = true;
+    int64_t t0 = ewi_now_ms();
     pthread_mutex_lock(&t->mu);
     while (t->state == AMQP_ST_CONNECTING)
         pthread_cond_wait(&t->cond, &t->mu); /* the I/O thread ends it by the deadline */
@@ -124,8 +125,8 @@ static ew_err a_start(ewi_transport *t, int timeout_ms)
     if (st == AMQP_ST_UP)
         return EW_OK;
     join_thread(t);
-    ewi_report(t->m, rc, NULL, NULL, NULL, "amqp: start failed after %d ms: %s",
-               timeout_ms, why);
+    ewi_report(t->m, rc, NULL, NULL, NULL, "amqp: start failed after %lld ms: %s",
+               (long long)(ewi_now_ms() - t0), why);
     return rc;
 }
 

@@ -1,0 +1,131 @@
+/* amqps://: TLS through proton's SSL layer with a CA file (?ca=), and for
+ * the rabbitmq dialect the topology connection over TLS too. The local
+ * RabbitMQ has no TLS listener, so tls_proxy.sh puts socat in front of it
+ * with a freshly made CA and server certificate.
+ *   - trusting that CA: start, send, receive, over TLS only;
+ *   - trusting another CA: start fails, and says it is the certificate;
+ *   - an IP address with the name check: refused (proton matches DNS names
+ *     only) with a hint; verify=peer connects.
+ * usage: test_amqp_tls tls_proxy.sh */
+#include "amqp_test.h"
+
+static const char *PROXY;
+static char dir[256];
+static int port;
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(dir, sizeof dir, "/tmp/eventwire-amqp-tls-%d", (int)getpid());
+    port = 20000 + (int)(getpid() % 20000);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s start %s %d >/dev/null", PROXY, dir, port);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "tls_proxy.sh start failed (openssl and socat needed)\n");
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s stop %s; rm -rf %s", PROXY, dir, dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* host "localhost": the certificate's DNS name (the proxy listens on
+ * 127.0.0.1 only). */
+static void url_with_ca(char *buf, size_t len, const char *host, const char *ca)
+{
+    ewi_url u;
+    char err[128];
+    if (ewi_url_parse(amqp_test_url(), &u, err, sizeof err) != EW_OK)
+        fail_msg("bad EW_TEST_AMQP_URL: %s", err);
+    snprintf(buf, len, "amqps://%s:%s@%s:%d?dialect=rabbitmq&ca=%s/%s",
+             u.user ? u.user : "guest", u.password ? u.password : "guest", host, port,
+             dir, ca);
+    ewi_url_free(&u);
+}
+
+static void trusted_ca_round_trip(void **state)
+{
+    (void)state;
+    EV(ev, "Tls", true);
+    char url[600];
+    url_with_ca(url, sizeof url, "localhost", "ca.pem");
+    tally t;
+    tally_init(&t, 20);
+    ew_manager *m = mgr_new(url, "t1");
+    listen_tally(m, &ev, "L", false, 1, &t);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    send_range(m, &ev, 0, 20);
+    assert_true(tally_wait_all(&t, 20000));
+    assert_int_equal(tally_dups(&t), 0);
+    ew_manager_free(m);
+    tally_free(&t);
+    char q[160];
+    snprintf(q, sizeof q, "%s::L", ev.name);
+    rmq_delete("queue", q);
+    rmq_delete("queue", strcat(q, ".dlq"));
+    rmq_delete("exchange", ev.name);
+}
+
+static void untrusted_certificate_fails_start(void **state)
+{
+    (void)state;
+    char url[600];
+    url_with_ca(url, sizeof url, "localhost", "other-ca.pem");
+    capture c;
+    capture_init(&c);
+    ew_options o = {.on_error = capture_error, .error_user = &c, .log = capture_log,
+                    .log_user = &c, .start_timeout_ms = 3000};
+    ew_manager *m = mgr_new_opts(url, "t2", &o);
+    int64_t t0 = ewi_now_ms();
+    ew_err rc = ew_manager_start(m);
+    print_message("%s", c.text);
+    assert_int_equal(rc, EW_ECONNECT);
+    /* An untrusted certificate is final: start does not retry it. */
+    assert_true(ewi_now_ms() - t0 < 2500);
+    /* The reason names the certificate, not a vague connection failure. */
+    assert_true(capture_has(&c, "certificate") || capture_has(&c, "SSL"));
+    ew_manager_free(m);
+}
+
+static void ip_host_with_name_check_says_why(void **state)
+{
+    (void)state;
+    char url[600];
+    url_with_ca(url, sizeof url, "127.0.0.1", "ca.pem");
+    capture c;
+    capture_init(&c);
+    ew_options o = {.on_error = capture_error, .error_user = &c, .log = capture_log,
+                    .log_user = &c, .start_timeout_ms = 3000};
+    ew_manager *m = mgr_new_opts(url, "t3", &o);
+    assert_int_equal(ew_manager_start(m), EW_ECONNECT);
+    assert_true(capture_has(&c, "use verify=peer"));
+    ew_manager_free(m);
+    /* verify=peer: the chain is checked, the name is not. */
+    char peer[700];
+    snprintf(peer, sizeof peer, "%s&verify=peer", url);
+    m = mgr_new(peer, "t4");
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    ew_manager_free(m);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s tls_proxy.sh\n", argv[0]);
+        return 2;
+    }
+    PROXY = argv[1];
+    support_init(amqp_test_url());
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(trusted_ca_round_trip),
+        cmocka_unit_test(untrusted_certificate_fails_start),
+        cmocka_unit_test(ip_host_with_name_check_says_why),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
