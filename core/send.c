@@ -142,7 +142,7 @@ static ew_err build(ew_manager *m, ewi_event *ev, const void *event, ew_envelope
         return EW_ENOMEM;
     ewi_envelope_set_limits(env, &m->env_limits);
     ewi_buf buf = {0};
-    char err[256];
+    char err[256] = "out of memory";
     /* Most events fit: one allocation instead of a few reallocs. */
     ew_err rc = ewi_buf_reserve(&buf, 256);
     if (rc == EW_OK)
