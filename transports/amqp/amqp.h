@@ -8,6 +8,8 @@
  *                    over a short AMQP 0-9-1 connection (librabbitmq)
  *   amqp_io.c        the I/O thread: the proactor loop that owns the
  *                    connection, its sessions, links and deliveries
+ *   amqp_send.c      on the I/O thread: senders, credit, outcomes
+ *   amqp_recv.c      on the I/O thread: receivers, deliveries, settles
  *   amqp_transport.c the ops table: what application and worker threads
  *                    call; they only queue work for the I/O thread
  *   amqp_fetch.c     dlq_take: reading a queue on the caller's thread
@@ -361,6 +363,34 @@ struct ewi_transport {
 
 /* The I/O thread (amqp_io.c). */
 void *amqp_io_main(void *arg);
+/* The connection is open and not closing (I/O thread). */
+bool amqp_is_up(ewi_transport *t);
+
+/* Publishing on the I/O thread (amqp_send.c). */
+void amqp_send_take(ewi_transport *t, amqp_out *o);       /* a W_PUB */
+void amqp_send_pump(ewi_transport *t, amqp_sender *s);    /* credit came */
+void amqp_send_opened(ewi_transport *t, amqp_sender *s);  /* attach answered */
+void amqp_send_lost(ewi_transport *t, amqp_sender *s, const char *why);
+void amqp_send_outcome(ewi_transport *t, pn_delivery_t *d);
+void amqp_send_expire(ewi_transport *t, int64_t now);
+void amqp_send_attach_pending(ewi_transport *t);          /* after a connect */
+void amqp_send_disconnected(ewi_transport *t);
+void amqp_send_finish(ewi_transport *t, const char *why); /* thread ends */
+/* Completes a publish: done runs once, then the record is freed. */
+void amqp_out_finish(ewi_transport *t, amqp_out *o, int err, const char *detail);
+
+/* Receiving on the I/O thread (amqp_recv.c). */
+void amqp_recv_take_sub(ewi_transport *t, amqp_sub *s);   /* a W_SUB */
+void amqp_recv_take_unsub(ewi_transport *t, amqp_sub *s); /* a W_UNSUB */
+void amqp_recv_settle(ewi_transport *t, amqp_rec *rec);   /* a W_SETTLE */
+void amqp_recv_forget(amqp_rec *rec);                     /* thread ends */
+void amqp_recv_opened(ewi_transport *t, amqp_sub *s);
+void amqp_recv_lost(ewi_transport *t, amqp_sub *s, const char *why);
+void amqp_recv_message(ewi_transport *t, amqp_sub *s, pn_delivery_t *d);
+void amqp_recv_tick(ewi_transport *t, int64_t now);
+void amqp_recv_attach_all(ewi_transport *t);              /* after a connect */
+void amqp_recv_disconnected(ewi_transport *t);
+void amqp_recv_finish_locked(ewi_transport *t, const char *why);
 
 /* Queues w for the I/O thread and wakes it; t->mu held by the caller. */
 void amqp_post_locked(ewi_transport *t, amqp_work *w);

@@ -127,506 +127,9 @@ char *amqp_read_delivery(pn_delivery_t *d, size_t *len)
     return buf;
 }
 
-static bool is_up(ewi_transport *t) { return t->conn && t->connected && !t->closing; }
-
-/* ---- publishes ---------------------------------------------------------- */
-
-static void list_push(amqp_out **head, amqp_out **tail, amqp_out *o)
+bool amqp_is_up(ewi_transport *t)
 {
-    o->next = NULL;
-    o->prev = *tail;
-    if (*tail)
-        (*tail)->next = o;
-    else
-        *head = o;
-    *tail = o;
-}
-
-static void list_unlink(amqp_out **head, amqp_out **tail, amqp_out *o)
-{
-    if (o->prev)
-        o->prev->next = o->next;
-    else
-        *head = o->next;
-    if (o->next)
-        o->next->prev = o->prev;
-    else
-        *tail = o->prev;
-    o->prev = o->next = NULL;
-}
-
-/* Runs done once; the record itself lives on while a delivery points to it. */
-static void out_done(ewi_transport *t, amqp_out *o, int err, const char *detail)
-{
-    ewi_pub *p = o->pub;
-    if (!p)
-        return;
-    o->pub = NULL;
-    p->done(p, err, detail);
-    pthread_mutex_lock(&t->mu);
-    t->pending--;
-    if (t->window_waiters)
-        pthread_cond_broadcast(&t->cond);
-    pthread_mutex_unlock(&t->mu);
-}
-
-static void out_free(amqp_out *o)
-{
-    free(o->bytes);
-    free(o);
-}
-
-static void out_finish(ewi_transport *t, amqp_out *o, int err, const char *detail)
-{
-    out_done(t, o, err, detail);
-    out_free(o);
-}
-
-static amqp_sender *sender_for(ewi_transport *t, const amqp_addr *a)
-{
-    for (amqp_sender *s = t->senders; s; s = s->next)
-        if (s->target.cap == a->cap && strcmp(s->target.addr, a->addr) == 0)
-            return s;
-    amqp_sender *s = calloc(1, sizeof *s);
-    if (!s)
-        return NULL;
-    s->kind = AMQP_OBJ_SENDER;
-    s->target = *a;
-    s->next = t->senders;
-    t->senders = s;
-    return s;
-}
-
-static void sender_attach(ewi_transport *t, amqp_sender *s)
-{
-    if (s->l || !is_up(t))
-        return;
-    s->opened = false;
-    s->l = amqp_open_link(t, true, &s->target, s);
-}
-
-static void pump(ewi_transport *t, amqp_sender *s)
-{
-    if (!s->l || !s->opened)
-        return;
-    while (s->pend_head && pn_link_credit(s->l) > 0) {
-        amqp_out *o = s->pend_head;
-        list_unlink(&s->pend_head, &s->pend_tail, o);
-        uint64_t tag = ++t->next_tag;
-        pn_delivery_t *d = pn_delivery(s->l, pn_dtag((const char *)&tag, sizeof tag));
-        pn_link_send(s->l, (const char *)o->bytes, o->len);
-        pn_link_advance(s->l);
-        pn_delivery_set_context(d, o);
-        o->d = d;
-        list_push(&s->fl_head, &s->fl_tail, o);
-    }
-}
-
-/* The broker refused or dropped this sender: every publish on it fails with
- * the broker's text; the next publish attaches again. */
-static void sender_lost(ewi_transport *t, amqp_sender *s, const char *why)
-{
-    char detail[600];
-    amqp_textf(detail, sizeof detail, "sender to %s: %s", s->target.addr, why);
-    ewi_log(t->m, EW_LOG_WARN, "amqp %s: %s", t->where, detail);
-    amqp_out *o;
-    while ((o = s->fl_head)) {
-        list_unlink(&s->fl_head, &s->fl_tail, o);
-        if (o->d)
-            pn_delivery_set_context(o->d, NULL);
-        out_finish(t, o, EW_EBROKER, detail);
-    }
-    while ((o = s->pend_head)) {
-        list_unlink(&s->pend_head, &s->pend_tail, o);
-        out_finish(t, o, EW_EBROKER, detail);
-    }
-    amqp_close_link(s->l);
-    s->l = NULL;
-    s->opened = false;
-}
-
-static void on_outcome(ewi_transport *t, pn_delivery_t *d)
-{
-    uint64_t state = pn_delivery_remote_state(d);
-    if (!state && !pn_delivery_settled(d))
-        return; /* no outcome yet */
-    amqp_out *o = pn_delivery_get_context(d);
-    pn_link_t *l = pn_delivery_link(d);
-    amqp_sender *s = pn_link_get_context(l);
-    pn_delivery_set_context(d, NULL);
-    pn_delivery_settle(d);
-    if (!o || !s)
-        return;
-    list_unlink(&s->fl_head, &s->fl_tail, o);
-    o->d = NULL;
-    char text[600], cond[480];
-    switch (state) {
-    case PN_ACCEPTED:
-    case 0: /* settled by the broker without a state: taken */
-        out_finish(t, o, EW_OK, NULL);
-        break;
-    case PN_REJECTED:
-        amqp_condition_text(pn_disposition_condition(pn_delivery_remote(d)),
-                            "no reason given", cond, sizeof cond);
-        amqp_textf(text, sizeof text, "rejected by the broker at %s: %s", s->target.addr,
-                 cond);
-        out_finish(t, o, EW_EBROKER, text);
-        break;
-    case PN_RELEASED:
-        amqp_textf(text, sizeof text,
-                 "released by the broker at %s: not delivered, the broker did not "
-                 "take it", s->target.addr);
-        out_finish(t, o, EW_EBROKER, text);
-        break;
-    case PN_MODIFIED:
-        amqp_textf(text, sizeof text, "modified by the broker at %s%s: not delivered",
-                 s->target.addr,
-                 pn_disposition_is_undeliverable(pn_delivery_remote(d))
-                     ? " (undeliverable here)" : "");
-        out_finish(t, o, EW_EBROKER, text);
-        break;
-    default:
-        amqp_textf(text, sizeof text, "unexpected outcome %s from the broker at %s",
-                 pn_disposition_type_name(state), s->target.addr);
-        out_finish(t, o, EW_EBROKER, text);
-        break;
-    }
-}
-
-static void take_pub(ewi_transport *t, amqp_out *o)
-{
-    amqp_sender *s = sender_for(t, &o->target);
-    if (!s) {
-        out_finish(t, o, EW_ENOMEM, "out of memory");
-        return;
-    }
-    list_push(&s->pend_head, &s->pend_tail, o);
-    if (!s->l)
-        sender_attach(t, s);
-    pump(t, s);
-}
-
-/* Fails whatever is past its deadline: queued ones, and sent ones the
- * broker did not answer in time (their record stays until it does). */
-static void expire_pubs(ewi_transport *t, int64_t now)
-{
-    char detail[700];
-    for (amqp_sender *s = t->senders; s; s = s->next) {
-        amqp_out *o = s->pend_head;
-        while (o && o->pub && o->pub->deadline_ms <= now) {
-            amqp_out *next = o->next;
-            list_unlink(&s->pend_head, &s->pend_tail, o);
-            pthread_mutex_lock(&t->mu);
-            bool down = t->state != AMQP_ST_UP;
-            int64_t since = t->down_since;
-            char last[512];
-            amqp_textf(last, sizeof last, "%s", t->last_error);
-            pthread_mutex_unlock(&t->mu);
-            if (down)
-                amqp_textf(detail, sizeof detail,
-                         "not sent to %s within the send timeout: no connection to "
-                         "%s for %lld ms (last error: %s); still reconnecting",
-                         s->target.addr, t->where, (long long)(now - since), last);
-            else
-                amqp_textf(detail, sizeof detail,
-                         "not sent to %s within the send timeout: no link credit from "
-                         "the broker", s->target.addr);
-            out_finish(t, o, EW_ETIMEDOUT, detail);
-            o = next;
-        }
-        for (o = s->fl_head; o; o = o->next) {
-            if (!o->pub)
-                continue;
-            if (o->pub->deadline_ms > now)
-                break;
-            amqp_textf(detail, sizeof detail,
-                     "sent to %s but no outcome from the broker within the send "
-                     "timeout (it may still arrive)", s->target.addr);
-            out_done(t, o, EW_ETIMEDOUT, detail);
-        }
-    }
-}
-
-/* ---- subscriptions ------------------------------------------------------ */
-
-static void sub_signal(ewi_transport *t, amqp_sub *s, amqp_sub_state st,
-                       const char *error)
-{
-    pthread_mutex_lock(&t->mu);
-    if (s->state != AMQP_SUB_GONE) {
-        s->state = st;
-        if (error)
-            amqp_textf(s->error, sizeof s->error, "%s", error);
-    }
-    if (st == AMQP_SUB_GONE && s->unsub_done) {
-        *s->unsub_done = true; /* s may be freed right after this */
-        s->unsub_done = NULL;
-    }
-    pthread_cond_broadcast(&t->cond);
-    pthread_mutex_unlock(&t->mu);
-}
-
-static void sub_attach(ewi_transport *t, amqp_sub *s)
-{
-    if (s->l || s->unsubscribed || !is_up(t))
-        return;
-    s->attached = false;
-    s->outstanding = 0;
-    s->l = amqp_open_link(t, false, &s->source, s);
-    s->link_id = t->next_link_id;
-    pn_link_flow(s->l, (int)s->prefetch);
-}
-
-static void sub_unlink(ewi_transport *t, amqp_sub *s)
-{
-    for (amqp_sub **pp = &t->subs; *pp; pp = &(*pp)->next)
-        if (*pp == s) {
-            *pp = s->next;
-            return;
-        }
-}
-
-/* Frees s once nothing refers to it any more. */
-static void sub_maybe_free(ewi_transport *t, amqp_sub *s)
-{
-    if (!s->unsubscribed)
-        return;
-    if (s->l && s->outstanding == 0) {
-        amqp_close_link(s->l); /* parked deliveries go back to the queue */
-        s->l = NULL;
-        s->link_id = 0;
-    }
-    if (s->l || s->nrecs)
-        return;
-    sub_unlink(t, s);
-    free(s);
-}
-
-/* Credit back up to the prefetch window once half of it is free: one flow
- * frame per half window, not one per message. */
-static void top_up(amqp_sub *s)
-{
-    if (!s->l || s->unsubscribed)
-        return;
-    long want = (long)s->prefetch - (long)s->outstanding - pn_link_credit(s->l);
-    if (want > 0 && want >= ((long)s->prefetch + 1) / 2)
-        pn_link_flow(s->l, (int)want);
-}
-
-/* The broker detached a receiver (or ended its session). */
-static void sub_lost(ewi_transport *t, amqp_sub *s, const char *why)
-{
-    amqp_close_link(s->l);
-    s->l = NULL;
-    s->link_id = 0;
-    s->outstanding = 0;
-    bool was_attached = s->attached;
-    s->attached = false;
-    if (s->unsubscribed) {
-        sub_maybe_free(t, s);
-        return;
-    }
-    pthread_mutex_lock(&t->mu);
-    amqp_sub_state st = s->state;
-    pthread_mutex_unlock(&t->mu);
-    if (st == AMQP_SUB_PENDING && !was_attached) {
-        char text[700];
-        amqp_textf(text, sizeof text, "attaching a consumer to %s refused: %s",
-                 s->source.addr, why);
-        sub_signal(t, s, AMQP_SUB_FAILED, text);
-        return;
-    }
-    int delay = ewi_backoff_next(&s->bo);
-    s->reattach_at = ewi_now_ms() + delay;
-    ewi_report(t->m, EW_EBROKER, s->queue, NULL, NULL,
-               "amqp %s: the broker detached the consumer of %s: %s; attaching "
-               "again in %d ms", t->where, s->source.addr, why, delay);
-}
-
-static void sub_reattach_due(ewi_transport *t, int64_t now)
-{
-    for (amqp_sub *s = t->subs; s; s = s->next) {
-        if (!s->reattach_at || s->reattach_at > now || s->unsubscribed || !is_up(t))
-            continue;
-        s->reattach_at = 0;
-        if (s->sub && t->opt.dialect == AMQP_DIALECT_RABBITMQ) {
-            /* The queue may be gone (deleted by hand): declare it again. */
-            char err[512];
-            amqp_decl d = {AMQP_DECL_LISTENER, s->sub->event, s->queue, s->sub->dlq,
-                           s->sub->durable, s->sub->per_process};
-            amqp_topo *tp = NULL;
-            ew_err rc = amqp_topo_open(&t->opt, TOPO_TIMEOUT_MS, &tp, err, sizeof err);
-            if (rc == EW_OK)
-                rc = amqp_topo_listener(tp, d.event, d.queue, d.durable, d.per_process,
-                                        t->opt.expires_ms, d.dlq, err, sizeof err);
-            amqp_topo_close(tp);
-            if (rc != EW_OK) {
-                int delay = ewi_backoff_next(&s->bo);
-                s->reattach_at = now + delay;
-                ewi_log(t->m, EW_LOG_WARN, "amqp %s: %s: %s; trying again in %d ms",
-                        t->where, s->queue, err, delay);
-                continue;
-            }
-        }
-        sub_attach(t, s);
-    }
-}
-
-/* When a consumed queue is deleted, RabbitMQ 3.10's plugin sends the
- * consumer no detach: its session process crashes on the broker's
- * basic.cancel, which resets the whole connection (the reconnect then
- * declares the queue again). Should a plugin version neither detach nor
- * crash, the link would stay attached and silent; ?queue_check_ms=N makes
- * the rabbitmq dialect check every N ms (passive declares over AMQP 0-9-1)
- * that every consumed queue exists, and declare and attach again when not.
- * Off by default: every check is one more short connection in the broker's
- * log. */
-static void check_queues(ewi_transport *t, int64_t now)
-{
-    if (t->opt.dialect != AMQP_DIALECT_RABBITMQ || !t->opt.queue_check_ms ||
-        now < t->next_queue_check || !is_up(t))
-        return;
-    t->next_queue_check = now + t->opt.queue_check_ms;
-    bool any = false;
-    for (amqp_sub *s = t->subs; s && !any; s = s->next)
-        any = s->attached && !s->unsubscribed;
-    if (!any)
-        return;
-    char err[512];
-    amqp_topo *tp = NULL;
-    if (amqp_topo_open(&t->opt, TOPO_TIMEOUT_MS, &tp, err, sizeof err) != EW_OK)
-        return; /* an outage shows on the AMQP 1.0 connection itself */
-    for (amqp_sub *s = t->subs; s; s = s->next) {
-        if (!s->attached || s->unsubscribed)
-            continue;
-        if (amqp_topo_queue_exists(tp, s->queue, err, sizeof err) != EW_ENOTFOUND)
-            continue;
-        ewi_report(t->m, EW_EBROKER, s->queue, NULL, NULL,
-                   "amqp %s: the queue %s is gone (%s) and the broker did not tell its "
-                   "consumer; declaring it again and attaching again",
-                   t->where, s->queue, err);
-        amqp_close_link(s->l);
-        s->l = NULL;
-        s->link_id = 0;
-        s->outstanding = 0;
-        s->attached = false;
-        s->reattach_at = now;
-    }
-    amqp_topo_close(tp);
-}
-
-static void on_message(ewi_transport *t, amqp_sub *s, pn_delivery_t *d)
-{
-    pn_link_t *l = pn_delivery_link(d);
-    if (pn_delivery_aborted(d)) {
-        pn_delivery_settle(d);
-        pn_link_advance(l);
-        top_up(s);
-        return;
-    }
-    if (!pn_delivery_readable(d) || pn_delivery_partial(d))
-        return; /* the rest is still coming */
-    size_t len = 0;
-    char *bytes = amqp_read_delivery(d, &len);
-    if (s->unsubscribed) {
-        /* Parked unsettled: it goes back to the queue when the link closes
-         * (releasing it now would bring it straight back on this link). */
-        free(bytes);
-        return;
-    }
-    if (!bytes) {
-        pn_delivery_update(d, PN_RELEASED);
-        pn_delivery_settle(d);
-        top_up(s);
-        return;
-    }
-    ew_envelope *env = ewi_envelope_new();
-    amqp_wire_meta meta = {0, false, false};
-    char err[512];
-    ew_err rc = env ? amqp_message_decode(bytes, len, env, &meta, err, sizeof err)
-                    : EW_ENOMEM;
-    free(bytes);
-    if (rc == EW_EDECODE) {
-        ewi_log(t->m, EW_LOG_WARN, "amqp %s: %s: %s", t->where, s->queue, err);
-        rc = EW_OK; /* core dead-letters what it cannot read */
-    }
-    amqp_rec *rec = rc == EW_OK ? calloc(1, sizeof *rec) : NULL;
-    ewi_msg *msg = rec ? ewi_msg_new(s->sub, env) : NULL;
-    if (!msg) {
-        /* Out of memory: the broker keeps it. */
-        free(rec);
-        if (!rec)
-            ewi_envelope_unref(env);
-        pn_delivery_update(d, PN_RELEASED);
-        pn_delivery_settle(d);
-        top_up(s);
-        return;
-    }
-    uint32_t redelivered = meta.delivery_count;
-    if (t->opt.dialect == AMQP_DIALECT_RABBITMQ && !meta.first_acquirer &&
-        redelivered == 0)
-        redelivered = 1; /* RabbitMQ 3.x marks redeliveries only this way */
-    msg->redeliveries = redelivered;
-    msg->tag = ++t->next_tag;
-    msg->tdata = rec;
-    rec->w.kind = AMQP_W_SETTLE;
-    rec->owner = AMQP_REC_SUB;
-    rec->holder = s;
-    rec->msg = msg;
-    rec->link_id = s->link_id;
-    rec->d = d;
-    s->outstanding++;
-    s->nrecs++;
-    ewi_deliver(msg);
-}
-
-static void settle_rec(ewi_transport *t, amqp_rec *rec)
-{
-    if (rec->owner == AMQP_REC_FETCH) {
-        amqp_fetch_settle(t, rec);
-        return;
-    }
-    amqp_sub *s = rec->holder;
-    if (rec->link_id && rec->link_id == s->link_id && s->l) {
-        pn_delivery_t *d = rec->d;
-        if (rec->how == EWI_ACK) {
-            pn_delivery_update(d, PN_ACCEPTED);
-        } else if (t->opt.dialect == AMQP_DIALECT_ARTEMIS) {
-            /* Artemis: modified + delivery-failed counts toward its
-             * max-delivery-attempts (redelivery count grows, a message that
-             * can never be dead-lettered by us ends in its DLA instead of
-             * looping); released would not count. */
-            pn_disposition_set_failed(pn_delivery_local(d), true);
-            pn_delivery_update(d, PN_MODIFIED);
-        } else {
-            /* RabbitMQ 3.10: released = requeue, redelivered flag set;
-             * modified ends the session (unrecognised state before 3.10.11). */
-            pn_delivery_update(d, PN_RELEASED);
-        }
-        pn_delivery_settle(d);
-        s->outstanding--;
-        top_up(s);
-    }
-    s->nrecs--;
-    ewi_msg_free(rec->msg);
-    free(rec);
-    sub_maybe_free(t, s);
-}
-
-static void take_sub(ewi_transport *t, amqp_sub *s)
-{
-    s->next = t->subs;
-    t->subs = s;
-    ewi_backoff_init(&s->bo, 200, (int)t->opt.reconnect_max_ms);
-    sub_attach(t, s);
-}
-
-static void take_unsub(ewi_transport *t, amqp_sub *s)
-{
-    s->unsubscribed = true;
-    s->reattach_at = 0;
-    sub_signal(t, s, AMQP_SUB_GONE, NULL);
-    sub_maybe_free(t, s);
+    return t->conn && t->connected && !t->closing;
 }
 
 /* ---- work from other threads -------------------------------------------- */
@@ -644,16 +147,16 @@ static void process_work(ewi_transport *t)
         amqp_work *next = w->next;
         switch (w->kind) {
         case AMQP_W_PUB:
-            take_pub(t, (amqp_out *)w);
+            amqp_send_take(t, (amqp_out *)w);
             break;
         case AMQP_W_SETTLE:
-            settle_rec(t, (amqp_rec *)w);
+            amqp_recv_settle(t, (amqp_rec *)w);
             break;
         case AMQP_W_SUB:
-            take_sub(t, (amqp_sub *)((char *)w - offsetof(amqp_sub, w_sub)));
+            amqp_recv_take_sub(t, (amqp_sub *)((char *)w - offsetof(amqp_sub, w_sub)));
             break;
         case AMQP_W_UNSUB:
-            take_unsub(t, (amqp_sub *)((char *)w - offsetof(amqp_sub, w_unsub)));
+            amqp_recv_take_unsub(t, (amqp_sub *)((char *)w - offsetof(amqp_sub, w_unsub)));
             break;
         case AMQP_W_FETCH:
             amqp_fetch_work(t, w);
@@ -794,12 +297,8 @@ static void on_remote_open(ewi_transport *t)
         ewi_log(t->m, EW_LOG_INFO, "amqp %s: connected", t->where);
     t->was_up = true;
     set_state(t, AMQP_ST_UP, NULL);
-    for (amqp_sub *s = t->subs; s; s = s->next)
-        if (!s->reattach_at)
-            sub_attach(t, s);
-    for (amqp_sender *s = t->senders; s; s = s->next)
-        if (s->pend_head)
-            sender_attach(t, s);
+    amqp_recv_attach_all(t);
+    amqp_send_attach_pending(t);
     amqp_fetch_attach_all(t);
 }
 
@@ -851,36 +350,8 @@ static void on_transport_closed(ewi_transport *t, pn_event_t *e)
     pthread_mutex_unlock(&t->mu);
     t->conn = NULL;
     t->connected = false;
-    for (amqp_sender *s = t->senders; s; s = s->next) {
-        /* Unsettled sends go out again on the next connection, first. */
-        amqp_out *o;
-        while ((o = s->fl_tail)) {
-            list_unlink(&s->fl_head, &s->fl_tail, o);
-            o->d = NULL;
-            if (!o->pub) {
-                out_free(o);
-                continue;
-            }
-            o->next = s->pend_head;
-            o->prev = NULL;
-            if (s->pend_head)
-                s->pend_head->prev = o;
-            else
-                s->pend_tail = o;
-            s->pend_head = o;
-        }
-        s->l = NULL;
-        s->opened = false;
-    }
-    for (amqp_sub *s = t->subs, *next; s; s = next) {
-        next = s->next;
-        s->l = NULL;
-        s->link_id = 0;
-        s->attached = false;
-        s->outstanding = 0;
-        s->reattach_at = 0;
-        sub_maybe_free(t, s);
-    }
+    amqp_send_disconnected(t);
+    amqp_recv_disconnected(t);
     amqp_fetch_disconnect_all(t, why, false);
 
     if (stopping || t->closing) {
@@ -958,11 +429,9 @@ static void tick(ewi_transport *t)
 {
     int64_t now = ewi_now_ms();
     process_work(t);
-    expire_pubs(t, now);
-    if (is_up(t)) {
-        check_queues(t, now);
-        sub_reattach_due(t, now);
-    }
+    amqp_send_expire(t, now);
+    if (amqp_is_up(t))
+        amqp_recv_tick(t, now);
     if (t->closing && t->conn && now >= t->close_deadline) {
         pn_proactor_disconnect(t->proactor, NULL);
         t->close_deadline = now + CLOSE_GRACE_MS;
@@ -998,10 +467,10 @@ static void on_link_gone(ewi_transport *t, pn_link_t *l, pn_condition_t *c)
     amqp_condition_text(c, "detached by the broker", why, sizeof why);
     switch (*(amqp_obj_kind *)ctx) {
     case AMQP_OBJ_SENDER:
-        sender_lost(t, ctx, why);
+        amqp_send_lost(t, ctx, why);
         break;
     case AMQP_OBJ_SUB:
-        sub_lost(t, ctx, why);
+        amqp_recv_lost(t, ctx, why);
         break;
     case AMQP_OBJ_FETCH:
         amqp_fetch_on_lost(t, ctx, why);
@@ -1020,25 +489,12 @@ static void on_link_open(ewi_transport *t, pn_link_t *l)
     if (pn_terminus_get_type(rt) == PN_UNSPECIFIED)
         return;
     switch (*(amqp_obj_kind *)ctx) {
-    case AMQP_OBJ_SENDER: {
-        amqp_sender *s = ctx;
-        s->opened = true;
-        pump(t, s);
+    case AMQP_OBJ_SENDER:
+        amqp_send_opened(t, ctx);
         break;
-    }
-    case AMQP_OBJ_SUB: {
-        amqp_sub *s = ctx;
-        s->attached = true;
-        ewi_backoff_reset(&s->bo);
-        pthread_mutex_lock(&t->mu);
-        bool again = s->state == AMQP_SUB_ACTIVE;
-        pthread_mutex_unlock(&t->mu);
-        if (again)
-            ewi_log(t->m, EW_LOG_INFO, "amqp %s: %s: consuming %s again", t->where,
-                    s->queue, s->source.addr);
-        sub_signal(t, s, AMQP_SUB_ACTIVE, NULL);
+    case AMQP_OBJ_SUB:
+        amqp_recv_opened(t, ctx);
         break;
-    }
     case AMQP_OBJ_FETCH:
         amqp_fetch_on_open(t, ctx, l);
         break;
@@ -1049,7 +505,7 @@ static void on_delivery(ewi_transport *t, pn_delivery_t *d)
 {
     pn_link_t *l = pn_delivery_link(d);
     if (pn_link_is_sender(l)) {
-        on_outcome(t, d);
+        amqp_send_outcome(t, d);
         return;
     }
     void *ctx = pn_link_get_context(l);
@@ -1061,7 +517,7 @@ static void on_delivery(ewi_transport *t, pn_delivery_t *d)
         return;
     }
     if (*(amqp_obj_kind *)ctx == AMQP_OBJ_SUB)
-        on_message(t, ctx, d);
+        amqp_recv_message(t, ctx, d);
     else if (*(amqp_obj_kind *)ctx == AMQP_OBJ_FETCH)
         amqp_fetch_on_delivery(t, ctx, d);
 }
@@ -1103,7 +559,7 @@ static void handle(ewi_transport *t, pn_event_t *e)
         if (!ctx)
             break;
         if (*(amqp_obj_kind *)ctx == AMQP_OBJ_SENDER)
-            pump(t, ctx);
+            amqp_send_pump(t, ctx);
         else if (*(amqp_obj_kind *)ctx == AMQP_OBJ_FETCH)
             amqp_fetch_on_flow(t, ctx, l);
         break;
@@ -1188,24 +644,21 @@ static void finish(ewi_transport *t)
         amqp_work *next = w->next;
         switch (w->kind) {
         case AMQP_W_PUB:
-            out_finish(t, (amqp_out *)w, EW_ECLOSED, why);
+            amqp_out_finish(t, (amqp_out *)w, EW_ECLOSED, why);
             break;
         case AMQP_W_SETTLE: {
             amqp_rec *rec = (amqp_rec *)w;
-            if (rec->owner == AMQP_REC_SUB) {
-                ((amqp_sub *)rec->holder)->nrecs--;
-                ewi_msg_free(rec->msg);
-                free(rec);
-            } else {
+            if (rec->owner == AMQP_REC_SUB)
+                amqp_recv_forget(rec);
+            else
                 amqp_fetch_settle(t, rec);
-            }
             break;
         }
         case AMQP_W_SUB:
-            take_sub(t, (amqp_sub *)((char *)w - offsetof(amqp_sub, w_sub)));
+            amqp_recv_take_sub(t, (amqp_sub *)((char *)w - offsetof(amqp_sub, w_sub)));
             break;
         case AMQP_W_UNSUB:
-            take_unsub(t, (amqp_sub *)((char *)w - offsetof(amqp_sub, w_unsub)));
+            amqp_recv_take_unsub(t, (amqp_sub *)((char *)w - offsetof(amqp_sub, w_unsub)));
             break;
         case AMQP_W_FETCH:
             amqp_fetch_work(t, w);
@@ -1213,24 +666,9 @@ static void finish(ewi_transport *t)
         }
         w = next;
     }
-    for (amqp_sender *s = t->senders; s; s = s->next) {
-        amqp_out *o;
-        while ((o = s->fl_head)) {
-            list_unlink(&s->fl_head, &s->fl_tail, o);
-            out_finish(t, o, EW_ECLOSED, "the transport stopped before the broker "
-                                         "confirmed it (it may have been delivered)");
-        }
-        while ((o = s->pend_head)) {
-            list_unlink(&s->pend_head, &s->pend_tail, o);
-            out_finish(t, o, EW_ECLOSED, why);
-        }
-    }
+    amqp_send_finish(t, why);
     pthread_mutex_lock(&t->mu);
-    for (amqp_sub *s = t->subs; s; s = s->next)
-        if (s->state == AMQP_SUB_PENDING) {
-            s->state = AMQP_SUB_FAILED;
-            amqp_textf(s->error, sizeof s->error, "%s", why);
-        }
+    amqp_recv_finish_locked(t, why);
     if (t->state != AMQP_ST_FAILED)
         t->state = AMQP_ST_STOPPED;
     pthread_cond_broadcast(&t->cond);

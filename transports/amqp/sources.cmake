@@ -7,6 +7,8 @@ list(APPEND EW_SOURCES
   transports/amqp/amqp_topology.c
   transports/amqp/amqp_declare.c
   transports/amqp/amqp_io.c
+  transports/amqp/amqp_send.c
+  transports/amqp/amqp_recv.c
   transports/amqp/amqp_fetch.c
   transports/amqp/amqp_transport.c)
 

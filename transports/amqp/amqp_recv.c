@@ -1,0 +1,355 @@
+/* Receiving on the I/O thread: one receiver link per listener with credit
+ * up to the listener's prefetch, deliveries handed to core, core's settles
+ * mapped to outcomes per dialect, and a receiver the broker dropped
+ * attached again. */
+#include "amqp.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <proton/delivery.h>
+#include <proton/disposition.h>
+#include <proton/link.h>
+
+#define TOPO_TIMEOUT_MS 5000 /* rabbitmq: declaring a lost queue again */
+
+static void amqp_recv_signal(ewi_transport *t, amqp_sub *s, amqp_sub_state st,
+                       const char *error)
+{
+    pthread_mutex_lock(&t->mu);
+    if (s->state != AMQP_SUB_GONE) {
+        s->state = st;
+        if (error)
+            amqp_textf(s->error, sizeof s->error, "%s", error);
+    }
+    if (st == AMQP_SUB_GONE && s->unsub_done) {
+        *s->unsub_done = true; /* s may be freed right after this */
+        s->unsub_done = NULL;
+    }
+    pthread_cond_broadcast(&t->cond);
+    pthread_mutex_unlock(&t->mu);
+}
+
+static void amqp_recv_attach(ewi_transport *t, amqp_sub *s)
+{
+    if (s->l || s->unsubscribed || !amqp_is_up(t))
+        return;
+    s->attached = false;
+    s->outstanding = 0;
+    s->l = amqp_open_link(t, false, &s->source, s);
+    s->link_id = t->next_link_id;
+    pn_link_flow(s->l, (int)s->prefetch);
+}
+
+static void sub_unlink(ewi_transport *t, amqp_sub *s)
+{
+    for (amqp_sub **pp = &t->subs; *pp; pp = &(*pp)->next)
+        if (*pp == s) {
+            *pp = s->next;
+            return;
+        }
+}
+
+/* Frees s once nothing refers to it any more. */
+static void amqp_recv_maybe_free(ewi_transport *t, amqp_sub *s)
+{
+    if (!s->unsubscribed)
+        return;
+    if (s->l && s->outstanding == 0) {
+        amqp_close_link(s->l); /* parked deliveries go back to the queue */
+        s->l = NULL;
+        s->link_id = 0;
+    }
+    if (s->l || s->nrecs)
+        return;
+    sub_unlink(t, s);
+    free(s);
+}
+
+/* Credit back up to the prefetch window once half of it is free: one flow
+ * frame per half window, not one per message. */
+static void top_up(amqp_sub *s)
+{
+    if (!s->l || s->unsubscribed)
+        return;
+    long want = (long)s->prefetch - (long)s->outstanding - pn_link_credit(s->l);
+    if (want > 0 && want >= ((long)s->prefetch + 1) / 2)
+        pn_link_flow(s->l, (int)want);
+}
+
+/* The broker detached a receiver (or ended its session). */
+void amqp_recv_lost(ewi_transport *t, amqp_sub *s, const char *why)
+{
+    amqp_close_link(s->l);
+    s->l = NULL;
+    s->link_id = 0;
+    s->outstanding = 0;
+    bool was_attached = s->attached;
+    s->attached = false;
+    if (s->unsubscribed) {
+        amqp_recv_maybe_free(t, s);
+        return;
+    }
+    pthread_mutex_lock(&t->mu);
+    amqp_sub_state st = s->state;
+    pthread_mutex_unlock(&t->mu);
+    if (st == AMQP_SUB_PENDING && !was_attached) {
+        char text[700];
+        amqp_textf(text, sizeof text, "attaching a consumer to %s refused: %s",
+                 s->source.addr, why);
+        amqp_recv_signal(t, s, AMQP_SUB_FAILED, text);
+        return;
+    }
+    int delay = ewi_backoff_next(&s->bo);
+    s->reattach_at = ewi_now_ms() + delay;
+    ewi_report(t->m, EW_EBROKER, s->queue, NULL, NULL,
+               "amqp %s: the broker detached the consumer of %s: %s; attaching "
+               "again in %d ms", t->where, s->source.addr, why, delay);
+}
+
+static void reattach_due(ewi_transport *t, int64_t now)
+{
+    for (amqp_sub *s = t->subs; s; s = s->next) {
+        if (!s->reattach_at || s->reattach_at > now || s->unsubscribed || !amqp_is_up(t))
+            continue;
+        s->reattach_at = 0;
+        if (s->sub && t->opt.dialect == AMQP_DIALECT_RABBITMQ) {
+            /* The queue may be gone (deleted by hand): declare it again. */
+            char err[512];
+            amqp_decl d = {AMQP_DECL_LISTENER, s->sub->event, s->queue, s->sub->dlq,
+                           s->sub->durable, s->sub->per_process};
+            amqp_topo *tp = NULL;
+            ew_err rc = amqp_topo_open(&t->opt, TOPO_TIMEOUT_MS, &tp, err, sizeof err);
+            if (rc == EW_OK)
+                rc = amqp_topo_listener(tp, d.event, d.queue, d.durable, d.per_process,
+                                        t->opt.expires_ms, d.dlq, err, sizeof err);
+            amqp_topo_close(tp);
+            if (rc != EW_OK) {
+                int delay = ewi_backoff_next(&s->bo);
+                s->reattach_at = now + delay;
+                ewi_log(t->m, EW_LOG_WARN, "amqp %s: %s: %s; trying again in %d ms",
+                        t->where, s->queue, err, delay);
+                continue;
+            }
+        }
+        amqp_recv_attach(t, s);
+    }
+}
+
+/* When a consumed queue is deleted, RabbitMQ 3.10's plugin sends the
+ * consumer no detach: its session process crashes on the broker's
+ * basic.cancel, which resets the whole connection (the reconnect then
+ * declares the queue again). Should a plugin version neither detach nor
+ * crash, the link would stay attached and silent; ?queue_check_ms=N makes
+ * the rabbitmq dialect check every N ms (passive declares over AMQP 0-9-1)
+ * that every consumed queue exists, and declare and attach again when not.
+ * Off by default: every check is one more short connection in the broker's
+ * log. */
+static void check_queues(ewi_transport *t, int64_t now)
+{
+    if (t->opt.dialect != AMQP_DIALECT_RABBITMQ || !t->opt.queue_check_ms ||
+        now < t->next_queue_check || !amqp_is_up(t))
+        return;
+    t->next_queue_check = now + t->opt.queue_check_ms;
+    bool any = false;
+    for (amqp_sub *s = t->subs; s && !any; s = s->next)
+        any = s->attached && !s->unsubscribed;
+    if (!any)
+        return;
+    char err[512];
+    amqp_topo *tp = NULL;
+    if (amqp_topo_open(&t->opt, TOPO_TIMEOUT_MS, &tp, err, sizeof err) != EW_OK)
+        return; /* an outage shows on the AMQP 1.0 connection itself */
+    for (amqp_sub *s = t->subs; s; s = s->next) {
+        if (!s->attached || s->unsubscribed)
+            continue;
+        if (amqp_topo_queue_exists(tp, s->queue, err, sizeof err) != EW_ENOTFOUND)
+            continue;
+        ewi_report(t->m, EW_EBROKER, s->queue, NULL, NULL,
+                   "amqp %s: the queue %s is gone (%s) and the broker did not tell its "
+                   "consumer; declaring it again and attaching again",
+                   t->where, s->queue, err);
+        amqp_close_link(s->l);
+        s->l = NULL;
+        s->link_id = 0;
+        s->outstanding = 0;
+        s->attached = false;
+        s->reattach_at = now;
+    }
+    amqp_topo_close(tp);
+}
+
+void amqp_recv_message(ewi_transport *t, amqp_sub *s, pn_delivery_t *d)
+{
+    pn_link_t *l = pn_delivery_link(d);
+    if (pn_delivery_aborted(d)) {
+        pn_delivery_settle(d);
+        pn_link_advance(l);
+        top_up(s);
+        return;
+    }
+    if (!pn_delivery_readable(d) || pn_delivery_partial(d))
+        return; /* the rest is still coming */
+    size_t len = 0;
+    char *bytes = amqp_read_delivery(d, &len);
+    if (s->unsubscribed) {
+        /* Parked unsettled: it goes back to the queue when the link closes
+         * (releasing it now would bring it straight back on this link). */
+        free(bytes);
+        return;
+    }
+    if (!bytes) {
+        pn_delivery_update(d, PN_RELEASED);
+        pn_delivery_settle(d);
+        top_up(s);
+        return;
+    }
+    ew_envelope *env = ewi_envelope_new();
+    amqp_wire_meta meta = {0, false, false};
+    char err[512];
+    ew_err rc = env ? amqp_message_decode(bytes, len, env, &meta, err, sizeof err)
+                    : EW_ENOMEM;
+    free(bytes);
+    if (rc == EW_EDECODE) {
+        ewi_log(t->m, EW_LOG_WARN, "amqp %s: %s: %s", t->where, s->queue, err);
+        rc = EW_OK; /* core dead-letters what it cannot read */
+    }
+    amqp_rec *rec = rc == EW_OK ? calloc(1, sizeof *rec) : NULL;
+    ewi_msg *msg = rec ? ewi_msg_new(s->sub, env) : NULL;
+    if (!msg) {
+        /* Out of memory: the broker keeps it. */
+        free(rec);
+        if (!rec)
+            ewi_envelope_unref(env);
+        pn_delivery_update(d, PN_RELEASED);
+        pn_delivery_settle(d);
+        top_up(s);
+        return;
+    }
+    uint32_t redelivered = meta.delivery_count;
+    if (t->opt.dialect == AMQP_DIALECT_RABBITMQ && !meta.first_acquirer &&
+        redelivered == 0)
+        redelivered = 1; /* RabbitMQ 3.x marks redeliveries only this way */
+    msg->redeliveries = redelivered;
+    msg->tag = ++t->next_tag;
+    msg->tdata = rec;
+    rec->w.kind = AMQP_W_SETTLE;
+    rec->owner = AMQP_REC_SUB;
+    rec->holder = s;
+    rec->msg = msg;
+    rec->link_id = s->link_id;
+    rec->d = d;
+    s->outstanding++;
+    s->nrecs++;
+    ewi_deliver(msg);
+}
+
+void amqp_recv_settle(ewi_transport *t, amqp_rec *rec)
+{
+    if (rec->owner == AMQP_REC_FETCH) {
+        amqp_fetch_settle(t, rec);
+        return;
+    }
+    amqp_sub *s = rec->holder;
+    if (rec->link_id && rec->link_id == s->link_id && s->l) {
+        pn_delivery_t *d = rec->d;
+        if (rec->how == EWI_ACK) {
+            pn_delivery_update(d, PN_ACCEPTED);
+        } else if (t->opt.dialect == AMQP_DIALECT_ARTEMIS) {
+            /* Artemis: modified + delivery-failed counts toward its
+             * max-delivery-attempts (redelivery count grows, a message that
+             * can never be dead-lettered by us ends in its DLA instead of
+             * looping); released would not count. */
+            pn_disposition_set_failed(pn_delivery_local(d), true);
+            pn_delivery_update(d, PN_MODIFIED);
+        } else {
+            /* RabbitMQ 3.10: released = requeue, redelivered flag set;
+             * modified ends the session (unrecognised state before 3.10.11). */
+            pn_delivery_update(d, PN_RELEASED);
+        }
+        pn_delivery_settle(d);
+        s->outstanding--;
+        top_up(s);
+    }
+    s->nrecs--;
+    ewi_msg_free(rec->msg);
+    free(rec);
+    amqp_recv_maybe_free(t, s);
+}
+
+void amqp_recv_take_sub(ewi_transport *t, amqp_sub *s)
+{
+    s->next = t->subs;
+    t->subs = s;
+    ewi_backoff_init(&s->bo, 200, (int)t->opt.reconnect_max_ms);
+    amqp_recv_attach(t, s);
+}
+
+void amqp_recv_take_unsub(ewi_transport *t, amqp_sub *s)
+{
+    s->unsubscribed = true;
+    s->reattach_at = 0;
+    amqp_recv_signal(t, s, AMQP_SUB_GONE, NULL);
+    amqp_recv_maybe_free(t, s);
+}
+
+void amqp_recv_tick(ewi_transport *t, int64_t now)
+{
+    check_queues(t, now);
+    reattach_due(t, now);
+}
+
+/* The connection is gone (I/O thread): deliveries in core's hands are
+ * stale (the broker requeues them); links attach again on the next
+ * connection. */
+void amqp_recv_disconnected(ewi_transport *t)
+{
+    for (amqp_sub *s = t->subs, *next; s; s = next) {
+        next = s->next;
+        s->l = NULL;
+        s->link_id = 0;
+        s->attached = false;
+        s->outstanding = 0;
+        s->reattach_at = 0;
+        amqp_recv_maybe_free(t, s);
+    }
+}
+
+void amqp_recv_attach_all(ewi_transport *t)
+{
+    for (amqp_sub *s = t->subs; s; s = s->next)
+        if (!s->reattach_at)
+            amqp_recv_attach(t, s);
+}
+
+void amqp_recv_opened(ewi_transport *t, amqp_sub *s)
+{
+    s->attached = true;
+    ewi_backoff_reset(&s->bo);
+    pthread_mutex_lock(&t->mu);
+    bool again = s->state == AMQP_SUB_ACTIVE;
+    pthread_mutex_unlock(&t->mu);
+    if (again)
+        ewi_log(t->m, EW_LOG_INFO, "amqp %s: %s: consuming %s again", t->where, s->queue,
+                s->source.addr);
+    amqp_recv_signal(t, s, AMQP_SUB_ACTIVE, NULL);
+}
+
+/* A settle that can no longer reach the broker (the I/O thread is ending):
+ * only frees. */
+void amqp_recv_forget(amqp_rec *rec)
+{
+    ((amqp_sub *)rec->holder)->nrecs--;
+    ewi_msg_free(rec->msg);
+    free(rec);
+}
+
+/* The I/O thread ends (t->mu held): subscriptions still waiting fail. */
+void amqp_recv_finish_locked(ewi_transport *t, const char *why)
+{
+    for (amqp_sub *s = t->subs; s; s = s->next)
+        if (s->state == AMQP_SUB_PENDING) {
+            s->state = AMQP_SUB_FAILED;
+            amqp_textf(s->error, sizeof s->error, "%s", why);
+        }
+}

@@ -1,0 +1,286 @@
+/* Publishing on the I/O thread: one sender link per target, queued sends
+ * go out within the link's credit as unsettled transfers, the broker's
+ * outcome completes them (accepted: done; rejected, released, modified or
+ * a detach: an error with the broker's text), deadlines fail what waits too
+ * long, and a lost connection puts unsettled sends back in front. */
+#include "amqp.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <proton/delivery.h>
+#include <proton/disposition.h>
+#include <proton/link.h>
+
+static void list_push(amqp_out **head, amqp_out **tail, amqp_out *o)
+{
+    o->next = NULL;
+    o->prev = *tail;
+    if (*tail)
+        (*tail)->next = o;
+    else
+        *head = o;
+    *tail = o;
+}
+
+static void list_unlink(amqp_out **head, amqp_out **tail, amqp_out *o)
+{
+    if (o->prev)
+        o->prev->next = o->next;
+    else
+        *head = o->next;
+    if (o->next)
+        o->next->prev = o->prev;
+    else
+        *tail = o->prev;
+    o->prev = o->next = NULL;
+}
+
+/* Runs done once; the record itself lives on while a delivery points to it. */
+static void out_done(ewi_transport *t, amqp_out *o, int err, const char *detail)
+{
+    ewi_pub *p = o->pub;
+    if (!p)
+        return;
+    o->pub = NULL;
+    p->done(p, err, detail);
+    pthread_mutex_lock(&t->mu);
+    t->pending--;
+    if (t->window_waiters)
+        pthread_cond_broadcast(&t->cond);
+    pthread_mutex_unlock(&t->mu);
+}
+
+static void out_free(amqp_out *o)
+{
+    free(o->bytes);
+    free(o);
+}
+
+void amqp_out_finish(ewi_transport *t, amqp_out *o, int err, const char *detail)
+{
+    out_done(t, o, err, detail);
+    out_free(o);
+}
+
+static amqp_sender *sender_for(ewi_transport *t, const amqp_addr *a)
+{
+    for (amqp_sender *s = t->senders; s; s = s->next)
+        if (s->target.cap == a->cap && strcmp(s->target.addr, a->addr) == 0)
+            return s;
+    amqp_sender *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->kind = AMQP_OBJ_SENDER;
+    s->target = *a;
+    s->next = t->senders;
+    t->senders = s;
+    return s;
+}
+
+static void amqp_send_attach(ewi_transport *t, amqp_sender *s)
+{
+    if (s->l || !amqp_is_up(t))
+        return;
+    s->opened = false;
+    s->l = amqp_open_link(t, true, &s->target, s);
+}
+
+void amqp_send_pump(ewi_transport *t, amqp_sender *s)
+{
+    if (!s->l || !s->opened)
+        return;
+    while (s->pend_head && pn_link_credit(s->l) > 0) {
+        amqp_out *o = s->pend_head;
+        list_unlink(&s->pend_head, &s->pend_tail, o);
+        uint64_t tag = ++t->next_tag;
+        pn_delivery_t *d = pn_delivery(s->l, pn_dtag((const char *)&tag, sizeof tag));
+        pn_link_send(s->l, (const char *)o->bytes, o->len);
+        pn_link_advance(s->l);
+        pn_delivery_set_context(d, o);
+        o->d = d;
+        list_push(&s->fl_head, &s->fl_tail, o);
+    }
+}
+
+/* The broker refused or dropped this sender: every publish on it fails with
+ * the broker's text; the next publish attaches again. */
+void amqp_send_lost(ewi_transport *t, amqp_sender *s, const char *why)
+{
+    char detail[600];
+    amqp_textf(detail, sizeof detail, "sender to %s: %s", s->target.addr, why);
+    ewi_log(t->m, EW_LOG_WARN, "amqp %s: %s", t->where, detail);
+    amqp_out *o;
+    while ((o = s->fl_head)) {
+        list_unlink(&s->fl_head, &s->fl_tail, o);
+        if (o->d)
+            pn_delivery_set_context(o->d, NULL);
+        amqp_out_finish(t, o, EW_EBROKER, detail);
+    }
+    while ((o = s->pend_head)) {
+        list_unlink(&s->pend_head, &s->pend_tail, o);
+        amqp_out_finish(t, o, EW_EBROKER, detail);
+    }
+    amqp_close_link(s->l);
+    s->l = NULL;
+    s->opened = false;
+}
+
+void amqp_send_outcome(ewi_transport *t, pn_delivery_t *d)
+{
+    uint64_t state = pn_delivery_remote_state(d);
+    if (!state && !pn_delivery_settled(d))
+        return; /* no outcome yet */
+    amqp_out *o = pn_delivery_get_context(d);
+    pn_link_t *l = pn_delivery_link(d);
+    amqp_sender *s = pn_link_get_context(l);
+    pn_delivery_set_context(d, NULL);
+    pn_delivery_settle(d);
+    if (!o || !s)
+        return;
+    list_unlink(&s->fl_head, &s->fl_tail, o);
+    o->d = NULL;
+    char text[600], cond[480];
+    switch (state) {
+    case PN_ACCEPTED:
+    case 0: /* settled by the broker without a state: taken */
+        amqp_out_finish(t, o, EW_OK, NULL);
+        break;
+    case PN_REJECTED:
+        amqp_condition_text(pn_disposition_condition(pn_delivery_remote(d)),
+                            "no reason given", cond, sizeof cond);
+        amqp_textf(text, sizeof text, "rejected by the broker at %s: %s", s->target.addr,
+                 cond);
+        amqp_out_finish(t, o, EW_EBROKER, text);
+        break;
+    case PN_RELEASED:
+        amqp_textf(text, sizeof text,
+                 "released by the broker at %s: not delivered, the broker did not "
+                 "take it", s->target.addr);
+        amqp_out_finish(t, o, EW_EBROKER, text);
+        break;
+    case PN_MODIFIED:
+        amqp_textf(text, sizeof text, "modified by the broker at %s%s: not delivered",
+                 s->target.addr,
+                 pn_disposition_is_undeliverable(pn_delivery_remote(d))
+                     ? " (undeliverable here)" : "");
+        amqp_out_finish(t, o, EW_EBROKER, text);
+        break;
+    default:
+        amqp_textf(text, sizeof text, "unexpected outcome %s from the broker at %s",
+                 pn_disposition_type_name(state), s->target.addr);
+        amqp_out_finish(t, o, EW_EBROKER, text);
+        break;
+    }
+}
+
+void amqp_send_take(ewi_transport *t, amqp_out *o)
+{
+    amqp_sender *s = sender_for(t, &o->target);
+    if (!s) {
+        amqp_out_finish(t, o, EW_ENOMEM, "out of memory");
+        return;
+    }
+    list_push(&s->pend_head, &s->pend_tail, o);
+    if (!s->l)
+        amqp_send_attach(t, s);
+    amqp_send_pump(t, s);
+}
+
+/* Fails whatever is past its deadline: queued ones, and sent ones the
+ * broker did not answer in time (their record stays until it does). */
+void amqp_send_expire(ewi_transport *t, int64_t now)
+{
+    char detail[700];
+    for (amqp_sender *s = t->senders; s; s = s->next) {
+        amqp_out *o = s->pend_head;
+        while (o && o->pub && o->pub->deadline_ms <= now) {
+            amqp_out *next = o->next;
+            list_unlink(&s->pend_head, &s->pend_tail, o);
+            pthread_mutex_lock(&t->mu);
+            bool down = t->state != AMQP_ST_UP;
+            int64_t since = t->down_since;
+            char last[512];
+            amqp_textf(last, sizeof last, "%s", t->last_error);
+            pthread_mutex_unlock(&t->mu);
+            if (down)
+                amqp_textf(detail, sizeof detail,
+                         "not sent to %s within the send timeout: no connection to "
+                         "%s for %lld ms (last error: %s); still reconnecting",
+                         s->target.addr, t->where, (long long)(now - since), last);
+            else
+                amqp_textf(detail, sizeof detail,
+                         "not sent to %s within the send timeout: no link credit from "
+                         "the broker", s->target.addr);
+            amqp_out_finish(t, o, EW_ETIMEDOUT, detail);
+            o = next;
+        }
+        for (o = s->fl_head; o; o = o->next) {
+            if (!o->pub)
+                continue;
+            if (o->pub->deadline_ms > now)
+                break;
+            amqp_textf(detail, sizeof detail,
+                     "sent to %s but no outcome from the broker within the send "
+                     "timeout (it may still arrive)", s->target.addr);
+            out_done(t, o, EW_ETIMEDOUT, detail);
+        }
+    }
+}
+
+/* The connection is gone (I/O thread): unsettled sends go out again on the
+ * next connection, ahead of the queued ones. */
+void amqp_send_disconnected(ewi_transport *t)
+{
+    for (amqp_sender *s = t->senders; s; s = s->next) {
+        amqp_out *o;
+        while ((o = s->fl_tail)) {
+            list_unlink(&s->fl_head, &s->fl_tail, o);
+            o->d = NULL;
+            if (!o->pub) {
+                out_free(o);
+                continue;
+            }
+            o->next = s->pend_head;
+            o->prev = NULL;
+            if (s->pend_head)
+                s->pend_head->prev = o;
+            else
+                s->pend_tail = o;
+            s->pend_head = o;
+        }
+        s->l = NULL;
+        s->opened = false;
+    }
+}
+
+void amqp_send_attach_pending(ewi_transport *t)
+{
+    for (amqp_sender *s = t->senders; s; s = s->next)
+        if (s->pend_head)
+            amqp_send_attach(t, s);
+}
+
+void amqp_send_opened(ewi_transport *t, amqp_sender *s)
+{
+    s->opened = true;
+    amqp_send_pump(t, s);
+}
+
+/* The I/O thread ends: what was not sent fails, what was sent but not
+ * confirmed fails too (it may have arrived). */
+void amqp_send_finish(ewi_transport *t, const char *why)
+{
+    for (amqp_sender *s = t->senders; s; s = s->next) {
+        amqp_out *o;
+        while ((o = s->fl_head)) {
+            list_unlink(&s->fl_head, &s->fl_tail, o);
+            amqp_out_finish(t, o, EW_ECLOSED, "the transport stopped before the broker "
+                                         "confirmed it (it may have been delivered)");
+        }
+        while ((o = s->pend_head)) {
+            list_unlink(&s->pend_head, &s->pend_tail, o);
+            amqp_out_finish(t, o, EW_ECLOSED, why);
+        }
+    }
+}
