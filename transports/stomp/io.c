@@ -29,6 +29,7 @@
 
 typedef struct io {
     ewi_transport *t;
+    int role; /* STOMP_PUB or STOMP_SUB */
     stomp_sock *sock;
     ewi_stomp_parser *parser;
     ewi_buf out;
@@ -346,15 +347,13 @@ static void on_error(io *s, const ewi_stomp_frame *f, char *why, size_t whylen)
      * frames in order, so the oldest frame still waiting for its RECEIPT is
      * the likely cause: it takes the blame. */
     stomp_sub *ss = rid && rid[0] == 's' ? sub_by_gen(t, strtoull(rid + 1, NULL, 10)) : NULL;
-    if (!ss && !(rid && rid[0] == 'p')) {
+    if (!ss && !(rid && rid[0] == 'p') && s->role == STOMP_SUB) {
         for (stomp_sub *c = t->subs; c; c = c->next)
             if (!c->active && c->wseq && (!ss || c->wseq < ss->wseq))
                 ss = c;
-        if (ss && s->infl_head && s->infl_head->wseq < ss->wseq)
-            ss = NULL;
-        if (!ss && s->infl_head)
-            s->infl_head->error_sends++;
     }
+    if (!ss && !(rid && rid[0] == 'p') && s->role == STOMP_PUB && s->infl_head)
+        s->infl_head->error_sends++;
     if (ss && !ss->closing) {
         bool waited = false;
         for (stomp_req **pp = &s->waiting; *pp; pp = &(*pp)->next) {
@@ -441,13 +440,19 @@ static bool read_in(io *s, char *why, size_t whylen)
 static void take_work(io *s)
 {
     ewi_transport *t = s->t;
+    stomp_pending *pend = NULL;
+    stomp_msgdata *settles = NULL;
+    stomp_req *reqs = NULL;
     pthread_mutex_lock(&t->mu);
-    stomp_pending *pend = t->pend_head;
-    t->pend_head = t->pend_tail = NULL;
-    stomp_msgdata *settles = t->settle_head;
-    t->settle_head = t->settle_tail = NULL;
-    stomp_req *reqs = t->req_head;
-    t->req_head = t->req_tail = NULL;
+    if (s->role == STOMP_PUB) {
+        pend = t->pend_head;
+        t->pend_head = t->pend_tail = NULL;
+    } else {
+        settles = t->settle_head;
+        t->settle_head = t->settle_tail = NULL;
+        reqs = t->req_head;
+        t->req_head = t->req_tail = NULL;
+    }
     pthread_mutex_unlock(&t->mu);
 
     /* SENDs: into the output buffer, then in flight until their RECEIPT. */
@@ -501,7 +506,7 @@ static void take_work(io *s)
             ss->next = t->subs;
             t->subs = ss;
             pthread_mutex_unlock(&t->mu);
-            if (s->sock && t->state == ST_UP)
+            if (s->sock && t->state[STOMP_SUB] == ST_UP)
                 write_subscribe(s, ss);
             /* done on its RECEIPT (after a reconnect if need be) */
             r->next = s->waiting;
@@ -568,10 +573,16 @@ static void expire(io *s, const char *why)
 
 /* ---- connection ------------------------------------------------------------ */
 
-static void set_state(ewi_transport *t, stomp_state st, ew_err code, const char *why)
+static const char *role_name(const io *s)
 {
+    return s->role == STOMP_PUB ? "publishing" : "consuming";
+}
+
+static void set_state(io *s, stomp_state st, ew_err code, const char *why)
+{
+    ewi_transport *t = s->t;
     pthread_mutex_lock(&t->mu);
-    t->state = st;
+    t->state[s->role] = st;
     if (code != EW_OK) {
         t->last_code = code;
         snprintf(t->last_error, sizeof t->last_error, "%s", why);
@@ -585,7 +596,7 @@ static void set_state(ewi_transport *t, stomp_state st, ew_err code, const char 
 static void drop(io *s, ew_err code, const char *why)
 {
     ewi_transport *t = s->t;
-    bool was_up = t->state == ST_UP;
+    bool was_up = t->state[s->role] == ST_UP;
     stomp_sock_close(s->sock);
     s->sock = NULL;
     ewi_stomp_parser_reset(s->parser);
@@ -616,25 +627,28 @@ static void drop(io *s, ew_err code, const char *why)
         pthread_mutex_unlock(&t->mu);
         s->infl_head = s->infl_tail = NULL;
     }
-    for (stomp_sub *ss = t->subs; ss; ss = ss->next) {
-        ss->active = false;
-        ss->recycle = false; /* the closed connection gave them back */
-    }
-    /* Closing subscriptions whose messages are all settled can go now. */
-    for (stomp_sub *ss = t->subs, *next; ss; ss = next) {
-        next = ss->next;
-        sub_check(s, ss);
-    }
-    if (t->topo)
+    if (s->role == STOMP_SUB) {
+        for (stomp_sub *ss = t->subs; ss; ss = ss->next) {
+            ss->active = false;
+            ss->recycle = false; /* the closed connection gave them back */
+        }
+        /* Closing subscriptions whose messages are all settled can go now. */
+        for (stomp_sub *ss = t->subs, *next; ss; ss = next) {
+            next = ss->next;
+            sub_check(s, ss);
+        }
+    } else if (t->topo) {
         stomp_topo_forget_queues(t->topo);
+    }
     /* A connection that lived a while resets the backoff; one that the
      * broker closes at once (a refused frame) keeps it growing. */
     if (was_up && ewi_now_ms() - s->up_since >= 5000)
         ewi_backoff_reset(&s->backoff);
-    set_state(t, ST_DOWN, code, why);
+    set_state(s, ST_DOWN, code, why);
     if (was_up)
         ewi_report(t->m, EW_EDISCONNECTED, NULL, NULL, NULL,
-                   "STOMP connection to %s lost: %s; reconnecting", t->url_text, why);
+                   "STOMP %s connection to %s lost: %s; reconnecting", role_name(s),
+                   t->url_text, why);
     s->next_attempt = ewi_now_ms() + ewi_backoff_next(&s->backoff);
 }
 
@@ -738,7 +752,7 @@ static bool connect_once(io *s, char *why, size_t whylen, ew_err *code)
 {
     ewi_transport *t = s->t;
     int64_t deadline = ewi_now_ms() + t->opt.connect_timeout_ms;
-    set_state(t, ST_CONNECTING, EW_OK, NULL);
+    set_state(s, ST_CONNECTING, EW_OK, NULL);
     s->sock = stomp_sock_open(&t->opt, t->opt.connect_timeout_ms, code, why, whylen);
     if (!s->sock)
         return false;
@@ -747,7 +761,7 @@ static bool connect_once(io *s, char *why, size_t whylen, ew_err *code)
     if (!handshake(s, deadline, code, why, whylen))
         return false;
     /* A restarted broker lost the non-durable exchanges. */
-    if (t->topo && t->ever_up) {
+    if (t->topo && t->ever_up && s->role == STOMP_PUB) {
         char err[512];
         ew_err rc = stomp_topo_redeclare(t->topo, err, sizeof err);
         if (rc != EW_OK) {
@@ -760,9 +774,10 @@ static bool connect_once(io *s, char *why, size_t whylen, ew_err *code)
     s->dropped_by_error = false;
     s->last_rx = s->last_tx = ewi_now_ms();
     /* Every listener again, in registration order does not matter. */
-    for (stomp_sub *ss = t->subs; ss; ss = ss->next)
-        if (!ss->closing)
-            write_subscribe(s, ss);
+    if (s->role == STOMP_SUB)
+        for (stomp_sub *ss = t->subs; ss; ss = ss->next)
+            if (!ss->closing)
+                write_subscribe(s, ss);
     /* Resent SENDs were put back at the head of the queue: take_work adds
      * them before anything newer. */
     return true;
@@ -773,7 +788,7 @@ static bool connect_once(io *s, char *why, size_t whylen, ew_err *code)
 static void shutdown_io(io *s)
 {
     ewi_transport *t = s->t;
-    if (s->sock && t->state == ST_UP) {
+    if (s->sock && t->state[s->role] == ST_UP) {
         /* Last ACKs, then DISCONNECT with a receipt: once it arrives the
          * broker has processed everything before it. */
         take_work(s);
@@ -817,12 +832,17 @@ static void shutdown_io(io *s)
     stomp_sock_close(s->sock);
     s->sock = NULL;
     /* What is left fails: the transport is closed. */
+    stomp_pending *pend = NULL;
+    stomp_req *reqs = NULL;
     pthread_mutex_lock(&t->mu);
-    stomp_pending *pend = t->pend_head;
-    t->pend_head = t->pend_tail = NULL;
-    stomp_req *reqs = t->req_head;
-    t->req_head = t->req_tail = NULL;
-    t->state = ST_DOWN;
+    if (s->role == STOMP_PUB) {
+        pend = t->pend_head;
+        t->pend_head = t->pend_tail = NULL;
+    } else {
+        reqs = t->req_head;
+        t->req_head = t->req_tail = NULL;
+    }
+    t->state[s->role] = ST_DOWN;
     pthread_mutex_unlock(&t->mu);
     for (stomp_pending *pd = s->infl_head, *next; pd; pd = next) {
         next = pd->next;
@@ -855,41 +875,25 @@ static void shutdown_io(io *s)
 
 /* ---- the loop -------------------------------------------------------------- */
 
-/* While down, requests and settles are still taken (subscriptions wait in
- * the list, ACKs of the lost connection are dropped), but SENDs stay queued
- * with their deadlines running. */
+/* While the consuming connection is down, requests and settles are still
+ * taken: subscriptions wait in the list, ACKs of the lost connection are
+ * dropped. (SENDs wait for the publishing connection, deadlines running.) */
 static void take_work_down(io *s)
 {
     ewi_transport *t = s->t;
     pthread_mutex_lock(&t->mu);
     bool has = t->settle_head || t->req_head;
-    stomp_pending *ph = NULL, *pt = NULL;
-    if (has) {
-        ph = t->pend_head;
-        pt = t->pend_tail;
-        t->pend_head = t->pend_tail = NULL;
-    }
     pthread_mutex_unlock(&t->mu);
     if (!has)
         return;
     take_work(s);
     s->out.len = s->out_off = 0;
-    pthread_mutex_lock(&t->mu);
-    if (ph) {
-        if (t->pend_head) {
-            pt->next = t->pend_head;
-            t->pend_head = ph;
-        } else {
-            t->pend_head = ph;
-            t->pend_tail = pt;
-        }
-    }
-    pthread_mutex_unlock(&t->mu);
 }
 
 void *stomp_io_main(void *arg)
 {
-    ewi_transport *t = arg;
+    struct stomp_io_arg *a = arg;
+    ewi_transport *t = a->t;
     /* TLS writes go through write(2): a peer that vanished must not kill the
      * process with SIGPIPE. Blocked here, it stays pending on this thread. */
     sigset_t set;
@@ -899,15 +903,21 @@ void *stomp_io_main(void *arg)
 
     io *s = calloc(1, sizeof *s);
     if (!s) {
-        set_state(t, ST_DOWN, EW_ENOMEM, "out of memory");
+        pthread_mutex_lock(&t->mu);
+        t->last_code = EW_ENOMEM;
+        snprintf(t->last_error, sizeof t->last_error, "out of memory");
+        pthread_cond_broadcast(&t->cv);
+        pthread_mutex_unlock(&t->mu);
         return NULL;
     }
     s->t = t;
+    s->role = a->role;
+    ewi_waker *wk = &t->waker[s->role];
     s->parser = ewi_stomp_parser_new(&t->limits);
     ewi_backoff_init(&s->backoff, 100, t->opt.reconnect_max_ms);
     char why[1024] = "";
     if (!s->parser) {
-        set_state(t, ST_DOWN, EW_ENOMEM, "out of memory");
+        set_state(s, ST_DOWN, EW_ENOMEM, "out of memory");
         free(s);
         return NULL;
     }
@@ -925,15 +935,15 @@ void *stomp_io_main(void *arg)
                 ew_err code;
                 if (connect_once(s, why, sizeof why, &code)) {
                     s->up_since = ewi_now_ms();
-                    set_state(t, ST_UP, EW_OK, NULL);
-                    ewi_log(t->m, EW_LOG_INFO, "STOMP connected to %s (dialect %s, "
-                            "heart-beats: send %d ms, expect %d ms)", t->url_text,
+                    set_state(s, ST_UP, EW_OK, NULL);
+                    ewi_log(t->m, EW_LOG_INFO, "STOMP %s connection to %s up (dialect %s, "
+                            "heart-beats: send %d ms, expect %d ms)", role_name(s), t->url_text,
                             stomp_dialect_name(t->opt.dialect), s->hb.send_ms,
                             s->hb.expect_ms);
                 } else {
                     stomp_sock_close(s->sock);
                     s->sock = NULL;
-                    set_state(t, ST_DOWN, code, why);
+                    set_state(s, ST_DOWN, code, why);
                     if (t->ever_up)
                         ewi_log(t->m, EW_LOG_WARN, "STOMP reconnect to %s failed: %s",
                                 t->url_text, why);
@@ -942,13 +952,15 @@ void *stomp_io_main(void *arg)
                 }
             } else {
                 /* Down: wait for the next attempt, keep deadlines. */
-                struct pollfd p = {.fd = ewi_waker_fd(&t->waker), .events = POLLIN};
+                struct pollfd p = {.fd = ewi_waker_fd(wk), .events = POLLIN};
                 int wait = (int)(s->next_attempt - now);
                 poll(&p, 1, wait < DEADLINE_SCAN_MS ? wait : DEADLINE_SCAN_MS);
                 if (p.revents & POLLIN)
-                    ewi_waker_drain(&t->waker);
-                take_work_down(s);
-                expire(s, t->last_error);
+                    ewi_waker_drain(wk);
+                if (s->role == STOMP_SUB)
+                    take_work_down(s);
+                else
+                    expire(s, t->last_error);
                 continue;
             }
         }
@@ -968,7 +980,7 @@ void *stomp_io_main(void *arg)
             drop(s, EW_EDISCONNECTED, why);
             continue;
         }
-        if (now - s->last_scan >= DEADLINE_SCAN_MS) {
+        if (s->role == STOMP_PUB && now - s->last_scan >= DEADLINE_SCAN_MS) {
             s->last_scan = now;
             expire(s, NULL);
         }
@@ -977,7 +989,7 @@ void *stomp_io_main(void *arg)
         if (s->hb.send_ms && s->hb.send_ms / 2 < timeout)
             timeout = s->hb.send_ms / 2;
         struct pollfd p[2] = {
-            {.fd = ewi_waker_fd(&t->waker), .events = POLLIN},
+            {.fd = ewi_waker_fd(wk), .events = POLLIN},
             {.fd = stomp_sock_fd(s->sock),
              .events = POLLIN | (out_pending(s) ? POLLOUT : 0)},
         };
@@ -990,7 +1002,7 @@ void *stomp_io_main(void *arg)
             continue;
         }
         if (p[0].revents & POLLIN)
-            ewi_waker_drain(&t->waker);
+            ewi_waker_drain(wk);
         if ((p[1].revents & (POLLIN | POLLERR | POLLHUP)) || stomp_sock_pending(s->sock)) {
             if (!read_in(s, why, sizeof why)) {
                 drop(s, EW_EDISCONNECTED, why);

@@ -8,8 +8,11 @@
  *   topology.c   rabbitmq dialect: exchanges and queue checks over AMQP 0-9-1
  *   io.c         the I/O thread: connection, frames in and out, reconnects
  *   transport.c  the ewi_transport_ops table: what core calls
- * Only io.c touches the socket; other threads queue work under mu and wake
- * the I/O thread through waker. */
+ * Two connections, each with its own I/O thread (io.c): one publishes, one
+ * consumes. RabbitMQ throttles a publishing connection under flow control,
+ * and ACKs must never wait behind that; separate connections also let the
+ * broker work on both directions in parallel. Only io.c touches the sockets;
+ * other threads queue work under mu and wake the right thread. */
 #ifndef EVENTWIRE_STOMP_H
 #define EVENTWIRE_STOMP_H
 
@@ -218,6 +221,9 @@ struct stomp_req {
     stomp_req *next;
 };
 
+/* The two connections. */
+enum { STOMP_PUB = 0, STOMP_SUB = 1, STOMP_ROLES = 2 };
+
 typedef enum stomp_state {
     ST_DOWN,       /* not connected; the I/O thread retries */
     ST_CONNECTING, /* CONNECT sent */
@@ -232,15 +238,19 @@ struct ewi_transport {
     stomp_topo *topo;     /* rabbitmq only */
     ewi_stomp_limits limits;
 
-    pthread_t thread;
-    bool thread_started;
-    ewi_waker waker;
+    struct stomp_io_arg {
+        ewi_transport *t;
+        int role;
+    } io_arg[STOMP_ROLES];
+    pthread_t thread[STOMP_ROLES];
+    bool thread_started;  /* both I/O threads run */
+    ewi_waker waker[STOMP_ROLES];
     atomic_uint_fast64_t next_receipt;
 
     pthread_mutex_t mu;   /* everything below */
     pthread_cond_t cv;    /* requests done, state changes, window room */
     bool stopping;
-    stomp_state state;
+    stomp_state state[STOMP_ROLES];
     uint64_t gen;         /* connection generation, +1 per connect */
     ew_err last_code;
     char last_error[512];
@@ -252,6 +262,7 @@ struct ewi_transport {
     stomp_sub *subs;      /* every subscription, listeners and DLQ readers */
 };
 
+/* arg: a struct stomp_io_arg. */
 void *stomp_io_main(void *arg);
 /* Queues r (malloc'd) for the I/O thread and waits until it is done or the
  * deadline passed (t->mu not held). On EW_ETIMEDOUT r belongs to the I/O

@@ -50,7 +50,7 @@ ew_err stomp_request(ewi_transport *t, stomp_req *r, int64_t deadline)
         t->req_head = r;
     t->req_tail = r;
     pthread_mutex_unlock(&t->mu);
-    ewi_waker_wake(&t->waker);
+    ewi_waker_wake(&t->waker[STOMP_SUB]);
     pthread_mutex_lock(&t->mu);
     while (!r->done && wait_until(t, deadline)) {
     }
@@ -101,9 +101,11 @@ static ew_err stomp_create(ew_manager *m, const ewi_url *url, ewi_transport **ou
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&t->cv, &ca);
     pthread_condattr_destroy(&ca);
-    if (ewi_waker_init(&t->waker) != EW_OK ||
+    t->waker[0].fd = t->waker[1].fd = -1;
+    if (ewi_waker_init(&t->waker[0]) != EW_OK || ewi_waker_init(&t->waker[1]) != EW_OK ||
         (t->opt.dialect == STOMP_RABBITMQ && !(t->topo = stomp_topo_new(&t->opt)))) {
-        ewi_waker_close(&t->waker);
+        ewi_waker_close(&t->waker[0]);
+        ewi_waker_close(&t->waker[1]);
         stomp_options_free(&t->opt);
         pthread_mutex_destroy(&t->mu);
         pthread_cond_destroy(&t->cv);
@@ -124,8 +126,10 @@ static void join_io(ewi_transport *t)
     pthread_mutex_unlock(&t->mu);
     if (!started)
         return;
-    ewi_waker_wake(&t->waker);
-    pthread_join(t->thread, NULL);
+    for (int i = 0; i < STOMP_ROLES; i++) {
+        ewi_waker_wake(&t->waker[i]);
+        pthread_join(t->thread[i], NULL);
+    }
     pthread_mutex_lock(&t->mu);
     t->thread_started = false;
     pthread_mutex_unlock(&t->mu);
@@ -162,7 +166,8 @@ static void stomp_destroy(ewi_transport *t)
         free(md);
     }
     stomp_topo_free(t->topo);
-    ewi_waker_close(&t->waker);
+    ewi_waker_close(&t->waker[0]);
+    ewi_waker_close(&t->waker[1]);
     stomp_options_free(&t->opt);
     pthread_mutex_destroy(&t->mu);
     pthread_cond_destroy(&t->cv);
@@ -176,18 +181,33 @@ static ew_err stomp_start(ewi_transport *t, int timeout_ms)
     int64_t deadline = ewi_now_ms() + (timeout_ms > 0 ? timeout_ms : 30000);
     pthread_mutex_lock(&t->mu);
     t->stopping = false;
-    t->state = ST_DOWN;
+    t->state[0] = t->state[1] = ST_DOWN;
     t->last_code = EW_OK;
     t->last_error[0] = 0;
-    if (pthread_create(&t->thread, NULL, stomp_io_main, t) != 0) {
+    int started = 0;
+    for (; started < STOMP_ROLES; started++) {
+        t->io_arg[started].t = t;
+        t->io_arg[started].role = started;
+        if (pthread_create(&t->thread[started], NULL, stomp_io_main, &t->io_arg[started]) != 0)
+            break;
+    }
+    if (started < STOMP_ROLES) {
+        t->stopping = true;
         pthread_mutex_unlock(&t->mu);
+        for (int i = 0; i < started; i++) {
+            ewi_waker_wake(&t->waker[i]);
+            pthread_join(t->thread[i], NULL);
+        }
         return EW_ENOMEM;
     }
     t->thread_started = true;
-    /* Up, or a refused login (retrying cannot fix it), or the deadline. */
-    while (t->state != ST_UP && t->last_code != EW_EAUTH && wait_until(t, deadline)) {
+    /* Both up, or a refused login (retrying cannot fix it), or the deadline. */
+    while (!(t->state[0] == ST_UP && t->state[1] == ST_UP) && t->last_code != EW_EAUTH &&
+           wait_until(t, deadline)) {
     }
-    ew_err rc = t->state == ST_UP ? EW_OK : t->last_code == EW_EAUTH ? EW_EAUTH : EW_ECONNECT;
+    ew_err rc = t->state[0] == ST_UP && t->state[1] == ST_UP ? EW_OK
+                : t->last_code == EW_EAUTH                  ? EW_EAUTH
+                                                            : EW_ECONNECT;
     char why[sizeof t->last_error];
     snprintf(why, sizeof why, "%s", t->last_error[0] ? t->last_error : "no answer");
     pthread_mutex_unlock(&t->mu);
@@ -245,6 +265,9 @@ static ew_err stomp_subscribe(ewi_transport *t, ewi_sub *sub)
     }
     r->kind = REQ_SUBSCRIBE;
     r->ss = ss;
+    /* Once queued, ss is the I/O thread's and may be gone when this returns. */
+    char dest[STOMP_DEST_LEN];
+    snprintf(dest, sizeof dest, "%s", ss->target.dest);
     int64_t deadline = ewi_now_ms() + (t->cfg->start_timeout_ms > 0 ? t->cfg->start_timeout_ms
                                                                       : 30000);
     rc = stomp_request(t, r, deadline);
@@ -263,8 +286,7 @@ static ew_err stomp_subscribe(ewi_transport *t, ewi_sub *sub)
                       : r->err[0]        ? r->err
                                          : ew_strerror(rc);
     ewi_report(t->m, rc == EW_ECLOSED || rc == EW_ETIMEDOUT ? rc : EW_EBROKER, sub->queue,
-               sub->event, NULL, "subscribing %s (%s) failed: %s", sub->queue,
-               ss->target.dest, why);
+               sub->event, NULL, "subscribing %s (%s) failed: %s", sub->queue, dest, why);
     if (rc != EW_ETIMEDOUT)
         free(r);
     return rc == EW_ECLOSED || rc == EW_ETIMEDOUT ? rc : EW_EBROKER;
@@ -331,7 +353,7 @@ static ew_err stomp_publish(ewi_transport *t, ewi_pub *p)
         if (!closed)
             ewi_log(t->m, EW_LOG_ERROR, "send %s: %d sends waiting for receipts until the "
                     "deadline (broker %s: %s)", p->event, t->opt.max_inflight, t->url_text,
-                    t->state == ST_UP ? "up" : "unreachable");
+                    t->state[STOMP_PUB] == ST_UP ? "up" : "unreachable");
         return closed ? EW_ECLOSED : EW_ETIMEDOUT;
     }
     t->window++;
@@ -340,8 +362,11 @@ static ew_err stomp_publish(ewi_transport *t, ewi_pub *p)
     else
         t->pend_head = pd;
     t->pend_tail = pd;
+    bool first = t->pend_head == pd;
     pthread_mutex_unlock(&t->mu);
-    ewi_waker_wake(&t->waker);
+    /* One wake-up per batch: the I/O thread takes the whole queue. */
+    if (first)
+        ewi_waker_wake(&t->waker[STOMP_PUB]);
     return EW_OK;
 }
 
@@ -372,7 +397,7 @@ static void stomp_settle(ewi_transport *t, ewi_msg *msg, ewi_settle how)
     pthread_mutex_unlock(&t->mu);
     /* One wake-up per batch: the I/O thread takes the whole queue. */
     if (first)
-        ewi_waker_wake(&t->waker);
+        ewi_waker_wake(&t->waker[STOMP_SUB]);
 }
 
 /* ---- dead letters --------------------------------------------------------- */
@@ -444,7 +469,7 @@ static ew_err stomp_dlq_take(ewi_transport *t, ewi_dlq_req *req)
             t->settle_head = md;
         t->settle_tail = md;
         pthread_mutex_unlock(&t->mu);
-        ewi_waker_wake(&t->waker);
+        ewi_waker_wake(&t->waker[STOMP_SUB]);
         until = ewi_now_ms() + 200;
     }
     /* ACKs are written before the UNSUBSCRIBE (one queue, in order); what was
