@@ -1,12 +1,12 @@
 /* amqps://: TLS through proton's SSL layer with a CA file (?ca=), and for
  * the rabbitmq dialect the topology connection over TLS too. The local
- * RabbitMQ has no TLS listener, so tls_proxy.sh puts socat in front of it
+ * RabbitMQ has no TLS listener, so proxy.sh puts socat in front of it
  * with a freshly made CA and server certificate.
  *   - trusting that CA: start, send, receive, over TLS only;
  *   - trusting another CA: start fails, and says it is the certificate;
  *   - an IP address with the name check: refused (proton matches DNS names
  *     only) with a hint; verify=peer connects.
- * usage: test_amqp_tls tls_proxy.sh */
+ * usage: test_amqp_tls proxy.sh */
 #include "amqp_test.h"
 
 static const char *PROXY;
@@ -19,9 +19,9 @@ static int setup(void **state)
     snprintf(dir, sizeof dir, "/tmp/eventwire-amqp-tls-%d", (int)getpid());
     port = 20000 + (int)(getpid() % 20000);
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s start %s %d >/dev/null", PROXY, dir, port);
+    snprintf(cmd, sizeof cmd, "%s start tls %s %d >/dev/null", PROXY, dir, port);
     if (system(cmd) != 0) {
-        fprintf(stderr, "tls_proxy.sh start failed (openssl and socat needed)\n");
+        fprintf(stderr, "proxy.sh start failed (openssl and socat needed)\n");
         return -1;
     }
     return 0;
@@ -117,7 +117,7 @@ static void ip_host_with_name_check_says_why(void **state)
 int main(int argc, char **argv)
 {
     if (argc != 2) {
-        fprintf(stderr, "usage: %s tls_proxy.sh\n", argv[0]);
+        fprintf(stderr, "usage: %s proxy.sh\n", argv[0]);
         return 2;
     }
     PROXY = argv[1];
