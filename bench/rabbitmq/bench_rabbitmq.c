@@ -118,7 +118,9 @@ static void raw_wait_confirms(amqp_connection_state_t c, uint64_t upto, uint64_t
     }
 }
 
-static double raw_run(bool durable, long n)
+/* topic: through a topic exchange with a '#' binding, as eventwire routes;
+ * else straight to the queue through the default exchange. */
+static double raw_run(bool durable, bool topic, long n)
 {
     char queue[64];
     snprintf(queue, sizeof queue, "bench.raw.%s.%d", durable ? "durable" : "transient",
@@ -127,6 +129,14 @@ static double raw_run(bool durable, long n)
     amqp_queue_declare(pc, 1, amqp_cstring_bytes(queue), 0, durable, 0, 0, amqp_empty_table);
     if (amqp_get_rpc_reply(pc).reply_type != AMQP_RESPONSE_NORMAL)
         die("raw: queue.declare failed");
+    if (topic) {
+        amqp_exchange_declare(pc, 1, amqp_cstring_bytes(queue), amqp_cstring_bytes("topic"), 0,
+                              durable, 0, 0, amqp_empty_table);
+        amqp_queue_bind(pc, 1, amqp_cstring_bytes(queue), amqp_cstring_bytes(queue),
+                        amqp_cstring_bytes("#"), amqp_empty_table);
+        if (amqp_get_rpc_reply(pc).reply_type != AMQP_RESPONSE_NORMAL)
+            die("raw: exchange.declare / queue.bind failed");
+    }
     raw_consumer rc = {.queue = queue, .n = n, .c = raw_open()};
     pthread_t th;
     pthread_create(&th, NULL, raw_consume, &rc);
@@ -145,7 +155,8 @@ static double raw_run(bool durable, long n)
     int64_t t0 = ewi_now_ms();
     for (long i = 0; i < n; i++) {
         memcpy(body, &i, sizeof i);
-        if (amqp_basic_publish(pc, 1, amqp_empty_bytes, amqp_cstring_bytes(queue), 0, 0, &p,
+        if (amqp_basic_publish(pc, 1, topic ? amqp_cstring_bytes(queue) : amqp_empty_bytes,
+                               amqp_cstring_bytes(queue), 0, 0, &p,
                                (amqp_bytes_t){sizeof body, body}) != AMQP_STATUS_OK)
             die("raw: publish failed");
         if (durable && (i + 1) % CONFIRM_EVERY == 0)
@@ -157,6 +168,8 @@ static double raw_run(bool durable, long n)
     double rate = (double)n * 1000.0 / (double)(rc.last_ms - t0 > 0 ? rc.last_ms - t0 : 1);
     raw_close(rc.c);
     amqp_queue_delete(pc, 1, amqp_cstring_bytes(queue), 0, 0);
+    if (topic)
+        amqp_exchange_delete(pc, 1, amqp_cstring_bytes(queue), 0);
     raw_close(pc);
     return rate;
 }
@@ -287,26 +300,32 @@ int main(int argc, char **argv)
            n, rounds, PREFETCH, url(), buf.len);
     ewi_buf_free(&buf);
     const char *names[2] = {"(a) transient, manual ack", "(b) durable, confirms"};
+    bool run_raw = strcmp(only, "ew") != 0, run_ew = strcmp(only, "raw") != 0;
     for (int mode = 0; mode < 2; mode++) {
-        double raw[15], ew[15], raw_cpu = 0, ew_cpu = 0;
+        double direct[15], topic[15], ew[15], raw_cpu = 0, ew_cpu = 0;
         for (int r = 0; r < rounds; r++) {
+            direct[r] = run_raw ? raw_run(mode == 1, false, n) : 1;
             double c0 = cpu_ms();
-            raw[r] = strcmp(only, "ew") ? raw_run(mode == 1, n) : 1;
+            topic[r] = run_raw ? raw_run(mode == 1, true, n) : 1;
             double c1 = cpu_ms();
-            ew[r] = strcmp(only, "raw") ? ew_run(mode == 1, n) : 1;
+            ew[r] = run_ew ? ew_run(mode == 1, n) : 1;
             double c2 = cpu_ms();
             raw_cpu += c1 - c0;
             ew_cpu += c2 - c1;
-            printf("  %s round %d: raw %.0f/s, eventwire %.0f/s\n", names[mode], r + 1, raw[r],
-                   ew[r]);
+            printf("  %s round %d: raw %.0f/s (default exchange), raw %.0f/s (topic exchange), "
+                   "eventwire %.0f/s\n",
+                   names[mode], r + 1, direct[r], topic[r], ew[r]);
             fflush(stdout);
         }
-        /* The client's own CPU matters: it shares the cores with the broker. */
-        printf("  client CPU per 1000 messages: raw %.1f ms, eventwire %.1f ms\n",
+        double md = median(direct, rounds), mt = median(topic, rounds), me = median(ew, rounds);
+        printf("%s:\n"
+               "  raw librabbitmq, default exchange    %8.0f msgs/s\n"
+               "  raw librabbitmq, topic exchange '#'  %8.0f msgs/s   (eventwire's topology)\n"
+               "  eventwire                            %8.0f events/s\n"
+               "  ratio eventwire / raw: %.2f (same topology), %.2f (default exchange)\n"
+               "  client CPU per 1000 messages: raw %.1f ms, eventwire %.1f ms\n",
+               names[mode], md, mt, me, me / mt, me / md,
                raw_cpu * 1000.0 / ((double)n * rounds), ew_cpu * 1000.0 / ((double)n * rounds));
-        double mr = median(raw, rounds), me = median(ew, rounds);
-        printf("%-28s raw librabbitmq %8.0f msgs/s   eventwire %8.0f events/s   ratio %.2f\n",
-               names[mode], mr, me, me / mr);
         fflush(stdout);
     }
     return 0;

@@ -4,6 +4,9 @@
 
 #include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
+#include <arpa/inet.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -83,7 +86,21 @@ static ew_err tls_setup(ewi_transport *t, amqp_socket_t *s, char *err, size_t er
         return EW_ECONNECT;
     }
     amqp_ssl_socket_set_verify_peer(s, o->verify);
-    amqp_ssl_socket_set_verify_hostname(s, o->verify);
+    /* librabbitmq 0.11 matches the host against DNS names only: for an IP
+     * address host, have OpenSSL check the certificate's IP entries during
+     * the handshake instead. */
+    unsigned char addr[16];
+    bool ip = inet_pton(AF_INET, o->host, addr) == 1 || inet_pton(AF_INET6, o->host, addr) == 1;
+    SSL_CTX *ctx = amqp_ssl_socket_get_context(s);
+    if (o->verify && ip) {
+        if (!ctx || X509_VERIFY_PARAM_set1_ip_asc(SSL_CTX_get0_param(ctx), o->host) != 1) {
+            snprintf(err, errlen, "TLS: cannot set up the check of IP address %s", o->host);
+            return EW_ECONNECT;
+        }
+        amqp_ssl_socket_set_verify_hostname(s, 0);
+    } else {
+        amqp_ssl_socket_set_verify_hostname(s, o->verify);
+    }
     return EW_OK;
 }
 

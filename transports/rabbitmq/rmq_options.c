@@ -12,9 +12,11 @@
  * rabbitmqs:// only: cacert=FILE, cert=FILE, key=FILE, verify=0|1 (1). */
 #include "rmq.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char *const known[] = {"heartbeat", "connect_timeout", "rpc_timeout",
                                     "queue_expires", "max_inflight", "reconnect_max",
@@ -102,6 +104,14 @@ ew_err rmq_opts_parse(ew_manager *m, const ewi_url *url, rmq_opts *o)
         rmq_opts_free(o);
         return EW_EINVAL;
     }
+    const char *files[][2] = {{"cacert", o->cacert}, {"cert", o->cert}, {"key", o->key}};
+    for (size_t i = 0; i < 3; i++)
+        if (files[i][1] && access(files[i][1], R_OK) != 0) {
+            ewi_log(m, EW_LOG_ERROR, "%s: %s file %s: %s", o->label, files[i][0], files[i][1],
+                    strerror(errno));
+            rmq_opts_free(o);
+            return EW_EINVAL;
+        }
     return EW_OK;
 }
 

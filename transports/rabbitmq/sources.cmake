@@ -7,3 +7,9 @@ list(APPEND EW_SOURCES
   transports/rabbitmq/rmq_pub.c
   transports/rabbitmq/rmq_topology.c
   transports/rabbitmq/rmq_transport.c)
+# rabbitmqs:// checks an IP address host against the certificate through
+# OpenSSL's own verification (librabbitmq 0.11 matches DNS names only).
+pkg_check_modules(RMQSSL REQUIRED IMPORTED_TARGET libssl libcrypto)
+list(APPEND EW_PRIVATE_LIBS PkgConfig::RMQSSL)
+list(APPEND EW_PKG_PAIRS "RMQSSL=libssl")
+string(APPEND EW_PC_REQUIRES " libssl")

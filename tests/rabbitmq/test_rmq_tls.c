@@ -1,0 +1,125 @@
+/* rabbitmqs:// through a real TLS handshake: a socat TLS front
+ * (tls_front.sh) before the test RabbitMQ's plain port, with a fresh CA.
+ * Events travel with the CA trusted and host name verification on; a
+ * client trusting another CA refuses the server at start.
+ * usage: rabbitmq_tls TLS_FRONT_SCRIPT */
+#include "rmq_test.h"
+
+static const char *FRONT;
+static char dir[128];
+static int port;
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(dir, sizeof dir, "/tmp/ew-rmq-tls-%d", (int)getpid());
+    port = 36000 + (int)(getpid() % 2000);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "%s start %s %d", FRONT, dir, port);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "%s stop %s; rm -rf %s", FRONT, dir, dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static void events_travel_over_tls(void **state)
+{
+    (void)state;
+    EV(ev, "Tls", true);
+    char url[512];
+    snprintf(url, sizeof url, "rabbitmqs://guest:guest@127.0.0.1:%d/?cacert=%s/ca.pem", port,
+             dir);
+    tally t;
+    tally_init(&t, 20);
+    ew_manager *m = mgr_new(url, "s1");
+    listen_tally(m, &ev, "L", false, 1, &t);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    send_range(m, &ev, 0, 20);
+    assert_true(tally_wait_all(&t, 30000));
+    assert_int_equal(tally_dups(&t), 0);
+    ew_manager_free(m);
+    tally_free(&t);
+    char q[256];
+    snprintf(q, sizeof q, "%s::L", ev.name);
+    raw_delete(q, false);
+    snprintf(q, sizeof q, "%s::L.dlq", ev.name);
+    raw_delete(q, false);
+    raw_delete(ev.name, true);
+}
+
+static void an_untrusted_server_is_refused(void **state)
+{
+    (void)state;
+    char url[512];
+    snprintf(url, sizeof url, "rabbitmqs://guest:guest@127.0.0.1:%d/?cacert=%s/wrong-ca.pem",
+             port, dir);
+    capture cap;
+    capture_init(&cap);
+    ew_options o = {.on_error = capture_error, .error_user = &cap, .start_timeout_ms = 1000,
+                    .log_level = EW_LOG_ERROR};
+    ew_manager *m = mgr_new_opts(url, "s1", &o);
+    assert_int_equal(ew_manager_start(m), EW_ECONNECT);
+    print_message("%s", cap.text);
+    char want[128];
+    snprintf(want, sizeof want, "cannot connect to 127.0.0.1:%d", port);
+    assert_true(capture_has(&cap, want));
+    ew_manager_free(m);
+}
+
+static void a_certificate_for_another_host_is_refused(void **state)
+{
+    (void)state;
+    /* PORT+1 presents a certificate from the trusted CA, but for
+     * other.example only: the name check must refuse it. */
+    char url[512];
+    snprintf(url, sizeof url, "rabbitmqs://guest:guest@127.0.0.1:%d/?cacert=%s/ca.pem",
+             port + 1, dir);
+    capture cap;
+    capture_init(&cap);
+    ew_options o = {.on_error = capture_error, .error_user = &cap, .start_timeout_ms = 1000,
+                    .log_level = EW_LOG_ERROR};
+    ew_manager *m = mgr_new_opts(url, "s1", &o);
+    assert_int_equal(ew_manager_start(m), EW_ECONNECT);
+    print_message("%s", cap.text);
+    assert_true(capture_has(&cap, "verification failed"));
+    ew_manager_free(m);
+    /* verify=0 accepts it (and says so in the URL). */
+    snprintf(url, sizeof url, "rabbitmqs://guest:guest@127.0.0.1:%d/?verify=0", port + 1);
+    m = mgr_new(url, "s1");
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    ew_manager_free(m);
+}
+
+static void a_missing_ca_file_is_refused_at_creation(void **state)
+{
+    (void)state;
+    char url[512];
+    snprintf(url, sizeof url, "rabbitmqs://guest:guest@127.0.0.1:%d/?cacert=%s/nope.pem", port,
+             dir);
+    ew_manager *m = NULL;
+    ew_options o = {.log_level = EW_LOG_ERROR};
+    assert_int_equal(ew_manager_new(&m, url, &o), EW_EINVAL);
+    assert_null(m);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s TLS_FRONT_SCRIPT\n", argv[0]);
+        return 2;
+    }
+    FRONT = argv[1];
+    support_init(rmq_test_url());
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(events_travel_over_tls),
+        cmocka_unit_test(an_untrusted_server_is_refused),
+        cmocka_unit_test(a_certificate_for_another_host_is_refused),
+        cmocka_unit_test(a_missing_ca_file_is_refused_at_creation),
+    };
+    return cmocka_run_group_tests_name("rabbitmqs", tests, setup, teardown);
+}
