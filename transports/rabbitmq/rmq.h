@@ -208,6 +208,7 @@ struct ewi_transport {
     unsigned attempts;
     char down_reason[256];
     int64_t last_rx_ms;      /* last sign of life from the broker */
+    int hb_s;                /* heartbeat negotiated on this connection */
 };
 
 typedef struct rmq_returned {

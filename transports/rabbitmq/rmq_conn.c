@@ -194,6 +194,7 @@ ew_err rmq_connect(ewi_transport *t, char *err, size_t errlen)
         goto fail;
     }
     t->next_seq = 1;
+    t->hb_s = amqp_get_heartbeat(t->conn);
     t->rpc_epoch = ++t->epoch_seq;
     t->next_ch = RMQ_CH_FIRST_SUB;
     t->connected = true;

@@ -739,8 +739,7 @@ void *rmq_io_main(void *arg)
                 rs->resubscribe = false;
                 resubscribe(t, rs);
             }
-        if (t->connected && t->o.heartbeat_s > 0 &&
-            now - t->last_rx_ms > 2000L * t->o.heartbeat_s + 1000)
+        if (t->connected && t->hb_s > 0 && now - t->last_rx_ms > 2000L * t->hb_s + 1000)
             rmq_lost(t, "no heartbeat from the broker");
         rmq_pub_expire(t);
         if (t->parked && !t->connected)
@@ -748,7 +747,7 @@ void *rmq_io_main(void *arg)
         rmq_room_release(t);
 
         /* Sleep unless work is waiting. */
-        int timeout = t->o.heartbeat_s > 0 ? t->o.heartbeat_s * 500 : 1000;
+        int timeout = t->hb_s > 0 ? t->hb_s * 500 : 1000;
         if (!t->connected || t->unconf_head || t->parked || t->resend_head)
             timeout = 50;
         if (!t->connected && t->next_attempt_ms - now < timeout)
@@ -790,9 +789,9 @@ void *rmq_io_main(void *arg)
                 t->last_rx_ms = after;
             /* A read with nothing there still lets librabbitmq send a due
              * heartbeat: do one every half interval. */
-            bool hb = t->o.heartbeat_s > 0 && after >= next_hb_ms;
+            bool hb = t->hb_s > 0 && after >= next_hb_ms;
             if (hb)
-                next_hb_ms = after + t->o.heartbeat_s * 500;
+                next_hb_ms = after + t->hb_s * 500;
             if (readable || hb || amqp_frames_enqueued(t->conn) || amqp_data_in_buffer(t->conn))
                 read_frames(t);
         }
