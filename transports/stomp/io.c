@@ -111,7 +111,9 @@ static ew_err write_subscribe(io *s, stomp_sub *ss)
     ewi_stomp_write_begin(&w, &s->out, EWI_STOMP_SUBSCRIBE);
     ewi_stomp_write_header(&w, "id", id);
     ewi_stomp_write_header(&w, "destination", ss->target.dest);
-    ewi_stomp_write_header(&w, "ack", "client-individual");
+    ewi_stomp_write_header(&w, "ack", ss->browse ? "auto" : "client-individual");
+    if (ss->browse)
+        ewi_stomp_write_header(&w, "browser", "true");
     ewi_stomp_write_header(&w, "receipt", receipt);
     for (size_t i = 0; i < ss->target.n; i++)
         ewi_stomp_write_header(&w, ss->target.h[i].key, ss->target.h[i].value);
@@ -272,6 +274,18 @@ static void on_message(io *s, ewi_stomp_frame *f)
     stomp_sub *ss = subid ? sub_by_gen(t, strtoull(subid, NULL, 10)) : NULL;
     /* Messages of an old or closing subscription stay unacknowledged: the
      * broker gets them back with the UNSUBSCRIBE or the connection. */
+    if (ss && ss->browse && !ss->closing && sub_confirmed(s, ss)) {
+        /* ActiveMQ ends a browse with a MESSAGE holding browser:end. */
+        const char *b = ewi_stomp_frame_get(f, "browser");
+        pthread_mutex_lock(&t->mu);
+        if (b && strcmp(b, "end") == 0)
+            ss->browse_end = true;
+        else
+            ss->browse_found++;
+        pthread_cond_broadcast(&t->cv);
+        pthread_mutex_unlock(&t->mu);
+        return;
+    }
     if (!ss || ss->closing || !ack || !sub_confirmed(s, ss))
         return;
     const char *red = ewi_stomp_frame_get(f, "redelivered");

@@ -198,6 +198,10 @@ struct stomp_sub {
     stomp_sub *next;
     /* dead-letter reading */
     stomp_msgdata *dq_head, *dq_tail; /* under mu: read, not yet taken */
+    /* activemq registry browsing (ack:auto, browser:true); under mu */
+    bool browse;
+    bool browse_end;
+    int browse_found;
 };
 
 typedef enum stomp_req_kind {
@@ -260,6 +264,10 @@ struct ewi_transport {
     stomp_msgdata *settle_head, *settle_tail;
     stomp_req *req_head, *req_tail;
     stomp_sub *subs;      /* every subscription, listeners and DLQ readers */
+    struct amq_known {    /* activemq: listener queues known to be registered */
+        char *queue;
+        struct amq_known *next;
+    } *amq_known;
 };
 
 /* arg: a struct stomp_io_arg. */

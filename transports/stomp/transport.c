@@ -165,6 +165,11 @@ static void stomp_destroy(ewi_transport *t)
         free(md->ack_id);
         free(md);
     }
+    for (struct amq_known *k = t->amq_known, *next; k; k = next) {
+        next = k->next;
+        free(k->queue);
+        free(k);
+    }
     stomp_topo_free(t->topo);
     ewi_waker_close(&t->waker[0]);
     ewi_waker_close(&t->waker[1]);
@@ -239,6 +244,144 @@ static ew_err stomp_declare(ewi_transport *t, const char *event, bool durable)
     return rc;
 }
 
+/* ---- activemq: a registry of listener queues ------------------------------ *
+ *
+ * Over STOMP, ActiveMQ 5 creates every queue a SEND or SUBSCRIBE names, has
+ * no passive declare, and does not deliver advisories. A send to a listener
+ * that does not exist would create Consumer.E::L.VirtualTopic.E, which then
+ * collects every event E forever. So each listener queue E::L leaves a
+ * persistent marker in the queue ew.registry.E::L when it subscribes, and a
+ * send to one listener first browses that registry queue (browsing creates
+ * only the empty registry queue, which collects nothing). */
+
+static bool amq_known(ewi_transport *t, const char *queue)
+{
+    pthread_mutex_lock(&t->mu);
+    struct amq_known *k = t->amq_known;
+    while (k && strcmp(k->queue, queue) != 0)
+        k = k->next;
+    pthread_mutex_unlock(&t->mu);
+    return k != NULL;
+}
+
+static void amq_remember(ewi_transport *t, const char *queue)
+{
+    struct amq_known *k = calloc(1, sizeof *k);
+    if (!k || !(k->queue = strdup(queue))) {
+        free(k);
+        return;
+    }
+    pthread_mutex_lock(&t->mu);
+    k->next = t->amq_known;
+    t->amq_known = k;
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* *found tells whether ew.registry.<queue> holds a marker. */
+static ew_err amq_browse(ewi_transport *t, const char *queue, bool *found)
+{
+    *found = false;
+    if (amq_known(t, queue)) {
+        *found = true;
+        return EW_OK;
+    }
+    stomp_sub *ss = calloc(1, sizeof *ss);
+    stomp_req *open = calloc(1, sizeof *open);
+    if (!ss || !open) {
+        free(ss);
+        free(open);
+        return EW_ENOMEM;
+    }
+    ss->browse = true;
+    snprintf(ss->target.dest, sizeof ss->target.dest, "/queue/ew.registry.%s", queue);
+    open->kind = REQ_DLQ_OPEN;
+    open->ss = ss;
+    int64_t deadline = ewi_now_ms() + t->opt.connect_timeout_ms;
+    ew_err rc = stomp_request(t, open, deadline);
+    if (!open->queued) {
+        free(ss);
+        free(open);
+        return rc;
+    }
+    if (rc != EW_ETIMEDOUT)
+        free(open);
+    if (rc != EW_OK)
+        return rc;
+    pthread_mutex_lock(&t->mu);
+    while (!ss->browse_end && running(t) && wait_until(t, deadline)) {
+    }
+    bool ended = ss->browse_end;
+    *found = ss->browse_found > 0;
+    pthread_mutex_unlock(&t->mu);
+    stomp_req *close = calloc(1, sizeof *close);
+    if (close) {
+        close->kind = REQ_DLQ_CLOSE;
+        close->ss = ss;
+        if (stomp_request(t, close, ewi_now_ms() + 60000) != EW_ETIMEDOUT)
+            free(close);
+    }
+    if (!ended)
+        return EW_ETIMEDOUT;
+    if (*found)
+        amq_remember(t, queue);
+    return EW_OK;
+}
+
+typedef struct marker {
+    ewi_pub pub;
+    bool done;
+    int err;
+} marker;
+
+static void marker_done(ewi_pub *p, int err, const char *detail)
+{
+    (void)detail;
+    marker *mk = (marker *)p;
+    ewi_transport *t = p->user;
+    pthread_mutex_lock(&t->mu);
+    mk->done = true;
+    mk->err = err;
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+}
+
+static ew_err stomp_publish(ewi_transport *t, ewi_pub *p);
+
+/* Leaves the marker of listener queue `queue` unless one is there. */
+static ew_err amq_register(ewi_transport *t, const char *event, const char *queue)
+{
+    bool found;
+    ew_err rc = amq_browse(t, queue, &found);
+    if (rc != EW_OK || found)
+        return rc;
+    marker *mk = calloc(1, sizeof *mk);
+    ew_envelope *env = ewi_envelope_new();
+    char reg[EW_MAX_QUEUE_NAME + 16];
+    snprintf(reg, sizeof reg, "ew.registry.%s", queue);
+    if (!mk || !env || ewi_envelope_set_body(env, queue, strlen(queue)) != EW_OK) {
+        free(mk);
+        ewi_envelope_unref(env);
+        return EW_ENOMEM;
+    }
+    /* A plain queue on every dialect's DLQ path: /queue/<reg>. */
+    mk->pub = (ewi_pub){.dest = EWI_DEST_DLQ, .event = event, .queue = reg, .durable = true,
+                        .env = env, .deadline_ms = ewi_now_ms() + t->cfg->send_timeout_ms,
+                        .done = marker_done, .user = t};
+    rc = stomp_publish(t, &mk->pub);
+    if (rc == EW_OK) {
+        pthread_mutex_lock(&t->mu);
+        while (!mk->done)
+            pthread_cond_wait(&t->cv, &t->mu);
+        pthread_mutex_unlock(&t->mu);
+        rc = (ew_err)mk->err;
+    }
+    ewi_envelope_unref(env);
+    free(mk);
+    if (rc == EW_OK)
+        amq_remember(t, queue);
+    return rc;
+}
+
 /* ---- subscriptions ------------------------------------------------------- */
 
 static ew_err stomp_subscribe(ewi_transport *t, ewi_sub *sub)
@@ -280,6 +423,13 @@ static ew_err stomp_subscribe(ewi_transport *t, ewi_sub *sub)
     if (rc == EW_OK) {
         sub->tdata = ss;
         free(r);
+        if (t->opt.dialect == STOMP_ACTIVEMQ && !sub->per_process) {
+            ew_err reg = amq_register(t, sub->event, sub->queue);
+            if (reg != EW_OK)
+                ewi_log(t->m, EW_LOG_WARN, "%s: cannot leave its marker in "
+                        "ew.registry.%s (%s): sends to this listener alone will "
+                        "fail until it can", sub->queue, sub->queue, ew_strerror(reg));
+        }
         return EW_OK;
     }
     const char *why = rc == EW_ETIMEDOUT ? "no receipt from the broker in time"
@@ -323,6 +473,21 @@ static ew_err stomp_publish(ewi_transport *t, ewi_pub *p)
         ew_err rc = stomp_topo_queue_exists(t->topo, p->queue, err, sizeof err);
         if (rc != EW_OK) {
             ewi_log(t->m, EW_LOG_ERROR, "send %s to %s: %s", p->event, p->queue, err);
+            return rc;
+        }
+    }
+    if (p->dest == EWI_DEST_LISTENER && t->opt.dialect == STOMP_ACTIVEMQ) {
+        bool found;
+        ew_err rc = amq_browse(t, p->queue, &found);
+        if (rc == EW_OK && !found) {
+            ewi_log(t->m, EW_LOG_ERROR, "send %s to %s: no listener %s of %s has "
+                    "subscribed on this broker (its ew.registry.%s queue is empty)",
+                    p->event, p->queue, p->listener ? p->listener : "?", p->event, p->queue);
+            return EW_ENOTFOUND;
+        }
+        if (rc != EW_OK) {
+            ewi_log(t->m, EW_LOG_ERROR, "send %s to %s: cannot check that the listener "
+                    "exists: %s", p->event, p->queue, ew_strerror(rc));
             return rc;
         }
     }
