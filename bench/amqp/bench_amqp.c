@@ -23,6 +23,10 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <amqp.h>
+#include <amqp_framing.h>
+#include <amqp_tcp_socket.h>
+
 #include <proton/connection.h>
 #include <proton/delivery.h>
 #include <proton/link.h>
@@ -63,6 +67,33 @@ static void declare(const amqp_options *o, const char *name, char *queue, size_t
         die(err);
     }
     amqp_topo_close(tp);
+}
+
+/* Deletes what a run declared (queue name::q, its .dlq, exchange name),
+ * so that runs leave nothing on the broker. */
+static void drop(const amqp_options *o, const char *name)
+{
+    amqp_connection_state_t c = amqp_new_connection();
+    amqp_socket_t *s = amqp_tcp_socket_new(c);
+    if (!s || amqp_socket_open(s, o->host, o->port) != AMQP_STATUS_OK) {
+        amqp_destroy_connection(c);
+        return;
+    }
+    amqp_login(c, o->vhost ? o->vhost : "/", 0, 131072, 0, AMQP_SASL_METHOD_PLAIN,
+               o->user ? o->user : "guest", o->password ? o->password : "guest");
+    amqp_channel_open(c, 1);
+    amqp_get_rpc_reply(c);
+    char q[160];
+    snprintf(q, sizeof q, "%s::q", name);
+    amqp_queue_delete(c, 1, amqp_cstring_bytes(q), 0, 0);
+    amqp_get_rpc_reply(c);
+    strcat(q, ".dlq");
+    amqp_queue_delete(c, 1, amqp_cstring_bytes(q), 0, 0);
+    amqp_get_rpc_reply(c);
+    amqp_exchange_delete(c, 1, amqp_cstring_bytes(name), 0);
+    amqp_get_rpc_reply(c);
+    amqp_connection_close(c, AMQP_REPLY_SUCCESS);
+    amqp_destroy_connection(c);
 }
 
 /* ---- raw proton-c ------------------------------------------------------- */
@@ -161,7 +192,7 @@ static double run_raw(const amqp_options *o, int n)
 {
     char name[64], queue[128], target[256], source[256];
     static int round;
-    snprintf(name, sizeof name, "BenchRaw_%s_%d", run_id, round++);
+    snprintf(name, sizeof name, "AmqpBenchRaw_%s_%d", run_id, round++);
     declare(o, name, queue, sizeof queue);
     snprintf(target, sizeof target, "/exchange/%s/%s", name, name);
     snprintf(source, sizeof source, "/amq/queue/%s", queue);
@@ -205,6 +236,7 @@ static double run_raw(const amqp_options *o, int n)
     pn_message_free(r.msg);
     free(r.buf.start);
     free(r.in);
+    drop(o, name);
     if (r.failed || r.received != n)
         die("raw run failed");
     return n * 1000.0 / (double)(r.t_last - r.t_first ? r.t_last - r.t_first : 1);
@@ -240,11 +272,11 @@ static void count_fail(void *user, ew_err err)
         atomic_fetch_add((atomic_int *)user, 1);
 }
 
-static double run_eventwire(const char *url, int n)
+static double run_eventwire(const amqp_options *o, const char *url, int n)
 {
     char name[64];
     static int round;
-    snprintf(name, sizeof name, "BenchEw_%s_%d", run_id, round++);
+    snprintf(name, sizeof name, "AmqpBenchEw_%s_%d", run_id, round++);
     ew_event_desc ev = {.type = &bench_event_type, .name = name, .durable = true};
     ew_manager *m;
     ew_options opts = {.server_name = "bench"};
@@ -273,7 +305,7 @@ static double run_eventwire(const char *url, int n)
         ewi_sleep_ms(1);
     int64_t t1 = atomic_load(&ew_t_last);
     ew_manager_free(m);
-    /* The queue and exchange stay for inspection; drop them like raw's. */
+    drop(o, name);
     return n * 1000.0 / (double)(t1 - t0 ? t1 - t0 : 1);
 }
 
@@ -282,7 +314,7 @@ static double run_eventwire(const char *url, int n)
 static double run_python(const amqp_options *o, int n)
 {
     char name[64], queue[128], cmd[1024];
-    snprintf(name, sizeof name, "BenchPy_%s", run_id);
+    snprintf(name, sizeof name, "AmqpBenchPy_%s", run_id);
     declare(o, name, queue, sizeof queue);
     snprintf(cmd, sizeof cmd,
              "/usr/bin/python3 %s 'amqp://%s%s%s%s%s:%d' '/exchange/%s/%s' "
@@ -296,6 +328,7 @@ static double run_python(const amqp_options *o, int n)
         rate = 0;
     if (f && pclose(f) != 0)
         rate = 0;
+    drop(o, name);
     return rate;
 }
 
@@ -359,7 +392,7 @@ int main(int argc, char **argv)
         double c0 = cpu_now();
         raw_r[i] = run_raw(&o, n);
         double c1 = cpu_now();
-        ew_r[i] = run_eventwire(url, n);
+        ew_r[i] = run_eventwire(&o, url, n);
         double c2 = cpu_now();
         printf("  round %d: raw proton-c %8.0f msgs/s (%.1f us CPU/msg)   eventwire "
                "%8.0f msgs/s (%.1f us CPU/msg)\n",
