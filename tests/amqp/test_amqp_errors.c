@@ -1,6 +1,6 @@
 /* Broker-side errors reach the application with the broker's own text:
  *   - bad credentials: start fails with EW_EAUTH, the error handler gets
- *     AMQP 1.0's SASL condition;
+ *     AMQP 1.0's SASL condition; no credentials: SASL ANONYMOUS works;
  *   - a missing exchange (deleted under a running service): the send fails
  *     with EW_EBROKER and RabbitMQ's amqp:not-found text;
  *   - a consumed queue deleted under a listener (RabbitMQ 3.10 resets the
@@ -41,6 +41,34 @@ static void bad_credentials_fail_start_with_the_sasl_condition(void **state)
     /* The password never reaches a log line. */
     assert_false(capture_has(&c, "not-the-password"));
     ew_manager_free(m);
+}
+
+/* No user in the URL: SASL ANONYMOUS, which RabbitMQ's plugin maps to its
+ * default user (guest, from loopback). */
+static void anonymous_sasl_connects(void **state)
+{
+    (void)state;
+    ewi_url u;
+    char err[128], url[512];
+    assert_int_equal(ewi_url_parse(amqp_test_url(), &u, err, sizeof err), EW_OK);
+    snprintf(url, sizeof url, "amqp://%s:%d?dialect=rabbitmq",
+             u.host[0] ? u.host : "127.0.0.1", u.port ? u.port : 5672);
+    ewi_url_free(&u);
+    EV(ev, "Anon", true);
+    tally t;
+    tally_init(&t, 3);
+    ew_manager *m = mgr_new(url, "e0");
+    listen_tally(m, &ev, "L", false, 1, &t);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    send_range(m, &ev, 0, 3);
+    assert_true(tally_wait_all(&t, 15000));
+    ew_manager_free(m);
+    tally_free(&t);
+    char q[160];
+    snprintf(q, sizeof q, "%s::L", ev.name);
+    rmq_delete("queue", q);
+    rmq_delete("queue", strcat(q, ".dlq"));
+    rmq_delete("exchange", ev.name);
 }
 
 static void a_missing_exchange_fails_the_send_with_not_found(void **state)
@@ -109,6 +137,7 @@ int main(void)
     support_init(amqp_test_url());
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(bad_credentials_fail_start_with_the_sasl_condition),
+        cmocka_unit_test(anonymous_sasl_connects),
         cmocka_unit_test(a_missing_exchange_fails_the_send_with_not_found),
         cmocka_unit_test(a_deleted_queue_is_reported_and_consumed_again),
     };
