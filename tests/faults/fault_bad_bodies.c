@@ -1,0 +1,231 @@
+/* Fault 5: bodies that do not decode. Published past the codec (as a
+ * broken or foreign producer would): garbage bytes, truncated msgpack,
+ * msgpack with the wrong field types, a truncated JSON body, an unknown
+ * content type, a 10 MB body over the manager's max_body (1 MiB), and on
+ * RabbitMQ a message from a raw AMQP 0-9-1 client with no eventwire headers
+ * at all. Each must land in the dead-letter queue once, with its reason
+ * (decode-failed or too-big) and an error text; good events sent between
+ * them are all handled; and the process does not grow: live heap (and RSS)
+ * measured after a warm-up round and after ROUNDS more.
+ *
+ *   fault_bad_bodies URL */
+#include "faults.h"
+
+enum { ROUNDS = 3, EACH = 40, GOOD = 100, BIG = 10 * 1024 * 1024, FOREIGN = 10 };
+#define HEAP_GROWTH_MAX (4u << 20)
+
+static const char *URL;
+
+/* publish_raw (support.h) that returns the outcome instead of failing. */
+static ew_err raw_publish(ew_manager *m, const char *event, const char *ct, const void *body,
+                          size_t len)
+{
+    ew_envelope *env = ewi_envelope_new();
+    ewi_envelope_set_body(env, body, len);
+    ewi_envelope_set_content_type(env, ct);
+    ewi_envelope_put(env, EW_HDR_EVENT, strlen(EW_HDR_EVENT), event, strlen(event));
+    char id[37];
+    ewi_new_message_id(m, id);
+    ewi_envelope_put(env, EW_HDR_MESSAGE_ID, strlen(EW_HDR_MESSAGE_ID), id, 36);
+    ewi_pub p = {.dest = EWI_DEST_EVENT, .event = event, .durable = true, .env = env,
+                 .deadline_ms = ewi_now_ms() + 30000};
+    ew_err rc = ewi_publish_sync(m, &p);
+    ewi_envelope_unref(env);
+    return rc;
+}
+
+#ifdef FAULTS_HAVE_RMQ
+/* A foreign producer: a raw 0-9-1 publish to exchange E, routing key E, no
+ * headers, no content type. */
+static bool foreign_publish(const char *event, size_t count)
+{
+    amqp_connection_state_t c = amqp_new_connection();
+    amqp_socket_t *s = amqp_tcp_socket_new(c);
+    bool ok = s && amqp_socket_open(s, "127.0.0.1", 5672) == AMQP_STATUS_OK &&
+              amqp_login(c, "/", 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, "guest", "guest")
+                      .reply_type == AMQP_RESPONSE_NORMAL;
+    if (ok) {
+        amqp_channel_open(c, 1);
+        ok = amqp_get_rpc_reply(c).reply_type == AMQP_RESPONSE_NORMAL;
+    }
+    amqp_basic_properties_t p = {._flags = AMQP_BASIC_DELIVERY_MODE_FLAG, .delivery_mode = 2};
+    for (size_t i = 0; ok && i < count; i++) {
+        const char *body = "not msgpack at all";
+        amqp_bytes_t b = {strlen(body), (void *)(uintptr_t)body};
+        ok = amqp_basic_publish(c, 1, amqp_cstring_bytes(event), amqp_cstring_bytes(event), 0,
+                                0, &p, b) == AMQP_STATUS_OK;
+    }
+    if (ok) {
+        amqp_channel_close(c, 1, AMQP_REPLY_SUCCESS);
+        amqp_connection_close(c, AMQP_REPLY_SUCCESS);
+    }
+    amqp_destroy_connection(c);
+    return ok;
+}
+#endif
+
+typedef struct kind {
+    const char *name, *ct;
+    const void *body;
+    size_t len;
+} kind;
+
+static void bad_bodies_are_dead_lettered_and_nothing_grows(void **state)
+{
+    (void)state;
+    ftarget tg = ftarget_of(URL);
+    EV(ev, "FaultBodies", true);
+    flow f;
+    flow_init(&f, (ROUNDS + 1) * GOOD + 1);
+    fcapture c;
+    fcapture_init(&c);
+    ew_options o = {.on_error = fcapture_error, .error_user = &c, .log = fcapture_log,
+                    .log_user = &c};
+    ew_manager *m = mgr_new_opts(URL, "s1", &o);
+    flow_listen(m, &ev, "Strict", 2, 0, &f, "s1");
+    assert_int_equal(ew_manager_start(m), EW_OK);
+
+    /* The bad bodies. */
+    uint8_t *good = NULL, *bigbody = NULL;
+    size_t good_len = 0;
+    conf_event ge = {.id = 7, .text = FAULTS_TEXT};
+    assert_int_equal(ew_encode(&conf_event_type, EW_FORMAT_MSGPACK, &ge, &good, &good_len, NULL,
+                               0),
+                     EW_OK);
+    /* 10 MB of a well-formed event: too big, not undecodable. */
+    bigbody = malloc(BIG);
+    assert_non_null(bigbody);
+    size_t slen = BIG - 16;
+    uint8_t head[] = {0x82, 0xa2, 'i', 'd', 0x01, 0xa4, 't', 'e', 'x', 't', 0xdb,
+                      (uint8_t)(slen >> 24), (uint8_t)(slen >> 16), (uint8_t)(slen >> 8),
+                      (uint8_t)slen};
+    memcpy(bigbody, head, sizeof head);
+    memset(bigbody + sizeof head, 'x', BIG - sizeof head);
+    size_t big_len = sizeof head + slen;
+    static const char wrong[] = "\x82\xa2id\xa3" "abc\xa4text\x05";
+    static const char cut_json[] = "{\"id\": 12, \"text\": \"ab";
+    const kind kinds[] = {
+        {"garbage", EW_CONTENT_TYPE_MSGPACK, "\xc1\xc1\xc1garbage", 10},
+        {"truncated-msgpack", EW_CONTENT_TYPE_MSGPACK, good, good_len / 2},
+        {"wrong-types", EW_CONTENT_TYPE_MSGPACK, wrong, sizeof wrong - 1},
+        {"truncated-json", EW_CONTENT_TYPE_JSON, cut_json, sizeof cut_json - 1},
+        {"unknown-content-type", "text/plain", "hello", 5},
+    };
+    const size_t nkinds = sizeof kinds / sizeof kinds[0];
+    bool foreign = false;
+#ifdef FAULTS_HAVE_RMQ
+    foreign = tg.rmq_backed;
+#endif
+
+    fdlq dl = {0};
+    size_t want_dlq = 0, publish_failed = 0, big_failed = 0;
+    ew_err big_rc = EW_OK;
+    long rss0 = 0;
+    size_t heap0 = 0;
+    int64_t t0 = ewi_now_ms();
+    bool flowing = true;
+    for (int round = 0; round <= ROUNDS; round++) {
+        for (size_t i = 0; i < EACH; i++) {
+            for (size_t k = 0; k < nkinds; k++)
+                publish_failed += raw_publish(m, ev.name, kinds[k].ct, kinds[k].body,
+                                              kinds[k].len) != EW_OK;
+            for (size_t g = 0; g < GOOD / EACH + 1; g++) {
+                size_t id = (size_t)round * GOOD + i * (GOOD / EACH + 1) + g;
+                if (id < (size_t)(round + 1) * GOOD)
+                    flowing &= ew_send(m, &ev, &(conf_event){.id = (int64_t)id,
+                                                             .text = "good"}) == EW_OK;
+            }
+        }
+        want_dlq += EACH * nkinds;
+        ew_err rc = raw_publish(m, ev.name, EW_CONTENT_TYPE_MSGPACK, bigbody, big_len);
+        if (rc != EW_OK) {
+            big_failed++;
+            big_rc = rc;
+        } else {
+            want_dlq++;
+        }
+#ifdef FAULTS_HAVE_RMQ
+        if (foreign) {
+            if (foreign_publish(ev.name, FOREIGN))
+                want_dlq += FOREIGN;
+            else
+                publish_failed++;
+        }
+#endif
+        flowing &= tally_wait_ids(&f.t, (size_t)round * GOOD, (size_t)(round + 1) * GOOD,
+                                  30000);
+        fdlq_take(m, &ev, "Strict", &dl, want_dlq - dl.n, 5000);
+        if (round == 0) {
+            /* Workers settle a message after its dead letter is taken: let
+             * them finish before counting. */
+            ewi_sleep_ms(300);
+            malloc_trim(0);
+            heap0 = heap_live_bytes();
+            rss0 = rss_kib();
+        }
+    }
+    ewi_sleep_ms(300);
+    malloc_trim(0);
+    size_t heap1 = heap_live_bytes();
+    long rss1 = rss_kib();
+    /* Still serving. */
+    flowing &= ew_send(m, &ev, &(conf_event){.id = (ROUNDS + 1) * GOOD, .text = "last"}) ==
+               EW_OK;
+    flowing &= tally_wait_all(&f.t, 30000);
+    int64_t total_ms = ewi_now_ms() - t0;
+    ewi_sleep_ms(300);
+    fdlq_take(m, &ev, "Strict", &dl, 10, 300); /* nothing more may come */
+
+    size_t dups = tally_dups(&f.t), distinct = tally_total(&f.t) - dups;
+    size_t decode_failed = dl.by_reason[2], too_big = dl.by_reason[3];
+    size_t poison = (size_t)(ROUNDS + 1) * (EACH * nkinds + 1 + (foreign ? FOREIGN : 0));
+    long heap_growth = (long)heap1 - (long)heap0;
+    bool ok = flowing && publish_failed == 0 && big_failed == 0 && dl.n == want_dlq &&
+              too_big == ROUNDS + 1 && decode_failed == want_dlq - too_big &&
+              heap_growth < (long)HEAP_GROWTH_MAX;
+    fault_result("bad-bodies", &tg,
+                 "sent=%zu handled=%zu lost=%zu duplicated=%zu poison=%zu dead_letters=%zu "
+                 "decode_failed=%zu too_big=%zu heap_growth_kib=%ld rss_before_kib=%ld "
+                 "rss_after_kib=%ld total_ms=%lld status=%s",
+                 f.t.n, distinct, f.t.n - distinct, dups, poison, dl.n, decode_failed, too_big,
+                 heap_growth / 1024, rss0, rss1, (long long)total_ms, ok ? "pass" : "fail");
+    for (size_t r = 0; r < FDLQ_REASONS; r++)
+        if (dl.by_reason[r])
+            print_message("  %zu dead letters %s, e.g. \"%s\"\n", dl.by_reason[r],
+                          FDLQ_REASON[r], dl.error[r]);
+    if (!ok)
+        print_message("error handler saw (last ones):\n%s\n",
+                      strlen(c.text) > 3000 ? c.text + strlen(c.text) - 3000 : c.text);
+    ew_manager_free(m);
+    const char *ls[] = {"Strict", NULL};
+    cleanup_event(&tg, ev.name, ls);
+    free(good);
+    free(bigbody);
+
+    assert_int_equal(publish_failed, 0);
+    if (big_failed)
+        fail_msg("publishing the 10 MB body failed (%s): the test needs it on the broker",
+                 ew_strerror(big_rc));
+    assert_true(flowing);
+    assert_int_equal(too_big, ROUNDS + 1);
+    assert_int_equal(decode_failed, want_dlq - too_big);
+    assert_int_equal(dl.n, want_dlq);
+    if (heap_growth >= (long)HEAP_GROWTH_MAX)
+        fail_msg("live heap grew by %ld KiB over %d rounds of poison", heap_growth / 1024,
+                 ROUNDS);
+    tally_free(&f.t);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s URL\n", argv[0]);
+        return 2;
+    }
+    URL = argv[1];
+    support_init(URL);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(bad_bodies_are_dead_lettered_and_nothing_grows),
+    };
+    return cmocka_run_group_tests_name("fault: bodies that do not decode", tests, NULL, NULL);
+}
