@@ -200,6 +200,11 @@ struct ewi_transport {
     /* Publishes to (re)send before the shared queue: after a reconnect. */
     ewi_pub *resend_head, *resend_tail;
     size_t freed;            /* completed publishes not yet taken off inflight */
+    /* Plain TCP: publishes encoded and not yet written (rmq_wire.c), and
+     * the transient ones among them, completed once written. */
+    uint8_t *wbuf;
+    size_t wlen, wcap;
+    ewi_pub *fire_head, *fire_tail;
     rmq_req *parked;         /* requests waiting for a connection */
     rmq_sub *subs;
     rmq_event *events;
@@ -260,11 +265,30 @@ void rmq_room_release(ewi_transport *t);
 #define RMQ_TDATA_EPOCH(p) ((uint32_t)((uintptr_t)(p) >> 1))
 #define RMQ_TDATA_REQUEUE(p) (((uintptr_t)(p)&1u) != 0)
 
+/* ---- batched publish writes (rmq_wire.c) -------------------------------- */
+
+/* Appends the frames of one basic.publish to the write buffer. EW_ETOOBIG
+ * when they do not fit the negotiated frame size (nothing appended). */
+ew_err rmq_wire_publish(ewi_transport *t, uint16_t ch, amqp_bytes_t exchange,
+                        amqp_bytes_t key, bool mandatory, amqp_basic_properties_t *props,
+                        amqp_bytes_t body);
+/* The buffer is big enough to be written now. */
+bool rmq_wire_due(const ewi_transport *t);
+/* Writes the whole buffer (waiting while the socket is full). EW_EIO with
+ * the reason in err when the connection failed; the buffer is empty after. */
+ew_err rmq_wire_flush(ewi_transport *t, char *err, size_t errlen);
+
 /* ---- publishing on the I/O thread (rmq_pub.c) --------------------------- */
 
-/* Writes p; confirmed ones wait in the unconfirmed list. false when the
- * connection failed (p is then queued for resending). */
+/* Writes p, or on plain TCP appends it to the write buffer; confirmed ones
+ * wait in the unconfirmed list. false when the connection failed (p is
+ * then queued for resending). */
 bool rmq_pub_write(ewi_transport *t, ewi_pub *p);
+/* Writes what rmq_pub_write buffered and completes the transient publishes
+ * in it; false when the connection failed. */
+bool rmq_pub_flush(ewi_transport *t);
+/* Connection lost: buffered transient publishes go back in line. */
+void rmq_pub_unflushed_back(ewi_transport *t);
 void rmq_pub_on_ack(ewi_transport *t, uint64_t tag, bool multiple, bool nack);
 void rmq_pub_on_return(ewi_transport *t, const rmq_inbound *in);
 /* Fails publishes whose deadline passed (all queues when disconnected). */

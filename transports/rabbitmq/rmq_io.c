@@ -562,6 +562,7 @@ void rmq_lost(ewi_transport *t, const char *why)
         rs->resubscribe = false;
     }
     rmq_disconnect(t, false);
+    rmq_pub_unflushed_back(t);
     rmq_pub_requeue_unconfirmed(t);
     for (size_t i = 0; i < t->nin; i++)
         inbound_reset(&t->in[i]);
@@ -654,6 +655,8 @@ static void write_pubs(ewi_transport *t, ewi_pub *batch)
         if (!rmq_pub_write(t, p))
             return;
     }
+    if (t->connected)
+        rmq_pub_flush(t);
 }
 
 static void finish(ewi_transport *t)

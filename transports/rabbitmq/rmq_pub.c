@@ -51,6 +51,17 @@ static size_t header_bytes(const ew_envelope *env)
     return n;
 }
 
+static void track_confirm(ewi_transport *t, ewi_pub *p)
+{
+    p->tag = t->next_seq++;
+    p->next = NULL;
+    if (t->unconf_tail)
+        t->unconf_tail->next = p;
+    else
+        t->unconf_head = p;
+    t->unconf_tail = p;
+}
+
 bool rmq_pub_write(ewi_transport *t, ewi_pub *p)
 {
     bool confirm = confirmed(p);
@@ -58,6 +69,29 @@ bool rmq_pub_write(ewi_transport *t, ewi_pub *p)
     ew_err rc = rmq_props_from_env(p->env, p->durable, &t->props, &props);
     if (rc == EW_OK && header_bytes(p->env) + 64 > (size_t)amqp_get_frame_max(t->conn))
         rc = EW_ETOOBIG;
+    size_t len;
+    const void *body = ew_envelope_body(p->env, &len);
+    amqp_bytes_t bb = {len, (void *)(uintptr_t)body};
+    bool to_event = p->dest == EWI_DEST_EVENT;
+    amqp_bytes_t exchange = to_event ? amqp_cstring_bytes(p->event) : amqp_empty_bytes;
+    amqp_bytes_t key = amqp_cstring_bytes(to_event ? p->event : p->queue);
+    uint16_t ch = confirm ? RMQ_CH_CONFIRM : RMQ_CH_FIRE;
+    if (rc == EW_OK && !t->o.tls) {
+        rc = rmq_wire_publish(t, ch, exchange, key, !to_event, &props, bb);
+        if (rc == EW_OK) {
+            if (confirm) {
+                track_confirm(t, p);
+            } else {
+                p->next = NULL;
+                if (t->fire_tail)
+                    t->fire_tail->next = p;
+                else
+                    t->fire_head = p;
+                t->fire_tail = p;
+            }
+            return !rmq_wire_due(t) || rmq_pub_flush(t);
+        }
+    }
     if (rc != EW_OK) {
         char detail[160];
         snprintf(detail, sizeof detail, "%s",
@@ -67,14 +101,7 @@ bool rmq_pub_write(ewi_transport *t, ewi_pub *p)
         rmq_pub_complete(t, p, rc, detail);
         return true;
     }
-    size_t len;
-    const void *body = ew_envelope_body(p->env, &len);
-    amqp_bytes_t bb = {len, (void *)(uintptr_t)body};
-    bool to_event = p->dest == EWI_DEST_EVENT;
-    amqp_bytes_t exchange = to_event ? amqp_cstring_bytes(p->event) : amqp_empty_bytes;
-    amqp_bytes_t key = amqp_cstring_bytes(to_event ? p->event : p->queue);
-    int st = amqp_basic_publish(t->conn, confirm ? RMQ_CH_CONFIRM : RMQ_CH_FIRE, exchange,
-                                key, !to_event, 0, &props, bb);
+    int st = amqp_basic_publish(t->conn, ch, exchange, key, !to_event, 0, &props, bb);
     if (st != AMQP_STATUS_OK) {
         /* p is the oldest of what is left to write: first in line again. */
         p->next = t->resend_head;
@@ -86,17 +113,40 @@ bool rmq_pub_write(ewi_transport *t, ewi_pub *p)
         rmq_lost(t, why);
         return false;
     }
-    if (!confirm) {
-        rmq_pub_complete(t, p, EW_OK, NULL);
-        return true;
-    }
-    p->tag = t->next_seq++;
-    p->next = NULL;
-    if (t->unconf_tail)
-        t->unconf_tail->next = p;
+    if (confirm)
+        track_confirm(t, p);
     else
-        t->unconf_head = p;
-    t->unconf_tail = p;
+        rmq_pub_complete(t, p, EW_OK, NULL);
+    return true;
+}
+
+void rmq_pub_unflushed_back(ewi_transport *t)
+{
+    t->wlen = 0;
+    if (!t->fire_head)
+        return;
+    t->fire_tail->next = t->resend_head;
+    if (!t->resend_head)
+        t->resend_tail = t->fire_tail;
+    t->resend_head = t->fire_head;
+    t->fire_head = t->fire_tail = NULL;
+}
+
+bool rmq_pub_flush(ewi_transport *t)
+{
+    if (t->wlen) {
+        char err[200];
+        if (rmq_wire_flush(t, err, sizeof err) != EW_OK) {
+            rmq_lost(t, err); /* puts the unflushed ones back in line */
+            return false;
+        }
+    }
+    ewi_pub *p = t->fire_head;
+    t->fire_head = t->fire_tail = NULL;
+    for (ewi_pub *next; p; p = next) {
+        next = p->next;
+        rmq_pub_complete(t, p, EW_OK, NULL);
+    }
     return true;
 }
 
@@ -270,6 +320,7 @@ void rmq_pub_requeue_unconfirmed(ewi_transport *t)
 
 void rmq_pub_fail_all(ewi_transport *t, int err, const char *detail)
 {
+    rmq_pub_unflushed_back(t);
     rmq_pub_requeue_unconfirmed(t);
     pthread_mutex_lock(&t->mu);
     ewi_pub *shared = t->pub_head;

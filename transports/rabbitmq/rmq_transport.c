@@ -344,6 +344,7 @@ static void r_destroy(ewi_transport *t)
         free(t->in[i].body);
     }
     free(t->in);
+    free(t->wbuf);
     rmq_props_buf_free(&t->props);
     rmq_disconnect(t, false);
     ewi_waker_close(&t->waker);

@@ -6,7 +6,8 @@ list(APPEND EW_SOURCES
   transports/rabbitmq/rmq_props.c
   transports/rabbitmq/rmq_pub.c
   transports/rabbitmq/rmq_topology.c
-  transports/rabbitmq/rmq_transport.c)
+  transports/rabbitmq/rmq_transport.c
+  transports/rabbitmq/rmq_wire.c)
 # rabbitmqs:// checks an IP address host against the certificate through
 # OpenSSL's own verification (librabbitmq 0.11 matches DNS names only).
 pkg_check_modules(RMQSSL REQUIRED IMPORTED_TARGET libssl libcrypto)

@@ -1,0 +1,154 @@
+/* Batched publish writes on plain TCP connections.
+ *
+ * librabbitmq writes every frame with its own send(): three system calls
+ * per basic.publish (method, content header, body). On a machine where the
+ * client shares its cores with the broker that is a cost the broker pays
+ * too. Here the I/O thread encodes a turn's publishes into one buffer (the
+ * method arguments and the properties through librabbitmq's own encoders;
+ * only the 7-byte frame header and the frame-end octet of AMQP 0-9-1
+ * section 4.2.3 are ours) and writes it with one send() per 256 KiB.
+ *
+ * Only publishes go this way, only between two librabbitmq writes on their
+ * channels, and the buffer is always written out before the I/O thread
+ * lets librabbitmq write again, so frames never interleave. TLS
+ * connections use amqp_basic_publish. */
+#include "rmq.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#define FRAME_END 0xCE
+#define FLUSH_AT (256 * 1024)
+
+static void put16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (24 - 8 * i));
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (56 - 8 * i));
+}
+
+static bool reserve(ewi_transport *t, size_t more)
+{
+    if (t->wlen + more <= t->wcap)
+        return true;
+    size_t cap = t->wcap ? t->wcap : 64 * 1024;
+    while (cap < t->wlen + more)
+        cap *= 2;
+    uint8_t *b = realloc(t->wbuf, cap);
+    if (!b)
+        return false;
+    t->wbuf = b;
+    t->wcap = cap;
+    return true;
+}
+
+/* Starts a frame at the end of the buffer; returns its payload. */
+static uint8_t *frame_open(ewi_transport *t, uint8_t type, uint16_t ch)
+{
+    uint8_t *f = t->wbuf + t->wlen;
+    f[0] = type;
+    put16(f + 1, ch);
+    return f + 7;
+}
+
+static void frame_close(ewi_transport *t, size_t payload)
+{
+    uint8_t *f = t->wbuf + t->wlen;
+    put32(f + 3, (uint32_t)payload);
+    f[7 + payload] = FRAME_END;
+    t->wlen += 8 + payload;
+}
+
+ew_err rmq_wire_publish(ewi_transport *t, uint16_t ch, amqp_bytes_t exchange,
+                        amqp_bytes_t key, bool mandatory, amqp_basic_properties_t *props,
+                        amqp_bytes_t body)
+{
+    size_t frame_max = (size_t)amqp_get_frame_max(t->conn);
+    size_t chunk = frame_max - 8;
+    size_t nbody = body.len ? (body.len + chunk - 1) / chunk : 0;
+    if (!reserve(t, 8 + 4 + 16 + exchange.len + key.len + frame_max + body.len + 8 * nbody))
+        return EW_ENOMEM;
+    size_t start = t->wlen;
+
+    amqp_basic_publish_t m = {0, exchange, key, mandatory, 0};
+    uint8_t *p = frame_open(t, AMQP_FRAME_METHOD, ch);
+    put32(p, AMQP_BASIC_PUBLISH_METHOD);
+    amqp_bytes_t out = {frame_max - 8 - 4, p + 4};
+    int n = amqp_encode_method(AMQP_BASIC_PUBLISH_METHOD, &m, out);
+    if (n < 0)
+        goto too_big;
+    frame_close(t, 4 + (size_t)n);
+
+    p = frame_open(t, AMQP_FRAME_HEADER, ch);
+    put16(p, AMQP_BASIC_CLASS);
+    put16(p + 2, 0); /* weight */
+    put64(p + 4, body.len);
+    out = (amqp_bytes_t){frame_max - 8 - 12, p + 12};
+    n = amqp_encode_properties(AMQP_BASIC_CLASS, props, out);
+    if (n < 0)
+        goto too_big;
+    frame_close(t, 12 + (size_t)n);
+
+    for (size_t off = 0; off < body.len; off += chunk) {
+        size_t len = body.len - off < chunk ? body.len - off : chunk;
+        p = frame_open(t, AMQP_FRAME_BODY, ch);
+        memcpy(p, (const uint8_t *)body.bytes + off, len);
+        frame_close(t, len);
+    }
+    return EW_OK;
+too_big:
+    t->wlen = start; /* nothing of it was written */
+    return EW_ETOOBIG;
+}
+
+bool rmq_wire_due(const ewi_transport *t)
+{
+    return t->wlen >= FLUSH_AT;
+}
+
+ew_err rmq_wire_flush(ewi_transport *t, char *err, size_t errlen)
+{
+    int fd = amqp_get_sockfd(t->conn);
+    size_t off = 0;
+    while (off < t->wlen) {
+        ssize_t n = send(fd, t->wbuf + off, t->wlen - off, MSG_NOSIGNAL);
+        if (n > 0) {
+            off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            /* The broker reads slower than we write: wait, as
+             * librabbitmq's own writes do. */
+            struct pollfd pfd = {fd, POLLOUT, 0};
+            int rc = poll(&pfd, 1, t->o.rpc_timeout_ms);
+            if (rc > 0 || (rc < 0 && errno == EINTR))
+                continue;
+            snprintf(err, errlen, "writing to the broker stalled for %d ms", t->o.rpc_timeout_ms);
+            t->wlen = 0;
+            return EW_EIO;
+        }
+        snprintf(err, errlen, "writing to the broker failed: %s",
+                 n < 0 ? strerror(errno) : "closed");
+        t->wlen = 0;
+        return EW_EIO;
+    }
+    t->wlen = 0;
+    return EW_OK;
+}
