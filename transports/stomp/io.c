@@ -767,9 +767,16 @@ static bool connect_once(io *s, char *why, size_t whylen, ew_err *code)
     ewi_transport *t = s->t;
     int64_t deadline = ewi_now_ms() + t->opt.connect_timeout_ms;
     set_state(s, ST_CONNECTING, EW_OK, NULL);
-    s->sock = stomp_sock_open(&t->opt, t->opt.connect_timeout_ms, code, why, whylen);
-    if (!s->sock)
+    bool final;
+    s->sock = stomp_sock_open(&t->opt, t->opt.connect_timeout_ms, code, &final, why, whylen);
+    if (!s->sock) {
+        if (final) {
+            pthread_mutex_lock(&t->mu);
+            t->last_final = true;
+            pthread_mutex_unlock(&t->mu);
+        }
         return false;
+    }
     ewi_stomp_parser_reset(s->parser);
     s->out.len = s->out_off = 0;
     if (!handshake(s, deadline, code, why, whylen))

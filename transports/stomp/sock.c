@@ -103,7 +103,7 @@ static int tcp_connect(const stomp_options *o, int64_t deadline, char *err,
 }
 
 static bool tls_setup(stomp_sock *s, const stomp_options *o, int64_t deadline,
-                      char *err, size_t errlen)
+                      bool *final, char *err, size_t errlen)
 {
     s->ctx = SSL_CTX_new(TLS_client_method());
     if (!s->ctx) {
@@ -154,6 +154,7 @@ static bool tls_setup(stomp_sock *s, const stomp_options *o, int64_t deadline,
         if (!ev) {
             long vr = SSL_get_verify_result(s->ssl);
             if (vr != X509_V_OK) {
+                *final = true;
                 snprintf(err, errlen, "TLS handshake with %s:%d: certificate not trusted: %s",
                          o->host, o->port, X509_verify_cert_error_string(vr));
                 ERR_clear_error();
@@ -172,10 +173,11 @@ static bool tls_setup(stomp_sock *s, const stomp_options *o, int64_t deadline,
 }
 
 stomp_sock *stomp_sock_open(const stomp_options *o, int timeout_ms, ew_err *code,
-                            char *err, size_t errlen)
+                            bool *final, char *err, size_t errlen)
 {
     int64_t deadline = ewi_now_ms() + timeout_ms;
     *code = EW_ECONNECT;
+    *final = false;
     stomp_sock *s = calloc(1, sizeof *s);
     if (!s) {
         *code = EW_ENOMEM;
@@ -187,7 +189,7 @@ stomp_sock *stomp_sock_open(const stomp_options *o, int timeout_ms, ew_err *code
         free(s);
         return NULL;
     }
-    if (o->tls && !tls_setup(s, o, deadline, err, errlen)) {
+    if (o->tls && !tls_setup(s, o, deadline, final, err, errlen)) {
         stomp_sock_close(s);
         return NULL;
     }

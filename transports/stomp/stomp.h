@@ -123,9 +123,10 @@ void stomp_error_text(const ewi_stomp_frame *f, char *buf, size_t len);
 typedef struct stomp_sock stomp_sock;
 
 /* Connects to host:port within timeout_ms and does the TLS handshake when
- * o->tls. NULL with the reason in err (*code EW_ECONNECT or EW_EIO). */
+ * o->tls. NULL with the reason in err (*code EW_ECONNECT or EW_EIO); *final
+ * when retrying cannot help (the certificate is not trusted). */
 stomp_sock *stomp_sock_open(const stomp_options *o, int timeout_ms, ew_err *code,
-                            char *err, size_t errlen);
+                            bool *final, char *err, size_t errlen);
 void stomp_sock_close(stomp_sock *s); /* NULL allowed */
 int stomp_sock_fd(const stomp_sock *s);
 /* Non-blocking. Returns bytes moved (> 0), 0 when it would block, -1 when
@@ -257,6 +258,7 @@ struct ewi_transport {
     stomp_state state[STOMP_ROLES];
     uint64_t gen;         /* connection generation, +1 per connect */
     ew_err last_code;
+    bool last_final;      /* the last failure cannot be cured by retrying */
     char last_error[512];
     bool ever_up;
     stomp_pending *pend_head, *pend_tail; /* not written yet */

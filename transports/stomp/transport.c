@@ -188,6 +188,7 @@ static ew_err stomp_start(ewi_transport *t, int timeout_ms)
     t->stopping = false;
     t->state[0] = t->state[1] = ST_DOWN;
     t->last_code = EW_OK;
+    t->last_final = false;
     t->last_error[0] = 0;
     int started = 0;
     for (; started < STOMP_ROLES; started++) {
@@ -206,9 +207,10 @@ static ew_err stomp_start(ewi_transport *t, int timeout_ms)
         return EW_ENOMEM;
     }
     t->thread_started = true;
-    /* Both up, or a refused login (retrying cannot fix it), or the deadline. */
+    /* Both up, or a refused login or certificate (retrying cannot fix it),
+     * or the deadline. */
     while (!(t->state[0] == ST_UP && t->state[1] == ST_UP) && t->last_code != EW_EAUTH &&
-           wait_until(t, deadline)) {
+           !t->last_final && wait_until(t, deadline)) {
     }
     ew_err rc = t->state[0] == ST_UP && t->state[1] == ST_UP ? EW_OK
                 : t->last_code == EW_EAUTH                  ? EW_EAUTH
