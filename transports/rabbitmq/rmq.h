@@ -116,6 +116,7 @@ typedef struct rmq_sub {
     uint8_t *ring;
     size_t mask;          /* ring size - 1 */
     size_t outstanding;   /* delivered to core, not settled */
+    bool dirty;           /* settled deliveries wait for their ack */
     bool resubscribe;     /* lost its consumer: declare and consume again */
     int64_t retry_at_ms;  /* when to try that */
     struct rmq_sub *next;

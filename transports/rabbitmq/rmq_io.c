@@ -219,10 +219,13 @@ static void settle_batch(ewi_transport *t, ewi_msg *list)
         } else {
             rs->ring[tag & rs->mask] = RMQ_TAG_SETTLED;
         }
+        rs->dirty = true;
     }
     for (rmq_sub *rs = t->subs; rs && t->connected; rs = rs->next)
-        if (rs->ch)
+        if (rs->ch && rs->dirty) {
+            rs->dirty = false;
             flush_acks(t, rs);
+        }
 }
 
 /* ---- inbound frames ------------------------------------------------------ */
