@@ -43,6 +43,7 @@ typedef struct io {
     uint64_t gen;          /* connection generation */
     uint64_t wseq;         /* receipt-bearing frames written, in order */
     int64_t up_since;
+    int fails;             /* connect attempts failed in a row */
     uint64_t next_sub_gen;
     bool dropped_by_error; /* the last drop came with an ERROR frame */
     uint8_t rbuf[RBUF];
@@ -571,13 +572,19 @@ static void expire(io *s, const char *why)
     for (stomp_pending *pd = t->pend_head; pd; pd = pd->next)
         t->pend_tail = pd;
     pthread_mutex_unlock(&t->mu);
-    snprintf(detail, sizeof detail, "no receipt from the STOMP broker in time%s%s",
-             why && *why ? ": " : "", why ? why : "");
+    if (s->sock)
+        snprintf(detail, sizeof detail, "not sent before the deadline: the STOMP "
+                 "connection is up but the send window stayed full");
+    else
+        snprintf(detail, sizeof detail, "not sent: the STOMP broker was unreachable until "
+                 "the deadline%s%s", why && *why ? ": " : "", why ? why : "");
     while (dead) {
         stomp_pending *pd = dead;
         dead = pd->next;
         complete_pub(t, pd, EW_ETIMEDOUT, detail);
     }
+    snprintf(detail, sizeof detail, "sent, but no receipt from the STOMP broker before the "
+             "deadline (it may or may not have taken it)");
     for (stomp_pending *pd = s->infl_head, *next; pd; pd = next) {
         next = pd->next;
         if (pd->pub->deadline_ms <= now)
@@ -956,6 +963,7 @@ void *stomp_io_main(void *arg)
                 ew_err code;
                 if (connect_once(s, why, sizeof why, &code)) {
                     s->up_since = ewi_now_ms();
+                    s->fails = 0;
                     set_state(s, ST_UP, EW_OK, NULL);
                     ewi_log(t->m, EW_LOG_INFO, "STOMP %s connection to %s up (dialect %s, "
                             "heart-beats: send %d ms, expect %d ms)", role_name(s), t->url_text,
@@ -965,9 +973,13 @@ void *stomp_io_main(void *arg)
                     stomp_sock_close(s->sock);
                     s->sock = NULL;
                     set_state(s, ST_DOWN, code, why);
+                    /* The first failure of an outage is news; the next ones
+                     * (every backoff step) only now and then. */
                     if (t->ever_up)
-                        ewi_log(t->m, EW_LOG_WARN, "STOMP reconnect to %s failed: %s",
-                                t->url_text, why);
+                        ewi_log(t->m, ++s->fails == 1 || s->fails % 20 == 0 ? EW_LOG_WARN
+                                                                            : EW_LOG_DEBUG,
+                                "STOMP %s reconnect to %s failed (attempt %d): %s",
+                                role_name(s), t->url_text, s->fails, why);
                     s->next_attempt = ewi_now_ms() + ewi_backoff_next(&s->backoff);
                     continue;
                 }

@@ -1,0 +1,158 @@
+/* Outages that hit only this test's connections, through tests/amqp/proxy.sh
+ * (socat) in front of ActiveMQ's STOMP port:
+ *   - the proxy stops: a send during the outage fails at its deadline with
+ *     EW_ETIMEDOUT and the reason, and is never delivered later; once the
+ *     proxy is back the transport reconnects, the listener resumes, sends
+ *     work again;
+ *   - the proxy freezes (SIGSTOP: the TCP connection stays open, nothing
+ *     flows): missed heart-beats count as a dropped connection, and the
+ *     transport reconnects once it thaws.
+ * usage: test_stomp_outage tests/amqp/proxy.sh */
+#include "stomp_test.h"
+
+#include <signal.h>
+
+static const char *PROXY;
+static char dir[256];
+static int port;
+
+static void proxy(const char *verb)
+{
+    char cmd[1024];
+    if (strcmp(verb, "start") == 0)
+        snprintf(cmd, sizeof cmd, "%s start tcp %s %d 61614 >/dev/null", PROXY, dir, port);
+    else
+        snprintf(cmd, sizeof cmd, "%s stop %s", PROXY, dir);
+    if (system(cmd) != 0)
+        fail_msg("proxy.sh %s failed (socat needed)", verb);
+}
+
+static void proxy_signal(int sig)
+{
+    char path[300];
+    snprintf(path, sizeof path, "%s/socat.pid", dir);
+    FILE *f = fopen(path, "r");
+    int pid = 0;
+    if (!f || fscanf(f, "%d", &pid) != 1)
+        fail_msg("no socat pid in %s", path);
+    fclose(f);
+    /* socat runs in its own session: signal its whole group. */
+    kill(-pid, sig);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(dir, sizeof dir, "/tmp/eventwire-stomp-outage-%d", (int)getpid());
+    port = 20000 + (int)((getpid() * 13 + 1) % 20000);
+    proxy("start");
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    proxy_signal(SIGCONT);
+    proxy("stop");
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static ew_manager *open_mgr(capture *c, int hb_ms, int send_timeout_ms)
+{
+    char url[256];
+    snprintf(url, sizeof url,
+             "stomp://127.0.0.1:%d?dialect=activemq&heartbeat_ms=%d&reconnect_max_ms=300", port,
+             hb_ms);
+    ew_options o = {.on_error = capture_error, .error_user = c, .server_name = "o1",
+                    .send_timeout_ms = send_timeout_ms, .start_timeout_ms = 10000};
+    ew_manager *m = NULL;
+    assert_int_equal(ew_manager_new(&m, url, &o), EW_OK);
+    return m;
+}
+
+static void send_during_outage_fails_at_its_deadline(void **state)
+{
+    (void)state;
+    EV(ev, "StompOutage", true);
+    tally t;
+    tally_init(&t, 10);
+    capture c;
+    capture_init(&c);
+    ew_manager *m = open_mgr(&c, 10000, 2000);
+    listen_tally(m, &ev, "L", false, 1, &t);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    send_range(m, &ev, 0, 3);
+    assert_true(tally_wait_ids(&t, 0, 3, 30000));
+
+    proxy("stop");
+    int64_t t0 = ewi_now_ms();
+    ew_err rc = ew_send(m, &ev, &(conf_event){.id = 3, .text = "lost"});
+    int64_t took = ewi_now_ms() - t0;
+    print_message("send during the outage: %s after %lld ms\n%s", ew_strerror(rc),
+                  (long long)took, c.text);
+    assert_int_equal(rc, EW_ETIMEDOUT);
+    assert_true(took >= 1500 && took < 10000);
+    assert_true(capture_has(&c, "lost"));
+
+    proxy("start");
+    /* Back: the listener resumes and sends work again. */
+    int64_t deadline = ewi_now_ms() + 20000;
+    int64_t next = 4;
+    while (next < 10 && ewi_left_ms(deadline) > 0) {
+        if (ew_send(m, &ev, &(conf_event){.id = next, .text = "after"}) == EW_OK)
+            next++;
+    }
+    assert_int_equal(next, 10);
+    assert_true(tally_wait_ids(&t, 4, 10, 30000));
+    /* The failed send stays failed: it never arrives. */
+    ewi_sleep_ms(500);
+    assert_int_equal(t.seen[3], 0);
+    ew_manager_free(m);
+    tally_free(&t);
+}
+
+static void missed_heartbeats_drop_the_connection(void **state)
+{
+    (void)state;
+    EV(ev, "StompFrozen", true);
+    tally t;
+    tally_init(&t, 4);
+    capture c;
+    capture_init(&c);
+    ew_manager *m = open_mgr(&c, 500, 30000);
+    listen_tally(m, &ev, "L", false, 1, &t);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    send_range(m, &ev, 0, 2);
+    assert_true(tally_wait_ids(&t, 0, 2, 30000));
+    proxy_signal(SIGSTOP);
+    int64_t deadline = ewi_now_ms() + 10000;
+    while (!capture_has(&c, "no heart-beat") && ewi_left_ms(deadline) > 0)
+        ewi_sleep_ms(100);
+    proxy_signal(SIGCONT);
+    print_message("%s", c.text);
+    assert_true(capture_has(&c, "no heart-beat from the broker"));
+    /* Reconnected through the thawed proxy: events flow again. */
+    send_range(m, &ev, 2, 4);
+    assert_true(tally_wait_all(&t, 30000));
+    ew_manager_free(m);
+    tally_free(&t);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s tests/amqp/proxy.sh\n", argv[0]);
+        return 2;
+    }
+    PROXY = argv[1];
+    support_init("stomp-outage");
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(send_during_outage_fails_at_its_deadline, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(missed_heartbeats_drop_the_connection, setup,
+                                        teardown),
+    };
+    return cmocka_run_group_tests_name("stomp_outage", tests, NULL, NULL);
+}
