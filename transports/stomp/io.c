@@ -975,10 +975,11 @@ void *stomp_io_main(void *arg)
                     set_state(s, ST_DOWN, code, why);
                     /* The first failure of an outage is news; the next ones
                      * (every backoff step) only now and then. */
+                    s->fails++;
+                    ew_log_level lvl = s->fails == 1 || s->fails % 20 == 0 ? EW_LOG_WARN
+                                                                           : EW_LOG_DEBUG;
                     if (t->ever_up)
-                        ewi_log(t->m, ++s->fails == 1 || s->fails % 20 == 0 ? EW_LOG_WARN
-                                                                            : EW_LOG_DEBUG,
-                                "STOMP %s reconnect to %s failed (attempt %d): %s",
+                        ewi_log(t->m, lvl, "STOMP %s reconnect to %s failed (attempt %d): %s",
                                 role_name(s), t->url_text, s->fails, why);
                     s->next_attempt = ewi_now_ms() + ewi_backoff_next(&s->backoff);
                     continue;
