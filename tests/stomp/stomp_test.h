@@ -54,6 +54,14 @@ static SUPPORT_UNUSED void capture_error(void *user, const ew_error_info *info)
     pthread_mutex_unlock(&c->mu);
 }
 
+/* Prints what was captured (under the lock: reports may still arrive). */
+static SUPPORT_UNUSED void capture_print(capture *c)
+{
+    pthread_mutex_lock(&c->mu);
+    print_message("%s", c->text);
+    pthread_mutex_unlock(&c->mu);
+}
+
 static SUPPORT_UNUSED bool capture_has(capture *c, const char *needle)
 {
     pthread_mutex_lock(&c->mu);

@@ -39,7 +39,7 @@ static void bad_login_fails_start_with_the_brokers_text(void **state)
         assert_int_equal(ew_manager_start(m), EW_EAUTH);
         /* A refusal is final: no waiting out the start timeout. */
         assert_true(ewi_now_ms() - t0 < 10000);
-        print_message("%s", c.text);
+        capture_print(&c);
         assert_int_equal(c.last_code, EW_EAUTH);
         assert_true(capture_has(&c, "refused the connection"));
         /* the broker's own words */
@@ -73,7 +73,7 @@ static void refused_destination_fails_the_send_and_the_service_goes_on(void **st
                  .deadline_ms = ewi_now_ms() + 15000};
     ew_err rc = ewi_publish_sync(m, &p);
     ewi_envelope_unref(env);
-    print_message("%s", c.text);
+    capture_print(&c);
     assert_int_equal(rc, EW_EBROKER);
     assert_true(capture_has(&c, "no exchange"));
     /* The connection came back: sends and deliveries go on. */
@@ -102,7 +102,7 @@ static void contradicting_subscribe_fails_with_precondition_failed(void **state)
     ew_manager *m2 = mgr_capture(u2, "same", &c2);
     listen_tally(m2, &ev, "P", true, 1, &t);
     ew_err rc = ew_manager_start(m2);
-    print_message("%s", c2.text);
+    capture_print(&c2);
     assert_int_equal(rc, EW_EBROKER);
     assert_true(capture_has(&c2, "precondition_failed"));
     assert_true(capture_has(&c2, "x-expires"));

@@ -84,6 +84,15 @@ static bool finish_req(ewi_transport *t, stomp_req *r, ew_err rc, const char *te
 
 /* ---- output --------------------------------------------------------------- */
 
+/* Both threads set it: read it under the lock. */
+static bool ever_up(ewi_transport *t)
+{
+    pthread_mutex_lock(&t->mu);
+    bool up = t->ever_up;
+    pthread_mutex_unlock(&t->mu);
+    return up;
+}
+
 static bool out_pending(const io *s)
 {
     return s->out.len > s->out_off;
@@ -789,7 +798,7 @@ static bool connect_once(io *s, char *why, size_t whylen, ew_err *code)
     if (!handshake(s, deadline, code, why, whylen))
         return false;
     /* A restarted broker lost the non-durable exchanges. */
-    if (t->topo && t->ever_up && s->role == STOMP_PUB) {
+    if (t->topo && s->role == STOMP_PUB && ever_up(t)) {
         char err[512];
         ew_err rc = stomp_topo_redeclare(t->topo, err, sizeof err);
         if (rc != EW_OK) {
@@ -978,7 +987,7 @@ void *stomp_io_main(void *arg)
                     s->fails++;
                     ew_log_level lvl = s->fails == 1 || s->fails % 20 == 0 ? EW_LOG_WARN
                                                                            : EW_LOG_DEBUG;
-                    if (t->ever_up)
+                    if (ever_up(t))
                         ewi_log(t->m, lvl, "STOMP %s reconnect to %s failed (attempt %d): %s",
                                 role_name(s), t->url_text, s->fails, why);
                     s->next_attempt = ewi_now_ms() + ewi_backoff_next(&s->backoff);
