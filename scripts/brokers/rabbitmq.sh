@@ -7,6 +7,8 @@
 #   scripts/brokers/rabbitmq.sh kill      hard kill of beam.smp (fault tests); `start` brings
 #                                         it back with the same state (durable queues kept)
 #   scripts/brokers/rabbitmq.sh restart   stop, then start
+#   scripts/brokers/rabbitmq.sh wipe      stop, then delete the whole state (queues,
+#                                         messages, users): the next start is fresh
 #   scripts/brokers/rabbitmq.sh ctl ARGS  rabbitmqctl ARGS against this node
 #                                         (e.g. `ctl list_queues name durable`)
 #
@@ -39,6 +41,11 @@ export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127
 export RABBITMQ_CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
 
 PLUGINS=(rabbitmq_stomp rabbitmq_amqp1_0)
+# Open files for the node: every durable queue needs handles at recovery, and
+# test runs leave many queues behind. With Debian's 1024 the node stalls
+# while recovering ~1000 queues ("Please increase max open file handles").
+NOFILE=65536
+WAIT_S=150
 
 logs() {
     show_logs "$RMQ_STATE/log/$RABBITMQ_NODENAME.log" "$RMQ_STATE/log/startup.log" \
@@ -80,13 +87,17 @@ CONF
 
 wait_ready() {
     local pid
-    say "waiting for the node (rabbitmqctl wait, await_startup)"
-    if ! ctl wait --timeout 120 "$RABBITMQ_PID_FILE" >/dev/null 2>"$RMQ_STATE/log/ctl_wait.err"; then
+    say "waiting for the node (rabbitmqctl wait, await_startup; at most ${WAIT_S} s each)"
+    # rabbitmqctl wait's own --timeout covers the pid file only, not a boot
+    # that hangs: bound the whole call.
+    if ! timeout "$WAIT_S" rabbitmqctl wait --timeout "$WAIT_S" "$RABBITMQ_PID_FILE" \
+            >/dev/null 2>"$RMQ_STATE/log/ctl_wait.err"; then
         cat "$RMQ_STATE/log/ctl_wait.err" >&2
         logs
-        die "RabbitMQ did not start (rabbitmqctl wait failed); state in $RMQ_STATE"
+        die "RabbitMQ did not start within ${WAIT_S} s (rabbitmqctl wait failed); state in $RMQ_STATE"
     fi
-    if ! ctl await_startup --timeout 120 >/dev/null 2>"$RMQ_STATE/log/ctl_wait.err"; then
+    if ! timeout "$WAIT_S" rabbitmqctl await_startup --timeout "$WAIT_S" >/dev/null \
+            2>"$RMQ_STATE/log/ctl_wait.err"; then
         cat "$RMQ_STATE/log/ctl_wait.err" >&2
         logs
         die "RabbitMQ did not finish booting (rabbitmqctl await_startup failed)"
@@ -120,10 +131,17 @@ do_start() {
     rm -f "$RABBITMQ_PID_FILE"
     # Keep only this start's lines in the logs a failure prints.
     rotate_logs "$RMQ_STATE/log/$RABBITMQ_NODENAME.log"
-    say "starting RabbitMQ as user rabbitmq (node $RABBITMQ_NODENAME, state $RMQ_STATE)"
-    # The detached node must not keep our stdout/stderr open (callers may
+    say "starting RabbitMQ as user rabbitmq (node $RABBITMQ_NODENAME, state $RMQ_STATE, $NOFILE open files)"
+    # Debian's wrapper switches user with su, whose PAM session drops the
+    # open-files limit to 1024; setpriv keeps the limit raised here. The
+    # detached node must not keep our stdout/stderr open (callers may
     # capture this script's output through a pipe), nor the lock on fd 9.
-    if ! rabbitmq-server -detached >"$RMQ_STATE/log/startup.log" 2>"$RMQ_STATE/log/startup_err" </dev/null 9>&-; then
+    if ! (cd /var/lib/rabbitmq &&
+          { ulimit -Hn "$NOFILE" 2>/dev/null || true; } &&
+          ulimit -Sn "$(ulimit -Hn)" &&
+          exec setpriv --reuid=rabbitmq --regid=rabbitmq --init-groups \
+              env HOME=/var/lib/rabbitmq /usr/lib/rabbitmq/bin/rabbitmq-server -detached) \
+            >"$RMQ_STATE/log/startup.log" 2>"$RMQ_STATE/log/startup_err" </dev/null 9>&-; then
         logs
         die "rabbitmq-server -detached failed"
     fi
@@ -138,7 +156,7 @@ do_stop() {
         say "not running"
     else
         say "stopping RabbitMQ (pid $pid)"
-        if ! ctl stop "$RABBITMQ_PID_FILE" >/dev/null 2>&1; then
+        if ! timeout 60 rabbitmqctl stop "$RABBITMQ_PID_FILE" >/dev/null 2>&1; then
             say "rabbitmqctl stop failed; sending SIGTERM, then SIGKILL"
             kill -TERM "$pid" 2>/dev/null || true
             local deadline=$((SECONDS + 20))
@@ -193,6 +211,15 @@ do_status() {
     return 1
 }
 
+do_wipe() {
+    do_stop
+    case "$RMQ_STATE" in
+        */rabbitmq) rm -rf "$RMQ_STATE" ;;
+        *) die "refusing to delete $RMQ_STATE" ;;
+    esac
+    say "state deleted ($RMQ_STATE)"
+}
+
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -200,7 +227,8 @@ case "$cmd" in
     stop)    with_lock rabbitmq do_stop ;;
     restart) with_lock rabbitmq do_stop; with_lock rabbitmq do_start ;;
     kill)    with_lock rabbitmq do_kill ;;
+    wipe)    with_lock rabbitmq do_wipe ;;
     status)  do_status ;;
     ctl)     need_root; running || die "not running (start it with: $0 start)"; ctl "$@" ;;
-    *) sed -n '2,16p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,18p' "$0" >&2; exit 2 ;;
 esac
