@@ -131,7 +131,7 @@ do_start() {
     rm -f "$RABBITMQ_PID_FILE"
     # Keep only this start's lines in the logs a failure prints.
     rotate_logs "$RMQ_STATE/log/$RABBITMQ_NODENAME.log"
-    say "starting RabbitMQ as user rabbitmq (node $RABBITMQ_NODENAME, state $RMQ_STATE, $NOFILE open files)"
+    say "starting RabbitMQ as user rabbitmq (node $RABBITMQ_NODENAME, state $RMQ_STATE, open files: min($NOFILE, hard limit $(ulimit -Hn)))"
     # Debian's wrapper switches user with su, whose PAM session drops the
     # open-files limit to 1024; setpriv keeps the limit raised here. The
     # detached node must not keep our stdout/stderr open (callers may
