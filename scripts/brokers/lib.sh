@@ -81,7 +81,8 @@ rotate_logs() {
 }
 
 # with_lock NAME CMD...: serialise concurrent start/stop of one broker (other
-# engineers and test runs may call these scripts at the same time).
+# engineers and test runs may call these scripts at the same time). The lock
+# is fd 9: commands that may outlive the script must run with 9>&-.
 with_lock() {
     local name=$1; shift
     mkdir -p "$EW_BROKER_STATE"

@@ -56,8 +56,10 @@ broker_pid() { pid_from "$RABBITMQ_PID_FILE"; }
 
 running() { pid_alive "$(broker_pid)"; }
 
-# rabbitmqctl as the user rabbitmq (Debian's wrapper does the su and keeps RABBITMQ_*).
-ctl() { rabbitmqctl "$@"; }
+# rabbitmqctl as the user rabbitmq (Debian's wrapper does the su and keeps
+# RABBITMQ_*). Erlang tools may outlive this script (an orphaned `wait`):
+# none of them may inherit the lock on fd 9.
+ctl() { rabbitmqctl "$@" 9>&-; }
 
 write_config() {
     mkdir -p "$RMQ_STATE/etc" "$RMQ_STATE/mnesia" "$RMQ_STATE/log"
@@ -70,7 +72,12 @@ log.file.level = info
 log.console = false
 CONF
     echo '[].' > "$RABBITMQ_ADVANCED_CONFIG_FILE"
-    : > "$RABBITMQ_CONF_ENV_FILE"
+    # Sourced by rabbitmq-server after `su rabbitmq`, which resets the soft
+    # open-files limit to 1024: a restart after a hard kill rebuilds every
+    # durable queue's index at once and hangs for good once the queues
+    # outnumber the file handles (seen with ~950 queues). Raise it to the hard limit.
+    # shellcheck disable=SC2016 # expanded when rabbitmq-server sources it
+    echo 'ulimit -n "$(ulimit -Hn)" 2>/dev/null || true' > "$RABBITMQ_CONF_ENV_FILE"
     chown -R rabbitmq:rabbitmq "$RMQ_STATE"
     local want p
     want=1
@@ -79,7 +86,7 @@ CONF
     done
     if [ "$want" = 0 ]; then
         say "enabling plugins offline: ${PLUGINS[*]}"
-        rabbitmq-plugins enable --offline "${PLUGINS[@]}" >/dev/null \
+        rabbitmq-plugins enable --offline "${PLUGINS[@]}" >/dev/null 9>&- \
             || die "rabbitmq-plugins enable --offline ${PLUGINS[*]} failed"
         chown rabbitmq:rabbitmq "$RABBITMQ_ENABLED_PLUGINS_FILE"
     fi
@@ -91,13 +98,13 @@ wait_ready() {
     # rabbitmqctl wait's own --timeout covers the pid file only, not a boot
     # that hangs: bound the whole call.
     if ! timeout "$WAIT_S" rabbitmqctl wait --timeout "$WAIT_S" "$RABBITMQ_PID_FILE" \
-            >/dev/null 2>"$RMQ_STATE/log/ctl_wait.err"; then
+            >/dev/null 2>"$RMQ_STATE/log/ctl_wait.err" 9>&-; then
         cat "$RMQ_STATE/log/ctl_wait.err" >&2
         logs
         die "RabbitMQ did not start within ${WAIT_S} s (rabbitmqctl wait failed); state in $RMQ_STATE"
     fi
     if ! timeout "$WAIT_S" rabbitmqctl await_startup --timeout "$WAIT_S" >/dev/null \
-            2>"$RMQ_STATE/log/ctl_wait.err"; then
+            2>"$RMQ_STATE/log/ctl_wait.err" 9>&-; then
         cat "$RMQ_STATE/log/ctl_wait.err" >&2
         logs
         die "RabbitMQ did not finish booting (rabbitmqctl await_startup failed)"
@@ -156,7 +163,7 @@ do_stop() {
         say "not running"
     else
         say "stopping RabbitMQ (pid $pid)"
-        if ! timeout 60 rabbitmqctl stop "$RABBITMQ_PID_FILE" >/dev/null 2>&1; then
+        if ! timeout 60 rabbitmqctl stop "$RABBITMQ_PID_FILE" >/dev/null 2>&1 9>&-; then
             say "rabbitmqctl stop failed; sending SIGTERM, then SIGKILL"
             kill -TERM "$pid" 2>/dev/null || true
             local deadline=$((SECONDS + 20))
@@ -169,8 +176,8 @@ do_stop() {
         say "stopped"
     fi
     # epmd outlives the node; it only serves Erlang nodes, stop it as well.
-    if epmd -names >/dev/null 2>&1; then
-        epmd -kill >/dev/null 2>&1 || true
+    if epmd -names >/dev/null 2>&1 9>&-; then
+        epmd -kill >/dev/null 2>&1 9>&- || true
         say "epmd stopped"
     fi
 }
