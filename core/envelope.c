@@ -1,8 +1,9 @@
 /* The envelope: body, content type and headers, reference counted.
  *
  * Headers live in one string buffer (key\0value\0 pairs) indexed by an
- * entry array, both inline for the common case, so a typical envelope costs
- * one allocation besides its body. Removing a header leaves a hole in the
+ * entry array, both inline for the common case, and a small body is inline
+ * too, so a typical envelope costs one allocation: it matters because the
+ * sending thread allocates it and a worker thread frees it. Removing a header leaves a hole in the
  * buffer; the buffer is compacted when holes outweigh live data. */
 #include "envelope_priv.h"
 
@@ -42,10 +43,16 @@ ew_envelope *ewi_envelope_ref(ew_envelope *env)
     return env;
 }
 
+static void free_body(ew_envelope *env)
+{
+    if (env->body != env->body_inline)
+        free(env->body);
+    env->body = NULL;
+}
+
 static void release_storage(ew_envelope *env)
 {
-    free(env->body);
-    env->body = NULL;
+    free_body(env);
     env->body_len = 0;
     if (env->h != env->h_inline)
         free(env->h);
@@ -85,7 +92,15 @@ void ewi_envelope_set_limits(ew_envelope *env, const ewi_env_limits *limits)
 
 ew_err ewi_envelope_set_body(ew_envelope *env, const void *data, size_t len)
 {
-    void *copy = malloc(len ? len : 1);
+    if (len <= sizeof env->body_inline) {
+        free_body(env);
+        if (len)
+            memcpy(env->body_inline, data, len);
+        env->body = env->body_inline;
+        env->body_len = len;
+        return EW_OK;
+    }
+    void *copy = malloc(len);
     if (!copy)
         return EW_ENOMEM;
     if (len)
@@ -96,7 +111,7 @@ ew_err ewi_envelope_set_body(ew_envelope *env, const void *data, size_t len)
 
 void ewi_envelope_take_body(ew_envelope *env, void *data, size_t len)
 {
-    free(env->body);
+    free_body(env);
     env->body = data;
     env->body_len = len;
 }

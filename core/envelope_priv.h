@@ -8,6 +8,8 @@
 #include "ewi.h"
 
 #define EWI_ENV_INLINE_HEADERS 8
+/* Bodies up to this size live inside the envelope's own allocation. */
+#define EWI_ENV_INLINE_BODY 256
 
 typedef struct ewi_env_limits {
     size_t max_headers;
@@ -32,6 +34,7 @@ struct ew_envelope {
     const ewi_env_limits *limits;
     ewi_env_hdr h_inline[EWI_ENV_INLINE_HEADERS];
     char s_inline[320];
+    uint8_t body_inline[EWI_ENV_INLINE_BODY];
 };
 
 /* limits must outlive the envelope (the manager's). NULL: defaults. */

@@ -126,9 +126,10 @@ typedef struct ewi_sub {
     void *tdata;          /* the transport's */
 } ewi_sub;
 
-/* A received message. The transport makes it with ewi_msg_new, fills env and
- * hands it to ewi_deliver; core settles it exactly once through ops->settle,
- * which gives it back: the transport then frees it with ewi_msg_free. */
+/* A received message. The transport makes it (with ewi_msg_new, or inside
+ * its own structures), fills env and hands it to ewi_deliver; core settles
+ * it exactly once through ops->settle, which gives it back: the transport
+ * then releases it (ewi_msg_free for one made by ewi_msg_new). */
 typedef struct ewi_msg {
     ew_envelope *env;        /* one reference, owned by the msg */
     ewi_sub *sub;
@@ -225,8 +226,8 @@ typedef struct ewi_transport_ops {
     void (*unsubscribe)(ewi_transport *t, ewi_sub *sub);
     /* Sends p; see ewi_pub. On an error return done never runs. */
     ew_err (*publish)(ewi_transport *t, ewi_pub *p);
-    /* Settles msg (from a worker thread) and frees it with ewi_msg_free,
-     * now or later on the transport's thread. Safe after stop (it only
+    /* Settles msg (from a worker thread) and releases it, now or later on
+     * the transport's thread. Safe after stop (it only
      * frees: the broker requeues what the closed connection held). */
     void (*settle)(ewi_transport *t, ewi_msg *msg, ewi_settle how);
     /* Optional (EWI_FEAT_DLQ_READ): takes messages off a dead-letter queue. */

@@ -135,26 +135,53 @@ static ew_err put_str(ew_envelope *env, const char *k, const char *v)
     return ewi_envelope_put(env, k, strlen(k), v, strlen(v));
 }
 
+/* Each sending thread's encode buffer, freed when the thread exits. */
+static _Thread_local ewi_buf tl_buf;
+static _Thread_local bool tl_buf_registered;
+static pthread_key_t buf_key;
+static pthread_once_t buf_once = PTHREAD_ONCE_INIT;
+
+static void buf_destroy(void *p)
+{
+    ewi_buf_free(p);
+}
+
+static void buf_key_init(void)
+{
+    pthread_key_create(&buf_key, buf_destroy);
+}
+
+static ewi_buf *thread_buf(void)
+{
+    if (!tl_buf_registered) {
+        pthread_once(&buf_once, buf_key_init);
+        pthread_setspecific(buf_key, &tl_buf);
+        tl_buf_registered = true;
+    }
+    tl_buf.len = 0;
+    return &tl_buf;
+}
+
 static ew_err build(ew_manager *m, ewi_event *ev, const void *event, ew_envelope **out)
 {
     ew_envelope *env = ewi_envelope_new();
     if (!env)
         return EW_ENOMEM;
     ewi_envelope_set_limits(env, &m->env_limits);
-    ewi_buf buf = {0};
+    /* Encode into this thread's reusable buffer; the envelope then copies
+     * the bytes (inline when small), so no buffer changes threads. */
+    ewi_buf *buf = thread_buf();
     char err[256] = "out of memory";
-    /* Most events fit: one allocation instead of a few reallocs. */
-    ew_err rc = ewi_buf_reserve(&buf, 256);
-    if (rc == EW_OK)
-        rc = ewi_encode(ev->desc.type, ev->format, event, &buf, err, sizeof err);
+    ew_err rc = ewi_encode(ev->desc.type, ev->format, event, buf, err, sizeof err);
     if (rc != EW_OK) {
         ewi_log(m, EW_LOG_ERROR, "send %s: %s", ev->name, err);
-        ewi_buf_free(&buf);
         goto fail;
     }
-    size_t len;
-    uint8_t *body = ewi_buf_steal(&buf, &len);
-    ewi_envelope_take_body(env, body, len);
+    size_t len = buf->len;
+    if ((rc = ewi_envelope_set_body(env, buf->data, len)) != EW_OK)
+        goto fail;
+    if (buf->cap > (64u << 10))
+        ewi_buf_free(buf); /* do not keep a huge buffer per thread */
     if (len > m->cfg.max_body) {
         ewi_log(m, EW_LOG_ERROR, "send %s: body of %zu bytes is over the limit %zu",
                 ev->name, len, m->cfg.max_body);

@@ -266,7 +266,7 @@ static void handle(ewi_listener *l, ewi_msg *msg)
 /* How long an idle worker polls its inbox before sleeping: when events
  * stream in, the next one usually arrives within microseconds, and a
  * futex sleep and wake-up per event would cost more than the event. */
-#define SPIN_ROUNDS 4000
+#define SPIN_ROUNDS 2000
 
 static inline void cpu_relax(void)
 {
@@ -324,6 +324,10 @@ ew_err ewi_listener_start_workers(ewi_listener *l)
             ewi_log(l->m, EW_LOG_ERROR, "%s: cannot start worker thread %u", l->queue, i);
             return EW_ENOMEM;
         }
+        /* "ew:<listener>" in top, gdb and perf (15 characters at most). */
+        char name[16] = "ew:";
+        memcpy(name + 3, l->name, strnlen(l->name, sizeof name - 4));
+        pthread_setname_np(l->threads[i], name);
         l->nthreads++;
     }
     return EW_OK;

@@ -177,7 +177,7 @@ static double eventwire(const ew_type *type, const void *(*make)(long, void *), 
 {
     ew_manager *m;
     char url[64];
-    snprintf(url, sizeof url, "local://bench-%s-%u?capacity=100000", name, concurrency);
+    snprintf(url, sizeof url, "local://bench-%s-%u", name, concurrency);
     if (ew_manager_new(&m, url, NULL) != EW_OK)
         abort();
     ew_event_desc ev = {.type = type, .name = name};

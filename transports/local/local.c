@@ -18,9 +18,11 @@
 
 #define DEFAULT_CAPACITY 10000
 
+/* A message on a queue. The delivered ewi_msg lives inside it (its env is
+ * the entry's reference, its redeliveries the entry's count), so a delivery
+ * costs no allocation of its own. */
 typedef struct lentry {
-    ew_envelope *env;
-    uint32_t redeliveries;
+    ewi_msg msg;
     struct lentry *next;
 } lentry;
 
@@ -51,6 +53,7 @@ typedef struct lbroker {
     size_t capacity;
     pthread_mutex_t mu;
     pthread_cond_t room;   /* a queue got room */
+    size_t room_waiters;   /* publishers waiting on room */
     pthread_cond_t arrive; /* a dead-letter queue got a message */
     lqueue *queues;
     struct lbroker *next;
@@ -92,7 +95,7 @@ static void queue_free(lqueue *q)
 {
     for (lentry *e = q->head, *n; e; e = n) {
         n = e->next;
-        ewi_envelope_unref(e->env);
+        ewi_envelope_unref(e->msg.env);
         free(e);
     }
     for (lconsumer *c = q->consumers, *n; c; c = n) {
@@ -202,23 +205,13 @@ static void dispatch(lqueue *q)
             return;
         q->rr = c->next ? c->next : q->consumers;
         lentry *e = pop_head(q);
-        ewi_msg *msg = ewi_msg_new(c->sub, ewi_envelope_ref(e->env));
-        if (!msg) {
-            /* Out of memory: keep it and try again on the next event. */
-            e->next = q->head;
-            q->head = e;
-            if (!q->tail)
-                q->tail = e;
-            q->ready++;
-            return;
-        }
-        msg->redeliveries = e->redeliveries;
-        msg->tdata = e;
-        msg->tag = (uint64_t)(uintptr_t)c;
+        e->msg.sub = c->sub;
+        e->msg.tdata = e;
+        e->msg.tag = (uint64_t)(uintptr_t)c;
         c->credit--;
         c->outstanding++;
         q->unacked++;
-        ewi_deliver(msg);
+        ewi_deliver(&e->msg);
     }
 }
 
@@ -227,12 +220,28 @@ static bool has_room(lbroker *b, const lqueue *q)
     return q->ready + q->unacked < b->capacity;
 }
 
-static ew_err enqueue(lqueue *q, ew_envelope *env)
+/* Wakes waiting publishers once q has drained a little below full: waking
+ * them for every freed slot would cost a context switch per message. */
+static void wake_publishers(lbroker *b, const lqueue *q)
+{
+    size_t slack = b->capacity / 16 ? b->capacity / 16 : 1;
+    if (b->room_waiters && q->ready + q->unacked + slack <= b->capacity)
+        pthread_cond_broadcast(&b->room);
+}
+
+static lentry *entry_new(ew_envelope *env)
 {
     lentry *e = calloc(1, sizeof *e);
-    if (!e)
+    if (e)
+        e->msg.env = ewi_envelope_ref(env);
+    return e;
+}
+
+/* Appends e (or a new entry when e is NULL) to q. */
+static ew_err enqueue(lqueue *q, ew_envelope *env, lentry *e)
+{
+    if (!e && !(e = entry_new(env)))
         return EW_ENOMEM;
-    e->env = ewi_envelope_ref(env);
     push_tail(q, e);
     dispatch(q);
     return EW_OK;
@@ -243,7 +252,9 @@ static bool wait_room(lbroker *b, int64_t deadline)
 {
     if (ewi_left_ms(deadline) == 0)
         return false;
+    b->room_waiters++;
     ewi_cond_wait_until(&b->room, &b->mu, deadline);
+    b->room_waiters--;
     return true;
 }
 
@@ -340,6 +351,7 @@ static void l_unsubscribe(ewi_transport *t, ewi_sub *sub)
         free(c);
     dispatch(q); /* other consumers take over */
     queue_maybe_expire(b, q);
+    pthread_cond_broadcast(&b->room); /* a publisher may wait on a queue now gone */
     pthread_mutex_unlock(&b->mu);
 }
 
@@ -384,6 +396,11 @@ static ew_err l_publish(ewi_transport *t, ewi_pub *p)
     size_t cap = sizeof inline_qs / sizeof inline_qs[0];
     char detail[EW_MAX_QUEUE_NAME + 64] = "";
     ew_err rc = EW_OK;
+    /* Most events go to one queue: allocate its entry before taking the
+     * lock, which the consumers' acknowledgements need too. */
+    lentry *spare = entry_new(p->env);
+    if (!spare)
+        return EW_ENOMEM;
     pthread_mutex_lock(&b->mu);
     /* All or nothing: every target queue must have room. Targets are looked
      * up again after each wait, since queues may come and go meanwhile. */
@@ -404,7 +421,9 @@ static ew_err l_publish(ewi_transport *t, ewi_pub *p)
                 full = qs[i];
         if (!full) {
             for (long i = 0; rc == EW_OK && i < n; i++)
-                rc = enqueue(qs[i], p->env);
+                rc = enqueue(qs[i], p->env, i == 0 ? spare : NULL);
+            if (n > 0)
+                spare = NULL;
             break;
         }
         if (!wait_room(b, p->deadline_ms)) {
@@ -417,6 +436,10 @@ static ew_err l_publish(ewi_transport *t, ewi_pub *p)
     if (rc == EW_OK && p->dest == EWI_DEST_DLQ)
         pthread_cond_broadcast(&b->arrive);
     pthread_mutex_unlock(&b->mu);
+    if (spare) {
+        ewi_envelope_unref(spare->msg.env);
+        free(spare);
+    }
     if (qs != inline_qs)
         free(qs);
     if (rc == EW_ENOMEM)
@@ -435,14 +458,14 @@ static void l_settle(ewi_transport *t, ewi_msg *msg, ewi_settle how)
     q->unacked--;
     c->outstanding--;
     if (how == EWI_REQUEUE) {
-        e->redeliveries++;
+        e->msg.redeliveries++;
         e->next = q->head;
         q->head = e;
         if (!q->tail)
             q->tail = e;
         q->ready++;
     } else {
-        ewi_envelope_unref(e->env);
+        ewi_envelope_unref(e->msg.env);
         free(e);
     }
     if (c->active)
@@ -450,10 +473,9 @@ static void l_settle(ewi_transport *t, ewi_msg *msg, ewi_settle how)
     else if (c->outstanding == 0)
         free(c);
     dispatch(q);
+    wake_publishers(b, q);
     queue_maybe_expire(b, q);
-    pthread_cond_broadcast(&b->room);
     pthread_mutex_unlock(&b->mu);
-    ewi_msg_free(msg);
 }
 
 static ew_err l_dlq_take(ewi_transport *t, ewi_dlq_req *req)
@@ -480,8 +502,8 @@ static ew_err l_dlq_take(ewi_transport *t, ewi_dlq_req *req)
     pthread_mutex_unlock(&b->mu);
     for (lentry *e = taken, *n; e; e = n) {
         n = e->next;
-        req->fn(req->user, e->env);
-        ewi_envelope_unref(e->env);
+        req->fn(req->user, e->msg.env);
+        ewi_envelope_unref(e->msg.env);
         free(e);
     }
     return EW_OK;
