@@ -28,6 +28,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <amqp.h>
+#include <amqp_tcp_socket.h>
+
 #include "ewi.h"
 #include "transports/stomp/stomp.h"
 
@@ -48,6 +51,37 @@ static void die(const char *fmt, ...)
     fprintf(stderr, "\n");
     va_end(ap);
     exit(1);
+}
+
+/* Deletes a run's exchange and queues on RabbitMQ (over AMQP 0-9-1, as
+ * STOMP cannot), so that benchmarks leave no durable queues behind. */
+static void rabbit_cleanup(const stomp_options *o, const char *event)
+{
+    if (o->dialect != STOMP_RABBITMQ || !o->amqp_port)
+        return;
+    amqp_connection_state_t c = amqp_new_connection();
+    amqp_socket_t *sock = amqp_tcp_socket_new(c);
+    if (!sock || amqp_socket_open(sock, o->host, o->amqp_port) ||
+        amqp_login(c, o->vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN,
+                   o->login ? o->login : "guest", o->passcode ? o->passcode : "guest")
+                .reply_type != AMQP_RESPONSE_NORMAL) {
+        amqp_destroy_connection(c);
+        return;
+    }
+    amqp_channel_open(c, 1);
+    amqp_get_rpc_reply(c);
+    char q[256];
+    const char *suffix[] = {"::L", "::L.dlq"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(q, sizeof q, "%s%s", event, suffix[i]);
+        amqp_queue_delete(c, 1, amqp_cstring_bytes(q), 0, 0);
+        amqp_get_rpc_reply(c);
+    }
+    amqp_exchange_delete(c, 1, amqp_cstring_bytes(event), 0);
+    amqp_get_rpc_reply(c);
+    amqp_channel_close(c, 1, AMQP_REPLY_SUCCESS);
+    amqp_connection_close(c, AMQP_REPLY_SUCCESS);
+    amqp_destroy_connection(c);
 }
 
 /* ---- the raw client ---------------------------------------------------------- */
@@ -163,7 +197,7 @@ static void *raw_consume(void *arg)
 static double run_raw(const stomp_options *o, int n, int round)
 {
     char event[64];
-    snprintf(event, sizeof event, "BenchRaw_%s_%d", run_id, round);
+    snprintf(event, sizeof event, "StompBenchRaw_%s_%d", run_id, round);
     stomp_target send, sub;
     ewi_sub s = {.event = event, .listener = "L", .queue = NULL, .durable = true,
                  .prefetch = PREFETCH};
@@ -241,6 +275,7 @@ static double run_raw(const stomp_options *o, int n, int round)
     raw_close(&prod);
     raw_close(&rr.cons);
     ewi_buf_free(&out);
+    rabbit_cleanup(o, event);
     return rate;
 }
 
@@ -273,10 +308,10 @@ static int on_event(ew_delivery *d, const void *event, void *user)
     return EW_OK;
 }
 
-static double run_ew(const char *url, int n, int round)
+static double run_ew(const stomp_options *o, const char *url, int n, int round)
 {
     char name[64];
-    snprintf(name, sizeof name, "BenchEw_%s_%d", run_id, round);
+    snprintf(name, sizeof name, "StompBenchEw_%s_%d", run_id, round);
     ew_event_desc ev = {.type = &bench_type, .name = name, .durable = true};
     counter c = {.n = n};
     ew_options opt = {.send_timeout_ms = 60000};
@@ -302,6 +337,7 @@ static double run_ew(const char *url, int n, int round)
         ewi_sleep_ms(1);
     double rate = n * 1000.0 / (double)(atomic_load(&c.last) - t0 > 0 ? atomic_load(&c.last) - t0 : 1);
     ew_manager_free(m);
+    rabbit_cleanup(o, name);
     return rate;
 }
 
@@ -335,7 +371,7 @@ static void bench(const char *dialect, int n, int rounds)
     double raw_r[16], ew_r[16];
     for (int i = 0; i < rounds; i++) {
         raw_r[i] = run_raw(&o, n, i);
-        ew_r[i] = run_ew(url, n, i);
+        ew_r[i] = run_ew(&o, url, n, i);
         printf("  %-8s round %d: raw %8.0f/s   eventwire %8.0f/s\n", dialect, i + 1, raw_r[i],
                ew_r[i]);
         fflush(stdout);

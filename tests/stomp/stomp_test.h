@@ -6,6 +6,9 @@
 
 #include "support.h"
 
+#include <amqp.h>
+#include <amqp_framing.h>
+#include <amqp_tcp_socket.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -68,6 +71,52 @@ static SUPPORT_UNUSED bool capture_has(capture *c, const char *needle)
     bool has = strstr(c->text, needle) != NULL;
     pthread_mutex_unlock(&c->mu);
     return has;
+}
+
+/* ---- cleaning up on RabbitMQ --------------------------------------------------- */
+
+/* Deletes what a test made on RabbitMQ (over AMQP 0-9-1: STOMP cannot): the
+ * exchange E and, for each listener, the queues E::L and E::L.dlq. Unique
+ * names per run would otherwise pile up as durable queues that every broker
+ * restart has to recover. Does nothing for other dialects (ActiveMQ cannot
+ * delete over STOMP). Best effort: a failure only prints. */
+static SUPPORT_UNUSED void stomp_test_cleanup(const char *url, const char *event,
+                                              const char *const *listeners, size_t n)
+{
+    if (!strstr(url, "dialect=rabbitmq"))
+        return;
+    ewi_url u;
+    char err[128];
+    if (ewi_url_parse(url, &u, err, sizeof err) != EW_OK)
+        return;
+    amqp_connection_state_t c = amqp_new_connection();
+    amqp_socket_t *s = amqp_tcp_socket_new(c);
+    if (!s || amqp_socket_open(s, u.host[0] ? u.host : "127.0.0.1", 5672) ||
+        amqp_login(c, u.path && *u.path ? u.path : "/", 0, 131072, 0, AMQP_SASL_METHOD_PLAIN,
+                   u.user ? u.user : "guest", u.password ? u.password : "guest")
+                .reply_type != AMQP_RESPONSE_NORMAL) {
+        print_message("cleanup: cannot reach RabbitMQ over AMQP 0-9-1\n");
+        amqp_destroy_connection(c);
+        ewi_url_free(&u);
+        return;
+    }
+    amqp_channel_open(c, 1);
+    amqp_get_rpc_reply(c);
+    char q[EW_MAX_QUEUE_NAME + 8];
+    for (size_t i = 0; i < n; i++) {
+        snprintf(q, sizeof q, "%s::%s", event, listeners[i]);
+        amqp_queue_delete(c, 1, amqp_cstring_bytes(q), 0, 0);
+        amqp_get_rpc_reply(c);
+        snprintf(q, sizeof q, "%s::%s.dlq", event, listeners[i]);
+        amqp_queue_delete(c, 1, amqp_cstring_bytes(q), 0, 0);
+        amqp_get_rpc_reply(c);
+    }
+    amqp_exchange_delete(c, 1, amqp_cstring_bytes(event), 0);
+    amqp_get_rpc_reply(c);
+    amqp_channel_close(c, 1, AMQP_REPLY_SUCCESS);
+    amqp_connection_close(c, AMQP_REPLY_SUCCESS);
+    amqp_destroy_connection(c);
+    ewi_url_free(&u);
 }
 
 /* ---- a raw STOMP client ----------------------------------------------------- */

@@ -81,6 +81,7 @@ static void refused_destination_fails_the_send_and_the_service_goes_on(void **st
     assert_true(tally_wait_all(&t, 30000));
     ew_manager_free(m);
     tally_free(&t);
+    stomp_test_cleanup(url, ev.name, (const char *const[]){"L"}, 1);
 }
 
 static void contradicting_subscribe_fails_with_precondition_failed(void **state)
@@ -109,6 +110,7 @@ static void contradicting_subscribe_fails_with_precondition_failed(void **state)
     ew_manager_free(m2);
     ew_manager_free(m1);
     tally_free(&t);
+    stomp_test_cleanup(u1, ev.name, (const char *const[]){"P-same"}, 1);
 }
 
 int main(void)

@@ -79,6 +79,7 @@ static void odd_headers_arrive_unchanged(void **state)
     assert_int_equal(tally_by_label(&t, "bad"), 0);
     assert_int_equal(tally_by_label(&t, "ok"), 10);
     ew_manager_free(m);
+    stomp_test_cleanup(stomp_test_url(DIALECT), ev.name, (const char *const[]){"Check"}, 1);
     tally_free(&t);
 }
 
@@ -103,6 +104,7 @@ static void reserved_header_names_are_refused(void **state)
             fail_msg("a header named %s: %s, want EW_EINVAL", names[i], ew_strerror(rc));
         ew_manager_free(m);
     }
+    stomp_test_cleanup(stomp_test_url(DIALECT), ev.name, NULL, 0);
 }
 
 int main(int argc, char **argv)

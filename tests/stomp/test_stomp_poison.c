@@ -109,6 +109,7 @@ static void malformed_bodies_end_in_dead_letters(void **state)
     assert_int_equal(ew_dead_letters(m, &ev, "Victim", 10, 500, collect, &d, &more), EW_OK);
     assert_int_equal(more, 0);
     ew_manager_free(m);
+    stomp_test_cleanup(stomp_test_url(DIALECT), ev.name, (const char *const[]){"Victim"}, 1);
     tally_free(&t);
 }
 

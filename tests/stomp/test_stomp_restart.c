@@ -82,6 +82,7 @@ static void restart_mid_stream_loses_nothing(void **state)
     /* The outage was seen and reported, not hidden. */
     assert_true(capture_has(&c, "lost"));
     ew_manager_free(m);
+    stomp_test_cleanup(stomp_test_url(DIALECT), ev.name, (const char *const[]){"Count"}, 1);
     tally_free(&t);
 }
 

@@ -29,6 +29,8 @@ static void send_to_unknown_listener_fails(void **state)
                      EW_ENOTFOUND);
     ew_manager_free(other);
     ew_manager_free(m);
+    stomp_test_cleanup(stomp_test_url(DIALECT), ev.name,
+                       (const char *const[]){"There", "Nowhere"}, 2);
     tally_free(&a);
 }
 
