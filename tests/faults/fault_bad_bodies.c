@@ -11,10 +11,13 @@
  *   fault_bad_bodies URL */
 #include "faults.h"
 
-enum { ROUNDS = 3, EACH = 40, GOOD = 100, BIG = 10 * 1024 * 1024, FOREIGN = 10 };
+enum { MAX_ROUNDS = 16, EACH = 40, GOOD = 100, BIG = 10 * 1024 * 1024, FOREIGN = 10 };
 #define HEAP_GROWTH_MAX (4u << 20)
 
 static const char *URL;
+/* Rounds after the warm-up one; $EW_FAULT_ROUNDS (1..16) changes it, to
+ * see whether a growth levels off. */
+static int ROUNDS = 3;
 
 /* publish_raw (support.h) that returns the outcome instead of failing. */
 static ew_err raw_publish(ew_manager *m, const char *event, const char *ct, const void *body,
@@ -64,6 +67,20 @@ static bool foreign_publish(const char *event, size_t count)
 }
 #endif
 
+/* Log and error sinks that keep what is not an expected dead letter: the
+ * hundreds of those would push the interesting lines out of the capture. */
+static void log_unexpected(void *user, ew_log_level level, const char *msg)
+{
+    if (!strstr(msg, "dead-lettered to"))
+        fcapture_log(user, level, msg);
+}
+
+static void error_unexpected(void *user, const ew_error_info *info)
+{
+    if (!strstr(info->text, "dead-lettered to"))
+        fcapture_error(user, info);
+}
+
 typedef struct kind {
     const char *name, *ct;
     const void *body;
@@ -76,10 +93,10 @@ static void bad_bodies_are_dead_lettered_and_nothing_grows(void **state)
     ftarget tg = ftarget_of(URL);
     EV(ev, "FaultBodies", true);
     flow f;
-    flow_init(&f, (ROUNDS + 1) * GOOD + 1);
+    flow_init(&f, (size_t)(ROUNDS + 1) * GOOD + 1);
     fcapture c;
     fcapture_init(&c);
-    ew_options o = {.on_error = fcapture_error, .error_user = &c, .log = fcapture_log,
+    ew_options o = {.on_error = error_unexpected, .error_user = &c, .log = log_unexpected,
                     .log_user = &c};
     ew_manager *m = mgr_new_opts(URL, "s1", &o);
     flow_listen(m, &ev, "Strict", 2, 0, &f, "s1");
@@ -120,6 +137,7 @@ static void bad_bodies_are_dead_lettered_and_nothing_grows(void **state)
     fdlq dl = {0};
     size_t want_dlq = 0, publish_failed = 0, big_failed = 0;
     ew_err big_rc = EW_OK;
+    size_t big_seen_off = 0;
     long rss0 = 0;
     size_t heap0 = 0;
     int64_t t0 = ewi_now_ms();
@@ -137,11 +155,17 @@ static void bad_bodies_are_dead_lettered_and_nothing_grows(void **state)
             }
         }
         want_dlq += EACH * nkinds;
-        ew_err rc = raw_publish(m, ev.name, EW_CONTENT_TYPE_MSGPACK, bigbody, big_len);
+        /* $EW_FAULT_BIG=0 leaves the big body out (to tell what grows). */
+        bool with_big = !getenv("EW_FAULT_BIG") || atoi(getenv("EW_FAULT_BIG")) != 0;
+        ew_err rc = with_big ? raw_publish(m, ev.name, EW_CONTENT_TYPE_MSGPACK, bigbody,
+                                           big_len)
+                             : EW_OK;
+        if (!with_big)
+            big_seen_off++;
         if (rc != EW_OK) {
             big_failed++;
             big_rc = rc;
-        } else {
+        } else if (with_big) {
             want_dlq++;
         }
 #ifdef FAULTS_HAVE_RMQ
@@ -153,8 +177,12 @@ static void bad_bodies_are_dead_lettered_and_nothing_grows(void **state)
         }
 #endif
         flowing &= tally_wait_ids(&f.t, (size_t)round * GOOD, (size_t)(round + 1) * GOOD,
-                                  30000);
+                                  20000);
+        if (!flowing)
+            break; /* stuck: no point in more rounds */
         fdlq_take(m, &ev, "Strict", &dl, want_dlq - dl.n, 5000);
+        print_message("round %d: %zu dead letters so far; live heap %zu KiB, RSS %ld KiB\n",
+                      round, dl.n, heap_live_bytes() / 1024, rss_kib());
         if (round == 0) {
             /* Workers settle a message after its dead letter is taken: let
              * them finish before counting. */
@@ -169,9 +197,10 @@ static void bad_bodies_are_dead_lettered_and_nothing_grows(void **state)
     size_t heap1 = heap_live_bytes();
     long rss1 = rss_kib();
     /* Still serving. */
-    flowing &= ew_send(m, &ev, &(conf_event){.id = (ROUNDS + 1) * GOOD, .text = "last"}) ==
-               EW_OK;
-    flowing &= tally_wait_all(&f.t, 30000);
+    if (flowing)
+        flowing = ew_send(m, &ev, &(conf_event){.id = (ROUNDS + 1) * GOOD, .text = "last"}) ==
+                      EW_OK &&
+                  tally_wait_all(&f.t, 30000);
     int64_t total_ms = ewi_now_ms() - t0;
     ewi_sleep_ms(300);
     fdlq_take(m, &ev, "Strict", &dl, 10, 300); /* nothing more may come */
@@ -181,7 +210,7 @@ static void bad_bodies_are_dead_lettered_and_nothing_grows(void **state)
     size_t poison = (size_t)(ROUNDS + 1) * (EACH * nkinds + 1 + (foreign ? FOREIGN : 0));
     long heap_growth = (long)heap1 - (long)heap0;
     bool ok = flowing && publish_failed == 0 && big_failed == 0 && dl.n == want_dlq &&
-              too_big == ROUNDS + 1 && decode_failed == want_dlq - too_big &&
+              too_big + big_seen_off == (size_t)ROUNDS + 1 && decode_failed == want_dlq - too_big &&
               heap_growth < (long)HEAP_GROWTH_MAX;
     fault_result("bad-bodies", &tg,
                  "sent=%zu handled=%zu lost=%zu duplicated=%zu poison=%zu dead_letters=%zu "
@@ -194,26 +223,26 @@ static void bad_bodies_are_dead_lettered_and_nothing_grows(void **state)
             print_message("  %zu dead letters %s, e.g. \"%s\"\n", dl.by_reason[r],
                           FDLQ_REASON[r], dl.error[r]);
     if (!ok)
-        print_message("error handler saw (last ones):\n%s\n",
-                      strlen(c.text) > 3000 ? c.text + strlen(c.text) - 3000 : c.text);
+        print_message("besides the dead letters, the manager reported:\n%s\n", c.text);
     ew_manager_free(m);
     const char *ls[] = {"Strict", NULL};
     cleanup_event(&tg, ev.name, ls);
     free(good);
     free(bigbody);
 
+    /* Freed before the checks: a failure reports no leak of its own. */
+    tally_free(&f.t);
     assert_int_equal(publish_failed, 0);
     if (big_failed)
         fail_msg("publishing the 10 MB body failed (%s): the test needs it on the broker",
                  ew_strerror(big_rc));
     assert_true(flowing);
-    assert_int_equal(too_big, ROUNDS + 1);
+    assert_int_equal(too_big + big_seen_off, (size_t)ROUNDS + 1);
     assert_int_equal(decode_failed, want_dlq - too_big);
     assert_int_equal(dl.n, want_dlq);
     if (heap_growth >= (long)HEAP_GROWTH_MAX)
         fail_msg("live heap grew by %ld KiB over %d rounds of poison", heap_growth / 1024,
                  ROUNDS);
-    tally_free(&f.t);
 }
 
 int main(int argc, char **argv)
@@ -223,6 +252,11 @@ int main(int argc, char **argv)
         return 2;
     }
     URL = argv[1];
+    if (getenv("EW_FAULT_ROUNDS")) {
+        ROUNDS = atoi(getenv("EW_FAULT_ROUNDS"));
+        if (ROUNDS < 1 || ROUNDS > MAX_ROUNDS)
+            ROUNDS = 3;
+    }
     support_init(URL);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(bad_bodies_are_dead_lettered_and_nothing_grows),

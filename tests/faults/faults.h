@@ -529,6 +529,17 @@ static FAULTS_UNUSED void cleanup_event(const ftarget *t, const char *event,
 
 /* ---- results ------------------------------------------------------------ */
 
+/* The code's name without spaces, for RESULT lines ("EW_ETIMEDOUT"). */
+static FAULTS_UNUSED const char *err_name(ew_err rc)
+{
+    static const char *const names[] = {
+        "EW_OK", "EW_EINVAL", "EW_ENOMEM", "EW_ENOTFOUND", "EW_ECONFLICT", "EW_ESTATE",
+        "EW_ETIMEDOUT", "EW_ECLOSED", "EW_EDECODE", "EW_EENCODE", "EW_ETOOBIG", "EW_EREFUSED",
+        "EW_ELISTENER", "EW_ENORETRY", "EW_ECONNECT", "EW_EAUTH", "EW_EBROKER", "EW_EPROTO",
+        "EW_ENOTSUP", "EW_EIO", "EW_EDISCONNECTED"};
+    return (unsigned)rc < sizeof names / sizeof names[0] ? names[rc] : "EW_E?";
+}
+
 /* Prints "RESULT scenario=S transport=T <fields>" on stdout and appends it
  * to $EW_FAULT_RESULTS when set: scripts/reliability-report reads these
  * lines and nothing else. Call it before the assertions, so that a failing
