@@ -192,7 +192,12 @@ typedef struct ewi_dlq_req {
 } ewi_dlq_req;
 
 enum {
-    EWI_FEAT_DLQ_READ = 1u << 0 /* dlq_take is implemented */
+    EWI_FEAT_DLQ_READ = 1u << 0, /* dlq_take is implemented */
+    /* Deliveries come from threads of this process (local://): an idle
+     * worker spins briefly before sleeping, since the next event is usually
+     * microseconds away. Broker transports leave it off: there the spin
+     * would take CPU from the broker and the I/O thread. */
+    EWI_FEAT_INPROC = 1u << 1
 };
 
 /* The transport table. Unless said otherwise, ops are called by core from

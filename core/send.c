@@ -29,7 +29,8 @@ ew_err ewi_event_declare(ew_manager *m, ewi_event *ev)
         return EW_OK;
     ew_err rc = m->ops->declare(m->t, ev->name, ev->desc.durable);
     if (rc != EW_OK) {
-        ewi_report(m, rc, NULL, ev->name, NULL, "declaring event %s failed", ev->name);
+        /* The transport reported the broker's reason already. */
+        ewi_log(m, EW_LOG_ERROR, "declaring event %s failed: %s", ev->name, ew_strerror(rc));
         return rc;
     }
     atomic_store_explicit(&ev->declared, true, memory_order_release);

@@ -263,9 +263,10 @@ static void handle(ewi_listener *l, ewi_msg *msg)
 
 /* ---- the workers -------------------------------------------------------- */
 
-/* How long an idle worker polls its inbox before sleeping: when events
- * stream in, the next one usually arrives within microseconds, and a
- * futex sleep and wake-up per event would cost more than the event. */
+/* How long an idle worker of an in-process transport polls its inbox before
+ * sleeping: when events stream in, the next one usually arrives within
+ * microseconds, and a futex sleep and wake-up per event would cost more than
+ * the event (bench_local: 0.35 -> 1.1-1.6 M hello events/s). */
 #define SPIN_ROUNDS 2000
 
 static inline void cpu_relax(void)
@@ -282,7 +283,7 @@ static void *worker_main(void *arg)
     ewi_listener *l = arg;
     pthread_mutex_lock(&l->mu);
     for (;;) {
-        if (!l->head && !l->stopping) {
+        if (!l->head && !l->stopping && (l->m->ops->features & EWI_FEAT_INPROC)) {
             pthread_mutex_unlock(&l->mu);
             for (int i = 0; i < SPIN_ROUNDS &&
                             atomic_load_explicit(&l->queued, memory_order_relaxed) == 0;

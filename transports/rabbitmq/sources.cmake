@@ -8,9 +8,5 @@ list(APPEND EW_SOURCES
   transports/rabbitmq/rmq_topology.c
   transports/rabbitmq/rmq_transport.c
   transports/rabbitmq/rmq_wire.c)
-# rabbitmqs:// checks an IP address host against the certificate through
-# OpenSSL's own verification (librabbitmq 0.11 matches DNS names only).
-pkg_check_modules(RMQSSL REQUIRED IMPORTED_TARGET libssl libcrypto)
-list(APPEND EW_PRIVATE_LIBS PkgConfig::RMQSSL)
-list(APPEND EW_PKG_PAIRS "RMQSSL=libssl")
-string(APPEND EW_PC_REQUIRES " libssl")
+# rabbitmqs:// checks an IP address host through OpenSSL, which the top
+# level links.
