@@ -200,6 +200,20 @@ static void handle(ewi_listener *l, ewi_msg *msg)
                     m->cfg.max_body);
         return;
     }
+    /* The same header limits as on send, whoever produced the message. */
+    if (env->nh > m->cfg.max_headers) {
+        dead_letter(l, msg, "too-big", 0, "%zu headers, over the limit %zu", env->nh,
+                    m->cfg.max_headers);
+        return;
+    }
+    for (size_t i = 0; i < env->nh; i++)
+        if (env->h[i].klen > m->cfg.max_header_len || env->h[i].vlen > m->cfg.max_header_len) {
+            dead_letter(l, msg, "too-big", 0,
+                        "header '%.40s' of %u+%u bytes is over the limit %zu",
+                        env->s + env->h[i].off, env->h[i].klen, env->h[i].vlen,
+                        m->cfg.max_header_len);
+            return;
+        }
     ew_format fmt = ew_format_from_content_type(ew_envelope_content_type(env));
     if (fmt == EW_FORMAT_DEFAULT) {
         dead_letter(l, msg, "decode-failed", 0, "unknown content type '%s'",

@@ -293,6 +293,60 @@ static void full_queue_fails_the_send_after_the_timeout(void **state)
     tally_free(&t);
 }
 
+/* ---- limits on receive ------------------------------------------------------ */
+
+static void limits_apply_to_received_messages(void **state)
+{
+    (void)state;
+    EV(ev, "Limits", false);
+    ew_options o = {.max_body = 64, .max_headers = 6, .max_header_len = 32};
+    ew_manager *m = mgr_new_opts("local://limits", "s1", &o);
+    tally t;
+    tally_init(&t, 1);
+    listen_tally(m, &ev, "L", false, 1, &t);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    /* A sender with other limits (a foreign producer) can put these on the
+     * broker; the receiving side refuses them into dead letters. */
+    char big[100];
+    memset(big, 'x', sizeof big);
+    publish_raw(m, ev.name, EW_CONTENT_TYPE_MSGPACK, big, sizeof big);
+    ew_envelope *env = ewi_envelope_new();
+    ewi_envelope_set_content_type(env, EW_CONTENT_TYPE_MSGPACK);
+    ewi_envelope_put(env, "k", 1, big, 40);
+    ewi_pub p = {.dest = EWI_DEST_EVENT, .event = ev.name, .env = env,
+                 .deadline_ms = ewi_now_ms() + 5000};
+    assert_int_equal(ewi_publish_sync(m, &p), EW_OK);
+    ewi_envelope_unref(env); /* published envelopes are read-only: a new one */
+    env = ewi_envelope_new();
+    ewi_envelope_set_content_type(env, EW_CONTENT_TYPE_MSGPACK);
+    p.env = env;
+    for (int i = 0; i < 8; i++) {
+        char k[8];
+        snprintf(k, sizeof k, "h%d", i);
+        ewi_envelope_put(env, k, strlen(k), "v", 1);
+    }
+    ewi_envelope_put(env, "k", 1, "short", 5);
+    assert_int_equal(ewi_publish_sync(m, &p), EW_OK);
+    ewi_envelope_unref(env);
+    dlq_box box = {0};
+    size_t got = 0, total = 0;
+    while (total < 3 && ew_dead_letters(m, &ev, "L", 10, 5000, dlq_collect, &box, &got) ==
+                            EW_OK && got > 0)
+        total += got;
+    assert_int_equal(total, 3);
+    for (size_t i = 0; i < 3; i++)
+        assert_string_equal(box.reason[i], "too-big");
+    assert_non_null(strstr(box.error[0], "body of 100 bytes"));
+    assert_non_null(strstr(box.error[1], "header 'k'"));
+    assert_non_null(strstr(box.error[2], "headers, over the limit 6"));
+    /* Sends obey the same limits. */
+    assert_int_equal(ew_send(m, &ev, &(conf_event){1, "0123456789012345678901234567890123456789"
+                                                      "0123456789012345678901234567890"}),
+                     EW_ETOOBIG);
+    ew_manager_free(m);
+    tally_free(&t);
+}
+
 /* ---- stop is bounded ----------------------------------------------------- */
 
 static void stop_reports_handlers_past_the_bound(void **state)
@@ -325,6 +379,7 @@ int main(void)
         cmocka_unit_test(pipelines_run_in_order_and_can_refuse),
         cmocka_unit_test(listener_failures_reach_the_handler),
         cmocka_unit_test(full_queue_fails_the_send_after_the_timeout),
+        cmocka_unit_test(limits_apply_to_received_messages),
         cmocka_unit_test(stop_reports_handlers_past_the_bound),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
