@@ -17,6 +17,10 @@ enum { N = 6000, BROKEN_MS = 2000, RESUME_BOUND_MS = 20000 };
 
 static const char *URL;
 
+/* Events of about 4 KB: a publisher streaming into the frozen path fills
+ * its socket buffers before its in-flight window, as a busy one would. */
+static char BIG_TEXT[4000];
+
 typedef struct stream {
     ew_manager *m;
     ew_event_desc *ev;
@@ -27,7 +31,7 @@ static void *send_stream(void *arg)
 {
     stream *st = arg;
     for (size_t i = 0; i < N; i++) {
-        fsend_async(st->m, st->ev, st->s, i);
+        fsend_async_text(st->m, st->ev, st->s, i, BIG_TEXT);
         if (i % 200 == 199)
             ewi_sleep_ms(100); /* about 3 s of stream: the cut lands inside it */
     }
@@ -159,6 +163,7 @@ int main(int argc, char **argv)
         return 2;
     }
     URL = argv[1];
+    memset(BIG_TEXT, 'n', sizeof BIG_TEXT - 1);
     support_init(URL);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(freeze_break_restore_loses_nothing),

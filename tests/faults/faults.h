@@ -355,16 +355,16 @@ static void fsend_done_(void *user, ew_err err)
 static const char FAULTS_TEXT[] = "0123456789012345678901234567890123456789"
                                   "0123456789012345678901234567890123456789";
 
-/* ew_send_async of id; the outcome lands in s. The call's own error is
- * returned (the callback then never runs: counted failed here). */
-static FAULTS_UNUSED ew_err fsend_async(ew_manager *m, const ew_event_desc *ev, fsends *s,
-                                        size_t id)
+/* ew_send_async of id with text; the outcome lands in s. The call's own
+ * error is returned (the callback then never runs: counted failed here). */
+static FAULTS_UNUSED ew_err fsend_async_text(ew_manager *m, const ew_event_desc *ev,
+                                             fsends *s, size_t id, const char *text)
 {
     fsend_ref *r = malloc(sizeof *r);
     assert_non_null(r);
     r->s = s;
     r->id = id;
-    conf_event e = {.id = (int64_t)id, .text = FAULTS_TEXT};
+    conf_event e = {.id = (int64_t)id, .text = text};
     ew_err rc = ew_send_async(m, ev, NULL, &e, fsend_done_, r);
     if (rc != EW_OK) {
         free(r);
@@ -372,6 +372,12 @@ static FAULTS_UNUSED ew_err fsend_async(ew_manager *m, const ew_event_desc *ev, 
         atomic_fetch_add(&s->failed, 1);
     }
     return rc;
+}
+
+static FAULTS_UNUSED ew_err fsend_async(ew_manager *m, const ew_event_desc *ev, fsends *s,
+                                        size_t id)
+{
+    return fsend_async_text(m, ev, s, id, FAULTS_TEXT);
 }
 
 /* Ids whose send was reported ok but that were never handled. */
