@@ -243,6 +243,39 @@ static void redelivery_marks_are_read(void **state)
     ewi_envelope_unref(env);
 }
 
+/* A body of megabytes, then small ones: the per-thread codec objects are
+ * let go after a large message and made again. */
+static void large_then_small_bodies(void **state)
+{
+    (void)state;
+    size_t big = 3u << 20;
+    char *body = malloc(big + 1);
+    assert_non_null(body);
+    memset(body, 'z', big);
+    body[big] = '\0';
+    for (int i = 0; i < 3; i++) {
+        ew_envelope *env = sample(EW_CONTENT_TYPE_MSGPACK, i == 1 ? body : "\x80");
+        uint8_t *bytes;
+        size_t len;
+        char err[256];
+        assert_int_equal(amqp_message_encode(env, true, &bytes, &len, err, sizeof err),
+                         EW_OK);
+        ew_envelope *back = ewi_envelope_new();
+        assert_int_equal(amqp_message_decode((const char *)bytes, len, back, NULL, err,
+                                             sizeof err),
+                         EW_OK);
+        size_t blen;
+        const void *b = ew_envelope_body(back, &blen);
+        assert_int_equal(blen, i == 1 ? big : 1);
+        assert_memory_equal(b, i == 1 ? body : "\x80", blen);
+        assert_string_equal(ew_envelope_header(back, "session"), NON_ASCII);
+        free(bytes);
+        ewi_envelope_unref(env);
+        ewi_envelope_unref(back);
+    }
+    free(body);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -252,6 +285,7 @@ int main(void)
         cmocka_unit_test(a_data_section_json_keeps_its_content_type),
         cmocka_unit_test(unreadable_input_is_kept_not_dropped),
         cmocka_unit_test(redelivery_marks_are_read),
+        cmocka_unit_test(large_then_small_bodies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -208,6 +208,13 @@ void amqp_decl_cache_free(ewi_transport *t);
 
 /* ---- the transport ------------------------------------------------------ */
 
+/* The bytes of the incoming delivery of one link, read frame by frame (a
+ * link has one unfinished delivery at most). I/O thread. */
+typedef struct amqp_acc {
+    char *buf;
+    size_t len, cap;
+} amqp_acc;
+
 typedef enum amqp_work_kind {
     AMQP_W_PUB,    /* amqp_out: send it */
     AMQP_W_SETTLE, /* amqp_rec: settle it */
@@ -235,6 +242,7 @@ struct amqp_out {
     size_t len;
     amqp_addr target;
     pn_delivery_t *d;      /* while sent and unsettled */
+    size_t off;            /* bytes handed to proton (large ones stream) */
     amqp_out *prev, *next; /* in its sender's pending or inflight list */
 };
 
@@ -246,6 +254,7 @@ struct amqp_sender {
     amqp_addr target;
     pn_link_t *l;          /* NULL while not attached */
     bool opened;           /* the broker answered the attach */
+    amqp_out *streaming;   /* a large message still being handed to proton */
     amqp_out *pend_head, *pend_tail; /* not yet sent */
     amqp_out *fl_head, *fl_tail;     /* sent, outcome awaited */
     amqp_sender *next;
@@ -295,6 +304,7 @@ struct amqp_sub {
     bool unsubscribed;
     uint32_t outstanding;  /* delivered on the current link, not settled */
     uint32_t nrecs;        /* records alive, any link */
+    amqp_acc acc;          /* the delivery being received */
     int64_t reattach_at;   /* after the broker detached it; 0: none */
     ewi_backoff bo;
     amqp_sub *next;
@@ -359,6 +369,7 @@ struct ewi_transport {
     int64_t close_deadline;    /* stop: disconnect hard after it */
     int64_t next_queue_check;  /* rabbitmq: when consumed queues are checked */
     bool tick_due;
+    bool stream_wake;          /* a large send wants another round soon */
 };
 
 /* The I/O thread (amqp_io.c). */
@@ -373,6 +384,7 @@ void amqp_send_opened(ewi_transport *t, amqp_sender *s);  /* attach answered */
 void amqp_send_lost(ewi_transport *t, amqp_sender *s, const char *why);
 void amqp_send_outcome(ewi_transport *t, pn_delivery_t *d);
 void amqp_send_expire(ewi_transport *t, int64_t now);
+void amqp_send_continue(ewi_transport *t);                /* large sends */
 void amqp_send_attach_pending(ewi_transport *t);          /* after a connect */
 void amqp_send_disconnected(ewi_transport *t);
 void amqp_send_finish(ewi_transport *t, const char *why); /* thread ends */
@@ -404,9 +416,14 @@ void amqp_close_link(pn_link_t *l); /* link and its session; NULL allowed */
 /* "condition: description" of c, or fallback when c is not set. */
 void amqp_condition_text(pn_condition_t *c, const char *fallback, char *buf,
                          size_t len);
-/* Reads a complete incoming delivery into a malloc'd buffer; NULL on ENOMEM
- * or abort. Advances the link. */
-char *amqp_read_delivery(pn_delivery_t *d, size_t *len);
+/* Reads what d has: 1 when d is complete (the link advanced; take the bytes
+ * with amqp_acc_take), 0 when more is to come, -1 when the sender aborted d
+ * (settled, advanced, nothing kept), -2 when out of memory (nothing kept; d
+ * is left to the caller). */
+int amqp_acc_read(amqp_acc *a, pn_delivery_t *d);
+/* Hands the bytes out (caller frees; never NULL unless out of memory). */
+char *amqp_acc_take(amqp_acc *a, size_t *len);
+void amqp_acc_reset(amqp_acc *a);
 
 /* dlq_take (amqp_fetch.c): the caller's side is the op; these run on the I/O
  * thread. */

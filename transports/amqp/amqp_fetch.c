@@ -24,13 +24,23 @@
 
 typedef enum fetch_op { FETCH_OPEN, FETCH_MORE, FETCH_CLOSE } fetch_op;
 
+/* One work item per request kind: a CLOSE must queue behind the accepts
+ * posted before it (a reused item would jump ahead of them and the link
+ * would close with messages taken but never accepted). */
+typedef struct fetch_work {
+    amqp_work w; /* first */
+    amqp_fetch *f;
+    fetch_op op;
+} fetch_work;
+
 struct amqp_fetch {
     amqp_obj_kind kind;  /* AMQP_OBJ_FETCH: first, for link contexts */
-    amqp_work w;         /* asks the I/O thread for op */
+    fetch_work w_open, w_more, w_close;
     amqp_addr source;
     /* under t->mu */
-    fetch_op op;
-    bool queued;         /* w is in the work queue */
+    int queued;          /* items of this fetch in the work queue */
+    bool more_queued;    /* w_more is in the work queue */
+    int more;            /* messages asked for since the last w_more ran */
     amqp_rec *ready_head, *ready_tail;
     bool empty;          /* a drain ended without a message */
     bool failed;
@@ -39,16 +49,13 @@ struct amqp_fetch {
     /* I/O thread only */
     pn_link_t *l;
     uint64_t link_id;
+    amqp_acc acc;        /* the delivery being received */
     bool want_open;      /* attach once connected */
     bool draining;
     bool got_since_more;
     amqp_fetch *next;
 };
 
-static amqp_fetch *of_work(amqp_work *w)
-{
-    return (amqp_fetch *)((char *)w - offsetof(amqp_fetch, w));
-}
 
 /* ---- the I/O thread's side ---------------------------------------------- */
 
@@ -92,10 +99,17 @@ static void drop_ready_locked(amqp_fetch *f)
 
 void amqp_fetch_work(ewi_transport *t, amqp_work *w)
 {
-    amqp_fetch *f = of_work(w);
+    fetch_work *fw = (fetch_work *)w;
+    amqp_fetch *f = fw->f;
+    fetch_op op = fw->op;
     pthread_mutex_lock(&t->mu);
-    f->queued = false;
-    fetch_op op = f->op;
+    f->queued--;
+    int more = 0;
+    if (op == FETCH_MORE) {
+        more = f->more;
+        f->more = 0;
+        f->more_queued = false;
+    }
     bool exited = t->io_exited;
     pthread_mutex_unlock(&t->mu);
 
@@ -116,13 +130,13 @@ void amqp_fetch_work(ewi_transport *t, amqp_work *w)
         }
         break;
     case FETCH_MORE:
-        if (f->l) {
+        if (f->l && more > 0) {
             f->got_since_more = false;
             if (t->opt.dialect == AMQP_DIALECT_RABBITMQ) {
-                pn_link_flow(f->l, 1);
+                pn_link_flow(f->l, more);
             } else {
                 f->draining = true;
-                pn_link_drain(f->l, 1);
+                pn_link_drain(f->l, more);
             }
         }
         break;
@@ -130,6 +144,7 @@ void amqp_fetch_work(ewi_transport *t, amqp_work *w)
         unlink_fetch(t, f);
         amqp_close_link(f->l); /* unsettled deliveries go back */
         f->l = NULL;
+        amqp_acc_reset(&f->acc);
         f->link_id = 0;
         pthread_mutex_lock(&t->mu);
         drop_ready_locked(f);
@@ -138,6 +153,9 @@ void amqp_fetch_work(ewi_transport *t, amqp_work *w)
         pthread_mutex_unlock(&t->mu);
         break;
     }
+    pthread_mutex_lock(&t->mu);
+    pthread_cond_broadcast(&t->cond); /* the caller may wait for queued == 0 */
+    pthread_mutex_unlock(&t->mu);
 }
 
 void amqp_fetch_on_open(ewi_transport *t, amqp_fetch *f, pn_link_t *l)
@@ -151,6 +169,7 @@ void amqp_fetch_on_lost(ewi_transport *t, amqp_fetch *f, const char *why)
 {
     amqp_close_link(f->l);
     f->l = NULL;
+    amqp_acc_reset(&f->acc);
     f->link_id = 0;
     char text[700];
     amqp_textf(text, sizeof text, "reading %s: %s", f->source.addr, why);
@@ -176,16 +195,15 @@ void amqp_fetch_on_flow(ewi_transport *t, amqp_fetch *f, pn_link_t *l)
 
 void amqp_fetch_on_delivery(ewi_transport *t, amqp_fetch *f, pn_delivery_t *d)
 {
-    if (pn_delivery_aborted(d)) {
-        pn_delivery_settle(d);
-        pn_link_advance(pn_delivery_link(d));
-        pn_link_flow(pn_delivery_link(d), 1);
+    int got = amqp_acc_read(&f->acc, d);
+    if (got == 0)
+        return; /* the rest is still coming */
+    if (got == -1) {
+        pn_link_flow(pn_delivery_link(d), 1); /* aborted: ask for another */
         return;
     }
-    if (!pn_delivery_readable(d) || pn_delivery_partial(d))
-        return;
     size_t len = 0;
-    char *bytes = amqp_read_delivery(d, &len);
+    char *bytes = got == 1 ? amqp_acc_take(&f->acc, &len) : NULL;
     ew_envelope *env = bytes ? ewi_envelope_new() : NULL;
     amqp_rec *rec = env ? calloc(1, sizeof *rec) : NULL;
     char err[512];
@@ -248,6 +266,7 @@ void amqp_fetch_disconnect_all(ewi_transport *t, const char *why, bool final)
         if (f->want_open && !f->l && !final)
             continue; /* not attached yet: it will be on the next connection */
         f->l = NULL;
+        amqp_acc_reset(&f->acc);
         f->link_id = 0;
         char text[700];
         amqp_textf(text, sizeof text, "reading %s: connection lost: %s", f->source.addr,
@@ -266,14 +285,21 @@ void amqp_fetch_disconnect_all(ewi_transport *t, const char *why, bool final)
 /* Asks the I/O thread for op; false when it is gone. t->mu held. */
 static bool request_locked(ewi_transport *t, amqp_fetch *f, fetch_op op)
 {
-    f->op = op;
     if (t->io_exited)
         return false;
-    if (!f->queued) {
-        f->queued = true;
-        f->w.kind = AMQP_W_FETCH;
-        amqp_post_locked(t, &f->w);
+    fetch_work *fw = op == FETCH_OPEN ? &f->w_open : op == FETCH_MORE ? &f->w_more
+                                                                       : &f->w_close;
+    if (op == FETCH_MORE) {
+        f->more++;
+        if (f->more_queued)
+            return true; /* the queued one asks for all of them */
+        f->more_queued = true;
     }
+    fw->w.kind = AMQP_W_FETCH;
+    fw->f = f;
+    fw->op = op;
+    f->queued++;
+    amqp_post_locked(t, &fw->w);
     return true;
 }
 
@@ -373,15 +399,12 @@ ew_err amqp_dlq_take(ewi_transport *t, ewi_dlq_req *req)
         drop_ready_locked(f);
         f->closed = true;
     }
-    while (!f->closed) {
-        if (t->io_exited && !f->queued) {
-            drop_ready_locked(f);
-            f->closed = true;
-            break;
-        }
+    /* Free it only once no item of it is queued and the I/O thread let go. */
+    while (!(f->queued == 0 && (f->closed || t->io_exited)))
         pthread_cond_wait(&t->cond, &t->mu);
-    }
+    drop_ready_locked(f);
     pthread_mutex_unlock(&t->mu);
+    amqp_acc_reset(&f->acc); /* the I/O thread is done with f */
     free(f);
     return rc;
 }

@@ -29,6 +29,11 @@
 #define TICK_MS 100          /* deadlines and reconnects are checked this often */
 #define CLOSE_GRACE_MS 2000  /* stop: wait this long for the broker's close */
 #define TOPO_TIMEOUT_MS 5000 /* rabbitmq: redeclaring after a reconnect */
+/* 64 transfer frames in flight per session: plenty for small events, and
+ * proton (which keeps finished deliveries pooled with their buffers'
+ * capacity) never buffers more than 2 MiB of one large message. */
+#define MAX_FRAME (32u << 10)
+#define SESSION_CAPACITY (2u << 20)
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -65,6 +70,10 @@ pn_link_t *amqp_open_link(ewi_transport *t, bool sender, const amqp_addr *a,
     amqp_textf(name, sizeof name, "%s-%llu-%s", sender ? "ew-send" : "ew-recv",
              (unsigned long long)id, a->addr);
     pn_session_t *ssn = pn_session(t->conn);
+    /* Bounded session buffering (with the transport's max frame): the
+     * broker sends at most this much before proton has handed it to us,
+     * so a large message never sits whole in proton's buffers. */
+    pn_session_set_incoming_capacity(ssn, SESSION_CAPACITY);
     pn_session_open(ssn);
     pn_link_t *l = sender ? pn_sender(ssn, name) : pn_receiver(ssn, name);
     pn_terminus_t *term = sender ? pn_link_target(l) : pn_link_source(l);
@@ -89,42 +98,66 @@ void amqp_close_link(pn_link_t *l)
     pn_session_close(ssn);
 }
 
-char *amqp_read_delivery(pn_delivery_t *d, size_t *len)
+/* Incoming messages are read as their frames arrive, into the link's own
+ * buffer: proton then never holds more than a frame or so per delivery.
+ * (proton keeps finished deliveries in a per-connection pool with their
+ * buffers' capacity: a 10 MB message read at once would pin 16 MB in that
+ * pool for the connection's life, one more each time it happens while the
+ * big one is still in use.) */
+int amqp_acc_read(amqp_acc *a, pn_delivery_t *d)
 {
     pn_link_t *l = pn_delivery_link(d);
-    size_t cap = pn_delivery_pending(d), n = 0;
-    char *buf = malloc(cap ? cap : 1);
-    if (!buf) {
+    if (pn_delivery_aborted(d)) {
+        amqp_acc_reset(a);
+        pn_delivery_settle(d);
         pn_link_advance(l);
-        return NULL;
+        return -1;
     }
     for (;;) {
-        if (n == cap) {
-            size_t more = pn_delivery_pending(d);
-            if (!more)
-                break;
-            char *nb = realloc(buf, cap + more);
+        size_t more = pn_delivery_pending(d);
+        if (!more)
+            break;
+        if (a->len + more > a->cap) {
+            size_t cap = a->cap ? a->cap : 4096;
+            while (cap < a->len + more)
+                cap *= 2;
+            char *nb = realloc(a->buf, cap);
             if (!nb) {
-                free(buf);
-                pn_link_advance(l);
-                return NULL;
+                amqp_acc_reset(a);
+                return -2;
             }
-            buf = nb;
-            cap += more;
+            a->buf = nb;
+            a->cap = cap;
         }
-        ssize_t r = pn_link_recv(l, buf + n, cap - n);
+        ssize_t r = pn_link_recv(l, a->buf + a->len, a->cap - a->len);
         if (r == PN_EOS || r == 0)
             break;
-        if (r < 0) { /* PN_ABORTED or a state error: nothing usable */
-            free(buf);
-            pn_link_advance(l);
-            return NULL;
+        if (r < 0) {
+            amqp_acc_reset(a);
+            return -2;
         }
-        n += (size_t)r;
+        a->len += (size_t)r;
     }
+    if (pn_delivery_partial(d))
+        return 0;
     pn_link_advance(l);
-    *len = n;
+    return 1;
+}
+
+char *amqp_acc_take(amqp_acc *a, size_t *len)
+{
+    char *buf = a->buf ? a->buf : malloc(1);
+    *len = a->len;
+    a->buf = NULL;
+    a->len = a->cap = 0;
     return buf;
+}
+
+void amqp_acc_reset(amqp_acc *a)
+{
+    free(a->buf);
+    a->buf = NULL;
+    a->len = a->cap = 0;
 }
 
 bool amqp_is_up(ewi_transport *t)
@@ -226,6 +259,7 @@ static bool connect_now(ewi_transport *t)
     /* PLAIN on a plain socket: the URL asked for it (amqp://user:pass@). */
     pn_sasl_set_allow_insecure_mechs(sasl, true);
     pn_transport_set_idle_timeout(tr, 30000);
+    pn_transport_set_max_frame(tr, MAX_FRAME);
     if (o->tls) {
         pn_ssl_domain_t *dom = pn_ssl_domain(PN_SSL_MODE_CLIENT);
         int rc = dom ? 0 : PN_OUT_OF_MEMORY;
@@ -542,6 +576,10 @@ static void handle(ewi_transport *t, pn_event_t *e)
             on_link_gone(t, l, pn_session_remote_condition(ssn));
         if (pn_session_state(ssn) & PN_LOCAL_ACTIVE)
             pn_session_close(ssn);
+        /* Closed at both ends: free it (with its links and deliveries) now,
+         * not when the connection goes, or every re-attach and every dead-
+         * letter read would leave one behind. */
+        pn_session_free(ssn);
         break;
     }
     case PN_LINK_REMOTE_OPEN:
@@ -551,6 +589,8 @@ static void handle(ewi_transport *t, pn_event_t *e)
     case PN_LINK_REMOTE_DETACH: {
         pn_link_t *l = pn_event_link(e);
         on_link_gone(t, l, pn_link_remote_condition(l));
+        if (!(pn_link_state(l) & PN_LOCAL_ACTIVE))
+            pn_link_free(l); /* closed at both ends (its session goes later) */
         break;
     }
     case PN_LINK_FLOW: {
@@ -607,6 +647,14 @@ static void handle(ewi_transport *t, pn_event_t *e)
  * to write; what is left then gets a wake of its own. */
 static void drain_tail(ewi_transport *t)
 {
+    if (t->conn) {
+        amqp_send_continue(t);
+        if (t->stream_wake) {
+            /* After this batch proton frames the chunk; then the next. */
+            t->stream_wake = false;
+            pn_connection_wake(t->conn);
+        }
+    }
     for (int round = 0;; round++) {
         pthread_mutex_lock(&t->mu);
         bool more = t->work_head != NULL;

@@ -73,6 +73,20 @@ static pn_message_t *thread_message(void)
     return c->msg;
 }
 
+/* proton's objects keep the capacity of the largest message they held: after
+ * a large one, let the thread start again with fresh ones rather than pin
+ * megabytes per thread for good. */
+#define KEEP_BYTES (256u << 10)
+
+static void thread_codec_done(size_t bytes)
+{
+    if (bytes <= KEEP_BYTES || !tls_key_ok)
+        return;
+    codec_tls *c = pthread_getspecific(tls_key);
+    if (c && pthread_setspecific(tls_key, NULL) == 0)
+        tls_destroy(c);
+}
+
 /* True when bytes are a sequence of AMQP 1.0 message sections and nothing
  * else. pn_message_decode alone accepts some garbage as an empty message,
  * which would lose the bytes. */
@@ -208,6 +222,7 @@ ew_err amqp_message_encode(const ew_envelope *env, bool durable, uint8_t **out,
         *len = (size_t)w;
         rc = EW_OK;
     }
+    thread_codec_done(blen);
     return rc;
 }
 
@@ -343,6 +358,9 @@ static ew_err put_value_body(pn_data_t *b, ew_envelope *env)
     return ewi_envelope_set_content_type(env, AMQP_CT_VALUE);
 }
 
+static ew_err decode_sections(pn_message_t *m, ew_envelope *env, amqp_wire_meta *meta,
+                              char *err, size_t errlen);
+
 ew_err amqp_message_decode(const char *bytes, size_t len, ew_envelope *env,
                            amqp_wire_meta *meta, char *err, size_t errlen)
 {
@@ -360,8 +378,19 @@ ew_err amqp_message_decode(const char *bytes, size_t len, ew_envelope *env,
                  len ? pn_code(prc) : "empty");
         if ((rc = ewi_envelope_set_body(env, len ? bytes : "", len)) == EW_OK)
             rc = ewi_envelope_set_content_type(env, AMQP_CT_UNREADABLE);
+        thread_codec_done(len);
         return rc == EW_OK ? EW_EDECODE : rc;
     }
+    rc = decode_sections(m, env, meta, err, errlen);
+    thread_codec_done(len);
+    return rc;
+}
+
+/* The decoding proper, from a message proton accepted. */
+static ew_err decode_sections(pn_message_t *m, ew_envelope *env, amqp_wire_meta *meta,
+                              char *err, size_t errlen)
+{
+    ew_err rc = EW_OK;
     if (meta) {
         meta->delivery_count = pn_message_get_delivery_count(m);
         meta->first_acquirer = pn_message_is_first_acquirer(m);

@@ -58,11 +58,13 @@ static void amqp_recv_maybe_free(ewi_transport *t, amqp_sub *s)
     if (s->l && s->outstanding == 0) {
         amqp_close_link(s->l); /* parked deliveries go back to the queue */
         s->l = NULL;
+        amqp_acc_reset(&s->acc);
         s->link_id = 0;
     }
     if (s->l || s->nrecs)
         return;
     sub_unlink(t, s);
+    amqp_acc_reset(&s->acc);
     free(s);
 }
 
@@ -82,6 +84,7 @@ void amqp_recv_lost(ewi_transport *t, amqp_sub *s, const char *why)
 {
     amqp_close_link(s->l);
     s->l = NULL;
+    amqp_acc_reset(&s->acc);
     s->link_id = 0;
     s->outstanding = 0;
     bool was_attached = s->attached;
@@ -171,6 +174,7 @@ static void check_queues(ewi_transport *t, int64_t now)
                    t->where, s->queue, err);
         amqp_close_link(s->l);
         s->l = NULL;
+        amqp_acc_reset(&s->acc);
         s->link_id = 0;
         s->outstanding = 0;
         s->attached = false;
@@ -181,26 +185,27 @@ static void check_queues(ewi_transport *t, int64_t now)
 
 void amqp_recv_message(ewi_transport *t, amqp_sub *s, pn_delivery_t *d)
 {
-    pn_link_t *l = pn_delivery_link(d);
-    if (pn_delivery_aborted(d)) {
-        pn_delivery_settle(d);
-        pn_link_advance(l);
-        top_up(s);
+    int got = amqp_acc_read(&s->acc, d);
+    if (got == 0)
+        return; /* the rest is still coming */
+    if (got == -1) {
+        top_up(s); /* aborted by the sender: nothing to hand over */
         return;
     }
-    if (!pn_delivery_readable(d) || pn_delivery_partial(d))
-        return; /* the rest is still coming */
-    size_t len = 0;
-    char *bytes = amqp_read_delivery(d, &len);
     if (s->unsubscribed) {
         /* Parked unsettled: it goes back to the queue when the link closes
          * (releasing it now would bring it straight back on this link). */
-        free(bytes);
+        amqp_acc_reset(&s->acc);
         return;
     }
+    size_t len = 0;
+    char *bytes = got == 1 ? amqp_acc_take(&s->acc, &len) : NULL;
     if (!bytes) {
+        /* Out of memory: the broker keeps it. */
         pn_delivery_update(d, PN_RELEASED);
         pn_delivery_settle(d);
+        if (got != 1)
+            pn_link_advance(pn_delivery_link(d));
         top_up(s);
         return;
     }
@@ -307,6 +312,7 @@ void amqp_recv_disconnected(ewi_transport *t)
     for (amqp_sub *s = t->subs, *next; s; s = next) {
         next = s->next;
         s->l = NULL;
+        amqp_acc_reset(&s->acc);
         s->link_id = 0;
         s->attached = false;
         s->outstanding = 0;

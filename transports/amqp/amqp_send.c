@@ -86,21 +86,62 @@ static void amqp_send_attach(ewi_transport *t, amqp_sender *s)
     s->l = amqp_open_link(t, true, &s->target, s);
 }
 
+/* Large messages go out in chunks, each once proton has turned the last one
+ * into frames: proton keeps finished deliveries in a per-connection pool
+ * with their buffers' capacity, and one 10 MB pn_link_send would pin 16 MB
+ * there for the connection's life. Smaller ones go in one call. */
+#define STREAM_CHUNK (256u << 10)
+#define STREAM_LOW (64u << 10)
+
+/* Feeds the message being streamed; true once all of it is in. */
+static bool stream_more(ewi_transport *t, amqp_sender *s)
+{
+    amqp_out *o = s->streaming;
+    if (pn_delivery_pending(o->d) > STREAM_LOW)
+        return false; /* proton has not taken the last chunk yet */
+    size_t n = o->len - o->off < STREAM_CHUNK ? o->len - o->off : STREAM_CHUNK;
+    pn_link_send(s->l, (const char *)o->bytes + o->off, n);
+    o->off += n;
+    if (o->off < o->len) {
+        t->stream_wake = true; /* come back once this chunk is framed */
+        return false;
+    }
+    pn_link_advance(s->l);
+    s->streaming = NULL;
+    return true;
+}
+
 void amqp_send_pump(ewi_transport *t, amqp_sender *s)
 {
     if (!s->l || !s->opened)
         return;
+    if (s->streaming && !stream_more(t, s))
+        return; /* one message at a time on a link */
     while (s->pend_head && pn_link_credit(s->l) > 0) {
         amqp_out *o = s->pend_head;
         list_unlink(&s->pend_head, &s->pend_tail, o);
         uint64_t tag = ++t->next_tag;
         pn_delivery_t *d = pn_delivery(s->l, pn_dtag((const char *)&tag, sizeof tag));
-        pn_link_send(s->l, (const char *)o->bytes, o->len);
-        pn_link_advance(s->l);
         pn_delivery_set_context(d, o);
         o->d = d;
+        o->off = 0;
         list_push(&s->fl_head, &s->fl_tail, o);
+        if (o->len <= STREAM_CHUNK) {
+            pn_link_send(s->l, (const char *)o->bytes, o->len);
+            pn_link_advance(s->l);
+        } else {
+            s->streaming = o;
+            if (!stream_more(t, s))
+                return;
+        }
     }
+}
+
+void amqp_send_continue(ewi_transport *t)
+{
+    for (amqp_sender *s = t->senders; s; s = s->next)
+        if (s->streaming)
+            amqp_send_pump(t, s);
 }
 
 /* The broker refused or dropped this sender: every publish on it fails with
@@ -124,6 +165,7 @@ void amqp_send_lost(ewi_transport *t, amqp_sender *s, const char *why)
     amqp_close_link(s->l);
     s->l = NULL;
     s->opened = false;
+    s->streaming = NULL;
 }
 
 void amqp_send_outcome(ewi_transport *t, pn_delivery_t *d)
@@ -251,6 +293,7 @@ void amqp_send_disconnected(ewi_transport *t)
         }
         s->l = NULL;
         s->opened = false;
+        s->streaming = NULL;
     }
 }
 

@@ -151,6 +151,7 @@ static void a_destroy(ewi_transport *t)
     a_stop(t);
     for (amqp_sub *s = t->subs, *n; s; s = n) {
         n = s->next;
+        amqp_acc_reset(&s->acc);
         free(s);
     }
     for (amqp_sender *s = t->senders, *n; s; s = n) {
