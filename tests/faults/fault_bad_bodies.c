@@ -195,6 +195,7 @@ static void bad_bodies_are_dead_lettered_and_nothing_grows(void **state)
     ewi_sleep_ms(300);
     malloc_trim(0);
     size_t heap1 = heap_live_bytes();
+    heap_profile();
     long rss1 = rss_kib();
     /* Still serving. */
     if (flowing)

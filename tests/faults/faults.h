@@ -29,7 +29,18 @@
 /* The sanitizer runtime's count of live heap bytes (its header is not
  * always installed with gcc). */
 size_t __sanitizer_get_current_allocated_bytes(void);
+void __sanitizer_print_memory_profile(size_t top_percent, size_t max_number_of_contexts);
 #endif
+
+/* With $EW_FAULT_HEAP_PROFILE set (ASan builds), prints where the live heap
+ * was allocated: what to look at when a growth check fails. */
+static __attribute__((unused)) void heap_profile(void)
+{
+#ifdef FAULTS_ASAN
+    if (getenv("EW_FAULT_HEAP_PROFILE"))
+        __sanitizer_print_memory_profile(90, 8);
+#endif
+}
 
 #define FAULTS_UNUSED __attribute__((unused))
 
