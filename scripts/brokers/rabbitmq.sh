@@ -12,7 +12,13 @@
 #   scripts/brokers/rabbitmq.sh ctl ARGS  rabbitmqctl ARGS against this node
 #                                         (e.g. `ctl list_queues name durable`)
 #
-# AMQP 0-9-1 (and AMQP 1.0 through rabbitmq_amqp1_0) on 5672, STOMP on 61613.
+# AMQP 0-9-1 (and AMQP 1.0 through rabbitmq_amqp1_0) on 5672, STOMP on 61613;
+# the same over TLS: AMQP 0-9-1/1.0 on 5671, STOMP on 61612 (61614 and 61616
+# are ActiveMQ's). The TLS listeners present a certificate for localhost and
+# 127.0.0.1 signed by the test CA that scripts/brokers/certs.sh makes in
+# ${EW_BROKER_STATE:-/tmp/eventwire-brokers}/tls (ca.pem; wrong-ca.pem is a CA
+# that signed nothing); clients need no certificate. A running node whose
+# config lacks these listeners or this certificate is restarted by `start`.
 # guest/guest works from 127.0.0.1. All state (config, plugins file, mnesia,
 # logs, pid file) lives in ${EW_BROKER_STATE:-/tmp/eventwire-brokers}/rabbitmq,
 # owned by the user rabbitmq; nothing under /etc or /var is written.
@@ -24,9 +30,11 @@ export EW_SCRIPT=rabbitmq.sh
 RMQ_STATE=$EW_BROKER_STATE/rabbitmq
 AMQP_PORT=5672
 STOMP_PORT=61613
-PORTS=("$AMQP_PORT" "$STOMP_PORT")
-# TLS listeners (AMQPS 5671, STOMP over TLS) will be added to write_config and
-# PORTS once the certificates exist; nothing else needs to change for them.
+AMQPS_PORT=5671
+STOMPS_PORT=61612
+PORTS=("$AMQP_PORT" "$STOMP_PORT" "$AMQPS_PORT" "$STOMPS_PORT")
+TLS_DIR=$EW_BROKER_STATE/tls
+CERTS=$(dirname "$(readlink -f "$0")")/certs.sh
 
 export RABBITMQ_NODENAME=rabbit@localhost
 export RABBITMQ_CONFIG_FILE=$RMQ_STATE/etc/rabbitmq.conf
@@ -61,12 +69,34 @@ running() { pid_alive "$(broker_pid)"; }
 # none of them may inherit the lock on fd 9.
 ctl() { rabbitmqctl "$@" 9>&-; }
 
+# tls_stamp: one config line naming the TLS setup (ports and the server
+# certificate's fingerprint). A running node whose config lacks the current
+# line was started without these listeners or with other certificates.
+tls_stamp() {
+    printf '# tls: %s %s %s\n' "$AMQPS_PORT" "$STOMPS_PORT" \
+        "$(openssl x509 -noout -fingerprint -sha256 -in "$TLS_DIR/server.pem" | sed 's/.*=//')"
+}
+
+# make_certs: the test CA and server certificate (kept when they exist).
+make_certs() {
+    "$CERTS" "$TLS_DIR" >/dev/null 9>&- || die "could not make the TLS certificates in $TLS_DIR"
+}
+
 write_config() {
     mkdir -p "$RMQ_STATE/etc" "$RMQ_STATE/mnesia" "$RMQ_STATE/log"
     cat > "$RABBITMQ_CONFIG_FILE" <<CONF
 # Written by scripts/brokers/rabbitmq.sh; rewritten at every start.
+$(tls_stamp)
 listeners.tcp.1 = 127.0.0.1:$AMQP_PORT
 stomp.listeners.tcp.1 = 127.0.0.1:$STOMP_PORT
+listeners.ssl.default = 127.0.0.1:$AMQPS_PORT
+stomp.listeners.ssl.1 = 127.0.0.1:$STOMPS_PORT
+ssl_options.cacertfile = $TLS_DIR/ca.pem
+ssl_options.certfile = $TLS_DIR/server.pem
+ssl_options.keyfile = $TLS_DIR/server.key
+# Clients present no certificate: they authenticate with user and password.
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
 loopback_users.guest = true
 log.file.level = info
 log.console = false
@@ -114,11 +144,19 @@ wait_ready() {
         die "RabbitMQ runs but ports ${PORTS[*]} do not all accept on 127.0.0.1"
     fi
     pid=$(broker_pid)
-    say "ready: pid $pid, AMQP 127.0.0.1:$AMQP_PORT, STOMP 127.0.0.1:$STOMP_PORT, state $RMQ_STATE"
+    say "ready: pid $pid, AMQP 127.0.0.1:$AMQP_PORT, STOMP 127.0.0.1:$STOMP_PORT," \
+        "TLS: AMQP 127.0.0.1:$AMQPS_PORT, STOMP 127.0.0.1:$STOMPS_PORT (CA $TLS_DIR/ca.pem)," \
+        "state $RMQ_STATE"
 }
 
 do_start() {
     need_root
+    make_certs
+    if running && ! grep -qxF "$(tls_stamp)" "$RABBITMQ_CONFIG_FILE" 2>/dev/null; then
+        say "the running node (pid $(broker_pid)) was started without the TLS listeners" \
+            "on $AMQPS_PORT and $STOMPS_PORT or with other certificates: restarting it"
+        do_stop
+    fi
     if running; then
         if wait_ports 5 "${PORTS[@]}"; then
             say "already running (pid $(broker_pid)), reusing it"
@@ -237,5 +275,5 @@ case "$cmd" in
     wipe)    with_lock rabbitmq do_wipe ;;
     status)  do_status ;;
     ctl)     need_root; running || die "not running (start it with: $0 start)"; ctl "$@" ;;
-    *) sed -n '2,18p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,25p' "$0" >&2; exit 2 ;;
 esac
