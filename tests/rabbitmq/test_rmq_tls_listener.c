@@ -1,0 +1,160 @@
+/* rabbitmqs:// against the test RabbitMQ's own TLS listener (127.0.0.1:5671,
+ * started by scripts/brokers/rabbitmq.sh with the certificates of
+ * scripts/brokers/certs.sh: a test CA, a server certificate for localhost
+ * and 127.0.0.1, and a wrong CA that signed nothing).
+ *   - trusting the test CA, verification on, by IP address and by name:
+ *     events travel;
+ *   - trusting the wrong CA: start fails with EW_ECONNECT and says the
+ *     certificate did not verify;
+ *   - a host name the certificate does not carry ("127.1" reaches 127.0.0.1
+ *     but is a name, not an address, and the certificate only names
+ *     localhost): refused the same way.
+ * A broker without the TLS listener fails these tests.
+ * usage: rabbitmq_tls_listener [CERT_DIR]   (default: $EW_BROKER_STATE/tls,
+ * else /tmp/eventwire-brokers/tls) */
+#include "rmq_test.h"
+
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
+#define TLS_PORT 5671
+
+static char certs[512];
+
+static bool port_accepts(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    char ca[600];
+    snprintf(ca, sizeof ca, "%s/ca.pem", certs);
+    if (access(ca, R_OK) != 0) {
+        fprintf(stderr, "no test CA at %s: run scripts/brokers/rabbitmq.sh start\n", ca);
+        return -1;
+    }
+    if (!port_accepts(TLS_PORT)) {
+        fprintf(stderr, "nothing listens on 127.0.0.1:%d (RabbitMQ's TLS listener): run "
+                        "scripts/brokers/rabbitmq.sh start\n", TLS_PORT);
+        return -1;
+    }
+    return 0;
+}
+
+static void round_trip(const char *host)
+{
+    EV(ev, "TlsL", true);
+    char url[1024];
+    snprintf(url, sizeof url, "rabbitmqs://guest:guest@%s:%d/?cacert=%s/ca.pem", host,
+             TLS_PORT, certs);
+    tally t;
+    tally_init(&t, 20);
+    ew_manager *m = mgr_new(url, "s1");
+    listen_tally(m, &ev, "L", false, 1, &t);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    send_range(m, &ev, 0, 20);
+    assert_true(tally_wait_all(&t, 30000));
+    assert_int_equal(tally_dups(&t), 0);
+    ew_manager_free(m);
+    tally_free(&t);
+    char q[256];
+    snprintf(q, sizeof q, "%s::L", ev.name);
+    raw_delete(q, false);
+    snprintf(q, sizeof q, "%s::L.dlq", ev.name);
+    raw_delete(q, false);
+    raw_delete(ev.name, true);
+}
+
+static void events_travel_with_verification_by_ip(void **state)
+{
+    (void)state;
+    round_trip("127.0.0.1");
+}
+
+static void events_travel_with_verification_by_name(void **state)
+{
+    (void)state;
+    round_trip("localhost");
+}
+
+/* Start against URL must fail with EW_ECONNECT, soon, and the error
+ * handler must say which check refused the certificate (librabbitmq's
+ * texts: "SSL peer cert verification failed" for the chain, "SSL hostname
+ * verification failed" for the name). */
+static void refused(const char *url, const char *why)
+{
+    capture cap;
+    capture_init(&cap);
+    ew_options o = {.on_error = capture_error, .error_user = &cap, .start_timeout_ms = 3000,
+                    .log_level = EW_LOG_ERROR};
+    ew_manager *m = mgr_new_opts(url, "s1", &o);
+    EV(ev, "TlsRefused", false);
+    tally t;
+    tally_init(&t, 1);
+    listen_tally(m, &ev, "L", false, 1, &t);
+    int64_t t0 = ewi_now_ms();
+    assert_int_equal(ew_manager_start(m), EW_ECONNECT);
+    assert_true(ewi_now_ms() - t0 < 10000);
+    print_message("%s", cap.text);
+    assert_true(capture_has(&cap, why));
+    ew_manager_free(m);
+    tally_free(&t);
+}
+
+static void the_wrong_ca_is_refused(void **state)
+{
+    (void)state;
+    char url[1024];
+    snprintf(url, sizeof url, "rabbitmqs://guest:guest@127.0.0.1:%d/?cacert=%s/wrong-ca.pem",
+             TLS_PORT, certs);
+    refused(url, "peer cert verification failed");
+    snprintf(url, sizeof url, "rabbitmqs://guest:guest@localhost:%d/?cacert=%s/wrong-ca.pem",
+             TLS_PORT, certs);
+    refused(url, "peer cert verification failed");
+}
+
+static void a_host_name_not_in_the_certificate_is_refused(void **state)
+{
+    (void)state;
+    char url[1024];
+    snprintf(url, sizeof url, "rabbitmqs://guest:guest@127.1:%d/?cacert=%s/ca.pem", TLS_PORT,
+             certs);
+    refused(url, "hostname verification failed");
+}
+
+static void without_a_ca_the_test_ca_is_not_trusted(void **state)
+{
+    (void)state;
+    /* No cacert: the system's CAs, which never signed the test CA. */
+    char url[256];
+    snprintf(url, sizeof url, "rabbitmqs://guest:guest@127.0.0.1:%d/", TLS_PORT);
+    refused(url, "peer cert verification failed");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1) {
+        snprintf(certs, sizeof certs, "%s", argv[1]);
+    } else {
+        const char *st = getenv("EW_BROKER_STATE");
+        snprintf(certs, sizeof certs, "%s/tls", st && *st ? st : "/tmp/eventwire-brokers");
+    }
+    support_init(rmq_test_url());
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(events_travel_with_verification_by_ip),
+        cmocka_unit_test(events_travel_with_verification_by_name),
+        cmocka_unit_test(the_wrong_ca_is_refused),
+        cmocka_unit_test(a_host_name_not_in_the_certificate_is_refused),
+        cmocka_unit_test(without_a_ca_the_test_ca_is_not_trusted),
+    };
+    return cmocka_run_group_tests_name("rabbitmqs_listener", tests, setup, NULL);
+}
