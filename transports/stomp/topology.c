@@ -15,10 +15,14 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include <arpa/inet.h>
+
 #include <amqp.h>
 #include <amqp_framing.h>
 #include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 typedef struct name_node {
     char *name;
@@ -143,7 +147,25 @@ static ew_err ready(stomp_topo *tp, char *err, size_t errlen)
             s = amqp_ssl_socket_new(tp->conn);
             if (s) {
                 amqp_ssl_socket_set_verify_peer(s, o->verify);
-                amqp_ssl_socket_set_verify_hostname(s, o->verify);
+                /* librabbitmq 0.11 matches the host against the
+                 * certificate's DNS names only: for an IP address, have
+                 * OpenSSL check its IP entries during the handshake. */
+                unsigned char addr[16];
+                bool ip = inet_pton(AF_INET, o->host, addr) == 1 ||
+                          inet_pton(AF_INET6, o->host, addr) == 1;
+                SSL_CTX *ctx = amqp_ssl_socket_get_context(s);
+                if (o->verify && ip) {
+                    if (!ctx ||
+                        X509_VERIFY_PARAM_set1_ip_asc(SSL_CTX_get0_param(ctx), o->host) != 1) {
+                        snprintf(err, errlen, "AMQP 0-9-1: cannot set up the TLS check of "
+                                              "IP address %s", o->host);
+                        close_conn(tp);
+                        return EW_ECONNECT;
+                    }
+                    amqp_ssl_socket_set_verify_hostname(s, 0);
+                } else {
+                    amqp_ssl_socket_set_verify_hostname(s, o->verify);
+                }
                 if (o->ca_file && amqp_ssl_socket_set_cacert(s, o->ca_file) != AMQP_STATUS_OK) {
                     snprintf(err, errlen, "AMQP 0-9-1: cannot load CA file %s", o->ca_file);
                     close_conn(tp);
