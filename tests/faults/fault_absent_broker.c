@@ -30,6 +30,45 @@ static void *appear_later(void *arg)
     return NULL;
 }
 
+/* ew_manager_start on a thread, so that a start that never returns is
+ * reported as a hang (with a RESULT line) instead of a ctest timeout. */
+typedef struct starter {
+    ew_manager *m;
+    ew_err rc;
+    _Atomic bool done;
+} starter;
+
+static void *start_thread(void *arg)
+{
+    starter *s = arg;
+    s->rc = ew_manager_start(s->m);
+    atomic_store(&s->done, true);
+    return NULL;
+}
+
+/* ew_manager_start(m) bounded by limit_ms; false when it hung. */
+static bool start_bounded(ew_manager *m, int limit_ms, ew_err *rc, const ftarget *tg,
+                          const char *what)
+{
+    starter *s = calloc(1, sizeof *s);
+    assert_non_null(s);
+    s->m = m;
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, start_thread, s), 0);
+    int64_t deadline = ewi_now_ms() + limit_ms;
+    while (!atomic_load(&s->done) && ewi_left_ms(deadline) > 0)
+        ewi_sleep_ms(10);
+    if (!atomic_load(&s->done)) {
+        /* The thread and the manager are left behind: the process ends. */
+        fault_result("absent-broker", tg, "start_error=HANG status=fail");
+        fail_msg("%s: ew_manager_start did not return within %d ms", what, limit_ms);
+    }
+    pthread_join(th, NULL);
+    *rc = s->rc;
+    free(s);
+    return true;
+}
+
 static void absent_broker_fails_in_time_then_start_waits_for_it(void **state)
 {
     (void)state;
@@ -52,7 +91,8 @@ static void absent_broker_fails_in_time_then_start_waits_for_it(void **state)
     flow_init(&fa, 1);
     flow_listen(m, &ev, "Count", 1, 0, &fa, "absent");
     int64_t t0 = ewi_now_ms();
-    ew_err rc_a = ew_manager_start(m);
+    ew_err rc_a;
+    start_bounded(m, FAIL_TIMEOUT_MS + SLACK_MS + 10000, &rc_a, &tg, "a) no broker");
     int64_t fail_ms = ewi_now_ms() - t0;
     char port_text[16];
     snprintf(port_text, sizeof port_text, "%d", port);
@@ -76,7 +116,8 @@ static void absent_broker_fails_in_time_then_start_waits_for_it(void **state)
     pthread_t th;
     int64_t t1 = ewi_now_ms();
     assert_int_equal(pthread_create(&th, NULL, appear_later, &ap), 0);
-    ew_err rc_b = ew_manager_start(m);
+    ew_err rc_b;
+    start_bounded(m, 30000, &rc_b, &tg, "b) late broker");
     int64_t start_ms = ewi_now_ms() - t1;
     pthread_join(th, NULL);
     int64_t after_up_ms = ewi_now_ms() - ap.up_at;
