@@ -57,6 +57,7 @@ ew_err ew_manager_new(ew_manager **out, const char *url, const ew_options *opts)
     m->on_error = o.on_error;
     m->error_user = o.error_user;
     ewi_mutex_init(&m->mu);
+    pthread_mutex_init(&m->life, NULL);
     ewi_mutex_init(&m->fmu);
     ewi_cond_init_mono(&m->fcv);
     atomic_init(&m->state, EWI_NEW);
@@ -122,6 +123,7 @@ fail:
     ewi_url_free(&m->url);
     free(m->url_redacted);
     pthread_mutex_destroy(&m->mu);
+    pthread_mutex_destroy(&m->life);
     pthread_mutex_destroy(&m->fmu);
     pthread_cond_destroy(&m->fcv);
     free(m);
@@ -268,6 +270,7 @@ ew_err ew_listen(ew_manager *m, const ew_listener_desc *d, ew_listener_fn fn,
     ewi_mutex_init(&l->mu);
     ewi_cond_init_mono(&l->cv);
     ewi_cond_init_mono(&l->idle);
+    ewi_cond_init_mono(&l->backoff_cv);
 
     pthread_mutex_lock(&m->mu);
     int state = atomic_load(&m->state);
@@ -291,9 +294,28 @@ ew_err ew_listen(ew_manager *m, const ew_listener_desc *d, ew_listener_fn fn,
 
     /* A listener added while the manager runs is subscribed now; start
      * subscribes the others. STARTING: start's loop will reach it. */
-    if (state == EWI_STARTED)
-        return activate(m, l);
-    return EW_OK;
+    if (state != EWI_STARTED)
+        return EW_OK;
+    pthread_mutex_lock(&m->life);
+    ew_err rc2 = atomic_load(&m->state) == EWI_STARTED ? activate(m, l) : EW_ECLOSED;
+    if (rc2 != EW_OK) {
+        /* Never leave a listener registered but dead: a retry of ew_listen
+         * must be able to register it again. */
+        pthread_mutex_lock(&m->mu);
+        for (ewi_listener **p = &m->listeners; *p; p = &(*p)->next)
+            if (*p == l) {
+                *p = l->next;
+                break;
+            }
+        pthread_mutex_unlock(&m->mu);
+        if (l->subscribed)
+            m->ops->unsubscribe(m->t, &l->sub);
+        l->subscribed = false;
+        ewi_listener_drain(l, ewi_now_ms());
+        ewi_listener_free(l);
+    }
+    pthread_mutex_unlock(&m->life);
+    return rc2;
 }
 
 ew_err ew_manager_start(ew_manager *m)
@@ -346,27 +368,30 @@ ew_err ew_manager_stop(ew_manager *m, int timeout_ms)
 {
     if (!m)
         return EW_EINVAL;
-    int state = atomic_load(&m->state);
-    if (state == EWI_NEW) {
-        atomic_store(&m->state, EWI_STOPPED);
+    int state = EWI_NEW;
+    if (atomic_compare_exchange_strong(&m->state, &state, EWI_STOPPED))
         return EW_OK;
-    }
-    if (state != EWI_STARTED)
-        return state == EWI_STOPPED ? EW_OK : EW_ESTATE;
-    atomic_store(&m->state, EWI_STOPPING);
+    state = EWI_STARTED;
+    if (!atomic_compare_exchange_strong(&m->state, &state, EWI_STOPPING))
+        return state == EWI_STOPPED || state == EWI_STOPPING ? EW_OK : EW_ESTATE;
     int64_t deadline = ewi_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     ew_err result = EW_OK;
 
+    pthread_mutex_lock(&m->life);
+    pthread_mutex_lock(&m->mu);
+    ewi_listener *all = m->listeners; /* only ew_listen adds, under life */
+    pthread_mutex_unlock(&m->mu);
     /* 1. No new deliveries. */
-    for (ewi_listener *l = m->listeners; l; l = l->next)
+    for (ewi_listener *l = all; l; l = l->next)
         if (l->subscribed) {
             m->ops->unsubscribe(m->t, &l->sub);
             l->subscribed = false;
         }
     /* 2. In-flight handlers finish; the rest goes back to the broker. */
-    for (ewi_listener *l = m->listeners; l; l = l->next)
+    for (ewi_listener *l = all; l; l = l->next)
         if (ewi_listener_drain(l, deadline) != EW_OK)
             result = EW_ETIMEDOUT;
+    pthread_mutex_unlock(&m->life);
     /* 3. Asynchronous sends complete (the transport fails them past their
      * own deadline). */
     if (ew_flush(m, ewi_left_ms(deadline) + m->cfg.send_timeout_ms) != EW_OK)
@@ -403,6 +428,7 @@ void ew_manager_free(ew_manager *m)
     ewi_url_free(&m->url);
     free(m->url_redacted);
     pthread_mutex_destroy(&m->mu);
+    pthread_mutex_destroy(&m->life);
     pthread_mutex_destroy(&m->fmu);
     pthread_cond_destroy(&m->fcv);
     free(m);

@@ -51,6 +51,7 @@ typedef struct ewi_listener {
     pthread_mutex_t mu;
     pthread_cond_t cv;       /* workers wait for messages / stop */
     pthread_cond_t idle;     /* stop waits for busy == 0 */
+    pthread_cond_t backoff_cv; /* retry backoffs wait here, woken by stop */
     ewi_msg *head, *tail;
     _Atomic size_t queued;   /* written under mu; read lock-free by spinners */
     size_t busy;             /* workers inside a message */
@@ -81,6 +82,9 @@ struct ew_manager {
     ew_log_level level;
 
     pthread_mutex_t mu; /* registry and state; never held across callbacks */
+    /* Serializes stop's unsubscribe-and-drain with the activation of a
+     * listener added after start (taken before mu when both are held). */
+    pthread_mutex_t life;
     _Atomic int state;
     ewi_event *events;
     ewi_listener *listeners;

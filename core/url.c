@@ -226,8 +226,11 @@ char *ewi_url_redacted(const char *text)
     const char *sep = strstr(text, "://");
     if (!sep)
         return strdup(text);
+    /* The credentials end at the last '@' before the query: a password
+     * with an unescaped '/', '?' or '#' must be hidden too, even though such
+     * a URL does not parse. */
     const char *auth = sep + 3;
-    size_t alen = strcspn(auth, "/?#");
+    size_t alen = strcspn(auth, "?");
     const char *at = NULL;
     for (size_t i = 0; i < alen; i++)
         if (auth[i] == '@')

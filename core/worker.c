@@ -81,6 +81,8 @@ static void settle(ewi_listener *l, ewi_msg *msg, ewi_settle how)
     l->m->ops->settle(l->m->t, msg, how);
 }
 
+static bool backoff_wait(ewi_listener *l, int ms);
+
 /* ---- dead letters ------------------------------------------------------- */
 
 /* Publishes a copy with the reason to E::L.dlq and waits for the broker;
@@ -116,7 +118,13 @@ static void dead_letter(ewi_listener *l, ewi_msg *msg, const char *reason,
     for (size_t i = 0; rc == EW_OK && i < sizeof kv / sizeof kv[0]; i++)
         rc = ewi_envelope_put(env, kv[i][0], strlen(kv[i][0]), kv[i][1],
                               strlen(kv[i][1]));
-    if (rc == EW_OK) {
+    /* The original stays unacknowledged until its dead letter is confirmed.
+     * A failed publish (dead-letter queue full or deleted, broker away) is
+     * retried here with a capped backoff instead of handing the message back
+     * to the broker, which would redeliver it at once: no hot loop. Only a
+     * stop gives it back. */
+    int delay = 200;
+    for (unsigned tries = 1; env && rc != EW_ENOMEM; tries++) {
         ewi_pub p = {.dest = EWI_DEST_DLQ,
                      .event = l->event->name,
                      .listener = l->name,
@@ -125,15 +133,22 @@ static void dead_letter(ewi_listener *l, ewi_msg *msg, const char *reason,
                      .env = env,
                      .deadline_ms = ewi_now_ms() + m->cfg.send_timeout_ms};
         rc = ewi_publish_sync(m, &p);
+        if (rc == EW_OK)
+            break;
+        if (tries == 1 || tries % 10 == 0)
+            ewi_report(m, rc, l->queue, l->event->name, id,
+                       "dead-letter publish to %s failed (try %u); retrying in %d ms",
+                       l->dlq, tries, delay);
+        if (!backoff_wait(l, delay))
+            break; /* stopping */
+        delay = delay * 2 > 30000 ? 30000 : delay * 2;
     }
     ewi_envelope_unref(env);
     if (rc == EW_OK) {
         settle(l, msg, EWI_ACK);
         return;
     }
-    /* The broker keeps the original; it comes back later. */
-    ewi_report(m, rc, l->queue, l->event->name, id,
-               "dead-letter publish to %s failed; message returned to the queue", l->dlq);
+    /* Stopping (or out of memory): the broker keeps it and redelivers it. */
     settle(l, msg, EWI_REQUEUE);
 }
 
@@ -144,8 +159,10 @@ static bool backoff_wait(ewi_listener *l, int ms)
 {
     int64_t deadline = ewi_now_ms() + ms;
     pthread_mutex_lock(&l->mu);
+    /* Not l->cv: a delivery's signal must reach an idle worker, not one
+     * that is waiting out a backoff. */
     while (!l->stopping && ewi_left_ms(deadline) > 0)
-        ewi_cond_wait_until(&l->cv, &l->mu, deadline);
+        ewi_cond_wait_until(&l->backoff_cv, &l->mu, deadline);
     bool go_on = !l->stopping;
     pthread_mutex_unlock(&l->mu);
     return go_on;
@@ -229,17 +246,13 @@ static void handle(ewi_listener *l, ewi_msg *msg)
         return;
     }
 
-    /* Redeliveries the broker counted are attempts already spent (a crash
-     * in the handler), so a message that kills its process every time still
-     * ends in dead letters. */
-    uint32_t spent = msg->redeliveries;
-    if (spent >= rp->attempts) {
-        ew_event_free(l->event->desc.type, event);
-        dead_letter(l, msg, "listener-failed", spent,
-                    "redelivered %u times, over the %u attempts of the retry policy",
-                    spent, rp->attempts);
-        return;
-    }
+    /* Redeliveries the broker reports count as attempts already spent (a
+     * consumer that crashed in the handler), but a redelivered message always
+     * runs at least once more: the broker cannot tell a message that was
+     * handled and failed from one that was only prefetched when a
+     * connection dropped or a consumer stopped. */
+    uint32_t spent = msg->redeliveries < rp->attempts ? msg->redeliveries
+                                                      : rp->attempts - 1;
     double delay = rp->backoff_ms;
     for (uint32_t attempt = spent + 1;; attempt++) {
         ew_delivery d = {env, l->queue, attempt};
@@ -353,6 +366,7 @@ ew_err ewi_listener_drain(ewi_listener *l, int64_t deadline_ms)
     pthread_mutex_lock(&l->mu);
     l->stopping = true;
     pthread_cond_broadcast(&l->cv);
+    pthread_cond_broadcast(&l->backoff_cv);
     ewi_msg *rest = l->head;
     l->head = l->tail = NULL;
     l->queued = 0;
@@ -386,6 +400,7 @@ void ewi_listener_free(ewi_listener *l)
         pthread_mutex_lock(&l->mu);
         l->stopping = true;
         pthread_cond_broadcast(&l->cv);
+        pthread_cond_broadcast(&l->backoff_cv);
         pthread_mutex_unlock(&l->mu);
         for (uint32_t i = 0; i < l->nthreads; i++)
             pthread_join(l->threads[i], NULL);
@@ -398,6 +413,7 @@ void ewi_listener_free(ewi_listener *l)
     free(l->threads);
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv);
+    pthread_cond_destroy(&l->backoff_cv);
     pthread_cond_destroy(&l->idle);
     free(l);
 }

@@ -347,6 +347,89 @@ static void limits_apply_to_received_messages(void **state)
     tally_free(&t);
 }
 
+/* ---- messages given back at stop ------------------------------------------ */
+
+static void messages_given_back_keep_order_and_run_again(void **state)
+{
+    (void)state;
+    EV(ev, "GiveBack", true);
+    enum { N = 30 };
+    tally t;
+    tally_init(&t, N);
+    tally_slow(&t, 20);
+    ew_manager *keeper = mgr_new("local://giveback", "keeper");
+    assert_int_equal(ew_manager_start(keeper), EW_OK);
+    /* attempts = 1: a message handed back unhandled must still run. */
+    ew_listener_desc d = {.event = &ev, .name = "Seq", .prefetch = 10,
+                          .retry = {.attempts = 1}};
+    ew_manager *a = mgr_new("local://giveback", "a");
+    assert_int_equal(ew_listen(a, &d, tally_listener, tref(&t, "a")), EW_OK);
+    assert_int_equal(ew_manager_start(a), EW_OK);
+    send_range(keeper, &ev, 0, N);
+    assert_true(tally_wait_count(&t, 3, 10000));
+    assert_int_equal(ew_manager_stop(a, 5000), EW_OK);
+    ew_manager_free(a);
+    tally_slow(&t, 0);
+    ew_manager *b = mgr_new("local://giveback", "b");
+    assert_int_equal(ew_listen(b, &d, tally_listener, tref(&t, "b")), EW_OK);
+    assert_int_equal(ew_manager_start(b), EW_OK);
+    assert_true(tally_wait_all(&t, 10000));
+    assert_int_equal(t.out_of_order, 0);
+    dlq_box box = {0};
+    size_t got = 9;
+    assert_int_equal(ew_dead_letters(b, &ev, "Seq", 10, 100, dlq_collect, &box, &got), EW_OK);
+    assert_int_equal(got, 0);
+    ew_manager_free(b);
+    ew_manager_free(keeper);
+    tally_free(&t);
+}
+
+/* ---- a dead-letter queue that refuses ------------------------------------- */
+
+static void full_dead_letter_queue_is_retried_without_a_loop(void **state)
+{
+    (void)state;
+    EV(ev, "DlqFull", false);
+    ew_options o = {.send_timeout_ms = 100};
+    ew_manager *m = mgr_new_opts("local://dlqfull?capacity=2", "s1", &o);
+    tally t;
+    tally_init(&t, 3);
+    t.fail_always = 2;
+    ew_listener_desc d = {.event = &ev, .name = "L", .retry = {.attempts = 1}};
+    assert_int_equal(ew_listen(m, &d, tally_listener, tref(&t, "a")), EW_OK);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    /* Fill the dead-letter queue (capacity 2) with two poison messages. */
+    pthread_mutex_lock(&t.mu);
+    t.fail_always = 0;
+    pthread_mutex_unlock(&t.mu);
+    assert_int_equal(ew_send(m, &ev, &(conf_event){0, "x"}), EW_OK);
+    assert_true(tally_wait_count(&t, 1, 5000));
+    ewi_sleep_ms(100);
+    publish_raw(m, ev.name, EW_CONTENT_TYPE_MSGPACK, "\xc1", 1);
+    ewi_sleep_ms(100);
+    /* The next dead letter finds the queue full: retried, not looped. */
+    pthread_mutex_lock(&t.mu);
+    t.fail_always = 2;
+    pthread_mutex_unlock(&t.mu);
+    assert_int_equal(ew_send(m, &ev, &(conf_event){2, "x"}), EW_OK);
+    ewi_sleep_ms(1500);
+    pthread_mutex_lock(&t.mu);
+    assert_int_equal(t.attempts[2], 1); /* the listener ran once only */
+    pthread_mutex_unlock(&t.mu);
+    dlq_box box = {0};
+    size_t got = 0, total = 0;
+    while (total < 3 && ew_dead_letters(m, &ev, "L", 1, 5000, dlq_collect, &box, &got) ==
+                            EW_OK && got > 0)
+        total += got;
+    assert_int_equal(total, 3); /* room made: the third arrived */
+    assert_int_equal(box.ids[2], 2);
+    pthread_mutex_lock(&t.mu);
+    assert_int_equal(t.attempts[2], 1);
+    pthread_mutex_unlock(&t.mu);
+    ew_manager_free(m);
+    tally_free(&t);
+}
+
 /* ---- stop is bounded ----------------------------------------------------- */
 
 static void stop_reports_handlers_past_the_bound(void **state)
@@ -380,6 +463,8 @@ int main(void)
         cmocka_unit_test(listener_failures_reach_the_handler),
         cmocka_unit_test(full_queue_fails_the_send_after_the_timeout),
         cmocka_unit_test(limits_apply_to_received_messages),
+        cmocka_unit_test(messages_given_back_keep_order_and_run_again),
+        cmocka_unit_test(full_dead_letter_queue_is_retried_without_a_loop),
         cmocka_unit_test(stop_reports_handlers_past_the_bound),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -93,6 +93,10 @@ static void redaction_hides_the_password_only(void **state)
     r = ewi_url_redacted("stomp://u:p%40ss@h");
     assert_null(strstr(r, "p%40ss"));
     free(r);
+    /* Unescaped '/', '#' or '?'-free junk in a password: still hidden. */
+    r = ewi_url_redacted("rabbitmq://u:pa/ss#x@host/vh?a=1");
+    assert_string_equal(r, "rabbitmq://u:***@host/vh?a=1");
+    free(r);
 }
 
 int main(void)

@@ -12,6 +12,7 @@
 #include "ewi.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@
  * costs no allocation of its own. */
 typedef struct lentry {
     ewi_msg msg;
+    uint64_t seq; /* order of arrival in its queue */
     struct lentry *next;
 } lentry;
 
@@ -34,6 +36,7 @@ typedef struct lqueue {
     bool per_process;
     lentry *head, *tail;
     size_t ready, unacked;
+    uint64_t next_seq;
     struct lconsumer *consumers, *rr;
     struct lqueue *next;
 } lqueue;
@@ -62,7 +65,7 @@ typedef struct lbroker {
 struct ewi_transport {
     ew_manager *m;
     lbroker *b;
-    bool stopped;
+    atomic_bool stopped; /* read by senders, set by stop */
 };
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -170,6 +173,7 @@ static void queue_maybe_expire(lbroker *b, lqueue *q)
 
 static void push_tail(lqueue *q, lentry *e)
 {
+    e->seq = q->next_seq++;
     e->next = NULL;
     if (q->tail)
         q->tail->next = e;
@@ -458,10 +462,15 @@ static void l_settle(ewi_transport *t, ewi_msg *msg, ewi_settle how)
     q->unacked--;
     c->outstanding--;
     if (how == EWI_REQUEUE) {
+        /* Back in its original place among the ready messages, so that
+         * several messages given back keep their order. */
         e->msg.redeliveries++;
-        e->next = q->head;
-        q->head = e;
-        if (!q->tail)
+        lentry **at = &q->head;
+        while (*at && (*at)->seq < e->seq)
+            at = &(*at)->next;
+        e->next = *at;
+        *at = e;
+        if (!e->next)
             q->tail = e;
         q->ready++;
     } else {
