@@ -47,8 +47,10 @@ static SUPPORT_UNUSED void capture_error(void *user, const ew_error_info *info)
 {
     capture *c = user;
     pthread_mutex_lock(&c->mu);
-    int n = snprintf(c->text + c->len, sizeof c->text - c->len, "[%s] %s\n",
-                     ew_strerror(info->code), info->text ? info->text : "(no text)");
+    int n = snprintf(c->text + c->len, sizeof c->text - c->len, "[%s] %s%s%s%s\n",
+                     ew_strerror(info->code), info->queue ? "{queue " : "",
+                     info->queue ? info->queue : "", info->queue ? "} " : "",
+                     info->text ? info->text : "(no text)");
     if (n > 0)
         c->len += (size_t)n < sizeof c->text - c->len ? (size_t)n
                                                       : sizeof c->text - c->len - 1;

@@ -26,6 +26,12 @@
 #define DEADLINE_SCAN_MS 100
 /* A SEND resent this many times, each ended by an ERROR, fails with it. */
 #define MAX_ERROR_RESENDS 3
+/* A subscription given up after MAX_ERROR_RESENDS refusals is tried again
+ * after GIVEN_UP_FACTOR x reconnect_max_ms, doubling up to GIVEN_UP_CAP_MS:
+ * each refusal costs every listener its connection (the broker closes it),
+ * so not with every reconnect, but a transport resumes every listener. */
+#define GIVEN_UP_FACTOR 10
+#define GIVEN_UP_CAP_MS 600000
 
 typedef struct io {
     ewi_transport *t;
@@ -115,6 +121,8 @@ static ew_err write_subscribe(io *s, stomp_sub *ss)
     char id[32], receipt[40];
     ss->sub_gen = ++s->next_sub_gen;
     ss->wseq = ++s->wseq;
+    if (ss->given_up)
+        ss->retry_at = ewi_now_ms() + ss->retry_ms;
     snprintf(id, sizeof id, "%" PRIu64, ss->sub_gen);
     snprintf(receipt, sizeof receipt, "s%" PRIu64, ss->sub_gen);
     ewi_stomp_writer w;
@@ -198,19 +206,32 @@ static void sub_check(io *s, stomp_sub *ss)
     ewi_transport *t = s->t;
     if (ss->outstanding)
         return;
-    if (ss->closing) {
+    if (ss->closing && ss->release) {
+        /* Only now is it ours alone: core (sub->tdata) or dlq_take let go. */
         if (ss->active && s->sock)
             write_unsubscribe(s, ss);
         unlink_sub(t, ss);
+        pthread_mutex_lock(&t->mu);
         free_dlq_queue(ss);
+        pthread_mutex_unlock(&t->mu);
         free(ss);
         return;
     }
+    if (ss->closing)
+        return;
     if (ss->recycle && s->sock && ss->active) {
         write_unsubscribe(s, ss);
         ss->recycle = false;
         write_subscribe(s, ss);
     }
+}
+
+/* Given-up subscriptions whose retry time came: SUBSCRIBE once more. */
+static void retry_given_up(io *s, int64_t now)
+{
+    for (stomp_sub *ss = s->t->subs; ss; ss = ss->next)
+        if (ss->given_up && !ss->closing && !ss->active && now >= ss->retry_at)
+            write_subscribe(s, ss);
 }
 
 /* ---- frames in ------------------------------------------------------------ */
@@ -240,6 +261,12 @@ static bool sub_confirmed(io *s, stomp_sub *ss)
     ss->active = true;
     ss->wseq = 0;
     ss->error_strikes = 0;
+    if (ss->given_up) {
+        ss->given_up = false;
+        ewi_log(s->t->m, EW_LOG_WARN, "%s: the broker took the SUBSCRIBE to %s again: "
+                "deliveries resume", ss->sub ? ss->sub->queue : "dead-letter reader",
+                ss->target.dest);
+    }
     bool abandoned = false;
     for (stomp_req **pp = &s->waiting; *pp;) {
         stomp_req *r = *pp;
@@ -251,7 +278,9 @@ static bool sub_confirmed(io *s, stomp_sub *ss)
         }
     }
     if (abandoned) {
+        /* The caller gave up waiting: core never got ss. */
         ss->closing = true;
+        ss->release = true;
         sub_check(s, ss);
         return false;
     }
@@ -389,16 +418,37 @@ static void on_error(io *s, const ewi_stomp_frame *f, char *why, size_t whylen)
                 break;
             }
         }
-        /* A refused SUBSCRIBE is not retried forever after reconnects. */
-        if (waited || ++ss->error_strikes >= MAX_ERROR_RESENDS) {
-            if (!waited)
-                ewi_report(t->m, EW_EBROKER, ss->sub ? ss->sub->queue : NULL,
-                           ss->sub ? ss->sub->event : NULL, NULL,
-                           "subscription to %s given up after %d refusals: %s",
-                           ss->target.dest, ss->error_strikes, text);
+        if (waited) {
+            /* Its subscribe fails with the broker's text: core never got it. */
             ss->closing = true;
+            ss->release = true;
             ss->active = false;
             sub_check(s, ss);
+        } else if (++ss->error_strikes >= MAX_ERROR_RESENDS) {
+            /* Refused again and again after reconnects: stop resubscribing
+             * with every reconnect (each refusal closes the connection of
+             * every listener), retry now and then. Core still holds ss. */
+            int base = t->opt.reconnect_max_ms * GIVEN_UP_FACTOR;
+            if (base < 1000)
+                base = 1000;
+            if (!ss->given_up)
+                ss->retry_ms = base > GIVEN_UP_CAP_MS ? GIVEN_UP_CAP_MS : base;
+            else if (ss->retry_ms < GIVEN_UP_CAP_MS / 2)
+                ss->retry_ms *= 2;
+            else
+                ss->retry_ms = GIVEN_UP_CAP_MS;
+            ss->given_up = true;
+            ss->retry_at = ewi_now_ms() + ss->retry_ms;
+            ss->active = false;
+            ss->wseq = 0;
+            /* ewi_report names the listener's queue; a dead-letter reader
+             * is named by its destination. */
+            ewi_report(t->m, EW_EBROKER, ss->sub ? ss->sub->queue : NULL,
+                       ss->sub ? ss->sub->event : NULL, NULL,
+                       "%sSUBSCRIBE to %s refused %d times in a row, no deliveries "
+                       "until the broker takes it (next try in %d s): %s",
+                       ss->sub ? "" : "dead-letter reader: ", ss->target.dest,
+                       ss->error_strikes, ss->retry_ms / 1000, text);
         }
     }
     ewi_report(t->m, EW_EBROKER, NULL, NULL, NULL, "STOMP broker %s: %s", t->url_text,
@@ -538,8 +588,10 @@ static void take_work(io *s)
             break;
         case REQ_UNSUBSCRIBE:
         case REQ_DLQ_CLOSE:
-            /* From here on nothing more is delivered for it. */
+            /* From here on nothing more is delivered for it, and once core
+             * settled all it holds, ss goes. */
             ss->closing = true;
+            ss->release = true;
             for (stomp_req **pp = &s->waiting; *pp; pp = &(*pp)->next)
                 if ((*pp)->ss == ss) {
                     stomp_req *w = *pp;
@@ -552,8 +604,8 @@ static void take_work(io *s)
                 free_dlq_queue(ss);
                 pthread_mutex_unlock(&t->mu);
             }
-            sub_check(s, ss);
             finish_req(t, r, EW_OK, NULL);
+            sub_check(s, ss); /* may free ss */
             break;
         }
     }
@@ -811,10 +863,12 @@ static bool connect_once(io *s, char *why, size_t whylen, ew_err *code)
     s->dropped_by_error = false;
     s->last_rx = s->last_tx = ewi_now_ms();
     /* Every listener again, in registration order does not matter. */
-    if (s->role == STOMP_SUB)
+    if (s->role == STOMP_SUB) {
+        int64_t now = ewi_now_ms();
         for (stomp_sub *ss = t->subs; ss; ss = ss->next)
-            if (!ss->closing)
+            if (!ss->closing && !(ss->given_up && now < ss->retry_at))
                 write_subscribe(s, ss);
+    }
     /* Resent SENDs were put back at the head of the queue: take_work adds
      * them before anything newer. */
     return true;
@@ -1002,8 +1056,14 @@ void *stomp_io_main(void *arg)
                     ewi_waker_drain(wk);
                 if (s->role == STOMP_SUB)
                     take_work_down(s);
-                else
-                    expire(s, t->last_error);
+                else {
+                    /* The consuming thread writes last_error too (under mu). */
+                    char last[sizeof t->last_error];
+                    pthread_mutex_lock(&t->mu);
+                    memcpy(last, t->last_error, sizeof last);
+                    pthread_mutex_unlock(&t->mu);
+                    expire(s, last);
+                }
                 continue;
             }
         }
@@ -1011,6 +1071,8 @@ void *stomp_io_main(void *arg)
         take_work(s);
         /* Heart-beat out: an EOL when nothing else was written lately. */
         now = ewi_now_ms();
+        if (s->role == STOMP_SUB)
+            retry_given_up(s, now);
         if (s->hb.send_ms && !out_pending(s) && now - s->last_tx >= s->hb.send_ms / 2)
             ewi_buf_append(&s->out, "\n", 1);
         if (!flush_out(s, why, sizeof why)) {

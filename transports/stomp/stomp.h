@@ -196,6 +196,16 @@ struct stomp_sub {
     uint32_t outstanding; /* delivered to core, not settled */
     uint64_t wseq;        /* SUBSCRIBE written, not confirmed yet: its order */
     int error_strikes;    /* ERRORs blamed on its SUBSCRIBE */
+    /* Refused MAX_ERROR_RESENDS times in a row: not subscribed again with
+     * every reconnect, but only every retry_ms (long, capped backoff) until
+     * the broker takes it. Never freed for this: core still holds it. */
+    bool given_up;
+    int64_t retry_at;     /* given_up: next SUBSCRIBE not before */
+    int retry_ms;         /* given_up: current retry period */
+    /* Its owner let go: freed once nothing of it is in core's hands. Set by
+     * REQ_UNSUBSCRIBE / REQ_DLQ_CLOSE, or when the subscribe itself failed
+     * or was abandoned (then core never got it). */
+    bool release;
     stomp_sub *next;
     /* dead-letter reading */
     stomp_msgdata *dq_head, *dq_tail; /* under mu: read, not yet taken */
