@@ -118,14 +118,37 @@ static FAULTS_UNUSED const char *url_with(char *buf, size_t len, const char *url
 }
 
 /* URL options that make a silent connection fail fast: heart-beats of about
- * a second. NULL when the transport has no such option. */
+ * a second. */
 static FAULTS_UNUSED const char *fast_heartbeat(const ftarget *t)
 {
     if (t->is_rabbitmq)
         return "heartbeat=1";
-    if (t->is_stomp)
+    if (t->is_stomp || t->is_amqp10)
         return "heartbeat_ms=1000";
-    return NULL; /* amqp://: no URL option (see docs/faults.md) */
+    return NULL;
+}
+
+static void quiet_log_(void *user, ew_log_level level, const char *msg)
+{
+    (void)user;
+    (void)level;
+    (void)msg;
+}
+
+/* fast_heartbeat(t) if this build's transport takes it, else NULL (an
+ * unknown URL option is refused at ew_manager_new). */
+static FAULTS_UNUSED const char *fast_heartbeat_supported(const ftarget *t)
+{
+    const char *opt = fast_heartbeat(t);
+    if (!opt)
+        return NULL;
+    char url[512];
+    url_with(url, sizeof url, t->url, 0, opt);
+    ew_options o = {.log = quiet_log_};
+    ew_manager *m = NULL;
+    ew_err rc = ew_manager_new(&m, url, &o);
+    ew_manager_free(m);
+    return rc == EW_OK ? opt : NULL;
 }
 
 /* A relay in front of the broker (and, for STOMP on RabbitMQ, a second one
