@@ -43,6 +43,11 @@ static void options_defaults_and_values(void **state)
     assert_int_equal(o.amqp_port, 5672);
     stomp_options_free(&o);
 
+    /* prefetch is core's option (sub->prefetch): the transport accepts it. */
+    assert_int_equal(parse("stomp://h?dialect=rabbitmq&prefetch=50", &o, err, sizeof err),
+                     EW_OK);
+    stomp_options_free(&o);
+
     assert_int_equal(parse("stomp+ssl://h:1234/prod?dialect=rabbitmq&ca=/x/ca.pem&heartbeat_ms=0"
                            "&max_inflight=5&per_process_expires_ms=5000&amqp_port=5671",
                            &o, err, sizeof err),
@@ -82,7 +87,7 @@ static void options_refused_with_reasons(void **state)
     } bad[] = {
         {"stomp://h", "needs ?dialect="},
         {"stomp://h?dialect=qpid", "unknown dialect 'qpid'"},
-        {"stomp://h?dialect=rabbitmq&prefetch=3", "unknown option 'prefetch'"},
+        {"stomp://h?dialect=rabbitmq&prefetch_count=3", "unknown option 'prefetch_count'"},
         {"stomp://h?dialect=rabbitmq&heartbeat_ms=-1", "heartbeat_ms must be"},
         {"stomp://h?dialect=rabbitmq&max_inflight=0", "max_inflight must be"},
         {"stomp://h?dialect=rabbitmq&ca=/x", "need stomp+ssl"},

@@ -4,7 +4,8 @@
  *
  * The dialect is required: a wrong one routes events where nobody listens,
  * so it is never guessed. Unknown options are refused, so that a typo is an
- * error and not a silent default. */
+ * error and not a silent default. `prefetch` is core's (it parses it from
+ * every URL into sub->prefetch): accepted here and otherwise ignored. */
 #include "transports/stomp/stomp.h"
 
 #include <stdarg.h>
@@ -14,7 +15,7 @@
 
 static const char *const known[] = {
     "dialect", "ca", "verify", "heartbeat_ms", "max_inflight", "reconnect_max_ms",
-    "connect_timeout_ms", "per_process_expires_ms", "amqp_port", NULL};
+    "connect_timeout_ms", "per_process_expires_ms", "amqp_port", "prefetch", NULL};
 
 const char *stomp_dialect_name(stomp_dialect d)
 {
@@ -87,7 +88,7 @@ ew_err stomp_options_parse(const ewi_url *url, stomp_options *o, char *err,
             textf(err, errlen,
                   "unknown option '%s' (known: dialect, ca, verify, heartbeat_ms, "
                   "max_inflight, reconnect_max_ms, connect_timeout_ms, "
-                  "per_process_expires_ms, amqp_port)",
+                  "per_process_expires_ms, amqp_port, prefetch)",
                   url->params[i].key);
             return EW_EINVAL;
         }

@@ -103,26 +103,29 @@ static ew_err reply(stomp_topo *tp, amqp_rpc_reply_t r, const char *what, char *
         break;
     }
     if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+        /* The decoded method lives in the connection's pools: read it
+         * before anything else touches the connection. */
         amqp_channel_close_t *c = r.reply.decoded;
-        snprintf(err, errlen, "%s: %u %.*s", what, c->reply_code,
+        unsigned code = c->reply_code;
+        snprintf(err, errlen, "%s: %u %.*s", what, code,
                  (int)c->reply_text.len, (const char *)c->reply_text.bytes);
         amqp_channel_close_ok_t ok;
         amqp_send_method(tp->conn, tp->ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
         tp->ch = 0;
-        return c->reply_code == 404 ? EW_ENOTFOUND
-               : c->reply_code == 403 ? EW_EAUTH
-                                      : EW_EBROKER;
+        return code == 404 ? EW_ENOTFOUND : code == 403 ? EW_EAUTH : EW_EBROKER;
     }
     if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
+        /* c is freed with the connection below: keep its code. */
         amqp_connection_close_t *c = r.reply.decoded;
-        snprintf(err, errlen, "%s: %u %.*s", what, c->reply_code,
+        unsigned code = c->reply_code;
+        snprintf(err, errlen, "%s: %u %.*s", what, code,
                  (int)c->reply_text.len, (const char *)c->reply_text.bytes);
         amqp_connection_close_ok_t ok;
         amqp_send_method(tp->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
         amqp_destroy_connection(tp->conn);
         tp->conn = NULL;
         tp->ch = 0;
-        return c->reply_code == 530 || c->reply_code == 403 ? EW_EAUTH : EW_EBROKER;
+        return code == 530 || code == 403 ? EW_EAUTH : EW_EBROKER;
     }
     snprintf(err, errlen, "%s: unexpected AMQP method 0x%08x", what, r.reply.id);
     close_conn(tp);
@@ -241,8 +244,12 @@ static ew_err run(stomp_topo *tp, topo_op op, const char *name, bool flag, char 
 static ew_err op_exchange(stomp_topo *tp, const char *event, bool durable, char *err,
                           size_t errlen)
 {
+    /* Always durable, whatever the event's durability (its queues keep
+     * that): rabbitmq:// and amqp:// declare E durable too, and a second
+     * declaration with another durable flag is a 406 PRECONDITION_FAILED. */
+    (void)durable;
     amqp_exchange_declare(tp->conn, tp->ch, amqp_cstring_bytes(event),
-                          amqp_cstring_bytes("topic"), 0, durable, 0, 0,
+                          amqp_cstring_bytes("topic"), 0, 1, 0, 0,
                           amqp_empty_table);
     char what[EW_MAX_EVENT_NAME + 64];
     snprintf(what, sizeof what, "declaring topic exchange %s", event);
