@@ -155,6 +155,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = 0; i < whole.n; i++) {
         check(same_frame(whole.frames[i], split.frames[i], 1),
               "frames depend on the split");
+        check(whole.frames[i]->truncated == split.frames[i]->truncated &&
+                  whole.frames[i]->wire_body_len == split.frames[i]->wire_body_len,
+              "skip mode depends on the split");
+        check(whole.frames[i]->body_len <= lim.max_body, "body over the limit kept");
+        check(!whole.frames[i]->truncated ||
+                  (whole.frames[i]->cmd == EWI_STOMP_MESSAGE &&
+                   whole.frames[i]->wire_body_len > whole.frames[i]->body_len),
+              "truncated without a reason");
         round_trip(&lim, whole.frames[i]);
     }
     parsed_free(&whole);

@@ -460,6 +460,139 @@ static void endless_input_is_bounded(void **state)
     }
 }
 
+/* Skip mode: a MESSAGE over the body limit keeps its headers and the first
+ * max_body bytes, the rest is discarded; the next frame parses normally, and
+ * the result does not depend on how the input was split. */
+static void oversized_message_is_truncated_not_an_error(void **state)
+{
+    (void)state;
+    ewi_stomp_limits lim = { .max_frame = 400, .max_body = 100, .max_headers = 8,
+                             .max_header_len = 64 };
+    /* with content-length (300 bytes, NULs inside), then without (up to NUL) */
+    uint8_t in[1200];
+    size_t len = 0;
+    const char *h1 = "MESSAGE\nsubscription:7\nmessage-id:m-1\nack:a-1\ncontent-length:300\n\n";
+    memcpy(in + len, h1, strlen(h1));
+    len += strlen(h1);
+    for (int i = 0; i < 300; i++)
+        in[len++] = (uint8_t)(i % 7 == 3 ? 0 : 'a' + i % 26);
+    in[len++] = 0;
+    in[len++] = '\n';
+    const char *h2 = "MESSAGE\nsubscription:7\nmessage-id:m-2\nack:a-2\n\n";
+    memcpy(in + len, h2, strlen(h2));
+    len += strlen(h2);
+    memset(in + len, 'z', 250);
+    len += 250;
+    in[len++] = 0;
+    const char *h3 = "RECEIPT\nreceipt-id:r\n\n";
+    memcpy(in + len, h3, strlen(h3) + 1);
+    len += strlen(h3) + 1;
+
+    for (size_t chunk = 0; chunk <= 13; chunk++) {
+        ewi_stomp_parser *p = ewi_stomp_parser_new(&lim);
+        ewi_stomp_frame *f[4] = { 0 };
+        size_t n = 0;
+        assert_int_equal(parse_all(p, in, len, chunk, f, 4, &n), EWI_STOMP_MORE);
+        assert_int_equal(n, 3);
+        assert_int_equal(f[0]->cmd, EWI_STOMP_MESSAGE);
+        assert_true(f[0]->truncated);
+        assert_int_equal(f[0]->body_len, 100);
+        assert_int_equal(f[0]->wire_body_len, 300);
+        assert_memory_equal(f[0]->body, in + strlen(h1), 100);
+        assert_int_equal(f[0]->body[100], 0);
+        assert_string_equal(ewi_stomp_frame_get(f[0], "ack"), "a-1");
+        assert_string_equal(ewi_stomp_frame_get(f[0], "message-id"), "m-1");
+        assert_string_equal(ewi_stomp_frame_get(f[0], "subscription"), "7");
+        assert_true(f[1]->truncated);
+        assert_int_equal(f[1]->body_len, 100);
+        assert_int_equal(f[1]->wire_body_len, 250);
+        assert_string_equal(ewi_stomp_frame_get(f[1], "ack"), "a-2");
+        assert_int_equal(f[2]->cmd, EWI_STOMP_RECEIPT);
+        assert_false(f[2]->truncated);
+        for (size_t i = 0; i < n; i++)
+            ewi_stomp_frame_free(f[i]);
+        ewi_stomp_parser_free(p);
+    }
+
+    /* At the limit exactly: whole, not truncated. */
+    ewi_stomp_parser *p = ewi_stomp_parser_new(&lim);
+    uint8_t ok[200];
+    const char *h = "MESSAGE\ncontent-length:100\n\n";
+    memcpy(ok, h, strlen(h));
+    memset(ok + strlen(h), 'q', 100);
+    ok[strlen(h) + 100] = 0;
+    ewi_stomp_frame *g[2];
+    size_t n;
+    assert_int_equal(parse_all(p, ok, strlen(h) + 101, 0, g, 2, &n), EWI_STOMP_MORE);
+    assert_int_equal(n, 1);
+    assert_false(g[0]->truncated);
+    assert_int_equal(g[0]->body_len, 100);
+    assert_int_equal(g[0]->wire_body_len, 100);
+    ewi_stomp_frame_free(g[0]);
+    ewi_stomp_parser_free(p);
+}
+
+/* An endless MESSAGE body is read in bounded memory (skip mode never ends
+ * without a NUL, but it never buffers either); a content-length body is
+ * skipped however long it says it is. */
+static void skip_mode_memory_is_bounded(void **state)
+{
+    (void)state;
+    ewi_stomp_limits lim = { .max_frame = 4096, .max_body = 1024, .max_headers = 8,
+                             .max_header_len = 256 };
+    uint8_t chunk[4096];
+    memset(chunk, 'b', sizeof chunk);
+    ewi_stomp_parser *p = ewi_stomp_parser_new(&lim);
+    size_t used;
+    const char *head = "MESSAGE\nack:x\ncontent-length:100000000\n\n";
+    assert_int_equal(ewi_stomp_parse(p, (const uint8_t *)head, strlen(head), &used),
+                     EWI_STOMP_MORE);
+    size_t total = 0;
+    while (total < 100000000u) {
+        size_t k = 100000000u - total < sizeof chunk ? 100000000u - total : sizeof chunk;
+        assert_int_equal(ewi_stomp_parse(p, chunk, k, &used), EWI_STOMP_MORE);
+        assert_int_equal(used, k);
+        total += k;
+    }
+    assert_int_equal(ewi_stomp_parse(p, (const uint8_t *)"", 1, &used), EWI_STOMP_FRAME);
+    ewi_stomp_frame *f = ewi_stomp_parser_take(p);
+    assert_true(f->truncated);
+    assert_int_equal(f->body_len, 1024);
+    assert_int_equal(f->wire_body_len, 100000000u);
+    ewi_stomp_frame_free(f);
+    ewi_stomp_parser_free(p);
+}
+
+/* Other commands over the body limit, and too many or too long headers on
+ * any frame, stay errors; the headers parsed before the error can be read. */
+static void skip_mode_is_for_message_bodies_only(void **state)
+{
+    (void)state;
+    ewi_stomp_limits lim = { .max_frame = 400, .max_body = 10, .max_headers = 3,
+                             .max_header_len = 30 };
+    char err[256];
+    size_t n;
+    assert_int_equal(feed_limited(&lim, LIT("ERROR\ncontent-length:11\n\n12345678901\0"), &n,
+                                  err, sizeof err),
+                     EWI_STOMP_ELIMIT);
+    assert_string_equal(err, "content-length 11 is over the body limit of 10 bytes");
+    assert_int_equal(feed_limited(&lim, LIT("MESSAGE\na:1\nb:2\nc:3\nd:4\n\n\0"), &n, err,
+                                  sizeof err),
+                     EWI_STOMP_ELIMIT);
+    assert_string_equal(err, "more than 3 headers in a MESSAGE frame");
+
+    ewi_stomp_parser *p = ewi_stomp_parser_new(&lim);
+    size_t used;
+    const uint8_t bad[] = "MESSAGE\nsubscription:4\nmessage-id:m\\c9\nk:0123456789012345678901234567890\n\n";
+    assert_int_equal(ewi_stomp_parse(p, bad, sizeof bad - 1, &used), EWI_STOMP_ELIMIT);
+    assert_string_equal(ewi_stomp_parser_partial_header(p, "subscription"), "4");
+    assert_string_equal(ewi_stomp_parser_partial_header(p, "message-id"), "m:9");
+    assert_null(ewi_stomp_parser_partial_header(p, "ack"));
+    ewi_stomp_parser_reset(p);
+    assert_null(ewi_stomp_parser_partial_header(p, "subscription"));
+    ewi_stomp_parser_free(p);
+}
+
 /* ---- serializer ------------------------------------------------------------ */
 
 static void serializer_escapes_values(void **state)
@@ -592,6 +725,9 @@ int main(void)
         cmocka_unit_test(errors_are_sticky_until_reset),
         cmocka_unit_test(limits_are_protocol_errors),
         cmocka_unit_test(endless_input_is_bounded),
+        cmocka_unit_test(oversized_message_is_truncated_not_an_error),
+        cmocka_unit_test(skip_mode_memory_is_bounded),
+        cmocka_unit_test(skip_mode_is_for_message_bodies_only),
         cmocka_unit_test(serializer_escapes_values),
         cmocka_unit_test(serializer_refuses_what_it_cannot_write),
         cmocka_unit_test(write_frame_round_trips),

@@ -124,6 +124,8 @@ struct ewi_stomp_parser {
 
     uint8_t *body;
     size_t body_len, body_cap, content_length;
+    size_t body_seen; /* body bytes read, kept or (skip mode) discarded */
+    bool truncated;   /* skip mode: a MESSAGE body over max_body */
 
     size_t frame_bytes; /* of the current frame, command to NUL */
     size_t heartbeats;
@@ -159,6 +161,8 @@ static void frame_reset(ewi_stomp_parser *p)
     free(p->body);
     p->body = NULL;
     p->body_len = p->body_cap = p->content_length = 0;
+    p->body_seen = 0;
+    p->truncated = false;
     p->frame_bytes = 0;
 }
 
@@ -354,18 +358,24 @@ static ewi_stomp_status headers_done(ewi_stomp_parser *p)
         excerpt(ex, sizeof ex, (const uint8_t *)cl, strlen(cl));
         return fail(p, EWI_STOMP_EBAD, "bad content-length '%s'", ex);
     }
-    if (n > p->lim.max_body)
-        return fail(p, EWI_STOMP_ELIMIT,
-                    "content-length %zu is over the body limit of %zu bytes",
-                    n, p->lim.max_body);
-    /* The body and its NUL must fit the frame limit too. */
-    if (n >= p->lim.max_frame - p->frame_bytes)
+    size_t keep = n;
+    if (n > p->lim.max_body) {
+        if (p->cmd != EWI_STOMP_MESSAGE)
+            return fail(p, EWI_STOMP_ELIMIT,
+                        "content-length %zu is over the body limit of %zu bytes",
+                        n, p->lim.max_body);
+        /* Skip mode: keep what fits, discard the rest as it comes. */
+        keep = p->lim.max_body;
+        p->truncated = true;
+    }
+    /* The kept body and its NUL must fit the frame limit too. */
+    if (keep >= p->lim.max_frame - p->frame_bytes)
         return fail(p, EWI_STOMP_ELIMIT, "frame larger than %zu bytes",
                     p->lim.max_frame);
-    p->body = malloc(n + 1);
+    p->body = malloc(keep + 1);
     if (!p->body)
         return fail_nomem(p);
-    p->body_cap = n + 1;
+    p->body_cap = keep + 1;
     p->content_length = n;
     p->state = n ? P_BODY_LEN : P_TERM;
     return EWI_STOMP_MORE;
@@ -490,6 +500,8 @@ static ewi_stomp_status complete(ewi_stomp_parser *p)
     f->cmd = p->cmd;
     f->body = p->body;
     f->body_len = p->body_len;
+    f->truncated = p->truncated;
+    f->wire_body_len = p->truncated ? p->body_seen : p->body_len;
     p->body = NULL;
     /* The strings move into the frame; the parser starts a new buffer. */
     f->strings_ = p->strings;
@@ -506,6 +518,17 @@ static ewi_stomp_status complete(ewi_stomp_parser *p)
     p->ready = f;
     p->state = P_IDLE;
     return EWI_STOMP_FRAME;
+}
+
+const char *ewi_stomp_parser_partial_header(const ewi_stomp_parser *p, const char *key)
+{
+    size_t klen = strlen(key);
+    if (!p->strings)
+        return NULL;
+    for (size_t i = 0; i < p->nhdrs; i++)
+        if (p->hdrs[i].klen == klen && memcmp(p->strings + p->hdrs[i].koff, key, klen) == 0)
+            return p->strings + p->hdrs[i].voff;
+    return NULL;
 }
 
 ewi_stomp_status ewi_stomp_parse(ewi_stomp_parser *p, const uint8_t *data,
@@ -541,16 +564,20 @@ ewi_stomp_status ewi_stomp_parse(ewi_stomp_parser *p, const uint8_t *data,
             st = line_bytes(p, data, len, &i);
             break;
         case P_BODY_LEN: {
-            size_t n = p->content_length - p->body_len;
+            size_t n = p->content_length - p->body_seen;
             if (n > len - i)
                 n = len - i;
-            st = count_bytes(p, n);
+            /* What fits the kept body (all of it unless skipping). */
+            size_t room = p->body_cap - 1 - p->body_len;
+            size_t k = n < room ? n : room;
+            st = count_bytes(p, k);
             if (st != EWI_STOMP_MORE)
                 break;
-            memcpy(p->body + p->body_len, data + i, n);
-            p->body_len += n;
+            memcpy(p->body + p->body_len, data + i, k);
+            p->body_len += k;
+            p->body_seen += n;
             i += n;
-            if (p->body_len == p->content_length)
+            if (p->body_seen == p->content_length)
                 p->state = P_TERM;
             break;
         }
@@ -581,11 +608,22 @@ ewi_stomp_status ewi_stomp_parse(ewi_stomp_parser *p, const uint8_t *data,
             }
             memcpy(p->body + p->body_len, data + i, k);
             p->body_len += k;
+            p->body_seen += k;
             p->frame_bytes += k;
             i += k;
             if (k == room_frame && (k < n || nul)) {
                 st = fail(p, EWI_STOMP_ELIMIT, "frame larger than %zu bytes",
                           p->lim.max_frame);
+            } else if (k < n && p->cmd == EWI_STOMP_MESSAGE) {
+                /* Skip mode: discard up to the NUL. */
+                p->truncated = true;
+                p->body_seen += n - k;
+                i += n - k;
+                if (nul) {
+                    p->frame_bytes++;
+                    i++;
+                    st = complete(p);
+                }
             } else if (k < n) {
                 st = fail(p, EWI_STOMP_ELIMIT,
                           "%s frame body longer than %zu bytes",

@@ -65,6 +65,11 @@ typedef struct ewi_stomp_frame {
     ewi_stomp_header *headers; /* in wire order, duplicates kept */
     uint8_t *body;             /* malloc'd, body[body_len] == 0; never NULL */
     size_t body_len;
+    /* A MESSAGE whose body was over max_body: only its first max_body bytes
+     * are in body, the rest was read and discarded (see "Skip mode" below);
+     * wire_body_len is the body's length on the wire. */
+    bool truncated;
+    size_t wire_body_len;
     char *strings_;            /* storage behind the headers */
 } ewi_stomp_frame;
 
@@ -76,7 +81,14 @@ const char *ewi_stomp_frame_get(const ewi_stomp_frame *f, const char *key);
 uint8_t *ewi_stomp_frame_take_body(ewi_stomp_frame *f, size_t *len);
 
 /* Bounds on what the parser buffers. A frame over any of them is a protocol
- * error; memory never grows past max_frame plus a small constant. */
+ * error; memory never grows past max_frame plus a small constant.
+ * Skip mode: a MESSAGE whose body is over max_body (by its content-length,
+ * or with no content-length, by its length up to the NUL) is not an error:
+ * its headers are kept, the first max_body bytes of its body too, the rest is
+ * discarded as it streams in, and the frame comes out with truncated set. A
+ * broker redelivers a message whose connection failed on it for ever; a
+ * truncated frame can be settled instead (dead-lettered as too big). Too many
+ * headers or an overlong header line stay errors for every command. */
 typedef struct ewi_stomp_limits {
     size_t max_frame;      /* command + headers + body, bytes */
     size_t max_body;       /* bytes */
@@ -118,6 +130,10 @@ ewi_stomp_frame *ewi_stomp_parser_take(ewi_stomp_parser *p);
 /* Why the parser stopped: a static-lifetime-of-p English sentence, "" when
  * nothing went wrong. */
 const char *ewi_stomp_parser_error(const ewi_stomp_parser *p);
+/* After an error: the first value of key among the headers of the failed
+ * frame parsed so far (to say which subscription and message it was), or
+ * NULL. Valid until the next call on p. */
+const char *ewi_stomp_parser_partial_header(const ewi_stomp_parser *p, const char *key);
 /* EOLs seen between frames since the last call (heart-beats); resets. */
 size_t ewi_stomp_parser_heartbeats(ewi_stomp_parser *p);
 

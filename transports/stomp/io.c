@@ -328,6 +328,19 @@ static void on_message(io *s, ewi_stomp_frame *f)
     if (!ss || ss->closing || !ack || !sub_confirmed(s, ss))
         return;
     const char *red = ewi_stomp_frame_get(f, "redelivered");
+    if (f->truncated) {
+        /* Over the parser's body limit (a multiple of max_body): what fits
+         * was kept, so core sees a body over max_body and dead-letters it as
+         * too-big, instead of the connection failing on it for ever. */
+        const char *mid = ewi_stomp_frame_get(f, "message-id");
+        ewi_report(t->m, EW_ETOOBIG, ss->sub ? ss->sub->queue : NULL,
+                   ss->sub ? ss->sub->event : NULL, NULL,
+                   "a message from %s (broker message-id %s) has a body of %zu bytes, over "
+                   "the limit of %zu: only its first %zu bytes were kept%s",
+                   ss->target.dest, mid ? mid : "?", f->wire_body_len,
+                   t->limits.max_body, f->body_len,
+                   ss->sub ? " (it is dead-lettered as too big)" : "");
+    }
     if (!ss->sub) {
         /* A dead-letter reader: the waiting dlq_take takes it. */
         stomp_msgdata *md = calloc(1, sizeof *md);
@@ -455,6 +468,29 @@ static void on_error(io *s, const ewi_stomp_frame *f, char *why, size_t whylen)
                text);
 }
 
+/* A frame that cannot be parsed (too many headers, an overlong header line,
+ * malformed): the connection must go. When it was a MESSAGE the broker sends
+ * it again after the reconnect, so this happens again and again: say each
+ * time which listener and message it is, so that someone can remove it. */
+static void report_bad_frame(io *s, const char *why)
+{
+    ewi_transport *t = s->t;
+    const char *subid = ewi_stomp_parser_partial_header(s->parser, "subscription");
+    const char *mid = ewi_stomp_parser_partial_header(s->parser, "message-id");
+    stomp_sub *ss = subid ? sub_by_gen(t, strtoull(subid, NULL, 10)) : NULL;
+    if (ss) {
+        ewi_report(t->m, EW_EPROTO, ss->sub ? ss->sub->queue : NULL,
+                   ss->sub ? ss->sub->event : NULL, NULL,
+                   "a message from %s (broker message-id %s) cannot be read: %s; the "
+                   "connection is dropped and the broker will deliver it again, which "
+                   "stops this connection's listeners each time until it is removed "
+                   "from the queue", ss->target.dest, mid ? mid : "?", why);
+        return;
+    }
+    ewi_report(t->m, EW_EPROTO, NULL, NULL, NULL, "STOMP broker %s: %s%s%s%s", t->url_text,
+               why, mid ? " (broker message-id " : "", mid ? mid : "", mid ? ")" : "");
+}
+
 /* Reads and dispatches; false when the connection must be dropped. */
 static bool read_in(io *s, char *why, size_t whylen)
 {
@@ -478,8 +514,7 @@ static bool read_in(io *s, char *why, size_t whylen)
             if (st != EWI_STOMP_FRAME) {
                 snprintf(why, whylen, "protocol error from the broker: %s",
                          ewi_stomp_parser_error(s->parser));
-                ewi_report(s->t->m, EW_EPROTO, NULL, NULL, NULL, "STOMP broker %s: %s",
-                           s->t->url_text, why);
+                report_bad_frame(s, why);
                 return false;
             }
             ewi_stomp_frame *f = ewi_stomp_parser_take(s->parser);

@@ -86,7 +86,8 @@ static ew_err stomp_create(ew_manager *m, const ewi_url *url, ewi_transport **ou
     /* Frames from the broker: the manager's limits with room for the
      * broker's own headers and for escaping. A body over max_body still
      * parses (up to 4 times it) so that core can dead-letter it as too big
-     * instead of the connection failing on it again and again. */
+     * instead of the connection failing on it again and again; a MESSAGE
+     * body over that is cut there by the parser's skip mode (frame.h). */
     size_t body = t->cfg->max_body ? t->cfg->max_body : 1u << 20;
     size_t hl = t->cfg->max_header_len ? t->cfg->max_header_len : 4096;
     size_t nh = t->cfg->max_headers ? t->cfg->max_headers : 64;
