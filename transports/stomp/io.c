@@ -200,7 +200,8 @@ static void free_dlq_queue(stomp_sub *ss)
 /* A closing subscription goes once core settled everything it holds: then
  * UNSUBSCRIBE returns whatever the broker still had sent us. A subscription
  * with requeued messages (dialects without a requeueing NACK) is closed and
- * opened again at that point, which gives those messages back. */
+ * opened again at that point, which gives those messages back; meanwhile
+ * on_message delivers nothing new for it, so that point comes promptly. */
 static void sub_check(io *s, stomp_sub *ss)
 {
     ewi_transport *t = s->t;
@@ -326,6 +327,13 @@ static void on_message(io *s, ewi_stomp_frame *f)
         return;
     }
     if (!ss || ss->closing || !ack || !sub_confirmed(s, ss))
+        return;
+    /* A requeued message waits for the re-subscribe (activemq, artemis),
+     * which happens once core holds nothing of ss: deliver nothing new until
+     * then, or steady traffic would keep outstanding above 0 and hold the
+     * requeued message for ever. What arrives meanwhile stays
+     * unacknowledged and comes back with it. */
+    if (ss->recycle)
         return;
     const char *red = ewi_stomp_frame_get(f, "redelivered");
     if (f->truncated) {
