@@ -18,6 +18,7 @@
 
 #include <amqp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "ewi.h"
 #include "waker.h"
@@ -94,15 +95,43 @@ typedef struct rmq_inbound {
     uint16_t reply_code;  /* basic.return */
     char reply_text[160];
     ew_envelope *env;     /* made when the header frame arrives */
-    uint8_t *body;
-    size_t len, got;
+    uint8_t *body;        /* at most max_body + 1 bytes of it are kept */
+    size_t len, got;      /* announced body size, bytes received */
+    size_t keep;          /* bytes of it kept in body */
     bool have_header;
 } rmq_inbound;
 
 /* ---- subscriptions ------------------------------------------------------- */
 
-/* Ring states of a delivery tag (see rmq_io.c: acks are coalesced). */
-enum { RMQ_TAG_OPEN = 0, RMQ_TAG_SETTLED = 1, RMQ_TAG_DONE = 2 };
+/* ---- delivery tags and coalesced acks (rmq_acks.c) --------------------- */
+
+/* The tags of one consumer channel that core holds (open) and that were
+ * settled since the last flush (done). Memory is bounded by what is
+ * outstanding (prefetch), never by the range of the tags. I/O thread only. */
+typedef struct rmq_tags {
+    uint64_t *open;       /* ascending; settled ones marked until compacted */
+    size_t head, len, cap, live;
+    uint64_t last;        /* the newest tag opened */
+    uint64_t *done;       /* settled, not yet acknowledged */
+    size_t ndone, done_cap;
+} rmq_tags;
+
+/* Forgets every tag (a new channel); keeps the memory. */
+void rmq_tags_reset(rmq_tags *g);
+void rmq_tags_free(rmq_tags *g);
+/* tag was handed to core. false when it cannot be tracked (out of memory,
+ * or not above the newest tag): refuse the delivery then. */
+bool rmq_tags_open(rmq_tags *g, uint64_t tag);
+/* tag was settled; false when it was not open (nothing to acknowledge). */
+bool rmq_tags_close(rmq_tags *g, uint64_t tag);
+/* Records a closed tag for the next flush; false when out of memory
+ * (acknowledge it at once then). */
+bool rmq_tags_settled(rmq_tags *g, uint64_t tag);
+/* Acknowledges exactly the recorded tags: one ack(multiple) for those below
+ * the oldest open tag, one ack each for the rest. Stops at the first
+ * non-zero return of ack and returns it; nothing is recorded afterwards. */
+typedef int (*rmq_ack_fn)(void *user, uint64_t tag, bool multiple);
+int rmq_tags_flush(rmq_tags *g, rmq_ack_fn ack, void *user);
 
 typedef struct rmq_sub {
     ewi_sub *sub;
@@ -111,12 +140,8 @@ typedef struct rmq_sub {
     uint32_t epoch;       /* of ch: settles from an older epoch are dropped */
     char ctag[96];        /* consumer tag */
     uint16_t prefetch;
-    /* Delivery tags in [base, top] not yet acknowledged on the broker. */
-    uint64_t base, top;
-    uint8_t *ring;
-    size_t mask;          /* ring size - 1 */
+    rmq_tags tags;        /* of ch: held by core, settled and not acked */
     size_t outstanding;   /* delivered to core, not settled */
-    bool dirty;           /* settled deliveries wait for their ack */
     bool resubscribe;     /* lost its consumer: declare and consume again */
     int64_t retry_at_ms;  /* when to try that */
     struct rmq_sub *next;
@@ -215,6 +240,15 @@ struct ewi_transport {
     char down_reason[256];
     int64_t last_rx_ms;      /* last sign of life from the broker */
     int hb_s;                /* heartbeat negotiated on this connection */
+
+    /* The write guard (rmq_guard.c). guard_mu covers guard_quit and
+     * closing the socket. */
+    pthread_t guard;
+    bool guard_started, guard_quit;
+    pthread_mutex_t guard_mu;
+    pthread_cond_t guard_cv;
+    _Atomic int64_t wr_since_ms; /* in an unbounded librabbitmq write since; 0 */
+    _Atomic int wr_fd;           /* its socket */
 };
 
 typedef struct rmq_returned {
@@ -265,6 +299,23 @@ void rmq_room_release(ewi_transport *t);
 #define RMQ_TDATA(epoch, requeue) ((void *)(uintptr_t)(((uintptr_t)(epoch) << 1) | (requeue)))
 #define RMQ_TDATA_EPOCH(p) ((uint32_t)((uintptr_t)(p) >> 1))
 #define RMQ_TDATA_REQUEUE(p) (((uintptr_t)(p)&1u) != 0)
+
+/* ---- the write guard (rmq_guard.c) -------------------------------------- */
+
+/* I/O thread: a librabbitmq call that may wait for socket room without a
+ * deadline starts / ended. RMQ_GUARDED(t, call) brackets one. */
+void rmq_guard_begin(ewi_transport *t);
+static inline int rmq_guard_end(ewi_transport *t, int st)
+{
+    atomic_store(&t->wr_since_ms, 0);
+    return st;
+}
+#define RMQ_GUARDED(t, call) (rmq_guard_begin(t), rmq_guard_end((t), (call)))
+/* The thread that shuts the socket down under a write blocked for longer
+ * than rpc_timeout. start: false when it cannot run. stop: after the I/O
+ * thread ended. */
+bool rmq_guard_start(ewi_transport *t);
+void rmq_guard_stop(ewi_transport *t);
 
 /* ---- batched publish writes (rmq_wire.c) -------------------------------- */
 

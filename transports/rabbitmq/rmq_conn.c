@@ -211,7 +211,12 @@ void rmq_disconnect(ewi_transport *t, bool polite)
         return;
     if (polite && t->connected)
         amqp_connection_close(t->conn, AMQP_REPLY_SUCCESS);
+    /* Under guard_mu: the write guard never shuts down a socket number
+     * that was closed and reused meanwhile. */
+    pthread_mutex_lock(&t->guard_mu);
     amqp_destroy_connection(t->conn);
     t->conn = NULL;
+    atomic_store(&t->wr_fd, -1);
+    pthread_mutex_unlock(&t->guard_mu);
     t->connected = false;
 }

@@ -3,11 +3,11 @@
  * publishes, requests), writes it, reads every frame that arrived without
  * blocking, and then sleeps in poll() on the socket and the waker.
  *
- * Acknowledgements are coalesced: a settled delivery is marked in its
- * subscription's ring of delivery tags, and one basic.ack(multiple) covers
- * the settled prefix; deliveries settled out of order behind an unsettled
- * one are acknowledged one by one, so a slow handler never holds the
- * others' acks (and the prefetch window) hostage.
+ * Acknowledgements are coalesced (rmq_acks.c): the settles of one turn are
+ * acknowledged with one basic.ack(multiple) for those below the oldest
+ * delivery core still holds, and one by one for the rest, so a slow handler
+ * never holds the others' acks (and the prefetch window) hostage, and the
+ * bookkeeping stays bounded by prefetch however long it is stuck.
  *
  * Reconnection: when the connection fails, unconfirmed publishes go back in
  * line, consumers are forgotten (the broker requeues what they held), and
@@ -107,7 +107,7 @@ static bool req_run(ewi_transport *t, rmq_req *r)
         break;
     case RMQ_REQ_DLQ_ACK:
         if (t->connected && r->epoch == t->rpc_epoch &&
-            amqp_basic_ack(t->conn, RMQ_CH_RPC, r->tag, 1) != AMQP_STATUS_OK)
+            RMQ_GUARDED(t, amqp_basic_ack(t->conn, RMQ_CH_RPC, r->tag, 1)) != AMQP_STATUS_OK)
             rmq_lost(t, "writing basic.ack failed");
         break;
     case RMQ_REQ_STOP:
@@ -155,46 +155,15 @@ static rmq_sub *sub_by_channel(ewi_transport *t, uint16_t ch)
     return NULL;
 }
 
-/* Room in the ring for tag: grows it when a window outruns it. */
-static bool ring_fit(rmq_sub *rs, uint64_t tag)
-{
-    if (tag - rs->base <= rs->mask)
-        return true;
-    size_t size = (rs->mask + 1) * 2;
-    while (tag - rs->base >= size)
-        size *= 2;
-    uint8_t *ring = calloc(size, 1);
-    if (!ring)
-        return false;
-    for (uint64_t k = rs->base; k <= rs->top; k++)
-        ring[k & (size - 1)] = rs->ring[k & rs->mask];
-    free(rs->ring);
-    rs->ring = ring;
-    rs->mask = size - 1;
-    return true;
-}
+typedef struct ack_ctx {
+    ewi_transport *t;
+    uint16_t ch;
+} ack_ctx;
 
-static void flush_acks(ewi_transport *t, rmq_sub *rs)
+static int ack_one(void *user, uint64_t tag, bool multiple)
 {
-    uint64_t last = 0;
-    while (rs->base <= rs->top && rs->ring[rs->base & rs->mask] != RMQ_TAG_OPEN) {
-        if (rs->ring[rs->base & rs->mask] == RMQ_TAG_SETTLED)
-            last = rs->base;
-        rs->ring[rs->base & rs->mask] = RMQ_TAG_OPEN;
-        rs->base++;
-    }
-    if (last && amqp_basic_ack(t->conn, rs->ch, last, 1) != AMQP_STATUS_OK) {
-        rmq_lost(t, "writing basic.ack failed");
-        return;
-    }
-    for (uint64_t k = rs->base; k <= rs->top; k++)
-        if (rs->ring[k & rs->mask] == RMQ_TAG_SETTLED) {
-            if (amqp_basic_ack(t->conn, rs->ch, k, 0) != AMQP_STATUS_OK) {
-                rmq_lost(t, "writing basic.ack failed");
-                return;
-            }
-            rs->ring[k & rs->mask] = RMQ_TAG_DONE;
-        }
+    ack_ctx *c = user;
+    return RMQ_GUARDED(c->t, amqp_basic_ack(c->t->conn, c->ch, tag, multiple)) != AMQP_STATUS_OK;
 }
 
 static void settle_batch(ewi_transport *t, ewi_msg *list)
@@ -208,23 +177,22 @@ static void settle_batch(ewi_transport *t, ewi_msg *list)
         bool current = t->connected && rs->ch && RMQ_TDATA_EPOCH(msg->tdata) == rs->epoch;
         ewi_msg_free(msg);
         /* From an older connection or channel: the broker requeued it. */
-        if (!current || tag < rs->base || tag > rs->top)
+        if (!current || !rmq_tags_close(&rs->tags, tag))
             continue;
         if (requeue) {
-            if (amqp_basic_nack(t->conn, rs->ch, tag, 0, 1) != AMQP_STATUS_OK) {
+            if (RMQ_GUARDED(t, amqp_basic_nack(t->conn, rs->ch, tag, 0, 1)) != AMQP_STATUS_OK)
                 rmq_lost(t, "writing basic.nack failed");
-                continue;
-            }
-            rs->ring[tag & rs->mask] = RMQ_TAG_DONE;
-        } else {
-            rs->ring[tag & rs->mask] = RMQ_TAG_SETTLED;
+        } else if (!rmq_tags_settled(&rs->tags, tag)) {
+            /* No memory to coalesce it: acknowledge it on its own. */
+            if (RMQ_GUARDED(t, amqp_basic_ack(t->conn, rs->ch, tag, 0)) != AMQP_STATUS_OK)
+                rmq_lost(t, "writing basic.ack failed");
         }
-        rs->dirty = true;
     }
     for (rmq_sub *rs = t->subs; rs && t->connected; rs = rs->next)
-        if (rs->ch && rs->dirty) {
-            rs->dirty = false;
-            flush_acks(t, rs);
+        if (rs->ch && rs->tags.ndone) {
+            ack_ctx c = {t, rs->ch};
+            if (rmq_tags_flush(&rs->tags, ack_one, &c) != 0)
+                rmq_lost(t, "writing basic.ack failed");
         }
 }
 
@@ -252,46 +220,39 @@ static void inbound_reset(rmq_inbound *in)
 }
 
 /* A delivery nobody may take any more (unsubscribed, out of memory): back
- * to the queue. */
-static void refuse(ewi_transport *t, rmq_sub *rs, uint16_t ch, uint64_t tag)
+ * to the queue. It was never handed to core, so this is its only settle. */
+static void refuse(ewi_transport *t, uint16_t ch, uint64_t tag)
 {
-    if (amqp_basic_nack(t->conn, ch, tag, 0, 1) != AMQP_STATUS_OK) {
+    if (RMQ_GUARDED(t, amqp_basic_nack(t->conn, ch, tag, 0, 1)) != AMQP_STATUS_OK)
         rmq_lost(t, "writing basic.nack failed");
-        return;
-    }
-    if (rs && tag >= rs->base && ring_fit(rs, tag)) {
-        rs->ring[tag & rs->mask] = RMQ_TAG_DONE;
-        if (tag > rs->top)
-            rs->top = tag;
-    }
 }
 
+/* in holds a whole delivery (env NULL when it could not be held): hands it
+ * to core, or refuses it. Either way exactly once. */
 static void delivered(ewi_transport *t, uint16_t ch, rmq_inbound *in)
 {
     rmq_sub *rs = sub_by_channel(t, ch);
     uint64_t tag = in->tag;
     /* The broker only says "delivered before": that is one earlier attempt. */
     uint32_t redeliveries = in->redelivered ? 1 : 0;
-    if (!rs || !rs->active || tag < rs->base || !ring_fit(rs, tag)) {
+    if (!in->env || !rs || !rs->active || !rmq_tags_open(&rs->tags, tag)) {
         inbound_reset(in);
-        refuse(t, rs, ch, tag);
+        refuse(t, ch, tag);
         return;
     }
-    ewi_envelope_take_body(in->env, in->body, in->len);
+    ewi_envelope_take_body(in->env, in->body, in->keep);
     in->body = NULL;
     ewi_msg *msg = ewi_msg_new(rs->sub, in->env);
     in->env = NULL;
     inbound_reset(in);
     if (!msg) {
-        refuse(t, rs, ch, tag);
+        rmq_tags_close(&rs->tags, tag);
+        refuse(t, ch, tag);
         return;
     }
     msg->redeliveries = redeliveries;
     msg->tag = tag;
     msg->tdata = RMQ_TDATA(rs->epoch, 0);
-    rs->ring[tag & rs->mask] = RMQ_TAG_OPEN;
-    if (tag > rs->top)
-        rs->top = tag;
     rs->outstanding++;
     ewi_deliver(msg);
 }
@@ -301,6 +262,7 @@ static void content_complete(ewi_transport *t, uint16_t ch, rmq_inbound *in)
     if (in->kind == RMQ_IN_DELIVER) {
         delivered(t, ch, in);
     } else {
+        /* A return without its envelope still fails its send. */
         rmq_pub_on_return(t, in);
         inbound_reset(in);
     }
@@ -315,13 +277,26 @@ static void on_header(ewi_transport *t, const amqp_frame_t *f)
         return;
     }
     uint64_t size = f->payload.properties.body_size;
+    /* Core dead-letters a body over max_body as too-big without reading it:
+     * keep one byte more than max_body so it sees that, and drop the rest as
+     * it arrives. The broker announces the size; it never decides what we
+     * allocate. */
+    size_t max_body = ewi_config_of(t->m)->max_body;
+    size_t keep = size > (uint64_t)max_body ? max_body + 1 : (size_t)size;
+    if (size > (uint64_t)max_body)
+        ewi_log(t->m, EW_LOG_WARN,
+                "%s: a message of %llu bytes on channel %u is over max_body %zu; keeping "
+                "its first %zu bytes for the dead letter",
+                t->o.label, (unsigned long long)size, f->channel, max_body, keep);
     in->have_header = true;
     in->env = ewi_envelope_new();
-    in->body = size ? malloc(size) : NULL;
+    in->body = keep ? malloc(keep) : NULL;
     size_t skipped = 0;
-    if (!in->env || (size && !in->body) ||
+    if (!in->env || (keep && !in->body) ||
         rmq_props_to_env(f->payload.properties.decoded, in->env, &skipped) != EW_OK) {
         /* Cannot hold it: read past it, then hand it back to the broker. */
+        ewi_log(t->m, EW_LOG_ERROR, "%s: out of memory for a message of %llu bytes: "
+                "returned to the broker", t->o.label, (unsigned long long)size);
         ewi_envelope_unref(in->env);
         in->env = NULL;
         free(in->body);
@@ -331,8 +306,9 @@ static void on_header(ewi_transport *t, const amqp_frame_t *f)
         ewi_log(t->m, EW_LOG_DEBUG, "%s: %zu AMQP header(s) not taken into the envelope",
                 t->o.label, skipped);
     in->len = (size_t)size;
+    in->keep = keep;
     in->got = 0;
-    if (size == 0 && in->env)
+    if (size == 0)
         content_complete(t, f->channel, in);
 }
 
@@ -344,20 +320,17 @@ static void on_body(ewi_transport *t, const amqp_frame_t *f)
     size_t n = f->payload.body_fragment.len;
     if (n > in->len - in->got)
         n = in->len - in->got;
-    if (in->body)
-        memcpy(in->body + in->got, f->payload.body_fragment.bytes, n);
+    if (in->body && in->got < in->keep) {
+        size_t c = in->keep - in->got < n ? in->keep - in->got : n;
+        memcpy(in->body + in->got, f->payload.body_fragment.bytes, c);
+    }
     in->got += n;
+    /* The frame is copied: give its buffer back now, so a large message
+     * never sits in librabbitmq's pool as a whole. */
+    amqp_maybe_release_buffers_on_channel(t->conn, f->channel);
     if (in->got < in->len)
         return;
-    if (in->env) {
-        content_complete(t, f->channel, in);
-    } else {
-        uint64_t tag = in->tag;
-        enum rmq_in_kind kind = in->kind;
-        inbound_reset(in);
-        if (kind == RMQ_IN_DELIVER)
-            refuse(t, sub_by_channel(t, f->channel), f->channel, tag);
-    }
+    content_complete(t, f->channel, in);
 }
 
 /* The broker closed channel ch (not the RPC channel's own replies). */
@@ -367,7 +340,7 @@ static void channel_closed(ewi_transport *t, uint16_t ch, const amqp_channel_clo
     snprintf(text, sizeof text, "%u %.*s", c->reply_code, (int)c->reply_text.len,
              (const char *)c->reply_text.bytes);
     amqp_channel_close_ok_t ok = {0};
-    if (amqp_send_method(t->conn, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) != AMQP_STATUS_OK) {
+    if (RMQ_GUARDED(t, amqp_send_method(t->conn, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok)) != AMQP_STATUS_OK) {
         rmq_lost(t, text);
         return;
     }
@@ -434,7 +407,7 @@ static void on_method(ewi_transport *t, const amqp_frame_t *f)
         const amqp_basic_deliver_t *m = d;
         rmq_inbound *in = inbound(t, ch);
         if (!in) {
-            refuse(t, sub_by_channel(t, ch), ch, m->delivery_tag);
+            refuse(t, ch, m->delivery_tag);
             return;
         }
         inbound_reset(in);
@@ -473,7 +446,7 @@ static void on_method(ewi_transport *t, const amqp_frame_t *f)
         rmq_sub *rs = sub_by_channel(t, ch);
         if (!m->nowait) {
             amqp_basic_cancel_ok_t ok = {m->consumer_tag};
-            if (amqp_send_method(t->conn, ch, AMQP_BASIC_CANCEL_OK_METHOD, &ok) != AMQP_STATUS_OK) {
+            if (RMQ_GUARDED(t, amqp_send_method(t->conn, ch, AMQP_BASIC_CANCEL_OK_METHOD, &ok)) != AMQP_STATUS_OK) {
                 rmq_lost(t, "writing basic.cancel-ok failed");
                 return;
             }
@@ -497,7 +470,7 @@ static void on_method(ewi_transport *t, const amqp_frame_t *f)
         snprintf(text, sizeof text, "the broker closed the connection: %u %.*s",
                  c->reply_code, (int)c->reply_text.len, (const char *)c->reply_text.bytes);
         amqp_connection_close_ok_t ok = {0};
-        amqp_send_method(t->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+        RMQ_GUARDED(t, amqp_send_method(t->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok));
         rmq_lost(t, text);
         return;
     }
@@ -536,7 +509,7 @@ static void read_frames(ewi_transport *t)
     struct timeval zero = {0, 0};
     for (int n = 0; n < READ_BATCH && t->connected; n++) {
         amqp_frame_t f;
-        int st = amqp_simple_wait_frame_noblock(t->conn, &f, &zero);
+        int st = RMQ_GUARDED(t, amqp_simple_wait_frame_noblock(t->conn, &f, &zero));
         if (st == AMQP_STATUS_TIMEOUT)
             break;
         if (st != AMQP_STATUS_OK) {

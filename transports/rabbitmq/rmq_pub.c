@@ -101,7 +101,7 @@ bool rmq_pub_write(ewi_transport *t, ewi_pub *p)
         rmq_pub_complete(t, p, rc, detail);
         return true;
     }
-    int st = amqp_basic_publish(t->conn, ch, exchange, key, !to_event, 0, &props, bb);
+    int st = RMQ_GUARDED(t, amqp_basic_publish(t->conn, ch, exchange, key, !to_event, 0, &props, bb));
     if (st != AMQP_STATUS_OK) {
         /* p is the oldest of what is left to write: first in line again. */
         p->next = t->resend_head;

@@ -32,7 +32,7 @@ ew_err rmq_rpc_result(ewi_transport *t, uint16_t ch, const char *what, char *err
         /* The broker closed the channel: confirm, and reopen the RPC
          * channel so the next declaration finds it. */
         amqp_channel_close_ok_t ok = {0};
-        if (amqp_send_method(t->conn, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) != AMQP_STATUS_OK) {
+        if (RMQ_GUARDED(t, amqp_send_method(t->conn, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok)) != AMQP_STATUS_OK) {
             rmq_lost(t, text);
             return EW_EDISCONNECTED;
         }
@@ -49,7 +49,7 @@ ew_err rmq_rpc_result(ewi_transport *t, uint16_t ch, const char *what, char *err
     if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
         r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
         amqp_connection_close_ok_t ok = {0};
-        amqp_send_method(t->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+        RMQ_GUARDED(t, amqp_send_method(t->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok));
     }
     rmq_lost(t, text);
     return EW_EDISCONNECTED;
@@ -121,9 +121,7 @@ ew_err rmq_consume(ewi_transport *t, rmq_sub *rs, char *err, size_t errlen)
         return rc;
     rs->ch = ch;
     rs->epoch = ++t->epoch_seq;
-    rs->base = 1;
-    rs->top = 0;
-    memset(rs->ring, RMQ_TAG_OPEN, rs->mask + 1);
+    rmq_tags_reset(&rs->tags);
     rs->resubscribe = false;
     return EW_OK;
 }

@@ -85,6 +85,10 @@ static ew_err r_create(ew_manager *m, const ewi_url *url, ewi_transport **out)
     pthread_cond_init(&t->done_cv, &ca);
     pthread_cond_init(&t->room_cv, &ca);
     pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&t->guard_mu, NULL);
+    ewi_cond_init_mono(&t->guard_cv);
+    atomic_init(&t->wr_since_ms, 0);
+    atomic_init(&t->wr_fd, -1);
     ewi_backoff_init(&t->backoff, t->o.reconnect_base_ms, t->o.reconnect_max_ms);
     *out = t;
     return EW_OK;
@@ -137,7 +141,13 @@ static ew_err r_start(ewi_transport *t, int timeout_ms)
     t->last_rx_ms = ewi_now_ms();
     ewi_log(t->m, EW_LOG_INFO, "connected to %s as %s (heartbeat %d s)", t->o.label,
             t->o.user, amqp_get_heartbeat(t->conn));
+    if (!rmq_guard_start(t)) {
+        rmq_disconnect(t, true);
+        ewi_log(t->m, EW_LOG_ERROR, "%s: cannot start the write guard thread", t->o.label);
+        return EW_ENOMEM;
+    }
     if (pthread_create(&t->io, NULL, rmq_io_main, t) != 0) {
+        rmq_guard_stop(t);
         rmq_disconnect(t, true);
         ewi_log(t->m, EW_LOG_ERROR, "%s: cannot start the I/O thread", t->o.label);
         return EW_ENOMEM;
@@ -162,7 +172,7 @@ static ew_err r_declare(ewi_transport *t, const char *event, bool durable)
 static void sub_free(rmq_sub *rs)
 {
     if (rs) {
-        free(rs->ring);
+        rmq_tags_free(&rs->tags);
         free(rs);
     }
 }
@@ -180,16 +190,6 @@ static ew_err r_subscribe(ewi_transport *t, ewi_sub *sub)
         pf = 65535;
     }
     rs->prefetch = (uint16_t)pf;
-    size_t size = 64;
-    while (size < 2u * pf)
-        size *= 2;
-    rs->ring = calloc(size, 1);
-    rs->mask = size - 1;
-    rs->base = 1;
-    if (!rs->ring) {
-        sub_free(rs);
-        return EW_ENOMEM;
-    }
     sub->tdata = rs;
     rmq_req r = {.kind = RMQ_REQ_SUBSCRIBE, .rs = rs,
                  .deadline_ms = ewi_now_ms() + ewi_config_of(t->m)->send_timeout_ms};
@@ -322,6 +322,7 @@ static void r_stop(ewi_transport *t)
     if (running) {
         ewi_waker_wake(&t->waker);
         pthread_join(t->io, NULL);
+        rmq_guard_stop(t);
     } else {
         rmq_disconnect(t, true);
     }
@@ -351,6 +352,9 @@ static void r_destroy(ewi_transport *t)
     pthread_mutex_destroy(&t->mu);
     pthread_cond_destroy(&t->done_cv);
     pthread_cond_destroy(&t->room_cv);
+    rmq_guard_stop(t); /* started, never stopped: stop was not called */
+    pthread_mutex_destroy(&t->guard_mu);
+    pthread_cond_destroy(&t->guard_cv);
     rmq_opts_free(&t->o);
     free(t);
 }

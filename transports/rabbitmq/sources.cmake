@@ -1,6 +1,8 @@
 # rabbitmq:// and rabbitmqs:// — AMQP 0-9-1 through librabbitmq (linked by the top level).
 list(APPEND EW_SOURCES
+  transports/rabbitmq/rmq_acks.c
   transports/rabbitmq/rmq_conn.c
+  transports/rabbitmq/rmq_guard.c
   transports/rabbitmq/rmq_io.c
   transports/rabbitmq/rmq_options.c
   transports/rabbitmq/rmq_props.c
