@@ -29,11 +29,12 @@ static void bad_credentials_fail_start_with_the_sasl_condition(void **state)
     ewi_url_free(&u);
     capture c;
     capture_init(&c);
-    ew_manager *m = captured_manager(url, "e1", &c, 5000);
+    ew_manager *m = captured_manager(url, "e1", &c, 12000);
     int64_t t0 = ewi_now_ms();
     assert_int_equal(ew_manager_start(m), EW_EAUTH);
-    /* Refused credentials are final: no retrying until the timeout. */
-    assert_true(ewi_now_ms() - t0 < 4000);
+    /* Refused credentials are final: no retrying until the timeout (RabbitMQ
+     * itself holds the socket about 3 s after a failed SASL exchange). */
+    assert_true(ewi_now_ms() - t0 < 6000);
     print_message("%s", c.text);
     assert_true(c.errors >= 1);
     assert_int_equal(c.last_code, EW_EAUTH);

@@ -38,6 +38,7 @@ static void defaults_are_artemis_on_5672(void **state)
     assert_int_equal(o.max_inflight, 10000);
     assert_int_equal(o.expires_ms, 60000);
     assert_int_equal(o.queue_check_ms, 0);
+    assert_int_equal(o.heartbeat_ms, 15000);
     amqp_options_free(&o);
 
     assert_int_equal(parse("amqps://h", &o, err, sizeof err), EW_OK);
@@ -56,7 +57,7 @@ static void every_option_is_read(void **state)
                            "&queue_naming=aspyx&ca=/etc/ca.pem&verify=peer"
                            "&sasl=PLAIN%20EXTERNAL&max_inflight=50"
                            "&reconnect_max_ms=900&per_process_expires_ms=5000"
-                           "&queue_check_ms=250&prefetch=64",
+                           "&queue_check_ms=250&prefetch=64&heartbeat_ms=1000",
                            &o, err, sizeof err),
                      EW_OK);
     assert_int_equal(o.dialect, AMQP_DIALECT_RABBITMQ);
@@ -73,6 +74,7 @@ static void every_option_is_read(void **state)
     assert_int_equal(o.reconnect_max_ms, 900);
     assert_int_equal(o.expires_ms, 5000);
     assert_int_equal(o.queue_check_ms, 250);
+    assert_int_equal(o.heartbeat_ms, 1000);
     amqp_options_free(&o);
 
     assert_int_equal(parse("amqp://h?dialect=rabbitmq&vhost=other", &o, err, sizeof err),
@@ -99,6 +101,7 @@ static void mistakes_are_refused_with_a_reason(void **state)
         {"amqp://h?reconnect_max_ms=5", "reconnect_max_ms"},
         {"amqp://h?sasl=", "sasl is empty"},
         {"amqp://h?queue_check_ms=-1", "queue_check_ms"},
+        {"amqp://h?heartbeat_ms=50", "heartbeat_ms"},
         {"stomp://h", "not amqp"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

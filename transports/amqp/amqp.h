@@ -66,6 +66,9 @@ typedef struct amqp_options {
     long expires_ms;      /* ?per_process_expires_ms=: rabbitmq x-expires */
     long queue_check_ms;  /* ?queue_check_ms=: rabbitmq, how often consumed
                              queues are checked for existence (0: never) */
+    long heartbeat_ms;    /* ?heartbeat_ms=: traffic asked of the broker at
+                             least this often; silence for twice as long
+                             drops the connection (0: never) */
 } amqp_options;
 
 /* Parses url (scheme amqp or amqps) into o; EW_EINVAL with the reason in err
@@ -369,6 +372,7 @@ struct ewi_transport {
     int64_t close_deadline;    /* stop: disconnect hard after it */
     int64_t next_queue_check;  /* rabbitmq: when consumed queues are checked */
     bool tick_due;
+    int64_t stuck_since;       /* a wake-up for the tick is outstanding since */
     bool stream_wake;          /* a large send wants another round soon */
 };
 

@@ -28,6 +28,7 @@
 
 #define TICK_MS 100          /* deadlines and reconnects are checked this often */
 #define CLOSE_GRACE_MS 2000  /* stop: wait this long for the broker's close */
+#define STUCK_MS 1000        /* a connection ignoring wake-ups this long is stuck */
 #define TOPO_TIMEOUT_MS 5000 /* rabbitmq: redeclaring after a reconnect */
 /* 64 transfer frames in flight per session: plenty for small events, and
  * proton (which keeps finished deliveries pooled with their buffers'
@@ -258,7 +259,10 @@ static bool connect_now(ewi_transport *t)
                                 : o->user ? "PLAIN" : "ANONYMOUS");
     /* PLAIN on a plain socket: the URL asked for it (amqp://user:pass@). */
     pn_sasl_set_allow_insecure_mechs(sasl, true);
-    pn_transport_set_idle_timeout(tr, 30000);
+    /* Our idle timeout is announced to the broker, which then sends
+     * something at least every half of it; silence for the whole of it
+     * closes the connection (a frozen network, a hung broker). */
+    pn_transport_set_idle_timeout(tr, (pn_millis_t)(2 * t->opt.heartbeat_ms));
     pn_transport_set_max_frame(tr, MAX_FRAME);
     if (o->tls) {
         pn_ssl_domain_t *dom = pn_ssl_domain(PN_SSL_MODE_CLIENT);
@@ -319,6 +323,13 @@ static void schedule_reconnect(ewi_transport *t, int64_t now)
 {
     int delay = ewi_backoff_next(&t->backoff);
     t->reconnect_at = now + delay;
+    /* During start, a last try just before the deadline rather than none. */
+    pthread_mutex_lock(&t->mu);
+    bool starting = t->state == AMQP_ST_CONNECTING;
+    int64_t last = t->start_deadline - 50;
+    pthread_mutex_unlock(&t->mu);
+    if (starting && t->reconnect_at > last)
+        t->reconnect_at = last > now ? last : now;
 }
 
 static void on_remote_open(ewi_transport *t)
@@ -384,6 +395,8 @@ static void on_transport_closed(ewi_transport *t, pn_event_t *e)
     pthread_mutex_unlock(&t->mu);
     t->conn = NULL;
     t->connected = false;
+    t->tick_due = false; /* its wake-up went with it */
+    t->stuck_since = 0;
     amqp_send_disconnected(t);
     amqp_recv_disconnected(t);
     amqp_fetch_disconnect_all(t, why, false);
@@ -393,7 +406,7 @@ static void on_transport_closed(ewi_transport *t, pn_event_t *e)
         return;
     }
     if (was == AMQP_ST_CONNECTING) {
-        bool give_up = auth || cert || now + t->backoff.cur_ms >= t->start_deadline;
+        bool give_up = auth || cert || now >= t->start_deadline - 60;
         char text[700];
         amqp_textf(text, sizeof text, "%s to %s: %s",
                  auth ? "authentication refused" : "cannot connect", t->where, why);
@@ -462,6 +475,11 @@ static void begin_stop(ewi_transport *t)
 static void tick(ewi_transport *t)
 {
     int64_t now = ewi_now_ms();
+    /* The proactor checks the idle timeout when the socket moves; with the
+     * socket blocked both ways (a frozen network) it can be late by many
+     * seconds. Check it on every tick too (in the connection's batch). */
+    if (t->conn && t->opt.heartbeat_ms > 0)
+        pn_transport_tick(pn_connection_transport(t->conn), pn_proactor_now_64());
     process_work(t);
     amqp_send_expire(t, now);
     if (amqp_is_up(t))
@@ -470,9 +488,14 @@ static void tick(ewi_transport *t)
         pn_proactor_disconnect(t->proactor, NULL);
         t->close_deadline = now + CLOSE_GRACE_MS;
     }
-    reconnect_if_due(t, now);
     pthread_mutex_lock(&t->mu);
     bool start_over = t->state == AMQP_ST_CONNECTING && now >= t->start_deadline;
+    pthread_mutex_unlock(&t->mu);
+    /* Past start's deadline no new attempt: (proton 0.37 also hangs a
+     * connection disconnected in the batch that made it). */
+    if (!start_over)
+        reconnect_if_due(t, now);
+    pthread_mutex_lock(&t->mu);
     if (start_over && !t->conn) {
         t->start_err = EW_ECONNECT;
         t->state = AMQP_ST_FAILED;
@@ -485,6 +508,59 @@ static void tick(ewi_transport *t)
     /* A broker that accepts the socket but never answers: give up on it. */
     if (start_over && t->conn && !t->closing)
         pn_proactor_disconnect(t->proactor, NULL);
+}
+
+/* In the timer's batch while a connection exists, with nothing of proton's
+ * touched: sends past their deadline fail, and a connection that neither
+ * closes nor takes its wake-ups (proton can leave one stuck) does not hold
+ * start or stop forever. */
+static void watchdog(ewi_transport *t)
+{
+    int64_t now = ewi_now_ms();
+    amqp_send_expire(t, now); /* lists and done callbacks only */
+    if (!t->tick_due) {
+        t->stuck_since = 0;
+        return;
+    }
+    if (!t->stuck_since)
+        t->stuck_since = now;
+    pthread_mutex_lock(&t->mu);
+    bool starting = t->state == AMQP_ST_CONNECTING;
+    bool give_up = (starting && now >= t->start_deadline + STUCK_MS) ||
+                   (t->closing && now >= t->close_deadline + STUCK_MS) ||
+                   (!starting && now - t->stuck_since >= 2 * CLOSE_GRACE_MS + STUCK_MS);
+    pthread_mutex_unlock(&t->mu);
+    if (!give_up) {
+        if (now - t->stuck_since >= STUCK_MS)
+            pn_proactor_disconnect(t->proactor, NULL);
+        return;
+    }
+    ewi_log(t->m, EW_LOG_WARN,
+            "amqp %s: the connection answers nothing for %lld ms (not even a "
+            "disconnect); dropping it", t->where, (long long)(now - t->stuck_since));
+    /* Forget it: proton frees it with the proactor. */
+    pthread_mutex_lock(&t->mu);
+    t->conn_live = NULL;
+    pthread_mutex_unlock(&t->mu);
+    t->conn = NULL;
+    t->connected = false;
+    t->tick_due = false;
+    t->stuck_since = 0;
+    amqp_send_disconnected(t);
+    amqp_recv_disconnected(t);
+    amqp_fetch_disconnect_all(t, "the connection hung", false);
+    if (t->closing || starting) {
+        if (starting) {
+            pthread_mutex_lock(&t->mu);
+            t->start_err = EW_ECONNECT;
+            pthread_mutex_unlock(&t->mu);
+            set_state(t, AMQP_ST_FAILED, "the connection hung");
+        }
+        t->exit_now = true;
+        return;
+    }
+    set_state(t, AMQP_ST_DOWN, "the connection hung");
+    schedule_reconnect(t, now);
 }
 
 /* ---- events ------------------------------------------------------------- */
@@ -611,9 +687,20 @@ static void handle(ewi_transport *t, pn_event_t *e)
         process_work(t);
         if (t->tick_due) {
             t->tick_due = false;
+            t->stuck_since = 0;
             tick(t);
         }
         break;
+    case PN_TRANSPORT_ERROR: {
+        /* The broker went silent past our idle timeout. proton still tries
+         * to write a close frame first; over a dead path whose socket buffer
+         * is full that never ends, so drop the socket now. */
+        pn_condition_t *c = pn_transport_condition(pn_event_transport(e));
+        const char *d = pn_condition_is_set(c) ? pn_condition_get_description(c) : NULL;
+        if (t->conn && pn_event_connection(e) == t->conn && d && strstr(d, "idle-timeout"))
+            pn_proactor_disconnect(t->proactor, NULL);
+        break;
+    }
     case PN_TRANSPORT_CLOSED:
         on_transport_closed(t, e);
         process_work(t);
@@ -629,6 +716,7 @@ static void handle(ewi_transport *t, pn_event_t *e)
             pn_proactor_set_timeout(t->proactor, TICK_MS);
         if (t->conn) {
             /* Touch proton objects only in the connection's own batch. */
+            watchdog(t);
             t->tick_due = true;
             pn_connection_wake(t->conn);
         } else {

@@ -24,7 +24,7 @@ void amqp_textf(char *buf, size_t len, const char *fmt, ...)
 static const char *const known[] = {
     "dialect", "queue_naming", "ca", "verify", "sasl", "vhost",
     "max_inflight", "reconnect_max_ms", "per_process_expires_ms",
-    "queue_check_ms",
+    "queue_check_ms", "heartbeat_ms",
     "prefetch", /* core's: the default listener prefetch */
     NULL};
 
@@ -82,7 +82,7 @@ ew_err amqp_options_parse(const ewi_url *url, amqp_options *o, char *err,
             amqp_textf(err, errlen,
                      "unknown option '%s' (known: dialect, queue_naming, ca, "
                      "verify, sasl, vhost, max_inflight, reconnect_max_ms, "
-                     "per_process_expires_ms, queue_check_ms, prefetch)", url->params[i].key);
+                     "per_process_expires_ms, queue_check_ms, heartbeat_ms, prefetch)", url->params[i].key);
             return EW_EINVAL;
         }
     }
@@ -169,6 +169,13 @@ ew_err amqp_options_parse(const ewi_url *url, amqp_options *o, char *err,
                           &o->queue_check_ms) != EW_OK) {
         amqp_textf(err, errlen,
                    "queue_check_ms must be an integer in 0..86400000 (0: off)");
+        return EW_EINVAL;
+    }
+
+    if (ewi_url_param_int(url, "heartbeat_ms", 15000, 0, 3600000L, &o->heartbeat_ms) !=
+            EW_OK ||
+        (o->heartbeat_ms > 0 && o->heartbeat_ms < 100)) {
+        amqp_textf(err, errlen, "heartbeat_ms must be 0 (off) or an integer in 100..3600000");
         return EW_EINVAL;
     }
 
