@@ -24,6 +24,7 @@
 
 #define READ_BATCH 4096  /* frames read per turn, so writes get their turn */
 #define WRITE_BATCH 1024 /* publishes written per turn, so reads get theirs */
+#define LARGE_BODY (64u << 10) /* body frames released one by one above this */
 
 /* ---- requests ------------------------------------------------------------ */
 
@@ -326,8 +327,10 @@ static void on_body(ewi_transport *t, const amqp_frame_t *f)
     }
     in->got += n;
     /* The frame is copied: give its buffer back now, so a large message
-     * never sits in librabbitmq's pool as a whole. */
-    amqp_maybe_release_buffers_on_channel(t->conn, f->channel);
+     * never sits in librabbitmq's pool as a whole (small ones are released
+     * after each read batch). */
+    if (in->len > LARGE_BODY)
+        amqp_maybe_release_buffers_on_channel(t->conn, f->channel);
     if (in->got < in->len)
         return;
     content_complete(t, f->channel, in);
