@@ -113,6 +113,16 @@ ew_err ew_manager_new(ew_manager **out, const char *url, const ew_options *opts)
         rc = EW_ENOTFOUND;
         goto fail;
     }
+    /* Credentials may stay out of the URL (and so out of command lines and
+     * configuration files): $EW_USER and $EW_PASSWORD fill what it lacks. */
+    if (strcmp(m->ops->name, "local") != 0) {
+        const char *user = getenv("EW_USER"), *pass = getenv("EW_PASSWORD");
+        if ((!m->url.user && user && *user && !(m->url.user = strdup(user))) ||
+            (!m->url.password && pass && *pass && !(m->url.password = strdup(pass)))) {
+            rc = EW_ENOMEM;
+            goto fail;
+        }
+    }
     if ((rc = m->ops->create(m, &m->url, &m->t)) != EW_OK)
         goto fail;
     ewi_log(m, EW_LOG_INFO, "manager %s on %s (%s transport)", m->server,

@@ -123,7 +123,9 @@ typedef struct ew_options {
 
 /* Creates a manager for url (NULL: "local://"): "local://[name]",
  * "rabbitmq://user:pass@host:5672/vhost", "stomp://host:61613?dialect=...",
- * "amqp://host:5672?dialect=...". Nothing connects before ew_manager_start.
+ * "amqp://host:5672?dialect=...". A broker URL without a user or password
+ * takes them from $EW_USER and $EW_PASSWORD when set. Credentials never
+ * appear in logs or error texts. Nothing connects before ew_manager_start.
  * opts may be NULL. EW_ENOTFOUND for a scheme this build does not have,
  * EW_EINVAL for a malformed URL or option. Thread-safe. */
 EW_API ew_err ew_manager_new(ew_manager **out, const char *url,

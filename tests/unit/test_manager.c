@@ -293,6 +293,33 @@ static void full_queue_fails_the_send_after_the_timeout(void **state)
     tally_free(&t);
 }
 
+/* ---- credentials from the environment ---------------------------------- */
+
+static void broker_credentials_may_come_from_the_environment(void **state)
+{
+    (void)state;
+    setenv("EW_USER", "env-user", 1);
+    setenv("EW_PASSWORD", "env-pass", 1);
+    ew_manager *m;
+    /* local:// takes no credentials: the environment does not apply. */
+    assert_int_equal(ew_manager_new(&m, "local://env", NULL), EW_OK);
+    assert_null(m->url.user);
+    ew_manager_free(m);
+#ifdef EW_HAVE_RABBITMQ
+    assert_int_equal(ew_manager_new(&m, "rabbitmq://127.0.0.1:1/", NULL), EW_OK);
+    assert_string_equal(m->url.user, "env-user");
+    assert_string_equal(m->url.password, "env-pass");
+    ew_manager_free(m);
+    /* The URL wins over the environment. */
+    assert_int_equal(ew_manager_new(&m, "rabbitmq://u:p@127.0.0.1:1/", NULL), EW_OK);
+    assert_string_equal(m->url.user, "u");
+    assert_string_equal(m->url.password, "p");
+    ew_manager_free(m);
+#endif
+    unsetenv("EW_USER");
+    unsetenv("EW_PASSWORD");
+}
+
 /* ---- limits on receive ------------------------------------------------------ */
 
 static void limits_apply_to_received_messages(void **state)
@@ -462,6 +489,7 @@ int main(void)
         cmocka_unit_test(pipelines_run_in_order_and_can_refuse),
         cmocka_unit_test(listener_failures_reach_the_handler),
         cmocka_unit_test(full_queue_fails_the_send_after_the_timeout),
+        cmocka_unit_test(broker_credentials_may_come_from_the_environment),
         cmocka_unit_test(limits_apply_to_received_messages),
         cmocka_unit_test(messages_given_back_keep_order_and_run_again),
         cmocka_unit_test(full_dead_letter_queue_is_retried_without_a_loop),
