@@ -306,18 +306,9 @@ static bool request_locked(ewi_transport *t, amqp_fetch *f, fetch_op op)
 /* Waits on t->cond until deadline (monotonic ms); false on timeout. */
 static bool wait_until(ewi_transport *t, int64_t deadline)
 {
-    int left = ewi_left_ms(deadline);
-    if (left == 0)
+    if (ewi_left_ms(deadline) == 0)
         return false;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += left / 1000;
-    ts.tv_nsec += (long)(left % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    pthread_cond_timedwait(&t->cond, &t->mu, &ts);
+    ewi_cond_wait_until(&t->cond, &t->mu, deadline);
     return true;
 }
 
