@@ -757,6 +757,13 @@ static void drop(io *s, ew_err code, const char *why)
             ss->active = false;
             ss->recycle = false; /* the closed connection gave them back */
         }
+        /* Dead letters read on the lost connection come again on the new
+         * one; taken now, their ACKs would be dropped (duplicates). */
+        pthread_mutex_lock(&t->mu);
+        for (stomp_sub *ss = t->subs; ss; ss = ss->next)
+            if (!ss->sub)
+                free_dlq_queue(ss);
+        pthread_mutex_unlock(&t->mu);
         /* Closing subscriptions whose messages are all settled can go now. */
         for (stomp_sub *ss = t->subs, *next; ss; ss = next) {
             next = ss->next;

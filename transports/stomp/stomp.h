@@ -209,6 +209,10 @@ struct stomp_sub {
     stomp_sub *next;
     /* dead-letter reading */
     stomp_msgdata *dq_head, *dq_tail; /* under mu: read, not yet taken */
+    /* rabbitmq: a dead-letter reader that stays subscribed until stop (under
+     * mu; set once its SUBSCRIBE was confirmed, never released after). See
+     * stomp_dlq_take for why it is never UNSUBSCRIBEd. */
+    bool dlq_kept;
     /* activemq registry browsing (ack:auto, browser:true); under mu */
     bool browse;
     bool browse_end;

@@ -570,44 +570,73 @@ static void stomp_settle(ewi_transport *t, ewi_msg *msg, ewi_settle how)
 
 /* ---- dead letters --------------------------------------------------------- */
 
+/* rabbitmq: a reader of dest kept from an earlier dlq_take, or NULL. */
+static stomp_sub *kept_reader(ewi_transport *t, const char *dest)
+{
+    stomp_sub *found = NULL;
+    pthread_mutex_lock(&t->mu);
+    for (stomp_sub *ss = t->subs; ss && !found; ss = ss->next)
+        if (!ss->sub && ss->dlq_kept && strcmp(ss->target.dest, dest) == 0)
+            found = ss;
+    pthread_mutex_unlock(&t->mu);
+    return found;
+}
+
 static ew_err stomp_dlq_take(ewi_transport *t, ewi_dlq_req *req)
 {
     req->taken = 0;
     if (req->max == 0)
         return EW_OK;
-    stomp_sub *ss = calloc(1, sizeof *ss);
-    stomp_req *open = calloc(1, sizeof *open);
-    if (!ss || !open) {
-        free(ss);
-        free(open);
-        return EW_ENOMEM;
-    }
-    uint32_t prefetch = req->max < 100 ? (uint32_t)req->max : 100;
-    if (stomp_dlq_target(&t->opt, req->event, req->dlq, prefetch, &ss->target) != EW_OK) {
-        free(ss);
-        free(open);
+    /* RabbitMQ cannot UNSUBSCRIBE a consumer safely while messages are on
+     * their way to it: a MESSAGE the queue dispatched before the
+     * cancellation reaches the STOMP adapter after it forgot the
+     * subscription, and it answers with "ERROR Subscription not found",
+     * which closes the consuming connection (every listener on it). An
+     * UNSUBSCRIBE there also does not give back prefetched messages (they
+     * stay unacknowledged until the connection closes). So on rabbitmq the
+     * reader of a dead-letter queue is subscribed once and stays, with what
+     * it prefetched, for the next dlq_take; stop's DISCONNECT ends it after
+     * its last ACKs. Elsewhere UNSUBSCRIBE returns what was not taken. */
+    bool keep = t->opt.dialect == STOMP_RABBITMQ;
+    uint32_t prefetch = keep || req->max >= 100 ? 100 : (uint32_t)req->max;
+    stomp_target target;
+    if (stomp_dlq_target(&t->opt, req->event, req->dlq, prefetch, &target) != EW_OK)
         return EW_EINVAL;
-    }
-    open->kind = REQ_DLQ_OPEN;
-    open->ss = ss;
-    int64_t deadline = ewi_now_ms() + (req->timeout_ms > 0 ? req->timeout_ms : 0) +
-                       t->opt.connect_timeout_ms;
-    ew_err rc = stomp_request(t, open, deadline);
-    if (!open->queued) {
-        free(ss);
-        free(open);
-        return rc;
-    }
-    if (rc != EW_OK) {
-        ewi_log(t->m, EW_LOG_ERROR, "reading dead letters of %s: %s", req->dlq,
-                rc == EW_ETIMEDOUT ? "no receipt from the broker in time"
-                : open->err[0]     ? open->err
-                                   : ew_strerror(rc));
-        if (rc != EW_ETIMEDOUT)
+    stomp_sub *ss = keep ? kept_reader(t, target.dest) : NULL;
+    if (!ss) {
+        ss = calloc(1, sizeof *ss);
+        stomp_req *open = calloc(1, sizeof *open);
+        if (!ss || !open) {
+            free(ss);
             free(open);
-        return rc == EW_ECLOSED || rc == EW_ETIMEDOUT ? rc : EW_EBROKER;
+            return EW_ENOMEM;
+        }
+        ss->target = target;
+        open->kind = REQ_DLQ_OPEN;
+        open->ss = ss;
+        int64_t deadline = ewi_now_ms() + (req->timeout_ms > 0 ? req->timeout_ms : 0) +
+                           t->opt.connect_timeout_ms;
+        ew_err rc = stomp_request(t, open, deadline);
+        if (!open->queued) {
+            free(ss);
+            free(open);
+            return rc;
+        }
+        if (rc != EW_OK) {
+            ewi_log(t->m, EW_LOG_ERROR, "reading dead letters of %s: %s", req->dlq,
+                    rc == EW_ETIMEDOUT ? "no receipt from the broker in time"
+                    : open->err[0]     ? open->err
+                                       : ew_strerror(rc));
+            if (rc != EW_ETIMEDOUT)
+                free(open);
+            return rc == EW_ECLOSED || rc == EW_ETIMEDOUT ? rc : EW_EBROKER;
+        }
+        /* Confirmed: from here on the I/O thread never releases it. */
+        pthread_mutex_lock(&t->mu);
+        ss->dlq_kept = keep;
+        pthread_mutex_unlock(&t->mu);
+        free(open);
     }
-    free(open);
     /* The first message may take timeout_ms; the next ones are already on
      * their way (prefetch), so a short linger ends the batch. */
     int64_t until = ewi_now_ms() + (req->timeout_ms > 0 ? req->timeout_ms : 0);
@@ -640,7 +669,10 @@ static ew_err stomp_dlq_take(ewi_transport *t, ewi_dlq_req *req)
         ewi_waker_wake(&t->waker[STOMP_SUB]);
         until = ewi_now_ms() + 200;
     }
-    /* ACKs are written before the UNSUBSCRIBE (one queue, in order); what was
+    if (keep)
+        return EW_OK;
+    /* The settle queue is taken before the request queue, and these ACKs
+     * were queued first: they are written before the UNSUBSCRIBE. What was
      * prefetched and not taken goes back to the broker. */
     stomp_req *close = calloc(1, sizeof *close);
     if (close) {
