@@ -208,8 +208,16 @@ static void sub_check(io *s, stomp_sub *ss)
     if (ss->outstanding)
         return;
     if (ss->closing && ss->release) {
-        /* Only now is it ours alone: core (sub->tdata) or dlq_take let go. */
-        if (ss->active && s->sock)
+        /* Only now is it ours alone: core (sub->tdata) or dlq_take let go.
+         * Not on rabbitmq: a MESSAGE dispatched before the UNSUBSCRIBE and
+         * arriving after it makes RabbitMQ send "ERROR Subscription not
+         * found", which drops the connection of every listener (and the
+         * ACKs queued behind it), and its UNSUBSCRIBE does not give back
+         * what was delivered anyway. Core unsubscribes only at stop (then
+         * DISCONNECT follows) or when a listener's activation failed: what
+         * still arrives for the id stays unacknowledged and returns when
+         * the connection closes. */
+        if (ss->active && s->sock && s->t->opt.dialect != STOMP_RABBITMQ)
             write_unsubscribe(s, ss);
         unlink_sub(t, ss);
         pthread_mutex_lock(&t->mu);
