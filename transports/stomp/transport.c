@@ -15,18 +15,9 @@
 /* cond wait on t->cv (monotonic clock) until deadline; false when it passed. */
 static bool wait_until(ewi_transport *t, int64_t deadline)
 {
-    int left = ewi_left_ms(deadline);
-    if (left <= 0)
+    if (ewi_left_ms(deadline) <= 0)
         return false;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += left / 1000;
-    ts.tv_nsec += (long)(left % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    pthread_cond_timedwait(&t->cv, &t->mu, &ts);
+    ewi_cond_wait_until(&t->cv, &t->mu, deadline);
     return true;
 }
 
