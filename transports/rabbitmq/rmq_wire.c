@@ -121,9 +121,22 @@ bool rmq_wire_due(const ewi_transport *t)
     return t->wlen >= FLUSH_AT;
 }
 
+/* How long a write may wait for the broker to read: rpc_timeout, but with
+ * heartbeats on, no longer than two intervals, the bound after which a
+ * silent connection counts as lost too (a frozen path must be noticed by a
+ * publisher in mid-write as fast as by a reader). */
+static int stall_limit_ms(const ewi_transport *t)
+{
+    int limit = t->o.rpc_timeout_ms;
+    if (t->hb_s > 0 && t->hb_s * 2000 < limit)
+        limit = t->hb_s * 2000;
+    return limit;
+}
+
 ew_err rmq_wire_flush(ewi_transport *t, char *err, size_t errlen)
 {
     int fd = amqp_get_sockfd(t->conn);
+    int limit = stall_limit_ms(t);
     size_t off = 0;
     while (off < t->wlen) {
         ssize_t n = send(fd, t->wbuf + off, t->wlen - off, MSG_NOSIGNAL);
@@ -137,10 +150,10 @@ ew_err rmq_wire_flush(ewi_transport *t, char *err, size_t errlen)
             /* The broker reads slower than we write: wait, as
              * librabbitmq's own writes do. */
             struct pollfd pfd = {fd, POLLOUT, 0};
-            int rc = poll(&pfd, 1, t->o.rpc_timeout_ms);
+            int rc = poll(&pfd, 1, limit);
             if (rc > 0 || (rc < 0 && errno == EINTR))
                 continue;
-            snprintf(err, errlen, "writing to the broker stalled for %d ms", t->o.rpc_timeout_ms);
+            snprintf(err, errlen, "writing to the broker stalled for %d ms", limit);
             t->wlen = 0;
             return EW_EIO;
         }
