@@ -24,6 +24,8 @@ const char *ew_strerror(int err)
     case EW_ENOTSUP: return "not supported by this transport";
     case EW_EIO: return "I/O error";
     case EW_EDISCONNECTED: return "connection lost";
+    case EW_EINDOUBT: return "written but not confirmed: it may have been delivered";
+    case EW_ETLS: return "TLS handshake failed (certificate not trusted or refused)";
     }
     return "unknown error";
 }
