@@ -15,7 +15,7 @@ static ew_err parse(const char *text, amqp_options *o, char *err, size_t errlen)
     char uerr[128];
     assert_int_equal(ewi_url_parse(text, &u, uerr, sizeof uerr), EW_OK);
     err[0] = '\0';
-    ew_err rc = amqp_options_parse(&u, o, err, errlen);
+    ew_err rc = amqp_options_parse(NULL, &u, o, err, errlen);
     ewi_url_free(&u);
     return rc;
 }

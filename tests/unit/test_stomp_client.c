@@ -17,7 +17,7 @@ static ew_err parse(const char *text, stomp_options *o, char *err, size_t errlen
 {
     ewi_url u;
     assert_int_equal(ewi_url_parse(text, &u, err, errlen), EW_OK);
-    ew_err rc = stomp_options_parse(&u, o, err, errlen);
+    ew_err rc = stomp_options_parse(NULL, &u, o, err, errlen);
     ewi_url_free(&u);
     return rc;
 }
