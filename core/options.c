@@ -199,9 +199,9 @@ static ew_err int_value(const ewi_opt_def *d, const ewi_opt_alias *a, const char
         return EW_OK;
     }
     if (a && a->scale != 1)
-        textf(err, errlen, "%s must be %s%ld..%ld (%s is in units of %ld %s; use %s)", key,
-              d->zero_off ? "0 (off) or " : "", d->min / a->scale, d->max / a->scale, key,
-              a->scale, d->unit ? d->unit : "", d->name);
+        textf(err, errlen, "%s must be %s%ld..%ld, in units of %ld %s (or give %s)", key,
+              d->zero_off ? "0 (off) or " : "", (d->min + a->scale - 1) / a->scale,
+              d->max / a->scale, a->scale, d->unit ? d->unit : "", d->name);
     else
         textf(err, errlen, "%s must be %san integer in %ld..%ld%s%s", key,
               d->zero_off ? "0 (off) or " : "", d->min, d->max, d->unit ? " " : "",
@@ -281,7 +281,7 @@ ew_err ewi_opts_parse(const ew_manager *m, const ewi_url *url, unsigned transpor
         }
         ewi_opt_id id = (ewi_opt_id)(d - table);
         if (d->tls_only && !tls) {
-            textf(err, errlen, "option '%s' needs TLS (%s)", key, tls_scheme(transport));
+            textf(err, errlen, "option '%s' needs %s (TLS)", key, tls_scheme(transport));
             return EW_EINVAL;
         }
         if (given_as[id]) {
