@@ -1,5 +1,6 @@
 /* A non-blocking TCP connection, optionally wrapped in TLS (OpenSSL, peer
- * verification on by default, host name checked). Used by the I/O thread
+ * verification on by default, host name checked unless verify=peer, an
+ * optional client certificate). Used by the I/O thread
  * only; the connect and the TLS handshake are bounded by a timeout. */
 #include "transports/stomp/stomp.h"
 
