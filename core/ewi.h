@@ -227,6 +227,8 @@ ew_err ewi_window_take(ewi_window *w, pthread_mutex_t *mu, int64_t deadline_ms);
 void ewi_window_give(ewi_window *w, size_t n);
 /* Fails waiting and later takes with EW_ECLOSED (mu held). */
 void ewi_window_close(ewi_window *w);
+/* Takes are allowed again (a transport started again; mu held). */
+void ewi_window_open(ewi_window *w);
 
 /* Reading a dead-letter queue. */
 typedef struct ewi_dlq_req {

@@ -346,11 +346,10 @@ struct ewi_transport {
     char last_error[512];      /* why the connection is down / start failed */
     int64_t down_since;        /* monotonic ms the connection was lost */
     int64_t start_deadline;
-    long pending;              /* publishes taken and not yet done */
+    ewi_window window;         /* publishes taken and not yet done */
     bool io_busy;              /* the I/O thread is in a batch of the
                                   connection and takes new work at its end:
                                   no wake needed */
-    int window_waiters;
 
     /* ---- the declaration cache (amqp_declare.c), under decl_mu ---- */
     pthread_mutex_t decl_mu;

@@ -341,6 +341,9 @@ static void on_remote_open(ewi_transport *t)
     else
         ewi_log(t->m, EW_LOG_INFO, "amqp %s: connected", t->where);
     t->was_up = true;
+    /* What passed its deadline during the outage fails before anything is
+     * sent on the new connection: it is never sent late. */
+    amqp_send_expire(t, ewi_now_ms());
     set_state(t, AMQP_ST_UP, NULL);
     amqp_recv_attach_all(t);
     amqp_send_attach_pending(t);
@@ -774,6 +777,7 @@ static void finish(ewi_transport *t)
     amqp_work *w = t->work_head;
     t->work_head = t->work_tail = NULL;
     t->io_exited = true;
+    ewi_window_close(&t->window);
     t->conn_live = NULL;
     pthread_mutex_unlock(&t->mu);
     while (w) {

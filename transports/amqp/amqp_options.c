@@ -148,7 +148,7 @@ ew_err amqp_options_parse(const ewi_url *url, amqp_options *o, char *err,
     }
 
     ew_err rc;
-    if (ewi_url_param_int(url, "max_inflight", 10000, 1, 10000000,
+    if (ewi_url_param_int(url, "max_inflight", EWI_DEFAULT_MAX_INFLIGHT, 1, 10000000,
                           &o->max_inflight) != EW_OK) {
         amqp_textf(err, errlen, "max_inflight must be an integer in 1..10000000");
         return EW_EINVAL;

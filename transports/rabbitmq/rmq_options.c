@@ -57,7 +57,7 @@ ew_err rmq_opts_parse(ew_manager *m, const ewi_url *url, rmq_opts *o)
         {"connect_timeout", 5000, 100, 600000, &cto},
         {"rpc_timeout", 10000, 100, 600000, &rto},
         {"queue_expires", 60000, 1000, 2147483647L, &qexp},
-        {"max_inflight", 4096, 1, 1000000, &inflight},
+        {"max_inflight", EWI_DEFAULT_MAX_INFLIGHT, 1, 1000000, &inflight},
         {"reconnect_max", 5000, 100, 600000, &rmax},
         {"verify", 1, 0, 1, &verify},
     };

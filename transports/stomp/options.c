@@ -134,7 +134,7 @@ ew_err stomp_options_parse(const ewi_url *url, stomp_options *o, char *err,
     if ((rc = int_opt(url, "heartbeat_ms", 10000, 0, 3600000, &v, err, errlen)))
         return rc;
     o->heartbeat_ms = (int)v;
-    if ((rc = int_opt(url, "max_inflight", 1000, 1, 1000000, &v, err, errlen)))
+    if ((rc = int_opt(url, "max_inflight", EWI_DEFAULT_MAX_INFLIGHT, 1, 1000000, &v, err, errlen)))
         return rc;
     o->max_inflight = (int)v;
     if ((rc = int_opt(url, "reconnect_max_ms", 5000, 10, 3600000, &v, err, errlen)))
