@@ -35,7 +35,7 @@ static void defaults_are_artemis_on_5672(void **state)
     assert_null(o.password);
     assert_null(o.vhost);
     assert_null(o.sasl_mechs);
-    assert_int_equal(o.max_inflight, 10000);
+    assert_int_equal(o.max_inflight, EWI_DEFAULT_MAX_INFLIGHT);
     assert_int_equal(o.expires_ms, 60000);
     assert_int_equal(o.queue_check_ms, 0);
     assert_int_equal(o.heartbeat_ms, 15000);
