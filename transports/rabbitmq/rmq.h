@@ -331,12 +331,14 @@ ew_err rmq_wire_flush(ewi_transport *t, char *err, size_t errlen);
 /* ---- publishing on the I/O thread (rmq_pub.c) --------------------------- */
 
 /* Writes p, or on plain TCP appends it to the write buffer; confirmed ones
- * wait in the unconfirmed list. false when the connection failed (p is
- * then queued for resending). */
-bool rmq_pub_write(ewi_transport *t, ewi_pub *p);
+ * wait in the unconfirmed list. false when the connection failed, with why:
+ * p is then queued for resending, and the caller (the I/O loop) decides
+ * what the loss means (rmq_lost). Never calls back into the loop. */
+bool rmq_pub_write(ewi_transport *t, ewi_pub *p, char *why, size_t whylen);
 /* Writes what rmq_pub_write buffered and completes the transient publishes
- * in it; false when the connection failed. */
-bool rmq_pub_flush(ewi_transport *t);
+ * in it; false when the connection failed, with why (the unflushed ones
+ * wait for rmq_lost to put them back in line). */
+bool rmq_pub_flush(ewi_transport *t, char *why, size_t whylen);
 /* Connection lost: buffered transient publishes go back in line. */
 void rmq_pub_unflushed_back(ewi_transport *t);
 void rmq_pub_on_ack(ewi_transport *t, uint64_t tag, bool multiple, bool nack);

@@ -626,16 +626,19 @@ static void write_pubs(ewi_transport *t, ewi_pub *batch)
             t->resend_head = batch;
         t->resend_tail = tail;
     }
+    char why[200];
     for (int n = 0; n < WRITE_BATCH && t->connected && t->resend_head; n++) {
         ewi_pub *p = t->resend_head;
         t->resend_head = p->next;
         if (!t->resend_head)
             t->resend_tail = NULL;
-        if (!rmq_pub_write(t, p))
+        if (!rmq_pub_write(t, p, why, sizeof why)) {
+            rmq_lost(t, why);
             return;
+        }
     }
-    if (t->connected)
-        rmq_pub_flush(t);
+    if (t->connected && !rmq_pub_flush(t, why, sizeof why))
+        rmq_lost(t, why);
 }
 
 static void finish(ewi_transport *t)

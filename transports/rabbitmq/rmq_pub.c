@@ -60,7 +60,7 @@ static void track_confirm(ewi_transport *t, ewi_pub *p)
     t->unconf_tail = p;
 }
 
-bool rmq_pub_write(ewi_transport *t, ewi_pub *p)
+bool rmq_pub_write(ewi_transport *t, ewi_pub *p, char *why, size_t whylen)
 {
     bool confirm = confirmed(p);
     amqp_basic_properties_t props;
@@ -90,7 +90,7 @@ bool rmq_pub_write(ewi_transport *t, ewi_pub *p)
                     t->fire_head = p;
                 t->fire_tail = p;
             }
-            return !rmq_wire_due(t) || rmq_pub_flush(t);
+            return !rmq_wire_due(t) || rmq_pub_flush(t, why, whylen);
         }
     }
     if (rc != EW_OK) {
@@ -110,9 +110,7 @@ bool rmq_pub_write(ewi_transport *t, ewi_pub *p)
         t->resend_head = p;
         if (!t->resend_tail)
             t->resend_tail = p;
-        char why[160];
-        snprintf(why, sizeof why, "publish failed: %s", amqp_error_string2(st));
-        rmq_lost(t, why);
+        snprintf(why, whylen, "publish failed: %s", amqp_error_string2(st));
         return false;
     }
     if (confirm)
@@ -134,15 +132,12 @@ void rmq_pub_unflushed_back(ewi_transport *t)
     t->fire_head = t->fire_tail = NULL;
 }
 
-bool rmq_pub_flush(ewi_transport *t)
+bool rmq_pub_flush(ewi_transport *t, char *why, size_t whylen)
 {
-    if (t->wlen) {
-        char err[200];
-        if (rmq_wire_flush(t, err, sizeof err) != EW_OK) {
-            rmq_lost(t, err); /* puts the unflushed ones back in line */
-            return false;
-        }
-    }
+    /* On failure the unflushed ones stay where they are: the loop's
+     * rmq_lost puts them back in line. */
+    if (t->wlen && rmq_wire_flush(t, why, whylen) != EW_OK)
+        return false;
     ewi_pub *p = t->fire_head;
     t->fire_head = t->fire_tail = NULL;
     for (ewi_pub *next; p; p = next) {
