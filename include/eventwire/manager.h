@@ -179,8 +179,9 @@ EW_API ew_err ew_add_pipeline(ew_manager *m, const ew_pipeline *p, void *user);
  * its confirm, the transport sends it again on the next connection while its
  * send timeout runs (at-least-once, same ew-message-id, so a listener may see
  * it twice): EW_OK if that copy is confirmed in time, EW_EINDOUBT if the send
- * timeout passes first. A transient (non-durable) event is taken once written
- * to the connection; it is lost if the broker dies before routing it.
+ * timeout passes first. On rabbitmq:// a transient (non-durable) event is
+ * taken once written to the connection (no confirm): it is lost if the
+ * connection dies before the broker routed it.
  * Thread-safe. */
 EW_API ew_err ew_send(ew_manager *m, const ew_event_desc *ev, const void *event);
 
