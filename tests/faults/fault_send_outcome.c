@@ -214,16 +214,20 @@ static void outcomes_are_truthful(void **state)
         }
     }
     pthread_mutex_unlock(&f.t.mu);
-    size_t dups = tally_dups(&f.t);
+    size_t dups = tally_dups(&f.t), handled = 0;
+    pthread_mutex_lock(&f.t.mu);
+    for (size_t i = 0; i < sent; i++)
+        handled += f.t.seen[i] > 0;
+    pthread_mutex_unlock(&f.t.mu);
     bool ok_all = underway && src == 0 && flush_rc == EW_OK && pending == 0 && sentinel &&
                   ok_lost == 0 && not_sent_arrived == 0 && other_arrived == 0 &&
                   not_sent > 0 && ok_after > 0;
-    fault_result("send-outcome", &tg,
-                 "mode=%s sent=%zu ok=%zu ok_lost=%zu not_sent=%zu not_sent_arrived=%zu "
-                 "in_doubt=%zu in_doubt_arrived=%zu other=%zu other_arrived=%zu "
-                 "duplicated=%zu outage_ms=%lld send_timeout_ms=%d status=%s",
-                 SCRIPT ? "kill" : "cut", sent, ok, ok_lost, not_sent, not_sent_arrived,
-                 in_doubt, in_doubt_arrived, other, other_arrived, dups,
+    fault_result(SCRIPT ? "send-outcome" : "send-outcome-cut", &tg,
+                 "mode=%s sent=%zu handled=%zu lost=%zu ok=%zu not_sent=%zu "
+                 "not_sent_arrived=%zu in_doubt=%zu in_doubt_arrived=%zu other=%zu "
+                 "other_arrived=%zu duplicated=%zu outage_ms=%lld send_timeout_ms=%d status=%s",
+                 SCRIPT ? "kill" : "cut", sent, handled, ok_lost, ok, not_sent,
+                 not_sent_arrived, in_doubt, in_doubt_arrived, other, other_arrived, dups,
                  (long long)outage_ms, SEND_TIMEOUT_MS, ok_all ? "pass" : "fail");
     if (!ok_all) {
         char text[4096];
