@@ -230,6 +230,9 @@ typedef struct waiter {
 
 static void sync_done(ewi_pub *p, int err, const char *detail)
 {
+    /* Whatever a transport says, a written message without its confirm may
+     * have been delivered: never report it as not sent. */
+    err = ewi_pub_unconfirmed(p, err);
     waiter *w = p->user;
     pthread_mutex_lock(&w->mu);
     w->done = true;
@@ -349,6 +352,7 @@ static void async_done(ewi_pub *p, int err, const char *detail)
 {
     async_pub *a = (async_pub *)p;
     ew_manager *m = a->m;
+    err = ewi_pub_unconfirmed(p, err);
     if (err != EW_OK)
         ewi_report(m, (ew_err)err, a->pub.queue, a->pub.event,
                    ew_envelope_message_id(a->pub.env), "asynchronous send failed%s%s",

@@ -162,8 +162,27 @@ EW_API ew_err ew_add_pipeline(ew_manager *m, const ew_pipeline *p, void *user);
 
 /* Sends event to every listener of ev. Returns when the transport has taken
  * it: for durable events once the broker confirmed it. Waits at most the
- * send timeout (full queue, reconnect, confirm), then EW_ETIMEDOUT; a send
- * that failed was not delivered. Thread-safe. */
+ * send timeout (full queue, reconnect, confirm). The outcome is truthful:
+ *   EW_OK        taken (durable: confirmed by the broker).
+ *   EW_ETIMEDOUT never written to the broker within the send timeout (a
+ *                full window, an outage), and dropped: nothing sends it
+ *                later, also not after a reconnect. It was not delivered.
+ *   EW_ECLOSED   the manager stopped before the message was written; the
+ *                same guarantee.
+ *   EW_EINDOUBT  written to the broker, but its confirm did not come before
+ *                the send timeout or before the manager stopped: it may have
+ *                been delivered (once, or more than once), and it will not be
+ *                sent again.
+ *   other codes  refused before or by the broker (EW_EBROKER, EW_ENOTFOUND,
+ *                EW_ETOOBIG, ...): not delivered.
+ * When the connection drops after a durable message was written and before
+ * its confirm, the transport sends it again on the next connection while its
+ * send timeout runs (at-least-once, same ew-message-id, so a listener may see
+ * it twice): EW_OK if that copy is confirmed in time, EW_EINDOUBT if the send
+ * timeout passes first. On rabbitmq:// a transient (non-durable) event is
+ * taken once written to the connection (no confirm): it is lost if the
+ * connection dies before the broker routed it.
+ * Thread-safe. */
 EW_API ew_err ew_send(ew_manager *m, const ew_event_desc *ev, const void *event);
 
 /* Like ew_send, but only listener `listener`'s queue E::L receives it. */
@@ -171,17 +190,21 @@ EW_API ew_err ew_send_to(ew_manager *m, const ew_event_desc *ev,
                          const char *listener, const void *event);
 
 /* Completion of an asynchronous send: err is EW_OK once the transport took
- * the message (durable: confirmed). Runs exactly once, on the transport's
- * thread or, when the send failed early, on the calling thread; it must not
- * block and must not call ew_send or ew_flush. */
+ * the message (durable: confirmed), else the outcome as ew_send describes it
+ * (EW_ETIMEDOUT and EW_ECLOSED: never written and never will be;
+ * EW_EINDOUBT: written, unconfirmed, may have been delivered). Runs exactly
+ * once, on the transport's thread or, when the send failed early, on the
+ * calling thread; it must not block and must not call ew_send or ew_flush. */
 typedef void (*ew_send_fn)(void *user, ew_err err);
 
 /* Encodes, runs the send pipelines and hands the message to the transport,
  * then returns; done (may be NULL) reports the outcome. Many sends are in
- * flight at once, so confirms are pipelined. Waits only while the transport's
- * in-flight window is full (bounded by the send timeout). listener NULL sends
- * to every listener. If it returns an error, done has not run and never runs.
- * Thread-safe. */
+ * flight at once (max_inflight, 4096 by default), so confirms are pipelined.
+ * Waits only while the transport's in-flight window is full: if it is still
+ * full at the send timeout, ew_send_async itself returns EW_ETIMEDOUT (the
+ * message was never written), the same on every transport. listener NULL
+ * sends to every listener. If it returns an error, done has not run and
+ * never runs. Thread-safe. */
 EW_API ew_err ew_send_async(ew_manager *m, const ew_event_desc *ev,
                             const char *listener, const void *event,
                             ew_send_fn done, void *user);

@@ -457,6 +457,139 @@ static void ten_thousand_events_none_lost_none_duplicated(void **state)
     tally_free(&t);
 }
 
+/* ---- a full in-flight window ------------------------------------------- */
+
+/* One rule on every transport: when the window is still full at the send
+ * deadline, ew_send_async itself returns EW_ETIMEDOUT and its callback never
+ * runs; whatever failed as not sent (EW_ETIMEDOUT, EW_ECLOSED) never
+ * arrives; whatever completed EW_OK arrives; EW_EINDOUBT may go either way. */
+#define WIN_MAX 3000
+#define WIN_ENOUGH 20 /* sends refused at a full window before we stop */
+
+typedef struct win_send {
+    pthread_mutex_t *mu;
+    int runs;
+    ew_err err;
+} win_send;
+
+static void win_done(void *user, ew_err err)
+{
+    win_send *w = user;
+    pthread_mutex_lock(w->mu);
+    w->runs++;
+    w->err = err;
+    pthread_mutex_unlock(w->mu);
+}
+
+static void full_window_fails_the_send_itself(void **state)
+{
+    (void)state;
+    EV(ev, "Window", true);
+    /* A window of one: max_inflight=1 on a broker; on local:// a queue of
+     * capacity 1 (its own broker name) behind a slow listener. */
+    char url[600];
+    bool local = strncmp(URL, "local://", 8) == 0;
+    if (local)
+        snprintf(url, sizeof url, "local://window%s?capacity=1", support_run_id);
+    else
+        snprintf(url, sizeof url, "%s%smax_inflight=1", URL, strchr(URL, '?') ? "&" : "?");
+    tally t;
+    tally_init(&t, WIN_MAX + 2);
+    if (local)
+        tally_slow(&t, 2);
+    ew_manager *m = mgr_new(url, "s1");
+    ew_manager *keeper = mgr_new(url, "keeper");
+    listen_tally(keeper, &ev, "Counter", false, 1, &t);
+    assert_int_equal(ew_manager_start(keeper), EW_OK);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    conf_event first = {.id = WIN_MAX, .text = "declares"};
+    assert_int_equal(ew_send(m, &ev, &first), EW_OK);
+    /* From here a 1 ms send timeout: the next send finds the first still
+     * unconfirmed. Set after start, so declarations keep their bound (the
+     * test reads it back on this thread only). */
+    m->cfg.send_timeout_ms = 1;
+
+    pthread_mutex_t mu;
+    pthread_mutex_init(&mu, NULL);
+    win_send *ws = calloc(WIN_MAX, sizeof *ws);
+    ew_err *rcs = calloc(WIN_MAX, sizeof *rcs);
+    size_t sent = 0, refused = 0;
+    for (; sent < WIN_MAX && refused < WIN_ENOUGH; sent++) {
+        ws[sent].mu = &mu;
+        conf_event e = {.id = (int64_t)sent, .text = "w"};
+        rcs[sent] = ew_send_async(m, &ev, NULL, &e, win_done, &ws[sent]);
+        if (rcs[sent] == EW_ETIMEDOUT)
+            refused++;
+        else if (rcs[sent] != EW_OK)
+            fail_msg("ew_send_async(%zu): %s", sent, ew_strerror(rcs[sent]));
+    }
+    assert_int_equal(ew_flush(m, 60000), EW_OK);
+    /* The sentinel, on the same connection and with the usual bound: once
+     * it is handled, every message confirmed before it was sent has been
+     * handled too (one queue, one worker). */
+    m->cfg.send_timeout_ms = 15000;
+    conf_event last = {.id = WIN_MAX + 1, .text = "sentinel"};
+    assert_int_equal(ew_send(m, &ev, &last), EW_OK);
+    assert_true(tally_wait_ids(&t, WIN_MAX + 1, WIN_MAX + 2, 30000));
+
+    size_t ok = 0, not_sent = 0, in_doubt = 0, bad = 0;
+    pthread_mutex_lock(&mu);
+    pthread_mutex_lock(&t.mu);
+    for (size_t i = 0; i < sent; i++) {
+        if (rcs[i] != EW_OK) {
+            if (ws[i].runs != 0 || t.seen[i] != 0) {
+                print_error("send %zu returned %s, yet its callback ran %d time(s) and it "
+                            "arrived %u time(s)\n", i, ew_strerror(rcs[i]), ws[i].runs,
+                            t.seen[i]);
+                bad++;
+            }
+            continue;
+        }
+        if (ws[i].runs != 1) {
+            print_error("send %zu: callback ran %d times\n", i, ws[i].runs);
+            bad++;
+            continue;
+        }
+        switch (ws[i].err) {
+        case EW_OK:
+            ok++;
+            if (t.seen[i] == 0) {
+                print_error("send %zu completed EW_OK but never arrived\n", i);
+                bad++;
+            }
+            break;
+        case EW_ETIMEDOUT:
+        case EW_ECLOSED:
+            not_sent++;
+            if (t.seen[i] != 0) {
+                print_error("send %zu failed with %s (not sent) but arrived\n", i,
+                            ew_strerror(ws[i].err));
+                bad++;
+            }
+            break;
+        case EW_EINDOUBT:
+            in_doubt++;
+            break;
+        default:
+            print_error("send %zu failed with %s\n", i, ew_strerror(ws[i].err));
+            bad++;
+        }
+    }
+    pthread_mutex_unlock(&t.mu);
+    pthread_mutex_unlock(&mu);
+    print_message("window: %zu sends, %zu refused at a full window, %zu ok, %zu not sent, "
+                  "%zu in doubt\n", sent, refused, ok, not_sent, in_doubt);
+    assert_int_equal(bad, 0);
+    /* The case is about the full window: it must have happened. */
+    assert_true(refused > 0);
+    ew_manager_free(m);
+    ew_manager_free(keeper);
+    free(ws);
+    free(rcs);
+    pthread_mutex_destroy(&mu);
+    tally_free(&t);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -479,6 +612,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(sends_from_many_threads_all_arrive),
         cmocka_unit_test(json_events_travel_as_plain_objects),
         cmocka_unit_test(ten_thousand_events_none_lost_none_duplicated),
+        cmocka_unit_test(full_window_fails_the_send_itself),
     };
     return cmocka_run_group_tests_name(URL, tests, NULL, NULL);
 }

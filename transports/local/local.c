@@ -448,7 +448,11 @@ static ew_err l_publish(ewi_transport *t, ewi_pub *p)
     }
     if (qs != inline_qs)
         free(qs);
-    if (rc == EW_ENOMEM)
+    /* Still full at the deadline: the send fails here and done never runs,
+     * the rule of every transport's window. */
+    if (rc == EW_ETIMEDOUT)
+        ewi_log(t->m, EW_LOG_ERROR, "send %s: %s until the send deadline", p->event, detail);
+    if (rc == EW_ENOMEM || rc == EW_ETIMEDOUT)
         return rc;
     p->done(p, rc, detail[0] ? detail : NULL);
     return EW_OK;

@@ -270,7 +270,7 @@ struct ewi_transport {
     atomic_uint_fast64_t next_receipt;
 
     pthread_mutex_t mu;   /* everything below */
-    pthread_cond_t cv;    /* requests done, state changes, window room */
+    pthread_cond_t cv;    /* requests done, state changes */
     bool stopping;
     stomp_state state[STOMP_ROLES];
     uint64_t gen;         /* connection generation, +1 per connect */
@@ -279,7 +279,7 @@ struct ewi_transport {
     char last_error[512];
     bool ever_up;
     stomp_pending *pend_head, *pend_tail; /* not written yet */
-    size_t window;        /* pending + in flight */
+    ewi_window window;    /* SENDs pending + in flight */
     stomp_msgdata *settle_head, *settle_tail;
     stomp_req *req_head, *req_tail;
     stomp_sub *subs;      /* every subscription, listeners and DLQ readers */
