@@ -184,9 +184,11 @@ struct ewi_pub {
 /* Reading a dead-letter queue. */
 typedef struct ewi_dlq_req {
     const char *event, *listener, *dlq;
-    size_t max;
+    size_t max;     /* fn may lower it to end the batch early */
     int timeout_ms; /* for the first message */
-    ew_dead_letter_fn fn;
+    /* Called once per message taken, on the calling thread; the message is
+     * removed once it returns. */
+    void (*fn)(void *user, const ew_envelope *env);
     void *user;
     size_t taken;   /* out */
 } ewi_dlq_req;

@@ -203,7 +203,7 @@ static ew_err build(ew_manager *m, ewi_event *ev, const void *event, ew_envelope
         const ewi_pipe *p = &pipes->items[i];
         if (!p->p.send)
             continue;
-        int prc = p->p.send(p->user, env, &ev->desc);
+        ew_err prc = p->p.send(p->user, env, &ev->desc);
         if (prc != EW_OK) {
             ewi_log(m, EW_LOG_WARN, "send %s: pipeline %s refused: %s", ev->name,
                     p->name, ew_strerror(prc));
@@ -408,36 +408,5 @@ ew_err ew_flush(ew_manager *m, int timeout_ms)
         ewi_cond_wait_until(&m->fcv, &m->fmu, deadline);
     }
     pthread_mutex_unlock(&m->fmu);
-    return rc;
-}
-
-/* ---- dead letters ------------------------------------------------------- */
-
-ew_err ew_dead_letters(ew_manager *m, const ew_event_desc *desc, const char *listener,
-                       size_t max, int timeout_ms, ew_dead_letter_fn fn, void *user,
-                       size_t *taken)
-{
-    if (taken)
-        *taken = 0;
-    if (!m || !desc || !listener || !fn)
-        return EW_EINVAL;
-    if (atomic_load(&m->state) != EWI_STARTED)
-        return EW_ESTATE;
-    if (!(m->ops->features & EWI_FEAT_DLQ_READ))
-        return EW_ENOTSUP;
-    ewi_event *ev;
-    ew_err rc = ewi_event_get(m, desc, &ev);
-    if (rc != EW_OK)
-        return rc;
-    char queue[EW_MAX_QUEUE_NAME], dlq[EW_MAX_QUEUE_NAME], err[256];
-    if ((rc = ewi_queue_names(m, ev->name, listener, false, queue, dlq, err,
-                              sizeof err)) != EW_OK) {
-        ewi_log(m, EW_LOG_ERROR, "dead letters: %s", err);
-        return rc;
-    }
-    ewi_dlq_req req = {ev->name, listener, dlq, max, timeout_ms, fn, user, 0};
-    rc = m->ops->dlq_take(m->t, &req);
-    if (taken)
-        *taken = req.taken;
     return rc;
 }

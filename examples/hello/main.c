@@ -27,7 +27,7 @@ static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static int received;
 
 /* Runs on the listener's worker thread. */
-static int on_hello(ew_delivery *d, const void *event, void *user)
+static ew_err on_hello(ew_delivery *d, const void *event, void *user)
 {
     const hello_event *h = event;
     (void)user;

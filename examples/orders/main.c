@@ -50,7 +50,7 @@ static const ew_event_desc ORDER = {.type = &order_placed_type,
 
 static atomic_int billed, shipped;
 
-static int on_bill(ew_delivery *d, const void *event, void *user)
+static ew_err on_bill(ew_delivery *d, const void *event, void *user)
 {
     const order_placed *o = event;
     (void)d;
@@ -65,7 +65,7 @@ static int on_bill(ew_delivery *d, const void *event, void *user)
 }
 
 /* Fails for every seventh order: those are retried, then dead-lettered. */
-static int on_ship(ew_delivery *d, const void *event, void *user)
+static ew_err on_ship(ew_delivery *d, const void *event, void *user)
 {
     const order_placed *o = event;
     (void)user;
@@ -78,13 +78,14 @@ static int on_ship(ew_delivery *d, const void *event, void *user)
     return EW_OK;
 }
 
-static void on_dead_letter(void *user, const ew_envelope *env)
+static ew_err on_dead_letter(void *user, const ew_envelope *env)
 {
     (void)user;
     printf("dead letter %s: %s after %s attempts: %s\n", ew_envelope_message_id(env),
            ew_envelope_header(env, EW_HDR_DLQ_REASON),
            ew_envelope_header(env, EW_HDR_DLQ_ATTEMPTS),
            ew_envelope_header(env, EW_HDR_DLQ_ERROR));
+    return EW_OK;
 }
 
 int main(void)

@@ -37,7 +37,7 @@ typedef enum ew_err {
 } ew_err;
 
 /* A static English text for err; never NULL. Thread-safe. */
-EW_API const char *ew_strerror(int err);
+EW_API const char *ew_strerror(ew_err err);
 
 EW_END_DECLS
 

@@ -58,7 +58,7 @@ typedef struct ew_retry_policy {
  * delivery; both are valid until the callback returns. Return EW_OK to
  * acknowledge; EW_ENORETRY to dead-letter at once; anything else to be
  * retried by the policy, then dead-lettered. */
-typedef int (*ew_listener_fn)(ew_delivery *d, const void *event, void *user);
+typedef ew_err (*ew_listener_fn)(ew_delivery *d, const void *event, void *user);
 
 typedef struct ew_listener_desc {
     unsigned version;            /* 0: this layout */
@@ -78,15 +78,15 @@ typedef struct ew_pipeline {
     const char *name;  /* for logs and dead-letter reasons */
     /* On the sending thread inside ew_send*, before the envelope goes to the
      * transport; may set headers. Non-EW_OK refuses: the send fails with it. */
-    int (*send)(void *user, ew_envelope *env, const ew_event_desc *event);
+    ew_err (*send)(void *user, ew_envelope *env, const ew_event_desc *event);
     /* On the worker thread right before the listener runs (before every
      * attempt). Non-EW_OK refuses: the message is dead-lettered at once. */
-    int (*handle)(void *user, const ew_envelope *env,
-                  const ew_listener_desc *listener);
+    ew_err (*handle)(void *user, const ew_envelope *env,
+                     const ew_listener_desc *listener);
     /* On the worker thread right after the listener returned result (or after
      * a later pipeline's handle refused): a place to clear what handle set. */
     void (*after)(void *user, const ew_envelope *env,
-                  const ew_listener_desc *listener, int result);
+                  const ew_listener_desc *listener, ew_err result);
 } ew_pipeline;
 
 /* What the error handler receives. Strings are valid until it returns. */
@@ -191,8 +191,12 @@ EW_API ew_err ew_send_async(ew_manager *m, const ew_event_desc *ev,
 EW_API ew_err ew_flush(ew_manager *m, int timeout_ms);
 
 /* Reads a dead letter: the callback sees the envelope (original body and
- * headers plus the ew-dlq-* reason headers) valid until it returns. */
-typedef void (*ew_dead_letter_fn)(void *user, const ew_envelope *env);
+ * headers plus the ew-dlq-* reason headers) valid until it returns. Return
+ * EW_OK to take the message off the dead-letter queue. Any other code keeps
+ * it: it is put back at the end of the dead-letter queue (so are the rest of
+ * the batch the transport already fetched), and ew_dead_letters returns that
+ * code. Runs on the thread calling ew_dead_letters. */
+typedef ew_err (*ew_dead_letter_fn)(void *user, const ew_envelope *env);
 
 /* Takes up to max messages off the dead-letter queue of listener `listener`
  * of ev (queue "<E>::<L>.dlq", per_process listeners included), waiting up

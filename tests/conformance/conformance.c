@@ -93,7 +93,7 @@ static void per_process_gives_every_server_a_copy(void **state)
 
 /* ---- headers and pipelines ---------------------------------------------- */
 
-static int stamp_send(void *user, ew_envelope *env, const ew_event_desc *ev)
+static ew_err stamp_send(void *user, ew_envelope *env, const ew_event_desc *ev)
 {
     (void)ev;
     return ew_envelope_set_header(env, "session", user);
@@ -101,7 +101,7 @@ static int stamp_send(void *user, ew_envelope *env, const ew_event_desc *ev)
 
 static _Thread_local char seen_session[64];
 
-static int stamp_handle(void *user, const ew_envelope *env, const ew_listener_desc *l)
+static ew_err stamp_handle(void *user, const ew_envelope *env, const ew_listener_desc *l)
 {
     (void)user;
     (void)l;
@@ -110,14 +110,14 @@ static int stamp_handle(void *user, const ew_envelope *env, const ew_listener_de
     return EW_OK;
 }
 
-static int add_odd_header(void *user, ew_envelope *env, const ew_event_desc *ev)
+static ew_err add_odd_header(void *user, ew_envelope *env, const ew_event_desc *ev)
 {
     (void)user;
     (void)ev;
     return ew_envelope_set_header(env, "odd", ODD_VALUE);
 }
 
-static int check_headers(ew_delivery *d, const void *event, void *user)
+static ew_err check_headers(ew_delivery *d, const void *event, void *user)
 {
     tally *t = user;
     const conf_event *e = event;
@@ -393,7 +393,7 @@ static void sends_from_many_threads_all_arrive(void **state)
     tally_free(&t);
 }
 
-static int check_json(ew_delivery *d, const void *event, void *user)
+static ew_err check_json(ew_delivery *d, const void *event, void *user)
 {
     const conf_event *e = event;
     const char *ct = ew_envelope_content_type(ew_delivery_envelope(d));

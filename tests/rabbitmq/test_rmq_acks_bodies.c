@@ -138,7 +138,7 @@ typedef struct stuck {
     atomic_size_t seen[2001];
 } stuck;
 
-static int stuck_listener(ew_delivery *d, const void *event, void *user)
+static ew_err stuck_listener(ew_delivery *d, const void *event, void *user)
 {
     (void)d;
     stuck *s = user;
@@ -202,11 +202,11 @@ typedef struct big_box {
     char reason[8][32], error[8][256];
 } big_box;
 
-static void big_collect(void *user, const ew_envelope *env)
+static ew_err big_collect(void *user, const ew_envelope *env)
 {
     big_box *b = user;
     if (b->n >= 8)
-        return;
+        return EW_OK;
     size_t i = b->n++;
     ew_envelope_body(env, &b->len[i]);
     const char *h;
@@ -214,6 +214,7 @@ static void big_collect(void *user, const ew_envelope *env)
              (h = ew_envelope_header(env, EW_HDR_DLQ_REASON)) ? h : "");
     snprintf(b->error[i], sizeof b->error[i], "%s",
              (h = ew_envelope_header(env, EW_HDR_DLQ_ERROR)) ? h : "");
+    return EW_OK;
 }
 
 static void a_body_over_max_body_is_dead_lettered_once(void **state)

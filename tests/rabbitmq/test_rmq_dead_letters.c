@@ -6,7 +6,7 @@
  * running. */
 #include "rmq_test.h"
 
-static int stamp(void *user, ew_envelope *env, const ew_event_desc *ev)
+static ew_err stamp(void *user, ew_envelope *env, const ew_event_desc *ev)
 {
     (void)user;
     (void)ev;

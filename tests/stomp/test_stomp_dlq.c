@@ -17,7 +17,7 @@ typedef struct seen {
     unsigned char got[N_DEAD];
 } seen;
 
-static void take(void *user, const ew_envelope *env)
+static ew_err take(void *user, const ew_envelope *env)
 {
     seen *s = user;
     size_t len = 0;
@@ -35,6 +35,7 @@ static void take(void *user, const ew_envelope *env)
         s->got[k] = 1;
     }
     pthread_mutex_unlock(&s->mu);
+    return EW_OK;
 }
 
 static void small_batches_take_every_dead_letter_once(void **state)

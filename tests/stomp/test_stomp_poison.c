@@ -18,7 +18,7 @@ typedef struct dl {
     char ct[8][64];
 } dl;
 
-static void collect(void *user, const ew_envelope *env)
+static ew_err collect(void *user, const ew_envelope *env)
 {
     dl *d = user;
     pthread_mutex_lock(&d->mu);
@@ -30,6 +30,7 @@ static void collect(void *user, const ew_envelope *env)
     }
     d->n++;
     pthread_mutex_unlock(&d->mu);
+    return EW_OK;
 }
 
 /* SEND frames as a foreign producer would write them. */

@@ -114,7 +114,7 @@ static void check_log(const char *want)
     assert_string_equal(got, want);
 }
 
-static int p_send(void *user, ew_envelope *env, const ew_event_desc *ev)
+static ew_err p_send(void *user, ew_envelope *env, const ew_event_desc *ev)
 {
     (void)env;
     (void)ev;
@@ -124,7 +124,7 @@ static int p_send(void *user, ew_envelope *env, const ew_event_desc *ev)
     return strcmp(user, "X") == 0 ? EW_EREFUSED : EW_OK;
 }
 
-static int p_handle(void *user, const ew_envelope *env, const ew_listener_desc *l)
+static ew_err p_handle(void *user, const ew_envelope *env, const ew_listener_desc *l)
 {
     (void)env;
     (void)l;
@@ -134,7 +134,7 @@ static int p_handle(void *user, const ew_envelope *env, const ew_listener_desc *
     return strcmp(user, "R") == 0 ? EW_EREFUSED : EW_OK;
 }
 
-static void p_after(void *user, const ew_envelope *env, const ew_listener_desc *l, int rc)
+static void p_after(void *user, const ew_envelope *env, const ew_listener_desc *l, ew_err rc)
 {
     (void)env;
     (void)l;
@@ -143,7 +143,7 @@ static void p_after(void *user, const ew_envelope *env, const ew_listener_desc *
     logp(s);
 }
 
-static int log_listener(ew_delivery *d, const void *event, void *user)
+static ew_err log_listener(ew_delivery *d, const void *event, void *user)
 {
     (void)d;
     (void)event;
