@@ -59,14 +59,16 @@ ew_err ew_dead_letters(ew_manager *m, const ew_event_desc *desc, const char *lis
                        size_t max, int timeout_ms, ew_dead_letter_fn fn, void *user,
                        size_t *taken)
 {
+    ewi_last_error_clear();
     if (taken)
         *taken = 0;
     if (!m || !desc || !listener || !fn)
-        return EW_EINVAL;
+        return ewi_fail(EW_EINVAL, "ew_dead_letters: NULL argument");
     if (atomic_load(&m->state) != EWI_STARTED)
-        return EW_ESTATE;
+        return ewi_fail(EW_ESTATE, "ew_dead_letters: the manager is not started");
     if (!(m->ops->features & EWI_FEAT_DLQ_READ))
-        return EW_ENOTSUP;
+        return ewi_fail(EW_ENOTSUP, "ew_dead_letters: the %s transport cannot read "
+                        "dead-letter queues", m->ops->name);
     ewi_event *ev;
     ew_err rc = ewi_event_get(m, desc, &ev);
     if (rc != EW_OK)
@@ -83,5 +85,10 @@ ew_err ew_dead_letters(ew_manager *m, const ew_event_desc *desc, const char *lis
     rc = m->ops->dlq_take(m->t, &req);
     if (taken)
         *taken = r.accepted;
-    return r.refused != EW_OK ? r.refused : rc;
+    if (r.refused != EW_OK)
+        return ewi_fail(r.refused, "ew_dead_letters: the callback returned %s; the "
+                        "message stays on %s", ew_strerror(r.refused), dlq);
+    if (rc != EW_OK && !ewi_last_error_peek()[0])
+        ewi_set_last_error("reading dead letters of %s: %s", dlq, ew_strerror(rc));
+    return rc;
 }

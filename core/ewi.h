@@ -262,6 +262,20 @@ void ewi_report(ew_manager *m, ew_err code, const char *queue,
                 const char *event, const char *message_id, const char *fmt, ...)
     EWI_PRINTF(6, 7);
 
+/* ---- the caller's last error (ew_last_error) --------------------------- */
+
+/* Each public call that can fail clears the text on entry. The first error
+ * logged (error level) or reported on the calling thread during the call is
+ * kept, since it names the root cause; ewi_set_last_error and ewi_fail
+ * overwrite it. Texts are per thread and never hold credentials. */
+void ewi_last_error_clear(void);
+const char *ewi_last_error_peek(void);
+void ewi_note_error(const char *text); /* kept unless a text is there already */
+void ewi_set_last_error(const char *fmt, ...) EWI_PRINTF(1, 2);
+void ewi_vset_last_error(const char *fmt, va_list ap) EWI_PRINTF(1, 0);
+/* Sets the text and returns rc: `return ewi_fail(EW_EINVAL, "...", ...);` */
+ew_err ewi_fail(ew_err rc, const char *fmt, ...) EWI_PRINTF(2, 3);
+
 /* ---- names -------------------------------------------------------------- */
 
 /* Core's name rules (see EW_MAX_*_NAME); on refusal err says why. */

@@ -39,6 +39,16 @@ typedef enum ew_err {
 /* A static English text for err; never NULL. Thread-safe. */
 EW_API const char *ew_strerror(ew_err err);
 
+/* Why the last eventwire call on this thread failed, with the detail the
+ * code cannot carry: the broker's or the TLS library's own text, the bad name
+ * or option, the field path of an encoding error. For example
+ * "cannot reach RabbitMQ at 127.0.0.1:5671 within 30000 ms (1 attempts):
+ * SSL peer cert verification failed". Meaningful right after a call returned
+ * an error; "" or an older text otherwise. Never NULL, never holds
+ * credentials. Valid until the next eventwire call on this thread.
+ * Thread-safe: each thread has its own. */
+EW_API const char *ew_last_error(void);
+
 EW_END_DECLS
 
 #endif

@@ -67,10 +67,161 @@ static void refused_dead_letter_stays_on_the_queue(void **state)
     ew_manager_free(m);
 }
 
+/* ---- ew_last_error ------------------------------------------------------ */
+
+static void assert_last_error_has(const char *part)
+{
+    const char *t = ew_last_error();
+    assert_non_null(t);
+    if (!strstr(t, part))
+        fail_msg("ew_last_error() is \"%s\", expected it to contain \"%s\"", t, part);
+}
+
+/* Logs go nowhere: the caller still gets the reason. */
+static void quiet_log(void *user, ew_log_level level, const char *msg)
+{
+    (void)user, (void)level, (void)msg;
+}
+
+static void manager_new_says_why(void **state)
+{
+    (void)state;
+    ew_manager *m;
+    ew_options quiet = {.log = quiet_log};
+    assert_int_equal(ew_manager_new(&m, "nope://x", &quiet), EW_ENOTFOUND);
+    assert_last_error_has("no transport for scheme 'nope'");
+    assert_int_equal(ew_manager_new(&m, "local://x?capacity=abc", &quiet), EW_EINVAL);
+    assert_last_error_has("capacity");
+    assert_int_equal(ew_manager_new(&m, "local://x?prefetch=0", &quiet), EW_EINVAL);
+    assert_last_error_has("prefetch must be 1..1000000");
+    assert_int_equal(ew_manager_new(&m, "local://x",
+                                    &(ew_options){.server_name = "bad.name",
+                                                  .log = quiet_log}),
+                     EW_EINVAL);
+    assert_last_error_has("server name 'bad.name': character '.' at 3");
+    /* Credentials never appear: the URL in the text is redacted. */
+    assert_int_equal(ew_manager_new(&m, "rabbitmq://u:Pw-Secret@127.0.0.1:5672/?bogus=1",
+                                    &quiet),
+                     EW_EINVAL);
+    assert_last_error_has("bogus");
+    assert_null(strstr(ew_last_error(), "Pw-Secret"));
+    assert_int_equal(ew_manager_new(NULL, NULL, NULL), EW_EINVAL);
+    assert_last_error_has("ew_manager_new");
+    /* A call that succeeds clears the text. */
+    assert_int_equal(ew_manager_new(&m, "local://ok", &quiet), EW_OK);
+    assert_string_equal(ew_last_error(), "");
+    ew_manager_free(m);
+}
+
+static void listen_and_send_say_why(void **state)
+{
+    (void)state;
+    support_init("local://");
+    EV(ev, "Why", false);
+    ew_options quiet = {.log = quiet_log, .server_name = "s1"};
+    ew_manager *m;
+    assert_int_equal(ew_manager_new(&m, "local://why", &quiet), EW_OK);
+    tally t;
+    tally_init(&t, 1);
+    ew_listener_desc d = {.event = &ev, .name = "bad:name"};
+    assert_int_equal(ew_listen(m, &d, tally_listener, tref(&t, "a")), EW_EINVAL);
+    assert_last_error_has("listener name 'bad:name': character ':' at 3");
+    d.name = "L";
+    assert_int_equal(ew_listen(m, &d, tally_listener, tref(&t, "a")), EW_OK);
+    assert_int_equal(ew_listen(m, &d, tally_listener, tref(&t, "a")), EW_ECONFLICT);
+    assert_last_error_has("is already registered");
+    ew_event_desc bad = {.type = &conf_event_type, .name = "two..dots"};
+    assert_int_equal(ew_send(m, &bad, &(conf_event){1, "x"}), EW_ESTATE);
+    assert_last_error_has("not started");
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    assert_int_equal(ew_manager_start(m), EW_ESTATE);
+    assert_last_error_has("started already");
+    assert_int_equal(ew_send(m, &bad, &(conf_event){1, "x"}), EW_EINVAL);
+    assert_last_error_has("a dot must stand between other characters");
+    /* An encoding error names the field. */
+    assert_int_equal(ew_send(m, &ev, &(conf_event){1, NULL}), EW_EENCODE);
+    assert_last_error_has("conf_event.text");
+    assert_int_equal(ew_send_to(m, &ev, "no/such", &(conf_event){1, "x"}), EW_EINVAL);
+    assert_last_error_has("character '/'");
+    assert_int_equal(ew_send(m, &ev, &(conf_event){1, "x"}), EW_OK);
+    assert_string_equal(ew_last_error(), "");
+    assert_int_equal(ew_manager_stop(m, 5000), EW_OK);
+    assert_int_equal(ew_send(m, &ev, &(conf_event){1, "x"}), EW_ECLOSED);
+    assert_last_error_has("stopping or stopped");
+    ew_manager_free(m);
+    tally_free(&t);
+}
+
+static ew_err refuse_send(void *user, ew_envelope *env, const ew_event_desc *ev)
+{
+    (void)user, (void)ev;
+    return ew_envelope_set_header(env, "ew-mine", "x");
+}
+
+static void pipeline_refusal_and_headers_say_why(void **state)
+{
+    (void)state;
+    support_init("local://");
+    EV(ev, "Pipe", false);
+    ew_options quiet = {.log = quiet_log, .server_name = "s1"};
+    ew_manager *m;
+    assert_int_equal(ew_manager_new(&m, "local://pipe", &quiet), EW_OK);
+    assert_int_equal(ew_add_pipeline(m, &(ew_pipeline){.name = "stamp", .send = refuse_send},
+                                     NULL),
+                     EW_OK);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    assert_int_equal(ew_send(m, &ev, &(conf_event){1, "x"}), EW_EINVAL);
+    assert_last_error_has("pipeline stamp refused");
+    ew_manager_free(m);
+}
+
+static void codec_errors_say_why(void **state)
+{
+    (void)state;
+    uint8_t *out = NULL;
+    size_t len = 0;
+    char err[128];
+    assert_int_equal(ew_encode(&conf_event_type, EW_FORMAT_JSON, &(conf_event){1, NULL},
+                               &out, &len, err, sizeof err),
+                     EW_EENCODE);
+    assert_string_equal(ew_last_error(), err);
+    assert_last_error_has("conf_event.text");
+    void *ev = NULL;
+    assert_int_equal(ew_decode(&conf_event_type, EW_FORMAT_JSON, "{\"id\": \"no\"}", 12,
+                               NULL, &ev, NULL, 0),
+                     EW_EDECODE);
+    assert_last_error_has("conf_event.id");
+}
+
+static void *other_thread(void *arg)
+{
+    snprintf(arg, 64, "[%s]", ew_last_error());
+    return NULL;
+}
+
+static void last_error_is_per_thread(void **state)
+{
+    (void)state;
+    ew_manager *m;
+    assert_int_equal(ew_manager_new(&m, "nope://x", &(ew_options){.log = quiet_log}),
+                     EW_ENOTFOUND);
+    char seen[64] = "";
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, other_thread, seen), 0);
+    pthread_join(th, NULL);
+    assert_string_equal(seen, "[]");
+    assert_last_error_has("nope");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(refused_dead_letter_stays_on_the_queue),
+        cmocka_unit_test(manager_new_says_why),
+        cmocka_unit_test(listen_and_send_say_why),
+        cmocka_unit_test(pipeline_refusal_and_headers_say_why),
+        cmocka_unit_test(codec_errors_say_why),
+        cmocka_unit_test(last_error_is_per_thread),
     };
     return cmocka_run_group_tests_name("api", tests, NULL, NULL);
 }
