@@ -55,15 +55,19 @@ static void one(void *arg, const ew_envelope *env)
     put_back(r, env);
 }
 
-ew_err ew_dead_letters(ew_manager *m, const ew_event_desc *desc, const char *listener,
-                       size_t max, int timeout_ms, ew_dead_letter_fn fn, void *user,
-                       size_t *taken)
+ew_err ew_dead_letters(ew_manager *m, const ew_dead_letter_options *o, size_t *taken)
 {
     ewi_last_error_clear();
     if (taken)
         *taken = 0;
-    if (!m || !desc || !listener || !fn)
-        return ewi_fail(EW_EINVAL, "ew_dead_letters: NULL argument");
+    if (!m || !o || !o->event || !o->listener || !o->fn)
+        return ewi_fail(EW_EINVAL, "ew_dead_letters: NULL manager, options, event, "
+                        "listener or callback");
+    if (o->version != 0)
+        return ewi_fail(EW_EINVAL, "ew_dead_letters: ew_dead_letter_options.version is "
+                        "%u; this library knows layout 0", o->version);
+    const ew_event_desc *desc = o->event;
+    const char *listener = o->listener;
     if (atomic_load(&m->state) != EWI_STARTED)
         return ewi_fail(EW_ESTATE, "ew_dead_letters: the manager is not started");
     if (!(m->ops->features & EWI_FEAT_DLQ_READ))
@@ -79,8 +83,9 @@ ew_err ew_dead_letters(ew_manager *m, const ew_event_desc *desc, const char *lis
         ewi_log(m, EW_LOG_ERROR, "dead letters: %s", err);
         return rc;
     }
-    dl_reader r = {.m = m, .fn = fn, .user = user};
-    ewi_dlq_req req = {ev->name, listener, dlq, max, timeout_ms, one, &r, 0};
+    dl_reader r = {.m = m, .fn = o->fn, .user = o->user};
+    ewi_dlq_req req = {ev->name, listener, dlq, o->max ? o->max : 1, o->timeout_ms, one,
+                       &r, 0};
     r.req = &req;
     rc = m->ops->dlq_take(m->t, &req);
     if (taken)

@@ -47,6 +47,9 @@ ew_err ew_manager_new(ew_manager **out, const char *url, const ew_options *opts)
     ew_options o = {0};
     if (opts)
         o = *opts;
+    if (o.version != 0)
+        return ewi_fail(EW_EINVAL, "ew_manager_new: ew_options.version is %u; this "
+                        "library knows layout 0", o.version);
     ew_manager *m = calloc(1, sizeof *m);
     if (!m)
         return ewi_fail(EW_ENOMEM, "ew_manager_new: out of memory");
@@ -177,6 +180,9 @@ ew_err ew_queue_name(const ew_manager *m, const ew_listener_desc *l, char *buf,
     ewi_last_error_clear();
     if (!m || !l || !l->event || !buf)
         return ewi_fail(EW_EINVAL, "ew_queue_name: NULL argument");
+    if (l->version != 0 || l->event->version != 0)
+        return ewi_fail(EW_EINVAL, "ew_queue_name: descriptor version %u; this library "
+                        "knows layout 0", l->version ? l->version : l->event->version);
     char q[EW_MAX_QUEUE_NAME], err[256];
     ew_err rc = ewi_queue_names(m, desc_name(l->event), l->name, l->per_process,
                                 q, NULL, err, sizeof err);
@@ -199,6 +205,9 @@ ew_err ew_add_pipeline(ew_manager *m, const ew_pipeline *p, void *user)
     ewi_last_error_clear();
     if (!m || !p)
         return ewi_fail(EW_EINVAL, "ew_add_pipeline: NULL argument");
+    if (p->version != 0)
+        return ewi_fail(EW_EINVAL, "ew_add_pipeline: ew_pipeline.version is %u; this "
+                        "library knows layout 0", p->version);
     pthread_mutex_lock(&m->mu);
     ewi_pipes *old = ewi_pipes_get(m);
     size_t n = old ? old->n : 0;
@@ -247,6 +256,9 @@ ew_err ew_listen(ew_manager *m, const ew_listener_desc *d, ew_listener_fn fn,
     ewi_last_error_clear();
     if (!m || !d || !d->event || !fn)
         return ewi_fail(EW_EINVAL, "ew_listen: NULL manager, descriptor, event or callback");
+    if (d->version != 0)
+        return ewi_fail(EW_EINVAL, "ew_listen: ew_listener_desc.version is %u; this "
+                        "library knows layout 0", d->version);
     ewi_event *ev;
     ew_err rc = ewi_event_get(m, d->event, &ev);
     if (rc != EW_OK)

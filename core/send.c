@@ -50,6 +50,9 @@ ew_err ewi_event_get(ew_manager *m, const ew_event_desc *d, ewi_event **out)
     if (!d->type)
         return ewi_fail(EW_EINVAL, "event %s: the descriptor has no type",
                         d->name ? d->name : "(unnamed)");
+    if (d->version != 0)
+        return ewi_fail(EW_EINVAL, "event %s: ew_event_desc.version is %u; this library "
+                        "knows layout 0", d->name ? d->name : d->type->name, d->version);
     const char *name = d->name ? d->name : d->type->name;
     char err[256];
     ew_err rc = ewi_check_event_name(name, err, sizeof err);

@@ -126,10 +126,10 @@ int main(void)
     }
     /* Orders 7 and 14 fail on every attempt: read them from dead letters. */
     size_t dead = 0, got;
+    ew_dead_letter_options dl = {.event = &ORDER, .listener = "Shipping", .max = 10,
+                                 .timeout_ms = 5000, .fn = on_dead_letter, .user = NULL};
     while (dead < ORDERS / 7 &&
-           ew_dead_letters(m, &ORDER, "Shipping", 10, 5000, on_dead_letter, NULL, &got) ==
-               EW_OK &&
-           got > 0)
+           ew_dead_letters(m, &dl, &got) == EW_OK && got > 0)
         dead += got;
     ew_manager_stop(m, 5000);
     printf("billed %d, shipped %d, dead letters %zu\n", atomic_load(&billed),

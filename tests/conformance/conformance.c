@@ -236,8 +236,9 @@ static void failing_listener_is_retried_then_dead_lettered(void **state)
     assert_true(tally_wait_ids(&t, 14, 20, 30000));
     dlq_box box = {0};
     size_t got = 0;
-    assert_int_equal(ew_dead_letters(m, &ev, "Flaky", 10, 30000, dlq_collect, &box, &got),
-                     EW_OK);
+    ew_dead_letter_options dl = {.event = &ev, .listener = "Flaky", .max = 10,
+                                 .timeout_ms = 30000, .fn = dlq_collect, .user = &box};
+    assert_int_equal(ew_dead_letters(m, &dl, &got), EW_OK);
     assert_int_equal(got, 1);
     assert_int_equal(box.n, 1);
     assert_int_equal(box.ids[0], 13);
@@ -252,8 +253,8 @@ static void failing_listener_is_retried_then_dead_lettered(void **state)
     /* Nothing else arrives in dead letters: no redelivery loop. */
     ewi_sleep_ms(300);
     got = 9;
-    assert_int_equal(ew_dead_letters(m, &ev, "Flaky", 10, 200, dlq_collect, &box, &got),
-                     EW_OK);
+    dl.timeout_ms = 200;
+    assert_int_equal(ew_dead_letters(m, &dl, &got), EW_OK);
     assert_int_equal(got, 0);
     assert_int_equal(t.attempts[13], 3);
     ew_manager_free(m);
@@ -278,8 +279,9 @@ static void undecodable_body_goes_to_dead_letters_at_once(void **state)
     assert_true(tally_wait_all(&t, 30000));
     dlq_box box = {0};
     size_t got = 0, total = 0;
-    while (total < 2 && ew_dead_letters(m, &ev, "Strict", 10, 10000, dlq_collect, &box,
-                                        &got) == EW_OK && got > 0)
+    ew_dead_letter_options dl = {.event = &ev, .listener = "Strict", .max = 10,
+                                  .timeout_ms = 10000, .fn = dlq_collect, .user = &box};
+    while (total < 2 && ew_dead_letters(m, &dl, &got) == EW_OK && got > 0)
         total += got;
     assert_int_equal(total, 2);
     for (size_t i = 0; i < 2; i++) {

@@ -486,8 +486,10 @@ static FAULTS_UNUSED size_t fdlq_take(ew_manager *m, const ew_event_desc *ev,
     while (b->n - before < want) {
         size_t got = 0;
         size_t ask = want - (b->n - before);
-        ew_err rc = ew_dead_letters(m, ev, listener, ask < 64 ? ask : 64, quiet_ms,
-                                    fdlq_collect, b, &got);
+        ew_dead_letter_options dl = {.event = ev, .listener = listener,
+                                     .max = ask < 64 ? ask : 64, .timeout_ms = quiet_ms,
+                                     .fn = fdlq_collect, .user = b};
+        ew_err rc = ew_dead_letters(m, &dl, &got);
         if (rc != EW_OK) {
             print_message("ew_dead_letters: %s\n", ew_strerror(rc));
             break;

@@ -38,7 +38,9 @@ static void refused_dead_letter_stays_on_the_queue(void **state)
     /* Wait for the three dead letters: read them, refusing each. */
     refuser r = {0, EW_EBROKER};
     size_t got = 99;
-    assert_int_equal(ew_dead_letters(m, &ev, "L", 1, 10000, refuse, &r, &got), EW_EBROKER);
+    ew_dead_letter_options dl = {.event = &ev, .listener = "L", .max = 1,
+                                 .timeout_ms = 10000, .fn = refuse, .user = &r};
+    assert_int_equal(ew_dead_letters(m, &dl, &got), EW_EBROKER);
     assert_int_equal(r.calls, 1);
     assert_int_equal(got, 0);
     /* Every one is still there: the refused one went back to the end. */
@@ -46,7 +48,9 @@ static void refused_dead_letter_stays_on_the_queue(void **state)
     size_t total = 0;
     while (total < 3) {
         got = 0;
-        ew_err rc = ew_dead_letters(m, &ev, "L", 10, 10000, dlq_collect, &box, &got);
+        ew_dead_letter_options all = {.event = &ev, .listener = "L", .max = 10,
+                                      .timeout_ms = 10000, .fn = dlq_collect, .user = &box};
+        ew_err rc = ew_dead_letters(m, &all, &got);
         if (rc != EW_OK || got == 0)
             fail_msg("dead letters after %zu of 3: %s (%zu taken)", total,
                      ew_strerror(rc), got);
@@ -62,7 +66,9 @@ static void refused_dead_letter_stays_on_the_queue(void **state)
     assert_true(seen[0] && seen[1] && seen[2]);
     /* Nothing more. */
     got = 0;
-    assert_int_equal(ew_dead_letters(m, &ev, "L", 10, 50, dlq_collect, &box, &got), EW_OK);
+    ew_dead_letter_options rest = {.event = &ev, .listener = "L", .max = 10,
+                                   .timeout_ms = 50, .fn = dlq_collect, .user = &box};
+    assert_int_equal(ew_dead_letters(m, &rest, &got), EW_OK);
     assert_int_equal(got, 0);
     ew_manager_free(m);
 }
@@ -213,6 +219,47 @@ static void last_error_is_per_thread(void **state)
     assert_last_error_has("nope");
 }
 
+/* ---- descriptor versions ------------------------------------------------ */
+
+static void unknown_descriptor_versions_are_refused(void **state)
+{
+    (void)state;
+    support_init("local://");
+    ew_manager *m;
+    assert_int_equal(ew_manager_new(&m, "local://v", &(ew_options){.version = 1}),
+                     EW_EINVAL);
+    assert_last_error_has("ew_options.version is 1");
+    assert_null(m);
+    m = mgr_new("local://v", "s1");
+    EV(ev, "Ver", false);
+    ew_event_desc ev2 = ev;
+    ev2.version = 2;
+    assert_int_equal(ew_listen(m, &(ew_listener_desc){.event = &ev2, .name = "L"},
+                               always_fail, NULL),
+                     EW_EINVAL);
+    assert_last_error_has("ew_event_desc.version is 2");
+    assert_int_equal(ew_listen(m, &(ew_listener_desc){.version = 3, .event = &ev, .name = "L"},
+                               always_fail, NULL),
+                     EW_EINVAL);
+    assert_last_error_has("ew_listener_desc.version is 3");
+    assert_int_equal(ew_add_pipeline(m, &(ew_pipeline){.version = 4, .name = "p"}, NULL),
+                     EW_EINVAL);
+    assert_last_error_has("ew_pipeline.version is 4");
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    assert_int_equal(ew_send(m, &ev2, &(conf_event){1, "x"}), EW_EINVAL);
+    assert_last_error_has("ew_event_desc.version is 2");
+    size_t got = 7;
+    ew_dead_letter_options dl = {.version = 5, .event = &ev, .listener = "L", .fn = refuse};
+    assert_int_equal(ew_dead_letters(m, &dl, &got), EW_EINVAL);
+    assert_int_equal(got, 0);
+    assert_last_error_has("ew_dead_letter_options.version is 5");
+    /* Version 0 works, and a zero max takes one message at most. */
+    dl.version = 0;
+    assert_int_equal(ew_dead_letters(m, &dl, &got), EW_OK);
+    assert_int_equal(got, 0);
+    ew_manager_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -222,6 +269,7 @@ int main(void)
         cmocka_unit_test(pipeline_refusal_and_headers_say_why),
         cmocka_unit_test(codec_errors_say_why),
         cmocka_unit_test(last_error_is_per_thread),
+        cmocka_unit_test(unknown_descriptor_versions_are_refused),
     };
     return cmocka_run_group_tests_name("api", tests, NULL, NULL);
 }

@@ -191,7 +191,9 @@ static void pipelines_run_in_order_and_can_refuse(void **state)
     assert_int_equal(ew_send(m2, &ev, &(conf_event){2, "x"}), EW_OK);
     dlq_box box = {0};
     size_t got = 0;
-    assert_int_equal(ew_dead_letters(m2, &ev, "L", 1, 5000, dlq_collect, &box, &got), EW_OK);
+    ew_dead_letter_options dl = {.event = &ev, .listener = "L", .max = 1,
+                                 .timeout_ms = 5000, .fn = dlq_collect, .user = &box};
+    assert_int_equal(ew_dead_letters(m2, &dl, &got), EW_OK);
     assert_int_equal(got, 1);
     assert_string_equal(box.reason[0], "handle-refused");
     assert_non_null(strstr(box.error[0], "pipeline p refused"));
@@ -252,7 +254,9 @@ static void listener_failures_reach_the_handler(void **state)
     assert_int_equal(ew_send(m, &ev, &(conf_event){0, "x"}), EW_OK);
     dlq_box box = {0};
     size_t got = 0;
-    assert_int_equal(ew_dead_letters(m, &ev, "L", 1, 5000, dlq_collect, &box, &got), EW_OK);
+    ew_dead_letter_options dl = {.event = &ev, .listener = "L", .max = 1,
+                                  .timeout_ms = 5000, .fn = dlq_collect, .user = &box};
+    assert_int_equal(ew_dead_letters(m, &dl, &got), EW_OK);
     assert_int_equal(got, 1);
     char q[EW_MAX_QUEUE_NAME];
     snprintf(q, sizeof q, "%s::L-s1", ev.name);
@@ -357,8 +361,9 @@ static void limits_apply_to_received_messages(void **state)
     ewi_envelope_unref(env);
     dlq_box box = {0};
     size_t got = 0, total = 0;
-    while (total < 3 && ew_dead_letters(m, &ev, "L", 10, 5000, dlq_collect, &box, &got) ==
-                            EW_OK && got > 0)
+    ew_dead_letter_options dl = {.event = &ev, .listener = "L", .max = 10,
+                                  .timeout_ms = 5000, .fn = dlq_collect, .user = &box};
+    while (total < 3 && ew_dead_letters(m, &dl, &got) == EW_OK && got > 0)
         total += got;
     assert_int_equal(total, 3);
     for (size_t i = 0; i < 3; i++)
@@ -404,7 +409,9 @@ static void messages_given_back_keep_order_and_run_again(void **state)
     assert_int_equal(t.out_of_order, 0);
     dlq_box box = {0};
     size_t got = 9;
-    assert_int_equal(ew_dead_letters(b, &ev, "Seq", 10, 100, dlq_collect, &box, &got), EW_OK);
+    ew_dead_letter_options dl = {.event = &ev, .listener = "Seq", .max = 10,
+                                  .timeout_ms = 100, .fn = dlq_collect, .user = &box};
+    assert_int_equal(ew_dead_letters(b, &dl, &got), EW_OK);
     assert_int_equal(got, 0);
     ew_manager_free(b);
     ew_manager_free(keeper);
@@ -445,8 +452,9 @@ static void full_dead_letter_queue_is_retried_without_a_loop(void **state)
     pthread_mutex_unlock(&t.mu);
     dlq_box box = {0};
     size_t got = 0, total = 0;
-    while (total < 3 && ew_dead_letters(m, &ev, "L", 1, 5000, dlq_collect, &box, &got) ==
-                            EW_OK && got > 0)
+    ew_dead_letter_options dl = {.event = &ev, .listener = "L", .max = 1,
+                                  .timeout_ms = 5000, .fn = dlq_collect, .user = &box};
+    while (total < 3 && ew_dead_letters(m, &dl, &got) == EW_OK && got > 0)
         total += got;
     assert_int_equal(total, 3); /* room made: the third arrived */
     assert_int_equal(box.ids[2], 2);
