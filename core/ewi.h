@@ -257,7 +257,11 @@ void ewi_log(const ew_manager *m, ew_log_level level, const char *fmt, ...)
 void ewi_vlog(const ew_manager *m, ew_log_level level, const char *fmt,
               va_list ap) EWI_PRINTF(3, 0);
 /* Logs at error level (warn for EW_EDISCONNECTED) and passes the error to the
- * application's error handler. queue, event and message_id may be NULL. */
+ * application's error handler. queue, event and message_id may be NULL. On
+ * an application's thread (inside a public call) the text also becomes that
+ * call's ew_last_error, so an op that fails reports its reason here, on the
+ * calling thread, before it returns: a failing start names the broker's or
+ * the TLS library's refusal. */
 void ewi_report(ew_manager *m, ew_err code, const char *queue,
                 const char *event, const char *message_id, const char *fmt, ...)
     EWI_PRINTF(6, 7);

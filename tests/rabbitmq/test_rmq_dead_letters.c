@@ -137,7 +137,7 @@ static void dead_letters_of_an_unknown_listener_are_a_clear_error(void **state)
     dlq_box box = {0};
     size_t got = 7;
     ew_dead_letter_options dl = {.event = &ev, .listener = "Nobody", .max = 10,
-                                  .timeout_ms = 100, .fn = dlq_collect, .user = &box};
+                                 .timeout_ms = 100, .fn = dlq_collect, .user = &box};
     assert_int_equal(ew_dead_letters(m, &dl, &got), EW_ENOTFOUND);
     assert_int_equal(got, 0);
     /* The connection is still good afterwards. */

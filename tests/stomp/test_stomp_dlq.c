@@ -85,7 +85,7 @@ static void small_batches_take_every_dead_letter_once(void **state)
     assert_int_equal(s.dups, 0);
     size_t more = 9;
     ew_dead_letter_options dl = {.event = &ev, .listener = "Reader", .max = 10,
-                                  .timeout_ms = 500, .fn = take, .user = &s};
+                                 .timeout_ms = 500, .fn = take, .user = &s};
     assert_int_equal(ew_dead_letters(m, &dl, &more), EW_OK);
     assert_int_equal(more, 0);
     /* The consuming connection stayed up: its listener still works. */

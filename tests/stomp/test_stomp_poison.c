@@ -113,7 +113,7 @@ static void malformed_bodies_end_in_dead_letters(void **state)
     /* Nothing more: no redelivery loop. */
     size_t more = 9;
     ew_dead_letter_options rd = {.event = &ev, .listener = "Victim", .max = 10,
-                                  .timeout_ms = 500, .fn = collect, .user = &d};
+                                 .timeout_ms = 500, .fn = collect, .user = &d};
     assert_int_equal(ew_dead_letters(m, &rd, &more), EW_OK);
     assert_int_equal(more, 0);
     ew_manager_free(m);
@@ -172,7 +172,7 @@ static void oversized_body_is_dead_lettered_not_looped(void **state)
     while (d.n < 1 && ewi_left_ms(deadline) > 0) {
         size_t got = 0;
         ew_dead_letter_options rd = {.event = &ev, .listener = "Big", .max = 10,
-                                      .timeout_ms = 2000, .fn = collect, .user = &d};
+                                     .timeout_ms = 2000, .fn = collect, .user = &d};
         assert_int_equal(ew_dead_letters(m, &rd, &got), EW_OK);
     }
     capture_print(&c);

@@ -255,7 +255,7 @@ static void listener_failures_reach_the_handler(void **state)
     dlq_box box = {0};
     size_t got = 0;
     ew_dead_letter_options dl = {.event = &ev, .listener = "L", .max = 1,
-                                  .timeout_ms = 5000, .fn = dlq_collect, .user = &box};
+                                 .timeout_ms = 5000, .fn = dlq_collect, .user = &box};
     assert_int_equal(ew_dead_letters(m, &dl, &got), EW_OK);
     assert_int_equal(got, 1);
     char q[EW_MAX_QUEUE_NAME];
@@ -362,7 +362,7 @@ static void limits_apply_to_received_messages(void **state)
     dlq_box box = {0};
     size_t got = 0, total = 0;
     ew_dead_letter_options dl = {.event = &ev, .listener = "L", .max = 10,
-                                  .timeout_ms = 5000, .fn = dlq_collect, .user = &box};
+                                 .timeout_ms = 5000, .fn = dlq_collect, .user = &box};
     while (total < 3 && ew_dead_letters(m, &dl, &got) == EW_OK && got > 0)
         total += got;
     assert_int_equal(total, 3);
@@ -410,7 +410,7 @@ static void messages_given_back_keep_order_and_run_again(void **state)
     dlq_box box = {0};
     size_t got = 9;
     ew_dead_letter_options dl = {.event = &ev, .listener = "Seq", .max = 10,
-                                  .timeout_ms = 100, .fn = dlq_collect, .user = &box};
+                                 .timeout_ms = 100, .fn = dlq_collect, .user = &box};
     assert_int_equal(ew_dead_letters(b, &dl, &got), EW_OK);
     assert_int_equal(got, 0);
     ew_manager_free(b);
@@ -453,7 +453,7 @@ static void full_dead_letter_queue_is_retried_without_a_loop(void **state)
     dlq_box box = {0};
     size_t got = 0, total = 0;
     ew_dead_letter_options dl = {.event = &ev, .listener = "L", .max = 1,
-                                  .timeout_ms = 5000, .fn = dlq_collect, .user = &box};
+                                 .timeout_ms = 5000, .fn = dlq_collect, .user = &box};
     while (total < 3 && ew_dead_letters(m, &dl, &got) == EW_OK && got > 0)
         total += got;
     assert_int_equal(total, 3); /* room made: the third arrived */
