@@ -92,10 +92,12 @@ int main(void)
 {
     const char *url = getenv("EW_URL") ? getenv("EW_URL") : "local://";
     ew_manager *m;
-    if (ew_manager_new(&m, url, NULL) != EW_OK)
+    ew_err rc = ew_manager_new(&m, url, NULL);
+    if (rc != EW_OK) {
+        fprintf(stderr, "orders: %s: %s\n", ew_strerror(rc), ew_last_error());
         return 1;
-    ew_err rc = ew_listen(m, &(ew_listener_desc){.event = &ORDER, .name = "Billing"},
-                          on_bill, NULL);
+    }
+    rc = ew_listen(m, &(ew_listener_desc){.event = &ORDER, .name = "Billing"}, on_bill, NULL);
     if (rc == EW_OK)
         rc = ew_listen(m,
                        &(ew_listener_desc){.event = &ORDER,
@@ -120,7 +122,7 @@ int main(void)
         rc = ew_send(m, &ORDER, &o);
     }
     if (rc != EW_OK) {
-        fprintf(stderr, "orders: %s\n", ew_strerror(rc));
+        fprintf(stderr, "orders: %s: %s\n", ew_strerror(rc), ew_last_error());
         ew_manager_free(m);
         return 1;
     }

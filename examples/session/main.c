@@ -78,7 +78,7 @@ static void *user_thread(void *arg)
     snprintf(current_session, sizeof current_session, "session-of-alice");
     ew_err rc = ew_send(m, &CLICK, &(click_event){.item = "buy-button"});
     if (rc != EW_OK)
-        fprintf(stderr, "session: send: %s\n", ew_strerror(rc));
+        fprintf(stderr, "session: send: %s: %s\n", ew_strerror(rc), ew_last_error());
     return NULL;
 }
 
@@ -86,16 +86,19 @@ int main(void)
 {
     const char *url = getenv("EW_URL") ? getenv("EW_URL") : "local://";
     ew_manager *m;
-    if (ew_manager_new(&m, url, NULL) != EW_OK)
+    ew_err rc = ew_manager_new(&m, url, NULL);
+    if (rc != EW_OK) {
+        fprintf(stderr, "session: %s: %s\n", ew_strerror(rc), ew_last_error());
         return 1;
-    ew_err rc = ew_add_pipeline(m, &session_pipeline, NULL);
+    }
+    rc = ew_add_pipeline(m, &session_pipeline, NULL);
     if (rc == EW_OK)
         rc = ew_listen(m, &(ew_listener_desc){.event = &CLICK, .name = "ClickLog"},
                        on_click, NULL);
     if (rc == EW_OK)
         rc = ew_manager_start(m);
     if (rc != EW_OK) {
-        fprintf(stderr, "session: %s\n", ew_strerror(rc));
+        fprintf(stderr, "session: %s: %s\n", ew_strerror(rc), ew_last_error());
         ew_manager_free(m);
         return 1;
     }
