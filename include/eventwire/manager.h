@@ -57,11 +57,12 @@ typedef struct ew_retry_policy {
     uint32_t max_backoff_ms; /* cap; default 10000 */
 } ew_retry_policy;
 
-/* A listener callback. Runs on one of the listener's worker threads, never
- * while a library lock is held; with concurrency > 1, on several at once. event is the decoded struct and d the
- * delivery; both are valid until the callback returns. Return EW_OK to
- * acknowledge; EW_ENORETRY to dead-letter at once; anything else to be
- * retried by the policy, then dead-lettered. */
+/* A listener callback. Runs on one of the listener's worker threads (with
+ * concurrency > 1, on several at once), never while a library lock is held.
+ * event is the decoded struct and d the delivery; both are valid until the
+ * callback returns. Return EW_OK to acknowledge; EW_ENORETRY to dead-letter
+ * at once; any other code to be retried by the policy, then dead-lettered
+ * (the dead letter's ew-dlq-error header names the code). */
 typedef ew_err (*ew_listener_fn)(ew_delivery *d, const void *event, void *user);
 
 typedef struct ew_listener_desc {
