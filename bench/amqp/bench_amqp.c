@@ -379,7 +379,7 @@ int main(int argc, char **argv)
     amqp_options o;
     char err[256];
     if (ewi_url_parse(url, &u, err, sizeof err) != EW_OK ||
-        amqp_options_parse(&u, &o, err, sizeof err) != EW_OK)
+        amqp_options_parse(NULL, &u, &o, err, sizeof err) != EW_OK)
         die(err);
     ewi_url_free(&u);
     if (o.dialect != AMQP_DIALECT_RABBITMQ)

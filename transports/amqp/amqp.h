@@ -58,6 +58,7 @@ typedef struct amqp_options {
     char *user, *password; /* NULL when absent; the password is never logged */
     char *vhost;          /* rabbitmq: the URL path, or ?vhost=; NULL: "/" */
     char *ca_file;        /* ?ca=: PEM CA bundle for amqps */
+    char *cert_file, *key_file; /* ?cert=, ?key=: client certificate, or NULL */
     amqp_verify verify;   /* ?verify=name|peer|none */
     char *sasl_mechs;     /* ?sasl=: space separated; NULL: PLAIN with a user,
                              else ANONYMOUS */
@@ -72,10 +73,11 @@ typedef struct amqp_options {
 } amqp_options;
 
 /* Parses url (scheme amqp or amqps) into o; EW_EINVAL with the reason in err
- * for an unknown option or a bad value. Frees nothing on failure: call
- * amqp_options_free either way. Not thread-safe on o. */
-ew_err amqp_options_parse(const ewi_url *url, amqp_options *o, char *err,
-                          size_t errlen);
+ * for an unknown option or a bad value; old option names are logged on m
+ * (NULL: not logged). Frees nothing on failure: call amqp_options_free
+ * either way. Not thread-safe on o. */
+ew_err amqp_options_parse(const ew_manager *m, const ewi_url *url, amqp_options *o,
+                          char *err, size_t errlen);
 void amqp_options_free(amqp_options *o);
 const char *amqp_dialect_name(amqp_dialect d);
 

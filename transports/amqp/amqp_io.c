@@ -269,6 +269,8 @@ static bool connect_now(ewi_transport *t)
         int rc = dom ? 0 : PN_OUT_OF_MEMORY;
         if (!rc && o->ca_file)
             rc = pn_ssl_domain_set_trusted_ca_db(dom, o->ca_file);
+        if (!rc && o->cert_file)
+            rc = pn_ssl_domain_set_credentials(dom, o->cert_file, o->key_file, NULL);
         if (!rc)
             rc = pn_ssl_domain_set_peer_authentication(
                 dom,
@@ -285,9 +287,11 @@ static bool connect_now(ewi_transport *t)
             pn_ssl_domain_free(dom);
         if (rc) {
             char text[600];
-            amqp_textf(text, sizeof text, "TLS setup failed (%s)%s%s", pn_code(rc),
+            amqp_textf(text, sizeof text, "TLS setup failed (%s)%s%s%s%s", pn_code(rc),
                      o->ca_file ? ": check the CA file " : "",
-                     o->ca_file ? o->ca_file : "");
+                     o->ca_file ? o->ca_file : "",
+                     o->cert_file ? ", the client certificate " : "",
+                     o->cert_file ? o->cert_file : "");
             set_state(t, t->state, text);
             ewi_log(t->m, EW_LOG_ERROR, "amqp %s: %s", t->where, text);
             pn_transport_free(tr);

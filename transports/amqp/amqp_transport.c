@@ -33,7 +33,7 @@ static ew_err a_create(ew_manager *m, const ewi_url *url, ewi_transport **out)
     if (!t)
         return EW_ENOMEM;
     char err[300];
-    ew_err rc = amqp_options_parse(url, &t->opt, err, sizeof err);
+    ew_err rc = amqp_options_parse(m, url, &t->opt, err, sizeof err);
     if (rc != EW_OK) {
         ewi_log(m, EW_LOG_ERROR, "amqp URL: %s", err);
         amqp_options_free(&t->opt);

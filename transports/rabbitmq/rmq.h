@@ -36,8 +36,10 @@ typedef struct rmq_opts {
     int port;
     char *user, *password, *vhost;
     char *cacert, *cert, *key; /* TLS files; NULL when not given */
-    bool verify;               /* TLS peer and host name verification */
-    int heartbeat_s;           /* 0 disables heartbeats */
+    bool verify;               /* TLS: verify the peer's certificate chain */
+    bool verify_name;          /* TLS: and its host name (verify=name) */
+    int heartbeat_ms;          /* ?heartbeat_ms=; 0 disables heartbeats */
+    int heartbeat_s;           /* the same in whole seconds, rounded up */
     int connect_timeout_ms;    /* one TCP connect + handshake */
     int rpc_timeout_ms;        /* one declaration round trip */
     long queue_expires_ms;     /* x-expires of per_process queues */

@@ -42,7 +42,9 @@ typedef struct stomp_options {
     char *login, *passcode; /* NULL: none sent */
     char *vhost;           /* CONNECT's host header */
     char *ca_file;         /* TLS: trust these CAs (else the system's) */
-    bool verify;           /* TLS: verify the peer (default on) */
+    char *cert_file, *key_file; /* TLS: client certificate and its key, or NULL */
+    bool verify;           /* TLS: verify the peer's chain (default on) */
+    bool verify_name;      /* TLS: and its host name (verify=name, the default) */
     int heartbeat_ms;      /* both directions; 0 disables */
     int max_inflight;      /* unreceipted SENDs at most */
     int reconnect_max_ms;  /* backoff cap */
@@ -53,9 +55,10 @@ typedef struct stomp_options {
 
 const char *stomp_dialect_name(stomp_dialect d);
 /* Fills o from the URL (scheme stomp or stomp+ssl); EW_EINVAL with the reason
- * in err. o is freed with stomp_options_free also on failure. */
-ew_err stomp_options_parse(const ewi_url *url, stomp_options *o, char *err,
-                           size_t errlen);
+ * in err. Old option names are logged on m (NULL: not logged). o is freed
+ * with stomp_options_free also on failure. */
+ew_err stomp_options_parse(const ew_manager *m, const ewi_url *url, stomp_options *o,
+                           char *err, size_t errlen);
 void stomp_options_free(stomp_options *o);
 
 /* ---- dialects (dialect.c) ------------------------------------------------ */

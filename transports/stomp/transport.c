@@ -63,7 +63,7 @@ static ew_err stomp_create(ew_manager *m, const ewi_url *url, ewi_transport **ou
     if (!t)
         return EW_ENOMEM;
     char err[512] = "";
-    ew_err rc = stomp_options_parse(url, &t->opt, err, sizeof err);
+    ew_err rc = stomp_options_parse(m, url, &t->opt, err, sizeof err);
     if (rc != EW_OK) {
         ewi_log(m, EW_LOG_ERROR, "stomp URL: %s", err);
         stomp_options_free(&t->opt);
