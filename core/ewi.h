@@ -233,9 +233,11 @@ void ewi_window_open(ewi_window *w);
 /* Reading a dead-letter queue. */
 typedef struct ewi_dlq_req {
     const char *event, *listener, *dlq;
-    size_t max;
+    size_t max;     /* fn may lower it to end the batch early */
     int timeout_ms; /* for the first message */
-    ew_dead_letter_fn fn;
+    /* Called once per message taken, on the calling thread; the message is
+     * removed once it returns. */
+    void (*fn)(void *user, const ew_envelope *env);
     void *user;
     size_t taken;   /* out */
 } ewi_dlq_req;
@@ -305,10 +307,28 @@ void ewi_log(const ew_manager *m, ew_log_level level, const char *fmt, ...)
 void ewi_vlog(const ew_manager *m, ew_log_level level, const char *fmt,
               va_list ap) EWI_PRINTF(3, 0);
 /* Logs at error level (warn for EW_EDISCONNECTED) and passes the error to the
- * application's error handler. queue, event and message_id may be NULL. */
+ * application's error handler. queue, event and message_id may be NULL. On
+ * an application's thread (inside a public call) the text also becomes that
+ * call's ew_last_error, so an op that fails reports its reason here, on the
+ * calling thread, before it returns: a failing start names the broker's or
+ * the TLS library's refusal. */
 void ewi_report(ew_manager *m, ew_err code, const char *queue,
                 const char *event, const char *message_id, const char *fmt, ...)
     EWI_PRINTF(6, 7);
+
+/* ---- the caller's last error (ew_last_error) --------------------------- */
+
+/* Each public call that can fail clears the text on entry. The first error
+ * logged (error level) or reported on the calling thread during the call is
+ * kept, since it names the root cause; ewi_set_last_error and ewi_fail
+ * overwrite it. Texts are per thread and never hold credentials. */
+void ewi_last_error_clear(void);
+const char *ewi_last_error_peek(void);
+void ewi_note_error(const char *text); /* kept unless a text is there already */
+void ewi_set_last_error(const char *fmt, ...) EWI_PRINTF(1, 2);
+void ewi_vset_last_error(const char *fmt, va_list ap) EWI_PRINTF(1, 0);
+/* Sets the text and returns rc: `return ewi_fail(EW_EINVAL, "...", ...);` */
+ew_err ewi_fail(ew_err rc, const char *fmt, ...) EWI_PRINTF(2, 3);
 
 /* ---- names -------------------------------------------------------------- */
 

@@ -256,7 +256,7 @@ static atomic_int ew_received;
 static _Atomic int64_t ew_t_last;
 static int ew_target;
 
-static int on_bench(ew_delivery *d, const void *event, void *user)
+static ew_err on_bench(ew_delivery *d, const void *event, void *user)
 {
     (void)d;
     (void)event;

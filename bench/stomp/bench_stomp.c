@@ -299,7 +299,7 @@ typedef struct counter {
     _Atomic int64_t last;
 } counter;
 
-static int on_event(ew_delivery *d, const void *event, void *user)
+static ew_err on_event(ew_delivery *d, const void *event, void *user)
 {
     (void)d;
     (void)event;

@@ -93,7 +93,7 @@ static void per_process_gives_every_server_a_copy(void **state)
 
 /* ---- headers and pipelines ---------------------------------------------- */
 
-static int stamp_send(void *user, ew_envelope *env, const ew_event_desc *ev)
+static ew_err stamp_send(void *user, ew_envelope *env, const ew_event_desc *ev)
 {
     (void)ev;
     return ew_envelope_set_header(env, "session", user);
@@ -101,7 +101,7 @@ static int stamp_send(void *user, ew_envelope *env, const ew_event_desc *ev)
 
 static _Thread_local char seen_session[64];
 
-static int stamp_handle(void *user, const ew_envelope *env, const ew_listener_desc *l)
+static ew_err stamp_handle(void *user, const ew_envelope *env, const ew_listener_desc *l)
 {
     (void)user;
     (void)l;
@@ -110,14 +110,14 @@ static int stamp_handle(void *user, const ew_envelope *env, const ew_listener_de
     return EW_OK;
 }
 
-static int add_odd_header(void *user, ew_envelope *env, const ew_event_desc *ev)
+static ew_err add_odd_header(void *user, ew_envelope *env, const ew_event_desc *ev)
 {
     (void)user;
     (void)ev;
     return ew_envelope_set_header(env, "odd", ODD_VALUE);
 }
 
-static int check_headers(ew_delivery *d, const void *event, void *user)
+static ew_err check_headers(ew_delivery *d, const void *event, void *user)
 {
     tally *t = user;
     const conf_event *e = event;
@@ -236,8 +236,9 @@ static void failing_listener_is_retried_then_dead_lettered(void **state)
     assert_true(tally_wait_ids(&t, 14, 20, 30000));
     dlq_box box = {0};
     size_t got = 0;
-    assert_int_equal(ew_dead_letters(m, &ev, "Flaky", 10, 30000, dlq_collect, &box, &got),
-                     EW_OK);
+    ew_dead_letter_options dl = {.event = &ev, .listener = "Flaky", .max = 10,
+                                 .timeout_ms = 30000, .fn = dlq_collect, .user = &box};
+    assert_int_equal(ew_dead_letters(m, &dl, &got), EW_OK);
     assert_int_equal(got, 1);
     assert_int_equal(box.n, 1);
     assert_int_equal(box.ids[0], 13);
@@ -252,8 +253,8 @@ static void failing_listener_is_retried_then_dead_lettered(void **state)
     /* Nothing else arrives in dead letters: no redelivery loop. */
     ewi_sleep_ms(300);
     got = 9;
-    assert_int_equal(ew_dead_letters(m, &ev, "Flaky", 10, 200, dlq_collect, &box, &got),
-                     EW_OK);
+    dl.timeout_ms = 200;
+    assert_int_equal(ew_dead_letters(m, &dl, &got), EW_OK);
     assert_int_equal(got, 0);
     assert_int_equal(t.attempts[13], 3);
     ew_manager_free(m);
@@ -278,8 +279,9 @@ static void undecodable_body_goes_to_dead_letters_at_once(void **state)
     assert_true(tally_wait_all(&t, 30000));
     dlq_box box = {0};
     size_t got = 0, total = 0;
-    while (total < 2 && ew_dead_letters(m, &ev, "Strict", 10, 10000, dlq_collect, &box,
-                                        &got) == EW_OK && got > 0)
+    ew_dead_letter_options dl = {.event = &ev, .listener = "Strict", .max = 10,
+                                 .timeout_ms = 10000, .fn = dlq_collect, .user = &box};
+    while (total < 2 && ew_dead_letters(m, &dl, &got) == EW_OK && got > 0)
         total += got;
     assert_int_equal(total, 2);
     for (size_t i = 0; i < 2; i++) {
@@ -289,6 +291,60 @@ static void undecodable_body_goes_to_dead_letters_at_once(void **state)
     assert_non_null(strstr(box.error[1], "id"));
     ew_manager_free(m);
     tally_free(&t);
+}
+
+/* ---- a dead-letter reader that refuses --------------------------------- */
+
+static ew_err never_handles(ew_delivery *d, const void *event, void *user)
+{
+    (void)d, (void)event, (void)user;
+    return EW_ENORETRY;
+}
+
+static ew_err refuse_dead_letter(void *user, const ew_envelope *env)
+{
+    (void)env;
+    ++*(int *)user;
+    return EW_EBROKER; /* any code but EW_OK keeps the message */
+}
+
+static void refused_dead_letter_goes_back_to_its_queue(void **state)
+{
+    (void)state;
+    EV(ev, "Refused", true);
+    ew_manager *m = mgr_new(URL, "s1");
+    assert_int_equal(ew_listen(m, &(ew_listener_desc){.event = &ev, .name = "Keep"},
+                               never_handles, NULL),
+                     EW_OK);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    send_range(m, &ev, 0, 2);
+    int calls = 0;
+    size_t got = 9;
+    ew_dead_letter_options refuse = {.event = &ev, .listener = "Keep", .max = 10,
+                                     .timeout_ms = 30000, .fn = refuse_dead_letter,
+                                     .user = &calls};
+    assert_int_equal(ew_dead_letters(m, &refuse, &got), EW_EBROKER);
+    assert_int_equal(calls, 1); /* the call ends at the first refusal */
+    assert_int_equal(got, 0);
+    /* Both are there to be taken, the refused one included. */
+    dlq_box box = {0};
+    size_t total = 0;
+    ew_dead_letter_options take = {.event = &ev, .listener = "Keep", .max = 10,
+                                   .timeout_ms = 30000, .fn = dlq_collect, .user = &box};
+    while (total < 2) {
+        got = 0;
+        ew_err rc = ew_dead_letters(m, &take, &got);
+        if (rc != EW_OK || got == 0)
+            fail_msg("dead letters: %zu of 2 taken, then %s: %s", total, ew_strerror(rc),
+                     ew_last_error());
+        total += got;
+    }
+    assert_int_equal(total, 2);
+    assert_int_equal(box.n, 2);
+    assert_true((box.ids[0] == 0 && box.ids[1] == 1) || (box.ids[0] == 1 && box.ids[1] == 0));
+    for (size_t i = 0; i < 2; i++)
+        assert_string_equal(box.reason[i], "listener-failed");
+    ew_manager_free(m);
 }
 
 /* ---- drain on stop ------------------------------------------------------ */
@@ -393,7 +449,7 @@ static void sends_from_many_threads_all_arrive(void **state)
     tally_free(&t);
 }
 
-static int check_json(ew_delivery *d, const void *event, void *user)
+static ew_err check_json(ew_delivery *d, const void *event, void *user)
 {
     const conf_event *e = event;
     const char *ct = ew_envelope_content_type(ew_delivery_envelope(d));
@@ -607,6 +663,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(concurrency_one_keeps_order),
         cmocka_unit_test(failing_listener_is_retried_then_dead_lettered),
         cmocka_unit_test(undecodable_body_goes_to_dead_letters_at_once),
+        cmocka_unit_test(refused_dead_letter_goes_back_to_its_queue),
         cmocka_unit_test(stop_drains_and_returns_the_rest),
         cmocka_unit_test(listener_added_after_start_receives),
         cmocka_unit_test(sends_from_many_threads_all_arrive),
