@@ -43,7 +43,6 @@ static ew_err a_create(ew_manager *m, const ewi_url *url, ewi_transport **out)
     t->m = m;
     t->cfg = ewi_config_of(m);
     pthread_mutex_init(&t->mu, NULL);
-    pthread_mutex_init(&t->decl_mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -58,6 +57,13 @@ static ew_err a_create(ew_manager *m, const ewi_url *url, ewi_transport **out)
     uuid_unparse_lower(u, us);
     amqp_textf(t->container_id, sizeof t->container_id, "eventwire-%s-%.8s",
              t->cfg->server_name ? t->cfg->server_name : "server", us);
+    if (amqp_admin_open(t) != EW_OK) {
+        amqp_options_free(&t->opt);
+        pthread_mutex_destroy(&t->mu);
+        pthread_cond_destroy(&t->cond);
+        free(t);
+        return EW_ENOMEM;
+    }
     *out = t;
     return EW_OK;
 }
@@ -151,10 +157,9 @@ static void a_destroy(ewi_transport *t)
     }
     if (t->proactor)
         pn_proactor_free(t->proactor);
-    amqp_decl_cache_free(t);
+    amqp_admin_close(t);
     amqp_options_free(&t->opt);
     pthread_mutex_destroy(&t->mu);
-    pthread_mutex_destroy(&t->decl_mu);
     pthread_cond_destroy(&t->cond);
     free(t);
 }

@@ -21,6 +21,7 @@
 #include <stdatomic.h>
 
 #include "ewi.h"
+#include "transports/rmqadmin/rmqadmin.h"
 #include "waker.h"
 
 #define RMQ_CH_CONFIRM 1
@@ -75,14 +76,10 @@ void rmq_props_buf_free(rmq_props_buf *buf);
 ew_err rmq_props_to_env(const amqp_basic_properties_t *props, ew_envelope *env,
                         size_t *skipped);
 
-/* ---- texts and codes of librabbitmq results (rmq_conn.c) ---------------- */
+/* ---- texts and codes of librabbitmq results (the shared module's) ------- */
 
-/* "404 NOT_FOUND - no queue 'x' in vhost '/'" for a broker close reply, or
- * librabbitmq's status text; into buf. */
-const char *rmq_reply_text(amqp_rpc_reply_t r, char *buf, size_t len);
-/* The ew_err for a broker reply code (403 → EW_EAUTH, 404 → EW_ENOTFOUND,
- * 406 → EW_ECONFLICT, else EW_EBROKER). */
-ew_err rmq_code_err(uint16_t code);
+#define rmq_reply_text rmqa_reply_text
+#define rmq_code_err rmqa_code_err
 
 /* ---- inbound message assembly (rmq_io.c) -------------------------------- */
 
@@ -261,7 +258,8 @@ typedef struct rmq_returned {
 
 /* Opens a socket, logs in and opens the fixed channels (confirm.select on
  * the confirm channel). On failure writes why into err and returns EW_EAUTH
- * (credentials, vhost), EW_ECONNECT or EW_ENOMEM; t->conn is then NULL. */
+ * (credentials, vhost), EW_ETLS (certificate), EW_ECONNECT or EW_ENOMEM;
+ * t->conn is then NULL. */
 ew_err rmq_connect(ewi_transport *t, char *err, size_t errlen);
 /* Closes politely when possible and frees the connection. */
 void rmq_disconnect(ewi_transport *t, bool polite);
@@ -274,8 +272,9 @@ ew_err rmq_channel_open(ewi_transport *t, uint16_t ch, char *err, size_t errlen)
  * a channel exception on the RPC channel is answered and the channel
  * reopened; EW_EDISCONNECTED when the connection itself failed. */
 ew_err rmq_declare_exchange(ewi_transport *t, const char *event, char *err, size_t errlen);
-ew_err rmq_declare_sub(ewi_transport *t, rmq_sub *rs, char *err, size_t errlen);
-ew_err rmq_consume(ewi_transport *t, rmq_sub *rs, char *err, size_t errlen);
+/* Declares rs's exchange, queue, binding and dead-letter queue and consumes
+ * it on a channel of its own, in one round trip. */
+ew_err rmq_subscribe(ewi_transport *t, rmq_sub *rs, char *err, size_t errlen);
 ew_err rmq_cancel(ewi_transport *t, rmq_sub *rs);
 /* basic.get of up to req->max messages off req->queue (no auto-ack). */
 ew_err rmq_dlq_get(ewi_transport *t, rmq_req *req);

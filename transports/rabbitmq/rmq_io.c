@@ -82,9 +82,7 @@ static bool req_run(ewi_transport *t, rmq_req *r)
     case RMQ_REQ_SUBSCRIBE:
         if (!t->connected)
             return false;
-        rc = rmq_declare_sub(t, r->rs, r->err, sizeof r->err);
-        if (rc == EW_OK)
-            rc = rmq_consume(t, r->rs, r->err, sizeof r->err);
+        rc = rmq_subscribe(t, r->rs, r->err, sizeof r->err);
         if (rc == EW_EDISCONNECTED)
             return false;
         if (rc == EW_OK) {
@@ -561,9 +559,7 @@ void rmq_lost(ewi_transport *t, const char *why)
 static void resubscribe(ewi_transport *t, rmq_sub *rs)
 {
     char err[512];
-    ew_err rc = rmq_declare_sub(t, rs, err, sizeof err);
-    if (rc == EW_OK)
-        rc = rmq_consume(t, rs, err, sizeof err);
+    ew_err rc = rmq_subscribe(t, rs, err, sizeof err);
     if (rc == EW_OK || rc == EW_EDISCONNECTED)
         return;
     rs->resubscribe = true;

@@ -1,34 +1,26 @@
-/* Topology on the broker (DESIGN.md's addressing table, RabbitMQ column):
- *   event E        durable topic exchange E; messages carry routing key E
- *   listener L     queue E::L bound to E with '#'
- *   per_process    queue E::L-<server>, x-expires so dead servers leave
- *                  nothing behind
- *   dead letters   durable queue E::L.dlq (core's name), fed through the
- *                  default exchange
- * Declarations run on the RPC channel; consumers get a channel each. All of
- * it on the I/O thread (or in start before the thread runs). */
+/* Topology on the broker, as the shared administration module declares it
+ * (transports/rmqadmin/rmqadmin.h): exchanges on the RPC channel, each
+ * listener's queue, binding and dead-letter queue on the channel it
+ * consumes on. All of it on the I/O thread (or in start before the thread
+ * runs). */
 #include "rmq.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static amqp_bytes_t b(const char *s)
+/* r as an ew_err: a channel refusal is answered and the RPC channel
+ * reopened; a connection failure is rmq_lost and EW_EDISCONNECTED. */
+static ew_err check(ewi_transport *t, uint16_t ch, amqp_rpc_reply_t r, const char *what,
+                    char *err, size_t errlen)
 {
-    return amqp_cstring_bytes(s);
-}
-
-ew_err rmq_rpc_result(ewi_transport *t, uint16_t ch, const char *what, char *err,
-                      size_t errlen)
-{
-    amqp_rpc_reply_t r = amqp_get_rpc_reply(t->conn);
     if (r.reply_type == AMQP_RESPONSE_NORMAL)
         return EW_OK;
     char text[300];
-    rmq_reply_text(r, text, sizeof text);
+    rmqa_reply_text(r, text, sizeof text);
     snprintf(err, errlen, "%s failed: %s", what, text);
     if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
-        uint16_t code = ((const amqp_channel_close_t *)r.reply.decoded)->reply_code;
+        ew_err rc = rmqa_reply_err(r);
         /* The broker closed the channel: confirm, and reopen the RPC
          * channel so the next declaration finds it. */
         amqp_channel_close_ok_t ok = {0};
@@ -44,7 +36,7 @@ ew_err rmq_rpc_result(ewi_transport *t, uint16_t ch, const char *what, char *err
             }
             t->rpc_epoch = ++t->epoch_seq;
         }
-        return rmq_code_err(code);
+        return rc;
     }
     if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
         r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
@@ -55,69 +47,62 @@ ew_err rmq_rpc_result(ewi_transport *t, uint16_t ch, const char *what, char *err
     return EW_EDISCONNECTED;
 }
 
+ew_err rmq_rpc_result(ewi_transport *t, uint16_t ch, const char *what, char *err,
+                      size_t errlen)
+{
+    return check(t, ch, amqp_get_rpc_reply(t->conn), what, err, errlen);
+}
+
 ew_err rmq_declare_exchange(ewi_transport *t, const char *event, char *err, size_t errlen)
 {
     char what[EW_MAX_EVENT_NAME + 64];
-    snprintf(what, sizeof what, "declaring exchange '%s' (topic, durable)", event);
-    amqp_exchange_declare(t->conn, RMQ_CH_RPC, b(event), b("topic"), 0, 1, 0, 0,
-                          amqp_empty_table);
-    return rmq_rpc_result(t, RMQ_CH_RPC, what, err, errlen);
+    rmqa_decl d = {.kind = RMQA_EXCHANGE, .event = event};
+    return check(t, RMQ_CH_RPC, rmqa_rpc_decl(t->conn, RMQ_CH_RPC, &d),
+                 rmqa_decl_what(&d, what, sizeof what), err, errlen);
 }
 
-ew_err rmq_declare_sub(ewi_transport *t, rmq_sub *rs, char *err, size_t errlen)
+ew_err rmq_subscribe(ewi_transport *t, rmq_sub *rs, char *err, size_t errlen)
 {
     const ewi_sub *s = rs->sub;
-    char what[2 * EW_MAX_QUEUE_NAME + 96];
-    ew_err rc = rmq_declare_exchange(t, s->event, err, errlen);
-    if (rc != EW_OK)
-        return rc;
-
-    amqp_table_entry_t expires = {b("x-expires"), {AMQP_FIELD_KIND_I64, {.i64 = t->o.queue_expires_ms}}};
-    amqp_table_t args = amqp_empty_table;
-    if (s->per_process) {
-        args.num_entries = 1;
-        args.entries = &expires;
-    }
-    snprintf(what, sizeof what, "declaring queue '%s' (%s%s)", s->queue,
-             s->durable ? "durable" : "transient",
-             s->per_process ? ", x-expires" : "");
-    amqp_queue_declare(t->conn, RMQ_CH_RPC, b(s->queue), 0, s->durable, 0, 0, args);
-    if ((rc = rmq_rpc_result(t, RMQ_CH_RPC, what, err, errlen)) != EW_OK)
-        return rc;
-
-    snprintf(what, sizeof what, "binding queue '%s' to exchange '%s' with '#'", s->queue,
-             s->event);
-    amqp_queue_bind(t->conn, RMQ_CH_RPC, b(s->queue), b(s->event), b("#"), amqp_empty_table);
-    if ((rc = rmq_rpc_result(t, RMQ_CH_RPC, what, err, errlen)) != EW_OK)
-        return rc;
-
-    snprintf(what, sizeof what, "declaring dead-letter queue '%s' (durable)", s->dlq);
-    amqp_queue_declare(t->conn, RMQ_CH_RPC, b(s->dlq), 0, 1, 0, 0, amqp_empty_table);
-    return rmq_rpc_result(t, RMQ_CH_RPC, what, err, errlen);
-}
-
-ew_err rmq_consume(ewi_transport *t, rmq_sub *rs, char *err, size_t errlen)
-{
-    char what[EW_MAX_QUEUE_NAME + 64];
     if (t->next_ch == 0 || t->next_ch >= (uint16_t)amqp_get_channel_max(t->conn)) {
         snprintf(err, errlen, "consuming %s: no free channel (broker channel_max %d)",
-                 rs->sub->queue, amqp_get_channel_max(t->conn));
+                 s->queue, amqp_get_channel_max(t->conn));
         return EW_EBROKER;
     }
+    /* Everything on the listener's own channel, written at once: open,
+     * exchange, queue, binding, dead-letter queue (nowait), qos, consume;
+     * then one wait for consume-ok. The broker handles a channel's methods
+     * in order, so a refusal of any of them closes the channel instead,
+     * with a text that names the exchange or queue. The open-ok and qos-ok
+     * on the way are passed over by the I/O loop. */
     uint16_t ch = t->next_ch++;
-    ew_err rc = rmq_channel_open(t, ch, err, errlen);
-    if (rc != EW_OK) {
-        rmq_lost(t, err);
-        return rc;
-    }
-    amqp_basic_qos(t->conn, ch, 0, rs->prefetch, 0);
-    snprintf(what, sizeof what, "basic.qos %u on %s", rs->prefetch, rs->sub->queue);
-    if ((rc = rmq_rpc_result(t, ch, what, err, errlen)) != EW_OK)
-        return rc;
+    rmqa_decl d = {.kind = RMQA_LISTENER, .event = s->event, .queue = s->queue,
+                   .dlq = s->dlq, .durable = s->durable,
+                   .expires_ms = s->per_process ? t->o.queue_expires_ms : 0};
+    amqp_channel_open_t open = {.out_of_band = amqp_empty_bytes};
+    amqp_basic_qos_t qos = {.prefetch_count = rs->prefetch};
     snprintf(rs->ctag, sizeof rs->ctag, "ew-%s-%u", ewi_config_of(t->m)->server_name, ch);
-    amqp_basic_consume(t->conn, ch, b(rs->sub->queue), b(rs->ctag), 0, 0, 0, amqp_empty_table);
-    snprintf(what, sizeof what, "consuming queue '%s'", rs->sub->queue);
-    if ((rc = rmq_rpc_result(t, ch, what, err, errlen)) != EW_OK)
+    amqp_basic_consume_t consume = {.queue = amqp_cstring_bytes(s->queue),
+                                    .consumer_tag = amqp_cstring_bytes(rs->ctag),
+                                    .arguments = amqp_empty_table};
+    amqp_method_number_t consume_ok[] = {AMQP_BASIC_CONSUME_OK_METHOD, 0};
+    amqp_rpc_reply_t r = {.reply_type = AMQP_RESPONSE_LIBRARY_EXCEPTION};
+    rmq_guard_begin(t);
+    int st = amqp_send_method(t->conn, ch, AMQP_CHANNEL_OPEN_METHOD, &open);
+    if (st == AMQP_STATUS_OK)
+        st = rmqa_write_decl(t->conn, ch, &d);
+    if (st == AMQP_STATUS_OK)
+        st = amqp_send_method(t->conn, ch, AMQP_BASIC_QOS_METHOD, &qos);
+    rmq_guard_end(t, st);
+    if (st == AMQP_STATUS_OK)
+        r = amqp_simple_rpc(t->conn, ch, AMQP_BASIC_CONSUME_METHOD, consume_ok, &consume);
+    else
+        r.library_error = st;
+    char what[3 * EW_MAX_QUEUE_NAME + 160];
+    rmqa_decl_what(&d, what, sizeof what);
+    snprintf(what + strlen(what), sizeof what - strlen(what), " and consuming it");
+    ew_err rc = check(t, ch, r, what, err, errlen);
+    if (rc != EW_OK)
         return rc;
     rs->ch = ch;
     rs->epoch = ++t->epoch_seq;
@@ -131,7 +116,7 @@ ew_err rmq_cancel(ewi_transport *t, rmq_sub *rs)
     char err[400];
     if (!rs->ch)
         return EW_OK;
-    amqp_basic_cancel(t->conn, rs->ch, b(rs->ctag));
+    amqp_basic_cancel(t->conn, rs->ch, amqp_cstring_bytes(rs->ctag));
     ew_err rc = rmq_rpc_result(t, rs->ch, "basic.cancel", err, sizeof err);
     if (rc != EW_OK && rc != EW_EDISCONNECTED)
         ewi_log(t->m, EW_LOG_WARN, "%s: %s", rs->sub->queue, err);
@@ -144,7 +129,7 @@ ew_err rmq_dlq_get(ewi_transport *t, rmq_req *req)
     char what[EW_MAX_QUEUE_NAME + 32];
     snprintf(what, sizeof what, "basic.get from '%s'", req->queue);
     while (req->ngot < req->max) {
-        amqp_rpc_reply_t r = amqp_basic_get(t->conn, RMQ_CH_RPC, b(req->queue), 0);
+        amqp_rpc_reply_t r = amqp_basic_get(t->conn, RMQ_CH_RPC, amqp_cstring_bytes(req->queue), 0);
         if (r.reply_type != AMQP_RESPONSE_NORMAL) {
             ew_err rc = rmq_rpc_result(t, RMQ_CH_RPC, what, req->err, sizeof req->err);
             if (rc == EW_ENOTFOUND)

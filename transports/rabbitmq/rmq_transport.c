@@ -122,7 +122,9 @@ static ew_err r_start(ewi_transport *t, int timeout_ms)
         ew_err rc = rmq_connect(t, err, sizeof err);
         if (rc == EW_OK)
             break;
-        if (rc == EW_EAUTH || rc == EW_ENOMEM) {
+        /* Refused credentials and an untrusted certificate stay so on every
+         * retry: fail at once. */
+        if (rc == EW_EAUTH || rc == EW_ETLS || rc == EW_ENOMEM) {
             ewi_report(t->m, rc, NULL, NULL, NULL, "%s", err);
             return rc;
         }

@@ -4,6 +4,7 @@
 #include "transports/rmqadmin/rmqadmin.h"
 
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,6 +182,12 @@ struct rmqa {
     entry *checks;                /* known to exist */
 };
 
+/* Frees a string this file copied (kept const where it is read). */
+static void free_owned(const char *s)
+{
+    free((void *)(uintptr_t)s);
+}
+
 static char *dup0(const char *s)
 {
     return s ? strdup(s) : NULL;
@@ -188,15 +195,15 @@ static char *dup0(const char *s)
 
 static void conf_free(rmqa_conf *c)
 {
-    free((char *)c->host);
-    free((char *)c->vhost);
-    free((char *)c->user);
-    free((char *)c->password);
-    free((char *)c->ca);
-    free((char *)c->cert);
-    free((char *)c->key);
-    free((char *)c->conn_name);
-    free((char *)c->label);
+    free_owned(c->host);
+    free_owned(c->vhost);
+    free_owned(c->user);
+    free_owned(c->password);
+    free_owned(c->ca);
+    free_owned(c->cert);
+    free_owned(c->key);
+    free_owned(c->conn_name);
+    free_owned(c->label);
 }
 
 rmqa *rmqa_new(const rmqa_conf *c)
@@ -241,9 +248,9 @@ static void entries_free(entry *e)
 {
     while (e) {
         entry *next = e->next;
-        free((char *)e->d.event);
-        free((char *)e->d.queue);
-        free((char *)e->d.dlq);
+        free_owned(e->d.event);
+        free_owned(e->d.queue);
+        free_owned(e->d.dlq);
         free(e);
         e = next;
     }
@@ -374,6 +381,17 @@ ew_err rmqa_ensure(rmqa *a, const rmqa_decl *d, char *err, size_t errlen)
     entry **list = d->kind == RMQA_EXISTS ? &a->checks : &a->decls;
     ew_err rc = EW_OK;
     if (!find(*list, d) && (rc = declare(a, d, err, errlen)) == EW_OK)
+        remember(list, d);
+    pthread_mutex_unlock(&a->mu);
+    return rc;
+}
+
+ew_err rmqa_declare(rmqa *a, const rmqa_decl *d, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&a->mu);
+    entry **list = d->kind == RMQA_EXISTS ? &a->checks : &a->decls;
+    ew_err rc = declare(a, d, err, errlen);
+    if (rc == EW_OK && !find(*list, d))
         remember(list, d);
     pthread_mutex_unlock(&a->mu);
     return rc;

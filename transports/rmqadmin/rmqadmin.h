@@ -112,6 +112,9 @@ void rmqa_free(rmqa *a);            /* NULL allowed */
  * went stale is reopened once; EW_ECONNECT / EW_ETIMEDOUT when the broker
  * cannot be reached, which a caller may retry. */
 ew_err rmqa_ensure(rmqa *a, const rmqa_decl *d, char *err, size_t errlen);
+/* d now, whatever was remembered (e.g. a queue deleted by hand), and
+ * remembered when it succeeds. */
+ew_err rmqa_declare(rmqa *a, const rmqa_decl *d, char *err, size_t errlen);
 /* Reconnects and declares everything remembered again (exchanges first),
  * pipelined; forgets the existence checks. */
 ew_err rmqa_redeclare(rmqa *a, char *err, size_t errlen);

@@ -3,6 +3,7 @@
  * thread (SEND frames are built here, in parallel), then queues the work for
  * the I/O thread (io.c) and, where the contract says so, waits for it. */
 #include "transports/stomp/stomp.h"
+#include "transports/rmqadmin/rmqadmin.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -95,7 +96,8 @@ static ew_err stomp_create(ew_manager *m, const ewi_url *url, ewi_transport **ou
     pthread_condattr_destroy(&ca);
     t->waker[0].fd = t->waker[1].fd = -1;
     if (ewi_waker_init(&t->waker[0]) != EW_OK || ewi_waker_init(&t->waker[1]) != EW_OK ||
-        (t->opt.dialect == STOMP_RABBITMQ && !(t->topo = stomp_topo_new(&t->opt)))) {
+        (t->opt.dialect == STOMP_RABBITMQ && t->opt.amqp_port &&
+         !(t->topo = stomp_admin_new(&t->opt)))) {
         ewi_waker_close(&t->waker[0]);
         ewi_waker_close(&t->waker[1]);
         stomp_options_free(&t->opt);
@@ -162,7 +164,7 @@ static void stomp_destroy(ewi_transport *t)
         free(k->queue);
         free(k);
     }
-    stomp_topo_free(t->topo);
+    rmqa_free(t->topo);
     ewi_waker_close(&t->waker[0]);
     ewi_waker_close(&t->waker[1]);
     stomp_options_free(&t->opt);
@@ -227,12 +229,33 @@ static ew_err stomp_check(ewi_transport *t, const char *event, const char *liste
     return stomp_check_names(t->opt.dialect, event, listener, err, errlen);
 }
 
+rmqa *stomp_admin_new(const stomp_options *o)
+{
+    char label[300];
+    snprintf(label, sizeof label, "%s:%d (AMQP 0-9-1, option amqp_port)", o->host, o->amqp_port);
+    rmqa_conf c = {.host = o->host, .port = o->amqp_port, .vhost = o->vhost,
+                   .user = o->login, .password = o->passcode, .tls = o->tls,
+                   .ca = o->ca_file, .verify_peer = o->verify, .verify_name = o->verify,
+                   .connect_timeout_ms = o->connect_timeout_ms,
+                   .conn_name = "eventwire stomp administration", .label = label};
+    return rmqa_new(&c);
+}
+
 static ew_err stomp_declare(ewi_transport *t, const char *event, bool durable)
 {
-    if (!t->topo)
-        return EW_OK; /* activemq and artemis create addresses on first use */
+    EWI_UNUSED(durable); /* the exchange is durable for every event */
     char err[512];
-    ew_err rc = stomp_topo_exchange(t->topo, event, durable, err, sizeof err);
+    ew_err rc = EW_OK;
+    if (t->opt.dialect != STOMP_RABBITMQ)
+        return EW_OK; /* activemq and artemis create addresses on first use */
+    if (!t->topo) {
+        snprintf(err, sizeof err, "amqp_port=0: this dialect=rabbitmq transport cannot "
+                                  "declare exchange %s", event);
+        rc = EW_ENOTSUP;
+    } else {
+        rmqa_decl d = {.kind = RMQA_EXCHANGE, .event = event};
+        rc = rmqa_ensure(t->topo, &d, err, sizeof err);
+    }
     if (rc != EW_OK)
         ewi_report(t->m, rc, NULL, event, NULL, "%s", err);
     return rc;
@@ -382,9 +405,9 @@ static ew_err stomp_subscribe(ewi_transport *t, ewi_sub *sub)
 {
     char err[512];
     ew_err rc;
-    if (t->topo && (rc = stomp_topo_dlq(t->topo, sub->dlq, err, sizeof err)) != EW_OK) {
-        ewi_report(t->m, rc, sub->queue, sub->event, NULL,
-                   "declaring dead-letter queue %s: %s", sub->dlq, err);
+    rmqa_decl dlq = {.kind = RMQA_DLQ, .queue = sub->dlq};
+    if (t->topo && (rc = rmqa_ensure(t->topo, &dlq, err, sizeof err)) != EW_OK) {
+        ewi_report(t->m, rc, sub->queue, sub->event, NULL, "%s", err);
         return rc;
     }
     stomp_sub *ss = calloc(1, sizeof *ss);
@@ -464,7 +487,8 @@ static ew_err stomp_publish(ewi_transport *t, ewi_pub *p)
     }
     if (p->dest == EWI_DEST_LISTENER && t->topo) {
         /* RabbitMQ drops a SEND to a missing /amq/queue/ silently. */
-        ew_err rc = stomp_topo_queue_exists(t->topo, p->queue, err, sizeof err);
+        rmqa_decl d = {.kind = RMQA_EXISTS, .queue = p->queue};
+        ew_err rc = rmqa_ensure(t->topo, &d, err, sizeof err);
         if (rc != EW_OK) {
             ewi_log(t->m, EW_LOG_ERROR, "send %s to %s: %s", p->event, p->queue, err);
             return rc;
