@@ -155,6 +155,7 @@ typedef struct rmq_event {
 typedef enum rmq_req_kind {
     RMQ_REQ_DECLARE,
     RMQ_REQ_SUBSCRIBE,
+    RMQ_REQ_SUBSCRIBE_MANY,
     RMQ_REQ_UNSUBSCRIBE,
     RMQ_REQ_DLQ_GET,
     RMQ_REQ_DLQ_ACK,
@@ -170,6 +171,9 @@ typedef struct rmq_req {
     rmq_req_kind kind;
     const char *event;    /* DECLARE */
     rmq_sub *rs;          /* SUBSCRIBE, UNSUBSCRIBE */
+    rmq_sub **many;       /* SUBSCRIBE_MANY: nmany subs, their results in rcs */
+    size_t nmany;
+    ew_err *rcs;
     const char *queue;    /* DLQ_GET */
     size_t max;           /* DLQ_GET */
     uint64_t tag;         /* DLQ_GET out (last tag), DLQ_ACK in */
@@ -275,6 +279,11 @@ ew_err rmq_declare_exchange(ewi_transport *t, const char *event, char *err, size
 /* Declares rs's exchange, queue, binding and dead-letter queue and consumes
  * it on a channel of its own, in one round trip. */
 ew_err rmq_subscribe(ewi_transport *t, rmq_sub *rs, char *err, size_t errlen);
+/* rmq_subscribe for each rss[i] whose rcs[i] is EW_EDISCONNECTED (to do),
+ * all written before any reply is read: their round trips overlap (the
+ * broker runs channels in parallel). rcs[i] becomes the result; failures
+ * are reported. Those that succeed are active and linked into t->subs. */
+void rmq_subscribe_many(ewi_transport *t, rmq_sub **rss, size_t n, ew_err *rcs);
 ew_err rmq_cancel(ewi_transport *t, rmq_sub *rs);
 /* basic.get of up to req->max messages off req->queue (no auto-ack). */
 ew_err rmq_dlq_get(ewi_transport *t, rmq_req *req);
@@ -285,6 +294,8 @@ ew_err rmq_rpc_result(ewi_transport *t, uint16_t ch, const char *what, char *err
 /* ---- the I/O thread (rmq_io.c) ------------------------------------------ */
 
 void *rmq_io_main(void *arg);
+/* Handles one frame read off the connection. */
+void rmq_handle_frame(ewi_transport *t, const amqp_frame_t *f);
 /* Marks the connection lost: unconfirmed publishes wait to be resent,
  * consumers to be resumed; logs and reports once. */
 void rmq_lost(ewi_transport *t, const char *why);

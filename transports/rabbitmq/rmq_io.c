@@ -91,6 +91,18 @@ static bool req_run(ewi_transport *t, rmq_req *r)
             t->subs = r->rs;
         }
         break;
+    case RMQ_REQ_SUBSCRIBE_MANY: {
+        if (!t->connected)
+            return false;
+        /* Those a lost connection interrupted are tried again. */
+        size_t left = 0;
+        rmq_subscribe_many(t, r->many, r->nmany, r->rcs);
+        for (size_t i = 0; i < r->nmany; i++)
+            left += r->rcs[i] == EW_EDISCONNECTED;
+        if (left)
+            return false;
+        break;
+    }
     case RMQ_REQ_UNSUBSCRIBE:
         r->rs->active = false;
         r->rs->resubscribe = false;
@@ -487,7 +499,7 @@ static void on_method(ewi_transport *t, const amqp_frame_t *f)
     }
 }
 
-static void handle_frame(ewi_transport *t, const amqp_frame_t *f)
+void rmq_handle_frame(ewi_transport *t, const amqp_frame_t *f)
 {
     switch (f->frame_type) {
     case AMQP_FRAME_METHOD:
@@ -518,7 +530,7 @@ static void read_frames(ewi_transport *t)
             return;
         }
         t->last_rx_ms = ewi_now_ms();
-        handle_frame(t, &f);
+        rmq_handle_frame(t, &f);
     }
     if (t->connected)
         amqp_maybe_release_buffers(t->conn);

@@ -6,6 +6,7 @@
 #include "rmq.h"
 
 #include <stdio.h>
+#include <sys/time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -61,54 +62,172 @@ ew_err rmq_declare_exchange(ewi_transport *t, const char *event, char *err, size
                  rmqa_decl_what(&d, what, sizeof what), err, errlen);
 }
 
-ew_err rmq_subscribe(ewi_transport *t, rmq_sub *rs, char *err, size_t errlen)
+/* Writes everything rs needs on a new channel of its own: open, exchange,
+ * queue, binding, dead-letter queue (nowait), qos and consume. The broker
+ * handles a channel's methods in order, so a refusal of any of them closes
+ * the channel instead of consume-ok, with a text that names the exchange
+ * or queue. The open-ok and qos-ok on the way are passed over. *ch: the
+ * channel, 0 when none is free (EW_EBROKER, err says why). */
+static ew_err write_sub(ewi_transport *t, rmq_sub *rs, uint16_t *ch, char *err, size_t errlen)
 {
     const ewi_sub *s = rs->sub;
+    *ch = 0;
     if (t->next_ch == 0 || t->next_ch >= (uint16_t)amqp_get_channel_max(t->conn)) {
         snprintf(err, errlen, "consuming %s: no free channel (broker channel_max %d)",
                  s->queue, amqp_get_channel_max(t->conn));
         return EW_EBROKER;
     }
-    /* Everything on the listener's own channel, written at once: open,
-     * exchange, queue, binding, dead-letter queue (nowait), qos, consume;
-     * then one wait for consume-ok. The broker handles a channel's methods
-     * in order, so a refusal of any of them closes the channel instead,
-     * with a text that names the exchange or queue. The open-ok and qos-ok
-     * on the way are passed over by the I/O loop. */
-    uint16_t ch = t->next_ch++;
+    *ch = t->next_ch++;
     rmqa_decl d = {.kind = RMQA_LISTENER, .event = s->event, .queue = s->queue,
                    .dlq = s->dlq, .durable = s->durable,
                    .expires_ms = s->per_process ? t->o.queue_expires_ms : 0};
     amqp_channel_open_t open = {.out_of_band = amqp_empty_bytes};
     amqp_basic_qos_t qos = {.prefetch_count = rs->prefetch};
-    snprintf(rs->ctag, sizeof rs->ctag, "ew-%s-%u", ewi_config_of(t->m)->server_name, ch);
+    snprintf(rs->ctag, sizeof rs->ctag, "ew-%s-%u", ewi_config_of(t->m)->server_name, *ch);
     amqp_basic_consume_t consume = {.queue = amqp_cstring_bytes(s->queue),
                                     .consumer_tag = amqp_cstring_bytes(rs->ctag),
                                     .arguments = amqp_empty_table};
-    amqp_method_number_t consume_ok[] = {AMQP_BASIC_CONSUME_OK_METHOD, 0};
-    amqp_rpc_reply_t r = {.reply_type = AMQP_RESPONSE_LIBRARY_EXCEPTION};
     rmq_guard_begin(t);
-    int st = amqp_send_method(t->conn, ch, AMQP_CHANNEL_OPEN_METHOD, &open);
+    int st = amqp_send_method(t->conn, *ch, AMQP_CHANNEL_OPEN_METHOD, &open);
     if (st == AMQP_STATUS_OK)
-        st = rmqa_write_decl(t->conn, ch, &d);
+        st = rmqa_write_decl(t->conn, *ch, &d);
     if (st == AMQP_STATUS_OK)
-        st = amqp_send_method(t->conn, ch, AMQP_BASIC_QOS_METHOD, &qos);
+        st = amqp_send_method(t->conn, *ch, AMQP_BASIC_QOS_METHOD, &qos);
+    if (st == AMQP_STATUS_OK)
+        st = amqp_send_method(t->conn, *ch, AMQP_BASIC_CONSUME_METHOD, &consume);
     rmq_guard_end(t, st);
     if (st == AMQP_STATUS_OK)
-        r = amqp_simple_rpc(t->conn, ch, AMQP_BASIC_CONSUME_METHOD, consume_ok, &consume);
-    else
-        r.library_error = st;
-    char what[3 * EW_MAX_QUEUE_NAME + 160];
-    rmqa_decl_what(&d, what, sizeof what);
-    snprintf(what + strlen(what), sizeof what - strlen(what), " and consuming it");
-    ew_err rc = check(t, ch, r, what, err, errlen);
-    if (rc != EW_OK)
-        return rc;
+        return EW_OK;
+    snprintf(err, errlen, "writing the declarations of %s: %s", s->queue,
+             amqp_error_string2(st));
+    rmq_lost(t, err);
+    return EW_EDISCONNECTED;
+}
+
+static const char *what_of(ewi_transport *t, const rmq_sub *rs, char *buf, size_t len)
+{
+    const ewi_sub *s = rs->sub;
+    rmqa_decl d = {.kind = RMQA_LISTENER, .event = s->event, .queue = s->queue,
+                   .dlq = s->dlq, .durable = s->durable,
+                   .expires_ms = s->per_process ? t->o.queue_expires_ms : 0};
+    rmqa_decl_what(&d, buf, len);
+    snprintf(buf + strlen(buf), len - strlen(buf), " and consuming it");
+    return buf;
+}
+
+static void consuming(ewi_transport *t, rmq_sub *rs, uint16_t ch)
+{
     rs->ch = ch;
     rs->epoch = ++t->epoch_seq;
     rmq_tags_reset(&rs->tags);
     rs->resubscribe = false;
-    return EW_OK;
+}
+
+ew_err rmq_subscribe(ewi_transport *t, rmq_sub *rs, char *err, size_t errlen)
+{
+    uint16_t ch;
+    ew_err rc = write_sub(t, rs, &ch, err, errlen);
+    if (rc != EW_OK)
+        return rc;
+    /* One wait, for consume-ok (frames of other channels stay queued). */
+    amqp_frame_t f;
+    char what[3 * EW_MAX_QUEUE_NAME + 160];
+    what_of(t, rs, what, sizeof what);
+    for (;;) {
+        struct timeval tv = {t->o.rpc_timeout_ms / 1000, (t->o.rpc_timeout_ms % 1000) * 1000};
+        int st = amqp_simple_wait_frame_noblock(t->conn, &f, &tv);
+        amqp_rpc_reply_t r = {.reply_type = AMQP_RESPONSE_LIBRARY_EXCEPTION, .library_error = st};
+        if (st != AMQP_STATUS_OK)
+            return check(t, ch, r, what, err, errlen);
+        t->last_rx_ms = ewi_now_ms();
+        if (f.frame_type == AMQP_FRAME_METHOD && f.channel == ch) {
+            if (f.payload.method.id == AMQP_BASIC_CONSUME_OK_METHOD) {
+                consuming(t, rs, ch);
+                return EW_OK;
+            }
+            if (f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD) {
+                r = (amqp_rpc_reply_t){.reply_type = AMQP_RESPONSE_SERVER_EXCEPTION,
+                                       .reply = f.payload.method};
+                return check(t, ch, r, what, err, errlen);
+            }
+            continue; /* open-ok, qos-ok */
+        }
+        rmq_handle_frame(t, &f);
+        if (!t->connected) {
+            snprintf(err, errlen, "%s: the connection was lost", what);
+            return EW_EDISCONNECTED;
+        }
+    }
+}
+
+void rmq_subscribe_many(ewi_transport *t, rmq_sub **rss, size_t n, ew_err *rcs)
+{
+    char err[600], what[3 * EW_MAX_QUEUE_NAME + 160];
+    uint16_t *chs = calloc(n ? n : 1, sizeof *chs);
+    if (!chs) {
+        for (size_t i = 0; i < n; i++)
+            if (rcs[i] == EW_EDISCONNECTED)
+                rcs[i] = EW_ENOMEM;
+        return;
+    }
+    /* Everything written first, then the replies as they come. */
+    size_t pending = 0;
+    for (size_t i = 0; i < n && t->connected; i++) {
+        if (rcs[i] != EW_EDISCONNECTED)
+            continue;
+        ew_err rc = write_sub(t, rss[i], &chs[i], err, sizeof err);
+        if (rc == EW_OK) {
+            pending++;
+        } else if (rc != EW_EDISCONNECTED) {
+            rcs[i] = rc;
+            ewi_report(t->m, rc, rss[i]->sub->queue, rss[i]->sub->event, NULL, "%s: %s",
+                       t->o.label, err);
+        }
+    }
+    while (pending && t->connected) {
+        amqp_frame_t f;
+        struct timeval tv = {t->o.rpc_timeout_ms / 1000, (t->o.rpc_timeout_ms % 1000) * 1000};
+        int st = amqp_simple_wait_frame_noblock(t->conn, &f, &tv);
+        if (st != AMQP_STATUS_OK) {
+            snprintf(err, sizeof err, "waiting for %zu listener(s) to consume: %s", pending,
+                     amqp_error_string2(st));
+            rmq_lost(t, err);
+            break;
+        }
+        t->last_rx_ms = ewi_now_ms();
+        size_t i = n;
+        if (f.frame_type == AMQP_FRAME_METHOD && f.channel >= RMQ_CH_FIRST_SUB)
+            for (i = 0; i < n && !(chs[i] == f.channel && rcs[i] == EW_EDISCONNECTED); i++)
+                ;
+        if (i == n) {
+            rmq_handle_frame(t, &f); /* another channel's, or the connection's */
+            continue;
+        }
+        rmq_sub *rs = rss[i];
+        if (f.payload.method.id == AMQP_BASIC_CONSUME_OK_METHOD) {
+            consuming(t, rs, chs[i]);
+            rs->active = true;
+            rs->next = t->subs;
+            t->subs = rs;
+            rcs[i] = EW_OK;
+            pending--;
+        } else if (f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD) {
+            amqp_rpc_reply_t r = {.reply_type = AMQP_RESPONSE_SERVER_EXCEPTION,
+                                  .reply = f.payload.method};
+            ew_err rc = check(t, chs[i], r, what_of(t, rs, what, sizeof what), err, sizeof err);
+            if (rc != EW_EDISCONNECTED) {
+                rcs[i] = rc;
+                pending--;
+                ewi_report(t->m, rc, rs->sub->queue, rs->sub->event, NULL, "%s: %s",
+                           t->o.label, err);
+            }
+        }
+        /* else open-ok, qos-ok: passed over */
+    }
+    /* Those still to do wait for the next connection (rcs EW_EDISCONNECTED). */
+    if (t->connected)
+        amqp_maybe_release_buffers(t->conn);
+    free(chs);
 }
 
 ew_err rmq_cancel(ewi_transport *t, rmq_sub *rs)
