@@ -180,6 +180,10 @@ void amqp_admin_close(ewi_transport *t);
  * EW_EBROKER). On failure err holds why. Any thread but the I/O thread. */
 ew_err amqp_ensure(ewi_transport *t, const amqp_decl *d, int64_t deadline,
                    char *err, size_t errlen);
+/* amqp_ensure for ds[0..n) at once (their round trips overlap); rcs[i]
+ * each one's result, the first failure's text in err. */
+ew_err amqp_ensure_many(ewi_transport *t, const amqp_decl *ds, size_t n, int64_t deadline,
+                        ew_err *rcs, char *err, size_t errlen);
 /* d now, whatever was remembered (a queue deleted by hand); no retry. */
 ew_err amqp_declare_now(ewi_transport *t, const amqp_decl *d, char *err, size_t errlen);
 /* After a reconnect (I/O thread): declares everything remembered again,

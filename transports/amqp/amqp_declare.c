@@ -14,6 +14,7 @@
 #include "transports/rmqadmin/rmqadmin.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 #define ADMIN_TIMEOUT_MS 5000 /* one connect, one round trip */
 
@@ -78,6 +79,33 @@ ew_err amqp_ensure(ewi_transport *t, const amqp_decl *d, int64_t deadline, char 
             return rc == EW_ECONNECT ? EW_ETIMEDOUT : rc;
         ewi_sleep_ms(pause);
     }
+}
+
+ew_err amqp_ensure_many(ewi_transport *t, const amqp_decl *ds, size_t n, int64_t deadline,
+                        ew_err *rcs, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < n; i++)
+        rcs[i] = EW_OK;
+    if (!t->admin || !n)
+        return EW_OK;
+    rmqa_decl *rd = calloc(n, sizeof *rd);
+    if (!rd) {
+        for (size_t i = 0; i < n; i++)
+            rcs[i] = EW_ENOMEM;
+        return EW_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++)
+        rd[i] = decl_of(t, &ds[i]);
+    rmqa_ensure_many(t->admin, rd, n, rcs, err, errlen);
+    /* Not reachable (yet): the rest one by one, with amqp_ensure's retries. */
+    for (size_t i = 0; i < n; i++)
+        if (transient(rcs[i]))
+            rcs[i] = amqp_ensure(t, &ds[i], deadline, err, errlen);
+    free(rd);
+    ew_err rc = EW_OK;
+    for (size_t i = 0; i < n && rc == EW_OK; i++)
+        rc = rcs[i];
+    return rc;
 }
 
 ew_err amqp_declare_now(ewi_transport *t, const amqp_decl *d, char *err, size_t errlen)

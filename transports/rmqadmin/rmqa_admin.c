@@ -167,6 +167,10 @@ const char *rmqa_decl_what(const rmqa_decl *d, char *buf, size_t len)
 
 /* ---- the handle ----------------------------------------------------------- */
 
+/* Channels a batch of declarations is spread over: RabbitMQ runs each
+ * channel in a process of its own, so queues are created in parallel. */
+#define RMQA_CHANNELS 32
+
 typedef struct entry {
     rmqa_decl d; /* strings owned */
     struct entry *next;
@@ -176,8 +180,9 @@ struct rmqa {
     pthread_mutex_t mu;
     rmqa_conf c; /* strings owned */
     amqp_connection_state_t conn; /* NULL when closed */
-    amqp_channel_t ch;            /* open channel; 0: none */
-    amqp_channel_t ch_next;       /* the number of the next one */
+    amqp_channel_t chs[RMQA_CHANNELS]; /* open channels; 0: none. Batches
+                                          spread over all, the rest uses 0 */
+    amqp_channel_t ch_next;       /* the number of the next one opened */
     entry *decls;                 /* declared, oldest last */
     entry *checks;                /* known to exist */
 };
@@ -241,7 +246,7 @@ static void drop(rmqa *a, bool polite)
         amqp_connection_close(a->conn, AMQP_REPLY_SUCCESS);
     amqp_destroy_connection(a->conn);
     a->conn = NULL;
-    a->ch = 0;
+    memset(a->chs, 0, sizeof a->chs);
 }
 
 static void entries_free(entry *e)
@@ -299,31 +304,33 @@ static void remember(entry **list, const rmqa_decl *d)
     *list = e;
 }
 
-/* Opens the connection and the channel as needed. */
-static ew_err ready(rmqa *a, char *err, size_t errlen)
+/* Opens the connection and channel slot k as needed. */
+static ew_err ready(rmqa *a, int k, char *err, size_t errlen)
 {
     if (!a->conn) {
         ew_err rc = rmqa_connect(&a->c, &a->conn, err, errlen);
         if (rc != EW_OK)
             return rc;
-        a->ch = 0;
+        memset(a->chs, 0, sizeof a->chs);
     }
-    if (!a->ch) {
-        /* A refusal closed the last channel: open the next number (the
-         * broker may not have forgotten the old one yet). */
-        static const amqp_channel_t first = 1;
-        amqp_channel_t ch = a->ch_next ? a->ch_next : first;
+    if (!a->chs[k]) {
+        /* A refusal closed the slot's last channel: open the next number
+         * (the broker may not have forgotten the old one yet). */
+        int max = amqp_get_channel_max(a->conn);
+        amqp_channel_t ch = a->ch_next;
+        if (ch < 1 || (max > 0 && ch > max) || ch > 32000)
+            ch = 1;
         amqp_channel_open(a->conn, ch);
         amqp_rpc_reply_t r = amqp_get_rpc_reply(a->conn);
         if (r.reply_type != AMQP_RESPONSE_NORMAL) {
             char text[300];
-            snprintf(err, errlen, "opening a channel on %s: %s", a->c.label ? a->c.label : a->c.host,
-                     rmqa_reply_text(r, text, sizeof text));
+            snprintf(err, errlen, "opening a channel on %s: %s",
+                     a->c.label ? a->c.label : a->c.host, rmqa_reply_text(r, text, sizeof text));
             drop(a, false);
             return EW_ECONNECT;
         }
-        a->ch = ch;
-        a->ch_next = ch >= 2000 ? first : (amqp_channel_t)(ch + 1);
+        a->chs[k] = ch;
+        a->ch_next = (amqp_channel_t)(ch + 1);
     }
     return EW_OK;
 }
@@ -331,7 +338,7 @@ static ew_err ready(rmqa *a, char *err, size_t errlen)
 /* Turns r into an ew_err with "what: text" in err; a channel refusal is
  * answered (close-ok) and leaves no channel open; a connection failure
  * drops the connection and gives EW_ECONNECT (or EW_ETIMEDOUT). */
-static ew_err settle_reply(rmqa *a, amqp_rpc_reply_t r, const char *what, char *err,
+static ew_err settle_reply(rmqa *a, int k, amqp_rpc_reply_t r, const char *what, char *err,
                            size_t errlen)
 {
     if (r.reply_type == AMQP_RESPONSE_NORMAL)
@@ -342,9 +349,9 @@ static ew_err settle_reply(rmqa *a, amqp_rpc_reply_t r, const char *what, char *
     ew_err rc = rmqa_reply_err(r);
     if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
         amqp_channel_close_ok_t ok = {0};
-        if (amqp_send_method(a->conn, a->ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) != AMQP_STATUS_OK)
+        if (amqp_send_method(a->conn, a->chs[k], AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) != AMQP_STATUS_OK)
             drop(a, false);
-        a->ch = 0;
+        a->chs[k] = 0;
         return rc;
     }
     if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
@@ -364,11 +371,11 @@ static ew_err declare(rmqa *a, const rmqa_decl *d, char *err, size_t errlen)
     ew_err rc = EW_ECONNECT;
     for (int attempt = 0; attempt < 2 && rc == EW_ECONNECT; attempt++) {
         bool fresh = !a->conn;
-        if ((rc = ready(a, err, errlen)) != EW_OK)
+        if ((rc = ready(a, 0, err, errlen)) != EW_OK)
             return rc;
         char what[3 * EW_MAX_QUEUE_NAME + 128];
         rmqa_decl_what(d, what, sizeof what);
-        rc = settle_reply(a, rmqa_rpc_decl(a->conn, a->ch, d), what, err, errlen);
+        rc = settle_reply(a, 0, rmqa_rpc_decl(a->conn, a->chs[0], d), what, err, errlen);
         if (fresh)
             break; /* a new connection failed: no stale one to blame */
     }
@@ -412,21 +419,21 @@ ew_err rmqa_redeclare(rmqa *a, char *err, size_t errlen)
     a->checks = NULL;
     /* The old connection died with the broker; start afresh. */
     drop(a, false);
-    ew_err rc = a->decls ? ready(a, err, errlen) : EW_OK;
+    ew_err rc = a->decls ? ready(a, 0, err, errlen) : EW_OK;
     /* Everything written at once, exchanges first (bindings need them),
      * then one round trip to learn whether all of it went through. */
     for (int pass = 0; pass < 2 && rc == EW_OK; pass++)
         for (entry *e = a->decls; e && rc == EW_OK; e = e->next)
             if ((e->d.kind == RMQA_EXCHANGE) == (pass == 0) &&
-                rmqa_write_decl(a->conn, a->ch, &e->d) != AMQP_STATUS_OK) {
+                rmqa_write_decl(a->conn, a->chs[0], &e->d) != AMQP_STATUS_OK) {
                 snprintf(err, errlen, "redeclaring on %s: write failed",
                          a->c.label ? a->c.label : a->c.host);
                 drop(a, false);
                 rc = EW_ECONNECT;
             }
     if (rc == EW_OK && a->decls) {
-        amqp_basic_qos(a->conn, a->ch, 0, 0, 0); /* any round trip will do */
-        rc = settle_reply(a, amqp_get_rpc_reply(a->conn), "redeclaring", err, errlen);
+        amqp_basic_qos(a->conn, a->chs[0], 0, 0, 0); /* any round trip will do */
+        rc = settle_reply(a, 0, amqp_get_rpc_reply(a->conn), "redeclaring", err, errlen);
         if (rc != EW_OK && rc != EW_ECONNECT && rc != EW_ETIMEDOUT) {
             /* A refusal: name the declaration at fault, one round trip each. */
             rc = EW_OK;
@@ -437,5 +444,140 @@ ew_err rmqa_redeclare(rmqa *a, char *err, size_t errlen)
         }
     }
     pthread_mutex_unlock(&a->mu);
+    return rc;
+}
+
+/* One declaration of a batch in flight: its channel slot. */
+typedef struct flight {
+    size_t item;
+    int k;
+} flight;
+
+ew_err rmqa_ensure_many(rmqa *a, const rmqa_decl *ds, size_t n, ew_err *rcs, char *err,
+                        size_t errlen)
+{
+    enum { TODO = -1000 }; /* not settled yet */
+    pthread_mutex_lock(&a->mu);
+    size_t todo = 0;
+    for (size_t i = 0; i < n; i++) {
+        entry **list = ds[i].kind == RMQA_EXISTS ? &a->checks : &a->decls;
+        rcs[i] = find(*list, &ds[i]) ? EW_OK : (ew_err)TODO;
+        todo += rcs[i] != EW_OK;
+    }
+    flight *fl = todo ? calloc(todo, sizeof *fl) : NULL;
+    ew_err rc = todo && !fl ? EW_ENOMEM : EW_OK;
+    if (rc == EW_ENOMEM)
+        snprintf(err, errlen, "out of memory");
+    int nk = todo < RMQA_CHANNELS ? (int)todo : RMQA_CHANNELS;
+    for (int k = 0; k < nk && rc == EW_OK; k++)
+        rc = ready(a, k, err, errlen);
+    /* Everything written, round robin over the channels, the last method
+     * of each declaration asking for a reply; then the replies, which come
+     * in order per channel. */
+    size_t nf = 0;
+    for (size_t i = 0; i < n && rc == EW_OK; i++) {
+        if (rcs[i] != (ew_err)TODO)
+            continue;
+        int k = (int)(nf % (size_t)nk);
+        last_method l;
+        int st = write_all_but_last(a->conn, a->chs[k], &ds[i], &l);
+        if (st == AMQP_STATUS_OK)
+            st = amqp_send_method(a->conn, a->chs[k], l.id, &l.m);
+        if (st != AMQP_STATUS_OK) {
+            snprintf(err, errlen, "writing declarations to %s: %s",
+                     a->c.label ? a->c.label : a->c.host, amqp_error_string2(st));
+            drop(a, false);
+            rc = EW_ECONNECT;
+            break;
+        }
+        fl[nf++] = (flight){i, k};
+    }
+    size_t done = 0, head[RMQA_CHANNELS] = {0};
+    bool first_err = true;
+    while (rc == EW_OK && done < nf) {
+        amqp_frame_t f;
+        int ms = a->c.rpc_timeout_ms > 0 ? a->c.rpc_timeout_ms : a->c.connect_timeout_ms;
+        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+        int st = amqp_simple_wait_frame_noblock(a->conn, &f, &tv);
+        if (st != AMQP_STATUS_OK) {
+            snprintf(err, errlen, "declaring on %s: %s", a->c.label ? a->c.label : a->c.host,
+                     amqp_error_string2(st));
+            drop(a, false);
+            rc = st == AMQP_STATUS_TIMEOUT ? EW_ETIMEDOUT : EW_ECONNECT;
+            break;
+        }
+        if (f.frame_type != AMQP_FRAME_METHOD)
+            continue;
+        if (f.channel == 0) {
+            amqp_rpc_reply_t r = {.reply_type = AMQP_RESPONSE_SERVER_EXCEPTION,
+                                  .reply = f.payload.method};
+            rc = settle_reply(a, 0, r, "declaring", err, errlen);
+            if (rc == EW_OK)
+                rc = EW_ECONNECT;
+            break;
+        }
+        int k = 0;
+        while (k < nk && a->chs[k] != f.channel)
+            k++;
+        if (k == nk)
+            continue; /* not ours (a late reply) */
+        /* The next declaration in flight on channel k. */
+        size_t j = head[k];
+        while (j < nf && fl[j].k != k)
+            j++;
+        if (j == nf)
+            continue;
+        head[k] = j + 1;
+        size_t i = fl[j].item;
+        if (f.payload.method.id != AMQP_CHANNEL_CLOSE_METHOD) {
+            entry **list = ds[i].kind == RMQA_EXISTS ? &a->checks : &a->decls;
+            remember(list, &ds[i]);
+            rcs[i] = EW_OK;
+            done++;
+            continue;
+        }
+        /* Refused: this one failed with the broker's text; the ones behind
+         * it on the channel were dropped by the broker, and are declared
+         * again one by one below. */
+        amqp_rpc_reply_t r = {.reply_type = AMQP_RESPONSE_SERVER_EXCEPTION,
+                              .reply = f.payload.method};
+        char what[3 * EW_MAX_QUEUE_NAME + 128], text[600];
+        rmqa_decl_what(&ds[i], what, sizeof what);
+        rcs[i] = settle_reply(a, k, r, what, text, sizeof text);
+        if (first_err) {
+            snprintf(err, errlen, "%s", text);
+            first_err = false;
+        }
+        done++;
+        for (j = head[k]; j < nf; j++)
+            if (fl[j].k == k)
+                done++; /* left TODO */
+        head[k] = nf;
+        if (!a->conn)
+            rc = EW_ECONNECT;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (rcs[i] == (ew_err)TODO) {
+            if (rc == EW_OK) {
+                char text[600];
+                rcs[i] = declare(a, &ds[i], text, sizeof text);
+                if (rcs[i] == EW_OK) {
+                    entry **list = ds[i].kind == RMQA_EXISTS ? &a->checks : &a->decls;
+                    remember(list, &ds[i]);
+                } else if (first_err) {
+                    snprintf(err, errlen, "%s", text);
+                    first_err = false;
+                }
+            } else {
+                rcs[i] = rc;
+            }
+        }
+    if (a->conn)
+        amqp_maybe_release_buffers(a->conn);
+    free(fl);
+    pthread_mutex_unlock(&a->mu);
+    if (rc == EW_OK)
+        for (size_t i = 0; i < n && rc == EW_OK; i++)
+            rc = rcs[i];
     return rc;
 }

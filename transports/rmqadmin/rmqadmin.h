@@ -112,6 +112,12 @@ void rmqa_free(rmqa *a);            /* NULL allowed */
  * went stale is reopened once; EW_ECONNECT / EW_ETIMEDOUT when the broker
  * cannot be reached, which a caller may retry. */
 ew_err rmqa_ensure(rmqa *a, const rmqa_decl *d, char *err, size_t errlen);
+/* rmqa_ensure for ds[0..n), all written before any reply is read and
+ * spread over several channels, so that the broker creates the queues in
+ * parallel. rcs[i] is ds[i]'s result; the first failure's text is in err
+ * and is the result (EW_OK when all succeeded). */
+ew_err rmqa_ensure_many(rmqa *a, const rmqa_decl *ds, size_t n, ew_err *rcs, char *err,
+                        size_t errlen);
 /* d now, whatever was remembered (e.g. a queue deleted by hand), and
  * remembered when it succeeds. */
 ew_err rmqa_declare(rmqa *a, const rmqa_decl *d, char *err, size_t errlen);
