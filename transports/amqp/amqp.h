@@ -4,8 +4,8 @@
  *   amqp_options.c   the URL's options (dialect, TLS, SASL, naming)     pure
  *   amqp_address.c   dialect addressing: targets, sources, queue names  pure
  *   amqp_message.c   envelope <-> AMQP 1.0 message bytes                pure
- *   amqp_topology.c  rabbitmq dialect: exchanges, queues and bindings
- *                    over a short AMQP 0-9-1 connection (librabbitmq)
+ *   amqp_declare.c   rabbitmq dialect: exchanges, queues and bindings
+ *                    over AMQP 0-9-1 (the shared transports/rmqadmin)
  *   amqp_io.c        the I/O thread: the proactor loop that owns the
  *                    connection, its sessions, links and deliveries
  *   amqp_send.c      on the I/O thread: senders, credit, outcomes

@@ -5,7 +5,8 @@
  *   heartbeat.c  heart-beat negotiation (pure)
  *   message.c    envelope <-> SEND/MESSAGE frames (pure)
  *   sock.c       TCP or TLS socket, non-blocking
- *   topology.c   rabbitmq dialect: exchanges and queue checks over AMQP 0-9-1
+ *   (rabbitmq dialect: exchanges, queues and checks over AMQP 0-9-1 through
+ *   the shared transports/rmqadmin)
  *   io.c         the I/O thread: connection, frames in and out, reconnects
  *   transport.c  the ewi_transport_ops table: what core calls
  * Two connections, each with its own I/O thread (io.c): one publishes, one
