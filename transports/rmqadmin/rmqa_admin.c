@@ -382,26 +382,32 @@ static ew_err declare(rmqa *a, const rmqa_decl *d, char *err, size_t errlen)
     return rc;
 }
 
-ew_err rmqa_ensure(rmqa *a, const rmqa_decl *d, char *err, size_t errlen)
+/* Where d is remembered: existence checks apart. */
+static entry **list_of(rmqa *a, const rmqa_decl *d)
+{
+    return d->kind == RMQA_EXISTS ? &a->checks : &a->decls;
+}
+
+/* d on the broker (unless remembered and not force), then remembered. */
+static ew_err make(rmqa *a, const rmqa_decl *d, bool force, char *err, size_t errlen)
 {
     pthread_mutex_lock(&a->mu);
-    entry **list = d->kind == RMQA_EXISTS ? &a->checks : &a->decls;
-    ew_err rc = EW_OK;
-    if (!find(*list, d) && (rc = declare(a, d, err, errlen)) == EW_OK)
-        remember(list, d);
+    bool known = find(*list_of(a, d), d) != NULL;
+    ew_err rc = known && !force ? EW_OK : declare(a, d, err, errlen);
+    if (rc == EW_OK && !known)
+        remember(list_of(a, d), d);
     pthread_mutex_unlock(&a->mu);
     return rc;
 }
 
+ew_err rmqa_ensure(rmqa *a, const rmqa_decl *d, char *err, size_t errlen)
+{
+    return make(a, d, false, err, errlen);
+}
+
 ew_err rmqa_declare(rmqa *a, const rmqa_decl *d, char *err, size_t errlen)
 {
-    pthread_mutex_lock(&a->mu);
-    entry **list = d->kind == RMQA_EXISTS ? &a->checks : &a->decls;
-    ew_err rc = declare(a, d, err, errlen);
-    if (rc == EW_OK && !find(*list, d))
-        remember(list, d);
-    pthread_mutex_unlock(&a->mu);
-    return rc;
+    return make(a, d, true, err, errlen);
 }
 
 void rmqa_forget_checks(rmqa *a)
@@ -460,8 +466,7 @@ ew_err rmqa_ensure_many(rmqa *a, const rmqa_decl *ds, size_t n, ew_err *rcs, cha
     pthread_mutex_lock(&a->mu);
     size_t todo = 0;
     for (size_t i = 0; i < n; i++) {
-        entry **list = ds[i].kind == RMQA_EXISTS ? &a->checks : &a->decls;
-        rcs[i] = find(*list, &ds[i]) ? EW_OK : (ew_err)TODO;
+        rcs[i] = find(*list_of(a, &ds[i]), &ds[i]) ? EW_OK : (ew_err)TODO;
         todo += rcs[i] != EW_OK;
     }
     flight *fl = todo ? calloc(todo, sizeof *fl) : NULL;
@@ -530,8 +535,7 @@ ew_err rmqa_ensure_many(rmqa *a, const rmqa_decl *ds, size_t n, ew_err *rcs, cha
         head[k] = j + 1;
         size_t i = fl[j].item;
         if (f.payload.method.id != AMQP_CHANNEL_CLOSE_METHOD) {
-            entry **list = ds[i].kind == RMQA_EXISTS ? &a->checks : &a->decls;
-            remember(list, &ds[i]);
+            remember(list_of(a, &ds[i]), &ds[i]);
             rcs[i] = EW_OK;
             done++;
             continue;
@@ -562,8 +566,7 @@ ew_err rmqa_ensure_many(rmqa *a, const rmqa_decl *ds, size_t n, ew_err *rcs, cha
                 char text[600];
                 rcs[i] = declare(a, &ds[i], text, sizeof text);
                 if (rcs[i] == EW_OK) {
-                    entry **list = ds[i].kind == RMQA_EXISTS ? &a->checks : &a->decls;
-                    remember(list, &ds[i]);
+                    remember(list_of(a, &ds[i]), &ds[i]);
                 } else if (first_err) {
                     snprintf(err, errlen, "%s", text);
                     first_err = false;
