@@ -278,16 +278,20 @@ static void a_subscribe_many(ewi_transport *t, ewi_sub *const *subs, size_t n, e
         else
             ds[i] = (amqp_decl){AMQP_DECL_EXCHANGE, subs[i]->event, NULL, NULL, true, false};
     ew_err *drcs = calloc(n ? n : 1, sizeof *drcs);
-    if (!drcs || amqp_ensure_many(t, ds, n, deadline, drcs, err, sizeof err) != EW_OK)
+    if (!drcs || amqp_ensure_many(t, ds, n, deadline, drcs, err, sizeof err) != EW_OK) {
+        /* The broker's text is the first failure's. */
+        bool first = true;
         for (size_t i = 0; i < n; i++)
             if (ss[i] && (!drcs || drcs[i] != EW_OK)) {
                 rcs[i] = drcs ? drcs[i] : EW_ENOMEM;
                 ewi_report(t->m, rcs[i], subs[i]->queue, subs[i]->event, NULL,
-                           "amqp %s: declaring %s: %s", t->where, ss[i]->queue,
-                           ew_strerror(rcs[i]));
+                           "amqp %s: %s", t->where,
+                           first && drcs ? err : ew_strerror(rcs[i]));
+                first = false;
                 free(ss[i]);
                 ss[i] = NULL;
             }
+    }
     free(drcs);
     pthread_mutex_lock(&t->mu);
     for (size_t i = 0; i < n; i++)

@@ -518,12 +518,16 @@ static void stomp_subscribe_many(ewi_transport *t, ewi_sub *const *subs, size_t 
                             .expires_ms = subs[i]->per_process ? t->opt.expires_ms : 0};
         rcs[i] = EW_OK;
     }
-    if (t->topo && rmqa_ensure_many(t->topo, ds, n, rcs, err, sizeof err) != EW_OK)
+    if (t->topo && rmqa_ensure_many(t->topo, ds, n, rcs, err, sizeof err) != EW_OK) {
+        /* The broker's text is the first failure's. */
+        bool first = true;
         for (size_t i = 0; i < n; i++)
-            if (rcs[i] != EW_OK)
-                ewi_report(t->m, rcs[i], subs[i]->queue, subs[i]->event, NULL,
-                           "declaring %s and its dead-letter queue: %s", subs[i]->queue,
-                           ew_strerror(rcs[i]));
+            if (rcs[i] != EW_OK) {
+                ewi_report(t->m, rcs[i], subs[i]->queue, subs[i]->event, NULL, "%s",
+                           first ? err : ew_strerror(rcs[i]));
+                first = false;
+            }
+    }
     int64_t deadline = sub_deadline(t);
     for (size_t i = 0; i < n; i++) {
         if (rcs[i] != EW_OK || !(rs[i] = sub_request(t, subs[i], &rcs[i])))
