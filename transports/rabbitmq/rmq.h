@@ -282,8 +282,9 @@ ew_err rmq_subscribe(ewi_transport *t, rmq_sub *rs, char *err, size_t errlen);
 /* rmq_subscribe for each rss[i] whose rcs[i] is EW_EDISCONNECTED (to do),
  * all written before any reply is read: their round trips overlap (the
  * broker runs channels in parallel). rcs[i] becomes the result; failures
- * are reported. Those that succeed are active and linked into t->subs. */
-void rmq_subscribe_many(ewi_transport *t, rmq_sub **rss, size_t n, ew_err *rcs);
+ * are reported. With link, those that succeed are made active and linked
+ * into t->subs (new ones; resumed ones are there already). */
+void rmq_subscribe_many(ewi_transport *t, rmq_sub **rss, size_t n, ew_err *rcs, bool link);
 ew_err rmq_cancel(ewi_transport *t, rmq_sub *rs);
 /* basic.get of up to req->max messages off req->queue (no auto-ack). */
 ew_err rmq_dlq_get(ewi_transport *t, rmq_req *req);

@@ -96,7 +96,7 @@ static bool req_run(ewi_transport *t, rmq_req *r)
             return false;
         /* Those a lost connection interrupted are tried again. */
         size_t left = 0;
-        rmq_subscribe_many(t, r->many, r->nmany, r->rcs);
+        rmq_subscribe_many(t, r->many, r->nmany, r->rcs, true);
         for (size_t i = 0; i < r->nmany; i++)
             left += r->rcs[i] == EW_EDISCONNECTED;
         if (left)
@@ -602,12 +602,34 @@ static void reconnect(ewi_transport *t)
         if (rc != EW_OK && rc != EW_EDISCONNECTED)
             ewi_report(t->m, rc, NULL, e->name, NULL, "%s", err);
     }
-    size_t resumed = 0, resend = 0;
+    /* Every listener at once: their round trips overlap. */
+    size_t resumed = 0, resend = 0, nsubs = 0;
+    for (rmq_sub *rs = t->subs; rs; rs = rs->next)
+        nsubs += rs->active;
+    rmq_sub **rss = calloc(nsubs ? nsubs : 1, sizeof *rss);
+    ew_err *rcs = calloc(nsubs ? nsubs : 1, sizeof *rcs);
+    if (rss && rcs) {
+        size_t k = 0;
+        for (rmq_sub *rs = t->subs; rs; rs = rs->next)
+            if (rs->active) {
+                rss[k] = rs;
+                rcs[k++] = EW_EDISCONNECTED; /* to do */
+            }
+        rmq_subscribe_many(t, rss, nsubs, rcs, false);
+        for (k = 0; k < nsubs && t->connected; k++)
+            if (rcs[k] != EW_OK) {
+                rss[k]->resubscribe = true;
+                rss[k]->retry_at_ms = ewi_now_ms() + 5000;
+            }
+    } else {
+        for (rmq_sub *rs = t->subs; rs && t->connected; rs = rs->next)
+            if (rs->active)
+                resubscribe(t, rs);
+    }
+    free(rss);
+    free(rcs);
     for (rmq_sub *rs = t->subs; rs && t->connected; rs = rs->next)
-        if (rs->active) {
-            resubscribe(t, rs);
-            resumed += rs->ch != 0;
-        }
+        resumed += rs->active && rs->ch != 0;
     if (!t->connected)
         return; /* lost again: the next attempt starts over */
     for (ewi_pub *p = t->resend_head; p; p = p->next)

@@ -160,7 +160,7 @@ ew_err rmq_subscribe(ewi_transport *t, rmq_sub *rs, char *err, size_t errlen)
     }
 }
 
-void rmq_subscribe_many(ewi_transport *t, rmq_sub **rss, size_t n, ew_err *rcs)
+void rmq_subscribe_many(ewi_transport *t, rmq_sub **rss, size_t n, ew_err *rcs, bool link)
 {
     char err[600], what[3 * EW_MAX_QUEUE_NAME + 160];
     uint16_t *chs = calloc(n ? n : 1, sizeof *chs);
@@ -206,9 +206,11 @@ void rmq_subscribe_many(ewi_transport *t, rmq_sub **rss, size_t n, ew_err *rcs)
         rmq_sub *rs = rss[i];
         if (f.payload.method.id == AMQP_BASIC_CONSUME_OK_METHOD) {
             consuming(t, rs, chs[i]);
-            rs->active = true;
-            rs->next = t->subs;
-            t->subs = rs;
+            if (link) {
+                rs->active = true;
+                rs->next = t->subs;
+                t->subs = rs;
+            }
             rcs[i] = EW_OK;
             pending--;
         } else if (f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD) {
