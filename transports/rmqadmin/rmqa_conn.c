@@ -162,14 +162,14 @@ static ew_err login(const rmqa_conf *c, amqp_connection_state_t conn, char *err,
                  user, label, text);
         return EW_EAUTH;
     }
-    if (code == 403 || (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
-                        r.library_error == AMQP_STATUS_CONNECTION_CLOSED)) {
-        /* RabbitMQ answers a refused PLAIN login by closing the socket
-         * (its reason is in its log). */
+    if (code == 403) {
         snprintf(err, errlen, "the broker refused the login of user '%s' on %s: %s", user,
-                 label, code ? text : "bad credentials or no access to the vhost");
+                 label, text);
         return EW_EAUTH;
     }
+    /* A socket closed without a reply is an outage (a relay in front of a
+     * broker that is down, a broker shutting down), which a retry may
+     * overcome: RabbitMQ refuses credentials with 403, a vhost with 530. */
     snprintf(err, errlen, "login to %s failed: %s", label, text);
     return code ? rmqa_code_err(code) : EW_ECONNECT;
 }
