@@ -53,7 +53,8 @@ typedef struct rmqa_conf {
 /* Opens a socket and logs in. EW_OK with *out set, else *out is NULL and
  * err says why: EW_ETLS (certificate not trusted or not for this host; our
  * certificate files unreadable), EW_EAUTH (credentials or vhost refused),
- * EW_ECONNECT (not reachable, handshake cut), EW_ENOMEM. */
+ * EW_ECONNECT (not reachable, handshake cut), EW_ENOMEM. Thread-safe; the
+ * connection is the caller's (amqp_destroy_connection). */
 ew_err rmqa_connect(const rmqa_conf *c, amqp_connection_state_t *out, char *err,
                     size_t errlen);
 
@@ -86,7 +87,8 @@ typedef struct rmqa_decl {
 } rmqa_decl;
 
 /* Writes d's methods on channel ch, every one with nowait; librabbitmq's
- * status of the writes. A refusal comes later as a channel.close. */
+ * status of the writes. A refusal comes later as a channel.close. On the
+ * thread that owns conn, like the next one. */
 int rmqa_write_decl(amqp_connection_state_t conn, amqp_channel_t ch, const rmqa_decl *d);
 /* Writes d's methods on channel ch, nowait but the last, and waits for the
  * last one's reply (the broker answers in order, so it also says whether
@@ -100,7 +102,8 @@ const char *rmqa_decl_what(const rmqa_decl *d, char *buf, size_t len);
 
 /* ---- the administration handle (rmqa_admin.c) ---------------------------- */
 
-/* A connection of its own, opened when needed; thread-safe (one mutex). */
+/* A connection of its own, opened when needed. Every call is thread-safe
+ * (one mutex) and may block for a connect and a round trip. */
 typedef struct rmqa rmqa;
 
 rmqa *rmqa_new(const rmqa_conf *c); /* NULL: out of memory */
