@@ -277,6 +277,10 @@ typedef struct ewi_transport_ops {
      * consumes; returns once deliveries can arrive. Resumed by the transport
      * itself after a reconnect. */
     ew_err (*subscribe)(ewi_transport *t, ewi_sub *sub);
+    /* Optional (NULL: core calls subscribe for each): subscribe for subs[0..n)
+     * at once, so that their broker round trips overlap; rcs[i] is what
+     * subscribe would have returned for subs[i]. Called by start. */
+    void (*subscribe_many)(ewi_transport *t, ewi_sub *const *subs, size_t n, ew_err *rcs);
     /* Stops deliveries for sub; once it returns ewi_deliver is not called for
      * sub again. Messages already delivered are still settled later. */
     void (*unsubscribe)(ewi_transport *t, ewi_sub *sub);

@@ -250,6 +250,48 @@ static ew_err activate(ew_manager *m, ewi_listener *l)
     return EW_OK;
 }
 
+/* Subscribes every listener registered so far with one call to the
+ * transport's subscribe_many (their round trips overlap); m->mu not held. */
+static ew_err activate_all(ew_manager *m)
+{
+    pthread_mutex_lock(&m->mu);
+    size_t n = 0;
+    for (ewi_listener *l = m->listeners; l; l = l->next)
+        n += !l->subscribed && !l->threads;
+    ewi_listener **ls = calloc(n ? n : 1, sizeof *ls);
+    ewi_sub **subs = calloc(n ? n : 1, sizeof *subs);
+    ew_err *rcs = calloc(n ? n : 1, sizeof *rcs);
+    size_t k = n; /* the list is newest first: subscribe in registration order */
+    for (ewi_listener *l = m->listeners; l && ls && subs && rcs; l = l->next)
+        if (!l->subscribed && !l->threads)
+            ls[--k] = l;
+    pthread_mutex_unlock(&m->mu);
+    ew_err rc = ls && subs && rcs ? EW_OK : EW_ENOMEM;
+    for (size_t i = 0; i < n && rc == EW_OK; i++) {
+        if ((rc = ewi_event_declare(m, ls[i]->event)) == EW_OK)
+            rc = ewi_listener_start_workers(ls[i]);
+        subs[i] = &ls[i]->sub;
+    }
+    if (rc == EW_OK && n)
+        m->ops->subscribe_many(m->t, subs, n, rcs);
+    for (size_t i = 0; i < n && rc == EW_OK; i++)
+        if (rcs[i] == EW_OK) {
+            ls[i]->subscribed = true;
+            ewi_log(m, EW_LOG_INFO, "%s: consuming (concurrency %u, prefetch %u)",
+                    ls[i]->queue, ls[i]->nthreads, ls[i]->sub.prefetch);
+        }
+    for (size_t i = 0; i < n && rc == EW_OK; i++)
+        if (rcs[i] != EW_OK) {
+            ewi_log(m, EW_LOG_ERROR, "%s: subscribe failed: %s", ls[i]->queue,
+                    ew_strerror(rcs[i]));
+            rc = rcs[i];
+        }
+    free(ls);
+    free(subs);
+    free(rcs);
+    return rc;
+}
+
 ew_err ew_listen(ew_manager *m, const ew_listener_desc *d, ew_listener_fn fn,
                  void *user)
 {
@@ -374,6 +416,8 @@ ew_err ew_manager_start(ew_manager *m)
     for (ewi_event *ev = events; ev; ev = ev->next)
         if ((rc = ewi_event_declare(m, ev)) != EW_OK)
             goto fail;
+    if (m->ops->subscribe_many && (rc = activate_all(m)) != EW_OK)
+        goto fail;
     for (;;) {
         ewi_listener *todo = NULL;
         pthread_mutex_lock(&m->mu);

@@ -38,6 +38,7 @@
 
 #include "ewi.h"
 #include "transports/amqp/amqp.h"
+#include "transports/rmqadmin/rmqadmin.h"
 
 #ifndef EW_BENCH_PY
 #define EW_BENCH_PY "bench_amqp_py.py"
@@ -58,15 +59,16 @@ static void die(const char *what)
 static void declare(const amqp_options *o, const char *name, char *queue, size_t qlen)
 {
     char err[512];
-    amqp_topo *tp = NULL;
     snprintf(queue, qlen, "%s::q", name);
-    if (amqp_topo_open(o, 5000, &tp, err, sizeof err) != EW_OK ||
-        amqp_topo_exchange(tp, name, true, err, sizeof err) != EW_OK ||
-        amqp_topo_listener(tp, name, queue, true, false, 0, NULL, err, sizeof err) != EW_OK) {
-        amqp_topo_close(tp);
-        die(err);
+    rmqa_conf c = {.host = o->host, .port = o->port, .vhost = o->vhost, .user = o->user,
+                   .password = o->password, .connect_timeout_ms = 5000};
+    rmqa *a = rmqa_new(&c);
+    rmqa_decl d = {.kind = RMQA_LISTENER, .event = name, .queue = queue, .durable = true};
+    if (!a || rmqa_ensure(a, &d, err, sizeof err) != EW_OK) {
+        rmqa_free(a);
+        die(a ? err : "out of memory");
     }
-    amqp_topo_close(tp);
+    rmqa_free(a);
 }
 
 /* Deletes what a run declared (queue name::q, its .dlq, exchange name),

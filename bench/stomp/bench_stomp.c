@@ -34,6 +34,7 @@
 
 #include "ewi.h"
 #include "transports/stomp/stomp.h"
+#include "transports/rmqadmin/rmqadmin.h"
 
 #define WINDOW 1000
 #define PREFETCH 1000
@@ -207,10 +208,11 @@ static double run_raw(const stomp_options *o, int n, int round)
     s.queue = queue;
     if (o->dialect == STOMP_RABBITMQ) {
         char err[512];
-        stomp_topo *tp = stomp_topo_new(o);
-        if (stomp_topo_exchange(tp, event, true, err, sizeof err) != EW_OK)
-            die("declare: %s", err);
-        stomp_topo_free(tp);
+        rmqa *tp = stomp_admin_new(o);
+        rmqa_decl d = {.kind = RMQA_EXCHANGE, .event = event};
+        if (!tp || rmqa_ensure(tp, &d, err, sizeof err) != EW_OK)
+            die("declare: %s", tp ? err : "out of memory");
+        rmqa_free(tp);
     }
     stomp_send_target(o, EWI_DEST_EVENT, event, NULL, true, &send);
     stomp_sub_target(o, &s, &sub);

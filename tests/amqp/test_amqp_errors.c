@@ -1,6 +1,9 @@
 /* Broker-side errors reach the application with the broker's own text:
  *   - bad credentials: start fails with EW_EAUTH, the error handler gets
  *     AMQP 1.0's SASL condition; no credentials: SASL ANONYMOUS works;
+ *   - a listener queue that contradicts an existing one (another x-expires):
+ *     start fails with EW_ECONFLICT and RabbitMQ's PRECONDITION_FAILED text,
+ *     as on every RabbitMQ-backed transport;
  *   - a missing exchange (deleted under a running service): the send fails
  *     with EW_EBROKER and RabbitMQ's amqp:not-found text;
  *   - a consumed queue deleted under a listener (RabbitMQ 3.10 resets the
@@ -72,6 +75,40 @@ static void anonymous_sasl_connects(void **state)
     rmq_delete("exchange", ev.name);
 }
 
+static void a_contradicting_queue_is_a_conflict(void **state)
+{
+    (void)state;
+    EV(ev, "AmqpPre", false);
+    capture c1, c2;
+    capture_init(&c1);
+    capture_init(&c2);
+    char u1[512], u2[512];
+    snprintf(u1, sizeof u1, "%s&per_process_expires_ms=60000", amqp_test_url());
+    snprintf(u2, sizeof u2, "%s&per_process_expires_ms=30000", amqp_test_url());
+    ew_manager *m1 = captured_manager(u1, "same", &c1, 20000);
+    tally t;
+    tally_init(&t, 1);
+    listen_tally(m1, &ev, "P", true, 1, &t);
+    assert_int_equal(ew_manager_start(m1), EW_OK);
+    /* The same per_process queue with another expiry: RabbitMQ refuses. */
+    ew_manager *m2 = captured_manager(u2, "same", &c2, 20000);
+    listen_tally(m2, &ev, "P", true, 1, &t);
+    ew_err rc = ew_manager_start(m2);
+    print_message("%s", c2.text);
+    assert_int_equal(rc, EW_ECONFLICT);
+    assert_true(capture_has(&c2, "PRECONDITION_FAILED"));
+    assert_true(capture_has(&c2, "x-expires"));
+    ew_manager_free(m2);
+    ew_manager_free(m1);
+    tally_free(&t);
+    char q[256];
+    snprintf(q, sizeof q, "%s::P-same", ev.name);
+    rmq_delete("queue", q);
+    snprintf(q, sizeof q, "%s::P.dlq", ev.name);
+    rmq_delete("queue", q);
+    rmq_delete("exchange", ev.name);
+}
+
 static void a_missing_exchange_fails_the_send_with_not_found(void **state)
 {
     (void)state;
@@ -139,6 +176,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(bad_credentials_fail_start_with_the_sasl_condition),
         cmocka_unit_test(anonymous_sasl_connects),
+        cmocka_unit_test(a_contradicting_queue_is_a_conflict),
         cmocka_unit_test(a_missing_exchange_fails_the_send_with_not_found),
         cmocka_unit_test(a_deleted_queue_is_reported_and_consumed_again),
     };

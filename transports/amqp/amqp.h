@@ -4,8 +4,8 @@
  *   amqp_options.c   the URL's options (dialect, TLS, SASL, naming)     pure
  *   amqp_address.c   dialect addressing: targets, sources, queue names  pure
  *   amqp_message.c   envelope <-> AMQP 1.0 message bytes                pure
- *   amqp_topology.c  rabbitmq dialect: exchanges, queues and bindings
- *                    over a short AMQP 0-9-1 connection (librabbitmq)
+ *   amqp_declare.c   rabbitmq dialect: exchanges, queues and bindings
+ *                    over AMQP 0-9-1 (the shared transports/rmqadmin)
  *   amqp_io.c        the I/O thread: the proactor loop that owns the
  *                    connection, its sessions, links and deliveries
  *   amqp_send.c      on the I/O thread: senders, credit, outcomes
@@ -154,34 +154,7 @@ ew_err amqp_message_decode(const char *bytes, size_t len, ew_envelope *env,
  * -Wformat-truncation has nothing to say). */
 void amqp_textf(char *buf, size_t len, const char *fmt, ...) EWI_PRINTF(3, 4);
 
-/* ---- rabbitmq topology over AMQP 0-9-1 (amqp_topology.c) ---------------- */
-
-typedef struct amqp_topo amqp_topo; /* one short 0-9-1 connection */
-
-/* Opens a connection to the options' host and port (TLS when o->tls) with
- * the options' credentials and vhost, bounded by timeout_ms. On failure err
- * holds the broker's or the socket's text and the result is EW_ECONNECT or
- * EW_EAUTH. Any thread; the result is used by one thread at a time. */
-ew_err amqp_topo_open(const amqp_options *o, int timeout_ms, amqp_topo **out,
-                      char *err, size_t errlen);
-void amqp_topo_close(amqp_topo *tp); /* NULL allowed */
-
-/* The topic exchange E, durable for every event (as the other transports
- * declare it; durable is kept for the day that changes). */
-ew_err amqp_topo_exchange(amqp_topo *tp, const char *event, bool durable,
-                          char *err, size_t errlen);
-/* Queue q bound to exchange event with '#', durable as the event says,
- * x-expires when per_process; then the durable dead-letter queue dlq. */
-ew_err amqp_topo_listener(amqp_topo *tp, const char *event, const char *q,
-                          bool durable, bool per_process, long expires_ms,
-                          const char *dlq, char *err, size_t errlen);
-/* The durable dead-letter queue dlq alone. */
-ew_err amqp_topo_dlq(amqp_topo *tp, const char *dlq, char *err, size_t errlen);
-/* EW_OK when queue q exists, EW_ENOTFOUND when not (passive declare). */
-ew_err amqp_topo_queue_exists(amqp_topo *tp, const char *q, char *err,
-                              size_t errlen);
-
-/* ---- declarations and their cache (amqp_declare.c) ---------------------- */
+/* ---- rabbitmq: declarations over AMQP 0-9-1 (amqp_declare.c) ------------ */
 
 typedef enum amqp_decl_kind {
     AMQP_DECL_EXCHANGE, /* event, durable */
@@ -198,18 +171,26 @@ typedef struct amqp_decl {
 
 typedef struct ewi_transport ewi_transport;
 
+/* The administration handle of the rabbitmq dialect (none for others):
+ * create / destroy. */
+ew_err amqp_admin_open(ewi_transport *t);
+void amqp_admin_close(ewi_transport *t);
 /* Makes d true on the broker (rabbitmq dialect; a no-op for artemis) unless
  * this transport did so already since its last reconnect. Connection
  * failures are retried until deadline (monotonic ms); the broker's refusal
- * is final. On failure err holds why. Any thread but the I/O thread. */
+ * is final (406 EW_ECONFLICT, 403 EW_EAUTH, 404 EW_ENOTFOUND, else
+ * EW_EBROKER). On failure err holds why. Any thread but the I/O thread. */
 ew_err amqp_ensure(ewi_transport *t, const amqp_decl *d, int64_t deadline,
                    char *err, size_t errlen);
-/* After a reconnect (I/O thread): declares everything in the cache again,
+/* amqp_ensure for ds[0..n) at once (their round trips overlap); rcs[i]
+ * each one's result, the first failure's text in err. */
+ew_err amqp_ensure_many(ewi_transport *t, const amqp_decl *ds, size_t n, int64_t deadline,
+                        ew_err *rcs, char *err, size_t errlen);
+/* d now, whatever was remembered (a queue deleted by hand); no retry. */
+ew_err amqp_declare_now(ewi_transport *t, const amqp_decl *d, char *err, size_t errlen);
+/* After a reconnect (I/O thread): declares everything remembered again,
  * forgets the existence checks. */
-ew_err amqp_redeclare_all(ewi_transport *t, int timeout_ms, char *err,
-                          size_t errlen);
-/* Frees the cache (destroy). */
-void amqp_decl_cache_free(ewi_transport *t);
+ew_err amqp_redeclare_all(ewi_transport *t, char *err, size_t errlen);
 
 /* ---- the transport ------------------------------------------------------ */
 
@@ -353,9 +334,8 @@ struct ewi_transport {
                                   connection and takes new work at its end:
                                   no wake needed */
 
-    /* ---- the declaration cache (amqp_declare.c), under decl_mu ---- */
-    pthread_mutex_t decl_mu;
-    void *decls;
+    /* ---- rabbitmq administration (amqp_declare.c; thread-safe) ---- */
+    struct rmqa *admin;
 
     /* ---- I/O thread only ---- */
     pn_connection_t *conn;

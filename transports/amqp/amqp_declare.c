@@ -1,100 +1,57 @@
-/* The rabbitmq dialect's declarations, made once and remembered.
+/* The rabbitmq dialect's declarations, through the shared RabbitMQ
+ * administration module (transports/rmqadmin).
  *
- * Every exchange and queue this transport needs is declared over a short
- * AMQP 0-9-1 connection before the AMQP 1.0 link that uses it is attached,
- * and remembered: after a reconnect the I/O thread declares them all again
- * (a restarted broker has lost the non-durable ones) before it re-attaches.
+ * RabbitMQ 3.x's AMQP 1.0 plugin cannot declare exchanges, queues or
+ * bindings (and its /exchange and /topic sources make queues that are never
+ * deleted), so this dialect declares the same topology as the rabbitmq://
+ * transport over an AMQP 0-9-1 connection to the same host and port, before
+ * the AMQP 1.0 link that uses it is attached. The module remembers what it
+ * declared: after a reconnect the I/O thread declares it all again (a
+ * restarted broker has lost the non-durable ones) before it re-attaches.
  * Existence checks (a send to one listener's queue) are remembered only
  * until the next reconnect. */
 #include "amqp.h"
+#include "transports/rmqadmin/rmqadmin.h"
 
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
-typedef struct decl_entry decl_entry;
-struct decl_entry {
-    amqp_decl_kind kind;
-    char *event, *queue, *dlq;
-    bool durable, per_process;
-    decl_entry *next;
-};
+#define ADMIN_TIMEOUT_MS 5000 /* one connect, one round trip */
 
-static bool same(const decl_entry *e, const amqp_decl *d)
+ew_err amqp_admin_open(ewi_transport *t)
 {
-    if (e->kind != d->kind)
-        return false;
-    if (d->kind == AMQP_DECL_EXCHANGE)
-        return strcmp(e->event, d->event) == 0;
-    return strcmp(e->queue, d->queue) == 0;
+    if (t->opt.dialect != AMQP_DIALECT_RABBITMQ)
+        return EW_OK;
+    char label[300];
+    amqp_textf(label, sizeof label, "%s:%d (AMQP 0-9-1)", t->opt.host, t->opt.port);
+    /* librabbitmq speaks PLAIN only: without a user, RabbitMQ's default
+     * guest account, which is what its AMQP 1.0 ANONYMOUS maps to. */
+    rmqa_conf c = {.host = t->opt.host, .port = t->opt.port, .vhost = t->opt.vhost,
+                   .user = t->opt.user, .password = t->opt.password, .tls = t->opt.tls,
+                   .ca = t->opt.ca_file, .cert = t->opt.cert_file, .key = t->opt.key_file,
+                   .verify_peer = t->opt.verify != AMQP_VERIFY_NONE,
+                   .verify_name = t->opt.verify == AMQP_VERIFY_NAME,
+                   .connect_timeout_ms = ADMIN_TIMEOUT_MS,
+                   .conn_name = "eventwire amqp administration", .label = label};
+    return (t->admin = rmqa_new(&c)) ? EW_OK : EW_ENOMEM;
 }
 
-static bool cached(ewi_transport *t, const amqp_decl *d)
+void amqp_admin_close(ewi_transport *t)
 {
-    pthread_mutex_lock(&t->decl_mu);
-    decl_entry *e = t->decls;
-    while (e && !same(e, d))
-        e = e->next;
-    pthread_mutex_unlock(&t->decl_mu);
-    return e != NULL;
+    rmqa_free(t->admin);
+    t->admin = NULL;
 }
 
-static char *dup_or_null(const char *s)
+static rmqa_decl decl_of(ewi_transport *t, const amqp_decl *d)
 {
-    return s ? strdup(s) : NULL;
-}
-
-static void entry_free(decl_entry *e)
-{
-    free(e->event);
-    free(e->queue);
-    free(e->dlq);
-    free(e);
-}
-
-static void remember(ewi_transport *t, const amqp_decl *d)
-{
-    decl_entry *e = calloc(1, sizeof *e);
-    if (!e)
-        return; /* only costs a second declaration later */
-    e->kind = d->kind;
-    e->event = dup_or_null(d->event);
-    e->queue = dup_or_null(d->queue);
-    e->dlq = dup_or_null(d->dlq);
-    e->durable = d->durable;
-    e->per_process = d->per_process;
-    if ((d->event && !e->event) || (d->queue && !e->queue) || (d->dlq && !e->dlq)) {
-        entry_free(e);
-        return;
-    }
-    pthread_mutex_lock(&t->decl_mu);
-    decl_entry *o = t->decls;
-    while (o && !same(o, d))
-        o = o->next;
-    if (o) {
-        entry_free(e);
-    } else {
-        e->next = t->decls;
-        t->decls = e;
-    }
-    pthread_mutex_unlock(&t->decl_mu);
-}
-
-static ew_err apply(ewi_transport *t, amqp_topo *tp, const amqp_decl *d, char *err,
-                    size_t errlen)
-{
-    switch (d->kind) {
-    case AMQP_DECL_EXCHANGE:
-        return amqp_topo_exchange(tp, d->event, d->durable, err, errlen);
-    case AMQP_DECL_LISTENER:
-        return amqp_topo_listener(tp, d->event, d->queue, d->durable, d->per_process,
-                                  t->opt.expires_ms, d->dlq, err, errlen);
-    case AMQP_DECL_DLQ:
-        return amqp_topo_dlq(tp, d->queue, err, errlen);
-    case AMQP_DECL_EXISTS:
-        return amqp_topo_queue_exists(tp, d->queue, err, errlen);
-    }
-    return EW_EINVAL;
+    static const rmqa_kind kinds[] = {[AMQP_DECL_EXCHANGE] = RMQA_EXCHANGE,
+                                      [AMQP_DECL_LISTENER] = RMQA_LISTENER,
+                                      [AMQP_DECL_DLQ] = RMQA_DLQ,
+                                      [AMQP_DECL_EXISTS] = RMQA_EXISTS};
+    rmqa_decl r = {.kind = kinds[d->kind], .event = d->event, .queue = d->queue,
+                   .dlq = d->dlq, .durable = d->durable,
+                   .expires_ms = d->per_process ? t->opt.expires_ms : 0};
+    return r;
 }
 
 /* Failures worth another try: the broker is not reachable (yet). */
@@ -106,23 +63,13 @@ static bool transient(ew_err rc)
 ew_err amqp_ensure(ewi_transport *t, const amqp_decl *d, int64_t deadline, char *err,
                    size_t errlen)
 {
-    if (t->opt.dialect != AMQP_DIALECT_RABBITMQ || cached(t, d))
+    if (!t->admin)
         return EW_OK;
+    rmqa_decl rd = decl_of(t, d);
     ewi_backoff bo;
     ewi_backoff_init(&bo, 50, 1000);
     for (;;) {
-        int left = ewi_left_ms(deadline);
-        amqp_topo *tp = NULL;
-        ew_err rc = amqp_topo_open(&t->opt, left > 5000 ? 5000 : (left ? left : 1), &tp,
-                                   err, errlen);
-        if (rc == EW_OK) {
-            rc = apply(t, tp, d, err, errlen);
-            amqp_topo_close(tp);
-        }
-        if (rc == EW_OK) {
-            remember(t, d);
-            return EW_OK;
-        }
+        ew_err rc = rmqa_ensure(t->admin, &rd, err, errlen);
         if (!transient(rc))
             return rc;
         pthread_mutex_lock(&t->mu);
@@ -135,63 +82,44 @@ ew_err amqp_ensure(ewi_transport *t, const amqp_decl *d, int64_t deadline, char 
     }
 }
 
-ew_err amqp_redeclare_all(ewi_transport *t, int timeout_ms, char *err, size_t errlen)
+ew_err amqp_ensure_many(ewi_transport *t, const amqp_decl *ds, size_t n, int64_t deadline,
+                        ew_err *rcs, char *err, size_t errlen)
 {
-    if (t->opt.dialect != AMQP_DIALECT_RABBITMQ)
+    for (size_t i = 0; i < n; i++)
+        rcs[i] = EW_OK;
+    if (!t->admin || !n)
         return EW_OK;
-    /* Take a copy: declaring blocks, and other threads add entries. */
-    pthread_mutex_lock(&t->decl_mu);
-    size_t n = 0;
-    for (decl_entry **pp = (decl_entry **)&t->decls; *pp;) {
-        decl_entry *e = *pp;
-        if (e->kind == AMQP_DECL_EXISTS) { /* checked again on next use */
-            *pp = e->next;
-            entry_free(e);
-            continue;
-        }
-        n++;
-        pp = &e->next;
+    rmqa_decl *rd = calloc(n, sizeof *rd);
+    if (!rd) {
+        for (size_t i = 0; i < n; i++)
+            rcs[i] = EW_ENOMEM;
+        return EW_ENOMEM;
     }
-    amqp_decl *copy = n ? calloc(n, sizeof *copy) : NULL;
-    char **strs = n ? calloc(3 * n, sizeof *strs) : NULL;
-    bool oom = n && (!copy || !strs);
-    size_t i = 0;
-    for (decl_entry *e = t->decls; e && !oom; e = e->next, i++) {
-        strs[3 * i] = dup_or_null(e->event);
-        strs[3 * i + 1] = dup_or_null(e->queue);
-        strs[3 * i + 2] = dup_or_null(e->dlq);
-        copy[i] = (amqp_decl){e->kind, strs[3 * i], strs[3 * i + 1], strs[3 * i + 2],
-                              e->durable, e->per_process};
-        if ((e->event && !strs[3 * i]) || (e->queue && !strs[3 * i + 1]) ||
-            (e->dlq && !strs[3 * i + 2]))
-            oom = true;
-    }
-    pthread_mutex_unlock(&t->decl_mu);
-
-    ew_err rc = oom ? EW_ENOMEM : EW_OK;
-    if (oom)
-        amqp_textf(err, errlen, "out of memory");
-    amqp_topo *tp = NULL;
-    if (rc == EW_OK && n)
-        rc = amqp_topo_open(&t->opt, timeout_ms, &tp, err, errlen);
-    /* Exchanges first: bindings need them. */
-    for (int pass = 0; pass < 2 && rc == EW_OK; pass++)
-        for (i = 0; i < n && rc == EW_OK; i++)
-            if ((copy[i].kind == AMQP_DECL_EXCHANGE) == (pass == 0))
-                rc = apply(t, tp, &copy[i], err, errlen);
-    amqp_topo_close(tp);
-    for (i = 0; strs && i < 3 * n; i++)
-        free(strs[i]);
-    free(strs);
-    free(copy);
+    for (size_t i = 0; i < n; i++)
+        rd[i] = decl_of(t, &ds[i]);
+    rmqa_ensure_many(t->admin, rd, n, rcs, err, errlen);
+    /* Not reachable (yet): the rest one by one, with amqp_ensure's retries. */
+    for (size_t i = 0; i < n; i++)
+        if (transient(rcs[i]))
+            rcs[i] = amqp_ensure(t, &ds[i], deadline, err, errlen);
+    free(rd);
+    ew_err rc = EW_OK;
+    for (size_t i = 0; i < n && rc == EW_OK; i++)
+        rc = rcs[i];
     return rc;
 }
 
-void amqp_decl_cache_free(ewi_transport *t)
+ew_err amqp_declare_now(ewi_transport *t, const amqp_decl *d, char *err, size_t errlen)
 {
-    for (decl_entry *e = t->decls, *next; e; e = next) {
-        next = e->next;
-        entry_free(e);
-    }
-    t->decls = NULL;
+    if (!t->admin)
+        return EW_OK;
+    rmqa_decl rd = decl_of(t, d);
+    if (d->kind == AMQP_DECL_EXISTS)
+        rmqa_forget_checks(t->admin);
+    return rmqa_declare(t->admin, &rd, err, errlen);
+}
+
+ew_err amqp_redeclare_all(ewi_transport *t, char *err, size_t errlen)
+{
+    return t->admin ? rmqa_redeclare(t->admin, err, errlen) : EW_OK;
 }

@@ -29,7 +29,6 @@
 #define TICK_MS 100          /* deadlines and reconnects are checked this often */
 #define CLOSE_GRACE_MS 2000  /* stop: wait this long for the broker's close */
 #define STUCK_MS 1000        /* a connection ignoring wake-ups this long is stuck */
-#define TOPO_TIMEOUT_MS 5000 /* rabbitmq: redeclaring after a reconnect */
 /* 64 transfer frames in flight per session (SESSION_CAPACITY in
  * amqp_link.c): plenty for small events, and proton never buffers more than
  * 2 MiB of one large message. */
@@ -295,7 +294,7 @@ static void reconnect_if_due(ewi_transport *t, int64_t now)
         /* rabbitmq: a restarted broker lost the non-durable topology; declare
          * it before any link needs it. */
         char err[512];
-        ew_err rc = amqp_redeclare_all(t, TOPO_TIMEOUT_MS, err, sizeof err);
+        ew_err rc = amqp_redeclare_all(t, err, sizeof err);
         if (rc != EW_OK) {
             ewi_log(t->m, EW_LOG_INFO, "amqp %s: redeclaring the topology: %s",
                     t->where, err);

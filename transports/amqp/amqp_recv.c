@@ -11,7 +11,6 @@
 #include <proton/disposition.h>
 #include <proton/link.h>
 
-#define TOPO_TIMEOUT_MS 5000 /* rabbitmq: declaring a lost queue again */
 
 static void amqp_recv_signal(ewi_transport *t, amqp_sub *s, amqp_sub_state st,
                        const char *error)
@@ -121,12 +120,7 @@ static void reattach_due(ewi_transport *t, int64_t now)
             char err[512];
             amqp_decl d = {AMQP_DECL_LISTENER, s->sub->event, s->queue, s->sub->dlq,
                            s->sub->durable, s->sub->per_process};
-            amqp_topo *tp = NULL;
-            ew_err rc = amqp_topo_open(&t->opt, TOPO_TIMEOUT_MS, &tp, err, sizeof err);
-            if (rc == EW_OK)
-                rc = amqp_topo_listener(tp, d.event, d.queue, d.durable, d.per_process,
-                                        t->opt.expires_ms, d.dlq, err, sizeof err);
-            amqp_topo_close(tp);
+            ew_err rc = amqp_declare_now(t, &d, err, sizeof err);
             if (rc != EW_OK) {
                 int delay = ewi_backoff_next(&s->bo);
                 s->reattach_at = now + delay;
@@ -160,13 +154,12 @@ static void check_queues(ewi_transport *t, int64_t now)
     if (!any)
         return;
     char err[512];
-    amqp_topo *tp = NULL;
-    if (amqp_topo_open(&t->opt, TOPO_TIMEOUT_MS, &tp, err, sizeof err) != EW_OK)
-        return; /* an outage shows on the AMQP 1.0 connection itself */
     for (amqp_sub *s = t->subs; s; s = s->next) {
         if (!s->attached || s->unsubscribed)
             continue;
-        if (amqp_topo_queue_exists(tp, s->queue, err, sizeof err) != EW_ENOTFOUND)
+        amqp_decl d = {AMQP_DECL_EXISTS, NULL, s->queue, NULL, true, false};
+        /* An outage shows on the AMQP 1.0 connection itself. */
+        if (amqp_declare_now(t, &d, err, sizeof err) != EW_ENOTFOUND)
             continue;
         ewi_report(t->m, EW_EBROKER, s->queue, NULL, NULL,
                    "amqp %s: the queue %s is gone (%s) and the broker did not tell its "
@@ -180,7 +173,6 @@ static void check_queues(ewi_transport *t, int64_t now)
         s->attached = false;
         s->reattach_at = now;
     }
-    amqp_topo_close(tp);
 }
 
 void amqp_recv_message(ewi_transport *t, amqp_sub *s, pn_delivery_t *d)

@@ -43,7 +43,6 @@ static ew_err a_create(ew_manager *m, const ewi_url *url, ewi_transport **out)
     t->m = m;
     t->cfg = ewi_config_of(m);
     pthread_mutex_init(&t->mu, NULL);
-    pthread_mutex_init(&t->decl_mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -59,6 +58,13 @@ static ew_err a_create(ew_manager *m, const ewi_url *url, ewi_transport **out)
     uuid_unparse_lower(u, us);
     amqp_textf(t->container_id, sizeof t->container_id, "eventwire-%s-%.8s",
              t->cfg->server_name ? t->cfg->server_name : "server", us);
+    if (amqp_admin_open(t) != EW_OK) {
+        amqp_options_free(&t->opt);
+        pthread_mutex_destroy(&t->mu);
+        pthread_cond_destroy(&t->cond);
+        free(t);
+        return EW_ENOMEM;
+    }
     *out = t;
     return EW_OK;
 }
@@ -155,10 +161,9 @@ static void a_destroy(ewi_transport *t)
     }
     if (t->proactor)
         pn_proactor_free(t->proactor);
-    amqp_decl_cache_free(t);
+    amqp_admin_close(t);
     amqp_options_free(&t->opt);
     pthread_mutex_destroy(&t->mu);
-    pthread_mutex_destroy(&t->decl_mu);
     pthread_cond_destroy(&t->cond);
     ewi_window_destroy(&t->window);
     free(t);
@@ -177,12 +182,13 @@ static ew_err a_declare(ewi_transport *t, const char *event, bool durable)
     return rc;
 }
 
-static ew_err a_subscribe(ewi_transport *t, ewi_sub *sub)
+/* A consumer for sub, not yet attached; NULL with *rc on failure. */
+static amqp_sub *sub_new(ewi_transport *t, ewi_sub *sub, ew_err *rc)
 {
-    char err[600];
     amqp_sub *s = calloc(1, sizeof *s);
+    *rc = s ? EW_OK : EW_ENOMEM;
     if (!s)
-        return EW_ENOMEM;
+        return NULL;
     s->kind = AMQP_OBJ_SUB;
     s->sub = sub;
     s->prefetch = sub->prefetch ? sub->prefetch : 1;
@@ -193,12 +199,50 @@ static ew_err a_subscribe(ewi_transport *t, ewi_sub *sub)
         amqp_source_of_listener(&t->opt, sub->event, s->queue, &s->source) != EW_OK) {
         ewi_log(t->m, EW_LOG_ERROR, "amqp: no source address for %s", sub->queue);
         free(s);
-        return EW_EINVAL;
+        *rc = EW_EINVAL;
+        return NULL;
     }
+    return s;
+}
+
+/* Waits (t->mu held) for the attach posted for s until deadline; on
+ * failure the I/O thread forgets s and why is reported. */
+static ew_err sub_wait_locked(ewi_transport *t, amqp_sub *s, int64_t deadline)
+{
+    char err[600];
+    ewi_sub *sub = s->sub;
+    while (s->state == AMQP_SUB_PENDING && !t->io_exited && wait_until(t, deadline)) {
+    }
+    amqp_sub_state st = s->state;
+    amqp_textf(err, sizeof err, "%s", s->error);
+    if (st == AMQP_SUB_ACTIVE) {
+        sub->tdata = s;
+        ewi_log(t->m, EW_LOG_DEBUG, "amqp %s: consuming %s", t->where, s->source.addr);
+        return EW_OK;
+    }
+    /* Refused or timed out: the I/O thread forgets it (after the exit the
+     * transport's destroy frees it). */
+    if (!t->io_exited)
+        amqp_post_locked(t, &s->w_unsub);
+    ew_err rc = st == AMQP_SUB_FAILED ? EW_EBROKER : EW_ETIMEDOUT;
+    if (st != AMQP_SUB_FAILED)
+        amqp_textf(err, sizeof err, "attaching a consumer to %s: no answer within %d ms",
+                   s->source.addr, t->cfg->start_timeout_ms);
+    ewi_report(t->m, rc, sub->queue, sub->event, NULL, "amqp %s: %s", t->where, err);
+    return rc;
+}
+
+static ew_err a_subscribe(ewi_transport *t, ewi_sub *sub)
+{
+    char err[600];
+    ew_err rc;
+    amqp_sub *s = sub_new(t, sub, &rc);
+    if (!s)
+        return rc;
     int64_t deadline = ewi_now_ms() + t->cfg->start_timeout_ms;
     amqp_decl d = {AMQP_DECL_LISTENER, sub->event, s->queue, sub->dlq, sub->durable,
                    sub->per_process};
-    ew_err rc = amqp_ensure(t, &d, deadline, err, sizeof err);
+    rc = amqp_ensure(t, &d, deadline, err, sizeof err);
     if (rc != EW_OK) {
         ewi_report(t->m, rc, sub->queue, sub->event, NULL, "amqp %s: %s", t->where, err);
         free(s);
@@ -212,27 +256,65 @@ static ew_err a_subscribe(ewi_transport *t, ewi_sub *sub)
         return EW_ECLOSED;
     }
     amqp_post_locked(t, &s->w_sub);
-    while (s->state == AMQP_SUB_PENDING && !t->io_exited && wait_until(t, deadline)) {
-    }
-    amqp_sub_state st = s->state;
-    amqp_textf(err, sizeof err, "%s", s->error);
-    if (st == AMQP_SUB_ACTIVE) {
-        sub->tdata = s;
-        pthread_mutex_unlock(&t->mu);
-        ewi_log(t->m, EW_LOG_DEBUG, "amqp %s: consuming %s", t->where, s->source.addr);
-        return EW_OK;
-    }
-    /* Refused or timed out: the I/O thread forgets it (after the exit the
-     * transport's destroy frees it). */
-    if (!t->io_exited)
-        amqp_post_locked(t, &s->w_unsub);
+    rc = sub_wait_locked(t, s, deadline);
     pthread_mutex_unlock(&t->mu);
-    rc = st == AMQP_SUB_FAILED ? EW_EBROKER : EW_ETIMEDOUT;
-    if (st != AMQP_SUB_FAILED)
-        amqp_textf(err, sizeof err, "attaching a consumer to %s: no answer within %d ms",
-                 s->source.addr, t->cfg->start_timeout_ms);
-    ewi_report(t->m, rc, sub->queue, sub->event, NULL, "amqp %s: %s", t->where, err);
     return rc;
+}
+
+/* Every listener at start: rabbitmq's declarations in one batch, then every
+ * attach posted before the first answer is awaited. */
+static void a_subscribe_many(ewi_transport *t, ewi_sub *const *subs, size_t n, ew_err *rcs)
+{
+    char err[600];
+    amqp_sub **ss = calloc(n ? n : 1, sizeof *ss);
+    amqp_decl *ds = calloc(n ? n : 1, sizeof *ds);
+    if (!ss || !ds) {
+        for (size_t i = 0; i < n; i++)
+            rcs[i] = EW_ENOMEM;
+        free(ss);
+        free(ds);
+        return;
+    }
+    int64_t deadline = ewi_now_ms() + t->cfg->start_timeout_ms;
+    for (size_t i = 0; i < n; i++)
+        if ((ss[i] = sub_new(t, subs[i], &rcs[i])))
+            ds[i] = (amqp_decl){AMQP_DECL_LISTENER, subs[i]->event, ss[i]->queue,
+                                subs[i]->dlq, subs[i]->durable, subs[i]->per_process};
+        else
+            ds[i] = (amqp_decl){AMQP_DECL_EXCHANGE, subs[i]->event, NULL, NULL, true, false};
+    ew_err *drcs = calloc(n ? n : 1, sizeof *drcs);
+    if (!drcs || amqp_ensure_many(t, ds, n, deadline, drcs, err, sizeof err) != EW_OK) {
+        /* The broker's text is the first failure's. */
+        bool first = true;
+        for (size_t i = 0; i < n; i++)
+            if (ss[i] && (!drcs || drcs[i] != EW_OK)) {
+                rcs[i] = drcs ? drcs[i] : EW_ENOMEM;
+                ewi_report(t->m, rcs[i], subs[i]->queue, subs[i]->event, NULL,
+                           "amqp %s: %s", t->where,
+                           first && drcs ? err : ew_strerror(rcs[i]));
+                first = false;
+                free(ss[i]);
+                ss[i] = NULL;
+            }
+    }
+    free(drcs);
+    pthread_mutex_lock(&t->mu);
+    for (size_t i = 0; i < n; i++)
+        if (ss[i]) {
+            if (t->stopping || t->io_exited) {
+                free(ss[i]);
+                ss[i] = NULL;
+                rcs[i] = EW_ECLOSED;
+            } else {
+                amqp_post_locked(t, &ss[i]->w_sub);
+            }
+        }
+    for (size_t i = 0; i < n; i++)
+        if (ss[i])
+            rcs[i] = sub_wait_locked(t, ss[i], deadline);
+    pthread_mutex_unlock(&t->mu);
+    free(ss);
+    free(ds);
 }
 
 static void a_unsubscribe(ewi_transport *t, ewi_sub *sub)
@@ -366,6 +448,7 @@ const ewi_transport_ops ewi_amqp_transport = {
     .start = a_start,
     .declare = a_declare,
     .subscribe = a_subscribe,
+    .subscribe_many = a_subscribe_many,
     .unsubscribe = a_unsubscribe,
     .publish = a_publish,
     .settle = a_settle,

@@ -1,10 +1,9 @@
-# The AMQP 1.0 transport (qpid-proton-c; its rabbitmq dialect declares
-# topology through librabbitmq, which the top level links when EW_WITH_AMQP).
+# The AMQP 1.0 transport (qpid-proton-c; its rabbitmq dialect administers
+# RabbitMQ through transports/rmqadmin, which the top level builds and links).
 list(APPEND EW_SOURCES
   transports/amqp/amqp_options.c
   transports/amqp/amqp_address.c
   transports/amqp/amqp_message.c
-  transports/amqp/amqp_topology.c
   transports/amqp/amqp_declare.c
   transports/amqp/amqp_link.c
   transports/amqp/amqp_io.c

@@ -21,6 +21,7 @@
 #include <stdatomic.h>
 
 #include "ewi.h"
+#include "transports/rmqadmin/rmqadmin.h"
 #include "waker.h"
 
 #define RMQ_CH_CONFIRM 1
@@ -77,14 +78,10 @@ void rmq_props_buf_free(rmq_props_buf *buf);
 ew_err rmq_props_to_env(const amqp_basic_properties_t *props, ew_envelope *env,
                         size_t *skipped);
 
-/* ---- texts and codes of librabbitmq results (rmq_conn.c) ---------------- */
+/* ---- texts and codes of librabbitmq results (the shared module's) ------- */
 
-/* "404 NOT_FOUND - no queue 'x' in vhost '/'" for a broker close reply, or
- * librabbitmq's status text; into buf. */
-const char *rmq_reply_text(amqp_rpc_reply_t r, char *buf, size_t len);
-/* The ew_err for a broker reply code (403 → EW_EAUTH, 404 → EW_ENOTFOUND,
- * 406 → EW_ECONFLICT, else EW_EBROKER). */
-ew_err rmq_code_err(uint16_t code);
+#define rmq_reply_text rmqa_reply_text
+#define rmq_code_err rmqa_code_err
 
 /* ---- inbound message assembly (rmq_io.c) -------------------------------- */
 
@@ -160,6 +157,7 @@ typedef struct rmq_event {
 typedef enum rmq_req_kind {
     RMQ_REQ_DECLARE,
     RMQ_REQ_SUBSCRIBE,
+    RMQ_REQ_SUBSCRIBE_MANY,
     RMQ_REQ_UNSUBSCRIBE,
     RMQ_REQ_DLQ_GET,
     RMQ_REQ_DLQ_ACK,
@@ -175,6 +173,9 @@ typedef struct rmq_req {
     rmq_req_kind kind;
     const char *event;    /* DECLARE */
     rmq_sub *rs;          /* SUBSCRIBE, UNSUBSCRIBE */
+    rmq_sub **many;       /* SUBSCRIBE_MANY: nmany subs, their results in rcs */
+    size_t nmany;
+    ew_err *rcs;
     const char *queue;    /* DLQ_GET */
     size_t max;           /* DLQ_GET */
     uint64_t tag;         /* DLQ_GET out (last tag), DLQ_ACK in */
@@ -261,7 +262,8 @@ typedef struct rmq_returned {
 
 /* Opens a socket, logs in and opens the fixed channels (confirm.select on
  * the confirm channel). On failure writes why into err and returns EW_EAUTH
- * (credentials, vhost), EW_ECONNECT or EW_ENOMEM; t->conn is then NULL. */
+ * (credentials, vhost), EW_ETLS (certificate), EW_ECONNECT or EW_ENOMEM;
+ * t->conn is then NULL. */
 ew_err rmq_connect(ewi_transport *t, char *err, size_t errlen);
 /* Closes politely when possible and frees the connection. */
 void rmq_disconnect(ewi_transport *t, bool polite);
@@ -274,8 +276,15 @@ ew_err rmq_channel_open(ewi_transport *t, uint16_t ch, char *err, size_t errlen)
  * a channel exception on the RPC channel is answered and the channel
  * reopened; EW_EDISCONNECTED when the connection itself failed. */
 ew_err rmq_declare_exchange(ewi_transport *t, const char *event, char *err, size_t errlen);
-ew_err rmq_declare_sub(ewi_transport *t, rmq_sub *rs, char *err, size_t errlen);
-ew_err rmq_consume(ewi_transport *t, rmq_sub *rs, char *err, size_t errlen);
+/* Declares rs's exchange, queue, binding and dead-letter queue and consumes
+ * it on a channel of its own, in one round trip. */
+ew_err rmq_subscribe(ewi_transport *t, rmq_sub *rs, char *err, size_t errlen);
+/* rmq_subscribe for each rss[i] whose rcs[i] is EW_EDISCONNECTED (to do),
+ * all written before any reply is read: their round trips overlap (the
+ * broker runs channels in parallel). rcs[i] becomes the result; failures
+ * are reported. With link, those that succeed are made active and linked
+ * into t->subs (new ones; resumed ones are there already). */
+void rmq_subscribe_many(ewi_transport *t, rmq_sub **rss, size_t n, ew_err *rcs, bool link);
 ew_err rmq_cancel(ewi_transport *t, rmq_sub *rs);
 /* basic.get of up to req->max messages off req->queue (no auto-ack). */
 ew_err rmq_dlq_get(ewi_transport *t, rmq_req *req);
@@ -286,6 +295,8 @@ ew_err rmq_rpc_result(ewi_transport *t, uint16_t ch, const char *what, char *err
 /* ---- the I/O thread (rmq_io.c) ------------------------------------------ */
 
 void *rmq_io_main(void *arg);
+/* Handles one frame read off the connection. */
+void rmq_handle_frame(ewi_transport *t, const amqp_frame_t *f);
 /* Marks the connection lost: unconfirmed publishes wait to be resent,
  * consumers to be resumed; logs and reports once. */
 void rmq_lost(ewi_transport *t, const char *why);

@@ -82,9 +82,7 @@ static bool req_run(ewi_transport *t, rmq_req *r)
     case RMQ_REQ_SUBSCRIBE:
         if (!t->connected)
             return false;
-        rc = rmq_declare_sub(t, r->rs, r->err, sizeof r->err);
-        if (rc == EW_OK)
-            rc = rmq_consume(t, r->rs, r->err, sizeof r->err);
+        rc = rmq_subscribe(t, r->rs, r->err, sizeof r->err);
         if (rc == EW_EDISCONNECTED)
             return false;
         if (rc == EW_OK) {
@@ -93,6 +91,18 @@ static bool req_run(ewi_transport *t, rmq_req *r)
             t->subs = r->rs;
         }
         break;
+    case RMQ_REQ_SUBSCRIBE_MANY: {
+        if (!t->connected)
+            return false;
+        /* Those a lost connection interrupted are tried again. */
+        size_t left = 0;
+        rmq_subscribe_many(t, r->many, r->nmany, r->rcs, true);
+        for (size_t i = 0; i < r->nmany; i++)
+            left += r->rcs[i] == EW_EDISCONNECTED;
+        if (left)
+            return false;
+        break;
+    }
     case RMQ_REQ_UNSUBSCRIBE:
         r->rs->active = false;
         r->rs->resubscribe = false;
@@ -489,7 +499,7 @@ static void on_method(ewi_transport *t, const amqp_frame_t *f)
     }
 }
 
-static void handle_frame(ewi_transport *t, const amqp_frame_t *f)
+void rmq_handle_frame(ewi_transport *t, const amqp_frame_t *f)
 {
     switch (f->frame_type) {
     case AMQP_FRAME_METHOD:
@@ -520,7 +530,7 @@ static void read_frames(ewi_transport *t)
             return;
         }
         t->last_rx_ms = ewi_now_ms();
-        handle_frame(t, &f);
+        rmq_handle_frame(t, &f);
     }
     if (t->connected)
         amqp_maybe_release_buffers(t->conn);
@@ -561,9 +571,7 @@ void rmq_lost(ewi_transport *t, const char *why)
 static void resubscribe(ewi_transport *t, rmq_sub *rs)
 {
     char err[512];
-    ew_err rc = rmq_declare_sub(t, rs, err, sizeof err);
-    if (rc == EW_OK)
-        rc = rmq_consume(t, rs, err, sizeof err);
+    ew_err rc = rmq_subscribe(t, rs, err, sizeof err);
     if (rc == EW_OK || rc == EW_EDISCONNECTED)
         return;
     rs->resubscribe = true;
@@ -594,12 +602,34 @@ static void reconnect(ewi_transport *t)
         if (rc != EW_OK && rc != EW_EDISCONNECTED)
             ewi_report(t->m, rc, NULL, e->name, NULL, "%s", err);
     }
-    size_t resumed = 0, resend = 0;
+    /* Every listener at once: their round trips overlap. */
+    size_t resumed = 0, resend = 0, nsubs = 0;
+    for (rmq_sub *rs = t->subs; rs; rs = rs->next)
+        nsubs += rs->active;
+    rmq_sub **rss = calloc(nsubs ? nsubs : 1, sizeof *rss);
+    ew_err *rcs = calloc(nsubs ? nsubs : 1, sizeof *rcs);
+    if (rss && rcs) {
+        size_t k = 0;
+        for (rmq_sub *rs = t->subs; rs; rs = rs->next)
+            if (rs->active) {
+                rss[k] = rs;
+                rcs[k++] = EW_EDISCONNECTED; /* to do */
+            }
+        rmq_subscribe_many(t, rss, nsubs, rcs, false);
+        for (k = 0; k < nsubs && t->connected; k++)
+            if (rcs[k] != EW_OK) {
+                rss[k]->resubscribe = true;
+                rss[k]->retry_at_ms = ewi_now_ms() + 5000;
+            }
+    } else {
+        for (rmq_sub *rs = t->subs; rs && t->connected; rs = rs->next)
+            if (rs->active)
+                resubscribe(t, rs);
+    }
+    free(rss);
+    free(rcs);
     for (rmq_sub *rs = t->subs; rs && t->connected; rs = rs->next)
-        if (rs->active) {
-            resubscribe(t, rs);
-            resumed += rs->ch != 0;
-        }
+        resumed += rs->active && rs->ch != 0;
     if (!t->connected)
         return; /* lost again: the next attempt starts over */
     for (ewi_pub *p = t->resend_head; p; p = p->next)

@@ -1,34 +1,27 @@
-/* Topology on the broker (the README's addressing table, RabbitMQ column):
- *   event E        durable topic exchange E; messages carry routing key E
- *   listener L     queue E::L bound to E with '#'
- *   per_process    queue E::L-<server>, x-expires so dead servers leave
- *                  nothing behind
- *   dead letters   durable queue E::L.dlq (core's name), fed through the
- *                  default exchange
- * Declarations run on the RPC channel; consumers get a channel each. All of
- * it on the I/O thread (or in start before the thread runs). */
+/* Topology on the broker, as the shared administration module declares it
+ * (transports/rmqadmin/rmqadmin.h): exchanges on the RPC channel, each
+ * listener's queue, binding and dead-letter queue on the channel it
+ * consumes on. All of it on the I/O thread (or in start before the thread
+ * runs). */
 #include "rmq.h"
 
 #include <stdio.h>
+#include <sys/time.h>
 #include <stdlib.h>
 #include <string.h>
 
-static amqp_bytes_t b(const char *s)
+/* r as an ew_err: a channel refusal is answered and the RPC channel
+ * reopened; a connection failure is rmq_lost and EW_EDISCONNECTED. */
+static ew_err check(ewi_transport *t, uint16_t ch, amqp_rpc_reply_t r, const char *what,
+                    char *err, size_t errlen)
 {
-    return amqp_cstring_bytes(s);
-}
-
-ew_err rmq_rpc_result(ewi_transport *t, uint16_t ch, const char *what, char *err,
-                      size_t errlen)
-{
-    amqp_rpc_reply_t r = amqp_get_rpc_reply(t->conn);
     if (r.reply_type == AMQP_RESPONSE_NORMAL)
         return EW_OK;
     char text[300];
-    rmq_reply_text(r, text, sizeof text);
+    rmqa_reply_text(r, text, sizeof text);
     snprintf(err, errlen, "%s failed: %s", what, text);
     if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
-        uint16_t code = ((const amqp_channel_close_t *)r.reply.decoded)->reply_code;
+        ew_err rc = rmqa_reply_err(r);
         /* The broker closed the channel: confirm, and reopen the RPC
          * channel so the next declaration finds it. */
         amqp_channel_close_ok_t ok = {0};
@@ -44,7 +37,7 @@ ew_err rmq_rpc_result(ewi_transport *t, uint16_t ch, const char *what, char *err
             }
             t->rpc_epoch = ++t->epoch_seq;
         }
-        return rmq_code_err(code);
+        return rc;
     }
     if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
         r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
@@ -55,75 +48,188 @@ ew_err rmq_rpc_result(ewi_transport *t, uint16_t ch, const char *what, char *err
     return EW_EDISCONNECTED;
 }
 
+ew_err rmq_rpc_result(ewi_transport *t, uint16_t ch, const char *what, char *err,
+                      size_t errlen)
+{
+    return check(t, ch, amqp_get_rpc_reply(t->conn), what, err, errlen);
+}
+
 ew_err rmq_declare_exchange(ewi_transport *t, const char *event, char *err, size_t errlen)
 {
     char what[EW_MAX_EVENT_NAME + 64];
-    snprintf(what, sizeof what, "declaring exchange '%s' (topic, durable)", event);
-    amqp_exchange_declare(t->conn, RMQ_CH_RPC, b(event), b("topic"), 0, 1, 0, 0,
-                          amqp_empty_table);
-    return rmq_rpc_result(t, RMQ_CH_RPC, what, err, errlen);
+    rmqa_decl d = {.kind = RMQA_EXCHANGE, .event = event};
+    return check(t, RMQ_CH_RPC, rmqa_rpc_decl(t->conn, RMQ_CH_RPC, &d),
+                 rmqa_decl_what(&d, what, sizeof what), err, errlen);
 }
 
-ew_err rmq_declare_sub(ewi_transport *t, rmq_sub *rs, char *err, size_t errlen)
+/* Writes everything rs needs on a new channel of its own: open, exchange,
+ * queue, binding, dead-letter queue (nowait), qos and consume. The broker
+ * handles a channel's methods in order, so a refusal of any of them closes
+ * the channel instead of consume-ok, with a text that names the exchange
+ * or queue. The open-ok and qos-ok on the way are passed over. *ch: the
+ * channel, 0 when none is free (EW_EBROKER, err says why). */
+static ew_err write_sub(ewi_transport *t, rmq_sub *rs, uint16_t *ch, char *err, size_t errlen)
 {
     const ewi_sub *s = rs->sub;
-    char what[2 * EW_MAX_QUEUE_NAME + 96];
-    ew_err rc = rmq_declare_exchange(t, s->event, err, errlen);
-    if (rc != EW_OK)
-        return rc;
-
-    amqp_table_entry_t expires = {b("x-expires"), {AMQP_FIELD_KIND_I64, {.i64 = t->o.queue_expires_ms}}};
-    amqp_table_t args = amqp_empty_table;
-    if (s->per_process) {
-        args.num_entries = 1;
-        args.entries = &expires;
-    }
-    snprintf(what, sizeof what, "declaring queue '%s' (%s%s)", s->queue,
-             s->durable ? "durable" : "transient",
-             s->per_process ? ", x-expires" : "");
-    amqp_queue_declare(t->conn, RMQ_CH_RPC, b(s->queue), 0, s->durable, 0, 0, args);
-    if ((rc = rmq_rpc_result(t, RMQ_CH_RPC, what, err, errlen)) != EW_OK)
-        return rc;
-
-    snprintf(what, sizeof what, "binding queue '%s' to exchange '%s' with '#'", s->queue,
-             s->event);
-    amqp_queue_bind(t->conn, RMQ_CH_RPC, b(s->queue), b(s->event), b("#"), amqp_empty_table);
-    if ((rc = rmq_rpc_result(t, RMQ_CH_RPC, what, err, errlen)) != EW_OK)
-        return rc;
-
-    snprintf(what, sizeof what, "declaring dead-letter queue '%s' (durable)", s->dlq);
-    amqp_queue_declare(t->conn, RMQ_CH_RPC, b(s->dlq), 0, 1, 0, 0, amqp_empty_table);
-    return rmq_rpc_result(t, RMQ_CH_RPC, what, err, errlen);
-}
-
-ew_err rmq_consume(ewi_transport *t, rmq_sub *rs, char *err, size_t errlen)
-{
-    char what[EW_MAX_QUEUE_NAME + 64];
+    *ch = 0;
     if (t->next_ch == 0 || t->next_ch >= (uint16_t)amqp_get_channel_max(t->conn)) {
         snprintf(err, errlen, "consuming %s: no free channel (broker channel_max %d)",
-                 rs->sub->queue, amqp_get_channel_max(t->conn));
+                 s->queue, amqp_get_channel_max(t->conn));
         return EW_EBROKER;
     }
-    uint16_t ch = t->next_ch++;
-    ew_err rc = rmq_channel_open(t, ch, err, errlen);
-    if (rc != EW_OK) {
-        rmq_lost(t, err);
-        return rc;
-    }
-    amqp_basic_qos(t->conn, ch, 0, rs->prefetch, 0);
-    snprintf(what, sizeof what, "basic.qos %u on %s", rs->prefetch, rs->sub->queue);
-    if ((rc = rmq_rpc_result(t, ch, what, err, errlen)) != EW_OK)
-        return rc;
-    snprintf(rs->ctag, sizeof rs->ctag, "ew-%s-%u", ewi_config_of(t->m)->server_name, ch);
-    amqp_basic_consume(t->conn, ch, b(rs->sub->queue), b(rs->ctag), 0, 0, 0, amqp_empty_table);
-    snprintf(what, sizeof what, "consuming queue '%s'", rs->sub->queue);
-    if ((rc = rmq_rpc_result(t, ch, what, err, errlen)) != EW_OK)
-        return rc;
+    *ch = t->next_ch++;
+    rmqa_decl d = {.kind = RMQA_LISTENER, .event = s->event, .queue = s->queue,
+                   .dlq = s->dlq, .durable = s->durable,
+                   .expires_ms = s->per_process ? t->o.queue_expires_ms : 0};
+    amqp_channel_open_t open = {.out_of_band = amqp_empty_bytes};
+    amqp_basic_qos_t qos = {.prefetch_count = rs->prefetch};
+    snprintf(rs->ctag, sizeof rs->ctag, "ew-%s-%u", ewi_config_of(t->m)->server_name, *ch);
+    amqp_basic_consume_t consume = {.queue = amqp_cstring_bytes(s->queue),
+                                    .consumer_tag = amqp_cstring_bytes(rs->ctag),
+                                    .arguments = amqp_empty_table};
+    rmq_guard_begin(t);
+    int st = amqp_send_method(t->conn, *ch, AMQP_CHANNEL_OPEN_METHOD, &open);
+    if (st == AMQP_STATUS_OK)
+        st = rmqa_write_decl(t->conn, *ch, &d);
+    if (st == AMQP_STATUS_OK)
+        st = amqp_send_method(t->conn, *ch, AMQP_BASIC_QOS_METHOD, &qos);
+    if (st == AMQP_STATUS_OK)
+        st = amqp_send_method(t->conn, *ch, AMQP_BASIC_CONSUME_METHOD, &consume);
+    rmq_guard_end(t, st);
+    if (st == AMQP_STATUS_OK)
+        return EW_OK;
+    snprintf(err, errlen, "writing the declarations of %s: %s", s->queue,
+             amqp_error_string2(st));
+    rmq_lost(t, err);
+    return EW_EDISCONNECTED;
+}
+
+static const char *what_of(ewi_transport *t, const rmq_sub *rs, char *buf, size_t len)
+{
+    const ewi_sub *s = rs->sub;
+    rmqa_decl d = {.kind = RMQA_LISTENER, .event = s->event, .queue = s->queue,
+                   .dlq = s->dlq, .durable = s->durable,
+                   .expires_ms = s->per_process ? t->o.queue_expires_ms : 0};
+    rmqa_decl_what(&d, buf, len);
+    snprintf(buf + strlen(buf), len - strlen(buf), " and consuming it");
+    return buf;
+}
+
+static void consuming(ewi_transport *t, rmq_sub *rs, uint16_t ch)
+{
     rs->ch = ch;
     rs->epoch = ++t->epoch_seq;
     rmq_tags_reset(&rs->tags);
     rs->resubscribe = false;
-    return EW_OK;
+}
+
+ew_err rmq_subscribe(ewi_transport *t, rmq_sub *rs, char *err, size_t errlen)
+{
+    uint16_t ch;
+    ew_err rc = write_sub(t, rs, &ch, err, errlen);
+    if (rc != EW_OK)
+        return rc;
+    /* One wait, for consume-ok (frames of other channels stay queued). */
+    amqp_frame_t f;
+    char what[3 * EW_MAX_QUEUE_NAME + 160];
+    what_of(t, rs, what, sizeof what);
+    for (;;) {
+        struct timeval tv = {t->o.rpc_timeout_ms / 1000, (t->o.rpc_timeout_ms % 1000) * 1000};
+        int st = amqp_simple_wait_frame_noblock(t->conn, &f, &tv);
+        amqp_rpc_reply_t r = {.reply_type = AMQP_RESPONSE_LIBRARY_EXCEPTION, .library_error = st};
+        if (st != AMQP_STATUS_OK)
+            return check(t, ch, r, what, err, errlen);
+        t->last_rx_ms = ewi_now_ms();
+        if (f.frame_type == AMQP_FRAME_METHOD && f.channel == ch) {
+            if (f.payload.method.id == AMQP_BASIC_CONSUME_OK_METHOD) {
+                consuming(t, rs, ch);
+                return EW_OK;
+            }
+            if (f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD) {
+                r = (amqp_rpc_reply_t){.reply_type = AMQP_RESPONSE_SERVER_EXCEPTION,
+                                       .reply = f.payload.method};
+                return check(t, ch, r, what, err, errlen);
+            }
+            continue; /* open-ok, qos-ok */
+        }
+        rmq_handle_frame(t, &f);
+        if (!t->connected) {
+            snprintf(err, errlen, "%s: the connection was lost", what);
+            return EW_EDISCONNECTED;
+        }
+    }
+}
+
+void rmq_subscribe_many(ewi_transport *t, rmq_sub **rss, size_t n, ew_err *rcs, bool link)
+{
+    char err[600], what[3 * EW_MAX_QUEUE_NAME + 160];
+    uint16_t *chs = calloc(n ? n : 1, sizeof *chs);
+    if (!chs) {
+        for (size_t i = 0; i < n; i++)
+            if (rcs[i] == EW_EDISCONNECTED)
+                rcs[i] = EW_ENOMEM;
+        return;
+    }
+    /* Everything written first, then the replies as they come. */
+    size_t pending = 0;
+    for (size_t i = 0; i < n && t->connected; i++) {
+        if (rcs[i] != EW_EDISCONNECTED)
+            continue;
+        ew_err rc = write_sub(t, rss[i], &chs[i], err, sizeof err);
+        if (rc == EW_OK) {
+            pending++;
+        } else if (rc != EW_EDISCONNECTED) {
+            rcs[i] = rc;
+            ewi_report(t->m, rc, rss[i]->sub->queue, rss[i]->sub->event, NULL, "%s: %s",
+                       t->o.label, err);
+        }
+    }
+    while (pending && t->connected) {
+        amqp_frame_t f;
+        struct timeval tv = {t->o.rpc_timeout_ms / 1000, (t->o.rpc_timeout_ms % 1000) * 1000};
+        int st = amqp_simple_wait_frame_noblock(t->conn, &f, &tv);
+        if (st != AMQP_STATUS_OK) {
+            snprintf(err, sizeof err, "waiting for %zu listener(s) to consume: %s", pending,
+                     amqp_error_string2(st));
+            rmq_lost(t, err);
+            break;
+        }
+        t->last_rx_ms = ewi_now_ms();
+        size_t i = n;
+        if (f.frame_type == AMQP_FRAME_METHOD && f.channel >= RMQ_CH_FIRST_SUB)
+            for (i = 0; i < n && !(chs[i] == f.channel && rcs[i] == EW_EDISCONNECTED); i++)
+                ;
+        if (i == n) {
+            rmq_handle_frame(t, &f); /* another channel's, or the connection's */
+            continue;
+        }
+        rmq_sub *rs = rss[i];
+        if (f.payload.method.id == AMQP_BASIC_CONSUME_OK_METHOD) {
+            consuming(t, rs, chs[i]);
+            if (link) {
+                rs->active = true;
+                rs->next = t->subs;
+                t->subs = rs;
+            }
+            rcs[i] = EW_OK;
+            pending--;
+        } else if (f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD) {
+            amqp_rpc_reply_t r = {.reply_type = AMQP_RESPONSE_SERVER_EXCEPTION,
+                                  .reply = f.payload.method};
+            ew_err rc = check(t, chs[i], r, what_of(t, rs, what, sizeof what), err, sizeof err);
+            if (rc != EW_EDISCONNECTED) {
+                rcs[i] = rc;
+                pending--;
+                ewi_report(t->m, rc, rs->sub->queue, rs->sub->event, NULL, "%s: %s",
+                           t->o.label, err);
+            }
+        }
+        /* else open-ok, qos-ok: passed over */
+    }
+    /* Those still to do wait for the next connection (rcs EW_EDISCONNECTED). */
+    if (t->connected)
+        amqp_maybe_release_buffers(t->conn);
+    free(chs);
 }
 
 ew_err rmq_cancel(ewi_transport *t, rmq_sub *rs)
@@ -131,7 +237,7 @@ ew_err rmq_cancel(ewi_transport *t, rmq_sub *rs)
     char err[400];
     if (!rs->ch)
         return EW_OK;
-    amqp_basic_cancel(t->conn, rs->ch, b(rs->ctag));
+    amqp_basic_cancel(t->conn, rs->ch, amqp_cstring_bytes(rs->ctag));
     ew_err rc = rmq_rpc_result(t, rs->ch, "basic.cancel", err, sizeof err);
     if (rc != EW_OK && rc != EW_EDISCONNECTED)
         ewi_log(t->m, EW_LOG_WARN, "%s: %s", rs->sub->queue, err);
@@ -144,7 +250,7 @@ ew_err rmq_dlq_get(ewi_transport *t, rmq_req *req)
     char what[EW_MAX_QUEUE_NAME + 32];
     snprintf(what, sizeof what, "basic.get from '%s'", req->queue);
     while (req->ngot < req->max) {
-        amqp_rpc_reply_t r = amqp_basic_get(t->conn, RMQ_CH_RPC, b(req->queue), 0);
+        amqp_rpc_reply_t r = amqp_basic_get(t->conn, RMQ_CH_RPC, amqp_cstring_bytes(req->queue), 0);
         if (r.reply_type != AMQP_RESPONSE_NORMAL) {
             ew_err rc = rmq_rpc_result(t, RMQ_CH_RPC, what, req->err, sizeof req->err);
             if (rc == EW_ENOTFOUND)

@@ -110,7 +110,9 @@ static ew_err r_start(ewi_transport *t, int timeout_ms)
         ew_err rc = rmq_connect(t, err, sizeof err);
         if (rc == EW_OK)
             break;
-        if (rc == EW_EAUTH || rc == EW_ENOMEM) {
+        /* Refused credentials and an untrusted certificate stay so on every
+         * retry: fail at once. */
+        if (rc == EW_EAUTH || rc == EW_ETLS || rc == EW_ENOMEM) {
             ewi_report(t->m, rc, NULL, NULL, NULL, "%s", err);
             return rc;
         }
@@ -165,11 +167,11 @@ static void sub_free(rmq_sub *rs)
     }
 }
 
-static ew_err r_subscribe(ewi_transport *t, ewi_sub *sub)
+static rmq_sub *sub_new(ewi_transport *t, ewi_sub *sub)
 {
     rmq_sub *rs = calloc(1, sizeof *rs);
     if (!rs)
-        return EW_ENOMEM;
+        return NULL;
     rs->sub = sub;
     uint32_t pf = sub->prefetch ? sub->prefetch : 1;
     if (pf > 65535) {
@@ -179,6 +181,42 @@ static ew_err r_subscribe(ewi_transport *t, ewi_sub *sub)
     }
     rs->prefetch = (uint16_t)pf;
     sub->tdata = rs;
+    return rs;
+}
+
+static void r_subscribe_many(ewi_transport *t, ewi_sub *const *subs, size_t n, ew_err *rcs)
+{
+    rmq_sub **rss = calloc(n ? n : 1, sizeof *rss);
+    bool oom = !rss;
+    for (size_t i = 0; i < n; i++) {
+        rcs[i] = EW_EDISCONNECTED; /* to do */
+        if (!oom && !(rss[i] = sub_new(t, subs[i])))
+            oom = true;
+    }
+    rmq_req r = {.kind = RMQ_REQ_SUBSCRIBE_MANY, .many = rss, .nmany = n, .rcs = rcs,
+                 .deadline_ms = ewi_now_ms() + ewi_config_of(t->m)->send_timeout_ms};
+    ew_err rc = oom ? EW_ENOMEM : request(t, &r);
+    for (size_t i = 0; i < n; i++) {
+        if (rcs[i] == EW_EDISCONNECTED) {
+            /* Never got through (the I/O thread reported the others). */
+            rcs[i] = rc != EW_OK ? rc : EW_EDISCONNECTED;
+            ewi_report(t->m, rcs[i], subs[i]->queue, subs[i]->event, NULL, "%s: %s",
+                       t->o.label, r.err[0] ? r.err : "not subscribed");
+        }
+        if (rcs[i] != EW_OK) {
+            subs[i]->tdata = NULL;
+            if (rss)
+                sub_free(rss[i]);
+        }
+    }
+    free(rss);
+}
+
+static ew_err r_subscribe(ewi_transport *t, ewi_sub *sub)
+{
+    rmq_sub *rs = sub_new(t, sub);
+    if (!rs)
+        return EW_ENOMEM;
     rmq_req r = {.kind = RMQ_REQ_SUBSCRIBE, .rs = rs,
                  .deadline_ms = ewi_now_ms() + ewi_config_of(t->m)->send_timeout_ms};
     ew_err rc = request(t, &r);
@@ -350,6 +388,7 @@ const ewi_transport_ops ewi_rabbitmq_transport = {
     .start = r_start,
     .declare = r_declare,
     .subscribe = r_subscribe,
+    .subscribe_many = r_subscribe_many,
     .unsubscribe = r_unsubscribe,
     .publish = r_publish,
     .settle = r_settle,

@@ -13,6 +13,7 @@
  * the old connection are not acknowledged on the new one: the broker
  * redelivers them. */
 #include "transports/stomp/stomp.h"
+#include "transports/rmqadmin/rmqadmin.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -783,7 +784,7 @@ static void drop(io *s, ew_err code, const char *why)
             sub_check(s, ss);
         }
     } else if (t->topo) {
-        stomp_topo_forget_queues(t->topo);
+        rmqa_forget_checks(t->topo);
     }
     /* A connection that lived a while resets the backoff; one that the
      * broker closes at once (a refused frame) keeps it growing. */
@@ -915,7 +916,7 @@ static bool connect_once(io *s, char *why, size_t whylen, ew_err *code)
     /* A restarted broker lost the non-durable exchanges. */
     if (t->topo && s->role == STOMP_PUB && ever_up(t)) {
         char err[512];
-        ew_err rc = stomp_topo_redeclare(t->topo, err, sizeof err);
+        ew_err rc = rmqa_redeclare(t->topo, err, sizeof err);
         if (rc != EW_OK) {
             *code = rc;
             snprintf(why, whylen, "%s", err);

@@ -5,7 +5,8 @@
  *   heartbeat.c  heart-beat negotiation (pure)
  *   message.c    envelope <-> SEND/MESSAGE frames (pure)
  *   sock.c       TCP or TLS socket, non-blocking
- *   topology.c   rabbitmq dialect: exchanges and queue checks over AMQP 0-9-1
+ *   (rabbitmq dialect: exchanges, queues and checks over AMQP 0-9-1 through
+ *   the shared transports/rmqadmin)
  *   io.c         the I/O thread: connection, frames in and out, reconnects
  *   transport.c  the ewi_transport_ops table: what core calls
  * Two connections, each with its own I/O thread (io.c): one publishes, one
@@ -142,24 +143,21 @@ long stomp_sock_write(stomp_sock *s, const void *buf, size_t len, bool *want_rea
 /* TLS buffers bytes poll() cannot see. */
 bool stomp_sock_pending(const stomp_sock *s);
 
-/* ---- rabbitmq topology over AMQP 0-9-1 (topology.c) -------------------- */
+/* ---- rabbitmq topology over AMQP 0-9-1 ---------------------------------- *
+ *
+ * RabbitMQ's STOMP adapter cannot declare exchanges (a SEND to
+ * /exchange/E/E of a missing E is an ERROR that closes the connection) and
+ * silently drops a SEND to /amq/queue/Q of a missing Q. So the rabbitmq
+ * dialect administers RabbitMQ over AMQP 0-9-1 on the same host (option
+ * amqp_port) through the shared module (transports/rmqadmin): the topic
+ * exchange E, the durable dead-letter queue E::L.dlq, and the check that a
+ * listener's queue exists before a send to it. Listener queues themselves
+ * are declared by the STOMP SUBSCRIBE (x-queue-name). */
 
-typedef struct stomp_topo stomp_topo;
+typedef struct rmqa rmqa;
 
-stomp_topo *stomp_topo_new(const stomp_options *o);
-void stomp_topo_free(stomp_topo *tp); /* NULL allowed */
-/* Each call is thread-safe, opens the 0-9-1 connection when needed and
- * returns the broker's text in err on failure. */
-ew_err stomp_topo_exchange(stomp_topo *tp, const char *event, bool durable,
-                           char *err, size_t errlen);
-ew_err stomp_topo_dlq(stomp_topo *tp, const char *dlq, char *err, size_t errlen);
-/* EW_ENOTFOUND when queue q does not exist. */
-ew_err stomp_topo_queue_exists(stomp_topo *tp, const char *q, char *err,
-                               size_t errlen);
-/* Declares every exchange declared so far again (after a broker restart). */
-ew_err stomp_topo_redeclare(stomp_topo *tp, char *err, size_t errlen);
-/* Forgets the queues known to exist (after a reconnect). */
-void stomp_topo_forget_queues(stomp_topo *tp);
+/* The administration handle for o (NULL: out of memory). */
+rmqa *stomp_admin_new(const stomp_options *o);
 
 /* ---- the transport (transport.c, io.c) --------------------------------- */
 
@@ -257,7 +255,7 @@ struct ewi_transport {
     const ewi_config *cfg;
     stomp_options opt;
     char url_text[256];   /* redacted host:port for logs */
-    stomp_topo *topo;     /* rabbitmq only */
+    rmqa *topo;           /* rabbitmq with an amqp_port only */
     ewi_stomp_limits limits;
 
     struct stomp_io_arg {

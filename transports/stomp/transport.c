@@ -3,6 +3,7 @@
  * thread (SEND frames are built here, in parallel), then queues the work for
  * the I/O thread (io.c) and, where the contract says so, waits for it. */
 #include "transports/stomp/stomp.h"
+#include "transports/rmqadmin/rmqadmin.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -26,7 +27,8 @@ static bool running(ewi_transport *t)
     return t->thread_started && !t->stopping;
 }
 
-ew_err stomp_request(ewi_transport *t, stomp_req *r, int64_t deadline)
+/* Queues r for the I/O thread; EW_ECLOSED when it is not running. */
+static ew_err request_post(ewi_transport *t, stomp_req *r)
 {
     pthread_mutex_lock(&t->mu);
     if (!running(t)) {
@@ -42,6 +44,12 @@ ew_err stomp_request(ewi_transport *t, stomp_req *r, int64_t deadline)
     t->req_tail = r;
     pthread_mutex_unlock(&t->mu);
     ewi_waker_wake(&t->waker[STOMP_SUB]);
+    return EW_OK;
+}
+
+/* Waits for a queued r until deadline. */
+static ew_err request_wait(ewi_transport *t, stomp_req *r, int64_t deadline)
+{
     pthread_mutex_lock(&t->mu);
     while (!r->done && wait_until(t, deadline)) {
     }
@@ -53,6 +61,12 @@ ew_err stomp_request(ewi_transport *t, stomp_req *r, int64_t deadline)
     ew_err rc = r->rc;
     pthread_mutex_unlock(&t->mu);
     return rc;
+}
+
+ew_err stomp_request(ewi_transport *t, stomp_req *r, int64_t deadline)
+{
+    ew_err rc = request_post(t, r);
+    return rc != EW_OK ? rc : request_wait(t, r, deadline);
 }
 
 /* ---- create / destroy ---------------------------------------------------- */
@@ -96,7 +110,8 @@ static ew_err stomp_create(ew_manager *m, const ewi_url *url, ewi_transport **ou
     ewi_window_init(&t->window, (size_t)t->opt.max_inflight);
     t->waker[0].fd = t->waker[1].fd = -1;
     if (ewi_waker_init(&t->waker[0]) != EW_OK || ewi_waker_init(&t->waker[1]) != EW_OK ||
-        (t->opt.dialect == STOMP_RABBITMQ && !(t->topo = stomp_topo_new(&t->opt)))) {
+        (t->opt.dialect == STOMP_RABBITMQ && t->opt.amqp_port &&
+         !(t->topo = stomp_admin_new(&t->opt)))) {
         ewi_waker_close(&t->waker[0]);
         ewi_waker_close(&t->waker[1]);
         stomp_options_free(&t->opt);
@@ -165,7 +180,7 @@ static void stomp_destroy(ewi_transport *t)
         free(k->queue);
         free(k);
     }
-    stomp_topo_free(t->topo);
+    rmqa_free(t->topo);
     ewi_waker_close(&t->waker[0]);
     ewi_waker_close(&t->waker[1]);
     stomp_options_free(&t->opt);
@@ -232,12 +247,34 @@ static ew_err stomp_check(ewi_transport *t, const char *event, const char *liste
     return stomp_check_names(t->opt.dialect, event, listener, err, errlen);
 }
 
+rmqa *stomp_admin_new(const stomp_options *o)
+{
+    char label[300];
+    snprintf(label, sizeof label, "%s:%d (AMQP 0-9-1, option amqp_port)", o->host, o->amqp_port);
+    rmqa_conf c = {.host = o->host, .port = o->amqp_port, .vhost = o->vhost,
+                   .user = o->login, .password = o->passcode, .tls = o->tls,
+                   .ca = o->ca_file, .cert = o->cert_file, .key = o->key_file,
+                   .verify_peer = o->verify, .verify_name = o->verify_name,
+                   .connect_timeout_ms = o->connect_timeout_ms,
+                   .conn_name = "eventwire stomp administration", .label = label};
+    return rmqa_new(&c);
+}
+
 static ew_err stomp_declare(ewi_transport *t, const char *event, bool durable)
 {
-    if (!t->topo)
-        return EW_OK; /* activemq and artemis create addresses on first use */
+    EWI_UNUSED(durable); /* the exchange is durable for every event */
     char err[512];
-    ew_err rc = stomp_topo_exchange(t->topo, event, durable, err, sizeof err);
+    ew_err rc = EW_OK;
+    if (t->opt.dialect != STOMP_RABBITMQ)
+        return EW_OK; /* activemq and artemis create addresses on first use */
+    if (!t->topo) {
+        snprintf(err, sizeof err, "amqp_port=0: this dialect=rabbitmq transport cannot "
+                                  "declare exchange %s", event);
+        rc = EW_ENOTSUP;
+    } else {
+        rmqa_decl d = {.kind = RMQA_EXCHANGE, .event = event};
+        rc = rmqa_ensure(t->topo, &d, err, sizeof err);
+    }
     if (rc != EW_OK)
         ewi_report(t->m, rc, NULL, event, NULL, "%s", err);
     return rc;
@@ -383,44 +420,46 @@ static ew_err amq_register(ewi_transport *t, const char *event, const char *queu
 
 /* ---- subscriptions ------------------------------------------------------- */
 
-static ew_err stomp_subscribe(ewi_transport *t, ewi_sub *sub)
+/* The request that subscribes sub (its dead-letter queue already
+ * declared), not yet queued; NULL: EW_ENOMEM or EW_EINVAL in *rc. */
+static stomp_req *sub_request(ewi_transport *t, ewi_sub *sub, ew_err *rc)
 {
-    char err[512];
-    ew_err rc;
-    if (t->topo && (rc = stomp_topo_dlq(t->topo, sub->dlq, err, sizeof err)) != EW_OK) {
-        ewi_report(t->m, rc, sub->queue, sub->event, NULL,
-                   "declaring dead-letter queue %s: %s", sub->dlq, err);
-        return rc;
-    }
     stomp_sub *ss = calloc(1, sizeof *ss);
     stomp_req *r = calloc(1, sizeof *r);
-    if (!ss || !r) {
-        free(ss);
-        free(r);
-        return EW_ENOMEM;
+    *rc = ss && r ? EW_OK : EW_ENOMEM;
+    if (*rc == EW_OK) {
+        ss->sub = sub;
+        if (stomp_sub_target(&t->opt, sub, &ss->target) != EW_OK)
+            *rc = EW_EINVAL;
     }
-    ss->sub = sub;
-    if (stomp_sub_target(&t->opt, sub, &ss->target) != EW_OK) {
+    if (*rc != EW_OK) {
         free(ss);
         free(r);
-        return EW_EINVAL;
+        return NULL;
     }
     r->kind = REQ_SUBSCRIBE;
     r->ss = ss;
-    /* Once queued, ss is the I/O thread's and may be gone when this returns. */
-    char dest[STOMP_DEST_LEN];
-    snprintf(dest, sizeof dest, "%s", ss->target.dest);
-    int64_t deadline = ewi_now_ms() + (t->cfg->start_timeout_ms > 0 ? t->cfg->start_timeout_ms
-                                                                      : 30000);
-    rc = stomp_request(t, r, deadline);
+    return r;
+}
+
+static int64_t sub_deadline(ewi_transport *t)
+{
+    return ewi_now_ms() + (t->cfg->start_timeout_ms > 0 ? t->cfg->start_timeout_ms : 30000);
+}
+
+/* The end of a subscribe whose request r went (or not: rc) to the I/O
+ * thread; dest for texts. Frees r unless the I/O thread still holds it. */
+static ew_err sub_finish(ewi_transport *t, ewi_sub *sub, stomp_req *r, ew_err rc,
+                         const char *dest)
+{
     if (!r->queued) {
-        free(ss);
+        free(r->ss);
         free(r);
         return rc;
     }
     /* From here ss is the I/O thread's: it frees it when it closes. */
     if (rc == EW_OK) {
-        sub->tdata = ss;
+        sub->tdata = r->ss;
         free(r);
         if (t->opt.dialect == STOMP_ACTIVEMQ && !sub->per_process) {
             ew_err reg = amq_register(t, sub->event, sub->queue);
@@ -439,6 +478,79 @@ static ew_err stomp_subscribe(ewi_transport *t, ewi_sub *sub)
     if (rc != EW_ETIMEDOUT)
         free(r);
     return rc == EW_ECLOSED || rc == EW_ETIMEDOUT ? rc : EW_EBROKER;
+}
+
+static ew_err stomp_subscribe(ewi_transport *t, ewi_sub *sub)
+{
+    char err[512];
+    ew_err rc;
+    rmqa_decl dlq = {.kind = RMQA_DLQ, .queue = sub->dlq};
+    if (t->topo && (rc = rmqa_ensure(t->topo, &dlq, err, sizeof err)) != EW_OK) {
+        ewi_report(t->m, rc, sub->queue, sub->event, NULL, "%s", err);
+        return rc;
+    }
+    stomp_req *r = sub_request(t, sub, &rc);
+    if (!r)
+        return rc;
+    /* Once queued, ss is the I/O thread's and may be gone when this returns. */
+    char dest[STOMP_DEST_LEN];
+    snprintf(dest, sizeof dest, "%s", r->ss->target.dest);
+    rc = stomp_request(t, r, sub_deadline(t));
+    return sub_finish(t, sub, r, rc, dest);
+}
+
+/* Every listener at start: rabbitmq's queues, bindings and dead-letter
+ * queues declared in one batch, then every SUBSCRIBE queued before the
+ * first receipt is awaited. */
+static void stomp_subscribe_many(ewi_transport *t, ewi_sub *const *subs, size_t n,
+                                 ew_err *rcs)
+{
+    char err[512];
+    rmqa_decl *ds = calloc(n ? n : 1, sizeof *ds);
+    stomp_req **rs = calloc(n ? n : 1, sizeof *rs);
+    char(*dests)[STOMP_DEST_LEN] = calloc(n ? n : 1, sizeof *dests);
+    if (!ds || !rs || !dests) {
+        for (size_t i = 0; i < n; i++)
+            rcs[i] = EW_ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        /* The listener queue too, as the SUBSCRIBE declares it: the broker
+         * creates the queues in parallel here, while its STOMP adapter
+         * creates them one after the other. */
+        ds[i] = (rmqa_decl){.kind = RMQA_LISTENER, .event = subs[i]->event,
+                            .queue = subs[i]->queue, .dlq = subs[i]->dlq,
+                            .durable = subs[i]->durable,
+                            .expires_ms = subs[i]->per_process ? t->opt.expires_ms : 0};
+        rcs[i] = EW_OK;
+    }
+    if (t->topo && rmqa_ensure_many(t->topo, ds, n, rcs, err, sizeof err) != EW_OK) {
+        /* The broker's text is the first failure's. */
+        bool first = true;
+        for (size_t i = 0; i < n; i++)
+            if (rcs[i] != EW_OK) {
+                ewi_report(t->m, rcs[i], subs[i]->queue, subs[i]->event, NULL, "%s",
+                           first ? err : ew_strerror(rcs[i]));
+                first = false;
+            }
+    }
+    int64_t deadline = sub_deadline(t);
+    for (size_t i = 0; i < n; i++) {
+        if (rcs[i] != EW_OK || !(rs[i] = sub_request(t, subs[i], &rcs[i])))
+            continue;
+        snprintf(dests[i], sizeof dests[i], "%s", rs[i]->ss->target.dest);
+        rcs[i] = request_post(t, rs[i]);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!rs[i])
+            continue;
+        ew_err rc = rcs[i] == EW_OK ? request_wait(t, rs[i], deadline) : rcs[i];
+        rcs[i] = sub_finish(t, subs[i], rs[i], rc, dests[i]);
+    }
+out:
+    free(ds);
+    free(rs);
+    free(dests);
 }
 
 static void stomp_unsubscribe(ewi_transport *t, ewi_sub *sub)
@@ -469,7 +581,8 @@ static ew_err stomp_publish(ewi_transport *t, ewi_pub *p)
     }
     if (p->dest == EWI_DEST_LISTENER && t->topo) {
         /* RabbitMQ drops a SEND to a missing /amq/queue/ silently. */
-        ew_err rc = stomp_topo_queue_exists(t->topo, p->queue, err, sizeof err);
+        rmqa_decl d = {.kind = RMQA_EXISTS, .queue = p->queue};
+        ew_err rc = rmqa_ensure(t->topo, &d, err, sizeof err);
         if (rc != EW_OK) {
             ewi_log(t->m, EW_LOG_ERROR, "send %s to %s: %s", p->event, p->queue, err);
             return rc;
@@ -690,6 +803,7 @@ const ewi_transport_ops ewi_stomp_transport = {
     .start = stomp_start,
     .declare = stomp_declare,
     .subscribe = stomp_subscribe,
+    .subscribe_many = stomp_subscribe_many,
     .unsubscribe = stomp_unsubscribe,
     .publish = stomp_publish,
     .settle = stomp_settle,
