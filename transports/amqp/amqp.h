@@ -95,13 +95,14 @@ typedef struct amqp_addr {
     amqp_cap cap;
 } amqp_addr;
 
-/* The broker-side queue of a listener: E::L[-S], or L[-S] with aspyx naming.
- * queue is core's E::L[-S] of event. EW_EINVAL when it does not fit. */
+/* The broker-side queue of a listener: E::L[-S] (rabbitmq), E:L[-S]
+ * (artemis, which cannot hold "::" in a queue name), or L[-S] with aspyx
+ * naming. queue is core's E::L[-S] of event. EW_EINVAL when it does not fit. */
 ew_err amqp_listener_queue(const amqp_options *o, const char *event,
                            const char *queue, char *buf, size_t len);
 
 /* Where a publish goes: artemis E (topic), FQQN E::Q (topic) or the DLQ's
- * E.dlq::Q (queue); rabbitmq /exchange/E/E or /amq/queue/Q. */
+ * E.dlq::E:L.dlq (queue); rabbitmq /exchange/E/E or /amq/queue/Q. */
 ew_err amqp_target_of(const amqp_options *o, ewi_dest dest, const char *event,
                       const char *queue, amqp_addr *out);
 
@@ -110,7 +111,7 @@ ew_err amqp_target_of(const amqp_options *o, ewi_dest dest, const char *event,
 ew_err amqp_source_of_listener(const amqp_options *o, const char *event,
                                const char *q, amqp_addr *out);
 
-/* Where a dead-letter queue E::L.dlq is read. */
+/* Where a dead-letter queue E::L.dlq is read (artemis: E.dlq::E:L.dlq). */
 ew_err amqp_source_of_dlq(const amqp_options *o, const char *event,
                           const char *dlq, amqp_addr *out);
 
