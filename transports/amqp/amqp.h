@@ -130,6 +130,10 @@ typedef struct amqp_wire_meta {
  * (no shared state). */
 ew_err amqp_message_encode(const ew_envelope *env, bool durable, uint8_t **out,
                            size_t *len, char *err, size_t errlen);
+/* A management request: application-properties props (key, value, ...,
+ * NULL), reply-to, and body (NULL: none) as an amqp-value string. */
+ew_err amqp_mgmt_encode(const char *const *props, const char *reply_to, const char *body,
+                        uint8_t **out, size_t *len);
 
 /* Decodes len bytes of an AMQP 1.0 message into env (which must be empty):
  * application-properties become headers (non-string scalars as text),
@@ -197,7 +201,8 @@ typedef struct amqp_decl {
 
 typedef struct ewi_transport ewi_transport;
 
-/* Makes d true on the broker (rabbitmq dialect; a no-op for artemis) unless
+/* Makes d true on the broker (rabbitmq dialect; for artemis see
+ * amqp_artemis_ensure) unless
  * this transport did so already since its last reconnect. Connection
  * failures are retried until deadline (monotonic ms); the broker's refusal
  * is final. On failure err holds why. Any thread but the I/O thread. */
@@ -442,5 +447,19 @@ void amqp_fetch_settle(ewi_transport *t, amqp_rec *rec);
 void amqp_fetch_attach_all(ewi_transport *t);    /* after a connect */
 /* Fails the attached readers (final: every reader, and forgets them). */
 void amqp_fetch_disconnect_all(ewi_transport *t, const char *why, bool final);
+/* Attaches a receiver to source, calls request(t, arg) once the broker
+ * answered the attach, and copies the body of the first message that
+ * arrives (before deadline) into reply. Any thread but the I/O thread. */
+ew_err amqp_fetch_reply(ewi_transport *t, const amqp_addr *source,
+                        ew_err (*request)(ewi_transport *t, void *arg), void *arg,
+                        int64_t deadline, char *reply, size_t replylen, char *err,
+                        size_t errlen);
+
+/* artemis (amqp_artemis.c): what amqp_ensure does there, through the broker's
+ * management address: d of kind AMQP_DECL_EXISTS asks whether queue d->queue
+ * is on address d->event (EW_ENOTFOUND if not); AMQP_DECL_LISTENER of a
+ * per_process listener creates its queue with auto-delete. */
+ew_err amqp_artemis_ensure(ewi_transport *t, const amqp_decl *d, int64_t deadline,
+                           char *err, size_t errlen);
 
 #endif

@@ -106,8 +106,16 @@ static bool transient(ew_err rc)
 ew_err amqp_ensure(ewi_transport *t, const amqp_decl *d, int64_t deadline, char *err,
                    size_t errlen)
 {
-    if (t->opt.dialect != AMQP_DIALECT_RABBITMQ || cached(t, d))
+    if (cached(t, d))
         return EW_OK;
+    if (t->opt.dialect == AMQP_DIALECT_ARTEMIS) {
+        if (d->kind != AMQP_DECL_EXISTS && !(d->kind == AMQP_DECL_LISTENER && d->per_process))
+            return EW_OK; /* Artemis creates addresses and queues on first use */
+        ew_err rc = amqp_artemis_ensure(t, d, deadline, err, errlen);
+        if (rc == EW_OK)
+            remember(t, d);
+        return rc;
+    }
     ewi_backoff bo;
     ewi_backoff_init(&bo, 50, 1000);
     for (;;) {
