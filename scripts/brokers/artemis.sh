@@ -298,7 +298,9 @@ do_status() {
 # go after the command words (the CLI takes them anywhere after them).
 do_ctl() {
     running || die "not running (start it with: $0 start)"
-    "$INSTANCE/bin/artemis" "$@" --url "tcp://127.0.0.1:$CORE_PORT" \
+    # A short-lived JVM: start it quickly (the CLI's own default flags kept).
+    JAVA_ARGS=${JAVA_ARGS:-"-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xms32m -Xmx256m -XX:-UsePerfData -Dlog4j2.disableJmx=true --add-opens java.base/jdk.internal.misc=ALL-UNNAMED"} \
+        "$INSTANCE/bin/artemis" "$@" --url "tcp://127.0.0.1:$CORE_PORT" \
         --user "$ART_USER" --password "$ART_PASSWORD" 9>&-
 }
 
