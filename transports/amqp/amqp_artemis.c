@@ -25,6 +25,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 enum { REPLY_MAX = 2048 };
 
 typedef struct mgmt_req {
@@ -106,24 +108,37 @@ static ew_err manage(ewi_transport *t, const char *event, const char *const *pro
     return rc;
 }
 
-/* Appends s to buf as the inside of a JSON string. */
-static void json_str(char *buf, size_t len, const char *s)
+/* The first element of a management answer (a JSON array): a string, or
+ * NULL (caller json_decref's *root). */
+static const char *answer_first(const char *reply, json_t **root)
 {
-    size_t o = strlen(buf);
-    for (; *s && o + 3 < len; s++) {
-        if (*s == '"' || *s == '\\')
-            buf[o++] = '\\';
-        buf[o++] = *s;
-    }
-    buf[o] = '\0';
+    *root = json_loads(reply, 0, NULL);
+    return json_string_value(json_array_get(*root, 0));
+}
+
+/* createQueue's parameters: the queue's configuration as JSON text, and
+ * ignoreIfExists. malloc'd, or NULL when out of memory. */
+static char *create_params(const amqp_decl *d, long delay_ms)
+{
+    json_t *cfg = json_pack("{s:s, s:s, s:s, s:b, s:b, s:I, s:I, s:b}", "name", d->queue,
+                            "address", d->event, "routing-type", "MULTICAST", "durable",
+                            d->durable, "auto-delete", 1, "auto-delete-delay",
+                            (json_int_t)delay_ms, "auto-delete-message-count",
+                            (json_int_t)-1, "auto-create-address", 1);
+    char *text = cfg ? json_dumps(cfg, JSON_COMPACT) : NULL;
+    json_decref(cfg);
+    json_t *params = text ? json_pack("[s, b]", text, 1) : NULL;
+    free(text);
+    char *out = params ? json_dumps(params, JSON_COMPACT) : NULL;
+    json_decref(params);
+    return out;
 }
 
 static ew_err check_exists(ewi_transport *t, const amqp_decl *d, int64_t deadline,
                            char *err, size_t errlen)
 {
-    char resource[EW_MAX_QUEUE_NAME + 16], want[EW_MAX_QUEUE_NAME + 8], reply[REPLY_MAX];
+    char resource[EW_MAX_QUEUE_NAME + 16], reply[REPLY_MAX];
     amqp_textf(resource, sizeof resource, "queue.%s", d->queue);
-    amqp_textf(want, sizeof want, "[\"%s\"]", d->event);
     const char *props[] = {"_AMQ_ResourceName", resource, "_AMQ_Attribute", "address", NULL};
     char why[512] = "";
     ew_err rc = manage(t, d->event, props, NULL, deadline, reply, sizeof reply, why,
@@ -133,39 +148,42 @@ static ew_err check_exists(ewi_transport *t, const amqp_decl *d, int64_t deadlin
                    d->queue, why);
         return rc;
     }
-    if (strcmp(reply, want) != 0) {
+    json_t *root;
+    const char *address = answer_first(reply, &root);
+    rc = address && strcmp(address, d->event) == 0 ? EW_OK : EW_ENOTFOUND;
+    json_decref(root);
+    if (rc != EW_OK)
         amqp_textf(err, errlen, "queue %s does not exist on address %s (%s)", d->queue,
                    d->event, reply);
-        return EW_ENOTFOUND;
-    }
-    return EW_OK;
+    return rc;
 }
 
 static ew_err create_per_process(ewi_transport *t, const amqp_decl *d, int64_t deadline,
                                  char *err, size_t errlen)
 {
-    char cfg[1024] = "{\"name\":\"", body[2048] = "[\"", reply[REPLY_MAX];
-    json_str(cfg, sizeof cfg, d->queue);
-    amqp_textf(cfg + strlen(cfg), sizeof cfg - strlen(cfg), "\",\"address\":\"");
-    json_str(cfg, sizeof cfg, d->event);
-    amqp_textf(cfg + strlen(cfg), sizeof cfg - strlen(cfg),
-               "\",\"routing-type\":\"MULTICAST\",\"durable\":%s,\"auto-delete\":true,"
-               "\"auto-delete-delay\":%ld,\"auto-delete-message-count\":-1,"
-               "\"auto-create-address\":true}",
-               d->durable ? "true" : "false", t->opt.expires_ms);
-    /* The configuration is a JSON text inside the JSON array of parameters. */
-    json_str(body, sizeof body, cfg);
-    amqp_textf(body + strlen(body), sizeof body - strlen(body), "\",true]");
+    char reply[REPLY_MAX];
+    char *body = create_params(d, t->opt.expires_ms);
+    if (!body)
+        return EW_ENOMEM;
     const char *props[] = {"_AMQ_ResourceName", "broker", "_AMQ_OperationName", "createQueue",
                            NULL};
     char why[512] = "";
     ew_err rc = manage(t, d->event, props, body, deadline, reply, sizeof reply, why,
                        sizeof why);
-    /* Success answers with the queue's configuration, a JSON object inside
-     * the array; a failure with a message. */
-    if (rc == EW_OK && strncmp(reply, "[\"{", 3) != 0) {
-        rc = EW_EBROKER;
-        amqp_textf(why, sizeof why, "%s", reply);
+    free(body);
+    /* Success answers with the queue's configuration (JSON text of an
+     * object); a failure with a message. */
+    if (rc == EW_OK) {
+        json_t *root, *cfg = NULL;
+        const char *first = answer_first(reply, &root);
+        if (first)
+            cfg = json_loads(first, 0, NULL);
+        if (!json_is_object(cfg)) {
+            rc = EW_EBROKER;
+            amqp_textf(why, sizeof why, "%s", reply);
+        }
+        json_decref(cfg);
+        json_decref(root);
     }
     if (rc != EW_OK)
         amqp_textf(err, errlen, "creating the per_process queue %s through the broker's "

@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 /* ---- waiting ------------------------------------------------------------- */
 
 /* cond wait on t->cv (monotonic clock) until deadline; false when it passed. */
@@ -541,10 +543,9 @@ static ew_err art_check_listener(ewi_transport *t, const char *event, const char
     const char *q = strstr(queue, "::");
     if (!q)
         return EW_EINVAL;
-    char resource[EW_MAX_QUEUE_NAME + 16], want[EW_MAX_QUEUE_NAME + 8];
+    char resource[EW_MAX_QUEUE_NAME + 16];
     char reply[ART_REPLY_MAX];
     snprintf(resource, sizeof resource, "queue.%.*s:%s", (int)(q - queue), queue, q + 2);
-    snprintf(want, sizeof want, "[\"%s\"]", event);
     const char *hdrs[] = {"_AMQ_ResourceName", resource, "_AMQ_Attribute", "address", NULL};
     ew_err rc = art_manage(t, event, hdrs, NULL, reply, sizeof reply);
     if (rc != EW_OK) {
@@ -552,7 +553,11 @@ static ew_err art_check_listener(ewi_transport *t, const char *event, const char
                 "whether queue %s exists: %s", event, queue, resource + 6, ew_strerror(rc));
         return rc;
     }
-    if (strcmp(reply, want) != 0) {
+    json_t *root = json_loads(reply, 0, NULL);
+    const char *address = json_string_value(json_array_get(root, 0));
+    bool found = address && strcmp(address, event) == 0;
+    json_decref(root);
+    if (!found) {
         ewi_log(t->m, EW_LOG_ERROR, "send %s to %s: no listener of %s has subscribed on "
                 "this broker (its queue %s does not exist on address %s: %s)", event, queue,
                 event, resource + 6, event, reply);
@@ -562,17 +567,23 @@ static ew_err art_check_listener(ewi_transport *t, const char *event, const char
     return EW_OK;
 }
 
-/* Appends s to buf as the body of a JSON string (escaping quotes and
- * backslashes; names hold neither, but the server name is free text). */
-static void json_str(char *buf, size_t len, const char *s)
+/* createQueue's parameters: the queue's configuration as JSON text, and
+ * ignoreIfExists. malloc'd, or NULL when out of memory. */
+static char *art_create_params(const char *queue, const char *address, bool durable,
+                               long delay_ms)
 {
-    size_t o = strlen(buf);
-    for (; *s && o + 3 < len; s++) {
-        if (*s == '"' || *s == '\\')
-            buf[o++] = '\\';
-        buf[o++] = *s;
-    }
-    buf[o] = '\0';
+    json_t *cfg = json_pack("{s:s, s:s, s:s, s:b, s:b, s:I, s:I, s:b}", "name", queue,
+                            "address", address, "routing-type", "MULTICAST", "durable",
+                            durable, "auto-delete", 1, "auto-delete-delay",
+                            (json_int_t)delay_ms, "auto-delete-message-count",
+                            (json_int_t)-1, "auto-create-address", 1);
+    char *text = cfg ? json_dumps(cfg, JSON_COMPACT) : NULL;
+    json_decref(cfg);
+    json_t *params = text ? json_pack("[s, b]", text, 1) : NULL;
+    free(text);
+    char *out = params ? json_dumps(params, JSON_COMPACT) : NULL;
+    json_decref(params);
+    return out;
 }
 
 /* Before a per_process listener's SUBSCRIBE: its queue E:L-S, made to go
@@ -582,28 +593,27 @@ static ew_err art_create_per_process(ewi_transport *t, const ewi_sub *sub)
     const char *q = strstr(sub->queue, "::");
     if (!q)
         return EW_EINVAL;
-    char name[EW_MAX_QUEUE_NAME + 8], cfg[1024] = "", body[2048] = "[\"";
+    char name[EW_MAX_QUEUE_NAME + 8];
     snprintf(name, sizeof name, "%.*s:%s", (int)(q - sub->queue), sub->queue, q + 2);
-    /* The queue's configuration is a JSON text inside the JSON array. */
-    snprintf(cfg, sizeof cfg, "{\"name\":\"");
-    json_str(cfg, sizeof cfg, name);
-    snprintf(cfg + strlen(cfg), sizeof cfg - strlen(cfg), "\",\"address\":\"");
-    json_str(cfg, sizeof cfg, sub->event);
-    snprintf(cfg + strlen(cfg), sizeof cfg - strlen(cfg),
-             "\",\"routing-type\":\"MULTICAST\",\"durable\":%s,\"auto-delete\":true,"
-             "\"auto-delete-delay\":%ld,\"auto-delete-message-count\":-1,"
-             "\"auto-create-address\":true}",
-             sub->durable ? "true" : "false", t->opt.expires_ms);
-    json_str(body, sizeof body, cfg);
-    snprintf(body + strlen(body), sizeof body - strlen(body), "\",true]");
+    char *body = art_create_params(name, sub->event, sub->durable, t->opt.expires_ms);
+    if (!body)
+        return EW_ENOMEM;
     char reply[ART_REPLY_MAX];
     const char *hdrs[] = {"_AMQ_ResourceName", "broker", "_AMQ_OperationName", "createQueue",
                           NULL};
     ew_err rc = art_manage(t, sub->event, hdrs, body, reply, sizeof reply);
-    /* Success answers with the queue's configuration, a JSON object inside
-     * the array; a failure with a message. */
-    if (rc == EW_OK && strncmp(reply, "[\"{", 3) != 0)
-        rc = EW_EBROKER;
+    free(body);
+    /* Success answers with the queue's configuration (JSON text of an
+     * object); a failure with a message. */
+    if (rc == EW_OK) {
+        json_t *root = json_loads(reply, 0, NULL);
+        const char *first = json_string_value(json_array_get(root, 0));
+        json_t *cfg = first ? json_loads(first, 0, NULL) : NULL;
+        if (!json_is_object(cfg))
+            rc = EW_EBROKER;
+        json_decref(cfg);
+        json_decref(root);
+    }
     if (rc != EW_OK)
         ewi_report(t->m, rc, sub->queue, sub->event, NULL,
                    "creating the per_process queue %s through the broker's management "
