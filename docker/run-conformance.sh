@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs eventwire's conformance suite against the brokers of
 # docker/docker-compose.yml: ActiveMQ Artemis (AMQP 1.0 and STOMP, the
-# artemis dialects, verified nowhere else) and RabbitMQ 3.x (AMQP 1.0 and
+# artemis dialects, on the image's version) and RabbitMQ 3.x (AMQP 1.0 and
 # STOMP, the rabbitmq dialects), plus the AMQP 1.0 integration tests against
 # that RabbitMQ. Needs a Docker engine with Compose v2 (docker compose) or
 # docker-compose, and a build with tests (cmake -S . -B build).

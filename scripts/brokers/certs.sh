@@ -9,6 +9,8 @@
 #                              SAN DNS:localhost and IP:127.0.0.1, signed by ca.pem
 #   wrong-ca.pem, wrong-ca.key an unrelated CA that signed nothing here: a client
 #                              trusting only it must refuse the brokers
+#   server.p12                 server.pem, its key and ca.pem as a PKCS12 keystore
+#                              (password "eventwire") for Java brokers (Artemis)
 # Idempotent: files that exist, belong together and stay valid for at least a
 # day are kept (a second run changes nothing and takes ~20 ms); otherwise
 # the whole set is made again. The certificates are public (0644), the
@@ -88,6 +90,16 @@ flock -w 60 8 || die "could not take the lock $dir/.lock"
 chmod 0755 "$dir"
 if ! complete; then
     make_all
+fi
+# The PKCS12 form of the server certificate, made again whenever server.pem
+# is newer (it is derived, never part of the set that decides a remake).
+if [ ! -s "$dir/server.p12" ] || [ "$dir/server.pem" -nt "$dir/server.p12" ]; then
+    p12=$(mktemp "$dir/.server.p12.XXXXXX")
+    openssl pkcs12 -export -in "$dir/server.pem" -inkey "$dir/server.key" \
+        -certfile "$dir/ca.pem" -name server -passout pass:eventwire -out "$p12" 2>/dev/null \
+        || { rm -f "$p12"; die "openssl could not make $dir/server.p12"; }
+    chmod 0640 "$p12"
+    mv -f "$p12" "$dir/server.p12"
 fi
 # Group rabbitmq may have appeared after the files were made.
 if getent group rabbitmq >/dev/null && [ "$(stat -c %G "$dir/server.key")" != rabbitmq ]; then

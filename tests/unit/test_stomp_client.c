@@ -186,18 +186,22 @@ static void addressing_artemis(void **state)
     assert_string_equal(t.dest, "E");
     assert_string_equal(hdr(&t, "destination-type"), "MULTICAST");
     assert_string_equal(hdr(&t, "persistent"), "true");
+    /* Artemis reads every "::" as address::queue: the queue is E:L. */
     assert_int_equal(stomp_send_target(&o, EWI_DEST_LISTENER, "E", "E::L", false, &t), EW_OK);
-    assert_string_equal(t.dest, "E::E::L");
+    assert_string_equal(t.dest, "E::E:L");
     assert_int_equal(stomp_send_target(&o, EWI_DEST_DLQ, "E", "E::L.dlq", false, &t), EW_OK);
-    assert_string_equal(t.dest, "E.dlq::E::L.dlq");
+    assert_string_equal(t.dest, "E.dlq::E:L.dlq");
     assert_string_equal(hdr(&t, "destination-type"), "ANYCAST");
     ewi_sub sub = {.event = "E", .listener = "L", .queue = "E::L", .prefetch = 3};
     assert_int_equal(stomp_sub_target(&o, &sub, &t), EW_OK);
-    assert_string_equal(t.dest, "E::E::L");
+    assert_string_equal(t.dest, "E::E:L");
     assert_string_equal(hdr(&t, "subscription-type"), "MULTICAST");
     assert_int_equal(stomp_dlq_target(&o, "E", "E::L.dlq", 5, &t), EW_OK);
-    assert_string_equal(t.dest, "E.dlq::E::L.dlq");
+    assert_string_equal(t.dest, "E.dlq::E:L.dlq");
     assert_string_equal(hdr(&t, "subscription-type"), "ANYCAST");
+    /* A queue that is not the event's is refused, not mangled. */
+    assert_int_equal(stomp_send_target(&o, EWI_DEST_LISTENER, "E", "F::L", false, &t),
+                     EW_EINVAL);
     /* Artemis discards a NACKed message. */
     assert_false(stomp_requeue_by_nack(STOMP_ARTEMIS));
 }

@@ -97,13 +97,14 @@ typedef struct amqp_addr {
     amqp_cap cap;
 } amqp_addr;
 
-/* The broker-side queue of a listener: E::L[-S], or L[-S] with aspyx naming.
- * queue is core's E::L[-S] of event. EW_EINVAL when it does not fit. */
+/* The broker-side queue of a listener: E::L[-S] (rabbitmq), E:L[-S]
+ * (artemis, which cannot hold "::" in a queue name), or L[-S] with aspyx
+ * naming. queue is core's E::L[-S] of event. EW_EINVAL when it does not fit. */
 ew_err amqp_listener_queue(const amqp_options *o, const char *event,
                            const char *queue, char *buf, size_t len);
 
 /* Where a publish goes: artemis E (topic), FQQN E::Q (topic) or the DLQ's
- * E.dlq::Q (queue); rabbitmq /exchange/E/E or /amq/queue/Q. */
+ * E.dlq::E:L.dlq (queue); rabbitmq /exchange/E/E or /amq/queue/Q. */
 ew_err amqp_target_of(const amqp_options *o, ewi_dest dest, const char *event,
                       const char *queue, amqp_addr *out);
 
@@ -112,7 +113,7 @@ ew_err amqp_target_of(const amqp_options *o, ewi_dest dest, const char *event,
 ew_err amqp_source_of_listener(const amqp_options *o, const char *event,
                                const char *q, amqp_addr *out);
 
-/* Where a dead-letter queue E::L.dlq is read. */
+/* Where a dead-letter queue E::L.dlq is read (artemis: E.dlq::E:L.dlq). */
 ew_err amqp_source_of_dlq(const amqp_options *o, const char *event,
                           const char *dlq, amqp_addr *out);
 
@@ -131,6 +132,10 @@ typedef struct amqp_wire_meta {
  * (no shared state). */
 ew_err amqp_message_encode(const ew_envelope *env, bool durable, uint8_t **out,
                            size_t *len, char *err, size_t errlen);
+/* A management request: application-properties props (key, value, ...,
+ * NULL), reply-to, and body (NULL: none) as an amqp-value string. */
+ew_err amqp_mgmt_encode(const char *const *props, const char *reply_to, const char *body,
+                        uint8_t **out, size_t *len);
 
 /* Decodes len bytes of an AMQP 1.0 message into env (which must be empty):
  * application-properties become headers (non-string scalars as text),
@@ -175,7 +180,8 @@ typedef struct ewi_transport ewi_transport;
  * create / destroy. */
 ew_err amqp_admin_open(ewi_transport *t);
 void amqp_admin_close(ewi_transport *t);
-/* Makes d true on the broker (rabbitmq dialect; a no-op for artemis) unless
+/* Makes d true on the broker (rabbitmq dialect; for artemis see
+ * amqp_artemis_ensure) unless
  * this transport did so already since its last reconnect. Connection
  * failures are retried until deadline (monotonic ms); the broker's refusal
  * is final (406 EW_ECONFLICT, 403 EW_EAUTH, 404 EW_ENOTFOUND, else
@@ -427,5 +433,19 @@ void amqp_fetch_settle(ewi_transport *t, amqp_rec *rec);
 void amqp_fetch_attach_all(ewi_transport *t);    /* after a connect */
 /* Fails the attached readers (final: every reader, and forgets them). */
 void amqp_fetch_disconnect_all(ewi_transport *t, const char *why, bool final);
+/* Attaches a receiver to source, calls request(t, arg) once the broker
+ * answered the attach, and copies the body of the first message that
+ * arrives (before deadline) into reply. Any thread but the I/O thread. */
+ew_err amqp_fetch_reply(ewi_transport *t, const amqp_addr *source,
+                        ew_err (*request)(ewi_transport *t, void *arg), void *arg,
+                        int64_t deadline, char *reply, size_t replylen, char *err,
+                        size_t errlen);
+
+/* artemis (amqp_artemis.c): what amqp_ensure does there, through the broker's
+ * management address: d of kind AMQP_DECL_EXISTS asks whether queue d->queue
+ * is on address d->event (EW_ENOTFOUND if not); AMQP_DECL_LISTENER of a
+ * per_process listener creates its queue with auto-delete. */
+ew_err amqp_artemis_ensure(ewi_transport *t, const amqp_decl *d, int64_t deadline,
+                           char *err, size_t errlen);
 
 #endif

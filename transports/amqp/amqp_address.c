@@ -1,12 +1,17 @@
 /* Dialect addressing: the README's addressing table for AMQP 1.0. Pure, unit-tested.
  *
- * artemis: Artemis splits a fully qualified queue name (FQQN) "A::Q" at the
- *   FIRST "::", and queue names are unique per broker. So listener L of
- *   event E owns the queue "E::L" on address E, written "E::E::L" on the
- *   wire. Sends go to address E with the capability "topic" (multicast).
- *   Dead-letter queue "E::L.dlq": an anycast queue on its own address
- *   "E.dlq", so that events sent to E never reach it: FQQN
- *   "E.dlq::E::L.dlq" with the capability "queue".
+ * artemis: a name with "::" in it is a fully qualified queue name (FQQN)
+ *   "address::queue" wherever Artemis meets it, and queue names are unique
+ *   per broker. Artemis 2.40 cannot even hold a queue named "E::L": it
+ *   strips the address part twice (the FQQN "E::E::L" makes queue "L" on
+ *   address E, and the management's createQueue turns "E::L" into "L"), so
+ *   two events with a listener of the same name would share one queue. On
+ *   Artemis the queue of listener L of event E is therefore "E:L" (one
+ *   colon, a character no event or listener name has), FQQN "E::E:L";
+ *   per_process "E:L-S". Sends go to address E with the capability "topic"
+ *   (multicast). Dead-letter queue "E:L.dlq": an anycast queue on its own
+ *   address "E.dlq", so that events sent to E never reach it: FQQN
+ *   "E.dlq::E:L.dlq" with the capability "queue".
  * rabbitmq (3.x plugin): sends to the topic exchange E with routing key E,
  *   "/exchange/E/E"; listeners and dead-letter readers consume an existing
  *   queue, "/amq/queue/Q". Sends to one queue go to "/amq/queue/Q" too, but
@@ -35,10 +40,26 @@ static ew_err put(amqp_addr *out, amqp_cap cap, const char *fmt, ...)
     return EW_OK;
 }
 
+/* artemis_name: core's queue name "E::rest" as Artemis holds it, "E:rest". */
+static ew_err artemis_name(const char *queue, char *buf, size_t len)
+{
+    const char *sep = strstr(queue, "::");
+    if (!sep || sep == queue || !sep[2])
+        return EW_EINVAL;
+    int n = snprintf(buf, len, "%.*s:%s", (int)(sep - queue), queue, sep + 2);
+    return n < 0 || (size_t)n >= len ? EW_EINVAL : EW_OK;
+}
+
 ew_err amqp_listener_queue(const amqp_options *o, const char *event,
                            const char *queue, char *buf, size_t len)
 {
     const char *q = queue;
+    if (o->dialect == AMQP_DIALECT_ARTEMIS && o->naming != AMQP_NAMING_ASPYX) {
+        size_t el = strlen(event);
+        if (strncmp(queue, event, el) != 0 || strncmp(queue + el, "::", 2) != 0)
+            return EW_EINVAL;
+        return artemis_name(queue, buf, len);
+    }
     if (o->naming == AMQP_NAMING_ASPYX) {
         /* aspyx-event's queue is the listener's own name: drop "E::". */
         size_t el = strlen(event);
@@ -59,6 +80,9 @@ ew_err amqp_target_of(const amqp_options *o, ewi_dest dest, const char *event,
     if (dest == EWI_DEST_LISTENER &&
         amqp_listener_queue(o, event, queue, q, sizeof q) != EW_OK)
         return EW_EINVAL;
+    if (dest == EWI_DEST_DLQ && o->dialect == AMQP_DIALECT_ARTEMIS &&
+        artemis_name(queue, q, sizeof q) != EW_OK)
+        return EW_EINVAL;
 
     if (o->dialect == AMQP_DIALECT_ARTEMIS) {
         switch (dest) {
@@ -67,7 +91,7 @@ ew_err amqp_target_of(const amqp_options *o, ewi_dest dest, const char *event,
         case EWI_DEST_LISTENER:
             return put(out, AMQP_CAP_TOPIC, "%s::%s", event, q);
         case EWI_DEST_DLQ:
-            return put(out, AMQP_CAP_QUEUE, "%s.dlq::%s", event, queue);
+            return put(out, AMQP_CAP_QUEUE, "%s.dlq::%s", event, q);
         }
         return EW_EINVAL;
     }
@@ -93,7 +117,11 @@ ew_err amqp_source_of_listener(const amqp_options *o, const char *event,
 ew_err amqp_source_of_dlq(const amqp_options *o, const char *event,
                           const char *dlq, amqp_addr *out)
 {
-    if (o->dialect == AMQP_DIALECT_ARTEMIS)
-        return put(out, AMQP_CAP_QUEUE, "%s.dlq::%s", event, dlq);
+    if (o->dialect == AMQP_DIALECT_ARTEMIS) {
+        char q[EW_MAX_QUEUE_NAME + 8];
+        if (artemis_name(dlq, q, sizeof q) != EW_OK)
+            return EW_EINVAL;
+        return put(out, AMQP_CAP_QUEUE, "%s.dlq::%s", event, q);
+    }
     return put(out, AMQP_CAP_NONE, "/amq/queue/%s", dlq);
 }

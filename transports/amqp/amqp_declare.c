@@ -63,6 +63,11 @@ static bool transient(ew_err rc)
 ew_err amqp_ensure(ewi_transport *t, const amqp_decl *d, int64_t deadline, char *err,
                    size_t errlen)
 {
+    if (t->opt.dialect == AMQP_DIALECT_ARTEMIS) {
+        if (d->kind != AMQP_DECL_EXISTS && !(d->kind == AMQP_DECL_LISTENER && d->per_process))
+            return EW_OK; /* Artemis creates addresses and queues on first use */
+        return amqp_artemis_ensure(t, d, deadline, err, errlen);
+    }
     if (!t->admin)
         return EW_OK;
     rmqa_decl rd = decl_of(t, d);
@@ -87,6 +92,14 @@ ew_err amqp_ensure_many(ewi_transport *t, const amqp_decl *ds, size_t n, int64_t
 {
     for (size_t i = 0; i < n; i++)
         rcs[i] = EW_OK;
+    if (t->opt.dialect == AMQP_DIALECT_ARTEMIS) {
+        ew_err first = EW_OK;
+        for (size_t i = 0; i < n; i++)
+            if ((rcs[i] = amqp_ensure(t, &ds[i], deadline, err, errlen)) != EW_OK &&
+                first == EW_OK)
+                first = rcs[i];
+        return first;
+    }
     if (!t->admin || !n)
         return EW_OK;
     rmqa_decl *rd = calloc(n, sizeof *rd);

@@ -43,6 +43,7 @@ struct amqp_fetch {
     int more;            /* messages asked for since the last w_more ran */
     amqp_rec *ready_head, *ready_tail;
     bool empty;          /* a drain ended without a message */
+    bool attached;       /* the broker answered the attach */
     bool failed;
     char error[512];
     bool closed;         /* the I/O thread is done with it */
@@ -160,9 +161,11 @@ void amqp_fetch_work(ewi_transport *t, amqp_work *w)
 
 void amqp_fetch_on_open(ewi_transport *t, amqp_fetch *f, pn_link_t *l)
 {
-    (void)t;
-    (void)f;
     (void)l; /* credit was given with the attach */
+    pthread_mutex_lock(&t->mu);
+    f->attached = true;
+    pthread_cond_broadcast(&t->cond);
+    pthread_mutex_unlock(&t->mu);
 }
 
 void amqp_fetch_on_lost(ewi_transport *t, amqp_fetch *f, const char *why)
@@ -396,6 +399,77 @@ ew_err amqp_dlq_take(ewi_transport *t, ewi_dlq_req *req)
     drop_ready_locked(f);
     pthread_mutex_unlock(&t->mu);
     amqp_acc_reset(&f->acc); /* the I/O thread is done with f */
+    free(f);
+    return rc;
+}
+
+/* ---- a request and its reply (artemis management) ----------------------- */
+
+ew_err amqp_fetch_reply(ewi_transport *t, const amqp_addr *source,
+                        ew_err (*request)(ewi_transport *t, void *arg), void *arg,
+                        int64_t deadline, char *reply, size_t replylen, char *err,
+                        size_t errlen)
+{
+    reply[0] = '\0';
+    amqp_fetch *f = calloc(1, sizeof *f);
+    if (!f)
+        return EW_ENOMEM;
+    f->kind = AMQP_OBJ_FETCH;
+    f->source = *source;
+    pthread_mutex_lock(&t->mu);
+    if (t->stopping || !request_locked(t, f, FETCH_OPEN)) {
+        pthread_mutex_unlock(&t->mu);
+        free(f);
+        return EW_ECLOSED;
+    }
+    /* The reply queue exists once the attach is answered: ask only then. */
+    while (!f->attached && !f->failed && !t->io_exited && wait_until(t, deadline)) {
+    }
+    ew_err rc = f->attached && !f->failed ? EW_OK
+                : f->failed                ? EW_EBROKER
+                : t->io_exited             ? EW_ECLOSED
+                                           : EW_ETIMEDOUT;
+    if (rc == EW_OK) {
+        pthread_mutex_unlock(&t->mu);
+        rc = request(t, arg);
+        pthread_mutex_lock(&t->mu);
+    }
+    if (rc == EW_OK) {
+        while (!f->ready_head && !f->failed && !t->io_exited && wait_until(t, deadline)) {
+        }
+        amqp_rec *rec = f->ready_head;
+        if (rec) {
+            f->ready_head = rec->next;
+            if (!f->ready_head)
+                f->ready_tail = NULL;
+            size_t blen = 0;
+            const char *b = ew_envelope_body(rec->env, &blen);
+            amqp_textf(reply, replylen, "%.*s", (int)(blen < replylen ? blen : replylen - 1),
+                       b ? b : "");
+            rec->how = EWI_ACK;
+            if (t->io_exited) {
+                ewi_envelope_unref(rec->env);
+                free(rec);
+            } else {
+                amqp_post_locked(t, &rec->w);
+            }
+        } else {
+            rc = f->failed ? EW_EBROKER : t->io_exited ? EW_ECLOSED : EW_ETIMEDOUT;
+        }
+    }
+    if (f->failed)
+        amqp_textf(err, errlen, "%s", f->error);
+    else if (rc == EW_ETIMEDOUT)
+        amqp_textf(err, errlen, "no answer from %s in time", source->addr);
+    if (!request_locked(t, f, FETCH_CLOSE)) {
+        drop_ready_locked(f);
+        f->closed = true;
+    }
+    while (!(f->queued == 0 && (f->closed || t->io_exited)))
+        pthread_cond_wait(&t->cond, &t->mu);
+    drop_ready_locked(f);
+    pthread_mutex_unlock(&t->mu);
+    amqp_acc_reset(&f->acc);
     free(f);
     return rc;
 }

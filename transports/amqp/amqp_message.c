@@ -227,6 +227,43 @@ ew_err amqp_message_encode(const ew_envelope *env, bool durable, uint8_t **out,
 }
 
 /* A scalar application-property value as text; false for lists and maps. */
+ew_err amqp_mgmt_encode(const char *const *props, const char *reply_to, const char *body,
+                        uint8_t **out, size_t *len)
+{
+    *out = NULL;
+    *len = 0;
+    pn_message_t *m = thread_message();
+    if (!m)
+        return EW_ENOMEM;
+    pn_message_set_durable(m, false);
+    pn_message_set_reply_to(m, reply_to);
+    pn_data_t *p = pn_message_properties(m);
+    pn_data_put_map(p);
+    pn_data_enter(p);
+    for (size_t i = 0; props[i] && props[i + 1]; i += 2) {
+        pn_data_put_string(p, pn_bytes(strlen(props[i]), props[i]));
+        pn_data_put_string(p, pn_bytes(strlen(props[i + 1]), props[i + 1]));
+    }
+    pn_data_exit(p);
+    size_t blen = body ? strlen(body) : 0;
+    if (body) {
+        pn_data_put_string(pn_message_body(m), pn_bytes(blen, body));
+        pn_message_set_inferred(m, false);
+    }
+    pn_rwbytes_t buf = {0, NULL};
+    ssize_t w = pn_message_encode2(m, &buf);
+    ew_err rc = EW_OK;
+    if (w < 0) {
+        free(buf.start);
+        rc = w == PN_OUT_OF_MEMORY ? EW_ENOMEM : EW_EENCODE;
+    } else {
+        *out = (uint8_t *)buf.start;
+        *len = (size_t)w;
+    }
+    thread_codec_done(blen);
+    return rc;
+}
+
 static bool scalar_text(pn_data_t *d, char *buf, size_t len, pn_bytes_t *out)
 {
     int n = -1;

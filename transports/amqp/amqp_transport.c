@@ -340,10 +340,12 @@ static void a_unsubscribe(ewi_transport *t, ewi_sub *sub)
 
 static ew_err check_target(ewi_transport *t, ewi_pub *p, const char *q)
 {
-    if (t->opt.dialect != AMQP_DIALECT_RABBITMQ || p->dest == EWI_DEST_EVENT)
+    if (p->dest == EWI_DEST_EVENT ||
+        (t->opt.dialect == AMQP_DIALECT_ARTEMIS && p->dest != EWI_DEST_LISTENER))
         return EW_OK;
-    /* The plugin silently drops a send to a missing /amq/queue/Q: check that
-     * a listener's queue exists; declare the dead-letter queue. */
+    /* rabbitmq: the plugin silently drops a send to a missing /amq/queue/Q;
+     * artemis would create the missing queue: check that a listener's queue
+     * exists (and on rabbitmq, declare the dead-letter queue). */
     amqp_decl d = {p->dest == EWI_DEST_DLQ ? AMQP_DECL_DLQ : AMQP_DECL_EXISTS,
                    p->event, q, NULL, true, false};
     char err[512];

@@ -10,6 +10,7 @@ list(APPEND EW_SOURCES
   transports/amqp/amqp_send.c
   transports/amqp/amqp_recv.c
   transports/amqp/amqp_fetch.c
+  transports/amqp/amqp_artemis.c
   transports/amqp/amqp_transport.c)
 
 # Debian's libqpid-proton.pc (0.37) sets prefix=${pcfiledir}/../.., one level

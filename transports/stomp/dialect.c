@@ -3,11 +3,15 @@
  *
  *            rabbitmq                      activemq (5 classic)          artemis
  * send E     /exchange/E/E                 /topic/VirtualTopic.E         E, MULTICAST
- * send to Q  /amq/queue/Q                  /queue/Consumer.Q.VirtualTopic.E  E::Q, MULTICAST
- * listen Q   /exchange/E/# x-queue-name:Q  /queue/Consumer.Q.VirtualTopic.E  E::Q, MULTICAST
- * D          /queue/D (durable)            /queue/D                      E.dlq::D, ANYCAST
+ * send to Q  /amq/queue/Q                  /queue/Consumer.Q.VirtualTopic.E  E::Q', MULTICAST
+ * listen Q   /exchange/E/# x-queue-name:Q  /queue/Consumer.Q.VirtualTopic.E  E::Q', MULTICAST
+ * D          /queue/D (durable)            /queue/D                      E.dlq::D', ANYCAST
  *
- * Colons in names travel escaped (\c) like every header value. */
+ * Artemis reads every "::" as address::queue and cannot hold a queue named
+ * E::L (2.40 makes the FQQN E::E::L into queue L on address E, so listeners
+ * of two events with one name would share a queue): there the queue Q' of
+ * Q = E::rest is E:rest, with one colon, which no event or listener name
+ * has. Colons in names travel escaped (\c) like every header value. */
 #include "transports/stomp/stomp.h"
 
 #include <stdarg.h>
@@ -27,6 +31,17 @@ static ew_err put(char *buf, size_t len, const char *fmt, ...)
 
 static ew_err extra(stomp_target *t, const char *key, const char *fmt, ...)
     EWI_PRINTF(3, 4);
+
+/* artemis_fqqn: "E<suffix>::E:rest" for core's queue "E::rest" (see above). */
+static ew_err artemis_fqqn(char *buf, size_t len, const char *suffix, const char *event,
+                           const char *queue)
+{
+    size_t el = strlen(event);
+    if (strncmp(queue, event, el) != 0 || strncmp(queue + el, "::", 2) != 0 ||
+        !queue[el + 2])
+        return EW_EINVAL;
+    return put(buf, len, "%s%s::%s:%s", event, suffix, event, queue + el + 2);
+}
 
 static ew_err extra(stomp_target *t, const char *key, const char *fmt, ...)
 {
@@ -70,10 +85,9 @@ ew_err stomp_send_target(const stomp_options *o, ewi_dest dest, const char *even
     case STOMP_ARTEMIS:
         if (dest == EWI_DEST_EVENT)
             rc = put(out->dest, sizeof out->dest, "%s", event);
-        else if (dest == EWI_DEST_LISTENER)
-            rc = put(out->dest, sizeof out->dest, "%s::%s", event, queue);
         else
-            rc = put(out->dest, sizeof out->dest, "%s.dlq::%s", event, queue);
+            rc = artemis_fqqn(out->dest, sizeof out->dest,
+                              dest == EWI_DEST_DLQ ? ".dlq" : "", event, queue);
         if (rc == EW_OK)
             rc = extra(out, "destination-type", "%s",
                        dest == EWI_DEST_DLQ ? "ANYCAST" : "MULTICAST");
@@ -115,7 +129,7 @@ ew_err stomp_sub_target(const stomp_options *o, const ewi_sub *sub,
             rc = extra(out, "activemq.prefetchSize", "%u", prefetch);
         break;
     case STOMP_ARTEMIS:
-        rc = put(out->dest, sizeof out->dest, "%s::%s", sub->event, sub->queue);
+        rc = artemis_fqqn(out->dest, sizeof out->dest, "", sub->event, sub->queue);
         if (!rc)
             rc = extra(out, "subscription-type", "MULTICAST");
         break;
@@ -142,7 +156,7 @@ ew_err stomp_dlq_target(const stomp_options *o, const char *event, const char *d
             rc = extra(out, "activemq.prefetchSize", "%u", prefetch);
         break;
     case STOMP_ARTEMIS:
-        rc = put(out->dest, sizeof out->dest, "%s.dlq::%s", event, dlq);
+        rc = artemis_fqqn(out->dest, sizeof out->dest, ".dlq", event, dlq);
         if (!rc)
             rc = extra(out, "subscription-type", "ANYCAST");
         break;

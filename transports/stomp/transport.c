@@ -10,6 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
 
 /* ---- waiting ------------------------------------------------------------- */
 
@@ -382,6 +385,7 @@ static void marker_done(ewi_pub *p, int err, const char *detail)
 }
 
 static ew_err stomp_publish(ewi_transport *t, ewi_pub *p);
+static ew_err pending_push(ewi_transport *t, stomp_pending *pd);
 
 /* Leaves the marker of listener queue `queue` unless one is there. */
 static ew_err amq_register(ewi_transport *t, const char *event, const char *queue)
@@ -418,12 +422,256 @@ static ew_err amq_register(ewi_transport *t, const char *event, const char *queu
     return rc;
 }
 
+/* ---- artemis: its management address ------------------------------------- *
+ *
+ * Artemis creates the queue a SEND or SUBSCRIBE names by its fully qualified
+ * name E::Q when it is missing, and no STOMP frame asks whether a queue
+ * exists. A send to a listener that does not exist would create its queue,
+ * which then collects every event E for ever; and a queue created by a
+ * SUBSCRIBE is never deleted (auto-delete is off, as listener queues must
+ * keep collecting while their listener is away). So the artemis dialect asks
+ * the broker's management address (activemq.management; the user needs the
+ * "manage" permission, which `artemis create` gives its role amq):
+ *   - before a send to one listener, whether that listener's queue exists on
+ *     address E (attribute "address" of resource queue.E:L; remembered once
+ *     seen);
+ *   - before a per_process listener subscribes, to create its queue with
+ *     auto-delete, so that the broker deletes it per_process_expires_ms after
+ *     its last consumer left (createQueue, ignoring an existing queue).
+ * The answer comes to a reply address of this connection's own
+ * (ew.reply.<random>, a non-durable subscription that vanishes with it); it
+ * is read from the answer's body: a management answer is a JSON array. */
+
+enum { ART_REPLY_MAX = 2048 };
+
+typedef struct art_req {
+    ewi_pub pub;
+    bool done;
+    int err;
+} art_req;
+
+static void art_req_done(ewi_pub *p, int err, const char *detail)
+{
+    (void)detail;
+    art_req *a = (art_req *)p;
+    ewi_transport *t = p->user;
+    pthread_mutex_lock(&t->mu);
+    a->done = true;
+    a->err = err;
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* Sends one management request (hdrs: key, value, ..., NULL; body: its JSON
+ * parameters or NULL) and copies the answer's body into reply. */
+static ew_err art_manage(ewi_transport *t, const char *event, const char *const *hdrs,
+                         const char *body, char *reply, size_t replylen)
+{
+    static _Atomic unsigned long seq;
+    char dest[96];
+    snprintf(dest, sizeof dest, "ew.reply.%ld-%lld-%lu", (long)getpid(),
+             (long long)ewi_now_ms(), atomic_fetch_add(&seq, 1));
+    int64_t deadline = ewi_now_ms() + t->cfg->send_timeout_ms;
+    reply[0] = '\0';
+
+    /* The reply reader: a temporary subscription on a multicast address. */
+    stomp_sub *ss = calloc(1, sizeof *ss);
+    stomp_req *open = calloc(1, sizeof *open);
+    if (!ss || !open) {
+        free(ss);
+        free(open);
+        return EW_ENOMEM;
+    }
+    snprintf(ss->target.dest, sizeof ss->target.dest, "%s", dest);
+    ss->target.h[0].key = "subscription-type";
+    snprintf(ss->target.h[0].value, sizeof ss->target.h[0].value, "MULTICAST");
+    ss->target.n = 1;
+    open->kind = REQ_DLQ_OPEN;
+    open->ss = ss;
+    ew_err rc = stomp_request(t, open, deadline);
+    if (!open->queued) {
+        free(ss);
+        free(open);
+        return rc;
+    }
+    if (rc != EW_ETIMEDOUT)
+        free(open);
+    if (rc != EW_OK)
+        return rc;
+
+    /* The request: a text message (no content-length), so that the broker
+     * reads its parameters. */
+    art_req *a = calloc(1, sizeof *a);
+    stomp_pending *pd = calloc(1, sizeof *pd);
+    if (!a || !pd) {
+        free(a);
+        free(pd);
+        rc = EW_ENOMEM;
+    } else {
+        a->pub = (ewi_pub){.dest = EWI_DEST_EVENT, .event = event, .durable = false,
+                           .deadline_ms = deadline, .done = art_req_done, .user = t};
+        pd->pub = &a->pub;
+        pd->receipt = atomic_fetch_add(&t->next_receipt, 1);
+        char receipt[32];
+        snprintf(receipt, sizeof receipt, "p%" PRIu64, pd->receipt);
+        ewi_stomp_writer w;
+        ewi_stomp_write_begin(&w, &pd->frame, EWI_STOMP_SEND);
+        ewi_stomp_write_header(&w, "destination", "activemq.management");
+        ewi_stomp_write_header(&w, "receipt", receipt);
+        ewi_stomp_write_header(&w, "reply-to", dest);
+        for (size_t i = 0; hdrs[i] && hdrs[i + 1]; i += 2)
+            ewi_stomp_write_header(&w, hdrs[i], hdrs[i + 1]);
+        rc = ewi_stomp_write_end(&w, body ? body : "", body ? strlen(body) : 0, false);
+        if (rc == EW_OK)
+            rc = pending_push(t, pd); /* frees pd on failure */
+        else {
+            ewi_buf_free(&pd->frame);
+            free(pd);
+        }
+        if (rc == EW_OK) {
+            pthread_mutex_lock(&t->mu);
+            while (!a->done)
+                pthread_cond_wait(&t->cv, &t->mu);
+            rc = (ew_err)a->err;
+            /* The answer was routed before the receipt: it is on its way. */
+            while (rc == EW_OK && !ss->dq_head && running(t) && wait_until(t, deadline)) {
+            }
+            stomp_msgdata *md = ss->dq_head;
+            if (rc == EW_OK && !md)
+                rc = running(t) ? EW_ETIMEDOUT : EW_ECLOSED;
+            if (md) {
+                ss->dq_head = md->next;
+                if (!ss->dq_head)
+                    ss->dq_tail = NULL;
+            }
+            pthread_mutex_unlock(&t->mu);
+            if (md) {
+                size_t blen = 0;
+                const char *b = ew_envelope_body(md->env, &blen);
+                snprintf(reply, replylen, "%.*s", (int)(blen < replylen ? blen : replylen - 1),
+                         b ? b : "");
+                ewi_envelope_unref(md->env);
+                md->env = NULL;
+                md->how = EWI_ACK;
+                md->next = NULL;
+                pthread_mutex_lock(&t->mu);
+                if (t->settle_tail)
+                    t->settle_tail->next = md;
+                else
+                    t->settle_head = md;
+                t->settle_tail = md;
+                pthread_mutex_unlock(&t->mu);
+                ewi_waker_wake(&t->waker[STOMP_SUB]);
+            }
+        }
+        free(a);
+    }
+    stomp_req *close = calloc(1, sizeof *close);
+    if (close) {
+        close->kind = REQ_DLQ_CLOSE;
+        close->ss = ss;
+        if (stomp_request(t, close, ewi_now_ms() + 60000) != EW_ETIMEDOUT)
+            free(close);
+    }
+    return rc;
+}
+
+/* Before a send to listener queue E::L: EW_ENOTFOUND unless E:L is a queue
+ * on address E. */
+static ew_err art_check_listener(ewi_transport *t, const char *event, const char *queue)
+{
+    if (amq_known(t, queue))
+        return EW_OK;
+    const char *q = strstr(queue, "::");
+    if (!q)
+        return EW_EINVAL;
+    char resource[EW_MAX_QUEUE_NAME + 16];
+    char reply[ART_REPLY_MAX];
+    snprintf(resource, sizeof resource, "queue.%.*s:%s", (int)(q - queue), queue, q + 2);
+    const char *hdrs[] = {"_AMQ_ResourceName", resource, "_AMQ_Attribute", "address", NULL};
+    ew_err rc = art_manage(t, event, hdrs, NULL, reply, sizeof reply);
+    if (rc != EW_OK) {
+        ewi_log(t->m, EW_LOG_ERROR, "send %s to %s: cannot ask the broker's management "
+                "whether queue %s exists: %s", event, queue, resource + 6, ew_strerror(rc));
+        return rc;
+    }
+    json_t *root = json_loads(reply, 0, NULL);
+    const char *address = json_string_value(json_array_get(root, 0));
+    bool found = address && strcmp(address, event) == 0;
+    json_decref(root);
+    if (!found) {
+        ewi_log(t->m, EW_LOG_ERROR, "send %s to %s: no listener of %s has subscribed on "
+                "this broker (its queue %s does not exist on address %s: %s)", event, queue,
+                event, resource + 6, event, reply);
+        return EW_ENOTFOUND;
+    }
+    amq_remember(t, queue);
+    return EW_OK;
+}
+
+/* createQueue's parameters: the queue's configuration as JSON text, and
+ * ignoreIfExists. malloc'd, or NULL when out of memory. */
+static char *art_create_params(const char *queue, const char *address, bool durable,
+                               long delay_ms)
+{
+    json_t *cfg = json_pack("{s:s, s:s, s:s, s:b, s:b, s:I, s:I, s:b}", "name", queue,
+                            "address", address, "routing-type", "MULTICAST", "durable",
+                            durable, "auto-delete", 1, "auto-delete-delay",
+                            (json_int_t)delay_ms, "auto-delete-message-count",
+                            (json_int_t)-1, "auto-create-address", 1);
+    char *text = cfg ? json_dumps(cfg, JSON_COMPACT) : NULL;
+    json_decref(cfg);
+    json_t *params = text ? json_pack("[s, b]", text, 1) : NULL;
+    free(text);
+    char *out = params ? json_dumps(params, JSON_COMPACT) : NULL;
+    json_decref(params);
+    return out;
+}
+
+/* Before a per_process listener's SUBSCRIBE: its queue E:L-S, made to go
+ * away per_process_expires_ms after its last consumer. */
+static ew_err art_create_per_process(ewi_transport *t, const ewi_sub *sub)
+{
+    const char *q = strstr(sub->queue, "::");
+    if (!q)
+        return EW_EINVAL;
+    char name[EW_MAX_QUEUE_NAME + 8];
+    snprintf(name, sizeof name, "%.*s:%s", (int)(q - sub->queue), sub->queue, q + 2);
+    char *body = art_create_params(name, sub->event, sub->durable, t->opt.expires_ms);
+    if (!body)
+        return EW_ENOMEM;
+    char reply[ART_REPLY_MAX];
+    const char *hdrs[] = {"_AMQ_ResourceName", "broker", "_AMQ_OperationName", "createQueue",
+                          NULL};
+    ew_err rc = art_manage(t, sub->event, hdrs, body, reply, sizeof reply);
+    free(body);
+    /* Success answers with the queue's configuration (JSON text of an
+     * object); a failure with a message. */
+    if (rc == EW_OK) {
+        json_t *root = json_loads(reply, 0, NULL);
+        const char *first = json_string_value(json_array_get(root, 0));
+        json_t *cfg = first ? json_loads(first, 0, NULL) : NULL;
+        if (!json_is_object(cfg))
+            rc = EW_EBROKER;
+        json_decref(cfg);
+        json_decref(root);
+    }
+    if (rc != EW_OK)
+        ewi_report(t->m, rc, sub->queue, sub->event, NULL,
+                   "creating the per_process queue %s through the broker's management "
+                   "failed: %s", name, reply[0] ? reply : ew_strerror(rc));
+    return rc;
+}
+
 /* ---- subscriptions ------------------------------------------------------- */
 
 /* The request that subscribes sub (its dead-letter queue already
  * declared), not yet queued; NULL: EW_ENOMEM or EW_EINVAL in *rc. */
 static stomp_req *sub_request(ewi_transport *t, ewi_sub *sub, ew_err *rc)
 {
+    if (t->opt.dialect == STOMP_ARTEMIS && sub->per_process &&
+        (*rc = art_create_per_process(t, sub)) != EW_OK)
+        return NULL;
     stomp_sub *ss = calloc(1, sizeof *ss);
     stomp_req *r = calloc(1, sizeof *r);
     *rc = ss && r ? EW_OK : EW_ENOMEM;
@@ -588,6 +836,11 @@ static ew_err stomp_publish(ewi_transport *t, ewi_pub *p)
             return rc;
         }
     }
+    if (p->dest == EWI_DEST_LISTENER && t->opt.dialect == STOMP_ARTEMIS) {
+        ew_err rc = art_check_listener(t, p->event, p->queue);
+        if (rc != EW_OK)
+            return rc;
+    }
     if (p->dest == EWI_DEST_LISTENER && t->opt.dialect == STOMP_ACTIVEMQ) {
         bool found;
         ew_err rc = amq_browse(t, p->queue, &found);
@@ -617,10 +870,17 @@ static ew_err stomp_publish(ewi_transport *t, ewi_pub *p)
         free(pd);
         return rc;
     }
+    return pending_push(t, pd);
+}
+
+/* Queues pd (its frame built) for the I/O thread, within the window. */
+static ew_err pending_push(ewi_transport *t, stomp_pending *pd)
+{
+    ewi_pub *p = pd->pub;
     pthread_mutex_lock(&t->mu);
     /* The window bounds memory and the broker's backlog of receipts; still
      * full at the deadline, the send fails here, never written. */
-    rc = running(t) ? ewi_window_take(&t->window, &t->mu, p->deadline_ms) : EW_ECLOSED;
+    ew_err rc = running(t) ? ewi_window_take(&t->window, &t->mu, p->deadline_ms) : EW_ECLOSED;
     if (rc != EW_OK) {
         pthread_mutex_unlock(&t->mu);
         ewi_buf_free(&pd->frame);
