@@ -1,7 +1,7 @@
 /* A real aspyx-event service and an eventwire service exchange events in
  * both directions through ActiveMQ Artemis over AMQP 1.0.
  *
- * The Python side is tests/aspyx/aspyx_service.py, written with aspyx-event
+ * The Python side is tests/aspyx/aspyx_interop_service.py, written with aspyx-event
  * (AMQPProvider, @event dataclasses, an @event_listener, an envelope
  * pipeline that sets a `session` header), run by the virtual environment of
  * scripts/python-env.sh. This side is a C service written with eventwire:
@@ -208,6 +208,31 @@ static int child_finish(child *c, int timeout_ms)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* The queues Artemis has on `address`, one per line, from its own
+ * management (artemis_queues.py next to the service script). */
+static void artemis_queues(const char *address, char *out, size_t len)
+{
+    ewi_url u;
+    char err[128], cmd[2048], script[1024];
+    out[0] = '\0';
+    if (ewi_url_parse(artemis_url(), &u, err, sizeof err) != EW_OK)
+        fail_msg("bad EW_TEST_ARTEMIS_AMQP_URL: %s", err);
+    const char *slash = strrchr(SERVICE, '/');
+    snprintf(script, sizeof script, "%.*sartemis_queues.py",
+             slash ? (int)(slash - SERVICE + 1) : 0, SERVICE);
+    snprintf(cmd, sizeof cmd, "'%s' '%s' '%s' %d '%s' '%s' '%s'", PYTHON, script,
+             u.host[0] ? u.host : "127.0.0.1", u.port ? u.port : 5672, u.user ? u.user : "",
+             u.password ? u.password : "", address);
+    ewi_url_free(&u);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(out, 1, len - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    if (st != 0)
+        fail_msg("asking Artemis's management failed (status %d): %s", st, cmd);
+}
+
 /* ---- one exchange -------------------------------------------------------- */
 
 static void exchange(const char *naming)
@@ -310,6 +335,23 @@ out:
         fail_msg("the aspyx service did not receive every event once: %s", result);
     assert_int_equal(status, 0);
     assert_int_equal(stop_rc, EW_OK);
+
+    /* What Artemis itself holds: the C listener's queue on the aspyx
+     * event's address is "E:L" with eventwire's naming (the artemis
+     * dialect's name for E::L, see docs/amqp.md), "L" with
+     * queue_naming=aspyx; aspyx's listener's queue on the C event's address
+     * is "L" (aspyx-event's naming). */
+    char queues[1024], want_q[256];
+    artemis_queues(to_c, queues, sizeof queues);
+    if (strcmp(naming, "aspyx") == 0)
+        snprintf(want_q, sizeof want_q, "%s\n", lname);
+    else
+        snprintf(want_q, sizeof want_q, "%s:%s\n", to_c, lname);
+    assert_string_equal(queues, want_q);
+    char aspyx_q[128];
+    snprintf(aspyx_q, sizeof aspyx_q, "AspyxListener_%s\n", run);
+    artemis_queues(to_py, queues, sizeof queues);
+    assert_string_equal(queues, aspyx_q);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }
@@ -329,7 +371,7 @@ static void aspyx_naming(void **state)
 int main(int argc, char **argv)
 {
     if (argc != 3) {
-        fprintf(stderr, "usage: %s PYTHON aspyx_service.py\n", argv[0]);
+        fprintf(stderr, "usage: %s PYTHON aspyx_interop_service.py\n", argv[0]);
         return 2;
     }
     PYTHON = argv[1];

@@ -8,7 +8,7 @@ It is one side of tests/aspyx/test_aspyx_interop.c (the other side is a C
 service written with eventwire). Run it with the virtual environment that
 scripts/python-env.sh creates:
 
-  aspyx_service.py HOST PORT USER PASSWORD RUN COUNT
+  aspyx_interop_service.py HOST PORT USER PASSWORD RUN COUNT
 
   RUN    makes the event and listener names unique:
            event AspyxToC_RUN  (this service sends it; the C service listens)
