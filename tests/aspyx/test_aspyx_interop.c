@@ -253,8 +253,9 @@ static void exchange(const char *naming)
     ew_event_desc to_aspyx = {.type = &interop_event_type, .name = to_py,
                               .format = EW_FORMAT_JSON};
 
-    seen *s = calloc(1, sizeof *s);
-    assert_non_null(s);
+    static seen tally; /* static: a failing assertion leaks nothing */
+    seen *s = &tally;
+    memset(s, 0, sizeof *s);
     pthread_mutex_init(&s->mu, NULL);
     ew_manager *m = mgr_new(url, "c-service");
     assert_int_equal(ew_listen(m, &(ew_listener_desc){.event = &from_py, .name = lname,
@@ -353,7 +354,6 @@ out:
     artemis_queues(to_py, queues, sizeof queues);
     assert_string_equal(queues, aspyx_q);
     pthread_mutex_destroy(&s->mu);
-    free(s);
 }
 
 static void default_naming(void **state)
