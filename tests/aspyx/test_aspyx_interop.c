@@ -253,8 +253,8 @@ static void exchange(const char *naming)
     ew_event_desc to_aspyx = {.type = &interop_event_type, .name = to_py,
                               .format = EW_FORMAT_JSON};
 
-    static seen tally; /* static: a failing assertion leaks nothing */
-    seen *s = &tally;
+    static seen tally_; /* static: a failing assertion leaks nothing */
+    seen *s = &tally_;
     memset(s, 0, sizeof *s);
     pthread_mutex_init(&s->mu, NULL);
     ew_manager *m = mgr_new(url, "c-service");
