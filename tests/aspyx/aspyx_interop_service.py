@@ -19,6 +19,13 @@ Protocol on stdin/stdout with the C side (one line each):
   out "ready"           once the listener's receiver is attached (aspyx-event
                         gives no signal for that: its receiver link is looked at)
   then it sends COUNT events and collects the other side's
+
+The sends run on the provider's proton thread (one task handed to it while
+it is idle). aspyx-event 0.9.3's send_event is not thread-safe: it calls the
+proton Container's schedule() from the calling thread while the container
+runs in its own, and a burst of sends from the main thread breaks proton's
+timer heap ("RuntimeError: list changed size during iteration" in the
+container thread; sends are lost and the container stops).
   in  "done"            the C side has every event this service sent
   out one JSON line     what arrived: counts by id, sessions seen
 Exit status 0 only when every id arrived exactly as sent, each with the
@@ -35,6 +42,7 @@ import time
 from dataclasses import dataclass
 
 from proton import Endpoint
+from proton.handlers import MessagingHandler
 
 from aspyx.di import module, Environment, create
 from aspyx.exception import ExceptionManager, handle
@@ -144,10 +152,13 @@ def main() -> int:
         print("aspyx service: the listener's receiver was not attached within 30 s",
               file=sys.stderr, flush=True)
         return 1
-    print("ready", flush=True)
+    class SendAll(MessagingHandler):
+        def on_timer_task(self, event):
+            for i in range(COUNT):
+                manager.send_event(AspyxToC(i, TEXT))
 
-    for i in range(COUNT):
-        manager.send_event(AspyxToC(i, TEXT))
+    provider.container.schedule(0, SendAll())
+    print("ready", flush=True)
 
     arrived = Received.all_arrived.wait(120)
     line = sys.stdin.readline().strip()   # "done" once the C side has every event
