@@ -89,9 +89,9 @@ static void declare(const amqp_options *o, const char *name, char *queue, size_t
     amqp_topo_close(tp);
 }
 
-/* Deletes what a run declared (queue name::q, its .dlq, exchange name),
- * so that runs leave nothing on the broker. */
-static void drop(const amqp_options *o, const char *name)
+/* Deletes what a run declared (queue name::listener, its .dlq, exchange
+ * name), so that runs leave nothing on the broker. */
+static void drop(const amqp_options *o, const char *name, const char *listener)
 {
     amqp_connection_state_t c = amqp_new_connection();
     amqp_socket_t *s = amqp_tcp_socket_new(c);
@@ -104,7 +104,7 @@ static void drop(const amqp_options *o, const char *name)
     amqp_channel_open(c, 1);
     amqp_get_rpc_reply(c);
     char q[160];
-    snprintf(q, sizeof q, "%s::q", name);
+    snprintf(q, sizeof q, "%s::%s", name, listener);
     amqp_queue_delete(c, 1, amqp_cstring_bytes(q), 0, 0);
     amqp_get_rpc_reply(c);
     strcat(q, ".dlq");
@@ -285,7 +285,7 @@ static double run_raw(const amqp_options *o, int n)
     free(r.buf.start);
     free(r.in);
     if (!artemis(o))
-        drop(o, name);
+        drop(o, name, "q");
     if (r.failed || r.received != n)
         die("raw run failed");
     return n * 1000.0 / (double)(r.t_last - r.t_first ? r.t_last - r.t_first : 1);
@@ -362,7 +362,7 @@ static double run_eventwire(const amqp_options *o, const char *url, int n, bool 
     int64_t t1 = atomic_load(&ew_t_last);
     ew_manager_free(m);
     if (!artemis(o))
-        drop(o, name);
+        drop(o, name, lname);
     return n * 1000.0 / (double)(t1 - t0 ? t1 - t0 : 1);
 }
 
@@ -392,7 +392,7 @@ static double run_python(const amqp_options *o, int n)
     if (f && pclose(f) != 0)
         rate = 0;
     if (!artemis(o))
-        drop(o, name);
+        drop(o, name, "q");
     return rate;
 }
 

@@ -26,6 +26,8 @@ HOST, PORT, USER, PASSWORD, NAME, N = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     sys.argv[4], sys.argv[5], int(sys.argv[6])
 
 logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+# aspyx.di warns that a module defined in __main__ has no package: expected here
+logging.getLogger("aspyx.di").setLevel(logging.ERROR)
 
 
 @dataclass

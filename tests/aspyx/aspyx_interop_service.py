@@ -57,6 +57,8 @@ SESSION_IN = "c-session 漢字"      # what the C service sets
 TEXT = "from aspyx é 🚀"           # JSON escapes (ensure_ascii) both ways
 
 logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+# aspyx.di warns that a module defined in __main__ has no package: expected here
+logging.getLogger("aspyx.di").setLevel(logging.ERROR)
 
 # the session of the event being handled, set by the pipeline, read by the listener
 current_session: contextvars.ContextVar[str] = contextvars.ContextVar("session", default="")
