@@ -618,15 +618,17 @@ ew_err ew_encode(const ew_type *type, ew_format fmt, const void *event,
 {
     if (!out || !out_len) {
         set_err(err, errlen, "encode: NULL output");
-        return EW_EINVAL;
+        return ewi_fail(EW_EINVAL, "encode: NULL output");
     }
     *out = NULL;
     *out_len = 0;
     ewi_buf b = {NULL, 0, 0};
-    ew_err rc = ewi_encode(type, fmt, event, &b, err, errlen);
+    char text[512];
+    ew_err rc = ewi_encode(type, fmt, event, &b, text, sizeof text);
     if (rc != EW_OK) {
         ewi_buf_free(&b);
-        return rc;
+        set_err(err, errlen, text);
+        return ewi_fail(rc, "%s", text);
     }
     *out = ewi_buf_steal(&b, out_len);
     return EW_OK;
@@ -638,12 +640,12 @@ ew_err ew_decode(const ew_type *type, ew_format fmt, const void *data,
 {
     if (!out) {
         set_err(err, errlen, "decode: NULL output");
-        return EW_EINVAL;
+        return ewi_fail(EW_EINVAL, "decode: NULL output");
     }
     *out = NULL;
     if (!type || (!data && len > 0)) {
         set_err(err, errlen, "decode: NULL type or data");
-        return EW_EINVAL;
+        return ewi_fail(EW_EINVAL, "decode: NULL type or data");
     }
     ewi_limits lim = {EWI_DEFAULT_MAX_STRING, EWI_DEFAULT_MAX_ITEMS,
                       EWI_DEFAULT_MAX_DEPTH};
@@ -677,7 +679,10 @@ ew_err ew_decode(const ew_type *type, ew_format fmt, const void *data,
         *out = NULL;
         if (rc == EW_ENOMEM && !e.msg[0])
             ewi_cerr_msg(&e, "out of memory");
-        ewi_cerr_format(&e, type->name, err, errlen);
+        char text[512];
+        ewi_cerr_format(&e, type->name, text, sizeof text);
+        set_err(err, errlen, text);
+        ewi_set_last_error("%s", text);
     }
     return rc;
 }

@@ -286,26 +286,34 @@ const char *ew_envelope_header(const ew_envelope *env, const char *key)
 
 ew_err ew_envelope_set_header(ew_envelope *env, const char *key, const char *value)
 {
-    if (!env || !key || !value || !*key || strncmp(key, "ew-", 3) == 0)
-        return EW_EINVAL;
+    if (!env || !key || !value)
+        return ewi_fail(EW_EINVAL, "set header: NULL envelope, key or value");
+    if (!*key || strncmp(key, "ew-", 3) == 0)
+        return ewi_fail(EW_EINVAL, "set header '%.40s': %s", key,
+                        *key ? "ew-* headers are the library's" : "empty key");
     size_t klen = strlen(key), vlen = strlen(value);
     for (size_t i = 0; i < klen; i++)
         if (!key_char(key[i]))
-            return EW_EINVAL;
+            return ewi_fail(EW_EINVAL,
+                            "set header '%.40s': character %zu is not a letter, digit "
+                            "or one of \"-_.\"", key, i);
     if (klen > env->limits->max_header_len || vlen > env->limits->max_header_len)
-        return EW_ETOOBIG;
+        return ewi_fail(EW_ETOOBIG, "set header '%.40s': key or value over %zu bytes",
+                        key, env->limits->max_header_len);
     if (find(env, key, klen) < 0 && env->nh >= env->limits->max_headers)
-        return EW_ETOOBIG;
-    return ewi_envelope_put(env, key, klen, value, vlen);
+        return ewi_fail(EW_ETOOBIG, "set header '%.40s': over %zu headers", key,
+                        env->limits->max_headers);
+    ew_err rc = ewi_envelope_put(env, key, klen, value, vlen);
+    return rc == EW_OK ? rc : ewi_fail(rc, "set header '%.40s': %s", key, ew_strerror(rc));
 }
 
 ew_err ew_envelope_remove_header(ew_envelope *env, const char *key)
 {
     if (!env || !key || strncmp(key, "ew-", 3) == 0)
-        return EW_EINVAL;
+        return ewi_fail(EW_EINVAL, "remove header: NULL argument or an ew-* header");
     ssize_t i = find(env, key, strlen(key));
     if (i < 0)
-        return EW_ENOTFOUND;
+        return ewi_fail(EW_ENOTFOUND, "remove header '%.40s': not set", key);
     drop_entry(env, (size_t)i);
     return EW_OK;
 }
@@ -319,7 +327,8 @@ ew_err ew_envelope_header_at(const ew_envelope *env, size_t i, const char **key,
                              const char **value)
 {
     if (!env || i >= env->nh)
-        return EW_ENOTFOUND;
+        return ewi_fail(EW_ENOTFOUND, "header %zu: the envelope has %zu", i,
+                        env ? env->nh : 0);
     if (key)
         *key = key_at(env, i);
     if (value)

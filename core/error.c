@@ -1,8 +1,8 @@
 #include "ewi.h"
 
-const char *ew_strerror(int err)
+const char *ew_strerror(ew_err err)
 {
-    switch ((ew_err)err) {
+    switch (err) {
     case EW_OK: return "success";
     case EW_EINVAL: return "invalid argument";
     case EW_ENOMEM: return "out of memory";

@@ -171,22 +171,73 @@ struct ewi_pub {
     const char *queue;    /* E::L or E::L.dlq for those, else NULL */
     bool durable;         /* persistent message, broker-confirmed completion */
     ew_envelope *env;     /* read-only for the transport */
-    int64_t deadline_ms;  /* monotonic: fail with EW_ETIMEDOUT after it */
+    int64_t deadline_ms;  /* monotonic: fail after it (see written) and drop the
+                             message: nothing sends it after its failure */
     /* Called exactly once when publish returned EW_OK: err EW_OK once the
      * broker took it (durable: confirmed), else the failure with detail (may be
-     * NULL), e.g. the broker's text. Any thread, maybe inside publish. */
+     * NULL), e.g. the broker's text. Any thread, maybe inside publish. After
+     * done ran the transport holds p nowhere (core frees it). */
     void (*done)(ewi_pub *p, int err, const char *detail);
     void *user;           /* core's */
     ewi_pub *next;        /* free for the transport's queues */
     uint64_t tag;         /* free for the transport (e.g. confirm sequence) */
+    /* Set by the transport (from its I/O thread, never cleared) before the
+     * first byte of the message can reach the broker: from then on the
+     * broker may have it. A publish that ends without its confirm reports
+     * EW_EINDOUBT once written, EW_ETIMEDOUT or EW_ECLOSED only while not:
+     * see ewi_pub_unconfirmed. Core maps it again on completion. */
+    bool written;
 };
+
+/* The outcome of a publish that ends without a confirm for reason err
+ * (EW_ETIMEDOUT at its deadline, EW_ECLOSED at stop, EW_EDISCONNECTED):
+ * EW_EINDOUBT when p was written, since the broker may have it; else err,
+ * which then means "never sent, and never will be". Other codes (a broker's
+ * refusal, EW_ENOMEM before writing) are returned as they are. */
+int ewi_pub_unconfirmed(const ewi_pub *p, int err);
+/* A detail text for that outcome: why_written when p was written (e.g. "no
+ * confirm before the deadline"), else why_unsent. */
+const char *ewi_pub_detail(const ewi_pub *p, const char *why_unsent,
+                           const char *why_written);
+
+/* ---- the in-flight window ------------------------------------------------ */
+
+/* Publishes accepted and not completed (queued, written, unconfirmed) are
+ * bounded per transport: the default max_inflight of every broker
+ * transport. */
+#define EWI_DEFAULT_MAX_INFLIGHT 4096
+
+/* One rule for a full window on every transport: publish waits for a slot
+ * until the publish's deadline; if the window is still full then, publish
+ * returns EW_ETIMEDOUT itself (the message was never written) and done never
+ * runs; EW_ECLOSED the same way once the window is closed. The window is
+ * guarded by a mutex of the transport's, held around every call below. */
+typedef struct ewi_window {
+    pthread_cond_t room; /* on CLOCK_MONOTONIC */
+    size_t max, used, waiters;
+    bool closed;
+} ewi_window;
+
+void ewi_window_init(ewi_window *w, size_t max);
+void ewi_window_destroy(ewi_window *w);
+/* Takes a slot (mu held; released while waiting). EW_OK, EW_ETIMEDOUT when
+ * full at deadline_ms, EW_ECLOSED once closed. */
+ew_err ewi_window_take(ewi_window *w, pthread_mutex_t *mu, int64_t deadline_ms);
+/* Gives n slots back (mu held) and wakes waiting senders. */
+void ewi_window_give(ewi_window *w, size_t n);
+/* Fails waiting and later takes with EW_ECLOSED (mu held). */
+void ewi_window_close(ewi_window *w);
+/* Takes are allowed again (a transport started again; mu held). */
+void ewi_window_open(ewi_window *w);
 
 /* Reading a dead-letter queue. */
 typedef struct ewi_dlq_req {
     const char *event, *listener, *dlq;
-    size_t max;
+    size_t max;     /* fn may lower it to end the batch early */
     int timeout_ms; /* for the first message */
-    ew_dead_letter_fn fn;
+    /* Called once per message taken, on the calling thread; the message is
+     * removed once it returns. */
+    void (*fn)(void *user, const ew_envelope *env);
     void *user;
     size_t taken;   /* out */
 } ewi_dlq_req;
@@ -229,7 +280,8 @@ typedef struct ewi_transport_ops {
     /* Stops deliveries for sub; once it returns ewi_deliver is not called for
      * sub again. Messages already delivered are still settled later. */
     void (*unsubscribe)(ewi_transport *t, ewi_sub *sub);
-    /* Sends p; see ewi_pub. On an error return done never runs. */
+    /* Sends p; see ewi_pub. On an error return done never runs; a full
+     * window follows ewi_window's rule. */
     ew_err (*publish)(ewi_transport *t, ewi_pub *p);
     /* Settles msg (from a worker thread) and releases it, now or later on
      * the transport's thread. Safe after stop (it only
@@ -255,10 +307,28 @@ void ewi_log(const ew_manager *m, ew_log_level level, const char *fmt, ...)
 void ewi_vlog(const ew_manager *m, ew_log_level level, const char *fmt,
               va_list ap) EWI_PRINTF(3, 0);
 /* Logs at error level (warn for EW_EDISCONNECTED) and passes the error to the
- * application's error handler. queue, event and message_id may be NULL. */
+ * application's error handler. queue, event and message_id may be NULL. On
+ * an application's thread (inside a public call) the text also becomes that
+ * call's ew_last_error, so an op that fails reports its reason here, on the
+ * calling thread, before it returns: a failing start names the broker's or
+ * the TLS library's refusal. */
 void ewi_report(ew_manager *m, ew_err code, const char *queue,
                 const char *event, const char *message_id, const char *fmt, ...)
     EWI_PRINTF(6, 7);
+
+/* ---- the caller's last error (ew_last_error) --------------------------- */
+
+/* Each public call that can fail clears the text on entry. The first error
+ * logged (error level) or reported on the calling thread during the call is
+ * kept, since it names the root cause; ewi_set_last_error and ewi_fail
+ * overwrite it. Texts are per thread and never hold credentials. */
+void ewi_last_error_clear(void);
+const char *ewi_last_error_peek(void);
+void ewi_note_error(const char *text); /* kept unless a text is there already */
+void ewi_set_last_error(const char *fmt, ...) EWI_PRINTF(1, 2);
+void ewi_vset_last_error(const char *fmt, va_list ap) EWI_PRINTF(1, 0);
+/* Sets the text and returns rc: `return ewi_fail(EW_EINVAL, "...", ...);` */
+ew_err ewi_fail(ew_err rc, const char *fmt, ...) EWI_PRINTF(2, 3);
 
 /* ---- names -------------------------------------------------------------- */
 

@@ -26,11 +26,16 @@ bool ewi_log_on(const ew_manager *m, ew_log_level level)
 
 void ewi_vlog(const ew_manager *m, ew_log_level level, const char *fmt, va_list ap)
 {
-    if (!ewi_log_on(m, level))
+    /* An error is also the caller's ew_last_error, whatever the log level. */
+    bool on = ewi_log_on(m, level);
+    if (!on && level != EW_LOG_ERROR)
         return;
     char line[1024];
     vsnprintf(line, sizeof line, fmt, ap);
-    m->log(m->log_user, level, line);
+    if (level == EW_LOG_ERROR)
+        ewi_note_error(line);
+    if (on)
+        m->log(m->log_user, level, line);
 }
 
 void ewi_log(const ew_manager *m, ew_log_level level, const char *fmt, ...)
@@ -46,7 +51,10 @@ void ewi_vreport(ew_manager *m, ew_log_level level, ew_err code, const char *que
 {
     char text[1024];
     vsnprintf(text, sizeof text, fmt, ap);
-    ewi_log(m, level, "%s%s%s", queue ? queue : "", queue ? ": " : "", text);
+    char line[sizeof text + EW_MAX_QUEUE_NAME + 2];
+    snprintf(line, sizeof line, "%s%s%s", queue ? queue : "", queue ? ": " : "", text);
+    ewi_note_error(line);
+    ewi_log(m, level, "%s", line);
     if (m && m->on_error) {
         ew_error_info info = {code, queue, event, message_id, text};
         m->on_error(m->error_user, &info);

@@ -40,15 +40,19 @@ static void default_server_name(char *out, size_t len)
 
 ew_err ew_manager_new(ew_manager **out, const char *url, const ew_options *opts)
 {
+    ewi_last_error_clear();
     if (!out)
-        return EW_EINVAL;
+        return ewi_fail(EW_EINVAL, "ew_manager_new: out is NULL");
     *out = NULL;
     ew_options o = {0};
     if (opts)
         o = *opts;
+    if (o.version != 0)
+        return ewi_fail(EW_EINVAL, "ew_manager_new: ew_options.version is %u; this "
+                        "library knows layout 0", o.version);
     ew_manager *m = calloc(1, sizeof *m);
     if (!m)
-        return EW_ENOMEM;
+        return ewi_fail(EW_ENOMEM, "ew_manager_new: out of memory");
     m->log = o.log ? o.log : ewi_log_stderr;
     m->log_user = o.log ? o.log_user : NULL;
     m->level = o.log_level != EW_LOG_DEFAULT
@@ -130,6 +134,8 @@ ew_err ew_manager_new(ew_manager **out, const char *url, const ew_options *opts)
     *out = m;
     return EW_OK;
 fail:
+    if (!ewi_last_error_peek()[0])
+        ewi_set_last_error("ew_manager_new: %s", ew_strerror(rc));
     ewi_url_free(&m->url);
     free(m->url_redacted);
     pthread_mutex_destroy(&m->mu);
@@ -171,15 +177,20 @@ static const char *desc_name(const ew_event_desc *d)
 ew_err ew_queue_name(const ew_manager *m, const ew_listener_desc *l, char *buf,
                      size_t len)
 {
+    ewi_last_error_clear();
     if (!m || !l || !l->event || !buf)
-        return EW_EINVAL;
+        return ewi_fail(EW_EINVAL, "ew_queue_name: NULL argument");
+    if (l->version != 0 || l->event->version != 0)
+        return ewi_fail(EW_EINVAL, "ew_queue_name: descriptor version %u; this library "
+                        "knows layout 0", l->version ? l->version : l->event->version);
     char q[EW_MAX_QUEUE_NAME], err[256];
     ew_err rc = ewi_queue_names(m, desc_name(l->event), l->name, l->per_process,
                                 q, NULL, err, sizeof err);
     if (rc != EW_OK)
-        return rc;
+        return ewi_fail(rc, "ew_queue_name: %s", err);
     if (strlen(q) >= len)
-        return EW_EINVAL;
+        return ewi_fail(EW_EINVAL, "ew_queue_name: %s needs %zu bytes, the buffer has %zu",
+                        q, strlen(q) + 1, len);
     strcpy(buf, q);
     return EW_OK;
 }
@@ -191,8 +202,12 @@ ewi_pipes *ewi_pipes_get(ew_manager *m)
 
 ew_err ew_add_pipeline(ew_manager *m, const ew_pipeline *p, void *user)
 {
+    ewi_last_error_clear();
     if (!m || !p)
-        return EW_EINVAL;
+        return ewi_fail(EW_EINVAL, "ew_add_pipeline: NULL argument");
+    if (p->version != 0)
+        return ewi_fail(EW_EINVAL, "ew_add_pipeline: ew_pipeline.version is %u; this "
+                        "library knows layout 0", p->version);
     pthread_mutex_lock(&m->mu);
     ewi_pipes *old = ewi_pipes_get(m);
     size_t n = old ? old->n : 0;
@@ -202,7 +217,7 @@ ew_err ew_add_pipeline(ew_manager *m, const ew_pipeline *p, void *user)
         pthread_mutex_unlock(&m->mu);
         free(np);
         free(name);
-        return EW_ENOMEM;
+        return ewi_fail(EW_ENOMEM, "ew_add_pipeline: out of memory");
     }
     np->n = n + 1;
     np->older = old;
@@ -238,15 +253,19 @@ static ew_err activate(ew_manager *m, ewi_listener *l)
 ew_err ew_listen(ew_manager *m, const ew_listener_desc *d, ew_listener_fn fn,
                  void *user)
 {
+    ewi_last_error_clear();
     if (!m || !d || !d->event || !fn)
-        return EW_EINVAL;
+        return ewi_fail(EW_EINVAL, "ew_listen: NULL manager, descriptor, event or callback");
+    if (d->version != 0)
+        return ewi_fail(EW_EINVAL, "ew_listen: ew_listener_desc.version is %u; this "
+                        "library knows layout 0", d->version);
     ewi_event *ev;
     ew_err rc = ewi_event_get(m, d->event, &ev);
     if (rc != EW_OK)
         return rc;
     ewi_listener *l = calloc(1, sizeof *l);
     if (!l)
-        return EW_ENOMEM;
+        return ewi_fail(EW_ENOMEM, "ew_listen: out of memory");
     char err[256];
     if ((rc = ewi_queue_names(m, ev->name, d->name, d->per_process, l->queue, l->dlq,
                               err, sizeof err)) != EW_OK ||
@@ -287,7 +306,7 @@ ew_err ew_listen(ew_manager *m, const ew_listener_desc *d, ew_listener_fn fn,
     if (state == EWI_STOPPING || state == EWI_STOPPED) {
         pthread_mutex_unlock(&m->mu);
         ewi_listener_free(l);
-        return EW_ECLOSED;
+        return ewi_fail(EW_ECLOSED, "ew_listen: the manager is stopping or stopped");
     }
     for (ewi_listener *o = m->listeners; o; o = o->next) {
         if (strcmp(o->queue, l->queue) == 0 ||
@@ -325,16 +344,19 @@ ew_err ew_listen(ew_manager *m, const ew_listener_desc *d, ew_listener_fn fn,
         ewi_listener_free(l);
     }
     pthread_mutex_unlock(&m->life);
+    if (rc2 == EW_ECLOSED && !ewi_last_error_peek()[0])
+        ewi_set_last_error("ew_listen: the manager is stopping or stopped");
     return rc2;
 }
 
 ew_err ew_manager_start(ew_manager *m)
 {
+    ewi_last_error_clear();
     if (!m)
-        return EW_EINVAL;
+        return ewi_fail(EW_EINVAL, "ew_manager_start: the manager is NULL");
     int expected = EWI_NEW;
     if (!atomic_compare_exchange_strong(&m->state, &expected, EWI_STARTING))
-        return EW_ESTATE;
+        return ewi_fail(EW_ESTATE, "ew_manager_start: the manager was started already");
     ew_err rc = m->ops->start(m->t, m->cfg.start_timeout_ms);
     if (rc != EW_OK) {
         ewi_log(m, EW_LOG_ERROR, "start on %s failed: %s", m->url_redacted,
@@ -368,22 +390,29 @@ ew_err ew_manager_start(ew_manager *m)
     }
     ewi_log(m, EW_LOG_INFO, "manager %s started", m->server);
     return EW_OK;
-fail:
+fail:;
+    /* The stop must not replace the reason start failed. */
+    char why[1024];
+    snprintf(why, sizeof why, "%s", ewi_last_error_peek());
     atomic_store(&m->state, EWI_STARTED);
     ew_manager_stop(m, 0);
+    ewi_set_last_error("%s", why[0] ? why : ew_strerror(rc));
     return rc;
 }
 
 ew_err ew_manager_stop(ew_manager *m, int timeout_ms)
 {
+    ewi_last_error_clear();
     if (!m)
-        return EW_EINVAL;
+        return ewi_fail(EW_EINVAL, "ew_manager_stop: the manager is NULL");
     int state = EWI_NEW;
     if (atomic_compare_exchange_strong(&m->state, &state, EWI_STOPPED))
         return EW_OK;
     state = EWI_STARTED;
     if (!atomic_compare_exchange_strong(&m->state, &state, EWI_STOPPING))
-        return state == EWI_STOPPED || state == EWI_STOPPING ? EW_OK : EW_ESTATE;
+        return state == EWI_STOPPED || state == EWI_STOPPING
+                   ? EW_OK
+                   : ewi_fail(EW_ESTATE, "ew_manager_stop: the manager is starting");
     int64_t deadline = ewi_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     ew_err result = EW_OK;
 
@@ -408,8 +437,11 @@ ew_err ew_manager_stop(ew_manager *m, int timeout_ms)
         result = EW_ETIMEDOUT;
     m->ops->stop(m->t);
     atomic_store(&m->state, EWI_STOPPED);
-    if (result != EW_OK)
+    if (result != EW_OK) {
         ewi_log(m, EW_LOG_WARN, "stop: handlers still running after %d ms", timeout_ms);
+        ewi_set_last_error("ew_manager_stop: handlers or sends still running after %d ms",
+                           timeout_ms);
+    }
     ewi_log(m, EW_LOG_INFO, "manager %s stopped", m->server);
     return result;
 }

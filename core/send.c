@@ -48,7 +48,11 @@ ew_err ewi_event_get(ew_manager *m, const ew_event_desc *d, ewi_event **out)
         }
     }
     if (!d->type)
-        return EW_EINVAL;
+        return ewi_fail(EW_EINVAL, "event %s: the descriptor has no type",
+                        d->name ? d->name : "(unnamed)");
+    if (d->version != 0)
+        return ewi_fail(EW_EINVAL, "event %s: ew_event_desc.version is %u; this library "
+                        "knows layout 0", d->name ? d->name : d->type->name, d->version);
     const char *name = d->name ? d->name : d->type->name;
     char err[256];
     ew_err rc = ewi_check_event_name(name, err, sizeof err);
@@ -76,7 +80,7 @@ ew_err ewi_event_get(ew_manager *m, const ew_event_desc *d, ewi_event **out)
         ev = calloc(1, sizeof *ev);
         if (!ev) {
             pthread_mutex_unlock(&m->mu);
-            return EW_ENOMEM;
+            return ewi_fail(EW_ENOMEM, "event %s: out of memory", name);
         }
         strcpy(ev->name, name);
         ev->desc = *d;
@@ -203,10 +207,12 @@ static ew_err build(ew_manager *m, ewi_event *ev, const void *event, ew_envelope
         const ewi_pipe *p = &pipes->items[i];
         if (!p->p.send)
             continue;
-        int prc = p->p.send(p->user, env, &ev->desc);
+        ew_err prc = p->p.send(p->user, env, &ev->desc);
         if (prc != EW_OK) {
             ewi_log(m, EW_LOG_WARN, "send %s: pipeline %s refused: %s", ev->name,
                     p->name, ew_strerror(prc));
+            ewi_set_last_error("send %s: pipeline %s refused: %s", ev->name, p->name,
+                               ew_strerror(prc));
             rc = prc;
             goto fail;
         }
@@ -230,6 +236,9 @@ typedef struct waiter {
 
 static void sync_done(ewi_pub *p, int err, const char *detail)
 {
+    /* Whatever a transport says, a written message without its confirm may
+     * have been delivered: never report it as not sent. */
+    err = ewi_pub_unconfirmed(p, err);
     waiter *w = p->user;
     pthread_mutex_lock(&w->mu);
     w->done = true;
@@ -286,11 +295,14 @@ typedef struct async_pub {
 static ew_err prepare(ew_manager *m, const ew_event_desc *desc, const char *listener,
                       const void *event, ewi_pub *p, char *queue, char *lname)
 {
+    ewi_last_error_clear();
     if (!m || !desc || !event)
-        return EW_EINVAL;
+        return ewi_fail(EW_EINVAL, "send: NULL manager, event descriptor or event");
     int state = atomic_load_explicit(&m->state, memory_order_acquire);
     if (state != EWI_STARTED)
-        return state >= EWI_STOPPING ? EW_ECLOSED : EW_ESTATE;
+        return state >= EWI_STOPPING
+                   ? ewi_fail(EW_ECLOSED, "send: the manager is stopping or stopped")
+                   : ewi_fail(EW_ESTATE, "send: the manager is not started");
     ewi_event *ev;
     ew_err rc = ewi_event_get(m, desc, &ev);
     if (rc == EW_OK)
@@ -313,8 +325,11 @@ static ew_err prepare(ew_manager *m, const ew_event_desc *desc, const char *list
         p->listener = lname;
         p->queue = queue;
     }
-    if ((rc = build(m, ev, event, &p->env)) != EW_OK)
+    if ((rc = build(m, ev, event, &p->env)) != EW_OK) {
+        if (!ewi_last_error_peek()[0])
+            ewi_set_last_error("send %s: %s", ev->name, ew_strerror(rc));
         return rc;
+    }
     p->deadline_ms = ewi_now_ms() + m->cfg.send_timeout_ms;
     return EW_OK;
 }
@@ -328,6 +343,8 @@ static ew_err send_sync(ew_manager *m, const ew_event_desc *desc, const char *li
     if (rc != EW_OK)
         return rc;
     rc = ewi_publish_sync(m, &p);
+    if (rc != EW_OK && !ewi_last_error_peek()[0])
+        ewi_set_last_error("send %s: %s", p.event, ew_strerror(rc));
     ewi_envelope_unref(p.env);
     return rc;
 }
@@ -341,7 +358,7 @@ ew_err ew_send_to(ew_manager *m, const ew_event_desc *ev, const char *listener,
                   const void *event)
 {
     if (!listener)
-        return EW_EINVAL;
+        return ewi_fail(EW_EINVAL, "ew_send_to: the listener name is NULL");
     return send_sync(m, ev, listener, event);
 }
 
@@ -349,6 +366,7 @@ static void async_done(ewi_pub *p, int err, const char *detail)
 {
     async_pub *a = (async_pub *)p;
     ew_manager *m = a->m;
+    err = ewi_pub_unconfirmed(p, err);
     if (err != EW_OK)
         ewi_report(m, (ew_err)err, a->pub.queue, a->pub.event,
                    ew_envelope_message_id(a->pub.env), "asynchronous send failed%s%s",
@@ -368,7 +386,7 @@ ew_err ew_send_async(ew_manager *m, const ew_event_desc *ev, const char *listene
 {
     async_pub *a = malloc(sizeof *a);
     if (!a)
-        return EW_ENOMEM;
+        return ewi_fail(EW_ENOMEM, "ew_send_async: out of memory");
     ew_err rc = prepare(m, ev, listener, event, &a->pub, a->queue, a->listener);
     if (rc != EW_OK) {
         free(a);
@@ -383,6 +401,8 @@ ew_err ew_send_async(ew_manager *m, const ew_event_desc *ev, const char *listene
     pthread_mutex_unlock(&m->fmu);
     rc = m->ops->publish(m->t, &a->pub);
     if (rc != EW_OK) {
+        if (!ewi_last_error_peek()[0])
+            ewi_set_last_error("send %s: %s", a->pub.event, ew_strerror(rc));
         ewi_envelope_unref(a->pub.env);
         free(a);
         pthread_mutex_lock(&m->fmu);
@@ -396,48 +416,18 @@ ew_err ew_send_async(ew_manager *m, const ew_event_desc *ev, const char *listene
 ew_err ew_flush(ew_manager *m, int timeout_ms)
 {
     if (!m)
-        return EW_EINVAL;
+        return ewi_fail(EW_EINVAL, "ew_flush: the manager is NULL");
     int64_t deadline = ewi_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     ew_err rc = EW_OK;
     pthread_mutex_lock(&m->fmu);
     while (m->inflight > 0) {
         if (ewi_left_ms(deadline) == 0) {
-            rc = EW_ETIMEDOUT;
+            rc = ewi_fail(EW_ETIMEDOUT, "ew_flush: %zu sends still in flight after %d ms",
+                          m->inflight, timeout_ms);
             break;
         }
         ewi_cond_wait_until(&m->fcv, &m->fmu, deadline);
     }
     pthread_mutex_unlock(&m->fmu);
-    return rc;
-}
-
-/* ---- dead letters ------------------------------------------------------- */
-
-ew_err ew_dead_letters(ew_manager *m, const ew_event_desc *desc, const char *listener,
-                       size_t max, int timeout_ms, ew_dead_letter_fn fn, void *user,
-                       size_t *taken)
-{
-    if (taken)
-        *taken = 0;
-    if (!m || !desc || !listener || !fn)
-        return EW_EINVAL;
-    if (atomic_load(&m->state) != EWI_STARTED)
-        return EW_ESTATE;
-    if (!(m->ops->features & EWI_FEAT_DLQ_READ))
-        return EW_ENOTSUP;
-    ewi_event *ev;
-    ew_err rc = ewi_event_get(m, desc, &ev);
-    if (rc != EW_OK)
-        return rc;
-    char queue[EW_MAX_QUEUE_NAME], dlq[EW_MAX_QUEUE_NAME], err[256];
-    if ((rc = ewi_queue_names(m, ev->name, listener, false, queue, dlq, err,
-                              sizeof err)) != EW_OK) {
-        ewi_log(m, EW_LOG_ERROR, "dead letters: %s", err);
-        return rc;
-    }
-    ewi_dlq_req req = {ev->name, listener, dlq, max, timeout_ms, fn, user, 0};
-    rc = m->ops->dlq_take(m->t, &req);
-    if (taken)
-        *taken = req.taken;
     return rc;
 }

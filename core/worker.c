@@ -180,12 +180,12 @@ static void retry_report(ewi_listener *l, const char *id, const char *fmt, ...)
 }
 
 /* Runs the handle hooks, the listener and the after hooks once. */
-static int run_once(ewi_listener *l, ew_delivery *d, const void *event,
-                    const char **refused_by)
+static ew_err run_once(ewi_listener *l, ew_delivery *d, const void *event,
+                       const char **refused_by)
 {
     ewi_pipes *pipes = ewi_pipes_get(l->m);
     size_t n = pipes ? pipes->n : 0, ran = 0;
-    int rc = EW_OK;
+    ew_err rc = EW_OK;
     for (; ran < n; ran++) {
         const ewi_pipe *p = &pipes->items[ran];
         if (p->p.handle && (rc = p->p.handle(p->user, d->env, &l->desc)) != EW_OK) {
@@ -257,7 +257,7 @@ static void handle(ewi_listener *l, ewi_msg *msg)
     for (uint32_t attempt = spent + 1;; attempt++) {
         ew_delivery d = {env, l->queue, attempt};
         const char *refused_by = NULL;
-        int rc = run_once(l, &d, event, &refused_by);
+        ew_err rc = run_once(l, &d, event, &refused_by);
         if (rc == EW_OK) {
             ew_event_free(l->event->desc.type, event);
             settle(l, msg, EWI_ACK);

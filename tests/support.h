@@ -136,8 +136,8 @@ static SUPPORT_UNUSED void tally_note(tally *t, int64_t id, const char *label,
 }
 
 /* The listener: user is a tally_ref (or a tally, labelled ""). */
-static SUPPORT_UNUSED int tally_listener_ref(ew_delivery *d, const void *event,
-                                             tally_ref *r)
+static SUPPORT_UNUSED ew_err tally_listener_ref(ew_delivery *d, const void *event,
+                                                tally_ref *r)
 {
     tally *t = r->t;
     const conf_event *e = event;
@@ -164,7 +164,7 @@ static SUPPORT_UNUSED int tally_listener_ref(ew_delivery *d, const void *event,
     return fail ? EW_ELISTENER : EW_OK;
 }
 
-static SUPPORT_UNUSED int tally_listener(ew_delivery *d, const void *event, void *user)
+static SUPPORT_UNUSED ew_err tally_listener(ew_delivery *d, const void *event, void *user)
 {
     return tally_listener_ref(d, event, user);
 }
@@ -357,11 +357,11 @@ typedef struct dlq_box {
     char reason[16][32], attempts[16][16], queue[16][EW_MAX_QUEUE_NAME], error[16][256];
 } dlq_box;
 
-static SUPPORT_UNUSED void dlq_collect(void *user, const ew_envelope *env)
+static SUPPORT_UNUSED ew_err dlq_collect(void *user, const ew_envelope *env)
 {
     dlq_box *b = user;
     if (b->n >= 16)
-        return;
+        return EW_OK;
     size_t i = b->n++, len;
     const void *body = ew_envelope_body(env, &len);
     void *ev = NULL;
@@ -380,6 +380,7 @@ static SUPPORT_UNUSED void dlq_collect(void *user, const ew_envelope *env)
              (h = ew_envelope_header(env, EW_HDR_DLQ_QUEUE)) ? h : "");
     snprintf(b->error[i], sizeof b->error[i], "%s",
              (h = ew_envelope_header(env, EW_HDR_DLQ_ERROR)) ? h : "");
+    return EW_OK;
 }
 
 #endif

@@ -305,7 +305,7 @@ static atomic_int ew_received;
 static _Atomic int64_t ew_t_last;
 static int ew_target;
 
-static int on_bench(ew_delivery *d, const void *event, void *user)
+static ew_err on_bench(ew_delivery *d, const void *event, void *user)
 {
     (void)d;
     (void)event;
@@ -467,7 +467,7 @@ int main(int argc, char **argv)
     amqp_options o;
     char err[256];
     if (ewi_url_parse(url, &u, err, sizeof err) != EW_OK ||
-        amqp_options_parse(&u, &o, err, sizeof err) != EW_OK)
+        amqp_options_parse(NULL, &u, &o, err, sizeof err) != EW_OK)
         die(err);
     ewi_url_free(&u);
     /* aspyx-event's addresses do not meet on RabbitMQ's plugin (see

@@ -163,7 +163,7 @@ static double bare_order(long n)
 
 static atomic_long received;
 
-static int on_event(ew_delivery *d, const void *event, void *user)
+static ew_err on_event(ew_delivery *d, const void *event, void *user)
 {
     (void)d;
     (void)event;

@@ -189,7 +189,7 @@ typedef struct counter {
     _Atomic int64_t last_ms;
 } counter;
 
-static int on_event(ew_delivery *d, const void *event, void *user)
+static ew_err on_event(ew_delivery *d, const void *event, void *user)
 {
     (void)d;
     (void)event;

@@ -307,7 +307,7 @@ typedef struct counter {
     _Atomic int64_t last;
 } counter;
 
-static int on_event(ew_delivery *d, const void *event, void *user)
+static ew_err on_event(ew_delivery *d, const void *event, void *user)
 {
     (void)d;
     (void)event;
@@ -389,7 +389,7 @@ static void bench(const char *dialect, int n, int rounds)
     stomp_options o;
     char err[512];
     if (ewi_url_parse(url, &u, err, sizeof err) != EW_OK ||
-        stomp_options_parse(&u, &o, err, sizeof err) != EW_OK)
+        stomp_options_parse(NULL, &u, &o, err, sizeof err) != EW_OK)
         die("bad URL: %s", err);
     double raw_r[16], ew_r[16];
     for (int i = 0; i < rounds; i++) {

@@ -27,7 +27,7 @@ static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static int received;
 
 /* Runs on the listener's worker thread. */
-static int on_hello(ew_delivery *d, const void *event, void *user)
+static ew_err on_hello(ew_delivery *d, const void *event, void *user)
 {
     const hello_event *h = event;
     (void)user;
@@ -47,7 +47,7 @@ int main(void)
     ew_manager *m;
     ew_err rc = ew_manager_new(&m, url, NULL);
     if (rc != EW_OK) {
-        fprintf(stderr, "hello: %s\n", ew_strerror(rc));
+        fprintf(stderr, "hello: %s: %s\n", ew_strerror(rc), ew_last_error());
         return 1;
     }
     rc = ew_listen(m, &(ew_listener_desc){.event = &HELLO, .name = "HelloListener"},
@@ -57,7 +57,7 @@ int main(void)
     if (rc == EW_OK)
         rc = ew_send(m, &HELLO, &(hello_event){.world = "world", .count = 1});
     if (rc != EW_OK) {
-        fprintf(stderr, "hello: %s\n", ew_strerror(rc));
+        fprintf(stderr, "hello: %s: %s\n", ew_strerror(rc), ew_last_error());
         ew_manager_free(m);
         return 1;
     }

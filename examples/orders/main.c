@@ -50,7 +50,7 @@ static const ew_event_desc ORDER = {.type = &order_placed_type,
 
 static atomic_int billed, shipped;
 
-static int on_bill(ew_delivery *d, const void *event, void *user)
+static ew_err on_bill(ew_delivery *d, const void *event, void *user)
 {
     const order_placed *o = event;
     (void)d;
@@ -65,7 +65,7 @@ static int on_bill(ew_delivery *d, const void *event, void *user)
 }
 
 /* Fails for every seventh order: those are retried, then dead-lettered. */
-static int on_ship(ew_delivery *d, const void *event, void *user)
+static ew_err on_ship(ew_delivery *d, const void *event, void *user)
 {
     const order_placed *o = event;
     (void)user;
@@ -78,23 +78,26 @@ static int on_ship(ew_delivery *d, const void *event, void *user)
     return EW_OK;
 }
 
-static void on_dead_letter(void *user, const ew_envelope *env)
+static ew_err on_dead_letter(void *user, const ew_envelope *env)
 {
     (void)user;
     printf("dead letter %s: %s after %s attempts: %s\n", ew_envelope_message_id(env),
            ew_envelope_header(env, EW_HDR_DLQ_REASON),
            ew_envelope_header(env, EW_HDR_DLQ_ATTEMPTS),
            ew_envelope_header(env, EW_HDR_DLQ_ERROR));
+    return EW_OK;
 }
 
 int main(void)
 {
     const char *url = getenv("EW_URL") ? getenv("EW_URL") : "local://";
     ew_manager *m;
-    if (ew_manager_new(&m, url, NULL) != EW_OK)
+    ew_err rc = ew_manager_new(&m, url, NULL);
+    if (rc != EW_OK) {
+        fprintf(stderr, "orders: %s: %s\n", ew_strerror(rc), ew_last_error());
         return 1;
-    ew_err rc = ew_listen(m, &(ew_listener_desc){.event = &ORDER, .name = "Billing"},
-                          on_bill, NULL);
+    }
+    rc = ew_listen(m, &(ew_listener_desc){.event = &ORDER, .name = "Billing"}, on_bill, NULL);
     if (rc == EW_OK)
         rc = ew_listen(m,
                        &(ew_listener_desc){.event = &ORDER,
@@ -119,16 +122,16 @@ int main(void)
         rc = ew_send(m, &ORDER, &o);
     }
     if (rc != EW_OK) {
-        fprintf(stderr, "orders: %s\n", ew_strerror(rc));
+        fprintf(stderr, "orders: %s: %s\n", ew_strerror(rc), ew_last_error());
         ew_manager_free(m);
         return 1;
     }
     /* Orders 7 and 14 fail on every attempt: read them from dead letters. */
     size_t dead = 0, got;
+    ew_dead_letter_options dl = {.event = &ORDER, .listener = "Shipping", .max = 10,
+                                 .timeout_ms = 5000, .fn = on_dead_letter, .user = NULL};
     while (dead < ORDERS / 7 &&
-           ew_dead_letters(m, &ORDER, "Shipping", 10, 5000, on_dead_letter, NULL, &got) ==
-               EW_OK &&
-           got > 0)
+           ew_dead_letters(m, &dl, &got) == EW_OK && got > 0)
         dead += got;
     ew_manager_stop(m, 5000);
     printf("billed %d, shipped %d, dead letters %zu\n", atomic_load(&billed),

@@ -22,7 +22,7 @@ static const ew_event_desc CLICK = {.type = &click_event_type, .name = "ClickEve
 /* The application's notion of "the current session", per thread. */
 static _Thread_local char current_session[64];
 
-static int session_send(void *user, ew_envelope *env, const ew_event_desc *ev)
+static ew_err session_send(void *user, ew_envelope *env, const ew_event_desc *ev)
 {
     (void)user;
     (void)ev;
@@ -30,7 +30,7 @@ static int session_send(void *user, ew_envelope *env, const ew_event_desc *ev)
                               : EW_OK;
 }
 
-static int session_handle(void *user, const ew_envelope *env, const ew_listener_desc *l)
+static ew_err session_handle(void *user, const ew_envelope *env, const ew_listener_desc *l)
 {
     (void)user;
     (void)l;
@@ -40,7 +40,7 @@ static int session_handle(void *user, const ew_envelope *env, const ew_listener_
 }
 
 static void session_after(void *user, const ew_envelope *env, const ew_listener_desc *l,
-                          int result)
+                          ew_err result)
 {
     (void)user;
     (void)env;
@@ -58,7 +58,7 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static int received;
 
-static int on_click(ew_delivery *d, const void *event, void *user)
+static ew_err on_click(ew_delivery *d, const void *event, void *user)
 {
     const click_event *c = event;
     (void)d;
@@ -78,7 +78,7 @@ static void *user_thread(void *arg)
     snprintf(current_session, sizeof current_session, "session-of-alice");
     ew_err rc = ew_send(m, &CLICK, &(click_event){.item = "buy-button"});
     if (rc != EW_OK)
-        fprintf(stderr, "session: send: %s\n", ew_strerror(rc));
+        fprintf(stderr, "session: send: %s: %s\n", ew_strerror(rc), ew_last_error());
     return NULL;
 }
 
@@ -86,16 +86,19 @@ int main(void)
 {
     const char *url = getenv("EW_URL") ? getenv("EW_URL") : "local://";
     ew_manager *m;
-    if (ew_manager_new(&m, url, NULL) != EW_OK)
+    ew_err rc = ew_manager_new(&m, url, NULL);
+    if (rc != EW_OK) {
+        fprintf(stderr, "session: %s: %s\n", ew_strerror(rc), ew_last_error());
         return 1;
-    ew_err rc = ew_add_pipeline(m, &session_pipeline, NULL);
+    }
+    rc = ew_add_pipeline(m, &session_pipeline, NULL);
     if (rc == EW_OK)
         rc = ew_listen(m, &(ew_listener_desc){.event = &CLICK, .name = "ClickLog"},
                        on_click, NULL);
     if (rc == EW_OK)
         rc = ew_manager_start(m);
     if (rc != EW_OK) {
-        fprintf(stderr, "session: %s\n", ew_strerror(rc));
+        fprintf(stderr, "session: %s: %s\n", ew_strerror(rc), ew_last_error());
         ew_manager_free(m);
         return 1;
     }

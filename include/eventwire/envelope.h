@@ -29,35 +29,40 @@ typedef struct ew_envelope ew_envelope;
 #define EW_HDR_DLQ_ATTEMPTS "ew-dlq-attempts" /* how many times it was handled */
 #define EW_HDR_DLQ_SERVER "ew-dlq-server" /* the server that dead-lettered it */
 
-/* None of the envelope functions is thread-safe on one envelope; different
- * envelopes may be used from different threads. Pointers returned stay valid
- * until the envelope is changed or freed. */
+/* Thread safety: the functions that read an envelope (those taking a const
+ * ew_envelope *) may run at once on one envelope from several threads; the
+ * two that change it (set, remove) are not thread-safe: nothing else may use
+ * that envelope meanwhile. Different envelopes are independent. Envelopes the
+ * library hands out (deliveries, dead letters, handle hooks) are read-only.
+ * Pointers returned stay valid until the envelope is changed or freed. */
 
 /* The value of header key (a user header or a framework ew-* header), or
- * NULL. */
+ * NULL. Reads: thread-safe. */
 EW_API const char *ew_envelope_header(const ew_envelope *env, const char *key);
 
 /* Sets user header key to value (both copied), replacing an earlier value.
  * EW_EINVAL for an empty key, a key with characters other than letters,
  * digits and "-_.", or a key starting with "ew-"; EW_ETOOBIG past the
- * manager's header limits. */
+ * manager's header limits. Changes: not thread-safe. */
 EW_API ew_err ew_envelope_set_header(ew_envelope *env, const char *key,
                                      const char *value);
 
-/* Removes user header key; EW_ENOTFOUND if it was not set. */
+/* Removes user header key; EW_ENOTFOUND if it was not set. Changes: not
+ * thread-safe. */
 EW_API ew_err ew_envelope_remove_header(ew_envelope *env, const char *key);
 
 /* All headers, framework ew-* ones included, in the order they were set:
- * the count, and the i-th pair. */
+ * the count, and the i-th pair. Reads: thread-safe. */
 EW_API size_t ew_envelope_header_count(const ew_envelope *env);
 EW_API ew_err ew_envelope_header_at(const ew_envelope *env, size_t i,
                                     const char **key, const char **value);
 
-/* The encoded body and its length. */
+/* The encoded body and its length, and its content type. Reads:
+ * thread-safe. */
 EW_API const void *ew_envelope_body(const ew_envelope *env, size_t *len);
 EW_API const char *ew_envelope_content_type(const ew_envelope *env);
 
-/* Framework metadata. */
+/* Framework metadata. Reads: thread-safe. */
 EW_API const char *ew_envelope_event(const ew_envelope *env);
 EW_API const char *ew_envelope_message_id(const ew_envelope *env);
 EW_API int64_t ew_envelope_sent_at(const ew_envelope *env);

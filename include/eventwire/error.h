@@ -8,7 +8,7 @@ EW_BEGIN_DECLS
 
 typedef enum ew_err {
     EW_OK            =  0,
-    EW_EINVAL        =  1,  /* an argument is invalid (the log says which) */
+    EW_EINVAL        =  1,  /* an argument is invalid (ew_last_error() says which) */
     EW_ENOMEM        =  2,  /* out of memory */
     EW_ENOTFOUND     =  3,  /* no such event, listener, queue or transport scheme */
     EW_ECONFLICT     =  4,  /* a name is already registered differently */
@@ -37,7 +37,19 @@ typedef enum ew_err {
 } ew_err;
 
 /* A static English text for err; never NULL. Thread-safe. */
-EW_API const char *ew_strerror(int err);
+EW_API const char *ew_strerror(ew_err err);
+
+/* Why the last eventwire call on this thread failed, with the detail the
+ * code cannot carry: the broker's or the TLS library's own text, the bad name
+ * or option, the field path of an encoding error. For example "the broker
+ * refused the login of user 'guest' on rabbitmq://127.0.0.1:5672/: 403
+ * ACCESS_REFUSED - Login was refused ..." or "cannot connect to STOMP broker
+ * stomp+ssl://127.0.0.1:61612: TLS handshake with 127.0.0.1:61612:
+ * certificate not trusted: ...". Meaningful right after a call returned an
+ * error (every public call that fails sets it); after a call that succeeded
+ * it is usually "". Never NULL, never holds credentials. Valid until the next
+ * eventwire call on this thread. Thread-safe: each thread has its own. */
+EW_API const char *ew_last_error(void);
 
 EW_END_DECLS
 

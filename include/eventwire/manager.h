@@ -5,7 +5,11 @@
  * Listeners and pipelines may also be added after start; listeners and
  * pipelines die with their manager. Descriptors passed in are copied (names
  * too), except the ew_type an event points to, which must outlive the manager
- * (it is normally a static object made by EW_TYPE). */
+ * (it is normally a static object made by EW_TYPE).
+ *
+ * Every descriptor and options struct starts with `version`: leave it 0 (this
+ * layout). Any other value is refused with EW_EINVAL, so a program built for
+ * a later layout fails clearly instead of being misread. */
 #ifndef EVENTWIRE_MANAGER_H
 #define EVENTWIRE_MANAGER_H
 
@@ -37,7 +41,7 @@ typedef struct ew_delivery ew_delivery;
 
 /* An event: its type, its name on the wire and its durability. */
 typedef struct ew_event_desc {
-    unsigned version;     /* 0: this layout */
+    unsigned version;     /* 0 (see above) */
     const ew_type *type;  /* required */
     const char *name;     /* NULL: type->name */
     bool durable;         /* persistent queues and messages, confirmed sends */
@@ -53,15 +57,16 @@ typedef struct ew_retry_policy {
     uint32_t max_backoff_ms; /* cap; default 10000 */
 } ew_retry_policy;
 
-/* A listener callback. Runs on one of the listener's worker threads, never
- * while a library lock is held. event is the decoded struct and d the
- * delivery; both are valid until the callback returns. Return EW_OK to
- * acknowledge; EW_ENORETRY to dead-letter at once; anything else to be
- * retried by the policy, then dead-lettered. */
-typedef int (*ew_listener_fn)(ew_delivery *d, const void *event, void *user);
+/* A listener callback. Runs on one of the listener's worker threads (with
+ * concurrency > 1, on several at once), never while a library lock is held.
+ * event is the decoded struct and d the delivery; both are valid until the
+ * callback returns. Return EW_OK to acknowledge; EW_ENORETRY to dead-letter
+ * at once; any other code to be retried by the policy, then dead-lettered
+ * (the dead letter's ew-dlq-error header names the code). */
+typedef ew_err (*ew_listener_fn)(ew_delivery *d, const void *event, void *user);
 
 typedef struct ew_listener_desc {
-    unsigned version;            /* 0: this layout */
+    unsigned version;            /* 0 (see above) */
     const ew_event_desc *event;  /* required */
     const char *name;            /* required, unique per event */
     bool per_process;            /* every server gets its own copy */
@@ -74,19 +79,19 @@ typedef struct ew_listener_desc {
  * registration order. They must be thread-safe: send runs on every sending
  * thread, handle and after on every worker thread. */
 typedef struct ew_pipeline {
-    unsigned version;  /* 0: this layout */
+    unsigned version;  /* 0 (see above) */
     const char *name;  /* for logs and dead-letter reasons */
     /* On the sending thread inside ew_send*, before the envelope goes to the
      * transport; may set headers. Non-EW_OK refuses: the send fails with it. */
-    int (*send)(void *user, ew_envelope *env, const ew_event_desc *event);
+    ew_err (*send)(void *user, ew_envelope *env, const ew_event_desc *event);
     /* On the worker thread right before the listener runs (before every
      * attempt). Non-EW_OK refuses: the message is dead-lettered at once. */
-    int (*handle)(void *user, const ew_envelope *env,
-                  const ew_listener_desc *listener);
+    ew_err (*handle)(void *user, const ew_envelope *env,
+                     const ew_listener_desc *listener);
     /* On the worker thread right after the listener returned result (or after
      * a later pipeline's handle refused): a place to clear what handle set. */
     void (*after)(void *user, const ew_envelope *env,
-                  const ew_listener_desc *listener, int result);
+                  const ew_listener_desc *listener, ew_err result);
 } ew_pipeline;
 
 /* What the error handler receives. Strings are valid until it returns. */
@@ -106,7 +111,7 @@ typedef void (*ew_error_fn)(void *user, const ew_error_info *info);
 
 /* Manager options; zero members take the defaults. Copied by ew_manager_new. */
 typedef struct ew_options {
-    unsigned version;        /* 0: this layout */
+    unsigned version;        /* 0 (see above) */
     const char *server_name; /* NULL: hostname-pid (dots become '_') */
     ew_format format;        /* body format of events that do not say; msgpack */
     int send_timeout_ms;     /* bound on a send's wait (room, reconnect, confirm); 10000 */
@@ -133,19 +138,24 @@ EW_API ew_err ew_manager_new(ew_manager **out, const char *url,
 
 /* Connects (retrying until start_timeout_ms), declares every registered
  * event, subscribes every registered listener and starts their workers;
- * returns once every listener consumes. Not thread-safe with stop/free. */
+ * returns once every listener consumes. On failure ew_last_error() says why
+ * (the broker's or the TLS library's reason). Not thread-safe with
+ * ew_manager_stop and ew_manager_free on the same manager; call it once. */
 EW_API ew_err ew_manager_start(ew_manager *m);
 
 /* Drains: no new deliveries, in-flight handlers finish (bounded by
  * timeout_ms), messages not yet handled go back to the broker, waiting sends
  * complete or fail, then the connection closes. EW_ETIMEDOUT when handlers
  * were still running at the bound (free then waits for them). Idempotent.
- * Must not be called from a listener or a callback. */
+ * Must not be called from a listener or a callback. Thread-safe with sends
+ * and ew_listen (they fail with EW_ECLOSED once it began); not with
+ * ew_manager_start or ew_manager_free. */
 EW_API ew_err ew_manager_stop(ew_manager *m, int timeout_ms);
 
 /* Stops (if needed, with the send timeout) and frees the manager with its
  * listeners and pipelines. NULL is allowed. Call it once, from a thread that
- * is not one of its callbacks. */
+ * is not one of its callbacks. Not thread-safe: no other call on the
+ * manager may run or follow. */
 EW_API void ew_manager_free(ew_manager *m);
 
 /* Registers a listener. Before start it is subscribed by start; after start
@@ -162,26 +172,50 @@ EW_API ew_err ew_add_pipeline(ew_manager *m, const ew_pipeline *p, void *user);
 
 /* Sends event to every listener of ev. Returns when the transport has taken
  * it: for durable events once the broker confirmed it. Waits at most the
- * send timeout (full queue, reconnect, confirm), then EW_ETIMEDOUT; a send
- * that failed was not delivered. Thread-safe. */
+ * send timeout (full queue, reconnect, confirm). The outcome is truthful:
+ *   EW_OK        taken (durable: confirmed by the broker).
+ *   EW_ETIMEDOUT never written to the broker within the send timeout (a
+ *                full window, an outage), and dropped: nothing sends it
+ *                later, also not after a reconnect. It was not delivered.
+ *   EW_ECLOSED   the manager stopped before the message was written; the
+ *                same guarantee.
+ *   EW_EINDOUBT  written to the broker, but its confirm did not come before
+ *                the send timeout or before the manager stopped: it may have
+ *                been delivered (once, or more than once), and it will not be
+ *                sent again.
+ *   other codes  refused before or by the broker (EW_EBROKER, EW_ENOTFOUND,
+ *                EW_ETOOBIG, ...): not delivered.
+ * When the connection drops after a durable message was written and before
+ * its confirm, the transport sends it again on the next connection while its
+ * send timeout runs (at-least-once, same ew-message-id, so a listener may see
+ * it twice): EW_OK if that copy is confirmed in time, EW_EINDOUBT if the send
+ * timeout passes first. On rabbitmq:// a transient (non-durable) event is
+ * taken once written to the connection (no confirm): it is lost if the
+ * connection dies before the broker routed it.
+ * Thread-safe. */
 EW_API ew_err ew_send(ew_manager *m, const ew_event_desc *ev, const void *event);
 
-/* Like ew_send, but only listener `listener`'s queue E::L receives it. */
+/* Like ew_send, but only listener `listener`'s queue E::L receives it.
+ * Thread-safe. */
 EW_API ew_err ew_send_to(ew_manager *m, const ew_event_desc *ev,
                          const char *listener, const void *event);
 
 /* Completion of an asynchronous send: err is EW_OK once the transport took
- * the message (durable: confirmed). Runs exactly once, on the transport's
- * thread or, when the send failed early, on the calling thread; it must not
- * block and must not call ew_send or ew_flush. */
+ * the message (durable: confirmed), else the outcome as ew_send describes it
+ * (EW_ETIMEDOUT and EW_ECLOSED: never written and never will be;
+ * EW_EINDOUBT: written, unconfirmed, may have been delivered). Runs exactly
+ * once, on the transport's thread or, when the send failed early, on the
+ * calling thread; it must not block and must not call ew_send or ew_flush. */
 typedef void (*ew_send_fn)(void *user, ew_err err);
 
 /* Encodes, runs the send pipelines and hands the message to the transport,
  * then returns; done (may be NULL) reports the outcome. Many sends are in
- * flight at once, so confirms are pipelined. Waits only while the transport's
- * in-flight window is full (bounded by the send timeout). listener NULL sends
- * to every listener. If it returns an error, done has not run and never runs.
- * Thread-safe. */
+ * flight at once (max_inflight, 4096 by default), so confirms are pipelined.
+ * Waits only while the transport's in-flight window is full: if it is still
+ * full at the send timeout, ew_send_async itself returns EW_ETIMEDOUT (the
+ * message was never written), the same on every transport. listener NULL
+ * sends to every listener. If it returns an error, done has not run and
+ * never runs. Thread-safe. */
 EW_API ew_err ew_send_async(ew_manager *m, const ew_event_desc *ev,
                             const char *listener, const void *event,
                             ew_send_fn done, void *user);
@@ -191,16 +225,31 @@ EW_API ew_err ew_send_async(ew_manager *m, const ew_event_desc *ev,
 EW_API ew_err ew_flush(ew_manager *m, int timeout_ms);
 
 /* Reads a dead letter: the callback sees the envelope (original body and
- * headers plus the ew-dlq-* reason headers) valid until it returns. */
-typedef void (*ew_dead_letter_fn)(void *user, const ew_envelope *env);
+ * headers plus the ew-dlq-* reason headers) valid until it returns. Return
+ * EW_OK to take the message off the dead-letter queue. Any other code keeps
+ * it: it is put back at the end of the dead-letter queue (so are the rest of
+ * the batch the transport already fetched), and ew_dead_letters returns that
+ * code. Runs on the thread calling ew_dead_letters. */
+typedef ew_err (*ew_dead_letter_fn)(void *user, const ew_envelope *env);
 
-/* Takes up to max messages off the dead-letter queue of listener `listener`
- * of ev (queue "<E>::<L>.dlq", per_process listeners included), waiting up
- * to timeout_ms for the first; each is passed to fn and removed. *taken
- * (may be NULL) counts them. The manager must be started. Thread-safe. */
-EW_API ew_err ew_dead_letters(ew_manager *m, const ew_event_desc *ev,
-                              const char *listener, size_t max, int timeout_ms,
-                              ew_dead_letter_fn fn, void *user, size_t *taken);
+/* What ew_dead_letters reads; zero members take the defaults. */
+typedef struct ew_dead_letter_options {
+    unsigned version;           /* 0 (see above) */
+    const ew_event_desc *event; /* required */
+    const char *listener;       /* required: reads its queue "<E>::<L>.dlq" */
+    size_t max;                 /* messages at most; 0: 1 */
+    int timeout_ms;             /* wait for the first one; 0: do not wait */
+    ew_dead_letter_fn fn;       /* required */
+    void *user;                 /* passed to fn */
+} ew_dead_letter_options;
+
+/* Takes up to o->max messages off the dead-letter queue of listener
+ * o->listener of o->event (per_process listeners share one), waiting up to
+ * o->timeout_ms for the first; each is passed to o->fn and, when it returns
+ * EW_OK, removed. *taken (may be NULL) counts the removed ones. The manager
+ * must be started. Thread-safe. */
+EW_API ew_err ew_dead_letters(ew_manager *m, const ew_dead_letter_options *o,
+                              size_t *taken);
 
 /* This process's server name (suffix of per_process queues). Valid for the
  * manager's life. Thread-safe. */
@@ -213,13 +262,23 @@ EW_API ew_err ew_queue_name(const ew_manager *m, const ew_listener_desc *l,
 
 /* ---- inside a listener ------------------------------------------------ */
 
-/* The delivered envelope; valid until the listener returns. */
+/* A delivery lives only while the listener callback (and the pipelines'
+ * handle and after hooks) it was passed to runs. The ew_delivery_* functions
+ * only read it: call them from that callback, on its worker thread, before it
+ * returns; they may run at the same time on other deliveries in other
+ * workers. A delivery must not be kept or handed to another thread. */
+
+/* The delivered envelope; valid until the listener returns. Thread-safe as
+ * above (the envelope is read-only). */
 EW_API const ew_envelope *ew_delivery_envelope(const ew_delivery *d);
-/* Shorthand for ew_envelope_header(ew_delivery_envelope(d), key). */
+/* Shorthand for ew_envelope_header(ew_delivery_envelope(d), key); valid
+ * until the listener returns. Thread-safe as above. */
 EW_API const char *ew_delivery_header(const ew_delivery *d, const char *key);
-/* The queue, "E::L" or "E::L-<server>". */
+/* The queue, "E::L" or "E::L-<server>"; valid until the listener returns.
+ * Thread-safe as above. */
 EW_API const char *ew_delivery_queue(const ew_delivery *d);
-/* 1 on the first run; counts retries and broker redeliveries. */
+/* 1 on the first run; counts retries and broker redeliveries. Thread-safe
+ * as above. */
 EW_API uint32_t ew_delivery_attempt(const ew_delivery *d);
 
 EW_END_DECLS

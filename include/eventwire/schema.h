@@ -91,82 +91,118 @@ typedef struct ew_type {
 
 /* ---- declaring types ------------------------------------------------- */
 
-/* Defines `const ew_type T_type` describing struct type T. */
-#define EW_TYPE(T, ...)                                                   \
-    static const ew_field T##_ew_fields_[] = {__VA_ARGS__};               \
-    const ew_type T##_type = {#T, sizeof(T), T##_ew_fields_,              \
-                              sizeof(T##_ew_fields_) / sizeof(ew_field)}
+/* A type is defined once, in one .c file, and declared in a header for the
+ * other files that use it (as an event, or nested in another type):
+ *
+ *   // order.h                          // order.c
+ *   typedef struct { ... } order;       #include "order.h"
+ *   EW_TYPE_DECLARE(order);             EW_TYPE(order, EW_FIELD(order, id, EW_INT64), ...);
+ *
+ * For a struct known by its tag only (`struct order`, no typedef), use
+ * EW_STRUCT_TYPE_DECLARE(order) and EW_STRUCT_TYPE(order, ...), and name
+ * the type `struct order` in the field macros: EW_FIELD(struct order, id,
+ * EW_INT64). Either way the object is `const ew_type order_type` and
+ * EW_NESTED & co. name it by `order`. */
 
-/* Declares the type object of T for use in other translation units. */
-#define EW_DECLARE_TYPE(T) extern const ew_type T##_type
+/* Declares `const ew_type T_type` of the typedef name T. */
+#define EW_TYPE_DECLARE(T)                                                \
+    typedef T ew_ctype_##T##_;                                            \
+    extern const ew_type T##_type
+
+/* Defines `const ew_type T_type` describing the struct typedef T; its name
+ * (the default event name) is "T". Recursive types need nothing more. */
+#define EW_TYPE(T, ...)                                                   \
+    EW_TYPE_DECLARE(T);                                                   \
+    EW_PRIV_DEFINE_(T, T, __VA_ARGS__)
+
+/* The same for `struct tag`: declares / defines `const ew_type tag_type`,
+ * named "tag". */
+#define EW_STRUCT_TYPE_DECLARE(tag)                                       \
+    typedef struct tag ew_ctype_##tag##_;                                 \
+    extern const ew_type tag##_type
+
+#define EW_STRUCT_TYPE(tag, ...)                                          \
+    EW_STRUCT_TYPE_DECLARE(tag);                                          \
+    EW_PRIV_DEFINE_(tag, struct tag, __VA_ARGS__)
 
 /* A scalar, string, bytes or map member. */
 #define EW_FIELD(T, f, KIND)                                              \
-    {#f, KIND, 0, (uint32_t)offsetof(T, f) + EWI_CHECK_(KIND, ((T *)0)->f), \
-     0, NULL}
+    {#f, KIND, 0,                                                         \
+     (uint32_t)offsetof(T, f) + EW_PRIV_CHECK_(KIND, ((T *)0)->f), 0, NULL}
 
 /* An optional member with its bool presence flag `has`. */
 #define EW_OPTIONAL(T, f, KIND, has)                                      \
     {#f, KIND, EW_FIELD_OPTIONAL,                                         \
-     (uint32_t)offsetof(T, f) + EWI_CHECK_(KIND, ((T *)0)->f),            \
-     (uint32_t)offsetof(T, has) + EWI_IS_(bool, ((T *)0)->has), NULL}
+     (uint32_t)offsetof(T, f) + EW_PRIV_CHECK_(KIND, ((T *)0)->f),        \
+     (uint32_t)offsetof(T, has) + EW_PRIV_IS_(bool, ((T *)0)->has), NULL}
 
 /* An array: `KIND-type *f` with `size_t count` elements. */
 #define EW_ARRAY(T, f, KIND, count)                                       \
     {#f, KIND, EW_FIELD_ARRAY,                                            \
-     (uint32_t)offsetof(T, f) + EWI_CHECKP_(KIND, ((T *)0)->f),           \
-     (uint32_t)offsetof(T, count) + EWI_IS_(size_t, ((T *)0)->count), NULL}
+     (uint32_t)offsetof(T, f) + EW_PRIV_CHECKP_(KIND, ((T *)0)->f),       \
+     (uint32_t)offsetof(T, count) + EW_PRIV_IS_(size_t, ((T *)0)->count), NULL}
 
-/* A nested struct S held by value; S must have been declared with EW_TYPE. */
+/* A nested struct held by value; S names a type declared or defined above
+ * with one of the macros (a typedef name or a struct tag). */
 #define EW_NESTED(T, f, S)                                                \
-    {#f, EW_STRUCT, 0, (uint32_t)offsetof(T, f) + EWI_IS_(S, ((T *)0)->f), \
+    {#f, EW_STRUCT, 0,                                                    \
+     (uint32_t)offsetof(T, f) + EW_PRIV_IS_(ew_ctype_##S##_, ((T *)0)->f), \
      0, &S##_type}
 
 #define EW_OPTIONAL_NESTED(T, f, S, has)                                  \
     {#f, EW_STRUCT, EW_FIELD_OPTIONAL,                                    \
-     (uint32_t)offsetof(T, f) + EWI_IS_(S, ((T *)0)->f),                  \
-     (uint32_t)offsetof(T, has) + EWI_IS_(bool, ((T *)0)->has), &S##_type}
+     (uint32_t)offsetof(T, f) + EW_PRIV_IS_(ew_ctype_##S##_, ((T *)0)->f), \
+     (uint32_t)offsetof(T, has) + EW_PRIV_IS_(bool, ((T *)0)->has), &S##_type}
 
 /* An array of nested structs: `S *f` with `size_t count` elements. */
 #define EW_NESTED_ARRAY(T, f, S, count)                                   \
     {#f, EW_STRUCT, EW_FIELD_ARRAY,                                       \
-     (uint32_t)offsetof(T, f) + EWI_IS_(S *, ((T *)0)->f),                \
-     (uint32_t)offsetof(T, count) + EWI_IS_(size_t, ((T *)0)->count),     \
+     (uint32_t)offsetof(T, f) + EW_PRIV_IS_(ew_ctype_##S##_ *, ((T *)0)->f), \
+     (uint32_t)offsetof(T, count) + EW_PRIV_IS_(size_t, ((T *)0)->count),  \
      &S##_type}
+
+/* ---- not for use: what the macros above expand to ---------------------- */
+
+/* EW_PRIV_* macros and the ew_ctype_*_ typedefs belong to the macros above;
+ * they may change in any release. */
+#define EW_PRIV_DEFINE_(N, CT, ...)                                       \
+    static const ew_field N##_ew_fields_[] = {__VA_ARGS__};               \
+    const ew_type N##_type = {#N, sizeof(CT), N##_ew_fields_,             \
+                              sizeof(N##_ew_fields_) / sizeof(ew_field)}
 
 /* Compile-time member type checks: a mismatch has no _Generic association
  * and fails to compile. They add 0 to the offset. */
-#define EWI_IS_(CT, e) _Generic((e), CT: 0u)
-#define EWI_CHECK_(KIND, e) _Generic((e), EWI_CT_##KIND)
-#define EWI_CHECKP_(KIND, e) _Generic((e), EWI_CTP_##KIND)
-#define EWI_CT_EW_BOOL bool: 0u
-#define EWI_CT_EW_INT8 int8_t: 0u
-#define EWI_CT_EW_INT16 int16_t: 0u
-#define EWI_CT_EW_INT32 int32_t: 0u
-#define EWI_CT_EW_INT64 int64_t: 0u
-#define EWI_CT_EW_UINT8 uint8_t: 0u
-#define EWI_CT_EW_UINT16 uint16_t: 0u
-#define EWI_CT_EW_UINT32 uint32_t: 0u
-#define EWI_CT_EW_UINT64 uint64_t: 0u
-#define EWI_CT_EW_FLOAT float: 0u
-#define EWI_CT_EW_DOUBLE double: 0u
-#define EWI_CT_EW_STRING char *: 0u, const char *: 0u
-#define EWI_CT_EW_BYTES ew_bytes: 0u
-#define EWI_CT_EW_MAP ew_map: 0u
-#define EWI_CTP_EW_BOOL bool *: 0u
-#define EWI_CTP_EW_INT8 int8_t *: 0u
-#define EWI_CTP_EW_INT16 int16_t *: 0u
-#define EWI_CTP_EW_INT32 int32_t *: 0u
-#define EWI_CTP_EW_INT64 int64_t *: 0u
-#define EWI_CTP_EW_UINT8 uint8_t *: 0u
-#define EWI_CTP_EW_UINT16 uint16_t *: 0u
-#define EWI_CTP_EW_UINT32 uint32_t *: 0u
-#define EWI_CTP_EW_UINT64 uint64_t *: 0u
-#define EWI_CTP_EW_FLOAT float *: 0u
-#define EWI_CTP_EW_DOUBLE double *: 0u
-#define EWI_CTP_EW_STRING char **: 0u, const char **: 0u
-#define EWI_CTP_EW_BYTES ew_bytes *: 0u
-#define EWI_CTP_EW_MAP ew_map *: 0u
+#define EW_PRIV_IS_(CT, e) _Generic((e), CT: 0u)
+#define EW_PRIV_CHECK_(KIND, e) _Generic((e), EW_PRIV_CT_##KIND)
+#define EW_PRIV_CHECKP_(KIND, e) _Generic((e), EW_PRIV_CTP_##KIND)
+#define EW_PRIV_CT_EW_BOOL bool: 0u
+#define EW_PRIV_CT_EW_INT8 int8_t: 0u
+#define EW_PRIV_CT_EW_INT16 int16_t: 0u
+#define EW_PRIV_CT_EW_INT32 int32_t: 0u
+#define EW_PRIV_CT_EW_INT64 int64_t: 0u
+#define EW_PRIV_CT_EW_UINT8 uint8_t: 0u
+#define EW_PRIV_CT_EW_UINT16 uint16_t: 0u
+#define EW_PRIV_CT_EW_UINT32 uint32_t: 0u
+#define EW_PRIV_CT_EW_UINT64 uint64_t: 0u
+#define EW_PRIV_CT_EW_FLOAT float: 0u
+#define EW_PRIV_CT_EW_DOUBLE double: 0u
+#define EW_PRIV_CT_EW_STRING char *: 0u, const char *: 0u
+#define EW_PRIV_CT_EW_BYTES ew_bytes: 0u
+#define EW_PRIV_CT_EW_MAP ew_map: 0u
+#define EW_PRIV_CTP_EW_BOOL bool *: 0u
+#define EW_PRIV_CTP_EW_INT8 int8_t *: 0u
+#define EW_PRIV_CTP_EW_INT16 int16_t *: 0u
+#define EW_PRIV_CTP_EW_INT32 int32_t *: 0u
+#define EW_PRIV_CTP_EW_INT64 int64_t *: 0u
+#define EW_PRIV_CTP_EW_UINT8 uint8_t *: 0u
+#define EW_PRIV_CTP_EW_UINT16 uint16_t *: 0u
+#define EW_PRIV_CTP_EW_UINT32 uint32_t *: 0u
+#define EW_PRIV_CTP_EW_UINT64 uint64_t *: 0u
+#define EW_PRIV_CTP_EW_FLOAT float *: 0u
+#define EW_PRIV_CTP_EW_DOUBLE double *: 0u
+#define EW_PRIV_CTP_EW_STRING char **: 0u, const char **: 0u
+#define EW_PRIV_CTP_EW_BYTES ew_bytes *: 0u
+#define EW_PRIV_CTP_EW_MAP ew_map *: 0u
 
 EW_END_DECLS
 

@@ -8,7 +8,9 @@
 #                                        it back with the same KahaDB
 #   scripts/brokers/activemq.sh restart  stop, then start
 #
-# OpenWire on 127.0.0.1:61616, STOMP on 127.0.0.1:61614 (61613 is RabbitMQ's).
+# OpenWire on 127.0.0.1:61616, STOMP on 127.0.0.1:61614 (61613 is RabbitMQ's);
+# $EW_AMQ_OPENWIRE_PORT and $EW_AMQ_STOMP_PORT (with its own $EW_BROKER_STATE)
+# run a second broker beside it.
 # Debian builds ActiveMQ without AMQP 1.0 support, so there is no amqp connector.
 # The JVM runs as user activemq; config, logs and KahaDB live in
 # ${EW_BROKER_STATE:-/tmp/eventwire-brokers}/activemq.
@@ -22,8 +24,9 @@ AMQ_HOME=/usr/share/activemq
 PIDFILE=$AMQ_STATE/activemq.pid
 LOG=$AMQ_STATE/log/activemq.log
 OUT=$AMQ_STATE/log/jvm.out
-OPENWIRE_PORT=61616
-STOMP_PORT=61614
+# A second, private broker (with its own EW_BROKER_STATE) takes other ports.
+OPENWIRE_PORT=${EW_AMQ_OPENWIRE_PORT:-61616}
+STOMP_PORT=${EW_AMQ_STOMP_PORT:-61614}
 PORTS=("$OPENWIRE_PORT" "$STOMP_PORT")
 JAVA=${JAVA:-/usr/bin/java}
 

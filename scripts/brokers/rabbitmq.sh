@@ -14,7 +14,9 @@
 #
 # AMQP 0-9-1 (and AMQP 1.0 through rabbitmq_amqp1_0) on 5672, STOMP on 61613;
 # the same over TLS: AMQP 0-9-1/1.0 on 5671, STOMP on 61612 (61614 and 61616
-# are ActiveMQ's). The TLS listeners present a certificate for localhost and
+# are ActiveMQ's). $EW_RMQ_AMQP_PORT, $EW_RMQ_STOMP_PORT, $EW_RMQ_AMQPS_PORT,
+# $EW_RMQ_STOMPS_PORT and $EW_RMQ_NODENAME (with its own $EW_BROKER_STATE)
+# run a second node beside it. The TLS listeners present a certificate for localhost and
 # 127.0.0.1 signed by the test CA that scripts/brokers/certs.sh makes in
 # ${EW_BROKER_STATE:-/tmp/eventwire-brokers}/tls (ca.pem; wrong-ca.pem is a CA
 # that signed nothing); clients need no certificate. A running node whose
@@ -28,15 +30,21 @@ export EW_SCRIPT=rabbitmq.sh
 . "$(dirname "$(readlink -f "$0")")/lib.sh"
 
 RMQ_STATE=$EW_BROKER_STATE/rabbitmq
-AMQP_PORT=5672
-STOMP_PORT=61613
-AMQPS_PORT=5671
-STOMPS_PORT=61612
+# A second, private node (e.g. for a fault test that kills its broker) takes
+# other ports, a node name and its own EW_BROKER_STATE through these.
+AMQP_PORT=${EW_RMQ_AMQP_PORT:-5672}
+STOMP_PORT=${EW_RMQ_STOMP_PORT:-61613}
+AMQPS_PORT=${EW_RMQ_AMQPS_PORT:-5671}
+STOMPS_PORT=${EW_RMQ_STOMPS_PORT:-61612}
 PORTS=("$AMQP_PORT" "$STOMP_PORT" "$AMQPS_PORT" "$STOMPS_PORT")
 TLS_DIR=$EW_BROKER_STATE/tls
 CERTS=$(dirname "$(readlink -f "$0")")/certs.sh
 
-export RABBITMQ_NODENAME=rabbit@localhost
+export RABBITMQ_NODENAME=${EW_RMQ_NODENAME:-rabbit@localhost}
+# Erlang distribution: AMQP port + 20000, as RabbitMQ's own default for 5672.
+if [ -n "${EW_RMQ_AMQP_PORT:-}" ]; then
+    export RABBITMQ_DIST_PORT=$((AMQP_PORT + 20000))
+fi
 export RABBITMQ_CONFIG_FILE=$RMQ_STATE/etc/rabbitmq.conf
 export RABBITMQ_ADVANCED_CONFIG_FILE=$RMQ_STATE/etc/advanced.config
 export RABBITMQ_CONF_ENV_FILE=$RMQ_STATE/etc/rabbitmq-env.conf

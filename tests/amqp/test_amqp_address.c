@@ -1,4 +1,4 @@
-/* Dialect addressing, DESIGN.md's AMQP 1.0 columns: what each broker sees
+/* Dialect addressing, the README's AMQP 1.0 columns: what each broker sees
  * for sends, listeners and dead letters, with both queue namings. */
 #include <setjmp.h>
 #include <stdarg.h>

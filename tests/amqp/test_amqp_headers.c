@@ -16,7 +16,7 @@ static const char *const HDRS[][2] = {
 };
 #define NHDRS (sizeof HDRS / sizeof HDRS[0])
 
-static int put_headers(void *user, ew_envelope *env, const ew_event_desc *ev)
+static ew_err put_headers(void *user, ew_envelope *env, const ew_event_desc *ev)
 {
     (void)user;
     (void)ev;
@@ -28,7 +28,7 @@ static int put_headers(void *user, ew_envelope *env, const ew_event_desc *ev)
     return EW_OK;
 }
 
-static int check_headers(ew_delivery *d, const void *event, void *user)
+static ew_err check_headers(ew_delivery *d, const void *event, void *user)
 {
     tally *t = user;
     const conf_event *e = event;

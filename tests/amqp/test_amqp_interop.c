@@ -43,7 +43,7 @@ typedef struct got {
     char world[256], session[256], ct[64];
 } got;
 
-static int on_hello(ew_delivery *d, const void *event, void *user)
+static ew_err on_hello(ew_delivery *d, const void *event, void *user)
 {
     const hello_event *h = event;
     got *g = user;
@@ -106,7 +106,7 @@ static void python_sends_c_listener_receives(void **state)
     rmq_delete("exchange", name);
 }
 
-static int stamp(void *user, ew_envelope *env, const ew_event_desc *ev)
+static ew_err stamp(void *user, ew_envelope *env, const ew_event_desc *ev)
 {
     (void)ev;
     return ew_envelope_set_header(env, "session", user);

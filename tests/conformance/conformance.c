@@ -93,7 +93,7 @@ static void per_process_gives_every_server_a_copy(void **state)
 
 /* ---- headers and pipelines ---------------------------------------------- */
 
-static int stamp_send(void *user, ew_envelope *env, const ew_event_desc *ev)
+static ew_err stamp_send(void *user, ew_envelope *env, const ew_event_desc *ev)
 {
     (void)ev;
     return ew_envelope_set_header(env, "session", user);
@@ -101,7 +101,7 @@ static int stamp_send(void *user, ew_envelope *env, const ew_event_desc *ev)
 
 static _Thread_local char seen_session[64];
 
-static int stamp_handle(void *user, const ew_envelope *env, const ew_listener_desc *l)
+static ew_err stamp_handle(void *user, const ew_envelope *env, const ew_listener_desc *l)
 {
     (void)user;
     (void)l;
@@ -110,14 +110,14 @@ static int stamp_handle(void *user, const ew_envelope *env, const ew_listener_de
     return EW_OK;
 }
 
-static int add_odd_header(void *user, ew_envelope *env, const ew_event_desc *ev)
+static ew_err add_odd_header(void *user, ew_envelope *env, const ew_event_desc *ev)
 {
     (void)user;
     (void)ev;
     return ew_envelope_set_header(env, "odd", ODD_VALUE);
 }
 
-static int check_headers(ew_delivery *d, const void *event, void *user)
+static ew_err check_headers(ew_delivery *d, const void *event, void *user)
 {
     tally *t = user;
     const conf_event *e = event;
@@ -236,8 +236,9 @@ static void failing_listener_is_retried_then_dead_lettered(void **state)
     assert_true(tally_wait_ids(&t, 14, 20, 30000));
     dlq_box box = {0};
     size_t got = 0;
-    assert_int_equal(ew_dead_letters(m, &ev, "Flaky", 10, 30000, dlq_collect, &box, &got),
-                     EW_OK);
+    ew_dead_letter_options dl = {.event = &ev, .listener = "Flaky", .max = 10,
+                                 .timeout_ms = 30000, .fn = dlq_collect, .user = &box};
+    assert_int_equal(ew_dead_letters(m, &dl, &got), EW_OK);
     assert_int_equal(got, 1);
     assert_int_equal(box.n, 1);
     assert_int_equal(box.ids[0], 13);
@@ -252,8 +253,8 @@ static void failing_listener_is_retried_then_dead_lettered(void **state)
     /* Nothing else arrives in dead letters: no redelivery loop. */
     ewi_sleep_ms(300);
     got = 9;
-    assert_int_equal(ew_dead_letters(m, &ev, "Flaky", 10, 200, dlq_collect, &box, &got),
-                     EW_OK);
+    dl.timeout_ms = 200;
+    assert_int_equal(ew_dead_letters(m, &dl, &got), EW_OK);
     assert_int_equal(got, 0);
     assert_int_equal(t.attempts[13], 3);
     ew_manager_free(m);
@@ -278,8 +279,9 @@ static void undecodable_body_goes_to_dead_letters_at_once(void **state)
     assert_true(tally_wait_all(&t, 30000));
     dlq_box box = {0};
     size_t got = 0, total = 0;
-    while (total < 2 && ew_dead_letters(m, &ev, "Strict", 10, 10000, dlq_collect, &box,
-                                        &got) == EW_OK && got > 0)
+    ew_dead_letter_options dl = {.event = &ev, .listener = "Strict", .max = 10,
+                                 .timeout_ms = 10000, .fn = dlq_collect, .user = &box};
+    while (total < 2 && ew_dead_letters(m, &dl, &got) == EW_OK && got > 0)
         total += got;
     assert_int_equal(total, 2);
     for (size_t i = 0; i < 2; i++) {
@@ -289,6 +291,60 @@ static void undecodable_body_goes_to_dead_letters_at_once(void **state)
     assert_non_null(strstr(box.error[1], "id"));
     ew_manager_free(m);
     tally_free(&t);
+}
+
+/* ---- a dead-letter reader that refuses --------------------------------- */
+
+static ew_err never_handles(ew_delivery *d, const void *event, void *user)
+{
+    (void)d, (void)event, (void)user;
+    return EW_ENORETRY;
+}
+
+static ew_err refuse_dead_letter(void *user, const ew_envelope *env)
+{
+    (void)env;
+    ++*(int *)user;
+    return EW_EBROKER; /* any code but EW_OK keeps the message */
+}
+
+static void refused_dead_letter_goes_back_to_its_queue(void **state)
+{
+    (void)state;
+    EV(ev, "Refused", true);
+    ew_manager *m = mgr_new(URL, "s1");
+    assert_int_equal(ew_listen(m, &(ew_listener_desc){.event = &ev, .name = "Keep"},
+                               never_handles, NULL),
+                     EW_OK);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    send_range(m, &ev, 0, 2);
+    int calls = 0;
+    size_t got = 9;
+    ew_dead_letter_options refuse = {.event = &ev, .listener = "Keep", .max = 10,
+                                     .timeout_ms = 30000, .fn = refuse_dead_letter,
+                                     .user = &calls};
+    assert_int_equal(ew_dead_letters(m, &refuse, &got), EW_EBROKER);
+    assert_int_equal(calls, 1); /* the call ends at the first refusal */
+    assert_int_equal(got, 0);
+    /* Both are there to be taken, the refused one included. */
+    dlq_box box = {0};
+    size_t total = 0;
+    ew_dead_letter_options take = {.event = &ev, .listener = "Keep", .max = 10,
+                                   .timeout_ms = 30000, .fn = dlq_collect, .user = &box};
+    while (total < 2) {
+        got = 0;
+        ew_err rc = ew_dead_letters(m, &take, &got);
+        if (rc != EW_OK || got == 0)
+            fail_msg("dead letters: %zu of 2 taken, then %s: %s", total, ew_strerror(rc),
+                     ew_last_error());
+        total += got;
+    }
+    assert_int_equal(total, 2);
+    assert_int_equal(box.n, 2);
+    assert_true((box.ids[0] == 0 && box.ids[1] == 1) || (box.ids[0] == 1 && box.ids[1] == 0));
+    for (size_t i = 0; i < 2; i++)
+        assert_string_equal(box.reason[i], "listener-failed");
+    ew_manager_free(m);
 }
 
 /* ---- drain on stop ------------------------------------------------------ */
@@ -393,7 +449,7 @@ static void sends_from_many_threads_all_arrive(void **state)
     tally_free(&t);
 }
 
-static int check_json(ew_delivery *d, const void *event, void *user)
+static ew_err check_json(ew_delivery *d, const void *event, void *user)
 {
     const conf_event *e = event;
     const char *ct = ew_envelope_content_type(ew_delivery_envelope(d));
@@ -457,6 +513,139 @@ static void ten_thousand_events_none_lost_none_duplicated(void **state)
     tally_free(&t);
 }
 
+/* ---- a full in-flight window ------------------------------------------- */
+
+/* One rule on every transport: when the window is still full at the send
+ * deadline, ew_send_async itself returns EW_ETIMEDOUT and its callback never
+ * runs; whatever failed as not sent (EW_ETIMEDOUT, EW_ECLOSED) never
+ * arrives; whatever completed EW_OK arrives; EW_EINDOUBT may go either way. */
+#define WIN_MAX 3000
+#define WIN_ENOUGH 20 /* sends refused at a full window before we stop */
+
+typedef struct win_send {
+    pthread_mutex_t *mu;
+    int runs;
+    ew_err err;
+} win_send;
+
+static void win_done(void *user, ew_err err)
+{
+    win_send *w = user;
+    pthread_mutex_lock(w->mu);
+    w->runs++;
+    w->err = err;
+    pthread_mutex_unlock(w->mu);
+}
+
+static void full_window_fails_the_send_itself(void **state)
+{
+    (void)state;
+    EV(ev, "Window", true);
+    /* A window of one: max_inflight=1 on a broker; on local:// a queue of
+     * capacity 1 (its own broker name) behind a slow listener. */
+    char url[600];
+    bool local = strncmp(URL, "local://", 8) == 0;
+    if (local)
+        snprintf(url, sizeof url, "local://window%s?capacity=1", support_run_id);
+    else
+        snprintf(url, sizeof url, "%s%smax_inflight=1", URL, strchr(URL, '?') ? "&" : "?");
+    tally t;
+    tally_init(&t, WIN_MAX + 2);
+    if (local)
+        tally_slow(&t, 2);
+    ew_manager *m = mgr_new(url, "s1");
+    ew_manager *keeper = mgr_new(url, "keeper");
+    listen_tally(keeper, &ev, "Counter", false, 1, &t);
+    assert_int_equal(ew_manager_start(keeper), EW_OK);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    conf_event first = {.id = WIN_MAX, .text = "declares"};
+    assert_int_equal(ew_send(m, &ev, &first), EW_OK);
+    /* From here a 1 ms send timeout: the next send finds the first still
+     * unconfirmed. Set after start, so declarations keep their bound (the
+     * test reads it back on this thread only). */
+    m->cfg.send_timeout_ms = 1;
+
+    pthread_mutex_t mu;
+    pthread_mutex_init(&mu, NULL);
+    win_send *ws = calloc(WIN_MAX, sizeof *ws);
+    ew_err *rcs = calloc(WIN_MAX, sizeof *rcs);
+    size_t sent = 0, refused = 0;
+    for (; sent < WIN_MAX && refused < WIN_ENOUGH; sent++) {
+        ws[sent].mu = &mu;
+        conf_event e = {.id = (int64_t)sent, .text = "w"};
+        rcs[sent] = ew_send_async(m, &ev, NULL, &e, win_done, &ws[sent]);
+        if (rcs[sent] == EW_ETIMEDOUT)
+            refused++;
+        else if (rcs[sent] != EW_OK)
+            fail_msg("ew_send_async(%zu): %s", sent, ew_strerror(rcs[sent]));
+    }
+    assert_int_equal(ew_flush(m, 60000), EW_OK);
+    /* The sentinel, on the same connection and with the usual bound: once
+     * it is handled, every message confirmed before it was sent has been
+     * handled too (one queue, one worker). */
+    m->cfg.send_timeout_ms = 15000;
+    conf_event last = {.id = WIN_MAX + 1, .text = "sentinel"};
+    assert_int_equal(ew_send(m, &ev, &last), EW_OK);
+    assert_true(tally_wait_ids(&t, WIN_MAX + 1, WIN_MAX + 2, 30000));
+
+    size_t ok = 0, not_sent = 0, in_doubt = 0, bad = 0;
+    pthread_mutex_lock(&mu);
+    pthread_mutex_lock(&t.mu);
+    for (size_t i = 0; i < sent; i++) {
+        if (rcs[i] != EW_OK) {
+            if (ws[i].runs != 0 || t.seen[i] != 0) {
+                print_error("send %zu returned %s, yet its callback ran %d time(s) and it "
+                            "arrived %u time(s)\n", i, ew_strerror(rcs[i]), ws[i].runs,
+                            t.seen[i]);
+                bad++;
+            }
+            continue;
+        }
+        if (ws[i].runs != 1) {
+            print_error("send %zu: callback ran %d times\n", i, ws[i].runs);
+            bad++;
+            continue;
+        }
+        switch (ws[i].err) {
+        case EW_OK:
+            ok++;
+            if (t.seen[i] == 0) {
+                print_error("send %zu completed EW_OK but never arrived\n", i);
+                bad++;
+            }
+            break;
+        case EW_ETIMEDOUT:
+        case EW_ECLOSED:
+            not_sent++;
+            if (t.seen[i] != 0) {
+                print_error("send %zu failed with %s (not sent) but arrived\n", i,
+                            ew_strerror(ws[i].err));
+                bad++;
+            }
+            break;
+        case EW_EINDOUBT:
+            in_doubt++;
+            break;
+        default:
+            print_error("send %zu failed with %s\n", i, ew_strerror(ws[i].err));
+            bad++;
+        }
+    }
+    pthread_mutex_unlock(&t.mu);
+    pthread_mutex_unlock(&mu);
+    print_message("window: %zu sends, %zu refused at a full window, %zu ok, %zu not sent, "
+                  "%zu in doubt\n", sent, refused, ok, not_sent, in_doubt);
+    assert_int_equal(bad, 0);
+    /* The case is about the full window: it must have happened. */
+    assert_true(refused > 0);
+    ew_manager_free(m);
+    ew_manager_free(keeper);
+    free(ws);
+    free(rcs);
+    pthread_mutex_destroy(&mu);
+    tally_free(&t);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -474,11 +663,13 @@ int main(int argc, char **argv)
         cmocka_unit_test(concurrency_one_keeps_order),
         cmocka_unit_test(failing_listener_is_retried_then_dead_lettered),
         cmocka_unit_test(undecodable_body_goes_to_dead_letters_at_once),
+        cmocka_unit_test(refused_dead_letter_goes_back_to_its_queue),
         cmocka_unit_test(stop_drains_and_returns_the_rest),
         cmocka_unit_test(listener_added_after_start_receives),
         cmocka_unit_test(sends_from_many_threads_all_arrive),
         cmocka_unit_test(json_events_travel_as_plain_objects),
         cmocka_unit_test(ten_thousand_events_none_lost_none_duplicated),
+        cmocka_unit_test(full_window_fails_the_send_itself),
     };
     return cmocka_run_group_tests_name(URL, tests, NULL, NULL);
 }

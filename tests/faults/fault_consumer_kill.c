@@ -25,7 +25,7 @@ static char SELF[4096];
 
 static int child_out = 1;
 
-static int block_forever(ew_delivery *d, const void *event, void *user)
+static ew_err block_forever(ew_delivery *d, const void *event, void *user)
 {
     (void)d;
     (void)user;

@@ -297,7 +297,7 @@ static FAULTS_UNUSED void flow_init(flow *f, size_t n)
     atomic_init(&f->first_after_mark_ms, 0);
 }
 
-static FAULTS_UNUSED int flow_listener(ew_delivery *d, const void *event, void *user)
+static FAULTS_UNUSED ew_err flow_listener(ew_delivery *d, const void *event, void *user)
 {
     tally_ref *r = user;
     flow *f = (flow *)r->t;
@@ -443,7 +443,7 @@ typedef struct fdlq {
     size_t biggest_body;
 } fdlq;
 
-static FAULTS_UNUSED void fdlq_collect(void *user, const ew_envelope *env)
+static FAULTS_UNUSED ew_err fdlq_collect(void *user, const ew_envelope *env)
 {
     fdlq *b = user;
     b->n++;
@@ -474,6 +474,7 @@ static FAULTS_UNUSED void fdlq_collect(void *user, const ew_envelope *env)
         b->nids++;
         ew_event_free(&conf_event_type, ev);
     }
+    return EW_OK;
 }
 
 /* Takes dead letters of listener until `want` were taken in all or none
@@ -485,8 +486,10 @@ static FAULTS_UNUSED size_t fdlq_take(ew_manager *m, const ew_event_desc *ev,
     while (b->n - before < want) {
         size_t got = 0;
         size_t ask = want - (b->n - before);
-        ew_err rc = ew_dead_letters(m, ev, listener, ask < 64 ? ask : 64, quiet_ms,
-                                    fdlq_collect, b, &got);
+        ew_dead_letter_options dl = {.event = ev, .listener = listener,
+                                     .max = ask < 64 ? ask : 64, .timeout_ms = quiet_ms,
+                                     .fn = fdlq_collect, .user = b};
+        ew_err rc = ew_dead_letters(m, &dl, &got);
         if (rc != EW_OK) {
             print_message("ew_dead_letters: %s\n", ew_strerror(rc));
             break;

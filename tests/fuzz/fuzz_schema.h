@@ -27,7 +27,6 @@ typedef struct fz_node {
     struct fz_node *kids;
     size_t nkids;
 } fz_node;
-EW_DECLARE_TYPE(fz_node);
 EW_TYPE(fz_node, EW_FIELD(fz_node, v, EW_STRING), EW_NESTED_ARRAY(fz_node, kids, fz_node, nkids));
 
 typedef struct fz_event {

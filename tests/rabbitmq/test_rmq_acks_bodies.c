@@ -138,7 +138,7 @@ typedef struct stuck {
     atomic_size_t seen[2001];
 } stuck;
 
-static int stuck_listener(ew_delivery *d, const void *event, void *user)
+static ew_err stuck_listener(ew_delivery *d, const void *event, void *user)
 {
     (void)d;
     stuck *s = user;
@@ -202,11 +202,11 @@ typedef struct big_box {
     char reason[8][32], error[8][256];
 } big_box;
 
-static void big_collect(void *user, const ew_envelope *env)
+static ew_err big_collect(void *user, const ew_envelope *env)
 {
     big_box *b = user;
     if (b->n >= 8)
-        return;
+        return EW_OK;
     size_t i = b->n++;
     ew_envelope_body(env, &b->len[i]);
     const char *h;
@@ -214,6 +214,7 @@ static void big_collect(void *user, const ew_envelope *env)
              (h = ew_envelope_header(env, EW_HDR_DLQ_REASON)) ? h : "");
     snprintf(b->error[i], sizeof b->error[i], "%s",
              (h = ew_envelope_header(env, EW_HDR_DLQ_ERROR)) ? h : "");
+    return EW_OK;
 }
 
 static void a_body_over_max_body_is_dead_lettered_once(void **state)
@@ -245,8 +246,10 @@ static void a_body_over_max_body_is_dead_lettered_once(void **state)
     big_box box = {0};
     size_t got = 0, total = 0;
     int64_t deadline = ewi_now_ms() + 20000;
+    ew_dead_letter_options dl = {.event = &ev, .listener = "L", .max = 8,
+                                 .timeout_ms = 5000, .fn = big_collect, .user = &box};
     while (total < NBIG && ewi_left_ms(deadline) > 0 &&
-           ew_dead_letters(m, &ev, "L", 8, 5000, big_collect, &box, &got) == EW_OK)
+           ew_dead_letters(m, &dl, &got) == EW_OK)
         total += got;
     assert_int_equal(total, NBIG);
     for (size_t i = 0; i < NBIG; i++) {
@@ -258,7 +261,8 @@ static void a_body_over_max_body_is_dead_lettered_once(void **state)
     }
     /* Dead-lettered once each: nothing comes back, nothing more arrives. */
     ewi_sleep_ms(1000);
-    assert_int_equal(ew_dead_letters(m, &ev, "L", 8, 300, big_collect, &box, &got), EW_OK);
+    dl.timeout_ms = 300;
+    assert_int_equal(ew_dead_letters(m, &dl, &got), EW_OK);
     assert_int_equal(got, 0);
     assert_int_equal(capture_count(&cap, EW_ETOOBIG), NBIG);
     assert_int_equal(tally_total(&t), 10);

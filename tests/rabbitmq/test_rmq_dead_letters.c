@@ -6,7 +6,7 @@
  * running. */
 #include "rmq_test.h"
 
-static int stamp(void *user, ew_envelope *env, const ew_event_desc *ev)
+static ew_err stamp(void *user, ew_envelope *env, const ew_event_desc *ev)
 {
     (void)user;
     (void)ev;
@@ -98,8 +98,10 @@ static void undecodable_raw_message_goes_to_dead_letters(void **state)
     dlq_box box = {0};
     size_t got = 0, total = 0;
     int64_t deadline = ewi_now_ms() + 15000;
+    ew_dead_letter_options dl = {.event = &ev, .listener = "Strict", .max = 10,
+                                 .timeout_ms = 5000, .fn = dlq_collect, .user = &box};
     while (total < 3 && ewi_left_ms(deadline) > 0 &&
-           ew_dead_letters(m, &ev, "Strict", 10, 5000, dlq_collect, &box, &got) == EW_OK)
+           ew_dead_letters(m, &dl, &got) == EW_OK)
         total += got;
     assert_int_equal(total, 3);
     for (size_t i = 0; i < 3; i++) {
@@ -109,8 +111,8 @@ static void undecodable_raw_message_goes_to_dead_letters(void **state)
     }
     assert_non_null(strstr(box.error[1], "text/plain"));
     /* Taken means removed. */
-    assert_int_equal(ew_dead_letters(m, &ev, "Strict", 10, 300, dlq_collect, &box, &got),
-                     EW_OK);
+    dl.timeout_ms = 300;
+    assert_int_equal(ew_dead_letters(m, &dl, &got), EW_OK);
     assert_int_equal(got, 0);
     assert_int_equal(tally_total(&t), 3);
     ew_manager_free(m);
@@ -134,8 +136,9 @@ static void dead_letters_of_an_unknown_listener_are_a_clear_error(void **state)
     assert_int_equal(ew_manager_start(m), EW_OK);
     dlq_box box = {0};
     size_t got = 7;
-    assert_int_equal(ew_dead_letters(m, &ev, "Nobody", 10, 100, dlq_collect, &box, &got),
-                     EW_ENOTFOUND);
+    ew_dead_letter_options dl = {.event = &ev, .listener = "Nobody", .max = 10,
+                                 .timeout_ms = 100, .fn = dlq_collect, .user = &box};
+    assert_int_equal(ew_dead_letters(m, &dl, &got), EW_ENOTFOUND);
     assert_int_equal(got, 0);
     /* The connection is still good afterwards. */
     tally t;

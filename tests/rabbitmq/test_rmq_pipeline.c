@@ -22,7 +22,7 @@ static const ew_type order_type = {"order", sizeof(order), order_fields, 2};
 static _Thread_local char cur_session[64];
 static _Thread_local char cur_trace[64];
 
-static int carry_send(void *user, ew_envelope *env, const ew_event_desc *ev)
+static ew_err carry_send(void *user, ew_envelope *env, const ew_event_desc *ev)
 {
     (void)user;
     (void)ev;
@@ -32,7 +32,7 @@ static int carry_send(void *user, ew_envelope *env, const ew_event_desc *ev)
     return rc == EW_OK ? ew_envelope_set_header(env, "trace", cur_trace) : rc;
 }
 
-static int carry_handle(void *user, const ew_envelope *env, const ew_listener_desc *l)
+static ew_err carry_handle(void *user, const ew_envelope *env, const ew_listener_desc *l)
 {
     (void)user;
     (void)l;
@@ -42,7 +42,7 @@ static int carry_handle(void *user, const ew_envelope *env, const ew_listener_de
     return EW_OK;
 }
 
-static void carry_after(void *user, const ew_envelope *env, const ew_listener_desc *l, int rc)
+static void carry_after(void *user, const ew_envelope *env, const ew_listener_desc *l, ew_err rc)
 {
     (void)user;
     (void)env;
@@ -61,7 +61,7 @@ typedef struct {
     const ew_event_desc *shipped;
 } back_service;
 
-static int on_placed(ew_delivery *d, const void *event, void *user)
+static ew_err on_placed(ew_delivery *d, const void *event, void *user)
 {
     (void)d;
     back_service *b = user;
@@ -76,7 +76,7 @@ typedef struct {
     char last[256];
 } shipped_log;
 
-static int on_shipped(ew_delivery *d, const void *event, void *user)
+static ew_err on_shipped(ew_delivery *d, const void *event, void *user)
 {
     shipped_log *log = user;
     const order *o = event;

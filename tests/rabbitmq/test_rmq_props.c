@@ -169,7 +169,7 @@ static void url_defaults_and_vhosts(void **state)
     assert_string_equal(o.vhost, "/");
     assert_string_equal(o.user, "guest");
     assert_int_equal(o.port, 5672);
-    assert_int_equal(o.heartbeat_s, 30);
+    assert_int_equal(o.heartbeat_s, 10);
     assert_false(o.tls);
     rmq_opts_free(&o);
     assert_int_equal(parse("rabbitmq://u:p@127.0.0.1:5673/%2F", &o), EW_OK);

@@ -17,7 +17,7 @@ typedef struct seen {
     unsigned char got[N_DEAD];
 } seen;
 
-static void take(void *user, const ew_envelope *env)
+static ew_err take(void *user, const ew_envelope *env)
 {
     seen *s = user;
     size_t len = 0;
@@ -35,6 +35,7 @@ static void take(void *user, const ew_envelope *env)
         s->got[k] = 1;
     }
     pthread_mutex_unlock(&s->mu);
+    return EW_OK;
 }
 
 static void small_batches_take_every_dead_letter_once(void **state)
@@ -73,7 +74,9 @@ static void small_batches_take_every_dead_letter_once(void **state)
     while (s.n < N_DEAD && ewi_left_ms(deadline) > 0) {
         size_t got = 0;
         size_t max = 1 + (size_t)(calls++ % 3);
-        assert_int_equal(ew_dead_letters(m, &ev, "Reader", max, 2000, take, &s, &got), EW_OK);
+        ew_dead_letter_options dl = {.event = &ev, .listener = "Reader", .max = max,
+                                     .timeout_ms = 2000, .fn = take, .user = &s};
+        assert_int_equal(ew_dead_letters(m, &dl, &got), EW_OK);
         assert_true(got <= max);
     }
     print_message("%d dead letters in %d calls, %d duplicates\n", s.n, calls, s.dups);
@@ -81,7 +84,9 @@ static void small_batches_take_every_dead_letter_once(void **state)
     assert_int_equal(s.n, N_DEAD);
     assert_int_equal(s.dups, 0);
     size_t more = 9;
-    assert_int_equal(ew_dead_letters(m, &ev, "Reader", 10, 500, take, &s, &more), EW_OK);
+    ew_dead_letter_options dl = {.event = &ev, .listener = "Reader", .max = 10,
+                                 .timeout_ms = 500, .fn = take, .user = &s};
+    assert_int_equal(ew_dead_letters(m, &dl, &more), EW_OK);
     assert_int_equal(more, 0);
     /* The consuming connection stayed up: its listener still works. */
     send_range(m, &ev, 0, 10);

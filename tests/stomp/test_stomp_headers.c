@@ -25,7 +25,7 @@ static const struct {
 };
 #define NH (sizeof HEADERS / sizeof HEADERS[0])
 
-static int set_headers(void *user, ew_envelope *env, const ew_event_desc *ev)
+static ew_err set_headers(void *user, ew_envelope *env, const ew_event_desc *ev)
 {
     (void)user;
     (void)ev;
@@ -35,7 +35,7 @@ static int set_headers(void *user, ew_envelope *env, const ew_event_desc *ev)
     return ew_envelope_set_header(env, "long", long_value);
 }
 
-static int check(ew_delivery *d, const void *event, void *user)
+static ew_err check(ew_delivery *d, const void *event, void *user)
 {
     tally *t = user;
     const conf_event *e = event;
@@ -83,7 +83,7 @@ static void odd_headers_arrive_unchanged(void **state)
     tally_free(&t);
 }
 
-static int set_reserved(void *user, ew_envelope *env, const ew_event_desc *ev)
+static ew_err set_reserved(void *user, ew_envelope *env, const ew_event_desc *ev)
 {
     (void)ev;
     return ew_envelope_set_header(env, (const char *)user, "/queue/elsewhere");

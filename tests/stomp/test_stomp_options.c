@@ -3,9 +3,18 @@
  *     stomp:// and events travel with it;
  *   - rabbitmq only: a non-durable event used first through rabbitmq:// and
  *     then through stomp:// on the same broker works (both declare the
- *     exchange durable; a differing flag would be a 406 PRECONDITION_FAILED).
+ *     exchange durable; a differing flag would be a 406 PRECONDITION_FAILED);
+ *   - rabbitmq only, against RabbitMQ's STOMP TLS listener (127.0.0.1:61612,
+ *     certificates of scripts/brokers/certs.sh): a client certificate and key
+ *     (?cert=, ?key=) are loaded and events travel with them; a key of
+ *     another certificate, or a key file that is not there, is refused by
+ *     ew_manager_new with EW_EINVAL naming the file. The shared listener does
+ *     not ask for client certificates (ssl_options.verify = verify_none), so
+ *     the broker's check of the certificate is not exercised here.
  * usage: test_stomp_options rabbitmq|activemq */
 #include "stomp_test.h"
+
+#include "tls_client_cert.h"
 
 static const char *DIALECT;
 
@@ -75,6 +84,44 @@ static void non_durable_event_shared_with_rabbitmq_transport(void **state)
                        (const char *const[]){"ViaAmqp", "ViaStomp"}, 2);
 }
 
+static void client_certificate_over_tls(void **state)
+{
+    (void)state;
+    if (strcmp(DIALECT, "rabbitmq") != 0)
+        return; /* the TLS listener is RabbitMQ's */
+    client_cert cc;
+    client_cert_make(&cc);
+    char url[2048];
+    snprintf(url, sizeof url,
+             "stomp+ssl://guest:guest@localhost:61612/?dialect=rabbitmq&ca=%s/ca.pem"
+             "&cert=%s&key=%s",
+             cc.ca_dir, cc.cert, cc.key);
+    EV(ev, "StompClientCert", true);
+    tally t;
+    tally_init(&t, 10);
+    ew_manager *m = mgr_new(url, "cc1");
+    listen_tally(m, &ev, "L", false, 1, &t);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    send_range(m, &ev, 0, 10);
+    assert_true(tally_wait_all(&t, 30000));
+    ew_manager_free(m);
+    tally_free(&t);
+    stomp_test_cleanup(stomp_test_url(DIALECT), ev.name, (const char *const[]){"L"}, 1);
+
+    /* A key of another certificate, and a key file that is not there. */
+    snprintf(url, sizeof url,
+             "stomp+ssl://guest:guest@localhost:61612/?dialect=rabbitmq&ca=%s/ca.pem"
+             "&cert=%s&key=%s",
+             cc.ca_dir, cc.cert, cc.other_key);
+    client_cert_refused(url, "does not belong to the certificate");
+    snprintf(url, sizeof url,
+             "stomp+ssl://guest:guest@localhost:61612/?dialect=rabbitmq&ca=%s/ca.pem"
+             "&cert=%s&key=%s.missing",
+             cc.ca_dir, cc.cert, cc.key);
+    client_cert_refused(url, ".missing: No such file");
+    client_cert_free(&cc);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2 || (strcmp(argv[1], "rabbitmq") && strcmp(argv[1], "activemq"))) {
@@ -86,6 +133,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(prefetch_in_the_url_is_accepted),
         cmocka_unit_test(non_durable_event_shared_with_rabbitmq_transport),
+        cmocka_unit_test(client_certificate_over_tls),
     };
     return cmocka_run_group_tests_name(DIALECT, tests, NULL, NULL);
 }

@@ -18,7 +18,7 @@ typedef struct dl {
     char ct[8][64];
 } dl;
 
-static void collect(void *user, const ew_envelope *env)
+static ew_err collect(void *user, const ew_envelope *env)
 {
     dl *d = user;
     pthread_mutex_lock(&d->mu);
@@ -30,6 +30,7 @@ static void collect(void *user, const ew_envelope *env)
     }
     d->n++;
     pthread_mutex_unlock(&d->mu);
+    return EW_OK;
 }
 
 /* SEND frames as a foreign producer would write them. */
@@ -96,7 +97,9 @@ static void malformed_bodies_end_in_dead_letters(void **state)
     int64_t deadline = ewi_now_ms() + 30000;
     while (d.n < 4 && ewi_left_ms(deadline) > 0) {
         size_t got = 0;
-        assert_int_equal(ew_dead_letters(m, &ev, "Victim", 10, 2000, collect, &d, &got), EW_OK);
+        ew_dead_letter_options rd = {.event = &ev, .listener = "Victim", .max = 10,
+                                     .timeout_ms = 2000, .fn = collect, .user = &d};
+        assert_int_equal(ew_dead_letters(m, &rd, &got), EW_OK);
     }
     for (int i = 0; i < d.n && i < 8; i++)
         print_message("dead letter %d: reason %s, content type %s\n", i, d.reason[i], d.ct[i]);
@@ -109,7 +112,9 @@ static void malformed_bodies_end_in_dead_letters(void **state)
     assert_string_equal(d.ct[2], "text/x-nonsense");
     /* Nothing more: no redelivery loop. */
     size_t more = 9;
-    assert_int_equal(ew_dead_letters(m, &ev, "Victim", 10, 500, collect, &d, &more), EW_OK);
+    ew_dead_letter_options rd = {.event = &ev, .listener = "Victim", .max = 10,
+                                 .timeout_ms = 500, .fn = collect, .user = &d};
+    assert_int_equal(ew_dead_letters(m, &rd, &more), EW_OK);
     assert_int_equal(more, 0);
     ew_manager_free(m);
     stomp_test_cleanup(stomp_test_url(DIALECT), ev.name, (const char *const[]){"Victim"}, 1);
@@ -166,7 +171,9 @@ static void oversized_body_is_dead_lettered_not_looped(void **state)
     int64_t deadline = ewi_now_ms() + 30000;
     while (d.n < 1 && ewi_left_ms(deadline) > 0) {
         size_t got = 0;
-        assert_int_equal(ew_dead_letters(m, &ev, "Big", 10, 2000, collect, &d, &got), EW_OK);
+        ew_dead_letter_options rd = {.event = &ev, .listener = "Big", .max = 10,
+                                     .timeout_ms = 2000, .fn = collect, .user = &d};
+        assert_int_equal(ew_dead_letters(m, &rd, &got), EW_OK);
     }
     capture_print(&c);
     assert_int_equal(d.n, 1);

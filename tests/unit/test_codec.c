@@ -141,7 +141,6 @@ typedef struct node {
     struct node *kids;
     size_t nkids;
 } node;
-EW_DECLARE_TYPE(node);
 EW_TYPE(node, EW_FIELD(node, v, EW_STRING), EW_NESTED_ARRAY(node, kids, node, nkids));
 
 typedef struct big {

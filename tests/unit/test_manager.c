@@ -114,7 +114,7 @@ static void check_log(const char *want)
     assert_string_equal(got, want);
 }
 
-static int p_send(void *user, ew_envelope *env, const ew_event_desc *ev)
+static ew_err p_send(void *user, ew_envelope *env, const ew_event_desc *ev)
 {
     (void)env;
     (void)ev;
@@ -124,7 +124,7 @@ static int p_send(void *user, ew_envelope *env, const ew_event_desc *ev)
     return strcmp(user, "X") == 0 ? EW_EREFUSED : EW_OK;
 }
 
-static int p_handle(void *user, const ew_envelope *env, const ew_listener_desc *l)
+static ew_err p_handle(void *user, const ew_envelope *env, const ew_listener_desc *l)
 {
     (void)env;
     (void)l;
@@ -134,7 +134,7 @@ static int p_handle(void *user, const ew_envelope *env, const ew_listener_desc *
     return strcmp(user, "R") == 0 ? EW_EREFUSED : EW_OK;
 }
 
-static void p_after(void *user, const ew_envelope *env, const ew_listener_desc *l, int rc)
+static void p_after(void *user, const ew_envelope *env, const ew_listener_desc *l, ew_err rc)
 {
     (void)env;
     (void)l;
@@ -143,7 +143,7 @@ static void p_after(void *user, const ew_envelope *env, const ew_listener_desc *
     logp(s);
 }
 
-static int log_listener(ew_delivery *d, const void *event, void *user)
+static ew_err log_listener(ew_delivery *d, const void *event, void *user)
 {
     (void)d;
     (void)event;
@@ -191,7 +191,9 @@ static void pipelines_run_in_order_and_can_refuse(void **state)
     assert_int_equal(ew_send(m2, &ev, &(conf_event){2, "x"}), EW_OK);
     dlq_box box = {0};
     size_t got = 0;
-    assert_int_equal(ew_dead_letters(m2, &ev, "L", 1, 5000, dlq_collect, &box, &got), EW_OK);
+    ew_dead_letter_options dl = {.event = &ev, .listener = "L", .max = 1,
+                                 .timeout_ms = 5000, .fn = dlq_collect, .user = &box};
+    assert_int_equal(ew_dead_letters(m2, &dl, &got), EW_OK);
     assert_int_equal(got, 1);
     assert_string_equal(box.reason[0], "handle-refused");
     assert_non_null(strstr(box.error[0], "pipeline p refused"));
@@ -252,7 +254,9 @@ static void listener_failures_reach_the_handler(void **state)
     assert_int_equal(ew_send(m, &ev, &(conf_event){0, "x"}), EW_OK);
     dlq_box box = {0};
     size_t got = 0;
-    assert_int_equal(ew_dead_letters(m, &ev, "L", 1, 5000, dlq_collect, &box, &got), EW_OK);
+    ew_dead_letter_options dl = {.event = &ev, .listener = "L", .max = 1,
+                                 .timeout_ms = 5000, .fn = dlq_collect, .user = &box};
+    assert_int_equal(ew_dead_letters(m, &dl, &got), EW_OK);
     assert_int_equal(got, 1);
     char q[EW_MAX_QUEUE_NAME];
     snprintf(q, sizeof q, "%s::L-s1", ev.name);
@@ -357,8 +361,9 @@ static void limits_apply_to_received_messages(void **state)
     ewi_envelope_unref(env);
     dlq_box box = {0};
     size_t got = 0, total = 0;
-    while (total < 3 && ew_dead_letters(m, &ev, "L", 10, 5000, dlq_collect, &box, &got) ==
-                            EW_OK && got > 0)
+    ew_dead_letter_options dl = {.event = &ev, .listener = "L", .max = 10,
+                                 .timeout_ms = 5000, .fn = dlq_collect, .user = &box};
+    while (total < 3 && ew_dead_letters(m, &dl, &got) == EW_OK && got > 0)
         total += got;
     assert_int_equal(total, 3);
     for (size_t i = 0; i < 3; i++)
@@ -404,7 +409,9 @@ static void messages_given_back_keep_order_and_run_again(void **state)
     assert_int_equal(t.out_of_order, 0);
     dlq_box box = {0};
     size_t got = 9;
-    assert_int_equal(ew_dead_letters(b, &ev, "Seq", 10, 100, dlq_collect, &box, &got), EW_OK);
+    ew_dead_letter_options dl = {.event = &ev, .listener = "Seq", .max = 10,
+                                 .timeout_ms = 100, .fn = dlq_collect, .user = &box};
+    assert_int_equal(ew_dead_letters(b, &dl, &got), EW_OK);
     assert_int_equal(got, 0);
     ew_manager_free(b);
     ew_manager_free(keeper);
@@ -445,8 +452,9 @@ static void full_dead_letter_queue_is_retried_without_a_loop(void **state)
     pthread_mutex_unlock(&t.mu);
     dlq_box box = {0};
     size_t got = 0, total = 0;
-    while (total < 3 && ew_dead_letters(m, &ev, "L", 1, 5000, dlq_collect, &box, &got) ==
-                            EW_OK && got > 0)
+    ew_dead_letter_options dl = {.event = &ev, .listener = "L", .max = 1,
+                                 .timeout_ms = 5000, .fn = dlq_collect, .user = &box};
+    while (total < 3 && ew_dead_letters(m, &dl, &got) == EW_OK && got > 0)
         total += got;
     assert_int_equal(total, 3); /* room made: the third arrived */
     assert_int_equal(box.ids[2], 2);

@@ -58,6 +58,7 @@ typedef struct amqp_options {
     char *user, *password; /* NULL when absent; the password is never logged */
     char *vhost;          /* rabbitmq: the URL path, or ?vhost=; NULL: "/" */
     char *ca_file;        /* ?ca=: PEM CA bundle for amqps */
+    char *cert_file, *key_file; /* ?cert=, ?key=: client certificate, or NULL */
     amqp_verify verify;   /* ?verify=name|peer|none */
     char *sasl_mechs;     /* ?sasl=: space separated; NULL: PLAIN with a user,
                              else ANONYMOUS */
@@ -72,10 +73,11 @@ typedef struct amqp_options {
 } amqp_options;
 
 /* Parses url (scheme amqp or amqps) into o; EW_EINVAL with the reason in err
- * for an unknown option or a bad value. Frees nothing on failure: call
- * amqp_options_free either way. Not thread-safe on o. */
-ew_err amqp_options_parse(const ewi_url *url, amqp_options *o, char *err,
-                          size_t errlen);
+ * for an unknown option or a bad value; old option names are logged on m
+ * (NULL: not logged). Frees nothing on failure: call amqp_options_free
+ * either way. Not thread-safe on o. */
+ew_err amqp_options_parse(const ew_manager *m, const ewi_url *url, amqp_options *o,
+                          char *err, size_t errlen);
 void amqp_options_free(amqp_options *o);
 const char *amqp_dialect_name(amqp_dialect d);
 
@@ -346,11 +348,10 @@ struct ewi_transport {
     char last_error[512];      /* why the connection is down / start failed */
     int64_t down_since;        /* monotonic ms the connection was lost */
     int64_t start_deadline;
-    long pending;              /* publishes taken and not yet done */
+    ewi_window window;         /* publishes taken and not yet done */
     bool io_busy;              /* the I/O thread is in a batch of the
                                   connection and takes new work at its end:
                                   no wake needed */
-    int window_waiters;
 
     /* ---- the declaration cache (amqp_declare.c), under decl_mu ---- */
     pthread_mutex_t decl_mu;
@@ -376,10 +377,11 @@ struct ewi_transport {
     bool stream_wake;          /* a large send wants another round soon */
 };
 
-/* The I/O thread (amqp_io.c). */
+/* The I/O thread (amqp_io.c): the loop. It calls the halves below
+ * (amqp_send.c, amqp_recv.c, amqp_fetch.c) and decides what a lost link or
+ * connection means; the halves only report (return, or leave state for the
+ * loop) and use the helpers of amqp_link.c, never the loop. */
 void *amqp_io_main(void *arg);
-/* The connection is open and not closing (I/O thread). */
-bool amqp_is_up(ewi_transport *t);
 
 /* Publishing on the I/O thread (amqp_send.c). */
 void amqp_send_take(ewi_transport *t, amqp_out *o);       /* a W_PUB */
@@ -408,12 +410,16 @@ void amqp_recv_attach_all(ewi_transport *t);              /* after a connect */
 void amqp_recv_disconnected(ewi_transport *t);
 void amqp_recv_finish_locked(ewi_transport *t, const char *why);
 
+/* ---- helpers (amqp_link.c) ---- */
+
+/* The connection is open and not closing (I/O thread). */
+bool amqp_is_up(ewi_transport *t);
 /* Queues w for the I/O thread and wakes it; t->mu held by the caller. */
 void amqp_post_locked(ewi_transport *t, amqp_work *w);
 /* Same, taking t->mu. */
 void amqp_post(ewi_transport *t, amqp_work *w);
 
-/* I/O thread helpers shared with amqp_fetch.c. */
+/* I/O thread: links (each on its own session), conditions, deliveries. */
 pn_link_t *amqp_open_link(ewi_transport *t, bool sender, const amqp_addr *a,
                           void *ctx);
 void amqp_close_link(pn_link_t *l); /* link and its session; NULL allowed */

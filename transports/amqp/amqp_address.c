@@ -1,4 +1,4 @@
-/* Dialect addressing: DESIGN.md's table for AMQP 1.0. Pure, unit-tested.
+/* Dialect addressing: the README's addressing table for AMQP 1.0. Pure, unit-tested.
  *
  * artemis: Artemis splits a fully qualified queue name (FQQN) "A::Q" at the
  *   FIRST "::", and queue names are unique per broker. So listener L of

@@ -30,141 +30,10 @@
 #define CLOSE_GRACE_MS 2000  /* stop: wait this long for the broker's close */
 #define STUCK_MS 1000        /* a connection ignoring wake-ups this long is stuck */
 #define TOPO_TIMEOUT_MS 5000 /* rabbitmq: redeclaring after a reconnect */
-/* 64 transfer frames in flight per session: plenty for small events, and
- * proton (which keeps finished deliveries pooled with their buffers'
- * capacity) never buffers more than 2 MiB of one large message. */
+/* 64 transfer frames in flight per session (SESSION_CAPACITY in
+ * amqp_link.c): plenty for small events, and proton never buffers more than
+ * 2 MiB of one large message. */
 #define MAX_FRAME (32u << 10)
-#define SESSION_CAPACITY (2u << 20)
-
-/* ---- small helpers ------------------------------------------------------ */
-
-void amqp_condition_text(pn_condition_t *c, const char *fallback, char *buf,
-                         size_t len)
-{
-    if (c && pn_condition_is_set(c)) {
-        const char *name = pn_condition_get_name(c);
-        const char *desc = pn_condition_get_description(c);
-        amqp_textf(buf, len, "%s%s%s", name ? name : "error", desc ? ": " : "",
-                 desc ? desc : "");
-    } else {
-        amqp_textf(buf, len, "%s", fallback);
-    }
-}
-
-static void set_caps(pn_terminus_t *term, amqp_cap cap)
-{
-    if (cap == AMQP_CAP_NONE)
-        return;
-    const char *s = cap == AMQP_CAP_TOPIC ? "topic" : "queue";
-    pn_data_t *d = pn_terminus_capabilities(term);
-    pn_data_put_array(d, false, PN_SYMBOL);
-    pn_data_enter(d);
-    pn_data_put_symbol(d, pn_bytes(strlen(s), s));
-    pn_data_exit(d);
-}
-
-pn_link_t *amqp_open_link(ewi_transport *t, bool sender, const amqp_addr *a,
-                          void *ctx)
-{
-    char name[AMQP_ADDR_MAX + 48];
-    uint64_t id = ++t->next_link_id;
-    amqp_textf(name, sizeof name, "%s-%llu-%s", sender ? "ew-send" : "ew-recv",
-             (unsigned long long)id, a->addr);
-    pn_session_t *ssn = pn_session(t->conn);
-    /* Bounded session buffering (with the transport's max frame): the
-     * broker sends at most this much before proton has handed it to us,
-     * so a large message never sits whole in proton's buffers. */
-    pn_session_set_incoming_capacity(ssn, SESSION_CAPACITY);
-    pn_session_open(ssn);
-    pn_link_t *l = sender ? pn_sender(ssn, name) : pn_receiver(ssn, name);
-    pn_terminus_t *term = sender ? pn_link_target(l) : pn_link_source(l);
-    pn_terminus_set_address(term, a->addr);
-    set_caps(term, a->cap);
-    pn_link_set_snd_settle_mode(l, PN_SND_UNSETTLED);
-    pn_link_set_rcv_settle_mode(l, PN_RCV_FIRST);
-    pn_link_set_context(l, ctx);
-    pn_session_set_context(ssn, l);
-    pn_link_open(l);
-    return l;
-}
-
-void amqp_close_link(pn_link_t *l)
-{
-    if (!l)
-        return;
-    pn_session_t *ssn = pn_link_session(l);
-    pn_link_set_context(l, NULL);
-    pn_session_set_context(ssn, NULL);
-    pn_link_close(l);
-    pn_session_close(ssn);
-}
-
-/* Incoming messages are read as their frames arrive, into the link's own
- * buffer: proton then never holds more than a frame or so per delivery.
- * (proton keeps finished deliveries in a per-connection pool with their
- * buffers' capacity: a 10 MB message read at once would pin 16 MB in that
- * pool for the connection's life, one more each time it happens while the
- * big one is still in use.) */
-int amqp_acc_read(amqp_acc *a, pn_delivery_t *d)
-{
-    pn_link_t *l = pn_delivery_link(d);
-    if (pn_delivery_aborted(d)) {
-        amqp_acc_reset(a);
-        pn_delivery_settle(d);
-        pn_link_advance(l);
-        return -1;
-    }
-    for (;;) {
-        size_t more = pn_delivery_pending(d);
-        if (!more)
-            break;
-        if (a->len + more > a->cap) {
-            size_t cap = a->cap ? a->cap : 4096;
-            while (cap < a->len + more)
-                cap *= 2;
-            char *nb = realloc(a->buf, cap);
-            if (!nb) {
-                amqp_acc_reset(a);
-                return -2;
-            }
-            a->buf = nb;
-            a->cap = cap;
-        }
-        ssize_t r = pn_link_recv(l, a->buf + a->len, a->cap - a->len);
-        if (r == PN_EOS || r == 0)
-            break;
-        if (r < 0) {
-            amqp_acc_reset(a);
-            return -2;
-        }
-        a->len += (size_t)r;
-    }
-    if (pn_delivery_partial(d))
-        return 0;
-    pn_link_advance(l);
-    return 1;
-}
-
-char *amqp_acc_take(amqp_acc *a, size_t *len)
-{
-    char *buf = a->buf ? a->buf : malloc(1);
-    *len = a->len;
-    a->buf = NULL;
-    a->len = a->cap = 0;
-    return buf;
-}
-
-void amqp_acc_reset(amqp_acc *a)
-{
-    free(a->buf);
-    a->buf = NULL;
-    a->len = a->cap = 0;
-}
-
-bool amqp_is_up(ewi_transport *t)
-{
-    return t->conn && t->connected && !t->closing;
-}
 
 /* ---- work from other threads -------------------------------------------- */
 
@@ -200,34 +69,6 @@ static void process_work(ewi_transport *t)
     }
     if (stopping && !t->closing)
         begin_stop(t);
-}
-
-void amqp_post_locked(ewi_transport *t, amqp_work *w)
-{
-    w->next = NULL;
-    bool was_empty = !t->work_head;
-    if (t->work_tail)
-        t->work_tail->next = w;
-    else
-        t->work_head = w;
-    t->work_tail = w;
-    /* One wake per batch: the I/O thread takes the whole queue at once, and
-     * none while it is busy with the connection (it looks at the queue
-     * before it finishes). The connection cannot be freed while mu is held
-     * (the I/O thread clears conn_live under mu before proton frees it). */
-    if (was_empty && !t->io_busy) {
-        if (t->conn_live)
-            pn_connection_wake(t->conn_live);
-        else
-            pn_proactor_interrupt(t->proactor);
-    }
-}
-
-void amqp_post(ewi_transport *t, amqp_work *w)
-{
-    pthread_mutex_lock(&t->mu);
-    amqp_post_locked(t, w);
-    pthread_mutex_unlock(&t->mu);
 }
 
 /* ---- the connection ----------------------------------------------------- */
@@ -269,6 +110,8 @@ static bool connect_now(ewi_transport *t)
         int rc = dom ? 0 : PN_OUT_OF_MEMORY;
         if (!rc && o->ca_file)
             rc = pn_ssl_domain_set_trusted_ca_db(dom, o->ca_file);
+        if (!rc && o->cert_file)
+            rc = pn_ssl_domain_set_credentials(dom, o->cert_file, o->key_file, NULL);
         if (!rc)
             rc = pn_ssl_domain_set_peer_authentication(
                 dom,
@@ -285,9 +128,11 @@ static bool connect_now(ewi_transport *t)
             pn_ssl_domain_free(dom);
         if (rc) {
             char text[600];
-            amqp_textf(text, sizeof text, "TLS setup failed (%s)%s%s", pn_code(rc),
+            amqp_textf(text, sizeof text, "TLS setup failed (%s)%s%s%s%s", pn_code(rc),
                      o->ca_file ? ": check the CA file " : "",
-                     o->ca_file ? o->ca_file : "");
+                     o->ca_file ? o->ca_file : "",
+                     o->cert_file ? ", the client certificate " : "",
+                     o->cert_file ? o->cert_file : "");
             set_state(t, t->state, text);
             ewi_log(t->m, EW_LOG_ERROR, "amqp %s: %s", t->where, text);
             pn_transport_free(tr);
@@ -341,6 +186,9 @@ static void on_remote_open(ewi_transport *t)
     else
         ewi_log(t->m, EW_LOG_INFO, "amqp %s: connected", t->where);
     t->was_up = true;
+    /* What passed its deadline during the outage fails before anything is
+     * sent on the new connection: it is never sent late. */
+    amqp_send_expire(t, ewi_now_ms());
     set_state(t, AMQP_ST_UP, NULL);
     amqp_recv_attach_all(t);
     amqp_send_attach_pending(t);
@@ -774,6 +622,7 @@ static void finish(ewi_transport *t)
     amqp_work *w = t->work_head;
     t->work_head = t->work_tail = NULL;
     t->io_exited = true;
+    ewi_window_close(&t->window);
     t->conn_live = NULL;
     pthread_mutex_unlock(&t->mu);
     while (w) {

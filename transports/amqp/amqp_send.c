@@ -43,11 +43,11 @@ static void out_done(ewi_transport *t, amqp_out *o, int err, const char *detail)
     if (!p)
         return;
     o->pub = NULL;
-    p->done(p, err, detail);
+    /* Sent once (then put back in line by a lost connection), it may have
+     * arrived: without its outcome it is in doubt, never "not sent". */
+    p->done(p, ewi_pub_unconfirmed(p, err), detail);
     pthread_mutex_lock(&t->mu);
-    t->pending--;
-    if (t->window_waiters)
-        pthread_cond_broadcast(&t->cond);
+    ewi_window_give(&t->window, 1);
     pthread_mutex_unlock(&t->mu);
 }
 
@@ -125,6 +125,8 @@ void amqp_send_pump(ewi_transport *t, amqp_sender *s)
         pn_delivery_set_context(d, o);
         o->d = d;
         o->off = 0;
+        if (o->pub)
+            o->pub->written = true; /* from here proton may put it on the wire */
         list_push(&s->fl_head, &s->fl_tail, o);
         if (o->len <= STREAM_CHUNK) {
             pn_link_send(s->l, (const char *)o->bytes, o->len);
@@ -245,7 +247,13 @@ void amqp_send_expire(ewi_transport *t, int64_t now)
             char last[512];
             amqp_textf(last, sizeof last, "%s", t->last_error);
             pthread_mutex_unlock(&t->mu);
-            if (down)
+            if (down && o->pub->written)
+                amqp_textf(detail, sizeof detail,
+                         "sent to %s, but the connection to %s was lost before the "
+                         "broker's outcome (last error: %s) and no outcome came within "
+                         "the send timeout: it may have been delivered; it will not be "
+                         "sent again", s->target.addr, t->where, last);
+            else if (down)
                 amqp_textf(detail, sizeof detail,
                          "not sent to %s within the send timeout: no connection to "
                          "%s for %lld ms (last error: %s); still reconnecting",
@@ -264,7 +272,7 @@ void amqp_send_expire(ewi_transport *t, int64_t now)
                 break;
             amqp_textf(detail, sizeof detail,
                      "sent to %s but no outcome from the broker within the send "
-                     "timeout (it may still arrive)", s->target.addr);
+                     "timeout: it may have been delivered", s->target.addr);
             out_done(t, o, EW_ETIMEDOUT, detail);
         }
     }
@@ -323,7 +331,12 @@ void amqp_send_finish(ewi_transport *t, const char *why)
         }
         while ((o = s->pend_head)) {
             list_unlink(&s->pend_head, &s->pend_tail, o);
-            amqp_out_finish(t, o, EW_ECLOSED, why);
+            bool written = o->pub && o->pub->written;
+            amqp_out_finish(t, o, EW_ECLOSED,
+                            written ? "sent on a lost connection, but the transport "
+                                      "stopped before the broker's outcome: it may have "
+                                      "been delivered"
+                                    : why);
         }
     }
 }

@@ -33,7 +33,7 @@ static ew_err a_create(ew_manager *m, const ewi_url *url, ewi_transport **out)
     if (!t)
         return EW_ENOMEM;
     char err[300];
-    ew_err rc = amqp_options_parse(url, &t->opt, err, sizeof err);
+    ew_err rc = amqp_options_parse(m, url, &t->opt, err, sizeof err);
     if (rc != EW_OK) {
         ewi_log(m, EW_LOG_ERROR, "amqp URL: %s", err);
         amqp_options_free(&t->opt);
@@ -49,6 +49,7 @@ static ew_err a_create(ew_manager *m, const ewi_url *url, ewi_transport **out)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&t->cond, &ca);
     pthread_condattr_destroy(&ca);
+    ewi_window_init(&t->window, (size_t)t->opt.max_inflight);
     amqp_textf(t->where, sizeof t->where, "%s:%d (%s%s)", t->opt.host, t->opt.port,
              amqp_dialect_name(t->opt.dialect), t->opt.tls ? ", TLS" : "");
     /* Unique per connection: brokers list it, and some refuse duplicates. */
@@ -92,6 +93,7 @@ static ew_err a_start(ewi_transport *t, int timeout_ms)
     t->state = AMQP_ST_CONNECTING;
     t->stopping = false;
     t->io_exited = false;
+    ewi_window_open(&t->window);
     t->start_err = EW_OK;
     t->last_error[0] = '\0';
     t->start_deadline = ewi_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
@@ -99,6 +101,7 @@ static ew_err a_start(ewi_transport *t, int timeout_ms)
     if (pthread_create(&t->thread, NULL, amqp_io_main, t) != 0) {
         pthread_mutex_lock(&t->mu);
         t->io_exited = true;
+        ewi_window_close(&t->window);
         t->state = AMQP_ST_FAILED;
         pthread_mutex_unlock(&t->mu);
         return EW_ENOMEM;
@@ -126,6 +129,7 @@ static void a_stop(ewi_transport *t)
     pthread_mutex_lock(&t->mu);
     if (t->thread_started && !t->io_exited && !t->stopping) {
         t->stopping = true;
+        ewi_window_close(&t->window);
         if (t->conn_live)
             pn_connection_wake(t->conn_live);
         else
@@ -156,6 +160,7 @@ static void a_destroy(ewi_transport *t)
     pthread_mutex_destroy(&t->mu);
     pthread_mutex_destroy(&t->decl_mu);
     pthread_cond_destroy(&t->cond);
+    ewi_window_destroy(&t->window);
     free(t);
 }
 
@@ -307,16 +312,11 @@ static ew_err a_publish(ewi_transport *t, ewi_pub *p)
 
     pthread_mutex_lock(&t->mu);
     /* Bound what waits for the broker: a full window blocks the sender up
-     * to its deadline (an outage fills it). */
-    while (!t->stopping && !t->io_exited && t->pending >= t->opt.max_inflight) {
-        t->window_waiters++;
-        bool more = wait_until(t, p->deadline_ms);
-        t->window_waiters--;
-        if (!more)
-            break;
-    }
-    if (t->stopping || t->io_exited || t->pending >= t->opt.max_inflight) {
-        rc = t->stopping || t->io_exited ? EW_ECLOSED : EW_ETIMEDOUT;
+     * to its deadline (an outage fills it); still full then, the send
+     * fails here, never written. */
+    rc = t->stopping || t->io_exited ? EW_ECLOSED
+                                     : ewi_window_take(&t->window, &t->mu, p->deadline_ms);
+    if (rc != EW_OK) {
         pthread_mutex_unlock(&t->mu);
         if (rc == EW_ETIMEDOUT)
             ewi_log(t->m, EW_LOG_ERROR,
@@ -327,7 +327,6 @@ static ew_err a_publish(ewi_transport *t, ewi_pub *p)
         free(o);
         return rc;
     }
-    t->pending++;
     amqp_post_locked(t, &o->w);
     pthread_mutex_unlock(&t->mu);
     return EW_OK;

@@ -6,6 +6,7 @@ list(APPEND EW_SOURCES
   transports/amqp/amqp_message.c
   transports/amqp/amqp_topology.c
   transports/amqp/amqp_declare.c
+  transports/amqp/amqp_link.c
   transports/amqp/amqp_io.c
   transports/amqp/amqp_send.c
   transports/amqp/amqp_recv.c

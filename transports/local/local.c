@@ -10,6 +10,7 @@
  * like several servers. A per_process queue vanishes when its last consumer
  * leaves, as an expiring broker queue does. */
 #include "ewi.h"
+#include "options.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -17,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DEFAULT_CAPACITY 10000
 
 /* A message on a queue. The delivered ewi_msg lives inside it (its env is
  * the entry's reference, its redeliveries the entry's count), so a delivery
@@ -266,11 +266,13 @@ static bool wait_room(lbroker *b, int64_t deadline)
 
 static ew_err l_create(ew_manager *m, const ewi_url *url, ewi_transport **out)
 {
-    long cap;
-    if (ewi_url_param_int(url, "capacity", DEFAULT_CAPACITY, 1, 100000000, &cap) != EW_OK) {
-        ewi_log(m, EW_LOG_ERROR, "local: capacity must be 1..100000000");
+    ewi_opts p;
+    char err[400];
+    if (ewi_opts_parse(m, url, EWI_OPTS_LOCAL, false, &p, err, sizeof err) != EW_OK) {
+        ewi_log(m, EW_LOG_ERROR, "local URL: %s", err);
         return EW_EINVAL;
     }
+    long cap = p.num[EWI_OPT_CAPACITY];
     if (url->user || url->port || (url->path && *url->path)) {
         ewi_log(m, EW_LOG_ERROR, "local: the URL takes only a name: local://[name]");
         return EW_EINVAL;
@@ -446,7 +448,11 @@ static ew_err l_publish(ewi_transport *t, ewi_pub *p)
     }
     if (qs != inline_qs)
         free(qs);
-    if (rc == EW_ENOMEM)
+    /* Still full at the deadline: the send fails here and done never runs,
+     * the rule of every transport's window. */
+    if (rc == EW_ETIMEDOUT)
+        ewi_log(t->m, EW_LOG_ERROR, "send %s: %s until the send deadline", p->event, detail);
+    if (rc == EW_ENOMEM || rc == EW_ETIMEDOUT)
         return rc;
     p->done(p, rc, detail[0] ? detail : NULL);
     return EW_OK;

@@ -36,8 +36,10 @@ typedef struct rmq_opts {
     int port;
     char *user, *password, *vhost;
     char *cacert, *cert, *key; /* TLS files; NULL when not given */
-    bool verify;               /* TLS peer and host name verification */
-    int heartbeat_s;           /* 0 disables heartbeats */
+    bool verify;               /* TLS: verify the peer's certificate chain */
+    bool verify_name;          /* TLS: and its host name (verify=name) */
+    int heartbeat_ms;          /* ?heartbeat_ms=; 0 disables heartbeats */
+    int heartbeat_s;           /* the same in whole seconds, rounded up */
     int connect_timeout_ms;    /* one TCP connect + handshake */
     int rpc_timeout_ms;        /* one declaration round trip */
     long queue_expires_ms;     /* x-expires of per_process queues */
@@ -198,12 +200,10 @@ struct ewi_transport {
     /* Shared with other threads, under mu. */
     pthread_mutex_t mu;
     pthread_cond_t done_cv;  /* a request completed */
-    pthread_cond_t room_cv;  /* the publish window has room */
     ewi_pub *pub_head, *pub_tail;
     ewi_msg *settle_head, *settle_tail;
     rmq_req *req_head, *req_tail;
-    size_t inflight;         /* publishes accepted and not completed */
-    size_t room_waiters;
+    ewi_window window;       /* publishes accepted and not completed */
     bool sleeping;           /* the I/O thread is (about to be) in poll */
     bool woken;              /* a wake-up is pending */
     bool closed;             /* stop ran: publishes fail with EW_ECLOSED */
@@ -333,18 +333,25 @@ ew_err rmq_wire_flush(ewi_transport *t, char *err, size_t errlen);
 /* ---- publishing on the I/O thread (rmq_pub.c) --------------------------- */
 
 /* Writes p, or on plain TCP appends it to the write buffer; confirmed ones
- * wait in the unconfirmed list. false when the connection failed (p is
- * then queued for resending). */
-bool rmq_pub_write(ewi_transport *t, ewi_pub *p);
+ * wait in the unconfirmed list. false when the connection failed, with why:
+ * p is then queued for resending, and the caller (the I/O loop) decides
+ * what the loss means (rmq_lost). Never calls back into the loop. */
+bool rmq_pub_write(ewi_transport *t, ewi_pub *p, char *why, size_t whylen);
 /* Writes what rmq_pub_write buffered and completes the transient publishes
- * in it; false when the connection failed. */
-bool rmq_pub_flush(ewi_transport *t);
+ * in it; false when the connection failed, with why (the unflushed ones
+ * wait for rmq_lost to put them back in line). */
+bool rmq_pub_flush(ewi_transport *t, char *why, size_t whylen);
 /* Connection lost: buffered transient publishes go back in line. */
 void rmq_pub_unflushed_back(ewi_transport *t);
 void rmq_pub_on_ack(ewi_transport *t, uint64_t tag, bool multiple, bool nack);
 void rmq_pub_on_return(ewi_transport *t, const rmq_inbound *in);
-/* Fails publishes whose deadline passed (all queues when disconnected). */
+/* Fails publishes whose deadline passed (all queues when disconnected):
+ * EW_ETIMEDOUT when never written, EW_EINDOUBT otherwise; either way they
+ * leave every queue and are never sent again. */
 void rmq_pub_expire(ewi_transport *t);
+/* The same for the resend queue alone, whether connected or not (right
+ * after a reconnect, before resending). */
+void rmq_pub_expire_all(ewi_transport *t);
 /* Moves every unconfirmed publish to the resend queue (connection lost). */
 void rmq_pub_requeue_unconfirmed(ewi_transport *t);
 /* Fails every publish the I/O thread holds with err (stop). */

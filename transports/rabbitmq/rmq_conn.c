@@ -92,14 +92,14 @@ static ew_err tls_setup(ewi_transport *t, amqp_socket_t *s, char *err, size_t er
     unsigned char addr[16];
     bool ip = inet_pton(AF_INET, o->host, addr) == 1 || inet_pton(AF_INET6, o->host, addr) == 1;
     SSL_CTX *ctx = amqp_ssl_socket_get_context(s);
-    if (o->verify && ip) {
+    if (o->verify_name && ip) {
         if (!ctx || X509_VERIFY_PARAM_set1_ip_asc(SSL_CTX_get0_param(ctx), o->host) != 1) {
             snprintf(err, errlen, "TLS: cannot set up the check of IP address %s", o->host);
             return EW_ECONNECT;
         }
         amqp_ssl_socket_set_verify_hostname(s, 0);
     } else {
-        amqp_ssl_socket_set_verify_hostname(s, o->verify);
+        amqp_ssl_socket_set_verify_hostname(s, o->verify_name);
     }
     return EW_OK;
 }

@@ -626,16 +626,19 @@ static void write_pubs(ewi_transport *t, ewi_pub *batch)
             t->resend_head = batch;
         t->resend_tail = tail;
     }
+    char why[200];
     for (int n = 0; n < WRITE_BATCH && t->connected && t->resend_head; n++) {
         ewi_pub *p = t->resend_head;
         t->resend_head = p->next;
         if (!t->resend_head)
             t->resend_tail = NULL;
-        if (!rmq_pub_write(t, p))
+        if (!rmq_pub_write(t, p, why, sizeof why)) {
+            rmq_lost(t, why);
             return;
+        }
     }
-    if (t->connected)
-        rmq_pub_flush(t);
+    if (t->connected && !rmq_pub_flush(t, why, sizeof why))
+        rmq_lost(t, why);
 }
 
 static void finish(ewi_transport *t)
@@ -646,10 +649,9 @@ static void finish(ewi_transport *t)
     rmq_req *reqs = t->req_head;
     t->settle_head = t->settle_tail = NULL;
     t->req_head = t->req_tail = NULL;
-    if (t->room_waiters)
-        pthread_cond_broadcast(&t->room_cv);
+    ewi_window_close(&t->window);
     pthread_mutex_unlock(&t->mu);
-    rmq_pub_fail_all(t, EW_ECLOSED, "the transport stopped before the broker confirmed it");
+    rmq_pub_fail_all(t, EW_ECLOSED, "the transport stopped before the message was sent");
     for (ewi_msg *msg = settles, *next; msg; msg = next) {
         next = msg->qnext;
         ewi_msg_free(msg);
@@ -713,6 +715,9 @@ void *rmq_io_main(void *arg)
             reconnect(t);
             if (t->connected) {
                 run_parked(t);
+                /* What passed its deadline during the outage has failed (or
+                 * fails now): it is never resent. */
+                rmq_pub_expire_all(t);
                 write_pubs(t, NULL);
             }
         }

@@ -26,9 +26,7 @@ void rmq_room_release(ewi_transport *t)
     if (!t->freed)
         return;
     pthread_mutex_lock(&t->mu);
-    t->inflight -= t->freed;
-    if (t->room_waiters)
-        pthread_cond_broadcast(&t->room_cv);
+    ewi_window_give(&t->window, t->freed);
     pthread_mutex_unlock(&t->mu);
     t->freed = 0;
 }
@@ -62,7 +60,7 @@ static void track_confirm(ewi_transport *t, ewi_pub *p)
     t->unconf_tail = p;
 }
 
-bool rmq_pub_write(ewi_transport *t, ewi_pub *p)
+bool rmq_pub_write(ewi_transport *t, ewi_pub *p, char *why, size_t whylen)
 {
     bool confirm = confirmed(p);
     amqp_basic_properties_t props;
@@ -79,6 +77,9 @@ bool rmq_pub_write(ewi_transport *t, ewi_pub *p)
     if (rc == EW_OK && !t->o.tls) {
         rc = rmq_wire_publish(t, ch, exchange, key, !to_event, &props, bb);
         if (rc == EW_OK) {
+            /* Buffered, written within this turn: from here the broker may
+             * get it whatever happens to the connection. */
+            p->written = true;
             if (confirm) {
                 track_confirm(t, p);
             } else {
@@ -89,7 +90,7 @@ bool rmq_pub_write(ewi_transport *t, ewi_pub *p)
                     t->fire_head = p;
                 t->fire_tail = p;
             }
-            return !rmq_wire_due(t) || rmq_pub_flush(t);
+            return !rmq_wire_due(t) || rmq_pub_flush(t, why, whylen);
         }
     }
     if (rc != EW_OK) {
@@ -101,6 +102,7 @@ bool rmq_pub_write(ewi_transport *t, ewi_pub *p)
         rmq_pub_complete(t, p, rc, detail);
         return true;
     }
+    p->written = true; /* a failed write may still have sent part or all of it */
     int st = RMQ_GUARDED(t, amqp_basic_publish(t->conn, ch, exchange, key, !to_event, 0, &props, bb));
     if (st != AMQP_STATUS_OK) {
         /* p is the oldest of what is left to write: first in line again. */
@@ -108,9 +110,7 @@ bool rmq_pub_write(ewi_transport *t, ewi_pub *p)
         t->resend_head = p;
         if (!t->resend_tail)
             t->resend_tail = p;
-        char why[160];
-        snprintf(why, sizeof why, "publish failed: %s", amqp_error_string2(st));
-        rmq_lost(t, why);
+        snprintf(why, whylen, "publish failed: %s", amqp_error_string2(st));
         return false;
     }
     if (confirm)
@@ -132,15 +132,12 @@ void rmq_pub_unflushed_back(ewi_transport *t)
     t->fire_head = t->fire_tail = NULL;
 }
 
-bool rmq_pub_flush(ewi_transport *t)
+bool rmq_pub_flush(ewi_transport *t, char *why, size_t whylen)
 {
-    if (t->wlen) {
-        char err[200];
-        if (rmq_wire_flush(t, err, sizeof err) != EW_OK) {
-            rmq_lost(t, err); /* puts the unflushed ones back in line */
-            return false;
-        }
-    }
+    /* On failure the unflushed ones stay where they are: the loop's
+     * rmq_lost puts them back in line. */
+    if (t->wlen && rmq_wire_flush(t, why, whylen) != EW_OK)
+        return false;
     ewi_pub *p = t->fire_head;
     t->fire_head = t->fire_tail = NULL;
     for (ewi_pub *next; p; p = next) {
@@ -244,8 +241,10 @@ void rmq_pub_on_return(ewi_transport *t, const rmq_inbound *in)
     t->returned = r;
 }
 
+/* Fails what is past its deadline and drops it: nothing sends it later.
+ * EW_ETIMEDOUT for what was never written, EW_EINDOUBT for the rest. */
 static void expire_list(ewi_transport *t, ewi_pub **head, ewi_pub **tail, bool all,
-                        int64_t now, const char *detail)
+                        int64_t now, const char *unsent, const char *written)
 {
     ewi_pub *prev = NULL;
     for (ewi_pub *p = *head, *next; p; p = next) {
@@ -262,7 +261,8 @@ static void expire_list(ewi_transport *t, ewi_pub **head, ewi_pub **tail, bool a
             *head = next;
         if (*tail == p)
             *tail = prev;
-        rmq_pub_complete(t, p, EW_ETIMEDOUT, detail);
+        rmq_pub_complete(t, p, ewi_pub_unconfirmed(p, EW_ETIMEDOUT),
+                         ewi_pub_detail(p, unsent, written));
     }
 }
 
@@ -274,8 +274,9 @@ void rmq_pub_expire(ewi_transport *t)
         if (t->unconf_head && t->unconf_head->deadline_ms <= now) {
             /* Forget any return noted for what expires. */
             snprintf(detail, sizeof detail,
-                     "no confirm from %s within the send timeout (the broker is slow or "
-                     "blocked)", t->o.label);
+                     "written, but no confirm from %s within the send timeout (the "
+                     "broker is slow or blocked): it may have been delivered",
+                     t->o.label);
             ewi_pub *keep = t->unconf_head;
             while (keep && keep->deadline_ms <= now)
                 keep = keep->next;
@@ -291,15 +292,27 @@ void rmq_pub_expire(ewi_transport *t)
                     r = &(*r)->next;
                 }
             }
-            expire_list(t, &t->unconf_head, &t->unconf_tail, false, now, detail);
+            expire_list(t, &t->unconf_head, &t->unconf_tail, false, now, detail, detail);
         }
         return;
     }
+    rmq_pub_expire_all(t);
+}
+
+void rmq_pub_expire_all(ewi_transport *t)
+{
+    int64_t now = ewi_now_ms();
+    char detail[400], written[500];
     snprintf(detail, sizeof detail,
              "not sent within the send timeout: the connection to %s is down since %.1f s "
-             "(%s); reconnecting",
+             "(%s); reconnecting; the message will not be sent",
              t->o.label, (double)(now - t->down_since_ms) / 1000.0, t->down_reason);
-    expire_list(t, &t->resend_head, &t->resend_tail, true, now, detail);
+    snprintf(written, sizeof written,
+             "written to %s, but the connection was lost before its confirm (%s) and it "
+             "was not confirmed by the send deadline: it may have been delivered; it "
+             "will not be sent again",
+             t->o.label, t->down_reason);
+    expire_list(t, &t->resend_head, &t->resend_tail, true, now, detail, written);
 }
 
 void rmq_pub_requeue_unconfirmed(ewi_transport *t)
@@ -328,7 +341,10 @@ void rmq_pub_fail_all(ewi_transport *t, int err, const char *detail)
     pthread_mutex_unlock(&t->mu);
     for (ewi_pub *p = t->resend_head, *next; p; p = next) {
         next = p->next;
-        rmq_pub_complete(t, p, err, detail);
+        rmq_pub_complete(t, p, ewi_pub_unconfirmed(p, err),
+                         ewi_pub_detail(p, detail, "written, but the transport stopped "
+                                                   "before the broker confirmed it: it may "
+                                                   "have been delivered"));
     }
     t->resend_head = t->resend_tail = NULL;
     for (ewi_pub *p = shared, *next; p; p = next) {

@@ -1,4 +1,4 @@
-/* Topology on the broker (DESIGN.md's addressing table, RabbitMQ column):
+/* Topology on the broker (the README's addressing table, RabbitMQ column):
  *   event E        durable topic exchange E; messages carry routing key E
  *   listener L     queue E::L bound to E with '#'
  *   per_process    queue E::L-<server>, x-expires so dead servers leave

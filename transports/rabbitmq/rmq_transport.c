@@ -20,18 +20,6 @@ static bool need_wake(ewi_transport *t)
     return false;
 }
 
-static void abs_time(int64_t deadline_ms, struct timespec *ts)
-{
-    int left = ewi_left_ms(deadline_ms);
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += left / 1000;
-    ts->tv_nsec += (long)(left % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 /* Queues r and waits until the I/O thread completed it. */
 static ew_err request(ewi_transport *t, rmq_req *r)
 {
@@ -83,8 +71,8 @@ static ew_err r_create(ew_manager *m, const ewi_url *url, ewi_transport **out)
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&t->done_cv, &ca);
-    pthread_cond_init(&t->room_cv, &ca);
     pthread_condattr_destroy(&ca);
+    ewi_window_init(&t->window, t->o.max_inflight);
     pthread_mutex_init(&t->guard_mu, NULL);
     ewi_cond_init_mono(&t->guard_cv);
     atomic_init(&t->wr_since_ms, 0);
@@ -218,29 +206,19 @@ static ew_err r_publish(ewi_transport *t, ewi_pub *p)
         pthread_mutex_unlock(&t->mu);
         return EW_ECLOSED;
     }
-    /* Backpressure: at most max_inflight publishes queued or unconfirmed. */
-    while (t->inflight >= t->o.max_inflight) {
-        if (ewi_left_ms(p->deadline_ms) == 0) {
-            size_t n = t->inflight;
-            pthread_mutex_unlock(&t->mu);
-            char detail[300];
-            snprintf(detail, sizeof detail,
-                     "%zu earlier messages were still waiting for %s at the send deadline "
-                     "(the broker is slow, blocked or unreachable)", n, t->o.label);
-            p->done(p, EW_ETIMEDOUT, detail);
-            return EW_OK;
-        }
-        struct timespec ts;
-        abs_time(p->deadline_ms, &ts);
-        t->room_waiters++;
-        pthread_cond_timedwait(&t->room_cv, &t->mu, &ts);
-        t->room_waiters--;
-        if (t->closed) {
-            pthread_mutex_unlock(&t->mu);
-            return EW_ECLOSED;
-        }
+    /* Backpressure: at most max_inflight publishes queued or unconfirmed;
+     * still full at the deadline, the send fails here, never written. */
+    ew_err rc = ewi_window_take(&t->window, &t->mu, p->deadline_ms);
+    if (rc != EW_OK) {
+        size_t n = t->window.used;
+        pthread_mutex_unlock(&t->mu);
+        if (rc == EW_ETIMEDOUT)
+            ewi_log(t->m, EW_LOG_ERROR,
+                    "send %s: %zu earlier messages were still waiting for %s at the send "
+                    "deadline (the broker is slow, blocked or unreachable)",
+                    p->event, n, t->o.label);
+        return rc;
     }
-    t->inflight++;
     p->next = NULL;
     if (t->pub_tail)
         t->pub_tail->next = p;
@@ -316,8 +294,10 @@ static void r_stop(ewi_transport *t)
     pthread_mutex_lock(&t->mu);
     bool running = t->io_started && !t->closed;
     t->quit = true;
-    if (!running)
+    if (!running) {
         t->closed = true;
+        ewi_window_close(&t->window);
+    }
     pthread_mutex_unlock(&t->mu);
     if (running) {
         ewi_waker_wake(&t->waker);
@@ -351,7 +331,7 @@ static void r_destroy(ewi_transport *t)
     ewi_waker_close(&t->waker);
     pthread_mutex_destroy(&t->mu);
     pthread_cond_destroy(&t->done_cv);
-    pthread_cond_destroy(&t->room_cv);
+    ewi_window_destroy(&t->window);
     rmq_guard_stop(t); /* started, never stopped: stop was not called */
     pthread_mutex_destroy(&t->guard_mu);
     pthread_cond_destroy(&t->guard_cv);

@@ -1,4 +1,4 @@
-/* Addressing per broker dialect (DESIGN.md's table), for event E, listener
+/* Addressing per broker dialect (the README's table), for event E, listener
  * queue Q = E::L[-S] and dead-letter queue D = E::L.dlq. Pure: unit-tested.
  *
  *            rabbitmq                      activemq (5 classic)          artemis

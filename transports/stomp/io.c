@@ -62,10 +62,11 @@ static void complete_pub(ewi_transport *t, stomp_pending *pd, int err, const cha
     ewi_pub *p = pd->pub;
     ewi_buf_free(&pd->frame);
     free(pd);
-    p->done(p, err, detail);
+    /* A SEND written once (then put back in line by a drop) may have
+     * reached the broker: unconfirmed, it is in doubt, never "not sent". */
+    p->done(p, ewi_pub_unconfirmed(p, err), detail);
     pthread_mutex_lock(&t->mu);
-    t->window--;
-    pthread_cond_broadcast(&t->cv);
+    ewi_window_give(&t->window, 1);
     pthread_mutex_unlock(&t->mu);
 }
 
@@ -590,6 +591,7 @@ static void take_work(io *s)
             continue;
         }
         pd->wseq = ++s->wseq;
+        pd->pub->written = true; /* in the output buffer: it may reach the broker */
         if (s->infl_tail)
             s->infl_tail->next = pd;
         else
@@ -690,13 +692,16 @@ static void expire(io *s, const char *why)
     else
         snprintf(detail, sizeof detail, "not sent: the STOMP broker was unreachable until "
                  "the deadline%s%s", why && *why ? ": " : "", why ? why : "");
+    const char *written = "written, but the connection was lost before the STOMP broker's "
+                          "receipt and no receipt came before the deadline: it may have "
+                          "been delivered; it will not be sent again";
     while (dead) {
         stomp_pending *pd = dead;
         dead = pd->next;
-        complete_pub(t, pd, EW_ETIMEDOUT, detail);
+        complete_pub(t, pd, EW_ETIMEDOUT, ewi_pub_detail(pd->pub, detail, written));
     }
     snprintf(detail, sizeof detail, "sent, but no receipt from the STOMP broker before the "
-             "deadline (it may or may not have taken it)");
+             "deadline: it may have been delivered");
     for (stomp_pending *pd = s->infl_head, *next; pd; pd = next) {
         next = pd->next;
         if (pd->pub->deadline_ms <= now)
@@ -995,12 +1000,17 @@ static void shutdown_io(io *s)
     pthread_mutex_unlock(&t->mu);
     for (stomp_pending *pd = s->infl_head, *next; pd; pd = next) {
         next = pd->next;
-        complete_pub(t, pd, EW_ECLOSED, "the transport stopped before the broker's receipt");
+        complete_pub(t, pd, EW_ECLOSED, "the transport stopped before the broker's receipt: "
+                                        "it may have been delivered");
     }
     s->infl_head = s->infl_tail = NULL;
     for (stomp_pending *pd = pend, *next; pd; pd = next) {
         next = pd->next;
-        complete_pub(t, pd, EW_ECLOSED, "the transport stopped before the send");
+        complete_pub(t, pd, EW_ECLOSED,
+                     ewi_pub_detail(pd->pub, "the transport stopped before the send",
+                                    "written on a lost connection, but the transport "
+                                    "stopped before the broker's receipt: it may have "
+                                    "been delivered"));
     }
     for (stomp_req *r = s->waiting, *next; r; r = next) {
         next = r->next;
@@ -1082,6 +1092,10 @@ void *stomp_io_main(void *arg)
         if (!s->sock) {
             if (now >= s->next_attempt) {
                 ew_err code;
+                /* What passed its deadline during the outage fails now, so
+                 * the new connection never sends it. */
+                if (s->role == STOMP_PUB)
+                    expire(s, why);
                 if (connect_once(s, why, sizeof why, &code)) {
                     s->up_since = ewi_now_ms();
                     s->fails = 0;

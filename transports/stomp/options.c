@@ -1,4 +1,6 @@
-/* The STOMP transport's URL options. Pure: no I/O, unit-tested.
+/* The STOMP transport's URL options, parsed through core's option table
+ * (core/options.c: names, units, defaults). Unit-tested; the only I/O is
+ * reading the TLS files given, so that a wrong one fails at ew_manager_new.
  *
  *   stomp[+ssl]://[login[:passcode]@]host[:port][/vhost]?dialect=D[&option=value...]
  *
@@ -7,15 +9,12 @@
  * error and not a silent default. `prefetch` is core's (it parses it from
  * every URL into sub->prefetch): accepted here and otherwise ignored. */
 #include "transports/stomp/stomp.h"
+#include "options.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static const char *const known[] = {
-    "dialect", "ca", "verify", "heartbeat_ms", "max_inflight", "reconnect_max_ms",
-    "connect_timeout_ms", "per_process_expires_ms", "amqp_port", "prefetch", NULL};
 
 const char *stomp_dialect_name(stomp_dialect d)
 {
@@ -58,20 +57,13 @@ void stomp_options_free(stomp_options *o)
     }
     free(o->vhost);
     free(o->ca_file);
+    free(o->cert_file);
+    free(o->key_file);
     memset(o, 0, sizeof *o);
 }
 
-static ew_err int_opt(const ewi_url *url, const char *key, long dflt, long min,
-                      long max, long *out, char *err, size_t errlen)
-{
-    if (ewi_url_param_int(url, key, dflt, min, max, out) == EW_OK)
-        return EW_OK;
-    textf(err, errlen, "%s must be an integer in %ld..%ld", key, min, max);
-    return EW_EINVAL;
-}
-
-ew_err stomp_options_parse(const ewi_url *url, stomp_options *o, char *err,
-                           size_t errlen)
+ew_err stomp_options_parse(const ew_manager *m, const ewi_url *url, stomp_options *o,
+                           char *err, size_t errlen)
 {
     memset(o, 0, sizeof *o);
     if (strcmp(url->scheme, "stomp+ssl") == 0)
@@ -80,20 +72,11 @@ ew_err stomp_options_parse(const ewi_url *url, stomp_options *o, char *err,
         textf(err, errlen, "scheme '%s' is not stomp or stomp+ssl", url->scheme);
         return EW_EINVAL;
     }
-    for (size_t i = 0; i < url->nparams; i++) {
-        bool ok = false;
-        for (size_t k = 0; known[k] && !ok; k++)
-            ok = strcmp(known[k], url->params[i].key) == 0;
-        if (!ok) {
-            textf(err, errlen,
-                  "unknown option '%s' (known: dialect, ca, verify, heartbeat_ms, "
-                  "max_inflight, reconnect_max_ms, connect_timeout_ms, "
-                  "per_process_expires_ms, amqp_port, prefetch)",
-                  url->params[i].key);
-            return EW_EINVAL;
-        }
-    }
-    const char *d = ewi_url_param(url, "dialect");
+    ewi_opts p;
+    ew_err rc = ewi_opts_parse(m, url, EWI_OPTS_STOMP, o->tls, &p, err, errlen);
+    if (rc != EW_OK)
+        return rc;
+    const char *d = p.text[EWI_OPT_DIALECT];
     if (!d) {
         textf(err, errlen, "stomp needs ?dialect=rabbitmq, activemq or artemis");
         return EW_EINVAL;
@@ -102,58 +85,31 @@ ew_err stomp_options_parse(const ewi_url *url, stomp_options *o, char *err,
         o->dialect = STOMP_RABBITMQ;
     else if (strcmp(d, "activemq") == 0)
         o->dialect = STOMP_ACTIVEMQ;
-    else if (strcmp(d, "artemis") == 0)
+    else
         o->dialect = STOMP_ARTEMIS;
-    else {
-        textf(err, errlen, "unknown dialect '%s' (rabbitmq, activemq or artemis)", d);
-        return EW_EINVAL;
-    }
     if (!url->host || !*url->host) {
         textf(err, errlen, "stomp URL without a host");
         return EW_EINVAL;
     }
     o->port = url->port ? url->port : o->tls ? 61614 : 61613;
-
-    const char *verify = ewi_url_param(url, "verify");
-    o->verify = true;
-    if (verify) {
-        if (strcmp(verify, "0") == 0 || strcmp(verify, "false") == 0)
-            o->verify = false;
-        else if (strcmp(verify, "1") != 0 && strcmp(verify, "true") != 0) {
-            textf(err, errlen, "verify must be true or false");
-            return EW_EINVAL;
-        }
-    }
-    if (!o->tls && (ewi_url_param(url, "ca") || verify)) {
-        textf(err, errlen, "ca and verify need stomp+ssl://");
-        return EW_EINVAL;
-    }
-
-    long v;
-    ew_err rc;
-    if ((rc = int_opt(url, "heartbeat_ms", 10000, 0, 3600000, &v, err, errlen)))
-        return rc;
-    o->heartbeat_ms = (int)v;
-    if ((rc = int_opt(url, "max_inflight", 1000, 1, 1000000, &v, err, errlen)))
-        return rc;
-    o->max_inflight = (int)v;
-    if ((rc = int_opt(url, "reconnect_max_ms", 5000, 10, 3600000, &v, err, errlen)))
-        return rc;
-    o->reconnect_max_ms = (int)v;
-    if ((rc = int_opt(url, "connect_timeout_ms", 5000, 100, 600000, &v, err, errlen)))
-        return rc;
-    o->connect_timeout_ms = (int)v;
-    if ((rc = int_opt(url, "per_process_expires_ms", 60000, 1000, 2147483647L,
-                      &o->expires_ms, err, errlen)))
-        return rc;
-    if ((rc = int_opt(url, "amqp_port", o->dialect == STOMP_RABBITMQ ? (o->tls ? 5671 : 5672) : 0,
-                      0, 65535, &v, err, errlen)))
-        return rc;
-    o->amqp_port = (int)v;
+    o->verify = p.num[EWI_OPT_VERIFY] != EWI_VERIFY_NONE;
+    o->verify_name = p.num[EWI_OPT_VERIFY] == EWI_VERIFY_NAME;
+    o->heartbeat_ms = (int)p.num[EWI_OPT_HEARTBEAT_MS];
+    o->max_inflight = (int)p.num[EWI_OPT_MAX_INFLIGHT];
+    o->reconnect_max_ms = (int)p.num[EWI_OPT_RECONNECT_MAX_MS];
+    o->connect_timeout_ms = (int)p.num[EWI_OPT_CONNECT_TIMEOUT_MS];
+    o->expires_ms = p.num[EWI_OPT_PER_PROCESS_EXPIRES_MS];
+    /* The rabbitmq dialect declares through AMQP 0-9-1 on the broker's
+     * AMQP port (the TLS one with stomp+ssl://). */
+    o->amqp_port = p.given[EWI_OPT_AMQP_PORT] ? (int)p.num[EWI_OPT_AMQP_PORT]
+                   : o->dialect == STOMP_RABBITMQ ? (o->tls ? 5671 : 5672)
+                                                  : 0;
     if (o->amqp_port && o->dialect != STOMP_RABBITMQ) {
         textf(err, errlen, "amqp_port is for dialect=rabbitmq only");
         return EW_EINVAL;
     }
+    if (ewi_tls_check_pair(p.text[EWI_OPT_CERT], p.text[EWI_OPT_KEY], err, errlen) != EW_OK)
+        return EW_EINVAL;
 
     /* RabbitMQ reads the vhost from CONNECT's host header; the others want
      * the broker's host name there. */
@@ -162,7 +118,9 @@ ew_err stomp_options_parse(const ewi_url *url, stomp_options *o, char *err,
                                                        : url->host;
     if (!dup_into(&o->host, url->host) || !dup_into(&o->login, url->user) ||
         !dup_into(&o->passcode, url->password) || !dup_into(&o->vhost, vhost) ||
-        !dup_into(&o->ca_file, ewi_url_param(url, "ca")))
+        !dup_into(&o->ca_file, p.text[EWI_OPT_CA]) ||
+        !dup_into(&o->cert_file, p.text[EWI_OPT_CERT]) ||
+        !dup_into(&o->key_file, p.text[EWI_OPT_KEY]))
         return EW_ENOMEM;
     /* CONNECT is not escaped: a line break in a credential cannot travel. */
     const char *creds[] = {o->login, o->passcode, o->vhost};

@@ -1,5 +1,6 @@
 /* A non-blocking TCP connection, optionally wrapped in TLS (OpenSSL, peer
- * verification on by default, host name checked). Used by the I/O thread
+ * verification on by default, host name checked unless verify=peer, an
+ * optional client certificate). Used by the I/O thread
  * only; the connect and the TLS handshake are bounded by a timeout. */
 #include "transports/stomp/stomp.h"
 
@@ -103,7 +104,7 @@ static int tcp_connect(const stomp_options *o, int64_t deadline, char *err,
 }
 
 static bool tls_setup(stomp_sock *s, const stomp_options *o, int64_t deadline,
-                      bool *final, char *err, size_t errlen)
+                      ew_err *code, bool *final, char *err, size_t errlen)
 {
     s->ctx = SSL_CTX_new(TLS_client_method());
     if (!s->ctx) {
@@ -125,6 +126,21 @@ static bool tls_setup(stomp_sock *s, const stomp_options *o, int64_t deadline,
             return false;
         }
     }
+    /* The client certificate, for brokers that ask for one. A file that
+     * stopped loading since ew_manager_new checked it is the caller's to fix,
+     * not a reason to retry. */
+    if (o->cert_file &&
+        (SSL_CTX_use_certificate_chain_file(s->ctx, o->cert_file) != 1 ||
+         SSL_CTX_use_PrivateKey_file(s->ctx, o->key_file, SSL_FILETYPE_PEM) != 1 ||
+         SSL_CTX_check_private_key(s->ctx) != 1)) {
+        char what[600];
+        snprintf(what, sizeof what, "TLS client certificate %s with key %s", o->cert_file,
+                 o->key_file);
+        ssl_text(err, errlen, what);
+        *code = EW_EINVAL;
+        *final = true;
+        return false;
+    }
     s->ssl = SSL_new(s->ctx);
     if (!s->ssl || SSL_set_fd(s->ssl, s->fd) != 1) {
         ssl_text(err, errlen, "TLS session");
@@ -136,7 +152,7 @@ static bool tls_setup(stomp_sock *s, const stomp_options *o, int64_t deadline,
                  inet_pton(AF_INET6, o->host, &a6) == 1;
     if (!is_ip)
         SSL_set_tlsext_host_name(s->ssl, o->host);
-    if (o->verify) {
+    if (o->verify_name) {
         X509_VERIFY_PARAM *vp = SSL_get0_param(s->ssl);
         int ok = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, o->host)
                        : X509_VERIFY_PARAM_set1_host(vp, o->host, 0);
@@ -189,7 +205,7 @@ stomp_sock *stomp_sock_open(const stomp_options *o, int timeout_ms, ew_err *code
         free(s);
         return NULL;
     }
-    if (o->tls && !tls_setup(s, o, deadline, final, err, errlen)) {
+    if (o->tls && !tls_setup(s, o, deadline, code, final, err, errlen)) {
         stomp_sock_close(s);
         return NULL;
     }

@@ -42,7 +42,9 @@ typedef struct stomp_options {
     char *login, *passcode; /* NULL: none sent */
     char *vhost;           /* CONNECT's host header */
     char *ca_file;         /* TLS: trust these CAs (else the system's) */
-    bool verify;           /* TLS: verify the peer (default on) */
+    char *cert_file, *key_file; /* TLS: client certificate and its key, or NULL */
+    bool verify;           /* TLS: verify the peer's chain (default on) */
+    bool verify_name;      /* TLS: and its host name (verify=name, the default) */
     int heartbeat_ms;      /* both directions; 0 disables */
     int max_inflight;      /* unreceipted SENDs at most */
     int reconnect_max_ms;  /* backoff cap */
@@ -53,9 +55,10 @@ typedef struct stomp_options {
 
 const char *stomp_dialect_name(stomp_dialect d);
 /* Fills o from the URL (scheme stomp or stomp+ssl); EW_EINVAL with the reason
- * in err. o is freed with stomp_options_free also on failure. */
-ew_err stomp_options_parse(const ewi_url *url, stomp_options *o, char *err,
-                           size_t errlen);
+ * in err. Old option names are logged on m (NULL: not logged). o is freed
+ * with stomp_options_free also on failure. */
+ew_err stomp_options_parse(const ew_manager *m, const ewi_url *url, stomp_options *o,
+                           char *err, size_t errlen);
 void stomp_options_free(stomp_options *o);
 
 /* ---- dialects (dialect.c) ------------------------------------------------ */
@@ -267,7 +270,7 @@ struct ewi_transport {
     atomic_uint_fast64_t next_receipt;
 
     pthread_mutex_t mu;   /* everything below */
-    pthread_cond_t cv;    /* requests done, state changes, window room */
+    pthread_cond_t cv;    /* requests done, state changes */
     bool stopping;
     stomp_state state[STOMP_ROLES];
     uint64_t gen;         /* connection generation, +1 per connect */
@@ -276,7 +279,7 @@ struct ewi_transport {
     char last_error[512];
     bool ever_up;
     stomp_pending *pend_head, *pend_tail; /* not written yet */
-    size_t window;        /* pending + in flight */
+    ewi_window window;    /* SENDs pending + in flight */
     stomp_msgdata *settle_head, *settle_tail;
     stomp_req *req_head, *req_tail;
     stomp_sub *subs;      /* every subscription, listeners and DLQ readers */

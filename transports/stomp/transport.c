@@ -63,7 +63,7 @@ static ew_err stomp_create(ew_manager *m, const ewi_url *url, ewi_transport **ou
     if (!t)
         return EW_ENOMEM;
     char err[512] = "";
-    ew_err rc = stomp_options_parse(url, &t->opt, err, sizeof err);
+    ew_err rc = stomp_options_parse(m, url, &t->opt, err, sizeof err);
     if (rc != EW_OK) {
         ewi_log(m, EW_LOG_ERROR, "stomp URL: %s", err);
         stomp_options_free(&t->opt);
@@ -93,6 +93,7 @@ static ew_err stomp_create(ew_manager *m, const ewi_url *url, ewi_transport **ou
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&t->cv, &ca);
     pthread_condattr_destroy(&ca);
+    ewi_window_init(&t->window, (size_t)t->opt.max_inflight);
     t->waker[0].fd = t->waker[1].fd = -1;
     if (ewi_waker_init(&t->waker[0]) != EW_OK || ewi_waker_init(&t->waker[1]) != EW_OK ||
         (t->opt.dialect == STOMP_RABBITMQ && !(t->topo = stomp_topo_new(&t->opt)))) {
@@ -101,6 +102,7 @@ static ew_err stomp_create(ew_manager *m, const ewi_url *url, ewi_transport **ou
         stomp_options_free(&t->opt);
         pthread_mutex_destroy(&t->mu);
         pthread_cond_destroy(&t->cv);
+        ewi_window_destroy(&t->window);
         free(t);
         return EW_ENOMEM;
     }
@@ -114,6 +116,7 @@ static void join_io(ewi_transport *t)
     pthread_mutex_lock(&t->mu);
     bool started = t->thread_started;
     t->stopping = true;
+    ewi_window_close(&t->window);
     pthread_cond_broadcast(&t->cv);
     pthread_mutex_unlock(&t->mu);
     if (!started)
@@ -168,6 +171,7 @@ static void stomp_destroy(ewi_transport *t)
     stomp_options_free(&t->opt);
     pthread_mutex_destroy(&t->mu);
     pthread_cond_destroy(&t->cv);
+    ewi_window_destroy(&t->window);
     free(t);
 }
 
@@ -178,6 +182,7 @@ static ew_err stomp_start(ewi_transport *t, int timeout_ms)
     int64_t deadline = ewi_now_ms() + (timeout_ms > 0 ? timeout_ms : 30000);
     pthread_mutex_lock(&t->mu);
     t->stopping = false;
+    ewi_window_open(&t->window);
     t->state[0] = t->state[1] = ST_DOWN;
     t->last_code = EW_OK;
     t->last_final = false;
@@ -500,22 +505,19 @@ static ew_err stomp_publish(ewi_transport *t, ewi_pub *p)
         return rc;
     }
     pthread_mutex_lock(&t->mu);
-    /* The window bounds memory and the broker's backlog of receipts. */
-    while (running(t) && t->window >= (size_t)t->opt.max_inflight &&
-           wait_until(t, p->deadline_ms)) {
-    }
-    if (!running(t) || t->window >= (size_t)t->opt.max_inflight) {
-        bool closed = !running(t);
+    /* The window bounds memory and the broker's backlog of receipts; still
+     * full at the deadline, the send fails here, never written. */
+    rc = running(t) ? ewi_window_take(&t->window, &t->mu, p->deadline_ms) : EW_ECLOSED;
+    if (rc != EW_OK) {
         pthread_mutex_unlock(&t->mu);
         ewi_buf_free(&pd->frame);
         free(pd);
-        if (!closed)
+        if (rc == EW_ETIMEDOUT)
             ewi_log(t->m, EW_LOG_ERROR, "send %s: %d sends waiting for receipts until the "
                     "deadline (broker %s: %s)", p->event, t->opt.max_inflight, t->url_text,
                     t->state[STOMP_PUB] == ST_UP ? "up" : "unreachable");
-        return closed ? EW_ECLOSED : EW_ETIMEDOUT;
+        return rc;
     }
-    t->window++;
     if (t->pend_tail)
         t->pend_tail->next = pd;
     else

@@ -14,7 +14,7 @@ EW_TYPE(ping, EW_FIELD(ping, answer, EW_INT64));
 static const ew_event_desc PING = {.type = &ping_type, .name = "Ping"};
 static atomic_llong got = -1;
 
-static int on_ping(ew_delivery *d, const void *event, void *user)
+static ew_err on_ping(ew_delivery *d, const void *event, void *user)
 {
     (void)d;
     (void)user;

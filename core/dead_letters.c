@@ -1,0 +1,99 @@
+/* Reading a listener's dead-letter queue: the transport takes messages off
+ * E::L.dlq and core hands them to the application's callback. A message the
+ * callback refuses goes back to the dead-letter queue, so nothing is lost. */
+#include "manager_priv.h"
+
+#include <stdio.h>
+#include <string.h>
+
+typedef struct dl_reader {
+    ew_manager *m;
+    ewi_dlq_req *req;
+    ew_dead_letter_fn fn;
+    void *user;
+    ew_err refused; /* the callback's code once it refused a message */
+    size_t accepted;
+} dl_reader;
+
+/* Publishes a copy of env to the dead-letter queue again (at its end). */
+static void put_back(dl_reader *r, const ew_envelope *env)
+{
+    ew_manager *m = r->m;
+    ew_envelope *copy = ewi_envelope_clone(env);
+    ew_err rc = EW_ENOMEM;
+    if (copy) {
+        ewi_pub p = {.dest = EWI_DEST_DLQ,
+                     .event = r->req->event,
+                     .listener = r->req->listener,
+                     .queue = r->req->dlq,
+                     .durable = true,
+                     .env = copy,
+                     .deadline_ms = ewi_now_ms() + m->cfg.send_timeout_ms};
+        rc = ewi_publish_sync(m, &p);
+        ewi_envelope_unref(copy);
+    }
+    if (rc != EW_OK)
+        ewi_report(m, rc, r->req->dlq, r->req->event, ew_envelope_message_id(env),
+                   "a dead letter the reader refused could not be put back on %s: %s",
+                   r->req->dlq, ew_strerror(rc));
+}
+
+static void one(void *arg, const ew_envelope *env)
+{
+    dl_reader *r = arg;
+    if (r->refused == EW_OK) {
+        ew_err rc = r->fn(r->user, env);
+        if (rc == EW_OK) {
+            r->accepted++;
+            return;
+        }
+        r->refused = rc;
+        /* No more from the transport; what it fetched already comes here
+         * and goes back too. */
+        r->req->max = r->req->taken + 1;
+    }
+    put_back(r, env);
+}
+
+ew_err ew_dead_letters(ew_manager *m, const ew_dead_letter_options *o, size_t *taken)
+{
+    ewi_last_error_clear();
+    if (taken)
+        *taken = 0;
+    if (!m || !o || !o->event || !o->listener || !o->fn)
+        return ewi_fail(EW_EINVAL, "ew_dead_letters: NULL manager, options, event, "
+                        "listener or callback");
+    if (o->version != 0)
+        return ewi_fail(EW_EINVAL, "ew_dead_letters: ew_dead_letter_options.version is "
+                        "%u; this library knows layout 0", o->version);
+    const ew_event_desc *desc = o->event;
+    const char *listener = o->listener;
+    if (atomic_load(&m->state) != EWI_STARTED)
+        return ewi_fail(EW_ESTATE, "ew_dead_letters: the manager is not started");
+    if (!(m->ops->features & EWI_FEAT_DLQ_READ))
+        return ewi_fail(EW_ENOTSUP, "ew_dead_letters: the %s transport cannot read "
+                        "dead-letter queues", m->ops->name);
+    ewi_event *ev;
+    ew_err rc = ewi_event_get(m, desc, &ev);
+    if (rc != EW_OK)
+        return rc;
+    char queue[EW_MAX_QUEUE_NAME], dlq[EW_MAX_QUEUE_NAME], err[256];
+    if ((rc = ewi_queue_names(m, ev->name, listener, false, queue, dlq, err,
+                              sizeof err)) != EW_OK) {
+        ewi_log(m, EW_LOG_ERROR, "dead letters: %s", err);
+        return rc;
+    }
+    dl_reader r = {.m = m, .fn = o->fn, .user = o->user};
+    ewi_dlq_req req = {ev->name, listener, dlq, o->max ? o->max : 1, o->timeout_ms, one,
+                       &r, 0};
+    r.req = &req;
+    rc = m->ops->dlq_take(m->t, &req);
+    if (taken)
+        *taken = r.accepted;
+    if (r.refused != EW_OK)
+        return ewi_fail(r.refused, "ew_dead_letters: the callback returned %s; the "
+                        "message stays on %s", ew_strerror(r.refused), dlq);
+    if (rc != EW_OK && !ewi_last_error_peek()[0])
+        ewi_set_last_error("reading dead letters of %s: %s", dlq, ew_strerror(rc));
+    return rc;
+}

@@ -1,0 +1,61 @@
+/* Send outcomes and the in-flight window: the rules every transport shares,
+ * so that a failed send means the same everywhere. */
+#include "ewi.h"
+
+int ewi_pub_unconfirmed(const ewi_pub *p, int err)
+{
+    bool unconfirmed = err == EW_ETIMEDOUT || err == EW_ECLOSED || err == EW_EDISCONNECTED;
+    return unconfirmed && p->written ? EW_EINDOUBT : err;
+}
+
+const char *ewi_pub_detail(const ewi_pub *p, const char *why_unsent, const char *why_written)
+{
+    return p->written ? why_written : why_unsent;
+}
+
+void ewi_window_init(ewi_window *w, size_t max)
+{
+    ewi_cond_init_mono(&w->room);
+    w->max = max ? max : 1;
+    w->used = w->waiters = 0;
+    w->closed = false;
+}
+
+void ewi_window_destroy(ewi_window *w)
+{
+    pthread_cond_destroy(&w->room);
+}
+
+ew_err ewi_window_take(ewi_window *w, pthread_mutex_t *mu, int64_t deadline_ms)
+{
+    while (!w->closed && w->used >= w->max) {
+        if (ewi_left_ms(deadline_ms) == 0)
+            return EW_ETIMEDOUT;
+        w->waiters++;
+        ewi_cond_wait_until(&w->room, mu, deadline_ms);
+        w->waiters--;
+    }
+    if (w->closed)
+        return EW_ECLOSED;
+    w->used++;
+    return EW_OK;
+}
+
+void ewi_window_give(ewi_window *w, size_t n)
+{
+    w->used = n < w->used ? w->used - n : 0;
+    if (w->waiters)
+        pthread_cond_broadcast(&w->room);
+}
+
+void ewi_window_close(ewi_window *w)
+{
+    w->closed = true;
+    if (w->waiters)
+        pthread_cond_broadcast(&w->room);
+}
+
+void ewi_window_open(ewi_window *w)
+{
+    w->closed = false;
+}

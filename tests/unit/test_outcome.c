@@ -1,0 +1,147 @@
+/* The rules every transport shares for a send's outcome and its in-flight
+ * window (core/outcome.c). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "ewi.h"
+
+static void unwritten_keeps_its_code_written_is_in_doubt(void **state)
+{
+    (void)state;
+    ewi_pub p;
+    memset(&p, 0, sizeof p);
+    assert_int_equal(ewi_pub_unconfirmed(&p, EW_ETIMEDOUT), EW_ETIMEDOUT);
+    assert_int_equal(ewi_pub_unconfirmed(&p, EW_ECLOSED), EW_ECLOSED);
+    assert_int_equal(ewi_pub_unconfirmed(&p, EW_OK), EW_OK);
+    assert_string_equal(ewi_pub_detail(&p, "unsent", "written"), "unsent");
+    p.written = true;
+    assert_int_equal(ewi_pub_unconfirmed(&p, EW_ETIMEDOUT), EW_EINDOUBT);
+    assert_int_equal(ewi_pub_unconfirmed(&p, EW_ECLOSED), EW_EINDOUBT);
+    assert_int_equal(ewi_pub_unconfirmed(&p, EW_EDISCONNECTED), EW_EINDOUBT);
+    /* A confirm, or the broker's own refusal, is known: kept. */
+    assert_int_equal(ewi_pub_unconfirmed(&p, EW_OK), EW_OK);
+    assert_int_equal(ewi_pub_unconfirmed(&p, EW_EBROKER), EW_EBROKER);
+    assert_int_equal(ewi_pub_unconfirmed(&p, EW_ENOTFOUND), EW_ENOTFOUND);
+    assert_string_equal(ewi_pub_detail(&p, "unsent", "written"), "written");
+}
+
+static void full_window_times_out_at_the_deadline(void **state)
+{
+    (void)state;
+    pthread_mutex_t mu;
+    pthread_mutex_init(&mu, NULL);
+    ewi_window w;
+    ewi_window_init(&w, 2);
+    pthread_mutex_lock(&mu);
+    assert_int_equal(ewi_window_take(&w, &mu, ewi_now_ms() + 1000), EW_OK);
+    assert_int_equal(ewi_window_take(&w, &mu, ewi_now_ms() + 1000), EW_OK);
+    int64_t t0 = ewi_now_ms();
+    assert_int_equal(ewi_window_take(&w, &mu, t0 + 50), EW_ETIMEDOUT);
+    assert_true(ewi_now_ms() - t0 >= 50);
+    assert_int_equal(w.used, 2);
+    ewi_window_give(&w, 1);
+    assert_int_equal(ewi_window_take(&w, &mu, ewi_now_ms()), EW_OK);
+    pthread_mutex_unlock(&mu);
+    ewi_window_destroy(&w);
+    pthread_mutex_destroy(&mu);
+}
+
+typedef struct waiter_arg {
+    ewi_window *w;
+    pthread_mutex_t *mu;
+    ew_err rc;
+    bool waiting;
+} waiter_arg;
+
+static void *take_main(void *arg)
+{
+    waiter_arg *a = arg;
+    pthread_mutex_lock(a->mu);
+    a->waiting = true;
+    a->rc = ewi_window_take(a->w, a->mu, ewi_now_ms() + 30000);
+    pthread_mutex_unlock(a->mu);
+    return NULL;
+}
+
+/* Waits (bounded) until the thread is inside take, asleep on the window. */
+static void wait_for_waiter(waiter_arg *a)
+{
+    int64_t deadline = ewi_now_ms() + 10000;
+    for (;;) {
+        pthread_mutex_lock(a->mu);
+        bool in = a->waiting && a->w->waiters == 1;
+        pthread_mutex_unlock(a->mu);
+        if (in)
+            return;
+        assert_true(ewi_left_ms(deadline) > 0);
+        ewi_sleep_ms(1);
+    }
+}
+
+static void give_wakes_a_waiting_sender(void **state)
+{
+    (void)state;
+    pthread_mutex_t mu;
+    pthread_mutex_init(&mu, NULL);
+    ewi_window w;
+    ewi_window_init(&w, 1);
+    pthread_mutex_lock(&mu);
+    assert_int_equal(ewi_window_take(&w, &mu, ewi_now_ms()), EW_OK);
+    pthread_mutex_unlock(&mu);
+    waiter_arg a = {&w, &mu, EW_EINVAL, false};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, take_main, &a), 0);
+    wait_for_waiter(&a);
+    pthread_mutex_lock(&mu);
+    ewi_window_give(&w, 1);
+    pthread_mutex_unlock(&mu);
+    pthread_join(th, NULL);
+    assert_int_equal(a.rc, EW_OK);
+    assert_int_equal(w.used, 1);
+    ewi_window_destroy(&w);
+    pthread_mutex_destroy(&mu);
+}
+
+static void close_fails_waiting_and_later_takes(void **state)
+{
+    (void)state;
+    pthread_mutex_t mu;
+    pthread_mutex_init(&mu, NULL);
+    ewi_window w;
+    ewi_window_init(&w, 1);
+    pthread_mutex_lock(&mu);
+    assert_int_equal(ewi_window_take(&w, &mu, ewi_now_ms()), EW_OK);
+    pthread_mutex_unlock(&mu);
+    waiter_arg a = {&w, &mu, EW_EINVAL, false};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, take_main, &a), 0);
+    wait_for_waiter(&a);
+    pthread_mutex_lock(&mu);
+    ewi_window_close(&w);
+    pthread_mutex_unlock(&mu);
+    pthread_join(th, NULL);
+    assert_int_equal(a.rc, EW_ECLOSED);
+    pthread_mutex_lock(&mu);
+    ewi_window_give(&w, 1);
+    assert_int_equal(ewi_window_take(&w, &mu, ewi_now_ms() + 1000), EW_ECLOSED);
+    ewi_window_open(&w);
+    assert_int_equal(ewi_window_take(&w, &mu, ewi_now_ms()), EW_OK);
+    pthread_mutex_unlock(&mu);
+    ewi_window_destroy(&w);
+    pthread_mutex_destroy(&mu);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(unwritten_keeps_its_code_written_is_in_doubt),
+        cmocka_unit_test(full_window_times_out_at_the_deadline),
+        cmocka_unit_test(give_wakes_a_waiting_sender),
+        cmocka_unit_test(close_fails_waiting_and_later_takes),
+    };
+    return cmocka_run_group_tests_name("outcome", tests, NULL, NULL);
+}

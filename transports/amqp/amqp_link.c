@@ -1,0 +1,177 @@
+/* Helpers shared by the I/O loop (amqp_io.c) and its halves (amqp_send.c,
+ * amqp_recv.c, amqp_fetch.c): opening and closing links, reading a
+ * delivery's bytes, condition texts, and the work queue other threads post
+ * to. None of them decides anything about the connection: that is the
+ * loop's, so these files never call back into it. */
+#include "amqp.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <proton/connection.h>
+#include <proton/delivery.h>
+#include <proton/link.h>
+#include <proton/proactor.h>
+#include <proton/session.h>
+#include <proton/terminus.h>
+
+/* Bounded session buffering (with the transport's max frame). */
+#define SESSION_CAPACITY (2u << 20)
+
+void amqp_condition_text(pn_condition_t *c, const char *fallback, char *buf,
+                         size_t len)
+{
+    if (c && pn_condition_is_set(c)) {
+        const char *name = pn_condition_get_name(c);
+        const char *desc = pn_condition_get_description(c);
+        amqp_textf(buf, len, "%s%s%s", name ? name : "error", desc ? ": " : "",
+                 desc ? desc : "");
+    } else {
+        amqp_textf(buf, len, "%s", fallback);
+    }
+}
+
+static void set_caps(pn_terminus_t *term, amqp_cap cap)
+{
+    if (cap == AMQP_CAP_NONE)
+        return;
+    const char *s = cap == AMQP_CAP_TOPIC ? "topic" : "queue";
+    pn_data_t *d = pn_terminus_capabilities(term);
+    pn_data_put_array(d, false, PN_SYMBOL);
+    pn_data_enter(d);
+    pn_data_put_symbol(d, pn_bytes(strlen(s), s));
+    pn_data_exit(d);
+}
+
+pn_link_t *amqp_open_link(ewi_transport *t, bool sender, const amqp_addr *a,
+                          void *ctx)
+{
+    char name[AMQP_ADDR_MAX + 48];
+    uint64_t id = ++t->next_link_id;
+    amqp_textf(name, sizeof name, "%s-%llu-%s", sender ? "ew-send" : "ew-recv",
+             (unsigned long long)id, a->addr);
+    pn_session_t *ssn = pn_session(t->conn);
+    /* Bounded session buffering (with the transport's max frame): the
+     * broker sends at most this much before proton has handed it to us,
+     * so a large message never sits whole in proton's buffers. */
+    pn_session_set_incoming_capacity(ssn, SESSION_CAPACITY);
+    pn_session_open(ssn);
+    pn_link_t *l = sender ? pn_sender(ssn, name) : pn_receiver(ssn, name);
+    pn_terminus_t *term = sender ? pn_link_target(l) : pn_link_source(l);
+    pn_terminus_set_address(term, a->addr);
+    set_caps(term, a->cap);
+    pn_link_set_snd_settle_mode(l, PN_SND_UNSETTLED);
+    pn_link_set_rcv_settle_mode(l, PN_RCV_FIRST);
+    pn_link_set_context(l, ctx);
+    pn_session_set_context(ssn, l);
+    pn_link_open(l);
+    return l;
+}
+
+void amqp_close_link(pn_link_t *l)
+{
+    if (!l)
+        return;
+    pn_session_t *ssn = pn_link_session(l);
+    pn_link_set_context(l, NULL);
+    pn_session_set_context(ssn, NULL);
+    pn_link_close(l);
+    pn_session_close(ssn);
+}
+
+/* Incoming messages are read as their frames arrive, into the link's own
+ * buffer: proton then never holds more than a frame or so per delivery.
+ * (proton keeps finished deliveries in a per-connection pool with their
+ * buffers' capacity: a 10 MB message read at once would pin 16 MB in that
+ * pool for the connection's life, one more each time it happens while the
+ * big one is still in use.) */
+int amqp_acc_read(amqp_acc *a, pn_delivery_t *d)
+{
+    pn_link_t *l = pn_delivery_link(d);
+    if (pn_delivery_aborted(d)) {
+        amqp_acc_reset(a);
+        pn_delivery_settle(d);
+        pn_link_advance(l);
+        return -1;
+    }
+    for (;;) {
+        size_t more = pn_delivery_pending(d);
+        if (!more)
+            break;
+        if (a->len + more > a->cap) {
+            size_t cap = a->cap ? a->cap : 4096;
+            while (cap < a->len + more)
+                cap *= 2;
+            char *nb = realloc(a->buf, cap);
+            if (!nb) {
+                amqp_acc_reset(a);
+                return -2;
+            }
+            a->buf = nb;
+            a->cap = cap;
+        }
+        ssize_t r = pn_link_recv(l, a->buf + a->len, a->cap - a->len);
+        if (r == PN_EOS || r == 0)
+            break;
+        if (r < 0) {
+            amqp_acc_reset(a);
+            return -2;
+        }
+        a->len += (size_t)r;
+    }
+    if (pn_delivery_partial(d))
+        return 0;
+    pn_link_advance(l);
+    return 1;
+}
+
+char *amqp_acc_take(amqp_acc *a, size_t *len)
+{
+    char *buf = a->buf ? a->buf : malloc(1);
+    *len = a->len;
+    a->buf = NULL;
+    a->len = a->cap = 0;
+    return buf;
+}
+
+void amqp_acc_reset(amqp_acc *a)
+{
+    free(a->buf);
+    a->buf = NULL;
+    a->len = a->cap = 0;
+}
+
+bool amqp_is_up(ewi_transport *t)
+{
+    return t->conn && t->connected && !t->closing;
+}
+
+/* ---- the work queue ----------------------------------------------------- */
+
+void amqp_post_locked(ewi_transport *t, amqp_work *w)
+{
+    w->next = NULL;
+    bool was_empty = !t->work_head;
+    if (t->work_tail)
+        t->work_tail->next = w;
+    else
+        t->work_head = w;
+    t->work_tail = w;
+    /* One wake per batch: the I/O thread takes the whole queue at once, and
+     * none while it is busy with the connection (it looks at the queue
+     * before it finishes). The connection cannot be freed while mu is held
+     * (the I/O thread clears conn_live under mu before proton frees it). */
+    if (was_empty && !t->io_busy) {
+        if (t->conn_live)
+            pn_connection_wake(t->conn_live);
+        else
+            pn_proactor_interrupt(t->proactor);
+    }
+}
+
+void amqp_post(ewi_transport *t, amqp_work *w)
+{
+    pthread_mutex_lock(&t->mu);
+    amqp_post_locked(t, w);
+    pthread_mutex_unlock(&t->mu);
+}
