@@ -60,7 +60,7 @@ typedef struct seen {
     char queue[EW_MAX_QUEUE_NAME];
 } seen;
 
-static int on_event(ew_delivery *d, const void *event, void *user)
+static ew_err on_event(ew_delivery *d, const void *event, void *user)
 {
     const interop_event *e = event;
     seen *s = user;
@@ -91,7 +91,7 @@ static size_t seen_distinct(seen *s)
     return n;
 }
 
-static int stamp_session(void *user, ew_envelope *env, const ew_event_desc *ev)
+static ew_err stamp_session(void *user, ew_envelope *env, const ew_event_desc *ev)
 {
     (void)ev;
     return ew_envelope_set_header(env, "session", user);
