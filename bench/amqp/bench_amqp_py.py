@@ -26,7 +26,12 @@ class Bench(MessagingHandler):
     def on_start(self, event):
         conn = event.container.connect(self.url)
         event.container.create_receiver(conn, self.source)
-        event.container.create_sender(conn, self.target)
+
+    def on_link_opened(self, event):
+        # Send once the receiver's queue exists (on Artemis, a message sent
+        # to a multicast address without a queue is dropped).
+        if event.receiver:
+            event.container.create_sender(event.connection, self.target)
 
     def on_sendable(self, event):
         while event.sender.credit and self.sent < self.n:

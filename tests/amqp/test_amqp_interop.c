@@ -1,11 +1,14 @@
-/* Interoperability with aspyx-event, played by Debian's python3-qpid-proton
- * (the library aspyx-event uses) against RabbitMQ's AMQP 1.0 plugin:
+/* aspyx-event's wire form against RabbitMQ's AMQP 1.0 plugin, played by a
+ * stand-in with Debian's python3-qpid-proton (the library aspyx-event uses):
+ * real aspyx-event cannot work with that plugin (tests/amqp/
+ * aspyx_wire_standin.py says why); tests/aspyx runs the real one against
+ * Artemis.
  *   - Python sends {"world": "..."} as an amqp-value string with an
  *     application property, as aspyx-event does; a C listener receives the
  *     typed event and the header.
  *   - A C service sends a JSON event; Python reads it from the queue of a
  *     listener named the aspyx way (queue_naming=aspyx) and decodes it.
- * usage: test_amqp_interop PEER_SCRIPT (tests/amqp/interop_peer.py) */
+ * usage: test_amqp_interop PEER_SCRIPT (tests/amqp/aspyx_wire_standin.py) */
 #include "amqp_test.h"
 
 typedef struct {
@@ -160,7 +163,7 @@ static void c_sends_python_reads_the_aspyx_named_queue(void **state)
 int main(int argc, char **argv)
 {
     if (argc != 2) {
-        fprintf(stderr, "usage: %s interop_peer.py\n", argv[0]);
+        fprintf(stderr, "usage: %s aspyx_wire_standin.py\n", argv[0]);
         return 2;
     }
     PEER = argv[1];

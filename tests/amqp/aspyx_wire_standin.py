@@ -1,14 +1,21 @@
 #!/usr/bin/python3
-"""The Python side of the interoperability test: what an aspyx-event service
-does on the wire, with Debian's python3-qpid-proton (the library aspyx-event
-uses). Run it with /usr/bin/python3 (a pyenv python3 cannot see Debian's
-modules).
+"""A stand-in for aspyx-event on RabbitMQ: it puts on the wire what an
+aspyx-event service puts there, with Debian's python3-qpid-proton (the
+library aspyx-event uses). Run it with /usr/bin/python3 (a pyenv python3
+cannot see Debian's modules).
 
-  interop_peer.py send URL ADDRESS JSON [KEY=VALUE ...]
+Real aspyx-event cannot serve here: its AMQPProvider sends to the bare
+event name and consumes from the bare "E::L", which RabbitMQ 3.10's AMQP 1.0
+plugin reads as two unrelated queues of the default exchange (it declares
+queue "E" for the sender and queue "E::L" for the receiver), so its events
+never reach any listener, not even its own. The real aspyx-event service
+runs against Artemis in tests/aspyx.
+
+  aspyx_wire_standin.py send URL ADDRESS JSON [KEY=VALUE ...]
       sends JSON as an amqp-value string with the application properties,
       no content type and no subject (aspyx-event's form), waits for the
       broker's accepted outcome
-  interop_peer.py receive URL ADDRESS TIMEOUT_S
+  aspyx_wire_standin.py receive URL ADDRESS TIMEOUT_S
       takes one message, accepts it, prints one JSON line describing it
 """
 import json
