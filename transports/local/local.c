@@ -518,6 +518,16 @@ static ew_err l_dlq_take(ewi_transport *t, ewi_dlq_req *req)
     return EW_OK;
 }
 
+static size_t l_backlog(ewi_transport *t, const ewi_sub *sub)
+{
+    lbroker *b = t->b;
+    pthread_mutex_lock(&b->mu);
+    const lconsumer *c = sub->tdata;
+    size_t n = c ? c->q->ready : 0;
+    pthread_mutex_unlock(&b->mu);
+    return n;
+}
+
 static void l_stop(ewi_transport *t)
 {
     t->stopped = true;
@@ -534,7 +544,8 @@ static const char *const local_schemes[] = {"local", NULL};
 const ewi_transport_ops ewi_local_transport = {
     .name = "local",
     .schemes = local_schemes,
-    .features = EWI_FEAT_DLQ_READ | EWI_FEAT_INPROC,
+    .features = EWI_FEAT_DLQ_READ | EWI_FEAT_INPROC | EWI_FEAT_VOLATILE |
+                EWI_FEAT_NO_CREDENTIALS,
     .create = l_create,
     .check_names = NULL,
     .start = l_start,
@@ -544,6 +555,7 @@ const ewi_transport_ops ewi_local_transport = {
     .publish = l_publish,
     .settle = l_settle,
     .dlq_take = l_dlq_take,
+    .backlog = l_backlog,
     .stop = l_stop,
     .destroy = l_destroy,
 };
