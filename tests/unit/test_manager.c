@@ -105,6 +105,21 @@ static void reset_log(void)
     pthread_mutex_unlock(&order_mu);
 }
 
+static size_t log_len(void)
+{
+    pthread_mutex_lock(&order_mu);
+    size_t n = strlen(order_log);
+    pthread_mutex_unlock(&order_mu);
+    return n;
+}
+
+/* The after hooks run once the listener returned: wait for their entries. */
+static void wait_log(const char *want)
+{
+    WAIT_FOR(log_len() >= strlen(want), 5000, "hooks logged %zu of the %zu characters of %s",
+             log_len(), strlen(want), want);
+}
+
 static void check_log(const char *want)
 {
     pthread_mutex_lock(&order_mu);
@@ -168,7 +183,7 @@ static void pipelines_run_in_order_and_can_refuse(void **state)
     reset_log();
     assert_int_equal(ew_send(m, &ev, &(conf_event){0, "x"}), EW_OK);
     assert_true(tally_wait_ids(&t, 0, 1, 5000));
-    ewi_sleep_ms(50);
+    wait_log("S1S2H1H2LA21A11");
     /* Registration order on send and on handle; after in reverse. */
     check_log("S1S2H1H2LA21A11");
 
@@ -417,7 +432,9 @@ static void full_dead_letter_queue_is_retried_without_a_loop(void **state)
 {
     (void)state;
     EV(ev, "DlqFull", false);
-    ew_options o = {.send_timeout_ms = 100};
+    capture cap;
+    capture_init(&cap);
+    ew_options o = {.send_timeout_ms = 100, .on_error = capture_error, .error_user = &cap};
     ew_manager *m = mgr_new_opts("local://dlqfull?capacity=2", "s1", &o);
     tally t;
     tally_init(&t, 3);
@@ -425,21 +442,22 @@ static void full_dead_letter_queue_is_retried_without_a_loop(void **state)
     ew_listener_desc d = {.event = &ev, .name = "L", .retry = {.attempts = 1}};
     assert_int_equal(ew_listen(m, &d, tally_listener, tref(&t, "a")), EW_OK);
     assert_int_equal(ew_manager_start(m), EW_OK);
-    /* Fill the dead-letter queue (capacity 2) with two poison messages. */
+    /* Fill the dead-letter queue (capacity 2) with two poison messages;
+     * each is on it once the listener is idle again (a local send hands
+     * the message to the listener before it returns). */
     pthread_mutex_lock(&t.mu);
     t.fail_always = 0;
     pthread_mutex_unlock(&t.mu);
     assert_int_equal(ew_send(m, &ev, &(conf_event){0, "x"}), EW_OK);
-    assert_true(tally_wait_count(&t, 1, 5000));
-    ewi_sleep_ms(100);
+    WAIT_FOR(manager_idle(m), 5000, "the first poison message was not dead-lettered");
     publish_raw(m, ev.name, EW_CONTENT_TYPE_MSGPACK, "\xc1", 1);
-    ewi_sleep_ms(100);
+    WAIT_FOR(manager_idle(m), 5000, "the undecodable message was not dead-lettered");
     /* The next dead letter finds the queue full: retried, not looped. */
     pthread_mutex_lock(&t.mu);
     t.fail_always = 2;
     pthread_mutex_unlock(&t.mu);
     assert_int_equal(ew_send(m, &ev, &(conf_event){2, "x"}), EW_OK);
-    ewi_sleep_ms(1500);
+    assert_true(capture_wait_for(&cap, "failed (try 1)", 10000));
     pthread_mutex_lock(&t.mu);
     assert_int_equal(t.attempts[2], 1); /* the listener ran once only */
     pthread_mutex_unlock(&t.mu);
