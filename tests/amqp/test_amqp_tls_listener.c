@@ -1,6 +1,6 @@
 /* amqps:// against RabbitMQ's own TLS listener (127.0.0.1:5671, where the
  * AMQP 1.0 plugin serves too) with the certificates of
- * scripts/brokers/certs.sh, not a socat front:
+ * scripts/brokers/certs.sh, not a TLS front:
  *   - by the name localhost, verification on (the default verify=name):
  *     events travel, the rabbitmq dialect's 0-9-1 topology connection goes
  *     over TLS to 5671 with the same CA;

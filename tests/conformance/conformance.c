@@ -324,7 +324,14 @@ static void stop_drains_and_returns_the_rest(void **state)
     /* Every handler that started also finished. */
     assert_int_equal(t.started, t.finished);
     size_t first = tally_total(&t);
-    assert_true(first < 20);
+    if (m->ops->features & EWI_FEAT_VOLATILE) {
+        /* In-process queues die with the process: the stop handled what
+         * was queued (within its timeout). */
+        if (first != 20)
+            fail_msg("stop on %s handled %zu of 20 queued events", URL, first);
+    } else if (first >= 20) {
+        fail_msg("all 20 slow events were handled before the stop returned");
+    }
     ew_manager_free(m);
     /* The rest is delivered to the next instance. */
     ew_manager *m2 = mgr_new(URL, "s2");
