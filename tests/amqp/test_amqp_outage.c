@@ -57,11 +57,7 @@ static void send_during_outage_fails_clearly_then_service_resumes(void **state)
     ew_manager_free(m);
     tally_free(&t);
     relay_free(path);
-    char q[160];
-    snprintf(q, sizeof q, "%s::L", ev.name);
-    rmq_delete("queue", q);
-    rmq_delete("queue", strcat(q, ".dlq"));
-    rmq_delete("exchange", ev.name);
+    rmq_cleanup(0, ev.name, (const char *const[]){"L", NULL});
 }
 
 int main(void)

@@ -58,11 +58,7 @@ static void trusted_ca_round_trip(void **state)
     assert_int_equal(tally_dups(&t), 0);
     ew_manager_free(m);
     tally_free(&t);
-    char q[160];
-    snprintf(q, sizeof q, "%s::L", ev.name);
-    rmq_delete("queue", q);
-    rmq_delete("queue", strcat(q, ".dlq"));
-    rmq_delete("exchange", ev.name);
+    rmq_cleanup(0, ev.name, (const char *const[]){"L", NULL});
 }
 
 static void untrusted_certificate_fails_start(void **state)

@@ -67,11 +67,7 @@ static void round_trip(const char *url, const char *base)
     assert_true(tally_wait_all(&t, 20000));
     ew_manager_free(m);
     tally_free(&t);
-    char q[160];
-    snprintf(q, sizeof q, "%s::L", name);
-    rmq_delete("queue", q);
-    rmq_delete("queue", strcat(q, ".dlq"));
-    rmq_delete("exchange", name);
+    rmq_cleanup(0, name, (const char *const[]){"L", NULL});
 }
 
 static void refused(const char *url, const char *why)

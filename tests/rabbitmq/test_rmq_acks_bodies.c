@@ -183,12 +183,7 @@ static void a_stuck_handler_does_not_hold_the_others(void **state)
         if (s.seen[i] != 1)
             fail_msg("event %d handled %zu times", i, (size_t)s.seen[i]);
     ew_manager_free(m);
-    char q[256];
-    snprintf(q, sizeof q, "%s::L", ev.name);
-    raw_delete(q, false);
-    snprintf(q, sizeof q, "%s::L.dlq", ev.name);
-    raw_delete(q, false);
-    raw_delete(ev.name, true);
+    rmq_cleanup(0, ev.name, (const char *const[]){"L", NULL});
 }
 
 /* ---- a body over max_body ------------------------------------------------ */
@@ -278,12 +273,7 @@ static void a_body_over_max_body_is_dead_lettered_once(void **state)
     assert_int_equal(tally_dups(&t), 0);
     ew_manager_free(m);
     tally_free(&t);
-    char q[256];
-    snprintf(q, sizeof q, "%s::L", ev.name);
-    raw_delete(q, false);
-    snprintf(q, sizeof q, "%s::L.dlq", ev.name);
-    raw_delete(q, false);
-    raw_delete(ev.name, true);
+    rmq_cleanup(0, ev.name, (const char *const[]){"L", NULL});
 }
 
 /* ---- a broker that stops reading, over TLS -------------------------------- */

@@ -115,12 +115,7 @@ static void undecodable_raw_message_goes_to_dead_letters(void **state)
     assert_int_equal(tally_total(&t), 3);
     ew_manager_free(m);
     tally_free(&t);
-    char q[256];
-    snprintf(q, sizeof q, "%s::Strict", ev.name);
-    raw_delete(q, false);
-    snprintf(q, sizeof q, "%s::Strict.dlq", ev.name);
-    raw_delete(q, false);
-    raw_delete(ev.name, true);
+    rmq_cleanup(0, ev.name, (const char *const[]){"Strict", NULL});
 }
 
 static void dead_letters_of_an_unknown_listener_are_a_clear_error(void **state)
@@ -146,12 +141,7 @@ static void dead_letters_of_an_unknown_listener_are_a_clear_error(void **state)
     assert_true(tally_wait_all(&t, 30000));
     ew_manager_free(m);
     tally_free(&t);
-    char q[256];
-    snprintf(q, sizeof q, "%s::L", ev.name);
-    raw_delete(q, false);
-    snprintf(q, sizeof q, "%s::L.dlq", ev.name);
-    raw_delete(q, false);
-    raw_delete(ev.name, true);
+    rmq_cleanup(0, ev.name, (const char *const[]){"L", NULL});
 }
 
 int main(void)

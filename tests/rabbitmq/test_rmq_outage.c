@@ -65,12 +65,7 @@ static void send_during_outage_times_out_then_recovers(void **state)
     assert_true(capture_count(&cap, EW_EDISCONNECTED) >= 1);
     ew_manager_free(m);
     tally_free(&t);
-    char q[256];
-    snprintf(q, sizeof q, "%s::L", ev.name);
-    raw_delete(q, false);
-    snprintf(q, sizeof q, "%s::L.dlq", ev.name);
-    raw_delete(q, false);
-    raw_delete(ev.name, true);
+    rmq_cleanup(0, ev.name, (const char *const[]){"L", NULL});
 }
 
 static _Atomic int log_has_down;
@@ -138,12 +133,7 @@ static void sends_queued_during_a_short_outage_all_arrive(void **state)
     print_message("short outage: %zu duplicates\n", tally_dups(&t));
     ew_manager_free(m);
     tally_free(&t);
-    char q[256];
-    snprintf(q, sizeof q, "%s::L", ev.name);
-    raw_delete(q, false);
-    snprintf(q, sizeof q, "%s::L.dlq", ev.name);
-    raw_delete(q, false);
-    raw_delete(ev.name, true);
+    rmq_cleanup(0, ev.name, (const char *const[]){"L", NULL});
 }
 
 int main(void)

@@ -45,12 +45,7 @@ static void events_travel_over_tls(void **state)
     assert_int_equal(tally_dups(&t), 0);
     ew_manager_free(m);
     tally_free(&t);
-    char q[256];
-    snprintf(q, sizeof q, "%s::L", ev.name);
-    raw_delete(q, false);
-    snprintf(q, sizeof q, "%s::L.dlq", ev.name);
-    raw_delete(q, false);
-    raw_delete(ev.name, true);
+    rmq_cleanup(0, ev.name, (const char *const[]){"L", NULL});
 }
 
 static void an_untrusted_server_is_refused(void **state)
