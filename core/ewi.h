@@ -243,9 +243,11 @@ typedef struct ewi_transport_ops {
     void (*settle)(ewi_transport *t, ewi_msg *msg, ewi_settle how);
     /* Optional (EWI_FEAT_DLQ_READ): takes messages off a dead-letter queue. */
     ew_err (*dlq_take)(ewi_transport *t, ewi_dlq_req *req);
-    /* Optional (EWI_FEAT_VOLATILE): messages on sub's queue not yet handed
-     * to any consumer. */
-    size_t (*backlog)(ewi_transport *t, const ewi_sub *sub);
+    /* Optional (EWI_FEAT_VOLATILE), for a graceful stop: from the first
+     * call on, sub receives only messages that were on its queue at that
+     * call (later ones wait for other consumers or the next start).
+     * Returns how many of those are not yet handed to sub. */
+    size_t (*backlog)(ewi_transport *t, ewi_sub *sub);
     /* Closes the connection; pending publishes complete with EW_ECLOSED.
      * Afterwards no callback into core runs. */
     void (*stop)(ewi_transport *t);

@@ -374,18 +374,21 @@ fail:
     return rc;
 }
 
-/* Messages of l not handled yet: on its transport queue, or handed to l
- * but not taken by a worker. */
+/* Messages of l not handled yet: on its transport queue when the stop
+ * began, or handed to l and not finished by a worker. From the first call
+ * on, l receives no message that arrived later. */
 static size_t pending(ew_manager *m, ewi_listener *l)
 {
+    size_t n = m->ops->backlog(m->t, &l->sub);
     pthread_mutex_lock(&l->mu);
-    size_t n = l->queued + l->busy;
+    n += l->queued + l->busy;
     pthread_mutex_unlock(&l->mu);
-    return n + m->ops->backlog(m->t, &l->sub);
+    return n;
 }
 
-/* Lets the listeners handle what their in-process queues hold, until the
- * deadline; then reports, per queue, how many messages were not handled. */
+/* Lets the listeners handle what their in-process queues held when the
+ * stop began, until the deadline; then reports, per queue, how many of
+ * those were not handled. */
 static void deliver_backlog(ew_manager *m, ewi_listener *all, int64_t deadline,
                             int timeout_ms)
 {

@@ -338,8 +338,6 @@ bool manager_idle(ew_manager *m)
         pthread_mutex_lock(&l->mu);
         idle = l->queued == 0 && l->busy == 0;
         pthread_mutex_unlock(&l->mu);
-        if (idle && l->subscribed && m->ops->backlog)
-            idle = m->ops->backlog(m->t, &l->sub) == 0;
     }
     return idle;
 }

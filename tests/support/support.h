@@ -137,7 +137,9 @@ void publish_raw(ew_manager *m, const char *event, const char *ct, const void *b
                  size_t len);
 
 /* Every listener of m has no message waiting for a worker and none in a
- * worker (and, on local://, none left on its queue). */
+ * worker. (local:// hands a message to a listener with credit before the
+ * send returns, and refills it before a worker finishes: there, idle also
+ * means its queue is empty.) */
 bool manager_idle(ew_manager *m);
 /* manager_idle for wait_until (arg: the manager). */
 bool manager_idle_cond(void *m);

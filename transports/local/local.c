@@ -47,6 +47,8 @@ typedef struct lconsumer {
     uint32_t credit;
     size_t outstanding;
     bool active;
+    bool draining;  /* stopping: takes only messages older than until */
+    uint64_t until;
     struct lconsumer *next;
 } lconsumer;
 
@@ -200,12 +202,13 @@ static void dispatch(lqueue *q)
 {
     while (q->head && q->consumers) {
         lconsumer *start = q->rr ? q->rr : q->consumers, *c = start;
+        uint64_t seq = q->head->seq;
         do {
-            if (c->credit > 0)
+            if (c->credit > 0 && (!c->draining || seq < c->until))
                 break;
             c = c->next ? c->next : q->consumers;
         } while (c != start);
-        if (c->credit == 0)
+        if (c->credit == 0 || (c->draining && seq >= c->until))
             return;
         q->rr = c->next ? c->next : q->consumers;
         lentry *e = pop_head(q);
@@ -518,12 +521,21 @@ static ew_err l_dlq_take(ewi_transport *t, ewi_dlq_req *req)
     return EW_OK;
 }
 
-static size_t l_backlog(ewi_transport *t, const ewi_sub *sub)
+static size_t l_backlog(ewi_transport *t, ewi_sub *sub)
 {
     lbroker *b = t->b;
     pthread_mutex_lock(&b->mu);
-    const lconsumer *c = sub->tdata;
-    size_t n = c ? c->q->ready : 0;
+    lconsumer *c = sub->tdata;
+    size_t n = 0;
+    if (c) {
+        if (!c->draining) {
+            c->draining = true;
+            c->until = c->q->next_seq;
+        }
+        /* Ready messages are in arrival order. */
+        for (const lentry *e = c->q->head; e && e->seq < c->until; e = e->next)
+            n++;
+    }
     pthread_mutex_unlock(&b->mu);
     return n;
 }
