@@ -392,6 +392,10 @@ static size_t pending(ew_manager *m, ewi_listener *l)
 static void deliver_backlog(ew_manager *m, ewi_listener *all, int64_t deadline,
                             int timeout_ms)
 {
+    /* Marks every queue's end first: none takes a later message meanwhile. */
+    for (ewi_listener *l = all; l; l = l->next)
+        if (l->subscribed)
+            m->ops->backlog(m->t, &l->sub);
     for (ewi_listener *l = all; l; l = l->next) {
         if (!l->subscribed)
             continue;
