@@ -30,18 +30,7 @@ static int ROUNDS = 3;
 static ew_err raw_publish(ew_manager *m, const char *event, const char *ct, const void *body,
                           size_t len)
 {
-    ew_envelope *env = ewi_envelope_new();
-    ewi_envelope_set_body(env, body, len);
-    ewi_envelope_set_content_type(env, ct);
-    ewi_envelope_put(env, EW_HDR_EVENT, strlen(EW_HDR_EVENT), event, strlen(event));
-    char id[37];
-    ewi_new_message_id(m, id);
-    ewi_envelope_put(env, EW_HDR_MESSAGE_ID, strlen(EW_HDR_MESSAGE_ID), id, 36);
-    ewi_pub p = {.dest = EWI_DEST_EVENT, .event = event, .durable = true, .env = env,
-                 .deadline_ms = ewi_now_ms() + 30000};
-    ew_err rc = ewi_publish_sync(m, &p);
-    ewi_envelope_unref(env);
-    return rc;
+    return publish_raw_rc(m, event, ct, body, len, 30000);
 }
 
 #ifdef FAULTS_HAVE_RMQ

@@ -310,8 +310,8 @@ void send_range_async(ew_manager *m, const ew_event_desc *ev, int64_t from, int6
         fail_msg("%zu asynchronous sends failed", (size_t)support_async_failures);
 }
 
-void publish_raw(ew_manager *m, const char *event, const char *ct, const void *body,
-                 size_t len)
+ew_err publish_raw_rc(ew_manager *m, const char *event, const char *ct, const void *body,
+                      size_t len, int timeout_ms)
 {
     ew_envelope *env = ewi_envelope_new();
     ewi_envelope_set_body(env, body, len);
@@ -321,9 +321,16 @@ void publish_raw(ew_manager *m, const char *event, const char *ct, const void *b
     ewi_new_message_id(m, id);
     ewi_envelope_put(env, EW_HDR_MESSAGE_ID, strlen(EW_HDR_MESSAGE_ID), id, 36);
     ewi_pub p = {.dest = EWI_DEST_EVENT, .event = event, .durable = true, .env = env,
-                 .deadline_ms = ewi_now_ms() + 15000};
+                 .deadline_ms = ewi_now_ms() + timeout_ms};
     ew_err rc = ewi_publish_sync(m, &p);
     ewi_envelope_unref(env);
+    return rc;
+}
+
+void publish_raw(ew_manager *m, const char *event, const char *ct, const void *body,
+                 size_t len)
+{
+    ew_err rc = publish_raw_rc(m, event, ct, body, len, 15000);
     if (rc != EW_OK)
         fail_msg("raw publish: %s", ew_strerror(rc));
 }

@@ -135,6 +135,10 @@ void send_range_async(ew_manager *m, const ew_event_desc *ev, int64_t from, int6
  * foreign or broken producer would put on the broker. */
 void publish_raw(ew_manager *m, const char *event, const char *ct, const void *body,
                  size_t len);
+/* The same, returning the outcome (deadline: timeout_ms) instead of
+ * failing the test. */
+ew_err publish_raw_rc(ew_manager *m, const char *event, const char *ct, const void *body,
+                      size_t len, int timeout_ms);
 
 /* Every listener of m has no message waiting for a worker and none in a
  * worker. (local:// hands a message to a listener with credit before the
