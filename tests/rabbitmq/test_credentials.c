@@ -22,12 +22,9 @@
  * ($EW_SEC_TARGET and $EW_SEC_SCENARIO narrow the run, see below) */
 #include "rmq_test.h"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <strings.h>
-#include <sys/socket.h>
 
 #define SECRET_MARK "S3cr3t"
 #define SECRET_HEX "533363723374" /* "S3cr3t" as hex digits */
