@@ -1,6 +1,9 @@
 /* The tests' support library: see support.h. */
 #include "support.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #ifdef SUPPORT_HAVE_RMQ
@@ -549,6 +552,30 @@ relay *support_tls_front(int target, const char *cert)
     if (!r)
         fail_msg("cannot start a TLS front for 127.0.0.1:%d with %s", target, pem);
     return r;
+}
+
+int broker_tls_ready(const char *certs, const int *ports)
+{
+    char ca[600];
+    snprintf(ca, sizeof ca, "%s/ca.pem", certs);
+    if (access(ca, R_OK) != 0) {
+        fprintf(stderr, "no test CA at %s: run scripts/brokers/rabbitmq.sh start\n", ca);
+        return -1;
+    }
+    for (const int *p = ports; *p; p++) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)*p)};
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+        if (fd >= 0)
+            close(fd);
+        if (!ok) {
+            fprintf(stderr, "nothing accepts on 127.0.0.1:%d (a broker's TLS listener): run "
+                            "scripts/brokers/rabbitmq.sh start\n", *p);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /* ---- RabbitMQ clean-up -------------------------------------------------- */

@@ -209,6 +209,11 @@ const char *support_cert(char *buf, size_t len, const char *name);
  * "server" or "other-host"). Fails the test when it cannot listen. */
 relay *support_tls_front(int target, const char *cert);
 
+/* For tests of the brokers' own TLS listeners: 0 when certs/ca.pem is
+ * readable and something accepts on every 127.0.0.1 port of ports
+ * (0-terminated); else -1, printing what is missing. */
+int broker_tls_ready(const char *certs, const int *ports);
+
 /* ---- RabbitMQ clean-up (over AMQP 0-9-1) -------------------------------- */
 
 /* Deletes the queues E::L and E::L.dlq of each listener (NULL-terminated;
