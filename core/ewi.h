@@ -248,7 +248,13 @@ enum {
      * worker spins briefly before sleeping, since the next event is usually
      * microseconds away. Broker transports leave it off: there the spin
      * would take CPU from the broker and the I/O thread. */
-    EWI_FEAT_INPROC = 1u << 1
+    EWI_FEAT_INPROC = 1u << 1,
+    /* Queues live in this process and die with it: a graceful stop first
+     * lets the listeners take what is already queued (backlog is
+     * implemented), within the stop's timeout. */
+    EWI_FEAT_VOLATILE = 1u << 2,
+    /* The URL names no account: $EW_USER and $EW_PASSWORD do not apply. */
+    EWI_FEAT_NO_CREDENTIALS = 1u << 3
 };
 
 /* The transport table. Unless said otherwise, ops are called by core from
@@ -293,6 +299,11 @@ typedef struct ewi_transport_ops {
     void (*settle)(ewi_transport *t, ewi_msg *msg, ewi_settle how);
     /* Optional (EWI_FEAT_DLQ_READ): takes messages off a dead-letter queue. */
     ew_err (*dlq_take)(ewi_transport *t, ewi_dlq_req *req);
+    /* Optional (EWI_FEAT_VOLATILE), for a graceful stop: from the first
+     * call on, sub receives only messages that were on its queue at that
+     * call (later ones wait for other consumers or the next start).
+     * Returns how many of those are not yet handed to sub. */
+    size_t (*backlog)(ewi_transport *t, ewi_sub *sub);
     /* Closes the connection; pending publishes complete with EW_ECLOSED.
      * Afterwards no callback into core runs. */
     void (*stop)(ewi_transport *t);

@@ -119,7 +119,7 @@ ew_err ew_manager_new(ew_manager **out, const char *url, const ew_options *opts)
     }
     /* Credentials may stay out of the URL (and so out of command lines and
      * configuration files): $EW_USER and $EW_PASSWORD fill what it lacks. */
-    if (strcmp(m->ops->name, "local") != 0) {
+    if (!(m->ops->features & EWI_FEAT_NO_CREDENTIALS)) {
         const char *user = getenv("EW_USER"), *pass = getenv("EW_PASSWORD");
         if ((!m->url.user && user && *user && !(m->url.user = strdup(user))) ||
             (!m->url.password && pass && *pass && !(m->url.password = strdup(pass)))) {
@@ -444,6 +444,51 @@ fail:;
     return rc;
 }
 
+/* Messages of l not handled yet: on its transport queue when the stop
+ * began, or handed to l and not finished by a worker. From the first call
+ * on, l receives no message that arrived later. */
+static size_t pending(ew_manager *m, ewi_listener *l)
+{
+    size_t n = m->ops->backlog(m->t, &l->sub);
+    pthread_mutex_lock(&l->mu);
+    n += l->queued + l->busy;
+    pthread_mutex_unlock(&l->mu);
+    return n;
+}
+
+/* Lets the listeners handle what their in-process queues held when the
+ * stop began, until the deadline; then reports, per queue, how many of
+ * those were not handled. */
+static void deliver_backlog(ew_manager *m, ewi_listener *all, int64_t deadline,
+                            int timeout_ms)
+{
+    /* Marks every queue's end first: none takes a later message meanwhile. */
+    for (ewi_listener *l = all; l; l = l->next)
+        if (l->subscribed)
+            m->ops->backlog(m->t, &l->sub);
+    for (ewi_listener *l = all; l; l = l->next) {
+        if (!l->subscribed)
+            continue;
+        size_t left;
+        while ((left = pending(m, l)) > 0 && ewi_left_ms(deadline) > 0)
+            ewi_sleep_ms(1);
+        if (left == 0)
+            continue;
+        /* Handlers still running get the stop's timeout below; the rest is
+         * not handled by this manager. */
+        pthread_mutex_lock(&l->mu);
+        left = l->queued;
+        pthread_mutex_unlock(&l->mu);
+        left += m->ops->backlog(m->t, &l->sub);
+        if (left > 0)
+            ewi_report(m, EW_ETIMEDOUT, l->queue, l->event->name, NULL,
+                       "stop: %zu queued message(s) not handled within %d ms; "
+                       "they stay on the in-process queue %s and are lost when "
+                       "the last manager on it is freed",
+                       left, timeout_ms, l->queue);
+    }
+}
+
 ew_err ew_manager_stop(ew_manager *m, int timeout_ms)
 {
     ewi_last_error_clear();
@@ -464,6 +509,9 @@ ew_err ew_manager_stop(ew_manager *m, int timeout_ms)
     pthread_mutex_lock(&m->mu);
     ewi_listener *all = m->listeners; /* only ew_listen adds, under life */
     pthread_mutex_unlock(&m->mu);
+    /* 0. Queues that die with this process are handled first. */
+    if (m->ops->features & EWI_FEAT_VOLATILE)
+        deliver_backlog(m, all, deadline, timeout_ms);
     /* 1. No new deliveries. */
     for (ewi_listener *l = all; l; l = l->next)
         if (l->subscribed) {

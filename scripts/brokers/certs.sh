@@ -11,6 +11,8 @@
 #                              trusting only it must refuse the brokers
 #   server.p12                 server.pem, its key and ca.pem as a PKCS12 keystore
 #                              (password "eventwire") for Java brokers (Artemis)
+#   other-host.pem, other-host.key  signed by ca.pem for other.example only: a
+#                              client checking the name must refuse it on 127.0.0.1
 # Idempotent: files that exist, belong together and stay valid for at least a
 # day are kept (a second run changes nothing and takes ~20 ms); otherwise
 # the whole set is made again. The certificates are public (0644), the
@@ -82,6 +84,26 @@ EXT
     say "made a test CA, a server certificate (localhost, 127.0.0.1) and a wrong CA in $dir"
 }
 
+# other-host.pem: signed by the CA there is (made after the rest, so that a
+# set made before it existed is kept).
+make_other_host() {
+    (
+        cd "$dir"
+        openssl req -newkey rsa:2048 -nodes -sha256 -keyout .other-host.key \
+            -out .other.csr -subj "/CN=other.example" 2>/dev/null
+        printf 'basicConstraints = CA:FALSE\nextendedKeyUsage = serverAuth\n%s\n' \
+            'subjectAltName = DNS:other.example' > .other.ext
+        openssl x509 -req -in .other.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+            -CAserial .other.srl -days "$DAYS" -sha256 -extfile .other.ext \
+            -out .other-host.pem 2>/dev/null
+        chmod 0600 .other-host.key
+        chmod 0644 .other-host.pem
+        mv -f .other-host.key other-host.key
+        mv -f .other-host.pem other-host.pem
+        rm -f .other.csr .other.ext .other.srl
+    ) || die "openssl failed to make other-host.pem in $dir"
+}
+
 command -v openssl >/dev/null || die "openssl is missing (apt-get install openssl)"
 # Serialise with other starts (each broker script may call this).
 mkdir -p "$dir"
@@ -90,6 +112,11 @@ flock -w 60 8 || die "could not take the lock $dir/.lock"
 chmod 0755 "$dir"
 if ! complete; then
     make_all
+    rm -f "$dir/other-host.pem" "$dir/other-host.key"
+fi
+if ! openssl verify -CAfile "$dir/ca.pem" -verify_hostname other.example \
+        "$dir/other-host.pem" >/dev/null 2>&1; then
+    make_other_host
 fi
 # The PKCS12 form of the server certificate, made again whenever server.pem
 # is newer (it is derived, never part of the set that decides a remake).

@@ -68,11 +68,7 @@ static void anonymous_sasl_connects(void **state)
     assert_true(tally_wait_all(&t, 15000));
     ew_manager_free(m);
     tally_free(&t);
-    char q[160];
-    snprintf(q, sizeof q, "%s::L", ev.name);
-    rmq_delete("queue", q);
-    rmq_delete("queue", strcat(q, ".dlq"));
-    rmq_delete("exchange", ev.name);
+    rmq_cleanup(0, ev.name, (const char *const[]){"L", NULL});
 }
 
 static void a_contradicting_queue_is_a_conflict(void **state)

@@ -68,11 +68,7 @@ static void round_trip(ew_format fmt, const char *base)
     assert_int_equal(tally_by_label(&t, "ok"), 10);
     ew_manager_free(m);
     tally_free(&t);
-    char q[160];
-    snprintf(q, sizeof q, "%s::H", name);
-    rmq_delete("queue", q);
-    rmq_delete("queue", strcat(q, ".dlq"));
-    rmq_delete("exchange", name);
+    rmq_cleanup(0, name, (const char *const[]){"H", NULL});
 }
 
 static void non_ascii_headers_round_trip_msgpack(void **state)

@@ -99,11 +99,7 @@ static void python_sends_c_listener_receives(void **state)
     assert_string_equal(g.session, "py-42 ü");
     assert_string_equal(g.ct, EW_CONTENT_TYPE_JSON);
     ew_manager_free(m);
-    char q[160];
-    snprintf(q, sizeof q, "%s::HelloListener", name);
-    rmq_delete("queue", q);
-    rmq_delete("queue", strcat(q, ".dlq"));
-    rmq_delete("exchange", name);
+    rmq_cleanup(0, name, (const char *const[]){"HelloListener", NULL});
 }
 
 static ew_err stamp(void *user, ew_envelope *env, const ew_event_desc *ev)

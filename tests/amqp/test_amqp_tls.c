@@ -1,41 +1,34 @@
 /* amqps://: TLS through proton's SSL layer with a CA file (?ca=), and for
- * the rabbitmq dialect the topology connection over TLS too. The local
- * RabbitMQ has no TLS listener, so proxy.sh puts socat in front of it
- * with a freshly made CA and server certificate.
+ * the rabbitmq dialect the topology connection over TLS too. A TLS front
+ * (the tests' relay, OpenSSL) stands before the local RabbitMQ's plain
+ * port with the certificates of scripts/brokers/certs.sh made for this run.
  *   - trusting that CA: start, send, receive, over TLS only;
  *   - trusting another CA: start fails, and says it is the certificate;
  *   - an IP address with the name check: refused (proton matches DNS names
- *     only) with a hint; verify=peer connects.
- * usage: test_amqp_tls proxy.sh */
+ *     only) with a hint; verify=peer connects. */
 #include "amqp_test.h"
 
-static const char *PROXY;
-static char dir[256];
+static const char *dir;
+static relay *front;
 static int port;
 
 static int setup(void **state)
 {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/eventwire-amqp-tls-%d", (int)getpid());
-    port = 20000 + (int)(getpid() % 20000);
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s start tls %s %d >/dev/null", PROXY, dir, port);
-    if (system(cmd) != 0) {
-        fprintf(stderr, "proxy.sh start failed (openssl and socat needed)\n");
-        return -1;
-    }
+    dir = support_certs();
+    front = support_tls_front(5672, "server");
+    port = relay_port(front);
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s stop %s; rm -rf %s", PROXY, dir, dir);
-    return system(cmd) == 0 ? 0 : -1;
+    relay_free(front);
+    return 0;
 }
 
-/* host "localhost": the certificate's DNS name (the proxy listens on
+/* host "localhost": the certificate's DNS name (the front listens on
  * 127.0.0.1 only). */
 static void url_with_ca(char *buf, size_t len, const char *host, const char *ca)
 {
@@ -65,18 +58,14 @@ static void trusted_ca_round_trip(void **state)
     assert_int_equal(tally_dups(&t), 0);
     ew_manager_free(m);
     tally_free(&t);
-    char q[160];
-    snprintf(q, sizeof q, "%s::L", ev.name);
-    rmq_delete("queue", q);
-    rmq_delete("queue", strcat(q, ".dlq"));
-    rmq_delete("exchange", ev.name);
+    rmq_cleanup(0, ev.name, (const char *const[]){"L", NULL});
 }
 
 static void untrusted_certificate_fails_start(void **state)
 {
     (void)state;
     char url[600];
-    url_with_ca(url, sizeof url, "localhost", "other-ca.pem");
+    url_with_ca(url, sizeof url, "localhost", "wrong-ca.pem");
     capture c;
     capture_init(&c);
     ew_options o = {.on_error = capture_error, .error_user = &c, .log = capture_log,
@@ -84,7 +73,7 @@ static void untrusted_certificate_fails_start(void **state)
     ew_manager *m = mgr_new_opts(url, "t2", &o);
     int64_t t0 = ewi_now_ms();
     ew_err rc = ew_manager_start(m);
-    print_message("%s", c.text);
+    capture_print(&c);
     assert_int_equal(rc, EW_ECONNECT);
     /* An untrusted certificate is final: start does not retry it. */
     assert_true(ewi_now_ms() - t0 < 2500);
@@ -114,13 +103,8 @@ static void ip_host_with_name_check_says_why(void **state)
     ew_manager_free(m);
 }
 
-int main(int argc, char **argv)
+int main(void)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s proxy.sh\n", argv[0]);
-        return 2;
-    }
-    PROXY = argv[1];
     support_init(amqp_test_url());
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(trusted_ca_round_trip),

@@ -1,6 +1,6 @@
 /* amqps:// against RabbitMQ's own TLS listener (127.0.0.1:5671, where the
  * AMQP 1.0 plugin serves too) with the certificates of
- * scripts/brokers/certs.sh, not a socat front:
+ * scripts/brokers/certs.sh, not a TLS front:
  *   - by the name localhost, verification on (the default verify=name):
  *     events travel, the rabbitmq dialect's 0-9-1 topology connection goes
  *     over TLS to 5671 with the same CA;
@@ -10,40 +10,15 @@
  * usage: test_amqp_tls_listener [CERT_DIR] (default $EW_BROKER_STATE/tls) */
 #include "amqp_test.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 
 enum { TLS_PORT = 5671 };
 
 static char certs[512];
 
-static bool port_accepts(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    if (fd >= 0)
-        close(fd);
-    return ok;
-}
-
 static int setup(void **state)
 {
     (void)state;
-    char ca[600];
-    snprintf(ca, sizeof ca, "%s/ca.pem", certs);
-    if (access(ca, R_OK) != 0) {
-        fprintf(stderr, "no test CA at %s: run scripts/brokers/rabbitmq.sh start\n", ca);
-        return -1;
-    }
-    if (!port_accepts(TLS_PORT)) {
-        fprintf(stderr, "nothing listens on 127.0.0.1:%d: run scripts/brokers/rabbitmq.sh "
-                        "start\n", TLS_PORT);
-        return -1;
-    }
-    return 0;
+    return broker_tls_ready(certs, (const int[]){TLS_PORT, 0});
 }
 
 static void url_for(char *buf, size_t len, const char *host, const char *ca,
@@ -67,11 +42,7 @@ static void round_trip(const char *url, const char *base)
     assert_true(tally_wait_all(&t, 20000));
     ew_manager_free(m);
     tally_free(&t);
-    char q[160];
-    snprintf(q, sizeof q, "%s::L", name);
-    rmq_delete("queue", q);
-    rmq_delete("queue", strcat(q, ".dlq"));
-    rmq_delete("exchange", name);
+    rmq_cleanup(0, name, (const char *const[]){"L", NULL});
 }
 
 static void refused(const char *url, const char *why)

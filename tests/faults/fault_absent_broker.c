@@ -76,12 +76,12 @@ static void absent_broker_fails_in_time_then_start_waits_for_it(void **state)
     assert_false(tg.local);
     EV(ev, "FaultAbsent", true);
 
-    /* a) Never there. */
-    int port = relay_free_port(), topo_port = tg.stomp_rmq ? relay_free_port() : 0;
-    char extra[64] = "", url[512];
-    if (topo_port)
-        snprintf(extra, sizeof extra, "amqp_port=%d", topo_port);
-    url_with(url, sizeof url, URL, port, extra);
+    /* a) Never there: relays that stay down hold ports where connects are
+     * refused (no other socket can take them meanwhile). */
+    fpath never;
+    fpath_open(&never, &tg, false, NULL);
+    int port = relay_port(never.main);
+    const char *url = never.url;
     fcapture ca;
     fcapture_init(&ca);
     ew_options oa = {.on_error = fcapture_error, .error_user = &ca, .log = fcapture_log,
@@ -101,6 +101,7 @@ static void absent_broker_fails_in_time_then_start_waits_for_it(void **state)
     fcapture_copy(&ca, text_a, sizeof text_a);
     ew_manager_free(m);
     tally_free(&fa.t);
+    fpath_close(&never);
 
     /* b) There after APPEAR_MS. */
     fpath path;

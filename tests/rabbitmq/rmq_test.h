@@ -1,5 +1,5 @@
-/* Shared by the RabbitMQ transport's tests: the broker URL, an error
- * capture, a raw librabbitmq client (what a foreign producer or an operator
+/* Shared by the RabbitMQ transport's tests: the broker URL, a raw
+ * librabbitmq client (what a foreign producer or an operator
  * does), and rabbitmqctl through scripts/brokers/rabbitmq.sh. Header-only.
  *
  * The broker is $EW_TEST_RABBITMQ_URL, by default the one
@@ -19,52 +19,6 @@ static SUPPORT_UNUSED const char *rmq_test_url(void)
 {
     const char *u = getenv("EW_TEST_RABBITMQ_URL");
     return u && *u ? u : RMQ_TEST_DEFAULT_URL;
-}
-
-/* ---- error capture ------------------------------------------------------ */
-
-typedef struct capture {
-    pthread_mutex_t mu;
-    char text[8192];
-    size_t n;
-    ew_err codes[64];
-} capture;
-
-static SUPPORT_UNUSED void capture_init(capture *c)
-{
-    memset(c, 0, sizeof *c);
-    pthread_mutex_init(&c->mu, NULL);
-}
-
-static SUPPORT_UNUSED void capture_error(void *user, const ew_error_info *info)
-{
-    capture *c = user;
-    pthread_mutex_lock(&c->mu);
-    size_t len = strlen(c->text);
-    snprintf(c->text + len, sizeof c->text - len, "[%s] %s\n", ew_strerror(info->code),
-             info->text);
-    if (c->n < 64)
-        c->codes[c->n] = info->code;
-    c->n++;
-    pthread_mutex_unlock(&c->mu);
-}
-
-static SUPPORT_UNUSED bool capture_has(capture *c, const char *needle)
-{
-    pthread_mutex_lock(&c->mu);
-    bool has = strstr(c->text, needle) != NULL;
-    pthread_mutex_unlock(&c->mu);
-    return has;
-}
-
-static SUPPORT_UNUSED size_t capture_count(capture *c, ew_err code)
-{
-    size_t k = 0;
-    pthread_mutex_lock(&c->mu);
-    for (size_t i = 0; i < c->n && i < 64; i++)
-        k += c->codes[i] == code;
-    pthread_mutex_unlock(&c->mu);
-    return k;
 }
 
 /* ---- a raw librabbitmq client on 127.0.0.1:5672 ------------------------- */
@@ -151,12 +105,7 @@ static SUPPORT_UNUSED const char *raw_header(const amqp_table_t *t, const char *
 /* Deletes a queue (or an exchange with exchange=true); errors ignored. */
 static SUPPORT_UNUSED void raw_delete(const char *name, bool exchange)
 {
-    amqp_connection_state_t c = raw_connect();
-    if (exchange)
-        amqp_exchange_delete(c, 1, amqp_cstring_bytes(name), 0);
-    else
-        amqp_queue_delete(c, 1, amqp_cstring_bytes(name), 0, 0);
-    raw_close(c);
+    rmq_delete_one(0, name, exchange);
 }
 
 /* ---- rabbitmqctl through the project's script --------------------------- */

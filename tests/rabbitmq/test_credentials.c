@@ -14,25 +14,24 @@
  * secret appears nowhere: not as sent, not URL-encoded, not decoded, not in
  * hex. Every secret starts with SECRET_MARK and the search is for that.
  *
- * The RabbitMQ user ew-sec with password SECRET_PW is made (and removed
- * again) through scripts/brokers/rabbitmq.sh ctl. A missing broker fails.
+ * A RabbitMQ user of this run, ew-sec-<pid>, with password SECRET_PW is
+ * made (and removed again) through scripts/brokers/rabbitmq.sh ctl: runs
+ * beside it (other checkouts on the same broker) have users of their own.
+ * A missing broker fails.
  * usage: security_credentials RABBITMQ_SCRIPT [CERT_DIR]
  * ($EW_SEC_TARGET and $EW_SEC_SCENARIO narrow the run, see below) */
 #include "rmq_test.h"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <strings.h>
-#include <sys/socket.h>
 
 #define SECRET_MARK "S3cr3t"
 #define SECRET_HEX "533363723374" /* "S3cr3t" as hex digits */
 #define SECRET_PW "S3cr3t-Pw-9f2a"
 /* A wrong password, URL-encoded: it decodes to "S3cr3t/Wrong@Pw 9f2a". */
 #define SECRET_WRONG_ENC "S3cr3t%2FWrong%40Pw%209f2a"
-#define SEC_USER "ew-sec"
+static char SEC_USER[32]; /* ew-sec-<pid> */
 
 static const char *SCRIPT;
 static char certs[512];
@@ -246,19 +245,7 @@ static void make_url(char *buf, size_t len, const target *t, const char *pw, int
 }
 
 /* A TCP port on 127.0.0.1 that nothing listens on (just released). */
-static int closed_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t l = sizeof a;
-    getsockname(fd, (struct sockaddr *)&a, &l);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-/* Closes every broker connection of user ew-sec (RabbitMQ only): what a
+/* Closes every broker connection of this run's user (RabbitMQ only): what a
  * broker restart or an operator does; the clients reconnect. */
 static void close_sec_connections(void)
 {
@@ -353,7 +340,11 @@ static void wrong_password(const target *t)
 static void closed_port_start(const target *t)
 {
     char url[1024];
-    make_url(url, sizeof url, t, SECRET_PW, closed_port(), "");
+    /* A relay that stays down: its port refuses connects, and no other
+     * socket can take it meanwhile. */
+    relay *closed = relay_new(0, t->port, false);
+    assert_non_null(closed);
+    make_url(url, sizeof url, t, SECRET_PW, relay_port(closed), "");
     scenario_begin("broker unreachable");
     ew_manager *m = sec_manager(url, 1500);
     EV(ev, "SecAbsent", false);
@@ -365,6 +356,7 @@ static void closed_port_start(const target *t)
     print_message("     send without a broker: %s\n", ew_strerror(rc));
     assert_int_not_equal(rc, EW_OK);
     ew_manager_free(m);
+    relay_free(closed);
     scenario_end("broker unreachable");
 }
 
@@ -470,6 +462,7 @@ int main(int argc, char **argv)
         return 2;
     }
     SCRIPT = argv[1];
+    snprintf(SEC_USER, sizeof SEC_USER, "ew-sec-%d", (int)getpid());
     if (argc > 2) {
         snprintf(certs, sizeof certs, "%s", argv[2]);
     } else {

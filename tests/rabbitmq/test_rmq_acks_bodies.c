@@ -9,18 +9,13 @@
  *   credit, nothing is redelivered.
  * - A foreign producer's 3 MiB body with max_body 1 MiB is dead-lettered as
  *   too-big (not requeued in a loop) and the listener keeps handling.
- * - rabbitmqs:// with heartbeat=0 through a relay the test freezes (SIGSTOP):
+ * - rabbitmqs:// with heartbeat=0 through a relay the test freezes:
  *   librabbitmq's TLS write would wait for ever; the write guard drops the
  *   connection after rpc_timeout, sends fail by their timeout, stop returns. */
 #include "rmq_test.h"
 #include "transports/rabbitmq/rmq.h"
 
-#include <signal.h>
-#include <spawn.h>
 #include <stdatomic.h>
-#include <sys/wait.h>
-
-extern char **environ;
 
 /* ---- the tracker, no broker ---------------------------------------------- */
 
@@ -132,10 +127,12 @@ static void tracker_memory_is_bounded_by_what_is_outstanding(void **state)
 
 /* ---- a stuck handler against RabbitMQ ------------------------------------ */
 
+enum { STUCK_N = 2001, SENTINEL = STUCK_N }; /* ids 0..2000, then the sentinel */
+
 typedef struct stuck {
     atomic_bool release;
     atomic_size_t handled, stuck_runs;
-    atomic_size_t seen[2001];
+    atomic_size_t seen[STUCK_N + 1];
 } stuck;
 
 static ew_err stuck_listener(ew_delivery *d, const void *event, void *user)
@@ -149,7 +146,7 @@ static ew_err stuck_listener(ew_delivery *d, const void *event, void *user)
         while (!s->release && ewi_now_ms() < deadline)
             ewi_sleep_ms(5);
     }
-    if (e->id >= 0 && e->id <= 2000)
+    if (e->id >= 0 && e->id <= SENTINEL)
         s->seen[e->id]++;
     s->handled++;
     return EW_OK;
@@ -166,32 +163,27 @@ static void a_stuck_handler_does_not_hold_the_others(void **state)
     assert_int_equal(ew_listen(m, &d, stuck_listener, &s), EW_OK);
     assert_int_equal(ew_manager_start(m), EW_OK);
     send_range(m, &ev, 0, 1);
-    int64_t deadline = ewi_now_ms() + 15000;
-    while (!s.stuck_runs && ewi_now_ms() < deadline)
-        ewi_sleep_ms(5);
+    WAIT_FOR(s.stuck_runs > 0, 15000, "event 0 never reached the handler");
     assert_int_equal(s.stuck_runs, 1);
     /* 2000 events through the one free worker: with prefetch 8 they only
      * arrive if their acks return the credit while tag 1 stays open. */
-    send_range_async(m, &ev, 1, 2001);
-    deadline = ewi_now_ms() + 60000;
-    while (s.handled < 2000 && ewi_now_ms() < deadline)
-        ewi_sleep_ms(10);
-    assert_int_equal(s.handled, 2000);
+    send_range_async(m, &ev, 1, STUCK_N);
+    WAIT_FOR(s.handled >= STUCK_N - 1, 60000, "%zu of %d events handled beside the stuck one",
+             (size_t)s.handled, STUCK_N - 1);
     s.release = true;
-    deadline = ewi_now_ms() + 15000;
-    while (s.handled < 2001 && ewi_now_ms() < deadline)
-        ewi_sleep_ms(10);
-    ewi_sleep_ms(500); /* a redelivery would show up here */
-    assert_int_equal(s.handled, 2001);
-    for (int i = 0; i <= 2000; i++)
-        assert_int_equal(s.seen[i], 1);
+    WAIT_FOR(s.handled >= STUCK_N, 15000, "the released handler did not finish");
+    /* A sentinel sent last: once it is handled and the stop has let the
+     * handlers finish, a redelivery of any earlier event would have been
+     * handled too. */
+    send_range(m, &ev, SENTINEL, SENTINEL + 1);
+    WAIT_FOR(s.seen[SENTINEL] > 0, 15000, "the sentinel event was not handled");
+    assert_int_equal(ew_manager_stop(m, 15000), EW_OK);
+    assert_int_equal(s.handled, STUCK_N + 1);
+    for (int i = 0; i <= SENTINEL; i++)
+        if (s.seen[i] != 1)
+            fail_msg("event %d handled %zu times", i, (size_t)s.seen[i]);
     ew_manager_free(m);
-    char q[256];
-    snprintf(q, sizeof q, "%s::L", ev.name);
-    raw_delete(q, false);
-    snprintf(q, sizeof q, "%s::L.dlq", ev.name);
-    raw_delete(q, false);
-    raw_delete(ev.name, true);
+    rmq_cleanup(0, ev.name, (const char *const[]){"L", NULL});
 }
 
 /* ---- a body over max_body ------------------------------------------------ */
@@ -199,6 +191,7 @@ static void a_stuck_handler_does_not_hold_the_others(void **state)
 typedef struct big_box {
     size_t n;
     size_t len[8];
+    uint8_t first[8]; /* the body's first byte */
     char reason[8][32], error[8][256];
 } big_box;
 
@@ -208,7 +201,8 @@ static ew_err big_collect(void *user, const ew_envelope *env)
     if (b->n >= 8)
         return EW_OK;
     size_t i = b->n++;
-    ew_envelope_body(env, &b->len[i]);
+    const uint8_t *body = ew_envelope_body(env, &b->len[i]);
+    b->first[i] = b->len[i] ? body[0] : 0;
     const char *h;
     snprintf(b->reason[i], sizeof b->reason[i], "%s",
              (h = ew_envelope_header(env, EW_HDR_DLQ_REASON)) ? h : "");
@@ -259,22 +253,30 @@ static void a_body_over_max_body_is_dead_lettered_once(void **state)
         /* Only max_body + 1 bytes were ever held for it. */
         assert_int_equal(box.len[i], MAX_BODY + 1);
     }
-    /* Dead-lettered once each: nothing comes back, nothing more arrives. */
-    ewi_sleep_ms(1000);
-    dl.timeout_ms = 300;
-    assert_int_equal(ew_dead_letters(m, &dl, &got), EW_OK);
-    assert_int_equal(got, 0);
-    assert_int_equal(capture_count(&cap, EW_ETOOBIG), NBIG);
+    /* Dead-lettered once each: a sentinel body (another byte) sent now is
+     * the next dead letter; a second dead-lettering of one of the first
+     * three would come before it. */
+    body = malloc(BIG);
+    assert_non_null(body);
+    memset(body, 0x5a, BIG);
+    c = raw_connect();
+    raw_publish(c, ev.name, ev.name, EW_CONTENT_TYPE_MSGPACK, body, BIG);
+    raw_close(c);
+    free(body);
+    deadline = ewi_now_ms() + 20000;
+    while (box.n == total && ewi_left_ms(deadline) > 0 &&
+           ew_dead_letters(m, &(ew_dead_letter_options){.event = &ev, .listener = "L", .max = 1, .timeout_ms = 5000, .fn = big_collect, .user = &box}, &got) == EW_OK)
+        ;
+    if (box.n != NBIG + 1 || box.first[NBIG] != 0x5a)
+        fail_msg("after the 3 dead letters: %zu more, the first starting with 0x%02x (the "
+                 "sentinel is 0x5a)", box.n - NBIG, box.n > NBIG ? box.first[NBIG] : 0);
+    WAIT_FOR(capture_count(&cap, EW_ETOOBIG) == NBIG + 1, 10000,
+             "%zu too-big reports, expected %d", capture_count(&cap, EW_ETOOBIG), NBIG + 1);
     assert_int_equal(tally_total(&t), 10);
     assert_int_equal(tally_dups(&t), 0);
     ew_manager_free(m);
     tally_free(&t);
-    char q[256];
-    snprintf(q, sizeof q, "%s::L", ev.name);
-    raw_delete(q, false);
-    snprintf(q, sizeof q, "%s::L.dlq", ev.name);
-    raw_delete(q, false);
-    raw_delete(ev.name, true);
+    rmq_cleanup(0, ev.name, (const char *const[]){"L", NULL});
 }
 
 /* ---- a broker that stops reading, over TLS -------------------------------- */
@@ -287,15 +289,10 @@ static void frozen_relay_cannot_hang_tls_sends_or_stop(void **state)
     snprintf(ca, sizeof ca, "%s/tls/ca.pem", st && *st ? st : "/tmp/eventwire-brokers");
     if (access(ca, R_OK) != 0)
         fail_msg("no test CA at %s: run scripts/brokers/rabbitmq.sh start", ca);
-    int port = 40000 + (int)(getpid() % 2000);
-    char listen[96];
-    snprintf(listen, sizeof listen, "TCP-LISTEN:%d,bind=127.0.0.1,reuseaddr", port);
-    char a0[] = "socat", a2[] = "TCP:127.0.0.1:5671";
-    char *argv[] = {a0, listen, a2, NULL};
-    pid_t relay;
-    if (posix_spawnp(&relay, "socat", NULL, NULL, argv, environ) != 0)
-        fail_msg("cannot start socat");
-    ewi_sleep_ms(300);
+    /* A plain relay before the broker's own TLS listener. */
+    relay *path = relay_new(0, 5671, true);
+    assert_non_null(path);
+    int port = relay_port(path);
 
     EV(ev, "Frozen", true);
     capture cap;
@@ -311,7 +308,7 @@ static void frozen_relay_cannot_hang_tls_sends_or_stop(void **state)
     assert_int_equal(ew_manager_start(m), EW_OK);
     send_range(m, &ev, 0, 1); /* the exchange exists, the path works */
 
-    kill(relay, SIGSTOP); /* nothing reads what we write any more */
+    relay_freeze(path); /* nothing reads what we write any more */
     static char big[256 << 10];
     memset(big, 'x', sizeof big - 1);
     support_async_failures = 0;
@@ -334,9 +331,7 @@ static void frozen_relay_cannot_hang_tls_sends_or_stop(void **state)
     ew_manager_free(m);
     print_message("stop took %lld ms\n", (long long)(ewi_now_ms() - t0));
     assert_true(ewi_now_ms() - t0 < 10000);
-    kill(relay, SIGKILL);
-    kill(relay, SIGCONT);
-    waitpid(relay, NULL, 0);
+    relay_free(path);
     raw_delete(ev.name, true);
 }
 

@@ -31,11 +31,10 @@ static void failing_message_reaches_the_dlq_with_its_reasons(void **state)
     send_range(m, &ev, 0, N);
     assert_true(tally_wait_ids(&t, 0, BAD, 30000));
     assert_true(tally_wait_ids(&t, BAD + 1, N, 30000));
-    /* The dead-lettering happens once the last attempt failed. */
-    int64_t deadline = ewi_now_ms() + 10000;
-    while (t.attempts[BAD] < 2 && ewi_left_ms(deadline) > 0)
-        ewi_sleep_ms(20);
-    ewi_sleep_ms(300);
+    /* N - 1 successes and 2 failed attempts; the dead-lettering follows the
+     * last one on its worker, and the stop waits for the workers. */
+    assert_true(tally_wait_finished(&t, N + 1, 30000));
+    assert_int_equal(ew_manager_stop(m, 10000), EW_OK);
 
     /* On the broker, in E::L.dlq: read it with a plain AMQP client. */
     char dlq[256], q[256], h[512];
@@ -65,6 +64,7 @@ static void failing_message_reaches_the_dlq_with_its_reasons(void **state)
     amqp_destroy_message(&msg);
     /* Exactly one: no redelivery loop, and the listener queue is empty. */
     assert_false(raw_get(c, dlq, &msg));
+    assert_false(raw_get(c, q, &msg));
     raw_close(c);
     assert_int_equal(t.attempts[BAD], 2);
     ew_manager_free(m);
@@ -117,12 +117,7 @@ static void undecodable_raw_message_goes_to_dead_letters(void **state)
     assert_int_equal(tally_total(&t), 3);
     ew_manager_free(m);
     tally_free(&t);
-    char q[256];
-    snprintf(q, sizeof q, "%s::Strict", ev.name);
-    raw_delete(q, false);
-    snprintf(q, sizeof q, "%s::Strict.dlq", ev.name);
-    raw_delete(q, false);
-    raw_delete(ev.name, true);
+    rmq_cleanup(0, ev.name, (const char *const[]){"Strict", NULL});
 }
 
 static void dead_letters_of_an_unknown_listener_are_a_clear_error(void **state)
@@ -149,12 +144,7 @@ static void dead_letters_of_an_unknown_listener_are_a_clear_error(void **state)
     assert_true(tally_wait_all(&t, 30000));
     ew_manager_free(m);
     tally_free(&t);
-    char q[256];
-    snprintf(q, sizeof q, "%s::L", ev.name);
-    raw_delete(q, false);
-    snprintf(q, sizeof q, "%s::L.dlq", ev.name);
-    raw_delete(q, false);
-    raw_delete(ev.name, true);
+    rmq_cleanup(0, ev.name, (const char *const[]){"L", NULL});
 }
 
 int main(void)

@@ -110,7 +110,9 @@ static void competing_consumers_share_one_queue(void **state)
 
     send_range_async(m2, &ev, 0, N);
     assert_true(tally_wait_all(&t, 60000));
-    ewi_sleep_ms(200);
+    /* Counted once both stopped: every handler that started has finished. */
+    assert_int_equal(ew_manager_stop(m1, 10000), EW_OK);
+    assert_int_equal(ew_manager_stop(m2, 10000), EW_OK);
     size_t on1 = tally_by_label(&t, "w1"), on2 = tally_by_label(&t, "w2");
     print_message("competing: %zu on w1, %zu on w2, %zu duplicates\n", on1, on2,
                   tally_dups(&t));

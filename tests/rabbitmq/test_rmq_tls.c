@@ -1,30 +1,31 @@
-/* rabbitmqs:// through a real TLS handshake: a socat TLS front
- * (tls_front.sh) before the test RabbitMQ's plain port, with a fresh CA.
- * Events travel with the CA trusted and host name verification on; a
- * client trusting another CA refuses the server at start.
- * usage: rabbitmq_tls TLS_FRONT_SCRIPT */
+/* rabbitmqs:// through a real TLS handshake: a TLS front (the tests'
+ * relay, OpenSSL) before the test RabbitMQ's plain port, with the
+ * certificates of scripts/brokers/certs.sh made for this run. Events travel
+ * with the CA trusted and host name verification on; a client trusting
+ * another CA refuses the server at start; a certificate for another host is
+ * refused by the name check. */
 #include "rmq_test.h"
 
-static const char *FRONT;
-static char dir[128];
+static const char *dir;
+static relay *front, *other_front; /* server.pem; other-host.pem (other.example) */
 static int port;
 
 static int setup(void **state)
 {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/ew-rmq-tls-%d", (int)getpid());
-    port = 36000 + (int)(getpid() % 2000);
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "%s start %s %d", FRONT, dir, port);
-    return system(cmd) == 0 ? 0 : -1;
+    dir = support_certs();
+    front = support_tls_front(5672, "server");
+    other_front = support_tls_front(5672, "other-host");
+    port = relay_port(front);
+    return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "%s stop %s; rm -rf %s", FRONT, dir, dir);
-    return system(cmd) == 0 ? 0 : -1;
+    relay_free(front);
+    relay_free(other_front);
+    return 0;
 }
 
 static void events_travel_over_tls(void **state)
@@ -44,12 +45,7 @@ static void events_travel_over_tls(void **state)
     assert_int_equal(tally_dups(&t), 0);
     ew_manager_free(m);
     tally_free(&t);
-    char q[256];
-    snprintf(q, sizeof q, "%s::L", ev.name);
-    raw_delete(q, false);
-    snprintf(q, sizeof q, "%s::L.dlq", ev.name);
-    raw_delete(q, false);
-    raw_delete(ev.name, true);
+    rmq_cleanup(0, ev.name, (const char *const[]){"L", NULL});
 }
 
 static void an_untrusted_server_is_refused(void **state)
@@ -80,11 +76,11 @@ static void an_untrusted_server_is_refused(void **state)
 static void a_certificate_for_another_host_is_refused(void **state)
 {
     (void)state;
-    /* PORT+1 presents a certificate from the trusted CA, but for
+    /* This front presents a certificate from the trusted CA, but for
      * other.example only: the name check must refuse it. */
     char url[512];
     snprintf(url, sizeof url, "rabbitmqs://guest:guest@127.0.0.1:%d/?cacert=%s/ca.pem",
-             port + 1, dir);
+             relay_port(other_front), dir);
     capture cap;
     capture_init(&cap);
     ew_options o = {.on_error = capture_error, .error_user = &cap, .start_timeout_ms = 30000,
@@ -98,7 +94,8 @@ static void a_certificate_for_another_host_is_refused(void **state)
     assert_true(capture_has(&cap, "verification failed"));
     ew_manager_free(m);
     /* verify=0 accepts it (and says so in the URL). */
-    snprintf(url, sizeof url, "rabbitmqs://guest:guest@127.0.0.1:%d/?verify=0", port + 1);
+    snprintf(url, sizeof url, "rabbitmqs://guest:guest@127.0.0.1:%d/?verify=0",
+             relay_port(other_front));
     m = mgr_new(url, "s1");
     assert_int_equal(ew_manager_start(m), EW_OK);
     ew_manager_free(m);
@@ -116,13 +113,8 @@ static void a_missing_ca_file_is_refused_at_creation(void **state)
     assert_null(m);
 }
 
-int main(int argc, char **argv)
+int main(void)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s TLS_FRONT_SCRIPT\n", argv[0]);
-        return 2;
-    }
-    FRONT = argv[1];
     support_init(rmq_test_url());
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(events_travel_over_tls),

@@ -14,40 +14,15 @@
  * else /tmp/eventwire-brokers/tls) */
 #include "rmq_test.h"
 
-#include <sys/socket.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 
 #define TLS_PORT 5671
 
 static char certs[512];
 
-static bool port_accepts(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    if (fd >= 0)
-        close(fd);
-    return ok;
-}
-
 static int setup(void **state)
 {
     (void)state;
-    char ca[600];
-    snprintf(ca, sizeof ca, "%s/ca.pem", certs);
-    if (access(ca, R_OK) != 0) {
-        fprintf(stderr, "no test CA at %s: run scripts/brokers/rabbitmq.sh start\n", ca);
-        return -1;
-    }
-    if (!port_accepts(TLS_PORT)) {
-        fprintf(stderr, "nothing listens on 127.0.0.1:%d (RabbitMQ's TLS listener): run "
-                        "scripts/brokers/rabbitmq.sh start\n", TLS_PORT);
-        return -1;
-    }
-    return 0;
+    return broker_tls_ready(certs, (const int[]){TLS_PORT, 0});
 }
 
 static void round_trip(const char *host)
@@ -66,12 +41,7 @@ static void round_trip(const char *host)
     assert_int_equal(tally_dups(&t), 0);
     ew_manager_free(m);
     tally_free(&t);
-    char q[256];
-    snprintf(q, sizeof q, "%s::L", ev.name);
-    raw_delete(q, false);
-    snprintf(q, sizeof q, "%s::L.dlq", ev.name);
-    raw_delete(q, false);
-    raw_delete(ev.name, true);
+    rmq_cleanup(0, ev.name, (const char *const[]){"L", NULL});
 }
 
 static void events_travel_with_verification_by_ip(void **state)

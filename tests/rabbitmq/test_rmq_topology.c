@@ -151,12 +151,7 @@ static void incompatible_exchange_is_a_clear_error(void **state)
     ew_manager_free(m);
     tally_free(&t);
     raw_delete(ev.name, true);
-    char q[256];
-    snprintf(q, sizeof q, "%s::L", ok.name);
-    raw_delete(q, false);
-    snprintf(q, sizeof q, "%s::L.dlq", ok.name);
-    raw_delete(q, false);
-    raw_delete(ok.name, true);
+    rmq_cleanup(0, ok.name, (const char *const[]){"L", NULL});
 }
 
 static void bad_credentials_fail_at_start(void **state)

@@ -1,6 +1,7 @@
-/* Shared by the STOMP integration tests: the broker URLs, a capture of
- * reported errors, and a minimal raw STOMP client over a plain socket (to
- * put on the wire what eventwire itself would never send). Header-only. */
+/* Shared by the STOMP integration tests: the broker URLs, clean-up on
+ * RabbitMQ, and a minimal raw STOMP client over a plain socket (to put on
+ * the wire what eventwire itself would never send). Header-only; the rest
+ * comes from the tests' support library (support.h). */
 #ifndef EW_STOMP_TEST_H
 #define EW_STOMP_TEST_H
 
@@ -9,6 +10,7 @@
 #include <amqp.h>
 #include <amqp_framing.h>
 #include <amqp_tcp_socket.h>
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -27,54 +29,6 @@ static SUPPORT_UNUSED const char *stomp_test_url(const char *dialect)
                   : "stomp://127.0.0.1:61614?dialect=activemq";
 }
 
-/* ---- capture of reported errors ------------------------------------------- */
-
-typedef struct capture {
-    pthread_mutex_t mu;
-    char text[32768];
-    size_t len;
-    int errors;
-    ew_err last_code;
-} capture;
-
-static SUPPORT_UNUSED void capture_init(capture *c)
-{
-    memset(c, 0, sizeof *c);
-    pthread_mutex_init(&c->mu, NULL);
-}
-
-static SUPPORT_UNUSED void capture_error(void *user, const ew_error_info *info)
-{
-    capture *c = user;
-    pthread_mutex_lock(&c->mu);
-    int n = snprintf(c->text + c->len, sizeof c->text - c->len, "[%s] %s%s%s%s\n",
-                     ew_strerror(info->code), info->queue ? "{queue " : "",
-                     info->queue ? info->queue : "", info->queue ? "} " : "",
-                     info->text ? info->text : "(no text)");
-    if (n > 0)
-        c->len += (size_t)n < sizeof c->text - c->len ? (size_t)n
-                                                      : sizeof c->text - c->len - 1;
-    c->errors++;
-    c->last_code = info->code;
-    pthread_mutex_unlock(&c->mu);
-}
-
-/* Prints what was captured (under the lock: reports may still arrive). */
-static SUPPORT_UNUSED void capture_print(capture *c)
-{
-    pthread_mutex_lock(&c->mu);
-    print_message("%s", c->text);
-    pthread_mutex_unlock(&c->mu);
-}
-
-static SUPPORT_UNUSED bool capture_has(capture *c, const char *needle)
-{
-    pthread_mutex_lock(&c->mu);
-    bool has = strstr(c->text, needle) != NULL;
-    pthread_mutex_unlock(&c->mu);
-    return has;
-}
-
 /* ---- cleaning up on RabbitMQ --------------------------------------------------- */
 
 /* Deletes what a test made on RabbitMQ (over AMQP 0-9-1: STOMP cannot): the
@@ -87,38 +41,10 @@ static SUPPORT_UNUSED void stomp_test_cleanup(const char *url, const char *event
 {
     if (!strstr(url, "dialect=rabbitmq"))
         return;
-    ewi_url u;
-    char err[128];
-    if (ewi_url_parse(url, &u, err, sizeof err) != EW_OK)
-        return;
-    amqp_connection_state_t c = amqp_new_connection();
-    amqp_socket_t *s = amqp_tcp_socket_new(c);
-    if (!s || amqp_socket_open(s, u.host[0] ? u.host : "127.0.0.1", 5672) ||
-        amqp_login(c, u.path && *u.path ? u.path : "/", 0, 131072, 0, AMQP_SASL_METHOD_PLAIN,
-                   u.user ? u.user : "guest", u.password ? u.password : "guest")
-                .reply_type != AMQP_RESPONSE_NORMAL) {
-        print_message("cleanup: cannot reach RabbitMQ over AMQP 0-9-1\n");
-        amqp_destroy_connection(c);
-        ewi_url_free(&u);
-        return;
-    }
-    amqp_channel_open(c, 1);
-    amqp_get_rpc_reply(c);
-    char q[EW_MAX_QUEUE_NAME + 8];
-    for (size_t i = 0; i < n; i++) {
-        snprintf(q, sizeof q, "%s::%s", event, listeners[i]);
-        amqp_queue_delete(c, 1, amqp_cstring_bytes(q), 0, 0);
-        amqp_get_rpc_reply(c);
-        snprintf(q, sizeof q, "%s::%s.dlq", event, listeners[i]);
-        amqp_queue_delete(c, 1, amqp_cstring_bytes(q), 0, 0);
-        amqp_get_rpc_reply(c);
-    }
-    amqp_exchange_delete(c, 1, amqp_cstring_bytes(event), 0);
-    amqp_get_rpc_reply(c);
-    amqp_channel_close(c, 1, AMQP_REPLY_SUCCESS);
-    amqp_connection_close(c, AMQP_REPLY_SUCCESS);
-    amqp_destroy_connection(c);
-    ewi_url_free(&u);
+    const char *names[17] = {0};
+    for (size_t i = 0; i < n && i < 16; i++)
+        names[i] = listeners[i];
+    rmq_cleanup(0, event, names);
 }
 
 /* ---- a raw STOMP client ----------------------------------------------------- */

@@ -1,38 +1,31 @@
-/* stomp+ssl://: TLS through OpenSSL with a CA file (?ca=). The local brokers
- * have no TLS listener, so tests/amqp/proxy.sh puts socat in front of
- * ActiveMQ's STOMP port with a freshly made CA and server certificate.
+/* stomp+ssl://: TLS through OpenSSL with a CA file (?ca=). A TLS front
+ * (the tests' relay, OpenSSL) stands before ActiveMQ's plain STOMP port
+ * with the certificates of scripts/brokers/certs.sh made for this run.
  *   - trusting that CA, by IP address and by host name: start, send,
  *     receive, over TLS only;
  *   - trusting another CA: start fails at once and says it is the
  *     certificate;
- *   - verify=false: connects whatever the certificate.
- * usage: test_stomp_tls tests/amqp/proxy.sh */
+ *   - verify=false: connects whatever the certificate. */
 #include "stomp_test.h"
 
-static const char *PROXY;
-static char dir[256];
+static const char *dir;
+static relay *front;
 static int port;
 
 static int setup(void **state)
 {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/eventwire-stomp-tls-%d", (int)getpid());
-    port = 20000 + (int)((getpid() * 7) % 20000);
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s start tls %s %d 61614 >/dev/null", PROXY, dir, port);
-    if (system(cmd) != 0) {
-        fprintf(stderr, "proxy.sh start failed (openssl and socat needed)\n");
-        return -1;
-    }
+    dir = support_certs();
+    front = support_tls_front(61614, "server");
+    port = relay_port(front);
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s stop %s; rm -rf %s", PROXY, dir, dir);
-    return system(cmd) == 0 ? 0 : -1;
+    relay_free(front);
+    return 0;
 }
 
 static void round_trip(const char *url)
@@ -66,7 +59,7 @@ static void untrusted_ca_fails_fast_and_says_why(void **state)
     (void)state;
     char url[512];
     snprintf(url, sizeof url,
-             "stomp+ssl://127.0.0.1:%d?dialect=activemq&ca=%s/other-ca.pem", port, dir);
+             "stomp+ssl://127.0.0.1:%d?dialect=activemq&ca=%s/wrong-ca.pem", port, dir);
     capture c;
     capture_init(&c);
     ew_options o = {.on_error = capture_error, .error_user = &c, .start_timeout_ms = 20000};
@@ -95,18 +88,13 @@ static void verify_false_connects(void **state)
     (void)state;
     char url[512];
     snprintf(url, sizeof url,
-             "stomp+ssl://127.0.0.1:%d?dialect=activemq&ca=%s/other-ca.pem&verify=false", port,
+             "stomp+ssl://127.0.0.1:%d?dialect=activemq&ca=%s/wrong-ca.pem&verify=false", port,
              dir);
     round_trip(url);
 }
 
-int main(int argc, char **argv)
+int main(void)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s tests/amqp/proxy.sh\n", argv[0]);
-        return 2;
-    }
-    PROXY = argv[1];
     support_init("stomp+ssl");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(trusted_ca_by_ip_and_by_name),

@@ -17,32 +17,10 @@
 
 static char certs[512];
 
-static bool port_accepts(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    if (fd >= 0)
-        close(fd);
-    return ok;
-}
-
 static int setup(void **state)
 {
     (void)state;
-    char ca[600];
-    snprintf(ca, sizeof ca, "%s/ca.pem", certs);
-    if (access(ca, R_OK) != 0) {
-        fprintf(stderr, "no test CA at %s: run scripts/brokers/rabbitmq.sh start\n", ca);
-        return -1;
-    }
-    if (!port_accepts(STOMPS_PORT) || !port_accepts(5671)) {
-        fprintf(stderr, "RabbitMQ's TLS listeners (STOMP 127.0.0.1:%d, AMQP 127.0.0.1:5671) "
-                        "do not accept: run scripts/brokers/rabbitmq.sh start\n", STOMPS_PORT);
-        return -1;
-    }
-    return 0;
+    return broker_tls_ready(certs, (const int[]){STOMPS_PORT, 5671, 0});
 }
 
 static void round_trip(const char *host)

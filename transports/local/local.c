@@ -47,6 +47,8 @@ typedef struct lconsumer {
     uint32_t credit;
     size_t outstanding;
     bool active;
+    bool draining;  /* stopping: takes only messages older than until */
+    uint64_t until;
     struct lconsumer *next;
 } lconsumer;
 
@@ -200,12 +202,13 @@ static void dispatch(lqueue *q)
 {
     while (q->head && q->consumers) {
         lconsumer *start = q->rr ? q->rr : q->consumers, *c = start;
+        uint64_t seq = q->head->seq;
         do {
-            if (c->credit > 0)
+            if (c->credit > 0 && (!c->draining || seq < c->until))
                 break;
             c = c->next ? c->next : q->consumers;
         } while (c != start);
-        if (c->credit == 0)
+        if (c->credit == 0 || (c->draining && seq >= c->until))
             return;
         q->rr = c->next ? c->next : q->consumers;
         lentry *e = pop_head(q);
@@ -524,6 +527,25 @@ static ew_err l_dlq_take(ewi_transport *t, ewi_dlq_req *req)
     return EW_OK;
 }
 
+static size_t l_backlog(ewi_transport *t, ewi_sub *sub)
+{
+    lbroker *b = t->b;
+    pthread_mutex_lock(&b->mu);
+    lconsumer *c = sub->tdata;
+    size_t n = 0;
+    if (c) {
+        if (!c->draining) {
+            c->draining = true;
+            c->until = c->q->next_seq;
+        }
+        /* Ready messages are in arrival order. */
+        for (const lentry *e = c->q->head; e && e->seq < c->until; e = e->next)
+            n++;
+    }
+    pthread_mutex_unlock(&b->mu);
+    return n;
+}
+
 static void l_stop(ewi_transport *t)
 {
     t->stopped = true;
@@ -540,7 +562,8 @@ static const char *const local_schemes[] = {"local", NULL};
 const ewi_transport_ops ewi_local_transport = {
     .name = "local",
     .schemes = local_schemes,
-    .features = EWI_FEAT_DLQ_READ | EWI_FEAT_INPROC,
+    .features = EWI_FEAT_DLQ_READ | EWI_FEAT_INPROC | EWI_FEAT_VOLATILE |
+                EWI_FEAT_NO_CREDENTIALS,
     .create = l_create,
     .check_names = NULL,
     .start = l_start,
@@ -550,6 +573,7 @@ const ewi_transport_ops ewi_local_transport = {
     .publish = l_publish,
     .settle = l_settle,
     .dlq_take = l_dlq_take,
+    .backlog = l_backlog,
     .stop = l_stop,
     .destroy = l_destroy,
 };

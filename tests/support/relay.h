@@ -1,8 +1,9 @@
-/* A TCP relay the fault tests control: it listens on 127.0.0.1 and forwards
- * every connection to a broker port on 127.0.0.1, and on command it
- * freezes, breaks or restores the path. It plays the network between a
- * manager and its broker, so a test can cut it without the broker (or the
- * other engineers' tests on it) noticing.
+/* A TCP relay a test controls: it listens on 127.0.0.1 and forwards every
+ * connection to a broker port on 127.0.0.1, and on command it freezes,
+ * breaks or restores the path. It plays the network between a manager and
+ * its broker, so a test can cut it without the broker (or other tests on
+ * it) noticing. As a TLS front it also terminates TLS (OpenSSL) with a
+ * certificate the test chooses, for a broker port that speaks plain TCP.
  *
  *   up      accepts and forwards in both directions
  *   frozen  forwards nothing, accepts nothing, keeps every socket open: a
@@ -12,8 +13,8 @@
  *
  * One thread per relay does all socket work; the functions below may be
  * called from any thread. */
-#ifndef EW_FAULTS_RELAY_H
-#define EW_FAULTS_RELAY_H
+#ifndef EW_TEST_RELAY_H
+#define EW_TEST_RELAY_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -21,13 +22,21 @@
 
 typedef struct relay relay;
 
-/* A relay to 127.0.0.1:target_port on 127.0.0.1:listen_port (0: an
- * ephemeral port), in state up, or in state down (nothing listening yet)
- * when up is false. NULL when the port cannot be bound. Free with
- * relay_free. */
+/* A relay to 127.0.0.1:target_port on 127.0.0.1:listen_port (0: a port
+ * the kernel picks; read it with relay_port), in state up, or in state down
+ * (connects refused) when up is false. The port stays reserved for the
+ * relay while it is down, so nothing else takes it in between. NULL when
+ * the port cannot be bound. Free with relay_free. */
 relay *relay_new(int listen_port, int target_port, bool up);
 
-/* The port it listens on (also while down: restore binds it again). */
+/* The same as a TLS front: clients do a TLS handshake with it (server
+ * certificate cert_pem and its key key_pem, PEM files) and it forwards the
+ * plain bytes to target_port. NULL when the port cannot be bound or the
+ * certificate or key cannot be loaded (printed on stderr). */
+relay *relay_new_tls(int listen_port, int target_port, bool up, const char *cert_pem,
+                     const char *key_pem);
+
+/* The port it listens on (also while down: restore listens there again). */
 int relay_port(const relay *r);
 
 void relay_freeze(relay *r);
@@ -47,9 +56,5 @@ int64_t relay_frozen_all_closed_ms(relay *r);
 
 /* Stops the thread, closes everything, frees. NULL allowed. */
 void relay_free(relay *r);
-
-/* A port on 127.0.0.1 where nothing listens right now (bound, then
- * released). */
-int relay_free_port(void);
 
 #endif
