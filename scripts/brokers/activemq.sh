@@ -163,20 +163,7 @@ do_stop() {
 }
 
 do_kill() {
-    need_root
-    local pid
-    pid=$(broker_pid)
-    if ! pid_alive "$pid"; then
-        say "not running, nothing to kill"
-        return 0
-    fi
-    say "hard kill of the ActiveMQ JVM (pid $pid), state kept in $AMQ_STATE"
-    kill -KILL "$pid"
-    local deadline=$((SECONDS + 10))
-    while pid_alive "$pid" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
-    pid_alive "$pid" && die "pid $pid survived SIGKILL"
-    wait_ports_closed 10 "${PORTS[@]}" || die "ports ${PORTS[*]} still accept after the kill"
-    say "killed"
+    hard_kill "the ActiveMQ JVM" "$AMQ_STATE"
 }
 
 do_status() {

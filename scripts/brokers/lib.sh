@@ -90,3 +90,23 @@ with_lock() {
     flock -w 300 9 || die "could not take the lock $EW_BROKER_STATE/.$name.lock within 300 s"
     "$@"
 }
+
+# hard_kill WHAT STATE: SIGKILL the broker of broker_pid (each script defines
+# it, and PORTS), as the fault tests need; waits until the process is gone
+# and its ports (PORTS) no longer accept. STATE is kept, only named.
+hard_kill() {
+    need_root
+    local pid
+    pid=$(broker_pid)
+    if ! pid_alive "$pid"; then
+        say "not running, nothing to kill"
+        return 0
+    fi
+    say "hard kill of $1 (pid $pid), state kept in $2"
+    kill -KILL "$pid"
+    local deadline=$((SECONDS + 10))
+    while pid_alive "$pid" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
+    pid_alive "$pid" && die "pid $pid survived SIGKILL"
+    wait_ports_closed 10 "${PORTS[@]}" || die "ports ${PORTS[*]} still accept after the kill"
+    say "killed"
+}
