@@ -357,6 +357,8 @@ struct ewi_transport {
     ewi_backoff backoff;
     int64_t reconnect_at;      /* monotonic ms; 0: none planned */
     int64_t close_deadline;    /* stop: disconnect hard after it */
+    bool start_cut;            /* start's deadline passed: we dropped the socket */
+    bool start_cut_seen;       /* ... and it has closed */
     int64_t next_queue_check;  /* rabbitmq: when consumed queues are checked */
     bool tick_due;
     int64_t stuck_since;       /* a wake-up for the tick is outstanding since */

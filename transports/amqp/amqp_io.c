@@ -202,6 +202,16 @@ static bool is_auth_failure(pn_condition_t *c)
                  strstr(n, "unauthorized") != NULL);
 }
 
+/* The broker answered the SASL exchange with "authentication failed". The
+ * outcome is kept by proton whatever happens to the socket afterwards, while
+ * the transport's condition is set only when proton next writes: a broker
+ * that closes the socket first (or, like RabbitMQ, some seconds later) can
+ * leave "connection aborted" in its place. */
+static bool sasl_refused(pn_transport_t *tr)
+{
+    return tr && pn_sasl_outcome(pn_sasl(tr)) == PN_SASL_AUTH;
+}
+
 static bool is_ip_literal(const char *host)
 {
     unsigned char buf[sizeof(struct in6_addr)];
@@ -224,7 +234,14 @@ static void on_transport_closed(ewi_transport *t, pn_event_t *e)
                    " (the host is an IP address: proton checks names against the "
                    "certificate's DNS names only; connect by name, or use verify=peer)");
     }
-    bool auth = is_auth_failure(tc) || is_auth_failure(rc);
+    bool auth = is_auth_failure(tc) || is_auth_failure(rc) ||
+                sasl_refused(pn_event_transport(e));
+    if (auth && !is_auth_failure(tc) && !is_auth_failure(rc))
+        amqp_textf(why, sizeof why, "authentication failed (SASL outcome: auth)");
+    else if (!auth && t->start_cut)
+        amqp_textf(why, sizeof why, "no answer within the start timeout");
+    t->start_cut_seen |= t->start_cut;
+    t->start_cut = false;
     /* A certificate the client does not trust stays untrusted: no retry
      * during start (later, a reconnect keeps trying: it may be a broker's
      * certificate being replaced). */
@@ -259,7 +276,7 @@ static void on_transport_closed(ewi_transport *t, pn_event_t *e)
                  auth ? "authentication refused" : "cannot connect", t->where, why);
         if (give_up) {
             pthread_mutex_lock(&t->mu);
-            t->start_err = auth ? EW_EAUTH : EW_ECONNECT;
+            t->start_err = auth ? EW_EAUTH : cert ? EW_ETLS : EW_ECONNECT;
             pthread_mutex_unlock(&t->mu);
             set_state(t, AMQP_ST_FAILED, text);
             t->exit_now = true;
@@ -352,9 +369,23 @@ static void tick(ewi_transport *t)
         t->exit_now = true;
     }
     pthread_mutex_unlock(&t->mu);
-    /* A broker that accepts the socket but never answers: give up on it. */
-    if (start_over && t->conn && !t->closing)
+    /* A broker that accepts the socket but never answers (or, like
+     * RabbitMQ, delays its refusal of a login): the timer's batch drops
+     * the connection (see cut_start). */
+}
+
+/* In the timer's batch: past start's deadline, drop the connection that
+ * has not opened. Not in the connection's own batch: proton 0.37 then
+ * leaves the connection's transport behind, never freed. */
+static void cut_start(ewi_transport *t)
+{
+    pthread_mutex_lock(&t->mu);
+    bool start_over = t->state == AMQP_ST_CONNECTING && ewi_now_ms() >= t->start_deadline;
+    pthread_mutex_unlock(&t->mu);
+    if (start_over && t->conn && !t->closing && !t->start_cut) {
+        t->start_cut = true;
         pn_proactor_disconnect(t->proactor, NULL);
+    }
 }
 
 /* In the timer's batch while a connection exists, with nothing of proton's
@@ -563,6 +594,7 @@ static void handle(ewi_transport *t, pn_event_t *e)
             pn_proactor_set_timeout(t->proactor, TICK_MS);
         if (t->conn) {
             /* Touch proton objects only in the connection's own batch. */
+            cut_start(t);
             watchdog(t);
             t->tick_due = true;
             pn_connection_wake(t->conn);
@@ -682,6 +714,18 @@ void *amqp_io_main(void *arg)
         if (conn_batch)
             drain_tail(t);
         pn_proactor_done(t->proactor, b);
+    }
+    if (t->start_cut_seen) {
+        /* A connection we dropped at start's deadline: proton 0.37 frees it
+         * only in a later wait, and pn_proactor_free misses it. One round
+         * (until the next timer event) lets it go. */
+        pn_proactor_set_timeout(t->proactor, 1);
+        for (bool timer = false; !timer;) {
+            pn_event_batch_t *b = pn_proactor_wait(t->proactor);
+            for (pn_event_t *e; (e = pn_event_batch_next(b));)
+                timer |= pn_event_type(e) == PN_PROACTOR_TIMEOUT;
+            pn_proactor_done(t->proactor, b);
+        }
     }
     pn_proactor_cancel_timeout(t->proactor);
     if (t->conn) {

@@ -905,6 +905,8 @@ static bool connect_once(io *s, char *why, size_t whylen, ew_err *code)
         if (final) {
             pthread_mutex_lock(&t->mu);
             t->last_final = true;
+            t->last_code = *code;
+            snprintf(t->last_error, sizeof t->last_error, "%s", why);
             pthread_mutex_unlock(&t->mu);
         }
         return false;
