@@ -163,23 +163,27 @@ static bool connect_now(ewi_transport *t)
     return true;
 }
 
-static void schedule_reconnect(ewi_transport *t, int64_t now)
+/* lost: an open connection went (else an attempt failed). */
+static void schedule_reconnect(ewi_transport *t, int64_t now, bool lost)
 {
-    int delay = ewi_backoff_next(&t->backoff);
-    t->reconnect_at = now + delay;
+    if (lost)
+        ewi_reconnect_lost(&t->rc, now);
+    else
+        ewi_reconnect_failed(&t->rc, now);
+    t->reconnect_planned = true;
     /* During start, a last try just before the deadline rather than none. */
     pthread_mutex_lock(&t->mu);
     bool starting = t->state == AMQP_ST_CONNECTING;
     int64_t last = t->start_deadline - 50;
     pthread_mutex_unlock(&t->mu);
-    if (starting && t->reconnect_at > last)
-        t->reconnect_at = last > now ? last : now;
+    if (starting && t->rc.next_ms > last)
+        t->rc.next_ms = last > now ? last : now;
 }
 
 static void on_remote_open(ewi_transport *t)
 {
     t->connected = true;
-    ewi_backoff_reset(&t->backoff);
+    ewi_reconnect_up(&t->rc, ewi_now_ms());
     if (t->was_up)
         ewi_log(t->m, EW_LOG_WARN, "amqp %s: reconnected", t->where);
     else
@@ -284,11 +288,11 @@ static void on_transport_closed(ewi_transport *t, pn_event_t *e)
         }
         set_state(t, AMQP_ST_CONNECTING, text);
         ewi_log(t->m, EW_LOG_INFO, "amqp: %s; trying again", text);
-        schedule_reconnect(t, now);
+        schedule_reconnect(t, now, false);
         return;
     }
     set_state(t, AMQP_ST_DOWN, why);
-    schedule_reconnect(t, now);
+    schedule_reconnect(t, now, was == AMQP_ST_UP);
     if (was == AMQP_ST_UP)
         ewi_report(t->m, auth ? EW_EAUTH : EW_EDISCONNECTED, NULL, NULL, NULL,
                    "amqp %s: connection lost: %s; reconnecting (backoff up to %ld ms)",
@@ -296,14 +300,15 @@ static void on_transport_closed(ewi_transport *t, pn_event_t *e)
     else
         ewi_log(t->m, auth ? EW_LOG_ERROR : EW_LOG_INFO,
                 "amqp %s: reconnect failed: %s; next try in %lld ms", t->where, why,
-                (long long)(t->reconnect_at - now));
+                (long long)(t->rc.next_ms - now));
 }
 
 static void reconnect_if_due(ewi_transport *t, int64_t now)
 {
-    if (t->conn || !t->reconnect_at || now < t->reconnect_at || t->closing)
+    if (t->conn || !t->reconnect_planned || ewi_reconnect_wait_ms(&t->rc, now) > 0 ||
+        t->closing)
         return;
-    t->reconnect_at = 0;
+    t->reconnect_planned = false;
     pthread_mutex_lock(&t->mu);
     bool starting = t->state == AMQP_ST_CONNECTING;
     pthread_mutex_unlock(&t->mu);
@@ -316,18 +321,18 @@ static void reconnect_if_due(ewi_transport *t, int64_t now)
             ewi_log(t->m, EW_LOG_INFO, "amqp %s: redeclaring the topology: %s",
                     t->where, err);
             set_state(t, AMQP_ST_DOWN, err);
-            schedule_reconnect(t, ewi_now_ms());
+            schedule_reconnect(t, ewi_now_ms(), false);
             return;
         }
     }
     if (!connect_now(t))
-        schedule_reconnect(t, now);
+        schedule_reconnect(t, now, false);
 }
 
 static void begin_stop(ewi_transport *t)
 {
     t->closing = true;
-    t->reconnect_at = 0;
+    t->reconnect_planned = false;
     if (t->conn) {
         pn_connection_close(t->conn);
         t->close_deadline = ewi_now_ms() + CLOSE_GRACE_MS;
@@ -437,8 +442,11 @@ static void watchdog(ewi_transport *t)
         t->exit_now = true;
         return;
     }
+    pthread_mutex_lock(&t->mu);
+    bool was_up = t->state == AMQP_ST_UP;
+    pthread_mutex_unlock(&t->mu);
     set_state(t, AMQP_ST_DOWN, "the connection hung");
-    schedule_reconnect(t, now);
+    schedule_reconnect(t, now, was_up);
 }
 
 /* ---- events ------------------------------------------------------------- */
@@ -694,10 +702,10 @@ static void finish(ewi_transport *t)
 void *amqp_io_main(void *arg)
 {
     ewi_transport *t = arg;
-    ewi_backoff_init(&t->backoff, 100, (int)t->opt.reconnect_max_ms);
+    ewi_reconnect_init(&t->rc, 100, (int)t->opt.reconnect_max_ms);
     pn_proactor_set_timeout(t->proactor, TICK_MS);
     if (!connect_now(t))
-        schedule_reconnect(t, ewi_now_ms());
+        schedule_reconnect(t, ewi_now_ms(), false);
     while (!t->exit_now) {
         pn_event_batch_t *b = pn_proactor_wait(t->proactor);
         pn_event_t *e;

@@ -78,7 +78,8 @@ static void reset_run(ewi_transport *t)
     t->proactor = NULL;
     t->conn = NULL;
     t->connected = t->was_up = t->closing = t->exit_now = t->tick_due = t->start_cut = t->start_cut_seen = false;
-    t->reconnect_at = t->close_deadline = 0;
+    t->close_deadline = 0;
+    t->reconnect_planned = false;
 }
 
 static void join_thread(ewi_transport *t)

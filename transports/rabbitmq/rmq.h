@@ -235,9 +235,7 @@ struct ewi_transport {
     rmq_req *parked;         /* requests waiting for a connection */
     rmq_sub *subs;
     rmq_event *events;
-    ewi_backoff backoff;
-    int64_t next_attempt_ms, down_since_ms;
-    unsigned attempts;
+    ewi_reconnect rc;      /* when to connect again, down since when */
     char down_reason[256];
     int64_t last_rx_ms;      /* last sign of life from the broker */
     int hb_s;                /* heartbeat negotiated on this connection */

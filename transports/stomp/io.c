@@ -495,7 +495,7 @@ void *stomp_io_main(void *arg)
     s->role = a->role;
     ewi_waker *wk = &t->waker[s->role];
     s->parser = ewi_stomp_parser_new(&t->limits);
-    ewi_backoff_init(&s->backoff, 100, t->opt.reconnect_max_ms);
+    ewi_reconnect_init(&s->rc, 100, t->opt.reconnect_max_ms);
     char why[1024] = "";
     if (!s->parser) {
         stomp_io_set_state(s, ST_DOWN, EW_ENOMEM, "out of memory");
@@ -512,15 +512,14 @@ void *stomp_io_main(void *arg)
         int64_t now = ewi_now_ms();
 
         if (!s->sock) {
-            if (now >= s->next_attempt) {
+            if (ewi_reconnect_wait_ms(&s->rc, now) == 0) {
                 ew_err code;
                 /* What passed its deadline during the outage fails now, so
                  * the new connection never sends it. */
                 if (s->role == STOMP_PUB)
                     expire(s, why);
                 if (stomp_io_connect_once(s, why, sizeof why, &code)) {
-                    s->up_since = ewi_now_ms();
-                    s->fails = 0;
+                    ewi_reconnect_up(&s->rc, ewi_now_ms());
                     stomp_io_set_state(s, ST_UP, EW_OK, NULL);
                     ewi_log(t->m, EW_LOG_INFO, "STOMP %s connection to %s up (dialect %s, "
                             "heart-beats: send %d ms, expect %d ms)", stomp_io_role_name(s), t->url_text,
@@ -532,19 +531,19 @@ void *stomp_io_main(void *arg)
                     stomp_io_set_state(s, ST_DOWN, code, why);
                     /* The first failure of an outage is news; the next ones
                      * (every backoff step) only now and then. */
-                    s->fails++;
-                    ew_log_level lvl = s->fails == 1 || s->fails % 20 == 0 ? EW_LOG_WARN
-                                                                           : EW_LOG_DEBUG;
+                    ewi_reconnect_failed(&s->rc, ewi_now_ms());
+                    unsigned fails = s->rc.failures;
+                    ew_log_level lvl = fails == 1 || fails % 20 == 0 ? EW_LOG_WARN
+                                                                     : EW_LOG_DEBUG;
                     if (stomp_io_ever_up(t))
-                        ewi_log(t->m, lvl, "STOMP %s reconnect to %s failed (attempt %d): %s",
-                                stomp_io_role_name(s), t->url_text, s->fails, why);
-                    s->next_attempt = ewi_now_ms() + ewi_backoff_next(&s->backoff);
+                        ewi_log(t->m, lvl, "STOMP %s reconnect to %s failed (attempt %u): %s",
+                                stomp_io_role_name(s), t->url_text, fails, why);
                     continue;
                 }
             } else {
                 /* Down: wait for the next attempt, keep deadlines. */
                 struct pollfd p = {.fd = ewi_waker_fd(wk), .events = POLLIN};
-                int wait = (int)(s->next_attempt - now);
+                int wait = ewi_reconnect_wait_ms(&s->rc, now);
                 poll(&p, 1, wait < DEADLINE_SCAN_MS ? wait : DEADLINE_SCAN_MS);
                 if (p.revents & POLLIN)
                     ewi_waker_drain(wk);

@@ -30,12 +30,9 @@ typedef struct io {
     stomp_req *waiting;                   /* requests waiting for a RECEIPT */
     stomp_heartbeat hb;
     int64_t last_rx, last_tx, last_scan;
-    ewi_backoff backoff;
-    int64_t next_attempt;
+    ewi_reconnect rc;      /* when to connect again */
     uint64_t gen;          /* connection generation */
     uint64_t wseq;         /* receipt-bearing frames written, in order */
-    int64_t up_since;
-    int fails;             /* connect attempts failed in a row */
     uint64_t next_sub_gen;
     bool dropped_by_error; /* the last drop came with an ERROR frame */
     uint8_t rbuf[RBUF];

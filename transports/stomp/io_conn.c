@@ -87,16 +87,14 @@ void stomp_io_drop(io *s, ew_err code, const char *why)
     } else if (t->topo) {
         rmqa_forget_checks(t->topo);
     }
-    /* A connection that lived a while resets the backoff; one that the
-     * broker closes at once (a refused frame) keeps it growing. */
-    if (was_up && ewi_now_ms() - s->up_since >= 5000)
-        ewi_backoff_reset(&s->backoff);
     stomp_io_set_state(s, ST_DOWN, code, why);
     if (was_up)
         ewi_report(t->m, EW_EDISCONNECTED, NULL, NULL, NULL,
                    "STOMP %s connection to %s lost: %s; reconnecting", stomp_io_role_name(s),
                    t->url_text, why);
-    s->next_attempt = ewi_now_ms() + ewi_backoff_next(&s->backoff);
+    /* A connection that lived a while starts the backoff over; one that
+     * the broker closes at once (a refused frame) keeps it growing. */
+    ewi_reconnect_lost(&s->rc, ewi_now_ms());
 }
 
 /* Waits for the CONNECTED frame; false with the reason. */
