@@ -592,10 +592,25 @@ static void reconnect(ewi_transport *t)
         return;
     }
     t->last_rx_ms = now;
-    for (rmq_event *e = t->events; e && t->connected; e = e->next) {
-        rc = rmq_declare_exchange(t, e->name, err, sizeof err);
-        if (rc != EW_OK && rc != EW_EDISCONNECTED)
-            ewi_report(t->m, rc, NULL, e->name, NULL, "%s", err);
+    /* Every exchange in one round trip; if the broker refuses one, one by
+     * one, so that each refusal is reported with its event. */
+    size_t nev = 0;
+    for (rmq_event *e = t->events; e; e = e->next)
+        nev++;
+    const char **names = calloc(nev ? nev : 1, sizeof *names);
+    rc = EW_ENOMEM;
+    if (names) {
+        size_t k = 0;
+        for (rmq_event *e = t->events; e; e = e->next)
+            names[k++] = e->name;
+        rc = rmq_declare_exchanges(t, names, nev, err, sizeof err);
+        free(names);
+    }
+    for (rmq_event *e = t->events; e && t->connected && rc != EW_OK && rc != EW_EDISCONNECTED;
+         e = e->next) {
+        ew_err rc1 = rmq_declare_exchange(t, e->name, err, sizeof err);
+        if (rc1 != EW_OK && rc1 != EW_EDISCONNECTED)
+            ewi_report(t->m, rc1, NULL, e->name, NULL, "%s", err);
     }
     /* Every listener at once: their round trips overlap. */
     size_t resumed = 0, resend = 0, nsubs = 0;
