@@ -32,6 +32,29 @@ void ewi_backoff_init(ewi_backoff *b, int base_ms, int cap_ms);
 int ewi_backoff_next(ewi_backoff *b);
 void ewi_backoff_reset(ewi_backoff *b);
 
+/* Reconnect scheduling of a transport's connection, one rule for all: after
+ * a loss or a failed attempt the next attempt comes after the next backoff
+ * delay; the backoff starts over only after a connection that stayed up
+ * EWI_RECONNECT_STABLE_MS (one the broker closes at once keeps it growing).
+ * down_since feeds error texts ("down since 10.0 s"). One thread only. */
+#define EWI_RECONNECT_STABLE_MS 5000
+typedef struct ewi_reconnect {
+    ewi_backoff backoff;
+    int64_t next_ms;    /* monotonic ms of the next attempt */
+    int64_t down_since; /* monotonic ms the connection was lost; 0: up or never */
+    int64_t up_since;   /* monotonic ms of the last successful connect */
+    unsigned failures;  /* attempts failed since the loss (or the start) */
+} ewi_reconnect;
+void ewi_reconnect_init(ewi_reconnect *r, int base_ms, int cap_ms);
+/* Connected at now. */
+void ewi_reconnect_up(ewi_reconnect *r, int64_t now);
+/* The connection was lost at now: plans the next attempt; returns its delay. */
+int ewi_reconnect_lost(ewi_reconnect *r, int64_t now);
+/* An attempt failed at now: plans the next one; returns its delay. */
+int ewi_reconnect_failed(ewi_reconnect *r, int64_t now);
+/* ms until the next attempt, 0 when due. */
+int ewi_reconnect_wait_ms(const ewi_reconnect *r, int64_t now);
+
 /* ---- threads ------------------------------------------------------------ */
 
 #include <pthread.h>

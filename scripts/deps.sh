@@ -2,7 +2,10 @@
 # Install what eventwire's build and tests need on Debian 12, idempotently.
 #
 #   scripts/deps.sh             build + test tools and libraries
-#   scripts/deps.sh --brokers   the same plus rabbitmq-server and activemq
+#   scripts/deps.sh --brokers   the same plus what scripts/brokers/ needs:
+#                               rabbitmq-server, activemq, a Java 17 runtime,
+#                               Maven (fetches Artemis), openssl (the test
+#                               certificates), iproute2 (ss)
 #
 # Fast path: when every package is already installed (checked with
 # dpkg-query) no apt-get runs at all. Otherwise the package lists are
@@ -13,18 +16,21 @@ set -euo pipefail
 BUILD_PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev
             libmsgpack-dev libjansson-dev uuid-dev libssl-dev libcmocka-dev
             librabbitmq-dev libqpid-proton11-dev python3-qpid-proton
-            valgrind socat
+            valgrind socat python3
             python3-venv python3-dev)   # scripts/python-env.sh: venv, headers to build python-qpid-proton
 # activemq depends on "default-jre-headless | java7-runtime-headless"; name
 # the runtime explicitly so that --no-install-recommends never leaves the
 # broker without a JVM.
-BROKER_PKGS=(rabbitmq-server activemq default-jre-headless)
+# scripts/brokers/artemis.sh fetches Artemis with Maven (a `mvn` already on
+# PATH, e.g. one unpacked by hand, is used as it is); certs.sh makes the test
+# certificates with the openssl command; lib.sh names a port's owner with ss.
+BROKER_PKGS=(rabbitmq-server activemq default-jre-headless maven openssl iproute2)
 
 want_brokers=0
 for arg in "$@"; do
     case "$arg" in
         --brokers) want_brokers=1 ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "deps.sh: unknown argument '$arg' (use --brokers or --help)" >&2; exit 2 ;;
     esac
 done
@@ -40,6 +46,10 @@ missing=()
 for p in "${pkgs[@]}"; do
     # Any installed Java 17+ runtime satisfies activemq: do not pull a second one.
     if [ "$p" = default-jre-headless ] && { is_installed openjdk-17-jre-headless || is_installed default-jre-headless; }; then
+        continue
+    fi
+    # Any Maven on PATH will do (artemis.sh only runs `mvn`).
+    if [ "$p" = maven ] && command -v mvn >/dev/null 2>&1; then
         continue
     fi
     is_installed "$p" || missing+=("$p")

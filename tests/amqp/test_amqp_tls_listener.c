@@ -53,11 +53,13 @@ static void refused(const char *url, const char *why)
                     .log_user = &c, .start_timeout_ms = 8000};
     ew_manager *m = mgr_new_opts(url, "tr", &o);
     int64_t t0 = ewi_now_ms();
-    assert_int_equal(ew_manager_start(m), EW_ECONNECT);
+    assert_int_equal(ew_manager_start(m), EW_ETLS);
     /* A certificate problem is final: no retrying until the timeout. */
     assert_true(ewi_now_ms() - t0 < 4000);
     if (!capture_has(&c, why))
         fail_msg("the failure does not say '%s':\n%s", why, c.text);
+    if (!strstr(ew_last_error(), why))
+        fail_msg("ew_last_error does not say '%s': \"%s\"", why, ew_last_error());
     assert_false(capture_has(&c, "guest:guest"));
     ew_manager_free(m);
 }

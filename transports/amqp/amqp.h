@@ -354,9 +354,11 @@ struct ewi_transport {
     amqp_sender *senders;
     amqp_sub *subs;
     amqp_fetch *fetches;
-    ewi_backoff backoff;
-    int64_t reconnect_at;      /* monotonic ms; 0: none planned */
+    ewi_reconnect rc;          /* when to connect again */
+    bool reconnect_planned;    /* at rc.next_ms */
     int64_t close_deadline;    /* stop: disconnect hard after it */
+    bool start_cut;            /* start's deadline passed: we dropped the socket */
+    bool start_cut_seen;       /* ... and it has closed */
     int64_t next_queue_check;  /* rabbitmq: when consumed queues are checked */
     bool tick_due;
     int64_t stuck_since;       /* a wake-up for the tick is outstanding since */

@@ -163,23 +163,27 @@ static bool connect_now(ewi_transport *t)
     return true;
 }
 
-static void schedule_reconnect(ewi_transport *t, int64_t now)
+/* lost: an open connection went (else an attempt failed). */
+static void schedule_reconnect(ewi_transport *t, int64_t now, bool lost)
 {
-    int delay = ewi_backoff_next(&t->backoff);
-    t->reconnect_at = now + delay;
+    if (lost)
+        ewi_reconnect_lost(&t->rc, now);
+    else
+        ewi_reconnect_failed(&t->rc, now);
+    t->reconnect_planned = true;
     /* During start, a last try just before the deadline rather than none. */
     pthread_mutex_lock(&t->mu);
     bool starting = t->state == AMQP_ST_CONNECTING;
     int64_t last = t->start_deadline - 50;
     pthread_mutex_unlock(&t->mu);
-    if (starting && t->reconnect_at > last)
-        t->reconnect_at = last > now ? last : now;
+    if (starting && t->rc.next_ms > last)
+        t->rc.next_ms = last > now ? last : now;
 }
 
 static void on_remote_open(ewi_transport *t)
 {
     t->connected = true;
-    ewi_backoff_reset(&t->backoff);
+    ewi_reconnect_up(&t->rc, ewi_now_ms());
     if (t->was_up)
         ewi_log(t->m, EW_LOG_WARN, "amqp %s: reconnected", t->where);
     else
@@ -200,6 +204,16 @@ static bool is_auth_failure(pn_condition_t *c)
     return n && (strcmp(n, "amqp:unauthorized-access") == 0 ||
                  strcmp(n, "amqp:sasl-auth") == 0 ||
                  strstr(n, "unauthorized") != NULL);
+}
+
+/* The broker answered the SASL exchange with "authentication failed". The
+ * outcome is kept by proton whatever happens to the socket afterwards, while
+ * the transport's condition is set only when proton next writes: a broker
+ * that closes the socket first (or, like RabbitMQ, some seconds later) can
+ * leave "connection aborted" in its place. */
+static bool sasl_refused(pn_transport_t *tr)
+{
+    return tr && pn_sasl_outcome(pn_sasl(tr)) == PN_SASL_AUTH;
 }
 
 static bool is_ip_literal(const char *host)
@@ -224,7 +238,14 @@ static void on_transport_closed(ewi_transport *t, pn_event_t *e)
                    " (the host is an IP address: proton checks names against the "
                    "certificate's DNS names only; connect by name, or use verify=peer)");
     }
-    bool auth = is_auth_failure(tc) || is_auth_failure(rc);
+    bool auth = is_auth_failure(tc) || is_auth_failure(rc) ||
+                sasl_refused(pn_event_transport(e));
+    if (auth && !is_auth_failure(tc) && !is_auth_failure(rc))
+        amqp_textf(why, sizeof why, "authentication failed (SASL outcome: auth)");
+    else if (!auth && t->start_cut)
+        amqp_textf(why, sizeof why, "no answer within the start timeout");
+    t->start_cut_seen |= t->start_cut;
+    t->start_cut = false;
     /* A certificate the client does not trust stays untrusted: no retry
      * during start (later, a reconnect keeps trying: it may be a broker's
      * certificate being replaced). */
@@ -259,7 +280,7 @@ static void on_transport_closed(ewi_transport *t, pn_event_t *e)
                  auth ? "authentication refused" : "cannot connect", t->where, why);
         if (give_up) {
             pthread_mutex_lock(&t->mu);
-            t->start_err = auth ? EW_EAUTH : EW_ECONNECT;
+            t->start_err = auth ? EW_EAUTH : cert ? EW_ETLS : EW_ECONNECT;
             pthread_mutex_unlock(&t->mu);
             set_state(t, AMQP_ST_FAILED, text);
             t->exit_now = true;
@@ -267,11 +288,11 @@ static void on_transport_closed(ewi_transport *t, pn_event_t *e)
         }
         set_state(t, AMQP_ST_CONNECTING, text);
         ewi_log(t->m, EW_LOG_INFO, "amqp: %s; trying again", text);
-        schedule_reconnect(t, now);
+        schedule_reconnect(t, now, false);
         return;
     }
     set_state(t, AMQP_ST_DOWN, why);
-    schedule_reconnect(t, now);
+    schedule_reconnect(t, now, was == AMQP_ST_UP);
     if (was == AMQP_ST_UP)
         ewi_report(t->m, auth ? EW_EAUTH : EW_EDISCONNECTED, NULL, NULL, NULL,
                    "amqp %s: connection lost: %s; reconnecting (backoff up to %ld ms)",
@@ -279,14 +300,15 @@ static void on_transport_closed(ewi_transport *t, pn_event_t *e)
     else
         ewi_log(t->m, auth ? EW_LOG_ERROR : EW_LOG_INFO,
                 "amqp %s: reconnect failed: %s; next try in %lld ms", t->where, why,
-                (long long)(t->reconnect_at - now));
+                (long long)(t->rc.next_ms - now));
 }
 
 static void reconnect_if_due(ewi_transport *t, int64_t now)
 {
-    if (t->conn || !t->reconnect_at || now < t->reconnect_at || t->closing)
+    if (t->conn || !t->reconnect_planned || ewi_reconnect_wait_ms(&t->rc, now) > 0 ||
+        t->closing)
         return;
-    t->reconnect_at = 0;
+    t->reconnect_planned = false;
     pthread_mutex_lock(&t->mu);
     bool starting = t->state == AMQP_ST_CONNECTING;
     pthread_mutex_unlock(&t->mu);
@@ -299,18 +321,18 @@ static void reconnect_if_due(ewi_transport *t, int64_t now)
             ewi_log(t->m, EW_LOG_INFO, "amqp %s: redeclaring the topology: %s",
                     t->where, err);
             set_state(t, AMQP_ST_DOWN, err);
-            schedule_reconnect(t, ewi_now_ms());
+            schedule_reconnect(t, ewi_now_ms(), false);
             return;
         }
     }
     if (!connect_now(t))
-        schedule_reconnect(t, now);
+        schedule_reconnect(t, now, false);
 }
 
 static void begin_stop(ewi_transport *t)
 {
     t->closing = true;
-    t->reconnect_at = 0;
+    t->reconnect_planned = false;
     if (t->conn) {
         pn_connection_close(t->conn);
         t->close_deadline = ewi_now_ms() + CLOSE_GRACE_MS;
@@ -352,9 +374,23 @@ static void tick(ewi_transport *t)
         t->exit_now = true;
     }
     pthread_mutex_unlock(&t->mu);
-    /* A broker that accepts the socket but never answers: give up on it. */
-    if (start_over && t->conn && !t->closing)
+    /* A broker that accepts the socket but never answers (or, like
+     * RabbitMQ, delays its refusal of a login): the timer's batch drops
+     * the connection (see cut_start). */
+}
+
+/* In the timer's batch: past start's deadline, drop the connection that
+ * has not opened. Not in the connection's own batch: proton 0.37 then
+ * leaves the connection's transport behind, never freed. */
+static void cut_start(ewi_transport *t)
+{
+    pthread_mutex_lock(&t->mu);
+    bool start_over = t->state == AMQP_ST_CONNECTING && ewi_now_ms() >= t->start_deadline;
+    pthread_mutex_unlock(&t->mu);
+    if (start_over && t->conn && !t->closing && !t->start_cut) {
+        t->start_cut = true;
         pn_proactor_disconnect(t->proactor, NULL);
+    }
 }
 
 /* In the timer's batch while a connection exists, with nothing of proton's
@@ -406,8 +442,11 @@ static void watchdog(ewi_transport *t)
         t->exit_now = true;
         return;
     }
+    pthread_mutex_lock(&t->mu);
+    bool was_up = t->state == AMQP_ST_UP;
+    pthread_mutex_unlock(&t->mu);
     set_state(t, AMQP_ST_DOWN, "the connection hung");
-    schedule_reconnect(t, now);
+    schedule_reconnect(t, now, was_up);
 }
 
 /* ---- events ------------------------------------------------------------- */
@@ -563,6 +602,7 @@ static void handle(ewi_transport *t, pn_event_t *e)
             pn_proactor_set_timeout(t->proactor, TICK_MS);
         if (t->conn) {
             /* Touch proton objects only in the connection's own batch. */
+            cut_start(t);
             watchdog(t);
             t->tick_due = true;
             pn_connection_wake(t->conn);
@@ -662,10 +702,10 @@ static void finish(ewi_transport *t)
 void *amqp_io_main(void *arg)
 {
     ewi_transport *t = arg;
-    ewi_backoff_init(&t->backoff, 100, (int)t->opt.reconnect_max_ms);
+    ewi_reconnect_init(&t->rc, 100, (int)t->opt.reconnect_max_ms);
     pn_proactor_set_timeout(t->proactor, TICK_MS);
     if (!connect_now(t))
-        schedule_reconnect(t, ewi_now_ms());
+        schedule_reconnect(t, ewi_now_ms(), false);
     while (!t->exit_now) {
         pn_event_batch_t *b = pn_proactor_wait(t->proactor);
         pn_event_t *e;
@@ -682,6 +722,18 @@ void *amqp_io_main(void *arg)
         if (conn_batch)
             drain_tail(t);
         pn_proactor_done(t->proactor, b);
+    }
+    if (t->start_cut_seen) {
+        /* A connection we dropped at start's deadline: proton 0.37 frees it
+         * only in a later wait, and pn_proactor_free misses it. One round
+         * (until the next timer event) lets it go. */
+        pn_proactor_set_timeout(t->proactor, 1);
+        for (bool timer = false; !timer;) {
+            pn_event_batch_t *b = pn_proactor_wait(t->proactor);
+            for (pn_event_t *e; (e = pn_event_batch_next(b));)
+                timer |= pn_event_type(e) == PN_PROACTOR_TIMEOUT;
+            pn_proactor_done(t->proactor, b);
+        }
     }
     pn_proactor_cancel_timeout(t->proactor);
     if (t->conn) {

@@ -77,8 +77,9 @@ static void reset_run(ewi_transport *t)
         pn_proactor_free(t->proactor);
     t->proactor = NULL;
     t->conn = NULL;
-    t->connected = t->was_up = t->closing = t->exit_now = t->tick_due = false;
-    t->reconnect_at = t->close_deadline = 0;
+    t->connected = t->was_up = t->closing = t->exit_now = t->tick_due = t->start_cut = t->start_cut_seen = false;
+    t->close_deadline = 0;
+    t->reconnect_planned = false;
 }
 
 static void join_thread(ewi_transport *t)

@@ -235,9 +235,7 @@ struct ewi_transport {
     rmq_req *parked;         /* requests waiting for a connection */
     rmq_sub *subs;
     rmq_event *events;
-    ewi_backoff backoff;
-    int64_t next_attempt_ms, down_since_ms;
-    unsigned attempts;
+    ewi_reconnect rc;      /* when to connect again, down since when */
     char down_reason[256];
     int64_t last_rx_ms;      /* last sign of life from the broker */
     int hb_s;                /* heartbeat negotiated on this connection */
@@ -276,6 +274,12 @@ ew_err rmq_channel_open(ewi_transport *t, uint16_t ch, char *err, size_t errlen)
  * a channel exception on the RPC channel is answered and the channel
  * reopened; EW_EDISCONNECTED when the connection itself failed. */
 ew_err rmq_declare_exchange(ewi_transport *t, const char *event, char *err, size_t errlen);
+/* The exchanges of events[0..n) in one round trip (all but the last
+ * nowait; the broker answers in order). A refusal closes the channel at the
+ * exchange it names, and those after it are not declared: the caller then
+ * declares them one by one. */
+ew_err rmq_declare_exchanges(ewi_transport *t, const char *const *events, size_t n, char *err,
+                             size_t errlen);
 /* Declares rs's exchange, queue, binding and dead-letter queue and consumes
  * it on a channel of its own, in one round trip. */
 ew_err rmq_subscribe(ewi_transport *t, rmq_sub *rs, char *err, size_t errlen);

@@ -151,7 +151,7 @@ static void expire_parked(ewi_transport *t)
         *pp = r->next;
         snprintf(r->err, sizeof r->err,
                  "the connection to %s is down since %.1f s (%s); still reconnecting",
-                 t->o.label, (double)(now - t->down_since_ms) / 1000.0, t->down_reason);
+                 t->o.label, (double)(now - t->rc.down_since) / 1000.0, t->down_reason);
         req_done(t, r, EW_ETIMEDOUT);
     }
 }
@@ -555,11 +555,8 @@ void rmq_lost(ewi_transport *t, const char *why)
     rmq_pub_requeue_unconfirmed(t);
     for (size_t i = 0; i < t->nin; i++)
         inbound_reset(&t->in[i]);
-    t->down_since_ms = ewi_now_ms();
+    ewi_reconnect_lost(&t->rc, ewi_now_ms());
     snprintf(t->down_reason, sizeof t->down_reason, "%.200s", why);
-    t->attempts = 0;
-    ewi_backoff_reset(&t->backoff);
-    t->next_attempt_ms = t->down_since_ms + ewi_backoff_next(&t->backoff);
     if (!t->quit)
         ewi_report(t->m, EW_EDISCONNECTED, NULL, NULL, NULL,
                    "connection to %s lost: %s; reconnecting (%zu unconfirmed messages "
@@ -584,23 +581,36 @@ static void resubscribe(ewi_transport *t, rmq_sub *rs)
 static void reconnect(ewi_transport *t)
 {
     char err[512];
-    t->attempts++;
     ew_err rc = rmq_connect(t, err, sizeof err);
     int64_t now = ewi_now_ms();
     if (rc != EW_OK) {
-        int delay = ewi_backoff_next(&t->backoff);
-        t->next_attempt_ms = now + delay;
+        int delay = ewi_reconnect_failed(&t->rc, now);
         snprintf(t->down_reason, sizeof t->down_reason, "%.200s", err);
-        ewi_log(t->m, t->attempts % 10 == 0 ? EW_LOG_WARN : EW_LOG_INFO,
+        ewi_log(t->m, t->rc.failures % 10 == 0 ? EW_LOG_WARN : EW_LOG_INFO,
                 "%s: reconnect attempt %u failed: %s; next in %d ms", t->o.label,
-                t->attempts, err, delay);
+                t->rc.failures, err, delay);
         return;
     }
     t->last_rx_ms = now;
-    for (rmq_event *e = t->events; e && t->connected; e = e->next) {
-        rc = rmq_declare_exchange(t, e->name, err, sizeof err);
-        if (rc != EW_OK && rc != EW_EDISCONNECTED)
-            ewi_report(t->m, rc, NULL, e->name, NULL, "%s", err);
+    /* Every exchange in one round trip; if the broker refuses one, one by
+     * one, so that each refusal is reported with its event. */
+    size_t nev = 0;
+    for (rmq_event *e = t->events; e; e = e->next)
+        nev++;
+    const char **names = calloc(nev ? nev : 1, sizeof *names);
+    rc = EW_ENOMEM;
+    if (names) {
+        size_t k = 0;
+        for (rmq_event *e = t->events; e; e = e->next)
+            names[k++] = e->name;
+        rc = rmq_declare_exchanges(t, names, nev, err, sizeof err);
+        free(names);
+    }
+    for (rmq_event *e = t->events; e && t->connected && rc != EW_OK && rc != EW_EDISCONNECTED;
+         e = e->next) {
+        ew_err rc1 = rmq_declare_exchange(t, e->name, err, sizeof err);
+        if (rc1 != EW_OK && rc1 != EW_EDISCONNECTED)
+            ewi_report(t->m, rc1, NULL, e->name, NULL, "%s", err);
     }
     /* Every listener at once: their round trips overlap. */
     size_t resumed = 0, resend = 0, nsubs = 0;
@@ -637,8 +647,9 @@ static void reconnect(ewi_transport *t)
     ewi_log(t->m, EW_LOG_WARN,
             "%s: reconnected after %u attempt(s), %.1f s down; %zu listener(s) resumed, "
             "%zu message(s) to resend",
-            t->o.label, t->attempts, (double)(now - t->down_since_ms) / 1000.0, resumed, resend);
-    ewi_backoff_reset(&t->backoff);
+            t->o.label, t->rc.failures + 1, (double)(now - t->rc.down_since) / 1000.0, resumed,
+            resend);
+    ewi_reconnect_up(&t->rc, now);
 }
 
 /* ---- the loop ------------------------------------------------------------ */
@@ -741,7 +752,7 @@ void *rmq_io_main(void *arg)
             break;
 
         int64_t now = ewi_now_ms();
-        if (!t->connected && now >= t->next_attempt_ms) {
+        if (!t->connected && ewi_reconnect_wait_ms(&t->rc, now) == 0) {
             reconnect(t);
             if (t->connected) {
                 run_parked(t);
@@ -767,8 +778,8 @@ void *rmq_io_main(void *arg)
         int timeout = t->hb_s > 0 ? t->hb_s * 500 : 1000;
         if (!t->connected || t->unconf_head || t->parked || t->resend_head)
             timeout = 50;
-        if (!t->connected && t->next_attempt_ms - now < timeout)
-            timeout = (int)(t->next_attempt_ms > now ? t->next_attempt_ms - now : 0);
+        if (!t->connected && ewi_reconnect_wait_ms(&t->rc, now) < timeout)
+            timeout = ewi_reconnect_wait_ms(&t->rc, now);
         if (t->connected && (t->resend_head || amqp_frames_enqueued(t->conn) ||
                              amqp_data_in_buffer(t->conn)))
             timeout = 0;

@@ -306,7 +306,7 @@ void rmq_pub_expire_all(ewi_transport *t)
     snprintf(detail, sizeof detail,
              "not sent within the send timeout: the connection to %s is down since %.1f s "
              "(%s); reconnecting; the message will not be sent",
-             t->o.label, (double)(now - t->down_since_ms) / 1000.0, t->down_reason);
+             t->o.label, (double)(now - t->rc.down_since) / 1000.0, t->down_reason);
     snprintf(written, sizeof written,
              "written to %s, but the connection was lost before its confirm (%s) and it "
              "was not confirmed by the send deadline: it may have been delivered; it "

@@ -62,6 +62,30 @@ ew_err rmq_declare_exchange(ewi_transport *t, const char *event, char *err, size
                  rmqa_decl_what(&d, what, sizeof what), err, errlen);
 }
 
+ew_err rmq_declare_exchanges(ewi_transport *t, const char *const *events, size_t n, char *err,
+                             size_t errlen)
+{
+    if (n == 0)
+        return EW_OK;
+    rmq_guard_begin(t);
+    int st = AMQP_STATUS_OK;
+    for (size_t i = 0; i + 1 < n && st == AMQP_STATUS_OK; i++) {
+        rmqa_decl d = {.kind = RMQA_EXCHANGE, .event = events[i]};
+        st = rmqa_write_decl(t->conn, RMQ_CH_RPC, &d);
+    }
+    rmq_guard_end(t, st);
+    if (st != AMQP_STATUS_OK) {
+        snprintf(err, errlen, "writing the declarations of %zu exchange(s): %s", n,
+                 amqp_error_string2(st));
+        rmq_lost(t, err);
+        return EW_EDISCONNECTED;
+    }
+    char what[EW_MAX_EVENT_NAME + 96];
+    rmqa_decl last = {.kind = RMQA_EXCHANGE, .event = events[n - 1]};
+    snprintf(what, sizeof what, "declaring %zu exchange(s) (the last '%s')", n, events[n - 1]);
+    return check(t, RMQ_CH_RPC, rmqa_rpc_decl(t->conn, RMQ_CH_RPC, &last), what, err, errlen);
+}
+
 /* Writes everything rs needs on a new channel of its own: open, exchange,
  * queue, binding, dead-letter queue (nowait), qos and consume. The broker
  * handles a channel's methods in order, so a refusal of any of them closes

@@ -77,7 +77,7 @@ static ew_err r_create(ew_manager *m, const ewi_url *url, ewi_transport **out)
     ewi_cond_init_mono(&t->guard_cv);
     atomic_init(&t->wr_since_ms, 0);
     atomic_init(&t->wr_fd, -1);
-    ewi_backoff_init(&t->backoff, t->o.reconnect_base_ms, t->o.reconnect_max_ms);
+    ewi_reconnect_init(&t->rc, t->o.reconnect_base_ms, t->o.reconnect_max_ms);
     *out = t;
     return EW_OK;
 }
@@ -129,6 +129,7 @@ static ew_err r_start(ewi_transport *t, int timeout_ms)
         ewi_sleep_ms(delay < left ? delay : left);
     }
     t->last_rx_ms = ewi_now_ms();
+    ewi_reconnect_up(&t->rc, t->last_rx_ms);
     ewi_log(t->m, EW_LOG_INFO, "connected to %s as %s (heartbeat %d s)", t->o.label,
             t->o.user, amqp_get_heartbeat(t->conn));
     if (!rmq_guard_start(t)) {

@@ -170,6 +170,7 @@ static bool tls_setup(stomp_sock *s, const stomp_options *o, int64_t deadline,
         if (!ev) {
             long vr = SSL_get_verify_result(s->ssl);
             if (vr != X509_V_OK) {
+                *code = EW_ETLS;
                 *final = true;
                 snprintf(err, errlen, "TLS handshake with %s:%d: certificate not trusted: %s",
                          o->host, o->port, X509_verify_cert_error_string(vr));

@@ -10,4 +10,6 @@ list(APPEND EW_SOURCES
   transports/stomp/message.c
   transports/stomp/sock.c
   transports/stomp/io.c
+  transports/stomp/io_frames.c
+  transports/stomp/io_conn.c
   transports/stomp/transport.c)

@@ -127,8 +127,8 @@ void stomp_error_text(const ewi_stomp_frame *f, char *buf, size_t len);
 typedef struct stomp_sock stomp_sock;
 
 /* Connects to host:port within timeout_ms and does the TLS handshake when
- * o->tls. NULL with the reason in err (*code EW_ECONNECT or EW_EIO); *final
- * when retrying cannot help (the certificate is not trusted). */
+ * o->tls. NULL with the reason in err (*code EW_ECONNECT, EW_EIO, or EW_ETLS
+ * with *final when retrying cannot help: the certificate is not trusted). */
 stomp_sock *stomp_sock_open(const stomp_options *o, int timeout_ms, ew_err *code,
                             bool *final, char *err, size_t errlen);
 void stomp_sock_close(stomp_sock *s); /* NULL allowed */

@@ -229,6 +229,7 @@ static ew_err stomp_start(ewi_transport *t, int timeout_ms)
     }
     ew_err rc = t->state[0] == ST_UP && t->state[1] == ST_UP ? EW_OK
                 : t->last_code == EW_EAUTH                  ? EW_EAUTH
+                : t->last_final && t->last_code == EW_ETLS  ? EW_ETLS
                                                             : EW_ECONNECT;
     char why[sizeof t->last_error];
     snprintf(why, sizeof why, "%s", t->last_error[0] ? t->last_error : "no answer");

@@ -1,0 +1,241 @@
+/* The STOMP I/O thread's connection lifecycle: connect (TCP, TLS), CONNECT
+ * and the broker's CONNECTED (heart-beats, version), resubscribe every
+ * listener and resend what was unconfirmed, and drop a connection (what was
+ * in flight goes back in line or fails). */
+#include "transports/stomp/io.h"
+#include "transports/rmqadmin/rmqadmin.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- connection ------------------------------------------------------------ */
+
+const char *stomp_io_role_name(const io *s)
+{
+    return s->role == STOMP_PUB ? "publishing" : "consuming";
+}
+
+void stomp_io_set_state(io *s, stomp_state st, ew_err code, const char *why)
+{
+    ewi_transport *t = s->t;
+    pthread_mutex_lock(&t->mu);
+    t->state[s->role] = st;
+    if (code != EW_OK) {
+        t->last_code = code;
+        snprintf(t->last_error, sizeof t->last_error, "%s", why);
+    }
+    if (st == ST_UP)
+        t->ever_up = true;
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+}
+
+void stomp_io_drop(io *s, ew_err code, const char *why)
+{
+    ewi_transport *t = s->t;
+    bool was_up = t->state[s->role] == ST_UP;
+    stomp_sock_close(s->sock);
+    s->sock = NULL;
+    ewi_stomp_parser_reset(s->parser);
+    s->out.len = s->out_off = 0;
+    /* Unreceipted SENDs go back to the head of the queue, in order. */
+    if (s->infl_head) {
+        stomp_pending *keep = NULL, **kt = &keep;
+        for (stomp_pending *pd = s->infl_head, *next; pd; pd = next) {
+            next = pd->next;
+            pd->next = NULL;
+            if (pd->error_sends >= MAX_ERROR_RESENDS) {
+                stomp_io_complete_pub(t, pd, EW_EBROKER, why);
+                continue;
+            }
+            *kt = pd;
+            kt = &pd->next;
+        }
+        pthread_mutex_lock(&t->mu);
+        if (keep) {
+            *kt = t->pend_head;
+            if (!t->pend_head) {
+                t->pend_tail = keep;
+                while (t->pend_tail->next)
+                    t->pend_tail = t->pend_tail->next;
+            }
+            t->pend_head = keep;
+        }
+        pthread_mutex_unlock(&t->mu);
+        s->infl_head = s->infl_tail = NULL;
+    }
+    if (s->role == STOMP_SUB) {
+        for (stomp_sub *ss = t->subs; ss; ss = ss->next) {
+            ss->active = false;
+            ss->recycle = false; /* the closed connection gave them back */
+        }
+        /* Dead letters read on the lost connection come again on the new
+         * one; taken now, their ACKs would be dropped (duplicates). */
+        pthread_mutex_lock(&t->mu);
+        for (stomp_sub *ss = t->subs; ss; ss = ss->next)
+            if (!ss->sub)
+                stomp_io_free_dlq_queue(ss);
+        pthread_mutex_unlock(&t->mu);
+        /* Closing subscriptions whose messages are all settled can go now. */
+        for (stomp_sub *ss = t->subs, *next; ss; ss = next) {
+            next = ss->next;
+            stomp_io_sub_check(s, ss);
+        }
+    } else if (t->topo) {
+        rmqa_forget_checks(t->topo);
+    }
+    stomp_io_set_state(s, ST_DOWN, code, why);
+    if (was_up)
+        ewi_report(t->m, EW_EDISCONNECTED, NULL, NULL, NULL,
+                   "STOMP %s connection to %s lost: %s; reconnecting", stomp_io_role_name(s),
+                   t->url_text, why);
+    /* A connection that lived a while starts the backoff over; one that
+     * the broker closes at once (a refused frame) keeps it growing. */
+    ewi_reconnect_lost(&s->rc, ewi_now_ms());
+}
+
+/* Waits for the CONNECTED frame; false with the reason. */
+static bool handshake(io *s, int64_t deadline, ew_err *code, char *why, size_t whylen)
+{
+    ewi_transport *t = s->t;
+    const stomp_options *o = &t->opt;
+    char hb[32];
+    snprintf(hb, sizeof hb, "%d,%d", o->heartbeat_ms, o->heartbeat_ms);
+    ewi_stomp_writer w;
+    ewi_stomp_write_begin(&w, &s->out, EWI_STOMP_CONNECT);
+    ewi_stomp_write_header(&w, "accept-version", "1.2");
+    ewi_stomp_write_header(&w, "host", o->vhost);
+    if (o->login)
+        ewi_stomp_write_header(&w, "login", o->login);
+    if (o->passcode)
+        ewi_stomp_write_header(&w, "passcode", o->passcode);
+    ewi_stomp_write_header(&w, "heart-beat", hb);
+    if (ewi_stomp_write_end(&w, NULL, 0, false) != EW_OK) {
+        *code = EW_EINVAL;
+        snprintf(why, whylen, "cannot write CONNECT");
+        return false;
+    }
+    *code = EW_ECONNECT;
+    int fd = stomp_sock_fd(s->sock);
+    for (;;) {
+        if (!stomp_io_flush_out(s, why, whylen))
+            return false;
+        int left = ewi_left_ms(deadline);
+        if (left <= 0) {
+            snprintf(why, whylen, "no CONNECTED frame from %s within %d ms", t->url_text,
+                     o->connect_timeout_ms);
+            return false;
+        }
+        struct pollfd p = {.fd = fd, .events = POLLIN | (stomp_io_out_pending(s) ? POLLOUT : 0)};
+        if (!stomp_sock_pending(s->sock) && poll(&p, 1, left) < 0 && errno != EINTR) {
+            snprintf(why, whylen, "poll: %s", strerror(errno));
+            return false;
+        }
+        bool ww;
+        long n = stomp_sock_read(s->sock, s->rbuf, sizeof s->rbuf, &ww, why, whylen);
+        if (n < 0) {
+            /* RabbitMQ may close right after its ERROR; the reason was read. */
+            return false;
+        }
+        size_t off = 0;
+        while (off < (size_t)n) {
+            size_t used;
+            ewi_stomp_status st = ewi_stomp_parse(s->parser, s->rbuf + off,
+                                                  (size_t)n - off, &used);
+            off += used;
+            if (st == EWI_STOMP_MORE)
+                break;
+            if (st != EWI_STOMP_FRAME) {
+                *code = EW_EPROTO;
+                snprintf(why, whylen, "protocol error in the broker's answer to CONNECT: %s",
+                         ewi_stomp_parser_error(s->parser));
+                return false;
+            }
+            ewi_stomp_frame *f = ewi_stomp_parser_take(s->parser);
+            if (f->cmd == EWI_STOMP_ERROR) {
+                char text[400];
+                stomp_error_text(f, text, sizeof text);
+                ewi_stomp_frame_free(f);
+                /* RabbitMQ and ActiveMQ answer a bad login or vhost so. */
+                *code = EW_EAUTH;
+                snprintf(why, whylen, "%s refused the connection: %s", t->url_text, text);
+                return false;
+            }
+            if (f->cmd != EWI_STOMP_CONNECTED) {
+                snprintf(why, whylen, "expected CONNECTED, got %s",
+                         ewi_stomp_cmd_name(f->cmd));
+                ewi_stomp_frame_free(f);
+                *code = EW_EPROTO;
+                return false;
+            }
+            const char *version = ewi_stomp_frame_get(f, "version");
+            if (!version || strcmp(version, "1.2") != 0) {
+                snprintf(why, whylen, "%s does not speak STOMP 1.2 (version %s)",
+                         t->url_text, version ? version : "1.0");
+                ewi_stomp_frame_free(f);
+                *code = EW_EPROTO;
+                return false;
+            }
+            ew_err rc = stomp_heartbeat_negotiate(o->heartbeat_ms, o->heartbeat_ms,
+                                                  ewi_stomp_frame_get(f, "heart-beat"),
+                                                  &s->hb);
+            ewi_stomp_frame_free(f);
+            if (rc != EW_OK) {
+                snprintf(why, whylen, "malformed heart-beat header in CONNECTED");
+                *code = EW_EPROTO;
+                return false;
+            }
+            return true;
+        }
+    }
+}
+
+bool stomp_io_connect_once(io *s, char *why, size_t whylen, ew_err *code)
+{
+    ewi_transport *t = s->t;
+    int64_t deadline = ewi_now_ms() + t->opt.connect_timeout_ms;
+    stomp_io_set_state(s, ST_CONNECTING, EW_OK, NULL);
+    bool final;
+    s->sock = stomp_sock_open(&t->opt, t->opt.connect_timeout_ms, code, &final, why, whylen);
+    if (!s->sock) {
+        if (final) {
+            pthread_mutex_lock(&t->mu);
+            t->last_final = true;
+            t->last_code = *code;
+            snprintf(t->last_error, sizeof t->last_error, "%s", why);
+            pthread_mutex_unlock(&t->mu);
+        }
+        return false;
+    }
+    ewi_stomp_parser_reset(s->parser);
+    s->out.len = s->out_off = 0;
+    if (!handshake(s, deadline, code, why, whylen))
+        return false;
+    /* A restarted broker lost the non-durable exchanges. */
+    if (t->topo && s->role == STOMP_PUB && stomp_io_ever_up(t)) {
+        char err[512];
+        ew_err rc = rmqa_redeclare(t->topo, err, sizeof err);
+        if (rc != EW_OK) {
+            *code = rc;
+            snprintf(why, whylen, "%s", err);
+            return false;
+        }
+    }
+    s->gen++;
+    s->dropped_by_error = false;
+    s->last_rx = s->last_tx = ewi_now_ms();
+    /* Every listener again, in registration order does not matter. */
+    if (s->role == STOMP_SUB) {
+        int64_t now = ewi_now_ms();
+        for (stomp_sub *ss = t->subs; ss; ss = ss->next)
+            if (!ss->closing && !(ss->given_up && now < ss->retry_at))
+                stomp_io_write_subscribe(s, ss);
+    }
+    /* Resent SENDs were put back at the head of the queue: take_work adds
+     * them before anything newer. */
+    return true;
+}
+
