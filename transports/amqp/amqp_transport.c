@@ -421,12 +421,13 @@ static ew_err a_publish(ewi_transport *t, ewi_pub *p)
     rc = t->stopping || t->io_exited ? EW_ECLOSED
                                      : ewi_window_take(&t->window, &t->mu, p->deadline_ms);
     if (rc != EW_OK) {
+        char last[sizeof t->last_error];
+        amqp_textf(last, sizeof last, "%s", t->last_error[0] ? t->last_error : "none");
         pthread_mutex_unlock(&t->mu);
         if (rc == EW_ETIMEDOUT)
             ewi_log(t->m, EW_LOG_ERROR,
                     "amqp %s: send of %s timed out: %ld sends wait for the broker "
-                    "(last error: %s)", t->where, p->event, t->opt.max_inflight,
-                    t->last_error[0] ? t->last_error : "none");
+                    "(last error: %s)", t->where, p->event, t->opt.max_inflight, last);
         free(o->bytes);
         free(o);
         return rc;

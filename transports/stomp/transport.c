@@ -882,13 +882,14 @@ static ew_err pending_push(ewi_transport *t, stomp_pending *pd)
      * full at the deadline, the send fails here, never written. */
     ew_err rc = running(t) ? ewi_window_take(&t->window, &t->mu, p->deadline_ms) : EW_ECLOSED;
     if (rc != EW_OK) {
+        bool up = t->state[STOMP_PUB] == ST_UP;
         pthread_mutex_unlock(&t->mu);
         ewi_buf_free(&pd->frame);
         free(pd);
         if (rc == EW_ETIMEDOUT)
             ewi_log(t->m, EW_LOG_ERROR, "send %s: %d sends waiting for receipts until the "
                     "deadline (broker %s: %s)", p->event, t->opt.max_inflight, t->url_text,
-                    t->state[STOMP_PUB] == ST_UP ? "up" : "unreachable");
+                    up ? "up" : "unreachable");
         return rc;
     }
     if (t->pend_tail)
