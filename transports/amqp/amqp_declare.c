@@ -139,8 +139,6 @@ ew_err amqp_declare_now(ewi_transport *t, const amqp_decl *d, char *err, size_t 
     if (!t->admin)
         return EW_OK;
     rmqa_decl rd = decl_of(t, d);
-    if (d->kind == AMQP_DECL_EXISTS)
-        rmqa_forget_checks(t->admin);
     return rmqa_declare(t->admin, &rd, err, errlen);
 }
 

@@ -396,6 +396,17 @@ static ew_err make(rmqa *a, const rmqa_decl *d, bool force, char *err, size_t er
     ew_err rc = known && !force ? EW_OK : declare(a, d, err, errlen);
     if (rc == EW_OK && !known)
         remember(list_of(a, d), d);
+    if (rc == EW_ENOTFOUND && known) {
+        /* Checked again and gone: forget that one, the others stay known. */
+        for (entry **pe = list_of(a, d); *pe; pe = &(*pe)->next)
+            if (*pe == find(*pe, d) && (*pe)->d.kind == d->kind) {
+                entry *e = *pe;
+                *pe = e->next;
+                e->next = NULL;
+                entries_free(e);
+                break;
+            }
+    }
     pthread_mutex_unlock(&a->mu);
     return rc;
 }
