@@ -463,15 +463,16 @@ static void art_req_done(ewi_pub *p, int err, const char *detail)
 }
 
 /* Sends one management request (hdrs: key, value, ..., NULL; body: its JSON
- * parameters or NULL) and copies the answer's body into reply. */
+ * parameters or NULL) and copies the answer's body into reply, all by
+ * deadline. A request without its receipt is EW_ETIMEDOUT, never in doubt:
+ * no event of the application's was written. */
 static ew_err art_manage(ewi_transport *t, const char *event, const char *const *hdrs,
-                         const char *body, char *reply, size_t replylen)
+                         const char *body, int64_t deadline, char *reply, size_t replylen)
 {
     static _Atomic unsigned long seq;
     char dest[96];
     snprintf(dest, sizeof dest, "ew.reply.%ld-%lld-%lu", (long)getpid(),
              (long long)ewi_now_ms(), atomic_fetch_add(&seq, 1));
-    int64_t deadline = ewi_now_ms() + t->cfg->send_timeout_ms;
     reply[0] = '\0';
 
     /* The reply reader: a temporary subscription on a multicast address. */
@@ -532,7 +533,7 @@ static ew_err art_manage(ewi_transport *t, const char *event, const char *const 
             pthread_mutex_lock(&t->mu);
             while (!a->done)
                 pthread_cond_wait(&t->cv, &t->mu);
-            rc = (ew_err)a->err;
+            rc = a->err == EW_EINDOUBT ? EW_ETIMEDOUT : (ew_err)a->err;
             /* The answer was routed before the receipt: it is on its way. */
             while (rc == EW_OK && !ss->dq_head && running(t) && wait_until(t, deadline)) {
             }
@@ -578,7 +579,8 @@ static ew_err art_manage(ewi_transport *t, const char *event, const char *const 
 
 /* Before a send to listener queue E::L: EW_ENOTFOUND unless E:L is a queue
  * on address E. */
-static ew_err art_check_listener(ewi_transport *t, const char *event, const char *queue)
+static ew_err art_check_listener(ewi_transport *t, const char *event, const char *queue,
+                                 int64_t deadline)
 {
     if (amq_known(t, queue))
         return EW_OK;
@@ -589,7 +591,7 @@ static ew_err art_check_listener(ewi_transport *t, const char *event, const char
     char reply[ART_REPLY_MAX];
     snprintf(resource, sizeof resource, "queue.%.*s:%s", (int)(q - queue), queue, q + 2);
     const char *hdrs[] = {"_AMQ_ResourceName", resource, "_AMQ_Attribute", "address", NULL};
-    ew_err rc = art_manage(t, event, hdrs, NULL, reply, sizeof reply);
+    ew_err rc = art_manage(t, event, hdrs, NULL, deadline, reply, sizeof reply);
     if (rc != EW_OK) {
         ewi_log(t->m, EW_LOG_ERROR, "send %s to %s: cannot ask the broker's management "
                 "whether queue %s exists: %s", event, queue, resource + 6, ew_strerror(rc));
@@ -643,7 +645,8 @@ static ew_err art_create_per_process(ewi_transport *t, const ewi_sub *sub)
     char reply[ART_REPLY_MAX];
     const char *hdrs[] = {"_AMQ_ResourceName", "broker", "_AMQ_OperationName", "createQueue",
                           NULL};
-    ew_err rc = art_manage(t, sub->event, hdrs, body, reply, sizeof reply);
+    ew_err rc = art_manage(t, sub->event, hdrs, body, ewi_now_ms() + t->cfg->start_timeout_ms,
+                           reply, sizeof reply);
     free(body);
     /* Success answers with the queue's configuration (JSON text of an
      * object); a failure with a message. */
@@ -837,7 +840,7 @@ static ew_err stomp_publish(ewi_transport *t, ewi_pub *p)
         }
     }
     if (p->dest == EWI_DEST_LISTENER && t->opt.dialect == STOMP_ARTEMIS) {
-        ew_err rc = art_check_listener(t, p->event, p->queue);
+        ew_err rc = art_check_listener(t, p->event, p->queue, p->deadline_ms);
         if (rc != EW_OK)
             return rc;
     }
