@@ -29,6 +29,18 @@
 #define RMQ_CH_RPC 3
 #define RMQ_CH_FIRST_SUB 4
 
+/* The channel numbers of listeners in use on a connection: a channel the
+ * broker closed (a refused listener) is given back and taken again by the
+ * next listener or retry. */
+typedef struct rmq_chans {
+    uint8_t used[65536 / 8];
+} rmq_chans;
+void rmq_chans_reset(rmq_chans *c); /* a new connection: all free */
+/* The lowest free number from RMQ_CH_FIRST_SUB up to channel_max (the
+ * highest the broker allows), or 0 when none is free. */
+uint16_t rmq_chans_take(rmq_chans *c, int channel_max);
+void rmq_chans_give(rmq_chans *c, uint16_t ch);
+
 /* ---- options (rmq_options.c) --------------------------------------------- */
 
 typedef struct rmq_opts {
@@ -215,7 +227,7 @@ struct ewi_transport {
     bool connected;
     uint32_t epoch_seq;      /* source of channel epochs */
     uint32_t rpc_epoch;      /* epoch of the RPC channel */
-    uint16_t next_ch;
+    rmq_chans chans;         /* listener channels in use */
     rmq_inbound *in;         /* assembly per channel number */
     size_t nin;
     rmq_props_buf props;

@@ -401,6 +401,7 @@ static void channel_closed(ewi_transport *t, uint16_t ch, const amqp_channel_clo
         }
         return;
     }
+    rmq_chans_give(&t->chans, ch); /* closed: free for the next listener */
     rmq_sub *rs = sub_by_channel(t, ch);
     if (rs) {
         rs->ch = 0;
