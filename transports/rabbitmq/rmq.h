@@ -178,6 +178,7 @@ typedef enum rmq_req_kind {
 
 typedef struct rmq_got {
     ew_envelope *env;
+    uint64_t tag;
     struct rmq_got *next;
 } rmq_got;
 
@@ -190,7 +191,8 @@ typedef struct rmq_req {
     ew_err *rcs;
     const char *queue;    /* DLQ_GET */
     size_t max;           /* DLQ_GET */
-    uint64_t tag;         /* DLQ_GET out (last tag), DLQ_ACK in */
+    uint64_t tag;         /* DLQ_GET out (last tag), DLQ_ACK in: acks up to it */
+    uint64_t nack_tag;    /* DLQ_ACK in: then requeues up to it (0: none) */
     uint32_t epoch;       /* DLQ_GET out, DLQ_ACK in */
     rmq_got *got;         /* DLQ_GET out, in order */
     size_t ngot;

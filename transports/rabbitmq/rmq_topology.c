@@ -308,6 +308,7 @@ ew_err rmq_dlq_get(ewi_transport *t, rmq_req *req)
             return rc;
         }
         g->env = env;
+        g->tag = tag;
         *tail = g;
         tail = &g->next;
         req->ngot++;

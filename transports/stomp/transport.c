@@ -1023,12 +1023,24 @@ static ew_err stomp_dlq_take(ewi_transport *t, ewi_dlq_req *req)
         pthread_mutex_unlock(&t->mu);
         if (!md)
             break;
-        req->fn(req->user, md->env);
+        /* Refused: given back and the batch ends. A kept reader (rabbitmq)
+         * NACKs it; otherwise it goes back with what was prefetched when
+         * the close unsubscribes. */
+        bool taken = req->fn(req->user, md->env) == EW_OK;
+        if (!taken && !keep) {
+            pthread_mutex_lock(&t->mu);
+            md->next = ss->dq_head;
+            ss->dq_head = md;
+            if (!ss->dq_tail)
+                ss->dq_tail = md;
+            pthread_mutex_unlock(&t->mu);
+            break;
+        }
         ewi_envelope_unref(md->env);
         md->env = NULL;
-        md->how = EWI_ACK;
+        md->how = taken ? EWI_ACK : EWI_REQUEUE;
         md->next = NULL;
-        req->taken++;
+        req->taken += taken;
         pthread_mutex_lock(&t->mu);
         if (t->settle_tail)
             t->settle_tail->next = md;
@@ -1037,6 +1049,8 @@ static ew_err stomp_dlq_take(ewi_transport *t, ewi_dlq_req *req)
         t->settle_tail = md;
         pthread_mutex_unlock(&t->mu);
         ewi_waker_wake(&t->waker[STOMP_SUB]);
+        if (!taken)
+            break;
         until = ewi_now_ms() + 200;
     }
     if (keep)
