@@ -293,23 +293,42 @@ static ew_err stomp_declare(ewi_transport *t, const char *event, bool durable)
  * send to one listener first browses that registry queue (browsing creates
  * only the empty registry queue, which collects nothing). */
 
+/* A listener queue found is believed for this long: a send to it asks the
+ * broker again afterwards, so a queue deleted meanwhile (a listener removed
+ * for good) is noticed. */
+enum { AMQ_KNOWN_MS = 5000 };
+
 static bool amq_known(ewi_transport *t, const char *queue)
 {
+    int64_t now = ewi_now_ms();
     pthread_mutex_lock(&t->mu);
     struct amq_known *k = t->amq_known;
     while (k && strcmp(k->queue, queue) != 0)
         k = k->next;
+    bool fresh = k && now - k->at < AMQ_KNOWN_MS;
     pthread_mutex_unlock(&t->mu);
-    return k != NULL;
+    return fresh;
 }
 
 static void amq_remember(ewi_transport *t, const char *queue)
 {
-    struct amq_known *k = calloc(1, sizeof *k);
+    int64_t now = ewi_now_ms();
+    pthread_mutex_lock(&t->mu);
+    struct amq_known *k = t->amq_known;
+    while (k && strcmp(k->queue, queue) != 0)
+        k = k->next;
+    if (k) {
+        k->at = now;
+        pthread_mutex_unlock(&t->mu);
+        return;
+    }
+    pthread_mutex_unlock(&t->mu);
+    k = calloc(1, sizeof *k);
     if (!k || !(k->queue = strdup(queue))) {
         free(k);
         return;
     }
+    k->at = now;
     pthread_mutex_lock(&t->mu);
     k->next = t->amq_known;
     t->amq_known = k;
