@@ -1,6 +1,7 @@
 /* Reading a listener's dead-letter queue: the transport takes messages off
  * E::L.dlq and core hands them to the application's callback. A message the
- * callback refuses goes back to the dead-letter queue, so nothing is lost. */
+ * callback refuses stays on the dead-letter queue (the transport does not take
+ * it), so nothing is lost. */
 #include "manager_priv.h"
 
 #include <stdio.h>
@@ -15,44 +16,19 @@ typedef struct dl_reader {
     size_t accepted;
 } dl_reader;
 
-/* Publishes a copy of env to the dead-letter queue again (at its end). */
-static void put_back(dl_reader *r, const ew_envelope *env)
-{
-    ew_manager *m = r->m;
-    ew_envelope *copy = ewi_envelope_clone(env);
-    ew_err rc = EW_ENOMEM;
-    if (copy) {
-        ewi_pub p = {.dest = EWI_DEST_DLQ,
-                     .event = r->req->event,
-                     .listener = r->req->listener,
-                     .queue = r->req->dlq,
-                     .durable = true,
-                     .env = copy,
-                     .deadline_ms = ewi_now_ms() + m->cfg.send_timeout_ms};
-        rc = ewi_publish_sync(m, &p);
-        ewi_envelope_unref(copy);
-    }
-    if (rc != EW_OK)
-        ewi_report(m, rc, r->req->dlq, r->req->event, ew_envelope_message_id(env),
-                   "a dead letter the reader refused could not be put back on %s: %s",
-                   r->req->dlq, ew_strerror(rc));
-}
-
-static void one(void *arg, const ew_envelope *env)
+/* A refusal leaves the message (and the rest of the batch) on the queue:
+ * the transport does not take it. */
+static ew_err one(void *arg, const ew_envelope *env)
 {
     dl_reader *r = arg;
-    if (r->refused == EW_OK) {
-        ew_err rc = r->fn(r->user, env);
-        if (rc == EW_OK) {
-            r->accepted++;
-            return;
-        }
+    if (r->refused != EW_OK)
+        return r->refused;
+    ew_err rc = r->fn(r->user, env);
+    if (rc == EW_OK)
+        r->accepted++;
+    else
         r->refused = rc;
-        /* No more from the transport; what it fetched already comes here
-         * and goes back too. */
-        r->req->max = r->req->taken + 1;
-    }
-    put_back(r, env);
+    return rc;
 }
 
 ew_err ew_dead_letters(ew_manager *m, const ew_dead_letter_options *o, size_t *taken)

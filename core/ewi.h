@@ -258,11 +258,13 @@ typedef struct ewi_dlq_req {
     const char *event, *listener, *dlq;
     size_t max;     /* fn may lower it to end the batch early */
     int timeout_ms; /* for the first message */
-    /* Called once per message taken, on the calling thread; the message is
-     * removed once it returns. */
-    void (*fn)(void *user, const ew_envelope *env);
+    /* Called once per message taken, on the calling thread. EW_OK: the
+     * message is removed once it returns. Anything else: the transport
+     * leaves that message and every later one of the batch on the queue
+     * (gives them back unacknowledged), calls fn no more and returns. */
+    ew_err (*fn)(void *user, const ew_envelope *env);
     void *user;
-    size_t taken;   /* out */
+    size_t taken;   /* out: how many fn accepted */
 } ewi_dlq_req;
 
 enum {

@@ -227,9 +227,10 @@ EW_API ew_err ew_flush(ew_manager *m, int timeout_ms);
 /* Reads a dead letter: the callback sees the envelope (original body and
  * headers plus the ew-dlq-* reason headers) valid until it returns. Return
  * EW_OK to take the message off the dead-letter queue. Any other code keeps
- * it: it is put back at the end of the dead-letter queue (so are the rest of
- * the batch the transport already fetched), and ew_dead_letters returns that
- * code. Runs on the thread calling ew_dead_letters. */
+ * it: it stays on the dead-letter queue, given back unacknowledged as it was
+ * (so are the rest of the batch the transport already fetched; nothing is
+ * published again), and ew_dead_letters returns that code. Runs on the
+ * thread calling ew_dead_letters. */
 typedef ew_err (*ew_dead_letter_fn)(void *user, const ew_envelope *env);
 
 /* What ew_dead_letters reads; zero members take the defaults. */

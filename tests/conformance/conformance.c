@@ -312,11 +312,35 @@ static ew_err never_handles(ew_delivery *d, const void *event, void *user)
     return EW_ENORETRY;
 }
 
+typedef struct refusal {
+    int calls;
+    char id[64];
+    dlq_box seen; /* its headers, as the refusing reader saw them */
+} refusal;
+
 static ew_err refuse_dead_letter(void *user, const ew_envelope *env)
 {
-    (void)env;
-    ++*(int *)user;
+    refusal *r = user;
+    if (r->calls++ == 0) {
+        const char *id = ew_envelope_message_id(env);
+        snprintf(r->id, sizeof r->id, "%s", id ? id : "");
+        dlq_collect(&r->seen, env);
+    }
     return EW_EBROKER; /* any code but EW_OK keeps the message */
+}
+
+typedef struct keep_box {
+    dlq_box box;
+    char ids[16][64];
+} keep_box;
+
+static ew_err keep_collect(void *user, const ew_envelope *env)
+{
+    keep_box *k = user;
+    const char *id = ew_envelope_message_id(env);
+    if (k->box.n < 16)
+        snprintf(k->ids[k->box.n], sizeof k->ids[0], "%s", id ? id : "");
+    return dlq_collect(&k->box, env);
 }
 
 static void refused_dead_letter_goes_back_to_its_queue(void **state)
@@ -329,19 +353,20 @@ static void refused_dead_letter_goes_back_to_its_queue(void **state)
                      EW_OK);
     assert_int_equal(ew_manager_start(m), EW_OK);
     send_range(m, &ev, 0, 2);
-    int calls = 0;
+    refusal refused = {0};
     size_t got = 9;
     ew_dead_letter_options refuse = {.event = &ev, .listener = "Keep", .max = 10,
                                      .timeout_ms = 30000, .fn = refuse_dead_letter,
-                                     .user = &calls};
+                                     .user = &refused};
     assert_int_equal(ew_dead_letters(m, &refuse, &got), EW_EBROKER);
-    assert_int_equal(calls, 1); /* the call ends at the first refusal */
+    assert_int_equal(refused.calls, 1); /* the call ends at the first refusal */
     assert_int_equal(got, 0);
-    /* Both are there to be taken, the refused one included. */
-    dlq_box box = {0};
+    assert_true(refused.id[0] != '\0');
+    /* Both are there to be taken, the refused one included, as it was. */
+    keep_box kept = {0};
     size_t total = 0;
     ew_dead_letter_options take = {.event = &ev, .listener = "Keep", .max = 10,
-                                   .timeout_ms = 30000, .fn = dlq_collect, .user = &box};
+                                   .timeout_ms = 30000, .fn = keep_collect, .user = &kept};
     while (total < 2) {
         got = 0;
         ew_err rc = ew_dead_letters(m, &take, &got);
@@ -351,10 +376,23 @@ static void refused_dead_letter_goes_back_to_its_queue(void **state)
         total += got;
     }
     assert_int_equal(total, 2);
-    assert_int_equal(box.n, 2);
-    assert_true((box.ids[0] == 0 && box.ids[1] == 1) || (box.ids[0] == 1 && box.ids[1] == 0));
+    assert_int_equal(kept.box.n, 2);
+    assert_true((kept.box.ids[0] == 0 && kept.box.ids[1] == 1) ||
+                (kept.box.ids[0] == 1 && kept.box.ids[1] == 0));
     for (size_t i = 0; i < 2; i++)
-        assert_string_equal(box.reason[i], "listener-failed");
+        assert_string_equal(kept.box.reason[i], "listener-failed");
+    size_t same = 2;
+    for (size_t i = 0; i < 2; i++)
+        if (strcmp(kept.ids[i], refused.id) == 0)
+            same = i;
+    if (same == 2)
+        fail_msg("the refused dead letter %s is not among those taken (%s, %s)", refused.id,
+                 kept.ids[0], kept.ids[1]);
+    assert_int_equal(kept.box.ids[same], refused.seen.ids[0]);
+    assert_string_equal(kept.box.reason[same], refused.seen.reason[0]);
+    assert_string_equal(kept.box.attempts[same], refused.seen.attempts[0]);
+    assert_string_equal(kept.box.queue[same], refused.seen.queue[0]);
+    assert_string_equal(kept.box.error[same], refused.seen.error[0]);
     ew_manager_free(m);
 }
 

@@ -212,10 +212,40 @@ static void manager_rejects_reserved_event_names(void **state)
     ew_manager_free(m);
 }
 
+/* A listener the broker refuses is retried on a channel of its own each
+ * time: the channel it had goes back, so thousands of retries leave room for
+ * the other listeners (channel_max 2047 on RabbitMQ). */
+static void refused_listeners_give_their_channel_back(void **state)
+{
+    (void)state;
+    static rmq_chans c;
+    rmq_chans_reset(&c);
+    uint16_t a = rmq_chans_take(&c, 2047);
+    assert_int_equal(a, RMQ_CH_FIRST_SUB);
+    for (int i = 0; i < 5000; i++) {
+        uint16_t ch = rmq_chans_take(&c, 2047);
+        if (ch != RMQ_CH_FIRST_SUB + 1)
+            fail_msg("retry %d got channel %u, wanted %u again", i, ch, RMQ_CH_FIRST_SUB + 1);
+        rmq_chans_give(&c, ch); /* refused: the broker closed it */
+    }
+    /* Every number up to channel_max once, then none; one given back is
+     * the next taken. */
+    size_t n = 1;
+    while (rmq_chans_take(&c, 2047))
+        n++;
+    assert_int_equal(n, 2047 - RMQ_CH_FIRST_SUB + 1);
+    rmq_chans_give(&c, 700);
+    assert_int_equal(rmq_chans_take(&c, 2047), 700);
+    assert_int_equal(rmq_chans_take(&c, 2047), 0);
+    rmq_chans_give(&c, a);
+    assert_int_equal(rmq_chans_take(&c, 2047), a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(every_header_and_property_survives_the_round_trip),
+        cmocka_unit_test(refused_listeners_give_their_channel_back),
         cmocka_unit_test(transient_messages_are_not_persistent),
         cmocka_unit_test(a_key_over_255_bytes_is_refused_not_truncated),
         cmocka_unit_test(foreign_properties_become_headers),

@@ -3,6 +3,7 @@
  * incompatible existing objects, bad credentials, a wrong vhost, no broker.
  * usage: rabbitmq_topology BROKER_SCRIPT (scripts/brokers/rabbitmq.sh) */
 #include "rmq_test.h"
+#include "transports/rmqadmin/rmqadmin.h"
 
 static const char *SCRIPT;
 
@@ -203,6 +204,82 @@ static void no_broker_fails_at_start_after_the_timeout(void **state)
     ew_manager_free(m);
 }
 
+/* The broker connection (its pid, as close_connection takes it) whose
+ * client-provided name is cname, into buf; NULL when there is none. */
+static const char *connection_named(const char *cname, char *buf, size_t len)
+{
+    char *out = ctl(SCRIPT, "list_connections pid client_properties");
+    const char *found = NULL;
+    for (const char *p = out; p && *p && !found;) {
+        const char *e = strchr(p, '\n');
+        size_t ll = e ? (size_t)(e - p) : strlen(p);
+        const char *tab = memchr(p, '\t', ll);
+        char line[2048];
+        snprintf(line, sizeof line, "%.*s", (int)ll, p);
+        if (tab && strstr(line, cname)) {
+            snprintf(buf, len, "%.*s", (int)(tab - p), p);
+            found = buf;
+        }
+        p = e ? e + 1 : NULL;
+    }
+    free(out);
+    return found;
+}
+
+/* An administration connection the broker closed while it was idle (an
+ * operator's close_connection) is opened again for the next batch of
+ * declarations, as for a single one. */
+static void a_closed_administration_connection_is_reopened_for_a_batch(void **state)
+{
+    (void)state;
+    EV(ev, "StaleAdmin", true);
+    char cname[128], conn[256], qa[256], qb[256], dlqa[256], dlqb[256], err[600];
+    snprintf(cname, sizeof cname, "eventwire test administration %s", ev.name);
+    rmqa_conf c = {.host = "127.0.0.1", .port = 5672, .connect_timeout_ms = 5000,
+                   .conn_name = cname, .label = "127.0.0.1:5672 (test)"};
+    rmqa *a = rmqa_new(&c);
+    assert_non_null(a);
+    rmqa_decl ex = {.kind = RMQA_EXCHANGE, .event = ev.name};
+    if (rmqa_ensure(a, &ex, err, sizeof err) != EW_OK)
+        fail_msg("declaring the exchange: %s", err);
+
+    if (!connection_named(cname, conn, sizeof conn))
+        fail_msg("no broker connection named '%s'", cname);
+    char args[512];
+    snprintf(args, sizeof args, "close_connection '%s' 'stale administration test'", conn);
+    free(ctl(SCRIPT, args));
+    int64_t until = ewi_now_ms() + 30000;
+    while (connection_named(cname, conn, sizeof conn))
+        if (ewi_now_ms() > until)
+            fail_msg("the broker still lists '%s' 30 s after close_connection", cname);
+
+    snprintf(qa, sizeof qa, "%s::A", ev.name);
+    snprintf(qb, sizeof qb, "%s::B", ev.name);
+    snprintf(dlqa, sizeof dlqa, "%s::A.dlq", ev.name);
+    snprintf(dlqb, sizeof dlqb, "%s::B.dlq", ev.name);
+    rmqa_decl ds[] = {
+        {.kind = RMQA_LISTENER, .event = ev.name, .queue = qa, .dlq = dlqa, .durable = true},
+        {.kind = RMQA_LISTENER, .event = ev.name, .queue = qb, .dlq = dlqb, .durable = true}};
+    ew_err rcs[2];
+    err[0] = '\0';
+    ew_err rc = rmqa_ensure_many(a, ds, 2, rcs, err, sizeof err);
+    if (rc != EW_OK)
+        fail_msg("the batch after the close: %s: %s", ew_strerror(rc), err);
+    assert_int_equal(rcs[0], EW_OK);
+    assert_int_equal(rcs[1], EW_OK);
+    char *qs = ctl(SCRIPT, "list_queues name durable");
+    char row[512];
+    bool both = ctl_row(qs, qa, row, sizeof row) && ctl_row(qs, qb, row, sizeof row);
+    free(qs);
+    assert_true(both);
+    rmqa_free(a);
+    raw_delete(qa, false);
+    raw_delete(qb, false);
+    raw_delete(dlqa, false);
+    raw_delete(dlqb, false);
+    raw_delete(ev.name, true);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -213,6 +290,7 @@ int main(int argc, char **argv)
     support_init(rmq_test_url());
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(topology_names_on_the_broker),
+        cmocka_unit_test(a_closed_administration_connection_is_reopened_for_a_batch),
         cmocka_unit_test(incompatible_queue_is_a_clear_error),
         cmocka_unit_test(incompatible_exchange_is_a_clear_error),
         cmocka_unit_test(bad_credentials_fail_at_start),

@@ -85,7 +85,9 @@ static ew_err send_request(ewi_transport *t, void *arg)
     amqp_post_locked(t, &o->w);
     while (!r->done)
         pthread_cond_wait(&t->cond, &t->mu);
-    rc = (ew_err)r->err;
+    /* No outcome is a timeout, never in doubt: no event of the
+     * application's was written. */
+    rc = r->err == EW_EINDOUBT ? EW_ETIMEDOUT : (ew_err)r->err;
     pthread_mutex_unlock(&t->mu);
     return rc;
 }

@@ -92,12 +92,18 @@ ew_err amqp_ensure_many(ewi_transport *t, const amqp_decl *ds, size_t n, int64_t
 {
     for (size_t i = 0; i < n; i++)
         rcs[i] = EW_OK;
+    /* err keeps the first failure's text: the caller reports it for that
+     * declaration. */
+    char scratch[600];
     if (t->opt.dialect == AMQP_DIALECT_ARTEMIS) {
         ew_err first = EW_OK;
-        for (size_t i = 0; i < n; i++)
-            if ((rcs[i] = amqp_ensure(t, &ds[i], deadline, err, errlen)) != EW_OK &&
-                first == EW_OK)
+        for (size_t i = 0; i < n; i++) {
+            rcs[i] = amqp_ensure(t, &ds[i], deadline, scratch, sizeof scratch);
+            if (rcs[i] != EW_OK && first == EW_OK) {
                 first = rcs[i];
+                amqp_textf(err, errlen, "%s", scratch);
+            }
+        }
         return first;
     }
     if (!t->admin || !n)
@@ -112,14 +118,20 @@ ew_err amqp_ensure_many(ewi_transport *t, const amqp_decl *ds, size_t n, int64_t
         rd[i] = decl_of(t, &ds[i]);
     rmqa_ensure_many(t->admin, rd, n, rcs, err, errlen);
     /* Not reachable (yet): the rest one by one, with amqp_ensure's retries. */
+    size_t first = n;
+    for (size_t i = 0; i < n && first == n; i++)
+        if (rcs[i] != EW_OK && !transient(rcs[i]))
+            first = i; /* err holds its text */
     for (size_t i = 0; i < n; i++)
-        if (transient(rcs[i]))
-            rcs[i] = amqp_ensure(t, &ds[i], deadline, err, errlen);
+        if (transient(rcs[i])) {
+            rcs[i] = amqp_ensure(t, &ds[i], deadline, scratch, sizeof scratch);
+            if (rcs[i] != EW_OK && i < first) {
+                first = i;
+                amqp_textf(err, errlen, "%s", scratch);
+            }
+        }
     free(rd);
-    ew_err rc = EW_OK;
-    for (size_t i = 0; i < n && rc == EW_OK; i++)
-        rc = rcs[i];
-    return rc;
+    return first < n ? rcs[first] : EW_OK;
 }
 
 ew_err amqp_declare_now(ewi_transport *t, const amqp_decl *d, char *err, size_t errlen)
@@ -127,8 +139,6 @@ ew_err amqp_declare_now(ewi_transport *t, const amqp_decl *d, char *err, size_t 
     if (!t->admin)
         return EW_OK;
     rmqa_decl rd = decl_of(t, d);
-    if (d->kind == AMQP_DECL_EXISTS)
-        rmqa_forget_checks(t->admin);
     return rmqa_declare(t->admin, &rd, err, errlen);
 }
 

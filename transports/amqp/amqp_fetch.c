@@ -370,10 +370,12 @@ ew_err amqp_dlq_take(ewi_transport *t, ewi_dlq_req *req)
         if (!f->ready_head)
             f->ready_tail = NULL;
         pthread_mutex_unlock(&t->mu);
-        req->fn(req->user, rec->env);
+        bool taken = req->fn(req->user, rec->env) == EW_OK;
         pthread_mutex_lock(&t->mu);
-        req->taken++;
-        rec->how = EWI_ACK;
+        req->taken += taken;
+        /* Refused: released, it stays on the queue; the batch ends (the
+         * close releases what was fetched after it). */
+        rec->how = taken ? EWI_ACK : EWI_REQUEUE;
         if (t->io_exited) {
             /* Not acknowledged: the broker keeps it and gives it again. */
             ewi_envelope_unref(rec->env);
@@ -381,6 +383,8 @@ ew_err amqp_dlq_take(ewi_transport *t, ewi_dlq_req *req)
             break;
         }
         amqp_post_locked(t, &rec->w);
+        if (!taken)
+            break;
         if (req->taken < req->max && !f->ready_head) {
             f->empty = false;
             request_locked(t, f, FETCH_MORE);

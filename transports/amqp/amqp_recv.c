@@ -158,9 +158,14 @@ static void check_queues(ewi_transport *t, int64_t now)
         if (!s->attached || s->unsubscribed)
             continue;
         amqp_decl d = {AMQP_DECL_EXISTS, NULL, s->queue, NULL, true, false};
-        /* An outage shows on the AMQP 1.0 connection itself. */
-        if (amqp_declare_now(t, &d, err, sizeof err) != EW_ENOTFOUND)
+        /* An outage shows on the AMQP 1.0 connection itself; an unreachable
+         * administration ends this round at once (each further check would
+         * wait for its own connect timeout on this I/O thread). */
+        ew_err rc = amqp_declare_now(t, &d, err, sizeof err);
+        if (rc == EW_OK)
             continue;
+        if (rc != EW_ENOTFOUND)
+            break;
         ewi_report(t->m, EW_EBROKER, s->queue, NULL, NULL,
                    "amqp %s: the queue %s is gone (%s) and the broker did not tell its "
                    "consumer; declaring it again and attaching again",

@@ -147,18 +147,21 @@ void amqp_send_continue(ewi_transport *t)
 }
 
 /* The broker refused or dropped this sender: every publish on it fails with
- * the broker's text; the next publish attaches again. */
+ * the broker's text; the next publish attaches again. A publish already
+ * written without its outcome may have been taken: it is in doubt. */
 void amqp_send_lost(ewi_transport *t, amqp_sender *s, const char *why)
 {
-    char detail[600];
+    char detail[600], doubt[700];
     amqp_textf(detail, sizeof detail, "sender to %s: %s", s->target.addr, why);
+    amqp_textf(doubt, sizeof doubt, "%s; it was written before, without an outcome: it "
+               "may have been delivered", detail);
     ewi_log(t->m, EW_LOG_WARN, "amqp %s: %s", t->where, detail);
     amqp_out *o;
     while ((o = s->fl_head)) {
         list_unlink(&s->fl_head, &s->fl_tail, o);
         if (o->d)
             pn_delivery_set_context(o->d, NULL);
-        amqp_out_finish(t, o, EW_EBROKER, detail);
+        amqp_out_finish(t, o, EW_EINDOUBT, doubt);
     }
     while ((o = s->pend_head)) {
         list_unlink(&s->pend_head, &s->pend_tail, o);

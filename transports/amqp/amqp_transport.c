@@ -207,18 +207,20 @@ static amqp_sub *sub_new(ewi_transport *t, ewi_sub *sub, ew_err *rc)
 }
 
 /* Waits (t->mu held) for the attach posted for s until deadline; on
- * failure the I/O thread forgets s and why is reported. */
-static ew_err sub_wait_locked(ewi_transport *t, amqp_sub *s, int64_t deadline)
+ * failure the I/O thread forgets s and why is copied into err. Nothing is
+ * reported here: the report runs the application's callbacks, which may send
+ * through this transport, so the caller reports after unlocking t->mu. */
+static ew_err sub_wait_locked(ewi_transport *t, amqp_sub *s, int64_t deadline, char *err,
+                              size_t errsz)
 {
-    char err[600];
     ewi_sub *sub = s->sub;
     while (s->state == AMQP_SUB_PENDING && !t->io_exited && wait_until(t, deadline)) {
     }
     amqp_sub_state st = s->state;
-    amqp_textf(err, sizeof err, "%s", s->error);
+    amqp_textf(err, errsz, "%s", s->error);
     if (st == AMQP_SUB_ACTIVE) {
         sub->tdata = s;
-        ewi_log(t->m, EW_LOG_DEBUG, "amqp %s: consuming %s", t->where, s->source.addr);
+        amqp_textf(err, errsz, "consuming %s", s->source.addr);
         return EW_OK;
     }
     /* Refused or timed out: the I/O thread forgets it (after the exit the
@@ -227,10 +229,18 @@ static ew_err sub_wait_locked(ewi_transport *t, amqp_sub *s, int64_t deadline)
         amqp_post_locked(t, &s->w_unsub);
     ew_err rc = st == AMQP_SUB_FAILED ? EW_EBROKER : EW_ETIMEDOUT;
     if (st != AMQP_SUB_FAILED)
-        amqp_textf(err, sizeof err, "attaching a consumer to %s: no answer within %d ms",
+        amqp_textf(err, errsz, "attaching a consumer to %s: no answer within %d ms",
                    s->source.addr, t->cfg->start_timeout_ms);
-    ewi_report(t->m, rc, sub->queue, sub->event, NULL, "amqp %s: %s", t->where, err);
     return rc;
+}
+
+/* After sub_wait_locked, with t->mu released. */
+static void sub_waited(ewi_transport *t, ewi_sub *sub, ew_err rc, const char *err)
+{
+    if (rc == EW_OK)
+        ewi_log(t->m, EW_LOG_DEBUG, "amqp %s: %s", t->where, err);
+    else
+        ewi_report(t->m, rc, sub->queue, sub->event, NULL, "amqp %s: %s", t->where, err);
 }
 
 static ew_err a_subscribe(ewi_transport *t, ewi_sub *sub)
@@ -257,8 +267,9 @@ static ew_err a_subscribe(ewi_transport *t, ewi_sub *sub)
         return EW_ECLOSED;
     }
     amqp_post_locked(t, &s->w_sub);
-    rc = sub_wait_locked(t, s, deadline);
+    rc = sub_wait_locked(t, s, deadline, err, sizeof err);
     pthread_mutex_unlock(&t->mu);
+    sub_waited(t, sub, rc, err);
     return rc;
 }
 
@@ -310,10 +321,19 @@ static void a_subscribe_many(ewi_transport *t, ewi_sub *const *subs, size_t n, e
                 amqp_post_locked(t, &ss[i]->w_sub);
             }
         }
+    /* The texts are kept until t->mu is released: reporting runs the
+     * application's callbacks, which may send through this transport. */
+    char (*errs)[600] = calloc(n ? n : 1, sizeof *errs);
+    for (size_t i = 0; i < n; i++)
+        if (ss[i]) {
+            rcs[i] = sub_wait_locked(t, ss[i], deadline, errs ? errs[i] : err,
+                                     errs ? sizeof errs[i] : sizeof err);
+        }
+    pthread_mutex_unlock(&t->mu);
     for (size_t i = 0; i < n; i++)
         if (ss[i])
-            rcs[i] = sub_wait_locked(t, ss[i], deadline);
-    pthread_mutex_unlock(&t->mu);
+            sub_waited(t, subs[i], rcs[i], errs ? errs[i] : ew_strerror(rcs[i]));
+    free(errs);
     free(ss);
     free(ds);
 }
@@ -402,12 +422,13 @@ static ew_err a_publish(ewi_transport *t, ewi_pub *p)
     rc = t->stopping || t->io_exited ? EW_ECLOSED
                                      : ewi_window_take(&t->window, &t->mu, p->deadline_ms);
     if (rc != EW_OK) {
+        char last[sizeof t->last_error];
+        amqp_textf(last, sizeof last, "%s", t->last_error[0] ? t->last_error : "none");
         pthread_mutex_unlock(&t->mu);
         if (rc == EW_ETIMEDOUT)
             ewi_log(t->m, EW_LOG_ERROR,
                     "amqp %s: send of %s timed out: %ld sends wait for the broker "
-                    "(last error: %s)", t->where, p->event, t->opt.max_inflight,
-                    t->last_error[0] ? t->last_error : "none");
+                    "(last error: %s)", t->where, p->event, t->opt.max_inflight, last);
         free(o->bytes);
         free(o);
         return rc;

@@ -518,11 +518,39 @@ static ew_err l_dlq_take(ewi_transport *t, ewi_dlq_req *req)
     }
     pthread_cond_broadcast(&b->room);
     pthread_mutex_unlock(&b->mu);
-    for (lentry *e = taken, *n; e; e = n) {
-        n = e->next;
-        req->fn(req->user, e->msg.env);
+    req->taken = 0;
+    lentry *e = taken;
+    while (e && req->fn(req->user, e->msg.env) == EW_OK) {
+        lentry *n = e->next;
         ewi_envelope_unref(e->msg.env);
         free(e);
+        req->taken++;
+        e = n;
+    }
+    if (e) {
+        /* Refused: it and the rest go back to the head of the queue, in
+         * their order. */
+        pthread_mutex_lock(&b->mu);
+        lqueue *q = queue_find(b, req->dlq);
+        lentry *last = e;
+        size_t n = 1;
+        for (; last->next; last = last->next)
+            n++;
+        if (q) {
+            last->next = q->head;
+            q->head = e;
+            if (!q->tail)
+                q->tail = last;
+            q->ready += n;
+            dispatch(q);
+            e = NULL;
+        }
+        pthread_mutex_unlock(&b->mu);
+        for (lentry *n2; e; e = n2) { /* the queue was deleted meanwhile */
+            n2 = e->next;
+            ewi_envelope_unref(e->msg.env);
+            free(e);
+        }
     }
     return EW_OK;
 }

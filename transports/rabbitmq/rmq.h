@@ -29,6 +29,18 @@
 #define RMQ_CH_RPC 3
 #define RMQ_CH_FIRST_SUB 4
 
+/* The channel numbers of listeners in use on a connection: a channel the
+ * broker closed (a refused listener) is given back and taken again by the
+ * next listener or retry. */
+typedef struct rmq_chans {
+    uint8_t used[65536 / 8];
+} rmq_chans;
+void rmq_chans_reset(rmq_chans *c); /* a new connection: all free */
+/* The lowest free number from RMQ_CH_FIRST_SUB up to channel_max (the
+ * highest the broker allows), or 0 when none is free. */
+uint16_t rmq_chans_take(rmq_chans *c, int channel_max);
+void rmq_chans_give(rmq_chans *c, uint16_t ch);
+
 /* ---- options (rmq_options.c) --------------------------------------------- */
 
 typedef struct rmq_opts {
@@ -166,6 +178,7 @@ typedef enum rmq_req_kind {
 
 typedef struct rmq_got {
     ew_envelope *env;
+    uint64_t tag;
     struct rmq_got *next;
 } rmq_got;
 
@@ -178,7 +191,8 @@ typedef struct rmq_req {
     ew_err *rcs;
     const char *queue;    /* DLQ_GET */
     size_t max;           /* DLQ_GET */
-    uint64_t tag;         /* DLQ_GET out (last tag), DLQ_ACK in */
+    uint64_t tag;         /* DLQ_GET out (last tag), DLQ_ACK in: acks up to it */
+    uint64_t nack_tag;    /* DLQ_ACK in: then requeues up to it (0: none) */
     uint32_t epoch;       /* DLQ_GET out, DLQ_ACK in */
     rmq_got *got;         /* DLQ_GET out, in order */
     size_t ngot;
@@ -215,7 +229,7 @@ struct ewi_transport {
     bool connected;
     uint32_t epoch_seq;      /* source of channel epochs */
     uint32_t rpc_epoch;      /* epoch of the RPC channel */
-    uint16_t next_ch;
+    rmq_chans chans;         /* listener channels in use */
     rmq_inbound *in;         /* assembly per channel number */
     size_t nin;
     rmq_props_buf props;

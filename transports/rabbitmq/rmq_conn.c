@@ -47,7 +47,7 @@ ew_err rmq_connect(ewi_transport *t, char *err, size_t errlen)
     t->next_seq = 1;
     t->hb_s = amqp_get_heartbeat(t->conn);
     t->rpc_epoch = ++t->epoch_seq;
-    t->next_ch = RMQ_CH_FIRST_SUB;
+    rmq_chans_reset(&t->chans);
     t->connected = true;
     return EW_OK;
 fail:

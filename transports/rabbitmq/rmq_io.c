@@ -117,9 +117,13 @@ static bool req_run(ewi_transport *t, rmq_req *r)
             return false;
         break;
     case RMQ_REQ_DLQ_ACK:
+        /* Those taken acknowledged, those refused (after them) requeued. */
         if (t->connected && r->epoch == t->rpc_epoch &&
-            RMQ_GUARDED(t, amqp_basic_ack(t->conn, RMQ_CH_RPC, r->tag, 1)) != AMQP_STATUS_OK)
-            rmq_lost(t, "writing basic.ack failed");
+            ((r->tag &&
+              RMQ_GUARDED(t, amqp_basic_ack(t->conn, RMQ_CH_RPC, r->tag, 1)) != AMQP_STATUS_OK) ||
+             (r->nack_tag && RMQ_GUARDED(t, amqp_basic_nack(t->conn, RMQ_CH_RPC, r->nack_tag,
+                                                            1, 1)) != AMQP_STATUS_OK)))
+            rmq_lost(t, "writing basic.ack or basic.nack failed");
         break;
     case RMQ_REQ_STOP:
         break;
@@ -401,6 +405,7 @@ static void channel_closed(ewi_transport *t, uint16_t ch, const amqp_channel_clo
         }
         return;
     }
+    rmq_chans_give(&t->chans, ch); /* closed: free for the next listener */
     rmq_sub *rs = sub_by_channel(t, ch);
     if (rs) {
         rs->ch = 0;

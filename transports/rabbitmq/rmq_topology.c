@@ -86,6 +86,29 @@ ew_err rmq_declare_exchanges(ewi_transport *t, const char *const *events, size_t
     return check(t, RMQ_CH_RPC, rmqa_rpc_decl(t->conn, RMQ_CH_RPC, &last), what, err, errlen);
 }
 
+void rmq_chans_reset(rmq_chans *c)
+{
+    memset(c->used, 0, sizeof c->used);
+}
+
+uint16_t rmq_chans_take(rmq_chans *c, int channel_max)
+{
+    /* channel_max 0: no limit but the protocol's. */
+    unsigned max = channel_max <= 0 || channel_max > 65535 ? 65535 : (unsigned)channel_max;
+    for (unsigned ch = RMQ_CH_FIRST_SUB; ch <= max; ch++)
+        if (!(c->used[ch / 8] & (1u << (ch % 8)))) {
+            c->used[ch / 8] |= (uint8_t)(1u << (ch % 8));
+            return (uint16_t)ch;
+        }
+    return 0;
+}
+
+void rmq_chans_give(rmq_chans *c, uint16_t ch)
+{
+    if (ch >= RMQ_CH_FIRST_SUB)
+        c->used[ch / 8] &= (uint8_t)~(1u << (ch % 8));
+}
+
 /* Writes everything rs needs on a new channel of its own: open, exchange,
  * queue, binding, dead-letter queue (nowait), qos and consume. The broker
  * handles a channel's methods in order, so a refusal of any of them closes
@@ -95,13 +118,12 @@ ew_err rmq_declare_exchanges(ewi_transport *t, const char *const *events, size_t
 static ew_err write_sub(ewi_transport *t, rmq_sub *rs, uint16_t *ch, char *err, size_t errlen)
 {
     const ewi_sub *s = rs->sub;
-    *ch = 0;
-    if (t->next_ch == 0 || t->next_ch >= (uint16_t)amqp_get_channel_max(t->conn)) {
+    *ch = rmq_chans_take(&t->chans, amqp_get_channel_max(t->conn));
+    if (!*ch) {
         snprintf(err, errlen, "consuming %s: no free channel (broker channel_max %d)",
                  s->queue, amqp_get_channel_max(t->conn));
         return EW_EBROKER;
     }
-    *ch = t->next_ch++;
     rmqa_decl d = {.kind = RMQA_LISTENER, .event = s->event, .queue = s->queue,
                    .dlq = s->dlq, .durable = s->durable,
                    .expires_ms = s->per_process ? t->o.queue_expires_ms : 0};
@@ -172,7 +194,10 @@ ew_err rmq_subscribe(ewi_transport *t, rmq_sub *rs, char *err, size_t errlen)
             if (f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD) {
                 r = (amqp_rpc_reply_t){.reply_type = AMQP_RESPONSE_SERVER_EXCEPTION,
                                        .reply = f.payload.method};
-                return check(t, ch, r, what, err, errlen);
+                ew_err refused = check(t, ch, r, what, err, errlen);
+                if (refused != EW_EDISCONNECTED)
+                    rmq_chans_give(&t->chans, ch); /* closed: free for the next one */
+                return refused;
             }
             continue; /* open-ok, qos-ok */
         }
@@ -242,6 +267,7 @@ void rmq_subscribe_many(ewi_transport *t, rmq_sub **rss, size_t n, ew_err *rcs, 
                                   .reply = f.payload.method};
             ew_err rc = check(t, chs[i], r, what_of(t, rs, what, sizeof what), err, sizeof err);
             if (rc != EW_EDISCONNECTED) {
+                rmq_chans_give(&t->chans, chs[i]); /* closed: free for the next one */
                 rcs[i] = rc;
                 pending--;
                 ewi_report(t->m, rc, rs->sub->queue, rs->sub->event, NULL, "%s: %s",
@@ -306,6 +332,7 @@ ew_err rmq_dlq_get(ewi_transport *t, rmq_req *req)
             return rc;
         }
         g->env = env;
+        g->tag = tag;
         *tail = g;
         tail = &g->next;
         req->ngot++;

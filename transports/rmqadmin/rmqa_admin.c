@@ -396,6 +396,17 @@ static ew_err make(rmqa *a, const rmqa_decl *d, bool force, char *err, size_t er
     ew_err rc = known && !force ? EW_OK : declare(a, d, err, errlen);
     if (rc == EW_OK && !known)
         remember(list_of(a, d), d);
+    if (rc == EW_ENOTFOUND && known) {
+        /* Checked again and gone: forget that one, the others stay known. */
+        for (entry **pe = list_of(a, d); *pe; pe = &(*pe)->next)
+            if (*pe == find(*pe, d) && (*pe)->d.kind == d->kind) {
+                entry *e = *pe;
+                *pe = e->next;
+                e->next = NULL;
+                entries_free(e);
+                break;
+            }
+    }
     pthread_mutex_unlock(&a->mu);
     return rc;
 }
@@ -459,11 +470,12 @@ typedef struct flight {
     int k;
 } flight;
 
-ew_err rmqa_ensure_many(rmqa *a, const rmqa_decl *ds, size_t n, ew_err *rcs, char *err,
-                        size_t errlen)
+/* One try of rmqa_ensure_many (a->mu held); *replied: whether the broker
+ * answered any declaration. */
+static ew_err ensure_batch(rmqa *a, const rmqa_decl *ds, size_t n, ew_err *rcs, char *err,
+                           size_t errlen, bool *replied)
 {
     enum { TODO = -1000 }; /* not settled yet */
-    pthread_mutex_lock(&a->mu);
     size_t todo = 0;
     for (size_t i = 0; i < n; i++) {
         rcs[i] = find(*list_of(a, &ds[i]), &ds[i]) ? EW_OK : (ew_err)TODO;
@@ -578,6 +590,20 @@ ew_err rmqa_ensure_many(rmqa *a, const rmqa_decl *ds, size_t n, ew_err *rcs, cha
     if (a->conn)
         amqp_maybe_release_buffers(a->conn);
     free(fl);
+    *replied = done > 0;
+    return rc;
+}
+
+ew_err rmqa_ensure_many(rmqa *a, const rmqa_decl *ds, size_t n, ew_err *rcs, char *err,
+                        size_t errlen)
+{
+    pthread_mutex_lock(&a->mu);
+    bool stale = a->conn != NULL, replied = false;
+    ew_err rc = ensure_batch(a, ds, n, rcs, err, errlen, &replied);
+    /* A connection that went stale (the broker closed it while idle) fails
+     * before any reply: the batch once more on a new one, as rmqa_ensure. */
+    if (rc != EW_OK && rc != EW_ETIMEDOUT && stale && !replied && !a->conn)
+        rc = ensure_batch(a, ds, n, rcs, err, errlen, &replied);
     pthread_mutex_unlock(&a->mu);
     if (rc == EW_OK)
         for (size_t i = 0; i < n && rc == EW_OK; i++)

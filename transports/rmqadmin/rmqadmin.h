@@ -122,7 +122,8 @@ ew_err rmqa_ensure(rmqa *a, const rmqa_decl *d, char *err, size_t errlen);
 ew_err rmqa_ensure_many(rmqa *a, const rmqa_decl *ds, size_t n, ew_err *rcs, char *err,
                         size_t errlen);
 /* d now, whatever was remembered (e.g. a queue deleted by hand), and
- * remembered when it succeeds. */
+ * remembered when it succeeds; an existence check that finds the queue gone
+ * (EW_ENOTFOUND) forgets that queue only. */
 ew_err rmqa_declare(rmqa *a, const rmqa_decl *d, char *err, size_t errlen);
 /* Reconnects and declares everything remembered again (exchanges first),
  * pipelined; forgets the existence checks. */

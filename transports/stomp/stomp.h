@@ -281,8 +281,9 @@ struct ewi_transport {
     stomp_msgdata *settle_head, *settle_tail;
     stomp_req *req_head, *req_tail;
     stomp_sub *subs;      /* every subscription, listeners and DLQ readers */
-    struct amq_known {    /* activemq: listener queues known to be registered */
+    struct amq_known {    /* activemq, artemis: listener queues seen lately */
         char *queue;
+        int64_t at;       /* when it was seen (ewi_now_ms) */
         struct amq_known *next;
     } *amq_known;
 };

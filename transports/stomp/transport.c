@@ -294,23 +294,42 @@ static ew_err stomp_declare(ewi_transport *t, const char *event, bool durable)
  * send to one listener first browses that registry queue (browsing creates
  * only the empty registry queue, which collects nothing). */
 
+/* A listener queue found is believed for this long: a send to it asks the
+ * broker again afterwards, so a queue deleted meanwhile (a listener removed
+ * for good) is noticed. */
+enum { AMQ_KNOWN_MS = 5000 };
+
 static bool amq_known(ewi_transport *t, const char *queue)
 {
+    int64_t now = ewi_now_ms();
     pthread_mutex_lock(&t->mu);
     struct amq_known *k = t->amq_known;
     while (k && strcmp(k->queue, queue) != 0)
         k = k->next;
+    bool fresh = k && now - k->at < AMQ_KNOWN_MS;
     pthread_mutex_unlock(&t->mu);
-    return k != NULL;
+    return fresh;
 }
 
 static void amq_remember(ewi_transport *t, const char *queue)
 {
-    struct amq_known *k = calloc(1, sizeof *k);
+    int64_t now = ewi_now_ms();
+    pthread_mutex_lock(&t->mu);
+    struct amq_known *k = t->amq_known;
+    while (k && strcmp(k->queue, queue) != 0)
+        k = k->next;
+    if (k) {
+        k->at = now;
+        pthread_mutex_unlock(&t->mu);
+        return;
+    }
+    pthread_mutex_unlock(&t->mu);
+    k = calloc(1, sizeof *k);
     if (!k || !(k->queue = strdup(queue))) {
         free(k);
         return;
     }
+    k->at = now;
     pthread_mutex_lock(&t->mu);
     k->next = t->amq_known;
     t->amq_known = k;
@@ -464,15 +483,16 @@ static void art_req_done(ewi_pub *p, int err, const char *detail)
 }
 
 /* Sends one management request (hdrs: key, value, ..., NULL; body: its JSON
- * parameters or NULL) and copies the answer's body into reply. */
+ * parameters or NULL) and copies the answer's body into reply, all by
+ * deadline. A request without its receipt is EW_ETIMEDOUT, never in doubt:
+ * no event of the application's was written. */
 static ew_err art_manage(ewi_transport *t, const char *event, const char *const *hdrs,
-                         const char *body, char *reply, size_t replylen)
+                         const char *body, int64_t deadline, char *reply, size_t replylen)
 {
     static _Atomic unsigned long seq;
     char dest[96];
     snprintf(dest, sizeof dest, "ew.reply.%ld-%lld-%lu", (long)getpid(),
              (long long)ewi_now_ms(), atomic_fetch_add(&seq, 1));
-    int64_t deadline = ewi_now_ms() + t->cfg->send_timeout_ms;
     reply[0] = '\0';
 
     /* The reply reader: a temporary subscription on a multicast address. */
@@ -533,7 +553,7 @@ static ew_err art_manage(ewi_transport *t, const char *event, const char *const 
             pthread_mutex_lock(&t->mu);
             while (!a->done)
                 pthread_cond_wait(&t->cv, &t->mu);
-            rc = (ew_err)a->err;
+            rc = a->err == EW_EINDOUBT ? EW_ETIMEDOUT : (ew_err)a->err;
             /* The answer was routed before the receipt: it is on its way. */
             while (rc == EW_OK && !ss->dq_head && running(t) && wait_until(t, deadline)) {
             }
@@ -579,7 +599,8 @@ static ew_err art_manage(ewi_transport *t, const char *event, const char *const 
 
 /* Before a send to listener queue E::L: EW_ENOTFOUND unless E:L is a queue
  * on address E. */
-static ew_err art_check_listener(ewi_transport *t, const char *event, const char *queue)
+static ew_err art_check_listener(ewi_transport *t, const char *event, const char *queue,
+                                 int64_t deadline)
 {
     if (amq_known(t, queue))
         return EW_OK;
@@ -590,7 +611,7 @@ static ew_err art_check_listener(ewi_transport *t, const char *event, const char
     char reply[ART_REPLY_MAX];
     snprintf(resource, sizeof resource, "queue.%.*s:%s", (int)(q - queue), queue, q + 2);
     const char *hdrs[] = {"_AMQ_ResourceName", resource, "_AMQ_Attribute", "address", NULL};
-    ew_err rc = art_manage(t, event, hdrs, NULL, reply, sizeof reply);
+    ew_err rc = art_manage(t, event, hdrs, NULL, deadline, reply, sizeof reply);
     if (rc != EW_OK) {
         ewi_log(t->m, EW_LOG_ERROR, "send %s to %s: cannot ask the broker's management "
                 "whether queue %s exists: %s", event, queue, resource + 6, ew_strerror(rc));
@@ -644,7 +665,8 @@ static ew_err art_create_per_process(ewi_transport *t, const ewi_sub *sub)
     char reply[ART_REPLY_MAX];
     const char *hdrs[] = {"_AMQ_ResourceName", "broker", "_AMQ_OperationName", "createQueue",
                           NULL};
-    ew_err rc = art_manage(t, sub->event, hdrs, body, reply, sizeof reply);
+    ew_err rc = art_manage(t, sub->event, hdrs, body, ewi_now_ms() + t->cfg->start_timeout_ms,
+                           reply, sizeof reply);
     free(body);
     /* Success answers with the queue's configuration (JSON text of an
      * object); a failure with a message. */
@@ -838,7 +860,7 @@ static ew_err stomp_publish(ewi_transport *t, ewi_pub *p)
         }
     }
     if (p->dest == EWI_DEST_LISTENER && t->opt.dialect == STOMP_ARTEMIS) {
-        ew_err rc = art_check_listener(t, p->event, p->queue);
+        ew_err rc = art_check_listener(t, p->event, p->queue, p->deadline_ms);
         if (rc != EW_OK)
             return rc;
     }
@@ -883,13 +905,14 @@ static ew_err pending_push(ewi_transport *t, stomp_pending *pd)
      * full at the deadline, the send fails here, never written. */
     ew_err rc = running(t) ? ewi_window_take(&t->window, &t->mu, p->deadline_ms) : EW_ECLOSED;
     if (rc != EW_OK) {
+        bool up = t->state[STOMP_PUB] == ST_UP;
         pthread_mutex_unlock(&t->mu);
         ewi_buf_free(&pd->frame);
         free(pd);
         if (rc == EW_ETIMEDOUT)
             ewi_log(t->m, EW_LOG_ERROR, "send %s: %d sends waiting for receipts until the "
                     "deadline (broker %s: %s)", p->event, t->opt.max_inflight, t->url_text,
-                    t->state[STOMP_PUB] == ST_UP ? "up" : "unreachable");
+                    up ? "up" : "unreachable");
         return rc;
     }
     if (t->pend_tail)
@@ -1020,12 +1043,24 @@ static ew_err stomp_dlq_take(ewi_transport *t, ewi_dlq_req *req)
         pthread_mutex_unlock(&t->mu);
         if (!md)
             break;
-        req->fn(req->user, md->env);
+        /* Refused: given back and the batch ends. A kept reader (rabbitmq)
+         * NACKs it; otherwise it goes back with what was prefetched when
+         * the close unsubscribes. */
+        bool taken = req->fn(req->user, md->env) == EW_OK;
+        if (!taken && !keep) {
+            pthread_mutex_lock(&t->mu);
+            md->next = ss->dq_head;
+            ss->dq_head = md;
+            if (!ss->dq_tail)
+                ss->dq_tail = md;
+            pthread_mutex_unlock(&t->mu);
+            break;
+        }
         ewi_envelope_unref(md->env);
         md->env = NULL;
-        md->how = EWI_ACK;
+        md->how = taken ? EWI_ACK : EWI_REQUEUE;
         md->next = NULL;
-        req->taken++;
+        req->taken += taken;
         pthread_mutex_lock(&t->mu);
         if (t->settle_tail)
             t->settle_tail->next = md;
@@ -1034,6 +1069,8 @@ static ew_err stomp_dlq_take(ewi_transport *t, ewi_dlq_req *req)
         t->settle_tail = md;
         pthread_mutex_unlock(&t->mu);
         ewi_waker_wake(&t->waker[STOMP_SUB]);
+        if (!taken)
+            break;
         until = ewi_now_ms() + 200;
     }
     if (keep)
