@@ -386,20 +386,22 @@ static ew_err amq_browse(ewi_transport *t, const char *queue, bool *found)
     return EW_OK;
 }
 
-typedef struct marker {
+/* A publish of the transport's own (a registry marker, a management
+ * request) whose caller waits on t->cv until sync_pub_done ran. */
+typedef struct sync_pub {
     ewi_pub pub;
     bool done;
     int err;
-} marker;
+} sync_pub;
 
-static void marker_done(ewi_pub *p, int err, const char *detail)
+static void sync_pub_done(ewi_pub *p, int err, const char *detail)
 {
     (void)detail;
-    marker *mk = (marker *)p;
+    sync_pub *sp = (sync_pub *)p;
     ewi_transport *t = p->user;
     pthread_mutex_lock(&t->mu);
-    mk->done = true;
-    mk->err = err;
+    sp->done = true;
+    sp->err = err;
     pthread_cond_broadcast(&t->cv);
     pthread_mutex_unlock(&t->mu);
 }
@@ -414,7 +416,7 @@ static ew_err amq_register(ewi_transport *t, const char *event, const char *queu
     ew_err rc = amq_browse(t, queue, &found);
     if (rc != EW_OK || found)
         return rc;
-    marker *mk = calloc(1, sizeof *mk);
+    sync_pub *mk = calloc(1, sizeof *mk);
     ew_envelope *env = ewi_envelope_new();
     char reg[EW_MAX_QUEUE_NAME + 16];
     snprintf(reg, sizeof reg, "ew.registry.%s", queue);
@@ -426,7 +428,7 @@ static ew_err amq_register(ewi_transport *t, const char *event, const char *queu
     /* A plain queue on every dialect's DLQ path: /queue/<reg>. */
     mk->pub = (ewi_pub){.dest = EWI_DEST_DLQ, .event = event, .queue = reg, .durable = true,
                         .env = env, .deadline_ms = ewi_now_ms() + t->cfg->send_timeout_ms,
-                        .done = marker_done, .user = t};
+                        .done = sync_pub_done, .user = t};
     rc = stomp_publish(t, &mk->pub);
     if (rc == EW_OK) {
         pthread_mutex_lock(&t->mu);
@@ -463,24 +465,6 @@ static ew_err amq_register(ewi_transport *t, const char *event, const char *queu
  * is read from the answer's body: a management answer is a JSON array. */
 
 enum { ART_REPLY_MAX = 2048 };
-
-typedef struct art_req {
-    ewi_pub pub;
-    bool done;
-    int err;
-} art_req;
-
-static void art_req_done(ewi_pub *p, int err, const char *detail)
-{
-    (void)detail;
-    art_req *a = (art_req *)p;
-    ewi_transport *t = p->user;
-    pthread_mutex_lock(&t->mu);
-    a->done = true;
-    a->err = err;
-    pthread_cond_broadcast(&t->cv);
-    pthread_mutex_unlock(&t->mu);
-}
 
 /* Sends one management request (hdrs: key, value, ..., NULL; body: its JSON
  * parameters or NULL) and copies the answer's body into reply, all by
@@ -522,7 +506,7 @@ static ew_err art_manage(ewi_transport *t, const char *event, const char *const 
 
     /* The request: a text message (no content-length), so that the broker
      * reads its parameters. */
-    art_req *a = calloc(1, sizeof *a);
+    sync_pub *a = calloc(1, sizeof *a);
     stomp_pending *pd = calloc(1, sizeof *pd);
     if (!a || !pd) {
         free(a);
@@ -530,7 +514,7 @@ static ew_err art_manage(ewi_transport *t, const char *event, const char *const 
         rc = EW_ENOMEM;
     } else {
         a->pub = (ewi_pub){.dest = EWI_DEST_EVENT, .event = event, .durable = false,
-                           .deadline_ms = deadline, .done = art_req_done, .user = t};
+                           .deadline_ms = deadline, .done = sync_pub_done, .user = t};
         pd->pub = &a->pub;
         pd->receipt = atomic_fetch_add(&t->next_receipt, 1);
         char receipt[32];
