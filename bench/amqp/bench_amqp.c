@@ -48,7 +48,7 @@
 #include <proton/transport.h>
 
 #include "ewi.h"
-#include "transports/amqp/amqp.h"
+#include "transports/amqp/amqp10.h"
 #include "transports/rmqadmin/rmqadmin.h"
 
 #ifndef EW_BENCH_PY
@@ -76,7 +76,7 @@ static void die(const char *what)
 }
 
 /* Declares exchange `name` and durable queue `name`::q bound to it. */
-static void declare(const amqp_options *o, const char *name, char *queue, size_t qlen)
+static void declare(const amqp10_options *o, const char *name, char *queue, size_t qlen)
 {
     char err[512];
     snprintf(queue, qlen, "%s::q", name);
@@ -93,7 +93,7 @@ static void declare(const amqp_options *o, const char *name, char *queue, size_t
 
 /* Deletes what a run declared (queue name::listener, its .dlq, exchange
  * name), so that runs leave nothing on the broker. */
-static void drop(const amqp_options *o, const char *name, const char *listener)
+static void drop(const amqp10_options *o, const char *name, const char *listener)
 {
     amqp_connection_state_t c = amqp_new_connection();
     amqp_socket_t *s = amqp_tcp_socket_new(c);
@@ -217,9 +217,9 @@ static void raw_event(raw *r, pn_event_t *e)
     }
 }
 
-static bool artemis(const amqp_options *o)
+static bool artemis(const amqp10_options *o)
 {
-    return o->dialect == AMQP_DIALECT_ARTEMIS;
+    return o->dialect == AMQP10_DIALECT_ARTEMIS;
 }
 
 /* Artemis: multicast address `name` (capability topic), queue name.q on it
@@ -229,7 +229,7 @@ static void set_topic(pn_terminus_t *t)
     pn_data_put_symbol(pn_terminus_capabilities(t), pn_bytes(5, "topic"));
 }
 
-static double run_raw(const amqp_options *o, int n)
+static double run_raw(const amqp10_options *o, int n)
 {
     char name[64], queue[128], target[256], source[256];
     static int round;
@@ -324,7 +324,7 @@ static void count_fail(void *user, ew_err err)
 }
 
 /* aspyx_form: the event as aspyx-event sends it (JSON, not durable). */
-static double run_eventwire(const amqp_options *o, const char *url, int n, bool aspyx_form)
+static double run_eventwire(const amqp10_options *o, const char *url, int n, bool aspyx_form)
 {
     char name[64];
     static int round;
@@ -370,7 +370,7 @@ static double run_eventwire(const amqp_options *o, const char *url, int n, bool 
 
 /* ---- python3-qpid-proton ------------------------------------------------- */
 
-static double run_python(const amqp_options *o, int n)
+static double run_python(const amqp10_options *o, int n)
 {
     char name[64], queue[128], cmd[1024], target[256], source[256];
     snprintf(name, sizeof name, "AmqpBenchPy_%s", run_id);
@@ -400,7 +400,7 @@ static double run_python(const amqp_options *o, int n)
 
 /* ---- aspyx-event (Artemis only) ------------------------------------------ */
 
-static double run_aspyx(const amqp_options *o, int n)
+static double run_aspyx(const amqp10_options *o, int n)
 {
     char cmd[2048];
     /* The pinned virtual environment, made once (idempotent). */
@@ -466,10 +466,10 @@ int main(int argc, char **argv)
         die("usage: bench_amqp [-n events] [-r rounds 1..15] [--no-python] [--no-aspyx] [URL]");
     snprintf(run_id, sizeof run_id, "%x", (unsigned)getpid());
     ewi_url u;
-    amqp_options o;
+    amqp10_options o;
     char err[256];
     if (ewi_url_parse(url, &u, err, sizeof err) != EW_OK ||
-        amqp_options_parse(NULL, &u, &o, err, sizeof err) != EW_OK)
+        amqp10_options_parse(NULL, &u, &o, err, sizeof err) != EW_OK)
         die(err);
     ewi_url_free(&u);
     /* aspyx-event's addresses do not meet on RabbitMQ's plugin (see
@@ -516,6 +516,6 @@ int main(int argc, char **argv)
         printf("eventwire / python3-proton = %.2f\n", ew_m / py);
     if (aspyx && asp > 0)
         printf("eventwire / aspyx-event    = %.2f (both JSON, not durable)\n", ewj / asp);
-    amqp_options_free(&o);
+    amqp10_options_free(&o);
     return 0;
 }

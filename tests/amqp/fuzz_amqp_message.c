@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "transports/amqp/amqp.h"
+#include "transports/amqp/amqp10.h"
 
 static void check(int ok, const char *what)
 {
@@ -42,19 +42,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char err[512];
     ew_envelope *env = ewi_envelope_new();
     check(env != NULL, "out of memory");
-    ew_err rc = amqp_message_decode((const char *)data, size, env, NULL, err, sizeof err);
+    ew_err rc = amqp10_message_decode((const char *)data, size, env, NULL, err, sizeof err);
     check(rc == EW_OK || rc == EW_EDECODE, "decode failed without an envelope");
     if (rc == EW_OK) {
         uint8_t *b1, *b2;
         size_t n1, n2;
-        check(amqp_message_encode(env, false, &b1, &n1, err, sizeof err) == EW_OK,
+        check(amqp10_message_encode(env, false, &b1, &n1, err, sizeof err) == EW_OK,
               "re-encode failed");
         ew_envelope *back = ewi_envelope_new();
-        check(amqp_message_decode((const char *)b1, n1, back, NULL, err, sizeof err) ==
+        check(amqp10_message_decode((const char *)b1, n1, back, NULL, err, sizeof err) ==
                   EW_OK,
               "decoding our own encoding failed");
         same_envelope(env, back);
-        check(amqp_message_encode(back, false, &b2, &n2, err, sizeof err) == EW_OK,
+        check(amqp10_message_encode(back, false, &b2, &n2, err, sizeof err) == EW_OK,
               "second encode failed");
         check(n1 == n2 && memcmp(b1, b2, n1) == 0, "encoding is not stable");
         free(b1);

@@ -10,7 +10,7 @@
 #include <proton/codec.h>
 #include <proton/message.h>
 
-#include "transports/amqp/amqp.h"
+#include "transports/amqp/amqp10.h"
 
 #define NON_ASCII "é ü 漢字 😀 a:b\\c\nd"
 
@@ -48,7 +48,7 @@ static void msgpack_round_trips_with_every_header(void **state)
     uint8_t *bytes;
     size_t len;
     char err[256];
-    assert_int_equal(amqp_message_encode(env, true, &bytes, &len, err, sizeof err), EW_OK);
+    assert_int_equal(amqp10_message_encode(env, true, &bytes, &len, err, sizeof err), EW_OK);
 
     /* On the wire: a data section, native properties, durable header. */
     pn_message_t *m = peer_view(bytes, len);
@@ -66,8 +66,8 @@ static void msgpack_round_trips_with_every_header(void **state)
     pn_message_free(m);
 
     ew_envelope *back = ewi_envelope_new();
-    amqp_wire_meta meta;
-    assert_int_equal(amqp_message_decode((const char *)bytes, len, back, &meta, err,
+    amqp10_wire_meta meta;
+    assert_int_equal(amqp10_message_decode((const char *)bytes, len, back, &meta, err,
                                          sizeof err),
                      EW_OK);
     assert_true(meta.durable);
@@ -97,7 +97,7 @@ static void json_is_an_amqp_value_string_like_aspyx_sends(void **state)
     uint8_t *bytes;
     size_t len;
     char err[256];
-    assert_int_equal(amqp_message_encode(env, false, &bytes, &len, err, sizeof err),
+    assert_int_equal(amqp10_message_encode(env, false, &bytes, &len, err, sizeof err),
                      EW_OK);
     pn_message_t *m = peer_view(bytes, len);
     assert_false(pn_message_is_durable(m));
@@ -144,8 +144,8 @@ static void aspyx_message_reads_as_json_with_its_headers(void **state)
 
     ew_envelope *env = ewi_envelope_new();
     char err[256];
-    amqp_wire_meta meta;
-    assert_int_equal(amqp_message_decode(buf.start, (size_t)n, env, &meta, err, sizeof err),
+    amqp10_wire_meta meta;
+    assert_int_equal(amqp10_message_decode(buf.start, (size_t)n, env, &meta, err, sizeof err),
                      EW_OK);
     free(buf.start);
     size_t blen;
@@ -174,7 +174,7 @@ static void a_data_section_json_keeps_its_content_type(void **state)
     pn_message_free(m);
     ew_envelope *env = ewi_envelope_new();
     char err[256];
-    assert_int_equal(amqp_message_decode(buf.start, (size_t)n, env, NULL, err, sizeof err),
+    assert_int_equal(amqp10_message_decode(buf.start, (size_t)n, env, NULL, err, sizeof err),
                      EW_OK);
     free(buf.start);
     assert_string_equal(ew_envelope_content_type(env), "application/json; charset=utf-8");
@@ -189,15 +189,15 @@ static void unreadable_input_is_kept_not_dropped(void **state)
     ew_envelope *env = ewi_envelope_new();
     char err[256];
     const char junk[] = "\x00\x53\x77\xff\xff garbage";
-    assert_int_equal(amqp_message_decode(junk, sizeof junk - 1, env, NULL, err, sizeof err),
+    assert_int_equal(amqp10_message_decode(junk, sizeof junk - 1, env, NULL, err, sizeof err),
                      EW_EDECODE);
     assert_non_null(strstr(err, "not an AMQP 1.0 message"));
     size_t blen;
     const void *body = ew_envelope_body(env, &blen);
     assert_int_equal(blen, sizeof junk - 1);
     assert_memory_equal(body, junk, blen);
-    assert_string_equal(ew_envelope_content_type(env), AMQP_CT_UNREADABLE);
-    assert_int_equal(ew_format_from_content_type(AMQP_CT_UNREADABLE), EW_FORMAT_DEFAULT);
+    assert_string_equal(ew_envelope_content_type(env), AMQP10_CT_UNREADABLE);
+    assert_int_equal(ew_format_from_content_type(AMQP10_CT_UNREADABLE), EW_FORMAT_DEFAULT);
     ewi_envelope_unref(env);
 
     /* An amqp-value map: kept in its AMQP encoding. */
@@ -212,10 +212,10 @@ static void unreadable_input_is_kept_not_dropped(void **state)
     ssize_t n = pn_message_encode2(m, &buf);
     pn_message_free(m);
     env = ewi_envelope_new();
-    assert_int_equal(amqp_message_decode(buf.start, (size_t)n, env, NULL, err, sizeof err),
+    assert_int_equal(amqp10_message_decode(buf.start, (size_t)n, env, NULL, err, sizeof err),
                      EW_EDECODE);
     free(buf.start);
-    assert_string_equal(ew_envelope_content_type(env), AMQP_CT_VALUE);
+    assert_string_equal(ew_envelope_content_type(env), AMQP10_CT_VALUE);
     body = ew_envelope_body(env, &blen);
     assert_true(blen > 0);
     ewi_envelope_unref(env);
@@ -233,9 +233,9 @@ static void redelivery_marks_are_read(void **state)
     ssize_t n = pn_message_encode2(m, &buf);
     pn_message_free(m);
     ew_envelope *env = ewi_envelope_new();
-    amqp_wire_meta meta;
+    amqp10_wire_meta meta;
     char err[64];
-    assert_int_equal(amqp_message_decode(buf.start, (size_t)n, env, &meta, err, sizeof err),
+    assert_int_equal(amqp10_message_decode(buf.start, (size_t)n, env, &meta, err, sizeof err),
                      EW_OK);
     assert_int_equal(meta.delivery_count, 3);
     assert_true(meta.first_acquirer);
@@ -258,10 +258,10 @@ static void large_then_small_bodies(void **state)
         uint8_t *bytes;
         size_t len;
         char err[256];
-        assert_int_equal(amqp_message_encode(env, true, &bytes, &len, err, sizeof err),
+        assert_int_equal(amqp10_message_encode(env, true, &bytes, &len, err, sizeof err),
                          EW_OK);
         ew_envelope *back = ewi_envelope_new();
-        assert_int_equal(amqp_message_decode((const char *)bytes, len, back, NULL, err,
+        assert_int_equal(amqp10_message_decode((const char *)bytes, len, back, NULL, err,
                                              sizeof err),
                          EW_OK);
         size_t blen;

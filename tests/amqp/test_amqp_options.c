@@ -8,15 +8,15 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "transports/amqp/amqp.h"
+#include "transports/amqp/amqp10.h"
 
-static ew_err parse(const char *text, amqp_options *o, char *err, size_t errlen)
+static ew_err parse(const char *text, amqp10_options *o, char *err, size_t errlen)
 {
     ewi_url u;
     char uerr[128];
     assert_int_equal(ewi_url_parse(text, &u, uerr, sizeof uerr), EW_OK);
     err[0] = '\0';
-    ew_err rc = amqp_options_parse(NULL, &u, o, err, errlen);
+    ew_err rc = amqp10_options_parse(NULL, &u, o, err, errlen);
     ewi_url_free(&u);
     return rc;
 }
@@ -24,11 +24,11 @@ static ew_err parse(const char *text, amqp_options *o, char *err, size_t errlen)
 static void defaults_are_artemis_on_5672(void **state)
 {
     (void)state;
-    amqp_options o;
+    amqp10_options o;
     char err[256];
     assert_int_equal(parse("amqp://", &o, err, sizeof err), EW_OK);
-    assert_int_equal(o.dialect, AMQP_DIALECT_ARTEMIS);
-    assert_int_equal(o.naming, AMQP_NAMING_EVENTWIRE);
+    assert_int_equal(o.dialect, AMQP10_DIALECT_ARTEMIS);
+    assert_int_equal(o.naming, AMQP10_NAMING_EVENTWIRE);
     assert_false(o.tls);
     assert_string_equal(o.host, "127.0.0.1");
     assert_int_equal(o.port, 5672);
@@ -40,19 +40,19 @@ static void defaults_are_artemis_on_5672(void **state)
     assert_int_equal(o.expires_ms, 60000);
     assert_int_equal(o.queue_check_ms, 0);
     assert_int_equal(o.heartbeat_ms, 10000);
-    amqp_options_free(&o);
+    amqp10_options_free(&o);
 
     assert_int_equal(parse("amqps://h", &o, err, sizeof err), EW_OK);
     assert_true(o.tls);
     assert_int_equal(o.port, 5671);
-    assert_int_equal(o.verify, AMQP_VERIFY_NAME);
-    amqp_options_free(&o);
+    assert_int_equal(o.verify, AMQP10_VERIFY_NAME);
+    amqp10_options_free(&o);
 }
 
 static void every_option_is_read(void **state)
 {
     (void)state;
-    amqp_options o;
+    amqp10_options o;
     char err[256];
     /* File options must name a readable file: this test's own source. */
     char url[1024];
@@ -64,27 +64,27 @@ static void every_option_is_read(void **state)
              "&queue_check_ms=250&prefetch=64&heartbeat_ms=1000",
              __FILE__);
     assert_int_equal(parse(url, &o, err, sizeof err), EW_OK);
-    assert_int_equal(o.dialect, AMQP_DIALECT_RABBITMQ);
-    assert_int_equal(o.naming, AMQP_NAMING_ASPYX);
+    assert_int_equal(o.dialect, AMQP10_DIALECT_RABBITMQ);
+    assert_int_equal(o.naming, AMQP10_NAMING_ASPYX);
     assert_string_equal(o.user, "u@x");
     assert_string_equal(o.password, "p:w");
     assert_string_equal(o.host, "broker");
     assert_int_equal(o.port, 6000);
     assert_string_equal(o.vhost, "v/h");
     assert_string_equal(o.ca_file, __FILE__);
-    assert_int_equal(o.verify, AMQP_VERIFY_PEER);
+    assert_int_equal(o.verify, AMQP10_VERIFY_PEER);
     assert_string_equal(o.sasl_mechs, "PLAIN EXTERNAL");
     assert_int_equal(o.max_inflight, 50);
     assert_int_equal(o.reconnect_max_ms, 900);
     assert_int_equal(o.expires_ms, 5000);
     assert_int_equal(o.queue_check_ms, 250);
     assert_int_equal(o.heartbeat_ms, 1000);
-    amqp_options_free(&o);
+    amqp10_options_free(&o);
 
     assert_int_equal(parse("amqp://h?dialect=rabbitmq&vhost=other", &o, err, sizeof err),
                      EW_OK);
     assert_string_equal(o.vhost, "other");
-    amqp_options_free(&o);
+    amqp10_options_free(&o);
 }
 
 static void mistakes_are_refused_with_a_reason(void **state)
@@ -111,12 +111,12 @@ static void mistakes_are_refused_with_a_reason(void **state)
         {"stomp://h", "not amqp"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        amqp_options o;
+        amqp10_options o;
         char err[512];
         assert_int_equal(parse(bad[i].url, &o, err, sizeof err), EW_EINVAL);
         if (!strstr(err, bad[i].why))
             fail_msg("%s: error '%s' does not say '%s'", bad[i].url, err, bad[i].why);
-        amqp_options_free(&o);
+        amqp10_options_free(&o);
     }
 }
 

@@ -1,17 +1,17 @@
 # The AMQP 1.0 transport (qpid-proton-c; its rabbitmq dialect administers
 # RabbitMQ through transports/rmqadmin, which the top level builds and links).
 list(APPEND EW_SOURCES
-  transports/amqp/amqp_options.c
-  transports/amqp/amqp_address.c
-  transports/amqp/amqp_message.c
-  transports/amqp/amqp_declare.c
-  transports/amqp/amqp_link.c
-  transports/amqp/amqp_io.c
-  transports/amqp/amqp_send.c
-  transports/amqp/amqp_recv.c
-  transports/amqp/amqp_fetch.c
-  transports/amqp/amqp_artemis.c
-  transports/amqp/amqp_transport.c)
+  transports/amqp/amqp10_options.c
+  transports/amqp/amqp10_address.c
+  transports/amqp/amqp10_message.c
+  transports/amqp/amqp10_declare.c
+  transports/amqp/amqp10_link.c
+  transports/amqp/amqp10_io.c
+  transports/amqp/amqp10_send.c
+  transports/amqp/amqp10_recv.c
+  transports/amqp/amqp10_fetch.c
+  transports/amqp/amqp10_artemis.c
+  transports/amqp/amqp10_transport.c)
 
 # Debian's libqpid-proton.pc (0.37) sets prefix=${pcfiledir}/../.., one level
 # short, so its include directory (/usr/lib/include) does not exist and CMake

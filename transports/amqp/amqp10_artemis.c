@@ -17,7 +17,7 @@
  * The answer comes to a reply address of the request's own
  * (ew.reply.<pid>-<ms>-<n>: a volatile subscription that goes with its link)
  * and is read from the answer's body, a JSON array. */
-#include "amqp.h"
+#include "amqp10.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -48,7 +48,7 @@ static void req_done(ewi_pub *p, int err, const char *detail)
     pthread_mutex_lock(&t->mu);
     r->done = true;
     r->err = err;
-    amqp_textf(r->detail, sizeof r->detail, "%s", detail ? detail : "");
+    amqp10_textf(r->detail, sizeof r->detail, "%s", detail ? detail : "");
     pthread_cond_broadcast(&t->cond);
     pthread_mutex_unlock(&t->mu);
 }
@@ -57,20 +57,20 @@ static void req_done(ewi_pub *p, int err, const char *detail)
 static ew_err send_request(ewi_transport *t, void *arg)
 {
     mgmt_req *r = arg;
-    amqp_out *o = calloc(1, sizeof *o);
+    amqp10_out *o = calloc(1, sizeof *o);
     if (!o)
         return EW_ENOMEM;
-    ew_err rc = amqp_mgmt_encode(r->props, r->reply_to, r->body, &o->bytes, &o->len);
+    ew_err rc = amqp10_mgmt_encode(r->props, r->reply_to, r->body, &o->bytes, &o->len);
     if (rc != EW_OK) {
         free(o);
         return rc;
     }
-    amqp_textf(o->target.addr, sizeof o->target.addr, "activemq.management");
-    o->target.cap = AMQP_CAP_NONE;
+    amqp10_textf(o->target.addr, sizeof o->target.addr, "activemq.management");
+    o->target.cap = AMQP10_CAP_NONE;
     r->pub = (ewi_pub){.dest = EWI_DEST_EVENT, .event = r->event, .deadline_ms = r->deadline,
                        .done = req_done, .user = t};
     o->pub = &r->pub;
-    o->w.kind = AMQP_W_PUB;
+    o->w.kind = AMQP10_W_PUB;
     pthread_mutex_lock(&t->mu);
     /* A management request holds a slot of the send window like a send
      * (its completion gives it back), and waits for room the same way. */
@@ -82,7 +82,7 @@ static ew_err send_request(ewi_transport *t, void *arg)
         free(o);
         return rc;
     }
-    amqp_post_locked(t, &o->w);
+    amqp10_post_locked(t, &o->w);
     while (!r->done)
         pthread_cond_wait(&t->cond, &t->mu);
     /* No outcome is a timeout, never in doubt: no event of the
@@ -99,16 +99,16 @@ static ew_err manage(ewi_transport *t, const char *event, const char *const *pro
 {
     static _Atomic unsigned long seq;
     char dest[96];
-    amqp_textf(dest, sizeof dest, "ew.reply.%ld-%lld-%lu", (long)getpid(),
+    amqp10_textf(dest, sizeof dest, "ew.reply.%ld-%lld-%lu", (long)getpid(),
                (long long)ewi_now_ms(), atomic_fetch_add(&seq, 1));
-    amqp_addr src = {.cap = AMQP_CAP_TOPIC};
-    amqp_textf(src.addr, sizeof src.addr, "%s", dest);
+    amqp10_addr src = {.cap = AMQP10_CAP_TOPIC};
+    amqp10_textf(src.addr, sizeof src.addr, "%s", dest);
     mgmt_req r = {.props = props, .body = body, .reply_to = dest, .event = event,
                   .deadline = deadline};
-    ew_err rc = amqp_fetch_reply(t, &src, send_request, &r, deadline, reply, replylen,
+    ew_err rc = amqp10_fetch_reply(t, &src, send_request, &r, deadline, reply, replylen,
                                  err, errlen);
     if (rc != EW_OK && !err[0])
-        amqp_textf(err, errlen, "%s%s%s", ew_strerror(rc), r.detail[0] ? ": " : "",
+        amqp10_textf(err, errlen, "%s%s%s", ew_strerror(rc), r.detail[0] ? ": " : "",
                    r.detail);
     return rc;
 }
@@ -123,7 +123,7 @@ static const char *answer_first(const char *reply, json_t **root)
 
 /* createQueue's parameters: the queue's configuration as JSON text, and
  * ignoreIfExists. malloc'd, or NULL when out of memory. */
-static char *create_params(const amqp_decl *d, long delay_ms)
+static char *create_params(const amqp10_decl *d, long delay_ms)
 {
     json_t *cfg = json_pack("{s:s, s:s, s:s, s:b, s:b, s:I, s:I, s:b}", "name", d->queue,
                             "address", d->event, "routing-type", "MULTICAST", "durable",
@@ -139,17 +139,17 @@ static char *create_params(const amqp_decl *d, long delay_ms)
     return out;
 }
 
-static ew_err check_exists(ewi_transport *t, const amqp_decl *d, int64_t deadline,
+static ew_err check_exists(ewi_transport *t, const amqp10_decl *d, int64_t deadline,
                            char *err, size_t errlen)
 {
     char resource[EW_MAX_QUEUE_NAME + 16], reply[REPLY_MAX];
-    amqp_textf(resource, sizeof resource, "queue.%s", d->queue);
+    amqp10_textf(resource, sizeof resource, "queue.%s", d->queue);
     const char *props[] = {"_AMQ_ResourceName", resource, "_AMQ_Attribute", "address", NULL};
     char why[512] = "";
     ew_err rc = manage(t, d->event, props, NULL, deadline, reply, sizeof reply, why,
                        sizeof why);
     if (rc != EW_OK) {
-        amqp_textf(err, errlen, "asking the broker's management whether queue %s exists: %s",
+        amqp10_textf(err, errlen, "asking the broker's management whether queue %s exists: %s",
                    d->queue, why);
         return rc;
     }
@@ -158,12 +158,12 @@ static ew_err check_exists(ewi_transport *t, const amqp_decl *d, int64_t deadlin
     rc = address && strcmp(address, d->event) == 0 ? EW_OK : EW_ENOTFOUND;
     json_decref(root);
     if (rc != EW_OK)
-        amqp_textf(err, errlen, "queue %s does not exist on address %s (%s)", d->queue,
+        amqp10_textf(err, errlen, "queue %s does not exist on address %s (%s)", d->queue,
                    d->event, reply);
     return rc;
 }
 
-static ew_err create_per_process(ewi_transport *t, const amqp_decl *d, int64_t deadline,
+static ew_err create_per_process(ewi_transport *t, const amqp10_decl *d, int64_t deadline,
                                  char *err, size_t errlen)
 {
     char reply[REPLY_MAX];
@@ -185,23 +185,23 @@ static ew_err create_per_process(ewi_transport *t, const amqp_decl *d, int64_t d
             cfg = json_loads(first, 0, NULL);
         if (!json_is_object(cfg)) {
             rc = EW_EBROKER;
-            amqp_textf(why, sizeof why, "%s", reply);
+            amqp10_textf(why, sizeof why, "%s", reply);
         }
         json_decref(cfg);
         json_decref(root);
     }
     if (rc != EW_OK)
-        amqp_textf(err, errlen, "creating the per_process queue %s through the broker's "
+        amqp10_textf(err, errlen, "creating the per_process queue %s through the broker's "
                    "management failed: %s", d->queue, why);
     return rc;
 }
 
-ew_err amqp_artemis_ensure(ewi_transport *t, const amqp_decl *d, int64_t deadline,
+ew_err amqp10_artemis_ensure(ewi_transport *t, const amqp10_decl *d, int64_t deadline,
                            char *err, size_t errlen)
 {
-    if (d->kind == AMQP_DECL_EXISTS)
+    if (d->kind == AMQP10_DECL_EXISTS)
         return check_exists(t, d, deadline, err, errlen);
-    if (d->kind == AMQP_DECL_LISTENER && d->per_process)
+    if (d->kind == AMQP10_DECL_LISTENER && d->per_process)
         return create_per_process(t, d, deadline, err, errlen);
     return EW_OK;
 }

@@ -6,7 +6,7 @@
  *
  * Unknown options are refused, so that a typo is an error and not a silent
  * default. */
-#include "amqp.h"
+#include "amqp10.h"
 #include "options.h"
 
 #include <proton/ssl.h>
@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-void amqp_textf(char *buf, size_t len, const char *fmt, ...)
+void amqp10_textf(char *buf, size_t len, const char *fmt, ...)
 {
     if (!len)
         return;
@@ -26,9 +26,9 @@ void amqp_textf(char *buf, size_t len, const char *fmt, ...)
     va_end(ap);
 }
 
-const char *amqp_dialect_name(amqp_dialect d)
+const char *amqp10_dialect_name(amqp10_dialect d)
 {
-    return d == AMQP_DIALECT_RABBITMQ ? "rabbitmq" : "artemis";
+    return d == AMQP10_DIALECT_RABBITMQ ? "rabbitmq" : "artemis";
 }
 
 static ew_err dup_opt(const char *s, char **out)
@@ -40,7 +40,7 @@ static ew_err dup_opt(const char *s, char **out)
     return *out ? EW_OK : EW_ENOMEM;
 }
 
-void amqp_options_free(amqp_options *o)
+void amqp10_options_free(amqp10_options *o)
 {
     if (!o)
         return;
@@ -68,13 +68,13 @@ static ew_err check_credentials(const char *cert, const char *key, char *err, si
         return EW_OK;
     pn_ssl_domain_t *dom = pn_ssl_domain(PN_SSL_MODE_CLIENT);
     if (!dom) {
-        amqp_textf(err, errlen, "out of memory");
+        amqp10_textf(err, errlen, "out of memory");
         return EW_ENOMEM;
     }
     int rc = pn_ssl_domain_set_credentials(dom, cert, key, NULL);
     pn_ssl_domain_free(dom);
     if (rc) {
-        amqp_textf(err, errlen,
+        amqp10_textf(err, errlen,
                    "TLS client certificate %s with key %s cannot be used (unreadable, "
                    "encrypted, or the key belongs to another certificate)",
                    cert, key);
@@ -83,14 +83,14 @@ static ew_err check_credentials(const char *cert, const char *key, char *err, si
     return EW_OK;
 }
 
-ew_err amqp_options_parse(const ew_manager *m, const ewi_url *url, amqp_options *o,
+ew_err amqp10_options_parse(const ew_manager *m, const ewi_url *url, amqp10_options *o,
                           char *err, size_t errlen)
 {
     memset(o, 0, sizeof *o);
     if (strcmp(url->scheme, "amqps") == 0)
         o->tls = true;
     else if (strcmp(url->scheme, "amqp") != 0) {
-        amqp_textf(err, errlen, "scheme '%s' is not amqp or amqps", url->scheme);
+        amqp10_textf(err, errlen, "scheme '%s' is not amqp or amqps", url->scheme);
         return EW_EINVAL;
     }
     ewi_opts p;
@@ -100,29 +100,29 @@ ew_err amqp_options_parse(const ew_manager *m, const ewi_url *url, amqp_options 
 
     const char *d = p.text[EWI_OPT_DIALECT];
     if (!d || strcmp(d, "artemis") == 0)
-        o->dialect = AMQP_DIALECT_ARTEMIS;
+        o->dialect = AMQP10_DIALECT_ARTEMIS;
     else if (strcmp(d, "rabbitmq") == 0)
-        o->dialect = AMQP_DIALECT_RABBITMQ;
+        o->dialect = AMQP10_DIALECT_RABBITMQ;
     else {
-        amqp_textf(err, errlen, "dialect '%s' is not artemis or rabbitmq", d);
+        amqp10_textf(err, errlen, "dialect '%s' is not artemis or rabbitmq", d);
         return EW_EINVAL;
     }
-    o->naming = p.num[EWI_OPT_QUEUE_NAMING] == 1 ? AMQP_NAMING_ASPYX : AMQP_NAMING_EVENTWIRE;
-    o->verify = p.num[EWI_OPT_VERIFY] == EWI_VERIFY_PEER   ? AMQP_VERIFY_PEER
-                : p.num[EWI_OPT_VERIFY] == EWI_VERIFY_NONE ? AMQP_VERIFY_NONE
-                                                           : AMQP_VERIFY_NAME;
+    o->naming = p.num[EWI_OPT_QUEUE_NAMING] == 1 ? AMQP10_NAMING_ASPYX : AMQP10_NAMING_EVENTWIRE;
+    o->verify = p.num[EWI_OPT_VERIFY] == EWI_VERIFY_PEER   ? AMQP10_VERIFY_PEER
+                : p.num[EWI_OPT_VERIFY] == EWI_VERIFY_NONE ? AMQP10_VERIFY_NONE
+                                                           : AMQP10_VERIFY_NAME;
 
     /* The vhost: the path (as rabbitmq:// URLs have it) or ?vhost=. */
     const char *vh = p.text[EWI_OPT_VHOST];
     if (url->path && url->path[0]) {
         if (vh) {
-            amqp_textf(err, errlen, "the vhost is given twice (path and ?vhost=)");
+            amqp10_textf(err, errlen, "the vhost is given twice (path and ?vhost=)");
             return EW_EINVAL;
         }
         vh = url->path;
     }
-    if (vh && o->dialect != AMQP_DIALECT_RABBITMQ) {
-        amqp_textf(err, errlen,
+    if (vh && o->dialect != AMQP10_DIALECT_RABBITMQ) {
+        amqp10_textf(err, errlen,
                  "a vhost (URL path or ?vhost=) only exists with dialect=rabbitmq");
         return EW_EINVAL;
     }
@@ -146,11 +146,11 @@ ew_err amqp_options_parse(const ew_manager *m, const ewi_url *url, amqp_options 
         (rc = dup_opt(p.text[EWI_OPT_CERT], &o->cert_file)) != EW_OK ||
         (rc = dup_opt(p.text[EWI_OPT_KEY], &o->key_file)) != EW_OK ||
         (rc = dup_opt(p.text[EWI_OPT_SASL], &o->sasl_mechs)) != EW_OK) {
-        amqp_textf(err, errlen, "out of memory");
+        amqp10_textf(err, errlen, "out of memory");
         return rc;
     }
     if (o->password && !o->user) {
-        amqp_textf(err, errlen, "a password without a user name");
+        amqp10_textf(err, errlen, "a password without a user name");
         return EW_EINVAL;
     }
     return EW_OK;

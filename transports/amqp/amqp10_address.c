@@ -17,16 +17,16 @@
  *   queue, "/amq/queue/Q". Sends to one queue go to "/amq/queue/Q" too, but
  *   only once Q is known to exist (the plugin drops them silently
  *   otherwise): the transport checks that before the first such send. */
-#include "amqp.h"
+#include "amqp10.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-static ew_err put(amqp_addr *out, amqp_cap cap, const char *fmt, ...)
+static ew_err put(amqp10_addr *out, amqp10_cap cap, const char *fmt, ...)
     EWI_PRINTF(3, 4);
 
-static ew_err put(amqp_addr *out, amqp_cap cap, const char *fmt, ...)
+static ew_err put(amqp10_addr *out, amqp10_cap cap, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -50,17 +50,17 @@ static ew_err artemis_name(const char *queue, char *buf, size_t len)
     return n < 0 || (size_t)n >= len ? EW_EINVAL : EW_OK;
 }
 
-ew_err amqp_listener_queue(const amqp_options *o, const char *event,
+ew_err amqp10_listener_queue(const amqp10_options *o, const char *event,
                            const char *queue, char *buf, size_t len)
 {
     const char *q = queue;
-    if (o->dialect == AMQP_DIALECT_ARTEMIS && o->naming != AMQP_NAMING_ASPYX) {
+    if (o->dialect == AMQP10_DIALECT_ARTEMIS && o->naming != AMQP10_NAMING_ASPYX) {
         size_t el = strlen(event);
         if (strncmp(queue, event, el) != 0 || strncmp(queue + el, "::", 2) != 0)
             return EW_EINVAL;
         return artemis_name(queue, buf, len);
     }
-    if (o->naming == AMQP_NAMING_ASPYX) {
+    if (o->naming == AMQP10_NAMING_ASPYX) {
         /* aspyx-event's queue is the listener's own name: drop "E::". */
         size_t el = strlen(event);
         if (strncmp(queue, event, el) != 0 || strncmp(queue + el, "::", 2) != 0)
@@ -71,57 +71,57 @@ ew_err amqp_listener_queue(const amqp_options *o, const char *event,
     return n < 0 || (size_t)n >= len || !q[0] ? EW_EINVAL : EW_OK;
 }
 
-ew_err amqp_target_of(const amqp_options *o, ewi_dest dest, const char *event,
-                      const char *queue, amqp_addr *out)
+ew_err amqp10_target_of(const amqp10_options *o, ewi_dest dest, const char *event,
+                      const char *queue, amqp10_addr *out)
 {
     char q[EW_MAX_QUEUE_NAME + 8];
     if (dest != EWI_DEST_EVENT && !queue)
         return EW_EINVAL;
     if (dest == EWI_DEST_LISTENER &&
-        amqp_listener_queue(o, event, queue, q, sizeof q) != EW_OK)
+        amqp10_listener_queue(o, event, queue, q, sizeof q) != EW_OK)
         return EW_EINVAL;
-    if (dest == EWI_DEST_DLQ && o->dialect == AMQP_DIALECT_ARTEMIS &&
+    if (dest == EWI_DEST_DLQ && o->dialect == AMQP10_DIALECT_ARTEMIS &&
         artemis_name(queue, q, sizeof q) != EW_OK)
         return EW_EINVAL;
 
-    if (o->dialect == AMQP_DIALECT_ARTEMIS) {
+    if (o->dialect == AMQP10_DIALECT_ARTEMIS) {
         switch (dest) {
         case EWI_DEST_EVENT:
-            return put(out, AMQP_CAP_TOPIC, "%s", event);
+            return put(out, AMQP10_CAP_TOPIC, "%s", event);
         case EWI_DEST_LISTENER:
-            return put(out, AMQP_CAP_TOPIC, "%s::%s", event, q);
+            return put(out, AMQP10_CAP_TOPIC, "%s::%s", event, q);
         case EWI_DEST_DLQ:
-            return put(out, AMQP_CAP_QUEUE, "%s.dlq::%s", event, q);
+            return put(out, AMQP10_CAP_QUEUE, "%s.dlq::%s", event, q);
         }
         return EW_EINVAL;
     }
     switch (dest) {
     case EWI_DEST_EVENT:
-        return put(out, AMQP_CAP_NONE, "/exchange/%s/%s", event, event);
+        return put(out, AMQP10_CAP_NONE, "/exchange/%s/%s", event, event);
     case EWI_DEST_LISTENER:
-        return put(out, AMQP_CAP_NONE, "/amq/queue/%s", q);
+        return put(out, AMQP10_CAP_NONE, "/amq/queue/%s", q);
     case EWI_DEST_DLQ:
-        return put(out, AMQP_CAP_NONE, "/amq/queue/%s", queue);
+        return put(out, AMQP10_CAP_NONE, "/amq/queue/%s", queue);
     }
     return EW_EINVAL;
 }
 
-ew_err amqp_source_of_listener(const amqp_options *o, const char *event,
-                               const char *q, amqp_addr *out)
+ew_err amqp10_source_of_listener(const amqp10_options *o, const char *event,
+                               const char *q, amqp10_addr *out)
 {
-    if (o->dialect == AMQP_DIALECT_ARTEMIS)
-        return put(out, AMQP_CAP_TOPIC, "%s::%s", event, q);
-    return put(out, AMQP_CAP_NONE, "/amq/queue/%s", q);
+    if (o->dialect == AMQP10_DIALECT_ARTEMIS)
+        return put(out, AMQP10_CAP_TOPIC, "%s::%s", event, q);
+    return put(out, AMQP10_CAP_NONE, "/amq/queue/%s", q);
 }
 
-ew_err amqp_source_of_dlq(const amqp_options *o, const char *event,
-                          const char *dlq, amqp_addr *out)
+ew_err amqp10_source_of_dlq(const amqp10_options *o, const char *event,
+                          const char *dlq, amqp10_addr *out)
 {
-    if (o->dialect == AMQP_DIALECT_ARTEMIS) {
+    if (o->dialect == AMQP10_DIALECT_ARTEMIS) {
         char q[EW_MAX_QUEUE_NAME + 8];
         if (artemis_name(dlq, q, sizeof q) != EW_OK)
             return EW_EINVAL;
-        return put(out, AMQP_CAP_QUEUE, "%s.dlq::%s", event, q);
+        return put(out, AMQP10_CAP_QUEUE, "%s.dlq::%s", event, q);
     }
-    return put(out, AMQP_CAP_NONE, "/amq/queue/%s", dlq);
+    return put(out, AMQP10_CAP_NONE, "/amq/queue/%s", dlq);
 }

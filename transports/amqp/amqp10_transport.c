@@ -1,8 +1,8 @@
 /* The AMQP 1.0 transport's ops: what core calls from application and worker
  * threads. Nothing here touches proton objects: work is queued for the I/O
- * thread (amqp_io.c), and callers wait on t->cond where the contract says
+ * thread (amqp10_io.c), and callers wait on t->cond where the contract says
  * they wait. */
-#include "amqp.h"
+#include "amqp10.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -33,10 +33,10 @@ static ew_err a_create(ew_manager *m, const ewi_url *url, ewi_transport **out)
     if (!t)
         return EW_ENOMEM;
     char err[300];
-    ew_err rc = amqp_options_parse(m, url, &t->opt, err, sizeof err);
+    ew_err rc = amqp10_options_parse(m, url, &t->opt, err, sizeof err);
     if (rc != EW_OK) {
         ewi_log(m, EW_LOG_ERROR, "amqp URL: %s", err);
-        amqp_options_free(&t->opt);
+        amqp10_options_free(&t->opt);
         free(t);
         return rc;
     }
@@ -49,17 +49,17 @@ static ew_err a_create(ew_manager *m, const ewi_url *url, ewi_transport **out)
     pthread_cond_init(&t->cond, &ca);
     pthread_condattr_destroy(&ca);
     ewi_window_init(&t->window, (size_t)t->opt.max_inflight);
-    amqp_textf(t->where, sizeof t->where, "%s:%d (%s%s)", t->opt.host, t->opt.port,
-             amqp_dialect_name(t->opt.dialect), t->opt.tls ? ", TLS" : "");
+    amqp10_textf(t->where, sizeof t->where, "%s:%d (%s%s)", t->opt.host, t->opt.port,
+             amqp10_dialect_name(t->opt.dialect), t->opt.tls ? ", TLS" : "");
     /* Unique per connection: brokers list it, and some refuse duplicates. */
     uuid_t u;
     char us[37];
     uuid_generate(u);
     uuid_unparse_lower(u, us);
-    amqp_textf(t->container_id, sizeof t->container_id, "eventwire-%s-%.8s",
+    amqp10_textf(t->container_id, sizeof t->container_id, "eventwire-%s-%.8s",
              t->cfg->server_name ? t->cfg->server_name : "server", us);
-    if (amqp_admin_open(t) != EW_OK) {
-        amqp_options_free(&t->opt);
+    if (amqp10_admin_open(t) != EW_OK) {
+        amqp10_options_free(&t->opt);
         pthread_mutex_destroy(&t->mu);
         pthread_cond_destroy(&t->cond);
         free(t);
@@ -97,7 +97,7 @@ static ew_err a_start(ewi_transport *t, int timeout_ms)
     if (!(t->proactor = pn_proactor()))
         return EW_ENOMEM;
     pthread_mutex_lock(&t->mu);
-    t->state = AMQP_ST_CONNECTING;
+    t->state = AMQP10_ST_CONNECTING;
     t->stopping = false;
     t->io_exited = false;
     ewi_window_open(&t->window);
@@ -105,25 +105,25 @@ static ew_err a_start(ewi_transport *t, int timeout_ms)
     t->last_error[0] = '\0';
     t->start_deadline = ewi_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     pthread_mutex_unlock(&t->mu);
-    if (pthread_create(&t->thread, NULL, amqp_io_main, t) != 0) {
+    if (pthread_create(&t->thread, NULL, amqp10_io_main, t) != 0) {
         pthread_mutex_lock(&t->mu);
         t->io_exited = true;
         ewi_window_close(&t->window);
-        t->state = AMQP_ST_FAILED;
+        t->state = AMQP10_ST_FAILED;
         pthread_mutex_unlock(&t->mu);
         return EW_ENOMEM;
     }
     t->thread_started = true;
     int64_t t0 = ewi_now_ms();
     pthread_mutex_lock(&t->mu);
-    while (t->state == AMQP_ST_CONNECTING)
+    while (t->state == AMQP10_ST_CONNECTING)
         pthread_cond_wait(&t->cond, &t->mu); /* the I/O thread ends it by the deadline */
-    amqp_state st = t->state;
+    amqp10_state st = t->state;
     ew_err rc = t->start_err ? t->start_err : EW_ECONNECT;
     char why[512];
-    amqp_textf(why, sizeof why, "%s", t->last_error[0] ? t->last_error : "timed out");
+    amqp10_textf(why, sizeof why, "%s", t->last_error[0] ? t->last_error : "timed out");
     pthread_mutex_unlock(&t->mu);
-    if (st == AMQP_ST_UP)
+    if (st == AMQP10_ST_UP)
         return EW_OK;
     join_thread(t);
     ewi_report(t->m, rc, NULL, NULL, NULL, "amqp: start failed after %lld ms: %s",
@@ -151,19 +151,19 @@ static void a_destroy(ewi_transport *t)
     if (!t)
         return;
     a_stop(t);
-    for (amqp_sub *s = t->subs, *n; s; s = n) {
+    for (amqp10_sub *s = t->subs, *n; s; s = n) {
         n = s->next;
-        amqp_acc_reset(&s->acc);
+        amqp10_acc_reset(&s->acc);
         free(s);
     }
-    for (amqp_sender *s = t->senders, *n; s; s = n) {
+    for (amqp10_sender *s = t->senders, *n; s; s = n) {
         n = s->next;
         free(s); /* their lists were emptied when the I/O thread ended */
     }
     if (t->proactor)
         pn_proactor_free(t->proactor);
-    amqp_admin_close(t);
-    amqp_options_free(&t->opt);
+    amqp10_admin_close(t);
+    amqp10_options_free(&t->opt);
     pthread_mutex_destroy(&t->mu);
     pthread_cond_destroy(&t->cond);
     ewi_window_destroy(&t->window);
@@ -174,9 +174,9 @@ static void a_destroy(ewi_transport *t)
 
 static ew_err a_declare(ewi_transport *t, const char *event, bool durable)
 {
-    amqp_decl d = {AMQP_DECL_EXCHANGE, event, NULL, NULL, durable, false};
+    amqp10_decl d = {AMQP10_DECL_EXCHANGE, event, NULL, NULL, durable, false};
     char err[512];
-    ew_err rc = amqp_ensure(t, &d, ewi_now_ms() + t->cfg->send_timeout_ms, err,
+    ew_err rc = amqp10_ensure(t, &d, ewi_now_ms() + t->cfg->send_timeout_ms, err,
                             sizeof err);
     if (rc != EW_OK)
         ewi_report(t->m, rc, NULL, event, NULL, "amqp %s: %s", t->where, err);
@@ -184,20 +184,20 @@ static ew_err a_declare(ewi_transport *t, const char *event, bool durable)
 }
 
 /* A consumer for sub, not yet attached; NULL with *rc on failure. */
-static amqp_sub *sub_new(ewi_transport *t, ewi_sub *sub, ew_err *rc)
+static amqp10_sub *sub_new(ewi_transport *t, ewi_sub *sub, ew_err *rc)
 {
-    amqp_sub *s = calloc(1, sizeof *s);
+    amqp10_sub *s = calloc(1, sizeof *s);
     *rc = s ? EW_OK : EW_ENOMEM;
     if (!s)
         return NULL;
-    s->kind = AMQP_OBJ_SUB;
+    s->kind = AMQP10_OBJ_SUB;
     s->sub = sub;
     s->prefetch = sub->prefetch ? sub->prefetch : 1;
-    s->w_sub.kind = AMQP_W_SUB;
-    s->w_unsub.kind = AMQP_W_UNSUB;
-    if (amqp_listener_queue(&t->opt, sub->event, sub->queue, s->queue,
+    s->w_sub.kind = AMQP10_W_SUB;
+    s->w_unsub.kind = AMQP10_W_UNSUB;
+    if (amqp10_listener_queue(&t->opt, sub->event, sub->queue, s->queue,
                             sizeof s->queue) != EW_OK ||
-        amqp_source_of_listener(&t->opt, sub->event, s->queue, &s->source) != EW_OK) {
+        amqp10_source_of_listener(&t->opt, sub->event, s->queue, &s->source) != EW_OK) {
         ewi_log(t->m, EW_LOG_ERROR, "amqp: no source address for %s", sub->queue);
         free(s);
         *rc = EW_EINVAL;
@@ -210,26 +210,26 @@ static amqp_sub *sub_new(ewi_transport *t, ewi_sub *sub, ew_err *rc)
  * failure the I/O thread forgets s and why is copied into err. Nothing is
  * reported here: the report runs the application's callbacks, which may send
  * through this transport, so the caller reports after unlocking t->mu. */
-static ew_err sub_wait_locked(ewi_transport *t, amqp_sub *s, int64_t deadline, char *err,
+static ew_err sub_wait_locked(ewi_transport *t, amqp10_sub *s, int64_t deadline, char *err,
                               size_t errsz)
 {
     ewi_sub *sub = s->sub;
-    while (s->state == AMQP_SUB_PENDING && !t->io_exited && wait_until(t, deadline)) {
+    while (s->state == AMQP10_SUB_PENDING && !t->io_exited && wait_until(t, deadline)) {
     }
-    amqp_sub_state st = s->state;
-    amqp_textf(err, errsz, "%s", s->error);
-    if (st == AMQP_SUB_ACTIVE) {
+    amqp10_sub_state st = s->state;
+    amqp10_textf(err, errsz, "%s", s->error);
+    if (st == AMQP10_SUB_ACTIVE) {
         sub->tdata = s;
-        amqp_textf(err, errsz, "consuming %s", s->source.addr);
+        amqp10_textf(err, errsz, "consuming %s", s->source.addr);
         return EW_OK;
     }
     /* Refused or timed out: the I/O thread forgets it (after the exit the
      * transport's destroy frees it). */
     if (!t->io_exited)
-        amqp_post_locked(t, &s->w_unsub);
-    ew_err rc = st == AMQP_SUB_FAILED ? EW_EBROKER : EW_ETIMEDOUT;
-    if (st != AMQP_SUB_FAILED)
-        amqp_textf(err, errsz, "attaching a consumer to %s: no answer within %d ms",
+        amqp10_post_locked(t, &s->w_unsub);
+    ew_err rc = st == AMQP10_SUB_FAILED ? EW_EBROKER : EW_ETIMEDOUT;
+    if (st != AMQP10_SUB_FAILED)
+        amqp10_textf(err, errsz, "attaching a consumer to %s: no answer within %d ms",
                    s->source.addr, t->cfg->start_timeout_ms);
     return rc;
 }
@@ -247,13 +247,13 @@ static ew_err a_subscribe(ewi_transport *t, ewi_sub *sub)
 {
     char err[600];
     ew_err rc;
-    amqp_sub *s = sub_new(t, sub, &rc);
+    amqp10_sub *s = sub_new(t, sub, &rc);
     if (!s)
         return rc;
     int64_t deadline = ewi_now_ms() + t->cfg->start_timeout_ms;
-    amqp_decl d = {AMQP_DECL_LISTENER, sub->event, s->queue, sub->dlq, sub->durable,
+    amqp10_decl d = {AMQP10_DECL_LISTENER, sub->event, s->queue, sub->dlq, sub->durable,
                    sub->per_process};
-    rc = amqp_ensure(t, &d, deadline, err, sizeof err);
+    rc = amqp10_ensure(t, &d, deadline, err, sizeof err);
     if (rc != EW_OK) {
         ewi_report(t->m, rc, sub->queue, sub->event, NULL, "amqp %s: %s", t->where, err);
         free(s);
@@ -266,7 +266,7 @@ static ew_err a_subscribe(ewi_transport *t, ewi_sub *sub)
         free(s);
         return EW_ECLOSED;
     }
-    amqp_post_locked(t, &s->w_sub);
+    amqp10_post_locked(t, &s->w_sub);
     rc = sub_wait_locked(t, s, deadline, err, sizeof err);
     pthread_mutex_unlock(&t->mu);
     sub_waited(t, sub, rc, err);
@@ -278,8 +278,8 @@ static ew_err a_subscribe(ewi_transport *t, ewi_sub *sub)
 static void a_subscribe_many(ewi_transport *t, ewi_sub *const *subs, size_t n, ew_err *rcs)
 {
     char err[600];
-    amqp_sub **ss = calloc(n ? n : 1, sizeof *ss);
-    amqp_decl *ds = calloc(n ? n : 1, sizeof *ds);
+    amqp10_sub **ss = calloc(n ? n : 1, sizeof *ss);
+    amqp10_decl *ds = calloc(n ? n : 1, sizeof *ds);
     if (!ss || !ds) {
         for (size_t i = 0; i < n; i++)
             rcs[i] = EW_ENOMEM;
@@ -290,12 +290,12 @@ static void a_subscribe_many(ewi_transport *t, ewi_sub *const *subs, size_t n, e
     int64_t deadline = ewi_now_ms() + t->cfg->start_timeout_ms;
     for (size_t i = 0; i < n; i++)
         if ((ss[i] = sub_new(t, subs[i], &rcs[i])))
-            ds[i] = (amqp_decl){AMQP_DECL_LISTENER, subs[i]->event, ss[i]->queue,
+            ds[i] = (amqp10_decl){AMQP10_DECL_LISTENER, subs[i]->event, ss[i]->queue,
                                 subs[i]->dlq, subs[i]->durable, subs[i]->per_process};
         else
-            ds[i] = (amqp_decl){AMQP_DECL_EXCHANGE, subs[i]->event, NULL, NULL, true, false};
+            ds[i] = (amqp10_decl){AMQP10_DECL_EXCHANGE, subs[i]->event, NULL, NULL, true, false};
     ew_err *drcs = calloc(n ? n : 1, sizeof *drcs);
-    if (!drcs || amqp_ensure_many(t, ds, n, deadline, drcs, err, sizeof err) != EW_OK) {
+    if (!drcs || amqp10_ensure_many(t, ds, n, deadline, drcs, err, sizeof err) != EW_OK) {
         /* The broker's text is the first failure's. */
         bool first = true;
         for (size_t i = 0; i < n; i++)
@@ -318,7 +318,7 @@ static void a_subscribe_many(ewi_transport *t, ewi_sub *const *subs, size_t n, e
                 ss[i] = NULL;
                 rcs[i] = EW_ECLOSED;
             } else {
-                amqp_post_locked(t, &ss[i]->w_sub);
+                amqp10_post_locked(t, &ss[i]->w_sub);
             }
         }
     /* The texts are kept until t->mu is released: reporting runs the
@@ -340,7 +340,7 @@ static void a_subscribe_many(ewi_transport *t, ewi_sub *const *subs, size_t n, e
 
 static void a_unsubscribe(ewi_transport *t, ewi_sub *sub)
 {
-    amqp_sub *s = sub->tdata;
+    amqp10_sub *s = sub->tdata;
     if (!s)
         return;
     sub->tdata = NULL;
@@ -348,7 +348,7 @@ static void a_unsubscribe(ewi_transport *t, ewi_sub *sub)
     pthread_mutex_lock(&t->mu);
     if (!t->io_exited) {
         s->unsub_done = &done;
-        amqp_post_locked(t, &s->w_unsub);
+        amqp10_post_locked(t, &s->w_unsub);
         while (!done && !t->io_exited)
             pthread_cond_wait(&t->cond, &t->mu);
         if (!done)
@@ -362,15 +362,15 @@ static void a_unsubscribe(ewi_transport *t, ewi_sub *sub)
 static ew_err check_target(ewi_transport *t, ewi_pub *p, const char *q)
 {
     if (p->dest == EWI_DEST_EVENT ||
-        (t->opt.dialect == AMQP_DIALECT_ARTEMIS && p->dest != EWI_DEST_LISTENER))
+        (t->opt.dialect == AMQP10_DIALECT_ARTEMIS && p->dest != EWI_DEST_LISTENER))
         return EW_OK;
     /* rabbitmq: the plugin silently drops a send to a missing /amq/queue/Q;
      * artemis would create the missing queue: check that a listener's queue
      * exists (and on rabbitmq, declare the dead-letter queue). */
-    amqp_decl d = {p->dest == EWI_DEST_DLQ ? AMQP_DECL_DLQ : AMQP_DECL_EXISTS,
+    amqp10_decl d = {p->dest == EWI_DEST_DLQ ? AMQP10_DECL_DLQ : AMQP10_DECL_EXISTS,
                    p->event, q, NULL, true, false};
     char err[512];
-    ew_err rc = amqp_ensure(t, &d, p->deadline_ms, err, sizeof err);
+    ew_err rc = amqp10_ensure(t, &d, p->deadline_ms, err, sizeof err);
     if (rc == EW_ENOTFOUND)
         ewi_log(t->m, EW_LOG_ERROR,
                 "amqp %s: send to %s: the queue %s does not exist (no listener %s of "
@@ -384,18 +384,18 @@ static ew_err check_target(ewi_transport *t, ewi_pub *p, const char *q)
 
 static ew_err a_publish(ewi_transport *t, ewi_pub *p)
 {
-    amqp_out *o = calloc(1, sizeof *o);
+    amqp10_out *o = calloc(1, sizeof *o);
     if (!o)
         return EW_ENOMEM;
     char q[EW_MAX_QUEUE_NAME + 8] = "";
     if (p->dest == EWI_DEST_LISTENER &&
-        amqp_listener_queue(&t->opt, p->event, p->queue, q, sizeof q) != EW_OK) {
+        amqp10_listener_queue(&t->opt, p->event, p->queue, q, sizeof q) != EW_OK) {
         free(o);
         return EW_EINVAL;
     }
     if (p->dest == EWI_DEST_DLQ)
-        amqp_textf(q, sizeof q, "%s", p->queue ? p->queue : "");
-    if (amqp_target_of(&t->opt, p->dest, p->event, p->queue, &o->target) != EW_OK) {
+        amqp10_textf(q, sizeof q, "%s", p->queue ? p->queue : "");
+    if (amqp10_target_of(&t->opt, p->dest, p->event, p->queue, &o->target) != EW_OK) {
         free(o);
         ewi_log(t->m, EW_LOG_ERROR, "amqp: no target address for event %s", p->event);
         return EW_EINVAL;
@@ -406,14 +406,14 @@ static ew_err a_publish(ewi_transport *t, ewi_pub *p)
         return rc;
     }
     char err[300];
-    if ((rc = amqp_message_encode(p->env, p->durable, &o->bytes, &o->len, err,
+    if ((rc = amqp10_message_encode(p->env, p->durable, &o->bytes, &o->len, err,
                                   sizeof err)) != EW_OK) {
         ewi_log(t->m, EW_LOG_ERROR, "amqp: event %s: %s", p->event, err);
         free(o);
         return rc;
     }
     o->pub = p;
-    o->w.kind = AMQP_W_PUB;
+    o->w.kind = AMQP10_W_PUB;
 
     pthread_mutex_lock(&t->mu);
     /* Bound what waits for the broker: a full window blocks the sender up
@@ -423,7 +423,7 @@ static ew_err a_publish(ewi_transport *t, ewi_pub *p)
                                      : ewi_window_take(&t->window, &t->mu, p->deadline_ms);
     if (rc != EW_OK) {
         char last[sizeof t->last_error];
-        amqp_textf(last, sizeof last, "%s", t->last_error[0] ? t->last_error : "none");
+        amqp10_textf(last, sizeof last, "%s", t->last_error[0] ? t->last_error : "none");
         pthread_mutex_unlock(&t->mu);
         if (rc == EW_ETIMEDOUT)
             ewi_log(t->m, EW_LOG_ERROR,
@@ -433,7 +433,7 @@ static ew_err a_publish(ewi_transport *t, ewi_pub *p)
         free(o);
         return rc;
     }
-    amqp_post_locked(t, &o->w);
+    amqp10_post_locked(t, &o->w);
     pthread_mutex_unlock(&t->mu);
     return EW_OK;
 }
@@ -442,11 +442,11 @@ static ew_err a_publish(ewi_transport *t, ewi_pub *p)
 
 static void a_settle(ewi_transport *t, ewi_msg *msg, ewi_settle how)
 {
-    amqp_rec *rec = msg->tdata;
+    amqp10_rec *rec = msg->tdata;
     pthread_mutex_lock(&t->mu);
     if (rec && !t->io_exited) {
         rec->how = how;
-        amqp_post_locked(t, &rec->w);
+        amqp10_post_locked(t, &rec->w);
         pthread_mutex_unlock(&t->mu);
         return;
     }
@@ -458,14 +458,14 @@ static void a_settle(ewi_transport *t, ewi_msg *msg, ewi_settle how)
 
 static ew_err a_dlq_take(ewi_transport *t, ewi_dlq_req *req)
 {
-    return amqp_dlq_take(t, req);
+    return amqp10_dlq_take(t, req);
 }
 
-static const char *const amqp_schemes[] = {"amqp", "amqps", NULL};
+static const char *const amqp10_schemes[] = {"amqp", "amqps", NULL};
 
 const ewi_transport_ops ewi_amqp_transport = {
     .name = "amqp",
-    .schemes = amqp_schemes,
+    .schemes = amqp10_schemes,
     .features = EWI_FEAT_DLQ_READ,
     .create = a_create,
     .check_names = NULL,

@@ -7,7 +7,7 @@
  * jittered backoff. Every link has its own session: RabbitMQ answers a
  * refused attach (a missing exchange or queue) by ending the whole session,
  * and one bad target must not take the others down with it. */
-#include "amqp.h"
+#include "amqp10.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -30,7 +30,7 @@
 #define CLOSE_GRACE_MS 2000  /* stop: wait this long for the broker's close */
 #define STUCK_MS 1000        /* a connection ignoring wake-ups this long is stuck */
 /* 64 transfer frames in flight per session (SESSION_CAPACITY in
- * amqp_link.c): plenty for small events, and proton never buffers more than
+ * amqp10_link.c): plenty for small events, and proton never buffers more than
  * 2 MiB of one large message. */
 #define MAX_FRAME (32u << 10)
 
@@ -41,27 +41,27 @@ static void begin_stop(ewi_transport *t);
 static void process_work(ewi_transport *t)
 {
     pthread_mutex_lock(&t->mu);
-    amqp_work *w = t->work_head;
+    amqp10_work *w = t->work_head;
     t->work_head = t->work_tail = NULL;
     bool stopping = t->stopping;
     pthread_mutex_unlock(&t->mu);
     while (w) {
-        amqp_work *next = w->next;
+        amqp10_work *next = w->next;
         switch (w->kind) {
-        case AMQP_W_PUB:
-            amqp_send_take(t, (amqp_out *)w);
+        case AMQP10_W_PUB:
+            amqp10_send_take(t, (amqp10_out *)w);
             break;
-        case AMQP_W_SETTLE:
-            amqp_recv_settle(t, (amqp_rec *)w);
+        case AMQP10_W_SETTLE:
+            amqp10_recv_settle(t, (amqp10_rec *)w);
             break;
-        case AMQP_W_SUB:
-            amqp_recv_take_sub(t, (amqp_sub *)((char *)w - offsetof(amqp_sub, w_sub)));
+        case AMQP10_W_SUB:
+            amqp10_recv_take_sub(t, (amqp10_sub *)((char *)w - offsetof(amqp10_sub, w_sub)));
             break;
-        case AMQP_W_UNSUB:
-            amqp_recv_take_unsub(t, (amqp_sub *)((char *)w - offsetof(amqp_sub, w_unsub)));
+        case AMQP10_W_UNSUB:
+            amqp10_recv_take_unsub(t, (amqp10_sub *)((char *)w - offsetof(amqp10_sub, w_unsub)));
             break;
-        case AMQP_W_FETCH:
-            amqp_fetch_work(t, w);
+        case AMQP10_W_FETCH:
+            amqp10_fetch_work(t, w);
             break;
         }
         w = next;
@@ -72,19 +72,19 @@ static void process_work(ewi_transport *t)
 
 /* ---- the connection ----------------------------------------------------- */
 
-static void set_state(ewi_transport *t, amqp_state st, const char *error)
+static void set_state(ewi_transport *t, amqp10_state st, const char *error)
 {
     pthread_mutex_lock(&t->mu);
     t->state = st;
     if (error)
-        amqp_textf(t->last_error, sizeof t->last_error, "%s", error);
+        amqp10_textf(t->last_error, sizeof t->last_error, "%s", error);
     pthread_cond_broadcast(&t->cond);
     pthread_mutex_unlock(&t->mu);
 }
 
 static bool connect_now(ewi_transport *t)
 {
-    const amqp_options *o = &t->opt;
+    const amqp10_options *o = &t->opt;
     pn_transport_t *tr = pn_transport();
     pn_connection_t *c = pn_connection();
     if (!tr || !c) {
@@ -114,8 +114,8 @@ static bool connect_now(ewi_transport *t)
         if (!rc)
             rc = pn_ssl_domain_set_peer_authentication(
                 dom,
-                o->verify == AMQP_VERIFY_NAME ? PN_SSL_VERIFY_PEER_NAME
-                : o->verify == AMQP_VERIFY_PEER ? PN_SSL_VERIFY_PEER
+                o->verify == AMQP10_VERIFY_NAME ? PN_SSL_VERIFY_PEER_NAME
+                : o->verify == AMQP10_VERIFY_PEER ? PN_SSL_VERIFY_PEER
                                                 : PN_SSL_ANONYMOUS_PEER,
                 NULL);
         pn_ssl_t *ssl = rc ? NULL : pn_ssl(tr);
@@ -127,7 +127,7 @@ static bool connect_now(ewi_transport *t)
             pn_ssl_domain_free(dom);
         if (rc) {
             char text[600];
-            amqp_textf(text, sizeof text, "TLS setup failed (%s)%s%s%s%s", pn_code(rc),
+            amqp10_textf(text, sizeof text, "TLS setup failed (%s)%s%s%s%s", pn_code(rc),
                      o->ca_file ? ": check the CA file " : "",
                      o->ca_file ? o->ca_file : "",
                      o->cert_file ? ", the client certificate " : "",
@@ -145,14 +145,14 @@ static bool connect_now(ewi_transport *t)
     if (o->password)
         pn_connection_set_password(c, o->password);
     char host[400];
-    if (o->dialect == AMQP_DIALECT_RABBITMQ && o->vhost)
-        amqp_textf(host, sizeof host, "vhost:%s", o->vhost);
+    if (o->dialect == AMQP10_DIALECT_RABBITMQ && o->vhost)
+        amqp10_textf(host, sizeof host, "vhost:%s", o->vhost);
     else
-        amqp_textf(host, sizeof host, "%s", o->host);
+        amqp10_textf(host, sizeof host, "%s", o->host);
     pn_connection_set_hostname(c, host);
     pn_connection_open(c);
     char port[16], addr[PN_MAX_ADDR];
-    amqp_textf(port, sizeof port, "%d", o->port);
+    amqp10_textf(port, sizeof port, "%d", o->port);
     pn_proactor_addr(addr, sizeof addr, o->host, port);
     t->conn = c;
     t->connected = false;
@@ -173,7 +173,7 @@ static void schedule_reconnect(ewi_transport *t, int64_t now, bool lost)
     t->reconnect_planned = true;
     /* During start, a last try just before the deadline rather than none. */
     pthread_mutex_lock(&t->mu);
-    bool starting = t->state == AMQP_ST_CONNECTING;
+    bool starting = t->state == AMQP10_ST_CONNECTING;
     int64_t last = t->start_deadline - 50;
     pthread_mutex_unlock(&t->mu);
     if (starting && t->rc.next_ms > last)
@@ -191,11 +191,11 @@ static void on_remote_open(ewi_transport *t)
     t->was_up = true;
     /* What passed its deadline during the outage fails before anything is
      * sent on the new connection: it is never sent late. */
-    amqp_send_expire(t, ewi_now_ms());
-    set_state(t, AMQP_ST_UP, NULL);
-    amqp_recv_attach_all(t);
-    amqp_send_attach_pending(t);
-    amqp_fetch_attach_all(t);
+    amqp10_send_expire(t, ewi_now_ms());
+    set_state(t, AMQP10_ST_UP, NULL);
+    amqp10_recv_attach_all(t);
+    amqp10_send_attach_pending(t);
+    amqp10_fetch_attach_all(t);
 }
 
 static bool is_auth_failure(pn_condition_t *c)
@@ -228,22 +228,22 @@ static void on_transport_closed(ewi_transport *t, pn_event_t *e)
     pn_condition_t *rc = t->conn ? pn_connection_remote_condition(t->conn) : NULL;
     pn_condition_t *c = rc && pn_condition_is_set(rc) ? rc : tc;
     char why[480];
-    amqp_condition_text(c, "connection closed", why, sizeof why);
+    amqp10_condition_text(c, "connection closed", why, sizeof why);
     /* proton 0.37 matches the host name against the certificate's DNS
      * names and common name only, never its IP addresses. */
-    if (t->opt.tls && t->opt.verify == AMQP_VERIFY_NAME && is_ip_literal(t->opt.host) &&
+    if (t->opt.tls && t->opt.verify == AMQP10_VERIFY_NAME && is_ip_literal(t->opt.host) &&
         strstr(why, "certificate verify failed")) {
         size_t n = strlen(why);
-        amqp_textf(why + n, sizeof why - n,
+        amqp10_textf(why + n, sizeof why - n,
                    " (the host is an IP address: proton checks names against the "
                    "certificate's DNS names only; connect by name, or use verify=peer)");
     }
     bool auth = is_auth_failure(tc) || is_auth_failure(rc) ||
                 sasl_refused(pn_event_transport(e));
     if (auth && !is_auth_failure(tc) && !is_auth_failure(rc))
-        amqp_textf(why, sizeof why, "authentication failed (SASL outcome: auth)");
+        amqp10_textf(why, sizeof why, "authentication failed (SASL outcome: auth)");
     else if (!auth && t->start_cut)
-        amqp_textf(why, sizeof why, "no answer within the start timeout");
+        amqp10_textf(why, sizeof why, "no answer within the start timeout");
     t->start_cut_seen |= t->start_cut;
     t->start_cut = false;
     /* A certificate the client does not trust stays untrusted: no retry
@@ -256,44 +256,44 @@ static void on_transport_closed(ewi_transport *t, pn_event_t *e)
      * when this batch is done. */
     pthread_mutex_lock(&t->mu);
     t->conn_live = NULL;
-    amqp_state was = t->state;
+    amqp10_state was = t->state;
     bool stopping = t->stopping;
-    if (was == AMQP_ST_UP)
+    if (was == AMQP10_ST_UP)
         t->down_since = now;
     pthread_mutex_unlock(&t->mu);
     t->conn = NULL;
     t->connected = false;
     t->tick_due = false; /* its wake-up went with it */
     t->stuck_since = 0;
-    amqp_send_disconnected(t);
-    amqp_recv_disconnected(t);
-    amqp_fetch_disconnect_all(t, why, false);
+    amqp10_send_disconnected(t);
+    amqp10_recv_disconnected(t);
+    amqp10_fetch_disconnect_all(t, why, false);
 
     if (stopping || t->closing) {
         t->exit_now = true;
         return;
     }
-    if (was == AMQP_ST_CONNECTING) {
+    if (was == AMQP10_ST_CONNECTING) {
         bool give_up = auth || cert || now >= t->start_deadline - 60;
         char text[700];
-        amqp_textf(text, sizeof text, "%s to %s: %s",
+        amqp10_textf(text, sizeof text, "%s to %s: %s",
                  auth ? "authentication refused" : "cannot connect", t->where, why);
         if (give_up) {
             pthread_mutex_lock(&t->mu);
             t->start_err = auth ? EW_EAUTH : cert ? EW_ETLS : EW_ECONNECT;
             pthread_mutex_unlock(&t->mu);
-            set_state(t, AMQP_ST_FAILED, text);
+            set_state(t, AMQP10_ST_FAILED, text);
             t->exit_now = true;
             return;
         }
-        set_state(t, AMQP_ST_CONNECTING, text);
+        set_state(t, AMQP10_ST_CONNECTING, text);
         ewi_log(t->m, EW_LOG_INFO, "amqp: %s; trying again", text);
         schedule_reconnect(t, now, false);
         return;
     }
-    set_state(t, AMQP_ST_DOWN, why);
-    schedule_reconnect(t, now, was == AMQP_ST_UP);
-    if (was == AMQP_ST_UP)
+    set_state(t, AMQP10_ST_DOWN, why);
+    schedule_reconnect(t, now, was == AMQP10_ST_UP);
+    if (was == AMQP10_ST_UP)
         ewi_report(t->m, auth ? EW_EAUTH : EW_EDISCONNECTED, NULL, NULL, NULL,
                    "amqp %s: connection lost: %s; reconnecting (backoff up to %ld ms)",
                    t->where, why, t->opt.reconnect_max_ms);
@@ -310,17 +310,17 @@ static void reconnect_if_due(ewi_transport *t, int64_t now)
         return;
     t->reconnect_planned = false;
     pthread_mutex_lock(&t->mu);
-    bool starting = t->state == AMQP_ST_CONNECTING;
+    bool starting = t->state == AMQP10_ST_CONNECTING;
     pthread_mutex_unlock(&t->mu);
     if (!starting) {
         /* rabbitmq: a restarted broker lost the non-durable topology; declare
          * it before any link needs it. */
         char err[512];
-        ew_err rc = amqp_redeclare_all(t, err, sizeof err);
+        ew_err rc = amqp10_redeclare_all(t, err, sizeof err);
         if (rc != EW_OK) {
             ewi_log(t->m, EW_LOG_INFO, "amqp %s: redeclaring the topology: %s",
                     t->where, err);
-            set_state(t, AMQP_ST_DOWN, err);
+            set_state(t, AMQP10_ST_DOWN, err);
             schedule_reconnect(t, ewi_now_ms(), false);
             return;
         }
@@ -350,15 +350,15 @@ static void tick(ewi_transport *t)
     if (t->conn && t->opt.heartbeat_ms > 0)
         pn_transport_tick(pn_connection_transport(t->conn), pn_proactor_now_64());
     process_work(t);
-    amqp_send_expire(t, now);
-    if (amqp_is_up(t))
-        amqp_recv_tick(t, now);
+    amqp10_send_expire(t, now);
+    if (amqp10_is_up(t))
+        amqp10_recv_tick(t, now);
     if (t->closing && t->conn && now >= t->close_deadline) {
         pn_proactor_disconnect(t->proactor, NULL);
         t->close_deadline = now + CLOSE_GRACE_MS;
     }
     pthread_mutex_lock(&t->mu);
-    bool start_over = t->state == AMQP_ST_CONNECTING && now >= t->start_deadline;
+    bool start_over = t->state == AMQP10_ST_CONNECTING && now >= t->start_deadline;
     pthread_mutex_unlock(&t->mu);
     /* Past start's deadline no new attempt: (proton 0.37 also hangs a
      * connection disconnected in the batch that made it). */
@@ -367,9 +367,9 @@ static void tick(ewi_transport *t)
     pthread_mutex_lock(&t->mu);
     if (start_over && !t->conn) {
         t->start_err = EW_ECONNECT;
-        t->state = AMQP_ST_FAILED;
+        t->state = AMQP10_ST_FAILED;
         if (!t->last_error[0])
-            amqp_textf(t->last_error, sizeof t->last_error, "no answer from %s", t->where);
+            amqp10_textf(t->last_error, sizeof t->last_error, "no answer from %s", t->where);
         pthread_cond_broadcast(&t->cond);
         t->exit_now = true;
     }
@@ -385,7 +385,7 @@ static void tick(ewi_transport *t)
 static void cut_start(ewi_transport *t)
 {
     pthread_mutex_lock(&t->mu);
-    bool start_over = t->state == AMQP_ST_CONNECTING && ewi_now_ms() >= t->start_deadline;
+    bool start_over = t->state == AMQP10_ST_CONNECTING && ewi_now_ms() >= t->start_deadline;
     pthread_mutex_unlock(&t->mu);
     if (start_over && t->conn && !t->closing && !t->start_cut) {
         t->start_cut = true;
@@ -400,7 +400,7 @@ static void cut_start(ewi_transport *t)
 static void watchdog(ewi_transport *t)
 {
     int64_t now = ewi_now_ms();
-    amqp_send_expire(t, now); /* lists and done callbacks only */
+    amqp10_send_expire(t, now); /* lists and done callbacks only */
     if (!t->tick_due) {
         t->stuck_since = 0;
         return;
@@ -408,7 +408,7 @@ static void watchdog(ewi_transport *t)
     if (!t->stuck_since)
         t->stuck_since = now;
     pthread_mutex_lock(&t->mu);
-    bool starting = t->state == AMQP_ST_CONNECTING;
+    bool starting = t->state == AMQP10_ST_CONNECTING;
     bool give_up = (starting && now >= t->start_deadline + STUCK_MS) ||
                    (t->closing && now >= t->close_deadline + STUCK_MS) ||
                    (!starting && now - t->stuck_since >= 2 * CLOSE_GRACE_MS + STUCK_MS);
@@ -429,23 +429,23 @@ static void watchdog(ewi_transport *t)
     t->connected = false;
     t->tick_due = false;
     t->stuck_since = 0;
-    amqp_send_disconnected(t);
-    amqp_recv_disconnected(t);
-    amqp_fetch_disconnect_all(t, "the connection hung", false);
+    amqp10_send_disconnected(t);
+    amqp10_recv_disconnected(t);
+    amqp10_fetch_disconnect_all(t, "the connection hung", false);
     if (t->closing || starting) {
         if (starting) {
             pthread_mutex_lock(&t->mu);
             t->start_err = EW_ECONNECT;
             pthread_mutex_unlock(&t->mu);
-            set_state(t, AMQP_ST_FAILED, "the connection hung");
+            set_state(t, AMQP10_ST_FAILED, "the connection hung");
         }
         t->exit_now = true;
         return;
     }
     pthread_mutex_lock(&t->mu);
-    bool was_up = t->state == AMQP_ST_UP;
+    bool was_up = t->state == AMQP10_ST_UP;
     pthread_mutex_unlock(&t->mu);
-    set_state(t, AMQP_ST_DOWN, "the connection hung");
+    set_state(t, AMQP10_ST_DOWN, "the connection hung");
     schedule_reconnect(t, now, was_up);
 }
 
@@ -460,16 +460,16 @@ static void on_link_gone(ewi_transport *t, pn_link_t *l, pn_condition_t *c)
         return;
     }
     char why[480];
-    amqp_condition_text(c, "detached by the broker", why, sizeof why);
-    switch (*(amqp_obj_kind *)ctx) {
-    case AMQP_OBJ_SENDER:
-        amqp_send_lost(t, ctx, why);
+    amqp10_condition_text(c, "detached by the broker", why, sizeof why);
+    switch (*(amqp10_obj_kind *)ctx) {
+    case AMQP10_OBJ_SENDER:
+        amqp10_send_lost(t, ctx, why);
         break;
-    case AMQP_OBJ_SUB:
-        amqp_recv_lost(t, ctx, why);
+    case AMQP10_OBJ_SUB:
+        amqp10_recv_lost(t, ctx, why);
         break;
-    case AMQP_OBJ_FETCH:
-        amqp_fetch_on_lost(t, ctx, why);
+    case AMQP10_OBJ_FETCH:
+        amqp10_fetch_on_lost(t, ctx, why);
         break;
     }
 }
@@ -484,15 +484,15 @@ static void on_link_open(ewi_transport *t, pn_link_t *l)
                                              : pn_link_remote_source(l);
     if (pn_terminus_get_type(rt) == PN_UNSPECIFIED)
         return;
-    switch (*(amqp_obj_kind *)ctx) {
-    case AMQP_OBJ_SENDER:
-        amqp_send_opened(t, ctx);
+    switch (*(amqp10_obj_kind *)ctx) {
+    case AMQP10_OBJ_SENDER:
+        amqp10_send_opened(t, ctx);
         break;
-    case AMQP_OBJ_SUB:
-        amqp_recv_opened(t, ctx);
+    case AMQP10_OBJ_SUB:
+        amqp10_recv_opened(t, ctx);
         break;
-    case AMQP_OBJ_FETCH:
-        amqp_fetch_on_open(t, ctx, l);
+    case AMQP10_OBJ_FETCH:
+        amqp10_fetch_on_open(t, ctx, l);
         break;
     }
 }
@@ -501,7 +501,7 @@ static void on_delivery(ewi_transport *t, pn_delivery_t *d)
 {
     pn_link_t *l = pn_delivery_link(d);
     if (pn_link_is_sender(l)) {
-        amqp_send_outcome(t, d);
+        amqp10_send_outcome(t, d);
         return;
     }
     void *ctx = pn_link_get_context(l);
@@ -512,10 +512,10 @@ static void on_delivery(ewi_transport *t, pn_delivery_t *d)
             pn_link_advance(l);
         return;
     }
-    if (*(amqp_obj_kind *)ctx == AMQP_OBJ_SUB)
-        amqp_recv_message(t, ctx, d);
-    else if (*(amqp_obj_kind *)ctx == AMQP_OBJ_FETCH)
-        amqp_fetch_on_delivery(t, ctx, d);
+    if (*(amqp10_obj_kind *)ctx == AMQP10_OBJ_SUB)
+        amqp10_recv_message(t, ctx, d);
+    else if (*(amqp10_obj_kind *)ctx == AMQP10_OBJ_FETCH)
+        amqp10_fetch_on_delivery(t, ctx, d);
 }
 
 static void handle(ewi_transport *t, pn_event_t *e)
@@ -560,10 +560,10 @@ static void handle(ewi_transport *t, pn_event_t *e)
         void *ctx = pn_link_get_context(l);
         if (!ctx)
             break;
-        if (*(amqp_obj_kind *)ctx == AMQP_OBJ_SENDER)
-            amqp_send_pump(t, ctx);
-        else if (*(amqp_obj_kind *)ctx == AMQP_OBJ_FETCH)
-            amqp_fetch_on_flow(t, ctx, l);
+        if (*(amqp10_obj_kind *)ctx == AMQP10_OBJ_SENDER)
+            amqp10_send_pump(t, ctx);
+        else if (*(amqp10_obj_kind *)ctx == AMQP10_OBJ_FETCH)
+            amqp10_fetch_on_flow(t, ctx, l);
         break;
     }
     case PN_DELIVERY:
@@ -623,7 +623,7 @@ static void handle(ewi_transport *t, pn_event_t *e)
 static void drain_tail(ewi_transport *t)
 {
     if (t->conn) {
-        amqp_send_continue(t);
+        amqp10_send_continue(t);
         if (t->stream_wake) {
             /* After this batch proton frames the chunk; then the next. */
             t->stream_wake = false;
@@ -651,55 +651,55 @@ static void drain_tail(ewi_transport *t)
 static void finish(ewi_transport *t)
 {
     pthread_mutex_lock(&t->mu);
-    amqp_state st = t->state;
+    amqp10_state st = t->state;
     pthread_mutex_unlock(&t->mu);
-    const char *why = st == AMQP_ST_FAILED ? "the transport could not connect"
+    const char *why = st == AMQP10_ST_FAILED ? "the transport could not connect"
                                            : "the transport stopped";
     /* Readers first, while their callers still wait for us. */
-    amqp_fetch_disconnect_all(t, why, true);
+    amqp10_fetch_disconnect_all(t, why, true);
     pthread_mutex_lock(&t->mu);
-    amqp_work *w = t->work_head;
+    amqp10_work *w = t->work_head;
     t->work_head = t->work_tail = NULL;
     t->io_exited = true;
     ewi_window_close(&t->window);
     t->conn_live = NULL;
     pthread_mutex_unlock(&t->mu);
     while (w) {
-        amqp_work *next = w->next;
+        amqp10_work *next = w->next;
         switch (w->kind) {
-        case AMQP_W_PUB:
-            amqp_out_finish(t, (amqp_out *)w, EW_ECLOSED, why);
+        case AMQP10_W_PUB:
+            amqp10_out_finish(t, (amqp10_out *)w, EW_ECLOSED, why);
             break;
-        case AMQP_W_SETTLE: {
-            amqp_rec *rec = (amqp_rec *)w;
-            if (rec->owner == AMQP_REC_SUB)
-                amqp_recv_forget(rec);
+        case AMQP10_W_SETTLE: {
+            amqp10_rec *rec = (amqp10_rec *)w;
+            if (rec->owner == AMQP10_REC_SUB)
+                amqp10_recv_forget(rec);
             else
-                amqp_fetch_settle(t, rec);
+                amqp10_fetch_settle(t, rec);
             break;
         }
-        case AMQP_W_SUB:
-            amqp_recv_take_sub(t, (amqp_sub *)((char *)w - offsetof(amqp_sub, w_sub)));
+        case AMQP10_W_SUB:
+            amqp10_recv_take_sub(t, (amqp10_sub *)((char *)w - offsetof(amqp10_sub, w_sub)));
             break;
-        case AMQP_W_UNSUB:
-            amqp_recv_take_unsub(t, (amqp_sub *)((char *)w - offsetof(amqp_sub, w_unsub)));
+        case AMQP10_W_UNSUB:
+            amqp10_recv_take_unsub(t, (amqp10_sub *)((char *)w - offsetof(amqp10_sub, w_unsub)));
             break;
-        case AMQP_W_FETCH:
-            amqp_fetch_work(t, w);
+        case AMQP10_W_FETCH:
+            amqp10_fetch_work(t, w);
             break;
         }
         w = next;
     }
-    amqp_send_finish(t, why);
+    amqp10_send_finish(t, why);
     pthread_mutex_lock(&t->mu);
-    amqp_recv_finish_locked(t, why);
-    if (t->state != AMQP_ST_FAILED)
-        t->state = AMQP_ST_STOPPED;
+    amqp10_recv_finish_locked(t, why);
+    if (t->state != AMQP10_ST_FAILED)
+        t->state = AMQP10_ST_STOPPED;
     pthread_cond_broadcast(&t->cond);
     pthread_mutex_unlock(&t->mu);
 }
 
-void *amqp_io_main(void *arg)
+void *amqp10_io_main(void *arg)
 {
     ewi_transport *t = arg;
     ewi_reconnect_init(&t->rc, 100, (int)t->opt.reconnect_max_ms);

@@ -2,7 +2,7 @@
  * up to the listener's prefetch, deliveries handed to core, core's settles
  * mapped to outcomes per dialect, and a receiver the broker dropped
  * attached again. */
-#include "amqp.h"
+#include "amqp10.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -12,16 +12,16 @@
 #include <proton/link.h>
 
 
-static void amqp_recv_signal(ewi_transport *t, amqp_sub *s, amqp_sub_state st,
+static void amqp10_recv_signal(ewi_transport *t, amqp10_sub *s, amqp10_sub_state st,
                        const char *error)
 {
     pthread_mutex_lock(&t->mu);
-    if (s->state != AMQP_SUB_GONE) {
+    if (s->state != AMQP10_SUB_GONE) {
         s->state = st;
         if (error)
-            amqp_textf(s->error, sizeof s->error, "%s", error);
+            amqp10_textf(s->error, sizeof s->error, "%s", error);
     }
-    if (st == AMQP_SUB_GONE && s->unsub_done) {
+    if (st == AMQP10_SUB_GONE && s->unsub_done) {
         *s->unsub_done = true; /* s may be freed right after this */
         s->unsub_done = NULL;
     }
@@ -29,20 +29,20 @@ static void amqp_recv_signal(ewi_transport *t, amqp_sub *s, amqp_sub_state st,
     pthread_mutex_unlock(&t->mu);
 }
 
-static void amqp_recv_attach(ewi_transport *t, amqp_sub *s)
+static void amqp10_recv_attach(ewi_transport *t, amqp10_sub *s)
 {
-    if (s->l || s->unsubscribed || !amqp_is_up(t))
+    if (s->l || s->unsubscribed || !amqp10_is_up(t))
         return;
     s->attached = false;
     s->outstanding = 0;
-    s->l = amqp_open_link(t, false, &s->source, s);
+    s->l = amqp10_open_link(t, false, &s->source, s);
     s->link_id = t->next_link_id;
     pn_link_flow(s->l, (int)s->prefetch);
 }
 
-static void sub_unlink(ewi_transport *t, amqp_sub *s)
+static void sub_unlink(ewi_transport *t, amqp10_sub *s)
 {
-    for (amqp_sub **pp = &t->subs; *pp; pp = &(*pp)->next)
+    for (amqp10_sub **pp = &t->subs; *pp; pp = &(*pp)->next)
         if (*pp == s) {
             *pp = s->next;
             return;
@@ -50,26 +50,26 @@ static void sub_unlink(ewi_transport *t, amqp_sub *s)
 }
 
 /* Frees s once nothing refers to it any more. */
-static void amqp_recv_maybe_free(ewi_transport *t, amqp_sub *s)
+static void amqp10_recv_maybe_free(ewi_transport *t, amqp10_sub *s)
 {
     if (!s->unsubscribed)
         return;
     if (s->l && s->outstanding == 0) {
-        amqp_close_link(s->l); /* parked deliveries go back to the queue */
+        amqp10_close_link(s->l); /* parked deliveries go back to the queue */
         s->l = NULL;
-        amqp_acc_reset(&s->acc);
+        amqp10_acc_reset(&s->acc);
         s->link_id = 0;
     }
     if (s->l || s->nrecs)
         return;
     sub_unlink(t, s);
-    amqp_acc_reset(&s->acc);
+    amqp10_acc_reset(&s->acc);
     free(s);
 }
 
 /* Credit back up to the prefetch window once half of it is free: one flow
  * frame per half window, not one per message. */
-static void top_up(amqp_sub *s)
+static void top_up(amqp10_sub *s)
 {
     if (!s->l || s->unsubscribed)
         return;
@@ -79,27 +79,27 @@ static void top_up(amqp_sub *s)
 }
 
 /* The broker detached a receiver (or ended its session). */
-void amqp_recv_lost(ewi_transport *t, amqp_sub *s, const char *why)
+void amqp10_recv_lost(ewi_transport *t, amqp10_sub *s, const char *why)
 {
-    amqp_close_link(s->l);
+    amqp10_close_link(s->l);
     s->l = NULL;
-    amqp_acc_reset(&s->acc);
+    amqp10_acc_reset(&s->acc);
     s->link_id = 0;
     s->outstanding = 0;
     bool was_attached = s->attached;
     s->attached = false;
     if (s->unsubscribed) {
-        amqp_recv_maybe_free(t, s);
+        amqp10_recv_maybe_free(t, s);
         return;
     }
     pthread_mutex_lock(&t->mu);
-    amqp_sub_state st = s->state;
+    amqp10_sub_state st = s->state;
     pthread_mutex_unlock(&t->mu);
-    if (st == AMQP_SUB_PENDING && !was_attached) {
+    if (st == AMQP10_SUB_PENDING && !was_attached) {
         char text[700];
-        amqp_textf(text, sizeof text, "attaching a consumer to %s refused: %s",
+        amqp10_textf(text, sizeof text, "attaching a consumer to %s refused: %s",
                  s->source.addr, why);
-        amqp_recv_signal(t, s, AMQP_SUB_FAILED, text);
+        amqp10_recv_signal(t, s, AMQP10_SUB_FAILED, text);
         return;
     }
     int delay = ewi_backoff_next(&s->bo);
@@ -111,16 +111,16 @@ void amqp_recv_lost(ewi_transport *t, amqp_sub *s, const char *why)
 
 static void reattach_due(ewi_transport *t, int64_t now)
 {
-    for (amqp_sub *s = t->subs; s; s = s->next) {
-        if (!s->reattach_at || s->reattach_at > now || s->unsubscribed || !amqp_is_up(t))
+    for (amqp10_sub *s = t->subs; s; s = s->next) {
+        if (!s->reattach_at || s->reattach_at > now || s->unsubscribed || !amqp10_is_up(t))
             continue;
         s->reattach_at = 0;
-        if (s->sub && t->opt.dialect == AMQP_DIALECT_RABBITMQ) {
+        if (s->sub && t->opt.dialect == AMQP10_DIALECT_RABBITMQ) {
             /* The queue may be gone (deleted by hand): declare it again. */
             char err[512];
-            amqp_decl d = {AMQP_DECL_LISTENER, s->sub->event, s->queue, s->sub->dlq,
+            amqp10_decl d = {AMQP10_DECL_LISTENER, s->sub->event, s->queue, s->sub->dlq,
                            s->sub->durable, s->sub->per_process};
-            ew_err rc = amqp_declare_now(t, &d, err, sizeof err);
+            ew_err rc = amqp10_declare_now(t, &d, err, sizeof err);
             if (rc != EW_OK) {
                 int delay = ewi_backoff_next(&s->bo);
                 s->reattach_at = now + delay;
@@ -129,7 +129,7 @@ static void reattach_due(ewi_transport *t, int64_t now)
                 continue;
             }
         }
-        amqp_recv_attach(t, s);
+        amqp10_recv_attach(t, s);
     }
 }
 
@@ -144,24 +144,24 @@ static void reattach_due(ewi_transport *t, int64_t now)
  * log. */
 static void check_queues(ewi_transport *t, int64_t now)
 {
-    if (t->opt.dialect != AMQP_DIALECT_RABBITMQ || !t->opt.queue_check_ms ||
-        now < t->next_queue_check || !amqp_is_up(t))
+    if (t->opt.dialect != AMQP10_DIALECT_RABBITMQ || !t->opt.queue_check_ms ||
+        now < t->next_queue_check || !amqp10_is_up(t))
         return;
     t->next_queue_check = now + t->opt.queue_check_ms;
     bool any = false;
-    for (amqp_sub *s = t->subs; s && !any; s = s->next)
+    for (amqp10_sub *s = t->subs; s && !any; s = s->next)
         any = s->attached && !s->unsubscribed;
     if (!any)
         return;
     char err[512];
-    for (amqp_sub *s = t->subs; s; s = s->next) {
+    for (amqp10_sub *s = t->subs; s; s = s->next) {
         if (!s->attached || s->unsubscribed)
             continue;
-        amqp_decl d = {AMQP_DECL_EXISTS, NULL, s->queue, NULL, true, false};
+        amqp10_decl d = {AMQP10_DECL_EXISTS, NULL, s->queue, NULL, true, false};
         /* An outage shows on the AMQP 1.0 connection itself; an unreachable
          * administration ends this round at once (each further check would
          * wait for its own connect timeout on this I/O thread). */
-        ew_err rc = amqp_declare_now(t, &d, err, sizeof err);
+        ew_err rc = amqp10_declare_now(t, &d, err, sizeof err);
         if (rc == EW_OK)
             continue;
         if (rc != EW_ENOTFOUND)
@@ -170,9 +170,9 @@ static void check_queues(ewi_transport *t, int64_t now)
                    "amqp %s: the queue %s is gone (%s) and the broker did not tell its "
                    "consumer; declaring it again and attaching again",
                    t->where, s->queue, err);
-        amqp_close_link(s->l);
+        amqp10_close_link(s->l);
         s->l = NULL;
-        amqp_acc_reset(&s->acc);
+        amqp10_acc_reset(&s->acc);
         s->link_id = 0;
         s->outstanding = 0;
         s->attached = false;
@@ -180,9 +180,9 @@ static void check_queues(ewi_transport *t, int64_t now)
     }
 }
 
-void amqp_recv_message(ewi_transport *t, amqp_sub *s, pn_delivery_t *d)
+void amqp10_recv_message(ewi_transport *t, amqp10_sub *s, pn_delivery_t *d)
 {
-    int got = amqp_acc_read(&s->acc, d);
+    int got = amqp10_acc_read(&s->acc, d);
     if (got == 0)
         return; /* the rest is still coming */
     if (got == -1) {
@@ -192,11 +192,11 @@ void amqp_recv_message(ewi_transport *t, amqp_sub *s, pn_delivery_t *d)
     if (s->unsubscribed) {
         /* Parked unsettled: it goes back to the queue when the link closes
          * (releasing it now would bring it straight back on this link). */
-        amqp_acc_reset(&s->acc);
+        amqp10_acc_reset(&s->acc);
         return;
     }
     size_t len = 0;
-    char *bytes = got == 1 ? amqp_acc_take(&s->acc, &len) : NULL;
+    char *bytes = got == 1 ? amqp10_acc_take(&s->acc, &len) : NULL;
     if (!bytes) {
         /* Out of memory: the broker keeps it. */
         pn_delivery_update(d, PN_RELEASED);
@@ -207,16 +207,16 @@ void amqp_recv_message(ewi_transport *t, amqp_sub *s, pn_delivery_t *d)
         return;
     }
     ew_envelope *env = ewi_envelope_new();
-    amqp_wire_meta meta = {0, false, false};
+    amqp10_wire_meta meta = {0, false, false};
     char err[512];
-    ew_err rc = env ? amqp_message_decode(bytes, len, env, &meta, err, sizeof err)
+    ew_err rc = env ? amqp10_message_decode(bytes, len, env, &meta, err, sizeof err)
                     : EW_ENOMEM;
     free(bytes);
     if (rc == EW_EDECODE) {
         ewi_log(t->m, EW_LOG_WARN, "amqp %s: %s: %s", t->where, s->queue, err);
         rc = EW_OK; /* core dead-letters what it cannot read */
     }
-    amqp_rec *rec = rc == EW_OK ? calloc(1, sizeof *rec) : NULL;
+    amqp10_rec *rec = rc == EW_OK ? calloc(1, sizeof *rec) : NULL;
     ewi_msg *msg = rec ? ewi_msg_new(s->sub, env) : NULL;
     if (!msg) {
         /* Out of memory: the broker keeps it. */
@@ -229,14 +229,14 @@ void amqp_recv_message(ewi_transport *t, amqp_sub *s, pn_delivery_t *d)
         return;
     }
     uint32_t redelivered = meta.delivery_count;
-    if (t->opt.dialect == AMQP_DIALECT_RABBITMQ && !meta.first_acquirer &&
+    if (t->opt.dialect == AMQP10_DIALECT_RABBITMQ && !meta.first_acquirer &&
         redelivered == 0)
         redelivered = 1; /* RabbitMQ 3.x marks redeliveries only this way */
     msg->redeliveries = redelivered;
     msg->tag = ++t->next_tag;
     msg->tdata = rec;
-    rec->w.kind = AMQP_W_SETTLE;
-    rec->owner = AMQP_REC_SUB;
+    rec->w.kind = AMQP10_W_SETTLE;
+    rec->owner = AMQP10_REC_SUB;
     rec->holder = s;
     rec->msg = msg;
     rec->link_id = s->link_id;
@@ -246,18 +246,18 @@ void amqp_recv_message(ewi_transport *t, amqp_sub *s, pn_delivery_t *d)
     ewi_deliver(msg);
 }
 
-void amqp_recv_settle(ewi_transport *t, amqp_rec *rec)
+void amqp10_recv_settle(ewi_transport *t, amqp10_rec *rec)
 {
-    if (rec->owner == AMQP_REC_FETCH) {
-        amqp_fetch_settle(t, rec);
+    if (rec->owner == AMQP10_REC_FETCH) {
+        amqp10_fetch_settle(t, rec);
         return;
     }
-    amqp_sub *s = rec->holder;
+    amqp10_sub *s = rec->holder;
     if (rec->link_id && rec->link_id == s->link_id && s->l) {
         pn_delivery_t *d = rec->d;
         if (rec->how == EWI_ACK) {
             pn_delivery_update(d, PN_ACCEPTED);
-        } else if (t->opt.dialect == AMQP_DIALECT_ARTEMIS) {
+        } else if (t->opt.dialect == AMQP10_DIALECT_ARTEMIS) {
             /* Artemis: modified + delivery-failed counts toward its
              * max-delivery-attempts (redelivery count grows, a message that
              * can never be dead-lettered by us ends in its DLA instead of
@@ -276,26 +276,26 @@ void amqp_recv_settle(ewi_transport *t, amqp_rec *rec)
     s->nrecs--;
     ewi_msg_free(rec->msg);
     free(rec);
-    amqp_recv_maybe_free(t, s);
+    amqp10_recv_maybe_free(t, s);
 }
 
-void amqp_recv_take_sub(ewi_transport *t, amqp_sub *s)
+void amqp10_recv_take_sub(ewi_transport *t, amqp10_sub *s)
 {
     s->next = t->subs;
     t->subs = s;
     ewi_backoff_init(&s->bo, 200, (int)t->opt.reconnect_max_ms);
-    amqp_recv_attach(t, s);
+    amqp10_recv_attach(t, s);
 }
 
-void amqp_recv_take_unsub(ewi_transport *t, amqp_sub *s)
+void amqp10_recv_take_unsub(ewi_transport *t, amqp10_sub *s)
 {
     s->unsubscribed = true;
     s->reattach_at = 0;
-    amqp_recv_signal(t, s, AMQP_SUB_GONE, NULL);
-    amqp_recv_maybe_free(t, s);
+    amqp10_recv_signal(t, s, AMQP10_SUB_GONE, NULL);
+    amqp10_recv_maybe_free(t, s);
 }
 
-void amqp_recv_tick(ewi_transport *t, int64_t now)
+void amqp10_recv_tick(ewi_transport *t, int64_t now)
 {
     check_queues(t, now);
     reattach_due(t, now);
@@ -304,55 +304,55 @@ void amqp_recv_tick(ewi_transport *t, int64_t now)
 /* The connection is gone (I/O thread): deliveries in core's hands are
  * stale (the broker requeues them); links attach again on the next
  * connection. */
-void amqp_recv_disconnected(ewi_transport *t)
+void amqp10_recv_disconnected(ewi_transport *t)
 {
-    for (amqp_sub *s = t->subs, *next; s; s = next) {
+    for (amqp10_sub *s = t->subs, *next; s; s = next) {
         next = s->next;
         s->l = NULL;
-        amqp_acc_reset(&s->acc);
+        amqp10_acc_reset(&s->acc);
         s->link_id = 0;
         s->attached = false;
         s->outstanding = 0;
         s->reattach_at = 0;
-        amqp_recv_maybe_free(t, s);
+        amqp10_recv_maybe_free(t, s);
     }
 }
 
-void amqp_recv_attach_all(ewi_transport *t)
+void amqp10_recv_attach_all(ewi_transport *t)
 {
-    for (amqp_sub *s = t->subs; s; s = s->next)
+    for (amqp10_sub *s = t->subs; s; s = s->next)
         if (!s->reattach_at)
-            amqp_recv_attach(t, s);
+            amqp10_recv_attach(t, s);
 }
 
-void amqp_recv_opened(ewi_transport *t, amqp_sub *s)
+void amqp10_recv_opened(ewi_transport *t, amqp10_sub *s)
 {
     s->attached = true;
     ewi_backoff_reset(&s->bo);
     pthread_mutex_lock(&t->mu);
-    bool again = s->state == AMQP_SUB_ACTIVE;
+    bool again = s->state == AMQP10_SUB_ACTIVE;
     pthread_mutex_unlock(&t->mu);
     if (again)
         ewi_log(t->m, EW_LOG_INFO, "amqp %s: %s: consuming %s again", t->where, s->queue,
                 s->source.addr);
-    amqp_recv_signal(t, s, AMQP_SUB_ACTIVE, NULL);
+    amqp10_recv_signal(t, s, AMQP10_SUB_ACTIVE, NULL);
 }
 
 /* A settle that can no longer reach the broker (the I/O thread is ending):
  * only frees. */
-void amqp_recv_forget(amqp_rec *rec)
+void amqp10_recv_forget(amqp10_rec *rec)
 {
-    ((amqp_sub *)rec->holder)->nrecs--;
+    ((amqp10_sub *)rec->holder)->nrecs--;
     ewi_msg_free(rec->msg);
     free(rec);
 }
 
 /* The I/O thread ends (t->mu held): subscriptions still waiting fail. */
-void amqp_recv_finish_locked(ewi_transport *t, const char *why)
+void amqp10_recv_finish_locked(ewi_transport *t, const char *why)
 {
-    for (amqp_sub *s = t->subs; s; s = s->next)
-        if (s->state == AMQP_SUB_PENDING) {
-            s->state = AMQP_SUB_FAILED;
-            amqp_textf(s->error, sizeof s->error, "%s", why);
+    for (amqp10_sub *s = t->subs; s; s = s->next)
+        if (s->state == AMQP10_SUB_PENDING) {
+            s->state = AMQP10_SUB_FAILED;
+            amqp10_textf(s->error, sizeof s->error, "%s", why);
         }
 }

@@ -10,7 +10,7 @@
  * restarted broker has lost the non-durable ones) before it re-attaches.
  * Existence checks (a send to one listener's queue) are remembered only
  * until the next reconnect. */
-#include "amqp.h"
+#include "amqp10.h"
 #include "transports/rmqadmin/rmqadmin.h"
 
 #include <stdio.h>
@@ -18,36 +18,36 @@
 
 #define ADMIN_TIMEOUT_MS 5000 /* one connect, one round trip */
 
-ew_err amqp_admin_open(ewi_transport *t)
+ew_err amqp10_admin_open(ewi_transport *t)
 {
-    if (t->opt.dialect != AMQP_DIALECT_RABBITMQ)
+    if (t->opt.dialect != AMQP10_DIALECT_RABBITMQ)
         return EW_OK;
     char label[300];
-    amqp_textf(label, sizeof label, "%s:%d (AMQP 0-9-1)", t->opt.host, t->opt.port);
+    amqp10_textf(label, sizeof label, "%s:%d (AMQP 0-9-1)", t->opt.host, t->opt.port);
     /* librabbitmq speaks PLAIN only: without a user, RabbitMQ's default
      * guest account, which is what its AMQP 1.0 ANONYMOUS maps to. */
     rmqa_conf c = {.host = t->opt.host, .port = t->opt.port, .vhost = t->opt.vhost,
                    .user = t->opt.user, .password = t->opt.password, .tls = t->opt.tls,
                    .ca = t->opt.ca_file, .cert = t->opt.cert_file, .key = t->opt.key_file,
-                   .verify_peer = t->opt.verify != AMQP_VERIFY_NONE,
-                   .verify_name = t->opt.verify == AMQP_VERIFY_NAME,
+                   .verify_peer = t->opt.verify != AMQP10_VERIFY_NONE,
+                   .verify_name = t->opt.verify == AMQP10_VERIFY_NAME,
                    .connect_timeout_ms = ADMIN_TIMEOUT_MS,
                    .conn_name = "eventwire amqp administration", .label = label};
     return (t->admin = rmqa_new(&c)) ? EW_OK : EW_ENOMEM;
 }
 
-void amqp_admin_close(ewi_transport *t)
+void amqp10_admin_close(ewi_transport *t)
 {
     rmqa_free(t->admin);
     t->admin = NULL;
 }
 
-static rmqa_decl decl_of(ewi_transport *t, const amqp_decl *d)
+static rmqa_decl decl_of(ewi_transport *t, const amqp10_decl *d)
 {
-    static const rmqa_kind kinds[] = {[AMQP_DECL_EXCHANGE] = RMQA_EXCHANGE,
-                                      [AMQP_DECL_LISTENER] = RMQA_LISTENER,
-                                      [AMQP_DECL_DLQ] = RMQA_DLQ,
-                                      [AMQP_DECL_EXISTS] = RMQA_EXISTS};
+    static const rmqa_kind kinds[] = {[AMQP10_DECL_EXCHANGE] = RMQA_EXCHANGE,
+                                      [AMQP10_DECL_LISTENER] = RMQA_LISTENER,
+                                      [AMQP10_DECL_DLQ] = RMQA_DLQ,
+                                      [AMQP10_DECL_EXISTS] = RMQA_EXISTS};
     rmqa_decl r = {.kind = kinds[d->kind], .event = d->event, .queue = d->queue,
                    .dlq = d->dlq, .durable = d->durable,
                    .expires_ms = d->per_process ? t->opt.expires_ms : 0};
@@ -60,13 +60,13 @@ static bool transient(ew_err rc)
     return rc == EW_ECONNECT || rc == EW_ETIMEDOUT || rc == EW_EIO;
 }
 
-ew_err amqp_ensure(ewi_transport *t, const amqp_decl *d, int64_t deadline, char *err,
+ew_err amqp10_ensure(ewi_transport *t, const amqp10_decl *d, int64_t deadline, char *err,
                    size_t errlen)
 {
-    if (t->opt.dialect == AMQP_DIALECT_ARTEMIS) {
-        if (d->kind != AMQP_DECL_EXISTS && !(d->kind == AMQP_DECL_LISTENER && d->per_process))
+    if (t->opt.dialect == AMQP10_DIALECT_ARTEMIS) {
+        if (d->kind != AMQP10_DECL_EXISTS && !(d->kind == AMQP10_DECL_LISTENER && d->per_process))
             return EW_OK; /* Artemis creates addresses and queues on first use */
-        return amqp_artemis_ensure(t, d, deadline, err, errlen);
+        return amqp10_artemis_ensure(t, d, deadline, err, errlen);
     }
     if (!t->admin)
         return EW_OK;
@@ -87,7 +87,7 @@ ew_err amqp_ensure(ewi_transport *t, const amqp_decl *d, int64_t deadline, char 
     }
 }
 
-ew_err amqp_ensure_many(ewi_transport *t, const amqp_decl *ds, size_t n, int64_t deadline,
+ew_err amqp10_ensure_many(ewi_transport *t, const amqp10_decl *ds, size_t n, int64_t deadline,
                         ew_err *rcs, char *err, size_t errlen)
 {
     for (size_t i = 0; i < n; i++)
@@ -95,13 +95,13 @@ ew_err amqp_ensure_many(ewi_transport *t, const amqp_decl *ds, size_t n, int64_t
     /* err keeps the first failure's text: the caller reports it for that
      * declaration. */
     char scratch[600];
-    if (t->opt.dialect == AMQP_DIALECT_ARTEMIS) {
+    if (t->opt.dialect == AMQP10_DIALECT_ARTEMIS) {
         ew_err first = EW_OK;
         for (size_t i = 0; i < n; i++) {
-            rcs[i] = amqp_ensure(t, &ds[i], deadline, scratch, sizeof scratch);
+            rcs[i] = amqp10_ensure(t, &ds[i], deadline, scratch, sizeof scratch);
             if (rcs[i] != EW_OK && first == EW_OK) {
                 first = rcs[i];
-                amqp_textf(err, errlen, "%s", scratch);
+                amqp10_textf(err, errlen, "%s", scratch);
             }
         }
         return first;
@@ -117,24 +117,24 @@ ew_err amqp_ensure_many(ewi_transport *t, const amqp_decl *ds, size_t n, int64_t
     for (size_t i = 0; i < n; i++)
         rd[i] = decl_of(t, &ds[i]);
     rmqa_ensure_many(t->admin, rd, n, rcs, err, errlen);
-    /* Not reachable (yet): the rest one by one, with amqp_ensure's retries. */
+    /* Not reachable (yet): the rest one by one, with amqp10_ensure's retries. */
     size_t first = n;
     for (size_t i = 0; i < n && first == n; i++)
         if (rcs[i] != EW_OK && !transient(rcs[i]))
             first = i; /* err holds its text */
     for (size_t i = 0; i < n; i++)
         if (transient(rcs[i])) {
-            rcs[i] = amqp_ensure(t, &ds[i], deadline, scratch, sizeof scratch);
+            rcs[i] = amqp10_ensure(t, &ds[i], deadline, scratch, sizeof scratch);
             if (rcs[i] != EW_OK && i < first) {
                 first = i;
-                amqp_textf(err, errlen, "%s", scratch);
+                amqp10_textf(err, errlen, "%s", scratch);
             }
         }
     free(rd);
     return first < n ? rcs[first] : EW_OK;
 }
 
-ew_err amqp_declare_now(ewi_transport *t, const amqp_decl *d, char *err, size_t errlen)
+ew_err amqp10_declare_now(ewi_transport *t, const amqp10_decl *d, char *err, size_t errlen)
 {
     if (!t->admin)
         return EW_OK;
@@ -142,7 +142,7 @@ ew_err amqp_declare_now(ewi_transport *t, const amqp_decl *d, char *err, size_t 
     return rmqa_declare(t->admin, &rd, err, errlen);
 }
 
-ew_err amqp_redeclare_all(ewi_transport *t, char *err, size_t errlen)
+ew_err amqp10_redeclare_all(ewi_transport *t, char *err, size_t errlen)
 {
     return t->admin ? rmqa_redeclare(t->admin, err, errlen) : EW_OK;
 }

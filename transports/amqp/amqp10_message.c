@@ -10,7 +10,7 @@
  *   body                    JSON: one amqp-value string (what aspyx-event
  *                           sends and reads); anything else: one data section
  */
-#include "amqp.h"
+#include "amqp10.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -149,7 +149,7 @@ static bool has_slot(const char *key, const char *value)
     return strcmp(key, EW_HDR_SENT_AT) == 0 && parse_ms(value, &ms) && ms > 0;
 }
 
-ew_err amqp_message_encode(const ew_envelope *env, bool durable, uint8_t **out,
+ew_err amqp10_message_encode(const ew_envelope *env, bool durable, uint8_t **out,
                            size_t *len, char *err, size_t errlen)
 {
     *out = NULL;
@@ -227,7 +227,7 @@ ew_err amqp_message_encode(const ew_envelope *env, bool durable, uint8_t **out,
 }
 
 /* A scalar application-property value as text; false for lists and maps. */
-ew_err amqp_mgmt_encode(const char *const *props, const char *reply_to, const char *body,
+ew_err amqp10_mgmt_encode(const char *const *props, const char *reply_to, const char *body,
                         uint8_t **out, size_t *len)
 {
     *out = NULL;
@@ -392,17 +392,17 @@ static ew_err put_value_body(pn_data_t *b, ew_envelope *env)
         return EW_EDECODE;
     }
     ewi_envelope_take_body(env, buf, (size_t)w);
-    return ewi_envelope_set_content_type(env, AMQP_CT_VALUE);
+    return ewi_envelope_set_content_type(env, AMQP10_CT_VALUE);
 }
 
-static ew_err decode_sections(pn_message_t *m, ew_envelope *env, amqp_wire_meta *meta,
+static ew_err decode_sections(pn_message_t *m, ew_envelope *env, amqp10_wire_meta *meta,
                               char *err, size_t errlen);
 
-ew_err amqp_message_decode(const char *bytes, size_t len, ew_envelope *env,
-                           amqp_wire_meta *meta, char *err, size_t errlen)
+ew_err amqp10_message_decode(const char *bytes, size_t len, ew_envelope *env,
+                           amqp10_wire_meta *meta, char *err, size_t errlen)
 {
     if (meta)
-        *meta = (amqp_wire_meta){0, false, false};
+        *meta = (amqp10_wire_meta){0, false, false};
     pn_message_t *m = thread_message();
     if (!m) {
         snprintf(err, errlen, "out of memory");
@@ -414,7 +414,7 @@ ew_err amqp_message_decode(const char *bytes, size_t len, ew_envelope *env,
         snprintf(err, errlen, "not an AMQP 1.0 message (%s): kept as raw bytes",
                  len ? pn_code(prc) : "empty");
         if ((rc = ewi_envelope_set_body(env, len ? bytes : "", len)) == EW_OK)
-            rc = ewi_envelope_set_content_type(env, AMQP_CT_UNREADABLE);
+            rc = ewi_envelope_set_content_type(env, AMQP10_CT_UNREADABLE);
         thread_codec_done(len);
         return rc == EW_OK ? EW_EDECODE : rc;
     }
@@ -424,7 +424,7 @@ ew_err amqp_message_decode(const char *bytes, size_t len, ew_envelope *env,
 }
 
 /* The decoding proper, from a message proton accepted. */
-static ew_err decode_sections(pn_message_t *m, ew_envelope *env, amqp_wire_meta *meta,
+static ew_err decode_sections(pn_message_t *m, ew_envelope *env, amqp10_wire_meta *meta,
                               char *err, size_t errlen)
 {
     ew_err rc = EW_OK;
@@ -457,7 +457,7 @@ static ew_err decode_sections(pn_message_t *m, ew_envelope *env, amqp_wire_meta 
             else if (rc == EW_OK) {
                 snprintf(err, errlen,
                          "AMQP body is an amqp-value of type %s, not bytes or a "
-                         "string: kept as " AMQP_CT_VALUE, pn_type_name(bt));
+                         "string: kept as " AMQP10_CT_VALUE, pn_type_name(bt));
                 rc = EW_EDECODE;
             }
             ct = NULL;
@@ -470,8 +470,8 @@ static ew_err decode_sections(pn_message_t *m, ew_envelope *env, amqp_wire_meta 
             rc = ewi_envelope_set_content_type(env, EW_CONTENT_TYPE_JSON);
         if (rc == EW_ETOOBIG) {
             snprintf(err, errlen, "content type of %zu bytes is too long: kept as "
-                     AMQP_CT_TOO_LONG, strlen(ct));
-            rc = ewi_envelope_set_content_type(env, AMQP_CT_TOO_LONG);
+                     AMQP10_CT_TOO_LONG, strlen(ct));
+            rc = ewi_envelope_set_content_type(env, AMQP10_CT_TOO_LONG);
             if (rc == EW_OK)
                 rc = EW_EDECODE;
         }

@@ -3,7 +3,7 @@
  * outcome completes them (accepted: done; rejected, released, modified or
  * a detach: an error with the broker's text), deadlines fail what waits too
  * long, and a lost connection puts unsettled sends back in front. */
-#include "amqp.h"
+#include "amqp10.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +12,7 @@
 #include <proton/disposition.h>
 #include <proton/link.h>
 
-static void list_push(amqp_out **head, amqp_out **tail, amqp_out *o)
+static void list_push(amqp10_out **head, amqp10_out **tail, amqp10_out *o)
 {
     o->next = NULL;
     o->prev = *tail;
@@ -23,7 +23,7 @@ static void list_push(amqp_out **head, amqp_out **tail, amqp_out *o)
     *tail = o;
 }
 
-static void list_unlink(amqp_out **head, amqp_out **tail, amqp_out *o)
+static void list_unlink(amqp10_out **head, amqp10_out **tail, amqp10_out *o)
 {
     if (o->prev)
         o->prev->next = o->next;
@@ -37,7 +37,7 @@ static void list_unlink(amqp_out **head, amqp_out **tail, amqp_out *o)
 }
 
 /* Runs done once; the record itself lives on while a delivery points to it. */
-static void out_done(ewi_transport *t, amqp_out *o, int err, const char *detail)
+static void out_done(ewi_transport *t, amqp10_out *o, int err, const char *detail)
 {
     ewi_pub *p = o->pub;
     if (!p)
@@ -51,39 +51,39 @@ static void out_done(ewi_transport *t, amqp_out *o, int err, const char *detail)
     pthread_mutex_unlock(&t->mu);
 }
 
-static void out_free(amqp_out *o)
+static void out_free(amqp10_out *o)
 {
     free(o->bytes);
     free(o);
 }
 
-void amqp_out_finish(ewi_transport *t, amqp_out *o, int err, const char *detail)
+void amqp10_out_finish(ewi_transport *t, amqp10_out *o, int err, const char *detail)
 {
     out_done(t, o, err, detail);
     out_free(o);
 }
 
-static amqp_sender *sender_for(ewi_transport *t, const amqp_addr *a)
+static amqp10_sender *sender_for(ewi_transport *t, const amqp10_addr *a)
 {
-    for (amqp_sender *s = t->senders; s; s = s->next)
+    for (amqp10_sender *s = t->senders; s; s = s->next)
         if (s->target.cap == a->cap && strcmp(s->target.addr, a->addr) == 0)
             return s;
-    amqp_sender *s = calloc(1, sizeof *s);
+    amqp10_sender *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
-    s->kind = AMQP_OBJ_SENDER;
+    s->kind = AMQP10_OBJ_SENDER;
     s->target = *a;
     s->next = t->senders;
     t->senders = s;
     return s;
 }
 
-static void amqp_send_attach(ewi_transport *t, amqp_sender *s)
+static void amqp10_send_attach(ewi_transport *t, amqp10_sender *s)
 {
-    if (s->l || !amqp_is_up(t))
+    if (s->l || !amqp10_is_up(t))
         return;
     s->opened = false;
-    s->l = amqp_open_link(t, true, &s->target, s);
+    s->l = amqp10_open_link(t, true, &s->target, s);
 }
 
 /* Large messages go out in chunks, each once proton has turned the last one
@@ -94,9 +94,9 @@ static void amqp_send_attach(ewi_transport *t, amqp_sender *s)
 #define STREAM_LOW (64u << 10)
 
 /* Feeds the message being streamed; true once all of it is in. */
-static bool stream_more(ewi_transport *t, amqp_sender *s)
+static bool stream_more(ewi_transport *t, amqp10_sender *s)
 {
-    amqp_out *o = s->streaming;
+    amqp10_out *o = s->streaming;
     if (pn_delivery_pending(o->d) > STREAM_LOW)
         return false; /* proton has not taken the last chunk yet */
     size_t n = o->len - o->off < STREAM_CHUNK ? o->len - o->off : STREAM_CHUNK;
@@ -111,14 +111,14 @@ static bool stream_more(ewi_transport *t, amqp_sender *s)
     return true;
 }
 
-void amqp_send_pump(ewi_transport *t, amqp_sender *s)
+void amqp10_send_pump(ewi_transport *t, amqp10_sender *s)
 {
     if (!s->l || !s->opened)
         return;
     if (s->streaming && !stream_more(t, s))
         return; /* one message at a time on a link */
     while (s->pend_head && pn_link_credit(s->l) > 0) {
-        amqp_out *o = s->pend_head;
+        amqp10_out *o = s->pend_head;
         list_unlink(&s->pend_head, &s->pend_tail, o);
         uint64_t tag = ++t->next_tag;
         pn_delivery_t *d = pn_delivery(s->l, pn_dtag((const char *)&tag, sizeof tag));
@@ -139,48 +139,48 @@ void amqp_send_pump(ewi_transport *t, amqp_sender *s)
     }
 }
 
-void amqp_send_continue(ewi_transport *t)
+void amqp10_send_continue(ewi_transport *t)
 {
-    for (amqp_sender *s = t->senders; s; s = s->next)
+    for (amqp10_sender *s = t->senders; s; s = s->next)
         if (s->streaming)
-            amqp_send_pump(t, s);
+            amqp10_send_pump(t, s);
 }
 
 /* The broker refused or dropped this sender: every publish on it fails with
  * the broker's text; the next publish attaches again. A publish already
  * written without its outcome may have been taken: it is in doubt. */
-void amqp_send_lost(ewi_transport *t, amqp_sender *s, const char *why)
+void amqp10_send_lost(ewi_transport *t, amqp10_sender *s, const char *why)
 {
     char detail[600], doubt[700];
-    amqp_textf(detail, sizeof detail, "sender to %s: %s", s->target.addr, why);
-    amqp_textf(doubt, sizeof doubt, "%s; it was written before, without an outcome: it "
+    amqp10_textf(detail, sizeof detail, "sender to %s: %s", s->target.addr, why);
+    amqp10_textf(doubt, sizeof doubt, "%s; it was written before, without an outcome: it "
                "may have been delivered", detail);
     ewi_log(t->m, EW_LOG_WARN, "amqp %s: %s", t->where, detail);
-    amqp_out *o;
+    amqp10_out *o;
     while ((o = s->fl_head)) {
         list_unlink(&s->fl_head, &s->fl_tail, o);
         if (o->d)
             pn_delivery_set_context(o->d, NULL);
-        amqp_out_finish(t, o, EW_EINDOUBT, doubt);
+        amqp10_out_finish(t, o, EW_EINDOUBT, doubt);
     }
     while ((o = s->pend_head)) {
         list_unlink(&s->pend_head, &s->pend_tail, o);
-        amqp_out_finish(t, o, EW_EBROKER, detail);
+        amqp10_out_finish(t, o, EW_EBROKER, detail);
     }
-    amqp_close_link(s->l);
+    amqp10_close_link(s->l);
     s->l = NULL;
     s->opened = false;
     s->streaming = NULL;
 }
 
-void amqp_send_outcome(ewi_transport *t, pn_delivery_t *d)
+void amqp10_send_outcome(ewi_transport *t, pn_delivery_t *d)
 {
     uint64_t state = pn_delivery_remote_state(d);
     if (!state && !pn_delivery_settled(d))
         return; /* no outcome yet */
-    amqp_out *o = pn_delivery_get_context(d);
+    amqp10_out *o = pn_delivery_get_context(d);
     pn_link_t *l = pn_delivery_link(d);
-    amqp_sender *s = pn_link_get_context(l);
+    amqp10_sender *s = pn_link_get_context(l);
     pn_delivery_set_context(d, NULL);
     pn_delivery_settle(d);
     if (!o || !s)
@@ -191,81 +191,81 @@ void amqp_send_outcome(ewi_transport *t, pn_delivery_t *d)
     switch (state) {
     case PN_ACCEPTED:
     case 0: /* settled by the broker without a state: taken */
-        amqp_out_finish(t, o, EW_OK, NULL);
+        amqp10_out_finish(t, o, EW_OK, NULL);
         break;
     case PN_REJECTED:
-        amqp_condition_text(pn_disposition_condition(pn_delivery_remote(d)),
+        amqp10_condition_text(pn_disposition_condition(pn_delivery_remote(d)),
                             "no reason given", cond, sizeof cond);
-        amqp_textf(text, sizeof text, "rejected by the broker at %s: %s", s->target.addr,
+        amqp10_textf(text, sizeof text, "rejected by the broker at %s: %s", s->target.addr,
                  cond);
-        amqp_out_finish(t, o, EW_EBROKER, text);
+        amqp10_out_finish(t, o, EW_EBROKER, text);
         break;
     case PN_RELEASED:
-        amqp_textf(text, sizeof text,
+        amqp10_textf(text, sizeof text,
                  "released by the broker at %s: not delivered, the broker did not "
                  "take it", s->target.addr);
-        amqp_out_finish(t, o, EW_EBROKER, text);
+        amqp10_out_finish(t, o, EW_EBROKER, text);
         break;
     case PN_MODIFIED:
-        amqp_textf(text, sizeof text, "modified by the broker at %s%s: not delivered",
+        amqp10_textf(text, sizeof text, "modified by the broker at %s%s: not delivered",
                  s->target.addr,
                  pn_disposition_is_undeliverable(pn_delivery_remote(d))
                      ? " (undeliverable here)" : "");
-        amqp_out_finish(t, o, EW_EBROKER, text);
+        amqp10_out_finish(t, o, EW_EBROKER, text);
         break;
     default:
-        amqp_textf(text, sizeof text, "unexpected outcome %s from the broker at %s",
+        amqp10_textf(text, sizeof text, "unexpected outcome %s from the broker at %s",
                  pn_disposition_type_name(state), s->target.addr);
-        amqp_out_finish(t, o, EW_EBROKER, text);
+        amqp10_out_finish(t, o, EW_EBROKER, text);
         break;
     }
 }
 
-void amqp_send_take(ewi_transport *t, amqp_out *o)
+void amqp10_send_take(ewi_transport *t, amqp10_out *o)
 {
-    amqp_sender *s = sender_for(t, &o->target);
+    amqp10_sender *s = sender_for(t, &o->target);
     if (!s) {
-        amqp_out_finish(t, o, EW_ENOMEM, "out of memory");
+        amqp10_out_finish(t, o, EW_ENOMEM, "out of memory");
         return;
     }
     list_push(&s->pend_head, &s->pend_tail, o);
     if (!s->l)
-        amqp_send_attach(t, s);
-    amqp_send_pump(t, s);
+        amqp10_send_attach(t, s);
+    amqp10_send_pump(t, s);
 }
 
 /* Fails whatever is past its deadline: queued ones, and sent ones the
  * broker did not answer in time (their record stays until it does). */
-void amqp_send_expire(ewi_transport *t, int64_t now)
+void amqp10_send_expire(ewi_transport *t, int64_t now)
 {
     char detail[700];
-    for (amqp_sender *s = t->senders; s; s = s->next) {
-        amqp_out *o = s->pend_head;
+    for (amqp10_sender *s = t->senders; s; s = s->next) {
+        amqp10_out *o = s->pend_head;
         while (o && o->pub && o->pub->deadline_ms <= now) {
-            amqp_out *next = o->next;
+            amqp10_out *next = o->next;
             list_unlink(&s->pend_head, &s->pend_tail, o);
             pthread_mutex_lock(&t->mu);
-            bool down = t->state != AMQP_ST_UP;
+            bool down = t->state != AMQP10_ST_UP;
             int64_t since = t->down_since;
             char last[512];
-            amqp_textf(last, sizeof last, "%s", t->last_error);
+            amqp10_textf(last, sizeof last, "%s", t->last_error);
             pthread_mutex_unlock(&t->mu);
             if (down && o->pub->written)
-                amqp_textf(detail, sizeof detail,
+                amqp10_textf(detail, sizeof detail,
                          "sent to %s, but the connection to %s was lost before the "
                          "broker's outcome (last error: %s) and no outcome came within "
                          "the send timeout: it may have been delivered; it will not be "
                          "sent again", s->target.addr, t->where, last);
             else if (down)
-                amqp_textf(detail, sizeof detail,
+                amqp10_textf(detail, sizeof detail,
                          "not sent to %s within the send timeout: no connection to "
                          "%s for %lld ms (last error: %s); still reconnecting",
                          s->target.addr, t->where, (long long)(now - since), last);
             else
-                amqp_textf(detail, sizeof detail,
+                amqp10_textf(detail, sizeof detail,
                          "not sent to %s within the send timeout: no link credit from "
                          "the broker", s->target.addr);
-            amqp_out_finish(t, o, EW_ETIMEDOUT, detail);
+            amqp10_out_finish(t, o, EW_ETIMEDOUT, detail);
             o = next;
         }
         for (o = s->fl_head; o; o = o->next) {
@@ -273,7 +273,7 @@ void amqp_send_expire(ewi_transport *t, int64_t now)
                 continue;
             if (o->pub->deadline_ms > now)
                 break;
-            amqp_textf(detail, sizeof detail,
+            amqp10_textf(detail, sizeof detail,
                      "sent to %s but no outcome from the broker within the send "
                      "timeout: it may have been delivered", s->target.addr);
             out_done(t, o, EW_ETIMEDOUT, detail);
@@ -283,10 +283,10 @@ void amqp_send_expire(ewi_transport *t, int64_t now)
 
 /* The connection is gone (I/O thread): unsettled sends go out again on the
  * next connection, ahead of the queued ones. */
-void amqp_send_disconnected(ewi_transport *t)
+void amqp10_send_disconnected(ewi_transport *t)
 {
-    for (amqp_sender *s = t->senders; s; s = s->next) {
-        amqp_out *o;
+    for (amqp10_sender *s = t->senders; s; s = s->next) {
+        amqp10_out *o;
         while ((o = s->fl_tail)) {
             list_unlink(&s->fl_head, &s->fl_tail, o);
             o->d = NULL;
@@ -308,34 +308,34 @@ void amqp_send_disconnected(ewi_transport *t)
     }
 }
 
-void amqp_send_attach_pending(ewi_transport *t)
+void amqp10_send_attach_pending(ewi_transport *t)
 {
-    for (amqp_sender *s = t->senders; s; s = s->next)
+    for (amqp10_sender *s = t->senders; s; s = s->next)
         if (s->pend_head)
-            amqp_send_attach(t, s);
+            amqp10_send_attach(t, s);
 }
 
-void amqp_send_opened(ewi_transport *t, amqp_sender *s)
+void amqp10_send_opened(ewi_transport *t, amqp10_sender *s)
 {
     s->opened = true;
-    amqp_send_pump(t, s);
+    amqp10_send_pump(t, s);
 }
 
 /* The I/O thread ends: what was not sent fails, what was sent but not
  * confirmed fails too (it may have arrived). */
-void amqp_send_finish(ewi_transport *t, const char *why)
+void amqp10_send_finish(ewi_transport *t, const char *why)
 {
-    for (amqp_sender *s = t->senders; s; s = s->next) {
-        amqp_out *o;
+    for (amqp10_sender *s = t->senders; s; s = s->next) {
+        amqp10_out *o;
         while ((o = s->fl_head)) {
             list_unlink(&s->fl_head, &s->fl_tail, o);
-            amqp_out_finish(t, o, EW_ECLOSED, "the transport stopped before the broker "
+            amqp10_out_finish(t, o, EW_ECLOSED, "the transport stopped before the broker "
                                          "confirmed it (it may have been delivered)");
         }
         while ((o = s->pend_head)) {
             list_unlink(&s->pend_head, &s->pend_tail, o);
             bool written = o->pub && o->pub->written;
-            amqp_out_finish(t, o, EW_ECLOSED,
+            amqp10_out_finish(t, o, EW_ECLOSED,
                             written ? "sent on a lost connection, but the transport "
                                       "stopped before the broker's outcome: it may have "
                                       "been delivered"

@@ -1,9 +1,9 @@
-/* Helpers shared by the I/O loop (amqp_io.c) and its halves (amqp_send.c,
- * amqp_recv.c, amqp_fetch.c): opening and closing links, reading a
+/* Helpers shared by the I/O loop (amqp10_io.c) and its halves (amqp10_send.c,
+ * amqp10_recv.c, amqp10_fetch.c): opening and closing links, reading a
  * delivery's bytes, condition texts, and the work queue other threads post
  * to. None of them decides anything about the connection: that is the
  * loop's, so these files never call back into it. */
-#include "amqp.h"
+#include "amqp10.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -18,24 +18,24 @@
 /* Bounded session buffering (with the transport's max frame). */
 #define SESSION_CAPACITY (2u << 20)
 
-void amqp_condition_text(pn_condition_t *c, const char *fallback, char *buf,
+void amqp10_condition_text(pn_condition_t *c, const char *fallback, char *buf,
                          size_t len)
 {
     if (c && pn_condition_is_set(c)) {
         const char *name = pn_condition_get_name(c);
         const char *desc = pn_condition_get_description(c);
-        amqp_textf(buf, len, "%s%s%s", name ? name : "error", desc ? ": " : "",
+        amqp10_textf(buf, len, "%s%s%s", name ? name : "error", desc ? ": " : "",
                  desc ? desc : "");
     } else {
-        amqp_textf(buf, len, "%s", fallback);
+        amqp10_textf(buf, len, "%s", fallback);
     }
 }
 
-static void set_caps(pn_terminus_t *term, amqp_cap cap)
+static void set_caps(pn_terminus_t *term, amqp10_cap cap)
 {
-    if (cap == AMQP_CAP_NONE)
+    if (cap == AMQP10_CAP_NONE)
         return;
-    const char *s = cap == AMQP_CAP_TOPIC ? "topic" : "queue";
+    const char *s = cap == AMQP10_CAP_TOPIC ? "topic" : "queue";
     pn_data_t *d = pn_terminus_capabilities(term);
     pn_data_put_array(d, false, PN_SYMBOL);
     pn_data_enter(d);
@@ -43,12 +43,12 @@ static void set_caps(pn_terminus_t *term, amqp_cap cap)
     pn_data_exit(d);
 }
 
-pn_link_t *amqp_open_link(ewi_transport *t, bool sender, const amqp_addr *a,
+pn_link_t *amqp10_open_link(ewi_transport *t, bool sender, const amqp10_addr *a,
                           void *ctx)
 {
-    char name[AMQP_ADDR_MAX + 48];
+    char name[AMQP10_ADDR_MAX + 48];
     uint64_t id = ++t->next_link_id;
-    amqp_textf(name, sizeof name, "%s-%llu-%s", sender ? "ew-send" : "ew-recv",
+    amqp10_textf(name, sizeof name, "%s-%llu-%s", sender ? "ew-send" : "ew-recv",
              (unsigned long long)id, a->addr);
     pn_session_t *ssn = pn_session(t->conn);
     /* Bounded session buffering (with the transport's max frame): the
@@ -68,7 +68,7 @@ pn_link_t *amqp_open_link(ewi_transport *t, bool sender, const amqp_addr *a,
     return l;
 }
 
-void amqp_close_link(pn_link_t *l)
+void amqp10_close_link(pn_link_t *l)
 {
     if (!l)
         return;
@@ -85,11 +85,11 @@ void amqp_close_link(pn_link_t *l)
  * buffers' capacity: a 10 MB message read at once would pin 16 MB in that
  * pool for the connection's life, one more each time it happens while the
  * big one is still in use.) */
-int amqp_acc_read(amqp_acc *a, pn_delivery_t *d)
+int amqp10_acc_read(amqp10_acc *a, pn_delivery_t *d)
 {
     pn_link_t *l = pn_delivery_link(d);
     if (pn_delivery_aborted(d)) {
-        amqp_acc_reset(a);
+        amqp10_acc_reset(a);
         pn_delivery_settle(d);
         pn_link_advance(l);
         return -1;
@@ -104,7 +104,7 @@ int amqp_acc_read(amqp_acc *a, pn_delivery_t *d)
                 cap *= 2;
             char *nb = realloc(a->buf, cap);
             if (!nb) {
-                amqp_acc_reset(a);
+                amqp10_acc_reset(a);
                 return -2;
             }
             a->buf = nb;
@@ -114,7 +114,7 @@ int amqp_acc_read(amqp_acc *a, pn_delivery_t *d)
         if (r == PN_EOS || r == 0)
             break;
         if (r < 0) {
-            amqp_acc_reset(a);
+            amqp10_acc_reset(a);
             return -2;
         }
         a->len += (size_t)r;
@@ -125,7 +125,7 @@ int amqp_acc_read(amqp_acc *a, pn_delivery_t *d)
     return 1;
 }
 
-char *amqp_acc_take(amqp_acc *a, size_t *len)
+char *amqp10_acc_take(amqp10_acc *a, size_t *len)
 {
     char *buf = a->buf ? a->buf : malloc(1);
     *len = a->len;
@@ -134,21 +134,21 @@ char *amqp_acc_take(amqp_acc *a, size_t *len)
     return buf;
 }
 
-void amqp_acc_reset(amqp_acc *a)
+void amqp10_acc_reset(amqp10_acc *a)
 {
     free(a->buf);
     a->buf = NULL;
     a->len = a->cap = 0;
 }
 
-bool amqp_is_up(ewi_transport *t)
+bool amqp10_is_up(ewi_transport *t)
 {
     return t->conn && t->connected && !t->closing;
 }
 
 /* ---- the work queue ----------------------------------------------------- */
 
-void amqp_post_locked(ewi_transport *t, amqp_work *w)
+void amqp10_post_locked(ewi_transport *t, amqp10_work *w)
 {
     w->next = NULL;
     bool was_empty = !t->work_head;
@@ -169,9 +169,9 @@ void amqp_post_locked(ewi_transport *t, amqp_work *w)
     }
 }
 
-void amqp_post(ewi_transport *t, amqp_work *w)
+void amqp10_post(ewi_transport *t, amqp10_work *w)
 {
     pthread_mutex_lock(&t->mu);
-    amqp_post_locked(t, w);
+    amqp10_post_locked(t, w);
     pthread_mutex_unlock(&t->mu);
 }

@@ -11,7 +11,7 @@
  * takes a short silence (LINGER_MS) as the end of the queue. The link (and
  * its session) is closed at the end: whatever the broker sent and nobody
  * took goes back. */
-#include "amqp.h"
+#include "amqp10.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,20 +28,20 @@ typedef enum fetch_op { FETCH_OPEN, FETCH_MORE, FETCH_CLOSE } fetch_op;
  * posted before it (a reused item would jump ahead of them and the link
  * would close with messages taken but never accepted). */
 typedef struct fetch_work {
-    amqp_work w; /* first */
-    amqp_fetch *f;
+    amqp10_work w; /* first */
+    amqp10_fetch *f;
     fetch_op op;
 } fetch_work;
 
-struct amqp_fetch {
-    amqp_obj_kind kind;  /* AMQP_OBJ_FETCH: first, for link contexts */
+struct amqp10_fetch {
+    amqp10_obj_kind kind;  /* AMQP10_OBJ_FETCH: first, for link contexts */
     fetch_work w_open, w_more, w_close;
-    amqp_addr source;
+    amqp10_addr source;
     /* under t->mu */
     int queued;          /* items of this fetch in the work queue */
     bool more_queued;    /* w_more is in the work queue */
     int more;            /* messages asked for since the last w_more ran */
-    amqp_rec *ready_head, *ready_tail;
+    amqp10_rec *ready_head, *ready_tail;
     bool empty;          /* a drain ended without a message */
     bool attached;       /* the broker answered the attach */
     bool failed;
@@ -50,47 +50,47 @@ struct amqp_fetch {
     /* I/O thread only */
     pn_link_t *l;
     uint64_t link_id;
-    amqp_acc acc;        /* the delivery being received */
+    amqp10_acc acc;        /* the delivery being received */
     bool want_open;      /* attach once connected */
     bool draining;
     bool got_since_more;
-    amqp_fetch *next;
+    amqp10_fetch *next;
 };
 
 
 /* ---- the I/O thread's side ---------------------------------------------- */
 
-static void unlink_fetch(ewi_transport *t, amqp_fetch *f)
+static void unlink_fetch(ewi_transport *t, amqp10_fetch *f)
 {
-    for (amqp_fetch **pp = &t->fetches; *pp; pp = &(*pp)->next)
+    for (amqp10_fetch **pp = &t->fetches; *pp; pp = &(*pp)->next)
         if (*pp == f) {
             *pp = f->next;
             return;
         }
 }
 
-static void attach(ewi_transport *t, amqp_fetch *f)
+static void attach(ewi_transport *t, amqp10_fetch *f)
 {
     f->want_open = false;
-    f->l = amqp_open_link(t, false, &f->source, f);
+    f->l = amqp10_open_link(t, false, &f->source, f);
     f->link_id = t->next_link_id;
     f->draining = false;
     pn_link_flow(f->l, 1);
 }
 
-static void fail_locked(ewi_transport *t, amqp_fetch *f, const char *why)
+static void fail_locked(ewi_transport *t, amqp10_fetch *f, const char *why)
 {
     if (!f->failed) {
         f->failed = true;
-        amqp_textf(f->error, sizeof f->error, "%s", why);
+        amqp10_textf(f->error, sizeof f->error, "%s", why);
     }
     pthread_cond_broadcast(&t->cond);
 }
 
 /* Drops what the caller has not taken yet: the broker keeps it. */
-static void drop_ready_locked(amqp_fetch *f)
+static void drop_ready_locked(amqp10_fetch *f)
 {
-    for (amqp_rec *r = f->ready_head, *n; r; r = n) {
+    for (amqp10_rec *r = f->ready_head, *n; r; r = n) {
         n = r->next;
         ewi_envelope_unref(r->env);
         free(r);
@@ -98,10 +98,10 @@ static void drop_ready_locked(amqp_fetch *f)
     f->ready_head = f->ready_tail = NULL;
 }
 
-void amqp_fetch_work(ewi_transport *t, amqp_work *w)
+void amqp10_fetch_work(ewi_transport *t, amqp10_work *w)
 {
     fetch_work *fw = (fetch_work *)w;
-    amqp_fetch *f = fw->f;
+    amqp10_fetch *f = fw->f;
     fetch_op op = fw->op;
     pthread_mutex_lock(&t->mu);
     f->queued--;
@@ -133,7 +133,7 @@ void amqp_fetch_work(ewi_transport *t, amqp_work *w)
     case FETCH_MORE:
         if (f->l && more > 0) {
             f->got_since_more = false;
-            if (t->opt.dialect == AMQP_DIALECT_RABBITMQ) {
+            if (t->opt.dialect == AMQP10_DIALECT_RABBITMQ) {
                 pn_link_flow(f->l, more);
             } else {
                 f->draining = true;
@@ -143,9 +143,9 @@ void amqp_fetch_work(ewi_transport *t, amqp_work *w)
         break;
     case FETCH_CLOSE:
         unlink_fetch(t, f);
-        amqp_close_link(f->l); /* unsettled deliveries go back */
+        amqp10_close_link(f->l); /* unsettled deliveries go back */
         f->l = NULL;
-        amqp_acc_reset(&f->acc);
+        amqp10_acc_reset(&f->acc);
         f->link_id = 0;
         pthread_mutex_lock(&t->mu);
         drop_ready_locked(f);
@@ -159,7 +159,7 @@ void amqp_fetch_work(ewi_transport *t, amqp_work *w)
     pthread_mutex_unlock(&t->mu);
 }
 
-void amqp_fetch_on_open(ewi_transport *t, amqp_fetch *f, pn_link_t *l)
+void amqp10_fetch_on_open(ewi_transport *t, amqp10_fetch *f, pn_link_t *l)
 {
     (void)l; /* credit was given with the attach */
     pthread_mutex_lock(&t->mu);
@@ -168,21 +168,21 @@ void amqp_fetch_on_open(ewi_transport *t, amqp_fetch *f, pn_link_t *l)
     pthread_mutex_unlock(&t->mu);
 }
 
-void amqp_fetch_on_lost(ewi_transport *t, amqp_fetch *f, const char *why)
+void amqp10_fetch_on_lost(ewi_transport *t, amqp10_fetch *f, const char *why)
 {
-    amqp_close_link(f->l);
+    amqp10_close_link(f->l);
     f->l = NULL;
-    amqp_acc_reset(&f->acc);
+    amqp10_acc_reset(&f->acc);
     f->link_id = 0;
     char text[700];
-    amqp_textf(text, sizeof text, "reading %s: %s", f->source.addr, why);
+    amqp10_textf(text, sizeof text, "reading %s: %s", f->source.addr, why);
     pthread_mutex_lock(&t->mu);
     drop_ready_locked(f);
     fail_locked(t, f, text);
     pthread_mutex_unlock(&t->mu);
 }
 
-void amqp_fetch_on_flow(ewi_transport *t, amqp_fetch *f, pn_link_t *l)
+void amqp10_fetch_on_flow(ewi_transport *t, amqp10_fetch *f, pn_link_t *l)
 {
     if (!f->draining || pn_link_credit(l) > 0)
         return;
@@ -196,9 +196,9 @@ void amqp_fetch_on_flow(ewi_transport *t, amqp_fetch *f, pn_link_t *l)
     }
 }
 
-void amqp_fetch_on_delivery(ewi_transport *t, amqp_fetch *f, pn_delivery_t *d)
+void amqp10_fetch_on_delivery(ewi_transport *t, amqp10_fetch *f, pn_delivery_t *d)
 {
-    int got = amqp_acc_read(&f->acc, d);
+    int got = amqp10_acc_read(&f->acc, d);
     if (got == 0)
         return; /* the rest is still coming */
     if (got == -1) {
@@ -206,11 +206,11 @@ void amqp_fetch_on_delivery(ewi_transport *t, amqp_fetch *f, pn_delivery_t *d)
         return;
     }
     size_t len = 0;
-    char *bytes = got == 1 ? amqp_acc_take(&f->acc, &len) : NULL;
+    char *bytes = got == 1 ? amqp10_acc_take(&f->acc, &len) : NULL;
     ew_envelope *env = bytes ? ewi_envelope_new() : NULL;
-    amqp_rec *rec = env ? calloc(1, sizeof *rec) : NULL;
+    amqp10_rec *rec = env ? calloc(1, sizeof *rec) : NULL;
     char err[512];
-    ew_err rc = rec ? amqp_message_decode(bytes, len, env, NULL, err, sizeof err)
+    ew_err rc = rec ? amqp10_message_decode(bytes, len, env, NULL, err, sizeof err)
                     : EW_ENOMEM;
     free(bytes);
     if (rc == EW_EDECODE) {
@@ -227,8 +227,8 @@ void amqp_fetch_on_delivery(ewi_transport *t, amqp_fetch *f, pn_delivery_t *d)
         pthread_mutex_unlock(&t->mu);
         return;
     }
-    rec->w.kind = AMQP_W_SETTLE;
-    rec->owner = AMQP_REC_FETCH;
+    rec->w.kind = AMQP10_W_SETTLE;
+    rec->owner = AMQP10_REC_FETCH;
     rec->holder = f;
     rec->env = env;
     rec->link_id = f->link_id;
@@ -244,10 +244,10 @@ void amqp_fetch_on_delivery(ewi_transport *t, amqp_fetch *f, pn_delivery_t *d)
     pthread_mutex_unlock(&t->mu);
 }
 
-void amqp_fetch_settle(ewi_transport *t, amqp_rec *rec)
+void amqp10_fetch_settle(ewi_transport *t, amqp10_rec *rec)
 {
     (void)t;
-    amqp_fetch *f = rec->holder;
+    amqp10_fetch *f = rec->holder;
     if (rec->link_id && f && rec->link_id == f->link_id && f->l) {
         pn_delivery_update(rec->d, rec->how == EWI_ACK ? PN_ACCEPTED : PN_RELEASED);
         pn_delivery_settle(rec->d);
@@ -256,23 +256,23 @@ void amqp_fetch_settle(ewi_transport *t, amqp_rec *rec)
     free(rec);
 }
 
-void amqp_fetch_attach_all(ewi_transport *t)
+void amqp10_fetch_attach_all(ewi_transport *t)
 {
-    for (amqp_fetch *f = t->fetches; f; f = f->next)
+    for (amqp10_fetch *f = t->fetches; f; f = f->next)
         if (f->want_open && !f->l)
             attach(t, f);
 }
 
-void amqp_fetch_disconnect_all(ewi_transport *t, const char *why, bool final)
+void amqp10_fetch_disconnect_all(ewi_transport *t, const char *why, bool final)
 {
-    for (amqp_fetch *f = t->fetches; f; f = f->next) {
+    for (amqp10_fetch *f = t->fetches; f; f = f->next) {
         if (f->want_open && !f->l && !final)
             continue; /* not attached yet: it will be on the next connection */
         f->l = NULL;
-        amqp_acc_reset(&f->acc);
+        amqp10_acc_reset(&f->acc);
         f->link_id = 0;
         char text[700];
-        amqp_textf(text, sizeof text, "reading %s: connection lost: %s", f->source.addr,
+        amqp10_textf(text, sizeof text, "reading %s: connection lost: %s", f->source.addr,
                  why);
         pthread_mutex_lock(&t->mu);
         drop_ready_locked(f);
@@ -286,7 +286,7 @@ void amqp_fetch_disconnect_all(ewi_transport *t, const char *why, bool final)
 /* ---- the caller's side -------------------------------------------------- */
 
 /* Asks the I/O thread for op; false when it is gone. t->mu held. */
-static bool request_locked(ewi_transport *t, amqp_fetch *f, fetch_op op)
+static bool request_locked(ewi_transport *t, amqp10_fetch *f, fetch_op op)
 {
     if (t->io_exited)
         return false;
@@ -298,11 +298,11 @@ static bool request_locked(ewi_transport *t, amqp_fetch *f, fetch_op op)
             return true; /* the queued one asks for all of them */
         f->more_queued = true;
     }
-    fw->w.kind = AMQP_W_FETCH;
+    fw->w.kind = AMQP10_W_FETCH;
     fw->f = f;
     fw->op = op;
     f->queued++;
-    amqp_post_locked(t, &fw->w);
+    amqp10_post_locked(t, &fw->w);
     return true;
 }
 
@@ -315,7 +315,7 @@ static bool wait_until(ewi_transport *t, int64_t deadline)
     return true;
 }
 
-ew_err amqp_dlq_take(ewi_transport *t, ewi_dlq_req *req)
+ew_err amqp10_dlq_take(ewi_transport *t, ewi_dlq_req *req)
 {
     req->taken = 0;
     if (req->max == 0)
@@ -323,18 +323,18 @@ ew_err amqp_dlq_take(ewi_transport *t, ewi_dlq_req *req)
     char err[512];
     int64_t deadline = ewi_now_ms() + (req->timeout_ms > 0 ? req->timeout_ms : 0);
     /* rabbitmq: consuming a missing queue ends the session; declare it. */
-    amqp_decl d = {AMQP_DECL_DLQ, req->event, req->dlq, NULL, true, false};
+    amqp10_decl d = {AMQP10_DECL_DLQ, req->event, req->dlq, NULL, true, false};
     int64_t decl_deadline = ewi_now_ms() + t->cfg->send_timeout_ms;
-    ew_err rc = amqp_ensure(t, &d, decl_deadline, err, sizeof err);
+    ew_err rc = amqp10_ensure(t, &d, decl_deadline, err, sizeof err);
     if (rc != EW_OK) {
         ewi_report(t->m, rc, req->dlq, req->event, NULL, "amqp %s: %s", t->where, err);
         return rc;
     }
-    amqp_fetch *f = calloc(1, sizeof *f);
+    amqp10_fetch *f = calloc(1, sizeof *f);
     if (!f)
         return EW_ENOMEM;
-    f->kind = AMQP_OBJ_FETCH;
-    if (amqp_source_of_dlq(&t->opt, req->event, req->dlq, &f->source) != EW_OK) {
+    f->kind = AMQP10_OBJ_FETCH;
+    if (amqp10_source_of_dlq(&t->opt, req->event, req->dlq, &f->source) != EW_OK) {
         free(f);
         return EW_EINVAL;
     }
@@ -354,14 +354,14 @@ ew_err amqp_dlq_take(ewi_transport *t, ewi_dlq_req *req)
         while (!f->ready_head && !f->failed && !f->empty && !t->io_exited &&
                wait_until(t, wait_deadline)) {
         }
-        amqp_rec *rec = f->ready_head;
+        amqp10_rec *rec = f->ready_head;
         if (!rec) {
             if (f->failed) {
                 ewi_report(t->m, EW_EBROKER, req->dlq, req->event, NULL, "amqp %s: %s",
                            t->where, f->error);
                 rc = req->taken ? EW_OK : (t->io_exited ? EW_ECLOSED : EW_EBROKER);
             } else if (!f->empty && req->taken &&
-                       t->opt.dialect != AMQP_DIALECT_RABBITMQ) {
+                       t->opt.dialect != AMQP10_DIALECT_RABBITMQ) {
                 rc = EW_ETIMEDOUT; /* the broker did not answer the drain */
             }
             break;
@@ -382,13 +382,13 @@ ew_err amqp_dlq_take(ewi_transport *t, ewi_dlq_req *req)
             free(rec);
             break;
         }
-        amqp_post_locked(t, &rec->w);
+        amqp10_post_locked(t, &rec->w);
         if (!taken)
             break;
         if (req->taken < req->max && !f->ready_head) {
             f->empty = false;
             request_locked(t, f, FETCH_MORE);
-            wait_deadline = ewi_now_ms() + (t->opt.dialect == AMQP_DIALECT_RABBITMQ
+            wait_deadline = ewi_now_ms() + (t->opt.dialect == AMQP10_DIALECT_RABBITMQ
                                                 ? LINGER_MS
                                                 : t->cfg->send_timeout_ms);
         }
@@ -402,23 +402,23 @@ ew_err amqp_dlq_take(ewi_transport *t, ewi_dlq_req *req)
         pthread_cond_wait(&t->cond, &t->mu);
     drop_ready_locked(f);
     pthread_mutex_unlock(&t->mu);
-    amqp_acc_reset(&f->acc); /* the I/O thread is done with f */
+    amqp10_acc_reset(&f->acc); /* the I/O thread is done with f */
     free(f);
     return rc;
 }
 
 /* ---- a request and its reply (artemis management) ----------------------- */
 
-ew_err amqp_fetch_reply(ewi_transport *t, const amqp_addr *source,
+ew_err amqp10_fetch_reply(ewi_transport *t, const amqp10_addr *source,
                         ew_err (*request)(ewi_transport *t, void *arg), void *arg,
                         int64_t deadline, char *reply, size_t replylen, char *err,
                         size_t errlen)
 {
     reply[0] = '\0';
-    amqp_fetch *f = calloc(1, sizeof *f);
+    amqp10_fetch *f = calloc(1, sizeof *f);
     if (!f)
         return EW_ENOMEM;
-    f->kind = AMQP_OBJ_FETCH;
+    f->kind = AMQP10_OBJ_FETCH;
     f->source = *source;
     pthread_mutex_lock(&t->mu);
     if (t->stopping || !request_locked(t, f, FETCH_OPEN)) {
@@ -441,30 +441,30 @@ ew_err amqp_fetch_reply(ewi_transport *t, const amqp_addr *source,
     if (rc == EW_OK) {
         while (!f->ready_head && !f->failed && !t->io_exited && wait_until(t, deadline)) {
         }
-        amqp_rec *rec = f->ready_head;
+        amqp10_rec *rec = f->ready_head;
         if (rec) {
             f->ready_head = rec->next;
             if (!f->ready_head)
                 f->ready_tail = NULL;
             size_t blen = 0;
             const char *b = ew_envelope_body(rec->env, &blen);
-            amqp_textf(reply, replylen, "%.*s", (int)(blen < replylen ? blen : replylen - 1),
+            amqp10_textf(reply, replylen, "%.*s", (int)(blen < replylen ? blen : replylen - 1),
                        b ? b : "");
             rec->how = EWI_ACK;
             if (t->io_exited) {
                 ewi_envelope_unref(rec->env);
                 free(rec);
             } else {
-                amqp_post_locked(t, &rec->w);
+                amqp10_post_locked(t, &rec->w);
             }
         } else {
             rc = f->failed ? EW_EBROKER : t->io_exited ? EW_ECLOSED : EW_ETIMEDOUT;
         }
     }
     if (f->failed)
-        amqp_textf(err, errlen, "%s", f->error);
+        amqp10_textf(err, errlen, "%s", f->error);
     else if (rc == EW_ETIMEDOUT)
-        amqp_textf(err, errlen, "no answer from %s in time", source->addr);
+        amqp10_textf(err, errlen, "no answer from %s in time", source->addr);
     if (!request_locked(t, f, FETCH_CLOSE)) {
         drop_ready_locked(f);
         f->closed = true;
@@ -473,7 +473,7 @@ ew_err amqp_fetch_reply(ewi_transport *t, const amqp_addr *source,
         pthread_cond_wait(&t->cond, &t->mu);
     drop_ready_locked(f);
     pthread_mutex_unlock(&t->mu);
-    amqp_acc_reset(&f->acc);
+    amqp10_acc_reset(&f->acc);
     free(f);
     return rc;
 }
