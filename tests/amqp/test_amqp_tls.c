@@ -1,11 +1,11 @@
-/* amqps://: TLS through proton's SSL layer with a CA file (?ca=), and for
+/* amqps://: TLS (OpenSSL, below proton) with a CA file (?ca=), and for
  * the rabbitmq dialect the topology connection over TLS too. A TLS front
  * (the tests' relay, OpenSSL) stands before the local RabbitMQ's plain
  * port with the certificates of scripts/brokers/certs.sh made for this run.
  *   - trusting that CA: start, send, receive, over TLS only;
  *   - trusting another CA: start fails, and says it is the certificate;
- *   - an IP address with the name check: refused (proton matches DNS names
- *     only) with a hint; verify=peer connects. */
+ *   - an IP address with the name check: matched against the certificate's
+ *     IP addresses, so 127.0.0.1 connects; verify=peer connects too. */
 #include "amqp_test.h"
 
 static const char *dir;
@@ -80,24 +80,21 @@ static void untrusted_certificate_fails_start(void **state)
     /* An untrusted certificate is final: start does not retry it. */
     assert_true(ewi_now_ms() - t0 < 2500);
     /* The reason names the certificate, not a vague connection failure. */
-    assert_true(capture_has(&c, "certificate") || capture_has(&c, "SSL"));
+    assert_true(capture_has(&c, "certificate not trusted"));
     ew_manager_free(m);
 }
 
-static void ip_host_with_name_check_says_why(void **state)
+static void ip_host_with_name_check_connects(void **state)
 {
     (void)state;
     char url[600];
     url_with_ca(url, sizeof url, "127.0.0.1", "ca.pem");
-    capture c;
-    capture_init(&c);
-    ew_options o = {.on_error = capture_error, .error_user = &c, .log = capture_log,
-                    .log_user = &c, .start_timeout_ms = 3000};
-    ew_manager *m = mgr_new_opts(url, "t3", &o);
-    assert_int_equal(ew_manager_start(m), EW_ETLS);
-    assert_true(capture_has(&c, "use verify=peer"));
+    ew_manager *m = mgr_new(url, "t3");
+    ew_err rc = ew_manager_start(m);
+    if (rc != EW_OK)
+        fail_msg("amqps://127.0.0.1 with the name check: %s: %s", ew_strerror(rc),
+                 ew_last_error());
     ew_manager_free(m);
-    /* verify=peer: the chain is checked, the name is not. */
     char peer[700];
     snprintf(peer, sizeof peer, "%s&verify=peer", url);
     m = mgr_new(peer, "t4");
@@ -111,7 +108,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(trusted_ca_round_trip),
         cmocka_unit_test(untrusted_certificate_fails_start),
-        cmocka_unit_test(ip_host_with_name_check_says_why),
+        cmocka_unit_test(ip_host_with_name_check_connects),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

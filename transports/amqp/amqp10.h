@@ -6,8 +6,9 @@
  *   amqp10_message.c   envelope <-> AMQP 1.0 message bytes                pure
  *   amqp10_declare.c   rabbitmq dialect: exchanges, queues and bindings
  *                      over AMQP 0-9-1 (the shared transports/rmqadmin)
- *   amqp10_io.c        the I/O thread: the proactor loop that owns the
- *                      connection, its sessions, links and deliveries
+ *   amqp10_io.c        the I/O thread: a poll() loop over core's socket
+ *                      that drives proton's connection engine and owns
+ *                      the connection, its sessions, links and deliveries
  *   amqp10_send.c      on the I/O thread: senders, credit, outcomes
  *   amqp10_recv.c      on the I/O thread: receivers, deliveries, settles
  *   amqp10_transport.c the ops table: what application and worker threads
@@ -16,7 +17,7 @@
  *
  * Threads: proton objects are touched only by the I/O thread. Other threads
  * append amqp10_work items to t->work under t->mu and wake the I/O thread with
- * pn_connection_wake (or pn_proactor_interrupt while no connection exists). */
+ * t->waker. */
 #ifndef EVENTWIRE_AMQP10_H
 #define EVENTWIRE_AMQP10_H
 
@@ -26,10 +27,13 @@
 #include <stdint.h>
 
 #include <proton/condition.h>
+#include <proton/connection_driver.h>
 #include <proton/event.h>
 #include <proton/types.h>
 
 #include "ewi.h"
+#include "sock.h"
+#include "waker.h"
 
 /* ---- options (amqp10_options.c) ------------------------------------------- */
 
@@ -323,7 +327,7 @@ struct ewi_transport {
     amqp10_options opt;
     char where[300];           /* "host:port (dialect)" for messages */
     char container_id[128];
-    pn_proactor_t *proactor;
+    ewi_waker waker;           /* other threads wake the I/O thread */
     pthread_t thread;
     bool thread_started;
 
@@ -331,7 +335,6 @@ struct ewi_transport {
     pthread_mutex_t mu;
     pthread_cond_t cond;       /* state, window room, subs, fetches */
     amqp10_work *work_head, *work_tail;
-    pn_connection_t *conn_live; /* the connection wakes go to, or NULL */
     amqp10_state state;
     bool stopping;             /* stop() was called */
     bool io_exited;            /* the I/O thread is gone: settle only frees */
@@ -340,15 +343,16 @@ struct ewi_transport {
     int64_t down_since;        /* monotonic ms the connection was lost */
     int64_t start_deadline;
     ewi_window window;         /* publishes taken and not yet done */
-    bool io_busy;              /* the I/O thread is in a batch of the
-                                  connection and takes new work at its end:
-                                  no wake needed */
 
     /* ---- rabbitmq administration (amqp10_declare.c; thread-safe) ---- */
     struct rmqa *admin;
 
     /* ---- I/O thread only ---- */
-    pn_connection_t *conn;
+    ewi_sock *sock;            /* while drv_live */
+    pn_connection_driver_t drv; /* proton's engine over sock */
+    bool drv_live;
+    bool io_wants_in, io_wants_out; /* TLS: a write waits for input, a read for output */
+    pn_connection_t *conn;     /* drv's, until its transport closed */
     bool connected;            /* the broker's open arrived on conn */
     bool was_up;               /* some connection was open before */
     bool closing;              /* stop: the connection is being closed */
@@ -362,10 +366,7 @@ struct ewi_transport {
     bool reconnect_planned;    /* at rc.next_ms */
     int64_t close_deadline;    /* stop: disconnect hard after it */
     bool start_cut;            /* start's deadline passed: we dropped the socket */
-    bool start_cut_seen;       /* ... and it has closed */
     int64_t next_queue_check;  /* rabbitmq: when consumed queues are checked */
-    bool tick_due;
-    int64_t stuck_since;       /* a wake-up for the tick is outstanding since */
     bool stream_wake;          /* a large send wants another round soon */
 };
 

@@ -1,7 +1,10 @@
 /* The I/O thread: the one thread that touches proton.
  *
- * It runs the proactor loop, owns the connection and every session, link
- * and delivery, takes work that other threads queued (publishes, settles,
+ * It owns the socket (core's TCP/TLS socket: the same certificate checks as
+ * the other transports, IP addresses included) and drives proton's
+ * connection engine over it in a poll() loop with the waker: bytes in, events
+ * handled, bytes out. It owns the connection and every session, link and
+ * delivery, takes work that other threads queued (publishes, settles,
  * subscriptions), sends within link credit, maps outcomes to publish
  * completions, hands received messages to core, and reconnects with capped,
  * jittered backoff. Every link has its own session: RabbitMQ answers a
@@ -9,8 +12,8 @@
  * and one bad target must not take the others down with it. */
 #include "amqp10.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
+#include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,16 +22,15 @@
 #include <proton/delivery.h>
 #include <proton/disposition.h>
 #include <proton/link.h>
-#include <proton/proactor.h>
+#include <proton/connection_driver.h>
 #include <proton/sasl.h>
 #include <proton/session.h>
-#include <proton/ssl.h>
 #include <proton/terminus.h>
 #include <proton/transport.h>
 
 #define TICK_MS 100          /* deadlines and reconnects are checked this often */
 #define CLOSE_GRACE_MS 2000  /* stop: wait this long for the broker's close */
-#define STUCK_MS 1000        /* a connection ignoring wake-ups this long is stuck */
+#define CONNECT_MS 5000      /* TCP connect and TLS handshake, at most */
 /* 64 transfer frames in flight per session (SESSION_CAPACITY in
  * amqp10_link.c): plenty for small events, and proton never buffers more than
  * 2 MiB of one large message. */
@@ -82,87 +84,6 @@ static void set_state(ewi_transport *t, amqp10_state st, const char *error)
     pthread_mutex_unlock(&t->mu);
 }
 
-static bool connect_now(ewi_transport *t)
-{
-    const amqp10_options *o = &t->opt;
-    pn_transport_t *tr = pn_transport();
-    pn_connection_t *c = pn_connection();
-    if (!tr || !c) {
-        if (tr)
-            pn_transport_free(tr);
-        if (c)
-            pn_connection_free(c);
-        return false;
-    }
-    pn_sasl_t *sasl = pn_sasl(tr);
-    pn_sasl_allowed_mechs(sasl, o->sasl_mechs ? o->sasl_mechs
-                                : o->user ? "PLAIN" : "ANONYMOUS");
-    /* PLAIN on a plain socket: the URL asked for it (amqp://user:pass@). */
-    pn_sasl_set_allow_insecure_mechs(sasl, true);
-    /* Our idle timeout is announced to the broker, which then sends
-     * something at least every half of it; silence for the whole of it
-     * closes the connection (a frozen network, a hung broker). */
-    pn_transport_set_idle_timeout(tr, (pn_millis_t)(2 * t->opt.heartbeat_ms));
-    pn_transport_set_max_frame(tr, MAX_FRAME);
-    if (o->tls) {
-        pn_ssl_domain_t *dom = pn_ssl_domain(PN_SSL_MODE_CLIENT);
-        int rc = dom ? 0 : PN_OUT_OF_MEMORY;
-        if (!rc && o->ca_file)
-            rc = pn_ssl_domain_set_trusted_ca_db(dom, o->ca_file);
-        if (!rc && o->cert_file)
-            rc = pn_ssl_domain_set_credentials(dom, o->cert_file, o->key_file, NULL);
-        if (!rc)
-            rc = pn_ssl_domain_set_peer_authentication(
-                dom,
-                o->verify == AMQP10_VERIFY_NAME ? PN_SSL_VERIFY_PEER_NAME
-                : o->verify == AMQP10_VERIFY_PEER ? PN_SSL_VERIFY_PEER
-                                                : PN_SSL_ANONYMOUS_PEER,
-                NULL);
-        pn_ssl_t *ssl = rc ? NULL : pn_ssl(tr);
-        if (!rc)
-            rc = ssl ? pn_ssl_init(ssl, dom, NULL) : PN_ERR;
-        if (!rc)
-            rc = pn_ssl_set_peer_hostname(ssl, o->host);
-        if (dom)
-            pn_ssl_domain_free(dom);
-        if (rc) {
-            char text[600];
-            amqp10_textf(text, sizeof text, "TLS setup failed (%s)%s%s%s%s", pn_code(rc),
-                     o->ca_file ? ": check the CA file " : "",
-                     o->ca_file ? o->ca_file : "",
-                     o->cert_file ? ", the client certificate " : "",
-                     o->cert_file ? o->cert_file : "");
-            set_state(t, t->state, text);
-            ewi_log(t->m, EW_LOG_ERROR, "amqp %s: %s", t->where, text);
-            pn_transport_free(tr);
-            pn_connection_free(c);
-            return false;
-        }
-    }
-    pn_connection_set_container(c, t->container_id);
-    if (o->user)
-        pn_connection_set_user(c, o->user);
-    if (o->password)
-        pn_connection_set_password(c, o->password);
-    char host[400];
-    if (o->dialect == AMQP10_DIALECT_RABBITMQ && o->vhost)
-        amqp10_textf(host, sizeof host, "vhost:%s", o->vhost);
-    else
-        amqp10_textf(host, sizeof host, "%s", o->host);
-    pn_connection_set_hostname(c, host);
-    pn_connection_open(c);
-    char port[16], addr[PN_MAX_ADDR];
-    amqp10_textf(port, sizeof port, "%d", o->port);
-    pn_proactor_addr(addr, sizeof addr, o->host, port);
-    t->conn = c;
-    t->connected = false;
-    pthread_mutex_lock(&t->mu);
-    pn_proactor_connect2(t->proactor, c, tr, addr);
-    t->conn_live = c;
-    pthread_mutex_unlock(&t->mu);
-    return true;
-}
-
 /* lost: an open connection went (else an attempt failed). */
 static void schedule_reconnect(ewi_transport *t, int64_t now, bool lost)
 {
@@ -178,6 +99,208 @@ static void schedule_reconnect(ewi_transport *t, int64_t now, bool lost)
     pthread_mutex_unlock(&t->mu);
     if (starting && t->rc.next_ms > last)
         t->rc.next_ms = last > now ? last : now;
+}
+
+/* The connection went, or an attempt failed, for why. final: not worth
+ * retrying during start (refused credentials: EW_EAUTH; an untrusted
+ * certificate: EW_ETLS; our certificate files: EW_EINVAL), else EW_OK. */
+static void conn_gone(ewi_transport *t, const char *why, ew_err final)
+{
+    int64_t now = ewi_now_ms();
+    bool auth = final == EW_EAUTH;
+    pthread_mutex_lock(&t->mu);
+    amqp10_state was = t->state;
+    bool stopping = t->stopping;
+    if (was == AMQP10_ST_UP)
+        t->down_since = now;
+    pthread_mutex_unlock(&t->mu);
+    t->conn = NULL;
+    t->connected = false;
+    amqp10_send_disconnected(t);
+    amqp10_recv_disconnected(t);
+    amqp10_fetch_disconnect_all(t, why, false);
+
+    if (stopping || t->closing) {
+        t->exit_now = true;
+        return;
+    }
+    if (was == AMQP10_ST_CONNECTING) {
+        bool give_up = final != EW_OK || now >= t->start_deadline - 60;
+        char text[700];
+        amqp10_textf(text, sizeof text, "%s to %s: %s",
+                     auth ? "authentication refused" : "cannot connect", t->where, why);
+        if (give_up) {
+            pthread_mutex_lock(&t->mu);
+            t->start_err = final != EW_OK ? final : EW_ECONNECT;
+            pthread_mutex_unlock(&t->mu);
+            set_state(t, AMQP10_ST_FAILED, text);
+            t->exit_now = true;
+            return;
+        }
+        set_state(t, AMQP10_ST_CONNECTING, text);
+        ewi_log(t->m, EW_LOG_INFO, "amqp: %s; trying again", text);
+        schedule_reconnect(t, now, false);
+        return;
+    }
+    set_state(t, AMQP10_ST_DOWN, why);
+    schedule_reconnect(t, now, was == AMQP10_ST_UP);
+    /* A certificate the client does not trust stays untrusted only during
+     * start: later a reconnect keeps trying (a broker's certificate may be
+     * being replaced). */
+    if (was == AMQP10_ST_UP)
+        ewi_report(t->m, auth ? EW_EAUTH : EW_EDISCONNECTED, NULL, NULL, NULL,
+                   "amqp %s: connection lost: %s; reconnecting (backoff up to %ld ms)",
+                   t->where, why, t->opt.reconnect_max_ms);
+    else
+        ewi_log(t->m, auth ? EW_LOG_ERROR : EW_LOG_INFO,
+                "amqp %s: reconnect failed: %s; next try in %lld ms", t->where, why,
+                (long long)(t->rc.next_ms - now));
+}
+
+/* Opens the socket and binds a new proton connection to it; a failure is
+ * handled (conn_gone). */
+static void connect_now(ewi_transport *t)
+{
+    const amqp10_options *o = &t->opt;
+    pn_transport_t *tr = pn_transport();
+    pn_connection_t *c = pn_connection();
+    if (!tr || !c) {
+        if (tr)
+            pn_transport_free(tr);
+        if (c)
+            pn_connection_free(c);
+        conn_gone(t, "out of memory", EW_OK);
+        return;
+    }
+    pn_sasl_t *sasl = pn_sasl(tr);
+    pn_sasl_allowed_mechs(sasl, o->sasl_mechs ? o->sasl_mechs
+                                : o->user ? "PLAIN" : "ANONYMOUS");
+    /* PLAIN on a plain socket: the URL asked for it (amqp://user:pass@); on
+     * amqps:// the socket is TLS below proton, which proton cannot see. */
+    pn_sasl_set_allow_insecure_mechs(sasl, true);
+    /* Our idle timeout is announced to the broker, which then sends
+     * something at least every half of it; silence for the whole of it
+     * closes the connection (a frozen network, a hung broker). */
+    pn_transport_set_idle_timeout(tr, (pn_millis_t)(2 * t->opt.heartbeat_ms));
+    pn_transport_set_max_frame(tr, MAX_FRAME);
+    pn_connection_set_container(c, t->container_id);
+    if (o->user)
+        pn_connection_set_user(c, o->user);
+    if (o->password)
+        pn_connection_set_password(c, o->password);
+    char host[400];
+    if (o->dialect == AMQP10_DIALECT_RABBITMQ && o->vhost)
+        amqp10_textf(host, sizeof host, "vhost:%s", o->vhost);
+    else
+        amqp10_textf(host, sizeof host, "%s", o->host);
+    pn_connection_set_hostname(c, host);
+
+    /* The connect blocks this thread: at most CONNECT_MS, and during start
+     * not past its deadline. */
+    int timeout = CONNECT_MS;
+    pthread_mutex_lock(&t->mu);
+    if (t->state == AMQP10_ST_CONNECTING) {
+        int left = ewi_left_ms(t->start_deadline);
+        timeout = left < timeout ? left : timeout;
+    }
+    pthread_mutex_unlock(&t->mu);
+    ewi_sock_conf sc = {.host = o->host, .port = o->port, .tls = o->tls,
+                        .ca_file = o->ca_file, .cert_file = o->cert_file,
+                        .key_file = o->key_file,
+                        .verify = o->verify == AMQP10_VERIFY_NAME   ? EWI_VERIFY_NAME
+                                  : o->verify == AMQP10_VERIFY_PEER ? EWI_VERIFY_PEER
+                                                                    : EWI_VERIFY_NONE};
+    ew_err code;
+    bool final;
+    char why[480];
+    t->sock = timeout > 0 ? ewi_sock_open(&sc, timeout, &code, &final, why, sizeof why)
+                          : NULL;
+    if (!t->sock) {
+        if (timeout <= 0) {
+            code = EW_ECONNECT;
+            final = false;
+            amqp10_textf(why, sizeof why, "no answer within the start timeout");
+        }
+        pn_transport_free(tr);
+        pn_connection_free(c);
+        conn_gone(t, why, final ? code : EW_OK);
+        return;
+    }
+    if (pn_connection_driver_init(&t->drv, c, tr) != 0) {
+        ewi_sock_close(t->sock);
+        t->sock = NULL;
+        conn_gone(t, "out of memory", EW_OK);
+        return;
+    }
+    t->drv_live = true;
+    t->io_wants_out = t->io_wants_in = false;
+    pn_connection_open(c);
+    t->conn = c;
+    t->connected = false;
+}
+
+/* Drops the socket now: proton closes both directions and reports
+ * PN_TRANSPORT_CLOSED with why (unless it has a reason already). */
+static void drop(ewi_transport *t, const char *why)
+{
+    if (!t->drv_live || pn_connection_driver_finished(&t->drv))
+        return;
+    pn_condition_t *c = pn_transport_condition(t->drv.transport);
+    if (why && !pn_condition_is_set(c))
+        pn_condition_format(c, "proton:io", "%s", why);
+    pn_connection_driver_close(&t->drv);
+}
+
+/* After PN_TRANSPORT_CLOSED and its last events: frees the connection with
+ * every session, link and delivery, and closes the socket. */
+static void release(ewi_transport *t)
+{
+    if (!t->drv_live)
+        return;
+    pn_connection_driver_destroy(&t->drv);
+    t->drv_live = false;
+    ewi_sock_close(t->sock);
+    t->sock = NULL;
+}
+
+/* Bytes from the socket into proton, while both have them and room. */
+static void read_some(ewi_transport *t)
+{
+    for (int round = 0; round < 16 && t->drv_live; round++) {
+        pn_rwbytes_t rb = pn_connection_driver_read_buffer(&t->drv);
+        if (rb.size == 0)
+            return;
+        char why[300];
+        long n = ewi_sock_read(t->sock, rb.start, rb.size, &t->io_wants_out, why, sizeof why);
+        if (n < 0) {
+            drop(t, why);
+            return;
+        }
+        if (n == 0)
+            return;
+        pn_connection_driver_read_done(&t->drv, (size_t)n);
+        if ((size_t)n < rb.size && !ewi_sock_pending(t->sock))
+            return;
+    }
+}
+
+/* Bytes from proton to the socket, until it would block. */
+static void flush(ewi_transport *t)
+{
+    while (t->drv_live) {
+        pn_bytes_t wb = pn_connection_driver_write_buffer(&t->drv);
+        if (wb.size == 0)
+            return;
+        char why[300];
+        long n = ewi_sock_write(t->sock, wb.start, wb.size, &t->io_wants_in, why, sizeof why);
+        if (n < 0) {
+            drop(t, why);
+            return;
+        }
+        if (n == 0)
+            return;
+        pn_connection_driver_write_done(&t->drv, (size_t)n);
+    }
 }
 
 static void on_remote_open(ewi_transport *t)
@@ -208,104 +331,33 @@ static bool is_auth_failure(pn_condition_t *c)
 
 /* The broker answered the SASL exchange with "authentication failed". The
  * outcome is kept by proton whatever happens to the socket afterwards, while
- * the transport's condition is set only when proton next writes: a broker
- * that closes the socket first (or, like RabbitMQ, some seconds later) can
- * leave "connection aborted" in its place. */
+ * the transport's condition may say only that the socket closed (RabbitMQ
+ * closes it some seconds after refusing). */
 static bool sasl_refused(pn_transport_t *tr)
 {
     return tr && pn_sasl_outcome(pn_sasl(tr)) == PN_SASL_AUTH;
 }
 
-static bool is_ip_literal(const char *host)
-{
-    unsigned char buf[sizeof(struct in6_addr)];
-    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
-}
-
 static void on_transport_closed(ewi_transport *t, pn_event_t *e)
 {
-    pn_condition_t *tc = pn_transport_condition(pn_event_transport(e));
+    pn_transport_t *tr = pn_event_transport(e);
+    pn_condition_t *tc = pn_transport_condition(tr);
     pn_condition_t *rc = t->conn ? pn_connection_remote_condition(t->conn) : NULL;
     pn_condition_t *c = rc && pn_condition_is_set(rc) ? rc : tc;
     char why[480];
     amqp10_condition_text(c, "connection closed", why, sizeof why);
-    /* proton 0.37 matches the host name against the certificate's DNS
-     * names and common name only, never its IP addresses. */
-    if (t->opt.tls && t->opt.verify == AMQP10_VERIFY_NAME && is_ip_literal(t->opt.host) &&
-        strstr(why, "certificate verify failed")) {
-        size_t n = strlen(why);
-        amqp10_textf(why + n, sizeof why - n,
-                   " (the host is an IP address: proton checks names against the "
-                   "certificate's DNS names only; connect by name, or use verify=peer)");
-    }
-    bool auth = is_auth_failure(tc) || is_auth_failure(rc) ||
-                sasl_refused(pn_event_transport(e));
+    bool auth = is_auth_failure(tc) || is_auth_failure(rc) || sasl_refused(tr);
     if (auth && !is_auth_failure(tc) && !is_auth_failure(rc))
         amqp10_textf(why, sizeof why, "authentication failed (SASL outcome: auth)");
     else if (!auth && t->start_cut)
         amqp10_textf(why, sizeof why, "no answer within the start timeout");
-    t->start_cut_seen |= t->start_cut;
     t->start_cut = false;
-    /* A certificate the client does not trust stays untrusted: no retry
-     * during start (later, a reconnect keeps trying: it may be a broker's
-     * certificate being replaced). */
-    bool cert = t->opt.tls && strstr(why, "SSL Failure") && strstr(why, "certificate");
-    int64_t now = ewi_now_ms();
-
-    /* Forget every proton object of this connection: proton frees them
-     * when this batch is done. */
-    pthread_mutex_lock(&t->mu);
-    t->conn_live = NULL;
-    amqp10_state was = t->state;
-    bool stopping = t->stopping;
-    if (was == AMQP10_ST_UP)
-        t->down_since = now;
-    pthread_mutex_unlock(&t->mu);
-    t->conn = NULL;
-    t->connected = false;
-    t->tick_due = false; /* its wake-up went with it */
-    t->stuck_since = 0;
-    amqp10_send_disconnected(t);
-    amqp10_recv_disconnected(t);
-    amqp10_fetch_disconnect_all(t, why, false);
-
-    if (stopping || t->closing) {
-        t->exit_now = true;
-        return;
-    }
-    if (was == AMQP10_ST_CONNECTING) {
-        bool give_up = auth || cert || now >= t->start_deadline - 60;
-        char text[700];
-        amqp10_textf(text, sizeof text, "%s to %s: %s",
-                 auth ? "authentication refused" : "cannot connect", t->where, why);
-        if (give_up) {
-            pthread_mutex_lock(&t->mu);
-            t->start_err = auth ? EW_EAUTH : cert ? EW_ETLS : EW_ECONNECT;
-            pthread_mutex_unlock(&t->mu);
-            set_state(t, AMQP10_ST_FAILED, text);
-            t->exit_now = true;
-            return;
-        }
-        set_state(t, AMQP10_ST_CONNECTING, text);
-        ewi_log(t->m, EW_LOG_INFO, "amqp: %s; trying again", text);
-        schedule_reconnect(t, now, false);
-        return;
-    }
-    set_state(t, AMQP10_ST_DOWN, why);
-    schedule_reconnect(t, now, was == AMQP10_ST_UP);
-    if (was == AMQP10_ST_UP)
-        ewi_report(t->m, auth ? EW_EAUTH : EW_EDISCONNECTED, NULL, NULL, NULL,
-                   "amqp %s: connection lost: %s; reconnecting (backoff up to %ld ms)",
-                   t->where, why, t->opt.reconnect_max_ms);
-    else
-        ewi_log(t->m, auth ? EW_LOG_ERROR : EW_LOG_INFO,
-                "amqp %s: reconnect failed: %s; next try in %lld ms", t->where, why,
-                (long long)(t->rc.next_ms - now));
+    conn_gone(t, why, auth ? EW_EAUTH : EW_OK);
 }
 
 static void reconnect_if_due(ewi_transport *t, int64_t now)
 {
-    if (t->conn || !t->reconnect_planned || ewi_reconnect_wait_ms(&t->rc, now) > 0 ||
+    if (t->drv_live || !t->reconnect_planned || ewi_reconnect_wait_ms(&t->rc, now) > 0 ||
         t->closing)
         return;
     t->reconnect_planned = false;
@@ -325,8 +377,7 @@ static void reconnect_if_due(ewi_transport *t, int64_t now)
             return;
         }
     }
-    if (!connect_now(t))
-        schedule_reconnect(t, now, false);
+    connect_now(t);
 }
 
 static void begin_stop(ewi_transport *t)
@@ -344,28 +395,28 @@ static void begin_stop(ewi_transport *t)
 static void tick(ewi_transport *t)
 {
     int64_t now = ewi_now_ms();
-    /* The proactor checks the idle timeout when the socket moves; with the
-     * socket blocked both ways (a frozen network) it can be late by many
-     * seconds. Check it on every tick too (in the connection's batch). */
-    if (t->conn && t->opt.heartbeat_ms > 0)
-        pn_transport_tick(pn_connection_transport(t->conn), pn_proactor_now_64());
     process_work(t);
     amqp10_send_expire(t, now);
     if (amqp10_is_up(t))
         amqp10_recv_tick(t, now);
     if (t->closing && t->conn && now >= t->close_deadline) {
-        pn_proactor_disconnect(t->proactor, NULL);
+        drop(t, "the broker did not answer the close");
         t->close_deadline = now + CLOSE_GRACE_MS;
     }
     pthread_mutex_lock(&t->mu);
     bool start_over = t->state == AMQP10_ST_CONNECTING && now >= t->start_deadline;
     pthread_mutex_unlock(&t->mu);
-    /* Past start's deadline no new attempt: (proton 0.37 also hangs a
-     * connection disconnected in the batch that made it). */
+    /* A broker that accepts the socket but never answers (or, like
+     * RabbitMQ, delays its refusal of a login): past start's deadline the
+     * connection that has not opened is dropped, and no new attempt made. */
+    if (start_over && t->conn && !t->closing && !t->start_cut) {
+        t->start_cut = true;
+        drop(t, NULL);
+    }
     if (!start_over)
         reconnect_if_due(t, now);
     pthread_mutex_lock(&t->mu);
-    if (start_over && !t->conn) {
+    if (start_over && !t->drv_live) {
         t->start_err = EW_ECONNECT;
         t->state = AMQP10_ST_FAILED;
         if (!t->last_error[0])
@@ -374,79 +425,6 @@ static void tick(ewi_transport *t)
         t->exit_now = true;
     }
     pthread_mutex_unlock(&t->mu);
-    /* A broker that accepts the socket but never answers (or, like
-     * RabbitMQ, delays its refusal of a login): the timer's batch drops
-     * the connection (see cut_start). */
-}
-
-/* In the timer's batch: past start's deadline, drop the connection that
- * has not opened. Not in the connection's own batch: proton 0.37 then
- * leaves the connection's transport behind, never freed. */
-static void cut_start(ewi_transport *t)
-{
-    pthread_mutex_lock(&t->mu);
-    bool start_over = t->state == AMQP10_ST_CONNECTING && ewi_now_ms() >= t->start_deadline;
-    pthread_mutex_unlock(&t->mu);
-    if (start_over && t->conn && !t->closing && !t->start_cut) {
-        t->start_cut = true;
-        pn_proactor_disconnect(t->proactor, NULL);
-    }
-}
-
-/* In the timer's batch while a connection exists, with nothing of proton's
- * touched: sends past their deadline fail, and a connection that neither
- * closes nor takes its wake-ups (proton can leave one stuck) does not hold
- * start or stop forever. */
-static void watchdog(ewi_transport *t)
-{
-    int64_t now = ewi_now_ms();
-    amqp10_send_expire(t, now); /* lists and done callbacks only */
-    if (!t->tick_due) {
-        t->stuck_since = 0;
-        return;
-    }
-    if (!t->stuck_since)
-        t->stuck_since = now;
-    pthread_mutex_lock(&t->mu);
-    bool starting = t->state == AMQP10_ST_CONNECTING;
-    bool give_up = (starting && now >= t->start_deadline + STUCK_MS) ||
-                   (t->closing && now >= t->close_deadline + STUCK_MS) ||
-                   (!starting && now - t->stuck_since >= 2 * CLOSE_GRACE_MS + STUCK_MS);
-    pthread_mutex_unlock(&t->mu);
-    if (!give_up) {
-        if (now - t->stuck_since >= STUCK_MS)
-            pn_proactor_disconnect(t->proactor, NULL);
-        return;
-    }
-    ewi_log(t->m, EW_LOG_WARN,
-            "amqp %s: the connection answers nothing for %lld ms (not even a "
-            "disconnect); dropping it", t->where, (long long)(now - t->stuck_since));
-    /* Forget it: proton frees it with the proactor. */
-    pthread_mutex_lock(&t->mu);
-    t->conn_live = NULL;
-    pthread_mutex_unlock(&t->mu);
-    t->conn = NULL;
-    t->connected = false;
-    t->tick_due = false;
-    t->stuck_since = 0;
-    amqp10_send_disconnected(t);
-    amqp10_recv_disconnected(t);
-    amqp10_fetch_disconnect_all(t, "the connection hung", false);
-    if (t->closing || starting) {
-        if (starting) {
-            pthread_mutex_lock(&t->mu);
-            t->start_err = EW_ECONNECT;
-            pthread_mutex_unlock(&t->mu);
-            set_state(t, AMQP10_ST_FAILED, "the connection hung");
-        }
-        t->exit_now = true;
-        return;
-    }
-    pthread_mutex_lock(&t->mu);
-    bool was_up = t->state == AMQP10_ST_UP;
-    pthread_mutex_unlock(&t->mu);
-    set_state(t, AMQP10_ST_DOWN, "the connection hung");
-    schedule_reconnect(t, now, was_up);
 }
 
 /* ---- events ------------------------------------------------------------- */
@@ -569,46 +547,18 @@ static void handle(ewi_transport *t, pn_event_t *e)
     case PN_DELIVERY:
         on_delivery(t, pn_event_delivery(e));
         break;
-    case PN_CONNECTION_WAKE:
-        process_work(t);
-        if (t->tick_due) {
-            t->tick_due = false;
-            t->stuck_since = 0;
-            tick(t);
-        }
-        break;
     case PN_TRANSPORT_ERROR: {
         /* The broker went silent past our idle timeout. proton still tries
          * to write a close frame first; over a dead path whose socket buffer
          * is full that never ends, so drop the socket now. */
         pn_condition_t *c = pn_transport_condition(pn_event_transport(e));
         const char *d = pn_condition_is_set(c) ? pn_condition_get_description(c) : NULL;
-        if (t->conn && pn_event_connection(e) == t->conn && d && strstr(d, "idle-timeout"))
-            pn_proactor_disconnect(t->proactor, NULL);
+        if (t->conn && d && strstr(d, "idle-timeout"))
+            drop(t, NULL);
         break;
     }
     case PN_TRANSPORT_CLOSED:
         on_transport_closed(t, e);
-        process_work(t);
-        break;
-    case PN_PROACTOR_INTERRUPT:
-        if (!t->conn)
-            process_work(t);
-        else
-            pn_connection_wake(t->conn);
-        break;
-    case PN_PROACTOR_TIMEOUT:
-        if (!t->exit_now)
-            pn_proactor_set_timeout(t->proactor, TICK_MS);
-        if (t->conn) {
-            /* Touch proton objects only in the connection's own batch. */
-            cut_start(t);
-            watchdog(t);
-            t->tick_due = true;
-            pn_connection_wake(t->conn);
-        } else {
-            tick(t);
-        }
         break;
     default:
         break;
@@ -616,36 +566,6 @@ static void handle(ewi_transport *t, pn_event_t *e)
 }
 
 /* ---- the thread --------------------------------------------------------- */
-
-/* End of a batch of the connection: take the work that arrived meanwhile
- * (posters did not wake us), a few rounds at most so that the proactor gets
- * to write; what is left then gets a wake of its own. */
-static void drain_tail(ewi_transport *t)
-{
-    if (t->conn) {
-        amqp10_send_continue(t);
-        if (t->stream_wake) {
-            /* After this batch proton frames the chunk; then the next. */
-            t->stream_wake = false;
-            pn_connection_wake(t->conn);
-        }
-    }
-    for (int round = 0;; round++) {
-        pthread_mutex_lock(&t->mu);
-        bool more = t->work_head != NULL;
-        if (!more || round == 4 || !t->conn || t->exit_now) {
-            t->io_busy = false;
-            if (more && t->conn_live)
-                pn_connection_wake(t->conn_live);
-            else if (more)
-                pn_proactor_interrupt(t->proactor);
-            pthread_mutex_unlock(&t->mu);
-            return;
-        }
-        pthread_mutex_unlock(&t->mu);
-        process_work(t);
-    }
-}
 
 /* After the loop: whatever is left fails or is freed. */
 static void finish(ewi_transport *t)
@@ -662,7 +582,6 @@ static void finish(ewi_transport *t)
     t->work_head = t->work_tail = NULL;
     t->io_exited = true;
     ewi_window_close(&t->window);
-    t->conn_live = NULL;
     pthread_mutex_unlock(&t->mu);
     while (w) {
         amqp10_work *next = w->next;
@@ -699,51 +618,81 @@ static void finish(ewi_transport *t)
     pthread_mutex_unlock(&t->mu);
 }
 
+/* Every event proton has; then, once the transport closed, the connection
+ * and socket go. */
+static void run_events(ewi_transport *t)
+{
+    for (pn_event_t *e; t->drv_live && (e = pn_connection_driver_next_event(&t->drv));)
+        handle(t, e);
+    if (t->drv_live && pn_connection_driver_finished(&t->drv))
+        release(t);
+}
+
+/* Waits for the socket, the waker or the next deadline. */
+static void wait_io(ewi_transport *t, int64_t next_tick)
+{
+    int64_t now = ewi_now_ms();
+    int64_t until = next_tick;
+    struct pollfd p[2] = {{.fd = ewi_waker_fd(&t->waker), .events = POLLIN}, {.fd = -1}};
+    if (t->drv_live) {
+        /* proton's idle timeout and the keep-alives it owes the broker. */
+        int64_t due = pn_transport_tick(t->drv.transport, now);
+        if (due > 0 && due < until)
+            until = due;
+        bool in = pn_connection_driver_read_buffer(&t->drv).size > 0 || t->io_wants_in;
+        bool out = pn_connection_driver_write_buffer(&t->drv).size > 0 || t->io_wants_out;
+        p[1] = (struct pollfd){.fd = ewi_sock_fd(t->sock),
+                               .events = (short)((in ? POLLIN : 0) | (out ? POLLOUT : 0))};
+        if (ewi_sock_pending(t->sock) || t->stream_wake || pn_connection_driver_has_event(&t->drv))
+            until = now;
+    }
+    int timeout = until > now ? (int)(until - now) : 0;
+    if (poll(p, t->drv_live ? 2 : 1, timeout) < 0 && errno != EINTR)
+        ewi_log(t->m, EW_LOG_ERROR, "amqp %s: poll: %s", t->where, strerror(errno));
+    if (p[0].revents & POLLIN)
+        ewi_waker_drain(&t->waker);
+    t->stream_wake = false;
+    if (!t->drv_live)
+        return;
+    short r = p[1].revents;
+    if ((r & (POLLIN | POLLHUP | POLLERR)) || ewi_sock_pending(t->sock)) {
+        if (!(p[1].events & POLLIN) && (r & (POLLHUP | POLLERR)))
+            drop(t, "the connection is gone");
+        else
+            read_some(t);
+    }
+    if (r & POLLOUT)
+        flush(t);
+}
+
 void *amqp10_io_main(void *arg)
 {
     ewi_transport *t = arg;
     ewi_reconnect_init(&t->rc, 100, (int)t->opt.reconnect_max_ms);
-    pn_proactor_set_timeout(t->proactor, TICK_MS);
-    if (!connect_now(t))
-        schedule_reconnect(t, ewi_now_ms(), false);
+    connect_now(t);
+    int64_t next_tick = ewi_now_ms() + TICK_MS;
     while (!t->exit_now) {
-        pn_event_batch_t *b = pn_proactor_wait(t->proactor);
-        pn_event_t *e;
-        bool conn_batch = false;
-        while ((e = pn_event_batch_next(b))) {
-            if (!conn_batch && t->conn && pn_event_connection(e) == t->conn) {
-                conn_batch = true;
-                pthread_mutex_lock(&t->mu);
-                t->io_busy = true;
-                pthread_mutex_unlock(&t->mu);
-            }
-            handle(t, e);
+        run_events(t);
+        if (t->conn) {
+            amqp10_send_continue(t);
+            run_events(t);
         }
-        if (conn_batch)
-            drain_tail(t);
-        pn_proactor_done(t->proactor, b);
-    }
-    if (t->start_cut_seen) {
-        /* A connection we dropped at start's deadline: proton 0.37 frees it
-         * only in a later wait, and pn_proactor_free misses it. One round
-         * (until the next timer event) lets it go. */
-        pn_proactor_set_timeout(t->proactor, 1);
-        for (bool timer = false; !timer;) {
-            pn_event_batch_t *b = pn_proactor_wait(t->proactor);
-            for (pn_event_t *e; (e = pn_event_batch_next(b));)
-                timer |= pn_event_type(e) == PN_PROACTOR_TIMEOUT;
-            pn_proactor_done(t->proactor, b);
+        flush(t);
+        run_events(t);
+        if (t->exit_now)
+            break;
+        wait_io(t, next_tick);
+        process_work(t);
+        if (ewi_now_ms() >= next_tick) {
+            tick(t);
+            next_tick = ewi_now_ms() + TICK_MS;
         }
     }
-    pn_proactor_cancel_timeout(t->proactor);
-    if (t->conn) {
-        /* start gave up or stop timed out: drop the socket now. */
-        pthread_mutex_lock(&t->mu);
-        t->conn_live = NULL;
-        pthread_mutex_unlock(&t->mu);
-        pn_proactor_disconnect(t->proactor, NULL);
-        t->conn = NULL;
-    }
+    /* start gave up or stop timed out with a connection: it goes now,
+     * after what is left fails (its links are still proton's). */
+    t->conn = NULL;
+    t->connected = false;
     finish(t);
+    release(t);
     return NULL;
 }

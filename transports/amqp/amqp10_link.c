@@ -11,7 +11,6 @@
 #include <proton/connection.h>
 #include <proton/delivery.h>
 #include <proton/link.h>
-#include <proton/proactor.h>
 #include <proton/session.h>
 #include <proton/terminus.h>
 
@@ -157,16 +156,9 @@ void amqp10_post_locked(ewi_transport *t, amqp10_work *w)
     else
         t->work_head = w;
     t->work_tail = w;
-    /* One wake per batch: the I/O thread takes the whole queue at once, and
-     * none while it is busy with the connection (it looks at the queue
-     * before it finishes). The connection cannot be freed while mu is held
-     * (the I/O thread clears conn_live under mu before proton frees it). */
-    if (was_empty && !t->io_busy) {
-        if (t->conn_live)
-            pn_connection_wake(t->conn_live);
-        else
-            pn_proactor_interrupt(t->proactor);
-    }
+    /* One wake per batch: the I/O thread takes the whole queue at once. */
+    if (was_empty)
+        ewi_waker_wake(&t->waker);
 }
 
 void amqp10_post(ewi_transport *t, amqp10_work *w)

@@ -11,7 +11,6 @@
 #include <time.h>
 #include <uuid/uuid.h>
 
-#include <proton/proactor.h>
 
 /* ---- waiting ------------------------------------------------------------ */
 
@@ -58,7 +57,8 @@ static ew_err a_create(ew_manager *m, const ewi_url *url, ewi_transport **out)
     uuid_unparse_lower(u, us);
     amqp10_textf(t->container_id, sizeof t->container_id, "eventwire-%s-%.8s",
              t->cfg->server_name ? t->cfg->server_name : "server", us);
-    if (amqp10_admin_open(t) != EW_OK) {
+    if (ewi_waker_init(&t->waker) != EW_OK || amqp10_admin_open(t) != EW_OK) {
+        ewi_waker_close(&t->waker);
         amqp10_options_free(&t->opt);
         pthread_mutex_destroy(&t->mu);
         pthread_cond_destroy(&t->cond);
@@ -73,11 +73,8 @@ static ew_err a_create(ew_manager *m, const ewi_url *url, ewi_transport **out)
  * failed start). */
 static void reset_run(ewi_transport *t)
 {
-    if (t->proactor)
-        pn_proactor_free(t->proactor);
-    t->proactor = NULL;
     t->conn = NULL;
-    t->connected = t->was_up = t->closing = t->exit_now = t->tick_due = t->start_cut = t->start_cut_seen = false;
+    t->connected = t->was_up = t->closing = t->exit_now = t->start_cut = false;
     t->close_deadline = 0;
     t->reconnect_planned = false;
 }
@@ -94,8 +91,6 @@ static ew_err a_start(ewi_transport *t, int timeout_ms)
 {
     join_thread(t);
     reset_run(t);
-    if (!(t->proactor = pn_proactor()))
-        return EW_ENOMEM;
     pthread_mutex_lock(&t->mu);
     t->state = AMQP10_ST_CONNECTING;
     t->stopping = false;
@@ -137,10 +132,7 @@ static void a_stop(ewi_transport *t)
     if (t->thread_started && !t->io_exited && !t->stopping) {
         t->stopping = true;
         ewi_window_close(&t->window);
-        if (t->conn_live)
-            pn_connection_wake(t->conn_live);
-        else
-            pn_proactor_interrupt(t->proactor);
+        ewi_waker_wake(&t->waker);
     }
     pthread_mutex_unlock(&t->mu);
     join_thread(t);
@@ -160,8 +152,7 @@ static void a_destroy(ewi_transport *t)
         n = s->next;
         free(s); /* their lists were emptied when the I/O thread ended */
     }
-    if (t->proactor)
-        pn_proactor_free(t->proactor);
+    ewi_waker_close(&t->waker);
     amqp10_admin_close(t);
     amqp10_options_free(&t->opt);
     pthread_mutex_destroy(&t->mu);

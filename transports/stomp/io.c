@@ -119,7 +119,7 @@ bool stomp_io_flush_out(io *s, char *err, size_t errlen)
 {
     while (stomp_io_out_pending(s)) {
         bool want_read;
-        long n = stomp_sock_write(s->sock, s->out.data + s->out_off,
+        long n = ewi_sock_write(s->sock, s->out.data + s->out_off,
                                   s->out.len - s->out_off, &want_read, err, errlen);
         if (n < 0)
             return false;
@@ -374,12 +374,12 @@ static void shutdown_io(io *s)
         bool ok = true;
         while (ok && ewi_left_ms(deadline) > 0) {
             ok = stomp_io_flush_out(s, why, sizeof why);
-            struct pollfd p = {.fd = stomp_sock_fd(s->sock),
+            struct pollfd p = {.fd = ewi_sock_fd(s->sock),
                                .events = POLLIN | (stomp_io_out_pending(s) ? POLLOUT : 0)};
             if (ok && poll(&p, 1, ewi_left_ms(deadline)) > 0) {
                 /* RECEIPTs of SENDs still count; the DISCONNECT's ends it. */
                 bool ww;
-                long n = stomp_sock_read(s->sock, s->rbuf, sizeof s->rbuf, &ww, why,
+                long n = ewi_sock_read(s->sock, s->rbuf, sizeof s->rbuf, &ww, why,
                                          sizeof why);
                 size_t off = 0;
                 bool bye = false;
@@ -405,7 +405,7 @@ static void shutdown_io(io *s)
             }
         }
     }
-    stomp_sock_close(s->sock);
+    ewi_sock_close(s->sock);
     s->sock = NULL;
     /* What is left fails: the transport is closed. */
     stomp_pending *pend = NULL;
@@ -526,7 +526,7 @@ void *stomp_io_main(void *arg)
                             stomp_dialect_name(t->opt.dialect), s->hb.send_ms,
                             s->hb.expect_ms);
                 } else {
-                    stomp_sock_close(s->sock);
+                    ewi_sock_close(s->sock);
                     s->sock = NULL;
                     stomp_io_set_state(s, ST_DOWN, code, why);
                     /* The first failure of an outage is news; the next ones
@@ -588,10 +588,10 @@ void *stomp_io_main(void *arg)
             timeout = s->hb.send_ms / 2;
         struct pollfd p[2] = {
             {.fd = ewi_waker_fd(wk), .events = POLLIN},
-            {.fd = stomp_sock_fd(s->sock),
+            {.fd = ewi_sock_fd(s->sock),
              .events = POLLIN | (stomp_io_out_pending(s) ? POLLOUT : 0)},
         };
-        if (stomp_sock_pending(s->sock))
+        if (ewi_sock_pending(s->sock))
             timeout = 0;
         int n = poll(p, 2, timeout);
         if (n < 0 && errno != EINTR) {
@@ -601,7 +601,7 @@ void *stomp_io_main(void *arg)
         }
         if (p[0].revents & POLLIN)
             ewi_waker_drain(wk);
-        if ((p[1].revents & (POLLIN | POLLERR | POLLHUP)) || stomp_sock_pending(s->sock)) {
+        if ((p[1].revents & (POLLIN | POLLERR | POLLHUP)) || ewi_sock_pending(s->sock)) {
             if (!stomp_io_read_in(s, why, sizeof why)) {
                 stomp_io_drop(s, EW_EDISCONNECTED, why);
                 continue;

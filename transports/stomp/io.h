@@ -22,7 +22,7 @@
 typedef struct io {
     ewi_transport *t;
     int role; /* STOMP_PUB or STOMP_SUB */
-    stomp_sock *sock;
+    ewi_sock *sock;
     ewi_stomp_parser *parser;
     ewi_buf out;
     size_t out_off;

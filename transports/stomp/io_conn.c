@@ -37,7 +37,7 @@ void stomp_io_drop(io *s, ew_err code, const char *why)
 {
     ewi_transport *t = s->t;
     bool was_up = t->state[s->role] == ST_UP;
-    stomp_sock_close(s->sock);
+    ewi_sock_close(s->sock);
     s->sock = NULL;
     ewi_stomp_parser_reset(s->parser);
     s->out.len = s->out_off = 0;
@@ -119,7 +119,7 @@ static bool handshake(io *s, int64_t deadline, ew_err *code, char *why, size_t w
         return false;
     }
     *code = EW_ECONNECT;
-    int fd = stomp_sock_fd(s->sock);
+    int fd = ewi_sock_fd(s->sock);
     for (;;) {
         if (!stomp_io_flush_out(s, why, whylen))
             return false;
@@ -130,12 +130,12 @@ static bool handshake(io *s, int64_t deadline, ew_err *code, char *why, size_t w
             return false;
         }
         struct pollfd p = {.fd = fd, .events = POLLIN | (stomp_io_out_pending(s) ? POLLOUT : 0)};
-        if (!stomp_sock_pending(s->sock) && poll(&p, 1, left) < 0 && errno != EINTR) {
+        if (!ewi_sock_pending(s->sock) && poll(&p, 1, left) < 0 && errno != EINTR) {
             snprintf(why, whylen, "poll: %s", strerror(errno));
             return false;
         }
         bool ww;
-        long n = stomp_sock_read(s->sock, s->rbuf, sizeof s->rbuf, &ww, why, whylen);
+        long n = ewi_sock_read(s->sock, s->rbuf, sizeof s->rbuf, &ww, why, whylen);
         if (n < 0) {
             /* RabbitMQ may close right after its ERROR; the reason was read. */
             return false;
@@ -199,7 +199,14 @@ bool stomp_io_connect_once(io *s, char *why, size_t whylen, ew_err *code)
     int64_t deadline = ewi_now_ms() + t->opt.connect_timeout_ms;
     stomp_io_set_state(s, ST_CONNECTING, EW_OK, NULL);
     bool final;
-    s->sock = stomp_sock_open(&t->opt, t->opt.connect_timeout_ms, code, &final, why, whylen);
+    const stomp_options *o = &t->opt;
+    ewi_sock_conf sc = {.host = o->host, .port = o->port, .tls = o->tls,
+                        .ca_file = o->ca_file, .cert_file = o->cert_file,
+                        .key_file = o->key_file,
+                        .verify = !o->verify        ? EWI_VERIFY_NONE
+                                  : o->verify_name ? EWI_VERIFY_NAME
+                                                   : EWI_VERIFY_PEER};
+    s->sock = ewi_sock_open(&sc, o->connect_timeout_ms, code, &final, why, whylen);
     if (!s->sock) {
         if (final) {
             pthread_mutex_lock(&t->mu);

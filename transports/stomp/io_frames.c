@@ -276,11 +276,11 @@ bool stomp_io_read_in(io *s, char *why, size_t whylen)
 {
     for (int rounds = 0; rounds < 16; rounds++) {
         bool want_write;
-        long n = stomp_sock_read(s->sock, s->rbuf, sizeof s->rbuf, &want_write, why,
+        long n = ewi_sock_read(s->sock, s->rbuf, sizeof s->rbuf, &want_write, why,
                                  whylen);
         if (n < 0)
             return false;
-        if (n == 0 && !stomp_sock_pending(s->sock))
+        if (n == 0 && !ewi_sock_pending(s->sock))
             return true;
         s->last_rx = ewi_now_ms();
         size_t off = 0;

@@ -1,5 +1,5 @@
 # The STOMP 1.2 transport: a pure frame codec, the dialects' addressing, and
-# a client with its own I/O thread (TCP or OpenSSL). The rabbitmq dialect
+# a client with its own I/O thread (on core/sock.c: TCP or OpenSSL). The rabbitmq dialect
 # administers RabbitMQ over AMQP 0-9-1 (transports/rmqadmin), which the top
 # level builds and links with it.
 list(APPEND EW_SOURCES
@@ -8,7 +8,6 @@ list(APPEND EW_SOURCES
   transports/stomp/dialect.c
   transports/stomp/heartbeat.c
   transports/stomp/message.c
-  transports/stomp/sock.c
   transports/stomp/io.c
   transports/stomp/io_frames.c
   transports/stomp/io_conn.c

@@ -24,6 +24,7 @@
 
 #include "codec_internal.h"
 #include "ewi.h"
+#include "sock.h"
 #include "transports/stomp/frame.h"
 #include "waker.h"
 
@@ -121,27 +122,6 @@ ew_err stomp_message_write(ewi_buf *out, const stomp_target *to, const char *rec
 ew_err stomp_message_read(ewi_stomp_frame *f, ew_envelope *env);
 /* "broker's message: body" of an ERROR frame, for error reports. */
 void stomp_error_text(const ewi_stomp_frame *f, char *buf, size_t len);
-
-/* ---- socket (sock.c) ----------------------------------------------------- */
-
-typedef struct stomp_sock stomp_sock;
-
-/* Connects to host:port within timeout_ms and does the TLS handshake when
- * o->tls. NULL with the reason in err (*code EW_ECONNECT, EW_EIO, or EW_ETLS
- * with *final when retrying cannot help: the certificate is not trusted). */
-stomp_sock *stomp_sock_open(const stomp_options *o, int timeout_ms, ew_err *code,
-                            bool *final, char *err, size_t errlen);
-void stomp_sock_close(stomp_sock *s); /* NULL allowed */
-int stomp_sock_fd(const stomp_sock *s);
-/* Non-blocking. Returns bytes moved (> 0), 0 when it would block, -1 when
- * the connection is gone (reason in err). want_write tells read to wait for
- * POLLOUT (TLS renegotiation) and write to wait for POLLIN. */
-long stomp_sock_read(stomp_sock *s, void *buf, size_t len, bool *want_write,
-                     char *err, size_t errlen);
-long stomp_sock_write(stomp_sock *s, const void *buf, size_t len, bool *want_read,
-                      char *err, size_t errlen);
-/* TLS buffers bytes poll() cannot see. */
-bool stomp_sock_pending(const stomp_sock *s);
 
 /* ---- rabbitmq topology over AMQP 0-9-1 ---------------------------------- *
  *

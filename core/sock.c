@@ -1,8 +1,6 @@
-/* A non-blocking TCP connection, optionally wrapped in TLS (OpenSSL, peer
- * verification on by default, host name checked unless verify=peer, an
- * optional client certificate). Used by the I/O thread
- * only; the connect and the TLS handshake are bounded by a timeout. */
-#include "transports/stomp/stomp.h"
+/* A non-blocking TCP connection, optionally wrapped in TLS (OpenSSL). See
+ * sock.h. */
+#include "sock.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -21,7 +19,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-struct stomp_sock {
+struct ewi_sock {
     int fd;
     SSL_CTX *ctx;
     SSL *ssl;
@@ -52,7 +50,7 @@ static bool wait_fd(int fd, short events, int64_t deadline)
     }
 }
 
-static int tcp_connect(const stomp_options *o, int64_t deadline, char *err,
+static int tcp_connect(const ewi_sock_conf *o, int64_t deadline, char *err,
                        size_t errlen)
 {
     char port[16];
@@ -103,7 +101,7 @@ static int tcp_connect(const stomp_options *o, int64_t deadline, char *err,
     return fd;
 }
 
-static bool tls_setup(stomp_sock *s, const stomp_options *o, int64_t deadline,
+static bool tls_setup(ewi_sock *s, const ewi_sock_conf *o, int64_t deadline,
                       ew_err *code, bool *final, char *err, size_t errlen)
 {
     s->ctx = SSL_CTX_new(TLS_client_method());
@@ -114,7 +112,7 @@ static bool tls_setup(stomp_sock *s, const stomp_options *o, int64_t deadline,
     SSL_CTX_set_min_proto_version(s->ctx, TLS1_2_VERSION);
     SSL_CTX_set_mode(s->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
                                  SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    if (o->verify) {
+    if (o->verify != EWI_VERIFY_NONE) {
         SSL_CTX_set_verify(s->ctx, SSL_VERIFY_PEER, NULL);
         int ok = o->ca_file ? SSL_CTX_load_verify_locations(s->ctx, o->ca_file, NULL)
                             : SSL_CTX_set_default_verify_paths(s->ctx);
@@ -152,7 +150,7 @@ static bool tls_setup(stomp_sock *s, const stomp_options *o, int64_t deadline,
                  inet_pton(AF_INET6, o->host, &a6) == 1;
     if (!is_ip)
         SSL_set_tlsext_host_name(s->ssl, o->host);
-    if (o->verify_name) {
+    if (o->verify == EWI_VERIFY_NAME) {
         X509_VERIFY_PARAM *vp = SSL_get0_param(s->ssl);
         int ok = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, o->host)
                        : X509_VERIFY_PARAM_set1_host(vp, o->host, 0);
@@ -189,13 +187,13 @@ static bool tls_setup(stomp_sock *s, const stomp_options *o, int64_t deadline,
     }
 }
 
-stomp_sock *stomp_sock_open(const stomp_options *o, int timeout_ms, ew_err *code,
+ewi_sock *ewi_sock_open(const ewi_sock_conf *o, int timeout_ms, ew_err *code,
                             bool *final, char *err, size_t errlen)
 {
     int64_t deadline = ewi_now_ms() + timeout_ms;
     *code = EW_ECONNECT;
     *final = false;
-    stomp_sock *s = calloc(1, sizeof *s);
+    ewi_sock *s = calloc(1, sizeof *s);
     if (!s) {
         *code = EW_ENOMEM;
         snprintf(err, errlen, "out of memory");
@@ -207,13 +205,13 @@ stomp_sock *stomp_sock_open(const stomp_options *o, int timeout_ms, ew_err *code
         return NULL;
     }
     if (o->tls && !tls_setup(s, o, deadline, code, final, err, errlen)) {
-        stomp_sock_close(s);
+        ewi_sock_close(s);
         return NULL;
     }
     return s;
 }
 
-void stomp_sock_close(stomp_sock *s)
+void ewi_sock_close(ewi_sock *s)
 {
     if (!s)
         return;
@@ -228,17 +226,17 @@ void stomp_sock_close(stomp_sock *s)
     free(s);
 }
 
-int stomp_sock_fd(const stomp_sock *s)
+int ewi_sock_fd(const ewi_sock *s)
 {
     return s->fd;
 }
 
-bool stomp_sock_pending(const stomp_sock *s)
+bool ewi_sock_pending(const ewi_sock *s)
 {
     return s->ssl && SSL_pending(s->ssl) > 0;
 }
 
-long stomp_sock_read(stomp_sock *s, void *buf, size_t len, bool *want_write,
+long ewi_sock_read(ewi_sock *s, void *buf, size_t len, bool *want_write,
                      char *err, size_t errlen)
 {
     *want_write = false;
@@ -279,7 +277,7 @@ long stomp_sock_read(stomp_sock *s, void *buf, size_t len, bool *want_write,
     return -1;
 }
 
-long stomp_sock_write(stomp_sock *s, const void *buf, size_t len, bool *want_read,
+long ewi_sock_write(ewi_sock *s, const void *buf, size_t len, bool *want_read,
                       char *err, size_t errlen)
 {
     *want_read = false;
