@@ -24,7 +24,9 @@ BUILD_PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev
 # scripts/brokers/artemis.sh fetches Artemis with Maven (a `mvn` already on
 # PATH, e.g. one unpacked by hand, is used as it is); certs.sh makes the test
 # certificates with the openssl command; lib.sh names a port's owner with ss.
-BROKER_PKGS=(rabbitmq-server activemq default-jre-headless maven openssl iproute2)
+# docker-compose: the test command checks docker/'s compose files with it.
+BROKER_PKGS=(rabbitmq-server activemq default-jre-headless maven openssl iproute2
+             docker-compose)
 
 want_brokers=0
 for arg in "$@"; do

@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Two instances of examples/service against one broker, as two hosts of a
+deployment would run them (two processes with their own server names):
+
+  - the per_process listener (Audit) gets every payment on both instances;
+  - the competing listener (Billing) gets each payment exactly once across
+    the two (no broker fault here, so no redelivery);
+  - SIGTERM stops each instance gracefully: exit status 0 and totals that
+    match what it printed.
+
+usage: test_service.py SERVICE URL_A [URL_B]
+
+URL_B (default URL_A) is the second instance's: another protocol to the
+same broker shows the same listeners across protocols.
+
+Payment ids start at a base unique to the run, so that messages left in a
+shared broker's queues by an earlier run are recognised and ignored.
+Waits on the instances' output lines, with a deadline; on failure it says
+what was missing."""
+import os
+import random
+import selectors
+import signal
+import subprocess
+import sys
+import time
+
+
+def fail(msg):
+    print("FAIL: " + msg, flush=True)
+    sys.exit(1)
+
+
+class Instance:
+    def __init__(self, binary, url, server, send=0, first=1):
+        env = dict(os.environ, EW_URL=url, EW_SERVER=server, EW_SEND=str(send),
+                   EW_SEND_FIRST=str(first))
+        self.server = server
+        self.proc = subprocess.Popen([binary], env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, bufsize=1)
+        self.lines = []
+        self.billing = []
+        self.audit = []
+        self.ready = False
+        self.sent = None
+        self.stopped = None
+
+    def take(self, line):
+        self.lines.append(line)
+        words = line.split()
+        if not words:
+            return
+        if words[0] == "ready":
+            self.ready = True
+        elif words[0] == "billing":
+            self.billing.append(int(words[1]))
+        elif words[0] == "audit":
+            self.audit.append(int(words[1]))
+        elif words[0] == "sent":
+            self.sent = int(words[1])
+        elif words[0] == "stopped":
+            self.stopped = line
+
+
+def explain(instances):
+    for inst in instances:
+        print(f"{inst.server}: last lines: {inst.lines[-5:]}")
+        try:
+            rc = inst.proc.wait(timeout=10)
+            print(f"{inst.server}: exited with {rc}: {inst.proc.stderr.read().strip()}")
+        except subprocess.TimeoutExpired:
+            print(f"{inst.server}: still running")
+
+
+def pump(instances, until, timeout, what):
+    """Reads the instances' output until until() is true, or fails after
+    timeout seconds naming what was awaited."""
+    sel = selectors.DefaultSelector()
+    for inst in instances:
+        if inst.proc.stdout and not inst.proc.stdout.closed:
+            sel.register(inst.proc.stdout, selectors.EVENT_READ, inst)
+    deadline = time.monotonic() + timeout
+    ended = []
+    try:
+        while not until():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                explain(instances)
+                fail(f"no {what} within {timeout} s")
+            events = sel.select(min(left, 1.0))
+            for key, _ in events:
+                line = key.fileobj.readline()
+                if line:
+                    key.data.take(line.strip())
+                else:
+                    # Its output ended: it exited, or is about to.
+                    sel.unregister(key.fileobj)
+                    ended.append(key.data)
+                    if not sel.get_map() and not until():
+                        explain(ended)
+                        fail(f"every instance ended before {what}")
+    finally:
+        sel.close()
+
+
+def main():
+    if len(sys.argv) < 3:
+        print(__doc__)
+        sys.exit(2)
+    binary, url_a = sys.argv[1], sys.argv[2]
+    url_b = sys.argv[3] if len(sys.argv) > 3 else url_a
+    count = 200
+    run = f"{os.getpid()}{random.randrange(1000)}"
+    base = random.randrange(1, 1 << 40) * 1000
+    wanted = set(range(base, base + count))
+
+    b = Instance(binary, url_b, f"b{run}")
+    a = None
+    try:
+        pump([b], lambda: b.ready, 60, f"'ready' from {b.server}")
+        a = Instance(binary, url_a, f"a{run}", send=count, first=base)
+        both = [a, b]
+        pump(both, lambda: a.ready and a.sent is not None, 60,
+             f"'ready' and 'sent' from {a.server}")
+
+        def mine(ids):
+            return [i for i in ids if i in wanted]
+
+        def done():
+            billed = set(mine(a.billing)) | set(mine(b.billing))
+            return (billed == wanted and set(mine(a.audit)) == wanted
+                    and set(mine(b.audit)) == wanted)
+
+        pump(both, done, 120, f"all {count} payments billed once and audited on both")
+        foreign = (len(a.billing) + len(b.billing) - len(mine(a.billing)) -
+                   len(mine(b.billing)))
+        if foreign:
+            print(f"note: {foreign} billing message(s) of an earlier run were consumed")
+        billed_total = len(mine(a.billing)) + len(mine(b.billing))
+        print(f"billing: {len(mine(a.billing))} on {a.server}, {len(mine(b.billing))} "
+              f"on {b.server}, {billed_total} in all for {count} payments")
+        print(f"audit: {len(mine(a.audit))} on {a.server}, {len(mine(b.audit))} on {b.server}")
+        if billed_total != count:
+            fail(f"the competing listener handled {billed_total} for {count} payments")
+        for inst in both:
+            if len(mine(inst.audit)) != count:
+                fail(f"{inst.server} audited {len(mine(inst.audit))} of {count} "
+                     "(duplicates in a per_process queue)")
+
+        # Graceful stop: SIGTERM, exit 0, totals match the lines printed.
+        for inst in both:
+            inst.proc.send_signal(signal.SIGTERM)
+        pump(both, lambda: a.stopped and b.stopped, 30, "'stopped' after SIGTERM")
+        for inst in both:
+            rc = inst.proc.wait(timeout=30)
+            if rc != 0:
+                fail(f"{inst.server} exited with {rc}: {inst.proc.stderr.read().strip()}")
+            expect = (f"stopped {inst.server} billing {len(inst.billing)} "
+                      f"audit {len(inst.audit)}")
+            if inst.stopped != expect:
+                fail(f"{inst.server} said '{inst.stopped}', expected '{expect}'")
+        print("PASS")
+    finally:
+        for inst in (a, b):
+            if inst and inst.proc.poll() is None:
+                inst.proc.kill()
+                inst.proc.wait()
+
+
+if __name__ == "__main__":
+    main()
