@@ -15,8 +15,9 @@
  *   amqp10_fetch.c     dlq_take: reading a queue on the caller's thread
  *
  * Threads: proton objects are touched only by the I/O thread. Other threads
- * append amqp10_work items to t->work under t->mu and wake the I/O thread with
- * pn_connection_wake (or pn_proactor_interrupt while no connection exists). */
+ * push amqp10_work items onto t->work (an ewi_workq) under t->mu; the first
+ * of a batch wakes the I/O thread with pn_connection_wake (or
+ * pn_proactor_interrupt while no connection exists). */
 #ifndef EVENTWIRE_AMQP10_H
 #define EVENTWIRE_AMQP10_H
 
@@ -30,6 +31,7 @@
 #include <proton/types.h>
 
 #include "ewi.h"
+#include "workq.h"
 
 /* ---- options (amqp10_options.c) ------------------------------------------- */
 
@@ -218,7 +220,7 @@ typedef enum amqp10_work_kind {
 typedef struct amqp10_work amqp10_work;
 struct amqp10_work {
     amqp10_work_kind kind;
-    amqp10_work *next;
+    ewi_workq_item link; /* in t->work */
 };
 
 /* What a proton link's context points to: the first member of each. */
@@ -330,7 +332,7 @@ struct ewi_transport {
     /* ---- shared, under mu ---- */
     pthread_mutex_t mu;
     pthread_cond_t cond;       /* state, window room, subs, fetches */
-    amqp10_work *work_head, *work_tail;
+    ewi_workq work;            /* for the I/O thread: pushed under mu */
     pn_connection_t *conn_live; /* the connection wakes go to, or NULL */
     amqp10_state state;
     bool stopping;             /* stop() was called */
@@ -406,7 +408,10 @@ void amqp10_recv_finish_locked(ewi_transport *t, const char *why);
 
 /* The connection is open and not closing (I/O thread). */
 bool amqp10_is_up(ewi_transport *t);
-/* Queues w for the I/O thread and wakes it; t->mu held by the caller. */
+/* t->work, whose first push of a batch wakes the I/O thread. */
+void amqp10_work_init(ewi_transport *t);
+/* Queues w for the I/O thread and wakes it; t->mu held by the caller, and
+ * t->io_exited false (after it the queue is closed and w is not taken). */
 void amqp10_post_locked(ewi_transport *t, amqp10_work *w);
 /* Same, taking t->mu. */
 void amqp10_post(ewi_transport *t, amqp10_work *w);

@@ -148,25 +148,30 @@ bool amqp10_is_up(ewi_transport *t)
 
 /* ---- the work queue ----------------------------------------------------- */
 
+/* The first push of a batch, with t->mu held by the pusher: the I/O thread
+ * takes the whole queue at once. None while it is busy with the connection
+ * (it looks at the queue before it finishes). The connection cannot be freed
+ * while mu is held (the I/O thread clears conn_live under mu before proton
+ * frees it). */
+static void wake_io(void *arg)
+{
+    ewi_transport *t = arg;
+    if (t->io_busy)
+        return;
+    if (t->conn_live)
+        pn_connection_wake(t->conn_live);
+    else
+        pn_proactor_interrupt(t->proactor);
+}
+
+void amqp10_work_init(ewi_transport *t)
+{
+    ewi_workq_init_fn(&t->work, wake_io, t);
+}
+
 void amqp10_post_locked(ewi_transport *t, amqp10_work *w)
 {
-    w->next = NULL;
-    bool was_empty = !t->work_head;
-    if (t->work_tail)
-        t->work_tail->next = w;
-    else
-        t->work_head = w;
-    t->work_tail = w;
-    /* One wake per batch: the I/O thread takes the whole queue at once, and
-     * none while it is busy with the connection (it looks at the queue
-     * before it finishes). The connection cannot be freed while mu is held
-     * (the I/O thread clears conn_live under mu before proton frees it). */
-    if (was_empty && !t->io_busy) {
-        if (t->conn_live)
-            pn_connection_wake(t->conn_live);
-        else
-            pn_proactor_interrupt(t->proactor);
-    }
+    (void)ewi_workq_push(&t->work, &w->link);
 }
 
 void amqp10_post(ewi_transport *t, amqp10_work *w)

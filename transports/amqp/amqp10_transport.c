@@ -42,6 +42,7 @@ static ew_err a_create(ew_manager *m, const ewi_url *url, ewi_transport **out)
     }
     t->m = m;
     t->cfg = ewi_config_of(m);
+    amqp10_work_init(t);
     pthread_mutex_init(&t->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -60,6 +61,7 @@ static ew_err a_create(ew_manager *m, const ewi_url *url, ewi_transport **out)
              t->cfg->server_name ? t->cfg->server_name : "server", us);
     if (amqp10_admin_open(t) != EW_OK) {
         amqp10_options_free(&t->opt);
+        ewi_workq_destroy(&t->work);
         pthread_mutex_destroy(&t->mu);
         pthread_cond_destroy(&t->cond);
         free(t);
@@ -164,6 +166,7 @@ static void a_destroy(ewi_transport *t)
         pn_proactor_free(t->proactor);
     amqp10_admin_close(t);
     amqp10_options_free(&t->opt);
+    ewi_workq_destroy(&t->work);
     pthread_mutex_destroy(&t->mu);
     pthread_cond_destroy(&t->cond);
     ewi_window_destroy(&t->window);
