@@ -324,11 +324,6 @@ void *rmq_io_main(void *arg);
 /* Marks the connection lost: unconfirmed publishes wait to be resent,
  * consumers to be resumed; logs and reports once. */
 void rmq_lost(ewi_transport *t, const char *why);
-/* Completes a publish (done callback); its window slot is given back by
- * the next rmq_room_release. */
-void rmq_pub_complete(ewi_transport *t, ewi_pub *p, int err, const char *detail);
-/* Takes completed publishes off the window and wakes senders waiting for room. */
-void rmq_room_release(ewi_transport *t);
 
 /* Settle encoding in ewi_msg.tdata: the channel epoch, and the requeue bit. */
 #define RMQ_TDATA(epoch, requeue) ((void *)(uintptr_t)(((uintptr_t)(epoch) << 1) | (requeue)))
@@ -367,6 +362,11 @@ ew_err rmq_wire_flush(ewi_transport *t, char *err, size_t errlen);
 
 /* ---- publishing on the I/O thread (rmq_pub.c) --------------------------- */
 
+/* Completes a publish (done callback); its window slot is given back by
+ * the next rmq_room_release. */
+void rmq_pub_complete(ewi_transport *t, ewi_pub *p, int err, const char *detail);
+/* Takes completed publishes off the window and wakes senders waiting for room. */
+void rmq_room_release(ewi_transport *t);
 /* Writes p, or on plain TCP appends it to the write buffer; confirmed ones
  * wait in the unconfirmed list. false when the connection failed, with why:
  * p is then queued for resending, and the caller (the I/O loop) decides

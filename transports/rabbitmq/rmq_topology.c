@@ -84,29 +84,6 @@ ew_err rmq_declare_exchanges(ewi_transport *t, const char *const *events, size_t
     return check(t, RMQ_CH_RPC, rmqa_rpc_decl(t->conn, RMQ_CH_RPC, &last), what, err, errlen);
 }
 
-void rmq_chans_reset(rmq_chans *c)
-{
-    memset(c->used, 0, sizeof c->used);
-}
-
-uint16_t rmq_chans_take(rmq_chans *c, int channel_max)
-{
-    /* channel_max 0: no limit but the protocol's. */
-    unsigned max = channel_max <= 0 || channel_max > 65535 ? 65535 : (unsigned)channel_max;
-    for (unsigned ch = RMQ_CH_FIRST_SUB; ch <= max; ch++)
-        if (!(c->used[ch / 8] & (1u << (ch % 8)))) {
-            c->used[ch / 8] |= (uint8_t)(1u << (ch % 8));
-            return (uint16_t)ch;
-        }
-    return 0;
-}
-
-void rmq_chans_give(rmq_chans *c, uint16_t ch)
-{
-    if (ch >= RMQ_CH_FIRST_SUB)
-        c->used[ch / 8] &= (uint8_t)~(1u << (ch % 8));
-}
-
 /* Writes everything rs needs on a new channel of its own: open, exchange,
  * queue, binding, dead-letter queue (nowait), qos and consume. The broker
  * handles a channel's methods in order, so a refusal of any of them closes
