@@ -90,16 +90,22 @@ static void count_wake(void *arg)
     (*(int *)arg)++;
 }
 
+/* A queue that counts its wake-ups, holding r[0] and r[1]. */
+static void two_pushed(ewi_workq *q, int *wakes, req *r)
+{
+    ewi_workq_init_fn(q, count_wake, wakes);
+    assert_true(ewi_workq_push(q, &r[0].link));
+    assert_true(ewi_workq_push(q, &r[1].link));
+    assert_int_equal(*wakes, 1);
+}
+
 static void wake_function_runs_on_the_first_push(void **state)
 {
     (void)state;
     int wakes = 0;
     ewi_workq q;
-    ewi_workq_init_fn(&q, count_wake, &wakes);
     req r[3];
-    assert_true(ewi_workq_push(&q, &r[0].link));
-    assert_true(ewi_workq_push(&q, &r[1].link));
-    assert_int_equal(wakes, 1);
+    two_pushed(&q, &wakes, r);
     assert_non_null(ewi_workq_take(&q));
     assert_true(ewi_workq_push(&q, &r[2].link));
     assert_int_equal(wakes, 2);
@@ -111,10 +117,8 @@ static void close_hands_back_the_rest_and_refuses_more(void **state)
     (void)state;
     int wakes = 0;
     ewi_workq q;
-    ewi_workq_init_fn(&q, count_wake, &wakes);
     req r[3];
-    assert_true(ewi_workq_push(&q, &r[0].link));
-    assert_true(ewi_workq_push(&q, &r[1].link));
+    two_pushed(&q, &wakes, r);
     ewi_workq_item *rest = ewi_workq_close(&q);
     assert_ptr_equal(rest, &r[0].link);
     assert_ptr_equal(rest->next, &r[1].link);
