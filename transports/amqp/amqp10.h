@@ -16,8 +16,8 @@
  *   amqp10_fetch.c     dlq_take: reading a queue on the caller's thread
  *
  * Threads: proton objects are touched only by the I/O thread. Other threads
- * append amqp10_work items to t->work under t->mu and wake the I/O thread with
- * t->waker. */
+ * push amqp10_work items onto t->work (an ewi_workq) under t->mu; the first
+ * of a batch wakes the I/O thread through t->waker. */
 #ifndef EVENTWIRE_AMQP10_H
 #define EVENTWIRE_AMQP10_H
 
@@ -34,6 +34,7 @@
 #include "ewi.h"
 #include "sock.h"
 #include "waker.h"
+#include "workq.h"
 
 /* ---- options (amqp10_options.c) ------------------------------------------- */
 
@@ -222,7 +223,7 @@ typedef enum amqp10_work_kind {
 typedef struct amqp10_work amqp10_work;
 struct amqp10_work {
     amqp10_work_kind kind;
-    amqp10_work *next;
+    ewi_workq_item link; /* in t->work */
 };
 
 /* What a proton link's context points to: the first member of each. */
@@ -334,7 +335,7 @@ struct ewi_transport {
     /* ---- shared, under mu ---- */
     pthread_mutex_t mu;
     pthread_cond_t cond;       /* state, window room, subs, fetches */
-    amqp10_work *work_head, *work_tail;
+    ewi_workq work;            /* for the I/O thread: pushed under mu */
     amqp10_state state;
     bool stopping;             /* stop() was called */
     bool io_exited;            /* the I/O thread is gone: settle only frees */
@@ -407,7 +408,10 @@ void amqp10_recv_finish_locked(ewi_transport *t, const char *why);
 
 /* The connection is open and not closing (I/O thread). */
 bool amqp10_is_up(ewi_transport *t);
-/* Queues w for the I/O thread and wakes it; t->mu held by the caller. */
+/* t->work, whose first push of a batch wakes the I/O thread. */
+void amqp10_work_init(ewi_transport *t);
+/* Queues w for the I/O thread and wakes it; t->mu held by the caller, and
+ * t->io_exited false (after it the queue is closed and w is not taken). */
 void amqp10_post_locked(ewi_transport *t, amqp10_work *w);
 /* Same, taking t->mu. */
 void amqp10_post(ewi_transport *t, amqp10_work *w);

@@ -40,22 +40,31 @@
 
 static void begin_stop(ewi_transport *t);
 
-static void process_work(ewi_transport *t)
+/* Runs a batch of work in order. With why (after the loop, the connection
+ * gone), publishes fail with it and settles only let go of their message;
+ * subscriptions and reads know by themselves that the I/O thread is gone. */
+static void run_work(ewi_transport *t, ewi_workq_item *batch, const char *why)
 {
-    pthread_mutex_lock(&t->mu);
-    amqp10_work *w = t->work_head;
-    t->work_head = t->work_tail = NULL;
-    bool stopping = t->stopping;
-    pthread_mutex_unlock(&t->mu);
-    while (w) {
-        amqp10_work *next = w->next;
+    for (ewi_workq_item *it = batch, *next; it; it = next) {
+        next = it->next;
+        amqp10_work *w = EWI_WORKQ_ENTRY(it, amqp10_work, link);
         switch (w->kind) {
         case AMQP10_W_PUB:
-            amqp10_send_take(t, (amqp10_out *)w);
+            if (why)
+                amqp10_out_finish(t, (amqp10_out *)w, EW_ECLOSED, why);
+            else
+                amqp10_send_take(t, (amqp10_out *)w);
             break;
-        case AMQP10_W_SETTLE:
-            amqp10_recv_settle(t, (amqp10_rec *)w);
+        case AMQP10_W_SETTLE: {
+            amqp10_rec *rec = (amqp10_rec *)w;
+            if (!why)
+                amqp10_recv_settle(t, rec);
+            else if (rec->owner == AMQP10_REC_SUB)
+                amqp10_recv_forget(rec);
+            else
+                amqp10_fetch_settle(t, rec);
             break;
+        }
         case AMQP10_W_SUB:
             amqp10_recv_take_sub(t, (amqp10_sub *)((char *)w - offsetof(amqp10_sub, w_sub)));
             break;
@@ -66,8 +75,16 @@ static void process_work(ewi_transport *t)
             amqp10_fetch_work(t, w);
             break;
         }
-        w = next;
     }
+}
+
+static void process_work(ewi_transport *t)
+{
+    pthread_mutex_lock(&t->mu);
+    ewi_workq_item *batch = ewi_workq_take(&t->work);
+    bool stopping = t->stopping;
+    pthread_mutex_unlock(&t->mu);
+    run_work(t, batch, NULL);
     if (stopping && !t->closing)
         begin_stop(t);
 }
@@ -578,37 +595,11 @@ static void finish(ewi_transport *t)
     /* Readers first, while their callers still wait for us. */
     amqp10_fetch_disconnect_all(t, why, true);
     pthread_mutex_lock(&t->mu);
-    amqp10_work *w = t->work_head;
-    t->work_head = t->work_tail = NULL;
+    ewi_workq_item *rest = ewi_workq_close(&t->work);
     t->io_exited = true;
     ewi_window_close(&t->window);
     pthread_mutex_unlock(&t->mu);
-    while (w) {
-        amqp10_work *next = w->next;
-        switch (w->kind) {
-        case AMQP10_W_PUB:
-            amqp10_out_finish(t, (amqp10_out *)w, EW_ECLOSED, why);
-            break;
-        case AMQP10_W_SETTLE: {
-            amqp10_rec *rec = (amqp10_rec *)w;
-            if (rec->owner == AMQP10_REC_SUB)
-                amqp10_recv_forget(rec);
-            else
-                amqp10_fetch_settle(t, rec);
-            break;
-        }
-        case AMQP10_W_SUB:
-            amqp10_recv_take_sub(t, (amqp10_sub *)((char *)w - offsetof(amqp10_sub, w_sub)));
-            break;
-        case AMQP10_W_UNSUB:
-            amqp10_recv_take_unsub(t, (amqp10_sub *)((char *)w - offsetof(amqp10_sub, w_unsub)));
-            break;
-        case AMQP10_W_FETCH:
-            amqp10_fetch_work(t, w);
-            break;
-        }
-        w = next;
-    }
+    run_work(t, rest, why);
     amqp10_send_finish(t, why);
     pthread_mutex_lock(&t->mu);
     amqp10_recv_finish_locked(t, why);

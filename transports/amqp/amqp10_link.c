@@ -147,18 +147,16 @@ bool amqp10_is_up(ewi_transport *t)
 
 /* ---- the work queue ----------------------------------------------------- */
 
+/* The first push of a batch wakes the I/O thread's poll(); it takes the
+ * whole queue at once. */
+void amqp10_work_init(ewi_transport *t)
+{
+    ewi_workq_init(&t->work, &t->waker);
+}
+
 void amqp10_post_locked(ewi_transport *t, amqp10_work *w)
 {
-    w->next = NULL;
-    bool was_empty = !t->work_head;
-    if (t->work_tail)
-        t->work_tail->next = w;
-    else
-        t->work_head = w;
-    t->work_tail = w;
-    /* One wake per batch: the I/O thread takes the whole queue at once. */
-    if (was_empty)
-        ewi_waker_wake(&t->waker);
+    (void)ewi_workq_push(&t->work, &w->link);
 }
 
 void amqp10_post(ewi_transport *t, amqp10_work *w)

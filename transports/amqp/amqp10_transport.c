@@ -41,6 +41,7 @@ static ew_err a_create(ew_manager *m, const ewi_url *url, ewi_transport **out)
     }
     t->m = m;
     t->cfg = ewi_config_of(m);
+    amqp10_work_init(t);
     pthread_mutex_init(&t->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -60,6 +61,7 @@ static ew_err a_create(ew_manager *m, const ewi_url *url, ewi_transport **out)
     if (ewi_waker_init(&t->waker) != EW_OK || amqp10_admin_open(t) != EW_OK) {
         ewi_waker_close(&t->waker);
         amqp10_options_free(&t->opt);
+        ewi_workq_destroy(&t->work);
         pthread_mutex_destroy(&t->mu);
         pthread_cond_destroy(&t->cond);
         free(t);
@@ -96,6 +98,7 @@ static ew_err a_start(ewi_transport *t, int timeout_ms)
     t->stopping = false;
     t->io_exited = false;
     ewi_window_open(&t->window);
+    ewi_workq_open(&t->work);
     t->start_err = EW_OK;
     t->last_error[0] = '\0';
     t->start_deadline = ewi_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
@@ -155,6 +158,7 @@ static void a_destroy(ewi_transport *t)
     ewi_waker_close(&t->waker);
     amqp10_admin_close(t);
     amqp10_options_free(&t->opt);
+    ewi_workq_destroy(&t->work);
     pthread_mutex_destroy(&t->mu);
     pthread_cond_destroy(&t->cond);
     ewi_window_destroy(&t->window);

@@ -23,6 +23,7 @@
 #include "ewi.h"
 #include "transports/rmqadmin/rmqadmin.h"
 #include "waker.h"
+#include "workq.h"
 
 #define RMQ_CH_CONFIRM 1
 #define RMQ_CH_FIRE 2
@@ -200,7 +201,8 @@ typedef struct rmq_req {
     bool done;
     ew_err rc;
     char err[512];
-    struct rmq_req *next;
+    ewi_workq_item link;  /* in t->reqs */
+    struct rmq_req *next; /* in t->parked */
 } rmq_req;
 
 /* ---- the transport ------------------------------------------------------- */
@@ -209,6 +211,7 @@ struct ewi_transport {
     ew_manager *m;
     rmq_opts o;
     ewi_waker waker;
+    ewi_workq reqs;          /* requests for the I/O thread (own lock) */
     pthread_t io;
     bool io_started;
 
@@ -217,7 +220,6 @@ struct ewi_transport {
     pthread_cond_t done_cv;  /* a request completed */
     ewi_pub *pub_head, *pub_tail;
     ewi_msg *settle_head, *settle_tail;
-    rmq_req *req_head, *req_tail;
     ewi_window window;       /* publishes accepted and not completed */
     bool sleeping;           /* the I/O thread is (about to be) in poll */
     bool woken;              /* a wake-up is pending */
@@ -286,7 +288,11 @@ ew_err rmq_channel_open(ewi_transport *t, uint16_t ch, char *err, size_t errlen)
 
 /* Each returns EW_OK or the error with "what failed: broker text" in err;
  * a channel exception on the RPC channel is answered and the channel
- * reopened; EW_EDISCONNECTED when the connection itself failed. */
+ * reopened; EW_EDISCONNECTED when the connection itself failed, with why in
+ * err: none of them calls rmq_lost, the I/O loop decides what a loss means.
+ * Frames of other channels read while waiting for a reply go to other (the
+ * loop's own frame handler), in order. */
+typedef void (*rmq_frame_fn)(ewi_transport *t, const amqp_frame_t *f);
 ew_err rmq_declare_exchange(ewi_transport *t, const char *event, char *err, size_t errlen);
 /* The exchanges of events[0..n) in one round trip (all but the last
  * nowait; the broker answers in order). A refusal closes the channel at the
@@ -296,14 +302,16 @@ ew_err rmq_declare_exchanges(ewi_transport *t, const char *const *events, size_t
                              size_t errlen);
 /* Declares rs's exchange, queue, binding and dead-letter queue and consumes
  * it on a channel of its own, in one round trip. */
-ew_err rmq_subscribe(ewi_transport *t, rmq_sub *rs, char *err, size_t errlen);
+ew_err rmq_subscribe(ewi_transport *t, rmq_sub *rs, rmq_frame_fn other, char *err,
+                     size_t errlen);
 /* rmq_subscribe for each rss[i] whose rcs[i] is EW_EDISCONNECTED (to do),
  * all written before any reply is read: their round trips overlap (the
  * broker runs channels in parallel). rcs[i] becomes the result; failures
  * are reported. With link, those that succeed are made active and linked
  * into t->subs (new ones; resumed ones are there already). */
-void rmq_subscribe_many(ewi_transport *t, rmq_sub **rss, size_t n, ew_err *rcs, bool link);
-ew_err rmq_cancel(ewi_transport *t, rmq_sub *rs);
+ew_err rmq_subscribe_many(ewi_transport *t, rmq_sub **rss, size_t n, ew_err *rcs, bool link,
+                          rmq_frame_fn other, char *why, size_t whylen);
+ew_err rmq_cancel(ewi_transport *t, rmq_sub *rs, char *err, size_t errlen);
 /* basic.get of up to req->max messages off req->queue (no auto-ack). */
 ew_err rmq_dlq_get(ewi_transport *t, rmq_req *req);
 /* Turns the last RPC's reply into an ew_err (EW_OK when normal). */
@@ -313,16 +321,9 @@ ew_err rmq_rpc_result(ewi_transport *t, uint16_t ch, const char *what, char *err
 /* ---- the I/O thread (rmq_io.c) ------------------------------------------ */
 
 void *rmq_io_main(void *arg);
-/* Handles one frame read off the connection. */
-void rmq_handle_frame(ewi_transport *t, const amqp_frame_t *f);
 /* Marks the connection lost: unconfirmed publishes wait to be resent,
  * consumers to be resumed; logs and reports once. */
 void rmq_lost(ewi_transport *t, const char *why);
-/* Completes a publish (done callback); its window slot is given back by
- * the next rmq_room_release. */
-void rmq_pub_complete(ewi_transport *t, ewi_pub *p, int err, const char *detail);
-/* Takes completed publishes off the window and wakes senders waiting for room. */
-void rmq_room_release(ewi_transport *t);
 
 /* Settle encoding in ewi_msg.tdata: the channel epoch, and the requeue bit. */
 #define RMQ_TDATA(epoch, requeue) ((void *)(uintptr_t)(((uintptr_t)(epoch) << 1) | (requeue)))
@@ -361,6 +362,11 @@ ew_err rmq_wire_flush(ewi_transport *t, char *err, size_t errlen);
 
 /* ---- publishing on the I/O thread (rmq_pub.c) --------------------------- */
 
+/* Completes a publish (done callback); its window slot is given back by
+ * the next rmq_room_release. */
+void rmq_pub_complete(ewi_transport *t, ewi_pub *p, int err, const char *detail);
+/* Takes completed publishes off the window and wakes senders waiting for room. */
+void rmq_room_release(ewi_transport *t);
 /* Writes p, or on plain TCP appends it to the write buffer; confirmed ones
  * wait in the unconfirmed list. false when the connection failed, with why:
  * p is then queued for resending, and the caller (the I/O loop) decides

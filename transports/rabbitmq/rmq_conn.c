@@ -1,6 +1,6 @@
-/* Opening and closing the AMQP connection and its fixed channels (the
- * socket, TLS and login are the shared administration module's). Runs on
- * the thread that owns t->conn. */
+/* Opening and closing the AMQP connection and its fixed channels, and the
+ * bookkeeping of the listeners' channels (the socket, TLS and login are the
+ * shared administration module's). Runs on the thread that owns t->conn. */
 #include "rmq.h"
 
 #include <stdio.h>
@@ -70,4 +70,27 @@ void rmq_disconnect(ewi_transport *t, bool polite)
     atomic_store(&t->wr_fd, -1);
     pthread_mutex_unlock(&t->guard_mu);
     t->connected = false;
+}
+
+void rmq_chans_reset(rmq_chans *c)
+{
+    memset(c->used, 0, sizeof c->used);
+}
+
+uint16_t rmq_chans_take(rmq_chans *c, int channel_max)
+{
+    /* channel_max 0: no limit but the protocol's. */
+    unsigned max = channel_max <= 0 || channel_max > 65535 ? 65535 : (unsigned)channel_max;
+    for (unsigned ch = RMQ_CH_FIRST_SUB; ch <= max; ch++)
+        if (!(c->used[ch / 8] & (1u << (ch % 8)))) {
+            c->used[ch / 8] |= (uint8_t)(1u << (ch % 8));
+            return (uint16_t)ch;
+        }
+    return 0;
+}
+
+void rmq_chans_give(rmq_chans *c, uint16_t ch)
+{
+    if (ch >= RMQ_CH_FIRST_SUB)
+        c->used[ch / 8] &= (uint8_t)~(1u << (ch % 8));
 }

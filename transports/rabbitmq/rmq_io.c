@@ -28,6 +28,8 @@
 
 /* ---- requests ------------------------------------------------------------ */
 
+static void handle_frame(ewi_transport *t, const amqp_frame_t *f);
+
 static void req_done(ewi_transport *t, rmq_req *r, ew_err rc)
 {
     pthread_mutex_lock(&t->mu);
@@ -65,8 +67,10 @@ static bool req_run(ewi_transport *t, rmq_req *r)
         if (!t->connected)
             return false;
         rc = rmq_declare_exchange(t, r->event, r->err, sizeof r->err);
-        if (rc == EW_EDISCONNECTED)
+        if (rc == EW_EDISCONNECTED) {
+            rmq_lost(t, r->err);
             return false;
+        }
         if (rc == EW_OK) {
             size_t n = strlen(r->event) + 1;
             rmq_event *e = malloc(sizeof *e + n);
@@ -82,9 +86,11 @@ static bool req_run(ewi_transport *t, rmq_req *r)
     case RMQ_REQ_SUBSCRIBE:
         if (!t->connected)
             return false;
-        rc = rmq_subscribe(t, r->rs, r->err, sizeof r->err);
-        if (rc == EW_EDISCONNECTED)
+        rc = rmq_subscribe(t, r->rs, handle_frame, r->err, sizeof r->err);
+        if (rc == EW_EDISCONNECTED) {
+            rmq_lost(t, r->err);
             return false;
+        }
         if (rc == EW_OK) {
             r->rs->active = true;
             r->rs->next = t->subs;
@@ -96,7 +102,9 @@ static bool req_run(ewi_transport *t, rmq_req *r)
             return false;
         /* Those a lost connection interrupted are tried again. */
         size_t left = 0;
-        rmq_subscribe_many(t, r->many, r->nmany, r->rcs, true);
+        if (rmq_subscribe_many(t, r->many, r->nmany, r->rcs, true, handle_frame, r->err,
+                               sizeof r->err) == EW_EDISCONNECTED)
+            rmq_lost(t, r->err);
         for (size_t i = 0; i < r->nmany; i++)
             left += r->rcs[i] == EW_EDISCONNECTED;
         if (left)
@@ -106,15 +114,19 @@ static bool req_run(ewi_transport *t, rmq_req *r)
     case RMQ_REQ_UNSUBSCRIBE:
         r->rs->active = false;
         r->rs->resubscribe = false;
-        if (t->connected && r->rs->ch)
-            rmq_cancel(t, r->rs);
+        if (t->connected && r->rs->ch &&
+            rmq_cancel(t, r->rs, r->err, sizeof r->err) == EW_EDISCONNECTED)
+            rmq_lost(t, r->err);
         break;
     case RMQ_REQ_DLQ_GET:
         if (!t->connected)
             return false;
         rc = rmq_dlq_get(t, r);
-        if (rc == EW_EDISCONNECTED && r->ngot == 0)
-            return false;
+        if (rc == EW_EDISCONNECTED) {
+            rmq_lost(t, r->err);
+            if (r->ngot == 0)
+                return false;
+        }
         break;
     case RMQ_REQ_DLQ_ACK:
         /* Those taken acknowledged, those refused (after them) requeued. */
@@ -504,7 +516,8 @@ static void on_method(ewi_transport *t, const amqp_frame_t *f)
     }
 }
 
-void rmq_handle_frame(ewi_transport *t, const amqp_frame_t *f)
+/* Handles one frame read off the connection. */
+static void handle_frame(ewi_transport *t, const amqp_frame_t *f)
 {
     switch (f->frame_type) {
     case AMQP_FRAME_METHOD:
@@ -535,7 +548,7 @@ static void read_frames(ewi_transport *t)
             return;
         }
         t->last_rx_ms = ewi_now_ms();
-        rmq_handle_frame(t, &f);
+        handle_frame(t, &f);
     }
     if (t->connected)
         amqp_maybe_release_buffers(t->conn);
@@ -573,7 +586,9 @@ void rmq_lost(ewi_transport *t, const char *why)
 static void resubscribe(ewi_transport *t, rmq_sub *rs)
 {
     char err[512];
-    ew_err rc = rmq_subscribe(t, rs, err, sizeof err);
+    ew_err rc = rmq_subscribe(t, rs, handle_frame, err, sizeof err);
+    if (rc == EW_EDISCONNECTED)
+        rmq_lost(t, err);
     if (rc == EW_OK || rc == EW_EDISCONNECTED)
         return;
     rs->resubscribe = true;
@@ -611,10 +626,14 @@ static void reconnect(ewi_transport *t)
         rc = rmq_declare_exchanges(t, names, nev, err, sizeof err);
         free(names);
     }
+    if (rc == EW_EDISCONNECTED)
+        rmq_lost(t, err);
     for (rmq_event *e = t->events; e && t->connected && rc != EW_OK && rc != EW_EDISCONNECTED;
          e = e->next) {
         ew_err rc1 = rmq_declare_exchange(t, e->name, err, sizeof err);
-        if (rc1 != EW_OK && rc1 != EW_EDISCONNECTED)
+        if (rc1 == EW_EDISCONNECTED)
+            rmq_lost(t, err);
+        else if (rc1 != EW_OK)
             ewi_report(t->m, rc1, NULL, e->name, NULL, "%s", err);
     }
     /* Every listener at once: their round trips overlap. */
@@ -630,7 +649,9 @@ static void reconnect(ewi_transport *t)
                 rss[k] = rs;
                 rcs[k++] = EW_EDISCONNECTED; /* to do */
             }
-        rmq_subscribe_many(t, rss, nsubs, rcs, false);
+        if (rmq_subscribe_many(t, rss, nsubs, rcs, false, handle_frame, err, sizeof err) ==
+            EW_EDISCONNECTED)
+            rmq_lost(t, err);
         for (k = 0; k < nsubs && t->connected; k++)
             if (rcs[k] != EW_OK) {
                 rss[k]->resubscribe = true;
@@ -692,18 +713,19 @@ static void finish(ewi_transport *t)
     pthread_mutex_lock(&t->mu);
     t->closed = true;
     ewi_msg *settles = t->settle_head;
-    rmq_req *reqs = t->req_head;
     t->settle_head = t->settle_tail = NULL;
-    t->req_head = t->req_tail = NULL;
     ewi_window_close(&t->window);
     pthread_mutex_unlock(&t->mu);
+    /* From here on a request is refused by ewi_workq_push. */
+    ewi_workq_item *reqs = ewi_workq_close(&t->reqs);
     rmq_pub_fail_all(t, EW_ECLOSED, "the transport stopped before the message was sent");
     for (ewi_msg *msg = settles, *next; msg; msg = next) {
         next = msg->qnext;
         ewi_msg_free(msg);
     }
-    for (rmq_req *r = reqs, *next; r; r = next) {
-        next = r->next;
+    for (ewi_workq_item *it = reqs, *next; it; it = next) {
+        next = it->next;
+        rmq_req *r = EWI_WORKQ_ENTRY(it, rmq_req, link);
         snprintf(r->err, sizeof r->err, "the transport is stopping");
         req_done(t, r, EW_ECLOSED);
     }
@@ -726,12 +748,11 @@ void *rmq_io_main(void *arg)
         pthread_mutex_lock(&t->mu);
         ewi_msg *settles = t->settle_head;
         ewi_pub *pubs = t->pub_head;
-        rmq_req *reqs = t->req_head;
         t->settle_head = t->settle_tail = NULL;
         t->pub_head = t->pub_tail = NULL;
-        t->req_head = t->req_tail = NULL;
         bool quit = t->quit;
         pthread_mutex_unlock(&t->mu);
+        ewi_workq_item *reqs = ewi_workq_take(&t->reqs);
 
         settle_batch(t, settles);
         if (t->connected) {
@@ -748,8 +769,9 @@ void *rmq_io_main(void *arg)
         }
         if (t->connected && t->parked)
             run_parked(t);
-        for (rmq_req *r = reqs, *next; r; r = next) {
-            next = r->next;
+        for (ewi_workq_item *it = reqs, *next; it; it = next) {
+            next = it->next;
+            rmq_req *r = EWI_WORKQ_ENTRY(it, rmq_req, link);
             if (!req_run(t, r))
                 park(t, r);
         }
@@ -788,8 +810,10 @@ void *rmq_io_main(void *arg)
         if (t->connected && (t->resend_head || amqp_frames_enqueued(t->conn) ||
                              amqp_data_in_buffer(t->conn)))
             timeout = 0;
+        if (ewi_workq_pending(&t->reqs))
+            timeout = 0;
         pthread_mutex_lock(&t->mu);
-        if (t->settle_head || t->pub_head || t->req_head || t->quit)
+        if (t->settle_head || t->pub_head || t->quit)
             timeout = 0;
         t->sleeping = timeout != 0;
         pthread_mutex_unlock(&t->mu);

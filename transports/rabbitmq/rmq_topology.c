@@ -2,7 +2,9 @@
  * (transports/rmqadmin/rmqadmin.h): exchanges on the RPC channel, each
  * listener's queue, binding and dead-letter queue on the channel it
  * consumes on. All of it on the I/O thread (or in start before the thread
- * runs). */
+ * runs). A failed connection is EW_EDISCONNECTED with the reason in err:
+ * what it means (rmq_lost) is for the I/O loop to decide, as are frames of
+ * other channels that arrive during a wait (the loop's handler, passed in). */
 #include "rmq.h"
 
 #include <stdio.h>
@@ -11,7 +13,7 @@
 #include <string.h>
 
 /* r as an ew_err: a channel refusal is answered and the RPC channel
- * reopened; a connection failure is rmq_lost and EW_EDISCONNECTED. */
+ * reopened; a connection failure is EW_EDISCONNECTED. */
 static ew_err check(ewi_transport *t, uint16_t ch, amqp_rpc_reply_t r, const char *what,
                     char *err, size_t errlen)
 {
@@ -25,14 +27,12 @@ static ew_err check(ewi_transport *t, uint16_t ch, amqp_rpc_reply_t r, const cha
         /* The broker closed the channel: confirm, and reopen the RPC
          * channel so the next declaration finds it. */
         amqp_channel_close_ok_t ok = {0};
-        if (RMQ_GUARDED(t, amqp_send_method(t->conn, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok)) != AMQP_STATUS_OK) {
-            rmq_lost(t, text);
+        if (RMQ_GUARDED(t, amqp_send_method(t->conn, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok)) != AMQP_STATUS_OK)
             return EW_EDISCONNECTED;
-        }
         if (ch == RMQ_CH_RPC) {
             char e2[256];
             if (rmq_channel_open(t, RMQ_CH_RPC, e2, sizeof e2) != EW_OK) {
-                rmq_lost(t, e2);
+                snprintf(err, errlen, "%s failed: %s; reopening the channel: %s", what, text, e2);
                 return EW_EDISCONNECTED;
             }
             t->rpc_epoch = ++t->epoch_seq;
@@ -44,7 +44,6 @@ static ew_err check(ewi_transport *t, uint16_t ch, amqp_rpc_reply_t r, const cha
         amqp_connection_close_ok_t ok = {0};
         RMQ_GUARDED(t, amqp_send_method(t->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok));
     }
-    rmq_lost(t, text);
     return EW_EDISCONNECTED;
 }
 
@@ -77,36 +76,12 @@ ew_err rmq_declare_exchanges(ewi_transport *t, const char *const *events, size_t
     if (st != AMQP_STATUS_OK) {
         snprintf(err, errlen, "writing the declarations of %zu exchange(s): %s", n,
                  amqp_error_string2(st));
-        rmq_lost(t, err);
         return EW_EDISCONNECTED;
     }
     char what[EW_MAX_EVENT_NAME + 96];
     rmqa_decl last = {.kind = RMQA_EXCHANGE, .event = events[n - 1]};
     snprintf(what, sizeof what, "declaring %zu exchange(s) (the last '%s')", n, events[n - 1]);
     return check(t, RMQ_CH_RPC, rmqa_rpc_decl(t->conn, RMQ_CH_RPC, &last), what, err, errlen);
-}
-
-void rmq_chans_reset(rmq_chans *c)
-{
-    memset(c->used, 0, sizeof c->used);
-}
-
-uint16_t rmq_chans_take(rmq_chans *c, int channel_max)
-{
-    /* channel_max 0: no limit but the protocol's. */
-    unsigned max = channel_max <= 0 || channel_max > 65535 ? 65535 : (unsigned)channel_max;
-    for (unsigned ch = RMQ_CH_FIRST_SUB; ch <= max; ch++)
-        if (!(c->used[ch / 8] & (1u << (ch % 8)))) {
-            c->used[ch / 8] |= (uint8_t)(1u << (ch % 8));
-            return (uint16_t)ch;
-        }
-    return 0;
-}
-
-void rmq_chans_give(rmq_chans *c, uint16_t ch)
-{
-    if (ch >= RMQ_CH_FIRST_SUB)
-        c->used[ch / 8] &= (uint8_t)~(1u << (ch % 8));
 }
 
 /* Writes everything rs needs on a new channel of its own: open, exchange,
@@ -146,7 +121,6 @@ static ew_err write_sub(ewi_transport *t, rmq_sub *rs, uint16_t *ch, char *err, 
         return EW_OK;
     snprintf(err, errlen, "writing the declarations of %s: %s", s->queue,
              amqp_error_string2(st));
-    rmq_lost(t, err);
     return EW_EDISCONNECTED;
 }
 
@@ -169,7 +143,8 @@ static void consuming(ewi_transport *t, rmq_sub *rs, uint16_t ch)
     rs->resubscribe = false;
 }
 
-ew_err rmq_subscribe(ewi_transport *t, rmq_sub *rs, char *err, size_t errlen)
+ew_err rmq_subscribe(ewi_transport *t, rmq_sub *rs, rmq_frame_fn other, char *err,
+                     size_t errlen)
 {
     uint16_t ch;
     ew_err rc = write_sub(t, rs, &ch, err, errlen);
@@ -201,7 +176,7 @@ ew_err rmq_subscribe(ewi_transport *t, rmq_sub *rs, char *err, size_t errlen)
             }
             continue; /* open-ok, qos-ok */
         }
-        rmq_handle_frame(t, &f);
+        other(t, &f);
         if (!t->connected) {
             snprintf(err, errlen, "%s: the connection was lost", what);
             return EW_EDISCONNECTED;
@@ -209,7 +184,8 @@ ew_err rmq_subscribe(ewi_transport *t, rmq_sub *rs, char *err, size_t errlen)
     }
 }
 
-void rmq_subscribe_many(ewi_transport *t, rmq_sub **rss, size_t n, ew_err *rcs, bool link)
+ew_err rmq_subscribe_many(ewi_transport *t, rmq_sub **rss, size_t n, ew_err *rcs, bool link,
+                          rmq_frame_fn other, char *why, size_t whylen)
 {
     char err[600], what[3 * EW_MAX_QUEUE_NAME + 160];
     uint16_t *chs = calloc(n ? n : 1, sizeof *chs);
@@ -217,30 +193,34 @@ void rmq_subscribe_many(ewi_transport *t, rmq_sub **rss, size_t n, ew_err *rcs, 
         for (size_t i = 0; i < n; i++)
             if (rcs[i] == EW_EDISCONNECTED)
                 rcs[i] = EW_ENOMEM;
-        return;
+        return EW_OK;
     }
     /* Everything written first, then the replies as they come. */
     size_t pending = 0;
-    for (size_t i = 0; i < n && t->connected; i++) {
+    bool lost = false;
+    for (size_t i = 0; i < n && t->connected && !lost; i++) {
         if (rcs[i] != EW_EDISCONNECTED)
             continue;
         ew_err rc = write_sub(t, rss[i], &chs[i], err, sizeof err);
         if (rc == EW_OK) {
             pending++;
-        } else if (rc != EW_EDISCONNECTED) {
+        } else if (rc == EW_EDISCONNECTED) {
+            lost = true;
+            snprintf(why, whylen, "%s", err);
+        } else {
             rcs[i] = rc;
             ewi_report(t->m, rc, rss[i]->sub->queue, rss[i]->sub->event, NULL, "%s: %s",
                        t->o.label, err);
         }
     }
-    while (pending && t->connected) {
+    while (pending && t->connected && !lost) {
         amqp_frame_t f;
         struct timeval tv = {t->o.rpc_timeout_ms / 1000, (t->o.rpc_timeout_ms % 1000) * 1000};
         int st = amqp_simple_wait_frame_noblock(t->conn, &f, &tv);
         if (st != AMQP_STATUS_OK) {
-            snprintf(err, sizeof err, "waiting for %zu listener(s) to consume: %s", pending,
+            snprintf(why, whylen, "waiting for %zu listener(s) to consume: %s", pending,
                      amqp_error_string2(st));
-            rmq_lost(t, err);
+            lost = true;
             break;
         }
         t->last_rx_ms = ewi_now_ms();
@@ -249,7 +229,7 @@ void rmq_subscribe_many(ewi_transport *t, rmq_sub **rss, size_t n, ew_err *rcs, 
             for (i = 0; i < n && !(chs[i] == f.channel && rcs[i] == EW_EDISCONNECTED); i++)
                 ;
         if (i == n) {
-            rmq_handle_frame(t, &f); /* another channel's, or the connection's */
+            other(t, &f); /* another channel's, or the connection's */
             continue;
         }
         rmq_sub *rs = rss[i];
@@ -266,7 +246,10 @@ void rmq_subscribe_many(ewi_transport *t, rmq_sub **rss, size_t n, ew_err *rcs, 
             amqp_rpc_reply_t r = {.reply_type = AMQP_RESPONSE_SERVER_EXCEPTION,
                                   .reply = f.payload.method};
             ew_err rc = check(t, chs[i], r, what_of(t, rs, what, sizeof what), err, sizeof err);
-            if (rc != EW_EDISCONNECTED) {
+            if (rc == EW_EDISCONNECTED) {
+                lost = true;
+                snprintf(why, whylen, "%s", err);
+            } else {
                 rmq_chans_give(&t->chans, chs[i]); /* closed: free for the next one */
                 rcs[i] = rc;
                 pending--;
@@ -277,18 +260,18 @@ void rmq_subscribe_many(ewi_transport *t, rmq_sub **rss, size_t n, ew_err *rcs, 
         /* else open-ok, qos-ok: passed over */
     }
     /* Those still to do wait for the next connection (rcs EW_EDISCONNECTED). */
-    if (t->connected)
+    if (t->connected && !lost)
         amqp_maybe_release_buffers(t->conn);
     free(chs);
+    return lost ? EW_EDISCONNECTED : EW_OK;
 }
 
-ew_err rmq_cancel(ewi_transport *t, rmq_sub *rs)
+ew_err rmq_cancel(ewi_transport *t, rmq_sub *rs, char *err, size_t errlen)
 {
-    char err[400];
     if (!rs->ch)
         return EW_OK;
     amqp_basic_cancel(t->conn, rs->ch, amqp_cstring_bytes(rs->ctag));
-    ew_err rc = rmq_rpc_result(t, rs->ch, "basic.cancel", err, sizeof err);
+    ew_err rc = rmq_rpc_result(t, rs->ch, "basic.cancel", err, errlen);
     if (rc != EW_OK && rc != EW_EDISCONNECTED)
         ewi_log(t->m, EW_LOG_WARN, "%s: %s", rs->sub->queue, err);
     return rc;

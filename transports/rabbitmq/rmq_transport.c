@@ -27,20 +27,14 @@ static ew_err request(ewi_transport *t, rmq_req *r)
     r->next = NULL;
     r->err[0] = '\0';
     pthread_mutex_lock(&t->mu);
-    if (t->closed || !t->io_started) {
-        pthread_mutex_unlock(&t->mu);
+    bool running = !t->closed && t->io_started;
+    pthread_mutex_unlock(&t->mu);
+    /* The I/O thread closes the queue when it finishes: a request is either
+     * taken or refused here. */
+    if (!running || !ewi_workq_push(&t->reqs, &r->link)) {
         snprintf(r->err, sizeof r->err, "the transport is not running");
         return r->rc = EW_ECLOSED;
     }
-    if (t->req_tail)
-        t->req_tail->next = r;
-    else
-        t->req_head = r;
-    t->req_tail = r;
-    bool wake = need_wake(t);
-    pthread_mutex_unlock(&t->mu);
-    if (wake)
-        ewi_waker_wake(&t->waker);
     pthread_mutex_lock(&t->mu);
     while (!r->done)
         pthread_cond_wait(&t->done_cv, &t->mu);
@@ -66,6 +60,7 @@ static ew_err r_create(ew_manager *m, const ewi_url *url, ewi_transport **out)
         free(t);
         return rc;
     }
+    ewi_workq_init(&t->reqs, &t->waker);
     pthread_mutex_init(&t->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -375,6 +370,7 @@ static void r_destroy(ewi_transport *t)
     free(t->wbuf);
     rmq_props_buf_free(&t->props);
     rmq_disconnect(t, false);
+    ewi_workq_destroy(&t->reqs);
     ewi_waker_close(&t->waker);
     pthread_mutex_destroy(&t->mu);
     pthread_cond_destroy(&t->done_cv);

@@ -218,7 +218,7 @@ static void take_work(io *s)
     ewi_transport *t = s->t;
     stomp_pending *pend = NULL;
     stomp_msgdata *settles = NULL;
-    stomp_req *reqs = NULL;
+    ewi_workq_item *reqs = NULL;
     pthread_mutex_lock(&t->mu);
     if (s->role == STOMP_PUB) {
         pend = t->pend_head;
@@ -226,10 +226,10 @@ static void take_work(io *s)
     } else {
         settles = t->settle_head;
         t->settle_head = t->settle_tail = NULL;
-        reqs = t->req_head;
-        t->req_head = t->req_tail = NULL;
     }
     pthread_mutex_unlock(&t->mu);
+    if (s->role == STOMP_SUB)
+        reqs = ewi_workq_take(&t->reqs);
 
     /* SENDs: into the output buffer, then in flight until their RECEIPT. */
     while (pend) {
@@ -272,8 +272,8 @@ static void take_work(io *s)
     }
 
     while (reqs) {
-        stomp_req *r = reqs;
-        reqs = r->next;
+        stomp_req *r = EWI_WORKQ_ENTRY(reqs, stomp_req, link);
+        reqs = reqs->next;
         r->next = NULL;
         stomp_sub *ss = r->ss;
         switch (r->kind) {
@@ -409,17 +409,17 @@ static void shutdown_io(io *s)
     s->sock = NULL;
     /* What is left fails: the transport is closed. */
     stomp_pending *pend = NULL;
-    stomp_req *reqs = NULL;
+    ewi_workq_item *reqs = NULL;
     pthread_mutex_lock(&t->mu);
     if (s->role == STOMP_PUB) {
         pend = t->pend_head;
         t->pend_head = t->pend_tail = NULL;
-    } else {
-        reqs = t->req_head;
-        t->req_head = t->req_tail = NULL;
     }
     t->state[s->role] = ST_DOWN;
     pthread_mutex_unlock(&t->mu);
+    /* From here on a request is refused by ewi_workq_push. */
+    if (s->role == STOMP_SUB)
+        reqs = ewi_workq_close(&t->reqs);
     for (stomp_pending *pd = s->infl_head, *next; pd; pd = next) {
         next = pd->next;
         stomp_io_complete_pub(t, pd, EW_ECLOSED, "the transport stopped before the broker's receipt: "
@@ -439,8 +439,9 @@ static void shutdown_io(io *s)
         stomp_io_finish_req(t, r, EW_ECLOSED, "the transport stopped");
     }
     s->waiting = NULL;
-    for (stomp_req *r = reqs, *next; r; r = next) {
-        next = r->next;
+    for (ewi_workq_item *it = reqs, *next; it; it = next) {
+        next = it->next;
+        stomp_req *r = EWI_WORKQ_ENTRY(it, stomp_req, link);
         if (r->kind == REQ_SUBSCRIBE || r->kind == REQ_DLQ_OPEN) {
             pthread_mutex_lock(&t->mu);
             r->ss->next = t->subs; /* freed with the transport */
@@ -463,9 +464,9 @@ static void take_work_down(io *s)
 {
     ewi_transport *t = s->t;
     pthread_mutex_lock(&t->mu);
-    bool has = t->settle_head || t->req_head;
+    bool has = t->settle_head != NULL;
     pthread_mutex_unlock(&t->mu);
-    if (!has)
+    if (!has && !ewi_workq_pending(&t->reqs))
         return;
     take_work(s);
     s->out.len = s->out_off = 0;
@@ -544,6 +545,8 @@ void *stomp_io_main(void *arg)
                 /* Down: wait for the next attempt, keep deadlines. */
                 struct pollfd p = {.fd = ewi_waker_fd(wk), .events = POLLIN};
                 int wait = ewi_reconnect_wait_ms(&s->rc, now);
+                if (s->role == STOMP_SUB && ewi_workq_pending(&t->reqs))
+                    wait = 0; /* its wake-up was cleared before it was taken */
                 poll(&p, 1, wait < DEADLINE_SCAN_MS ? wait : DEADLINE_SCAN_MS);
                 if (p.revents & POLLIN)
                     ewi_waker_drain(wk);

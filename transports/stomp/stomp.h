@@ -27,6 +27,7 @@
 #include "sock.h"
 #include "transports/stomp/frame.h"
 #include "waker.h"
+#include "workq.h"
 
 /* ---- options (options.c) -------------------------------------------------- */
 
@@ -218,7 +219,8 @@ struct stomp_req {
     bool abandoned; /* the caller gave up waiting: the I/O thread frees it */
     ew_err rc;
     char err[512];
-    stomp_req *next;
+    ewi_workq_item link; /* in t->reqs */
+    stomp_req *next;     /* in the consuming thread's list of those waiting */
 };
 
 /* The two connections. */
@@ -245,6 +247,7 @@ struct ewi_transport {
     pthread_t thread[STOMP_ROLES];
     bool thread_started;  /* both I/O threads run */
     ewi_waker waker[STOMP_ROLES];
+    ewi_workq reqs;       /* requests for the consuming thread (own lock) */
     atomic_uint_fast64_t next_receipt;
 
     pthread_mutex_t mu;   /* everything below */
@@ -259,7 +262,6 @@ struct ewi_transport {
     stomp_pending *pend_head, *pend_tail; /* not written yet */
     ewi_window window;    /* SENDs pending + in flight */
     stomp_msgdata *settle_head, *settle_tail;
-    stomp_req *req_head, *req_tail;
     stomp_sub *subs;      /* every subscription, listeners and DLQ readers */
     struct amq_known {    /* activemq, artemis: listener queues seen lately */
         char *queue;

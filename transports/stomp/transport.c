@@ -34,20 +34,13 @@ static bool running(ewi_transport *t)
 static ew_err request_post(ewi_transport *t, stomp_req *r)
 {
     pthread_mutex_lock(&t->mu);
-    if (!running(t)) {
-        pthread_mutex_unlock(&t->mu);
-        return EW_ECLOSED;
-    }
-    r->next = NULL;
-    r->queued = true;
-    if (t->req_tail)
-        t->req_tail->next = r;
-    else
-        t->req_head = r;
-    t->req_tail = r;
+    bool run = running(t);
     pthread_mutex_unlock(&t->mu);
-    ewi_waker_wake(&t->waker[STOMP_SUB]);
-    return EW_OK;
+    r->next = NULL;
+    /* The consuming thread closes the queue when it ends: a request is
+     * either taken by it or refused here. */
+    r->queued = run && ewi_workq_push(&t->reqs, &r->link);
+    return r->queued ? EW_OK : EW_ECLOSED;
 }
 
 /* Waits for a queued r until deadline. */
@@ -111,6 +104,7 @@ static ew_err stomp_create(ew_manager *m, const ewi_url *url, ewi_transport **ou
     pthread_cond_init(&t->cv, &ca);
     pthread_condattr_destroy(&ca);
     ewi_window_init(&t->window, (size_t)t->opt.max_inflight);
+    ewi_workq_init(&t->reqs, &t->waker[STOMP_SUB]);
     t->waker[0].fd = t->waker[1].fd = -1;
     if (ewi_waker_init(&t->waker[0]) != EW_OK || ewi_waker_init(&t->waker[1]) != EW_OK ||
         (t->opt.dialect == STOMP_RABBITMQ && t->opt.amqp_port &&
@@ -118,6 +112,7 @@ static ew_err stomp_create(ew_manager *m, const ewi_url *url, ewi_transport **ou
         ewi_waker_close(&t->waker[0]);
         ewi_waker_close(&t->waker[1]);
         stomp_options_free(&t->opt);
+        ewi_workq_destroy(&t->reqs);
         pthread_mutex_destroy(&t->mu);
         pthread_cond_destroy(&t->cv);
         ewi_window_destroy(&t->window);
@@ -187,6 +182,7 @@ static void stomp_destroy(ewi_transport *t)
     ewi_waker_close(&t->waker[0]);
     ewi_waker_close(&t->waker[1]);
     stomp_options_free(&t->opt);
+    ewi_workq_destroy(&t->reqs);
     pthread_mutex_destroy(&t->mu);
     pthread_cond_destroy(&t->cv);
     ewi_window_destroy(&t->window);
@@ -201,6 +197,7 @@ static ew_err stomp_start(ewi_transport *t, int timeout_ms)
     pthread_mutex_lock(&t->mu);
     t->stopping = false;
     ewi_window_open(&t->window);
+    ewi_workq_open(&t->reqs);
     t->state[0] = t->state[1] = ST_DOWN;
     t->last_code = EW_OK;
     t->last_final = false;
