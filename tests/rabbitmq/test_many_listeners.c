@@ -2,8 +2,9 @@
  *
  * test_many_listeners URL LABEL: registers 500 listeners of one event on
  * URL (rabbitmq://, stomp:// dialect=rabbitmq or amqp:// dialect=rabbitmq),
- * starts the manager and prints how long the start took, sends one event
- * and checks that every listener got it. Declaring a listener costs one
+ * starts the manager and prints how long the start took, checks that every
+ * listener's dead-letter queue exists, sends one event and checks that
+ * every listener got it. Declaring a listener costs one
  * round trip to the broker (the declarations are pipelined), so the start
  * grows slowly with the number of listeners; the time is printed, not
  * asserted (a loaded machine is slow). The queues, dead-letter queues and
@@ -91,6 +92,24 @@ static void listeners_start_and_consume(void **state)
     if (rc != EW_OK)
         fail_msg("%s: start with %d listeners failed: %s", label, NLISTENERS, ew_strerror(rc));
     print_message("%s: %d listeners started in %lld ms\n", label, NLISTENERS, (long long)took);
+    /* The dead-letter queues exist once start returned (a passive declare
+     * of a missing queue closes the channel with 404). */
+    amqp_connection_state_t c = raw_connect();
+    int no_dlq = 0;
+    for (int i = 0; i < NLISTENERS; i++) {
+        char q[256];
+        snprintf(q, sizeof q, "%s::L%d.dlq", ev.name, i);
+        amqp_queue_declare(c, 1, amqp_cstring_bytes(q), 1, 0, 0, 0, amqp_empty_table);
+        if (!raw_ok(c)) {
+            if (no_dlq++ < 10)
+                print_message("%s: no dead-letter queue %s after start\n", label, q);
+            raw_close(c);
+            c = raw_connect();
+        }
+    }
+    raw_close(c);
+    if (no_dlq)
+        print_message("%s: %d of %d dead-letter queues missing\n", label, no_dlq, NLISTENERS);
     conf_event e = {.id = 1, .text = "one for each"};
     assert_int_equal(ew_send(m, &ev, &e), EW_OK);
     bool all = wait_all(60000);
@@ -105,6 +124,7 @@ static void listeners_start_and_consume(void **state)
     ew_manager_stop(m, 10000);
     ew_manager_free(m);
     cleanup(ev.name);
+    assert_int_equal(no_dlq, 0);
     assert_true(all);
 }
 
