@@ -122,7 +122,7 @@ ew_err amqp10_ensure_many(ewi_transport *t, const amqp10_decl *ds, size_t n, int
     }
     for (size_t i = 0; i < n; i++)
         rd[i] = decl_of(t, &ds[i]);
-    rmqa_ensure_many(t->admin, rd, n, rcs, err, errlen, done, user);
+    rmqa_ensure_many_cb(t->admin, rd, n, rcs, err, errlen, done, user);
     /* Not reachable (yet): the rest one by one, with amqp10_ensure's retries. */
     size_t first = n;
     for (size_t i = 0; i < n && first == n; i++)

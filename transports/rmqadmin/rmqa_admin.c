@@ -679,7 +679,13 @@ static ew_err ensure_batch(rmqa *a, const rmqa_decl *ds, size_t n, ew_err *rcs, 
 }
 
 ew_err rmqa_ensure_many(rmqa *a, const rmqa_decl *ds, size_t n, ew_err *rcs, char *err,
-                        size_t errlen, rmqa_done_fn done, void *user)
+                        size_t errlen)
+{
+    return rmqa_ensure_many_cb(a, ds, n, rcs, err, errlen, NULL, NULL);
+}
+
+ew_err rmqa_ensure_many_cb(rmqa *a, const rmqa_decl *ds, size_t n, ew_err *rcs, char *err,
+                           size_t errlen, rmqa_done_fn done, void *user)
 {
     notify nt = {done, user, done && n ? calloc(n, sizeof *nt.told) : NULL};
     if (done && n && !nt.told) {

@@ -125,11 +125,14 @@ typedef void (*rmqa_done_fn)(void *user, size_t i);
  * spread over several channels, so that the broker creates the queues in
  * parallel; an exchange that several listeners share is declared once,
  * before their queues. rcs[i] is ds[i]'s result; the first failure's text
- * is in err and is the result (EW_OK when all succeeded). done (may be
- * NULL) hears of each success as it comes, so that a caller can start
- * using the first queues while the broker still creates the rest. */
+ * is in err and is the result (EW_OK when all succeeded). */
 ew_err rmqa_ensure_many(rmqa *a, const rmqa_decl *ds, size_t n, ew_err *rcs, char *err,
-                        size_t errlen, rmqa_done_fn done, void *user);
+                        size_t errlen);
+/* rmqa_ensure_many, and done (may be NULL) hears of each success as it
+ * comes, so that a caller can start using the first queues while the
+ * broker still creates the rest. */
+ew_err rmqa_ensure_many_cb(rmqa *a, const rmqa_decl *ds, size_t n, ew_err *rcs, char *err,
+                           size_t errlen, rmqa_done_fn done, void *user);
 /* d now, whatever was remembered (e.g. a queue deleted by hand), and
  * remembered when it succeeds; an existence check that finds the queue gone
  * (EW_ENOTFOUND) forgets that queue only. */

@@ -803,7 +803,7 @@ static void stomp_subscribe_many(ewi_transport *t, ewi_sub *const *subs, size_t 
     if (!t->topo) {
         for (size_t i = 0; i < n; i++)
             sub_post(&b, i);
-    } else if (rmqa_ensure_many(t->topo, ds, n, drcs, err, sizeof err, sub_post, &b) !=
+    } else if (rmqa_ensure_many_cb(t->topo, ds, n, drcs, err, sizeof err, sub_post, &b) !=
                EW_OK) {
         /* The broker's text is the first failure's. */
         bool first = true;
