@@ -194,9 +194,12 @@ void amqp10_admin_close(ewi_transport *t);
 ew_err amqp10_ensure(ewi_transport *t, const amqp10_decl *d, int64_t deadline,
                    char *err, size_t errlen);
 /* amqp10_ensure for ds[0..n) at once (their round trips overlap); rcs[i]
- * each one's result, the first failure's text in err. */
+ * each one's result, the first failure's text in err. done (may be NULL)
+ * is called once for each ds[i] as soon as it succeeded, while the others
+ * may still be on their way (as rmqa_done_fn: no declarations from it). */
 ew_err amqp10_ensure_many(ewi_transport *t, const amqp10_decl *ds, size_t n, int64_t deadline,
-                        ew_err *rcs, char *err, size_t errlen);
+                        ew_err *rcs, char *err, size_t errlen,
+                        void (*done)(void *user, size_t i), void *user);
 /* d now, whatever was remembered (a queue deleted by hand); no retry. */
 ew_err amqp10_declare_now(ewi_transport *t, const amqp10_decl *d, char *err, size_t errlen);
 /* After a reconnect (I/O thread): declares everything remembered again,

@@ -88,7 +88,8 @@ ew_err amqp10_ensure(ewi_transport *t, const amqp10_decl *d, int64_t deadline, c
 }
 
 ew_err amqp10_ensure_many(ewi_transport *t, const amqp10_decl *ds, size_t n, int64_t deadline,
-                        ew_err *rcs, char *err, size_t errlen)
+                        ew_err *rcs, char *err, size_t errlen,
+                        void (*done)(void *user, size_t i), void *user)
 {
     for (size_t i = 0; i < n; i++)
         rcs[i] = EW_OK;
@@ -99,6 +100,8 @@ ew_err amqp10_ensure_many(ewi_transport *t, const amqp10_decl *ds, size_t n, int
         ew_err first = EW_OK;
         for (size_t i = 0; i < n; i++) {
             rcs[i] = amqp10_ensure(t, &ds[i], deadline, scratch, sizeof scratch);
+            if (rcs[i] == EW_OK && done)
+                done(user, i);
             if (rcs[i] != EW_OK && first == EW_OK) {
                 first = rcs[i];
                 amqp10_textf(err, errlen, "%s", scratch);
@@ -106,8 +109,11 @@ ew_err amqp10_ensure_many(ewi_transport *t, const amqp10_decl *ds, size_t n, int
         }
         return first;
     }
-    if (!t->admin || !n)
+    if (!t->admin || !n) {
+        for (size_t i = 0; i < n && done; i++)
+            done(user, i);
         return EW_OK;
+    }
     rmqa_decl *rd = calloc(n, sizeof *rd);
     if (!rd) {
         for (size_t i = 0; i < n; i++)
@@ -116,7 +122,7 @@ ew_err amqp10_ensure_many(ewi_transport *t, const amqp10_decl *ds, size_t n, int
     }
     for (size_t i = 0; i < n; i++)
         rd[i] = decl_of(t, &ds[i]);
-    rmqa_ensure_many(t->admin, rd, n, rcs, err, errlen);
+    rmqa_ensure_many_cb(t->admin, rd, n, rcs, err, errlen, done, user);
     /* Not reachable (yet): the rest one by one, with amqp10_ensure's retries. */
     size_t first = n;
     for (size_t i = 0; i < n && first == n; i++)
@@ -125,6 +131,8 @@ ew_err amqp10_ensure_many(ewi_transport *t, const amqp10_decl *ds, size_t n, int
     for (size_t i = 0; i < n; i++)
         if (transient(rcs[i])) {
             rcs[i] = amqp10_ensure(t, &ds[i], deadline, scratch, sizeof scratch);
+            if (rcs[i] == EW_OK && done)
+                done(user, i);
             if (rcs[i] != EW_OK && i < first) {
                 first = i;
                 amqp10_textf(err, errlen, "%s", scratch);

@@ -268,19 +268,45 @@ static ew_err a_subscribe(ewi_transport *t, ewi_sub *sub)
     return rc;
 }
 
-/* Every listener at start: rabbitmq's declarations in one batch, then every
- * attach posted before the first answer is awaited. */
+/* Posts the attach of listener i of a batch (its queue ready), unless the
+ * transport is stopping. */
+typedef struct sub_batch {
+    ewi_transport *t;
+    amqp10_sub **ss;
+    ew_err *rcs;
+    bool *posted;
+} sub_batch;
+
+static void sub_post(void *user, size_t i)
+{
+    sub_batch *b = user;
+    ewi_transport *t = b->t;
+    if (!b->ss[i])
+        return;
+    pthread_mutex_lock(&t->mu);
+    if (t->stopping || t->io_exited) {
+        b->rcs[i] = EW_ECLOSED;
+    } else {
+        amqp10_post_locked(t, &b->ss[i]->w_sub);
+        b->posted[i] = true;
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* Every listener at start: rabbitmq's declarations in one batch, and the
+ * attach of each listener posted as soon as its queue is declared (while
+ * the broker creates the others); the answers are awaited at the end. */
 static void a_subscribe_many(ewi_transport *t, ewi_sub *const *subs, size_t n, ew_err *rcs)
 {
     char err[600];
     amqp10_sub **ss = calloc(n ? n : 1, sizeof *ss);
     amqp10_decl *ds = calloc(n ? n : 1, sizeof *ds);
-    if (!ss || !ds) {
+    ew_err *drcs = calloc(n ? n : 1, sizeof *drcs);
+    bool *posted = calloc(n ? n : 1, sizeof *posted);
+    if (!ss || !ds || !drcs || !posted) {
         for (size_t i = 0; i < n; i++)
             rcs[i] = EW_ENOMEM;
-        free(ss);
-        free(ds);
-        return;
+        goto out;
     }
     int64_t deadline = ewi_now_ms() + t->cfg->start_timeout_ms;
     for (size_t i = 0; i < n; i++)
@@ -289,36 +315,27 @@ static void a_subscribe_many(ewi_transport *t, ewi_sub *const *subs, size_t n, e
                                 subs[i]->dlq, subs[i]->durable, subs[i]->per_process};
         else
             ds[i] = (amqp10_decl){AMQP10_DECL_EXCHANGE, subs[i]->event, NULL, NULL, true, false};
-    ew_err *drcs = calloc(n ? n : 1, sizeof *drcs);
-    if (!drcs || amqp10_ensure_many(t, ds, n, deadline, drcs, err, sizeof err) != EW_OK) {
+    sub_batch b = {t, ss, rcs, posted};
+    if (amqp10_ensure_many(t, ds, n, deadline, drcs, err, sizeof err, sub_post, &b) != EW_OK) {
         /* The broker's text is the first failure's. */
         bool first = true;
         for (size_t i = 0; i < n; i++)
-            if (ss[i] && (!drcs || drcs[i] != EW_OK)) {
-                rcs[i] = drcs ? drcs[i] : EW_ENOMEM;
+            if (ss[i] && drcs[i] != EW_OK) {
+                rcs[i] = drcs[i];
                 ewi_report(t->m, rcs[i], subs[i]->queue, subs[i]->event, NULL,
-                           "amqp %s: %s", t->where,
-                           first && drcs ? err : ew_strerror(rcs[i]));
+                           "amqp %s: %s", t->where, first ? err : ew_strerror(rcs[i]));
                 first = false;
-                free(ss[i]);
-                ss[i] = NULL;
             }
     }
-    free(drcs);
-    pthread_mutex_lock(&t->mu);
     for (size_t i = 0; i < n; i++)
-        if (ss[i]) {
-            if (t->stopping || t->io_exited) {
-                free(ss[i]);
-                ss[i] = NULL;
-                rcs[i] = EW_ECLOSED;
-            } else {
-                amqp10_post_locked(t, &ss[i]->w_sub);
-            }
+        if (ss[i] && !posted[i]) {
+            free(ss[i]); /* refused, or the transport is stopping */
+            ss[i] = NULL;
         }
     /* The texts are kept until t->mu is released: reporting runs the
      * application's callbacks, which may send through this transport. */
     char (*errs)[600] = calloc(n ? n : 1, sizeof *errs);
+    pthread_mutex_lock(&t->mu);
     for (size_t i = 0; i < n; i++)
         if (ss[i]) {
             rcs[i] = sub_wait_locked(t, ss[i], deadline, errs ? errs[i] : err,
@@ -329,8 +346,11 @@ static void a_subscribe_many(ewi_transport *t, ewi_sub *const *subs, size_t n, e
         if (ss[i])
             sub_waited(t, subs[i], rcs[i], errs ? errs[i] : ew_strerror(rcs[i]));
     free(errs);
+out:
     free(ss);
     free(ds);
+    free(drcs);
+    free(posted);
 }
 
 static void a_unsubscribe(ewi_transport *t, ewi_sub *sub)

@@ -76,9 +76,10 @@ static int queue_method(last_method *l, const char *q, bool passive, bool durabl
     return AMQP_STATUS_OK;
 }
 
-/* Writes d's methods but the last with nowait; the last one into *l. */
+/* Writes d's methods but the last with nowait; the last one into *l. A
+ * listener's exchange is left out when has_exchange (declared already). */
 static int write_all_but_last(amqp_connection_state_t conn, amqp_channel_t ch,
-                              const rmqa_decl *d, last_method *l)
+                              const rmqa_decl *d, bool has_exchange, last_method *l)
 {
     int st = AMQP_STATUS_OK;
     switch (d->kind) {
@@ -89,7 +90,8 @@ static int write_all_but_last(amqp_connection_state_t conn, amqp_channel_t ch,
         l->reply = AMQP_EXCHANGE_DECLARE_OK_METHOD;
         return st;
     case RMQA_LISTENER:
-        st = send_exchange(conn, ch, d->event, true);
+        if (!has_exchange)
+            st = send_exchange(conn, ch, d->event, true);
         if (st == AMQP_STATUS_OK)
             st = send_queue(conn, ch, d->queue, false, d->durable, d->expires_ms, true);
         if (st == AMQP_STATUS_OK && d->dlq) {
@@ -111,7 +113,7 @@ static int write_all_but_last(amqp_connection_state_t conn, amqp_channel_t ch,
 int rmqa_write_decl(amqp_connection_state_t conn, amqp_channel_t ch, const rmqa_decl *d)
 {
     last_method l;
-    int st = write_all_but_last(conn, ch, d, &l);
+    int st = write_all_but_last(conn, ch, d, false, &l);
     if (st != AMQP_STATUS_OK)
         return st;
     switch (l.id) {
@@ -132,7 +134,7 @@ amqp_rpc_reply_t rmqa_rpc_decl(amqp_connection_state_t conn, amqp_channel_t ch,
                                const rmqa_decl *d)
 {
     last_method l;
-    int st = write_all_but_last(conn, ch, d, &l);
+    int st = write_all_but_last(conn, ch, d, false, &l);
     if (st != AMQP_STATUS_OK) {
         amqp_rpc_reply_t r = {.reply_type = AMQP_RESPONSE_LIBRARY_EXCEPTION,
                               .library_error = st};
@@ -470,15 +472,95 @@ typedef struct flight {
     int k;
 } flight;
 
+/* Who hears of each success of a batch, once. */
+typedef struct notify {
+    rmqa_done_fn fn;
+    void *user;
+    bool *told; /* per declaration; NULL: no one to tell */
+} notify;
+
+/* ds[i] succeeded: remembered (unless it already was) and told. */
+static void succeeded(rmqa *a, const rmqa_decl *ds, size_t i, bool known, ew_err *rcs,
+                      notify *nt)
+{
+    if (!known)
+        remember(list_of(a, &ds[i]), &ds[i]);
+    rcs[i] = EW_OK;
+    if (nt->told && !nt->told[i]) {
+        nt->told[i] = true;
+        nt->fn(nt->user, i);
+    }
+}
+
+/* Whether ds[0..i) has a listener of ds[i]'s event among those to do. */
+static bool event_seen(const rmqa_decl *ds, size_t i, const ew_err *rcs, ew_err todo)
+{
+    for (size_t j = 0; j < i; j++)
+        if (rcs[j] == todo && ds[j].kind == RMQA_LISTENER && eq(ds[j].event, ds[i].event))
+            return true;
+    return false;
+}
+
+/* The exchanges of the listeners to do, each once, on channel slot 0, one
+ * round trip for all (a->mu held). EW_OK: the listeners need not declare
+ * them again. A refusal is not an error here: the slot is opened again and
+ * *skip stays false, so that each listener declares its exchange itself
+ * and a refusal is reported with the listener it concerns. */
+static ew_err batch_exchanges(rmqa *a, const rmqa_decl *ds, size_t n, const ew_err *rcs,
+                              ew_err todo, bool *skip, char *err, size_t errlen)
+{
+    *skip = false;
+    size_t listeners = 0, events = 0;
+    const rmqa_decl *last = NULL;
+    for (size_t i = 0; i < n; i++)
+        if (rcs[i] == todo && ds[i].kind == RMQA_LISTENER) {
+            listeners++;
+            if (!event_seen(ds, i, rcs, todo)) {
+                events++;
+                last = &ds[i];
+            }
+        }
+    if (events == listeners)
+        return EW_OK; /* nothing shared: declared with each listener */
+    for (size_t i = 0; i < n; i++) {
+        if (rcs[i] != todo || ds[i].kind != RMQA_LISTENER || &ds[i] == last ||
+            event_seen(ds, i, rcs, todo))
+            continue;
+        rmqa_decl x = {.kind = RMQA_EXCHANGE, .event = ds[i].event};
+        int st = rmqa_write_decl(a->conn, a->chs[0], &x);
+        if (st != AMQP_STATUS_OK) {
+            snprintf(err, errlen, "writing declarations to %s: %s",
+                     a->c.label ? a->c.label : a->c.host, amqp_error_string2(st));
+            drop(a, false);
+            return EW_ECONNECT;
+        }
+    }
+    rmqa_decl x = {.kind = RMQA_EXCHANGE, .event = last->event};
+    char text[600];
+    ew_err rc = settle_reply(a, 0, rmqa_rpc_decl(a->conn, a->chs[0], &x),
+                             "declaring exchanges", text, sizeof text);
+    if (rc == EW_OK) {
+        *skip = true;
+        return EW_OK;
+    }
+    if (!a->conn) {
+        snprintf(err, errlen, "%s", text);
+        return rc;
+    }
+    return ready(a, 0, err, errlen);
+}
+
 /* One try of rmqa_ensure_many (a->mu held); *replied: whether the broker
  * answered any declaration. */
 static ew_err ensure_batch(rmqa *a, const rmqa_decl *ds, size_t n, ew_err *rcs, char *err,
-                           size_t errlen, bool *replied)
+                           size_t errlen, notify *nt, bool *replied)
 {
     enum { TODO = -1000 }; /* not settled yet */
     size_t todo = 0;
     for (size_t i = 0; i < n; i++) {
-        rcs[i] = find(*list_of(a, &ds[i]), &ds[i]) ? EW_OK : (ew_err)TODO;
+        rcs[i] = (ew_err)TODO;
+        if (find(*list_of(a, &ds[i]), &ds[i]))
+            succeeded(a, ds, i, true, rcs, nt);
         todo += rcs[i] != EW_OK;
     }
     flight *fl = todo ? calloc(todo, sizeof *fl) : NULL;
@@ -488,6 +570,9 @@ static ew_err ensure_batch(rmqa *a, const rmqa_decl *ds, size_t n, ew_err *rcs, 
     int nk = todo < RMQA_CHANNELS ? (int)todo : RMQA_CHANNELS;
     for (int k = 0; k < nk && rc == EW_OK; k++)
         rc = ready(a, k, err, errlen);
+    bool has_exchange = false;
+    if (rc == EW_OK)
+        rc = batch_exchanges(a, ds, n, rcs, (ew_err)TODO, &has_exchange, err, errlen);
     /* Everything written, round robin over the channels, the last method
      * of each declaration asking for a reply; then the replies, which come
      * in order per channel. */
@@ -497,7 +582,7 @@ static ew_err ensure_batch(rmqa *a, const rmqa_decl *ds, size_t n, ew_err *rcs, 
             continue;
         int k = (int)(nf % (size_t)nk);
         last_method l;
-        int st = write_all_but_last(a->conn, a->chs[k], &ds[i], &l);
+        int st = write_all_but_last(a->conn, a->chs[k], &ds[i], has_exchange, &l);
         if (st == AMQP_STATUS_OK)
             st = amqp_send_method(a->conn, a->chs[k], l.id, &l.m);
         if (st != AMQP_STATUS_OK) {
@@ -547,8 +632,7 @@ static ew_err ensure_batch(rmqa *a, const rmqa_decl *ds, size_t n, ew_err *rcs, 
         head[k] = j + 1;
         size_t i = fl[j].item;
         if (f.payload.method.id != AMQP_CHANNEL_CLOSE_METHOD) {
-            remember(list_of(a, &ds[i]), &ds[i]);
-            rcs[i] = EW_OK;
+            succeeded(a, ds, i, false, rcs, nt);
             done++;
             continue;
         }
@@ -578,7 +662,7 @@ static ew_err ensure_batch(rmqa *a, const rmqa_decl *ds, size_t n, ew_err *rcs, 
                 char text[600];
                 rcs[i] = declare(a, &ds[i], text, sizeof text);
                 if (rcs[i] == EW_OK) {
-                    remember(list_of(a, &ds[i]), &ds[i]);
+                    succeeded(a, ds, i, false, rcs, nt);
                 } else if (first_err) {
                     snprintf(err, errlen, "%s", text);
                     first_err = false;
@@ -590,21 +674,35 @@ static ew_err ensure_batch(rmqa *a, const rmqa_decl *ds, size_t n, ew_err *rcs, 
     if (a->conn)
         amqp_maybe_release_buffers(a->conn);
     free(fl);
-    *replied = done > 0;
+    *replied = done > 0 || has_exchange;
     return rc;
 }
 
 ew_err rmqa_ensure_many(rmqa *a, const rmqa_decl *ds, size_t n, ew_err *rcs, char *err,
                         size_t errlen)
 {
+    return rmqa_ensure_many_cb(a, ds, n, rcs, err, errlen, NULL, NULL);
+}
+
+ew_err rmqa_ensure_many_cb(rmqa *a, const rmqa_decl *ds, size_t n, ew_err *rcs, char *err,
+                           size_t errlen, rmqa_done_fn done, void *user)
+{
+    notify nt = {done, user, done && n ? calloc(n, sizeof *nt.told) : NULL};
+    if (done && n && !nt.told) {
+        snprintf(err, errlen, "out of memory");
+        for (size_t i = 0; i < n; i++)
+            rcs[i] = EW_ENOMEM;
+        return EW_ENOMEM;
+    }
     pthread_mutex_lock(&a->mu);
     bool stale = a->conn != NULL, replied = false;
-    ew_err rc = ensure_batch(a, ds, n, rcs, err, errlen, &replied);
+    ew_err rc = ensure_batch(a, ds, n, rcs, err, errlen, &nt, &replied);
     /* A connection that went stale (the broker closed it while idle) fails
      * before any reply: the batch once more on a new one, as rmqa_ensure. */
     if (rc != EW_OK && rc != EW_ETIMEDOUT && stale && !replied && !a->conn)
-        rc = ensure_batch(a, ds, n, rcs, err, errlen, &replied);
+        rc = ensure_batch(a, ds, n, rcs, err, errlen, &nt, &replied);
     pthread_mutex_unlock(&a->mu);
+    free(nt.told);
     if (rc == EW_OK)
         for (size_t i = 0; i < n && rc == EW_OK; i++)
             rc = rcs[i];

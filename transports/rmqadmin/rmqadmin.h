@@ -115,12 +115,24 @@ void rmqa_free(rmqa *a);            /* NULL allowed */
  * went stale is reopened once; EW_ECONNECT / EW_ETIMEDOUT when the broker
  * cannot be reached, which a caller may retry. */
 ew_err rmqa_ensure(rmqa *a, const rmqa_decl *d, char *err, size_t errlen);
+/* Called by rmqa_ensure_many once for each ds[i] that succeeded, as soon
+ * as the broker confirmed it (the others are being declared meanwhile), on
+ * the caller's thread with the handle's mutex held: it must not call rmqa
+ * functions, nor wait for a thread that may. */
+typedef void (*rmqa_done_fn)(void *user, size_t i);
+
 /* rmqa_ensure for ds[0..n), all written before any reply is read and
  * spread over several channels, so that the broker creates the queues in
- * parallel. rcs[i] is ds[i]'s result; the first failure's text is in err
- * and is the result (EW_OK when all succeeded). */
+ * parallel; an exchange that several listeners share is declared once,
+ * before their queues. rcs[i] is ds[i]'s result; the first failure's text
+ * is in err and is the result (EW_OK when all succeeded). */
 ew_err rmqa_ensure_many(rmqa *a, const rmqa_decl *ds, size_t n, ew_err *rcs, char *err,
                         size_t errlen);
+/* rmqa_ensure_many, and done (may be NULL) hears of each success as it
+ * comes, so that a caller can start using the first queues while the
+ * broker still creates the rest. */
+ew_err rmqa_ensure_many_cb(rmqa *a, const rmqa_decl *ds, size_t n, ew_err *rcs, char *err,
+                           size_t errlen, rmqa_done_fn done, void *user);
 /* d now, whatever was remembered (e.g. a queue deleted by hand), and
  * remembered when it succeeds; an existence check that finds the queue gone
  * (EW_ENOTFOUND) forgets that queue only. */

@@ -751,21 +751,42 @@ static ew_err stomp_subscribe(ewi_transport *t, ewi_sub *sub)
     return sub_finish(t, sub, r, rc, dest);
 }
 
+/* Posts the SUBSCRIBE of listener i of a batch (its queue ready). */
+typedef struct sub_batch {
+    ewi_transport *t;
+    ewi_sub *const *subs;
+    ew_err *rcs;
+    stomp_req **rs;
+    char (*dests)[STOMP_DEST_LEN];
+} sub_batch;
+
+static void sub_post(void *user, size_t i)
+{
+    sub_batch *b = user;
+    if (!(b->rs[i] = sub_request(b->t, b->subs[i], &b->rcs[i])))
+        return;
+    snprintf(b->dests[i], sizeof b->dests[i], "%s", b->rs[i]->ss->target.dest);
+    b->rcs[i] = request_post(b->t, b->rs[i]);
+}
+
 /* Every listener at start: rabbitmq's queues, bindings and dead-letter
- * queues declared in one batch, then every SUBSCRIBE queued before the
- * first receipt is awaited. */
+ * queues declared in one batch, and the SUBSCRIBE of each listener queued
+ * as soon as its queue is declared (while the broker creates the others);
+ * the receipts are awaited at the end. */
 static void stomp_subscribe_many(ewi_transport *t, ewi_sub *const *subs, size_t n,
                                  ew_err *rcs)
 {
     char err[512];
     rmqa_decl *ds = calloc(n ? n : 1, sizeof *ds);
+    ew_err *drcs = calloc(n ? n : 1, sizeof *drcs);
     stomp_req **rs = calloc(n ? n : 1, sizeof *rs);
     char(*dests)[STOMP_DEST_LEN] = calloc(n ? n : 1, sizeof *dests);
-    if (!ds || !rs || !dests) {
+    if (!ds || !drcs || !rs || !dests) {
         for (size_t i = 0; i < n; i++)
             rcs[i] = EW_ENOMEM;
         goto out;
     }
+    sub_batch b = {t, subs, rcs, rs, dests};
     for (size_t i = 0; i < n; i++) {
         /* The listener queue too, as the SUBSCRIBE declares it: the broker
          * creates the queues in parallel here, while its STOMP adapter
@@ -776,23 +797,22 @@ static void stomp_subscribe_many(ewi_transport *t, ewi_sub *const *subs, size_t 
                             .expires_ms = subs[i]->per_process ? t->opt.expires_ms : 0};
         rcs[i] = EW_OK;
     }
-    if (t->topo && rmqa_ensure_many(t->topo, ds, n, rcs, err, sizeof err) != EW_OK) {
+    if (!t->topo) {
+        for (size_t i = 0; i < n; i++)
+            sub_post(&b, i);
+    } else if (rmqa_ensure_many_cb(t->topo, ds, n, drcs, err, sizeof err, sub_post, &b) !=
+               EW_OK) {
         /* The broker's text is the first failure's. */
         bool first = true;
         for (size_t i = 0; i < n; i++)
-            if (rcs[i] != EW_OK) {
+            if (drcs[i] != EW_OK) {
+                rcs[i] = drcs[i];
                 ewi_report(t->m, rcs[i], subs[i]->queue, subs[i]->event, NULL, "%s",
                            first ? err : ew_strerror(rcs[i]));
                 first = false;
             }
     }
     int64_t deadline = sub_deadline(t);
-    for (size_t i = 0; i < n; i++) {
-        if (rcs[i] != EW_OK || !(rs[i] = sub_request(t, subs[i], &rcs[i])))
-            continue;
-        snprintf(dests[i], sizeof dests[i], "%s", rs[i]->ss->target.dest);
-        rcs[i] = request_post(t, rs[i]);
-    }
     for (size_t i = 0; i < n; i++) {
         if (!rs[i])
             continue;
@@ -801,6 +821,7 @@ static void stomp_subscribe_many(ewi_transport *t, ewi_sub *const *subs, size_t 
     }
 out:
     free(ds);
+    free(drcs);
     free(rs);
     free(dests);
 }
