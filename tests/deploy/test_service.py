@@ -23,6 +23,7 @@ import selectors
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 
@@ -36,14 +37,33 @@ class Instance:
         env = dict(os.environ, EW_URL=url, EW_SERVER=server, EW_SEND=str(send),
                    EW_SEND_FIRST=str(first))
         self.server = server
-        self.proc = subprocess.Popen([binary], env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, bufsize=1)
+        # stderr goes to a file: a pipe nobody reads would block its logging.
+        self.err = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen([binary], env=env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=self.err)
+        self.partial = b""
         self.lines = []
         self.billing = []
         self.audit = []
         self.ready = False
         self.sent = None
         self.stopped = None
+
+    def stderr(self):
+        self.err.seek(0)
+        return self.err.read().decode(errors="replace").strip()
+
+    def read(self):
+        """Takes what the instance printed so far; False at the end of its
+        output. The pipe is read with os.read: a buffered reader would keep
+        lines that select() no longer reports."""
+        data = os.read(self.proc.stdout.fileno(), 65536)
+        if not data:
+            return False
+        *whole, self.partial = (self.partial + data).split(b"\n")
+        for line in whole:
+            self.take(line.decode().strip())
+        return True
 
     def take(self, line):
         self.lines.append(line)
@@ -67,12 +87,12 @@ def explain(instances):
         print(f"{inst.server}: last lines: {inst.lines[-5:]}")
         try:
             rc = inst.proc.wait(timeout=10)
-            print(f"{inst.server}: exited with {rc}: {inst.proc.stderr.read().strip()}")
+            print(f"{inst.server}: exited with {rc}: {inst.stderr()}")
         except subprocess.TimeoutExpired:
             print(f"{inst.server}: still running")
 
 
-def pump(instances, until, timeout, what):
+def pump(instances, until, timeout, what, missing=None):
     """Reads the instances' output until until() is true, or fails after
     timeout seconds naming what was awaited."""
     sel = selectors.DefaultSelector()
@@ -86,13 +106,12 @@ def pump(instances, until, timeout, what):
             left = deadline - time.monotonic()
             if left <= 0:
                 explain(instances)
+                if missing:
+                    print(missing())
                 fail(f"no {what} within {timeout} s")
             events = sel.select(min(left, 1.0))
             for key, _ in events:
-                line = key.fileobj.readline()
-                if line:
-                    key.data.take(line.strip())
-                else:
+                if not key.data.read():
                     # Its output ended: it exited, or is about to.
                     sel.unregister(key.fileobj)
                     ended.append(key.data)
@@ -131,7 +150,16 @@ def main():
             return (billed == wanted and set(mine(a.audit)) == wanted
                     and set(mine(b.audit)) == wanted)
 
-        pump(both, done, 120, f"all {count} payments billed once and audited on both")
+        def missing():
+            billed = set(mine(a.billing)) | set(mine(b.billing))
+            return (f"not billed: {sorted(i - base for i in wanted - billed)[:20]}; "
+                    f"not audited on {a.server}: "
+                    f"{sorted(i - base for i in wanted - set(mine(a.audit)))[:20]}; "
+                    f"on {b.server}: {sorted(i - base for i in wanted - set(mine(b.audit)))[:20]}"
+                    " (payment numbers from 0)")
+
+        pump(both, done, 120, f"all {count} payments billed once and audited on both",
+             missing)
         foreign = (len(a.billing) + len(b.billing) - len(mine(a.billing)) -
                    len(mine(b.billing)))
         if foreign:
@@ -154,7 +182,7 @@ def main():
         for inst in both:
             rc = inst.proc.wait(timeout=30)
             if rc != 0:
-                fail(f"{inst.server} exited with {rc}: {inst.proc.stderr.read().strip()}")
+                fail(f"{inst.server} exited with {rc}: {inst.stderr()}")
             expect = (f"stopped {inst.server} billing {len(inst.billing)} "
                       f"audit {len(inst.audit)}")
             if inst.stopped != expect:
