@@ -6,6 +6,8 @@
 #                               rabbitmq-server, activemq, a Java 17 runtime,
 #                               Maven (fetches Artemis), openssl (the test
 #                               certificates), iproute2 (ss)
+#   scripts/deps.sh --bench     the same plus gnuplot-nox (the plots of
+#                               scripts/bench); not needed by the tests
 #
 # Fast path: when every package is already installed (checked with
 # dpkg-query) no apt-get runs at all. Otherwise the package lists are
@@ -28,17 +30,21 @@ BUILD_PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev
 BROKER_PKGS=(rabbitmq-server activemq default-jre-headless maven openssl iproute2
              docker-compose)
 
-want_brokers=0
+BENCH_PKGS=(gnuplot-nox)
+
+want_brokers=0 want_bench=0
 for arg in "$@"; do
     case "$arg" in
         --brokers) want_brokers=1 ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
-        *) echo "deps.sh: unknown argument '$arg' (use --brokers or --help)" >&2; exit 2 ;;
+        --bench) want_bench=1 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        *) echo "deps.sh: unknown argument '$arg' (use --brokers, --bench or --help)" >&2; exit 2 ;;
     esac
 done
 
 pkgs=("${BUILD_PKGS[@]}")
 [ "$want_brokers" = 1 ] && pkgs+=("${BROKER_PKGS[@]}")
+[ "$want_bench" = 1 ] && pkgs+=("${BENCH_PKGS[@]}")
 
 is_installed() {
     [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]

@@ -23,7 +23,16 @@
  * before the first send. Payloads are ~100 bytes. Raw and eventwire run
  * `rounds` times alternately and the medians are compared.
  *
- *   bench_amqp [-n events] [-r rounds] [--no-python] [--no-aspyx] [URL]
+ * Every run is a child process of its own, so that its CPU time (user +
+ * system, all threads, per message; for the Python runs the interpreter's)
+ * and peak RSS belong to that side alone. A latency run per side (raw,
+ * eventwire) sends at a fixed rate and measures from the send to the
+ * receiver / listener, p50 / p99 / p99.9. Lines starting with "@ " carry
+ * the figures as JSON for scripts/bench.
+ *
+ *   bench_amqp [-n events] [-r rounds] [-l latency events] [-R rate]
+ *              [--only raw|ew] [--no-python] [--no-aspyx] [URL]
+ *   (-h for the defaults)
  *   URL default: $EW_BENCH_AMQP_URL, else
  *                amqp://guest:guest@127.0.0.1:5672?dialect=rabbitmq
  *   On Artemis: amqp://artemis:artemis@127.0.0.1:5673?dialect=artemis */
@@ -47,6 +56,7 @@
 #include <proton/session.h>
 #include <proton/transport.h>
 
+#include "../common/bench.h"
 #include "ewi.h"
 #include "transports/amqp/amqp10.h"
 #include "transports/rmqadmin/rmqadmin.h"
@@ -131,11 +141,27 @@ typedef struct raw {
     char payload[PAYLOAD];
     bool done, failed;
     bool rcv_open; /* Artemis: sends wait for the receiver's queue */
+    long rate;     /* > 0: a latency run, sends paced at this rate */
+    int64_t t0_ns;
+    pn_proactor_t *proactor;
+    pn_message_t *rmsg;
+    bench_lat *lat;
 } raw;
 
 static void raw_send_some(raw *r)
 {
     while (r->rcv_open && r->sent < r->n && pn_link_credit(r->snd) > 0) {
+        if (r->rate) {
+            if (r->sent == 0)
+                r->t0_ns = bench_now_ns();
+            int64_t due = r->t0_ns + (int64_t)((double)r->sent * 1e9 / (double)r->rate);
+            int64_t now = bench_now_ns();
+            if (due > now) {
+                pn_proactor_set_timeout(r->proactor, (pn_millis_t)((due - now) / 1000000));
+                return;
+            }
+            memcpy(r->payload, &now, sizeof now);
+        }
         pn_message_clear(r->msg);
         pn_message_set_durable(r->msg, true);
         pn_atom_t id = {.type = PN_ULONG};
@@ -144,7 +170,7 @@ static void raw_send_some(raw *r)
         pn_data_put_binary(pn_message_body(r->msg), pn_bytes(PAYLOAD, r->payload));
         pn_message_set_inferred(r->msg, true);
         if (r->sent == 0)
-            r->t_first = ewi_now_ms();
+            r->t_first = bench_now_ns();
         uint64_t tag = (uint64_t)r->sent++;
         pn_delivery(r->snd, pn_dtag((const char *)&tag, sizeof tag));
         if (pn_message_send(r->msg, r->snd, &r->buf) < 0)
@@ -162,10 +188,22 @@ static void raw_receive(raw *r, pn_delivery_t *d)
     pn_link_t *l = pn_delivery_link(d);
     pn_link_recv(l, r->in, len);
     pn_link_advance(l);
+    if (r->lat && pn_message_decode(r->rmsg, r->in, len) == 0) {
+        pn_data_t *b = pn_message_body(r->rmsg);
+        pn_data_rewind(b);
+        if (pn_data_next(b) && pn_data_type(b) == PN_BINARY) {
+            pn_bytes_t v = pn_data_get_binary(b);
+            int64_t sent;
+            if (v.size >= sizeof sent) {
+                memcpy(&sent, v.start, sizeof sent);
+                bench_lat_add(r->lat, sent);
+            }
+        }
+    }
     pn_delivery_update(d, PN_ACCEPTED);
     pn_delivery_settle(d);
     if (++r->received == r->n) {
-        r->t_last = ewi_now_ms();
+        r->t_last = bench_now_ns();
         r->done = true;
         pn_connection_close(pn_session_connection(pn_link_session(l)));
     }
@@ -209,6 +247,13 @@ static void raw_event(raw *r, pn_event_t *e)
         r->done = true;
         break;
     }
+    case PN_PROACTOR_TIMEOUT:
+        /* Send from the connection's own batch, which also writes. */
+        pn_connection_wake(pn_session_connection(pn_link_session(r->snd)));
+        break;
+    case PN_CONNECTION_WAKE:
+        raw_send_some(r);
+        break;
     case PN_CONNECTION_REMOTE_CLOSE:
         pn_connection_close(pn_event_connection(e));
         break;
@@ -229,11 +274,23 @@ static void set_topic(pn_terminus_t *t)
     pn_data_put_symbol(pn_terminus_capabilities(t), pn_bytes(5, "topic"));
 }
 
-static double run_raw(const amqp10_options *o, int n)
+/* What one run does. */
+typedef struct job {
+    const amqp10_options *o;
+    const char *url;
+    int n;
+    bool aspyx_form;
+    long rate; /* > 0: a latency run at this rate */
+} job;
+
+static void run_raw(void *arg, bench_result *res)
 {
+    const job *j = arg;
+    const amqp10_options *o = j->o;
+    int n = j->n;
     char name[64], queue[128], target[256], source[256];
-    static int round;
-    snprintf(name, sizeof name, "AmqpBenchRaw_%s_%d", run_id, round++);
+    /* Each run is a process of its own: its pid makes the names unique. */
+    snprintf(name, sizeof name, "AmqpBenchRaw_%s_%d", run_id, (int)getpid());
     if (artemis(o)) {
         snprintf(target, sizeof target, "%s", name);
         snprintf(source, sizeof source, "%s::%s.q", name, name);
@@ -243,9 +300,14 @@ static double run_raw(const amqp10_options *o, int n)
         snprintf(source, sizeof source, "/amq/queue/%s", queue);
     }
 
-    raw r = {.n = n, .msg = pn_message(), .rcv_open = !artemis(o)};
+    bench_lat lat;
+    raw r = {.n = n, .msg = pn_message(), .rcv_open = !artemis(o), .rate = j->rate,
+             .rmsg = j->rate ? pn_message() : NULL, .lat = j->rate ? &lat : NULL};
+    if (j->rate)
+        bench_lat_init(&lat, n);
     memset(r.payload, 'x', sizeof r.payload);
     pn_proactor_t *p = pn_proactor();
+    r.proactor = p;
     pn_connection_t *c = pn_connection();
     pn_transport_t *tr = pn_transport();
     pn_sasl_allowed_mechs(pn_sasl(tr), o->user ? "PLAIN" : "ANONYMOUS");
@@ -284,13 +346,20 @@ static double run_raw(const amqp10_options *o, int n)
     }
     pn_proactor_free(p);
     pn_message_free(r.msg);
+    if (r.rmsg)
+        pn_message_free(r.rmsg);
     free(r.buf.start);
     free(r.in);
     if (!artemis(o))
         drop(o, name, "q");
     if (r.failed || r.received != n)
         die("raw run failed");
-    return n * 1000.0 / (double)(r.t_last - r.t_first ? r.t_last - r.t_first : 1);
+    res->rate = n * 1e9 / (double)(r.t_last - r.t_first ? r.t_last - r.t_first : 1);
+    if (j->rate) {
+        res->p50 = bench_lat_pct(&lat, 0.50);
+        res->p99 = bench_lat_pct(&lat, 0.99);
+        res->p999 = bench_lat_pct(&lat, 0.999);
+    }
 }
 
 /* ---- eventwire ---------------------------------------------------------- */
@@ -306,14 +375,16 @@ EW_TYPE(bench_event, EW_FIELD(bench_event, id, EW_INT64),
 static atomic_int ew_received;
 static _Atomic int64_t ew_t_last;
 static int ew_target;
+static bench_lat *ew_lat;
 
 static ew_err on_bench(ew_delivery *d, const void *event, void *user)
 {
     (void)d;
-    (void)event;
     (void)user;
+    if (ew_lat)
+        bench_lat_add(ew_lat, ((const bench_event *)event)->id);
     if (atomic_fetch_add(&ew_received, 1) + 1 == ew_target)
-        atomic_store(&ew_t_last, ewi_now_ms());
+        atomic_store(&ew_t_last, bench_now_ns());
     return EW_OK;
 }
 
@@ -324,12 +395,20 @@ static void count_fail(void *user, ew_err err)
 }
 
 /* aspyx_form: the event as aspyx-event sends it (JSON, not durable). */
-static double run_eventwire(const amqp10_options *o, const char *url, int n, bool aspyx_form)
+static void run_eventwire(void *arg, bench_result *res)
 {
+    const job *j = arg;
+    const amqp10_options *o = j->o;
+    const char *url = j->url;
+    int n = j->n;
+    bool aspyx_form = j->aspyx_form;
+    bench_lat lat;
+    ew_lat = j->rate ? &lat : NULL;
+    if (j->rate)
+        bench_lat_init(&lat, n);
     char name[64];
-    static int round;
     snprintf(name, sizeof name, "AmqpBenchEw%s_%s_%d", aspyx_form ? "Json" : "", run_id,
-             round++);
+             (int)getpid());
     ew_event_desc ev = {.type = &bench_event_type, .name = name, .durable = !aspyx_form,
                         .format = aspyx_form ? EW_FORMAT_JSON : EW_FORMAT_DEFAULT};
     ew_manager *m;
@@ -351,9 +430,13 @@ static double run_eventwire(const amqp10_options *o, const char *url, int n, boo
     memset(text, 'x', sizeof text - 1);
     text[sizeof text - 1] = '\0';
     atomic_int failed = 0;
-    int64_t t0 = ewi_now_ms();
+    int64_t t0 = bench_now_ns();
     for (int i = 0; i < n; i++) {
         bench_event e = {.id = i, .text = text};
+        if (j->rate) {
+            bench_pace(t0, i, j->rate);
+            e.id = bench_now_ns();
+        }
         if (ew_send_async(m, &ev, NULL, &e, count_fail, &failed) != EW_OK)
             die("ew_send_async failed");
     }
@@ -365,15 +448,23 @@ static double run_eventwire(const amqp10_options *o, const char *url, int n, boo
     ew_manager_free(m);
     if (!artemis(o))
         drop(o, name, lname);
-    return n * 1000.0 / (double)(t1 - t0 ? t1 - t0 : 1);
+    res->rate = n * 1e9 / (double)(t1 - t0 ? t1 - t0 : 1);
+    if (j->rate) {
+        res->p50 = bench_lat_pct(&lat, 0.50);
+        res->p99 = bench_lat_pct(&lat, 0.99);
+        res->p999 = bench_lat_pct(&lat, 0.999);
+    }
 }
 
 /* ---- python3-qpid-proton ------------------------------------------------- */
 
-static double run_python(const amqp10_options *o, int n)
+static void run_python(void *arg, bench_result *res)
 {
+    const job *j = arg;
+    const amqp10_options *o = j->o;
+    int n = j->n;
     char name[64], queue[128], cmd[1024], target[256], source[256];
-    snprintf(name, sizeof name, "AmqpBenchPy_%s", run_id);
+    snprintf(name, sizeof name, "AmqpBenchPy_%s_%d", run_id, (int)getpid());
     if (artemis(o)) {
         snprintf(target, sizeof target, "%s", name);
         snprintf(source, sizeof source, "%s::%s.q", name, name);
@@ -395,13 +486,16 @@ static double run_python(const amqp10_options *o, int n)
         rate = 0;
     if (!artemis(o))
         drop(o, name, "q");
-    return rate;
+    res->rate = rate;
 }
 
 /* ---- aspyx-event (Artemis only) ------------------------------------------ */
 
-static double run_aspyx(const amqp10_options *o, int n)
+static void run_aspyx(void *arg, bench_result *res)
 {
+    const job *j = arg;
+    const amqp10_options *o = j->o;
+    int n = j->n;
     char cmd[2048];
     /* The pinned virtual environment, made once (idempotent). */
     snprintf(cmd, sizeof cmd, "'%s/scripts/python-env.sh' '%s' 0.9.3 >&2", EW_BENCH_ROOT,
@@ -417,53 +511,70 @@ static double run_aspyx(const amqp10_options *o, int n)
         rate = 0;
     if (f && pclose(f) != 0)
         rate = 0;
-    return rate;
+    res->rate = rate;
 }
 
 /* ---- main --------------------------------------------------------------- */
 
-/* CPU seconds this process used so far (all threads). */
-static double cpu_now(void)
+static void usage(FILE *f)
 {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
-           (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+    fprintf(f, "usage: bench_amqp [options] [URL]\n"
+               "  -n N           events per throughput run (default 100000)\n"
+               "  -r N           rounds, 1..15 (default 3); raw and eventwire alternate\n"
+               "  -l N           events of the latency run, 0 for none (default 5000)\n"
+               "  -R N           send rate of the latency run, events/s (default 1000)\n"
+               "  --only raw|ew  raw proton-c or eventwire only (no Python runs)\n"
+               "  --no-python    leave out python3-qpid-proton\n"
+               "  --no-aspyx     leave out aspyx-event (Artemis only)\n"
+               "  -h, --help     this text\n"
+               "URL: $EW_BENCH_AMQP_URL, else amqp://guest:guest@127.0.0.1:5672?dialect=rabbitmq;\n"
+               "     Artemis: amqp://artemis:artemis@127.0.0.1:5673?dialect=artemis\n");
 }
 
 int main(int argc, char **argv)
 {
-    int n = 100000, rounds = 3;
-    bool python = true, aspyx = true;
+    long n = 100000, rounds = 3, lat_n = 5000, lat_rate = 1000;
+    bool python = true, aspyx = true, run_raw_side = true, run_ew_side = true;
     const char *url = getenv("EW_BENCH_AMQP_URL");
     if (!url || !*url)
         url = "amqp://guest:guest@127.0.0.1:5672?dialect=rabbitmq";
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-n") == 0 && i + 1 < argc)
-            n = atoi(argv[++i]);
-        else if (strcmp(argv[i], "-r") == 0 && i + 1 < argc)
-            rounds = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--no-python") == 0)
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        bool ok = true;
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(a, "-n") == 0) {
+            ok = bench_count(v, 100000000, &n), i++;
+        } else if (strcmp(a, "-r") == 0) {
+            ok = bench_count(v, 15, &rounds), i++;
+        } else if (strcmp(a, "-l") == 0) {
+            ok = v && (strcmp(v, "0") == 0 ? (lat_n = 0, true) : bench_count(v, 10000000, &lat_n)),
+            i++;
+        } else if (strcmp(a, "-R") == 0) {
+            ok = bench_count(v, 10000000, &lat_rate), i++;
+        } else if (strcmp(a, "--only") == 0) {
+            ok = v && (strcmp(v, "raw") == 0 || strcmp(v, "ew") == 0), i++;
+            if (ok) {
+                run_raw_side = strcmp(v, "raw") == 0;
+                run_ew_side = !run_raw_side;
+                python = aspyx = false;
+            }
+        } else if (strcmp(a, "--no-python") == 0) {
             python = false;
-        else if (strcmp(argv[i], "--no-aspyx") == 0)
+        } else if (strcmp(a, "--no-aspyx") == 0) {
             aspyx = false;
-        else
-            url = argv[i];
+        } else if (a[0] != '-' && strstr(a, "://")) {
+            url = a;
+        } else {
+            ok = false;
+        }
+        if (!ok) {
+            fprintf(stderr, "bench_amqp: bad argument '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
     }
-    if (n < 1 || rounds < 1 || rounds > 15)
-        die("usage: bench_amqp [-n events] [-r rounds 1..15] [--no-python] [--no-aspyx] [URL]");
     snprintf(run_id, sizeof run_id, "%x", (unsigned)getpid());
     ewi_url u;
     amqp10_options o;
@@ -475,35 +586,60 @@ int main(int argc, char **argv)
     /* aspyx-event's addresses do not meet on RabbitMQ's plugin (see
      * tests/amqp/aspyx_wire_standin.py): it runs on Artemis only. */
     aspyx = aspyx && artemis(&o);
+    const char *broker = artemis(&o) ? "artemis" : "rabbitmq";
 
-    double raw_r[15], ew_r[15];
-    printf("bench_amqp: %d durable events of ~%d bytes, %s AMQP 1.0 at %s:%d, "
-           "receiver credit %d, %d round(s)\n", n, PAYLOAD,
+    double raw_r[15] = {0}, ew_r[15] = {0}, raw_c[15] = {0}, ew_c[15] = {0}, raw_m[15] = {0},
+           ew_m[15] = {0};
+    printf("bench_amqp: %ld durable events of ~%d bytes, %s AMQP 1.0 at %s:%d, "
+           "receiver credit %d, %ld round(s)\n", n, PAYLOAD,
            artemis(&o) ? "Artemis" : "RabbitMQ", o.host, o.port, CREDIT, rounds);
+    job jb = {.o = &o, .url = url, .n = (int)n};
     for (int i = 0; i < rounds; i++) {
-        double c0 = cpu_now();
-        raw_r[i] = run_raw(&o, n);
-        double c1 = cpu_now();
-        ew_r[i] = run_eventwire(&o, url, n, false);
-        double c2 = cpu_now();
+        if (run_raw_side) {
+            bench_result x = bench_in_child(run_raw, &jb);
+            raw_r[i] = x.rate;
+            raw_c[i] = x.cpu_s * 1e6 / (double)n;
+            raw_m[i] = (double)x.rss_kb;
+            bench_emit_rate("amqp", broker, "raw", "", i + 1, n, &x);
+        }
+        if (run_ew_side) {
+            bench_result x = bench_in_child(run_eventwire, &jb);
+            ew_r[i] = x.rate;
+            ew_c[i] = x.cpu_s * 1e6 / (double)n;
+            ew_m[i] = (double)x.rss_kb;
+            bench_emit_rate("amqp", broker, "eventwire", "", i + 1, n, &x);
+        }
         printf("  round %d: raw proton-c %8.0f msgs/s (%.1f us CPU/msg)   eventwire "
                "%8.0f msgs/s (%.1f us CPU/msg)\n",
-               i + 1, raw_r[i], (c1 - c0) * 1e6 / n, ew_r[i], (c2 - c1) * 1e6 / n);
+               i + 1, raw_r[i], raw_c[i], ew_r[i], ew_c[i]);
         fflush(stdout);
     }
-    double raw_m = median(raw_r, rounds), ew_m = median(ew_r, rounds);
-    double py = python ? run_python(&o, n) : 0;
-    double ewj = 0, asp = 0;
-    if (aspyx) {
-        double c0 = cpu_now();
-        ewj = run_eventwire(&o, url, n, true);
-        double c1 = cpu_now();
-        printf("  eventwire in aspyx's form (JSON, not durable): %8.0f msgs/s (%.1f us CPU/msg)\n",
-               ewj, (c1 - c0) * 1e6 / n);
-        asp = run_aspyx(&o, n);
+    int k = (int)rounds;
+    double raw_m_ = bench_median(raw_r, k), ew_m_ = bench_median(ew_r, k);
+    double py = 0, ewj = 0, asp = 0;
+    if (python) {
+        bench_result x = bench_in_child(run_python, &jb);
+        py = x.rate;
+        if (py > 0)
+            bench_emit_rate("amqp", broker, "python-qpid-proton", "", 1, n, &x);
     }
-    printf("raw proton-c      %8.0f msgs/s (median)\n", raw_m);
-    printf("eventwire         %8.0f msgs/s (median)\n", ew_m);
+    if (aspyx) {
+        job jj = jb;
+        jj.aspyx_form = true;
+        bench_result x = bench_in_child(run_eventwire, &jj);
+        ewj = x.rate;
+        bench_emit_rate("amqp", broker, "eventwire-json", "", 1, n, &x);
+        printf("  eventwire in aspyx's form (JSON, not durable): %8.0f msgs/s (%.1f us CPU/msg)\n",
+               ewj, x.cpu_s * 1e6 / (double)n);
+        x = bench_in_child(run_aspyx, &jb);
+        asp = x.rate;
+        if (asp > 0)
+            bench_emit_rate("amqp", broker, "aspyx-event", "", 1, n, &x);
+    }
+    printf("raw proton-c      %8.0f msgs/s (median), %.1f us CPU/msg, peak RSS %.0f KiB\n", raw_m_,
+           bench_median(raw_c, k), bench_median(raw_m, k));
+    printf("eventwire         %8.0f msgs/s (median), %.1f us CPU/msg, peak RSS %.0f KiB\n", ew_m_,
+           bench_median(ew_c, k), bench_median(ew_m, k));
     if (python)
         printf("python3-proton    %8.0f msgs/s%s\n", py, py > 0 ? "" : " (failed)");
     if (aspyx) {
@@ -511,11 +647,27 @@ int main(int argc, char **argv)
         printf("aspyx-event 0.9.3 %8.0f msgs/s (JSON, not durable)%s\n", asp,
                asp > 0 ? "" : " (failed)");
     }
-    printf("eventwire / raw proton-c   = %.2f\n", ew_m / raw_m);
+    if (raw_m_ > 0)
+        printf("eventwire / raw proton-c   = %.2f\n", ew_m_ / raw_m_);
     if (python && py > 0)
-        printf("eventwire / python3-proton = %.2f\n", ew_m / py);
+        printf("eventwire / python3-proton = %.2f\n", ew_m_ / py);
     if (aspyx && asp > 0)
         printf("eventwire / aspyx-event    = %.2f (both JSON, not durable)\n", ewj / asp);
+    if (lat_n > 0) {
+        job jl = {.o = &o, .url = url, .n = (int)lat_n, .rate = lat_rate};
+        bench_result lr = {0}, le = {0};
+        if (run_raw_side) {
+            lr = bench_in_child(run_raw, &jl);
+            bench_emit_latency("amqp", broker, "raw", "", lat_n, lat_rate, &lr);
+        }
+        if (run_ew_side) {
+            le = bench_in_child(run_eventwire, &jl);
+            bench_emit_latency("amqp", broker, "eventwire", "", lat_n, lat_rate, &le);
+        }
+        printf("latency, %ld events at %ld/s, p50 / p99 / p99.9: raw %.0f / %.0f / %.0f us, "
+               "eventwire %.0f / %.0f / %.0f us\n",
+               lat_n, lat_rate, lr.p50, lr.p99, lr.p999, le.p50, le.p99, le.p999);
+    }
     amqp10_options_free(&o);
     return 0;
 }

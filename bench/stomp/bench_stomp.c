@@ -17,7 +17,15 @@
  * sends carry no headers and its consumer fails on every message in
  * 0.9.0-0.9.3; 0.9.4-0.9.8 cannot construct it).
  *
- *   bench_stomp [-n events] [-r rounds] [rabbitmq] [activemq] [artemis]
+ * Every run is a child process of its own, so that its CPU time (user +
+ * system, all threads, per message) and peak RSS belong to that side alone.
+ * A latency run per broker and side sends at a fixed rate and measures from
+ * the send to the consumer / listener, p50 / p99 / p99.9. Lines starting
+ * with "@ " carry the figures as JSON for scripts/bench.
+ *
+ *   bench_stomp [-n events] [-r rounds] [-l latency events] [-R rate]
+ *               [--only raw|ew] [rabbitmq] [activemq] [artemis]
+ *   (-h for the defaults)
  *   URLs: $EW_TEST_STOMP_RABBITMQ_URL, $EW_TEST_STOMP_ACTIVEMQ_URL,
  *         $EW_TEST_ARTEMIS_STOMP_URL, else the local brokers of
  *         scripts/brokers (Artemis: artemis:artemis@127.0.0.1:61623). */
@@ -38,6 +46,7 @@
 #include <amqp.h>
 #include <amqp_tcp_socket.h>
 
+#include "../common/bench.h"
 #include "ewi.h"
 #include "transports/stomp/stomp.h"
 #include "transports/rmqadmin/rmqadmin.h"
@@ -176,7 +185,16 @@ typedef struct raw_run {
     int n;
     raw cons;
     int64_t last_rx;
+    bench_lat *lat; /* latency run: the send time is the body's first 8 bytes */
 } raw_run;
+
+/* What one run does. */
+typedef struct job {
+    const stomp_options *o;
+    const char *url;
+    int n, round;
+    long rate; /* > 0: a latency run at this rate */
+} job;
 
 static void *raw_consume(void *arg)
 {
@@ -188,6 +206,11 @@ static void *raw_consume(void *arg)
             die("%s", "raw consumer: stalled");
         if (f->cmd == EWI_STOMP_MESSAGE) {
             got++;
+            if (rr->lat && f->body_len >= sizeof(int64_t)) {
+                int64_t sent;
+                memcpy(&sent, f->body, sizeof sent);
+                bench_lat_add(rr->lat, sent);
+            }
             out.len = 0;
             ewi_stomp_writer w;
             ewi_stomp_write_begin(&w, &out, EWI_STOMP_ACK);
@@ -197,13 +220,16 @@ static void *raw_consume(void *arg)
         }
         ewi_stomp_frame_free(f);
     }
-    rr->last_rx = ewi_now_ms();
+    rr->last_rx = bench_now_ns();
     ewi_buf_free(&out);
     return NULL;
 }
 
-static double run_raw(const stomp_options *o, int n, int round)
+static void run_raw(void *arg, bench_result *res)
 {
+    const job *j = arg;
+    const stomp_options *o = j->o;
+    int n = j->n, round = j->round;
     char event[64];
     snprintf(event, sizeof event, "StompBenchRaw_%s_%d", run_id, round);
     char listener[80];
@@ -225,7 +251,10 @@ static double run_raw(const stomp_options *o, int n, int round)
     stomp_send_target(o, EWI_DEST_EVENT, event, NULL, true, &send);
     stomp_sub_target(o, &s, &sub);
 
-    raw_run rr = {.o = o, .event = event, .n = n};
+    bench_lat lat;
+    raw_run rr = {.o = o, .event = event, .n = n, .lat = j->rate ? &lat : NULL};
+    if (j->rate)
+        bench_lat_init(&lat, n);
     raw_open(&rr.cons, o);
     ewi_buf out = {0};
     ewi_stomp_writer w;
@@ -249,7 +278,7 @@ static double run_raw(const stomp_options *o, int n, int round)
     pthread_create(&th, NULL, raw_consume, &rr);
     char payload[PAYLOAD];
     memset(payload, 'x', sizeof payload);
-    int64_t t0 = ewi_now_ms();
+    int64_t t0 = bench_now_ns();
     int inflight = 0, receipts = 0;
     for (int i = 0; i < n; i++) {
         while (inflight >= WINDOW) {
@@ -261,6 +290,11 @@ static double run_raw(const stomp_options *o, int n, int round)
                 receipts++;
             }
             ewi_stomp_frame_free(f);
+        }
+        if (j->rate) {
+            bench_pace(t0, i, j->rate);
+            int64_t now = bench_now_ns();
+            memcpy(payload, &now, sizeof now);
         }
         char rid[24];
         snprintf(rid, sizeof rid, "%d", i);
@@ -282,12 +316,16 @@ static double run_raw(const stomp_options *o, int n, int round)
         ewi_stomp_frame_free(f);
     }
     pthread_join(th, NULL);
-    double rate = n * 1000.0 / (double)(rr.last_rx - t0 > 0 ? rr.last_rx - t0 : 1);
+    res->rate = n * 1e9 / (double)(rr.last_rx - t0 > 0 ? rr.last_rx - t0 : 1);
+    if (j->rate) {
+        res->p50 = bench_lat_pct(&lat, 0.50);
+        res->p99 = bench_lat_pct(&lat, 0.99);
+        res->p999 = bench_lat_pct(&lat, 0.999);
+    }
     raw_close(&prod);
     raw_close(&rr.cons);
     ewi_buf_free(&out);
     rabbit_cleanup(o, event, listener);
-    return rate;
 }
 
 /* ---- eventwire ----------------------------------------------------------------- */
@@ -307,24 +345,33 @@ typedef struct counter {
     atomic_int got;
     int n;
     _Atomic int64_t last;
+    bench_lat *lat;
 } counter;
 
 static ew_err on_event(ew_delivery *d, const void *event, void *user)
 {
     (void)d;
-    (void)event;
     counter *c = user;
+    if (c->lat)
+        bench_lat_add(c->lat, ((const bench_event *)event)->id);
     if (atomic_fetch_add(&c->got, 1) + 1 == c->n)
-        atomic_store(&c->last, ewi_now_ms());
+        atomic_store(&c->last, bench_now_ns());
     return EW_OK;
 }
 
-static double run_ew(const stomp_options *o, const char *url, int n, int round)
+static void run_ew(void *arg, bench_result *res)
 {
+    const job *j = arg;
+    const stomp_options *o = j->o;
+    const char *url = j->url;
+    int n = j->n, round = j->round;
     char name[64];
     snprintf(name, sizeof name, "StompBenchEw_%s_%d", run_id, round);
     ew_event_desc ev = {.type = &bench_type, .name = name, .durable = true};
-    counter c = {.n = n};
+    bench_lat lat;
+    counter c = {.n = n, .lat = j->rate ? &lat : NULL};
+    if (j->rate)
+        bench_lat_init(&lat, n);
     ew_options opt = {.send_timeout_ms = 60000};
     ew_manager *m;
     if (ew_manager_new(&m, url, &opt) != EW_OK)
@@ -338,9 +385,13 @@ static double run_ew(const stomp_options *o, const char *url, int n, int round)
     char text[91];
     memset(text, 'x', 90);
     text[90] = 0;
-    int64_t t0 = ewi_now_ms();
+    int64_t t0 = bench_now_ns();
     for (int i = 0; i < n; i++) {
         bench_event e = {.id = i, .text = text};
+        if (j->rate) {
+            bench_pace(t0, i, j->rate);
+            e.id = bench_now_ns();
+        }
         if (ew_send_async(m, &ev, NULL, &e, NULL, NULL) != EW_OK)
             die("%s", "ew_send_async failed");
     }
@@ -348,34 +399,20 @@ static double run_ew(const stomp_options *o, const char *url, int n, int round)
         die("%s", "ew_flush timed out");
     while (atomic_load(&c.got) < n)
         ewi_sleep_ms(1);
-    double rate = n * 1000.0 / (double)(atomic_load(&c.last) - t0 > 0 ? atomic_load(&c.last) - t0 : 1);
+    res->rate = n * 1e9 / (double)(atomic_load(&c.last) - t0 > 0 ? atomic_load(&c.last) - t0 : 1);
+    if (j->rate) {
+        res->p50 = bench_lat_pct(&lat, 0.50);
+        res->p99 = bench_lat_pct(&lat, 0.99);
+        res->p999 = bench_lat_pct(&lat, 0.999);
+    }
     ew_manager_free(m);
     rabbit_cleanup(o, name, listener);
-    return rate;
-}
-
-/* CPU seconds (user + system) this process used so far. */
-static double cpu_s(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
 /* ---- main -------------------------------------------------------------------- */
 
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int k)
-{
-    qsort(v, (size_t)k, sizeof *v, cmp);
-    return k % 2 ? v[k / 2] : (v[k / 2 - 1] + v[k / 2]) / 2;
-}
+static bool run_raw_side = true, run_ew_side = true;
+static long lat_n = 5000, lat_rate = 1000;
 
 static void bench(const char *dialect, int n, int rounds)
 {
@@ -393,58 +430,120 @@ static void bench(const char *dialect, int n, int rounds)
     if (ewi_url_parse(url, &u, err, sizeof err) != EW_OK ||
         stomp_options_parse(NULL, &u, &o, err, sizeof err) != EW_OK)
         die("bad URL: %s", err);
-    double raw_r[16], ew_r[16];
+    double raw_r[16] = {0}, ew_r[16] = {0}, raw_c[16] = {0}, ew_c[16] = {0}, raw_m[16] = {0},
+           ew_m[16] = {0};
     for (int i = 0; i < rounds; i++) {
-        double c0 = cpu_s();
-        raw_r[i] = run_raw(&o, n, i);
-        double c1 = cpu_s();
-        ew_r[i] = run_ew(&o, url, n, i);
-        double c2 = cpu_s();
+        job jb = {.o = &o, .url = url, .n = n, .round = i};
+        if (run_raw_side) {
+            bench_result x = bench_in_child(run_raw, &jb);
+            raw_r[i] = x.rate;
+            raw_c[i] = x.cpu_s * 1e6 / n;
+            raw_m[i] = (double)x.rss_kb;
+            bench_emit_rate("stomp", dialect, "raw", "", i + 1, n, &x);
+        }
+        if (run_ew_side) {
+            bench_result x = bench_in_child(run_ew, &jb);
+            ew_r[i] = x.rate;
+            ew_c[i] = x.cpu_s * 1e6 / n;
+            ew_m[i] = (double)x.rss_kb;
+            bench_emit_rate("stomp", dialect, "eventwire", "", i + 1, n, &x);
+        }
         /* Client CPU per message: on a small machine the broker and the
          * client share the cores, so this bounds the rate too. */
         printf("  %-8s round %d: raw %8.0f/s (%.1f us CPU/msg)   eventwire %8.0f/s "
                "(%.1f us CPU/msg)\n",
-               dialect, i + 1, raw_r[i], (c1 - c0) * 1e6 / n, ew_r[i], (c2 - c1) * 1e6 / n);
+               dialect, i + 1, raw_r[i], raw_c[i], ew_r[i], ew_c[i]);
         fflush(stdout);
     }
-    double mr = median(raw_r, rounds), me = median(ew_r, rounds);
+    double mr = bench_median(raw_r, rounds), me = bench_median(ew_r, rounds);
     printf("%-8s %d events of ~%d bytes, durable, receipts, client-individual acks, "
-           "prefetch %d: raw %.0f/s, eventwire %.0f/s, ratio %.2f\n",
-           dialect, n, PAYLOAD, PREFETCH, mr, me, me / mr);
+           "prefetch %d: raw %.0f/s, eventwire %.0f/s, ratio %.2f\n"
+           "         client CPU per message: raw %.1f us, eventwire %.1f us; "
+           "peak RSS: raw %.0f KiB, eventwire %.0f KiB (medians)\n",
+           dialect, n, PAYLOAD, PREFETCH, mr, me, mr > 0 ? me / mr : 0,
+           bench_median(raw_c, rounds), bench_median(ew_c, rounds),
+           bench_median(raw_m, rounds), bench_median(ew_m, rounds));
+    if (lat_n > 0) {
+        job jl = {.o = &o, .url = url, .n = (int)lat_n, .round = 100, .rate = lat_rate};
+        bench_result lr = {0}, le = {0};
+        if (run_raw_side) {
+            lr = bench_in_child(run_raw, &jl);
+            bench_emit_latency("stomp", dialect, "raw", "", lat_n, lat_rate, &lr);
+        }
+        if (run_ew_side) {
+            le = bench_in_child(run_ew, &jl);
+            bench_emit_latency("stomp", dialect, "eventwire", "", lat_n, lat_rate, &le);
+        }
+        printf("         latency, %ld events at %ld/s, p50 / p99 / p99.9: raw %.0f / %.0f / %.0f us, "
+               "eventwire %.0f / %.0f / %.0f us\n",
+               lat_n, lat_rate, lr.p50, lr.p99, lr.p999, le.p50, le.p99, le.p999);
+    }
+    fflush(stdout);
     stomp_options_free(&o);
     ewi_url_free(&u);
 }
 
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: bench_stomp [options] [rabbitmq] [activemq] [artemis]\n"
+               "  -n N           events per throughput run (default 100000)\n"
+               "  -r N           rounds, 1..16 (default 3); raw and eventwire alternate\n"
+               "  -l N           events of the latency run, 0 for none (default 5000)\n"
+               "  -R N           send rate of the latency run, events/s (default 1000)\n"
+               "  --only raw|ew  one side only\n"
+               "  -h, --help     this text\n"
+               "no broker named: all three\n");
+}
+
 int main(int argc, char **argv)
 {
-    int n = 100000, rounds = 3;
+    long n = 100000, rounds = 3;
     bool rabbit = false, amq = false, art = false;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-n") == 0 && i + 1 < argc)
-            n = atoi(argv[++i]);
-        else if (strcmp(argv[i], "-r") == 0 && i + 1 < argc)
-            rounds = atoi(argv[++i]);
-        else if (strcmp(argv[i], "rabbitmq") == 0)
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        bool ok = true;
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(a, "-n") == 0) {
+            ok = bench_count(v, 100000000, &n), i++;
+        } else if (strcmp(a, "-r") == 0) {
+            ok = bench_count(v, 16, &rounds), i++;
+        } else if (strcmp(a, "-l") == 0) {
+            ok = v && (strcmp(v, "0") == 0 ? (lat_n = 0, true) : bench_count(v, 10000000, &lat_n)),
+            i++;
+        } else if (strcmp(a, "-R") == 0) {
+            ok = bench_count(v, 10000000, &lat_rate), i++;
+        } else if (strcmp(a, "--only") == 0) {
+            ok = v && (strcmp(v, "raw") == 0 || strcmp(v, "ew") == 0), i++;
+            if (ok) {
+                run_raw_side = strcmp(v, "raw") == 0;
+                run_ew_side = !run_raw_side;
+            }
+        } else if (strcmp(a, "rabbitmq") == 0) {
             rabbit = true;
-        else if (strcmp(argv[i], "activemq") == 0)
+        } else if (strcmp(a, "activemq") == 0) {
             amq = true;
-        else if (strcmp(argv[i], "artemis") == 0)
+        } else if (strcmp(a, "artemis") == 0) {
             art = true;
-        else
-            die("usage: bench_stomp [-n events] [-r rounds] [rabbitmq] [activemq] [artemis] (%s?)",
-                argv[i]);
+        } else {
+            ok = false;
+        }
+        if (!ok) {
+            fprintf(stderr, "bench_stomp: bad argument '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
     }
-    if (n < 1 || rounds < 1 || rounds > 16)
-        die("%s", "-n must be positive, -r in 1..16");
     if (!rabbit && !amq && !art)
         rabbit = amq = art = true;
     snprintf(run_id, sizeof run_id, "%x", (unsigned)getpid());
     if (rabbit)
-        bench("rabbitmq", n, rounds);
+        bench("rabbitmq", (int)n, (int)rounds);
     if (amq)
-        bench("activemq", n, rounds);
+        bench("activemq", (int)n, (int)rounds);
     if (art) {
-        bench("artemis", n, rounds);
+        bench("artemis", (int)n, (int)rounds);
         printf("artemis  aspyx-event: no figure, no version's STOMP provider works\n");
     }
     return 0;
