@@ -188,8 +188,19 @@ static ew_err on_event(ew_delivery *d, const void *event, void *user)
     return EW_OK;
 }
 
+static double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* Events/s; *cpu_ns gets the CPU time of all the process's threads per
+ * event (polling workers included), a figure the machine's load disturbs
+ * less than the elapsed time. */
 static double eventwire(const ew_type *type, const void *(*make)(long, void *), long n,
-                        uint32_t concurrency, const char *name)
+                        uint32_t concurrency, const char *name, double *cpu_ns)
 {
     ew_manager *m;
     char url[64];
@@ -203,6 +214,7 @@ static double eventwire(const ew_type *type, const void *(*make)(long, void *), 
         abort();
     atomic_store(&received, 0);
     char scratch[256];
+    double c0 = cpu_s();
     int64_t t0 = ewi_now_ms();
     for (long i = 0; i < n; i++)
         if (ew_send(m, &ev, make(i, scratch)) != EW_OK)
@@ -210,6 +222,7 @@ static double eventwire(const ew_type *type, const void *(*make)(long, void *), 
     while (atomic_load(&received) < n)
         ewi_sleep_ms(1);
     int64_t ms = ewi_now_ms() - t0;
+    *cpu_ns = (cpu_s() - c0) * 1e9 / (double)n;
     ew_manager_free(m);
     return n * 1000.0 / (ms ? ms : 1);
 }
@@ -390,8 +403,8 @@ int main(int argc, char **argv)
 
     printf("bench_local: events/s from ew_send to the listener on local://, "
            "median of %ld rounds\n", rounds);
-    printf("%-8s %-12s %10s %14s %14s %7s\n", "event", "concurrency", "events",
-           "eventwire/s", "bare codec/s", "ratio");
+    printf("%-8s %-12s %10s %14s %14s %7s %12s\n", "event", "concurrency", "events",
+           "eventwire/s", "bare codec/s", "ratio", "CPU ns/event");
     struct {
         const char *name;
         const ew_type *type;
@@ -401,18 +414,18 @@ int main(int argc, char **argv)
     } cases[] = {{"hello", &hello_event_type, make_hello, bare_hello, n},
                  {"orders", &order_event_type, make_order, bare_order, n / 5}};
     for (size_t c = 0; c < 2; c++) {
-        double bare[MAX_ROUNDS], ew[8][MAX_ROUNDS];
+        double bare[MAX_ROUNDS], ew[8][MAX_ROUNDS], cpu[8][MAX_ROUNDS];
         for (long r = 0; r < rounds; r++) {
             bare[r] = cases[c].bare(cases[c].n);
             for (int k = 0; k < nconc; k++)
                 ew[k][r] = eventwire(cases[c].type, cases[c].make, cases[c].n, concs[k],
-                                     cases[c].name);
+                                     cases[c].name, &cpu[k][r]);
         }
         double b = median(bare, (int)rounds);
         for (int k = 0; k < nconc; k++) {
             double e = median(ew[k], (int)rounds);
-            printf("%-8s %-12u %10ld %14.0f %14.0f %7.2f\n", cases[c].name, concs[k],
-                   cases[c].n, e, b, e / b);
+            printf("%-8s %-12u %10ld %14.0f %14.0f %7.2f %12.0f\n", cases[c].name,
+                   concs[k], cases[c].n, e, b, e / b, median(cpu[k], (int)rounds));
         }
         fflush(stdout);
     }

@@ -482,9 +482,7 @@ static void l_settle(ewi_transport *t, ewi_msg *msg, ewi_settle how)
         if (!e->next)
             q->tail = e;
         q->ready++;
-    } else {
-        ewi_envelope_unref(e->msg.env);
-        free(e);
+        e = NULL;
     }
     if (c->active)
         c->credit++;
@@ -494,6 +492,11 @@ static void l_settle(ewi_transport *t, ewi_msg *msg, ewi_settle how)
     wake_publishers(b, q);
     queue_maybe_expire(b, q);
     pthread_mutex_unlock(&b->mu);
+    /* Acknowledged: freed outside the lock the senders need. */
+    if (e) {
+        ewi_envelope_unref(e->msg.env);
+        free(e);
+    }
 }
 
 static ew_err l_dlq_take(ewi_transport *t, ewi_dlq_req *req)
