@@ -4,7 +4,6 @@
 #include "manager_priv.h"
 
 #include <math.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -296,11 +295,10 @@ static void handle(ewi_listener *l, ewi_msg *msg)
 /* How long an idle worker of an in-process transport polls its inbox before
  * sleeping: when events stream in, the next one usually arrives within
  * microseconds, and a futex sleep and wake-up per event would cost more than
- * the event. One worker at most polls, and it yields the CPU between polls,
- * so that on a machine with few cores it does not take the time of the
- * thread that sends. */
-#define SPIN_ROUNDS 200
-#define SPIN_PAUSES 16
+ * the event. One worker at most polls, and only briefly: a thread that
+ * keeps polling on a loaded machine looks busy to the scheduler, which then
+ * runs it late, while a sleeping one is run first when woken. */
+#define SPIN_ROUNDS 2000
 
 /* The most messages a worker takes from the inbox at once: one lock and
  * one wake-up per batch rather than per message. */
@@ -319,13 +317,10 @@ static inline void cpu_relax(void)
 static bool spin(ewi_listener *l)
 {
     for (int i = 0; i < SPIN_ROUNDS; i++) {
-        for (int k = 0; k < SPIN_PAUSES; k++) {
-            if (atomic_load_explicit(&l->inbox, memory_order_relaxed) != 0 ||
-                atomic_load_explicit(&l->stopping, memory_order_relaxed))
-                return true;
-            cpu_relax();
-        }
-        sched_yield();
+        if (atomic_load_explicit(&l->inbox, memory_order_relaxed) != 0 ||
+            atomic_load_explicit(&l->stopping, memory_order_relaxed))
+            return true;
+        cpu_relax();
     }
     return false;
 }
