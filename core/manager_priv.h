@@ -60,6 +60,8 @@ typedef struct ewi_listener {
     size_t busy;             /* workers holding a batch */
     size_t sleeping;         /* workers waiting on cv */
     bool spinning;           /* a worker polls the inbox (at most one) */
+    _Atomic int64_t handle_ns; /* moving average of a message's handling
+                                  time (measured with concurrency > 1) */
     atomic_bool stopping;    /* written under mu; read by workers between
                                 the messages of a batch */
     bool subscribed;

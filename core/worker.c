@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct ew_delivery {
     const ew_envelope *env;
@@ -59,6 +60,20 @@ void ewi_msg_free(ewi_msg *msg)
     free(msg);
 }
 
+/* Monotonic ns, for the handling time. */
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Handling shorter than this on average: a busy worker is back for the
+ * next message soon, and a new one need not wake another worker. */
+#define HANDLE_QUICK_NS 20000
+/* Messages waiting that always wake a sleeping worker. */
+#define WAKE_BACKLOG 4
+
 void ewi_deliver(ewi_msg *msg)
 {
     ewi_listener *l = msg->sub->core;
@@ -71,10 +86,15 @@ void ewi_deliver(ewi_msg *msg)
     l->tail = msg;
     l->inbox++;
     l->queued++;
-    /* Wake a worker only when one sleeps and none polls the inbox: busy
-     * workers find the message themselves, and a worker that takes a batch
-     * wakes the next sleeper when messages are left (worker_main). */
-    if (l->sleeping && !l->spinning)
+    /* Wake a worker only when one sleeps and none polls the inbox, and then
+     * not when busy workers handle messages quickly: one of them takes this
+     * one in a moment, and a wake-up per message would cost the sender more
+     * than the handler takes (concurrency 2 would be slower than 1). Slow
+     * handlers, or a backlog, wake the next worker at once; a worker that
+     * takes a batch and leaves messages wakes the next one too. */
+    if (l->sleeping && !l->spinning &&
+        (l->busy == 0 || l->inbox >= WAKE_BACKLOG ||
+         atomic_load_explicit(&l->handle_ns, memory_order_relaxed) >= HANDLE_QUICK_NS))
         pthread_cond_signal(&l->cv);
     pthread_mutex_unlock(&l->mu);
 }
@@ -368,7 +388,8 @@ static void *worker_main(void *arg)
             break;
         ewi_msg *batch = take_batch(l);
         l->busy++;
-        /* Messages left that no worker polls for: the next one gets up. */
+        /* Messages left (two or more waited) that no worker polls for: the
+         * next one gets up. */
         if (l->head && l->sleeping && !l->spinning)
             pthread_cond_signal(&l->cv);
         pthread_mutex_unlock(&l->mu);
@@ -376,7 +397,17 @@ static void *worker_main(void *arg)
             ewi_msg *msg = batch;
             batch = msg->qnext;
             l->queued--;
+            if (l->nthreads == 1) {
+                handle(l, msg);
+                continue;
+            }
+            int64_t t0 = now_ns();
             handle(l, msg);
+            /* Several workers may update it at once: a lost update only
+             * skips one sample of an average. */
+            int64_t avg = atomic_load_explicit(&l->handle_ns, memory_order_relaxed);
+            atomic_store_explicit(&l->handle_ns, avg + (now_ns() - t0 - avg) / 8,
+                                  memory_order_relaxed);
         }
         /* Stopping: what this worker had not started goes back, as the
          * inbox does in ewi_listener_drain (the transport keeps the order). */
@@ -399,6 +430,8 @@ ew_err ewi_listener_start_workers(ewi_listener *l)
     l->threads = calloc(l->desc.concurrency, sizeof *l->threads);
     if (!l->threads)
         return EW_ENOMEM;
+    /* Taken as slow until measured: the first messages each wake a worker. */
+    atomic_store_explicit(&l->handle_ns, HANDLE_QUICK_NS, memory_order_relaxed);
     for (uint32_t i = 0; i < l->desc.concurrency; i++) {
         if (pthread_create(&l->threads[i], NULL, worker_main, l) != 0) {
             ewi_log(l->m, EW_LOG_ERROR, "%s: cannot start worker thread %u", l->queue, i);
