@@ -59,6 +59,7 @@ typedef struct ewi_listener {
                                 the inbox and the rest of workers' batches */
     size_t busy;             /* workers holding a batch */
     size_t sleeping;         /* workers waiting on cv */
+    size_t polling;          /* of them, those that wake up now and then */
     bool spinning;           /* a worker polls the inbox (at most one) */
     _Atomic int64_t handle_ns; /* moving average of a message's handling
                                   time (measured with concurrency > 1) */

@@ -73,6 +73,9 @@ static int64_t now_ns(void)
 #define HANDLE_QUICK_NS 20000
 /* Messages waiting that always wake a sleeping worker. */
 #define WAKE_BACKLOG 4
+/* How often a sleeping worker looks at the inbox while others are busy
+ * with quick handlers. */
+#define SLEEP_POLL_MS 2
 
 void ewi_deliver(ewi_msg *msg)
 {
@@ -91,9 +94,11 @@ void ewi_deliver(ewi_msg *msg)
      * one in a moment, and a wake-up per message would cost the sender more
      * than the handler takes (concurrency 2 would be slower than 1). Slow
      * handlers, or a backlog, wake the next worker at once; a worker that
-     * takes a batch and leaves messages wakes the next one too. */
+     * takes a batch and leaves messages wakes the next one too. Should a
+     * quick handler block, a sleeping worker that polls (worker_main) takes
+     * the message: without one, this wakes one. */
     if (l->sleeping && !l->spinning &&
-        (l->busy == 0 || l->inbox >= WAKE_BACKLOG ||
+        (l->busy == 0 || l->polling == 0 || l->inbox >= WAKE_BACKLOG ||
          atomic_load_explicit(&l->handle_ns, memory_order_relaxed) >= HANDLE_QUICK_NS))
         pthread_cond_signal(&l->cv);
     pthread_mutex_unlock(&l->mu);
@@ -381,7 +386,17 @@ static void *worker_main(void *arg)
         }
         while (!l->head && !l->stopping) {
             l->sleeping++;
-            pthread_cond_wait(&l->cv, &l->mu);
+            /* ewi_deliver may leave a message to a busy worker that handles
+             * quickly; should that handler block, the message waits no
+             * longer than this poll. */
+            if (l->busy > 0 && atomic_load_explicit(&l->handle_ns, memory_order_relaxed) <
+                                   HANDLE_QUICK_NS) {
+                l->polling++;
+                ewi_cond_wait_until(&l->cv, &l->mu, ewi_now_ms() + SLEEP_POLL_MS);
+                l->polling--;
+            } else {
+                pthread_cond_wait(&l->cv, &l->mu);
+            }
             l->sleeping--;
         }
         if (l->stopping)
