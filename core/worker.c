@@ -303,7 +303,8 @@ static void handle(ewi_listener *l, ewi_msg *msg)
                         rp->attempts, ew_strerror(rc));
             return;
         }
-        retry_report(l, ew_envelope_message_id(env), "listener failed on attempt %u of %u (%s); retrying in %.0f ms",
+        retry_report(l, ew_envelope_message_id(env),
+                     "listener failed on attempt %u of %u (%s); retrying in %.0f ms",
                      attempt, rp->attempts, ew_strerror(rc), delay);
         if (!backoff_wait(l, (int)delay)) {
             /* Stopping: the broker gets it back and redelivers it later. */
@@ -356,8 +357,9 @@ static bool spin(ewi_listener *l)
 static ewi_msg *take_batch(ewi_listener *l)
 {
     size_t n = atomic_load_explicit(&l->inbox, memory_order_relaxed), k = n;
-    if (l->nthreads > 1)
-        k = (n + l->nthreads - 1) / l->nthreads;
+    uint32_t workers = l->desc.concurrency;
+    if (workers > 1)
+        k = (n + workers - 1) / workers;
     if (k > BATCH_MAX)
         k = BATCH_MAX;
     ewi_msg *first = l->head, *last = first;
@@ -412,7 +414,7 @@ static void *worker_main(void *arg)
             ewi_msg *msg = batch;
             batch = msg->qnext;
             l->queued--;
-            if (l->nthreads == 1) {
+            if (l->desc.concurrency == 1) {
                 handle(l, msg);
                 continue;
             }
