@@ -4,7 +4,7 @@
  * listener at a fixed rate below saturation.
  *
  *   bench_local [-n events] [-r rounds] [-R rate] [-L latency-events]
- *               [-c max-concurrency]
+ *               [-c max-concurrency] [events]
  *
  *   -n  hello events per round (default 1,000,000; orders get a fifth)
  *   -r  rounds (default 3): each round runs the bare loop and eventwire at
@@ -367,7 +367,7 @@ static double median(double *v, int n)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: bench_local [-n events] [-r rounds] [-R rate] [-L latency-events] "
-               "[-c max-concurrency]\n"
+               "[-c max-concurrency] [events]\n"
                "  -n  hello events per round, >= 1000 (default 1000000; orders: n/5)\n"
                "  -r  rounds, 1..99 (default 3); medians are printed\n"
                "  -R  events/s of the latency run, 0..100000 (default 1000; 0: skip)\n"
@@ -410,6 +410,9 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    /* The older form: bench_local [events]. */
+    if (optind == argc - 1 && num_arg(argv[optind], 1000, 1000000000, &n))
+        optind++;
     if (optind < argc) {
         fprintf(stderr, "bench_local: unexpected argument '%s'\n", argv[optind]);
         usage(stderr);
