@@ -243,7 +243,10 @@ static void sync_done(ewi_pub *p, int err, const char *detail)
     pthread_mutex_lock(&w->mu);
     w->done = true;
     w->err = err;
-    snprintf(w->detail, sizeof w->detail, "%s", detail ? detail : "");
+    /* Not snprintf: this runs once per synchronous send. */
+    size_t n = detail ? strnlen(detail, sizeof w->detail - 1) : 0;
+    memcpy(w->detail, detail ? detail : "", n);
+    w->detail[n] = '\0';
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
 }

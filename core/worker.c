@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct ew_delivery {
     const ew_envelope *env;
@@ -59,6 +60,23 @@ void ewi_msg_free(ewi_msg *msg)
     free(msg);
 }
 
+/* Monotonic ns, for the handling time. */
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Handling shorter than this on average: a busy worker is back for the
+ * next message soon, and a new one need not wake another worker. */
+#define HANDLE_QUICK_NS 20000
+/* Messages waiting that always wake a sleeping worker. */
+#define WAKE_BACKLOG 4
+/* How often a sleeping worker looks at the inbox while others are busy
+ * with quick handlers. */
+#define SLEEP_POLL_MS 2
+
 void ewi_deliver(ewi_msg *msg)
 {
     ewi_listener *l = msg->sub->core;
@@ -69,9 +87,19 @@ void ewi_deliver(ewi_msg *msg)
     else
         l->head = msg;
     l->tail = msg;
+    l->inbox++;
     l->queued++;
-    /* Wake a worker only when one sleeps: busy workers find it themselves. */
-    if (l->sleeping)
+    /* Wake a worker only when one sleeps and none polls the inbox, and then
+     * not when busy workers handle messages quickly: one of them takes this
+     * one in a moment, and a wake-up per message would cost the sender more
+     * than the handler takes (concurrency 2 would be slower than 1). Slow
+     * handlers, or a backlog, wake the next worker at once; a worker that
+     * takes a batch and leaves messages wakes the next one too. Should a
+     * quick handler block, a sleeping worker that polls (worker_main) takes
+     * the message: without one, this wakes one. */
+    if (l->sleeping && !l->spinning &&
+        (l->busy == 0 || l->polling == 0 || l->inbox >= WAKE_BACKLOG ||
+         atomic_load_explicit(&l->handle_ns, memory_order_relaxed) >= HANDLE_QUICK_NS))
         pthread_cond_signal(&l->cv);
     pthread_mutex_unlock(&l->mu);
 }
@@ -207,7 +235,6 @@ static void handle(ewi_listener *l, ewi_msg *msg)
 {
     ew_manager *m = l->m;
     const ew_envelope *env = msg->env;
-    const char *id = ew_envelope_message_id(env);
     size_t len;
     const void *body = ew_envelope_body(env, &len);
     const ew_retry_policy *rp = &l->retry;
@@ -276,7 +303,8 @@ static void handle(ewi_listener *l, ewi_msg *msg)
                         rp->attempts, ew_strerror(rc));
             return;
         }
-        retry_report(l, id, "listener failed on attempt %u of %u (%s); retrying in %.0f ms",
+        retry_report(l, ew_envelope_message_id(env),
+                     "listener failed on attempt %u of %u (%s); retrying in %.0f ms",
                      attempt, rp->attempts, ew_strerror(rc), delay);
         if (!backoff_wait(l, (int)delay)) {
             /* Stopping: the broker gets it back and redelivers it later. */
@@ -293,8 +321,14 @@ static void handle(ewi_listener *l, ewi_msg *msg)
 /* How long an idle worker of an in-process transport polls its inbox before
  * sleeping: when events stream in, the next one usually arrives within
  * microseconds, and a futex sleep and wake-up per event would cost more than
- * the event (bench_local: 0.35 -> 1.1-1.6 M hello events/s). */
+ * the event. One worker at most polls, and only briefly: a thread that
+ * keeps polling on a loaded machine looks busy to the scheduler, which then
+ * runs it late, while a sleeping one is run first when woken. */
 #define SPIN_ROUNDS 2000
+
+/* The most messages a worker takes from the inbox at once: one lock and
+ * one wake-up per batch rather than per message. */
+#define BATCH_MAX 64
 
 static inline void cpu_relax(void)
 {
@@ -305,34 +339,100 @@ static inline void cpu_relax(void)
 #endif
 }
 
+/* Polls the inbox for a while (mu not held); true when a message came. */
+static bool spin(ewi_listener *l)
+{
+    for (int i = 0; i < SPIN_ROUNDS; i++) {
+        if (atomic_load_explicit(&l->inbox, memory_order_relaxed) != 0 ||
+            atomic_load_explicit(&l->stopping, memory_order_relaxed))
+            return true;
+        cpu_relax();
+    }
+    return false;
+}
+
+/* Takes a batch from the inbox (mu held): with one worker everything up to
+ * BATCH_MAX, in order; with several a fair share, so that the others get
+ * work too. */
+static ewi_msg *take_batch(ewi_listener *l)
+{
+    size_t n = atomic_load_explicit(&l->inbox, memory_order_relaxed), k = n;
+    uint32_t workers = l->desc.concurrency;
+    if (workers > 1)
+        k = (n + workers - 1) / workers;
+    if (k > BATCH_MAX)
+        k = BATCH_MAX;
+    ewi_msg *first = l->head, *last = first;
+    for (size_t i = 1; i < k; i++)
+        last = last->qnext;
+    l->head = last->qnext;
+    last->qnext = NULL;
+    if (!l->head)
+        l->tail = NULL;
+    l->inbox -= k;
+    return first;
+}
+
 static void *worker_main(void *arg)
 {
     ewi_listener *l = arg;
+    bool inproc = l->m->ops->features & EWI_FEAT_INPROC;
     pthread_mutex_lock(&l->mu);
     for (;;) {
-        if (!l->head && !l->stopping && (l->m->ops->features & EWI_FEAT_INPROC)) {
+        if (!l->head && !l->stopping && inproc && !l->spinning) {
+            l->spinning = true;
             pthread_mutex_unlock(&l->mu);
-            for (int i = 0; i < SPIN_ROUNDS &&
-                            atomic_load_explicit(&l->queued, memory_order_relaxed) == 0;
-                 i++)
-                cpu_relax();
+            spin(l);
             pthread_mutex_lock(&l->mu);
+            l->spinning = false;
         }
         while (!l->head && !l->stopping) {
             l->sleeping++;
-            pthread_cond_wait(&l->cv, &l->mu);
+            /* ewi_deliver may leave a message to a busy worker that handles
+             * quickly; should that handler block, the message waits no
+             * longer than this poll. */
+            if (l->busy > 0 && atomic_load_explicit(&l->handle_ns, memory_order_relaxed) <
+                                   HANDLE_QUICK_NS) {
+                l->polling++;
+                ewi_cond_wait_until(&l->cv, &l->mu, ewi_now_ms() + SLEEP_POLL_MS);
+                l->polling--;
+            } else {
+                pthread_cond_wait(&l->cv, &l->mu);
+            }
             l->sleeping--;
         }
         if (l->stopping)
             break;
-        ewi_msg *msg = l->head;
-        l->head = msg->qnext;
-        if (!l->head)
-            l->tail = NULL;
-        l->queued--;
+        ewi_msg *batch = take_batch(l);
         l->busy++;
+        /* Messages left (two or more waited) that no worker polls for: the
+         * next one gets up. */
+        if (l->head && l->sleeping && !l->spinning)
+            pthread_cond_signal(&l->cv);
         pthread_mutex_unlock(&l->mu);
-        handle(l, msg);
+        while (batch && !atomic_load_explicit(&l->stopping, memory_order_relaxed)) {
+            ewi_msg *msg = batch;
+            batch = msg->qnext;
+            l->queued--;
+            if (l->desc.concurrency == 1) {
+                handle(l, msg);
+                continue;
+            }
+            int64_t t0 = now_ns();
+            handle(l, msg);
+            /* Several workers may update it at once: a lost update only
+             * skips one sample of an average. */
+            int64_t avg = atomic_load_explicit(&l->handle_ns, memory_order_relaxed);
+            atomic_store_explicit(&l->handle_ns, avg + (now_ns() - t0 - avg) / 8,
+                                  memory_order_relaxed);
+        }
+        /* Stopping: what this worker had not started goes back, as the
+         * inbox does in ewi_listener_drain (the transport keeps the order). */
+        for (ewi_msg *next; batch; batch = next) {
+            next = batch->qnext;
+            l->queued--;
+            settle(l, batch, EWI_REQUEUE);
+        }
         pthread_mutex_lock(&l->mu);
         l->busy--;
         if (l->busy == 0 && l->stopping)
@@ -347,6 +447,8 @@ ew_err ewi_listener_start_workers(ewi_listener *l)
     l->threads = calloc(l->desc.concurrency, sizeof *l->threads);
     if (!l->threads)
         return EW_ENOMEM;
+    /* Taken as slow until measured: the first messages each wake a worker. */
+    atomic_store_explicit(&l->handle_ns, HANDLE_QUICK_NS, memory_order_relaxed);
     for (uint32_t i = 0; i < l->desc.concurrency; i++) {
         if (pthread_create(&l->threads[i], NULL, worker_main, l) != 0) {
             ewi_log(l->m, EW_LOG_ERROR, "%s: cannot start worker thread %u", l->queue, i);
@@ -369,7 +471,8 @@ ew_err ewi_listener_drain(ewi_listener *l, int64_t deadline_ms)
     pthread_cond_broadcast(&l->backoff_cv);
     ewi_msg *rest = l->head;
     l->head = l->tail = NULL;
-    l->queued = 0;
+    l->queued -= l->inbox;
+    l->inbox = 0;
     ew_err rc = EW_OK;
     while (l->busy > 0) {
         if (ewi_left_ms(deadline_ms) == 0) {

@@ -1,20 +1,37 @@
 /* bench_local: events per second from ew_send to the listener on local://,
  * next to a bare msgpack-c pack + unpack + decode loop of the same struct
- * in the same run, and the ratio.
+ * in the same run, and the ratio; then the latency from ew_send to the
+ * listener at a fixed rate below saturation.
  *
- *   bench_local [events]        (default 1,000,000 hello, 200,000 orders)
+ *   bench_local [-n events] [-r rounds] [-R rate] [-L latency-events]
+ *               [-c max-concurrency] [events]
+ *
+ *   -n  hello events per round (default 1,000,000; orders get a fifth)
+ *   -r  rounds (default 3): each round runs the bare loop and eventwire at
+ *       each concurrency in turn, and the figures printed are the medians
+ *   -R  events/s of the latency run (default 1,000; 0 skips it)
+ *   -L  events of the latency run (default 5,000)
+ *   -c  the highest listener concurrency (default 4: runs 1, 2, 4)
  *
  * The eventwire figure covers everything an application pays: encode, the
  * framework headers (message id, send time), the pipelines (none here), the
  * in-process queue, the hand-off to a worker thread, decode into a freshly
  * allocated struct, the listener and the acknowledgement. The bare loop
- * does only the codec work, on one thread, with no allocation per event. */
+ * does only the codec work, on one thread, with no allocation per event.
+ *
+ * The latency run sends a durable event with ew_send on a fixed schedule
+ * (absolute deadlines, so a late send does not shift the later ones) to one
+ * listener of concurrency 1, which takes the difference between the
+ * monotonic clock and the send time carried in the event; each percentile
+ * printed is the median over the rounds. */
 #include <msgpack.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "ewi.h"
 
@@ -172,8 +189,19 @@ static ew_err on_event(ew_delivery *d, const void *event, void *user)
     return EW_OK;
 }
 
+static double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* Events/s; *cpu_ns gets the CPU time of all the process's threads per
+ * event (polling workers included), a figure the machine's load disturbs
+ * less than the elapsed time. */
 static double eventwire(const ew_type *type, const void *(*make)(long, void *), long n,
-                        uint32_t concurrency, const char *name)
+                        uint32_t concurrency, const char *name, double *cpu_ns)
 {
     ew_manager *m;
     char url[64];
@@ -187,6 +215,7 @@ static double eventwire(const ew_type *type, const void *(*make)(long, void *), 
         abort();
     atomic_store(&received, 0);
     char scratch[256];
+    double c0 = cpu_s();
     int64_t t0 = ewi_now_ms();
     for (long i = 0; i < n; i++)
         if (ew_send(m, &ev, make(i, scratch)) != EW_OK)
@@ -194,6 +223,7 @@ static double eventwire(const ew_type *type, const void *(*make)(long, void *), 
     while (atomic_load(&received) < n)
         ewi_sleep_ms(1);
     int64_t ms = ewi_now_ms() - t0;
+    *cpu_ns = (cpu_s() - c0) * 1e9 / (double)n;
     ew_manager_free(m);
     return n * 1000.0 / (ms ? ms : 1);
 }
@@ -212,6 +242,110 @@ static const void *make_order(long i, void *scratch)
     return o;
 }
 
+#define MAX_ROUNDS 99
+
+/* ---- latency ------------------------------------------------------------ */
+
+typedef struct {
+    int64_t sent_ns;
+    int64_t seq;
+} ping_event;
+
+EW_TYPE(ping_event, EW_FIELD(ping_event, sent_ns, EW_INT64),
+        EW_FIELD(ping_event, seq, EW_INT64));
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+typedef struct {
+    int64_t *lat_ns;
+    long n;
+    atomic_long got;
+} ping_sink;
+
+static ew_err on_ping(ew_delivery *d, const void *event, void *user)
+{
+    (void)d;
+    const ping_event *p = event;
+    ping_sink *s = user;
+    int64_t lat = now_ns() - p->sent_ns;
+    if (p->seq >= 0 && p->seq < s->n)
+        s->lat_ns[p->seq] = lat;
+    atomic_fetch_add_explicit(&s->got, 1, memory_order_release);
+    return EW_OK;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static double pct_us(const int64_t *sorted, long n, double p)
+{
+    long i = (long)(p * (double)n + 0.5) - 1;
+    if (i < 0)
+        i = 0;
+    if (i >= n)
+        i = n - 1;
+    return (double)sorted[i] / 1000.0;
+}
+
+/* One latency run: p50, p99, p99.9 and the maximum in us. */
+static void latency_run(long rate, long n, double out[4])
+{
+    ew_manager *m;
+    if (ew_manager_new(&m, "local://bench-latency", NULL) != EW_OK)
+        abort();
+    ew_event_desc ev = {.type = &ping_event_type, .name = "ping", .durable = true};
+    ew_listener_desc l = {.event = &ev, .name = "Bench", .concurrency = 1};
+    ping_sink sink = {.lat_ns = calloc((size_t)n, sizeof(int64_t)), .n = n};
+    if (!sink.lat_ns || ew_listen(m, &l, on_ping, &sink) != EW_OK ||
+        ew_manager_start(m) != EW_OK)
+        abort();
+    int64_t period = 1000000000 / rate, next = now_ns() + period;
+    for (long i = 0; i < n; i++, next += period) {
+        struct timespec ts = {(time_t)(next / 1000000000), (long)(next % 1000000000)};
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) != 0) {
+        }
+        ping_event p = {now_ns(), i};
+        if (ew_send(m, &ev, &p) != EW_OK)
+            abort();
+    }
+    while (atomic_load_explicit(&sink.got, memory_order_acquire) < n)
+        ewi_sleep_ms(1);
+    ew_manager_free(m);
+    qsort(sink.lat_ns, (size_t)n, sizeof *sink.lat_ns, cmp_i64);
+    out[0] = pct_us(sink.lat_ns, n, 0.50);
+    out[1] = pct_us(sink.lat_ns, n, 0.99);
+    out[2] = pct_us(sink.lat_ns, n, 0.999);
+    out[3] = (double)sink.lat_ns[n - 1] / 1000.0;
+    free(sink.lat_ns);
+}
+
+static double median(double *v, int n);
+
+static void latency(long rate, long n, long rounds)
+{
+    double r[4][MAX_ROUNDS];
+    for (long i = 0; i < rounds; i++) {
+        double one[4];
+        latency_run(rate, n, one);
+        for (int k = 0; k < 4; k++)
+            r[k][i] = one[k];
+    }
+    printf("latency ew_send -> listener, durable, %ld events at %ld/s, median of %ld "
+           "rounds: p50 %.1f us  p99 %.1f us  p99.9 %.1f us  max %.1f us\n",
+           n, rate, rounds, median(r[0], (int)rounds), median(r[1], (int)rounds),
+           median(r[2], (int)rounds), median(r[3], (int)rounds));
+}
+
+/* ---- main ---------------------------------------------------------------- */
+
 static long peak_rss_kb(void)
 {
     struct rusage ru;
@@ -219,13 +353,80 @@ static long peak_rss_kb(void)
     return ru.ru_maxrss;
 }
 
+static double median(double *v, int n)
+{
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
+            double t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: bench_local [-n events] [-r rounds] [-R rate] [-L latency-events] "
+               "[-c max-concurrency] [events]\n"
+               "  -n  hello events per round, >= 1000 (default 1000000; orders: n/5)\n"
+               "  -r  rounds, 1..99 (default 3); medians are printed\n"
+               "  -R  events/s of the latency run, 0..100000 (default 1000; 0: skip)\n"
+               "  -L  events of the latency run, >= 100 (default 5000)\n"
+               "  -c  highest listener concurrency, 1..64 (default 4: runs 1, 2, 4)\n");
+}
+
+static bool num_arg(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
 int main(int argc, char **argv)
 {
-    long n = argc > 1 ? atol(argv[1]) : 1000000;
-    long n_orders = n / 5;
-    printf("bench_local: events/s from ew_send to the listener on local://\n");
-    printf("%-8s %-12s %10s %14s %14s %7s\n", "event", "concurrency", "events",
-           "eventwire/s", "bare codec/s", "ratio");
+    long n = 1000000, rounds = 3, rate = 1000, lat_n = 5000, max_conc = 4;
+    int opt;
+    if (argc > 1 && strcmp(argv[1], "--help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    while ((opt = getopt(argc, argv, "n:r:R:L:c:h")) != -1) {
+        bool ok = true;
+        switch (opt) {
+        case 'n': ok = num_arg(optarg, 1000, 1000000000, &n); break;
+        case 'r': ok = num_arg(optarg, 1, MAX_ROUNDS, &rounds); break;
+        case 'R': ok = num_arg(optarg, 0, 100000, &rate); break;
+        case 'L': ok = num_arg(optarg, 100, 100000000, &lat_n); break;
+        case 'c': ok = num_arg(optarg, 1, 64, &max_conc); break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+        if (!ok) {
+            fprintf(stderr, "bench_local: bad value '%s' for -%c\n", optarg, opt);
+            usage(stderr);
+            return 2;
+        }
+    }
+    /* The older form: bench_local [events]. */
+    if (optind == argc - 1 && num_arg(argv[optind], 1000, 1000000000, &n))
+        optind++;
+    if (optind < argc) {
+        fprintf(stderr, "bench_local: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    uint32_t concs[8];
+    int nconc = 0;
+    for (uint32_t c = 1; c <= (uint32_t)max_conc && nconc < 8; c *= 2)
+        concs[nconc++] = c;
+
+    printf("bench_local: events/s from ew_send to the listener on local://, "
+           "median of %ld rounds\n", rounds);
+    printf("%-8s %-12s %10s %14s %14s %7s %12s\n", "event", "concurrency", "events",
+           "eventwire/s", "bare codec/s", "ratio", "CPU ns/event");
     struct {
         const char *name;
         const ew_type *type;
@@ -233,16 +434,25 @@ int main(int argc, char **argv)
         double (*bare)(long);
         long n;
     } cases[] = {{"hello", &hello_event_type, make_hello, bare_hello, n},
-                 {"orders", &order_event_type, make_order, bare_order, n_orders}};
+                 {"orders", &order_event_type, make_order, bare_order, n / 5}};
     for (size_t c = 0; c < 2; c++) {
-        double bare = cases[c].bare(cases[c].n);
-        for (uint32_t conc = 1; conc <= 2; conc++) {
-            double ew = eventwire(cases[c].type, cases[c].make, cases[c].n, conc,
-                                  cases[c].name);
-            printf("%-8s %-12u %10ld %14.0f %14.0f %7.2f\n", cases[c].name, conc,
-                   cases[c].n, ew, bare, ew / bare);
+        double bare[MAX_ROUNDS], ew[8][MAX_ROUNDS], cpu[8][MAX_ROUNDS];
+        for (long r = 0; r < rounds; r++) {
+            bare[r] = cases[c].bare(cases[c].n);
+            for (int k = 0; k < nconc; k++)
+                ew[k][r] = eventwire(cases[c].type, cases[c].make, cases[c].n, concs[k],
+                                     cases[c].name, &cpu[k][r]);
         }
+        double b = median(bare, (int)rounds);
+        for (int k = 0; k < nconc; k++) {
+            double e = median(ew[k], (int)rounds);
+            printf("%-8s %-12u %10ld %14.0f %14.0f %7.2f %12.0f\n", cases[c].name,
+                   concs[k], cases[c].n, e, b, e / b, median(cpu[k], (int)rounds));
+        }
+        fflush(stdout);
     }
+    if (rate > 0)
+        latency(rate, lat_n, rounds);
     printf("peak RSS %ld KiB\n", peak_rss_kb());
     return 0;
 }

@@ -508,6 +508,81 @@ static void stop_reports_handlers_past_the_bound(void **state)
     tally_free(&t);
 }
 
+/* ---- concurrency ----------------------------------------------------------- */
+
+/* A listener of concurrency N runs N handlers at once whenever N messages
+ * wait, also right after many quick ones: each handler of a round returns
+ * only once all N of its round are inside. */
+enum { GATE_N = 4, GATE_ROUNDS = 20, GATE_QUICK = 50 };
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int arrived, finished, quick;
+    bool timed_out;
+} gate;
+
+static ew_err gate_listener(ew_delivery *d, const void *event, void *user)
+{
+    (void)d;
+    gate *g = user;
+    const conf_event *e = event;
+    pthread_mutex_lock(&g->mu);
+    if (e->id < 0) { /* a quick one */
+        g->quick++;
+        pthread_mutex_unlock(&g->mu);
+        return EW_OK;
+    }
+    int all_in = (int)(e->id / GATE_N + 1) * GATE_N;
+    g->arrived++;
+    pthread_cond_broadcast(&g->cv);
+    int64_t deadline = ewi_now_ms() + 10000;
+    while (g->arrived < all_in && !g->timed_out) {
+        if (ewi_left_ms(deadline) == 0) {
+            g->timed_out = true;
+            break;
+        }
+        ewi_cond_wait_until(&g->cv, &g->mu, deadline);
+    }
+    g->finished++;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+    return EW_OK;
+}
+
+static void concurrency_runs_that_many_handlers_at_once(void **state)
+{
+    (void)state;
+    EV(ev, "Gate", false);
+    gate g = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    ewi_cond_init_mono(&g.cv);
+    ew_manager *m = mgr_new("local://gate", "s1");
+    ew_listener_desc d = {.event = &ev, .name = "Four", .concurrency = GATE_N};
+    assert_int_equal(ew_listen(m, &d, gate_listener, &g), EW_OK);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    for (int r = 0; r < GATE_ROUNDS; r++) {
+        /* Quick handlers first, so that the workers take the listener for
+         * a quick one; then a burst that blocks until all are in. */
+        for (int i = 0; i < GATE_QUICK; i++)
+            assert_int_equal(ew_send(m, &ev, &(conf_event){-1 - i, "q"}), EW_OK);
+        for (int i = 0; i < GATE_N; i++)
+            assert_int_equal(ew_send(m, &ev, &(conf_event){r * GATE_N + i, "gate"}), EW_OK);
+        pthread_mutex_lock(&g.mu);
+        while (g.finished < (r + 1) * GATE_N)
+            pthread_cond_wait(&g.cv, &g.mu);
+        bool timed_out = g.timed_out;
+        int arrived = g.arrived;
+        pthread_mutex_unlock(&g.mu);
+        if (timed_out)
+            fail_msg("round %d: concurrency %d left a waiting message alone for 10 s "
+                     "while handlers were blocked (%d of %d in)",
+                     r, GATE_N, arrived, (r + 1) * GATE_N);
+    }
+    assert_int_equal(g.quick, GATE_ROUNDS * GATE_QUICK);
+    ew_manager_free(m);
+    pthread_cond_destroy(&g.cv);
+}
+
 /* On local:// a graceful stop first lets the listener handle what is
  * queued: the README's example depends on it. What its timeout leaves is
  * reported (log and error handler) with its number, and stays on the queue
@@ -581,6 +656,7 @@ int main(void)
         cmocka_unit_test(full_dead_letter_queue_is_retried_without_a_loop),
         cmocka_unit_test(stop_reports_handlers_past_the_bound),
         cmocka_unit_test(local_stop_handles_the_queue_and_reports_the_rest),
+        cmocka_unit_test(concurrency_runs_that_many_handlers_at_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -61,8 +61,16 @@ typedef struct lbroker {
     size_t room_waiters;   /* publishers waiting on room */
     pthread_cond_t arrive; /* a dead-letter queue got a message */
     lqueue *queues;
+    /* Entries of acknowledged messages, kept for the next publishes: an
+     * entry is allocated by the sending thread and released by a worker, and
+     * malloc pays for every block freed on another thread than the one that
+     * took it. */
+    lentry *pool;
+    size_t pooled;
     struct lbroker *next;
 } lbroker;
+
+#define POOL_MAX 4096
 
 struct ewi_transport {
     ew_manager *m;
@@ -126,6 +134,10 @@ static void broker_close(lbroker *b)
     for (lqueue *q = b->queues, *n; q; q = n) {
         n = q->next;
         queue_free(q);
+    }
+    for (lentry *e = b->pool, *n; e; e = n) {
+        n = e->next;
+        free(e);
     }
     pthread_mutex_destroy(&b->mu);
     pthread_cond_destroy(&b->room);
@@ -244,10 +256,35 @@ static lentry *entry_new(ew_envelope *env)
     return e;
 }
 
-/* Appends e (or a new entry when e is NULL) to q. */
-static ew_err enqueue(lqueue *q, ew_envelope *env, lentry *e)
+/* An entry for env from the pool, else a new one (lock held). */
+static lentry *entry_get(lbroker *b, ew_envelope *env)
 {
-    if (!e && !(e = entry_new(env)))
+    lentry *e = b->pool;
+    if (!e)
+        return entry_new(env);
+    b->pool = e->next;
+    b->pooled--;
+    memset(e, 0, sizeof *e);
+    e->msg.env = ewi_envelope_ref(env);
+    return e;
+}
+
+/* Gives an entry whose envelope was taken out back (lock held). */
+static void entry_put(lbroker *b, lentry *e)
+{
+    if (b->pooled >= POOL_MAX) {
+        free(e);
+        return;
+    }
+    e->next = b->pool;
+    b->pool = e;
+    b->pooled++;
+}
+
+/* Appends e (or a new entry when e is NULL) to q. */
+static ew_err enqueue(lbroker *b, lqueue *q, ew_envelope *env, lentry *e)
+{
+    if (!e && !(e = entry_get(b, env)))
         return EW_ENOMEM;
     push_tail(q, e);
     dispatch(q);
@@ -405,12 +442,13 @@ static ew_err l_publish(ewi_transport *t, ewi_pub *p)
     size_t cap = sizeof inline_qs / sizeof inline_qs[0];
     char detail[EW_MAX_QUEUE_NAME + 64] = "";
     ew_err rc = EW_OK;
-    /* Most events go to one queue: allocate its entry before taking the
-     * lock, which the consumers' acknowledgements need too. */
-    lentry *spare = entry_new(p->env);
-    if (!spare)
-        return EW_ENOMEM;
+    /* Most events go to one queue: its entry comes from the pool. */
     pthread_mutex_lock(&b->mu);
+    lentry *spare = entry_get(b, p->env);
+    if (!spare) {
+        pthread_mutex_unlock(&b->mu);
+        return EW_ENOMEM;
+    }
     /* All or nothing: every target queue must have room. Targets are looked
      * up again after each wait, since queues may come and go meanwhile. */
     for (;;) {
@@ -430,7 +468,7 @@ static ew_err l_publish(ewi_transport *t, ewi_pub *p)
                 full = qs[i];
         if (!full) {
             for (long i = 0; rc == EW_OK && i < n; i++)
-                rc = enqueue(qs[i], p->env, i == 0 ? spare : NULL);
+                rc = enqueue(b, qs[i], p->env, i == 0 ? spare : NULL);
             if (n > 0)
                 spare = NULL;
             break;
@@ -444,11 +482,11 @@ static ew_err l_publish(ewi_transport *t, ewi_pub *p)
     }
     if (rc == EW_OK && p->dest == EWI_DEST_DLQ)
         pthread_cond_broadcast(&b->arrive);
-    pthread_mutex_unlock(&b->mu);
     if (spare) {
-        ewi_envelope_unref(spare->msg.env);
-        free(spare);
+        ewi_envelope_unref(spare->msg.env); /* the caller holds another */
+        entry_put(b, spare);
     }
+    pthread_mutex_unlock(&b->mu);
     if (qs != inline_qs)
         free(qs);
     /* Still full at the deadline: the send fails here and done never runs,
@@ -466,6 +504,7 @@ static void l_settle(ewi_transport *t, ewi_msg *msg, ewi_settle how)
     lbroker *b = t->b;
     lentry *e = msg->tdata;
     lconsumer *c = (lconsumer *)(uintptr_t)msg->tag;
+    ew_envelope *acked = NULL;
     pthread_mutex_lock(&b->mu);
     lqueue *q = c->q;
     q->unacked--;
@@ -483,8 +522,8 @@ static void l_settle(ewi_transport *t, ewi_msg *msg, ewi_settle how)
             q->tail = e;
         q->ready++;
     } else {
-        ewi_envelope_unref(e->msg.env);
-        free(e);
+        acked = e->msg.env;
+        entry_put(b, e);
     }
     if (c->active)
         c->credit++;
@@ -494,6 +533,8 @@ static void l_settle(ewi_transport *t, ewi_msg *msg, ewi_settle how)
     wake_publishers(b, q);
     queue_maybe_expire(b, q);
     pthread_mutex_unlock(&b->mu);
+    /* Released outside the lock the senders need. */
+    ewi_envelope_unref(acked);
 }
 
 static ew_err l_dlq_take(ewi_transport *t, ewi_dlq_req *req)
