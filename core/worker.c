@@ -352,14 +352,14 @@ static bool spin(ewi_listener *l)
 }
 
 /* Takes a batch from the inbox (mu held): with one worker everything up to
- * BATCH_MAX, in order; with several a fair share, so that the others get
- * work too. */
+ * BATCH_MAX, in order (the worker would handle them one after the other
+ * anyway); with several one message, so that a slow handler or a retry's
+ * backoff never holds back messages another worker could handle. */
 static ewi_msg *take_batch(ewi_listener *l)
 {
     size_t n = atomic_load_explicit(&l->inbox, memory_order_relaxed), k = n;
-    uint32_t workers = l->desc.concurrency;
-    if (workers > 1)
-        k = (n + workers - 1) / workers;
+    if (l->desc.concurrency > 1)
+        k = 1;
     if (k > BATCH_MAX)
         k = BATCH_MAX;
     ewi_msg *first = l->head, *last = first;
