@@ -17,6 +17,10 @@
  *   EW_READY_FILE     a file created once every listener consumes (for a
  *                     container health check)
  *
+ * Standard input, when it is not a terminal: lines "send COUNT FIRST
+ * [PAUSE_US]" send COUNT payments with ids FIRST and up, pausing PAUSE_US
+ * microseconds after each (a steady stream), then print "sent COUNT".
+ *
  * Output, one line each, flushed: "ready <server>" once started,
  * "billing <id>" and "audit <id>" per payment handled, "sent <n>" after
  * sending, and on SIGINT or SIGTERM (a graceful stop that finishes the
@@ -31,6 +35,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 typedef struct {
     int64_t id;
@@ -93,6 +99,49 @@ static long env_long(const char *name, long dflt)
     return n;
 }
 
+/* Sends count payments with ids first and up; EW_OK or the first failure. */
+static ew_err send_payments(ew_manager *m, const char *server, int64_t first, long count,
+                            long pause_us)
+{
+    for (long i = 0; i < count; i++) {
+        payment_received p = {.id = first + i, .payer = server, .cents = 100 * (first + i)};
+        ew_err rc = ew_send(m, &PAYMENT, &p);
+        if (rc != EW_OK)
+            return rc;
+        if (pause_us > 0)
+            nanosleep(&(struct timespec){pause_us / 1000000, (pause_us % 1000000) * 1000},
+                      NULL);
+    }
+    say("sent", count);
+    return EW_OK;
+}
+
+typedef struct commands_arg {
+    ew_manager *m;
+    const char *server;
+} commands_arg;
+
+/* Standard input's "send" lines, until end of input. A failed send is
+ * reported and the service goes on. */
+static void *read_commands(void *arg)
+{
+    commands_arg *a = arg;
+    char line[256];
+    while (fgets(line, sizeof line, stdin)) {
+        long long first;
+        long count, pause_us = 0;
+        int n = sscanf(line, "send %ld %lld %ld", &count, &first, &pause_us);
+        if (n < 2 || count < 0 || pause_us < 0) {
+            fprintf(stderr, "service: unknown command: %s", line);
+            continue;
+        }
+        ew_err rc = send_payments(a->m, a->server, (int64_t)first, count, pause_us);
+        if (rc != EW_OK)
+            fprintf(stderr, "service: send: %s: %s\n", ew_strerror(rc), ew_last_error());
+    }
+    return NULL;
+}
+
 static int fail(ew_manager *m, const char *what, ew_err rc)
 {
     fprintf(stderr, "service: %s: %s: %s\n", what, ew_strerror(rc), ew_last_error());
@@ -143,16 +192,19 @@ int main(void)
     fflush(stdout);
     pthread_mutex_unlock(&out_mu);
 
-    for (long i = 0; i < to_send; i++) {
-        payment_received p = {.id = first + i, .payer = server, .cents = 100 * (first + i)};
-        if ((rc = ew_send(m, &PAYMENT, &p)) != EW_OK)
-            return fail(m, "send", rc);
-    }
-    if (to_send > 0)
-        say("sent", to_send);
+    if (to_send > 0 && (rc = send_payments(m, server, first, to_send, 0)) != EW_OK)
+        return fail(m, "send", rc);
+    commands_arg ca = {m, server};
+    pthread_t reader;
+    bool reading = !isatty(STDIN_FILENO) &&
+                   pthread_create(&reader, NULL, read_commands, &ca) == 0;
 
     int sig;
     sigwait(&stop_signals, &sig);
+    /* The reader may be blocked in fgets: it is left behind (the process
+     * exits), after the sends it started are done or fail. */
+    if (reading)
+        pthread_detach(reader);
     ew_manager_stop(m, 10000);
     pthread_mutex_lock(&out_mu);
     printf("stopped %s billing %d audit %d\n", server, atomic_load(&billed),

@@ -61,6 +61,13 @@ AMQPS_PORT=${EW_ARTEMIS_AMQPS_PORT:-5675}
 STOMPS_PORT=${EW_ARTEMIS_STOMPS_PORT:-61625}
 CORE_PORT=${EW_ARTEMIS_CORE_PORT:-61626}
 PORTS=("$AMQP_PORT" "$STOMP_PORT" "$AMQPS_PORT" "$STOMPS_PORT" "$CORE_PORT")
+# EW_ARTEMIS_BIND=0.0.0.0: the AMQP and STOMP acceptors take every address,
+# only inside a network namespace a test made (tests/hosts), which is checked.
+BIND=${EW_ARTEMIS_BIND:-127.0.0.1}
+if [ "$BIND" != 127.0.0.1 ] &&
+   [ "$(readlink /proc/self/ns/net)" = "$(readlink /proc/1/ns/net)" ]; then
+    die "EW_ARTEMIS_BIND=$BIND outside a network namespace: the test brokers listen on 127.0.0.1 only"
+fi
 ART_USER=${EW_ARTEMIS_USER:-artemis}
 ART_PASSWORD=${EW_ARTEMIS_PASSWORD:-artemis}
 TLS_DIR=$EW_BROKER_STATE/tls
@@ -142,8 +149,8 @@ acceptors() {
       <acceptors>
          <!-- Written by scripts/brokers/artemis.sh; rewritten at every start. -->
          <acceptor name="artemis">tcp://127.0.0.1:$CORE_PORT?$common;protocols=CORE</acceptor>
-         <acceptor name="amqp">tcp://127.0.0.1:$AMQP_PORT?$common;$amqp</acceptor>
-         <acceptor name="stomp">tcp://127.0.0.1:$STOMP_PORT?$common;protocols=STOMP</acceptor>
+         <acceptor name="amqp">tcp://$BIND:$AMQP_PORT?$common;$amqp</acceptor>
+         <acceptor name="stomp">tcp://$BIND:$STOMP_PORT?$common;protocols=STOMP</acceptor>
          <acceptor name="amqps">tcp://127.0.0.1:$AMQPS_PORT?$common;$amqp;$tls</acceptor>
          <acceptor name="stomps">tcp://127.0.0.1:$STOMPS_PORT?$common;protocols=STOMP;$tls</acceptor>
       </acceptors>

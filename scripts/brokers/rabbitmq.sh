@@ -16,7 +16,9 @@
 # the same over TLS: AMQP 0-9-1/1.0 on 5671, STOMP on 61612 (61614 and 61616
 # are ActiveMQ's). $EW_RMQ_AMQP_PORT, $EW_RMQ_STOMP_PORT, $EW_RMQ_AMQPS_PORT,
 # $EW_RMQ_STOMPS_PORT and $EW_RMQ_NODENAME (with its own $EW_BROKER_STATE)
-# run a second node beside it. The TLS listeners present a certificate for localhost and
+# run a second node beside it. $EW_RMQ_BIND=0.0.0.0 makes the listeners
+# take every address and lets guest log in from any of them: only inside a
+# network namespace a test made (tests/hosts), which the script checks. The TLS listeners present a certificate for localhost and
 # 127.0.0.1 signed by the test CA that scripts/brokers/certs.sh makes in
 # ${EW_BROKER_STATE:-/tmp/eventwire-brokers}/tls (ca.pem; wrong-ca.pem is a CA
 # that signed nothing); clients need no certificate. A running node whose
@@ -37,6 +39,11 @@ STOMP_PORT=${EW_RMQ_STOMP_PORT:-61613}
 AMQPS_PORT=${EW_RMQ_AMQPS_PORT:-5671}
 STOMPS_PORT=${EW_RMQ_STOMPS_PORT:-61612}
 PORTS=("$AMQP_PORT" "$STOMP_PORT" "$AMQPS_PORT" "$STOMPS_PORT")
+BIND=${EW_RMQ_BIND:-127.0.0.1}
+if [ "$BIND" != 127.0.0.1 ] &&
+   [ "$(readlink /proc/self/ns/net)" = "$(readlink /proc/1/ns/net)" ]; then
+    die "EW_RMQ_BIND=$BIND outside a network namespace: the test brokers listen on 127.0.0.1 only"
+fi
 TLS_DIR=$EW_BROKER_STATE/tls
 CERTS=$(dirname "$(readlink -f "$0")")/certs.sh
 
@@ -95,17 +102,17 @@ write_config() {
     cat > "$RABBITMQ_CONFIG_FILE" <<CONF
 # Written by scripts/brokers/rabbitmq.sh; rewritten at every start.
 $(tls_stamp)
-listeners.tcp.1 = 127.0.0.1:$AMQP_PORT
-stomp.listeners.tcp.1 = 127.0.0.1:$STOMP_PORT
-listeners.ssl.default = 127.0.0.1:$AMQPS_PORT
-stomp.listeners.ssl.1 = 127.0.0.1:$STOMPS_PORT
+listeners.tcp.1 = $BIND:$AMQP_PORT
+stomp.listeners.tcp.1 = $BIND:$STOMP_PORT
+listeners.ssl.default = $BIND:$AMQPS_PORT
+stomp.listeners.ssl.1 = $BIND:$STOMPS_PORT
 ssl_options.cacertfile = $TLS_DIR/ca.pem
 ssl_options.certfile = $TLS_DIR/server.pem
 ssl_options.keyfile = $TLS_DIR/server.key
 # Clients present no certificate: they authenticate with user and password.
 ssl_options.verify = verify_none
 ssl_options.fail_if_no_peer_cert = false
-loopback_users.guest = true
+loopback_users.guest = $([ "$BIND" = 127.0.0.1 ] && echo true || echo false)
 log.file.level = info
 log.console = false
 CONF

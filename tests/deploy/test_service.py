@@ -19,107 +19,11 @@ Waits on the instances' output lines, with a deadline; on failure it says
 what was missing."""
 import os
 import random
-import selectors
 import signal
-import subprocess
 import sys
-import tempfile
-import time
 
-
-def fail(msg):
-    print("FAIL: " + msg, flush=True)
-    sys.exit(1)
-
-
-class Instance:
-    def __init__(self, binary, url, server, send=0, first=1):
-        env = dict(os.environ, EW_URL=url, EW_SERVER=server, EW_SEND=str(send),
-                   EW_SEND_FIRST=str(first))
-        self.server = server
-        # stderr goes to a file: a pipe nobody reads would block its logging.
-        self.err = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen([binary], env=env, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=self.err)
-        self.partial = b""
-        self.lines = []
-        self.billing = []
-        self.audit = []
-        self.ready = False
-        self.sent = None
-        self.stopped = None
-
-    def stderr(self):
-        self.err.seek(0)
-        return self.err.read().decode(errors="replace").strip()
-
-    def read(self):
-        """Takes what the instance printed so far; False at the end of its
-        output. The pipe is read with os.read: a buffered reader would keep
-        lines that select() no longer reports."""
-        data = os.read(self.proc.stdout.fileno(), 65536)
-        if not data:
-            return False
-        *whole, self.partial = (self.partial + data).split(b"\n")
-        for line in whole:
-            self.take(line.decode().strip())
-        return True
-
-    def take(self, line):
-        self.lines.append(line)
-        words = line.split()
-        if not words:
-            return
-        if words[0] == "ready":
-            self.ready = True
-        elif words[0] == "billing":
-            self.billing.append(int(words[1]))
-        elif words[0] == "audit":
-            self.audit.append(int(words[1]))
-        elif words[0] == "sent":
-            self.sent = int(words[1])
-        elif words[0] == "stopped":
-            self.stopped = line
-
-
-def explain(instances):
-    for inst in instances:
-        print(f"{inst.server}: last lines: {inst.lines[-5:]}")
-        try:
-            rc = inst.proc.wait(timeout=10)
-            print(f"{inst.server}: exited with {rc}: {inst.stderr()}")
-        except subprocess.TimeoutExpired:
-            print(f"{inst.server}: still running")
-
-
-def pump(instances, until, timeout, what, missing=None):
-    """Reads the instances' output until until() is true, or fails after
-    timeout seconds naming what was awaited."""
-    sel = selectors.DefaultSelector()
-    for inst in instances:
-        if inst.proc.stdout and not inst.proc.stdout.closed:
-            sel.register(inst.proc.stdout, selectors.EVENT_READ, inst)
-    deadline = time.monotonic() + timeout
-    ended = []
-    try:
-        while not until():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                explain(instances)
-                if missing:
-                    print(missing())
-                fail(f"no {what} within {timeout} s")
-            events = sel.select(min(left, 1.0))
-            for key, _ in events:
-                if not key.data.read():
-                    # Its output ended: it exited, or is about to.
-                    sel.unregister(key.fileobj)
-                    ended.append(key.data)
-                    if not sel.get_map() and not until():
-                        explain(ended)
-                        fail(f"every instance ended before {what}")
-    finally:
-        sel.close()
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from service_harness import Instance, fail, pump  # noqa: E402
 
 
 def main():
