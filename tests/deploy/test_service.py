@@ -19,11 +19,10 @@ Waits on the instances' output lines, with a deadline; on failure it says
 what was missing."""
 import os
 import random
-import signal
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from service_harness import Instance, fail, pump  # noqa: E402
+from service_harness import Instance, fail, kill_all, pump, stop_all  # noqa: E402
 
 
 def main():
@@ -80,23 +79,10 @@ def main():
                      "(duplicates in a per_process queue)")
 
         # Graceful stop: SIGTERM, exit 0, totals match the lines printed.
-        for inst in both:
-            inst.proc.send_signal(signal.SIGTERM)
-        pump(both, lambda: a.stopped and b.stopped, 30, "'stopped' after SIGTERM")
-        for inst in both:
-            rc = inst.proc.wait(timeout=30)
-            if rc != 0:
-                fail(f"{inst.server} exited with {rc}: {inst.stderr()}")
-            expect = (f"stopped {inst.server} billing {len(inst.billing)} "
-                      f"audit {len(inst.audit)}")
-            if inst.stopped != expect:
-                fail(f"{inst.server} said '{inst.stopped}', expected '{expect}'")
+        stop_all(both)
         print("PASS")
     finally:
-        for inst in (a, b):
-            if inst and inst.proc.poll() is None:
-                inst.proc.kill()
-                inst.proc.wait()
+        kill_all((a, b))
 
 
 if __name__ == "__main__":

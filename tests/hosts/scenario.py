@@ -19,14 +19,13 @@ usage: scenario.py SERVICE NAME LABEL URL_H1 URL_H2
 NAME is netns.sh's. Prints one RESULT line with the figures."""
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
 
 here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(here, "..", "support"))
-from service_harness import Instance, fail, pump  # noqa: E402
+from service_harness import Instance, fail, kill_all, pump, stop_all  # noqa: E402
 
 NETNS = os.path.join(here, "netns.sh")
 # How long the link stays cut at most once the stream is sent.
@@ -117,19 +116,10 @@ def main():
               f"{len(ids(h1.billing, w3, n3))} of {n3} new payments", flush=True)
 
         # 4. Graceful stop.
-        for inst in both:
-            inst.proc.send_signal(signal.SIGTERM)
-        pump(both, lambda: h1.stopped and h2.stopped, 30, "'stopped' after SIGTERM")
-        for inst in both:
-            rc = inst.proc.wait(timeout=30)
-            if rc != 0:
-                fail(f"{inst.server} exited with {rc}: {inst.stderr()}")
+        stop_all(both)
         print("PASS", flush=True)
     finally:
-        for inst in (h1, h2):
-            if inst and inst.proc.poll() is None:
-                inst.proc.kill()
-                inst.proc.wait()
+        kill_all((h1, h2))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ instance is a process whose output lines are read as they come, with
 deadlines, and whose standard input takes "send" commands."""
 import os
 import selectors
+import signal
 import subprocess
 import sys
 import tempfile
@@ -114,3 +115,26 @@ def pump(instances, until, timeout, what, missing=None, give_up=False):
         return True
     finally:
         sel.close()
+
+
+def stop_all(instances):
+    """SIGTERM to each: each must print its "stopped" line, and exit 0 with
+    totals that match the lines it printed."""
+    for inst in instances:
+        inst.proc.send_signal(signal.SIGTERM)
+    pump(instances, lambda: all(i.stopped for i in instances), 30, "'stopped' after SIGTERM")
+    for inst in instances:
+        rc = inst.proc.wait(timeout=30)
+        if rc != 0:
+            fail(f"{inst.server} exited with {rc}: {inst.stderr()}")
+        expect = f"stopped {inst.server} billing {len(inst.billing)} audit {len(inst.audit)}"
+        if inst.stopped != expect:
+            fail(f"{inst.server} said '{inst.stopped}', expected '{expect}'")
+
+
+def kill_all(instances):
+    """What still runs is killed (a failed test's leftovers)."""
+    for inst in instances:
+        if inst and inst.proc.poll() is None:
+            inst.proc.kill()
+            inst.proc.wait()
