@@ -335,8 +335,10 @@ static void *relay_main(void *arg)
             fds[n] = (struct pollfd){.fd = r->cur == UP ? p->bfd : -1, .events = be};
             owners[n++] = p;
         }
+        /* Read under the lock: set_mode writes want from another thread. */
+        int timeout = r->cur == r->want ? 200 : 50;
         pthread_mutex_unlock(&r->mu);
-        int rc = poll(fds, n, r->cur == r->want ? 200 : 50);
+        int rc = poll(fds, n, timeout);
         pthread_mutex_lock(&r->mu);
         if (rc <= 0)
             continue;
