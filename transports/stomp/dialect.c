@@ -201,25 +201,38 @@ ew_err stomp_check_names(stomp_dialect d, const char *event, const char *listene
  * rewrite or add. Headers of CONNECT/CONNECTED (session, server, host ...)
  * never meet an event's, and those that brokers carry through unchanged
  * (type, correlation-id ...) stay usable. */
-static const char *const reserved[] = {
-    "ack", "amqp-message-id", "content-length", "content-type", "destination",
-    "destination-type", "expiration", "expires", "id", "message-id",
-    "original-destination", "originalExpiration", "persistent", "priority",
-    "receipt", "receipt-id", "redelivered", "reply-to", "subscription",
-    "subscription-type", "timestamp", "transaction", "transformation", "user-id",
-    "x-queue-name", "x-expires", "x-message-ttl", "x-dead-letter-exchange",
-    "x-dead-letter-routing-key", "x-death", "x-max-length", NULL};
-static const char *const reserved_prefix[] = {"activemq.", "JMS", "_AMQ", "__AMQ",
-                                              "AMQ_", NULL};
+typedef struct reserved_name {
+    const char *name;
+    size_t len;
+} reserved_name;
+#define R(s) {s, sizeof s - 1}
+static const reserved_name reserved[] = {
+    R("ack"), R("amqp-message-id"), R("content-length"), R("content-type"),
+    R("destination"), R("destination-type"), R("expiration"), R("expires"), R("id"),
+    R("message-id"), R("original-destination"), R("originalExpiration"), R("persistent"),
+    R("priority"), R("receipt"), R("receipt-id"), R("redelivered"), R("reply-to"),
+    R("subscription"), R("subscription-type"), R("timestamp"), R("transaction"),
+    R("transformation"), R("user-id"), R("x-queue-name"), R("x-expires"),
+    R("x-message-ttl"), R("x-dead-letter-exchange"), R("x-dead-letter-routing-key"),
+    R("x-death"), R("x-max-length")};
+static const reserved_name reserved_prefix[] = {R("activemq."), R("JMS"), R("_AMQ"),
+                                                R("__AMQ"), R("AMQ_")};
+#undef R
 
+/* Called for every header of every frame sent and received: lengths are
+ * known at compile time, and the first byte rejects most names at once. */
 bool stomp_reserved_header(const char *key, size_t klen)
 {
-    for (size_t i = 0; reserved[i]; i++)
-        if (strlen(reserved[i]) == klen && memcmp(reserved[i], key, klen) == 0)
+    if (klen == 0)
+        return false;
+    for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++)
+        if (reserved[i].len == klen && reserved[i].name[0] == key[0] &&
+            memcmp(reserved[i].name, key, klen) == 0)
             return true;
-    for (size_t i = 0; reserved_prefix[i]; i++) {
-        size_t n = strlen(reserved_prefix[i]);
-        if (klen >= n && memcmp(reserved_prefix[i], key, n) == 0)
+    for (size_t i = 0; i < sizeof reserved_prefix / sizeof reserved_prefix[0]; i++) {
+        size_t n = reserved_prefix[i].len;
+        if (klen >= n && reserved_prefix[i].name[0] == key[0] &&
+            memcmp(reserved_prefix[i].name, key, n) == 0)
             return true;
     }
     return false;

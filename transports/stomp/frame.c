@@ -283,11 +283,14 @@ static ewi_stomp_status put_string(ewi_stomp_parser *p, const uint8_t *src,
     char *dst = p->strings + p->str_len;
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
-        uint8_t c = src[i];
-        if (c != '\\' || raw) {
-            dst[o++] = (char)c;
-            continue;
-        }
+        /* Runs without a backslash (most headers: all of them) in one copy. */
+        const uint8_t *bs = raw ? NULL : memchr(src + i, '\\', n - i);
+        size_t run = bs ? (size_t)(bs - (src + i)) : n - i;
+        memcpy(dst + o, src + i, run);
+        o += run;
+        i += run;
+        if (i == n)
+            break;
         if (++i == n)
             return fail(p, EWI_STOMP_EBAD, "header %s ends in a lone backslash",
                         what);
@@ -666,8 +669,18 @@ void ewi_stomp_write_begin(ewi_stomp_writer *w, ewi_buf *out, ewi_stomp_cmd cmd)
 static ew_err put_escaped(ewi_buf *out, const char *s, size_t n, bool raw,
                           bool is_key)
 {
-    if (memchr(s, 0, n))
-        return EW_EINVAL;
+    /* One pass finds what needs escaping (or refusing); most keys and
+     * values have none and are copied whole. */
+    size_t first = n;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == 0)
+            return EW_EINVAL;
+        if ((c == '\n' || c == '\r' || c == ':' || c == '\\') && first == n)
+            first = i;
+    }
+    if (first == n)
+        return ewi_buf_append(out, s, n);
     if (raw) {
         if (memchr(s, '\n', n) || memchr(s, '\r', n) ||
             (is_key && memchr(s, ':', n)))
@@ -675,10 +688,12 @@ static ew_err put_escaped(ewi_buf *out, const char *s, size_t n, bool raw,
         return ewi_buf_append(out, s, n);
     }
     /* Worst case doubles; reserve once, then write in place. */
-    if (ewi_buf_reserve(out, 2 * n) != EW_OK)
+    if (ewi_buf_reserve(out, first + 2 * (n - first)) != EW_OK)
         return EW_ENOMEM;
     uint8_t *d = out->data + out->len;
-    for (size_t i = 0; i < n; i++) {
+    memcpy(d, s, first);
+    d += first;
+    for (size_t i = first; i < n; i++) {
         switch (s[i]) {
         case '\n': *d++ = '\\'; *d++ = 'n'; break;
         case '\r': *d++ = '\\'; *d++ = 'r'; break;
