@@ -4,16 +4,19 @@
  *   dialect.c    addressing per broker dialect, header and name rules (pure)
  *   heartbeat.c  heart-beat negotiation (pure)
  *   message.c    envelope <-> SEND/MESSAGE frames (pure)
- *   sock.c       TCP or TLS socket, non-blocking
+ *   (the TCP or TLS socket is core's: core/sock.h)
  *   (rabbitmq dialect: exchanges, queues and checks over AMQP 0-9-1 through
  *   the shared transports/rmqadmin)
- *   io.c         the I/O thread: connection, frames in and out, reconnects
+ *   io.c         the I/O thread's loop: frames out, settles, reconnects
+ *   io_frames.c  frames in and their dispatch
+ *   io_conn.c    connect, CONNECTED, resubscribe, drop
  *   transport.c  the ewi_transport_ops table: what core calls
  * Two connections, each with its own I/O thread (io.c): one publishes, one
  * consumes. RabbitMQ throttles a publishing connection under flow control,
  * and ACKs must never wait behind that; separate connections also let the
- * broker work on both directions in parallel. Only io.c touches the sockets;
- * other threads queue work under mu and wake the right thread. */
+ * broker work on both directions in parallel. Only the I/O threads touch
+ * the sockets; other threads queue requests on an ewi_workq and wake the
+ * consuming thread. */
 #ifndef EVENTWIRE_STOMP_H
 #define EVENTWIRE_STOMP_H
 
