@@ -160,13 +160,18 @@ static void dead_letter(ewi_listener *l, ewi_msg *msg, const char *reason,
                      .durable = true,
                      .env = env,
                      .deadline_ms = ewi_now_ms() + m->cfg.send_timeout_ms};
+        ewi_last_error_clear();
         rc = ewi_publish_sync(m, &p);
         if (rc == EW_OK)
             break;
-        if (tries == 1 || tries % 10 == 0)
+        if (tries == 1 || tries % 10 == 0) {
+            char why[sizeof text];
+            snprintf(why, sizeof why, "%s",
+                     ewi_last_error_peek()[0] ? ewi_last_error_peek() : ew_strerror(rc));
             ewi_report(m, rc, l->queue, l->event->name, id,
-                       "dead-letter publish to %s failed (try %u); retrying in %d ms",
-                       l->dlq, tries, delay);
+                       "dead-letter publish to %s failed (try %u; %s); retrying in %d ms",
+                       l->dlq, tries, why, delay);
+        }
         if (!backoff_wait(l, delay))
             break; /* stopping */
         delay = delay * 2 > 30000 ? 30000 : delay * 2;

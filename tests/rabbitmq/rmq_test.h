@@ -53,6 +53,27 @@ static SUPPORT_UNUSED bool raw_ok(amqp_connection_state_t c)
     return amqp_get_rpc_reply(c).reply_type == AMQP_RESPONSE_NORMAL;
 }
 
+/* Whether queue exists: a passive declare on channel 2 of c, opened for it
+ * and closed again (by the broker with 404 when the queue is missing). */
+static SUPPORT_UNUSED bool raw_queue_exists(amqp_connection_state_t c, const char *queue)
+{
+    amqp_channel_open(c, 2);
+    if (!raw_ok(c))
+        fail_msg("raw client: channel.open failed");
+    amqp_queue_declare(c, 2, amqp_cstring_bytes(queue), 1, 0, 0, 0, amqp_empty_table);
+    amqp_rpc_reply_t r = amqp_get_rpc_reply(c);
+    if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+        amqp_channel_close(c, 2, AMQP_REPLY_SUCCESS);
+        return true;
+    }
+    if (r.reply_type != AMQP_RESPONSE_SERVER_EXCEPTION || r.reply.id != AMQP_CHANNEL_CLOSE_METHOD ||
+        ((amqp_channel_close_t *)r.reply.decoded)->reply_code != 404)
+        fail_msg("raw client: passive declare of %s failed other than with 404", queue);
+    amqp_channel_close_ok_t ok = {0};
+    amqp_send_method(c, 2, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+    return false;
+}
+
 static SUPPORT_UNUSED void raw_publish(amqp_connection_state_t c, const char *exchange,
                                        const char *key, const char *ct, const void *body,
                                        size_t len)

@@ -1,5 +1,6 @@
-/* Dead letters on RabbitMQ: a listener that keeps failing has its message
- * moved to E::L.dlq after the retries, with the original body and headers
+/* Dead letters on RabbitMQ: E::L.dlq is declared before the first dead
+ * letter, not at start; a listener that keeps failing has its message
+ * moved to it after the retries, with the original body and headers
  * plus the reason headers, checked on the broker with a raw client; a
  * message a foreign producer (a raw librabbitmq client) publishes that
  * cannot be decoded goes to the dead letters at once, and the service keeps
@@ -28,6 +29,13 @@ static void failing_message_reaches_the_dlq_with_its_reasons(void **state)
                           .retry = {.attempts = 2, .backoff_ms = 20}};
     assert_int_equal(ew_listen(m, &d, tally_listener, tref(&t, "s1")), EW_OK);
     assert_int_equal(ew_manager_start(m), EW_OK);
+    char dlq[256], q[256], h[512];
+    snprintf(dlq, sizeof dlq, "%s::Charge.dlq", ev.name);
+    snprintf(q, sizeof q, "%s::Charge", ev.name);
+    amqp_connection_state_t c = raw_connect();
+    /* Declared before the first dead letter, not at start. */
+    assert_true(raw_queue_exists(c, q));
+    assert_false(raw_queue_exists(c, dlq));
     send_range(m, &ev, 0, N);
     assert_true(tally_wait_ids(&t, 0, BAD, 30000));
     assert_true(tally_wait_ids(&t, BAD + 1, N, 30000));
@@ -37,10 +45,6 @@ static void failing_message_reaches_the_dlq_with_its_reasons(void **state)
     assert_int_equal(ew_manager_stop(m, 10000), EW_OK);
 
     /* On the broker, in E::L.dlq: read it with a plain AMQP client. */
-    char dlq[256], q[256], h[512];
-    snprintf(dlq, sizeof dlq, "%s::Charge.dlq", ev.name);
-    snprintf(q, sizeof q, "%s::Charge", ev.name);
-    amqp_connection_state_t c = raw_connect();
     amqp_message_t msg;
     assert_true(raw_get(c, dlq, &msg));
     const amqp_table_t *tab = &msg.properties.headers;
@@ -120,7 +124,9 @@ static void undecodable_raw_message_goes_to_dead_letters(void **state)
     rmq_cleanup(0, ev.name, (const char *const[]){"Strict", NULL});
 }
 
-static void dead_letters_of_an_unknown_listener_are_a_clear_error(void **state)
+/* A listener that never dead-lettered (or none of that name) has no
+ * dead-letter queue: none to read, and reading makes none. */
+static void no_dead_letters_without_a_dead_letter_queue(void **state)
 {
     (void)state;
     EV(ev, "NoDlq", true);
@@ -133,8 +139,13 @@ static void dead_letters_of_an_unknown_listener_are_a_clear_error(void **state)
     size_t got = 7;
     ew_dead_letter_options dl = {.event = &ev, .listener = "Nobody", .max = 10,
                                  .timeout_ms = 100, .fn = dlq_collect, .user = &box};
-    assert_int_equal(ew_dead_letters(m, &dl, &got), EW_ENOTFOUND);
+    assert_int_equal(ew_dead_letters(m, &dl, &got), EW_OK);
     assert_int_equal(got, 0);
+    char dlq[256];
+    snprintf(dlq, sizeof dlq, "%s::Nobody.dlq", ev.name);
+    amqp_connection_state_t c = raw_connect();
+    assert_false(raw_queue_exists(c, dlq));
+    raw_close(c);
     /* The connection is still good afterwards. */
     tally t;
     tally_init(&t, 2);
@@ -153,7 +164,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(failing_message_reaches_the_dlq_with_its_reasons),
         cmocka_unit_test(undecodable_raw_message_goes_to_dead_letters),
-        cmocka_unit_test(dead_letters_of_an_unknown_listener_are_a_clear_error),
+        cmocka_unit_test(no_dead_letters_without_a_dead_letter_queue),
     };
     return cmocka_run_group_tests_name("rabbitmq dead letters", tests, NULL, NULL);
 }

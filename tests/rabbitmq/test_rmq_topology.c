@@ -13,6 +13,14 @@ static ew_manager *mgr_capture(const char *url, const char *server, capture *c)
     return mgr_new_opts(url, server, &o);
 }
 
+static ew_err always_fails(ew_delivery *d, const void *event, void *user)
+{
+    (void)d;
+    (void)event;
+    (void)user;
+    return EW_ELISTENER;
+}
+
 static void topology_names_on_the_broker(void **state)
 {
     (void)state;
@@ -44,10 +52,7 @@ static void topology_names_on_the_broker(void **state)
     } rows[] = {
         {"::A", ev.name, "\ttrue\tfalse\t[]"},
         {"::P-s1", ev.name, "\ttrue\tfalse\t[{\"x-expires\",60000}]"},
-        {"::A.dlq", ev.name, "\ttrue\tfalse\t[]"},
-        {"::P.dlq", ev.name, "\ttrue\tfalse\t[]"},
         {"::B", tev.name, "\tfalse\tfalse\t[]"},
-        {"::B.dlq", tev.name, "\ttrue\tfalse\t[]"},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         snprintf(name, sizeof name, "%s%s", rows[i].event, rows[i].suffix);
@@ -55,6 +60,13 @@ static void topology_names_on_the_broker(void **state)
             fail_msg("queue %s is not on the broker:\n%s", name, qs);
         print_message("queue: %s\n", row);
         assert_non_null(strstr(row, rows[i].want));
+    }
+    /* Dead-letter queues are declared before their first dead letter. */
+    const char *no_dlq[][2] = {{ev.name, "::A.dlq"}, {ev.name, "::P.dlq"}, {tev.name, "::B.dlq"}};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(name, sizeof name, "%s%s", no_dlq[i][0], no_dlq[i][1]);
+        if (ctl_row(qs, name, row, sizeof row))
+            fail_msg("dead-letter queue %s made at start: %s", name, row);
     }
     free(qs);
 
@@ -76,6 +88,28 @@ static void topology_names_on_the_broker(void **state)
     assert_true(tally_wait_ids(&t, 0, 5, 30000));
     ew_manager_free(m);
     tally_free(&t);
+
+    /* The first dead letter of A makes E::A.dlq: durable, no arguments. */
+    m = mgr_new(rmq_test_url(), "s1");
+    ew_listener_desc fails = {.event = &ev, .name = "A", .retry = {.attempts = 1}};
+    assert_int_equal(ew_listen(m, &fails, always_fails, NULL), EW_OK);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    send_range(m, &ev, 0, 1);
+    dlq_box box = {0};
+    size_t got = 0;
+    ew_dead_letter_options dl = {.event = &ev, .listener = "A", .max = 1,
+                                 .timeout_ms = 30000, .fn = dlq_collect, .user = &box};
+    assert_int_equal(ew_dead_letters(m, &dl, &got), EW_OK);
+    assert_int_equal(got, 1);
+    assert_string_equal(box.reason[0], "listener-failed");
+    ew_manager_free(m);
+    qs = ctl(SCRIPT, "list_queues name durable auto_delete arguments");
+    snprintf(name, sizeof name, "%s::A.dlq", ev.name);
+    if (!ctl_row(qs, name, row, sizeof row))
+        fail_msg("dead-letter queue %s is not on the broker:\n%s", name, qs);
+    print_message("queue: %s\n", row);
+    assert_non_null(strstr(row, "\ttrue\tfalse\t[]"));
+    free(qs);
     const char *gone[] = {"::A", "::P-s1", "::A.dlq", "::P.dlq"};
     for (size_t i = 0; i < 4; i++) {
         snprintf(name, sizeof name, "%s%s", ev.name, gone[i]);
@@ -117,6 +151,46 @@ static void incompatible_queue_is_a_clear_error(void **state)
     ew_manager_free(m);
     tally_free(&t);
     raw_delete(q, false);
+    raw_delete(ev.name, true);
+}
+
+/* A dead-letter queue someone made transient: the first dead letter cannot
+ * go there; the error names the queue and the broker's reason, and the
+ * original stays on the listener's queue (given back at stop). */
+static void incompatible_dead_letter_queue_keeps_the_message(void **state)
+{
+    (void)state;
+    EV(ev, "ClashD", true);
+    char q[256], dlq[256];
+    snprintf(q, sizeof q, "%s::L", ev.name);
+    snprintf(dlq, sizeof dlq, "%s::L.dlq", ev.name);
+    amqp_connection_state_t c = raw_connect();
+    amqp_queue_declare(c, 1, amqp_cstring_bytes(dlq), 0, 0, 0, 0, amqp_empty_table);
+    assert_true(raw_ok(c));
+    raw_close(c);
+
+    capture cap;
+    capture_init(&cap);
+    ew_manager *m = mgr_capture(rmq_test_url(), "s1", &cap);
+    ew_listener_desc d = {.event = &ev, .name = "L", .retry = {.attempts = 1}};
+    assert_int_equal(ew_listen(m, &d, always_fails, NULL), EW_OK);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    send_range(m, &ev, 0, 1);
+    char want[300];
+    snprintf(want, sizeof want, "dead-letter publish to %s failed", dlq);
+    assert_true(capture_wait_for(&cap, want, 30000));
+    assert_true(capture_wait_for(&cap, "inequivalent arg 'durable'", 30000));
+    print_message("%s", cap.text);
+    assert_int_equal(ew_manager_stop(m, 10000), EW_OK);
+    ew_manager_free(m);
+    c = raw_connect();
+    amqp_message_t msg;
+    assert_true(raw_get(c, q, &msg));
+    amqp_destroy_message(&msg);
+    assert_false(raw_get(c, dlq, &msg));
+    raw_close(c);
+    raw_delete(q, false);
+    raw_delete(dlq, false);
     raw_delete(ev.name, true);
 }
 
@@ -292,6 +366,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(topology_names_on_the_broker),
         cmocka_unit_test(a_closed_administration_connection_is_reopened_for_a_batch),
         cmocka_unit_test(incompatible_queue_is_a_clear_error),
+        cmocka_unit_test(incompatible_dead_letter_queue_keeps_the_message),
         cmocka_unit_test(incompatible_exchange_is_a_clear_error),
         cmocka_unit_test(bad_credentials_fail_at_start),
         cmocka_unit_test(wrong_vhost_fails_at_start),

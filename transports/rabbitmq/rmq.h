@@ -159,7 +159,8 @@ typedef struct rmq_sub {
     struct rmq_sub *next;
 } rmq_sub;
 
-/* A declared event (exchange), re-declared after a reconnect. */
+/* A declared event (exchange), re-declared after a reconnect; also a
+ * dead-letter queue declared on the current connection. */
 typedef struct rmq_event {
     struct rmq_event *next;
     char name[];
@@ -251,6 +252,10 @@ struct ewi_transport {
     rmq_req *parked;         /* requests waiting for a connection */
     rmq_sub *subs;
     rmq_event *events;
+    /* Dead-letter queues declared on this connection: each is declared
+     * before its first dead letter, not at subscribe (forgotten when the
+     * connection goes). */
+    rmq_event *dlqs;
     ewi_reconnect rc;      /* when to connect again, down since when */
     char down_reason[256];
     int64_t last_rx_ms;      /* last sign of life from the broker */
@@ -294,6 +299,11 @@ ew_err rmq_channel_open(ewi_transport *t, uint16_t ch, char *err, size_t errlen)
  * loop's own frame handler), in order. */
 typedef void (*rmq_frame_fn)(ewi_transport *t, const amqp_frame_t *f);
 ew_err rmq_declare_exchange(ewi_transport *t, const char *event, char *err, size_t errlen);
+/* Declares dead-letter queue queue (durable, no arguments) on the RPC
+ * channel unless this connection did so already. */
+ew_err rmq_dlq_declare(ewi_transport *t, const char *queue, char *err, size_t errlen);
+/* Forgets the dead-letter queues declared (the connection went). */
+void rmq_dlqs_forget(ewi_transport *t);
 /* The exchanges of events[0..n) in one round trip (all but the last
  * nowait; the broker answers in order). A refusal closes the channel at the
  * exchange it names, and those after it are not declared: the caller then

@@ -70,6 +70,7 @@ void rmq_disconnect(ewi_transport *t, bool polite)
     atomic_store(&t->wr_fd, -1);
     pthread_mutex_unlock(&t->guard_mu);
     t->connected = false;
+    rmq_dlqs_forget(t);
 }
 
 void rmq_chans_reset(rmq_chans *c)

@@ -60,8 +60,34 @@ static void track_confirm(ewi_transport *t, ewi_pub *p)
     t->unconf_tail = p;
 }
 
+/* p back first in line, for the next connection. */
+static void resend_first(ewi_transport *t, ewi_pub *p)
+{
+    p->next = t->resend_head;
+    t->resend_head = p;
+    if (!t->resend_tail)
+        t->resend_tail = p;
+}
+
 bool rmq_pub_write(ewi_transport *t, ewi_pub *p, char *why, size_t whylen)
 {
+    if (p->dest == EWI_DEST_DLQ) {
+        /* Its queue first: a publish to a missing queue would only come
+         * back as returned. Declared on the RPC channel: a refusal (the
+         * queue exists with other arguments) fails this dead letter with
+         * the broker's text, and the caller keeps the original. */
+        char err[400];
+        ew_err rc = rmq_dlq_declare(t, p->queue, err, sizeof err);
+        if (rc == EW_EDISCONNECTED) {
+            resend_first(t, p);
+            snprintf(why, whylen, "%s", err);
+            return false;
+        }
+        if (rc != EW_OK) {
+            rmq_pub_complete(t, p, rc, err);
+            return true;
+        }
+    }
     bool confirm = confirmed(p);
     amqp_basic_properties_t props;
     ew_err rc = rmq_props_from_env(p->env, p->durable, &t->props, &props);
@@ -106,10 +132,7 @@ bool rmq_pub_write(ewi_transport *t, ewi_pub *p, char *why, size_t whylen)
     int st = RMQ_GUARDED(t, amqp_basic_publish(t->conn, ch, exchange, key, !to_event, 0, &props, bb));
     if (st != AMQP_STATUS_OK) {
         /* p is the oldest of what is left to write: first in line again. */
-        p->next = t->resend_head;
-        t->resend_head = p;
-        if (!t->resend_tail)
-            t->resend_tail = p;
+        resend_first(t, p);
         snprintf(why, whylen, "publish failed: %s", amqp_error_string2(st));
         return false;
     }

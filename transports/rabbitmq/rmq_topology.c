@@ -1,7 +1,8 @@
 /* Topology on the broker, as the shared administration module declares it
  * (transports/rmqadmin/rmqadmin.h): exchanges on the RPC channel, each
- * listener's queue, binding and dead-letter queue on the channel it
- * consumes on. All of it on the I/O thread (or in start before the thread
+ * listener's queue and binding on the channel it consumes on, and a
+ * listener's dead-letter queue on the RPC channel before its first dead
+ * letter. All of it on the I/O thread (or in start before the thread
  * runs). A failed connection is EW_EDISCONNECTED with the reason in err:
  * what it means (rmq_lost) is for the I/O loop to decide, as are frames of
  * other channels that arrive during a wait (the loop's handler, passed in). */
@@ -53,6 +54,40 @@ ew_err rmq_rpc_result(ewi_transport *t, uint16_t ch, const char *what, char *err
     return check(t, ch, amqp_get_rpc_reply(t->conn), what, err, errlen);
 }
 
+ew_err rmq_dlq_declare(ewi_transport *t, const char *queue, char *err, size_t errlen)
+{
+    for (rmq_event *e = t->dlqs; e; e = e->next)
+        if (strcmp(e->name, queue) == 0)
+            return EW_OK;
+    size_t n = strlen(queue) + 1;
+    rmq_event *e = malloc(sizeof *e + n);
+    if (!e) {
+        snprintf(err, errlen, "out of memory declaring '%s'", queue);
+        return EW_ENOMEM;
+    }
+    char what[EW_MAX_QUEUE_NAME + 64];
+    rmqa_decl d = {.kind = RMQA_DLQ, .queue = queue};
+    ew_err rc = check(t, RMQ_CH_RPC, rmqa_rpc_decl(t->conn, RMQ_CH_RPC, &d),
+                      rmqa_decl_what(&d, what, sizeof what), err, errlen);
+    if (rc != EW_OK) {
+        free(e);
+        return rc;
+    }
+    memcpy(e->name, queue, n);
+    e->next = t->dlqs;
+    t->dlqs = e;
+    return EW_OK;
+}
+
+void rmq_dlqs_forget(ewi_transport *t)
+{
+    for (rmq_event *e = t->dlqs, *next; e; e = next) {
+        next = e->next;
+        free(e);
+    }
+    t->dlqs = NULL;
+}
+
 ew_err rmq_declare_exchange(ewi_transport *t, const char *event, char *err, size_t errlen)
 {
     char what[EW_MAX_EVENT_NAME + 64];
@@ -85,7 +120,9 @@ ew_err rmq_declare_exchanges(ewi_transport *t, const char *const *events, size_t
 }
 
 /* Writes everything rs needs on a new channel of its own: open, exchange,
- * queue, binding, dead-letter queue (nowait), qos and consume. The broker
+ * queue, binding (nowait), qos and consume; not the dead-letter queue,
+ * declared before its first dead letter (a durable queue is what costs
+ * the broker most to make, and most listeners never dead-letter). The broker
  * handles a channel's methods in order, so a refusal of any of them closes
  * the channel instead of consume-ok, with a text that names the exchange
  * or queue. The open-ok and qos-ok on the way are passed over. *ch: the
@@ -100,7 +137,7 @@ static ew_err write_sub(ewi_transport *t, rmq_sub *rs, uint16_t *ch, char *err, 
         return EW_EBROKER;
     }
     rmqa_decl d = {.kind = RMQA_LISTENER, .event = s->event, .queue = s->queue,
-                   .dlq = s->dlq, .durable = s->durable,
+                   .durable = s->durable,
                    .expires_ms = s->per_process ? t->o.queue_expires_ms : 0};
     amqp_channel_open_t open = {.out_of_band = amqp_empty_bytes};
     amqp_basic_qos_t qos = {.prefetch_count = rs->prefetch};
@@ -128,7 +165,7 @@ static const char *what_of(ewi_transport *t, const rmq_sub *rs, char *buf, size_
 {
     const ewi_sub *s = rs->sub;
     rmqa_decl d = {.kind = RMQA_LISTENER, .event = s->event, .queue = s->queue,
-                   .dlq = s->dlq, .durable = s->durable,
+                   .durable = s->durable,
                    .expires_ms = s->per_process ? t->o.queue_expires_ms : 0};
     rmqa_decl_what(&d, buf, len);
     snprintf(buf + strlen(buf), len - strlen(buf), " and consuming it");
@@ -286,11 +323,9 @@ ew_err rmq_dlq_get(ewi_transport *t, rmq_req *req)
         amqp_rpc_reply_t r = amqp_basic_get(t->conn, RMQ_CH_RPC, amqp_cstring_bytes(req->queue), 0);
         if (r.reply_type != AMQP_RESPONSE_NORMAL) {
             ew_err rc = rmq_rpc_result(t, RMQ_CH_RPC, what, req->err, sizeof req->err);
-            if (rc == EW_ENOTFOUND)
-                snprintf(req->err, sizeof req->err,
-                         "no dead-letter queue '%s' on %s (is the listener registered?)",
-                         req->queue, t->o.label);
-            return rc;
+            /* Declared before the first dead letter: none yet. Reading
+             * makes no queue. */
+            return rc == EW_ENOTFOUND ? EW_OK : rc;
         }
         if (r.reply.id != AMQP_BASIC_GET_OK_METHOD)
             break; /* get-empty */
