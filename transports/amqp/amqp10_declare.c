@@ -63,26 +63,28 @@ static bool transient(ew_err rc)
 ew_err amqp10_ensure(ewi_transport *t, const amqp10_decl *d, int64_t deadline, char *err,
                    size_t errlen)
 {
-    if (t->opt.dialect == AMQP10_DIALECT_ARTEMIS) {
-        if (d->kind != AMQP10_DECL_EXISTS && !(d->kind == AMQP10_DECL_LISTENER && d->per_process))
-            return EW_OK; /* Artemis creates addresses and queues on first use */
-        return amqp10_artemis_ensure(t, d, deadline, err, errlen);
-    }
-    if (!t->admin)
+    bool artemis = t->opt.dialect == AMQP10_DIALECT_ARTEMIS;
+    if (artemis && d->kind != AMQP10_DECL_EXISTS &&
+        !(d->kind == AMQP10_DECL_LISTENER && d->per_process))
+        return EW_OK; /* Artemis creates addresses and queues on first use */
+    if (!artemis && !t->admin)
         return EW_OK;
     rmqa_decl rd = decl_of(t, d);
     ewi_backoff bo;
     ewi_backoff_init(&bo, 50, 1000);
     for (;;) {
-        ew_err rc = rmqa_ensure(t->admin, &rd, err, errlen);
-        if (!transient(rc))
+        /* Artemis: a management request whose connection went is asked
+         * again (both requests are idempotent). */
+        ew_err rc = artemis ? amqp10_artemis_ensure(t, d, deadline, err, errlen)
+                            : rmqa_ensure(t->admin, &rd, err, errlen);
+        if (!transient(rc) && rc != EW_EDISCONNECTED)
             return rc;
         pthread_mutex_lock(&t->mu);
         bool stop = t->stopping || t->io_exited;
         pthread_mutex_unlock(&t->mu);
         int pause = ewi_backoff_next(&bo);
         if (stop || ewi_left_ms(deadline) <= pause)
-            return rc == EW_ECONNECT ? EW_ETIMEDOUT : rc;
+            return rc == EW_ECONNECT || rc == EW_EDISCONNECTED ? EW_ETIMEDOUT : rc;
         ewi_sleep_ms(pause);
     }
 }

@@ -45,6 +45,7 @@ struct amqp10_fetch {
     bool empty;          /* a drain ended without a message */
     bool attached;       /* the broker answered the attach */
     bool failed;
+    bool lost;           /* failed because the connection went */
     char error[512];
     bool closed;         /* the I/O thread is done with it */
     /* I/O thread only */
@@ -275,6 +276,8 @@ void amqp10_fetch_disconnect_all(ewi_transport *t, const char *why, bool final)
         amqp10_textf(text, sizeof text, "reading %s: connection lost: %s", f->source.addr,
                  why);
         pthread_mutex_lock(&t->mu);
+        if (!f->failed)
+            f->lost = true;
         drop_ready_locked(f);
         fail_locked(t, f, text);
         pthread_mutex_unlock(&t->mu);
@@ -430,7 +433,7 @@ ew_err amqp10_fetch_reply(ewi_transport *t, const amqp10_addr *source,
     while (!f->attached && !f->failed && !t->io_exited && wait_until(t, deadline)) {
     }
     ew_err rc = f->attached && !f->failed ? EW_OK
-                : f->failed                ? EW_EBROKER
+                : f->failed                ? (f->lost ? EW_EDISCONNECTED : EW_EBROKER)
                 : t->io_exited             ? EW_ECLOSED
                                            : EW_ETIMEDOUT;
     if (rc == EW_OK) {
@@ -458,7 +461,9 @@ ew_err amqp10_fetch_reply(ewi_transport *t, const amqp10_addr *source,
                 amqp10_post_locked(t, &rec->w);
             }
         } else {
-            rc = f->failed ? EW_EBROKER : t->io_exited ? EW_ECLOSED : EW_ETIMEDOUT;
+            rc = f->failed   ? (f->lost ? EW_EDISCONNECTED : EW_EBROKER)
+                 : t->io_exited ? EW_ECLOSED
+                                : EW_ETIMEDOUT;
         }
     }
     if (f->failed)
