@@ -556,7 +556,14 @@ static void ten_thousand_events_none_lost_none_duplicated(void **state)
     enum { N = 10000 };
     tally t;
     tally_init(&t, N);
-    ew_manager *m = mgr_new(URL, "s1");
+    /* A window the broker confirms well within the send timeout even on a
+     * loaded machine: a send waits for room instead of for its confirm. */
+    char url[600];
+    if (strncmp(URL, "local://", 8) == 0)
+        snprintf(url, sizeof url, "%s", URL);
+    else
+        snprintf(url, sizeof url, "%s%smax_inflight=256", URL, strchr(URL, '?') ? "&" : "?");
+    ew_manager *m = mgr_new(url, "s1");
     listen_tally(m, &ev, "Count", false, 4, &t);
     assert_int_equal(ew_manager_start(m), EW_OK);
     int64_t t0 = ewi_now_ms();
