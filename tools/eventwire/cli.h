@@ -5,6 +5,7 @@
 
 #include <eventwire/eventwire.h>
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -33,10 +34,13 @@ int cli_bench(int argc, char **argv);
 /* One error line "eventwire <cmd>: <text>" on stderr; returns code. */
 int cli_fail(const char *cmd, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* An option getopt_long refused (opt '?' unknown, ':' without its value). */
+int cli_bad_option(const char *cmd, char **argv, int opt);
 /* The exit code for a library error. */
 int cli_exit_for(ew_err rc);
-/* The failure of a library call: one line with ew_last_error() (or the
- * code's text) and the exit code for rc. */
+/* The failure of a library call: one line "what: reason" (reason alone when
+ * what is "") with ew_last_error() (or the code's text) and the exit code
+ * for rc. */
 int cli_fail_ew(const char *cmd, ew_err rc, const char *what);
 
 /* Options every command that talks to a broker takes. */
@@ -45,7 +49,7 @@ typedef struct cli_common {
     int send_timeout_ms;    /* --send-timeout, default 10000 */
     const char *server;     /* --server */
     bool verbose;           /* -v: the library's log lines on stderr */
-    bool report_errors;     /* the error handler's reports on stderr */
+    atomic_bool report_errors; /* the error handler's reports on stderr */
     const char *cmd;
 } cli_common;
 

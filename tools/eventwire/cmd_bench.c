@@ -154,7 +154,8 @@ int cli_bench(int argc, char **argv)
     bool durable = false;
     int opt;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "hv", longopts, NULL)) != -1) {
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":hv", longopts, NULL)) != -1) {
         int r = cli_common_opt(&c, opt, optarg);
         if (r < 0)
             return CLI_USAGE;
@@ -172,7 +173,7 @@ int cli_bench(int argc, char **argv)
         case 'e': event = optarg; break;
         case 'd': durable = true; break;
         case 'h': help(stdout); return CLI_OK;
-        default: return cli_fail(c.cmd, CLI_USAGE, "bad option (see eventwire bench --help)");
+        default: return cli_bad_option(c.cmd, argv, opt);
         }
     }
     if (argc - optind != 1)

@@ -168,7 +168,8 @@ int cli_dlq(int argc, char **argv)
     long limit = -1, rate = 0, wait_ms = 1000;
     int opt;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "hv", longopts, NULL)) != -1) {
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":hv", longopts, NULL)) != -1) {
         int r = cli_common_opt(&c, opt, optarg);
         if (r < 0)
             return CLI_USAGE;
@@ -189,7 +190,7 @@ int cli_dlq(int argc, char **argv)
                 return CLI_USAGE;
             break;
         case 'h': help(stdout); return CLI_OK;
-        default: return cli_fail(c.cmd, CLI_USAGE, "bad option (see eventwire dlq --help)");
+        default: return cli_bad_option(c.cmd, argv, opt);
         }
     }
     if (argc - optind != 4)

@@ -78,7 +78,8 @@ int cli_listen(int argc, char **argv)
     bool per_process = false, durable = false;
     int opt;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "hv", longopts, NULL)) != -1) {
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":hv", longopts, NULL)) != -1) {
         int r = cli_common_opt(&c, opt, optarg);
         if (r < 0)
             return CLI_USAGE;
@@ -89,7 +90,7 @@ int cli_listen(int argc, char **argv)
         case 'p': per_process = true; break;
         case 'd': durable = true; break;
         case 'h': help(stdout); return CLI_OK;
-        default: return cli_fail(c.cmd, CLI_USAGE, "bad option (see eventwire listen --help)");
+        default: return cli_bad_option(c.cmd, argv, opt);
         }
     }
     if (argc - optind != 2)
@@ -101,7 +102,6 @@ int cli_listen(int argc, char **argv)
               .concurrency = 1, /* lines in queue order */
               .retry = {.attempts = 1}}};
     s.l.event = &s.desc;
-    c.report_errors = true;
 
     /* Every thread the library starts inherits this mask: the signals come
      * to sigwait below only. */
@@ -116,6 +116,8 @@ int cli_listen(int argc, char **argv)
     int code = cli_manager(&c, argv[optind], &m, add_listener, &s);
     if (code != CLI_OK)
         return code;
+    /* From now on what goes wrong while listening is a line on stderr. */
+    atomic_store(&c.report_errors, true);
     char queue[EW_MAX_QUEUE_NAME];
     if (ew_queue_name(m, &s.l, queue, sizeof queue) != EW_OK)
         snprintf(queue, sizeof queue, "%s::%s", s.desc.name, s.l.name);

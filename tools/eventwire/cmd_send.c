@@ -78,7 +78,8 @@ int cli_send(int argc, char **argv)
     long count = 1;
     int code = CLI_OK, opt;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "hv", longopts, NULL)) != -1) {
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":hv", longopts, NULL)) != -1) {
         int r = cli_common_opt(&c, opt, optarg);
         if (r < 0) {
             code = CLI_USAGE;
@@ -111,7 +112,7 @@ int cli_send(int argc, char **argv)
             help(stdout);
             goto out;
         default:
-            code = cli_fail(c.cmd, CLI_USAGE, "bad option (see eventwire send --help)");
+            code = cli_bad_option(c.cmd, argv, opt);
             goto out;
         }
     }
@@ -164,7 +165,7 @@ int cli_send(int argc, char **argv)
                 code = cli_fail(c.cmd, CLI_ERROR, "no queue %s::%s: %s", event, to,
                                 ew_last_error());
             else
-                code = cli_fail_ew(c.cmd, rc, "send");
+                code = cli_fail_ew(c.cmd, rc, "");
             goto done;
         }
         printf("%s\n", cli_last_message_id());

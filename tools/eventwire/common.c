@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,15 @@ int cli_fail(const char *cmd, int code, const char *fmt, ...)
     return code;
 }
 
+int cli_bad_option(const char *cmd, char **argv, int opt)
+{
+    const char *arg = optind > 0 ? argv[optind - 1] : "?";
+    if (opt == ':')
+        return cli_fail(cmd, CLI_USAGE, "option %s needs a value (see eventwire %s --help)",
+                        arg, cmd);
+    return cli_fail(cmd, CLI_USAGE, "unknown option %s (see eventwire %s --help)", arg, cmd);
+}
+
 int cli_exit_for(ew_err rc)
 {
     switch (rc) {
@@ -37,7 +47,8 @@ int cli_exit_for(ew_err rc)
 int cli_fail_ew(const char *cmd, ew_err rc, const char *what)
 {
     const char *why = ew_last_error();
-    return cli_fail(cmd, cli_exit_for(rc), "%s: %s", what, why[0] ? why : ew_strerror(rc));
+    return cli_fail(cmd, cli_exit_for(rc), "%s%s%s", what, what[0] ? ": " : "",
+                    why[0] ? why : ew_strerror(rc));
 }
 
 void cli_common_init(cli_common *c, const char *cmd)
@@ -115,7 +126,7 @@ static void quiet_sink(void *user, ew_log_level level, const char *msg)
 static void on_error(void *user, const ew_error_info *info)
 {
     const cli_common *c = user;
-    if (!c->report_errors || info->code == EW_EDISCONNECTED)
+    if (!atomic_load(&c->report_errors) || info->code == EW_EDISCONNECTED)
         return;
     cli_fail(c->cmd, 0, "%s%s%s", info->queue ? info->queue : "", info->queue ? ": " : "",
              info->text ? info->text : ew_strerror(info->code));
