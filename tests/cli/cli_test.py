@@ -311,14 +311,16 @@ def case_dlq(url):
     print("ok: show gives the bodies; --limit holds", flush=True)
 
     # Replay killed with SIGKILL in the middle: nothing lost.
-    rep = Proc([EW, "dlq", url, ev, "L", "replay", "--rate", "300"])
+    rep = Proc([EW, "dlq", url, ev, "L", "replay", "--rate", "200"])
     try:
         rep.wait_for(lambda: len(rep.out) >= 120, "120 replayed lines")
         rep.p.send_signal(signal.SIGKILL)
-        rep.finish()
+        code = rep.finish()
     finally:
         rep.kill()
+    check(code == -signal.SIGKILL, f"the replay ended by itself (exit {code}) before the kill")
     replayed = [json.loads(l) for l in rep.out if l.strip()]
+    check(len(replayed) < n, "the replay was done before the kill")
     check(all(r["id"] != r["replayed"] for r in replayed), "a replay kept the old id")
     confirmed = {n_of[r["replayed"]] for r in replayed}
     code, out, err = dlq(url, ev, "show", "--limit", "1000")
