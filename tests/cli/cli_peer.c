@@ -11,7 +11,12 @@
  *       a durable listener that dead-letters every event; sends events
  *       {"n": 0..N-1} and returns once all N are dead letters
  *   cli_peer count URL EVENT LISTENER
- *       prints "ready", then the n of each {"n"} event; exits 0 on SIGTERM */
+ *       prints "ready", then the n of each {"n"} event; exits 0 on SIGTERM
+ *   cli_peer sendct URL EVENT CONTENT-TYPE BODY
+ *       publishes BODY with that content type, past the codec (what a
+ *       foreign producer might send) */
+#include "support.h"
+
 #include <eventwire/eventwire.h>
 #include <jansson.h>
 #include <signal.h>
@@ -266,8 +271,24 @@ static int cmd_count(const char *url, const char *event, const char *listener)
     return 0;
 }
 
+static int cmd_sendct(const char *url, const char *event, const char *ct, const char *body)
+{
+    ew_manager *m = manager(url);
+    ew_err rc = ew_manager_start(m);
+    if (rc == EW_OK)
+        rc = publish_raw_rc(m, event, ct, body, strlen(body), 15000);
+    if (rc != EW_OK)
+        die("sendct", rc);
+    printf("sent\n");
+    ew_manager_stop(m, 5000);
+    ew_manager_free(m);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 6 && strcmp(argv[1], "sendct") == 0)
+        return cmd_sendct(argv[2], argv[3], argv[4], argv[5]);
     if (argc >= 6 && strcmp(argv[1], "listen") == 0)
         return cmd_listen(argv[2], argv[3], argv[4], atol(argv[5]),
                           argc > 6 && strcmp(argv[6], "durable") == 0);

@@ -186,6 +186,32 @@ def case_bench():
     check(err == "", f"bench: stderr {err!r}")
     print(f"ok: bench in a pipe: {len(progress)} progress lines, then {lines[-1]}", flush=True)
 
+    # On a terminal: a progress bar redrawn in place, then the same summary.
+    import pty
+    master, slave = pty.openpty()
+    p = subprocess.Popen([EW, "bench", "local://", "--events", "2000"], stdout=slave,
+                         stderr=subprocess.PIPE)
+    os.close(slave)
+    data = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the other side closed
+            break
+        if not chunk:
+            break
+        data += chunk
+    os.close(master)
+    code = p.wait(120)
+    text = data.decode(errors="replace")
+    check(code == 0, f"bench on a terminal: exit {code}: {p.stderr.read()!r}")
+    bars = re.findall(r"\r\[([#.]{30})\] +(\d+)%", text)
+    check(bars and bars[-1] == ("#" * 30, "100"), f"bench on a terminal: no bar ending full: {text!r}")
+    check(re.search(r"bench: 2000 events of 100 bytes in [0-9.]+ s: [0-9]+ events/s, latency "
+                    r"p50 [0-9.]+ ms, p99 [0-9.]+ ms", text), f"no summary on the terminal: {text!r}")
+    check("bench: sent" not in text, "plain progress lines on a terminal")
+    print(f"ok: bench on a terminal: {len(bars)} redraws of the bar, then the summary", flush=True)
+
 
 EXPECT_BASE = {"world": "from CLI", "count": -7, "ratio": 1.5, "ok": True,
                "lines": [{"sku": "a-1", "qty": 2}], "tags": {"k": "v"}, "note": "ünï"}
@@ -228,13 +254,25 @@ def case_roundtrip(url):
             check(p.returncode == 0, f"C send {fmt}: {p.stdout} {p.stderr}")
             lis.wait_for(lambda: len(lis.out) >= (1 if fmt == "msgpack" else 2),
                          f"the {fmt} event at eventwire listen")
+        # A body of an unknown format: one line on stderr, and listening goes on.
+        p = subprocess.run([PEER, "sendct", url, ev, "text/plain", "hello"],
+                           capture_output=True, timeout=60)
+        check(p.returncode == 0, f"C sendct: {p.stdout} {p.stderr}")
+        lis.wait_for(lambda: len(lis.err) >= 2, "the error line of an unknown format")
+        p = subprocess.run([PEER, "send", url, ev, "json"], capture_output=True, timeout=60)
+        check(p.returncode == 0, f"C send json: {p.stdout} {p.stderr}")
+        lis.wait_for(lambda: len(lis.out) >= 3, "an event after the unknown format")
         lis.p.send_signal(signal.SIGTERM)
         code = lis.finish()
     finally:
         lis.kill()
     check(code == 0, f"listen after SIGTERM: exit {code}; stderr {lis.err}")
-    check([l for l in lis.err if l.strip()] == lis.err[:1],
-          f"listen wrote more than its ready line on stderr: {lis.err}")
+    errs = [l for l in lis.err[1:] if l.strip()]
+    check(len(errs) == 1 and re.match(rf"eventwire listen: {ev}::eventwire-\S+: .*unknown "
+                                      r"content type 'text/plain'", errs[0]),
+          f"listen's stderr after its ready line: {errs}")
+    check(len([l for l in lis.out if l.strip()]) == 3, f"listen printed {lis.out}")
+    lis.out = lis.out[:2]
     body = {"world": "from C", "count": -42, "ratio": 0.25, "ok": True,
             "lines": [{"sku": "a-1", "qty": 2}, {"sku": "b-2", "qty": 3}],
             "tags": {"k": "v"}, "note": "ünïcode", "blob": "AP8Q"}
@@ -247,7 +285,8 @@ def case_roundtrip(url):
               and line["queue"].startswith(ev + "::eventwire-")
               and abs(line["sent_at"] / 1000 - time.time()) < 600,
               f"C {fmt} → CLI: line {line}")
-    print("ok: a C sender's events (msgpack, json) print as their JSON; SIGTERM exits 0",
+    print("ok: a C sender's events (msgpack, json) print as their JSON; an unknown format "
+          "is one stderr line; SIGTERM exits 0",
           flush=True)
 
     # SIGINT drains too, and a named listener's queue is shared.
