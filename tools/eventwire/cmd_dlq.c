@@ -25,7 +25,8 @@ static void help(FILE *f)
             "          attempt 1, user headers kept) and takes it off the dead letters\n"
             "          once the broker confirmed that send; prints {\"replayed\":id,\n"
             "          \"id\":new id}. Killed midway, a message may be in both queues,\n"
-            "          never in neither\n"
+            "          never in neither. It stops at a message it replayed itself that\n"
+            "          failed again\n"
             "  purge   takes them off for good; prints {\"purged\":id}\n"
             "A listener without dead letters (or without a dead-letter queue yet)\n"
             "prints nothing.\n"
@@ -48,6 +49,53 @@ static void help(FILE *f)
 
 enum action { LIST, SHOW, REPLAY, PURGE };
 
+/* The ids this run replayed: a replay that fails again comes back as a dead
+ * letter with that id, and the run stops there instead of going round. */
+typedef struct id_set {
+    char (*slot)[37];
+    size_t cap, n;
+} id_set;
+
+static size_t id_hash(const char *id)
+{
+    size_t h = 1469598103934665603u;
+    for (; *id; id++)
+        h = (h ^ (unsigned char)*id) * 1099511628211u;
+    return h;
+}
+
+static bool id_set_has(const id_set *s, const char *id)
+{
+    if (!s->cap)
+        return false;
+    for (size_t i = id_hash(id) & (s->cap - 1);; i = (i + 1) & (s->cap - 1)) {
+        if (!s->slot[i][0])
+            return false;
+        if (strcmp(s->slot[i], id) == 0)
+            return true;
+    }
+}
+
+static bool id_set_add(id_set *s, const char *id)
+{
+    if ((s->n + 1) * 2 > s->cap) {
+        id_set g = {NULL, s->cap ? s->cap * 2 : 1024, 0};
+        if (!(g.slot = calloc(g.cap, sizeof *g.slot)))
+            return false;
+        for (size_t i = 0; i < s->cap; i++)
+            if (s->slot[i][0])
+                id_set_add(&g, s->slot[i]);
+        free(s->slot);
+        *s = g;
+    }
+    size_t i = id_hash(id) & (s->cap - 1);
+    while (s->slot[i][0])
+        i = (i + 1) & (s->cap - 1);
+    snprintf(s->slot[i], sizeof s->slot[i], "%s", id);
+    s->n++;
+    return true;
+}
+
 typedef struct dlq_run {
     ew_manager *m;
     const ew_event_desc *desc;
@@ -59,6 +107,8 @@ typedef struct dlq_run {
     cli_headers *headers;
     size_t done;
     bool stopped_by_reason;
+    bool came_back;  /* met a dead letter this run had replayed */
+    id_set replayed;
     ew_err send_rc;
     char send_err[512];
     int print_errors;
@@ -119,6 +169,10 @@ static ew_err take(void *user, const ew_envelope *env)
         return EW_EREFUSED; /* it and the rest stay */
     }
     const char *id = ew_envelope_message_id(env);
+    if (r->action == REPLAY && id && id_set_has(&r->replayed, id)) {
+        r->came_back = true;
+        return EW_EREFUSED; /* replayed once by this run and failed again */
+    }
     json_t *line = json_object();
     if (r->action == REPLAY) {
         pace(r);
@@ -143,6 +197,13 @@ static ew_err take(void *user, const ew_envelope *env)
                      ew_last_error()[0] ? ew_last_error() : ew_strerror(rc));
             json_decref(line);
             return rc; /* it and the rest stay */
+        }
+        if (!id_set_add(&r->replayed, cli_last_message_id())) {
+            r->send_rc = EW_ENOMEM;
+            snprintf(r->send_err, sizeof r->send_err, "out of memory");
+            /* Sent and not taken: a duplicate at worst, and the run ends. */
+            json_decref(line);
+            return EW_ENOMEM;
         }
         json_object_set_new(line, "replayed", json_string(id ? id : ""));
         json_object_set_new(line, "id", json_string(cli_last_message_id()));
@@ -218,6 +279,8 @@ int cli_dlq(int argc, char **argv)
      * nothing new). */
     ew_event_desc desc = {.type = &ew_raw_type, .name = argv[optind + 1], .durable = true};
     cli_headers headers = {0};
+    dlq_run r = {.desc = &desc, .listener = argv[optind + 2], .action = action,
+                 .reason = reason, .rate = rate, .headers = &headers};
     ew_manager *m;
     int code = cli_manager(&c, argv[optind], &m, NULL, NULL);
     if (code != CLI_OK)
@@ -227,8 +290,7 @@ int cli_dlq(int argc, char **argv)
         code = cli_fail_ew(c.cmd, rc, "headers");
         goto done;
     }
-    dlq_run r = {.m = m, .desc = &desc, .listener = argv[optind + 2], .action = action,
-                 .reason = reason, .rate = rate, .headers = &headers};
+    r.m = m;
     clock_gettime(CLOCK_MONOTONIC, &r.next);
     ew_dead_letter_options o = {.event = &desc, .listener = r.listener,
                                 .timeout_ms = (int)wait_ms, .user = &r};
@@ -251,12 +313,16 @@ int cli_dlq(int argc, char **argv)
             o.timeout_ms = 0; /* only the first batch waits */
         }
     }
-    if (rc == EW_ENOTFOUND && r.done == 0) {
-        rc = EW_OK; /* no dead-letter queue (yet): no dead letters */
-    } else if (r.send_rc != EW_OK) {
+    if (r.send_rc != EW_OK) {
         code = cli_fail(c.cmd, cli_exit_for(r.send_rc), "%s (%zu done before)", r.send_err,
                         r.done);
         goto done;
+    } else if (rc == EW_ENOTFOUND && r.done == 0) {
+        rc = EW_OK; /* no dead-letter queue (yet): no dead letters */
+    } else if (rc == EW_EREFUSED && r.came_back) {
+        rc = EW_OK;
+        fprintf(stderr, "eventwire dlq: stopped after %zu: a message replayed by this run is "
+                "a dead letter again\n", r.done);
     } else if (rc == EW_EREFUSED && r.stopped_by_reason) {
         rc = EW_OK;
         fprintf(stderr, "eventwire dlq: stopped at a dead letter of another reason than "
@@ -271,5 +337,6 @@ done:
     ew_manager_stop(m, c.send_timeout_ms);
     ew_manager_free(m);
     cli_headers_free(&headers);
+    free(r.replayed.slot);
     return code;
 }
