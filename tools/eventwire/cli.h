@@ -113,7 +113,8 @@ json_t *cli_body_to_json(const void *data, size_t len, ew_format fmt, char *err,
  * (user headers), dead-letter fields when present, body. NULL with err. */
 json_t *cli_envelope_json(const ew_envelope *env, const char *queue, bool with_body,
                           char *err, size_t errlen);
-/* Writes obj as one compact line on stdout and flushes (thread-safe). */
-void cli_print_line(const json_t *obj);
+/* Writes obj as one compact line on stdout and flushes (thread-safe); -1
+ * when it could not (stdout closed). */
+int cli_print_line(const json_t *obj);
 
 #endif

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void help(FILE *f)
 {
@@ -19,7 +20,8 @@ static void help(FILE *f)
             "   \"headers\":{user headers}, \"format\":\"msgpack\"|\"json\", \"body\":{...}}\n"
             "msgpack bin values print as base64 text. Once it consumes it writes\n"
             "\"eventwire listen: listening on <queue>\" on stderr. SIGINT or SIGTERM\n"
-            "drains it and it exits 0.\n"
+            "drains it and it exits 0. When stdout is closed it stops the same way\n"
+            "(the event it could not print goes to the listener's dead letters).\n"
             "\n"
             "  --listener NAME     listen as listener NAME: queue EVENT::NAME, shared\n"
             "                      with (competing against) the other instances of\n"
@@ -47,8 +49,17 @@ static ew_err on_event(ew_delivery *d, const void *event, void *user)
         cli_fail("listen", 0, "%s", err);
         return EW_ENORETRY; /* cannot print it: a dead letter, not a loop */
     }
-    cli_print_line(line);
+    int printed = cli_print_line(line);
     json_decref(line);
+    if (printed < 0) {
+        /* Nobody reads any more (a closed pipe): stop, and keep this one
+         * as a dead letter rather than acknowledge what was not shown. */
+        static atomic_flag said = ATOMIC_FLAG_INIT;
+        if (!atomic_flag_test_and_set(&said))
+            cli_fail("listen", 0, "stdout is closed: stopping");
+        kill(getpid(), SIGTERM);
+        return EW_ENORETRY;
+    }
     return EW_OK;
 }
 

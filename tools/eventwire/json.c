@@ -286,15 +286,14 @@ nomem:
 
 static pthread_mutex_t out_mu = PTHREAD_MUTEX_INITIALIZER;
 
-void cli_print_line(const json_t *obj)
+int cli_print_line(const json_t *obj)
 {
     char *s = json_dumps(obj, JSON_COMPACT | JSON_ENCODE_ANY);
     if (!s)
-        return;
+        return -1;
     pthread_mutex_lock(&out_mu);
-    fputs(s, stdout);
-    fputc('\n', stdout);
-    fflush(stdout);
+    int rc = fputs(s, stdout) < 0 || fputc('\n', stdout) == EOF || fflush(stdout) != 0 ? -1 : 0;
     pthread_mutex_unlock(&out_mu);
     free(s);
+    return rc;
 }
