@@ -307,6 +307,30 @@ def case_roundtrip(url):
           "the ids printed by send are not the ids listen printed")
     print("ok: send --to --count reaches the named listener; SIGINT exits 0", flush=True)
 
+    # Nobody reads stdout any more: listen stops, and the event it could not
+    # print is a dead letter, not a loss.
+    ev = UNIQUE + "rt4"
+    lis = Proc([EW, "listen", url, ev])
+    try:
+        lis.wait_for(lambda: any("listening on" in l for l in lis.err), "listen ready")
+        lis.sel.unregister(lis.p.stdout)
+        lis.p.stdout.close()
+        lis.closed.add("out")
+        code, out, err = run("send", url, ev, '{"lost":"no"}')
+        check(code == 0, f"send: {code} {err!r}")
+        code = lis.finish()
+    finally:
+        lis.kill()
+    check(code == 0 and any("stdout is closed: stopping" in l for l in lis.err),
+          f"listen with its stdout closed: exit {code}, stderr {lis.err}")
+    code, out, err = run("dlq", url, ev, "eventwire", "show")
+    shown = [json.loads(l) for l in out.splitlines()]
+    check(code == 0 and len(shown) == 1 and shown[0]["body"] == {"lost": "no"},
+          f"the unprinted event is not a dead letter: {code} {out!r} {err!r}")
+    code, out, err = run("dlq", url, ev, "eventwire", "purge")
+    check(code == 0 and len(out.splitlines()) == 1, f"purge: {code} {out!r} {err!r}")
+    print("ok: a closed stdout stops listen; the unprinted event is a dead letter", flush=True)
+
 
 def dlq(url, ev, *args, timeout=120):
     return run("dlq", url, ev, "L", *args, timeout=timeout)
