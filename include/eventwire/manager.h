@@ -260,7 +260,11 @@ EW_API ew_err ew_dead_letters(ew_manager *m, const ew_dead_letter_options *o,
  * this call while it runs, so other readers do not see them meanwhile; on
  * stomp:// with the rabbitmq dialect they stay held by this manager's
  * dead-letter reader until the manager stops or the next call takes them.
- * The manager must be started. Thread-safe. */
+ * Since they are held unacknowledged, a call sees at most what the broker's
+ * flow control lets one consumer hold: 100 messages on stomp:// with
+ * RabbitMQ and ActiveMQ, and on Artemis its consumer window in bytes (for
+ * STOMP 10 KiB by default), so fn may see fewer than are there. The
+ * manager must be started. Thread-safe. */
 EW_API ew_err ew_dead_letters_peek(ew_manager *m, const ew_dead_letter_options *o,
                                    size_t *seen);
 
