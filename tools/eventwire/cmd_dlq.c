@@ -308,9 +308,11 @@ int cli_dlq(int argc, char **argv)
             o.max = left < 100 ? left : 100;
             size_t taken = 0;
             rc = ew_dead_letters(m, &o, &taken);
+            /* Each batch waits --wait for its first message: over STOMP and
+             * AMQP 1.0 a batch is a fresh subscription, whose messages take
+             * a moment to come. */
             if (rc != EW_OK || taken == 0)
                 break;
-            o.timeout_ms = 0; /* only the first batch waits */
         }
     }
     if (r.send_rc != EW_OK) {
