@@ -237,6 +237,16 @@ static size_t peek_all(ew_manager *m, const ew_event_desc *ev, order *o)
     return seen_n;
 }
 
+/* Peeks until a look sees want dead letters (a look over AMQP 1.0 on
+ * Artemis can end before the queue's end: its drain is answered early). */
+static size_t peek_until(ew_manager *m, const ew_event_desc *ev, order *o, size_t want)
+{
+    int64_t deadline = ewi_now_ms() + 30000;
+    while (peek_all(m, ev, o) != want && ewi_left_ms(deadline) > 0) {
+    }
+    return o->n;
+}
+
 static void peek_looks_and_leaves_every_dead_letter(void **state)
 {
     (void)state;
@@ -249,34 +259,36 @@ static void peek_looks_and_leaves_every_dead_letter(void **state)
         assert_int_equal(ew_send(m, &ev, &(conf_event){i, "x"}), EW_OK);
     order o;
     /* Dead-lettered one by one (concurrency 1): wait until all five are. */
-    int64_t deadline = ewi_now_ms() + 30000;
-    while (peek_all(m, &ev, &o) < 5 && ewi_left_ms(deadline) > 0) {
-    }
-    assert_int_equal(o.n, 5);
+    assert_int_equal(peek_until(m, &ev, &o, 5), 5);
     /* More rounds than a broker's usual redelivery limit (ActiveMQ: 6). */
     for (int round = 0; round < 8; round++) {
-        assert_int_equal(peek_all(m, &ev, &o), 5);
+        assert_int_equal(peek_until(m, &ev, &o, 5), 5);
         for (int64_t i = 0; i < 5; i++)
             assert_int_equal(o.ids[i], i); /* all there, in order */
     }
     /* A refusal ends the look with its code; nothing is taken either. */
-    memset(&o, 0, sizeof o);
     size_t n = 0;
-    assert_int_equal(ew_dead_letters_peek(m, &(ew_dead_letter_options){
-                                                 .event = &ev, .listener = "Failing",
-                                                 .max = 32, .timeout_ms = 2000,
-                                                 .fn = stop_at_third, .user = &o},
-                                          &n),
-                     EW_EREFUSED);
+    ew_err rc = EW_OK;
+    int64_t deadline = ewi_now_ms() + 30000;
+    do {
+        memset(&o, 0, sizeof o);
+        rc = ew_dead_letters_peek(m, &(ew_dead_letter_options){
+                                         .event = &ev, .listener = "Failing", .max = 32,
+                                         .timeout_ms = 2000, .fn = stop_at_third, .user = &o},
+                                  &n);
+    } while (rc == EW_OK && ewi_left_ms(deadline) > 0);
+    assert_int_equal(rc, EW_EREFUSED);
     assert_int_equal(n, 2);
-    assert_int_equal(peek_all(m, &ev, &o), 5);
+    assert_int_equal(peek_until(m, &ev, &o, 5), 5);
     /* Taking takes them, in the same order. */
     memset(&o, 0, sizeof o);
     size_t taken = 0, total = 0;
-    while (total < 5 && ew_dead_letters(m, &(ew_dead_letter_options){
-                                               .event = &ev, .listener = "Failing", .max = 32,
-                                               .timeout_ms = 2000, .fn = note_id, .user = &o},
-                                        &taken) == EW_OK && taken > 0)
+    deadline = ewi_now_ms() + 30000;
+    while (total < 5 && ewi_left_ms(deadline) > 0 &&
+           ew_dead_letters(m, &(ew_dead_letter_options){
+                                  .event = &ev, .listener = "Failing", .max = 32,
+                                  .timeout_ms = 2000, .fn = note_id, .user = &o},
+                           &taken) == EW_OK)
         total += taken;
     assert_int_equal(total, 5);
     for (int64_t i = 0; i < 5; i++)
