@@ -436,6 +436,10 @@ static ew_err check_type(tcheck *tc, const ew_type *t);
 
 static ew_err check_nested(tcheck *tc, const ew_type *nt, bool via_array)
 {
+    if (nt == &ew_raw_type) {
+        ewi_cerr_msg(tc->e, "ew_raw_type cannot be nested: it is a whole body");
+        return EW_EINVAL;
+    }
     for (unsigned k = 0; k < tc->n; k++) {
         if (tc->path[k] != nt)
             continue;
@@ -595,7 +599,13 @@ ew_err ewi_encode(const ew_type *type, ew_format fmt, const void *event,
     ewi_cerr_init(&e);
     size_t old = out->len;
     ew_err rc;
-    switch (fmt) {
+    if (type == &ew_raw_type && fmt != EW_FORMAT_MSGPACK && fmt != EW_FORMAT_JSON &&
+        fmt != EW_FORMAT_DEFAULT) {
+        ewi_cerr_msg(&e, "unknown format %d", (int)fmt);
+        rc = EW_EINVAL;
+    } else if (type == &ew_raw_type) {
+        rc = ewi_raw_encode(event, fmt, out, &e);
+    } else switch (fmt) {
     case EW_FORMAT_DEFAULT:
     case EW_FORMAT_MSGPACK: rc = ewi_msgpack_encode(type, event, out, &e); break;
     case EW_FORMAT_JSON: rc = ewi_json_encode(type, event, out, &e); break;
@@ -662,7 +672,10 @@ ew_err ew_decode(const ew_type *type, ew_format fmt, const void *data,
     static const uint8_t empty[1];
     const uint8_t *bytes = data ? data : empty;
     ew_err rc;
-    switch (fmt) {
+    if (type == &ew_raw_type && (fmt == EW_FORMAT_DEFAULT || fmt == EW_FORMAT_MSGPACK ||
+                                 fmt == EW_FORMAT_JSON)) {
+        rc = ewi_raw_decode(fmt, bytes, len, out, &e);
+    } else switch (fmt) {
     case EW_FORMAT_DEFAULT:
     case EW_FORMAT_MSGPACK:
         rc = ewi_msgpack_decode(type, bytes, len, &lim, out, &e);

@@ -173,4 +173,13 @@ ew_err ewi_msgpack_decode(const ew_type *type, const uint8_t *data, size_t len,
 ew_err ewi_json_decode(const ew_type *type, const uint8_t *data, size_t len,
                        const ewi_limits *lim, void **out, ewi_cerr *e);
 
+/* Schema-less events (codec_raw.c): check that data is one msgpack map or
+ * one JSON object (EW_EINVAL with the reason otherwise), copy a raw event's
+ * bytes (in its own format when it names one, else fmt), and hand a body
+ * out as one block holding an ew_raw_event and the bytes. */
+ew_err ewi_raw_check(ew_format fmt, const uint8_t *data, size_t len, ewi_cerr *e);
+ew_err ewi_raw_encode(const ew_raw_event *r, ew_format fmt, ewi_buf *out, ewi_cerr *e);
+ew_err ewi_raw_decode(ew_format fmt, const uint8_t *data, size_t len, void **out,
+                      ewi_cerr *e);
+
 #endif

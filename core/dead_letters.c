@@ -31,9 +31,9 @@ static ew_err one(void *arg, const ew_envelope *env)
     return rc;
 }
 
-ew_err ew_dead_letters(ew_manager *m, const ew_dead_letter_options *o, size_t *taken)
+static ew_err read_dlq(ew_manager *m, const ew_dead_letter_options *o, size_t *taken,
+                       bool keep)
 {
-    ewi_last_error_clear();
     if (taken)
         *taken = 0;
     if (!m || !o || !o->event || !o->listener || !o->fn)
@@ -61,7 +61,7 @@ ew_err ew_dead_letters(ew_manager *m, const ew_dead_letter_options *o, size_t *t
     }
     dl_reader r = {.m = m, .fn = o->fn, .user = o->user};
     ewi_dlq_req req = {ev->name, listener, dlq, o->max ? o->max : 1, o->timeout_ms, one,
-                       &r, 0};
+                       &r, 0, keep};
     r.req = &req;
     rc = m->ops->dlq_take(m->t, &req);
     if (taken)
@@ -69,7 +69,20 @@ ew_err ew_dead_letters(ew_manager *m, const ew_dead_letter_options *o, size_t *t
     if (r.refused != EW_OK)
         return ewi_fail(r.refused, "ew_dead_letters: the callback returned %s; the "
                         "message stays on %s", ew_strerror(r.refused), dlq);
+
     if (rc != EW_OK && !ewi_last_error_peek()[0])
         ewi_set_last_error("reading dead letters of %s: %s", dlq, ew_strerror(rc));
     return rc;
+}
+
+ew_err ew_dead_letters(ew_manager *m, const ew_dead_letter_options *o, size_t *taken)
+{
+    ewi_last_error_clear();
+    return read_dlq(m, o, taken, false);
+}
+
+ew_err ew_dead_letters_peek(ew_manager *m, const ew_dead_letter_options *o, size_t *seen)
+{
+    ewi_last_error_clear();
+    return read_dlq(m, o, seen, true);
 }

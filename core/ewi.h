@@ -264,7 +264,10 @@ typedef struct ewi_dlq_req {
      * (gives them back unacknowledged), calls fn no more and returns. */
     ew_err (*fn)(void *user, const ew_envelope *env);
     void *user;
-    size_t taken;   /* out: how many fn accepted */
+    size_t taken;   /* out: how many fn accepted (keep: how many it saw) */
+    /* Reads without taking: fn sees up to max messages from the head (until
+     * it refuses one), and every one stays on the queue, in its order. */
+    bool keep;
 } ewi_dlq_req;
 
 enum {

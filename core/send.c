@@ -196,7 +196,11 @@ static ew_err build(ew_manager *m, ewi_event *ev, const void *event, ew_envelope
     char id[37], sent[24];
     ewi_new_message_id(m, id);
     format_u64(sent, (uint64_t)ewi_wall_ms());
-    if ((rc = ewi_envelope_set_content_type(env, ev->content_type)) != EW_OK ||
+    /* A raw body names its own format (see ew_raw_event). */
+    const char *ct = ev->content_type;
+    if (ev->desc.type == &ew_raw_type && ((const ew_raw_event *)event)->format)
+        ct = ew_format_content_type(((const ew_raw_event *)event)->format);
+    if ((rc = ewi_envelope_set_content_type(env, ct)) != EW_OK ||
         (rc = put_str(env, EW_HDR_EVENT, ev->name)) != EW_OK ||
         (rc = put_str(env, EW_HDR_MESSAGE_ID, id)) != EW_OK ||
         (rc = put_str(env, EW_HDR_SENT_AT, sent)) != EW_OK ||

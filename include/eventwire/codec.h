@@ -56,6 +56,35 @@ EW_API ew_err ew_decode(const ew_type *type, ew_format fmt, const void *data,
 /* Frees what ew_decode returned (or NULL). Thread-safe. */
 EW_API void ew_event_free(const ew_type *type, void *event);
 
+/* ---- schema-less events ------------------------------------------------ */
+
+/* A body that is already encoded, for programs that handle events without a
+ * C struct (tools, gateways, bridges). An event whose descriptor has
+ * .type = &ew_raw_type (and a .name: the raw type's own name is no event
+ * name) is sent with a pointer to an ew_raw_event, and its listeners receive
+ * a const ew_raw_event * instead of a decoded struct:
+ *
+ *   static const ew_event_desc ANY = { .type = &ew_raw_type, .name = "HelloEvent" };
+ *   const char json[] = "{\"world\":\"x\",\"count\":1}";
+ *   ew_send(m, &ANY, &(ew_raw_event){ json, sizeof json - 1, EW_FORMAT_JSON });
+ *
+ * The bytes travel as they are, with the content type of their format, so a
+ * listener of the event's typed struct decodes them as usual; they must be
+ * one msgpack map, or one JSON object (checked: EW_EENCODE, with the reason,
+ * when they are not). On receipt the body is checked the same way (a body
+ * that is not a map or an object is dead-lettered as decode-failed); nothing
+ * else of it is checked against any schema. */
+typedef struct ew_raw_event {
+    const void *data; /* the encoded body */
+    size_t len;       /* its length in bytes */
+    ew_format format; /* of data; on send EW_FORMAT_DEFAULT is the event's format */
+} ew_raw_event;
+
+/* The raw type. ew_encode writes a raw event's bytes (in its own format when
+ * it names one; fmt otherwise); ew_decode gives one allocation holding an
+ * ew_raw_event and a copy of the bytes, freed with ew_event_free. */
+EW_API extern const ew_type ew_raw_type;
+
 EW_END_DECLS
 
 #endif

@@ -252,6 +252,22 @@ typedef struct ew_dead_letter_options {
 EW_API ew_err ew_dead_letters(ew_manager *m, const ew_dead_letter_options *o,
                               size_t *taken);
 
+/* Looks at dead letters without taking them: o->fn sees up to o->max
+ * messages from the head of the dead-letter queue, in order (waiting up to
+ * o->timeout_ms for the first), and every one stays on the queue. fn
+ * returns EW_OK to go on; any other code ends the call with that code.
+ * *seen (may be NULL) counts the messages fn saw. The messages are held by
+ * this call while it runs, so other readers do not see them meanwhile; on
+ * stomp:// with the rabbitmq dialect they stay held by this manager's
+ * dead-letter reader until the manager stops or the next call takes them.
+ * Since they are held unacknowledged, a call sees at most what the broker's
+ * flow control lets one consumer hold: 100 messages on stomp:// with
+ * RabbitMQ and ActiveMQ, and on Artemis its consumer window in bytes (for
+ * STOMP 10 KiB by default), so fn may see fewer than are there. The
+ * manager must be started. Thread-safe. */
+EW_API ew_err ew_dead_letters_peek(ew_manager *m, const ew_dead_letter_options *o,
+                                   size_t *seen);
+
 /* This process's server name (suffix of per_process queues). Valid for the
  * manager's life. Thread-safe. */
 EW_API const char *ew_manager_server_name(const ew_manager *m);

@@ -30,4 +30,10 @@ cc -std=c11 $flags $cflags "$src/consumer.c" -o "$work/pc-consumer" $libs -lpthr
 out=$(LD_LIBRARY_PATH="$(dirname "$libdir")" "$work/pc-consumer")
 echo "pkg-config: $out"
 [ "$out" = "consumer got 42 over local://" ]
+
+# 3. The eventwire command, when the build has it (EW_BUILD_TOOLS).
+if [ -e "$build/tools/eventwire/eventwire" ]; then
+    "$prefix/bin/eventwire" --help | grep -q "^Usage: eventwire <command>"
+    echo "bin/eventwire: installed and runs"
+fi
 echo "1 passed, 0 failed"

@@ -353,6 +353,7 @@ ew_err amqp10_dlq_take(ewi_transport *t, ewi_dlq_req *req)
      * answered by the drain (bounded by the send timeout should the broker
      * never answer). */
     int64_t wait_deadline = deadline;
+    amqp10_rec *held = NULL, **held_tail = &held;
     while (req->taken < req->max) {
         while (!f->ready_head && !f->failed && !f->empty && !t->io_exited &&
                wait_until(t, wait_deadline)) {
@@ -376,6 +377,22 @@ ew_err amqp10_dlq_take(ewi_transport *t, ewi_dlq_req *req)
         bool taken = req->fn(req->user, rec->env) == EW_OK;
         pthread_mutex_lock(&t->mu);
         req->taken += taken;
+        if (req->keep) {
+            /* Only looked at: held unsettled, released below. */
+            rec->next = NULL;
+            *held_tail = rec;
+            held_tail = &rec->next;
+            if (!taken || t->io_exited)
+                break;
+            if (req->taken < req->max && !f->ready_head) {
+                f->empty = false;
+                request_locked(t, f, FETCH_MORE);
+                wait_deadline = ewi_now_ms() + (t->opt.dialect == AMQP10_DIALECT_RABBITMQ
+                                                    ? LINGER_MS
+                                                    : t->cfg->send_timeout_ms);
+            }
+            continue;
+        }
         /* Refused: released, it stays on the queue; the batch ends (the
          * close releases what was fetched after it). */
         rec->how = taken ? EWI_ACK : EWI_REQUEUE;
@@ -395,6 +412,16 @@ ew_err amqp10_dlq_take(ewi_transport *t, ewi_dlq_req *req)
                                                 ? LINGER_MS
                                                 : t->cfg->send_timeout_ms);
         }
+    }
+    for (amqp10_rec *rec = held, *next; rec; rec = next) {
+        next = rec->next;
+        if (t->io_exited) {
+            ewi_envelope_unref(rec->env); /* unsettled: the broker keeps it */
+            free(rec);
+            continue;
+        }
+        rec->how = EWI_REQUEUE;
+        amqp10_post_locked(t, &rec->w);
     }
     if (!request_locked(t, f, FETCH_CLOSE)) {
         drop_ready_locked(f);

@@ -561,7 +561,12 @@ static ew_err l_dlq_take(ewi_transport *t, ewi_dlq_req *req)
     pthread_mutex_unlock(&b->mu);
     req->taken = 0;
     lentry *e = taken;
-    while (e && req->fn(req->user, e->msg.env) == EW_OK) {
+    if (req->keep) {
+        /* Seen, then all given back below. */
+        for (lentry *k = e; k && req->fn(req->user, k->msg.env) == EW_OK; k = k->next)
+            req->taken++;
+    }
+    while (e && !req->keep && req->fn(req->user, e->msg.env) == EW_OK) {
         lentry *n = e->next;
         ewi_envelope_unref(e->msg.env);
         free(e);
@@ -569,8 +574,8 @@ static ew_err l_dlq_take(ewi_transport *t, ewi_dlq_req *req)
         e = n;
     }
     if (e) {
-        /* Refused: it and the rest go back to the head of the queue, in
-         * their order. */
+        /* Refused (or only looked at): it and the rest go back to the head
+         * of the queue, in their order. */
         pthread_mutex_lock(&b->mu);
         lqueue *q = queue_find(b, req->dlq);
         lentry *last = e;

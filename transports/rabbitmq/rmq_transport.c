@@ -300,13 +300,14 @@ static ew_err r_dlq_take(ewi_transport *t, ewi_dlq_req *req)
         ew_err rc = request(t, &r);
         /* Hand them over, then acknowledge them all at once: a crash in
          * between leaves them on the queue. A refused one and those after
-         * it are requeued. */
+         * it are requeued, and so is every one only looked at (keep). */
         uint64_t acked = 0;
         bool refused = false;
         for (rmq_got *g = r.got, *next; g; g = next) {
             next = g->next;
             if (!refused && req->fn(req->user, g->env) == EW_OK) {
-                acked = g->tag;
+                if (!req->keep)
+                    acked = g->tag;
                 req->taken++;
             } else {
                 refused = true;
@@ -316,7 +317,7 @@ static ew_err r_dlq_take(ewi_transport *t, ewi_dlq_req *req)
         }
         if (r.ngot) {
             rmq_req ack = {.kind = RMQ_REQ_DLQ_ACK, .tag = acked,
-                           .nack_tag = refused ? r.tag : 0, .epoch = r.epoch,
+                           .nack_tag = refused || req->keep ? r.tag : 0, .epoch = r.epoch,
                            .deadline_ms = ewi_now_ms() + cfg->send_timeout_ms};
             request(t, &ack);
         }
@@ -324,7 +325,7 @@ static ew_err r_dlq_take(ewi_transport *t, ewi_dlq_req *req)
             ewi_log(t->m, EW_LOG_ERROR, "reading dead letters of %s: %s", req->dlq, r.err);
             return rc;
         }
-        if (refused || req->taken > 0 || ewi_left_ms(deadline) == 0)
+        if (refused || req->taken > 0 || (req->keep && r.ngot) || ewi_left_ms(deadline) == 0)
             return EW_OK;
         int left = ewi_left_ms(deadline);
         ewi_sleep_ms(left < 50 ? left : 50);

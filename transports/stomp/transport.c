@@ -1032,6 +1032,7 @@ static ew_err stomp_dlq_take(ewi_transport *t, ewi_dlq_req *req)
     /* The first message may take timeout_ms; the next ones are already on
      * their way (prefetch), so a short linger ends the batch. */
     int64_t until = ewi_now_ms() + (req->timeout_ms > 0 ? req->timeout_ms : 0);
+    stomp_msgdata *held = NULL, **held_tail = &held, *held_last = NULL;
     while (req->taken < req->max) {
         pthread_mutex_lock(&t->mu);
         while (!ss->dq_head && running(t) && wait_until(t, until)) {
@@ -1049,6 +1050,18 @@ static ew_err stomp_dlq_take(ewi_transport *t, ewi_dlq_req *req)
          * NACKs it; otherwise it goes back with what was prefetched when
          * the close unsubscribes. */
         bool taken = req->fn(req->user, md->env) == EW_OK;
+        if (req->keep) {
+            /* Only looked at: held, and given back below. */
+            md->next = NULL;
+            *held_tail = md;
+            held_tail = &md->next;
+            held_last = md;
+            req->taken += taken;
+            if (!taken)
+                break;
+            until = ewi_now_ms() + 200;
+            continue;
+        }
         if (!taken && !keep) {
             pthread_mutex_lock(&t->mu);
             md->next = ss->dq_head;
@@ -1074,6 +1087,16 @@ static ew_err stomp_dlq_take(ewi_transport *t, ewi_dlq_req *req)
         if (!taken)
             break;
         until = ewi_now_ms() + 200;
+    }
+    if (held) {
+        /* Back at the head, in their order: a kept reader (rabbitmq) holds
+         * them for the next call; elsewhere the close returns them. */
+        pthread_mutex_lock(&t->mu);
+        held_last->next = ss->dq_head;
+        ss->dq_head = held;
+        if (!ss->dq_tail)
+            ss->dq_tail = held_last;
+        pthread_mutex_unlock(&t->mu);
     }
     if (keep)
         return EW_OK;
