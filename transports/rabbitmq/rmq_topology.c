@@ -101,7 +101,8 @@ static ew_err write_sub(ewi_transport *t, rmq_sub *rs, uint16_t *ch, char *err, 
     }
     rmqa_decl d = {.kind = RMQA_LISTENER, .event = s->event, .queue = s->queue,
                    .dlq = s->dlq, .durable = s->durable,
-                   .expires_ms = s->per_process ? t->o.queue_expires_ms : 0};
+                   .expires_ms = s->per_process ? t->o.queue_expires_ms : 0,
+                   .quorum = t->o.quorum};
     amqp_channel_open_t open = {.out_of_band = amqp_empty_bytes};
     amqp_basic_qos_t qos = {.prefetch_count = rs->prefetch};
     snprintf(rs->ctag, sizeof rs->ctag, "ew-%s-%u", ewi_config_of(t->m)->server_name, *ch);
@@ -129,7 +130,8 @@ static const char *what_of(ewi_transport *t, const rmq_sub *rs, char *buf, size_
     const ewi_sub *s = rs->sub;
     rmqa_decl d = {.kind = RMQA_LISTENER, .event = s->event, .queue = s->queue,
                    .dlq = s->dlq, .durable = s->durable,
-                   .expires_ms = s->per_process ? t->o.queue_expires_ms : 0};
+                   .expires_ms = s->per_process ? t->o.queue_expires_ms : 0,
+                   .quorum = t->o.quorum};
     rmqa_decl_what(&d, buf, len);
     snprintf(buf + strlen(buf), len - strlen(buf), " and consuming it");
     return buf;
