@@ -5,7 +5,7 @@
  *
  * The program starts the cluster with CLUSTER_SCRIPT (scripts/brokers/
  * rabbitmq-cluster.sh) and stops it again at the end, also when a check
- * fails. A receiver with a competing listener of a durable event and a
+ * fails (EW_CLUSTER_KEEP=1 leaves it running). A receiver with a competing listener of a durable event and a
  * sender run on rabbitmq://…:5682,…:5683,…:5684/?queue_type=quorum; the
  * listener queue must be a quorum queue. The sender streams N events and
  * records each send's outcome by id (ok, in doubt, failed); once half of
@@ -57,9 +57,15 @@ static _Atomic size_t completed;
 static _Atomic bool killing;
 static _Atomic bool half_sent;
 
+/* The last failed outcome (monotonic ms): the end of the window in which
+ * the broker refused sends. */
+static _Atomic int64_t last_failed_ms;
+
 static void send_done(void *user, ew_err err)
 {
     atomic_store(&outcome[(uintptr_t)user], 1 + (int)err);
+    if (err != EW_OK && err != EW_EINDOUBT)
+        atomic_store(&last_failed_ms, ewi_now_ms());
     atomic_fetch_add(&completed, 1);
 }
 
@@ -76,8 +82,11 @@ static void *send_stream(void *arg)
         ew_err rc = ew_send_async(s->m, s->ev, NULL, &e, send_done, (void *)(uintptr_t)i);
         if (rc != EW_OK)
             send_done((void *)(uintptr_t)i, rc); /* the callback never runs then */
-        if (i % 200 == 199)
-            ewi_sleep_ms(40); /* a stream, not one burst: the kill lands inside it */
+        /* A stream, not one burst: the kill lands inside it, and the second
+         * half lasts through the failover (about 12 s: RabbitMQ 3.10 takes
+         * about 10 s to route to a quorum queue's new leader). */
+        if (i < N / 2 ? i % 200 == 199 : i % 25 == 24)
+            ewi_sleep_ms(i < N / 2 ? 40 : 100);
         if (i == N / 2 - 1) {
             atomic_store(&half_sent, true);
             while (!atomic_load(&killing))
@@ -92,12 +101,24 @@ static void *send_stream(void *arg)
 
 static flow F;
 static _Atomic size_t redelivered; /* handlings with attempt > 1 */
+/* Handlings whose message carried the quorum queue's x-delivery-count. */
+static _Atomic size_t delivery_counted;
+
+/* When the first event sent after the kill (the second half) was handled:
+ * the end of the time without service. */
+static _Atomic int64_t first_after_kill_ms;
 
 static ew_err count_listener(ew_delivery *d, const void *event, void *user)
 {
     if (ew_delivery_attempt(d) > 1)
         atomic_fetch_add(&redelivered, 1);
-    return flow_listener(d, event, user);
+    if (ew_delivery_header(d, "x-delivery-count"))
+        atomic_fetch_add(&delivery_counted, 1);
+    ew_err rc = flow_listener(d, event, user);
+    int64_t zero = 0;
+    if (((const conf_event *)event)->id >= N / 2)
+        atomic_compare_exchange_strong(&first_after_kill_ms, &zero, ewi_now_ms());
+    return rc;
 }
 
 static bool ready_to_kill_(void *arg)
@@ -232,7 +253,22 @@ static void failover_loses_nothing(void **state)
     }
     pthread_mutex_unlock(&F.t.mu);
     size_t dups = tally_dups(&F.t), distinct = tally_total(&F.t) - dups;
-    int64_t resume = flow_resume_ms(&F);
+    int64_t lf = atomic_load(&last_failed_ms);
+    int64_t refused_until = lf ? lf - atomic_load(&F.mark_ms) : 0;
+    int64_t first = atomic_load(&first_after_kill_ms);
+    int64_t resume = first ? first - atomic_load(&F.mark_ms) : -1;
+    /* The codes of the sends that failed, for the report. */
+    char codes[512] = "";
+    size_t by_code[64] = {0};
+    for (size_t i = 0; i < N; i++) {
+        int o = atomic_load(&outcome[i]);
+        if (o > 1 + EW_OK && o != 1 + EW_EINDOUBT && o - 1 < 64)
+            by_code[o - 1]++;
+    }
+    for (int c = 0; c < 64; c++)
+        if (by_code[c])
+            snprintf(codes + strlen(codes), sizeof codes - strlen(codes), "%s%s:%zu",
+                     codes[0] ? "," : "", err_name((ew_err)c), by_code[c]);
     int now_port = atomic_load(&lr.port);
     bool moved = atomic_load(&lr.connects) > connects_before && now_port != first_port;
     bool ok_all = underway && krc == 0 && all && lost == 0 && pending == 0 && moved &&
@@ -240,11 +276,16 @@ static void failover_loses_nothing(void **state)
     fault_result("cluster-failover", &tg,
                  "nodes=3 queue_type=quorum killed=node%d sent=%d ok=%zu indoubt=%zu "
                  "indoubt_arrived=%zu failed=%zu failed_arrived=%zu handled=%zu lost=%zu "
-                 "duplicated=%zu redelivered=%zu no_service_ms=%lld handled_at_kill=%zu "
-                 "moved_to=node%d total_ms=%lld status=%s",
+                 "duplicated=%zu redelivered=%zu delivery_counted=%zu no_service_ms=%lld "
+                 "failed_until_ms=%lld "
+                 "handled_at_kill=%zu "
+                 "moved_to=node%d failed_codes=%s total_ms=%lld status=%s",
                  killed, N, ok, indoubt, indoubt_arrived, failed, failed_arrived, distinct,
-                 lost, dups, (size_t)atomic_load(&redelivered), (long long)resume, at_kill,
-                 now_port - BASE_PORT, (long long)(ewi_now_ms() - t0), ok_all ? "pass" : "fail");
+                 lost, dups, (size_t)atomic_load(&redelivered),
+                 (size_t)atomic_load(&delivery_counted), (long long)resume,
+                 (long long)refused_until, at_kill,
+                 now_port - BASE_PORT, codes[0] ? codes : "none", (long long)(ewi_now_ms() - t0),
+                 ok_all ? "pass" : "fail");
     if (!ok_all) {
         if (!underway)
             print_message("the stream never got under way (%zu handled)\n", at_kill);
@@ -262,6 +303,15 @@ static void failover_loses_nothing(void **state)
         if (lost || pending)
             print_message("%zu ids sent with EW_OK never handled, %zu sends pending\n", lost,
                           pending);
+        /* What the cluster says of the queue now, through the node the
+         * receiver moved to. */
+        snprintf(cmd, sizeof cmd,
+                 "%s ctl %d list_queues -q name type leader members online messages 2>&1",
+                 SCRIPT, now_port > BASE_PORT ? now_port - BASE_PORT : killed % NODES + 1);
+        print_message("$ %s\n", cmd);
+        fflush(stdout);
+        if (system(cmd) != 0)
+            print_message("(failed)\n");
         print_message("receiver reports:\n%s\nreceiver log:\n%s\nsender reports:\n%s\n"
                       "sender log:\n%s\n",
                       cr.text, lr.cap.text, cs.text, ls.cap.text);
@@ -299,8 +349,12 @@ int main(int argc, char **argv)
     } else {
         fprintf(stderr, "'%s' failed (rc %d): no cluster to test\n", cmd, rc);
     }
+    /* EW_CLUSTER_KEEP=1 leaves the cluster running, to look at it. */
+    const char *keep = getenv("EW_CLUSTER_KEEP");
     snprintf(cmd, sizeof cmd, "%s stop >/dev/null", SCRIPT);
-    if (system(cmd) != 0)
+    if (keep && strcmp(keep, "1") == 0)
+        fprintf(stderr, "EW_CLUSTER_KEEP=1: the cluster still runs (%s stop)\n", SCRIPT);
+    else if (system(cmd) != 0)
         fprintf(stderr, "'%s' failed: the cluster may still run\n", cmd);
     return failed ? 1 : 0;
 }

@@ -477,6 +477,14 @@ static void on_method(ewi_transport *t, const amqp_frame_t *f)
         if (ch == RMQ_CH_CONFIRM) {
             const amqp_basic_nack_t *m = d;
             rmq_pub_on_ack(t, m->delivery_tag, m->multiple, true);
+            /* RabbitMQ 3.10 keeps, per channel, the quorum queue leader it
+             * saw first: a channel opened on a surviving node before the
+             * queue's new leader was elected has every publish refused
+             * while it lives. A new connection asks again (the refused
+             * sends stay failed; the unconfirmed ones are resent). */
+            if (t->o.quorum)
+                rmq_lost(t, "the broker refused a message to a quorum queue (basic.nack); "
+                            "reconnecting for a fresh view of the queue leaders");
         }
         return;
     case AMQP_BASIC_CANCEL_METHOD: {
