@@ -69,19 +69,29 @@ int ewi_cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadlin
 
 /* ---- URL ---------------------------------------------------------------- */
 
-/* scheme://[user[:password]@]host[:port][/path][?k=v&k=v]
- * Percent-escapes are decoded in user, password, path and params. host may be
- * an IPv6 literal in brackets (kept without them). */
+/* scheme://[user[:password]@]host[:port][,host[:port]...][/path][?k=v&k=v]
+ * Percent-escapes are decoded in user, password, path and params. A host may
+ * be an IPv6 literal in brackets (kept without them). Several hosts, comma
+ * separated, name the nodes of one cluster; each has its own port or none
+ * (the transport's default). */
 typedef struct ewi_url_kv {
     char *key, *value;
 } ewi_url_kv;
+
+typedef struct ewi_url_host {
+    char *host; /* "" only when the URL names no host at all */
+    int port;   /* 0 when absent */
+} ewi_url_host;
 
 typedef struct ewi_url {
     char *scheme;   /* lowercased */
     char *user;     /* NULL when absent */
     char *password; /* NULL when absent; never log it */
-    char *host;     /* "" when absent */
-    int port;       /* 0 when absent */
+    char *host;     /* "" when absent; the first host of a list */
+    int port;       /* 0 when absent; the first host's */
+    ewi_url_host *hosts; /* every host in the URL's order (hosts[0] is host,
+                            port); nhosts >= 1 once parsed */
+    size_t nhosts;
     char *path;     /* without the leading '/'; NULL when absent ("/" gives "") */
     ewi_url_kv *params;
     size_t nparams;
@@ -210,6 +220,10 @@ struct ewi_pub {
      * EW_EINDOUBT once written, EW_ETIMEDOUT or EW_ECLOSED only while not:
      * see ewi_pub_unconfirmed. Core maps it again on completion. */
     bool written;
+    /* Set by the transport when it writes p again on a new connection, its
+     * first copy unconfirmed: a refusal of the copy (nack, return) is then
+     * EW_EINDOUBT, since the first may have been delivered. */
+    bool resent;
 };
 
 /* The outcome of a publish that ends without a confirm for reason err

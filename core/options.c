@@ -59,6 +59,10 @@ static const ewi_opt_def table[EWI_OPT_COUNT] = {
                                 86400000L, false, {NULL},
                                 "RabbitMQ: how often consumed queues are checked to exist "
                                 "(0: never)"},
+    [EWI_OPT_QUEUE_TYPE] = {"queue_type", EWI_OPTK_WORD, RMQ, false, NULL, 0, 0, 0, false,
+                             {"classic", "quorum", NULL},
+                             "RabbitMQ: the type of durable listener queues and their dead "
+                             "letters (quorum: replicated on a cluster)"},
     [EWI_OPT_CA] = {"ca", EWI_OPTK_FILE, BROKERS, true, NULL, 0, 0, 0, false, {NULL},
                     "PEM file of the CAs to trust (else the system's)"},
     [EWI_OPT_CERT] = {"cert", EWI_OPTK_FILE, BROKERS, true, NULL, 0, 0, 0, false, {NULL},
@@ -258,6 +262,13 @@ ew_err ewi_opts_parse(const ew_manager *m, const ewi_url *url, unsigned transpor
         o->num[i] = table[i].kind == EWI_OPTK_INT ? table[i].dflt : 0;
     o->text[EWI_OPT_VERIFY] = table[EWI_OPT_VERIFY].choices[EWI_VERIFY_NAME];
     o->num[EWI_OPT_VERIFY] = EWI_VERIFY_NAME;
+    o->text[EWI_OPT_QUEUE_TYPE] = table[EWI_OPT_QUEUE_TYPE].choices[EWI_QUEUE_CLASSIC];
+    o->num[EWI_OPT_QUEUE_TYPE] = EWI_QUEUE_CLASSIC;
+    if (url->nhosts > 1 && !(transport & EWI_OPTS_MULTI_HOST)) {
+        textf(err, errlen, "%s:// takes one host, not a list of %zu", transport_name(transport),
+              url->nhosts);
+        return EW_EINVAL;
+    }
     const char *given_as[EWI_OPT_COUNT] = {NULL};
     /* Warnings wait until the whole URL is accepted: a refused URL gets its
      * error alone. */

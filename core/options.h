@@ -41,6 +41,7 @@ typedef enum ewi_opt_id {
     EWI_OPT_MAX_INFLIGHT,
     EWI_OPT_PER_PROCESS_EXPIRES_MS,
     EWI_OPT_QUEUE_CHECK_MS,
+    EWI_OPT_QUEUE_TYPE,
     EWI_OPT_CA,
     EWI_OPT_CERT,
     EWI_OPT_KEY,
@@ -54,6 +55,15 @@ typedef enum ewi_opt_kind {
     EWI_OPTK_TEXT, /* any non-empty text */
     EWI_OPTK_FILE  /* a readable file */
 } ewi_opt_kind;
+
+/* ?queue_type= values, in the order of the table's choices. */
+typedef enum ewi_queue_type {
+    EWI_QUEUE_CLASSIC = 0,
+    EWI_QUEUE_QUORUM
+} ewi_queue_type;
+
+/* The transports whose URL may list several hosts (EWI_OPTS_* bits). */
+#define EWI_OPTS_MULTI_HOST EWI_OPTS_RABBITMQ
 
 /* ?verify= values, in the order of the table's choices. */
 typedef enum ewi_verify {
@@ -107,7 +117,8 @@ typedef struct ewi_opts {
  * an option of another transport, a TLS option without TLS, a name given
  * twice (an alias and its canonical name count as the same), a value out of
  * range or not among the choices, a file that cannot be read, cert without
- * key or key without cert. An alias is converted to the canonical unit and
+ * key or key without cert, several hosts on a transport outside
+ * EWI_OPTS_MULTI_HOST. An alias is converted to the canonical unit and
  * logged once at warn level on m (NULL: not logged). Options of no concern to
  * the transport's dialect are for the transport to refuse. */
 ew_err ewi_opts_parse(const ew_manager *m, const ewi_url *url, unsigned transport, bool tls,

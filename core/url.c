@@ -1,4 +1,5 @@
-/* Transport URLs: scheme://[user[:password]@]host[:port][/path][?k=v&...]. */
+/* Transport URLs:
+ * scheme://[user[:password]@]host[:port][,host[:port]...][/path][?k=v&...]. */
 #include "ewi.h"
 
 #include <ctype.h>
@@ -58,6 +59,9 @@ void ewi_url_free(ewi_url *u)
         free(u->password);
     }
     free(u->host);
+    for (size_t i = 0; i < u->nhosts; i++)
+        free(u->hosts[i].host);
+    free(u->hosts);
     free(u->path);
     for (size_t i = 0; i < u->nparams; i++) {
         free(u->params[i].key);
@@ -96,6 +100,71 @@ static ew_err parse_query(const char *q, ewi_url *out, char *err, size_t errlen)
                 FAIL("URL query parameter %zu has a bad %%-escape", out->nparams);
         }
         q += n + (end ? 1 : 0);
+    }
+    return EW_OK;
+}
+
+/* One host[:port] entry of the authority: [hostp, hostp+hlen). The k-th of
+ * n (named in errors when n > 1). */
+static ew_err parse_host(const char *hostp, size_t hlen, ewi_url_host *h, size_t k, size_t n,
+                         char *err, size_t errlen)
+{
+    char which[64] = "";
+    if (n > 1)
+        snprintf(which, sizeof which, " (host %zu of %zu)", k, n);
+    const char *portp = NULL, *end = hostp + hlen;
+    if (hlen && hostp[0] == '[') {
+        const char *close = memchr(hostp, ']', hlen);
+        if (!close) {
+            snprintf(err, errlen, "URL has an unclosed IPv6 literal%s", which);
+            return EW_EINVAL;
+        }
+        h->host = strndup(hostp + 1, (size_t)(close - hostp - 1));
+        if (close + 1 < end) {
+            if (close[1] != ':') {
+                snprintf(err, errlen, "URL has junk after the IPv6 literal%s", which);
+                return EW_EINVAL;
+            }
+            portp = close + 2;
+        }
+    } else {
+        const char *colon = memchr(hostp, ':', hlen);
+        h->host = strndup(hostp, colon ? (size_t)(colon - hostp) : hlen);
+        if (colon)
+            portp = colon + 1;
+    }
+    if (!h->host) {
+        snprintf(err, errlen, "out of memory");
+        return EW_ENOMEM;
+    }
+    if (n > 1 && !h->host[0]) {
+        snprintf(err, errlen, "URL host list has an entry without a host%s", which);
+        return EW_EINVAL;
+    }
+    for (const char *c = h->host; *c; c++)
+        if (!isalnum((unsigned char)*c) && *c != '-' && *c != '.' && *c != '_' && *c != ':') {
+            snprintf(err, errlen, "URL host has an invalid character%s", which);
+            return EW_EINVAL;
+        }
+    if (portp) {
+        size_t pn = (size_t)(end - portp);
+        if (pn == 0 || pn > 5) {
+            snprintf(err, errlen, "URL port is empty or too long%s", which);
+            return EW_EINVAL;
+        }
+        long port = 0;
+        for (size_t i = 0; i < pn; i++) {
+            if (!isdigit((unsigned char)portp[i])) {
+                snprintf(err, errlen, "URL port is not a number%s", which);
+                return EW_EINVAL;
+            }
+            port = port * 10 + (portp[i] - '0');
+        }
+        if (port < 1 || port > 65535) {
+            snprintf(err, errlen, "URL port %ld is out of range%s", port, which);
+            return EW_EINVAL;
+        }
+        h->port = (int)port;
     }
     return EW_OK;
 }
@@ -142,44 +211,31 @@ ew_err ewi_url_parse(const char *text, ewi_url *out, char *err, size_t errlen)
         }
         hostp = at + 1;
     }
-    size_t hlen = (size_t)(auth + alen - hostp);
-    const char *portp = NULL;
-    if (hlen && hostp[0] == '[') {
-        const char *close = memchr(hostp, ']', hlen);
-        if (!close)
-            FAIL("URL has an unclosed IPv6 literal");
-        out->host = strndup(hostp + 1, (size_t)(close - hostp - 1));
-        if (close + 1 < hostp + hlen) {
-            if (close[1] != ':')
-                FAIL("URL has junk after the IPv6 literal");
-            portp = close + 2;
+    /* host[:port][,host[:port]...]: one entry, or several with none empty. */
+    const char *hend = auth + alen;
+    size_t nentries = 1;
+    for (const char *c = hostp; c < hend; c++)
+        nentries += *c == ',';
+    out->hosts = calloc(nentries, sizeof *out->hosts);
+    if (!out->hosts)
+        FAIL("out of memory");
+    for (const char *e = hostp; out->nhosts < nentries;) {
+        const char *comma = memchr(e, ',', (size_t)(hend - e));
+        size_t n = (size_t)((comma ? comma : hend) - e);
+        size_t k = out->nhosts + 1;
+        if (n == 0 && nentries > 1)
+            FAIL("URL host list has an empty entry (host %zu of %zu)", k, nentries);
+        ewi_url_host *h = &out->hosts[out->nhosts++];
+        if (parse_host(e, n, h, k, nentries, err, errlen) != EW_OK) {
+            ewi_url_free(out);
+            return EW_EINVAL;
         }
-    } else {
-        const char *colon = memchr(hostp, ':', hlen);
-        out->host = strndup(hostp, colon ? (size_t)(colon - hostp) : hlen);
-        if (colon)
-            portp = colon + 1;
+        e += n + 1;
     }
+    out->host = strdup(out->hosts[0].host);
     if (!out->host)
         FAIL("out of memory");
-    for (const char *c = out->host; *c; c++)
-        if (!isalnum((unsigned char)*c) && *c != '-' && *c != '.' && *c != '_' &&
-            *c != ':')
-            FAIL("URL host has an invalid character");
-    if (portp) {
-        size_t pn = (size_t)(auth + alen - portp);
-        if (pn == 0 || pn > 5)
-            FAIL("URL port is empty or too long");
-        long port = 0;
-        for (size_t i = 0; i < pn; i++) {
-            if (!isdigit((unsigned char)portp[i]))
-                FAIL("URL port is not a number");
-            port = port * 10 + (portp[i] - '0');
-        }
-        if (port < 1 || port > 65535)
-            FAIL("URL port %ld is out of range", port);
-        out->port = (int)port;
-    }
+    out->port = out->hosts[0].port;
 
     const char *rest = auth + alen;
     if (*rest == '/') {

@@ -273,6 +273,34 @@ static void unknown_and_foreign_names_are_refused_with_the_valid_ones(void **sta
     }
 }
 
+static void queue_type_and_host_lists(void **state)
+{
+    (void)state;
+    ewi_opts o;
+    char err[600];
+    assert_int_equal(parse("rabbitmq://h", EWI_OPTS_RABBITMQ, false, &o, NULL, err, sizeof err),
+                     EW_OK);
+    assert_int_equal(o.num[EWI_OPT_QUEUE_TYPE], EWI_QUEUE_CLASSIC);
+    assert_string_equal(o.text[EWI_OPT_QUEUE_TYPE], "classic");
+    assert_int_equal(parse("rabbitmq://h1,h2:5673,h3?queue_type=quorum", EWI_OPTS_RABBITMQ,
+                           false, &o, NULL, err, sizeof err),
+                     EW_OK);
+    assert_int_equal(o.num[EWI_OPT_QUEUE_TYPE], EWI_QUEUE_QUORUM);
+    assert_int_equal(parse("rabbitmq://h?queue_type=stream", EWI_OPTS_RABBITMQ, false, &o,
+                           NULL, err, sizeof err),
+                     EW_EINVAL);
+    assert_non_null(strstr(err, "queue_type must be one of classic, quorum"));
+    /* Only RabbitMQ declares queues with a type. */
+    assert_int_equal(parse("stomp://h?queue_type=quorum", EWI_OPTS_STOMP, false, &o, NULL, err,
+                           sizeof err),
+                     EW_EINVAL);
+    /* A transport that takes one host refuses a list rather than using its
+     * first entry. */
+    assert_int_equal(parse("local://a,b", EWI_OPTS_LOCAL, false, &o, NULL, err, sizeof err),
+                     EW_EINVAL);
+    assert_non_null(strstr(err, "takes one host, not a list of 2"));
+}
+
 /* ---- the README's table ---------------------------------------------------- */
 
 /* The repository's README.md, found from this file's path. */
@@ -395,6 +423,7 @@ int main(void)
         cmocka_unit_test(an_alias_and_its_name_are_one_option),
         cmocka_unit_test(units_and_ranges),
         cmocka_unit_test(unknown_and_foreign_names_are_refused_with_the_valid_ones),
+        cmocka_unit_test(queue_type_and_host_lists),
         cmocka_unit_test(the_readme_table_matches_the_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -44,10 +44,21 @@ void rmq_chans_give(rmq_chans *c, uint16_t ch);
 
 /* ---- options (rmq_options.c) --------------------------------------------- */
 
+/* One node of the URL's host list. */
+typedef struct rmq_host {
+    char *host;
+    int port; /* the scheme's default when the URL gives none */
+} rmq_host;
+
 typedef struct rmq_opts {
     bool tls;
-    char *host;
+    char *host;                /* the first node's (hosts[0]) */
     int port;
+    rmq_host *hosts;           /* every node of the URL, in its order */
+    size_t nhosts;             /* >= 1 */
+    size_t host_next;          /* the node the next connect tries first */
+    size_t host_cur;           /* the node of the current connection */
+    bool quorum;               /* ?queue_type=quorum */
     char *user, *password, *vhost;
     char *cacert, *cert, *key; /* TLS files; NULL when not given */
     bool verify;               /* TLS: verify the peer's certificate chain */
@@ -280,7 +291,8 @@ typedef struct rmq_returned {
 /* ---- connection (rmq_conn.c) -------------------------------------------- */
 
 /* Opens a socket, logs in and opens the fixed channels (confirm.select on
- * the confirm channel). On failure writes why into err and returns EW_EAUTH
+ * the confirm channel), on the first node of the URL's list that answers,
+ * from t->o.host_next on (one round over the list). On failure writes why into err and returns EW_EAUTH
  * (credentials, vhost), EW_ETLS (certificate), EW_ECONNECT or EW_ENOMEM;
  * t->conn is then NULL. */
 ew_err rmq_connect(ewi_transport *t, char *err, size_t errlen);

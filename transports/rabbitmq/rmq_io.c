@@ -260,8 +260,17 @@ static void delivered(ewi_transport *t, uint16_t ch, rmq_inbound *in)
 {
     rmq_sub *rs = sub_by_channel(t, ch);
     uint64_t tag = in->tag;
-    /* The broker only says "delivered before": that is one earlier attempt. */
+    /* A classic queue only says "delivered before": that is one earlier
+     * attempt. A quorum queue also counts the deliveries that were given
+     * back (x-delivery-count, from the second delivery on). */
     uint32_t redeliveries = in->redelivered ? 1 : 0;
+    const char *count = in->env ? ew_envelope_header(in->env, "x-delivery-count") : NULL;
+    if (count) {
+        char *end;
+        unsigned long n = strtoul(count, &end, 10);
+        if (end != count && !*end && n > redeliveries)
+            redeliveries = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+    }
     if (!in->env || !rs || !rs->active || !rmq_tags_open(&rs->tags, tag)) {
         inbound_reset(in);
         refuse(t, ch, tag);
@@ -468,6 +477,14 @@ static void on_method(ewi_transport *t, const amqp_frame_t *f)
         if (ch == RMQ_CH_CONFIRM) {
             const amqp_basic_nack_t *m = d;
             rmq_pub_on_ack(t, m->delivery_tag, m->multiple, true);
+            /* RabbitMQ 3.10 keeps, per channel, the quorum queue leader it
+             * saw first: a channel opened on a surviving node before the
+             * queue's new leader was elected has every publish refused
+             * while it lives. A new connection asks again (the refused
+             * sends stay failed; the unconfirmed ones are resent). */
+            if (t->o.quorum)
+                rmq_lost(t, "the broker refused a message to a quorum queue (basic.nack); "
+                            "reconnecting for a fresh view of the queue leaders");
         }
         return;
     case AMQP_BASIC_CANCEL_METHOD: {

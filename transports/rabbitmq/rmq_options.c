@@ -1,10 +1,12 @@
-/* rabbitmq[s]://user:pass@host:port/vhost?options — the transport's URL.
+/* rabbitmq[s]://user:pass@host:port[,host:port...]/vhost?options — the
+ * transport's URL. Several hosts are the nodes of one cluster: the transport
+ * connects to the first that answers (rmq_conn.c).
  *
  * The path is the vhost, percent-decoded ("/" and "" mean "/", "%2F" too);
  * user and password default to guest/guest. The options, their units and
  * defaults are core's table (core/options.c): heartbeat_ms, connect_timeout_ms,
  * rpc_timeout_ms, per_process_expires_ms, max_inflight, reconnect_max_ms,
- * prefetch (core's), and on rabbitmqs:// ca, cert, key, verify. */
+ * queue_type, prefetch (core's), and on rabbitmqs:// ca, cert, key, verify. */
 #include "rmq.h"
 #include "options.h"
 
@@ -44,24 +46,46 @@ ew_err rmq_opts_parse(ew_manager *m, const ewi_url *url, rmq_opts *o)
     o->reconnect_max_ms = (int)p.num[EWI_OPT_RECONNECT_MAX_MS];
     o->verify = p.num[EWI_OPT_VERIFY] != EWI_VERIFY_NONE;
     o->verify_name = p.num[EWI_OPT_VERIFY] == EWI_VERIFY_NAME;
-    o->port = url->port ? url->port : (o->tls ? 5671 : 5672);
+    o->quorum = p.num[EWI_OPT_QUEUE_TYPE] == EWI_QUEUE_QUORUM;
+    int dport = o->tls ? 5671 : 5672;
+    o->port = url->port ? url->port : dport;
     o->host = strdup(url->host);
+    o->hosts = calloc(url->nhosts, sizeof *o->hosts);
+    size_t llen = strlen(url->scheme) + strlen(o->host ? o->host : "") + 32;
+    for (size_t i = 0; o->hosts && i < url->nhosts; i++) {
+        o->hosts[i].host = strdup(url->hosts[i].host);
+        o->hosts[i].port = url->hosts[i].port ? url->hosts[i].port : dport;
+        if (!o->hosts[i].host) {
+            rmq_opts_free(o);
+            return EW_ENOMEM;
+        }
+        o->nhosts++;
+        llen += strlen(url->hosts[i].host) + 16;
+    }
     o->user = strdup(url->user ? url->user : "guest");
     o->password = strdup(url->password ? url->password : "guest");
     o->vhost = strdup(url->path && *url->path ? url->path : "/");
     o->cacert = dup_or_null(p.text[EWI_OPT_CA]);
     o->cert = dup_or_null(p.text[EWI_OPT_CERT]);
     o->key = dup_or_null(p.text[EWI_OPT_KEY]);
-    size_t llen = strlen(url->scheme) + strlen(url->host) + strlen(o->vhost) + 32;
+    llen += strlen(o->vhost ? o->vhost : "");
     o->label = malloc(llen);
-    if (!o->host || !o->user || !o->password || !o->vhost || !o->label ||
+    if (!o->host || !o->hosts || !o->user || !o->password || !o->vhost || !o->label ||
         (p.text[EWI_OPT_CA] && !o->cacert) || (p.text[EWI_OPT_CERT] && !o->cert) ||
         (p.text[EWI_OPT_KEY] && !o->key)) {
         rmq_opts_free(o);
         return EW_ENOMEM;
     }
-    snprintf(o->label, llen, "%s://%s:%d/%s", url->scheme, url->host, o->port,
-             strcmp(o->vhost, "/") == 0 ? "" : o->vhost);
+    /* rabbitmq://h1:p1,h2:p2/vhost, IPv6 literals in brackets. */
+    size_t at = (size_t)snprintf(o->label, llen, "%s://", url->scheme);
+    for (size_t i = 0; i < o->nhosts && at < llen; i++) {
+        bool v6 = strchr(o->hosts[i].host, ':') != NULL;
+        at += (size_t)snprintf(o->label + at, llen - at, "%s%s%s%s:%d", i ? "," : "",
+                               v6 ? "[" : "", o->hosts[i].host, v6 ? "]" : "",
+                               o->hosts[i].port);
+    }
+    if (at < llen)
+        snprintf(o->label + at, llen - at, "/%s", strcmp(o->vhost, "/") == 0 ? "" : o->vhost);
     if (ewi_tls_check_pair(o->cert, o->key, err, sizeof err) != EW_OK) {
         ewi_log(m, EW_LOG_ERROR, "%s: %s", o->label, err);
         rmq_opts_free(o);
@@ -78,6 +102,9 @@ void rmq_opts_free(rmq_opts *o)
             *p++ = 0;
     }
     free(o->host);
+    for (size_t i = 0; i < o->nhosts; i++)
+        free(o->hosts[i].host);
+    free(o->hosts);
     free(o->user);
     free(o->password);
     free(o->vhost);

@@ -170,23 +170,34 @@ bool rmq_pub_flush(ewi_transport *t, char *why, size_t whylen)
     return true;
 }
 
-/* Completes p after its confirm: a basic.return seen before wins. */
+/* Completes p after its confirm: a basic.return seen before wins. A copy
+ * sent again after a reconnect that the broker refuses is in doubt: the
+ * first copy was written and may have been delivered. */
 static void finish(ewi_transport *t, ewi_pub *p, bool nack)
 {
+    static const char again[] = "sent again after a reconnect and refused this time; the "
+                                "first copy was written before the connection was lost and "
+                                "may have been delivered: ";
+    char text[900];
     for (rmq_returned **r = &t->returned; *r; r = &(*r)->next)
         if ((*r)->p == p) {
             rmq_returned *ret = *r;
             *r = ret->next;
-            rmq_pub_complete(t, p, p->dest == EWI_DEST_EVENT ? EW_EBROKER : EW_ENOTFOUND,
-                             ret->text);
+            snprintf(text, sizeof text, "%s%s", p->resent ? again : "", ret->text);
+            rmq_pub_complete(t, p,
+                             p->resent                  ? EW_EINDOUBT
+                             : p->dest == EWI_DEST_EVENT ? EW_EBROKER
+                                                         : EW_ENOTFOUND,
+                             text);
             free(ret);
             return;
         }
-    if (nack)
-        rmq_pub_complete(t, p, EW_EBROKER,
-                         "the broker refused the message (basic.nack): it could not "
-                         "store it, e.g. a queue over its limit or an internal error");
-    else
+    if (nack) {
+        snprintf(text, sizeof text, "%sthe broker refused the message (basic.nack): it could "
+                 "not store it, e.g. a queue over its limit or an internal error",
+                 p->resent ? again : "");
+        rmq_pub_complete(t, p, p->resent ? EW_EINDOUBT : EW_EBROKER, text);
+    } else
         rmq_pub_complete(t, p, EW_OK, NULL);
 }
 
@@ -340,6 +351,8 @@ void rmq_pub_expire_all(ewi_transport *t)
 
 void rmq_pub_requeue_unconfirmed(ewi_transport *t)
 {
+    for (ewi_pub *p = t->unconf_head; p; p = p->next)
+        p->resent = true;
     if (t->unconf_head) {
         t->unconf_tail->next = t->resend_head;
         if (!t->resend_head)

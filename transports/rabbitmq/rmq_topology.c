@@ -66,7 +66,7 @@ ew_err rmq_dlq_declare(ewi_transport *t, const char *queue, char *err, size_t er
         return EW_ENOMEM;
     }
     char what[EW_MAX_QUEUE_NAME + 64];
-    rmqa_decl d = {.kind = RMQA_DLQ, .queue = queue};
+    rmqa_decl d = {.kind = RMQA_DLQ, .queue = queue, .quorum = t->o.quorum};
     ew_err rc = check(t, RMQ_CH_RPC, rmqa_rpc_decl(t->conn, RMQ_CH_RPC, &d),
                       rmqa_decl_what(&d, what, sizeof what), err, errlen);
     if (rc != EW_OK) {
@@ -138,7 +138,8 @@ static ew_err write_sub(ewi_transport *t, rmq_sub *rs, uint16_t *ch, char *err, 
     }
     rmqa_decl d = {.kind = RMQA_LISTENER, .event = s->event, .queue = s->queue,
                    .durable = s->durable,
-                   .expires_ms = s->per_process ? t->o.queue_expires_ms : 0};
+                   .expires_ms = s->per_process ? t->o.queue_expires_ms : 0,
+                   .quorum = t->o.quorum};
     amqp_channel_open_t open = {.out_of_band = amqp_empty_bytes};
     amqp_basic_qos_t qos = {.prefetch_count = rs->prefetch};
     snprintf(rs->ctag, sizeof rs->ctag, "ew-%s-%u", ewi_config_of(t->m)->server_name, *ch);
@@ -166,7 +167,8 @@ static const char *what_of(ewi_transport *t, const rmq_sub *rs, char *buf, size_
     const ewi_sub *s = rs->sub;
     rmqa_decl d = {.kind = RMQA_LISTENER, .event = s->event, .queue = s->queue,
                    .durable = s->durable,
-                   .expires_ms = s->per_process ? t->o.queue_expires_ms : 0};
+                   .expires_ms = s->per_process ? t->o.queue_expires_ms : 0,
+                   .quorum = t->o.quorum};
     rmqa_decl_what(&d, buf, len);
     snprintf(buf + strlen(buf), len - strlen(buf), " and consuming it");
     return buf;

@@ -26,18 +26,32 @@ static int send_exchange(amqp_connection_state_t conn, amqp_channel_t ch, const 
     return amqp_send_method(conn, ch, AMQP_EXCHANGE_DECLARE_METHOD, &m);
 }
 
-static int send_queue(amqp_connection_state_t conn, amqp_channel_t ch, const char *q,
-                      bool passive, bool durable, long expires_ms, bool nowait)
+/* The arguments of a queue declaration, in e: x-expires when expires_ms > 0,
+ * x-queue-type quorum when quorum. A passive declaration takes none. */
+static amqp_table_t queue_args(amqp_table_entry_t e[2], bool passive, long expires_ms,
+                               bool quorum)
 {
+    amqp_table_t t = {0, e};
+    if (passive)
+        return amqp_empty_table;
     /* x-expires as a long: RabbitMQ compares the arguments of a second
      * declaration type and all. */
-    amqp_table_entry_t expires = {b("x-expires"), {AMQP_FIELD_KIND_I64, {.i64 = expires_ms}}};
+    if (expires_ms > 0)
+        e[t.num_entries++] =
+            (amqp_table_entry_t){b("x-expires"), {AMQP_FIELD_KIND_I64, {.i64 = expires_ms}}};
+    if (quorum)
+        e[t.num_entries++] = (amqp_table_entry_t){
+            b("x-queue-type"), {AMQP_FIELD_KIND_UTF8, {.bytes = b("quorum")}}};
+    return t.num_entries ? t : amqp_empty_table;
+}
+
+static int send_queue(amqp_connection_state_t conn, amqp_channel_t ch, const char *q,
+                      bool passive, bool durable, long expires_ms, bool quorum, bool nowait)
+{
+    amqp_table_entry_t args[2];
     amqp_queue_declare_t m = {.queue = b(q), .passive = passive, .durable = durable,
-                              .nowait = nowait, .arguments = amqp_empty_table};
-    if (expires_ms > 0 && !passive) {
-        m.arguments.num_entries = 1;
-        m.arguments.entries = &expires;
-    }
+                              .nowait = nowait,
+                              .arguments = queue_args(args, passive, expires_ms, quorum)};
     return amqp_send_method(conn, ch, AMQP_QUEUE_DECLARE_METHOD, &m);
 }
 
@@ -58,22 +72,25 @@ typedef struct last_method {
         amqp_queue_declare_t q;
         amqp_queue_bind_t b;
     } m;
-    amqp_table_entry_t expires;
+    amqp_table_entry_t args[2];
 } last_method;
 
 static int queue_method(last_method *l, const char *q, bool passive, bool durable,
-                        long expires_ms)
+                        long expires_ms, bool quorum)
 {
-    l->expires = (amqp_table_entry_t){b("x-expires"), {AMQP_FIELD_KIND_I64, {.i64 = expires_ms}}};
     l->m.q = (amqp_queue_declare_t){.queue = b(q), .passive = passive, .durable = durable,
-                                    .arguments = amqp_empty_table};
-    if (expires_ms > 0 && !passive) {
-        l->m.q.arguments.num_entries = 1;
-        l->m.q.arguments.entries = &l->expires;
-    }
+                                    .arguments = queue_args(l->args, passive, expires_ms,
+                                                            quorum)};
     l->id = AMQP_QUEUE_DECLARE_METHOD;
     l->reply = AMQP_QUEUE_DECLARE_OK_METHOD;
     return AMQP_STATUS_OK;
+}
+
+/* A quorum queue is durable and never expires: a transient or per_process
+ * listener queue stays classic whatever the URL asks. */
+static bool listener_quorum(const rmqa_decl *d)
+{
+    return d->quorum && d->durable && d->expires_ms <= 0;
 }
 
 /* Writes d's methods but the last with nowait; the last one into *l. A
@@ -93,10 +110,11 @@ static int write_all_but_last(amqp_connection_state_t conn, amqp_channel_t ch,
         if (!has_exchange)
             st = send_exchange(conn, ch, d->event, true);
         if (st == AMQP_STATUS_OK)
-            st = send_queue(conn, ch, d->queue, false, d->durable, d->expires_ms, true);
+            st = send_queue(conn, ch, d->queue, false, d->durable, d->expires_ms,
+                            listener_quorum(d), true);
         if (st == AMQP_STATUS_OK && d->dlq) {
             st = send_bind(conn, ch, d->queue, d->event, true);
-            return st != AMQP_STATUS_OK ? st : queue_method(l, d->dlq, false, true, 0);
+            return st != AMQP_STATUS_OK ? st : queue_method(l, d->dlq, false, true, 0, d->quorum);
         }
         l->m.b = (amqp_queue_bind_t){.queue = b(d->queue), .exchange = b(d->event),
                                      .routing_key = b("#"), .arguments = amqp_empty_table};
@@ -105,7 +123,8 @@ static int write_all_but_last(amqp_connection_state_t conn, amqp_channel_t ch,
         return st;
     case RMQA_DLQ:
     case RMQA_EXISTS:
-        return queue_method(l, d->queue, d->kind == RMQA_EXISTS, true, 0);
+        return queue_method(l, d->queue, d->kind == RMQA_EXISTS, true, 0,
+                            d->kind == RMQA_DLQ && d->quorum);
     }
     return st;
 }
@@ -151,14 +170,16 @@ const char *rmqa_decl_what(const rmqa_decl *d, char *buf, size_t len)
         snprintf(buf, len, "declaring exchange '%s' (topic, durable)", d->event);
         break;
     case RMQA_LISTENER:
-        snprintf(buf, len, "declaring queue '%s' (%s%s) bound to exchange '%s'%s%s%s",
+        snprintf(buf, len, "declaring queue '%s' (%s%s%s) bound to exchange '%s'%s%s%s",
                  d->queue, d->durable ? "durable" : "transient",
-                 d->expires_ms > 0 ? ", x-expires" : "", d->event,
+                 d->expires_ms > 0 ? ", x-expires" : "", listener_quorum(d) ? ", quorum" : "",
+                 d->event,
                  d->dlq ? " and dead-letter queue '" : "", d->dlq ? d->dlq : "",
                  d->dlq ? "'" : "");
         break;
     case RMQA_DLQ:
-        snprintf(buf, len, "declaring dead-letter queue '%s' (durable)", d->queue);
+        snprintf(buf, len, "declaring dead-letter queue '%s' (durable%s)", d->queue,
+                 d->quorum ? ", quorum" : "");
         break;
     case RMQA_EXISTS:
         snprintf(buf, len, "checking queue '%s'", d->queue);
@@ -284,7 +305,7 @@ static entry *find(entry *e, const rmqa_decl *d)
 {
     for (; e; e = e->next)
         if (e->d.kind == d->kind && eq(e->d.event, d->event) && eq(e->d.queue, d->queue) &&
-            eq(e->d.dlq, d->dlq))
+            eq(e->d.dlq, d->dlq) && e->d.quorum == d->quorum)
             return e;
     return NULL;
 }

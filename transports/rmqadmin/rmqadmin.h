@@ -13,6 +13,8 @@
  *   listener L     queue E::L (E::L-<server> when per_process, with
  *                  x-expires), durable as the event, bound to E with '#'
  *   dead letters   durable queue E::L.dlq, no arguments
+ * With queue_type=quorum (rabbitmq:// only) the durable listener queues that
+ * do not expire and the dead-letter queues get x-queue-type quorum.
  * and a handle (rmqa) that declares over a connection of its own,
  * remembers what it declared and declares it again after a reconnect.
  *
@@ -84,6 +86,10 @@ typedef struct rmqa_decl {
     const char *event, *queue, *dlq;
     bool durable;    /* the listener queue's durability */
     long expires_ms; /* > 0: the listener queue's x-expires (per_process) */
+    bool quorum;     /* x-queue-type quorum on the dead-letter queue, and on
+                        the listener queue when it is durable and does not
+                        expire (a quorum queue must be durable and cannot
+                        expire or be exclusive: the others stay classic) */
 } rmqa_decl;
 
 /* Writes d's methods on channel ch, every one with nowait; librabbitmq's
