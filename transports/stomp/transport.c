@@ -669,7 +669,7 @@ static ew_err art_create_per_process(ewi_transport *t, const ewi_sub *sub)
 
 /* ---- subscriptions ------------------------------------------------------- */
 
-/* The request that subscribes sub (its dead-letter queue already
+/* The request that subscribes sub (on rabbitmq its queue already
  * declared), not yet queued; NULL: EW_ENOMEM or EW_EINVAL in *rc. */
 static stomp_req *sub_request(ewi_transport *t, ewi_sub *sub, ew_err *rc)
 {
@@ -681,6 +681,7 @@ static stomp_req *sub_request(ewi_transport *t, ewi_sub *sub, ew_err *rc)
     *rc = ss && r ? EW_OK : EW_ENOMEM;
     if (*rc == EW_OK) {
         ss->sub = sub;
+        ss->admin_decl = t->topo != NULL;
         if (stomp_sub_target(&t->opt, sub, &ss->target) != EW_OK)
             *rc = EW_EINVAL;
     }
@@ -732,12 +733,22 @@ static ew_err sub_finish(ewi_transport *t, ewi_sub *sub, stomp_req *r, ew_err rc
     return rc == EW_ECLOSED || rc == EW_ETIMEDOUT ? rc : EW_EBROKER;
 }
 
+/* rabbitmq: what the administration connection declares for sub before
+ * its SUBSCRIBE to /amq/queue/: the exchange, the queue and its binding.
+ * Not its dead-letter queue, which is declared on first use. */
+static rmqa_decl listener_decl(const ewi_transport *t, const ewi_sub *sub)
+{
+    return (rmqa_decl){.kind = RMQA_LISTENER, .event = sub->event, .queue = sub->queue,
+                       .durable = sub->durable,
+                       .expires_ms = sub->per_process ? t->opt.expires_ms : 0};
+}
+
 static ew_err stomp_subscribe(ewi_transport *t, ewi_sub *sub)
 {
     char err[512];
     ew_err rc;
-    rmqa_decl dlq = {.kind = RMQA_DLQ, .queue = sub->dlq};
-    if (t->topo && (rc = rmqa_ensure(t->topo, &dlq, err, sizeof err)) != EW_OK) {
+    rmqa_decl d = listener_decl(t, sub);
+    if (t->topo && (rc = rmqa_ensure(t->topo, &d, err, sizeof err)) != EW_OK) {
         ewi_report(t->m, rc, sub->queue, sub->event, NULL, "%s", err);
         return rc;
     }
@@ -769,10 +780,10 @@ static void sub_post(void *user, size_t i)
     b->rcs[i] = request_post(b->t, b->rs[i]);
 }
 
-/* Every listener at start: rabbitmq's queues, bindings and dead-letter
- * queues declared in one batch, and the SUBSCRIBE of each listener queued
- * as soon as its queue is declared (while the broker creates the others);
- * the receipts are awaited at the end. */
+/* Every listener at start: rabbitmq's queues and bindings declared in one
+ * batch, and the SUBSCRIBE of each listener queued as soon as its queue is
+ * declared (while the broker creates the others); the receipts are awaited
+ * at the end. Dead-letter queues wait for their first use. */
 static void stomp_subscribe_many(ewi_transport *t, ewi_sub *const *subs, size_t n,
                                  ew_err *rcs)
 {
@@ -788,13 +799,9 @@ static void stomp_subscribe_many(ewi_transport *t, ewi_sub *const *subs, size_t 
     }
     sub_batch b = {t, subs, rcs, rs, dests};
     for (size_t i = 0; i < n; i++) {
-        /* The listener queue too, as the SUBSCRIBE declares it: the broker
-         * creates the queues in parallel here, while its STOMP adapter
-         * creates them one after the other. */
-        ds[i] = (rmqa_decl){.kind = RMQA_LISTENER, .event = subs[i]->event,
-                            .queue = subs[i]->queue, .dlq = subs[i]->dlq,
-                            .durable = subs[i]->durable,
-                            .expires_ms = subs[i]->per_process ? t->opt.expires_ms : 0};
+        /* Here the broker creates the queues in parallel, where its STOMP
+         * adapter would create them one after the other. */
+        ds[i] = listener_decl(t, subs[i]);
         rcs[i] = EW_OK;
     }
     if (!t->topo) {
@@ -858,6 +865,17 @@ static ew_err stomp_publish(ewi_transport *t, ewi_pub *p)
         ew_err rc = rmqa_ensure(t->topo, &d, err, sizeof err);
         if (rc != EW_OK) {
             ewi_log(t->m, EW_LOG_ERROR, "send %s to %s: %s", p->event, p->queue, err);
+            return rc;
+        }
+    }
+    if (p->dest == EWI_DEST_DLQ && t->topo) {
+        /* A dead-letter queue is declared on its first use, here (once per
+         * transport: remembered, and declared again after a reconnect). */
+        rmqa_decl d = {.kind = RMQA_DLQ, .queue = p->queue};
+        ew_err rc = rmqa_ensure(t->topo, &d, err, sizeof err);
+        if (rc != EW_OK) {
+            ewi_log(t->m, EW_LOG_ERROR, "dead letter of %s to %s: %s", p->event, p->queue,
+                    err);
             return rc;
         }
     }
@@ -995,6 +1013,16 @@ static ew_err stomp_dlq_take(ewi_transport *t, ewi_dlq_req *req)
     if (stomp_dlq_target(&t->opt, req->event, req->dlq, prefetch, &target) != EW_OK)
         return EW_EINVAL;
     stomp_sub *ss = keep ? kept_reader(t, target.dest) : NULL;
+    if (!ss && t->topo) {
+        /* Its first use may be this read: then it is made, empty. */
+        char err[512];
+        rmqa_decl d = {.kind = RMQA_DLQ, .queue = req->dlq};
+        ew_err rc = rmqa_ensure(t->topo, &d, err, sizeof err);
+        if (rc != EW_OK) {
+            ewi_log(t->m, EW_LOG_ERROR, "reading dead letters of %s: %s", req->dlq, err);
+            return rc;
+        }
+    }
     if (!ss) {
         ss = calloc(1, sizeof *ss);
         stomp_req *open = calloc(1, sizeof *open);
@@ -1004,6 +1032,7 @@ static ew_err stomp_dlq_take(ewi_transport *t, ewi_dlq_req *req)
             return EW_ENOMEM;
         }
         ss->target = target;
+        ss->admin_decl = t->topo != NULL;
         open->kind = REQ_DLQ_OPEN;
         open->ss = ss;
         int64_t deadline = ewi_now_ms() + (req->timeout_ms > 0 ? req->timeout_ms : 0) +
