@@ -1,11 +1,11 @@
 /* The rabbitmq dialect's queues, checked on the broker over AMQP 0-9-1:
- *   - a listener's dead-letter queue E::L.dlq does not exist after start; it
- *     is made on first use: by the first dead letter (which arrives with its
- *     reason headers) or by the first read of it (which finds none, without
- *     error). Either way it is durable without arguments, as every
- *     RabbitMQ-backed transport makes it, whatever headers the dead letter
- *     carries (RabbitMQ's STOMP adapter would take x-max-priority or
- *     durable:false from a SEND to /queue/D as the queue's properties);
+ *   - a listener's dead-letter queue E::L.dlq does not exist after start;
+ *     reading it before any dead letter finds none, without error, and makes
+ *     no queue; the first dead letter makes it (and arrives with its reason
+ *     headers): durable without arguments, as every RabbitMQ-backed
+ *     transport makes it, whatever headers the dead letter carries
+ *     (RabbitMQ's STOMP adapter would take x-max-priority or durable:false
+ *     from a SEND to /queue/D as the queue's properties);
  *   - a listener whose queue is deleted on the broker (which cancels its
  *     subscription and so drops the consuming connection) consumes again
  *     after the reconnect: its queue, binding and per_process expiry are
@@ -118,8 +118,8 @@ static void dead_letter_queues_are_made_on_first_use(void **state)
     assert_int_equal(ew_dead_letters(m, &rd, &got), EW_OK);
     assert_int_equal(got, 0);
     assert_int_equal(none.box.n, 0);
-    /* The read made it: durable, no arguments (else 406). */
-    assert_int_equal(declare_code(ok_dlq, false, true), 0);
+    /* And made no queue. */
+    assert_int_equal(declare_code(ok_dlq, true, false), 404);
 
     /* The first dead letters make theirs. */
     send_range(m, &ev, 0, 3);
@@ -146,7 +146,13 @@ static void dead_letter_queues_are_made_on_first_use(void **state)
         /* The user's headers travel with it, and shaped nothing. */
         assert_string_equal(dead.prio[i], "5");
     }
+    /* Durable, no arguments (else 406). */
     assert_int_equal(declare_code(fail_dlq, false, true), 0);
+    /* The listener that never failed still has none, and is still read. */
+    got = 9;
+    assert_int_equal(ew_dead_letters(m, &rd, &got), EW_OK);
+    assert_int_equal(got, 0);
+    assert_int_equal(declare_code(ok_dlq, true, false), 404);
     ew_manager_free(m);
     tally_free(&t);
     stomp_test_cleanup(URL, ev.name, (const char *const[]){"Fail", "Ok"}, 2);

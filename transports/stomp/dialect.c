@@ -8,8 +8,10 @@
  * D          /amq/queue/D                  /queue/D                      E.dlq::D', ANYCAST
  *
  * On rabbitmq the AMQP 0-9-1 administration connection (amqp_port) declares
- * Q (bound to E with '#') and D (durable, no arguments) before they are
- * used, so the STOMP adapter only consumes and sends: its own declaration
+ * Q (bound to E with '#') before its SUBSCRIBE, and D (durable, no
+ * arguments) before the first dead letter to it (a read of a D that does
+ * not exist yet finds none and subscribes nothing), so the STOMP adapter
+ * only consumes and sends: its own declaration
  * would take a queue's properties from the frame's headers (a SEND to
  * /queue/D carrying a user header x-max-priority or durable:false makes D
  * so), and its one-by-one SUBSCRIBE declarations are what made a start with

@@ -252,8 +252,11 @@ static bool resubscribe(io *s, char *why, size_t whylen, ew_err *code)
     for (stomp_sub *ss = t->subs; ss; ss = ss->next) {
         if (ss->closing || (ss->given_up && now < ss->retry_at))
             continue;
+        /* A dead-letter reader's queue too, always: durable, it outlives a
+         * restart, but it may have been deleted (one round trip each, and
+         * there are few readers). */
         bool transient;
-        if (each && !stomp_io_declare_sub(s, ss, &transient)) {
+        if ((each || !ss->sub) && !stomp_io_declare_sub(s, ss, &transient)) {
             if (!transient)
                 continue;
             *code = EW_ECONNECT;

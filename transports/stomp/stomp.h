@@ -137,8 +137,9 @@ void stomp_error_text(const ewi_stomp_frame *f, char *buf, size_t len);
  * exchange E, each listener's queue and its binding (all listeners at start
  * in one pipelined batch, which the broker works on in parallel, where the
  * STOMP adapter would declare them one after the other), the durable
- * dead-letter queue E::L.dlq on its first use (the first dead letter sent
- * to it, or the first read of it: never at start), and the check that a
+ * dead-letter queue E::L.dlq before the first dead letter sent to it
+ * (never at start; a read finds none until then, and makes none), and the
+ * check that a
  * listener's queue exists before a send to it. STOMP then only consumes
  * and sends through /amq/queue/, which declares nothing; a SUBSCRIBE to a
  * missing /amq/queue/ is an ERROR that closes the connection, so after a

@@ -847,7 +847,7 @@ static ew_err sub_finish(ewi_transport *t, ewi_sub *sub, stomp_req *r, ew_err rc
 
 /* rabbitmq: what the administration connection declares for sub before
  * its SUBSCRIBE to /amq/queue/: the exchange, the queue and its binding.
- * Not its dead-letter queue, which is declared on first use. */
+ * Not its dead-letter queue, which is declared before its first dead letter. */
 static rmqa_decl listener_decl(const ewi_transport *t, const ewi_sub *sub)
 {
     return (rmqa_decl){.kind = RMQA_LISTENER, .event = sub->event, .queue = sub->queue,
@@ -895,7 +895,7 @@ static void sub_post(void *user, size_t i)
 /* Every listener at start: rabbitmq's queues and bindings declared in one
  * batch, and the SUBSCRIBE of each listener queued as soon as its queue is
  * declared (while the broker creates the others); the receipts are awaited
- * at the end. Dead-letter queues wait for their first use. */
+ * at the end. Dead-letter queues wait for their first dead letter. */
 static void stomp_subscribe_many(ewi_transport *t, ewi_sub *const *subs, size_t n,
                                  ew_err *rcs)
 {
@@ -998,8 +998,9 @@ static ew_err stomp_publish(ewi_transport *t, ewi_pub *p)
         }
     }
     if (p->dest == EWI_DEST_DLQ && t->topo) {
-        /* A dead-letter queue is declared on its first use, here (once per
-         * transport: remembered, and declared again after a reconnect). */
+        /* A dead-letter queue is declared before its first dead letter,
+         * here (once per transport: remembered, and declared again after a
+         * reconnect). */
         rmqa_decl d = {.kind = RMQA_DLQ, .queue = p->queue};
         ew_err rc = rmqa_ensure(t->topo, &d, err, sizeof err);
         if (rc != EW_OK) {
@@ -1143,10 +1144,14 @@ static ew_err stomp_dlq_take(ewi_transport *t, ewi_dlq_req *req)
         return EW_EINVAL;
     stomp_sub *ss = keep ? kept_reader(t, target.dest) : NULL;
     if (!ss && t->topo) {
-        /* Its first use may be this read: then it is made, empty. */
+        /* Declared before the first dead letter: until then there is none
+         * to read, and reading makes no queue (a SUBSCRIBE to a missing
+         * /amq/queue/ would be an ERROR that closes the connection). */
         char err[512];
-        rmqa_decl d = {.kind = RMQA_DLQ, .queue = req->dlq};
+        rmqa_decl d = {.kind = RMQA_EXISTS, .queue = req->dlq};
         ew_err rc = rmqa_ensure(t->topo, &d, err, sizeof err);
+        if (rc == EW_ENOTFOUND)
+            return EW_OK;
         if (rc != EW_OK) {
             ewi_log(t->m, EW_LOG_ERROR, "reading dead letters of %s: %s", req->dlq, err);
             return rc;
