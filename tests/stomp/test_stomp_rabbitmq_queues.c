@@ -6,6 +6,9 @@
  *     transport makes it, whatever headers the dead letter carries
  *     (RabbitMQ's STOMP adapter would take x-max-priority or durable:false
  *     from a SEND to /queue/D as the queue's properties);
+ *   - a dead-letter queue that exists with other properties fails the dead
+ *     letter with the broker's reason, and the original is kept until the
+ *     queue can be declared;
  *   - a listener whose queue is deleted on the broker (which cancels its
  *     subscription and so drops the consuming connection) consumes again
  *     after the reconnect: its queue, binding and per_process expiry are
@@ -158,6 +161,50 @@ static void dead_letter_queues_are_made_on_first_use(void **state)
     stomp_test_cleanup(URL, ev.name, (const char *const[]){"Fail", "Ok"}, 2);
 }
 
+/* A dead-letter queue made earlier with other properties: the dead letter
+ * fails with the broker's reason and the original stays on the listener's
+ * queue; once the queue can be declared, the dead letter arrives. */
+static void conflicting_dead_letter_queue_keeps_the_original(void **state)
+{
+    (void)state;
+    EV(ev, "StompDlqConflict", true);
+    char dlq[EW_MAX_QUEUE_NAME];
+    snprintf(dlq, sizeof dlq, "%s::Bad.dlq", ev.name);
+    capture c;
+    capture_init(&c);
+    ew_options o = {.server_name = "k1", .start_timeout_ms = 20000, .send_timeout_ms = 10000,
+                    .on_error = capture_error, .error_user = &c, .log = capture_log,
+                    .log_user = &c, .log_level = EW_LOG_ERROR};
+    ew_manager *m = NULL;
+    assert_int_equal(ew_manager_new(&m, URL, &o), EW_OK);
+    assert_int_equal(ew_listen(m, &(ew_listener_desc){.event = &ev, .name = "Bad"},
+                               never_handles, NULL),
+                     EW_OK);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    /* Transient: eventwire's declaration (durable) contradicts it. */
+    assert_int_equal(declare_code(dlq, false, false), 0);
+    send_range(m, &ev, 0, 1);
+    assert_true(capture_wait_for(&c, "PRECONDITION_FAILED", 30000));
+    capture_print(&c);
+    assert_true(capture_has(&c, dlq));
+    /* The queue goes: the next try declares it as it should be. */
+    rmq_delete_one(0, dlq, false);
+    prio_box dead = {0};
+    int64_t deadline = ewi_now_ms() + 60000;
+    while (dead.box.n < 1 && ewi_left_ms(deadline) > 0) {
+        size_t got = 0;
+        ew_dead_letter_options take = {.event = &ev, .listener = "Bad", .max = 10,
+                                       .timeout_ms = 1000, .fn = collect, .user = &dead};
+        assert_int_equal(ew_dead_letters(m, &take, &got), EW_OK);
+    }
+    assert_int_equal(dead.box.n, 1);
+    assert_int_equal(dead.box.ids[0], 0);
+    assert_string_equal(dead.box.reason[0], "listener-failed");
+    assert_int_equal(declare_code(dlq, false, true), 0);
+    ew_manager_free(m);
+    stomp_test_cleanup(URL, ev.name, (const char *const[]){"Bad"}, 1);
+}
+
 /* ---- a listener queue deleted on the broker ------------------------------ */
 
 /* Sends id after id from *next until one reaches t (a queue that was gone
@@ -230,6 +277,7 @@ int main(void)
     support_init("stomp");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(dead_letter_queues_are_made_on_first_use),
+        cmocka_unit_test(conflicting_dead_letter_queue_keeps_the_original),
         cmocka_unit_test(deleted_listener_queue_is_declared_again),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
