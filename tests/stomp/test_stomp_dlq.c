@@ -51,7 +51,7 @@ static void small_batches_take_every_dead_letter_once(void **state)
     ew_manager *m = NULL;
     assert_int_equal(ew_manager_new(&m, stomp_test_url(DIALECT), &o), EW_OK);
     listen_tally(m, &ev, "Reader", false, 1, &t);
-    assert_int_equal(ew_manager_start(m), EW_OK); /* declares E::Reader.dlq */
+    assert_int_equal(ew_manager_start(m), EW_OK); /* makes no E::Reader.dlq */
 
     /* N_DEAD messages straight into the dead-letter queue. */
     raw_stomp r;

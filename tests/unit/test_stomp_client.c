@@ -117,6 +117,7 @@ static const char *hdr(const stomp_target *t, const char *key)
     return NULL;
 }
 
+/* amqp_port=0: nothing declares for the adapter, so its SUBSCRIBE and SEND do. */
 static void addressing_rabbitmq(void **state)
 {
     (void)state;
@@ -153,6 +154,31 @@ static void addressing_rabbitmq(void **state)
     assert_string_equal(t.dest, "/queue/E::L.dlq");
     assert_string_equal(hdr(&t, "prefetch-count"), "10");
     assert_true(stomp_requeue_by_nack(STOMP_RABBITMQ));
+}
+
+/* With the administration connection (amqp_port, the default) the queues are
+ * declared over AMQP 0-9-1: STOMP only consumes and sends through
+ * /amq/queue/, and no frame carries a queue property. */
+static void addressing_rabbitmq_declared(void **state)
+{
+    (void)state;
+    stomp_options o = {.dialect = STOMP_RABBITMQ, .expires_ms = 60000, .amqp_port = 5672};
+    stomp_target t;
+    ewi_sub sub = {.event = "E", .listener = "L", .queue = "E::L-s1", .dlq = "E::L.dlq",
+                   .per_process = true, .durable = true, .prefetch = 7};
+    assert_int_equal(stomp_sub_target(&o, &sub, &t), EW_OK);
+    assert_string_equal(t.dest, "/amq/queue/E::L-s1");
+    assert_string_equal(hdr(&t, "prefetch-count"), "7");
+    assert_int_equal(t.n, 1);
+    assert_int_equal(stomp_send_target(&o, EWI_DEST_DLQ, "E", "E::L.dlq", false, &t), EW_OK);
+    assert_string_equal(t.dest, "/amq/queue/E::L.dlq");
+    assert_string_equal(hdr(&t, "persistent"), "true");
+    assert_int_equal(stomp_dlq_target(&o, "E", "E::L.dlq", 10, &t), EW_OK);
+    assert_string_equal(t.dest, "/amq/queue/E::L.dlq");
+    assert_int_equal(stomp_send_target(&o, EWI_DEST_EVENT, "E", NULL, true, &t), EW_OK);
+    assert_string_equal(t.dest, "/exchange/E/E");
+    assert_int_equal(stomp_send_target(&o, EWI_DEST_LISTENER, "E", "E::L", false, &t), EW_OK);
+    assert_string_equal(t.dest, "/amq/queue/E::L");
 }
 
 static void addressing_activemq(void **state)
@@ -339,6 +365,7 @@ int main(void)
         cmocka_unit_test(options_defaults_and_values),
         cmocka_unit_test(options_refused_with_reasons),
         cmocka_unit_test(addressing_rabbitmq),
+        cmocka_unit_test(addressing_rabbitmq_declared),
         cmocka_unit_test(addressing_activemq),
         cmocka_unit_test(addressing_artemis),
         cmocka_unit_test(names_per_dialect),

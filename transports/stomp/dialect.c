@@ -4,8 +4,20 @@
  *            rabbitmq                      activemq (5 classic)          artemis
  * send E     /exchange/E/E                 /topic/VirtualTopic.E         E, MULTICAST
  * send to Q  /amq/queue/Q                  /queue/Consumer.Q.VirtualTopic.E  E::Q', MULTICAST
- * listen Q   /exchange/E/# x-queue-name:Q  /queue/Consumer.Q.VirtualTopic.E  E::Q', MULTICAST
- * D          /queue/D (durable)            /queue/D                      E.dlq::D', ANYCAST
+ * listen Q   /amq/queue/Q                  /queue/Consumer.Q.VirtualTopic.E  E::Q', MULTICAST
+ * D          /amq/queue/D                  /queue/D                      E.dlq::D', ANYCAST
+ *
+ * On rabbitmq the AMQP 0-9-1 administration connection (amqp_port) declares
+ * Q (bound to E with '#') before its SUBSCRIBE, and D (durable, no
+ * arguments) before the first dead letter to it (a read of a D that does
+ * not exist yet finds none and subscribes nothing), so the STOMP adapter
+ * only consumes and sends: its own declaration
+ * would take a queue's properties from the frame's headers (a SEND to
+ * /queue/D carrying a user header x-max-priority or durable:false makes D
+ * so), and its one-by-one SUBSCRIBE declarations are what made a start with
+ * many listeners slow. With amqp_port=0 nothing declares for it: listen Q
+ * is then /exchange/E/# with x-queue-name:Q (the adapter declares and binds
+ * Q), and D is /queue/D (the adapter declares it durable).
  *
  * Artemis reads every "::" as address::queue and cannot hold a queue named
  * E::L (2.40 makes the FQQN E::E::L into queue L on address E, so listeners
@@ -68,7 +80,7 @@ ew_err stomp_send_target(const stomp_options *o, ewi_dest dest, const char *even
     case STOMP_RABBITMQ:
         if (dest == EWI_DEST_EVENT)
             rc = put(out->dest, sizeof out->dest, "/exchange/%s/%s", event, event);
-        else if (dest == EWI_DEST_LISTENER)
+        else if (dest == EWI_DEST_LISTENER || o->amqp_port)
             rc = put(out->dest, sizeof out->dest, "/amq/queue/%s", queue);
         else
             rc = put(out->dest, sizeof out->dest, "/queue/%s", queue);
@@ -107,6 +119,13 @@ ew_err stomp_sub_target(const stomp_options *o, const ewi_sub *sub,
     uint32_t prefetch = sub->prefetch ? sub->prefetch : 1;
     switch (o->dialect) {
     case STOMP_RABBITMQ:
+        if (o->amqp_port) {
+            /* Declared and bound by the administration connection. */
+            rc = put(out->dest, sizeof out->dest, "/amq/queue/%s", sub->queue);
+            if (!rc)
+                rc = extra(out, "prefetch-count", "%u", prefetch);
+            break;
+        }
         /* Without the '#' pattern the queue is bound with an empty key and
          * receives nothing. durable and auto-delete must match an existing
          * queue, or RabbitMQ answers precondition_failed. */
@@ -146,7 +165,8 @@ ew_err stomp_dlq_target(const stomp_options *o, const char *event, const char *d
         prefetch = 1;
     switch (o->dialect) {
     case STOMP_RABBITMQ:
-        rc = put(out->dest, sizeof out->dest, "/queue/%s", dlq);
+        rc = put(out->dest, sizeof out->dest, o->amqp_port ? "/amq/queue/%s" : "/queue/%s",
+                 dlq);
         if (!rc)
             rc = extra(out, "prefetch-count", "%u", prefetch);
         break;

@@ -203,12 +203,23 @@ void stomp_io_sub_check(io *s, stomp_sub *ss)
     }
 }
 
-/* Given-up subscriptions whose retry time came: SUBSCRIBE once more. */
+/* Given-up subscriptions, and those whose queue's declaration was refused,
+ * whose retry time came: declared (rabbitmq) and subscribed once more. */
 static void retry_given_up(io *s, int64_t now)
 {
-    for (stomp_sub *ss = s->t->subs; ss; ss = ss->next)
-        if (ss->given_up && !ss->closing && !ss->active && now >= ss->retry_at)
-            stomp_io_write_subscribe(s, ss);
+    for (stomp_sub *ss = s->t->subs; ss; ss = ss->next) {
+        if (!(ss->given_up || ss->decl_wait) || ss->closing || ss->active ||
+            now < ss->retry_at)
+            continue;
+        bool transient;
+        if (!stomp_io_declare_sub(s, ss, &transient)) {
+            if (transient)
+                ss->retry_at = now + 1000; /* the administration connection */
+            continue;
+        }
+        ss->decl_wait = false;
+        stomp_io_write_subscribe(s, ss);
+    }
 }
 
 /* ---- work from other threads --------------------------------------------- */

@@ -53,11 +53,22 @@ void stomp_io_sub_check(io *s, stomp_sub *ss);
 void stomp_io_fail_pub_now(io *s, stomp_pending *pd, int err, const char *text);
 void stomp_io_on_receipt(io *s, const char *id);
 bool stomp_io_read_in(io *s, char *why, size_t whylen);
+/* ss's SUBSCRIBE (or its queue's declaration) was refused once more: a
+ * strike, and after MAX_ERROR_RESENDS in a row it is given up (reported,
+ * retried now and then). retry_here: nothing closed the connection, so
+ * before that it is tried again shortly (decl_wait) rather than by the
+ * reconnect. */
+void stomp_io_sub_refused(io *s, stomp_sub *ss, bool retry_here, const char *text);
 
 /* ---- io_conn.c ---- */
 const char *stomp_io_role_name(const io *s);
 void stomp_io_set_state(io *s, stomp_state st, ew_err code, const char *why);
 void stomp_io_drop(io *s, ew_err code, const char *why);
 bool stomp_io_connect_once(io *s, char *why, size_t whylen, ew_err *code);
+/* Before a SUBSCRIBE that is not ss's first: its queue declared again over
+ * AMQP 0-9-1 when it is consumed through /amq/queue/ (admin_decl). true:
+ * subscribe it now; false: not now (refused: a strike; or the
+ * administration connection is unreachable, *transient set). */
+bool stomp_io_declare_sub(io *s, stomp_sub *ss, bool *transient);
 
 #endif

@@ -193,6 +193,83 @@ static bool handshake(io *s, int64_t deadline, ew_err *code, char *why, size_t w
     }
 }
 
+/* A failure of the administration connection itself, which a later
+ * attempt may cure (not a refusal of a declaration). */
+static bool admin_transient(ew_err rc)
+{
+    return rc == EW_ECONNECT || rc == EW_ETIMEDOUT || rc == EW_EDISCONNECTED ||
+           rc == EW_ENOMEM;
+}
+
+bool stomp_io_declare_sub(io *s, stomp_sub *ss, bool *transient)
+{
+    ewi_transport *t = s->t;
+    *transient = false;
+    if (!ss->admin_decl || !t->topo)
+        return true;
+    rmqa_decl d;
+    if (ss->sub)
+        d = (rmqa_decl){.kind = RMQA_LISTENER, .event = ss->sub->event,
+                        .queue = ss->sub->queue, .durable = ss->sub->durable,
+                        .expires_ms = ss->sub->per_process ? t->opt.expires_ms : 0};
+    else /* a dead-letter reader of /amq/queue/D */
+        d = (rmqa_decl){.kind = RMQA_DLQ, .queue = ss->target.dest + strlen("/amq/queue/")};
+    char err[512];
+    ew_err rc = rmqa_declare(t->topo, &d, err, sizeof err);
+    if (rc == EW_OK)
+        return true;
+    if (admin_transient(rc)) {
+        *transient = true;
+        return false;
+    }
+    ewi_report(t->m, rc, ss->sub ? ss->sub->queue : NULL, ss->sub ? ss->sub->event : NULL,
+               NULL, "%s", err);
+    stomp_io_sub_refused(s, ss, true, err);
+    return false;
+}
+
+/* The consuming connection, connected again: every subscription's queue
+ * declared (rabbitmq with amqp_port) and subscribed. false when the
+ * administration connection cannot be reached (the connect fails and is
+ * retried). */
+static bool resubscribe(io *s, char *why, size_t whylen, ew_err *code)
+{
+    ewi_transport *t = s->t;
+    /* One pipelined pass for all; only when something was refused, each
+     * queue on its own, to find which listener cannot subscribe. */
+    bool each = false;
+    if (t->topo && s->gen > 1) {
+        char err[512];
+        ew_err rc = rmqa_redeclare(t->topo, err, sizeof err);
+        if (admin_transient(rc)) {
+            *code = rc;
+            snprintf(why, whylen, "%s", err);
+            return false;
+        }
+        each = rc != EW_OK;
+    }
+    int64_t now = ewi_now_ms();
+    for (stomp_sub *ss = t->subs; ss; ss = ss->next) {
+        if (ss->closing || (ss->given_up && now < ss->retry_at))
+            continue;
+        /* A dead-letter reader's queue too, always: durable, it outlives a
+         * restart, but it may have been deleted (one round trip each, and
+         * there are few readers). */
+        bool transient;
+        if ((each || !ss->sub) && !stomp_io_declare_sub(s, ss, &transient)) {
+            if (!transient)
+                continue;
+            *code = EW_ECONNECT;
+            snprintf(why, whylen, "the AMQP 0-9-1 administration connection (amqp_port) "
+                     "cannot be reached to declare %s again", ss->target.dest);
+            return false;
+        }
+        ss->decl_wait = false;
+        stomp_io_write_subscribe(s, ss);
+    }
+    return true;
+}
+
 bool stomp_io_connect_once(io *s, char *why, size_t whylen, ew_err *code)
 {
     ewi_transport *t = s->t;
@@ -222,7 +299,7 @@ bool stomp_io_connect_once(io *s, char *why, size_t whylen, ew_err *code)
     if (!handshake(s, deadline, code, why, whylen))
         return false;
     /* A restarted broker lost the non-durable exchanges. */
-    if (t->topo && s->role == STOMP_PUB && stomp_io_ever_up(t)) {
+    if (t->topo && s->role == STOMP_PUB && s->gen > 0) {
         char err[512];
         ew_err rc = rmqa_redeclare(t->topo, err, sizeof err);
         if (rc != EW_OK) {
@@ -234,13 +311,12 @@ bool stomp_io_connect_once(io *s, char *why, size_t whylen, ew_err *code)
     s->gen++;
     s->dropped_by_error = false;
     s->last_rx = s->last_tx = ewi_now_ms();
-    /* Every listener again, in registration order does not matter. */
-    if (s->role == STOMP_SUB) {
-        int64_t now = ewi_now_ms();
-        for (stomp_sub *ss = t->subs; ss; ss = ss->next)
-            if (!ss->closing && !(ss->given_up && now < ss->retry_at))
-                stomp_io_write_subscribe(s, ss);
-    }
+    /* Every listener again, in registration order does not matter. A
+     * restarted broker lost the transient queues, and a queue deleted on
+     * the broker took this connection with it (RabbitMQ's ERROR "Server
+     * cancelled subscription"): declared again first. */
+    if (s->role == STOMP_SUB && !resubscribe(s, why, whylen, code))
+        return false;
     /* Resent SENDs were put back at the head of the queue: take_work adds
      * them before anything newer. */
     return true;

@@ -191,9 +191,13 @@ static void on_error(io *s, const ewi_stomp_frame *f, char *why, size_t whylen)
     }
     /* RabbitMQ's ERRORs often carry no receipt-id. The broker handles
      * frames in order, so the oldest frame still waiting for its RECEIPT is
-     * the likely cause: it takes the blame. */
+     * the likely cause: it takes the blame. Not for RabbitMQ's "Server
+     * cancelled subscription" (its queue was deleted), which names the
+     * subscription and no frame of ours: the reconnect that follows
+     * declares the queue again and subscribes. */
+    bool cancelled = !rid && ewi_stomp_frame_get(f, "subscription");
     stomp_sub *ss = rid && rid[0] == 's' ? stomp_io_sub_by_gen(t, strtoull(rid + 1, NULL, 10)) : NULL;
-    if (!ss && !(rid && rid[0] == 'p') && s->role == STOMP_SUB) {
+    if (!ss && !cancelled && !(rid && rid[0] == 'p') && s->role == STOMP_SUB) {
         for (stomp_sub *c = t->subs; c; c = c->next)
             if (!c->active && c->wseq && (!ss || c->wseq < ss->wseq))
                 ss = c;
@@ -217,35 +221,54 @@ static void on_error(io *s, const ewi_stomp_frame *f, char *why, size_t whylen)
             ss->release = true;
             ss->active = false;
             stomp_io_sub_check(s, ss);
-        } else if (++ss->error_strikes >= MAX_ERROR_RESENDS) {
-            /* Refused again and again after reconnects: stop resubscribing
-             * with every reconnect (each refusal closes the connection of
-             * every listener), retry now and then. Core still holds ss. */
-            int base = t->opt.reconnect_max_ms * GIVEN_UP_FACTOR;
-            if (base < 1000)
-                base = 1000;
-            if (!ss->given_up)
-                ss->retry_ms = base > GIVEN_UP_CAP_MS ? GIVEN_UP_CAP_MS : base;
-            else if (ss->retry_ms < GIVEN_UP_CAP_MS / 2)
-                ss->retry_ms *= 2;
-            else
-                ss->retry_ms = GIVEN_UP_CAP_MS;
-            ss->given_up = true;
-            ss->retry_at = ewi_now_ms() + ss->retry_ms;
-            ss->active = false;
-            ss->wseq = 0;
-            /* ewi_report names the listener's queue; a dead-letter reader
-             * is named by its destination. */
-            ewi_report(t->m, EW_EBROKER, ss->sub ? ss->sub->queue : NULL,
-                       ss->sub ? ss->sub->event : NULL, NULL,
-                       "%sSUBSCRIBE to %s refused %d times in a row, no deliveries "
-                       "until the broker takes it (next try in %d s): %s",
-                       ss->sub ? "" : "dead-letter reader: ", ss->target.dest,
-                       ss->error_strikes, ss->retry_ms / 1000, text);
+        } else {
+            /* The reconnect that follows subscribes it again. */
+            stomp_io_sub_refused(s, ss, false, text);
         }
     }
     ewi_report(t->m, EW_EBROKER, NULL, NULL, NULL, "STOMP broker %s: %s", t->url_text,
                text);
+}
+
+void stomp_io_sub_refused(io *s, stomp_sub *ss, bool retry_here, const char *text)
+{
+    ewi_transport *t = s->t;
+    ss->active = false;
+    ss->wseq = 0;
+    if (++ss->error_strikes < MAX_ERROR_RESENDS) {
+        if (retry_here) {
+            /* Nothing closed the connection: try again shortly. */
+            int ms = t->opt.reconnect_max_ms < 100    ? 100
+                     : t->opt.reconnect_max_ms > 5000 ? 5000
+                                                      : t->opt.reconnect_max_ms;
+            ss->decl_wait = true;
+            ss->retry_at = ewi_now_ms() + ms;
+        }
+        return;
+    }
+    /* Refused again and again: stop resubscribing with every reconnect
+     * (each refused SUBSCRIBE closes the connection of every listener),
+     * retry now and then. Core still holds ss. */
+    ss->decl_wait = false;
+    int base = t->opt.reconnect_max_ms * GIVEN_UP_FACTOR;
+    if (base < 1000)
+        base = 1000;
+    if (!ss->given_up)
+        ss->retry_ms = base > GIVEN_UP_CAP_MS ? GIVEN_UP_CAP_MS : base;
+    else if (ss->retry_ms < GIVEN_UP_CAP_MS / 2)
+        ss->retry_ms *= 2;
+    else
+        ss->retry_ms = GIVEN_UP_CAP_MS;
+    ss->given_up = true;
+    ss->retry_at = ewi_now_ms() + ss->retry_ms;
+    /* ewi_report names the listener's queue; a dead-letter reader is named
+     * by its destination. */
+    ewi_report(t->m, EW_EBROKER, ss->sub ? ss->sub->queue : NULL,
+               ss->sub ? ss->sub->event : NULL, NULL,
+               "%sSUBSCRIBE to %s refused %d times in a row, no deliveries until the "
+               "broker takes it (next try in %d s): %s",
+               ss->sub ? "" : "dead-letter reader: ", ss->target.dest, ss->error_strikes,
+               ss->retry_ms / 1000, text);
 }
 
 /* A frame that cannot be parsed (too many headers, an overlong header line,

@@ -134,9 +134,18 @@ void stomp_error_text(const ewi_stomp_frame *f, char *buf, size_t len);
  * silently drops a SEND to /amq/queue/Q of a missing Q. So the rabbitmq
  * dialect administers RabbitMQ over AMQP 0-9-1 on the same host (option
  * amqp_port) through the shared module (transports/rmqadmin): the topic
- * exchange E, the durable dead-letter queue E::L.dlq, and the check that a
- * listener's queue exists before a send to it. Listener queues themselves
- * are declared by the STOMP SUBSCRIBE (x-queue-name). */
+ * exchange E, each listener's queue and its binding (all listeners at start
+ * in one pipelined batch, which the broker works on in parallel, where the
+ * STOMP adapter would declare them one after the other), the durable
+ * dead-letter queue E::L.dlq before the first dead letter sent to it
+ * (never at start; a read finds none until then, and makes none), and the
+ * check that a
+ * listener's queue exists before a send to it. STOMP then only consumes
+ * and sends through /amq/queue/, which declares nothing; a SUBSCRIBE to a
+ * missing /amq/queue/ is an ERROR that closes the connection, so after a
+ * reconnect the consuming thread declares everything again before it
+ * subscribes (a restarted broker lost the transient queues, a deleted
+ * queue took the connection with it). */
 
 typedef struct rmqa rmqa;
 
@@ -180,12 +189,21 @@ struct stomp_sub {
     bool recycle;         /* requeued messages wait for a re-subscribe */
     uint32_t outstanding; /* delivered to core, not settled */
     uint64_t wseq;        /* SUBSCRIBE written, not confirmed yet: its order */
-    int error_strikes;    /* ERRORs blamed on its SUBSCRIBE */
+    int error_strikes;    /* ERRORs blamed on its SUBSCRIBE, or refused
+                             declarations of its queue */
+    /* rabbitmq with amqp_port: its queue (a listener's, or the dead-letter
+     * queue of a reader) is declared over AMQP 0-9-1 before each SUBSCRIBE
+     * to /amq/queue/ that is not part of the first one (a reconnect, a
+     * retry). */
+    bool admin_decl;
+    /* Its queue's declaration was refused fewer than MAX_ERROR_RESENDS
+     * times: declared and subscribed again at retry_at. */
+    bool decl_wait;
     /* Refused MAX_ERROR_RESENDS times in a row: not subscribed again with
      * every reconnect, but only every retry_ms (long, capped backoff) until
      * the broker takes it. Never freed for this: core still holds it. */
     bool given_up;
-    int64_t retry_at;     /* given_up: next SUBSCRIBE not before */
+    int64_t retry_at;     /* given_up, decl_wait: next SUBSCRIBE not before */
     int retry_ms;         /* given_up: current retry period */
     /* Its owner let go: freed once nothing of it is in core's hands. Set by
      * REQ_UNSUBSCRIBE / REQ_DLQ_CLOSE, or when the subscribe itself failed

@@ -406,39 +406,151 @@ static void sync_pub_done(ewi_pub *p, int err, const char *detail)
 static ew_err stomp_publish(ewi_transport *t, ewi_pub *p);
 static ew_err pending_push(ewi_transport *t, stomp_pending *pd);
 
-/* Leaves the marker of listener queue `queue` unless one is there. */
-static ew_err amq_register(ewi_transport *t, const char *event, const char *queue)
+/* One listener queue to register (amq_register_many). */
+typedef struct amq_reg {
+    const char *event, *queue; /* in: borrowed */
+    ew_err rc;                 /* out */
+    stomp_req *open;           /* its browser's SUBSCRIBE on the way */
+    stomp_sub *ss;             /* its registry browser while open */
+    bool found;                /* the registry holds a marker already */
+    sync_pub *mk;              /* its marker on the way */
+    ew_envelope *env;
+} amq_reg;
+
+/* Leaves the marker of each listener queue g[i].queue unless one is there:
+ * every registry browsed at once, then every missing marker sent at once,
+ * so that a start with many listeners costs a few round trips, not a few
+ * per listener. */
+static void amq_register_many(ewi_transport *t, amq_reg *g, size_t n)
 {
-    bool found;
-    ew_err rc = amq_browse(t, queue, &found);
-    if (rc != EW_OK || found)
-        return rc;
-    sync_pub *mk = calloc(1, sizeof *mk);
-    ew_envelope *env = ewi_envelope_new();
-    char reg[EW_MAX_QUEUE_NAME + 16];
-    snprintf(reg, sizeof reg, "ew.registry.%s", queue);
-    if (!mk || !env || ewi_envelope_set_body(env, queue, strlen(queue)) != EW_OK) {
-        free(mk);
-        ewi_envelope_unref(env);
-        return EW_ENOMEM;
+    int64_t deadline = ewi_now_ms() + t->opt.connect_timeout_ms;
+    for (size_t i = 0; i < n; i++) {
+        g[i].rc = EW_OK;
+        g[i].open = NULL;
+        g[i].ss = NULL;
+        g[i].mk = NULL;
+        g[i].env = NULL;
+        g[i].found = amq_known(t, g[i].queue);
+        if (g[i].found)
+            continue;
+        stomp_sub *ss = calloc(1, sizeof *ss);
+        stomp_req *open = calloc(1, sizeof *open);
+        if (!ss || !open) {
+            free(ss);
+            free(open);
+            g[i].rc = EW_ENOMEM;
+            continue;
+        }
+        ss->browse = true;
+        snprintf(ss->target.dest, sizeof ss->target.dest, "/queue/ew.registry.%s",
+                 g[i].queue);
+        open->kind = REQ_DLQ_OPEN;
+        open->ss = ss;
+        g[i].rc = request_post(t, open);
+        if (!open->queued) {
+            free(ss);
+            free(open);
+            continue;
+        }
+        g[i].open = open;
+        g[i].ss = ss;
     }
-    /* A plain queue on every dialect's DLQ path: /queue/<reg>. */
-    mk->pub = (ewi_pub){.dest = EWI_DEST_DLQ, .event = event, .queue = reg, .durable = true,
-                        .env = env, .deadline_ms = ewi_now_ms() + t->cfg->send_timeout_ms,
-                        .done = sync_pub_done, .user = t};
-    rc = stomp_publish(t, &mk->pub);
-    if (rc == EW_OK) {
-        pthread_mutex_lock(&t->mu);
-        while (!mk->done)
+    for (size_t i = 0; i < n; i++) {
+        stomp_req *open = g[i].open;
+        if (!open)
+            continue;
+        g[i].open = NULL;
+        g[i].rc = request_wait(t, open, deadline);
+        if (g[i].rc != EW_ETIMEDOUT)
+            free(open);
+        if (g[i].rc != EW_OK)
+            g[i].ss = NULL; /* the I/O thread's now */
+    }
+    /* ActiveMQ ends each browse with a MESSAGE holding browser:end. */
+    pthread_mutex_lock(&t->mu);
+    for (size_t i = 0; i < n; i++) {
+        stomp_sub *ss = g[i].ss;
+        if (!ss)
+            continue;
+        while (!ss->browse_end && running(t) && wait_until(t, deadline)) {
+        }
+        if (!ss->browse_end)
+            g[i].rc = EW_ETIMEDOUT;
+        g[i].found = ss->browse_found > 0;
+    }
+    pthread_mutex_unlock(&t->mu);
+    stomp_req **closes = calloc(n, sizeof *closes);
+    for (size_t i = 0; i < n; i++) {
+        if (!g[i].ss)
+            continue;
+        stomp_req *close = closes ? calloc(1, sizeof *close) : NULL;
+        if (close) {
+            close->kind = REQ_DLQ_CLOSE;
+            close->ss = g[i].ss;
+            if (request_post(t, close) == EW_OK)
+                closes[i] = close;
+            else
+                free(close);
+        }
+        g[i].ss = NULL;
+    }
+    for (size_t i = 0; closes && i < n; i++)
+        if (closes[i] && request_wait(t, closes[i], ewi_now_ms() + 60000) != EW_ETIMEDOUT)
+            free(closes[i]);
+    free(closes);
+    for (size_t i = 0; i < n; i++) {
+        if (g[i].rc != EW_OK || g[i].found)
+            continue;
+        sync_pub *mk = calloc(1, sizeof *mk);
+        ew_envelope *env = ewi_envelope_new();
+        const char *q = g[i].queue;
+        if (!mk || !env || ewi_envelope_set_body(env, q, strlen(q)) != EW_OK) {
+            free(mk);
+            ewi_envelope_unref(env);
+            g[i].rc = EW_ENOMEM;
+            continue;
+        }
+        char reg[EW_MAX_QUEUE_NAME + 16];
+        snprintf(reg, sizeof reg, "ew.registry.%s", q);
+        /* A plain queue on every dialect's DLQ path: /queue/<reg>. The
+         * frame is built here: reg is not needed after stomp_publish. */
+        mk->pub = (ewi_pub){.dest = EWI_DEST_DLQ, .event = g[i].event, .queue = reg,
+                            .durable = true, .env = env,
+                            .deadline_ms = ewi_now_ms() + t->cfg->send_timeout_ms,
+                            .done = sync_pub_done, .user = t};
+        g[i].rc = stomp_publish(t, &mk->pub);
+        if (g[i].rc != EW_OK) {
+            free(mk);
+            ewi_envelope_unref(env);
+            continue;
+        }
+        g[i].mk = mk;
+        g[i].env = env;
+    }
+    pthread_mutex_lock(&t->mu);
+    for (size_t i = 0; i < n; i++)
+        while (g[i].mk && !g[i].mk->done)
             pthread_cond_wait(&t->cv, &t->mu);
-        pthread_mutex_unlock(&t->mu);
-        rc = (ew_err)mk->err;
+    pthread_mutex_unlock(&t->mu);
+    for (size_t i = 0; i < n; i++) {
+        if (g[i].mk) {
+            g[i].rc = (ew_err)g[i].mk->err;
+            free(g[i].mk);
+            ewi_envelope_unref(g[i].env);
+            g[i].mk = NULL;
+            g[i].env = NULL;
+        }
+        if (g[i].rc == EW_OK)
+            amq_remember(t, g[i].queue);
     }
-    ewi_envelope_unref(env);
-    free(mk);
-    if (rc == EW_OK)
-        amq_remember(t, queue);
-    return rc;
+}
+
+/* Logs what a failed registration means for sub. */
+static void amq_register_failed(ewi_transport *t, const ewi_sub *sub, ew_err rc)
+{
+    ewi_log(t->m, EW_LOG_WARN, "%s: cannot leave its marker in ew.registry.%s (%s): sends "
+            "to this listener alone will fail until it can", sub->queue, sub->queue,
+            ew_strerror(rc));
 }
 
 /* ---- artemis: its management address ------------------------------------- *
@@ -669,7 +781,7 @@ static ew_err art_create_per_process(ewi_transport *t, const ewi_sub *sub)
 
 /* ---- subscriptions ------------------------------------------------------- */
 
-/* The request that subscribes sub (its dead-letter queue already
+/* The request that subscribes sub (on rabbitmq its queue already
  * declared), not yet queued; NULL: EW_ENOMEM or EW_EINVAL in *rc. */
 static stomp_req *sub_request(ewi_transport *t, ewi_sub *sub, ew_err *rc)
 {
@@ -681,6 +793,7 @@ static stomp_req *sub_request(ewi_transport *t, ewi_sub *sub, ew_err *rc)
     *rc = ss && r ? EW_OK : EW_ENOMEM;
     if (*rc == EW_OK) {
         ss->sub = sub;
+        ss->admin_decl = t->topo != NULL;
         if (stomp_sub_target(&t->opt, sub, &ss->target) != EW_OK)
             *rc = EW_EINVAL;
     }
@@ -700,9 +813,10 @@ static int64_t sub_deadline(ewi_transport *t)
 }
 
 /* The end of a subscribe whose request r went (or not: rc) to the I/O
- * thread; dest for texts. Frees r unless the I/O thread still holds it. */
+ * thread; dest for texts; reg: leave the activemq registry marker here.
+ * Frees r unless the I/O thread still holds it. */
 static ew_err sub_finish(ewi_transport *t, ewi_sub *sub, stomp_req *r, ew_err rc,
-                         const char *dest)
+                         const char *dest, bool reg)
 {
     if (!r->queued) {
         free(r->ss);
@@ -713,12 +827,11 @@ static ew_err sub_finish(ewi_transport *t, ewi_sub *sub, stomp_req *r, ew_err rc
     if (rc == EW_OK) {
         sub->tdata = r->ss;
         free(r);
-        if (t->opt.dialect == STOMP_ACTIVEMQ && !sub->per_process) {
-            ew_err reg = amq_register(t, sub->event, sub->queue);
-            if (reg != EW_OK)
-                ewi_log(t->m, EW_LOG_WARN, "%s: cannot leave its marker in "
-                        "ew.registry.%s (%s): sends to this listener alone will "
-                        "fail until it can", sub->queue, sub->queue, ew_strerror(reg));
+        if (reg && t->opt.dialect == STOMP_ACTIVEMQ && !sub->per_process) {
+            amq_reg g = {.event = sub->event, .queue = sub->queue};
+            amq_register_many(t, &g, 1);
+            if (g.rc != EW_OK)
+                amq_register_failed(t, sub, g.rc);
         }
         return EW_OK;
     }
@@ -732,12 +845,22 @@ static ew_err sub_finish(ewi_transport *t, ewi_sub *sub, stomp_req *r, ew_err rc
     return rc == EW_ECLOSED || rc == EW_ETIMEDOUT ? rc : EW_EBROKER;
 }
 
+/* rabbitmq: what the administration connection declares for sub before
+ * its SUBSCRIBE to /amq/queue/: the exchange, the queue and its binding.
+ * Not its dead-letter queue, which is declared before its first dead letter. */
+static rmqa_decl listener_decl(const ewi_transport *t, const ewi_sub *sub)
+{
+    return (rmqa_decl){.kind = RMQA_LISTENER, .event = sub->event, .queue = sub->queue,
+                       .durable = sub->durable,
+                       .expires_ms = sub->per_process ? t->opt.expires_ms : 0};
+}
+
 static ew_err stomp_subscribe(ewi_transport *t, ewi_sub *sub)
 {
     char err[512];
     ew_err rc;
-    rmqa_decl dlq = {.kind = RMQA_DLQ, .queue = sub->dlq};
-    if (t->topo && (rc = rmqa_ensure(t->topo, &dlq, err, sizeof err)) != EW_OK) {
+    rmqa_decl d = listener_decl(t, sub);
+    if (t->topo && (rc = rmqa_ensure(t->topo, &d, err, sizeof err)) != EW_OK) {
         ewi_report(t->m, rc, sub->queue, sub->event, NULL, "%s", err);
         return rc;
     }
@@ -748,7 +871,7 @@ static ew_err stomp_subscribe(ewi_transport *t, ewi_sub *sub)
     char dest[STOMP_DEST_LEN];
     snprintf(dest, sizeof dest, "%s", r->ss->target.dest);
     rc = stomp_request(t, r, sub_deadline(t));
-    return sub_finish(t, sub, r, rc, dest);
+    return sub_finish(t, sub, r, rc, dest, true);
 }
 
 /* Posts the SUBSCRIBE of listener i of a batch (its queue ready). */
@@ -769,10 +892,10 @@ static void sub_post(void *user, size_t i)
     b->rcs[i] = request_post(b->t, b->rs[i]);
 }
 
-/* Every listener at start: rabbitmq's queues, bindings and dead-letter
- * queues declared in one batch, and the SUBSCRIBE of each listener queued
- * as soon as its queue is declared (while the broker creates the others);
- * the receipts are awaited at the end. */
+/* Every listener at start: rabbitmq's queues and bindings declared in one
+ * batch, and the SUBSCRIBE of each listener queued as soon as its queue is
+ * declared (while the broker creates the others); the receipts are awaited
+ * at the end. Dead-letter queues wait for their first dead letter. */
 static void stomp_subscribe_many(ewi_transport *t, ewi_sub *const *subs, size_t n,
                                  ew_err *rcs)
 {
@@ -788,13 +911,9 @@ static void stomp_subscribe_many(ewi_transport *t, ewi_sub *const *subs, size_t 
     }
     sub_batch b = {t, subs, rcs, rs, dests};
     for (size_t i = 0; i < n; i++) {
-        /* The listener queue too, as the SUBSCRIBE declares it: the broker
-         * creates the queues in parallel here, while its STOMP adapter
-         * creates them one after the other. */
-        ds[i] = (rmqa_decl){.kind = RMQA_LISTENER, .event = subs[i]->event,
-                            .queue = subs[i]->queue, .dlq = subs[i]->dlq,
-                            .durable = subs[i]->durable,
-                            .expires_ms = subs[i]->per_process ? t->opt.expires_ms : 0};
+        /* Here the broker creates the queues in parallel, where its STOMP
+         * adapter would create them one after the other. */
+        ds[i] = listener_decl(t, subs[i]);
         rcs[i] = EW_OK;
     }
     if (!t->topo) {
@@ -817,7 +936,24 @@ static void stomp_subscribe_many(ewi_transport *t, ewi_sub *const *subs, size_t 
         if (!rs[i])
             continue;
         ew_err rc = rcs[i] == EW_OK ? request_wait(t, rs[i], deadline) : rcs[i];
-        rcs[i] = sub_finish(t, subs[i], rs[i], rc, dests[i]);
+        rcs[i] = sub_finish(t, subs[i], rs[i], rc, dests[i], false);
+    }
+    if (t->opt.dialect == STOMP_ACTIVEMQ) {
+        /* The registry markers of every subscribed listener, at once. */
+        amq_reg *g = calloc(n ? n : 1, sizeof *g);
+        size_t k = 0;
+        for (size_t i = 0; g && i < n; i++)
+            if (rcs[i] == EW_OK && !subs[i]->per_process)
+                g[k++] = (amq_reg){.event = subs[i]->event, .queue = subs[i]->queue};
+        if (g)
+            amq_register_many(t, g, k);
+        for (size_t i = 0, j = 0; i < n; i++)
+            if (rcs[i] == EW_OK && !subs[i]->per_process) {
+                ew_err rc = g ? g[j++].rc : EW_ENOMEM;
+                if (rc != EW_OK)
+                    amq_register_failed(t, subs[i], rc);
+            }
+        free(g);
     }
 out:
     free(ds);
@@ -858,6 +994,18 @@ static ew_err stomp_publish(ewi_transport *t, ewi_pub *p)
         ew_err rc = rmqa_ensure(t->topo, &d, err, sizeof err);
         if (rc != EW_OK) {
             ewi_log(t->m, EW_LOG_ERROR, "send %s to %s: %s", p->event, p->queue, err);
+            return rc;
+        }
+    }
+    if (p->dest == EWI_DEST_DLQ && t->topo) {
+        /* A dead-letter queue is declared before its first dead letter,
+         * here (once per transport: remembered, and declared again after a
+         * reconnect). */
+        rmqa_decl d = {.kind = RMQA_DLQ, .queue = p->queue};
+        ew_err rc = rmqa_ensure(t->topo, &d, err, sizeof err);
+        if (rc != EW_OK) {
+            ewi_log(t->m, EW_LOG_ERROR, "dead letter of %s to %s: %s", p->event, p->queue,
+                    err);
             return rc;
         }
     }
@@ -995,6 +1143,20 @@ static ew_err stomp_dlq_take(ewi_transport *t, ewi_dlq_req *req)
     if (stomp_dlq_target(&t->opt, req->event, req->dlq, prefetch, &target) != EW_OK)
         return EW_EINVAL;
     stomp_sub *ss = keep ? kept_reader(t, target.dest) : NULL;
+    if (!ss && t->topo) {
+        /* Declared before the first dead letter: until then there is none
+         * to read, and reading makes no queue (a SUBSCRIBE to a missing
+         * /amq/queue/ would be an ERROR that closes the connection). */
+        char err[512];
+        rmqa_decl d = {.kind = RMQA_EXISTS, .queue = req->dlq};
+        ew_err rc = rmqa_ensure(t->topo, &d, err, sizeof err);
+        if (rc == EW_ENOTFOUND)
+            return EW_OK;
+        if (rc != EW_OK) {
+            ewi_log(t->m, EW_LOG_ERROR, "reading dead letters of %s: %s", req->dlq, err);
+            return rc;
+        }
+    }
     if (!ss) {
         ss = calloc(1, sizeof *ss);
         stomp_req *open = calloc(1, sizeof *open);
@@ -1004,6 +1166,7 @@ static ew_err stomp_dlq_take(ewi_transport *t, ewi_dlq_req *req)
             return EW_ENOMEM;
         }
         ss->target = target;
+        ss->admin_decl = t->topo != NULL;
         open->kind = REQ_DLQ_OPEN;
         open->ss = ss;
         int64_t deadline = ewi_now_ms() + (req->timeout_ms > 0 ? req->timeout_ms : 0) +
