@@ -10,6 +10,7 @@
 #include <eventwire/codec.h>
 #include <eventwire/envelope.h>
 #include <eventwire/manager.h>
+#include <eventwire/metrics.h>
 #include <eventwire/version.h>
 
 #endif

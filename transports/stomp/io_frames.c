@@ -57,6 +57,8 @@ static bool sub_confirmed(io *s, stomp_sub *ss)
         stomp_io_sub_check(s, ss);
         return false;
     }
+    if (ss->sub && !ss->closing)
+        ewi_sub_state(ss->sub, true);
     return true;
 }
 
@@ -233,6 +235,8 @@ static void on_error(io *s, const ewi_stomp_frame *f, char *why, size_t whylen)
             ss->given_up = true;
             ss->retry_at = ewi_now_ms() + ss->retry_ms;
             ss->active = false;
+            if (ss->sub)
+                ewi_sub_state(ss->sub, false);
             ss->wseq = 0;
             /* ewi_report names the listener's queue; a dead-letter reader
              * is named by its destination. */
