@@ -286,10 +286,20 @@ typedef struct prom {
     ew_metrics_write_fn write;
     void *user;
     ew_err rc;
-    char last[128]; /* the metric whose HELP and TYPE are out */
+    char last[128];   /* the metric whose HELP and TYPE are out */
+    char fam[192];    /* its Prometheus family name */
+    size_t famlen;
+    char lbl[1024];   /* the current point's labels, escaped, without braces */
+    size_t lbllen;
     size_t len;
-    char buf[8192];
+    char buf[16384];
 } prom;
+
+/* The bucket bounds as "le" values, in plain decimal. */
+static const char *const LE[EWI_HIST_BOUNDS + 1] = {
+    "0.00001", "0.000025", "0.00005", "0.0001", "0.00025", "0.0005", "0.001",
+    "0.0025",  "0.005",    "0.01",    "0.025",  "0.05",    "0.1",    "0.25",
+    "0.5",     "1",        "2.5",     "5",      "10",      "+Inf"};
 
 static void prom_flush(prom *p)
 {
@@ -300,15 +310,15 @@ static void prom_flush(prom *p)
 
 static void prom_put(prom *p, const char *s, size_t n)
 {
-    while (n && p->rc == EW_OK) {
-        if (p->len == sizeof p->buf)
-            prom_flush(p);
-        size_t k = sizeof p->buf - p->len < n ? sizeof p->buf - p->len : n;
-        memcpy(p->buf + p->len, s, k);
-        p->len += k;
-        s += k;
-        n -= k;
+    if (p->len + n > sizeof p->buf)
+        prom_flush(p);
+    if (n > sizeof p->buf) { /* longer than the buffer: on its own */
+        if (p->rc == EW_OK)
+            p->rc = p->write(p->user, s, n);
+        return;
     }
+    memcpy(p->buf + p->len, s, n);
+    p->len += n;
 }
 
 static void prom_str(prom *p, const char *s)
@@ -316,81 +326,74 @@ static void prom_str(prom *p, const char *s)
     prom_put(p, s, strlen(s));
 }
 
+/* Appends to out (cap bytes, NUL kept) at *len. */
+static void cat(char *out, size_t cap, size_t *len, const char *s, size_t n)
+{
+    if (*len + n >= cap)
+        n = cap - 1 - *len;
+    memcpy(out + *len, s, n);
+    *len += n;
+    out[*len] = '\0';
+}
+
 /* An OpenTelemetry name as a Prometheus name: what is not [a-zA-Z0-9_:]
  * becomes '_'. */
-static void prom_name(prom *p, const char *s)
+static void cat_name(char *out, size_t cap, size_t *len, const char *s)
 {
     for (; *s; s++) {
         char c = *s;
         bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
                   (c >= '0' && c <= '9') || c == '_' || c == ':';
-        prom_put(p, ok ? &c : "_", 1);
+        cat(out, cap, len, ok ? &c : "_", 1);
     }
 }
 
-/* The family name: the unit "s" adds "_seconds"; annotations ({message})
- * and "1" add nothing. Counters add "_total" on their samples. */
-static void prom_family(prom *p, const ew_metric *x)
-{
-    prom_name(p, x->name);
-    if (strcmp(x->unit, "s") == 0)
-        prom_str(p, "_seconds");
-}
-
-/* A label value or HELP text, escaped (\\, \n, and " in label values). */
-static void prom_escaped(prom *p, const char *s, bool quote)
+/* A label value (quote) or HELP text, escaped: \\, \n, and " in values. */
+static void cat_escaped(char *out, size_t cap, size_t *len, const char *s, bool quote)
 {
     for (; *s; s++) {
         if (*s == '\\')
-            prom_str(p, "\\\\");
+            cat(out, cap, len, "\\\\", 2);
         else if (*s == '\n')
-            prom_str(p, "\\n");
+            cat(out, cap, len, "\\n", 2);
         else if (*s == '"' && quote)
-            prom_str(p, "\\\"");
+            cat(out, cap, len, "\\\"", 2);
         else
-            prom_put(p, s, 1);
+            cat(out, cap, len, s, 1);
     }
 }
 
-static void prom_labels(prom *p, const ew_metric *x, const char *le)
+/* name[suffix]{labels[,le="le"]} value\n */
+static void prom_sample(prom *p, const char *suffix, const char *le, const char *value)
 {
-    if (x->nlabels == 0 && !le)
-        return;
-    prom_str(p, "{");
-    for (size_t i = 0; i < x->nlabels; i++) {
-        if (i)
-            prom_str(p, ",");
-        prom_name(p, x->labels[i].key);
-        prom_str(p, "=\"");
-        prom_escaped(p, x->labels[i].value, true);
-        prom_str(p, "\"");
+    prom_put(p, p->fam, p->famlen);
+    prom_str(p, suffix);
+    if (p->lbllen || le) {
+        prom_put(p, "{", 1);
+        prom_put(p, p->lbl, p->lbllen);
+        if (le) {
+            if (p->lbllen)
+                prom_put(p, ",", 1);
+            prom_put(p, "le=\"", 4);
+            prom_str(p, le);
+            prom_put(p, "\"", 1);
+        }
+        prom_put(p, "}", 1);
     }
-    if (le) {
-        if (x->nlabels)
-            prom_str(p, ",");
-        prom_str(p, "le=\"");
-        prom_str(p, le);
-        prom_str(p, "\"");
-    }
-    prom_str(p, "}");
+    prom_put(p, " ", 1);
+    prom_str(p, value);
+    prom_put(p, "\n", 1);
 }
 
-static void prom_u64(prom *p, uint64_t v)
+static const char *u64_text(char out[24], uint64_t v)
 {
-    char num[32];
-    snprintf(num, sizeof num, " %llu\n", (unsigned long long)v);
-    prom_str(p, num);
-}
-
-/* A bound in plain decimal, without trailing zeros ("0.000025", "2.5"). */
-static void fmt_bound(char *out, size_t len, double v)
-{
-    snprintf(out, len, "%.9f", v);
-    char *e = out + strlen(out) - 1;
-    while (*e == '0')
-        *e-- = '\0';
-    if (*e == '.')
-        *e = '\0';
+    char *o = out + 23;
+    *o = '\0';
+    do {
+        *--o = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return o;
 }
 
 static void prom_point(void *user, const ew_metric *x)
@@ -398,53 +401,68 @@ static void prom_point(void *user, const ew_metric *x)
     prom *p = user;
     if (p->rc != EW_OK)
         return;
+    bool counter = x->kind == EW_METRIC_COUNTER;
     if (strcmp(p->last, x->name) != 0) {
         snprintf(p->last, sizeof p->last, "%s", x->name);
+        /* The family name: the unit "s" adds "_seconds"; annotations
+         * ({message}) and "1" add nothing; counters end in "_total". */
+        p->famlen = 0;
+        p->fam[0] = '\0';
+        cat_name(p->fam, sizeof p->fam, &p->famlen, x->name);
+        if (strcmp(x->unit, "s") == 0)
+            cat(p->fam, sizeof p->fam, &p->famlen, "_seconds", 8);
+        if (counter)
+            cat(p->fam, sizeof p->fam, &p->famlen, "_total", 6);
         static const char *const TYPES[] = {[EW_METRIC_COUNTER] = "counter",
                                             [EW_METRIC_GAUGE] = "gauge",
                                             [EW_METRIC_HISTOGRAM] = "histogram"};
-        bool counter = x->kind == EW_METRIC_COUNTER;
+        char help[512];
+        size_t hl = 0;
+        help[0] = '\0';
+        cat_escaped(help, sizeof help, &hl, x->help, false);
         prom_str(p, "# HELP ");
-        prom_family(p, x);
-        prom_str(p, counter ? "_total " : " ");
-        prom_escaped(p, x->help, false);
+        prom_put(p, p->fam, p->famlen);
+        prom_put(p, " ", 1);
+        prom_put(p, help, hl);
         prom_str(p, "\n# TYPE ");
-        prom_family(p, x);
-        prom_str(p, counter ? "_total " : " ");
+        prom_put(p, p->fam, p->famlen);
+        prom_put(p, " ", 1);
         prom_str(p, TYPES[x->kind]);
-        prom_str(p, "\n");
+        prom_put(p, "\n", 1);
     }
+    p->lbllen = 0;
+    p->lbl[0] = '\0';
+    for (size_t i = 0; i < x->nlabels; i++) {
+        if (i)
+            cat(p->lbl, sizeof p->lbl, &p->lbllen, ",", 1);
+        cat_name(p->lbl, sizeof p->lbl, &p->lbllen, x->labels[i].key);
+        cat(p->lbl, sizeof p->lbl, &p->lbllen, "=\"", 2);
+        cat_escaped(p->lbl, sizeof p->lbl, &p->lbllen, x->labels[i].value, true);
+        cat(p->lbl, sizeof p->lbl, &p->lbllen, "\"", 1);
+    }
+    char num[24];
     if (x->kind != EW_METRIC_HISTOGRAM) {
-        prom_family(p, x);
-        if (x->kind == EW_METRIC_COUNTER)
-            prom_str(p, "_total");
-        prom_labels(p, x, NULL);
-        prom_u64(p, x->value);
+        prom_sample(p, "", NULL, u64_text(num, x->value));
         return;
     }
     uint64_t cum = 0;
-    char le[32];
     for (size_t i = 0; i <= x->nbounds; i++) {
         cum += x->counts[i];
-        if (i < x->nbounds)
-            fmt_bound(le, sizeof le, x->bounds[i]);
-        else
-            snprintf(le, sizeof le, "+Inf");
-        prom_family(p, x);
-        prom_str(p, "_bucket");
-        prom_labels(p, x, le);
-        prom_u64(p, cum);
+        char other[32];
+        const char *le = LE[i];
+        if (x->nbounds != EWI_HIST_BOUNDS || x->bounds != BOUNDS_S) {
+            if (i < x->nbounds)
+                snprintf(other, sizeof other, "%.9g", x->bounds[i]);
+            else
+                snprintf(other, sizeof other, "+Inf");
+            le = other;
+        }
+        prom_sample(p, "_bucket", le, u64_text(num, cum));
     }
     char sum[48];
-    prom_family(p, x);
-    prom_str(p, "_sum");
-    prom_labels(p, x, NULL);
-    snprintf(sum, sizeof sum, " %.9g\n", x->sum);
-    prom_str(p, sum);
-    prom_family(p, x);
-    prom_str(p, "_count");
-    prom_labels(p, x, NULL);
-    prom_u64(p, cum);
+    snprintf(sum, sizeof sum, "%.9g", x->sum);
+    prom_sample(p, "_sum", NULL, sum);
+    prom_sample(p, "_count", NULL, u64_text(num, cum));
 }
 
 ew_err ew_metrics_prometheus(ew_manager *m, ew_metrics_write_fn write, void *user)
