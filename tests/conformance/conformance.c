@@ -5,6 +5,7 @@
  * Every case uses event names unique to this run, so leftovers of earlier
  * runs on a broker cannot leak in. Modeled on Watermill's pubsub test suite:
  * what a user relies on, asserted the same way for every broker. */
+#include "metrics_probe.h"
 #include "support.h"
 
 static const char *URL;
@@ -268,6 +269,91 @@ static void failing_listener_is_retried_then_dead_lettered(void **state)
     pthread_mutex_lock(&t.mu);
     assert_int_equal(t.attempts[13], 3);
     pthread_mutex_unlock(&t.mu);
+    ew_manager_free(m);
+    tally_free(&t);
+}
+
+/* ---- metrics ------------------------------------------------------------ */
+
+static uint64_t mv(ew_manager *m, const char *name, const char *label)
+{
+    return metric_value(m, name, label);
+}
+
+/* A known sequence: 10 events handled, one failing once and then handled,
+ * one failing on both its attempts and dead-lettered. Every counter of the
+ * listener and of the sends says exactly that, and the manager is ready. */
+static void metrics_count_a_known_sequence(void **state)
+{
+    (void)state;
+    EV(ev, "Metered", true);
+    tally t;
+    tally_init(&t, 12);
+    t.fail_once = 10;
+    t.fail_always = 11;
+    ew_manager *m = mgr_new(URL, "s1");
+    ew_listener_desc d = {.event = &ev, .name = "Metered",
+                          .retry = {.attempts = 2, .backoff_ms = 10}};
+    assert_int_equal(ew_listen(m, &d, tally_listener, tref(&t, "s1")), EW_OK);
+    char q[EW_MAX_QUEUE_NAME];
+    assert_int_equal(ew_queue_name(m, &d, q, sizeof q), EW_OK);
+    assert_false(ew_manager_ready(m));
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    assert_true(ew_manager_ready(m));
+    send_range(m, &ev, 0, 12);
+    WAIT_FOR(mv(m, "eventwire.listener.handled", q) == 11 &&
+                 mv(m, "eventwire.listener.dead_lettered", q) == 1 &&
+                 mv(m, "eventwire.listener.in_flight", q) == 0,
+             60000, "%s: handled %llu of 11, dead-lettered %llu of 1, in flight %llu", q,
+             (unsigned long long)mv(m, "eventwire.listener.handled", q),
+             (unsigned long long)mv(m, "eventwire.listener.dead_lettered", q),
+             (unsigned long long)mv(m, "eventwire.listener.in_flight", q));
+    struct {
+        const char *name, *label;
+        uint64_t want;
+    } checks[] = {
+        {"messaging.client.consumed.messages", q, 12},
+        {"eventwire.listener.handled", q, 11},
+        {"eventwire.listener.failed", q, 3},      /* 1 + 2 runs */
+        {"eventwire.listener.retried", q, 2},     /* one retry each */
+        {"eventwire.listener.dead_lettered", q, 1},
+        {"eventwire.listener.redelivered", q, 0},
+        {"eventwire.listener.in_flight", q, 0},
+        {"eventwire.listener.consuming", q, 1},
+        {"messaging.process.duration", q, 14},    /* runs: 10 + 2 + 2 */
+        {"messaging.client.sent.messages", NULL, 12},
+        {"messaging.client.sent.messages", "EW_EINDOUBT", 0},
+        {"messaging.client.operation.duration", "send", 12},
+        {"eventwire.client.confirms.pending", NULL, 0},
+        {"eventwire.client.reconnects", NULL, 0},
+        {"eventwire.client.disconnects", NULL, 0},
+        {"eventwire.manager.ready", NULL, 1},
+    };
+    for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
+        uint64_t got = mv(m, checks[i].name, checks[i].label);
+        if (got != checks[i].want)
+            fail_msg("%s{%s}: %llu, expected %llu", checks[i].name,
+                     checks[i].label ? checks[i].label : "", (unsigned long long)got,
+                     (unsigned long long)checks[i].want);
+    }
+    /* Broker transports count their connections (STOMP has two); local://
+     * has none. */
+    uint64_t connects = mv(m, "eventwire.client.connects", NULL);
+    if (strncmp(URL, "local:", 6) == 0)
+        assert_int_equal(connects, 0);
+    else if (connects < 1 || connects > 2)
+        fail_msg("%llu connects, expected 1 (2 on STOMP)", (unsigned long long)connects);
+    /* The dead letter is there, once. */
+    dlq_box box = {0};
+    size_t got = 0;
+    ew_dead_letter_options dl = {.event = &ev, .listener = "Metered", .max = 10,
+                                 .timeout_ms = 30000, .fn = dlq_collect, .user = &box};
+    assert_int_equal(ew_dead_letters(m, &dl, &got), EW_OK);
+    assert_int_equal(got, 1);
+    assert_int_equal(box.ids[0], 11);
+    assert_int_equal(ew_manager_stop(m, 10000), EW_OK);
+    assert_false(ew_manager_ready(m));
+    assert_int_equal(mv(m, "eventwire.listener.consuming", q), 0);
     ew_manager_free(m);
     tally_free(&t);
 }
@@ -726,6 +812,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(json_events_travel_as_plain_objects),
         cmocka_unit_test(ten_thousand_events_none_lost_none_duplicated),
         cmocka_unit_test(full_window_fails_the_send_itself),
+        cmocka_unit_test(metrics_count_a_known_sequence),
     };
     return cmocka_run_group_tests_name(URL, tests, NULL, NULL);
 }
