@@ -169,6 +169,10 @@ struct ew_manager {
     _Atomic uint64_t id_seq;
 
     ewi_mmetrics mx;
+
+    /* The trace pipeline's hooks (core/trace.c), once added. */
+    ew_trace_hooks trace;
+    bool trace_added;
 };
 
 /* worker.c */

@@ -11,6 +11,7 @@
 #include <eventwire/envelope.h>
 #include <eventwire/manager.h>
 #include <eventwire/metrics.h>
+#include <eventwire/trace.h>
 #include <eventwire/version.h>
 
 #endif

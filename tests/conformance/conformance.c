@@ -358,6 +358,121 @@ static void metrics_count_a_known_sequence(void **state)
     tally_free(&t);
 }
 
+/* ---- trace context ------------------------------------------------------ */
+
+typedef struct trace_seen {
+    pthread_mutex_t mu;
+    int handled[3];
+    bool had[3];          /* ew_trace_current in the listener */
+    ew_trace_context ctx[3];
+    char header[3][64];   /* the traceparent header as received */
+    int begins_with_ctx, begins_without, ends;
+    pthread_t sender;
+    bool same_thread;     /* a listener ran on the sending thread */
+} trace_seen;
+
+static ew_err trace_listener(ew_delivery *d, const void *event, void *user)
+{
+    const conf_event *e = event;
+    trace_seen *t = user;
+    if (e->id < 0 || e->id > 2)
+        return EW_OK;
+    pthread_mutex_lock(&t->mu);
+    size_t i = (size_t)e->id;
+    t->had[i] = ew_trace_current(&t->ctx[i]);
+    const char *h = ew_delivery_header(d, "traceparent");
+    snprintf(t->header[i], sizeof t->header[i], "%s", h ? h : "");
+    t->same_thread |= pthread_equal(pthread_self(), t->sender);
+    t->handled[i]++;
+    pthread_mutex_unlock(&t->mu);
+    return EW_OK;
+}
+
+static void trace_begin(void *user, const ew_trace_context *ctx, const ew_listener_desc *l)
+{
+    (void)l;
+    trace_seen *t = user;
+    pthread_mutex_lock(&t->mu);
+    if (ctx)
+        t->begins_with_ctx++;
+    else
+        t->begins_without++;
+    pthread_mutex_unlock(&t->mu);
+}
+
+static void trace_end(void *user, const ew_trace_context *ctx, const ew_listener_desc *l,
+                      ew_err result)
+{
+    (void)ctx;
+    (void)l;
+    (void)result;
+    trace_seen *t = user;
+    pthread_mutex_lock(&t->mu);
+    t->ends++;
+    pthread_mutex_unlock(&t->mu);
+}
+
+static int trace_handled(trace_seen *t)
+{
+    pthread_mutex_lock(&t->mu);
+    int n = t->handled[0] + t->handled[1] + t->handled[2];
+    pthread_mutex_unlock(&t->mu);
+    return n;
+}
+
+/* The sending thread's W3C trace context reaches the listener's thread
+ * with the trace pipeline: an unsampled one with a tracestate, a sampled
+ * one, and none at all. */
+static void trace_context_reaches_the_listener(void **state)
+{
+    (void)state;
+    EV(ev, "Traced", true);
+    trace_seen t = {.sender = pthread_self()};
+    pthread_mutex_init(&t.mu, NULL);
+    ew_manager *m = mgr_new(URL, "s1");
+    ew_trace_hooks hooks = {.begin = trace_begin, .end = trace_end, .user = &t};
+    assert_int_equal(ew_add_trace_pipeline(m, &hooks), EW_OK);
+    assert_int_equal(ew_add_trace_pipeline(m, NULL), EW_ECONFLICT);
+    assert_int_equal(ew_listen(m, &(ew_listener_desc){.event = &ev, .name = "Traced"},
+                               trace_listener, &t),
+                     EW_OK);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+
+    static const char UNSAMPLED[] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+    static const char SAMPLED[] = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    ew_trace_context c0, c1;
+    assert_int_equal(ew_trace_parse(&c0, UNSAMPLED, "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"),
+                     EW_OK);
+    assert_int_equal(ew_trace_parse(&c1, SAMPLED, NULL), EW_OK);
+    ew_trace_set_current(&c0);
+    assert_int_equal(ew_send(m, &ev, &(conf_event){0, "unsampled"}), EW_OK);
+    ew_trace_set_current(&c1);
+    assert_int_equal(ew_send(m, &ev, &(conf_event){1, "sampled"}), EW_OK);
+    ew_trace_set_current(NULL);
+    assert_int_equal(ew_send(m, &ev, &(conf_event){2, "none"}), EW_OK);
+    WAIT_FOR(trace_handled(&t) == 3, 30000, "%d of 3 traced events handled", trace_handled(&t));
+    ew_manager_stop(m, 10000);
+
+    assert_true(t.had[0]);
+    assert_memory_equal(t.ctx[0].trace_id, c0.trace_id, 16);
+    assert_memory_equal(t.ctx[0].span_id, c0.span_id, 8);
+    assert_int_equal(t.ctx[0].flags, 0); /* not sampled, carried all the same */
+    assert_string_equal(t.ctx[0].tracestate, "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7");
+    assert_string_equal(t.header[0], UNSAMPLED);
+    assert_true(t.had[1]);
+    assert_int_equal(t.ctx[1].flags, EW_TRACE_FLAG_SAMPLED);
+    assert_string_equal(t.header[1], SAMPLED);
+    assert_string_equal(t.ctx[1].tracestate, "");
+    assert_false(t.had[2]);
+    assert_string_equal(t.header[2], "");
+    assert_false(t.same_thread);
+    assert_int_equal(t.begins_with_ctx, 2);
+    assert_int_equal(t.begins_without, 1);
+    assert_int_equal(t.ends, 3);
+    ew_manager_free(m);
+    pthread_mutex_destroy(&t.mu);
+}
+
 /* ---- undecodable bodies ------------------------------------------------- */
 
 static void undecodable_body_goes_to_dead_letters_at_once(void **state)
@@ -813,6 +928,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(ten_thousand_events_none_lost_none_duplicated),
         cmocka_unit_test(full_window_fails_the_send_itself),
         cmocka_unit_test(metrics_count_a_known_sequence),
+        cmocka_unit_test(trace_context_reaches_the_listener),
     };
     return cmocka_run_group_tests_name(URL, tests, NULL, NULL);
 }
