@@ -268,9 +268,9 @@ static void sync_done(ewi_pub *p, int err, const char *detail)
 static _Thread_local waiter tl_waiter;
 static _Thread_local bool tl_waiter_ready;
 
-/* Publishes p and waits for its outcome; metered: an application's send,
- * counted in the manager's metrics. */
-static ew_err publish_wait(ew_manager *m, ewi_pub *p, bool metered)
+/* Publishes p and waits for its outcome; metered: an application's send
+ * handed over at t0_ns, counted in the manager's metrics. */
+static ew_err publish_wait(ew_manager *m, ewi_pub *p, bool metered, int64_t t0_ns)
 {
     waiter *w = &tl_waiter;
     if (!tl_waiter_ready) {
@@ -285,7 +285,7 @@ static ew_err publish_wait(ew_manager *m, ewi_pub *p, bool metered)
     p->done = sync_done;
     p->user = w;
     if (metered) {
-        w->t0_ns = ewi_now_ns();
+        w->t0_ns = t0_ns;
         atomic_fetch_add_explicit(&m->mx.pending, 1, memory_order_relaxed);
     }
     ew_err rc = m->ops->publish(m->t, p);
@@ -308,7 +308,7 @@ static ew_err publish_wait(ew_manager *m, ewi_pub *p, bool metered)
 
 ew_err ewi_publish_sync(ew_manager *m, ewi_pub *p)
 {
-    return publish_wait(m, p, false);
+    return publish_wait(m, p, false, 0);
 }
 
 /* ---- public sends ------------------------------------------------------- */
@@ -323,8 +323,11 @@ typedef struct async_pub {
     char listener[EW_MAX_LISTENER_NAME + 1];
 } async_pub;
 
+/* Builds p; *t0_ns is when it was ready for the transport (the send
+ * timeout runs from there). */
 static ew_err prepare(ew_manager *m, const ew_event_desc *desc, const char *listener,
-                      const void *event, ewi_pub *p, char *queue, char *lname)
+                      const void *event, ewi_pub *p, char *queue, char *lname,
+                      int64_t *t0_ns)
 {
     ewi_last_error_clear();
     if (!m || !desc || !event)
@@ -361,7 +364,10 @@ static ew_err prepare(ew_manager *m, const ew_event_desc *desc, const char *list
             ewi_set_last_error("send %s: %s", ev->name, ew_strerror(rc));
         return rc;
     }
-    p->deadline_ms = ewi_now_ms() + m->cfg.send_timeout_ms;
+    /* One clock read for the deadline and the confirm latency (the same
+     * monotonic clock as ewi_now_ms). */
+    *t0_ns = ewi_now_ns();
+    p->deadline_ms = *t0_ns / 1000000 + m->cfg.send_timeout_ms;
     return EW_OK;
 }
 
@@ -370,13 +376,14 @@ static ew_err send_sync(ew_manager *m, const ew_event_desc *desc, const char *li
 {
     ewi_pub p;
     char queue[EW_MAX_QUEUE_NAME], lname[EW_MAX_LISTENER_NAME + 1];
-    ew_err rc = prepare(m, desc, listener, event, &p, queue, lname);
+    int64_t t0;
+    ew_err rc = prepare(m, desc, listener, event, &p, queue, lname, &t0);
     if (rc != EW_OK) {
         if (m)
             ewi_count_send(m, rc);
         return rc;
     }
-    rc = publish_wait(m, &p, true);
+    rc = publish_wait(m, &p, true, t0);
     if (rc != EW_OK && !ewi_last_error_peek()[0])
         ewi_set_last_error("send %s: %s", p.event, ew_strerror(rc));
     ewi_envelope_unref(p.env);
@@ -427,7 +434,7 @@ ew_err ew_send_async(ew_manager *m, const ew_event_desc *ev, const char *listene
             ewi_count_send(m, EW_ENOMEM);
         return ewi_fail(EW_ENOMEM, "ew_send_async: out of memory");
     }
-    ew_err rc = prepare(m, ev, listener, event, &a->pub, a->queue, a->listener);
+    ew_err rc = prepare(m, ev, listener, event, &a->pub, a->queue, a->listener, &a->t0_ns);
     if (rc != EW_OK) {
         free(a);
         if (m)
@@ -441,7 +448,6 @@ ew_err ew_send_async(ew_manager *m, const ew_event_desc *ev, const char *listene
     pthread_mutex_lock(&m->fmu);
     m->inflight++;
     pthread_mutex_unlock(&m->fmu);
-    a->t0_ns = ewi_now_ns();
     atomic_fetch_add_explicit(&m->mx.pending, 1, memory_order_relaxed);
     rc = m->ops->publish(m->t, &a->pub);
     if (rc != EW_OK) {
