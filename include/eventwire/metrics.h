@@ -1,13 +1,15 @@
 /* eventwire: metrics and readiness of a manager.
  *
  * Every manager counts, per listener queue "E::L[-S]" and for its transport,
- * what happened since ew_manager_new. The counters cost the delivery and send
- * paths a few relaxed atomic additions and two clock reads per event; no lock
- * is taken for them. They are read with ew_metrics_visit, which copies them
- * (one short hold of the manager's registry lock, no worker stops) and then
- * hands every value to a callback, or rendered as Prometheus text with
- * ew_metrics_prometheus. A read of a manager with 500 listeners copies about
- * 300 KB and takes well under a millisecond: fine every second.
+ * what happened since ew_manager_new. They cost the hot paths a few relaxed
+ * atomic additions (plain stores where only one thread writes), two clock
+ * reads per listener run and one per send (for the histograms); no lock is
+ * added. They are read with ew_metrics_visit, which copies them (one short
+ * hold of the manager's registry lock, about 500 bytes per listener; no
+ * worker stops) and then hands every value to a callback, or rendered as
+ * Prometheus text with ew_metrics_prometheus. With 500 listeners a rendering
+ * (about 1.5 MB of text) took 14 ms in an ASan build on a loaded 2-core
+ * machine: fine every second.
  *
  * Names follow the OpenTelemetry semantic conventions for messaging where
  * one exists; the others are in the "eventwire." namespace. Units are UCUM
