@@ -183,6 +183,26 @@ void ewi_msg_free(ewi_msg *msg);    /* unrefs env */
  * long (it appends to the listener's inbox; prefetch bounds the inbox). */
 void ewi_deliver(ewi_msg *msg);
 
+/* ---- consumption state: readiness and connection counts ---------------- */
+
+/* Connection conn of m (0..7, the transport's own numbering: one connection
+ * is 0; STOMP's publishing and consuming connections are 0 and 1) is up
+ * (true: established, the first time too) or was lost (false: only for a
+ * connection that was up, not for a failed attempt). Feeds ew_manager_ready
+ * (every connection up) and the connects, reconnects and disconnects
+ * counters. Any thread; cheap (atomics). */
+void ewi_conn_state(ew_manager *m, unsigned conn, bool up);
+
+/* sub consumes again (true: the broker confirmed its consumer, receiver or
+ * subscription after a reconnect or a re-attach) or does not any more
+ * (false: its connection, channel or link was lost, or the broker cancelled
+ * it). Core marks a subscription consuming itself when subscribe returned
+ * EW_OK; a transport reports what changes after that (reporting true at the
+ * first subscribe too is harmless). Feeds ew_manager_ready. Never after
+ * unsubscribe(sub) returned. Any thread, also with the transport's locks
+ * held (it takes only the listener's inbox lock). */
+void ewi_sub_state(ewi_sub *sub, bool consuming);
+
 typedef enum ewi_settle {
     EWI_ACK,    /* handled, or safely dead-lettered: remove it */
     EWI_REQUEUE /* not handled (stopping, dead-letter publish failed): give

@@ -238,6 +238,7 @@ static ew_err activate(ew_manager *m, ewi_listener *l)
     ew_err rc = ewi_event_declare(m, l->event);
     if (rc == EW_OK)
         rc = ewi_listener_start_workers(l);
+    uint64_t gen = ewi_listener_sub_gen(l);
     if (rc == EW_OK)
         rc = m->ops->subscribe(m->t, &l->sub);
     if (rc != EW_OK) {
@@ -245,6 +246,7 @@ static ew_err activate(ew_manager *m, ewi_listener *l)
         return rc;
     }
     l->subscribed = true;
+    ewi_listener_consuming(l, gen);
     ewi_log(m, EW_LOG_INFO, "%s: consuming (concurrency %u, prefetch %u)", l->queue,
             l->nthreads, l->sub.prefetch);
     return EW_OK;
@@ -261,22 +263,25 @@ static ew_err activate_all(ew_manager *m)
     ewi_listener **ls = calloc(n ? n : 1, sizeof *ls);
     ewi_sub **subs = calloc(n ? n : 1, sizeof *subs);
     ew_err *rcs = calloc(n ? n : 1, sizeof *rcs);
+    uint64_t *gens = calloc(n ? n : 1, sizeof *gens);
     size_t k = n; /* the list is newest first: subscribe in registration order */
     for (ewi_listener *l = m->listeners; l && ls && subs && rcs; l = l->next)
         if (!l->subscribed && !l->threads)
             ls[--k] = l;
     pthread_mutex_unlock(&m->mu);
-    ew_err rc = ls && subs && rcs ? EW_OK : EW_ENOMEM;
+    ew_err rc = ls && subs && rcs && gens ? EW_OK : EW_ENOMEM;
     for (size_t i = 0; i < n && rc == EW_OK; i++) {
         if ((rc = ewi_event_declare(m, ls[i]->event)) == EW_OK)
             rc = ewi_listener_start_workers(ls[i]);
         subs[i] = &ls[i]->sub;
+        gens[i] = ewi_listener_sub_gen(ls[i]);
     }
     if (rc == EW_OK && n)
         m->ops->subscribe_many(m->t, subs, n, rcs);
     for (size_t i = 0; i < n && rc == EW_OK; i++)
         if (rcs[i] == EW_OK) {
             ls[i]->subscribed = true;
+            ewi_listener_consuming(ls[i], gens[i]);
             ewi_log(m, EW_LOG_INFO, "%s: consuming (concurrency %u, prefetch %u)",
                     ls[i]->queue, ls[i]->nthreads, ls[i]->sub.prefetch);
         }
@@ -289,6 +294,7 @@ static ew_err activate_all(ew_manager *m)
     free(ls);
     free(subs);
     free(rcs);
+    free(gens);
     return rc;
 }
 
@@ -517,6 +523,7 @@ ew_err ew_manager_stop(ew_manager *m, int timeout_ms)
         if (l->subscribed) {
             m->ops->unsubscribe(m->t, &l->sub);
             l->subscribed = false;
+            atomic_store(&l->consuming, false);
         }
     /* 2. In-flight handlers finish; the rest goes back to the broker. */
     for (ewi_listener *l = all; l; l = l->next)

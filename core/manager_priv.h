@@ -35,6 +35,54 @@ typedef struct ewi_pipes {
     ewi_pipe items[];
 } ewi_pipes;
 
+/* ---- metrics (core/metrics.c) -------------------------------------------- */
+
+/* Fixed bucket bounds of every histogram, in ns (see eventwire/metrics.h). */
+#define EWI_HIST_BOUNDS 19
+extern const int64_t ewi_hist_bounds_ns[EWI_HIST_BOUNDS];
+
+typedef struct ewi_hist {
+    _Atomic uint64_t n[EWI_HIST_BOUNDS + 1];
+    _Atomic uint64_t sum_ns;
+} ewi_hist;
+
+/* Adds one observation. single: only one thread ever adds to h (a plain
+ * load and store instead of an atomic addition). */
+void ewi_hist_add(ewi_hist *h, int64_t ns, bool single);
+
+/* Adds n to a counter: one writer (single), or several at once. Readers
+ * load it relaxed at any time. */
+static inline void ewi_ctr_add(_Atomic uint64_t *c, uint64_t n, bool single)
+{
+    if (single)
+        atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                              memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
+/* A listener's counters, on cache lines of their own: the transport's
+ * thread writes the first group (under the inbox lock), the workers the
+ * second. */
+typedef struct ewi_lmetrics {
+    _Alignas(64) _Atomic uint64_t delivered, redelivered; /* ewi_deliver, under mu */
+    _Alignas(64) _Atomic uint64_t handled, failed, retried, dead_lettered;
+    _Atomic uint64_t settled;       /* by the workers */
+    _Atomic uint64_t settled_other; /* by stop's drain and free (atomic adds) */
+    ewi_hist duration;
+} ewi_lmetrics;
+
+/* The manager's send and connection counters. */
+#define EWI_NERR 32 /* above every ew_err value */
+typedef struct ewi_mmetrics {
+    _Alignas(64) _Atomic uint64_t sent[EWI_NERR]; /* by outcome; [EW_OK] taken */
+    _Atomic int64_t pending;                      /* handed to the transport */
+    ewi_hist confirm;                             /* EW_OK outcomes */
+    _Alignas(64) _Atomic uint64_t connects, reconnects, disconnects;
+    _Atomic uint32_t down;  /* connections lost and not up again (bit per conn) */
+    _Atomic uint32_t ever;  /* connections that were up once */
+} ewi_mmetrics;
+
 typedef struct ewi_listener {
     ew_manager *m;
     ewi_event *event;
@@ -66,6 +114,13 @@ typedef struct ewi_listener {
     atomic_bool stopping;    /* written under mu; read by workers between
                                 the messages of a batch */
     bool subscribed;
+    /* Consumption state for ew_manager_ready: consuming is written under
+     * mu, with sub_gen counting the transport's reports (ewi_sub_state), so
+     * that core's own mark after subscribe never hides a loss reported
+     * meanwhile. */
+    atomic_bool consuming;
+    uint64_t sub_gen;
+    ewi_lmetrics mx;
     pthread_t *threads;
     uint32_t nthreads;
     struct ewi_listener *next;
@@ -112,6 +167,12 @@ struct ew_manager {
      * counting up per message. */
     uint8_t id_base[16];
     _Atomic uint64_t id_seq;
+
+    ewi_mmetrics mx;
+
+    /* The trace pipeline's hooks (core/trace.c), once added. */
+    ew_trace_hooks trace;
+    bool trace_added;
 };
 
 /* worker.c */
@@ -130,6 +191,20 @@ ew_err ewi_event_declare(ew_manager *m, ewi_event *ev);
 /* Publishes env to dest and waits for the outcome (or the deadline). */
 ew_err ewi_publish_sync(ew_manager *m, ewi_pub *p);
 void ewi_new_message_id(ew_manager *m, char out[37]);
+
+/* metrics.c */
+/* The outcome of one application send (ew_send, ew_send_to, ew_send_async). */
+static inline void ewi_count_send(ew_manager *m, ew_err rc)
+{
+    atomic_fetch_add_explicit(&m->mx.sent[(unsigned)rc < EWI_NERR ? (unsigned)rc : EW_EIO], 1,
+                              memory_order_relaxed);
+}
+/* Monotonic ns. */
+int64_t ewi_now_ns(void);
+/* Core's mark after subscribe(l) returned EW_OK: consuming, unless the
+ * transport reported a change since gen0 (l->sub_gen read before). */
+void ewi_listener_consuming(ewi_listener *l, uint64_t gen0);
+uint64_t ewi_listener_sub_gen(ewi_listener *l);
 
 /* log.c: ewi_report at a chosen level (retries are warnings). */
 void ewi_vreport(ew_manager *m, ew_log_level level, ew_err code, const char *queue,

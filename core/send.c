@@ -236,7 +236,17 @@ typedef struct waiter {
     bool done;
     int err;
     char detail[256];
+    ew_manager *metered; /* an application's send: counted there */
+    int64_t t0_ns;       /* when it was handed to the transport */
 } waiter;
+
+/* A send handed to the transport at t0_ns completed with err. */
+static void count_done(ew_manager *m, int64_t t0_ns, int err)
+{
+    atomic_fetch_sub_explicit(&m->mx.pending, 1, memory_order_relaxed);
+    if (err == EW_OK)
+        ewi_hist_add(&m->mx.confirm, ewi_now_ns() - t0_ns, false);
+}
 
 static void sync_done(ewi_pub *p, int err, const char *detail)
 {
@@ -244,6 +254,8 @@ static void sync_done(ewi_pub *p, int err, const char *detail)
      * have been delivered: never report it as not sent. */
     err = ewi_pub_unconfirmed(p, err);
     waiter *w = p->user;
+    if (w->metered)
+        count_done(w->metered, w->t0_ns, err);
     pthread_mutex_lock(&w->mu);
     w->done = true;
     w->err = err;
@@ -260,7 +272,9 @@ static void sync_done(ewi_pub *p, int err, const char *detail)
 static _Thread_local waiter tl_waiter;
 static _Thread_local bool tl_waiter_ready;
 
-ew_err ewi_publish_sync(ew_manager *m, ewi_pub *p)
+/* Publishes p and waits for its outcome; metered: an application's send
+ * handed over at t0_ns, counted in the manager's metrics. */
+static ew_err publish_wait(ew_manager *m, ewi_pub *p, bool metered, int64_t t0_ns)
 {
     waiter *w = &tl_waiter;
     if (!tl_waiter_ready) {
@@ -271,11 +285,19 @@ ew_err ewi_publish_sync(ew_manager *m, ewi_pub *p)
     w->done = false;
     w->err = EW_OK;
     w->detail[0] = '\0';
+    w->metered = metered ? m : NULL;
     p->done = sync_done;
     p->user = w;
+    if (metered) {
+        w->t0_ns = t0_ns;
+        atomic_fetch_add_explicit(&m->mx.pending, 1, memory_order_relaxed);
+    }
     ew_err rc = m->ops->publish(m->t, p);
-    if (rc != EW_OK)
+    if (rc != EW_OK) {
+        if (metered)
+            atomic_fetch_sub_explicit(&m->mx.pending, 1, memory_order_relaxed);
         return rc;
+    }
     /* The transport calls done exactly once, by the deadline at the latest. */
     pthread_mutex_lock(&w->mu);
     while (!w->done)
@@ -288,19 +310,28 @@ ew_err ewi_publish_sync(ew_manager *m, ewi_pub *p)
     return (ew_err)w->err;
 }
 
+ew_err ewi_publish_sync(ew_manager *m, ewi_pub *p)
+{
+    return publish_wait(m, p, false, 0);
+}
+
 /* ---- public sends ------------------------------------------------------- */
 
 typedef struct async_pub {
     ewi_pub pub;
     ew_manager *m;
+    int64_t t0_ns; /* when it was handed to the transport */
     ew_send_fn fn;
     void *user;
     char queue[EW_MAX_QUEUE_NAME];
     char listener[EW_MAX_LISTENER_NAME + 1];
 } async_pub;
 
+/* Builds p; *t0_ns is when it was ready for the transport (the send
+ * timeout runs from there). */
 static ew_err prepare(ew_manager *m, const ew_event_desc *desc, const char *listener,
-                      const void *event, ewi_pub *p, char *queue, char *lname)
+                      const void *event, ewi_pub *p, char *queue, char *lname,
+                      int64_t *t0_ns)
 {
     ewi_last_error_clear();
     if (!m || !desc || !event)
@@ -337,7 +368,10 @@ static ew_err prepare(ew_manager *m, const ew_event_desc *desc, const char *list
             ewi_set_last_error("send %s: %s", ev->name, ew_strerror(rc));
         return rc;
     }
-    p->deadline_ms = ewi_now_ms() + m->cfg.send_timeout_ms;
+    /* One clock read for the deadline and the confirm latency (the same
+     * monotonic clock as ewi_now_ms). */
+    *t0_ns = ewi_now_ns();
+    p->deadline_ms = *t0_ns / 1000000 + m->cfg.send_timeout_ms;
     return EW_OK;
 }
 
@@ -346,13 +380,18 @@ static ew_err send_sync(ew_manager *m, const ew_event_desc *desc, const char *li
 {
     ewi_pub p;
     char queue[EW_MAX_QUEUE_NAME], lname[EW_MAX_LISTENER_NAME + 1];
-    ew_err rc = prepare(m, desc, listener, event, &p, queue, lname);
-    if (rc != EW_OK)
+    int64_t t0;
+    ew_err rc = prepare(m, desc, listener, event, &p, queue, lname, &t0);
+    if (rc != EW_OK) {
+        if (m)
+            ewi_count_send(m, rc);
         return rc;
-    rc = ewi_publish_sync(m, &p);
+    }
+    rc = publish_wait(m, &p, true, t0);
     if (rc != EW_OK && !ewi_last_error_peek()[0])
         ewi_set_last_error("send %s: %s", p.event, ew_strerror(rc));
     ewi_envelope_unref(p.env);
+    ewi_count_send(m, rc);
     return rc;
 }
 
@@ -374,6 +413,8 @@ static void async_done(ewi_pub *p, int err, const char *detail)
     async_pub *a = (async_pub *)p;
     ew_manager *m = a->m;
     err = ewi_pub_unconfirmed(p, err);
+    count_done(m, a->t0_ns, err);
+    ewi_count_send(m, (ew_err)err);
     if (err != EW_OK)
         ewi_report(m, (ew_err)err, a->pub.queue, a->pub.event,
                    ew_envelope_message_id(a->pub.env), "asynchronous send failed%s%s",
@@ -392,11 +433,16 @@ ew_err ew_send_async(ew_manager *m, const ew_event_desc *ev, const char *listene
                      const void *event, ew_send_fn done, void *user)
 {
     async_pub *a = malloc(sizeof *a);
-    if (!a)
+    if (!a) {
+        if (m)
+            ewi_count_send(m, EW_ENOMEM);
         return ewi_fail(EW_ENOMEM, "ew_send_async: out of memory");
-    ew_err rc = prepare(m, ev, listener, event, &a->pub, a->queue, a->listener);
+    }
+    ew_err rc = prepare(m, ev, listener, event, &a->pub, a->queue, a->listener, &a->t0_ns);
     if (rc != EW_OK) {
         free(a);
+        if (m)
+            ewi_count_send(m, rc);
         return rc;
     }
     a->m = m;
@@ -406,8 +452,11 @@ ew_err ew_send_async(ew_manager *m, const ew_event_desc *ev, const char *listene
     pthread_mutex_lock(&m->fmu);
     m->inflight++;
     pthread_mutex_unlock(&m->fmu);
+    atomic_fetch_add_explicit(&m->mx.pending, 1, memory_order_relaxed);
     rc = m->ops->publish(m->t, &a->pub);
     if (rc != EW_OK) {
+        atomic_fetch_sub_explicit(&m->mx.pending, 1, memory_order_relaxed);
+        ewi_count_send(m, rc);
         if (!ewi_last_error_peek()[0])
             ewi_set_last_error("send %s: %s", a->pub.event, ew_strerror(rc));
         ewi_envelope_unref(a->pub.env);

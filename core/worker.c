@@ -60,13 +60,6 @@ void ewi_msg_free(ewi_msg *msg)
     free(msg);
 }
 
-/* Monotonic ns, for the handling time. */
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* Handling shorter than this on average: a busy worker is back for the
  * next message soon, and a new one need not wake another worker. */
@@ -89,6 +82,10 @@ void ewi_deliver(ewi_msg *msg)
     l->tail = msg;
     l->inbox++;
     l->queued++;
+    /* One writer at a time (mu): plain additions, read lock-free. */
+    ewi_ctr_add(&l->mx.delivered, 1, true);
+    if (msg->redeliveries)
+        ewi_ctr_add(&l->mx.redelivered, 1, true);
     /* Wake a worker only when one sleeps and none polls the inbox, and then
      * not when busy workers handle messages quickly: one of them takes this
      * one in a moment, and a wake-up per message would cost the sender more
@@ -104,8 +101,23 @@ void ewi_deliver(ewi_msg *msg)
     pthread_mutex_unlock(&l->mu);
 }
 
+/* Only one worker thread adds to a listener's worker counters. */
+static inline bool single(const ewi_listener *l)
+{
+    return l->desc.concurrency == 1;
+}
+
+/* A settle by a worker thread. */
 static void settle(ewi_listener *l, ewi_msg *msg, ewi_settle how)
 {
+    ewi_ctr_add(&l->mx.settled, 1, single(l));
+    l->m->ops->settle(l->m->t, msg, how);
+}
+
+/* A settle by stop's drain or free, perhaps while workers still settle. */
+static void settle_other(ewi_listener *l, ewi_msg *msg, ewi_settle how)
+{
+    atomic_fetch_add_explicit(&l->mx.settled_other, 1, memory_order_relaxed);
     l->m->ops->settle(l->m->t, msg, how);
 }
 
@@ -178,6 +190,7 @@ static void dead_letter(ewi_listener *l, ewi_msg *msg, const char *reason,
     }
     ewi_envelope_unref(env);
     if (rc == EW_OK) {
+        ewi_ctr_add(&l->mx.dead_lettered, 1, single(l));
         settle(l, msg, EWI_ACK);
         return;
     }
@@ -289,12 +302,19 @@ static void handle(ewi_listener *l, ewi_msg *msg)
     for (uint32_t attempt = spent + 1;; attempt++) {
         ew_delivery d = {env, l->queue, attempt};
         const char *refused_by = NULL;
+        if (attempt > spent + 1)
+            ewi_ctr_add(&l->mx.retried, 1, single(l));
+        int64_t t0 = ewi_now_ns();
         ew_err rc = run_once(l, &d, event, &refused_by);
+        ewi_hist_add(&l->mx.duration, ewi_now_ns() - t0, single(l));
         if (rc == EW_OK) {
             ew_event_free(l->event->desc.type, event);
+            ewi_ctr_add(&l->mx.handled, 1, single(l));
             settle(l, msg, EWI_ACK);
             return;
         }
+        if (!refused_by)
+            ewi_ctr_add(&l->mx.failed, 1, single(l));
         if (refused_by) {
             ew_event_free(l->event->desc.type, event);
             dead_letter(l, msg, "handle-refused", attempt, "pipeline %s refused: %s",
@@ -423,12 +443,12 @@ static void *worker_main(void *arg)
                 handle(l, msg);
                 continue;
             }
-            int64_t t0 = now_ns();
+            int64_t t0 = ewi_now_ns();
             handle(l, msg);
             /* Several workers may update it at once: a lost update only
              * skips one sample of an average. */
             int64_t avg = atomic_load_explicit(&l->handle_ns, memory_order_relaxed);
-            atomic_store_explicit(&l->handle_ns, avg + (now_ns() - t0 - avg) / 8,
+            atomic_store_explicit(&l->handle_ns, avg + (ewi_now_ns() - t0 - avg) / 8,
                                   memory_order_relaxed);
         }
         /* Stopping: what this worker had not started goes back, as the
@@ -490,7 +510,7 @@ ew_err ewi_listener_drain(ewi_listener *l, int64_t deadline_ms)
     /* Not handled: back to the broker, in order. */
     for (ewi_msg *msg = rest, *next; msg; msg = next) {
         next = msg->qnext;
-        settle(l, msg, EWI_REQUEUE);
+        settle_other(l, msg, EWI_REQUEUE);
     }
     if (rc == EW_OK) {
         for (uint32_t i = 0; i < l->nthreads; i++)
@@ -516,7 +536,7 @@ void ewi_listener_free(ewi_listener *l)
     /* Anything that arrived after the drain (it should not) still settles. */
     for (ewi_msg *msg = l->head, *next; msg; msg = next) {
         next = msg->qnext;
-        settle(l, msg, EWI_REQUEUE);
+        settle_other(l, msg, EWI_REQUEUE);
     }
     free(l->threads);
     pthread_mutex_destroy(&l->mu);

@@ -19,6 +19,7 @@ BUILD_PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev
             libmsgpack-dev libjansson-dev uuid-dev libssl-dev libcmocka-dev
             librabbitmq-dev libqpid-proton11-dev python3-qpid-proton
             valgrind python3
+            python3-prometheus-client   # tests/unit/check_prometheus.py: the Prometheus text parser
             python3-venv python3-dev)   # scripts/python-env.sh: venv, headers to build python-qpid-proton
 # activemq depends on "default-jre-headless | java7-runtime-headless"; name
 # the runtime explicitly so that --no-install-recommends never leaves the

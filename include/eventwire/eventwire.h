@@ -10,6 +10,8 @@
 #include <eventwire/codec.h>
 #include <eventwire/envelope.h>
 #include <eventwire/manager.h>
+#include <eventwire/metrics.h>
+#include <eventwire/trace.h>
 #include <eventwire/version.h>
 
 #endif

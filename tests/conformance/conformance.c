@@ -5,6 +5,7 @@
  * Every case uses event names unique to this run, so leftovers of earlier
  * runs on a broker cannot leak in. Modeled on Watermill's pubsub test suite:
  * what a user relies on, asserted the same way for every broker. */
+#include "metrics_probe.h"
 #include "support.h"
 
 static const char *URL;
@@ -270,6 +271,206 @@ static void failing_listener_is_retried_then_dead_lettered(void **state)
     pthread_mutex_unlock(&t.mu);
     ew_manager_free(m);
     tally_free(&t);
+}
+
+/* ---- metrics ------------------------------------------------------------ */
+
+static uint64_t mv(ew_manager *m, const char *name, const char *label)
+{
+    return metric_value(m, name, label);
+}
+
+/* A known sequence: 10 events handled, one failing once and then handled,
+ * one failing on both its attempts and dead-lettered. Every counter of the
+ * listener and of the sends says exactly that, and the manager is ready. */
+static void metrics_count_a_known_sequence(void **state)
+{
+    (void)state;
+    EV(ev, "Metered", true);
+    tally t;
+    tally_init(&t, 12);
+    t.fail_once = 10;
+    t.fail_always = 11;
+    ew_manager *m = mgr_new(URL, "s1");
+    ew_listener_desc d = {.event = &ev, .name = "Metered",
+                          .retry = {.attempts = 2, .backoff_ms = 10}};
+    assert_int_equal(ew_listen(m, &d, tally_listener, tref(&t, "s1")), EW_OK);
+    char q[EW_MAX_QUEUE_NAME];
+    assert_int_equal(ew_queue_name(m, &d, q, sizeof q), EW_OK);
+    assert_false(ew_manager_ready(m));
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    assert_true(ew_manager_ready(m));
+    send_range(m, &ev, 0, 12);
+    WAIT_FOR(mv(m, "eventwire.listener.handled", q) == 11 &&
+                 mv(m, "eventwire.listener.dead_lettered", q) == 1 &&
+                 mv(m, "eventwire.listener.in_flight", q) == 0,
+             60000, "%s: handled %llu of 11, dead-lettered %llu of 1, in flight %llu", q,
+             (unsigned long long)mv(m, "eventwire.listener.handled", q),
+             (unsigned long long)mv(m, "eventwire.listener.dead_lettered", q),
+             (unsigned long long)mv(m, "eventwire.listener.in_flight", q));
+    struct {
+        const char *name, *label;
+        uint64_t want;
+    } checks[] = {
+        {"messaging.client.consumed.messages", q, 12},
+        {"eventwire.listener.handled", q, 11},
+        {"eventwire.listener.failed", q, 3},      /* 1 + 2 runs */
+        {"eventwire.listener.retried", q, 2},     /* one retry each */
+        {"eventwire.listener.dead_lettered", q, 1},
+        {"eventwire.listener.redelivered", q, 0},
+        {"eventwire.listener.in_flight", q, 0},
+        {"eventwire.listener.consuming", q, 1},
+        {"messaging.process.duration", q, 14},    /* runs: 10 + 2 + 2 */
+        {"messaging.client.sent.messages", NULL, 12},
+        {"messaging.client.sent.messages", "EW_EINDOUBT", 0},
+        {"messaging.client.operation.duration", "send", 12},
+        {"eventwire.client.confirms.pending", NULL, 0},
+        {"eventwire.client.reconnects", NULL, 0},
+        {"eventwire.client.disconnects", NULL, 0},
+        {"eventwire.manager.ready", NULL, 1},
+    };
+    for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
+        uint64_t got = mv(m, checks[i].name, checks[i].label);
+        if (got != checks[i].want)
+            fail_msg("%s{%s}: %llu, expected %llu", checks[i].name,
+                     checks[i].label ? checks[i].label : "", (unsigned long long)got,
+                     (unsigned long long)checks[i].want);
+    }
+    /* Broker transports count their connections (STOMP has two); local://
+     * has none. */
+    uint64_t connects = mv(m, "eventwire.client.connects", NULL);
+    if (strncmp(URL, "local:", 6) == 0)
+        assert_int_equal(connects, 0);
+    else if (connects < 1 || connects > 2)
+        fail_msg("%llu connects, expected 1 (2 on STOMP)", (unsigned long long)connects);
+    /* The dead letter is there, once. */
+    dlq_box box = {0};
+    size_t got = 0;
+    ew_dead_letter_options dl = {.event = &ev, .listener = "Metered", .max = 10,
+                                 .timeout_ms = 30000, .fn = dlq_collect, .user = &box};
+    assert_int_equal(ew_dead_letters(m, &dl, &got), EW_OK);
+    assert_int_equal(got, 1);
+    assert_int_equal(box.ids[0], 11);
+    assert_int_equal(ew_manager_stop(m, 10000), EW_OK);
+    assert_false(ew_manager_ready(m));
+    assert_int_equal(mv(m, "eventwire.listener.consuming", q), 0);
+    ew_manager_free(m);
+    tally_free(&t);
+}
+
+/* ---- trace context ------------------------------------------------------ */
+
+typedef struct trace_seen {
+    pthread_mutex_t mu;
+    int handled[3];
+    bool had[3];          /* ew_trace_current in the listener */
+    ew_trace_context ctx[3];
+    char header[3][64];   /* the traceparent header as received */
+    int begins_with_ctx, begins_without, ends;
+    pthread_t sender;
+    bool same_thread;     /* a listener ran on the sending thread */
+} trace_seen;
+
+static ew_err trace_listener(ew_delivery *d, const void *event, void *user)
+{
+    const conf_event *e = event;
+    trace_seen *t = user;
+    if (e->id < 0 || e->id > 2)
+        return EW_OK;
+    pthread_mutex_lock(&t->mu);
+    size_t i = (size_t)e->id;
+    t->had[i] = ew_trace_current(&t->ctx[i]);
+    const char *h = ew_delivery_header(d, "traceparent");
+    snprintf(t->header[i], sizeof t->header[i], "%s", h ? h : "");
+    t->same_thread |= pthread_equal(pthread_self(), t->sender);
+    t->handled[i]++;
+    pthread_mutex_unlock(&t->mu);
+    return EW_OK;
+}
+
+static void trace_begin(void *user, const ew_trace_context *ctx, const ew_listener_desc *l)
+{
+    (void)l;
+    trace_seen *t = user;
+    pthread_mutex_lock(&t->mu);
+    if (ctx)
+        t->begins_with_ctx++;
+    else
+        t->begins_without++;
+    pthread_mutex_unlock(&t->mu);
+}
+
+static void trace_end(void *user, const ew_trace_context *ctx, const ew_listener_desc *l,
+                      ew_err result)
+{
+    (void)ctx;
+    (void)l;
+    (void)result;
+    trace_seen *t = user;
+    pthread_mutex_lock(&t->mu);
+    t->ends++;
+    pthread_mutex_unlock(&t->mu);
+}
+
+static int trace_handled(trace_seen *t)
+{
+    pthread_mutex_lock(&t->mu);
+    int n = t->handled[0] + t->handled[1] + t->handled[2];
+    pthread_mutex_unlock(&t->mu);
+    return n;
+}
+
+/* The sending thread's W3C trace context reaches the listener's thread
+ * with the trace pipeline: an unsampled one with a tracestate, a sampled
+ * one, and none at all. */
+static void trace_context_reaches_the_listener(void **state)
+{
+    (void)state;
+    EV(ev, "Traced", true);
+    trace_seen t = {.sender = pthread_self()};
+    pthread_mutex_init(&t.mu, NULL);
+    ew_manager *m = mgr_new(URL, "s1");
+    ew_trace_hooks hooks = {.begin = trace_begin, .end = trace_end, .user = &t};
+    assert_int_equal(ew_add_trace_pipeline(m, &hooks), EW_OK);
+    assert_int_equal(ew_add_trace_pipeline(m, NULL), EW_ECONFLICT);
+    assert_int_equal(ew_listen(m, &(ew_listener_desc){.event = &ev, .name = "Traced"},
+                               trace_listener, &t),
+                     EW_OK);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+
+    static const char UNSAMPLED[] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+    static const char SAMPLED[] = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    ew_trace_context c0, c1;
+    assert_int_equal(ew_trace_parse(&c0, UNSAMPLED, "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"),
+                     EW_OK);
+    assert_int_equal(ew_trace_parse(&c1, SAMPLED, NULL), EW_OK);
+    ew_trace_set_current(&c0);
+    assert_int_equal(ew_send(m, &ev, &(conf_event){0, "unsampled"}), EW_OK);
+    ew_trace_set_current(&c1);
+    assert_int_equal(ew_send(m, &ev, &(conf_event){1, "sampled"}), EW_OK);
+    ew_trace_set_current(NULL);
+    assert_int_equal(ew_send(m, &ev, &(conf_event){2, "none"}), EW_OK);
+    WAIT_FOR(trace_handled(&t) == 3, 30000, "%d of 3 traced events handled", trace_handled(&t));
+    ew_manager_stop(m, 10000);
+
+    assert_true(t.had[0]);
+    assert_memory_equal(t.ctx[0].trace_id, c0.trace_id, 16);
+    assert_memory_equal(t.ctx[0].span_id, c0.span_id, 8);
+    assert_int_equal(t.ctx[0].flags, 0); /* not sampled, carried all the same */
+    assert_string_equal(t.ctx[0].tracestate, "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7");
+    assert_string_equal(t.header[0], UNSAMPLED);
+    assert_true(t.had[1]);
+    assert_int_equal(t.ctx[1].flags, EW_TRACE_FLAG_SAMPLED);
+    assert_string_equal(t.header[1], SAMPLED);
+    assert_string_equal(t.ctx[1].tracestate, "");
+    assert_false(t.had[2]);
+    assert_string_equal(t.header[2], "");
+    assert_false(t.same_thread);
+    assert_int_equal(t.begins_with_ctx, 2);
+    assert_int_equal(t.begins_without, 1);
+    assert_int_equal(t.ends, 3);
+    ew_manager_free(m);
+    pthread_mutex_destroy(&t.mu);
 }
 
 /* ---- undecodable bodies ------------------------------------------------- */
@@ -733,6 +934,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(json_events_travel_as_plain_objects),
         cmocka_unit_test(ten_thousand_events_none_lost_none_duplicated),
         cmocka_unit_test(full_window_fails_the_send_itself),
+        cmocka_unit_test(metrics_count_a_known_sequence),
+        cmocka_unit_test(trace_context_reaches_the_listener),
     };
     return cmocka_run_group_tests_name(URL, tests, NULL, NULL);
 }

@@ -165,6 +165,8 @@ static void conn_gone(ewi_transport *t, const char *why, ew_err final)
      * start: later a reconnect keeps trying (a broker's certificate may be
      * being replaced). */
     if (was == AMQP10_ST_UP)
+        ewi_conn_state(t->m, 0, false);
+    if (was == AMQP10_ST_UP)
         ewi_report(t->m, auth ? EW_EAUTH : EW_EDISCONNECTED, NULL, NULL, NULL,
                    "amqp %s: connection lost: %s; reconnecting (backoff up to %ld ms)",
                    t->where, why, t->opt.reconnect_max_ms);
@@ -323,6 +325,7 @@ static void flush(ewi_transport *t)
 static void on_remote_open(ewi_transport *t)
 {
     t->connected = true;
+    ewi_conn_state(t->m, 0, true);
     ewi_reconnect_up(&t->rc, ewi_now_ms());
     if (t->was_up)
         ewi_log(t->m, EW_LOG_WARN, "amqp %s: reconnected", t->where);

@@ -102,6 +102,8 @@ void amqp10_recv_lost(ewi_transport *t, amqp10_sub *s, const char *why)
         amqp10_recv_signal(t, s, AMQP10_SUB_FAILED, text);
         return;
     }
+    if (s->sub)
+        ewi_sub_state(s->sub, false);
     int delay = ewi_backoff_next(&s->bo);
     s->reattach_at = ewi_now_ms() + delay;
     ewi_report(t->m, EW_EBROKER, s->queue, NULL, NULL,
@@ -170,6 +172,8 @@ static void check_queues(ewi_transport *t, int64_t now)
                    "amqp %s: the queue %s is gone (%s) and the broker did not tell its "
                    "consumer; declaring it again and attaching again",
                    t->where, s->queue, err);
+        if (s->sub)
+            ewi_sub_state(s->sub, false);
         amqp10_close_link(s->l);
         s->l = NULL;
         amqp10_acc_reset(&s->acc);
@@ -308,6 +312,8 @@ void amqp10_recv_disconnected(ewi_transport *t)
 {
     for (amqp10_sub *s = t->subs, *next; s; s = next) {
         next = s->next;
+        if (s->sub && !s->unsubscribed)
+            ewi_sub_state(s->sub, false);
         s->l = NULL;
         amqp10_acc_reset(&s->acc);
         s->link_id = 0;
@@ -335,6 +341,8 @@ void amqp10_recv_opened(ewi_transport *t, amqp10_sub *s)
     if (again)
         ewi_log(t->m, EW_LOG_INFO, "amqp %s: %s: consuming %s again", t->where, s->queue,
                 s->source.addr);
+    if (again && s->sub && !s->unsubscribed)
+        ewi_sub_state(s->sub, true);
     amqp10_recv_signal(t, s, AMQP10_SUB_ACTIVE, NULL);
 }
 

@@ -94,6 +94,7 @@ ew_err rmq_connect(ewi_transport *t, char *err, size_t errlen)
     t->rpc_epoch = ++t->epoch_seq;
     rmq_chans_reset(&t->chans);
     t->connected = true;
+    ewi_conn_state(t->m, 0, true);
     return EW_OK;
 }
 

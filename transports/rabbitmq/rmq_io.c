@@ -431,6 +431,7 @@ static void channel_closed(ewi_transport *t, uint16_t ch, const amqp_channel_clo
     if (rs) {
         rs->ch = 0;
         if (rs->active) {
+            ewi_sub_state(rs->sub, false);
             rs->resubscribe = true;
             rs->retry_at_ms = ewi_now_ms() + 1000;
         }
@@ -503,6 +504,7 @@ static void on_method(ewi_transport *t, const amqp_frame_t *f)
                        "%s: the broker cancelled the consumer of %s (queue deleted?); "
                        "declaring and consuming it again",
                        t->o.label, rs->sub->queue);
+            ewi_sub_state(rs->sub, false);
             rs->resubscribe = true;
             rs->retry_at_ms = ewi_now_ms();
         }
@@ -582,9 +584,12 @@ void rmq_lost(ewi_transport *t, const char *why)
         unconfirmed++;
     for (rmq_sub *rs = t->subs; rs; rs = rs->next) {
         consumers += rs->active;
+        if (rs->active)
+            ewi_sub_state(rs->sub, false);
         rs->ch = 0;
         rs->resubscribe = false;
     }
+    ewi_conn_state(t->m, 0, false);
     rmq_disconnect(t, false);
     rmq_pub_unflushed_back(t);
     rmq_pub_requeue_unconfirmed(t);

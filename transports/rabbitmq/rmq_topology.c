@@ -176,6 +176,7 @@ static const char *what_of(ewi_transport *t, const rmq_sub *rs, char *buf, size_
 
 static void consuming(ewi_transport *t, rmq_sub *rs, uint16_t ch)
 {
+    ewi_sub_state(rs->sub, true);
     rs->ch = ch;
     rs->epoch = ++t->epoch_seq;
     rmq_tags_reset(&rs->tags);

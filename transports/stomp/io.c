@@ -533,6 +533,7 @@ void *stomp_io_main(void *arg)
                 if (stomp_io_connect_once(s, why, sizeof why, &code)) {
                     ewi_reconnect_up(&s->rc, ewi_now_ms());
                     stomp_io_set_state(s, ST_UP, EW_OK, NULL);
+                    ewi_conn_state(t->m, (unsigned)s->role, true);
                     ewi_log(t->m, EW_LOG_INFO, "STOMP %s connection to %s up (dialect %s, "
                             "heart-beats: send %d ms, expect %d ms)", stomp_io_role_name(s), t->url_text,
                             stomp_dialect_name(t->opt.dialect), s->hb.send_ms,

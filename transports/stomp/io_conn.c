@@ -69,6 +69,8 @@ void stomp_io_drop(io *s, ew_err code, const char *why)
     }
     if (s->role == STOMP_SUB) {
         for (stomp_sub *ss = t->subs; ss; ss = ss->next) {
+            if (ss->sub && !ss->closing)
+                ewi_sub_state(ss->sub, false);
             ss->active = false;
             ss->recycle = false; /* the closed connection gave them back */
         }
@@ -88,6 +90,8 @@ void stomp_io_drop(io *s, ew_err code, const char *why)
         rmqa_forget_checks(t->topo);
     }
     stomp_io_set_state(s, ST_DOWN, code, why);
+    if (was_up)
+        ewi_conn_state(t->m, (unsigned)s->role, false);
     if (was_up)
         ewi_report(t->m, EW_EDISCONNECTED, NULL, NULL, NULL,
                    "STOMP %s connection to %s lost: %s; reconnecting", stomp_io_role_name(s),

@@ -57,6 +57,8 @@ static bool sub_confirmed(io *s, stomp_sub *ss)
         stomp_io_sub_check(s, ss);
         return false;
     }
+    if (ss->sub && !ss->closing)
+        ewi_sub_state(ss->sub, true);
     return true;
 }
 
@@ -234,6 +236,8 @@ void stomp_io_sub_refused(io *s, stomp_sub *ss, bool retry_here, const char *tex
 {
     ewi_transport *t = s->t;
     ss->active = false;
+    if (ss->sub)
+        ewi_sub_state(ss->sub, false);
     ss->wseq = 0;
     if (++ss->error_strikes < MAX_ERROR_RESENDS) {
         if (retry_here) {
