@@ -72,7 +72,9 @@ static void unlink_fetch(ewi_transport *t, amqp10_fetch *f)
 static void attach(ewi_transport *t, amqp10_fetch *f)
 {
     f->want_open = false;
-    f->l = amqp10_open_link(t, false, &f->source, f);
+    /* A session of its own: a reader comes and goes, and a refused attach
+     * (RabbitMQ ends the session) disturbs no listener. */
+    f->l = amqp10_open_link(t, false, &f->source, f, true);
     f->link_id = t->next_link_id;
     f->draining = false;
     pn_link_flow(f->l, 1);
@@ -143,7 +145,7 @@ void amqp10_fetch_work(ewi_transport *t, amqp10_work *w)
         break;
     case FETCH_CLOSE:
         unlink_fetch(t, f);
-        amqp10_close_link(f->l); /* unsettled deliveries go back */
+        amqp10_close_link(t, f->l); /* unsettled deliveries go back */
         f->l = NULL;
         amqp10_acc_reset(&f->acc);
         f->link_id = 0;
@@ -170,7 +172,7 @@ void amqp10_fetch_on_open(ewi_transport *t, amqp10_fetch *f, pn_link_t *l)
 
 void amqp10_fetch_on_lost(ewi_transport *t, amqp10_fetch *f, const char *why)
 {
-    amqp10_close_link(f->l);
+    amqp10_close_link(t, f->l);
     f->l = NULL;
     amqp10_acc_reset(&f->acc);
     f->link_id = 0;
