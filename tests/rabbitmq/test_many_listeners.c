@@ -3,7 +3,8 @@
  * test_many_listeners URL LABEL: registers 500 listeners of one event on
  * URL (rabbitmq://, stomp:// dialect=rabbitmq or amqp:// dialect=rabbitmq),
  * starts the manager and prints how long the start took, checks that every
- * listener's dead-letter queue exists, sends one event and checks that
+ * listener's dead-letter queue exists (amqp://: that none does, it is
+ * declared on first use), sends one event and checks that
  * every listener got it. The declarations are pipelined, so the start grows
  * slowly with the number of listeners; the time is printed, not asserted
  * (a loaded machine is slow; bench/start measures it). The queues,
@@ -103,8 +104,11 @@ static void listeners_start_and_consume(void **state)
     if (rc != EW_OK)
         fail_msg("%s: start with %d listeners failed: %s", label, NLISTENERS, ew_strerror(rc));
     print_message("%s: %d listeners started in %lld ms\n", label, NLISTENERS, (long long)took);
-    /* The dead-letter queues exist once start returned (a passive declare
-     * of a missing queue closes the channel with 404). */
+    /* amqp:// declares a listener's dead-letter queue on first use: none
+     * exists after start. The others declare them at start: every one
+     * exists once start returned. (A passive declare of a missing queue
+     * closes the channel with 404.) */
+    bool lazy = strncmp(label, "amqp", 4) == 0;
     amqp_connection_state_t c = raw_connect();
     int no_dlq = 0;
     for (int i = 0; i < NLISTENERS; i++) {
@@ -112,14 +116,17 @@ static void listeners_start_and_consume(void **state)
         snprintf(q, sizeof q, "%s::L%d.dlq", ev.name, i);
         amqp_queue_declare(c, 1, amqp_cstring_bytes(q), 1, 0, 0, 0, amqp_empty_table);
         if (!raw_ok(c)) {
-            if (no_dlq++ < 10)
+            if (!lazy && no_dlq < 10)
                 print_message("%s: no dead-letter queue %s after start\n", label, q);
+            no_dlq++;
             raw_close(c);
             c = raw_connect();
+        } else if (lazy) {
+            print_message("%s: dead-letter queue %s declared at start\n", label, q);
         }
     }
     raw_close(c);
-    if (no_dlq)
+    if (no_dlq && !lazy)
         print_message("%s: %d of %d dead-letter queues missing\n", label, no_dlq, NLISTENERS);
     conf_event e = {.id = 1, .text = "one for each"};
     assert_int_equal(ew_send(m, &ev, &e), EW_OK);
@@ -135,7 +142,7 @@ static void listeners_start_and_consume(void **state)
     ew_manager_stop(m, 10000);
     ew_manager_free(m);
     cleanup(ev.name);
-    assert_int_equal(no_dlq, 0);
+    assert_int_equal(no_dlq, lazy ? NLISTENERS : 0);
     assert_true(all);
 }
 
