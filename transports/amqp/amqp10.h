@@ -445,7 +445,9 @@ void amqp10_post_locked(ewi_transport *t, amqp10_work *w);
 void amqp10_post(ewi_transport *t, amqp10_work *w);
 
 /* I/O thread: links, the sessions they share, conditions, deliveries. */
+#ifndef AMQP10_LINKS_PER_SESSION
 #define AMQP10_LINKS_PER_SESSION 64
+#endif
 /* Opens a link to or from a on a session with room (alone: on a new
  * session of its own). */
 pn_link_t *amqp10_open_link(ewi_transport *t, bool sender, const amqp10_addr *a,
