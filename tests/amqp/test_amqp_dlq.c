@@ -201,7 +201,11 @@ static void a_session_ended_for_one_sender_spares_the_others(void **state)
     char want[160];
     snprintf(want, sizeof want, "no exchange '%s'", gone.name);
     assert_true(capture_wait_for(&c, want, 5000));
-    /* ... and the other sender of the session goes on. */
+    /* ... the broker ended the session the two senders share, and the other
+     * one was attached again ... */
+    assert_true(capture_wait_for(&c, "ended a session of 2 links", 5000));
+    assert_true(capture_wait_for(&c, "; 1 attached again", 5000));
+    /* ... and goes on. */
     send_range(m, &keep, 1, 6);
     assert_true(tally_wait_ids(&t, 1, 6, 15000));
 
