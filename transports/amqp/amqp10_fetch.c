@@ -200,6 +200,8 @@ void amqp10_fetch_on_flow(ewi_transport *t, amqp10_fetch *f, pn_link_t *l)
 
 void amqp10_fetch_on_delivery(ewi_transport *t, amqp10_fetch *f, pn_delivery_t *d)
 {
+    if (!pn_delivery_readable(d))
+        return; /* read already (an update of it): nothing to read */
     int got = amqp10_acc_read(&f->acc, d);
     if (got == 0)
         return; /* the rest is still coming */

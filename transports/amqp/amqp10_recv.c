@@ -198,6 +198,11 @@ static void check_queues(ewi_transport *t, int64_t now)
 
 void amqp10_recv_message(ewi_transport *t, amqp10_sub *s, pn_delivery_t *d)
 {
+    /* An event for a delivery read already (the broker updated it while
+     * core holds it): there is nothing to read, and pn_link_recv would read
+     * the link's current one. */
+    if (!pn_delivery_readable(d))
+        return;
     int got = amqp10_acc_read(&s->acc, d);
     if (got == 0)
         return; /* the rest is still coming */
