@@ -332,8 +332,9 @@ typedef struct amqp10_fetch amqp10_fetch;
 
 /* A session and how many of our open links it carries (amqp10_link.c).
  * Links share sessions, up to AMQP10_LINKS_PER_SESSION each, receivers and
- * senders apart; a link whose attach may be refused gets one of its own.
- * I/O thread only; the proton session's context points to it until it ends. */
+ * senders apart; a link whose attach may be refused gets one of its own. A
+ * session whose links are gone is kept for the next link. I/O thread only;
+ * the proton session's context points to it until it ends. */
 typedef struct amqp10_ssn amqp10_ssn;
 struct amqp10_ssn {
     pn_session_t *ssn;
@@ -452,10 +453,10 @@ void amqp10_post(ewi_transport *t, amqp10_work *w);
  * session of its own). */
 pn_link_t *amqp10_open_link(ewi_transport *t, bool sender, const amqp10_addr *a,
                           void *ctx, bool alone);
-/* Closes l (NULL allowed); its session ends with its last link. */
+/* Closes l (NULL allowed); its session stays, for the next link. */
 void amqp10_close_link(ewi_transport *t, pn_link_t *l);
 /* The broker ended ssn (I/O thread): forgets it, and returns how many of
- * our open links it carried (0: one we ended ourselves). */
+ * our open links it carried. */
 unsigned amqp10_ssn_ended(ewi_transport *t, pn_session_t *ssn);
 /* The connection is gone: every session with it. */
 void amqp10_ssn_forget_all(ewi_transport *t);

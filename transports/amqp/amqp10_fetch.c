@@ -8,9 +8,9 @@
  * fails a drain on a classic queue (function_clause in
  * rabbit_classic_queue:handle_event send_drained, the session ends with
  * amqp:internal-error), so the rabbitmq dialect asks with plain credit 1 and
- * takes a short silence (LINGER_MS) as the end of the queue. The link (and
- * its session) is closed at the end: whatever the broker sent and nobody
- * took goes back. */
+ * takes a short silence (LINGER_MS) as the end of the queue. The link is
+ * closed at the end (its session stays for the next link): whatever the
+ * broker sent and nobody took goes back. */
 #include "amqp10.h"
 
 #include <stdio.h>

@@ -525,8 +525,8 @@ static bool names_link(pn_link_t *l, const char *desc)
     return strstr(desc, quoted) != NULL;
 }
 
-/* The broker ended a session. One we ended (its last link gone) is only
- * freed. Else the link at fault is told: the one the broker's text names,
+/* The broker ended a session. One without links of ours is only freed.
+ * Else the link at fault is told: the one the broker's text names,
  * else the first whose attach it had not answered (it answers in order, and
  * ends the session instead of answering a refused one); the other links
  * attach again at once on other sessions. When no link is at fault, all of

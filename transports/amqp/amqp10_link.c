@@ -42,13 +42,23 @@ static void set_caps(pn_terminus_t *term, amqp10_cap cap)
     pn_data_exit(d);
 }
 
-/* A session for one more link: a shared one with room, else a new one. */
+/* A session for one more link: a shared one with room, else an empty one
+ * (kept from links gone), else a new one. */
 static amqp10_ssn *ssn_for(ewi_transport *t, bool sender, bool alone)
 {
-    if (!alone)
-        for (amqp10_ssn *x = t->ssns; x; x = x->next)
-            if (!x->alone && x->sender == sender && x->links < AMQP10_LINKS_PER_SESSION)
-                return x;
+    amqp10_ssn *empty = NULL;
+    for (amqp10_ssn *x = t->ssns; x; x = x->next) {
+        if (x->sender != sender)
+            continue;
+        if (!alone && !x->alone && x->links < AMQP10_LINKS_PER_SESSION)
+            return x;
+        if (!x->links && !empty)
+            empty = x;
+    }
+    if (empty) {
+        empty->alone = alone;
+        return empty;
+    }
     amqp10_ssn *x = calloc(1, sizeof *x);
     if (!x)
         return NULL;
@@ -105,20 +115,20 @@ pn_link_t *amqp10_open_link(ewi_transport *t, bool sender, const amqp10_addr *a,
 
 void amqp10_close_link(ewi_transport *t, pn_link_t *l)
 {
+    (void)t;
     if (!l)
         return;
-    pn_session_t *ssn = pn_link_session(l);
-    amqp10_ssn *x = pn_session_get_context(ssn);
+    amqp10_ssn *x = pn_session_get_context(pn_link_session(l));
     pn_link_set_context(l, NULL);
     pn_link_close(l);
-    /* Its last link gone, the session ends: the broker frees what it holds
-     * for it, and proton frees it once the broker's end arrives. */
-    if (x && --x->links == 0) {
-        ssn_unlink(t, x);
-        pn_session_set_context(ssn, NULL);
-        pn_session_close(ssn);
-        free(x);
-    }
+    /* Its last link gone, the session is kept for the next link: ending it
+     * would free its channel number for proton to give the next new
+     * session at once, and RabbitMQ, which ends a session asynchronously,
+     * would take that session's frames for the old one ("no such
+     * handle"). Sessions end with the connection, or when the broker ends
+     * them. */
+    if (x && x->links)
+        x->links--;
 }
 
 unsigned amqp10_ssn_ended(ewi_transport *t, pn_session_t *ssn)
