@@ -259,8 +259,6 @@ struct amqp10_sender {
     amqp10_addr target;
     pn_link_t *l;          /* NULL while not attached */
     bool opened;           /* the broker answered the attach */
-    bool alone;            /* its last attach was refused: the next one gets a
-                              session of its own */
     amqp10_out *streaming;   /* a large message still being handed to proton */
     amqp10_out *pend_head, *pend_tail; /* not yet sent */
     amqp10_out *fl_head, *fl_tail;     /* sent, outcome awaited */
@@ -331,8 +329,8 @@ typedef enum amqp10_state {
 typedef struct amqp10_fetch amqp10_fetch;
 
 /* A session and how many of our open links it carries (amqp10_link.c).
- * Links share sessions, up to AMQP10_LINKS_PER_SESSION each, receivers and
- * senders apart; a link whose attach may be refused gets one of its own. A
+ * Receivers share sessions, up to AMQP10_LINKS_PER_SESSION each; a sender,
+ * and a link whose attach may be refused, gets one of its own. A
  * session whose links are gone is kept for the next link. I/O thread only;
  * the proton session's context points to it until it ends. */
 typedef struct amqp10_ssn amqp10_ssn;

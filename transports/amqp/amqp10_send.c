@@ -83,7 +83,10 @@ static void amqp10_send_attach(ewi_transport *t, amqp10_sender *s)
     if (s->l || !amqp10_is_up(t))
         return;
     s->opened = false;
-    s->l = amqp10_open_link(t, true, &s->target, s, s->alone);
+    /* A session of its own: RabbitMQ 3.10 loses messages (and Artemis gave
+     * an empty one) when the frames of large messages on two links of one
+     * session interleave. */
+    s->l = amqp10_open_link(t, true, &s->target, s, true);
 }
 
 /* Large messages go out in chunks, each once proton has turned the last one
@@ -171,7 +174,6 @@ void amqp10_send_lost(ewi_transport *t, amqp10_sender *s, const char *why)
     s->l = NULL;
     s->opened = false;
     s->streaming = NULL;
-    s->alone = true; /* its next attach disturbs no other link */
 }
 
 void amqp10_send_outcome(ewi_transport *t, pn_delivery_t *d)
@@ -334,7 +336,6 @@ void amqp10_send_attach_pending(ewi_transport *t)
 void amqp10_send_opened(ewi_transport *t, amqp10_sender *s)
 {
     s->opened = true;
-    s->alone = false;
     amqp10_send_pump(t, s);
 }
 
