@@ -7,10 +7,11 @@
  * delivery, takes work that other threads queued (publishes, settles,
  * subscriptions), sends within link credit, maps outcomes to publish
  * completions, hands received messages to core, and reconnects with capped,
- * jittered backoff. Links share sessions (amqp10_link.c): RabbitMQ answers
- * a refused attach (a missing exchange or queue) by ending the whole
- * session, so when the broker ends one, the link at fault is told (and gets
- * a session of its own next time) and the others attach again at once. */
+ * jittered backoff. Listeners' receivers share sessions (amqp10_link.c);
+ * senders and dead-letter reads have their own. RabbitMQ answers a refused
+ * attach (a missing exchange or queue) by ending the whole session, so when
+ * the broker ends one, the link at fault is told (and gets a session of its
+ * own next time) and the others attach again at once. */
 #include "amqp10.h"
 
 #include <errno.h>
