@@ -38,7 +38,7 @@ static void bad_credentials_fail_start_with_the_sasl_condition(void **state)
     /* Refused credentials are final: no retrying until the timeout (RabbitMQ
      * itself holds the socket about 3 s after a failed SASL exchange). */
     assert_true(ewi_now_ms() - t0 < 6000);
-    print_message("%s", c.text);
+    capture_print(&c);
     assert_true(c.errors >= 1);
     assert_int_equal(c.last_code, EW_EAUTH);
     assert_true(capture_has(&c, "amqp:unauthorized-access"));
@@ -90,7 +90,7 @@ static void a_contradicting_queue_is_a_conflict(void **state)
     ew_manager *m2 = captured_manager(u2, "same", &c2, 20000);
     listen_tally(m2, &ev, "P", true, 1, &t);
     ew_err rc = ew_manager_start(m2);
-    print_message("%s", c2.text);
+    capture_print(&c2);
     assert_int_equal(rc, EW_ECONFLICT);
     assert_true(capture_has(&c2, "PRECONDITION_FAILED"));
     assert_true(capture_has(&c2, "x-expires"));
@@ -118,7 +118,7 @@ static void a_missing_exchange_fails_the_send_with_not_found(void **state)
     /* Written on the open link, then the broker detached it: no outcome
      * came for it, so it is in doubt. */
     ew_err rc = ew_send(m, &ev, &(conf_event){.id = 2, .text = "x"});
-    print_message("%s", c.text);
+    capture_print(&c);
     assert_int_equal(rc, EW_EINDOUBT);
     assert_true(capture_has(&c, "amqp:not-found"));
     char want[160];
@@ -126,7 +126,7 @@ static void a_missing_exchange_fails_the_send_with_not_found(void **state)
     assert_true(capture_has(&c, want));
     /* The next one finds the sender refused before anything was written. */
     rc = ew_send(m, &ev, &(conf_event){.id = 3, .text = "x"});
-    print_message("%s", c.text);
+    capture_print(&c);
     assert_int_equal(rc, EW_EBROKER);
     ew_manager_free(m);
 }
@@ -164,7 +164,7 @@ static void a_deleted_queue_is_reported_and_consumed_again(void **state)
     for (int i = 0; i < 150 && !tally_wait_ids(&t, 1, 2, 100); i++)
         send_range(m, &ev, 1, 2);
     assert_true(tally_wait_ids(&t, 1, 2, 15000));
-    print_message("%s", c.text);
+    capture_print(&c);
     ew_manager_free(m);
     tally_free(&t);
     rmq_delete("queue", q);

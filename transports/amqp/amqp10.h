@@ -168,7 +168,8 @@ void amqp10_textf(char *buf, size_t len, const char *fmt, ...) EWI_PRINTF(3, 4);
 
 typedef enum amqp10_decl_kind {
     AMQP10_DECL_EXCHANGE, /* event, durable */
-    AMQP10_DECL_LISTENER, /* event, queue, durable, per_process, dlq */
+    AMQP10_DECL_LISTENER, /* event, queue, durable, per_process (dlq: NULL, the
+                             dead-letter queue is AMQP10_DECL_DLQ on first use) */
     AMQP10_DECL_DLQ,      /* queue */
     AMQP10_DECL_EXISTS    /* queue must exist (checked, not declared) */
 } amqp10_decl_kind;
@@ -310,6 +311,8 @@ struct amqp10_sub {
     uint32_t nrecs;        /* records alive, any link */
     amqp10_acc acc;          /* the delivery being received */
     int64_t reattach_at;   /* after the broker detached it; 0: none */
+    bool alone;            /* its last link was refused or dropped: the next
+                              attach gets a session of its own */
     ewi_backoff bo;
     amqp10_sub *next;
 };
@@ -324,6 +327,20 @@ typedef enum amqp10_state {
 } amqp10_state;
 
 typedef struct amqp10_fetch amqp10_fetch;
+
+/* A session and how many of our open links it carries (amqp10_link.c).
+ * Receivers share sessions, up to AMQP10_LINKS_PER_SESSION each; a sender,
+ * and a link whose attach may be refused, gets one of its own. A
+ * session whose links are gone is kept for the next link. I/O thread only;
+ * the proton session's context points to it until it ends. */
+typedef struct amqp10_ssn amqp10_ssn;
+struct amqp10_ssn {
+    pn_session_t *ssn;
+    unsigned links;        /* open links (closed ones no longer count) */
+    bool sender;           /* the kind of links it takes */
+    bool alone;            /* one link only */
+    amqp10_ssn *next;      /* in t->ssns */
+};
 
 struct ewi_transport {
     ew_manager *m;
@@ -366,6 +383,7 @@ struct ewi_transport {
     amqp10_sender *senders;
     amqp10_sub *subs;
     amqp10_fetch *fetches;
+    amqp10_ssn *ssns;          /* the connection's sessions with links */
     ewi_reconnect rc;          /* when to connect again */
     bool reconnect_planned;    /* at rc.next_ms */
     int64_t close_deadline;    /* stop: disconnect hard after it */
@@ -385,6 +403,9 @@ void amqp10_send_take(ewi_transport *t, amqp10_out *o);       /* a W_PUB */
 void amqp10_send_pump(ewi_transport *t, amqp10_sender *s);    /* credit came */
 void amqp10_send_opened(ewi_transport *t, amqp10_sender *s);  /* attach answered */
 void amqp10_send_lost(ewi_transport *t, amqp10_sender *s, const char *why);
+/* The broker ended s's session for another link's fault: attach again on
+ * another session; unsettled sends go out again (as after a reconnect). */
+void amqp10_send_moved(ewi_transport *t, amqp10_sender *s);
 void amqp10_send_outcome(ewi_transport *t, pn_delivery_t *d);
 void amqp10_send_expire(ewi_transport *t, int64_t now);
 void amqp10_send_continue(ewi_transport *t);                /* large sends */
@@ -401,6 +422,9 @@ void amqp10_recv_settle(ewi_transport *t, amqp10_rec *rec);   /* a W_SETTLE */
 void amqp10_recv_forget(amqp10_rec *rec);                     /* thread ends */
 void amqp10_recv_opened(ewi_transport *t, amqp10_sub *s);
 void amqp10_recv_lost(ewi_transport *t, amqp10_sub *s, const char *why);
+/* The broker ended s's session for another link's fault: attach again now,
+ * on another session (deliveries in core's hands go back to the queue). */
+void amqp10_recv_moved(ewi_transport *t, amqp10_sub *s);
 void amqp10_recv_message(ewi_transport *t, amqp10_sub *s, pn_delivery_t *d);
 void amqp10_recv_tick(ewi_transport *t, int64_t now);
 void amqp10_recv_attach_all(ewi_transport *t);              /* after a connect */
@@ -419,10 +443,21 @@ void amqp10_post_locked(ewi_transport *t, amqp10_work *w);
 /* Same, taking t->mu. */
 void amqp10_post(ewi_transport *t, amqp10_work *w);
 
-/* I/O thread: links (each on its own session), conditions, deliveries. */
+/* I/O thread: links, the sessions they share, conditions, deliveries. */
+#ifndef AMQP10_LINKS_PER_SESSION
+#define AMQP10_LINKS_PER_SESSION 64
+#endif
+/* Opens a link to or from a on a session with room (alone: on a new
+ * session of its own). */
 pn_link_t *amqp10_open_link(ewi_transport *t, bool sender, const amqp10_addr *a,
-                          void *ctx);
-void amqp10_close_link(pn_link_t *l); /* link and its session; NULL allowed */
+                          void *ctx, bool alone);
+/* Closes l (NULL allowed); its session stays, for the next link. */
+void amqp10_close_link(ewi_transport *t, pn_link_t *l);
+/* The broker ended ssn (I/O thread): forgets it, and returns how many of
+ * our open links it carried. */
+unsigned amqp10_ssn_ended(ewi_transport *t, pn_session_t *ssn);
+/* The connection is gone: every session with it. */
+void amqp10_ssn_forget_all(ewi_transport *t);
 /* "condition: description" of c, or fallback when c is not set. */
 void amqp10_condition_text(pn_condition_t *c, const char *fallback, char *buf,
                          size_t len);

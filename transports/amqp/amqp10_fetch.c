@@ -8,9 +8,9 @@
  * fails a drain on a classic queue (function_clause in
  * rabbit_classic_queue:handle_event send_drained, the session ends with
  * amqp:internal-error), so the rabbitmq dialect asks with plain credit 1 and
- * takes a short silence (LINGER_MS) as the end of the queue. The link (and
- * its session) is closed at the end: whatever the broker sent and nobody
- * took goes back. */
+ * takes a short silence (LINGER_MS) as the end of the queue. The link is
+ * closed at the end (its session stays for the next link): whatever the
+ * broker sent and nobody took goes back. */
 #include "amqp10.h"
 
 #include <stdio.h>
@@ -73,7 +73,9 @@ static void unlink_fetch(ewi_transport *t, amqp10_fetch *f)
 static void attach(ewi_transport *t, amqp10_fetch *f)
 {
     f->want_open = false;
-    f->l = amqp10_open_link(t, false, &f->source, f);
+    /* A session of its own: a reader comes and goes, and a refused attach
+     * (RabbitMQ ends the session) disturbs no listener. */
+    f->l = amqp10_open_link(t, false, &f->source, f, true);
     f->link_id = t->next_link_id;
     f->draining = false;
     pn_link_flow(f->l, 1);
@@ -144,7 +146,7 @@ void amqp10_fetch_work(ewi_transport *t, amqp10_work *w)
         break;
     case FETCH_CLOSE:
         unlink_fetch(t, f);
-        amqp10_close_link(f->l); /* unsettled deliveries go back */
+        amqp10_close_link(t, f->l); /* unsettled deliveries go back */
         f->l = NULL;
         amqp10_acc_reset(&f->acc);
         f->link_id = 0;
@@ -171,7 +173,7 @@ void amqp10_fetch_on_open(ewi_transport *t, amqp10_fetch *f, pn_link_t *l)
 
 void amqp10_fetch_on_lost(ewi_transport *t, amqp10_fetch *f, const char *why)
 {
-    amqp10_close_link(f->l);
+    amqp10_close_link(t, f->l);
     f->l = NULL;
     amqp10_acc_reset(&f->acc);
     f->link_id = 0;
@@ -199,6 +201,8 @@ void amqp10_fetch_on_flow(ewi_transport *t, amqp10_fetch *f, pn_link_t *l)
 
 void amqp10_fetch_on_delivery(ewi_transport *t, amqp10_fetch *f, pn_delivery_t *d)
 {
+    if (!pn_delivery_readable(d))
+        return; /* read already (an update of it): nothing to read */
     int got = amqp10_acc_read(&f->acc, d);
     if (got == 0)
         return; /* the rest is still coming */

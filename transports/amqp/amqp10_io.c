@@ -7,9 +7,11 @@
  * delivery, takes work that other threads queued (publishes, settles,
  * subscriptions), sends within link credit, maps outcomes to publish
  * completions, hands received messages to core, and reconnects with capped,
- * jittered backoff. Every link has its own session: RabbitMQ answers a
- * refused attach (a missing exchange or queue) by ending the whole session,
- * and one bad target must not take the others down with it. */
+ * jittered backoff. Listeners' receivers share sessions (amqp10_link.c);
+ * senders and dead-letter reads have their own. RabbitMQ answers a refused
+ * attach (a missing exchange or queue) by ending the whole session, so when
+ * the broker ends one, the link at fault is told (and gets a session of its
+ * own next time) and the others attach again at once. */
 #include "amqp10.h"
 
 #include <errno.h>
@@ -131,6 +133,7 @@ static void conn_gone(ewi_transport *t, const char *why, ew_err final)
     if (was == AMQP10_ST_UP)
         t->down_since = now;
     pthread_mutex_unlock(&t->mu);
+    amqp10_ssn_forget_all(t);
     t->conn = NULL;
     t->connected = false;
     amqp10_send_disconnected(t);
@@ -472,6 +475,108 @@ static void on_link_gone(ewi_transport *t, pn_link_t *l, pn_condition_t *c)
     }
 }
 
+/* The broker ended a session for another link's fault: l attaches again
+ * elsewhere (a reader fails: its caller asks again). */
+static void on_link_moved(ewi_transport *t, pn_link_t *l, const char *why)
+{
+    void *ctx = pn_link_get_context(l);
+    pn_link_set_context(l, NULL);
+    switch (*(amqp10_obj_kind *)ctx) {
+    case AMQP10_OBJ_SENDER:
+        amqp10_send_moved(t, ctx);
+        break;
+    case AMQP10_OBJ_SUB:
+        amqp10_recv_moved(t, ctx);
+        break;
+    case AMQP10_OBJ_FETCH:
+        amqp10_fetch_on_lost(t, ctx, why);
+        break;
+    }
+}
+
+/* The name an address is about: Q of /amq/queue/Q and /queue/Q, E of
+ * /exchange/E[/key], else the whole address. */
+static void addr_entity(const char *addr, char *buf, size_t len)
+{
+    static const char *const prefixes[] = {"/amq/queue/", "/queue/", "/exchange/",
+                                           "/topic/", NULL};
+    const char *p = addr;
+    bool exchange = false;
+    for (int i = 0; prefixes[i]; i++)
+        if (strncmp(addr, prefixes[i], strlen(prefixes[i])) == 0) {
+            p = addr + strlen(prefixes[i]);
+            exchange = i >= 2;
+            break;
+        }
+    size_t n = strlen(p);
+    const char *slash = exchange ? strchr(p, '/') : NULL;
+    if (slash)
+        n = (size_t)(slash - p);
+    amqp10_textf(buf, len, "'%.*s'", (int)n, p);
+}
+
+/* Whether the broker's text names l's address ("no queue 'Q' in vhost"). */
+static bool names_link(pn_link_t *l, const char *desc)
+{
+    if (!desc)
+        return false;
+    pn_terminus_t *term = pn_link_is_sender(l) ? pn_link_target(l) : pn_link_source(l);
+    const char *addr = pn_terminus_get_address(term);
+    if (!addr)
+        return false;
+    char quoted[AMQP10_ADDR_MAX + 4];
+    addr_entity(addr, quoted, sizeof quoted);
+    return strstr(desc, quoted) != NULL;
+}
+
+/* The broker ended a session. One without links of ours is only freed.
+ * Else the link at fault is told: the one the broker's text names,
+ * else the first whose attach it had not answered (it answers in order, and
+ * ends the session instead of answering a refused one); the other links
+ * attach again at once on other sessions. When no link is at fault, all of
+ * them are told (the broker's reason concerns them all). */
+static void on_session_ended(ewi_transport *t, pn_session_t *ssn)
+{
+    unsigned n = t->conn ? amqp10_ssn_ended(t, ssn) : 0;
+    if (n) {
+        pn_condition_t *c = pn_session_remote_condition(ssn);
+        const char *desc = pn_condition_is_set(c) ? pn_condition_get_description(c) : NULL;
+        char why[480];
+        amqp10_condition_text(c, "the broker ended the session", why, sizeof why);
+        bool named = false;
+        pn_link_t *unanswered = NULL;
+        for (pn_link_t *l = pn_link_head(t->conn, 0); l; l = pn_link_next(l, 0))
+            if (pn_link_session(l) == ssn && pn_link_get_context(l)) {
+                named = named || names_link(l, desc);
+                if (!unanswered && (pn_link_state(l) & PN_REMOTE_UNINIT))
+                    unanswered = l;
+            }
+        unsigned moved = 0;
+        /* Links opened meanwhile go to other sessions (and later in the
+         * list): they are passed over. */
+        for (pn_link_t *l = pn_link_head(t->conn, 0); l; l = pn_link_next(l, 0)) {
+            if (pn_link_session(l) != ssn || !pn_link_get_context(l))
+                continue;
+            bool fault = named ? names_link(l, desc) : !unanswered || l == unanswered;
+            if (fault) {
+                on_link_gone(t, l, c);
+            } else {
+                on_link_moved(t, l, why);
+                moved++;
+            }
+        }
+        ewi_log(t->m, moved ? EW_LOG_WARN : EW_LOG_INFO,
+                "amqp %s: the broker ended a session of %u links: %s; %u attached again",
+                t->where, n, why, moved);
+    }
+    if (pn_session_state(ssn) & PN_LOCAL_ACTIVE)
+        pn_session_close(ssn);
+    /* Closed at both ends: free it (with its links and deliveries) now, not
+     * when the connection goes, or every re-attach and every dead-letter
+     * read would leave one behind. */
+    pn_session_free(ssn);
+}
+
 static void on_link_open(ewi_transport *t, pn_link_t *l)
 {
     void *ctx = pn_link_get_context(l);
@@ -529,19 +634,9 @@ static void handle(ewi_transport *t, pn_event_t *e)
             pn_connection_close(c);
         break;
     }
-    case PN_SESSION_REMOTE_CLOSE: {
-        pn_session_t *ssn = pn_event_session(e);
-        pn_link_t *l = pn_session_get_context(ssn);
-        if (l)
-            on_link_gone(t, l, pn_session_remote_condition(ssn));
-        if (pn_session_state(ssn) & PN_LOCAL_ACTIVE)
-            pn_session_close(ssn);
-        /* Closed at both ends: free it (with its links and deliveries) now,
-         * not when the connection goes, or every re-attach and every dead-
-         * letter read would leave one behind. */
-        pn_session_free(ssn);
+    case PN_SESSION_REMOTE_CLOSE:
+        on_session_ended(t, pn_event_session(e));
         break;
-    }
     case PN_LINK_REMOTE_OPEN:
         on_link_open(t, pn_event_link(e));
         break;
@@ -684,6 +779,7 @@ void *amqp10_io_main(void *arg)
     }
     /* start gave up or stop timed out with a connection: it goes now,
      * after what is left fails (its links are still proton's). */
+    amqp10_ssn_forget_all(t);
     t->conn = NULL;
     t->connected = false;
     finish(t);

@@ -42,19 +42,66 @@ static void set_caps(pn_terminus_t *term, amqp10_cap cap)
     pn_data_exit(d);
 }
 
+/* A session for one more link: a shared one with room, else an empty one
+ * (kept from links gone), else a new one. */
+static amqp10_ssn *ssn_for(ewi_transport *t, bool sender, bool alone)
+{
+    amqp10_ssn *empty = NULL;
+    for (amqp10_ssn *x = t->ssns; x; x = x->next) {
+        if (x->sender != sender)
+            continue;
+        if (!alone && !x->alone && x->links < AMQP10_LINKS_PER_SESSION)
+            return x;
+        if (!x->links && !empty)
+            empty = x;
+    }
+    if (empty) {
+        empty->alone = alone;
+        return empty;
+    }
+    amqp10_ssn *x = calloc(1, sizeof *x);
+    if (!x)
+        return NULL;
+    x->ssn = pn_session(t->conn);
+    x->sender = sender;
+    x->alone = alone;
+    /* Bounded session buffering (with the transport's max frame): the
+     * broker sends at most this much before proton has handed it to us,
+     * so a large message never sits whole in proton's buffers. */
+    pn_session_set_incoming_capacity(x->ssn, SESSION_CAPACITY);
+    pn_session_set_context(x->ssn, x);
+    pn_session_open(x->ssn);
+    x->next = t->ssns;
+    t->ssns = x;
+    return x;
+}
+
+static void ssn_unlink(ewi_transport *t, amqp10_ssn *x)
+{
+    for (amqp10_ssn **pp = &t->ssns; *pp; pp = &(*pp)->next)
+        if (*pp == x) {
+            *pp = x->next;
+            return;
+        }
+}
+
 pn_link_t *amqp10_open_link(ewi_transport *t, bool sender, const amqp10_addr *a,
-                          void *ctx)
+                          void *ctx, bool alone)
 {
     char name[AMQP10_ADDR_MAX + 48];
     uint64_t id = ++t->next_link_id;
     amqp10_textf(name, sizeof name, "%s-%llu-%s", sender ? "ew-send" : "ew-recv",
              (unsigned long long)id, a->addr);
-    pn_session_t *ssn = pn_session(t->conn);
-    /* Bounded session buffering (with the transport's max frame): the
-     * broker sends at most this much before proton has handed it to us,
-     * so a large message never sits whole in proton's buffers. */
-    pn_session_set_incoming_capacity(ssn, SESSION_CAPACITY);
-    pn_session_open(ssn);
+    amqp10_ssn *x = ssn_for(t, sender, alone);
+    /* Out of memory for the record: a session of its own that nobody
+     * counts (it ends with the connection). */
+    pn_session_t *ssn = x ? x->ssn : pn_session(t->conn);
+    if (!x) {
+        pn_session_set_incoming_capacity(ssn, SESSION_CAPACITY);
+        pn_session_open(ssn);
+    } else {
+        x->links++;
+    }
     pn_link_t *l = sender ? pn_sender(ssn, name) : pn_receiver(ssn, name);
     pn_terminus_t *term = sender ? pn_link_target(l) : pn_link_source(l);
     pn_terminus_set_address(term, a->addr);
@@ -62,20 +109,48 @@ pn_link_t *amqp10_open_link(ewi_transport *t, bool sender, const amqp10_addr *a,
     pn_link_set_snd_settle_mode(l, PN_SND_UNSETTLED);
     pn_link_set_rcv_settle_mode(l, PN_RCV_FIRST);
     pn_link_set_context(l, ctx);
-    pn_session_set_context(ssn, l);
     pn_link_open(l);
     return l;
 }
 
-void amqp10_close_link(pn_link_t *l)
+void amqp10_close_link(ewi_transport *t, pn_link_t *l)
 {
+    (void)t;
     if (!l)
         return;
-    pn_session_t *ssn = pn_link_session(l);
+    amqp10_ssn *x = pn_session_get_context(pn_link_session(l));
     pn_link_set_context(l, NULL);
-    pn_session_set_context(ssn, NULL);
     pn_link_close(l);
-    pn_session_close(ssn);
+    /* Its last link gone, the session is kept for the next link: ending it
+     * would free its channel number for proton to give the next new
+     * session at once, and RabbitMQ, which ends a session asynchronously,
+     * would take that session's frames for the old one ("no such
+     * handle"). Sessions end with the connection, or when the broker ends
+     * them. */
+    if (x && x->links)
+        x->links--;
+}
+
+unsigned amqp10_ssn_ended(ewi_transport *t, pn_session_t *ssn)
+{
+    amqp10_ssn *x = pn_session_get_context(ssn);
+    if (!x)
+        return 0;
+    unsigned n = x->links;
+    ssn_unlink(t, x);
+    pn_session_set_context(ssn, NULL);
+    free(x);
+    return n;
+}
+
+void amqp10_ssn_forget_all(ewi_transport *t)
+{
+    for (amqp10_ssn *x = t->ssns, *n; x; x = n) {
+        n = x->next;
+        pn_session_set_context(x->ssn, NULL);
+        free(x);
+    }
+    t->ssns = NULL;
 }
 
 /* Incoming messages are read as their frames arrive, into the link's own

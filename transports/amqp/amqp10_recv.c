@@ -35,7 +35,7 @@ static void amqp10_recv_attach(ewi_transport *t, amqp10_sub *s)
         return;
     s->attached = false;
     s->outstanding = 0;
-    s->l = amqp10_open_link(t, false, &s->source, s);
+    s->l = amqp10_open_link(t, false, &s->source, s, s->alone);
     s->link_id = t->next_link_id;
     pn_link_flow(s->l, (int)s->prefetch);
 }
@@ -55,7 +55,7 @@ static void amqp10_recv_maybe_free(ewi_transport *t, amqp10_sub *s)
     if (!s->unsubscribed)
         return;
     if (s->l && s->outstanding == 0) {
-        amqp10_close_link(s->l); /* parked deliveries go back to the queue */
+        amqp10_close_link(t, s->l); /* parked deliveries go back to the queue */
         s->l = NULL;
         amqp10_acc_reset(&s->acc);
         s->link_id = 0;
@@ -81,13 +81,14 @@ static void top_up(amqp10_sub *s)
 /* The broker detached a receiver (or ended its session). */
 void amqp10_recv_lost(ewi_transport *t, amqp10_sub *s, const char *why)
 {
-    amqp10_close_link(s->l);
+    amqp10_close_link(t, s->l);
     s->l = NULL;
     amqp10_acc_reset(&s->acc);
     s->link_id = 0;
     s->outstanding = 0;
     bool was_attached = s->attached;
     s->attached = false;
+    s->alone = true; /* its next attach disturbs no other link */
     if (s->unsubscribed) {
         amqp10_recv_maybe_free(t, s);
         return;
@@ -111,6 +112,21 @@ void amqp10_recv_lost(ewi_transport *t, amqp10_sub *s, const char *why)
                "again in %d ms", t->where, s->source.addr, why, delay);
 }
 
+void amqp10_recv_moved(ewi_transport *t, amqp10_sub *s)
+{
+    s->l = NULL; /* freed with its session */
+    amqp10_acc_reset(&s->acc);
+    s->link_id = 0;
+    s->outstanding = 0;
+    s->attached = false;
+    if (s->unsubscribed) {
+        amqp10_recv_maybe_free(t, s);
+        return;
+    }
+    if (!s->reattach_at)
+        amqp10_recv_attach(t, s);
+}
+
 static void reattach_due(ewi_transport *t, int64_t now)
 {
     for (amqp10_sub *s = t->subs; s; s = s->next) {
@@ -120,7 +136,7 @@ static void reattach_due(ewi_transport *t, int64_t now)
         if (s->sub && t->opt.dialect == AMQP10_DIALECT_RABBITMQ) {
             /* The queue may be gone (deleted by hand): declare it again. */
             char err[512];
-            amqp10_decl d = {AMQP10_DECL_LISTENER, s->sub->event, s->queue, s->sub->dlq,
+            amqp10_decl d = {AMQP10_DECL_LISTENER, s->sub->event, s->queue, NULL,
                            s->sub->durable, s->sub->per_process};
             ew_err rc = amqp10_declare_now(t, &d, err, sizeof err);
             if (rc != EW_OK) {
@@ -174,7 +190,7 @@ static void check_queues(ewi_transport *t, int64_t now)
                    t->where, s->queue, err);
         if (s->sub)
             ewi_sub_state(s->sub, false);
-        amqp10_close_link(s->l);
+        amqp10_close_link(t, s->l);
         s->l = NULL;
         amqp10_acc_reset(&s->acc);
         s->link_id = 0;
@@ -186,6 +202,11 @@ static void check_queues(ewi_transport *t, int64_t now)
 
 void amqp10_recv_message(ewi_transport *t, amqp10_sub *s, pn_delivery_t *d)
 {
+    /* An event for a delivery read already (the broker updated it while
+     * core holds it): there is nothing to read, and pn_link_recv would read
+     * the link's current one. */
+    if (!pn_delivery_readable(d))
+        return;
     int got = amqp10_acc_read(&s->acc, d);
     if (got == 0)
         return; /* the rest is still coming */
@@ -334,6 +355,7 @@ void amqp10_recv_attach_all(ewi_transport *t)
 void amqp10_recv_opened(ewi_transport *t, amqp10_sub *s)
 {
     s->attached = true;
+    s->alone = false;
     ewi_backoff_reset(&s->bo);
     pthread_mutex_lock(&t->mu);
     bool again = s->state == AMQP10_SUB_ACTIVE;

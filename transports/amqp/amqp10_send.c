@@ -83,7 +83,10 @@ static void amqp10_send_attach(ewi_transport *t, amqp10_sender *s)
     if (s->l || !amqp10_is_up(t))
         return;
     s->opened = false;
-    s->l = amqp10_open_link(t, true, &s->target, s);
+    /* A session of its own: RabbitMQ 3.10 loses messages (and Artemis gave
+     * an empty one) when the frames of large messages on two links of one
+     * session interleave. */
+    s->l = amqp10_open_link(t, true, &s->target, s, true);
 }
 
 /* Large messages go out in chunks, each once proton has turned the last one
@@ -167,7 +170,7 @@ void amqp10_send_lost(ewi_transport *t, amqp10_sender *s, const char *why)
         list_unlink(&s->pend_head, &s->pend_tail, o);
         amqp10_out_finish(t, o, EW_EBROKER, detail);
     }
-    amqp10_close_link(s->l);
+    amqp10_close_link(t, s->l);
     s->l = NULL;
     s->opened = false;
     s->streaming = NULL;
@@ -281,30 +284,45 @@ void amqp10_send_expire(ewi_transport *t, int64_t now)
     }
 }
 
+/* s's link is gone without a fault of its own: unsettled sends go out
+ * again on its next link, ahead of the queued ones. */
+static void requeue_unsettled(amqp10_sender *s)
+{
+    amqp10_out *o;
+    while ((o = s->fl_tail)) {
+        list_unlink(&s->fl_head, &s->fl_tail, o);
+        o->d = NULL;
+        if (!o->pub) {
+            out_free(o);
+            continue;
+        }
+        o->next = s->pend_head;
+        o->prev = NULL;
+        if (s->pend_head)
+            s->pend_head->prev = o;
+        else
+            s->pend_tail = o;
+        s->pend_head = o;
+    }
+    s->l = NULL;
+    s->opened = false;
+    s->streaming = NULL;
+}
+
 /* The connection is gone (I/O thread): unsettled sends go out again on the
  * next connection, ahead of the queued ones. */
 void amqp10_send_disconnected(ewi_transport *t)
 {
-    for (amqp10_sender *s = t->senders; s; s = s->next) {
-        amqp10_out *o;
-        while ((o = s->fl_tail)) {
-            list_unlink(&s->fl_head, &s->fl_tail, o);
-            o->d = NULL;
-            if (!o->pub) {
-                out_free(o);
-                continue;
-            }
-            o->next = s->pend_head;
-            o->prev = NULL;
-            if (s->pend_head)
-                s->pend_head->prev = o;
-            else
-                s->pend_tail = o;
-            s->pend_head = o;
-        }
-        s->l = NULL;
-        s->opened = false;
-        s->streaming = NULL;
+    for (amqp10_sender *s = t->senders; s; s = s->next)
+        requeue_unsettled(s);
+}
+
+void amqp10_send_moved(ewi_transport *t, amqp10_sender *s)
+{
+    requeue_unsettled(s); /* its link is freed with its session */
+    if (s->pend_head) {
+        amqp10_send_attach(t, s);
+        amqp10_send_pump(t, s);
     }
 }
 

@@ -246,7 +246,10 @@ static ew_err a_subscribe(ewi_transport *t, ewi_sub *sub)
     if (!s)
         return rc;
     int64_t deadline = ewi_now_ms() + t->cfg->start_timeout_ms;
-    amqp10_decl d = {AMQP10_DECL_LISTENER, sub->event, s->queue, sub->dlq, sub->durable,
+    /* The dead-letter queue is declared on first use (check_target,
+     * amqp10_dlq_take), not here: durable queues are what costs the broker
+     * most at start. */
+    amqp10_decl d = {AMQP10_DECL_LISTENER, sub->event, s->queue, NULL, sub->durable,
                    sub->per_process};
     rc = amqp10_ensure(t, &d, deadline, err, sizeof err);
     if (rc != EW_OK) {
@@ -312,7 +315,7 @@ static void a_subscribe_many(ewi_transport *t, ewi_sub *const *subs, size_t n, e
     for (size_t i = 0; i < n; i++)
         if ((ss[i] = sub_new(t, subs[i], &rcs[i])))
             ds[i] = (amqp10_decl){AMQP10_DECL_LISTENER, subs[i]->event, ss[i]->queue,
-                                subs[i]->dlq, subs[i]->durable, subs[i]->per_process};
+                                NULL, subs[i]->durable, subs[i]->per_process};
         else
             ds[i] = (amqp10_decl){AMQP10_DECL_EXCHANGE, subs[i]->event, NULL, NULL, true, false};
     sub_batch b = {t, ss, rcs, posted};
@@ -381,7 +384,9 @@ static ew_err check_target(ewi_transport *t, ewi_pub *p, const char *q)
         return EW_OK;
     /* rabbitmq: the plugin silently drops a send to a missing /amq/queue/Q;
      * artemis would create the missing queue: check that a listener's queue
-     * exists (and on rabbitmq, declare the dead-letter queue). */
+     * exists. On rabbitmq a dead-letter queue is declared here, before the
+     * first dead letter to it: once per administration connection, and
+     * again after every reconnect (amqp10_redeclare_all). */
     amqp10_decl d = {p->dest == EWI_DEST_DLQ ? AMQP10_DECL_DLQ : AMQP10_DECL_EXISTS,
                    p->event, q, NULL, true, false};
     char err[512];
