@@ -329,10 +329,16 @@ ew_err amqp10_dlq_take(ewi_transport *t, ewi_dlq_req *req)
         return EW_OK;
     char err[512];
     int64_t deadline = ewi_now_ms() + (req->timeout_ms > 0 ? req->timeout_ms : 0);
-    /* rabbitmq: consuming a missing queue ends the session; declare it. */
-    amqp10_decl d = {AMQP10_DECL_DLQ, req->event, req->dlq, NULL, true, false};
+    /* rabbitmq: consuming a missing queue ends the session. A dead-letter
+     * queue is declared by its first dead letter: none yet means none to
+     * read, and reading makes none. */
+    bool rabbitmq = t->opt.dialect == AMQP10_DIALECT_RABBITMQ;
+    amqp10_decl d = {rabbitmq ? AMQP10_DECL_EXISTS : AMQP10_DECL_DLQ, req->event, req->dlq,
+                     NULL, true, false};
     int64_t decl_deadline = ewi_now_ms() + t->cfg->send_timeout_ms;
     ew_err rc = amqp10_ensure(t, &d, decl_deadline, err, sizeof err);
+    if (rc == EW_ENOTFOUND && rabbitmq)
+        return EW_OK;
     if (rc != EW_OK) {
         ewi_report(t->m, rc, req->dlq, req->event, NULL, "amqp %s: %s", t->where, err);
         return rc;
