@@ -30,6 +30,36 @@ const char *ew_strerror(ew_err err)
     return "unknown error";
 }
 
+const char *ew_errname(ew_err err)
+{
+    switch (err) {
+    case EW_OK: return "EW_OK";
+    case EW_EINVAL: return "EW_EINVAL";
+    case EW_ENOMEM: return "EW_ENOMEM";
+    case EW_ENOTFOUND: return "EW_ENOTFOUND";
+    case EW_ECONFLICT: return "EW_ECONFLICT";
+    case EW_ESTATE: return "EW_ESTATE";
+    case EW_ETIMEDOUT: return "EW_ETIMEDOUT";
+    case EW_ECLOSED: return "EW_ECLOSED";
+    case EW_EDECODE: return "EW_EDECODE";
+    case EW_EENCODE: return "EW_EENCODE";
+    case EW_ETOOBIG: return "EW_ETOOBIG";
+    case EW_EREFUSED: return "EW_EREFUSED";
+    case EW_ELISTENER: return "EW_ELISTENER";
+    case EW_ENORETRY: return "EW_ENORETRY";
+    case EW_ECONNECT: return "EW_ECONNECT";
+    case EW_EAUTH: return "EW_EAUTH";
+    case EW_EBROKER: return "EW_EBROKER";
+    case EW_EPROTO: return "EW_EPROTO";
+    case EW_ENOTSUP: return "EW_ENOTSUP";
+    case EW_EIO: return "EW_EIO";
+    case EW_EDISCONNECTED: return "EW_EDISCONNECTED";
+    case EW_EINDOUBT: return "EW_EINDOUBT";
+    case EW_ETLS: return "EW_ETLS";
+    }
+    return NULL;
+}
+
 const char *ew_version(void)
 {
     return EW_VERSION_STRING;

@@ -139,17 +139,6 @@ static void listener_copy(ewi_listener *l, lsnap *o)
 
 /* ---- the visitor ---------------------------------------------------------- */
 
-static const char *const ERR_NAMES[EWI_NERR] = {
-    [EW_OK] = "EW_OK", [EW_EINVAL] = "EW_EINVAL", [EW_ENOMEM] = "EW_ENOMEM",
-    [EW_ENOTFOUND] = "EW_ENOTFOUND", [EW_ECONFLICT] = "EW_ECONFLICT",
-    [EW_ESTATE] = "EW_ESTATE", [EW_ETIMEDOUT] = "EW_ETIMEDOUT", [EW_ECLOSED] = "EW_ECLOSED",
-    [EW_EDECODE] = "EW_EDECODE", [EW_EENCODE] = "EW_EENCODE", [EW_ETOOBIG] = "EW_ETOOBIG",
-    [EW_EREFUSED] = "EW_EREFUSED", [EW_ELISTENER] = "EW_ELISTENER",
-    [EW_ENORETRY] = "EW_ENORETRY", [EW_ECONNECT] = "EW_ECONNECT", [EW_EAUTH] = "EW_EAUTH",
-    [EW_EBROKER] = "EW_EBROKER", [EW_EPROTO] = "EW_EPROTO", [EW_ENOTSUP] = "EW_ENOTSUP",
-    [EW_EIO] = "EW_EIO", [EW_EDISCONNECTED] = "EW_EDISCONNECTED",
-    [EW_EINDOUBT] = "EW_EINDOUBT", [EW_ETLS] = "EW_ETLS"};
-
 typedef struct lmeta {
     const char *name, *unit, *help;
     ew_metric_kind kind;
@@ -252,7 +241,8 @@ ew_err ew_metrics_visit(ew_manager *m, ew_metric_fn fn, void *user)
     for (size_t i = 1; i < EWI_NERR; i++) {
         if (i != EW_EINDOUBT && sent[i] == 0)
             continue;
-        ew_metric_label lb = {"error.type", ERR_NAMES[i] ? ERR_NAMES[i] : "_OTHER"};
+        const char *name = ew_errname((ew_err)i);
+        ew_metric_label lb = {"error.type", name ? name : "_OTHER"};
         emit_value(fn, user, SENT, "{message}", SENT_HELP, EW_METRIC_COUNTER, &lb, 1,
                    sent[i]);
     }

@@ -39,6 +39,10 @@ typedef enum ew_err {
 /* A static English text for err; never NULL. Thread-safe. */
 EW_API const char *ew_strerror(ew_err err);
 
+/* err's symbolic name, "EW_EINDOUBT" for EW_EINDOUBT (the error.type of
+ * the metrics); NULL for a value that is no ew_err. Thread-safe. */
+EW_API const char *ew_errname(ew_err err);
+
 /* Why the last eventwire call on this thread failed, with the detail the
  * code cannot carry: the broker's or the TLS library's own text, the bad name
  * or option, the field path of an encoding error. For example "the broker

@@ -360,18 +360,7 @@ void cleanup_event(const ftarget *t, const char *event, const char *const *liste
 
 const char *err_name(ew_err rc)
 {
-    /* Indexed by the explicit values of eventwire/error.h. */
-    static const char *const names[] = {
-        [EW_OK] = "EW_OK", [EW_EINVAL] = "EW_EINVAL", [EW_ENOMEM] = "EW_ENOMEM",
-        [EW_ENOTFOUND] = "EW_ENOTFOUND", [EW_ECONFLICT] = "EW_ECONFLICT",
-        [EW_ESTATE] = "EW_ESTATE", [EW_ETIMEDOUT] = "EW_ETIMEDOUT", [EW_ECLOSED] = "EW_ECLOSED",
-        [EW_EDECODE] = "EW_EDECODE", [EW_EENCODE] = "EW_EENCODE", [EW_ETOOBIG] = "EW_ETOOBIG",
-        [EW_EREFUSED] = "EW_EREFUSED", [EW_ELISTENER] = "EW_ELISTENER",
-        [EW_ENORETRY] = "EW_ENORETRY", [EW_ECONNECT] = "EW_ECONNECT", [EW_EAUTH] = "EW_EAUTH",
-        [EW_EBROKER] = "EW_EBROKER", [EW_EPROTO] = "EW_EPROTO", [EW_ENOTSUP] = "EW_ENOTSUP",
-        [EW_EIO] = "EW_EIO", [EW_EDISCONNECTED] = "EW_EDISCONNECTED",
-        [EW_EINDOUBT] = "EW_EINDOUBT", [EW_ETLS] = "EW_ETLS"};
-    const char *n = (unsigned)rc < sizeof names / sizeof names[0] ? names[rc] : NULL;
+    const char *n = ew_errname(rc);
     return n ? n : "EW_E?";
 }
 

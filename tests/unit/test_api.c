@@ -221,6 +221,26 @@ static void last_error_is_per_thread(void **state)
 
 /* ---- descriptor versions ------------------------------------------------ */
 
+/* Every code has a text and its own symbolic name; other values have no
+ * name. */
+static void every_error_has_a_name(void **state)
+{
+    (void)state;
+    assert_string_equal(ew_errname(EW_OK), "EW_OK");
+    assert_string_equal(ew_errname(EW_EINDOUBT), "EW_EINDOUBT");
+    for (int e = EW_OK; e <= EW_ETLS; e++) {
+        const char *n = ew_errname((ew_err)e);
+        if (!n || strncmp(n, "EW_", 3) != 0)
+            fail_msg("code %d has no name", e);
+        for (int f = EW_OK; f < e; f++)
+            if (strcmp(n, ew_errname((ew_err)f)) == 0)
+                fail_msg("codes %d and %d are both %s", f, e, n);
+        assert_string_not_equal(ew_strerror((ew_err)e), "unknown error");
+    }
+    assert_null(ew_errname((ew_err)(EW_ETLS + 1)));
+    assert_null(ew_errname((ew_err)-1));
+}
+
 static void unknown_descriptor_versions_are_refused(void **state)
 {
     (void)state;
@@ -270,6 +290,7 @@ int main(void)
         cmocka_unit_test(codec_errors_say_why),
         cmocka_unit_test(last_error_is_per_thread),
         cmocka_unit_test(unknown_descriptor_versions_are_refused),
+        cmocka_unit_test(every_error_has_a_name),
     };
     return cmocka_run_group_tests_name("api", tests, NULL, NULL);
 }
