@@ -181,7 +181,7 @@ static void dead_letter(ewi_listener *l, ewi_msg *msg, const char *reason,
             snprintf(why, sizeof why, "%s",
                      ewi_last_error_peek()[0] ? ewi_last_error_peek() : ew_strerror(rc));
             ewi_report(m, rc, l->queue, l->event->name, id,
-                       "dead-letter publish to %s failed (try %u; %s); retrying in %d ms",
+                       "dead-letter publish to %s failed (try %u): %s; retrying in %d ms",
                        l->dlq, tries, why, delay);
         }
         if (!backoff_wait(l, delay))
