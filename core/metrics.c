@@ -319,8 +319,11 @@ static void prom_str(prom *p, const char *s)
 /* Appends to out (cap bytes, NUL kept) at *len. */
 static void cat(char *out, size_t cap, size_t *len, const char *s, size_t n)
 {
-    if (*len + n >= cap)
-        n = cap - 1 - *len;
+    if (*len + 1 >= cap)
+        return; /* full: the NUL is there */
+    size_t room = cap - 1 - *len;
+    if (n > room)
+        n = room;
     memcpy(out + *len, s, n);
     *len += n;
     out[*len] = '\0';

@@ -11,13 +11,13 @@
  * the order rotated every round; each time is the median of the rounds,
  * each ratio the median of the rounds' ratios to the floor.
  *
- * The topology, as eventwire makes it for N listeners L0..L(N-1) of event
- * E: a durable topic exchange E; per listener a queue E::Li (transient, or
- * durable with -d) bound to E with '#', a durable dead-letter queue
- * E::Li.dlq, and a consumer on E::Li. The raw floor: one connection, the
- * exchange declared once (one round trip), then every queue.declare,
- * queue.bind and dead-letter queue.declare with nowait and a basic.consume
- * per listener, spread round robin over CHANNELS channels (default 64), all
+ * The topology, as eventwire makes it at start for N listeners L0..L(N-1)
+ * of event E: a durable topic exchange E; per listener a queue E::Li
+ * (transient, or durable with -d) bound to E with '#', and a consumer on
+ * E::Li (a listener's dead-letter queue E::Li.dlq is declared by its first
+ * dead letter, not at start). The raw floor: one connection, the exchange
+ * declared once (one round trip), then every queue.declare and queue.bind
+ * with nowait and a basic.consume per listener, spread round robin over CHANNELS channels (default 64), all
  * written before the first consume-ok is read. Its time runs from the TCP
  * connect to the last consume-ok; eventwire's is the ew_manager_start call
  * (its connections included). Each round's names are new, and everything
@@ -140,22 +140,18 @@ static double raw_start(const char *event, amqp_connection_state_t *out)
     if (amqp_send_method(c, 1, AMQP_EXCHANGE_DECLARE_METHOD, &x) != AMQP_STATUS_OK)
         die("raw: exchange.declare failed");
     raw_wait(c, AMQP_EXCHANGE_DECLARE_OK_METHOD, 1, "raw: exchange.declare failed");
-    char q[256], dlq[256];
+    char q[256];
     for (int i = 0; i < nlisteners; i++) {
         amqp_channel_t ch = (amqp_channel_t)(i % nk + 1);
         queue_name(q, sizeof q, event, i, false);
-        queue_name(dlq, sizeof dlq, event, i, true);
         amqp_queue_declare_t qd = {.queue = b(q), .durable = durable, .nowait = 1,
                                    .arguments = amqp_empty_table};
         amqp_queue_bind_t bd = {.queue = b(q), .exchange = b(event), .routing_key = b("#"),
                                 .nowait = 1, .arguments = amqp_empty_table};
-        amqp_queue_declare_t dd = {.queue = b(dlq), .durable = 1, .nowait = 1,
-                                   .arguments = amqp_empty_table};
         amqp_basic_consume_t bc = {.queue = b(q), .consumer_tag = amqp_empty_bytes,
                                    .arguments = amqp_empty_table};
         if (amqp_send_method(c, ch, AMQP_QUEUE_DECLARE_METHOD, &qd) != AMQP_STATUS_OK ||
             amqp_send_method(c, ch, AMQP_QUEUE_BIND_METHOD, &bd) != AMQP_STATUS_OK ||
-            amqp_send_method(c, ch, AMQP_QUEUE_DECLARE_METHOD, &dd) != AMQP_STATUS_OK ||
             amqp_send_method(c, ch, AMQP_BASIC_CONSUME_METHOD, &bc) != AMQP_STATUS_OK)
             die("raw: writing the declarations failed");
     }
@@ -164,7 +160,8 @@ static double raw_start(const char *event, amqp_connection_state_t *out)
     return now_s() - t0;
 }
 
-/* Deletes event's exchange and every queue of its listeners, pipelined. */
+/* Deletes event's exchange and every queue of its listeners (a missing
+ * dead-letter queue is no error), pipelined. */
 static void cleanup(const char *event)
 {
     int nk = nchannels < nlisteners ? nchannels : nlisteners;
