@@ -339,6 +339,8 @@ struct amqp10_ssn {
     unsigned links;        /* open links (closed ones no longer count) */
     bool sender;           /* the kind of links it takes */
     bool alone;            /* one link only */
+    bool retired;          /* alone and its link gone: never reused, ended
+                              once the next session of its kind is begun */
     amqp10_ssn *next;      /* in t->ssns */
 };
 

@@ -90,6 +90,17 @@ static void fail_locked(ewi_transport *t, amqp10_fetch *f, const char *why)
     pthread_cond_broadcast(&t->cond);
 }
 
+/* Releases every delivery of l not settled yet: the broker gives each
+ * to a consumer again. */
+static void release_unsettled(pn_link_t *l)
+{
+    for (pn_delivery_t *d = pn_unsettled_head(l), *next; d; d = next) {
+        next = pn_unsettled_next(d);
+        pn_delivery_update(d, PN_RELEASED);
+        pn_delivery_settle(d);
+    }
+}
+
 /* Drops what the caller has not taken yet: the broker keeps it. */
 static void drop_ready_locked(amqp10_fetch *f)
 {
@@ -146,7 +157,13 @@ void amqp10_fetch_work(ewi_transport *t, amqp10_work *w)
         break;
     case FETCH_CLOSE:
         unlink_fetch(t, f);
-        amqp10_close_link(t, f->l); /* unsettled deliveries go back */
+        /* What was fetched and not taken goes back to the queue now: a
+         * closed link leaves its unsettled deliveries with its session,
+         * which lives on for the next link (RabbitMQ gives them back only
+         * when the session ends). */
+        if (f->l)
+            release_unsettled(f->l);
+        amqp10_close_link(t, f->l);
         f->l = NULL;
         amqp10_acc_reset(&f->acc);
         f->link_id = 0;

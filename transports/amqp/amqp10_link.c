@@ -48,7 +48,7 @@ static amqp10_ssn *ssn_for(ewi_transport *t, bool sender, bool alone)
 {
     amqp10_ssn *empty = NULL;
     for (amqp10_ssn *x = t->ssns; x; x = x->next) {
-        if (x->sender != sender)
+        if (x->sender != sender || x->retired)
             continue;
         if (!alone && !x->alone && x->links < AMQP10_LINKS_PER_SESSION)
             return x;
@@ -71,6 +71,11 @@ static amqp10_ssn *ssn_for(ewi_transport *t, bool sender, bool alone)
     pn_session_set_incoming_capacity(x->ssn, SESSION_CAPACITY);
     pn_session_set_context(x->ssn, x);
     pn_session_open(x->ssn);
+    /* Sessions retired earlier end now, after this one took a channel
+     * number of its own: a number they free is not given again at once. */
+    for (amqp10_ssn *r = t->ssns; r; r = r->next)
+        if (r->retired && (pn_session_state(r->ssn) & PN_LOCAL_ACTIVE))
+            pn_session_close(r->ssn);
     x->next = t->ssns;
     t->ssns = x;
     return x;
@@ -121,14 +126,19 @@ void amqp10_close_link(ewi_transport *t, pn_link_t *l)
     amqp10_ssn *x = pn_session_get_context(pn_link_session(l));
     pn_link_set_context(l, NULL);
     pn_link_close(l);
-    /* Its last link gone, the session is kept for the next link: ending it
-     * would free its channel number for proton to give the next new
-     * session at once, and RabbitMQ, which ends a session asynchronously,
-     * would take that session's frames for the old one ("no such
-     * handle"). Sessions end with the connection, or when the broker ends
-     * them. */
+    /* Its last link gone, a shared session is kept for the next link:
+     * ending it would free its channel number for proton to give the next
+     * new session at once, and RabbitMQ, which ends a session
+     * asynchronously, would take that session's frames for the old one
+     * ("no such handle"). A session of one link only (a sender, a
+     * dead-letter read) is retired instead: RabbitMQ keeps what a closed
+     * link had not settled with its session, and a next link on the same
+     * session and handle got nothing; it ends when the next one of its
+     * kind begins (then RabbitMQ gives back what it held). */
     if (x && x->links)
         x->links--;
+    if (x && x->alone && !x->links)
+        x->retired = true;
 }
 
 unsigned amqp10_ssn_ended(ewi_transport *t, pn_session_t *ssn)
