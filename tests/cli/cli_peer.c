@@ -20,11 +20,9 @@
 #include <eventwire/eventwire.h>
 #include <jansson.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 typedef struct { char *sku; uint32_t qty; } peer_line;
 EW_TYPE(peer_line, EW_FIELD(peer_line, sku, EW_STRING), EW_FIELD(peer_line, qty, EW_UINT32));
@@ -68,7 +66,35 @@ static ew_manager *manager(const char *url)
     return m;
 }
 
-static atomic_long handled;
+/* Events handled so far, and a wait for a number of them. */
+static long handled;
+static pthread_mutex_t handled_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t handled_cv;
+
+static void count_handled(void)
+{
+    pthread_mutex_lock(&handled_mu);
+    handled++;
+    pthread_cond_broadcast(&handled_cv);
+    pthread_mutex_unlock(&handled_mu);
+}
+
+/* Waits until n are handled, at most timeout_ms (< 0: no bound); the
+ * count then. */
+static long wait_handled(long n, int timeout_ms)
+{
+    int64_t deadline = ewi_now_ms() + timeout_ms;
+    pthread_mutex_lock(&handled_mu);
+    while (handled < n && (timeout_ms < 0 || ewi_left_ms(deadline) > 0)) {
+        if (timeout_ms < 0)
+            pthread_cond_wait(&handled_cv, &handled_mu);
+        else
+            ewi_cond_wait_until(&handled_cv, &handled_mu, deadline);
+    }
+    long got = handled;
+    pthread_mutex_unlock(&handled_mu);
+    return got;
+}
 
 /* ---- listen ---------------------------------------------------------- */
 
@@ -105,7 +131,7 @@ static ew_err on_event(ew_delivery *d, const void *event, void *user)
     fflush(stdout);
     free(text);
     json_decref(o);
-    atomic_fetch_add(&handled, 1);
+    count_handled();
     return EW_OK;
 }
 
@@ -123,9 +149,7 @@ static int cmd_listen(const char *url, const char *event, const char *listener, 
     printf("ready\n");
     fflush(stdout);
     /* Until COUNT events or stdin closes (the test's end). */
-    struct timespec tick = {0, 20000000};
-    while (atomic_load(&handled) < count)
-        nanosleep(&tick, NULL);
+    wait_handled(count, -1);
     ew_manager_stop(m, 5000);
     ew_manager_free(m);
     return 0;
@@ -176,7 +200,7 @@ static ew_err refuse(ew_delivery *d, const void *event, void *user)
     (void)d;
     (void)event;
     (void)user;
-    atomic_fetch_add(&handled, 1);
+    count_handled();
     return EW_ENORETRY;
 }
 
@@ -205,11 +229,9 @@ static int cmd_fail(const char *url, const char *event, const char *listener, lo
         die("flush", rc);
     /* A dead letter is confirmed before its original is acknowledged, and
      * the stop waits for the handlers: after it every one is on the queue. */
-    struct timespec tick = {0, 20000000};
-    for (int i = 0; i < 6000 && atomic_load(&handled) < n; i++)
-        nanosleep(&tick, NULL);
-    if (atomic_load(&handled) < n) {
-        printf("FAIL: %ld of %ld events handled\n", (long)atomic_load(&handled), n);
+    long got = wait_handled(n, 120000);
+    if (got < n) {
+        printf("FAIL: %ld of %ld events handled\n", got, n);
         return 1;
     }
     ew_manager_stop(m, 30000);
@@ -287,6 +309,7 @@ static int cmd_sendct(const char *url, const char *event, const char *ct, const 
 
 int main(int argc, char **argv)
 {
+    ewi_cond_init_mono(&handled_cv);
     if (argc == 6 && strcmp(argv[1], "sendct") == 0)
         return cmd_sendct(argv[2], argv[3], argv[4], argv[5]);
     if (argc >= 6 && strcmp(argv[1], "listen") == 0)

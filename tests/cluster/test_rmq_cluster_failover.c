@@ -50,13 +50,19 @@ static void node_log_fn(void *user, ew_log_level level, const char *msg)
         capture_log(&nl->cap, level, msg);
 }
 
+/* The receiver's tally and activity marks. */
+static flow F;
+
 /* ---- sends: the outcome of each id -------------------------------------- */
 
 /* 0 pending, else 1 + the ew_err. */
 static _Atomic int outcome[N];
 static _Atomic size_t completed;
-static _Atomic bool killing;
 static _Atomic bool half_sent;
+/* The sender waits here after the first half until the kill is done. */
+static bool killing;
+static pthread_mutex_t kill_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t kill_cv = PTHREAD_COND_INITIALIZER;
 
 /* The last failed outcome (monotonic ms): the end of the window in which
  * the broker refused sends. */
@@ -68,6 +74,10 @@ static void send_done(void *user, ew_err err)
     if (err != EW_OK && err != EW_EINDOUBT)
         atomic_store(&last_failed_ms, ewi_now_ms());
     atomic_fetch_add(&completed, 1);
+    /* The end wait watches completions too. */
+    pthread_mutex_lock(&F.t.mu);
+    pthread_cond_broadcast(&F.t.cv);
+    pthread_mutex_unlock(&F.t.mu);
 }
 
 typedef struct sender {
@@ -90,8 +100,10 @@ static void *send_stream(void *arg)
             ewi_sleep_ms(i < N / 2 ? 40 : 100);
         if (i == N / 2 - 1) {
             atomic_store(&half_sent, true);
-            while (!atomic_load(&killing))
-                ewi_sleep_ms(5);
+            pthread_mutex_lock(&kill_mu);
+            while (!killing)
+                pthread_cond_wait(&kill_cv, &kill_mu);
+            pthread_mutex_unlock(&kill_mu);
         }
     }
     ew_flush(s->m, 180000);
@@ -100,7 +112,6 @@ static void *send_stream(void *arg)
 
 /* ---- the receiver -------------------------------------------------------- */
 
-static flow F;
 static _Atomic size_t redelivered; /* handlings with attempt > 1 */
 /* Handlings whose message carried the quorum queue's x-delivery-count. */
 static _Atomic size_t delivery_counted;
@@ -128,28 +139,33 @@ static bool ready_to_kill_(void *arg)
     return atomic_load(&half_sent) && tally_total(&F.t) >= N / 5;
 }
 
-/* Every id sent with EW_OK handled, every send completed. */
-static bool ok_ones_handled(void)
+/* Every id sent with EW_OK handled, every send completed (F.t.mu held). */
+static bool ok_ones_handled_locked(void)
 {
     if (atomic_load(&completed) < N)
         return false;
-    bool all = true;
-    pthread_mutex_lock(&F.t.mu);
-    for (size_t i = 0; i < N && all; i++)
-        all = atomic_load(&outcome[i]) != 1 + EW_OK || F.t.seen[i];
-    pthread_mutex_unlock(&F.t.mu);
-    return all;
+    for (size_t i = 0; i < N; i++)
+        if (atomic_load(&outcome[i]) == 1 + EW_OK && !F.t.seen[i])
+            return false;
+    return true;
 }
 
+/* Waits on the tally's condition (handlings and send completions signal
+ * it) until every EW_OK send was handled, or nothing happened for
+ * stall_ms. */
 static bool wait_ok_ones_or_stall(int stall_ms)
 {
-    while (!ok_ones_handled()) {
+    pthread_mutex_lock(&F.t.mu);
+    bool ok;
+    while (!(ok = ok_ones_handled_locked())) {
         int64_t last = atomic_load(&F.last_ms), mark = atomic_load(&F.mark_ms);
-        if (ewi_now_ms() - (last > mark ? last : mark) > stall_ms)
-            return false;
-        ewi_sleep_ms(50);
+        int64_t until = (last > mark ? last : mark) + stall_ms;
+        if (ewi_left_ms(until) <= 0)
+            break;
+        ewi_cond_wait_until(&F.t.cv, &F.t.mu, until);
     }
-    return true;
+    pthread_mutex_unlock(&F.t.mu);
+    return ok;
 }
 
 /* The type RabbitMQ gives queue q, through node `node`'s rabbitmqctl. */
@@ -225,7 +241,10 @@ static void failover_loses_nothing(void **state)
     int krc = system(cmd);
     flow_mark(&F);
     int64_t kill_ms = ewi_now_ms() - k0;
-    atomic_store(&killing, true);
+    pthread_mutex_lock(&kill_mu);
+    killing = true;
+    pthread_cond_signal(&kill_cv);
+    pthread_mutex_unlock(&kill_mu);
     print_message("node %d (port %d) killed in %lld ms (rc %d) after %zu handlings\n", killed,
                   first_port, (long long)kill_ms, krc, at_kill);
 

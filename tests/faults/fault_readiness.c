@@ -54,26 +54,25 @@ static sample read_sample(ew_manager *m)
     return s;
 }
 
-/* Every listener handled ids [from, to). */
-static bool all_handled(tally *t, int64_t from, int64_t to)
+/* Every listener handled ids [from, to) (t->mu held). */
+static bool all_handled_locked(tally *t, int64_t from, int64_t to)
 {
-    pthread_mutex_lock(&t->mu);
-    bool ok = true;
-    for (int64_t i = from; i < to && ok; i++)
-        ok = t->seen[i] >= NL;
-    pthread_mutex_unlock(&t->mu);
-    return ok;
+    for (int64_t i = from; i < to; i++)
+        if (t->seen[i] < NL)
+            return false;
+    return true;
 }
 
+/* Waits on the tally's condition until all_handled_locked or timeout_ms. */
 static bool wait_until_all(tally *t, int64_t from, int64_t to, int timeout_ms)
 {
     int64_t deadline = ewi_now_ms() + timeout_ms;
-    while (!all_handled(t, from, to)) {
-        if (ewi_left_ms(deadline) == 0)
-            return false;
-        ewi_sleep_ms(5);
-    }
-    return true;
+    pthread_mutex_lock(&t->mu);
+    bool ok;
+    while (!(ok = all_handled_locked(t, from, to)) && ewi_left_ms(deadline) > 0)
+        ewi_cond_wait_until(&t->cv, &t->mu, deadline);
+    pthread_mutex_unlock(&t->mu);
+    return ok;
 }
 
 static void send_round(ew_manager *m, const ew_event_desc *ev, int64_t from)
