@@ -26,6 +26,12 @@
 # The TLS acceptors present the server certificate of scripts/brokers/certs.sh
 # (${EW_BROKER_STATE:-/tmp/eventwire-brokers}/tls, CA ca.pem); clients need none.
 #
+# EW_ARTEMIS_HA=primary|backup makes the instance one half of a primary/backup
+# pair with replication (scripts/brokers/artemis-pair.sh starts both): it is
+# created clustered with its peer's core acceptor EW_ARTEMIS_PEER_CORE as its
+# static cluster connector. A backup opens no acceptor until it is active:
+# `start` waits until it is in sync with its primary instead.
+#
 # Address settings (auto-create on, auto-delete off, dead letters, expiry)
 # come from docker/etc-override/broker.properties, the file docker-compose
 # mounts: it is copied into the instance at every start.
@@ -68,6 +74,13 @@ if [ "$BIND" != 127.0.0.1 ] &&
    [ "$(readlink /proc/self/ns/net)" = "$(readlink /proc/1/ns/net)" ]; then
     die "EW_ARTEMIS_BIND=$BIND outside a network namespace: the test brokers listen on 127.0.0.1 only"
 fi
+HA=${EW_ARTEMIS_HA:-}
+case "$HA" in
+    '' | primary | backup) ;;
+    *) die "EW_ARTEMIS_HA must be primary or backup (not '$HA')" ;;
+esac
+[ -z "$HA" ] || [ -n "${EW_ARTEMIS_PEER_CORE:-}" ] ||
+    die "EW_ARTEMIS_HA=$HA needs EW_ARTEMIS_PEER_CORE (the peer's core port)"
 ART_USER=${EW_ARTEMIS_USER:-artemis}
 ART_PASSWORD=${EW_ARTEMIS_PASSWORD:-artemis}
 TLS_DIR=$EW_BROKER_STATE/tls
@@ -120,12 +133,19 @@ make_certs() {
 # create_instance: `artemis create` once per state directory (and again when
 # the pinned version changed: the journal in data/ is kept).
 create_instance() {
+    local role="${HA:-single}" ha=()
     if [ -s "$INSTANCE/etc/broker.xml" ] &&
-       grep -qF "ARTEMIS_HOME='$ARTEMIS_HOME'" "$INSTANCE/etc/artemis.profile" 2>/dev/null; then
+       grep -qF "ARTEMIS_HOME='$ARTEMIS_HOME'" "$INSTANCE/etc/artemis.profile" 2>/dev/null &&
+       [ "$(cat "$ART_STATE/role" 2>/dev/null)" = "$role" ]; then
         return 0
     fi
-    say "creating the Artemis $ARTEMIS_VERSION instance $INSTANCE (user $ART_USER, login required)"
+    say "creating the Artemis $ARTEMIS_VERSION instance $INSTANCE (user $ART_USER, login required${HA:+, $HA of a replicated pair})"
     mkdir -p "$ART_STATE"
+    if [ -n "$HA" ]; then
+        ha=(--clustered --replicated --cluster-user ew-cluster --cluster-password ew-cluster
+            --staticCluster "tcp://127.0.0.1:$EW_ARTEMIS_PEER_CORE")
+        [ "$HA" = backup ] && ha+=(--backup)
+    fi
     # --no-web: no console and no Jolokia; management goes through the core
     # acceptor (`ctl`). The journal is written without fsync: a hard kill of
     # the JVM loses nothing (the page cache survives it); a machine crash could.
@@ -133,11 +153,12 @@ create_instance() {
             --user "$ART_USER" --password "$ART_PASSWORD" --require-login \
             --host 127.0.0.1 --http-host 127.0.0.1 --no-web \
             --default-port "$CORE_PORT" --no-hornetq-acceptor --no-mqtt-acceptor \
-            --no-fsync --java-memory 512M \
+            --no-fsync --java-memory 512M "${ha[@]}" \
             "$INSTANCE" >"$ART_STATE/create.log" 2>&1 </dev/null 9>&-; then
         cat "$ART_STATE/create.log" >&2
         die "artemis create failed"
     fi
+    echo "$role" > "$ART_STATE/role"
 }
 
 # acceptors: the <acceptors> element of broker.xml for the configured ports.
@@ -172,27 +193,43 @@ write_config() {
     cp -f "$PROPERTIES" "$INSTANCE/etc/broker.properties"
 }
 
+# active: whether the broker is active with every port open; a backup of a
+# pair is ready when it is in sync with its primary (AMQ221024), with no port
+# open until it becomes active.
+active() {
+    local p
+    if [ "$HA" = backup ] && ! grep -q 'AMQ221007' "$OUT" 2>/dev/null; then
+        grep -q 'AMQ221024' "$OUT" 2>/dev/null
+        return
+    fi
+    grep -q 'AMQ221007' "$OUT" 2>/dev/null || return 1
+    for p in "${PORTS[@]}"; do port_open "$p" || return 1; done
+}
+
 wait_ready() {
-    local deadline=$((SECONDS + WAIT_S)) pid p ok
-    say "waiting for 'Server is now active' and ports ${PORTS[*]} (at most ${WAIT_S} s)"
+    local deadline=$((SECONDS + WAIT_S)) pid
+    if [ "$HA" = backup ]; then
+        say "waiting until the backup is in sync with its primary (at most ${WAIT_S} s)"
+    else
+        say "waiting for 'Server is now active' and ports ${PORTS[*]} (at most ${WAIT_S} s)"
+    fi
     while :; do
         pid=$(broker_pid)
         if ! pid_alive "$pid"; then
             logs
             die "Artemis exited during start-up"
         fi
-        ok=0
-        if grep -q 'AMQ221007' "$OUT" 2>/dev/null; then
-            ok=1
-            for p in "${PORTS[@]}"; do port_open "$p" || ok=0; done
-        fi
-        [ "$ok" = 1 ] && break
+        active && break
         if [ "$SECONDS" -ge "$deadline" ]; then
             logs
-            die "Artemis (pid $pid) was not active with ports ${PORTS[*]} open within ${WAIT_S} s"
+            die "Artemis (pid $pid) was not ${HA:+(as $HA) }ready within ${WAIT_S} s"
         fi
         sleep 0.2
     done
+    if [ "$HA" = backup ] && ! grep -q 'AMQ221007' "$OUT"; then
+        say "ready: Artemis $ARTEMIS_VERSION pid $pid, backup in sync; when active: AMQP 127.0.0.1:$AMQP_PORT, STOMP 127.0.0.1:$STOMP_PORT, state $ART_STATE"
+        return 0
+    fi
     say "ready: Artemis $ARTEMIS_VERSION pid $pid, AMQP 127.0.0.1:$AMQP_PORT, STOMP 127.0.0.1:$STOMP_PORT," \
         "TLS: AMQP 127.0.0.1:$AMQPS_PORT, STOMP 127.0.0.1:$STOMPS_PORT (CA $TLS_DIR/ca.pem)," \
         "core 127.0.0.1:$CORE_PORT, user $ART_USER, state $ART_STATE"
@@ -201,7 +238,7 @@ wait_ready() {
 do_start() {
     need_root
     if running; then
-        if grep -q 'AMQ221007' "$OUT" 2>/dev/null && wait_ports 5 "${PORTS[@]}"; then
+        if active; then
             say "already running (pid $(broker_pid)), reusing it"
             return 0
         fi
@@ -277,6 +314,10 @@ do_status() {
     if pid_alive "$pid"; then
         local down=() p
         for p in "${PORTS[@]}"; do port_open "$p" || down+=("$p"); done
+        if [ "$HA" = backup ] && ! grep -q 'AMQ221007' "$OUT" 2>/dev/null && active; then
+            say "running (pid $pid), a backup in sync with its primary, state $ART_STATE"
+            return 0
+        fi
         if [ "${#down[@]}" -eq 0 ] && grep -q 'AMQ221007' "$OUT" 2>/dev/null; then
             say "running (pid $pid), ports ${PORTS[*]} accept, state $ART_STATE"
             return 0
