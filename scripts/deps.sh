@@ -64,18 +64,24 @@ for p in "${pkgs[@]}"; do
     is_installed "$p" || missing+=("$p")
 done
 
-if [ "${#missing[@]}" -eq 0 ]; then
+# promtool (`promtool check metrics`, the Prometheus project's own checker of
+# the text format, run by the metrics tests) ships in Debian's prometheus
+# package, which also brings a server and its service: only the promtool
+# binary is taken out of the package, into /usr/local/bin.
+need_promtool=0
+command -v promtool >/dev/null 2>&1 || need_promtool=1
+
+if [ "${#missing[@]}" -eq 0 ] && [ "$need_promtool" = 0 ]; then
     echo "deps.sh: all required packages present, nothing to do"
     exit 0
 fi
 
 if [ "$(id -u)" != 0 ]; then
-    echo "deps.sh: missing packages: ${missing[*]}" >&2
+    [ "${#missing[@]}" -eq 0 ] || echo "deps.sh: missing packages: ${missing[*]}" >&2
+    [ "$need_promtool" = 0 ] || echo "deps.sh: missing: promtool (from the prometheus package)" >&2
     echo "deps.sh: run as root to install them" >&2
     exit 1
 fi
-
-echo "deps.sh: missing packages: ${missing[*]}"
 
 # Refresh the lists once when they are absent or older than a day: on a fresh
 # image they are usually absent, and installing from stale lists fails with 404s.
@@ -86,13 +92,26 @@ if [ -z "$fresh" ]; then
     apt-get update
 fi
 
-echo "deps.sh: installing ${missing[*]}"
-DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+if [ "${#missing[@]}" -ne 0 ]; then
+    echo "deps.sh: installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+    still=()
+    for p in "${missing[@]}"; do is_installed "$p" || still+=("$p"); done
+    if [ "${#still[@]}" -ne 0 ]; then
+        echo "deps.sh: FAILED, still missing after install: ${still[*]}" >&2
+        exit 1
+    fi
+fi
 
-still=()
-for p in "${missing[@]}"; do is_installed "$p" || still+=("$p"); done
-if [ "${#still[@]}" -ne 0 ]; then
-    echo "deps.sh: FAILED, still missing after install: ${still[*]}" >&2
-    exit 1
+if [ "$need_promtool" = 1 ]; then
+    echo "deps.sh: promtool: taken from Debian's prometheus package into /usr/local/bin"
+    tmp=$(mktemp -d)
+    chmod 755 "$tmp" # apt fetches as the user _apt
+    trap 'rm -rf "$tmp"' EXIT
+    (cd "$tmp" && apt-get download prometheus >/dev/null) ||
+        { echo "deps.sh: FAILED: apt-get download prometheus" >&2; exit 1; }
+    dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"
+    install -m 0755 "$tmp/x/usr/bin/promtool" /usr/local/bin/promtool
+    promtool --version >/dev/null 2>&1 || { echo "deps.sh: FAILED: promtool does not run" >&2; exit 1; }
 fi
 echo "deps.sh: done"

@@ -1,7 +1,9 @@
 """Runs `unit_test_metrics --prometheus` (a known run on local://: 10 events
 handled, one failing once, one failing twice and dead-lettered) and reads its
 output with the Prometheus client library's own parser: every family must
-parse, carry its type, and hold the values of that run.
+parse, carry its type, and hold the values of that run. The same output
+must pass `promtool check metrics`, the Prometheus project's own check of
+the format and its naming rules (scripts/deps.sh installs promtool).
 
     check_prometheus.py PATH-TO-unit_test_metrics
 """
@@ -16,6 +18,11 @@ def main():
                          timeout=90)
     if run.returncode != 0:
         sys.exit(f"unit_test_metrics --prometheus failed ({run.returncode}): {run.stderr}")
+    lint = subprocess.run(["promtool", "check", "metrics"], input=run.stdout,
+                          capture_output=True, text=True, timeout=60)
+    if lint.returncode != 0:
+        sys.exit(f"promtool check metrics failed ({lint.returncode}):\n"
+                 f"{lint.stdout}{lint.stderr}\non:\n{run.stdout}")
     queue = run.stderr.strip().split("queue ", 1)[1].splitlines()[0]
     families = {f.name: f for f in text_string_to_metric_families(run.stdout)}
 
@@ -82,7 +89,7 @@ def main():
     values = [s.value for s in buckets]
     if values != sorted(values) or len(buckets) != 20:
         sys.exit(f"buckets not cumulative or not 20: {buckets}")
-    print(f"parsed {len(families)} families, "
+    print(f"promtool check metrics: ok; parsed {len(families)} families, "
           f"{sum(len(f.samples) for f in families.values())} samples: ok")
 
 
