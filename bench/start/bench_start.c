@@ -4,6 +4,11 @@
  *
  *   bench_start [-n LISTENERS] [-r ROUNDS] [-c CHANNELS] [-d] [URL...]
  *
+ * With EW_BENCH_BROKER_PID=PID (the broker's process, e.g. the beam.smp of
+ * `pgrep -f 'beam.*rabbit'`), the CPU time that process spent on each start
+ * is printed too: on a machine shared with other work it varies much less
+ * than the elapsed time, and it shows the cost a start puts on the broker.
+ *
  * URLs default to rabbitmq://, stomp://...?dialect=rabbitmq and
  * amqp://...?dialect=rabbitmq on 127.0.0.1 (guest/guest). The raw floor
  * talks AMQP 0-9-1 to the host and port of EW_BENCH_RAW (default
@@ -47,12 +52,36 @@ static char raw_host[256] = "127.0.0.1";
 static int raw_port = 5672;
 static int nlisteners = 500, nrounds = 3, nchannels = 64;
 static bool durable;
+static int broker_pid; /* 0: the broker's CPU is not measured */
 
 static double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* CPU seconds (user + system) the broker process has used; < 0 unknown. */
+static double broker_cpu_s(void)
+{
+    if (!broker_pid)
+        return -1;
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", broker_pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    /* Fields after the command's closing parenthesis: utime and stime are
+     * the 12th and 13th of them. */
+    const char *p = strrchr(buf, ')');
+    unsigned long long ut, st;
+    if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
+                     &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
 static void die(const char *what)
@@ -201,7 +230,7 @@ static ew_err on_event(ew_delivery *d, const void *event, void *user)
 }
 
 /* Seconds ew_manager_start took; < 0: this build has no such transport. */
-static double ew_start(const char *url, const char *event)
+static double ew_start(const char *url, const char *event, double *cpu_after)
 {
     ew_options o = {.server_name = "bench-start", .start_timeout_ms = 120000,
                     .log_level = EW_LOG_WARN};
@@ -224,6 +253,7 @@ static double ew_start(const char *url, const char *event)
     double t0 = now_s();
     rc = ew_manager_start(m);
     double took = now_s() - t0;
+    *cpu_after = broker_cpu_s();
     if (rc != EW_OK) {
         fprintf(stderr, "bench_start: %s: ew_manager_start: %s\n", url, ew_strerror(rc));
         ew_manager_free(m);
@@ -261,7 +291,9 @@ static int usage(const char *argv0, FILE *to, int code)
             "  -d  durable event (durable listener queues; default transient)\n"
             "  URL RabbitMQ-backed eventwire URLs (default: rabbitmq://, stomp:// and\n"
             "      amqp:// with dialect=rabbitmq on 127.0.0.1, guest/guest)\n"
-            "  EW_BENCH_RAW=HOST:PORT  where the raw floor connects (127.0.0.1:5672)\n",
+            "  EW_BENCH_RAW=HOST:PORT  where the raw floor connects (127.0.0.1:5672)\n"
+            "  EW_BENCH_BROKER_PID=PID the broker's process: its CPU time per start is\n"
+            "                          printed too\n",
             argv0, MAX_LISTENERS, MAX_ROUNDS);
     return code;
 }
@@ -324,12 +356,16 @@ int main(int argc, char **argv)
         }
         snprintf(raw_host, sizeof raw_host, "%.*s", (int)(colon - raw), raw);
     }
-    printf("bench_start: %d listeners of one event (%s listener queues, durable dead-letter "
-           "queues), %d round(s), raw floor on %s:%d over %d channel(s)\n",
+    const char *bp = getenv("EW_BENCH_BROKER_PID");
+    if (bp && *bp && (!number(bp, 1, 1 << 30, &broker_pid) || broker_cpu_s() < 0)) {
+        fprintf(stderr, "%s: EW_BENCH_BROKER_PID=%s is not a running process\n", argv[0], bp);
+        return 2;
+    }
+    printf("bench_start: %d listeners of one event (%s listener queues), %d round(s), raw floor on %s:%d over %d channel(s)\n",
            nlisteners, durable ? "durable" : "transient", nrounds, raw_host, raw_port,
            nchannels < nlisteners ? nchannels : nlisteners);
     /* Column 0 is the raw floor, then the URLs. */
-    double t[MAX_URLS + 1][MAX_ROUNDS];
+    double t[MAX_URLS + 1][MAX_ROUNDS], cpu[MAX_URLS + 1][MAX_ROUNDS];
     bool absent[MAX_URLS + 1] = {false};
     int ncols = nurls + 1;
     for (int r = 0; r < nrounds; r++) {
@@ -338,17 +374,22 @@ int main(int argc, char **argv)
             int col = (j + r) % ncols; /* rotated: none always runs first */
             char event[64];
             snprintf(event, sizeof event, "BenchStart_%d_%d_%d", (int)getpid(), r, col);
+            double c0 = broker_cpu_s();
             if (col == 0) {
                 amqp_connection_state_t c;
                 t[0][r] = raw_start(event, &c);
+                cpu[0][r] = broker_cpu_s() - c0;
                 raw_close(c);
                 printf("%s raw %.3f s", j ? " |" : "", t[0][r]);
             } else {
-                t[col][r] = ew_start(urls[col - 1], event);
+                t[col][r] = ew_start(urls[col - 1], event, &cpu[col][r]);
+                cpu[col][r] -= c0;
                 absent[col] = t[col][r] < 0;
                 if (!absent[col])
                     printf("%s %s %.3f s", j ? " |" : "", urls[col - 1], t[col][r]);
             }
+            if (broker_pid && !absent[col])
+                printf(" (broker CPU %.3f s)", cpu[col][r]);
             cleanup(event);
             fflush(stdout);
         }
@@ -356,7 +397,10 @@ int main(int argc, char **argv)
     }
     double floor_s = median(t[0], nrounds);
     printf("median of %d round(s), %d listeners:\n", nrounds, nlisteners);
-    printf("  %-58s %7.3f s\n", "raw librabbitmq (the broker's floor)", floor_s);
+    printf("  %-58s %7.3f s", "raw librabbitmq (the broker's floor)", floor_s);
+    if (broker_pid)
+        printf("   broker CPU %.3f s", median(cpu[0], nrounds));
+    printf("\n");
     for (int col = 1; col < ncols; col++) {
         if (absent[col]) {
             printf("  %-58s   (transport not in this build)\n", urls[col - 1]);
@@ -367,8 +411,11 @@ int main(int argc, char **argv)
         double ratio[MAX_ROUNDS];
         for (int r = 0; r < nrounds; r++)
             ratio[r] = t[col][r] / t[0][r];
-        printf("  %-58s %7.3f s   %.2f x the floor\n", urls[col - 1], median(t[col], nrounds),
+        printf("  %-58s %7.3f s   %.2f x the floor", urls[col - 1], median(t[col], nrounds),
                median(ratio, nrounds));
+        if (broker_pid)
+            printf("   broker CPU %.3f s", median(cpu[col], nrounds));
+        printf("\n");
     }
     return 0;
 }
