@@ -359,6 +359,35 @@ static void error_text(void **state)
     ewi_stomp_parser_free(p);
 }
 
+/* Every reserved name and prefix, and names next to them that are not. */
+static void reserved_headers(void **state)
+{
+    (void)state;
+    static const char *const yes[] = {
+        "ack", "amqp-message-id", "content-length", "content-type", "destination",
+        "destination-type", "expiration", "expires", "id", "message-id",
+        "original-destination", "originalExpiration", "persistent", "priority", "receipt",
+        "receipt-id", "redelivered", "reply-to", "subscription", "subscription-type",
+        "timestamp", "transaction", "transformation", "user-id", "x-queue-name", "x-expires",
+        "x-message-ttl", "x-dead-letter-exchange", "x-dead-letter-routing-key", "x-death",
+        "x-max-length", "activemq.", "activemq.x", "JMS", "JMSType", "_AMQ", "_AMQ_x",
+        "__AMQ", "__AMQ_CID", "AMQ_", "AMQ_SCHEDULED"};
+    static const char *const no[] = {
+        "", "a", "ac", "acks", "Ack", "activemq", "content", "content-lengths", "dest",
+        "ew-id", "ew-sent", "expire", "i", "idx", "ID", "message", "priorities", "receipts",
+        "reply", "sub", "time", "user", "x-death2", "x-queue", "x-", "JM", "jms", "_AM",
+        "__AM", "AMQ", "amq_", "session", "type", "correlation-id", "traceparent", "zzz"};
+    for (size_t i = 0; i < sizeof yes / sizeof *yes; i++)
+        if (!stomp_reserved_header(yes[i], strlen(yes[i])))
+            fail_msg("'%s' should be reserved", yes[i]);
+    for (size_t i = 0; i < sizeof no / sizeof *no; i++)
+        if (stomp_reserved_header(no[i], strlen(no[i])))
+            fail_msg("'%s' should not be reserved", no[i]);
+    /* The length given counts, not a NUL. */
+    assert_true(stomp_reserved_header("ack-and-more", 3));
+    assert_false(stomp_reserved_header("ack", 2));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -372,6 +401,7 @@ int main(void)
         cmocka_unit_test(heartbeat_negotiation),
         cmocka_unit_test(message_round_trip),
         cmocka_unit_test(error_text),
+        cmocka_unit_test(reserved_headers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -44,6 +44,34 @@ static ew_err put(char *buf, size_t len, const char *fmt, ...)
 static ew_err extra(stomp_target *t, const char *key, const char *fmt, ...)
     EWI_PRINTF(3, 4);
 
+/* buf = the NULL-terminated list of strings joined, without a format: the
+ * send path builds a destination for every message. */
+static ew_err join(char *buf, size_t len, const char *const *parts)
+{
+    size_t o = 0;
+    for (; *parts; parts++) {
+        size_t n = strlen(*parts);
+        if (n >= len - o)
+            return EW_ETOOBIG;
+        memcpy(buf + o, *parts, n);
+        o += n;
+    }
+    buf[o] = 0;
+    return EW_OK;
+}
+#define JOIN(buf, ...) join(buf, sizeof buf, (const char *const[]){__VA_ARGS__, NULL})
+
+/* A fixed extra header (no format). */
+static ew_err extra_text(stomp_target *t, const char *key, const char *value)
+{
+    if (t->n == STOMP_MAX_EXTRA)
+        return EW_ETOOBIG;
+    ew_err rc = JOIN(t->h[t->n].value, value);
+    if (rc == EW_OK)
+        t->h[t->n++].key = key;
+    return rc;
+}
+
 /* artemis_fqqn: "E<suffix>::E:rest" for core's queue "E::rest" (see above). */
 static ew_err artemis_fqqn(char *buf, size_t len, const char *suffix, const char *event,
                            const char *queue)
@@ -72,42 +100,44 @@ static ew_err extra(stomp_target *t, const char *key, const char *fmt, ...)
 ew_err stomp_send_target(const stomp_options *o, ewi_dest dest, const char *event,
                          const char *queue, bool durable, stomp_target *out)
 {
-    memset(out, 0, sizeof *out);
+    /* Called for every message: only what is read is set (out->n bounds
+     * the extra headers). */
+    out->dest[0] = 0;
+    out->n = 0;
     ew_err rc = EW_EINVAL;
     if (dest != EWI_DEST_EVENT && !queue)
         return EW_EINVAL;
     switch (o->dialect) {
     case STOMP_RABBITMQ:
         if (dest == EWI_DEST_EVENT)
-            rc = put(out->dest, sizeof out->dest, "/exchange/%s/%s", event, event);
+            rc = JOIN(out->dest, "/exchange/", event, "/", event);
         else if (dest == EWI_DEST_LISTENER || o->amqp_port)
-            rc = put(out->dest, sizeof out->dest, "/amq/queue/%s", queue);
+            rc = JOIN(out->dest, "/amq/queue/", queue);
         else
-            rc = put(out->dest, sizeof out->dest, "/queue/%s", queue);
+            rc = JOIN(out->dest, "/queue/", queue);
         break;
     case STOMP_ACTIVEMQ:
         if (dest == EWI_DEST_EVENT)
-            rc = put(out->dest, sizeof out->dest, "/topic/VirtualTopic.%s", event);
+            rc = JOIN(out->dest, "/topic/VirtualTopic.", event);
         else if (dest == EWI_DEST_LISTENER)
-            rc = put(out->dest, sizeof out->dest, "/queue/Consumer.%s.VirtualTopic.%s",
-                     queue, event);
+            rc = JOIN(out->dest, "/queue/Consumer.", queue, ".VirtualTopic.", event);
         else
-            rc = put(out->dest, sizeof out->dest, "/queue/%s", queue);
+            rc = JOIN(out->dest, "/queue/", queue);
         break;
     case STOMP_ARTEMIS:
         if (dest == EWI_DEST_EVENT)
-            rc = put(out->dest, sizeof out->dest, "%s", event);
+            rc = JOIN(out->dest, event);
         else
             rc = artemis_fqqn(out->dest, sizeof out->dest,
                               dest == EWI_DEST_DLQ ? ".dlq" : "", event, queue);
         if (rc == EW_OK)
-            rc = extra(out, "destination-type", "%s",
-                       dest == EWI_DEST_DLQ ? "ANYCAST" : "MULTICAST");
+            rc = extra_text(out, "destination-type",
+                            dest == EWI_DEST_DLQ ? "ANYCAST" : "MULTICAST");
         break;
     }
     /* Dead letters are kept whatever the event's durability. */
     if (rc == EW_OK && (durable || dest == EWI_DEST_DLQ))
-        rc = extra(out, "persistent", "true");
+        rc = extra_text(out, "persistent", "true");
     return rc;
 }
 
@@ -221,42 +251,52 @@ ew_err stomp_check_names(stomp_dialect d, const char *event, const char *listene
  * rewrite or add. Headers of CONNECT/CONNECTED (session, server, host ...)
  * never meet an event's, and those that brokers carry through unchanged
  * (type, correlation-id ...) stay usable. */
-typedef struct reserved_name {
-    const char *name;
-    size_t len;
-} reserved_name;
-#define R(s) {s, sizeof s - 1}
-static const reserved_name reserved[] = {
-    R("ack"), R("amqp-message-id"), R("content-length"), R("content-type"),
-    R("destination"), R("destination-type"), R("expiration"), R("expires"), R("id"),
-    R("message-id"), R("original-destination"), R("originalExpiration"), R("persistent"),
-    R("priority"), R("receipt"), R("receipt-id"), R("redelivered"), R("reply-to"),
-    R("subscription"), R("subscription-type"), R("timestamp"), R("transaction"),
-    R("transformation"), R("user-id"), R("x-queue-name"), R("x-expires"),
-    R("x-message-ttl"), R("x-dead-letter-exchange"), R("x-dead-letter-routing-key"),
-    R("x-death"), R("x-max-length")};
-static const reserved_name reserved_prefix[] = {R("activemq."), R("JMS"), R("_AMQ"),
-                                                R("__AMQ"), R("AMQ_")};
-#undef R
+static bool is(const char *key, size_t klen, const char *name, size_t len)
+{
+    return klen == len && memcmp(key, name, len) == 0;
+}
 
-/* Called for every header of every frame sent and received: lengths are
- * known at compile time, and the first byte rejects most names at once. */
+static bool starts(const char *key, size_t klen, const char *prefix, size_t len)
+{
+    return klen >= len && memcmp(key, prefix, len) == 0;
+}
+
+#define IS(s) is(key, klen, s, sizeof s - 1)
+#define STARTS(s) starts(key, klen, s, sizeof s - 1)
+
+/* Called for every header of every frame sent and received: the first byte
+ * picks the few names to compare, and most names (ew-*, a user's) meet
+ * none or one of them. */
 bool stomp_reserved_header(const char *key, size_t klen)
 {
     if (klen == 0)
         return false;
-    for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++)
-        if (reserved[i].len == klen && reserved[i].name[0] == key[0] &&
-            memcmp(reserved[i].name, key, klen) == 0)
-            return true;
-    for (size_t i = 0; i < sizeof reserved_prefix / sizeof reserved_prefix[0]; i++) {
-        size_t n = reserved_prefix[i].len;
-        if (klen >= n && reserved_prefix[i].name[0] == key[0] &&
-            memcmp(reserved_prefix[i].name, key, n) == 0)
-            return true;
+    switch (key[0]) {
+    case 'a': return IS("ack") || IS("amqp-message-id") || STARTS("activemq.");
+    case 'c': return IS("content-length") || IS("content-type");
+    case 'd': return IS("destination") || IS("destination-type");
+    case 'e': return IS("expiration") || IS("expires");
+    case 'i': return IS("id");
+    case 'm': return IS("message-id");
+    case 'o': return IS("original-destination") || IS("originalExpiration");
+    case 'p': return IS("persistent") || IS("priority");
+    case 'r': return IS("receipt") || IS("receipt-id") || IS("redelivered") || IS("reply-to");
+    case 's': return IS("subscription") || IS("subscription-type");
+    case 't': return IS("timestamp") || IS("transaction") || IS("transformation");
+    case 'u': return IS("user-id");
+    case 'x':
+        return IS("x-queue-name") || IS("x-expires") || IS("x-message-ttl") ||
+               IS("x-dead-letter-exchange") || IS("x-dead-letter-routing-key") ||
+               IS("x-death") || IS("x-max-length");
+    case 'J': return STARTS("JMS");
+    case '_': return STARTS("_AMQ") || STARTS("__AMQ");
+    case 'A': return STARTS("AMQ_");
+    default: return false;
     }
-    return false;
 }
+
+#undef IS
+#undef STARTS
 
 bool stomp_requeue_by_nack(stomp_dialect d)
 {

@@ -119,6 +119,7 @@ struct ewi_stomp_parser {
     ewi_stomp_cmd cmd;
     char *strings; /* unescaped "key\0value\0" pairs */
     size_t str_len, str_cap;
+    size_t str_hint; /* the last frame's strings: the next one's first size */
     hdr_off *hdrs;
     size_t nhdrs, hdr_cap;
 
@@ -278,7 +279,11 @@ static ewi_stomp_status put_string(ewi_stomp_parser *p, const uint8_t *src,
                                    size_t n, bool raw, const char *what,
                                    size_t *out_off, size_t *out_len)
 {
-    if (!grow(&p->strings, &p->str_cap, p->str_len + n + 1, 1))
+    /* A new frame's strings start at the last frame's size: one
+     * allocation per frame, not one per doubling. */
+    size_t need = p->str_len + n + 1;
+    if (!grow(&p->strings, &p->str_cap, !p->str_cap && p->str_hint > need ? p->str_hint : need,
+              1))
         return fail_nomem(p);
     char *dst = p->strings + p->str_len;
     size_t o = 0;
@@ -508,6 +513,7 @@ static ewi_stomp_status complete(ewi_stomp_parser *p)
     p->body = NULL;
     /* The strings move into the frame; the parser starts a new buffer. */
     f->strings_ = p->strings;
+    p->str_hint = p->str_len < 16384 ? p->str_len : 16384;
     p->strings = NULL;
     p->str_cap = 0;
     f->nheaders = p->nhdrs;
@@ -665,45 +671,37 @@ void ewi_stomp_write_begin(ewi_stomp_writer *w, ewi_buf *out, ewi_stomp_cmd cmd)
         w->err = EW_ENOMEM;
 }
 
-/* Appends s escaped; EW_EINVAL for what cannot be written. */
-static ew_err put_escaped(ewi_buf *out, const char *s, size_t n, bool raw,
-                          bool is_key)
+/* Bytes a header name or value cannot hold as they are: 1 for those STOMP
+ * escapes, 2 for NUL, which nothing can carry. */
+static const uint8_t special[256] = {[0] = 2, ['\n'] = 1, ['\r'] = 1, [':'] = 1,
+                                     ['\\'] = 1};
+
+/* Writes s escaped at d, which has room for 2 * n bytes; the end, or NULL
+ * for what cannot be written. One table lookup per byte; most keys and
+ * values have nothing to escape. */
+static uint8_t *put_escaped(uint8_t *d, const char *s, size_t n, bool raw, bool is_key)
 {
-    /* One pass finds what needs escaping (or refusing); most keys and
-     * values have none and are copied whole. */
-    size_t first = n;
+    const uint8_t *u = (const uint8_t *)s;
     for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (c == 0)
-            return EW_EINVAL;
-        if ((c == '\n' || c == '\r' || c == ':' || c == '\\') && first == n)
-            first = i;
-    }
-    if (first == n)
-        return ewi_buf_append(out, s, n);
-    if (raw) {
-        if (memchr(s, '\n', n) || memchr(s, '\r', n) ||
-            (is_key && memchr(s, ':', n)))
-            return EW_EINVAL;
-        return ewi_buf_append(out, s, n);
-    }
-    /* Worst case doubles; reserve once, then write in place. */
-    if (ewi_buf_reserve(out, first + 2 * (n - first)) != EW_OK)
-        return EW_ENOMEM;
-    uint8_t *d = out->data + out->len;
-    memcpy(d, s, first);
-    d += first;
-    for (size_t i = first; i < n; i++) {
-        switch (s[i]) {
-        case '\n': *d++ = '\\'; *d++ = 'n'; break;
-        case '\r': *d++ = '\\'; *d++ = 'r'; break;
-        case ':': *d++ = '\\'; *d++ = 'c'; break;
-        case '\\': *d++ = '\\'; *d++ = '\\'; break;
-        default: *d++ = (uint8_t)s[i]; break;
+        uint8_t c = u[i];
+        if (!special[c]) {
+            *d++ = c;
+            continue;
         }
+        if (special[c] == 2)
+            return NULL;
+        if (raw) {
+            /* CONNECT and CONNECTED: no escapes; ':' and '\\' are fine in a
+             * value, '\\' in a name too. */
+            if (c == '\n' || c == '\r' || (c == ':' && is_key))
+                return NULL;
+            *d++ = c;
+            continue;
+        }
+        *d++ = '\\';
+        *d++ = c == '\n' ? 'n' : c == '\r' ? 'r' : c == ':' ? 'c' : '\\';
     }
-    out->len = (size_t)(d - out->data);
-    return EW_OK;
+    return d;
 }
 
 void ewi_stomp_write_header_n(ewi_stomp_writer *w, const char *key, size_t klen,
@@ -711,19 +709,28 @@ void ewi_stomp_write_header_n(ewi_stomp_writer *w, const char *key, size_t klen,
 {
     if (w->err)
         return;
-    bool raw = ewi_stomp_cmd_raw_headers(w->cmd);
     if (klen == 0) {
         w->err = EW_EINVAL;
         return;
     }
-    ew_err e = put_escaped(w->out, key, klen, raw, true);
-    if (!e)
-        e = ewi_buf_append(w->out, ":", 1);
-    if (!e)
-        e = put_escaped(w->out, value, vlen, raw, false);
-    if (!e)
-        e = ewi_buf_append(w->out, "\n", 1);
-    w->err = e;
+    /* Room for the worst case (every byte escaped), reserved once. */
+    if (klen > SIZE_MAX / 4 || vlen > SIZE_MAX / 4 ||
+        ewi_buf_reserve(w->out, 2 * klen + 2 * vlen + 2) != EW_OK) {
+        w->err = EW_ENOMEM;
+        return;
+    }
+    bool raw = ewi_stomp_cmd_raw_headers(w->cmd);
+    uint8_t *d = put_escaped(w->out->data + w->out->len, key, klen, raw, true);
+    if (d) {
+        *d++ = ':';
+        d = put_escaped(d, value, vlen, raw, false);
+    }
+    if (!d) {
+        w->err = EW_EINVAL;
+        return;
+    }
+    *d++ = '\n';
+    w->out->len = (size_t)(d - w->out->data);
 }
 
 void ewi_stomp_write_header(ewi_stomp_writer *w, const char *key, const char *value)
@@ -736,9 +743,19 @@ ew_err ewi_stomp_write_end(ewi_stomp_writer *w, const void *body, size_t len,
 {
     ew_err e = w->err;
     if (!e && with_length) {
-        char cl[48];
-        int n = snprintf(cl, sizeof cl, "content-length:%zu\n", len);
-        e = ewi_buf_append(w->out, cl, (size_t)n);
+        /* "content-length:N\n", the digits written backwards. */
+        char cl[48] = "content-length:";
+        char digits[24];
+        size_t nd = 0, v = len;
+        do {
+            digits[nd++] = (char)('0' + v % 10);
+            v /= 10;
+        } while (v);
+        size_t o = 15;
+        while (nd)
+            cl[o++] = digits[--nd];
+        cl[o++] = '\n';
+        e = ewi_buf_append(w->out, cl, o);
     }
     if (!e)
         e = ewi_buf_append(w->out, "\n", 1);

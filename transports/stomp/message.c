@@ -14,6 +14,21 @@
 ew_err stomp_message_write(ewi_buf *out, const stomp_target *to, const char *receipt,
                            const ew_envelope *env, char *err, size_t errlen)
 {
+    /* The frame's size, reserved once (headers rarely need escapes): the
+     * buffer is not regrown header by header. */
+    size_t n = ew_envelope_header_count(env), blen = 0, guess = 128 + strlen(to->dest);
+    const void *body = ew_envelope_body(env, &blen);
+    for (size_t i = 0; i < n; i++) {
+        const char *k, *v;
+        if (ew_envelope_header_at(env, i, &k, &v) == EW_OK)
+            guess += strlen(k) + strlen(v) + 2;
+    }
+    for (size_t i = 0; i < to->n; i++)
+        guess += strlen(to->h[i].key) + strlen(to->h[i].value) + 2;
+    if (ewi_buf_reserve(out, guess + blen) != EW_OK) {
+        snprintf(err, errlen, "%s", ew_strerror(EW_ENOMEM));
+        return EW_ENOMEM;
+    }
     ewi_stomp_writer w;
     ewi_stomp_write_begin(&w, out, EWI_STOMP_SEND);
     ewi_stomp_write_header(&w, "destination", to->dest);
@@ -24,22 +39,20 @@ ew_err stomp_message_write(ewi_buf *out, const stomp_target *to, const char *rec
     const char *ct = ew_envelope_content_type(env);
     if (ct && *ct)
         ewi_stomp_write_header(&w, "content-type", ct);
-    size_t n = ew_envelope_header_count(env);
     for (size_t i = 0; i < n; i++) {
         const char *k, *v;
         if (ew_envelope_header_at(env, i, &k, &v) != EW_OK)
             continue;
-        if (stomp_reserved_header(k, strlen(k))) {
+        size_t klen = strlen(k);
+        if (stomp_reserved_header(k, klen)) {
             snprintf(err, errlen,
                      "header '%s' is reserved by STOMP or the broker and cannot be "
                      "sent as an event header", k);
             out->len = w.mark;
             return EW_EINVAL;
         }
-        ewi_stomp_write_header(&w, k, v);
+        ewi_stomp_write_header_n(&w, k, klen, v, strlen(v));
     }
-    size_t blen = 0;
-    const void *body = ew_envelope_body(env, &blen);
     ew_err rc = ewi_stomp_write_end(&w, body, blen, true);
     if (rc == EW_EINVAL)
         snprintf(err, errlen, "a header holds a NUL byte or an empty name");
