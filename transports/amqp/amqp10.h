@@ -341,6 +341,10 @@ struct amqp10_ssn {
     bool alone;            /* one link only */
     bool retired;          /* alone and its link gone: never reused, ended
                               once the next session of its kind is begun */
+    /* Called once when the broker ended it, or when the connection went
+     * (then from amqp10_ssn_forget_all). */
+    void (*on_end)(ewi_transport *t, void *arg);
+    void *on_end_arg;
     amqp10_ssn *next;      /* in t->ssns */
 };
 
@@ -455,6 +459,14 @@ pn_link_t *amqp10_open_link(ewi_transport *t, bool sender, const amqp10_addr *a,
                           void *ctx, bool alone);
 /* Closes l (NULL allowed); its session stays, for the next link. */
 void amqp10_close_link(ewi_transport *t, pn_link_t *l);
+/* Same, keeping the link's context: the broker's detach reaches its owner
+ * (which then clears the context). */
+void amqp10_close_link_waiting(ewi_transport *t, pn_link_t *l);
+/* Ends l's session now if l was alone on it (retired), and calls
+ * fn(t, arg) once the broker answered (or the connection went); false when
+ * the session is shared or already ending (fn is not called). */
+bool amqp10_ssn_end_then(ewi_transport *t, pn_link_t *l,
+                         void (*fn)(ewi_transport *t, void *arg), void *arg);
 /* The broker ended ssn (I/O thread): forgets it, and returns how many of
  * our open links it carried. */
 unsigned amqp10_ssn_ended(ewi_transport *t, pn_session_t *ssn);

@@ -9,14 +9,16 @@
  * rabbit_classic_queue:handle_event send_drained, the session ends with
  * amqp:internal-error), so the rabbitmq dialect asks with plain credit 1 and
  * takes a short silence (LINGER_MS) as the end of the queue. The link is
- * closed at the end (its session stays for the next link): whatever the
- * broker sent and nobody took goes back. */
+ * closed at the end, and whatever the broker sent and nobody took goes
+ * back; the caller returns once the broker answered the close (see
+ * FETCH_CLOSE), so that the next read sees the queue in its order. */
 #include "amqp10.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <proton/connection.h>
 #include <proton/delivery.h>
 #include <proton/link.h>
 
@@ -53,6 +55,7 @@ struct amqp10_fetch {
     uint64_t link_id;
     amqp10_acc acc;        /* the delivery being received */
     bool want_open;      /* attach once connected */
+    bool detaching;      /* closed, waiting for the broker's detach */
     bool draining;
     bool got_since_more;
     amqp10_fetch *next;
@@ -112,6 +115,20 @@ static void drop_ready_locked(amqp10_fetch *f)
     f->ready_head = f->ready_tail = NULL;
 }
 
+/* The I/O thread is done with f (its link closed and let go). */
+static void closed(ewi_transport *t, amqp10_fetch *f)
+{
+    f->l = NULL;
+    f->detaching = false;
+    amqp10_acc_reset(&f->acc);
+    f->link_id = 0;
+    pthread_mutex_lock(&t->mu);
+    drop_ready_locked(f);
+    f->closed = true;
+    pthread_cond_broadcast(&t->cond);
+    pthread_mutex_unlock(&t->mu);
+}
+
 void amqp10_fetch_work(ewi_transport *t, amqp10_work *w)
 {
     fetch_work *fw = (fetch_work *)w;
@@ -155,24 +172,35 @@ void amqp10_fetch_work(ewi_transport *t, amqp10_work *w)
             }
         }
         break;
-    case FETCH_CLOSE:
-        unlink_fetch(t, f);
-        /* What was fetched and not taken goes back to the queue now: a
-         * closed link leaves its unsettled deliveries with its session,
-         * which lives on for the next link (RabbitMQ gives them back only
-         * when the session ends). */
-        if (f->l)
+    case FETCH_CLOSE: {
+        /* What was fetched and not taken goes back to the queue: a closed
+         * link leaves its unsettled deliveries with its session, which
+         * lives on for the next link (RabbitMQ gives them back only when
+         * the session ends). */
+        bool live = f->l && t->conn && t->connected && !t->closing &&
+                    !(pn_link_state(f->l) & PN_REMOTE_CLOSED);
+        bool rabbitmq = t->opt.dialect == AMQP10_DIALECT_RABBITMQ;
+        if (f->l && !(live && rabbitmq))
             release_unsettled(f->l);
+        if (live) {
+            /* The caller returns once the broker answered the detach
+             * (and on RabbitMQ the end of the read's session, below): a
+             * read that looked (peek) and the next read must see the
+             * messages in their order. Released while this consumer was
+             * still there, and read again at once on a new session,
+             * RabbitMQ 3.10 now and then put the first one back behind
+             * the others. So on RabbitMQ the consumer goes first, the
+             * deliveries are released after its detach, and the session
+             * ends before the caller goes on. */
+            amqp10_close_link_waiting(t, f->l);
+            f->detaching = true;
+            break;
+        }
+        unlink_fetch(t, f);
         amqp10_close_link(t, f->l);
-        f->l = NULL;
-        amqp10_acc_reset(&f->acc);
-        f->link_id = 0;
-        pthread_mutex_lock(&t->mu);
-        drop_ready_locked(f);
-        f->closed = true;
-        pthread_cond_broadcast(&t->cond);
-        pthread_mutex_unlock(&t->mu);
+        closed(t, f);
         break;
+    }
     }
     pthread_mutex_lock(&t->mu);
     pthread_cond_broadcast(&t->cond); /* the caller may wait for queued == 0 */
@@ -188,8 +216,30 @@ void amqp10_fetch_on_open(ewi_transport *t, amqp10_fetch *f, pn_link_t *l)
     pthread_mutex_unlock(&t->mu);
 }
 
+/* The session a read was alone on ended (amqp10_ssn_end_then). */
+static void session_ended(ewi_transport *t, void *arg)
+{
+    closed(t, arg);
+}
+
 void amqp10_fetch_on_lost(ewi_transport *t, amqp10_fetch *f, const char *why)
 {
+    if (f->detaching) {
+        /* The broker answered the detach of FETCH_CLOSE (or the session
+         * ended): what is still unsettled goes back now (the session
+         * holds it, the consumer is gone). On RabbitMQ the session then
+         * ends, and the caller returns once the broker answered that, so
+         * the messages are back in their order before the next read's
+         * consumer exists. */
+        release_unsettled(f->l);
+        pn_link_set_context(f->l, NULL);
+        unlink_fetch(t, f);
+        if (t->opt.dialect == AMQP10_DIALECT_RABBITMQ &&
+            amqp10_ssn_end_then(t, f->l, session_ended, f))
+            return;
+        closed(t, f);
+        return;
+    }
     amqp10_close_link(t, f->l);
     f->l = NULL;
     amqp10_acc_reset(&f->acc);
@@ -287,7 +337,14 @@ void amqp10_fetch_attach_all(ewi_transport *t)
 
 void amqp10_fetch_disconnect_all(ewi_transport *t, const char *why, bool final)
 {
-    for (amqp10_fetch *f = t->fetches; f; f = f->next) {
+    for (amqp10_fetch *f = t->fetches, *next; f; f = next) {
+        next = f->next;
+        if (f->detaching) {
+            /* Its messages go back with the connection. */
+            unlink_fetch(t, f);
+            closed(t, f);
+            continue;
+        }
         if (f->want_open && !f->l && !final)
             continue; /* not attached yet: it will be on the next connection */
         f->l = NULL;

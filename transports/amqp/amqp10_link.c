@@ -118,13 +118,9 @@ pn_link_t *amqp10_open_link(ewi_transport *t, bool sender, const amqp10_addr *a,
     return l;
 }
 
-void amqp10_close_link(ewi_transport *t, pn_link_t *l)
+static void close_link(pn_link_t *l, bool retire)
 {
-    (void)t;
-    if (!l)
-        return;
     amqp10_ssn *x = pn_session_get_context(pn_link_session(l));
-    pn_link_set_context(l, NULL);
     pn_link_close(l);
     /* Its last link gone, a shared session is kept for the next link:
      * ending it would free its channel number for proton to give the next
@@ -137,8 +133,38 @@ void amqp10_close_link(ewi_transport *t, pn_link_t *l)
      * kind begins (then RabbitMQ gives back what it held). */
     if (x && x->links)
         x->links--;
-    if (x && x->alone && !x->links)
+    if (x && x->alone && !x->links && retire)
         x->retired = true;
+}
+
+void amqp10_close_link(ewi_transport *t, pn_link_t *l)
+{
+    (void)t;
+    if (!l)
+        return;
+    pn_link_set_context(l, NULL);
+    close_link(l, true);
+}
+
+void amqp10_close_link_waiting(ewi_transport *t, pn_link_t *l)
+{
+    (void)t;
+    if (l)
+        close_link(l, true);
+}
+
+bool amqp10_ssn_end_then(ewi_transport *t, pn_link_t *l,
+                         void (*fn)(ewi_transport *t, void *arg), void *arg)
+{
+    (void)t;
+    amqp10_ssn *x = l ? pn_session_get_context(pn_link_session(l)) : NULL;
+    if (!x || !x->retired || x->links || x->on_end ||
+        !(pn_session_state(x->ssn) & PN_LOCAL_ACTIVE))
+        return false;
+    x->on_end = fn;
+    x->on_end_arg = arg;
+    pn_session_close(x->ssn);
+    return true;
 }
 
 unsigned amqp10_ssn_ended(ewi_transport *t, pn_session_t *ssn)
@@ -147,6 +173,8 @@ unsigned amqp10_ssn_ended(ewi_transport *t, pn_session_t *ssn)
     if (!x)
         return 0;
     unsigned n = x->links;
+    if (x->on_end)
+        x->on_end(t, x->on_end_arg);
     ssn_unlink(t, x);
     pn_session_set_context(ssn, NULL);
     free(x);
@@ -157,6 +185,8 @@ void amqp10_ssn_forget_all(ewi_transport *t)
 {
     for (amqp10_ssn *x = t->ssns, *n; x; x = n) {
         n = x->next;
+        if (x->on_end)
+            x->on_end(t, x->on_end_arg);
         pn_session_set_context(x->ssn, NULL);
         free(x);
     }

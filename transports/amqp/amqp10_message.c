@@ -140,13 +140,30 @@ static bool parse_ms(const char *s, int64_t *out)
 }
 
 /* Headers that travel in their own slot of the properties section: only
- * values that come back from it unchanged (decoding skips empty ones). */
-static bool has_slot(const char *key, const char *value)
+ * values that come back from it unchanged (decoding skips empty ones).
+ * sent_ok: whether the ew-sent value is one (parsed once per message). */
+static bool has_slot(const char *key, const char *value, bool sent_ok)
 {
+    if (strncmp(key, "ew-", 3) != 0)
+        return false; /* a user's header: the common case, one compare */
     if (strcmp(key, EW_HDR_EVENT) == 0 || strcmp(key, EW_HDR_MESSAGE_ID) == 0)
         return value[0] != '\0';
-    int64_t ms;
-    return strcmp(key, EW_HDR_SENT_AT) == 0 && parse_ms(value, &ms) && ms > 0;
+    return sent_ok && strcmp(key, EW_HDR_SENT_AT) == 0;
+}
+
+/* v as a decimal, without a format: "-" for negatives never occurs here. */
+static size_t decimal(char *buf, uint64_t v)
+{
+    char tmp[24];
+    size_t n = 0, o = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        buf[o++] = tmp[--n];
+    buf[o] = 0;
+    return o;
 }
 
 ew_err amqp10_message_encode(const ew_envelope *env, bool durable, uint8_t **out,
@@ -165,24 +182,25 @@ ew_err amqp10_message_encode(const ew_envelope *env, bool durable, uint8_t **out
     if (ct && *ct)
         pn_message_set_content_type(m, ct);
     const char *ev = ew_envelope_header(env, EW_HDR_EVENT);
-    if (ev && has_slot(EW_HDR_EVENT, ev))
+    if (ev && *ev)
         pn_message_set_subject(m, ev);
     const char *id = ew_envelope_header(env, EW_HDR_MESSAGE_ID);
-    if (id && has_slot(EW_HDR_MESSAGE_ID, id)) {
+    if (id && *id) {
         pn_atom_t a = {.type = PN_STRING};
         a.u.as_bytes = pn_bytes(strlen(id), id);
         pn_message_set_id(m, a);
     }
     const char *sent_at = ew_envelope_header(env, EW_HDR_SENT_AT);
     int64_t sent;
-    if (sent_at && has_slot(EW_HDR_SENT_AT, sent_at) && parse_ms(sent_at, &sent))
+    bool sent_ok = sent_at && parse_ms(sent_at, &sent) && sent > 0;
+    if (sent_ok)
         pn_message_set_creation_time(m, sent);
 
     size_t n = ew_envelope_header_count(env);
     bool any = false;
     for (size_t i = 0; i < n && !any; i++) {
         const char *k, *v;
-        if (ew_envelope_header_at(env, i, &k, &v) == EW_OK && !has_slot(k, v))
+        if (ew_envelope_header_at(env, i, &k, &v) == EW_OK && !has_slot(k, v, sent_ok))
             any = true;
     }
     if (any) {
@@ -191,7 +209,7 @@ ew_err amqp10_message_encode(const ew_envelope *env, bool durable, uint8_t **out
         pn_data_enter(p);
         for (size_t i = 0; i < n; i++) {
             const char *k, *v;
-            if (ew_envelope_header_at(env, i, &k, &v) != EW_OK || has_slot(k, v))
+            if (ew_envelope_header_at(env, i, &k, &v) != EW_OK || has_slot(k, v, sent_ok))
                 continue;
             pn_data_put_string(p, pn_bytes(strlen(k), k));
             pn_data_put_string(p, pn_bytes(strlen(v), v));
@@ -368,8 +386,8 @@ static ew_err put_meta(pn_message_t *m, ew_envelope *env)
     pn_timestamp_t ct = pn_message_get_creation_time(m);
     if (ct > 0) {
         char tmp[32];
-        int n = snprintf(tmp, sizeof tmp, "%" PRId64, (int64_t)ct);
-        if ((rc = put_if_absent(env, EW_HDR_SENT_AT, tmp, (size_t)n)) != EW_OK)
+        size_t n = decimal(tmp, (uint64_t)ct);
+        if ((rc = put_if_absent(env, EW_HDR_SENT_AT, tmp, n)) != EW_OK)
             return rc;
     }
     return EW_OK;
