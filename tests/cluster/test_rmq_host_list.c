@@ -3,8 +3,9 @@
  * The transport connects to the first node that answers, moves on to the
  * next one (not back to the one that just went) when its connection goes,
  * wraps around the list, waits out a round where none answers, and keeps
- * handling events on every node. A list on a transport that takes one host,
- * and a list with an empty entry, are refused by ew_manager_new. */
+ * handling events on every node. A list on a transport that takes one host
+ * (or on stomp:// and amqp:// with another dialect than rabbitmq), and a
+ * list with an empty entry, are refused by ew_manager_new. */
 #include "support.h"
 #include "relay.h"
 
@@ -52,20 +53,27 @@ static void send_and_see(ew_manager *m, const ew_event_desc *ev, tally *t, int64
         fail_msg("event %lld was not handled within 20 s", (long long)id);
 }
 
-static void moves_through_the_list(void **state)
+/* scheme: "rabbitmq", "stomp" (dialect=rabbitmq; its administration
+ * connection goes straight to the broker) or "amqp" (dialect=rabbitmq: the
+ * relays carry AMQP 1.0 and the administration's AMQP 0-9-1 alike). */
+static void moves_through_the_list_on(const char *scheme)
 {
-    (void)state;
+    bool stomp = strcmp(scheme, "stomp") == 0;
+    int target = stomp ? 61613 : 5672;
     relay *r[3];
-    r[0] = relay_new(0, 5672, false); /* node 1 is down at start */
-    r[1] = relay_new(0, 5672, true);
-    r[2] = relay_new(0, 5672, true);
+    r[0] = relay_new(0, target, false); /* node 1 is down at start */
+    r[1] = relay_new(0, target, true);
+    r[2] = relay_new(0, target, true);
     for (int i = 0; i < 3; i++)
         assert_non_null(r[i]);
     char url[512];
     snprintf(url, sizeof url,
-             "rabbitmq://guest:guest@127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d/"
-             "?reconnect_max_ms=500",
-             relay_port(r[0]), relay_port(r[1]), relay_port(r[2]));
+             "%s://guest:guest@127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d/"
+             "?reconnect_max_ms=500%s",
+             scheme, relay_port(r[0]), relay_port(r[1]), relay_port(r[2]),
+             strcmp(scheme, "rabbitmq") == 0 ? ""
+             : stomp                         ? "&dialect=rabbitmq&amqp_port=5672"
+                                             : "&dialect=rabbitmq");
     node_log nl = {0};
     capture c;
     capture_init(&c);
@@ -73,7 +81,9 @@ static void moves_through_the_list(void **state)
                     .on_error = capture_error, .error_user = &c,
                     .start_timeout_ms = 20000, .send_timeout_ms = 30000};
     ew_manager *m = mgr_new_opts(url, "hosts", &o);
-    EV(ev, "HostList", true);
+    char base[32];
+    snprintf(base, sizeof base, "HostList_%s", scheme);
+    EV(ev, base, true);
     tally t;
     tally_init(&t, 16);
     listen_tally(m, &ev, "Count", false, 1, &t);
@@ -125,6 +135,24 @@ static void moves_through_the_list(void **state)
     rmq_cleanup(0, ev_name, ls);
 }
 
+static void moves_through_the_list(void **state)
+{
+    (void)state;
+    moves_through_the_list_on("rabbitmq");
+}
+
+static void stomp_moves_through_the_list(void **state)
+{
+    (void)state;
+    moves_through_the_list_on("stomp");
+}
+
+static void amqp_moves_through_the_list(void **state)
+{
+    (void)state;
+    moves_through_the_list_on("amqp");
+}
+
 static void lists_refused_where_they_do_not_apply(void **state)
 {
     (void)state;
@@ -136,14 +164,24 @@ static void lists_refused_where_they_do_not_apply(void **state)
     assert_int_equal(ew_manager_new(&m, "rabbitmq://127.0.0.1:5672,127.0.0.1:0/", &o),
                      EW_EINVAL);
     assert_null(m);
-    /* stomp:// and amqp:// take one host. */
+    /* stomp:// and amqp:// take a list as a RabbitMQ cluster only. */
     assert_int_equal(
-        ew_manager_new(&m, "stomp://127.0.0.1:61613,127.0.0.1:61614?dialect=rabbitmq", &o),
+        ew_manager_new(&m, "stomp://127.0.0.1:61613,127.0.0.1:61614?dialect=artemis", &o),
         EW_EINVAL);
     assert_null(m);
-    assert_int_equal(ew_manager_new(&m, "amqp://127.0.0.1:5672,127.0.0.1:5673?dialect=rabbitmq",
+    assert_int_equal(ew_manager_new(&m, "amqp://127.0.0.1:5672,127.0.0.1:5673?dialect=artemis",
                                     &o),
                      EW_EINVAL);
+    assert_null(m);
+    assert_int_equal(ew_manager_new(&m, "amqp://127.0.0.1:5672,127.0.0.1:5673", &o), EW_EINVAL);
+    assert_null(m);
+    /* One administration port for every host, or one per host. */
+    assert_int_equal(ew_manager_new(&m, "stomp://127.0.0.1:61613,127.0.0.1:61614"
+                                        "?dialect=rabbitmq&amqp_port=5672,5673,5674",
+                                    &o),
+                     EW_EINVAL);
+    assert_null(m);
+    assert_int_equal(ew_manager_new(&m, "local://a,b", &o), EW_EINVAL);
     assert_null(m);
 }
 
@@ -153,6 +191,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(lists_refused_where_they_do_not_apply),
         cmocka_unit_test(moves_through_the_list),
+        cmocka_unit_test(stomp_moves_through_the_list),
+        cmocka_unit_test(amqp_moves_through_the_list),
     };
     return cmocka_run_group_tests_name("rabbitmq: host lists", tests, NULL, NULL);
 }
