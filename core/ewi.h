@@ -108,6 +108,39 @@ ew_err ewi_url_param_int(const ewi_url *u, const char *key, long dflt,
 /* The URL with the password replaced by "***", for logs. Caller frees. */
 char *ewi_url_redacted(const char *text);
 
+/* ---- host lists (hosts.c) ----------------------------------------------- */
+
+/* The nodes of one cluster, as a URL lists them, each with its port (the
+ * transport's default filled in). A connection tries them in turn: one
+ * round starts at *next, and the first node that answers wins; the next
+ * round (once that connection goes) starts with the node after it, so a
+ * service leaves the node that just went rather than dialling it again. */
+typedef struct ewi_hosts {
+    ewi_url_host *v;
+    size_t n; /* >= 1 once made */
+} ewi_hosts;
+
+/* url's hosts, default_port where a host has none. EW_ENOMEM. */
+ew_err ewi_hosts_from_url(const ewi_url *url, int default_port, ewi_hosts *out);
+/* A copy of n hosts; ports as given. EW_ENOMEM. */
+ew_err ewi_hosts_copy(const ewi_url_host *v, size_t n, ewi_hosts *out);
+void ewi_hosts_free(ewi_hosts *h);
+/* "h1:p1,h2:p2" (IPv6 literals in brackets) into buf; what snprintf
+ * returns. */
+int ewi_hosts_text(const ewi_hosts *h, char *buf, size_t len);
+
+/* Connects to one node; err says why not. */
+typedef ew_err (*ewi_host_try_fn)(void *user, const ewi_url_host *h, char *err, size_t errlen);
+/* One round over h from *next: try(user, node) until one returns EW_OK,
+ * which is then *used, and *next the node after it. A refusal that every
+ * node would repeat (EW_EAUTH: the cluster's credentials; EW_ETLS: the
+ * cluster's certificates or ours; EW_EINVAL, EW_ENOMEM) ends the round at
+ * once. A round where none answers leaves *next as it was and returns the
+ * last node's code, with every node's reason in err ("h:p: why; ..."; one
+ * node: its reason alone). */
+ew_err ewi_hosts_round(const ewi_hosts *h, size_t *next, size_t *used, ewi_host_try_fn try_fn,
+                       void *user, char *err, size_t errlen);
+
 /* ---- envelope internals ------------------------------------------------- */
 
 /* Envelopes are reference counted: a transport may share one among queues.

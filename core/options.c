@@ -34,9 +34,11 @@ static const ewi_opt_def table[EWI_OPT_COUNT] = {
                        "the RabbitMQ vhost (or give it as the URL path)"},
     [EWI_OPT_SASL] = {"sasl", EWI_OPTK_TEXT, AMQP, false, NULL, 0, 0, 0, false, {NULL},
                       "SASL mechanisms allowed, space separated"},
-    [EWI_OPT_AMQP_PORT] = {"amqp_port", EWI_OPTK_INT, STOMP, false, NULL, 0, 0, 65535, false,
+    [EWI_OPT_AMQP_PORT] = {"amqp_port", EWI_OPTK_TEXT, STOMP, false, NULL, 0, 0, 0, false,
                            {NULL},
-                           "AMQP 0-9-1 port for RabbitMQ declarations (0: none)"},
+                           "AMQP 0-9-1 port for RabbitMQ declarations (0: none; with "
+                           "several hosts, one port for all or one per host, comma "
+                           "separated)"},
     [EWI_OPT_HEARTBEAT_MS] = {"heartbeat_ms", EWI_OPTK_INT, BROKERS, false, "ms", 10000, 100,
                               3600000, true, {NULL},
                               "heartbeat interval; a connection silent for two intervals "
@@ -59,7 +61,7 @@ static const ewi_opt_def table[EWI_OPT_COUNT] = {
                                 86400000L, false, {NULL},
                                 "RabbitMQ: how often consumed queues are checked to exist "
                                 "(0: never)"},
-    [EWI_OPT_QUEUE_TYPE] = {"queue_type", EWI_OPTK_WORD, RMQ, false, NULL, 0, 0, 0, false,
+    [EWI_OPT_QUEUE_TYPE] = {"queue_type", EWI_OPTK_WORD, BROKERS, false, NULL, 0, 0, 0, false,
                              {"classic", "quorum", NULL},
                              "RabbitMQ: the type of durable listener queues and their dead "
                              "letters (quorum: replicated on a cluster)"},

@@ -62,8 +62,9 @@ typedef enum ewi_queue_type {
     EWI_QUEUE_QUORUM
 } ewi_queue_type;
 
-/* The transports whose URL may list several hosts (EWI_OPTS_* bits). */
-#define EWI_OPTS_MULTI_HOST EWI_OPTS_RABBITMQ
+/* The transports whose URL may list several hosts (EWI_OPTS_* bits); stomp://
+ * and amqp:// take a list with dialect=rabbitmq only (their own check). */
+#define EWI_OPTS_MULTI_HOST EWI_OPTS_BROKERS
 
 /* ?verify= values, in the order of the table's choices. */
 typedef enum ewi_verify {

@@ -20,8 +20,11 @@
 # Erlang distribution on its AMQP port + 20000; its state is
 # ${EW_BROKER_STATE:-/tmp/eventwire-brokers}/rmq-cluster/nN (each node is a
 # rabbitmq.sh node with its own EW_BROKER_STATE). The nodes share the
-# Erlang cookie of the user rabbitmq. A URL for the cluster:
+# Erlang cookie of the user rabbitmq. Every node runs the STOMP and AMQP 1.0
+# plugins (AMQP 1.0 on the node's AMQP port). URLs for the cluster:
 #   rabbitmq://guest:guest@127.0.0.1:5682,127.0.0.1:5683,127.0.0.1:5684/
+#   stomp://guest:guest@127.0.0.1:61682,127.0.0.1:61683,127.0.0.1:61684/?dialect=rabbitmq&amqp_port=5682,5683,5684
+#   amqp://guest:guest@127.0.0.1:5682,127.0.0.1:5683,127.0.0.1:5684/?dialect=rabbitmq
 # EW_RMQC_BASE_PORT (default 5681) and EW_RMQC_STOMP_BASE (61681),
 # EW_RMQC_TLS_BASE (5691), EW_RMQC_STOMPS_BASE (61691) move the ports.
 set -euo pipefail
@@ -170,5 +173,5 @@ case "$cmd" in
     restart)  check_node "${1:-}"; node "$1" start ;;
     stop_app) check_node "${1:-}"; node "$1" ctl stop_app ;;
     ctl)      check_node "${1:-}"; n=$1; shift; node "$n" ctl "$@" ;;
-    *) sed -n '2,28p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,29p' "$0" >&2; exit 2 ;;
 esac

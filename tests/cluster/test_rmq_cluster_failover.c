@@ -1,13 +1,19 @@
 /* A three-node RabbitMQ cluster loses the node a service is connected to in
  * the middle of a durable stream, by kill -9.
  *
- *   rmq_cluster_failover CLUSTER_SCRIPT
+ *   rmq_cluster_failover CLUSTER_SCRIPT [rabbitmq|stomp|amqp]
+ *
+ * The scheme (rabbitmq by default) picks the URL: rabbitmq:// on the nodes'
+ * AMQP ports, stomp://…?dialect=rabbitmq on their STOMP ports (with
+ * amqp_port naming each node's AMQP port for the administration
+ * connection), amqp://…?dialect=rabbitmq on their AMQP ports (AMQP 1.0 and
+ * the administration's 0-9-1 share them). Each lists the three nodes.
  *
  * The program starts the cluster with CLUSTER_SCRIPT (scripts/brokers/
  * rabbitmq-cluster.sh) and stops it again at the end, also when a check
  * fails (EW_CLUSTER_KEEP=1 leaves it running). A receiver with a competing
- * listener of a durable event and a sender run on rabbitmq://…:5682,…:5683,…:5684/?queue_type=quorum; the
- * listener queue must be a quorum queue. The sender streams N events and
+ * listener of a durable event and a sender run on the URL with
+ * queue_type=quorum; the listener queue must be a quorum queue. The sender streams N events and
  * records each send's outcome by id (ok, in doubt, failed); once half of
  * them are out and some were handled, the node the receiver is connected
  * to is killed, and the second half goes out into the failover. Then:
@@ -20,10 +26,13 @@
 #include "faults.h"
 
 
-enum { N = 6000, NODES = 3, BASE_PORT = 5681, STALL_MS = 60000 };
+enum { N = 6000, NODES = 3, AMQP_BASE = 5681, STOMP_BASE = 61681, STALL_MS = 60000 };
 
 static const char *SCRIPT;
+static const char *SCHEME = "rabbitmq";
 static char URL[512];
+/* Node N's port in the URL is BASE_PORT + N. */
+static int BASE_PORT = AMQP_BASE;
 
 /* ---- which node a manager is connected to (from its log) ---------------- */
 
@@ -36,8 +45,11 @@ typedef struct node_log {
 static void node_log_fn(void *user, ew_log_level level, const char *msg)
 {
     node_log *nl = user;
-    /* rabbitmq:// logs "…: connected to node HOST:PORT (K of N)". */
+    /* Each transport logs "…: connected to node HOST:PORT (K of N)"; STOMP
+     * once per connection, and the consuming one is the receiver's. */
     const char *at = strstr(msg, "connected to node ");
+    if (at && strstr(msg, "STOMP publishing connection"))
+        at = NULL;
     if (at) {
         const char *colon = strrchr(at, ':');
         const char *paren = strstr(at, " (");
@@ -194,7 +206,7 @@ static void failover_loses_nothing(void **state)
 {
     (void)state;
     ftarget tg = ftarget_of(URL);
-    snprintf(tg.name, sizeof tg.name, "rabbitmq-cluster");
+    snprintf(tg.name, sizeof tg.name, "%s-rabbitmq-cluster", SCHEME);
     EV(ev, "ClusterFailover", true);
     flow_init(&F, N);
     node_log lr = {0}, ls = {0};
@@ -294,13 +306,13 @@ static void failover_loses_nothing(void **state)
     bool ok_all = underway && krc == 0 && all && lost == 0 && pending == 0 && moved &&
                   resume >= 0 && cr.disconnects >= 1 && failed_arrived == 0;
     fault_result("cluster-failover", &tg,
-                 "nodes=3 queue_type=quorum killed=node%d sent=%d ok=%zu indoubt=%zu "
+                 "scheme=%s nodes=3 queue_type=quorum killed=node%d sent=%d ok=%zu indoubt=%zu "
                  "indoubt_arrived=%zu failed=%zu failed_arrived=%zu handled=%zu lost=%zu "
                  "duplicated=%zu redelivered=%zu delivery_counted=%zu no_service_ms=%lld "
                  "failed_until_ms=%lld "
                  "handled_at_kill=%zu "
                  "moved_to=node%d failed_codes=%s total_ms=%lld status=%s",
-                 killed, N, ok, indoubt, indoubt_arrived, failed, failed_arrived, distinct,
+                 SCHEME, killed, N, ok, indoubt, indoubt_arrived, failed, failed_arrived, distinct,
                  lost, dups, (size_t)atomic_load(&redelivered),
                  (size_t)atomic_load(&delivery_counted), (long long)resume,
                  (long long)refused_until, at_kill,
@@ -347,14 +359,28 @@ static void failover_loses_nothing(void **state)
 
 int main(int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s CLUSTER_SCRIPT\n", argv[0]);
+    if (argc != 2 && argc != 3) {
+        fprintf(stderr, "usage: %s CLUSTER_SCRIPT [rabbitmq|stomp|amqp]\n", argv[0]);
         return 2;
     }
     SCRIPT = argv[1];
+    SCHEME = argc == 3 ? argv[2] : "rabbitmq";
+    const char *extra = "";
+    char stomp_extra[128];
+    if (strcmp(SCHEME, "stomp") == 0) {
+        BASE_PORT = STOMP_BASE;
+        snprintf(stomp_extra, sizeof stomp_extra, "&dialect=rabbitmq&amqp_port=%d,%d,%d",
+                 AMQP_BASE + 1, AMQP_BASE + 2, AMQP_BASE + 3);
+        extra = stomp_extra;
+    } else if (strcmp(SCHEME, "amqp") == 0) {
+        extra = "&dialect=rabbitmq";
+    } else if (strcmp(SCHEME, "rabbitmq") != 0) {
+        fprintf(stderr, "%s: scheme '%s' is not rabbitmq, stomp or amqp\n", argv[0], SCHEME);
+        return 2;
+    }
     snprintf(URL, sizeof URL,
-             "rabbitmq://guest:guest@127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d/?queue_type=quorum",
-             BASE_PORT + 1, BASE_PORT + 2, BASE_PORT + 3);
+             "%s://guest:guest@127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d/?queue_type=quorum%s",
+             SCHEME, BASE_PORT + 1, BASE_PORT + 2, BASE_PORT + 3, extra);
     support_init(URL);
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "%s start", SCRIPT);
@@ -368,7 +394,9 @@ int main(int argc, char **argv)
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(failover_loses_nothing),
         };
-        failed = cmocka_run_group_tests_name("cluster: failover", tests, NULL, NULL);
+        char group[64];
+        snprintf(group, sizeof group, "cluster: failover on %s://", SCHEME);
+        failed = cmocka_run_group_tests_name(group, tests, NULL, NULL);
     } else {
         fprintf(stderr, "'%s' failed (rc %d): no cluster to test\n", cmd, rc);
     }

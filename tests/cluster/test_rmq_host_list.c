@@ -3,12 +3,15 @@
  * The transport connects to the first node that answers, moves on to the
  * next one (not back to the one that just went) when its connection goes,
  * wraps around the list, waits out a round where none answers, and keeps
- * handling events on every node. A list on a transport that takes one host,
- * and a list with an empty entry, are refused by ew_manager_new. */
+ * handling events on every node. A list on a transport that takes one host
+ * (or on stomp:// and amqp:// with another dialect than rabbitmq), and a
+ * list with an empty entry, are refused by ew_manager_new. */
 #include "support.h"
 #include "relay.h"
 
 #include <stdatomic.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 typedef struct node_log {
     _Atomic int port;     /* the port of the last node connected to */
@@ -52,20 +55,27 @@ static void send_and_see(ew_manager *m, const ew_event_desc *ev, tally *t, int64
         fail_msg("event %lld was not handled within 20 s", (long long)id);
 }
 
-static void moves_through_the_list(void **state)
+/* scheme: "rabbitmq", "stomp" (dialect=rabbitmq; its administration
+ * connection goes straight to the broker) or "amqp" (dialect=rabbitmq: the
+ * relays carry AMQP 1.0 and the administration's AMQP 0-9-1 alike). */
+static void moves_through_the_list_on(const char *scheme)
 {
-    (void)state;
+    bool stomp = strcmp(scheme, "stomp") == 0;
+    int target = stomp ? 61613 : 5672;
     relay *r[3];
-    r[0] = relay_new(0, 5672, false); /* node 1 is down at start */
-    r[1] = relay_new(0, 5672, true);
-    r[2] = relay_new(0, 5672, true);
+    r[0] = relay_new(0, target, false); /* node 1 is down at start */
+    r[1] = relay_new(0, target, true);
+    r[2] = relay_new(0, target, true);
     for (int i = 0; i < 3; i++)
         assert_non_null(r[i]);
     char url[512];
     snprintf(url, sizeof url,
-             "rabbitmq://guest:guest@127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d/"
-             "?reconnect_max_ms=500",
-             relay_port(r[0]), relay_port(r[1]), relay_port(r[2]));
+             "%s://guest:guest@127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d/"
+             "?reconnect_max_ms=500%s",
+             scheme, relay_port(r[0]), relay_port(r[1]), relay_port(r[2]),
+             strcmp(scheme, "rabbitmq") == 0 ? ""
+             : stomp                         ? "&dialect=rabbitmq&amqp_port=5672"
+                                             : "&dialect=rabbitmq");
     node_log nl = {0};
     capture c;
     capture_init(&c);
@@ -73,7 +83,9 @@ static void moves_through_the_list(void **state)
                     .on_error = capture_error, .error_user = &c,
                     .start_timeout_ms = 20000, .send_timeout_ms = 30000};
     ew_manager *m = mgr_new_opts(url, "hosts", &o);
-    EV(ev, "HostList", true);
+    char base[32];
+    snprintf(base, sizeof base, "HostList_%s", scheme);
+    EV(ev, base, true);
     tally t;
     tally_init(&t, 16);
     listen_tally(m, &ev, "Count", false, 1, &t);
@@ -125,6 +137,115 @@ static void moves_through_the_list(void **state)
     rmq_cleanup(0, ev_name, ls);
 }
 
+static void moves_through_the_list(void **state)
+{
+    (void)state;
+    moves_through_the_list_on("rabbitmq");
+}
+
+static void stomp_moves_through_the_list(void **state)
+{
+    (void)state;
+    moves_through_the_list_on("stomp");
+}
+
+static void amqp_moves_through_the_list(void **state)
+{
+    (void)state;
+    moves_through_the_list_on("amqp");
+}
+
+/* A certificate for DNS:localhost only, signed by the test CA, made in the
+ * certificates' directory: localhost-only.pem and .key. */
+static void make_localhost_only_cert(char *pem, size_t pemlen, char *key, size_t keylen)
+{
+    const char *dir = support_certs();
+    snprintf(pem, pemlen, "%s/localhost-only.pem", dir);
+    snprintf(key, keylen, "%s/localhost-only.key", dir);
+    if (access(pem, R_OK) == 0 && access(key, R_OK) == 0)
+        return;
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && openssl req -newkey rsa:2048 -nodes -sha256 -keyout localhost-only.key "
+             "-out lo.csr -subj /CN=localhost 2>/dev/null && "
+             "printf 'basicConstraints = CA:FALSE\nextendedKeyUsage = serverAuth\n"
+             "subjectAltName = DNS:localhost\n' > lo.ext && "
+             "openssl x509 -req -in lo.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
+             "-CAserial lo.srl -days 1 -sha256 -extfile lo.ext -out localhost-only.pem "
+             "2>/dev/null && rm -f lo.csr lo.ext lo.srl",
+             dir);
+    if (system(cmd) != 0)
+        fail_msg("could not make a certificate for localhost only: %s", cmd);
+}
+
+/* TLS on a host list: node 1 (127.0.0.1) is down, node 2 (localhost) has a
+ * certificate for localhost only. The check must be made against the node
+ * dialled: against node 1's name, 127.0.0.1, the certificate would be
+ * refused (EW_ETLS at start). The administration connection of the stomp
+ * and amqp rabbitmq dialects goes over the same kind of list. */
+static void tls_checks_the_node_dialled_on(const char *scheme)
+{
+    bool stomp = strcmp(scheme, "stomp+ssl") == 0;
+    bool amqp = strcmp(scheme, "amqps") == 0;
+    char pem[1024], key[1024], ca[1024];
+    make_localhost_only_cert(pem, sizeof pem, key, sizeof key);
+    support_cert(ca, sizeof ca, "ca.pem");
+    relay *down = relay_new(0, 5672, false);
+    relay *front = relay_new_tls(0, stomp ? 61613 : 5672, true, pem, key);
+    relay *admin = stomp ? relay_new_tls(0, 5672, true, pem, key) : NULL;
+    assert_non_null(down);
+    assert_non_null(front);
+    char extra[128] = "";
+    if (stomp)
+        snprintf(extra, sizeof extra, "&dialect=rabbitmq&amqp_port=%d,%d", relay_port(down),
+                 relay_port(admin));
+    else if (amqp)
+        snprintf(extra, sizeof extra, "&dialect=rabbitmq");
+    char url[2048];
+    snprintf(url, sizeof url,
+             "%s://guest:guest@127.0.0.1:%d,localhost:%d/?ca=%s&reconnect_max_ms=500%s", scheme,
+             relay_port(down), relay_port(front), ca, extra);
+    node_log nl = {0};
+    capture c;
+    capture_init(&c);
+    ew_options o = {.log = node_log_fn, .log_user = &nl, .log_level = EW_LOG_INFO,
+                    .on_error = capture_error, .error_user = &c,
+                    .start_timeout_ms = 20000, .send_timeout_ms = 30000};
+    ew_manager *m = mgr_new_opts(url, "hosts", &o);
+    char base[32];
+    snprintf(base, sizeof base, "HostListTls_%s", amqp ? "amqps" : stomp ? "stomps" : "rmqs");
+    EV(ev, base, true);
+    tally t;
+    tally_init(&t, 4);
+    listen_tally(m, &ev, "Count", false, 1, &t);
+    ew_err rc = ew_manager_start(m);
+    if (rc != EW_OK) {
+        capture_print(&c);
+        fail_msg("%s: start on node 2 (localhost, a certificate for localhost only): %s", url,
+                 ew_strerror(rc));
+    }
+    if (atomic_load(&nl.port) != relay_port(front))
+        fail_msg("connected to port %d, expected node 2 (port %d)", atomic_load(&nl.port),
+                 relay_port(front));
+    send_and_see(m, &ev, &t, 0);
+    ew_manager_free(m);
+    tally_free(&t);
+    relay_free(down);
+    relay_free(front);
+    if (admin)
+        relay_free(admin);
+    const char *ls[] = {"Count", NULL};
+    rmq_cleanup(0, ev_name, ls);
+}
+
+static void tls_checks_the_node_dialled(void **state)
+{
+    (void)state;
+    tls_checks_the_node_dialled_on("rabbitmqs");
+    tls_checks_the_node_dialled_on("stomp+ssl");
+    tls_checks_the_node_dialled_on("amqps");
+}
+
 static void lists_refused_where_they_do_not_apply(void **state)
 {
     (void)state;
@@ -136,14 +257,24 @@ static void lists_refused_where_they_do_not_apply(void **state)
     assert_int_equal(ew_manager_new(&m, "rabbitmq://127.0.0.1:5672,127.0.0.1:0/", &o),
                      EW_EINVAL);
     assert_null(m);
-    /* stomp:// and amqp:// take one host. */
+    /* stomp:// and amqp:// take a list as a RabbitMQ cluster only. */
     assert_int_equal(
-        ew_manager_new(&m, "stomp://127.0.0.1:61613,127.0.0.1:61614?dialect=rabbitmq", &o),
+        ew_manager_new(&m, "stomp://127.0.0.1:61613,127.0.0.1:61614?dialect=artemis", &o),
         EW_EINVAL);
     assert_null(m);
-    assert_int_equal(ew_manager_new(&m, "amqp://127.0.0.1:5672,127.0.0.1:5673?dialect=rabbitmq",
+    assert_int_equal(ew_manager_new(&m, "amqp://127.0.0.1:5672,127.0.0.1:5673?dialect=artemis",
                                     &o),
                      EW_EINVAL);
+    assert_null(m);
+    assert_int_equal(ew_manager_new(&m, "amqp://127.0.0.1:5672,127.0.0.1:5673", &o), EW_EINVAL);
+    assert_null(m);
+    /* One administration port for every host, or one per host. */
+    assert_int_equal(ew_manager_new(&m, "stomp://127.0.0.1:61613,127.0.0.1:61614"
+                                        "?dialect=rabbitmq&amqp_port=5672,5673,5674",
+                                    &o),
+                     EW_EINVAL);
+    assert_null(m);
+    assert_int_equal(ew_manager_new(&m, "local://a,b", &o), EW_EINVAL);
     assert_null(m);
 }
 
@@ -153,6 +284,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(lists_refused_where_they_do_not_apply),
         cmocka_unit_test(moves_through_the_list),
+        cmocka_unit_test(stomp_moves_through_the_list),
+        cmocka_unit_test(amqp_moves_through_the_list),
+        cmocka_unit_test(tls_checks_the_node_dialled),
     };
     return cmocka_run_group_tests_name("rabbitmq: host lists", tests, NULL, NULL);
 }

@@ -290,8 +290,12 @@ static void queue_type_and_host_lists(void **state)
                            NULL, err, sizeof err),
                      EW_EINVAL);
     assert_non_null(strstr(err, "queue_type must be one of classic, quorum"));
-    /* Only RabbitMQ declares queues with a type. */
-    assert_int_equal(parse("stomp://h?queue_type=quorum", EWI_OPTS_STOMP, false, &o, NULL, err,
+    /* Only broker transports declare queues with a type (stomp:// and
+     * amqp:// with dialect=rabbitmq only: their own check). */
+    assert_int_equal(parse("stomp://h1,h2?queue_type=quorum", EWI_OPTS_STOMP, false, &o, NULL,
+                           err, sizeof err),
+                     EW_OK);
+    assert_int_equal(parse("local://?queue_type=quorum", EWI_OPTS_LOCAL, false, &o, NULL, err,
                            sizeof err),
                      EW_EINVAL);
     /* A transport that takes one host refuses a list rather than using its

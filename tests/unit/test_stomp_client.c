@@ -78,6 +78,41 @@ static void options_defaults_and_values(void **state)
     assert_false(o.verify);
     assert_int_equal(o.port, 61614);
     stomp_options_free(&o);
+
+    /* A RabbitMQ cluster: every host with its port (the default where it
+     * has none), the administration connection on each host's amqp_port. */
+    assert_int_equal(parse("stomp://h1:61682,h2,h3:61684?dialect=rabbitmq&queue_type=quorum"
+                           "&amqp_port=5682,5683,5684",
+                           &o, err, sizeof err),
+                     EW_OK);
+    assert_int_equal(o.hosts.n, 3);
+    assert_string_equal(o.hosts.v[1].host, "h2");
+    assert_int_equal(o.hosts.v[0].port, 61682);
+    assert_int_equal(o.hosts.v[1].port, 61613);
+    assert_int_equal(o.admin_hosts.n, 3);
+    assert_string_equal(o.admin_hosts.v[2].host, "h3");
+    assert_int_equal(o.admin_hosts.v[2].port, 5684);
+    assert_int_equal(o.amqp_port, 5682);
+    assert_true(o.quorum);
+    stomp_options_free(&o);
+    assert_int_equal(parse("stomp://h1,h2?dialect=rabbitmq", &o, err, sizeof err), EW_OK);
+    assert_int_equal(o.admin_hosts.v[0].port, 5672);
+    assert_int_equal(o.admin_hosts.v[1].port, 5672);
+    stomp_options_free(&o);
+    assert_int_equal(parse("stomp://h1,h2?dialect=rabbitmq&amqp_port=1,2,3", &o, err, sizeof err),
+                     EW_EINVAL);
+    assert_non_null(strstr(err, "3 ports for 2 hosts"));
+    stomp_options_free(&o);
+    assert_int_equal(parse("stomp://h1?dialect=rabbitmq&amqp_port=56x", &o, err, sizeof err),
+                     EW_EINVAL);
+    stomp_options_free(&o);
+    /* A list is a RabbitMQ cluster; queue types are RabbitMQ's. */
+    assert_int_equal(parse("stomp://h1,h2?dialect=artemis", &o, err, sizeof err), EW_EINVAL);
+    assert_non_null(strstr(err, "needs dialect=rabbitmq"));
+    stomp_options_free(&o);
+    assert_int_equal(parse("stomp://h1?dialect=activemq&queue_type=quorum", &o, err, sizeof err),
+                     EW_EINVAL);
+    stomp_options_free(&o);
 }
 
 static void options_refused_with_reasons(void **state)

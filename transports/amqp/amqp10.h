@@ -58,8 +58,11 @@ typedef struct amqp10_options {
     amqp10_dialect dialect;
     amqp10_naming naming;
     bool tls;             /* amqps:// */
-    char *host;           /* "127.0.0.1" when the URL has none */
+    char *host;           /* "127.0.0.1" when the URL has none (hosts[0]) */
     int port;             /* 5672, or 5671 for amqps */
+    ewi_hosts hosts;      /* every node of the URL (rabbitmq: a cluster; its
+                             AMQP 0-9-1 administration uses the same ports) */
+    bool quorum;          /* rabbitmq: ?queue_type=quorum */
     char *user, *password; /* NULL when absent; the password is never logged */
     char *vhost;          /* rabbitmq: the URL path, or ?vhost=; NULL: "/" */
     char *ca_file;        /* ?ca=: PEM CA bundle for amqps */
@@ -391,6 +394,8 @@ struct ewi_transport {
     amqp10_fetch *fetches;
     amqp10_ssn *ssns;          /* the connection's sessions with links */
     ewi_reconnect rc;          /* when to connect again */
+    size_t host_next;          /* the node the next connect tries first */
+    size_t host_cur;           /* the node of the current socket */
     bool reconnect_planned;    /* at rc.next_ms */
     int64_t close_deadline;    /* stop: disconnect hard after it */
     bool start_cut;            /* start's deadline passed: we dropped the socket */

@@ -22,11 +22,13 @@ ew_err amqp10_admin_open(ewi_transport *t)
 {
     if (t->opt.dialect != AMQP10_DIALECT_RABBITMQ)
         return EW_OK;
-    char label[300];
-    amqp10_textf(label, sizeof label, "%s:%d (AMQP 0-9-1)", t->opt.host, t->opt.port);
+    char label[300], hosts[240];
+    ewi_hosts_text(&t->opt.hosts, hosts, sizeof hosts);
+    amqp10_textf(label, sizeof label, "%s (AMQP 0-9-1)", hosts);
     /* librabbitmq speaks PLAIN only: without a user, RabbitMQ's default
      * guest account, which is what its AMQP 1.0 ANONYMOUS maps to. */
-    rmqa_conf c = {.host = t->opt.host, .port = t->opt.port, .vhost = t->opt.vhost,
+    rmqa_conf c = {.host = t->opt.host, .port = t->opt.port, .hosts = t->opt.hosts.v,
+                   .nhosts = t->opt.hosts.n, .vhost = t->opt.vhost,
                    .user = t->opt.user, .password = t->opt.password, .tls = t->opt.tls,
                    .ca = t->opt.ca_file, .cert = t->opt.cert_file, .key = t->opt.key_file,
                    .verify_peer = t->opt.verify != AMQP10_VERIFY_NONE,
@@ -50,7 +52,8 @@ static rmqa_decl decl_of(ewi_transport *t, const amqp10_decl *d)
                                       [AMQP10_DECL_EXISTS] = RMQA_EXISTS};
     rmqa_decl r = {.kind = kinds[d->kind], .event = d->event, .queue = d->queue,
                    .dlq = d->dlq, .durable = d->durable,
-                   .expires_ms = d->per_process ? t->opt.expires_ms : 0};
+                   .expires_ms = d->per_process ? t->opt.expires_ms : 0,
+                   .quorum = t->opt.quorum};
     return r;
 }
 

@@ -179,6 +179,38 @@ static void conn_gone(ewi_transport *t, const char *why, ew_err final)
                 (long long)(t->rc.next_ms - now));
 }
 
+/* Opens t->sock to node h. The connect blocks this thread: at most
+ * CONNECT_MS, and during start not past its deadline. The certificate must
+ * name the node dialled. */
+static ew_err open_node(void *user, const ewi_url_host *h, char *why, size_t whylen)
+{
+    ewi_transport *t = user;
+    const amqp10_options *o = &t->opt;
+    int timeout = CONNECT_MS;
+    pthread_mutex_lock(&t->mu);
+    if (t->state == AMQP10_ST_CONNECTING) {
+        int left = ewi_left_ms(t->start_deadline);
+        timeout = left < timeout ? left : timeout;
+    }
+    pthread_mutex_unlock(&t->mu);
+    if (timeout <= 0) {
+        amqp10_textf(why, whylen, "no answer within the start timeout");
+        return EW_ECONNECT;
+    }
+    ewi_sock_conf sc = {.host = h->host, .port = h->port, .tls = o->tls,
+                        .ca_file = o->ca_file, .cert_file = o->cert_file,
+                        .key_file = o->key_file,
+                        .verify = o->verify == AMQP10_VERIFY_NAME   ? EWI_VERIFY_NAME
+                                  : o->verify == AMQP10_VERIFY_PEER ? EWI_VERIFY_PEER
+                                                                    : EWI_VERIFY_NONE};
+    ew_err code;
+    bool final;
+    t->sock = ewi_sock_open(&sc, timeout, &code, &final, why, whylen);
+    if (t->sock)
+        return EW_OK;
+    return final || code == EW_ENOMEM ? code : EW_ECONNECT;
+}
+
 /* Opens the socket and binds a new proton connection to it; a failure is
  * handled (conn_gone). */
 static void connect_now(ewi_transport *t)
@@ -217,32 +249,15 @@ static void connect_now(ewi_transport *t)
         amqp10_textf(host, sizeof host, "%s", o->host);
     pn_connection_set_hostname(c, host);
 
-    /* The connect blocks this thread: at most CONNECT_MS, and during start
-     * not past its deadline. */
-    int timeout = CONNECT_MS;
-    pthread_mutex_lock(&t->mu);
-    if (t->state == AMQP10_ST_CONNECTING) {
-        int left = ewi_left_ms(t->start_deadline);
-        timeout = left < timeout ? left : timeout;
-    }
-    pthread_mutex_unlock(&t->mu);
-    ewi_sock_conf sc = {.host = o->host, .port = o->port, .tls = o->tls,
-                        .ca_file = o->ca_file, .cert_file = o->cert_file,
-                        .key_file = o->key_file,
-                        .verify = o->verify == AMQP10_VERIFY_NAME   ? EWI_VERIFY_NAME
-                                  : o->verify == AMQP10_VERIFY_PEER ? EWI_VERIFY_PEER
-                                                                    : EWI_VERIFY_NONE};
-    ew_err code;
-    bool final;
+    /* One round over the URL's nodes from the one after the node of the
+     * last connection: the first whose socket opens is used (a node that
+     * then fails the AMQP open is left by the next round). */
     char why[480];
-    t->sock = timeout > 0 ? ewi_sock_open(&sc, timeout, &code, &final, why, sizeof why)
-                          : NULL;
-    if (!t->sock) {
-        if (timeout <= 0) {
-            code = EW_ECONNECT;
-            final = false;
-            amqp10_textf(why, sizeof why, "no answer within the start timeout");
-        }
+    bool final = false;
+    ew_err code = ewi_hosts_round(&o->hosts, &t->host_next, &t->host_cur, open_node, t, why,
+                                  sizeof why);
+    if (code != EW_OK) {
+        final = code == EW_ETLS || code == EW_EINVAL;
         pn_transport_free(tr);
         pn_connection_free(c);
         conn_gone(t, why, final ? code : EW_OK);
@@ -334,6 +349,10 @@ static void on_remote_open(ewi_transport *t)
         ewi_log(t->m, EW_LOG_WARN, "amqp %s: reconnected", t->where);
     else
         ewi_log(t->m, EW_LOG_INFO, "amqp %s: connected", t->where);
+    if (t->opt.hosts.n > 1)
+        ewi_log(t->m, EW_LOG_INFO, "amqp %s: connected to node %s:%d (%zu of %zu)", t->where,
+                t->opt.hosts.v[t->host_cur].host, t->opt.hosts.v[t->host_cur].port,
+                t->host_cur + 1, t->opt.hosts.n);
     t->was_up = true;
     /* What passed its deadline during the outage fails before anything is
      * sent on the new connection: it is never sent late. */

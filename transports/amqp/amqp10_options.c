@@ -2,7 +2,10 @@
  * (core/options.c: names, units, defaults). Unit-tested; the only I/O is
  * reading the TLS files given, so that a wrong one fails at ew_manager_new.
  *
- *   amqp[s]://[user[:password]@]host[:port][/vhost][?option=value&...]
+ *   amqp[s]://[user[:password]@]host[:port][,host[:port]...][/vhost][?option=value&...]
+ *
+ * Several hosts (dialect=rabbitmq only) are the nodes of one RabbitMQ
+ * cluster, tried in turn (amqp10_io.c), by the administration connection too.
  *
  * Unknown options are refused, so that a typo is an error and not a silent
  * default. */
@@ -45,6 +48,7 @@ void amqp10_options_free(amqp10_options *o)
     if (!o)
         return;
     free(o->host);
+    ewi_hosts_free(&o->hosts);
     free(o->user);
     if (o->password) {
         /* do not leave the secret lying in freed memory */
@@ -107,6 +111,16 @@ ew_err amqp10_options_parse(const ew_manager *m, const ewi_url *url, amqp10_opti
         amqp10_textf(err, errlen, "dialect '%s' is not artemis or rabbitmq", d);
         return EW_EINVAL;
     }
+    if (url->nhosts > 1 && o->dialect != AMQP10_DIALECT_RABBITMQ) {
+        amqp10_textf(err, errlen, "a list of %zu hosts needs dialect=rabbitmq (a RabbitMQ "
+                     "cluster)", url->nhosts);
+        return EW_EINVAL;
+    }
+    o->quorum = p.num[EWI_OPT_QUEUE_TYPE] == EWI_QUEUE_QUORUM;
+    if (p.given[EWI_OPT_QUEUE_TYPE] && o->dialect != AMQP10_DIALECT_RABBITMQ) {
+        amqp10_textf(err, errlen, "queue_type is for dialect=rabbitmq only");
+        return EW_EINVAL;
+    }
     o->naming = p.num[EWI_OPT_QUEUE_NAMING] == 1 ? AMQP10_NAMING_ASPYX : AMQP10_NAMING_EVENTWIRE;
     o->verify = p.num[EWI_OPT_VERIFY] == EWI_VERIFY_PEER   ? AMQP10_VERIFY_PEER
                 : p.num[EWI_OPT_VERIFY] == EWI_VERIFY_NONE ? AMQP10_VERIFY_NONE
@@ -148,6 +162,18 @@ ew_err amqp10_options_parse(const ew_manager *m, const ewi_url *url, amqp10_opti
         (rc = dup_opt(p.text[EWI_OPT_SASL], &o->sasl_mechs)) != EW_OK) {
         amqp10_textf(err, errlen, "out of memory");
         return rc;
+    }
+    if (ewi_hosts_from_url(url, o->tls ? 5671 : 5672, &o->hosts) != EW_OK) {
+        amqp10_textf(err, errlen, "out of memory");
+        return EW_ENOMEM;
+    }
+    if (!o->hosts.v[0].host[0]) {
+        /* No host at all: the default's. */
+        free(o->hosts.v[0].host);
+        if (!(o->hosts.v[0].host = strdup(o->host))) {
+            amqp10_textf(err, errlen, "out of memory");
+            return EW_ENOMEM;
+        }
     }
     if (o->password && !o->user) {
         amqp10_textf(err, errlen, "a password without a user name");

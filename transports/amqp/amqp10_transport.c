@@ -49,7 +49,9 @@ static ew_err a_create(ew_manager *m, const ewi_url *url, ewi_transport **out)
     pthread_cond_init(&t->cond, &ca);
     pthread_condattr_destroy(&ca);
     ewi_window_init(&t->window, (size_t)t->opt.max_inflight);
-    amqp10_textf(t->where, sizeof t->where, "%s:%d (%s%s)", t->opt.host, t->opt.port,
+    char hosts[240];
+    ewi_hosts_text(&t->opt.hosts, hosts, sizeof hosts);
+    amqp10_textf(t->where, sizeof t->where, "%s (%s%s)", hosts,
              amqp10_dialect_name(t->opt.dialect), t->opt.tls ? ", TLS" : "");
     /* Unique per connection: brokers list it, and some refuse duplicates. */
     uuid_t u;

@@ -44,18 +44,12 @@ void rmq_chans_give(rmq_chans *c, uint16_t ch);
 
 /* ---- options (rmq_options.c) --------------------------------------------- */
 
-/* One node of the URL's host list. */
-typedef struct rmq_host {
-    char *host;
-    int port; /* the scheme's default when the URL gives none */
-} rmq_host;
-
 typedef struct rmq_opts {
     bool tls;
     char *host;                /* the first node's (hosts[0]) */
     int port;
-    rmq_host *hosts;           /* every node of the URL, in its order */
-    size_t nhosts;             /* >= 1 */
+    ewi_hosts hosts;           /* every node of the URL, in its order (the
+                                  scheme's port where it gives none) */
     size_t host_next;          /* the node the next connect tries first */
     size_t host_cur;           /* the node of the current connection */
     bool quorum;               /* ?queue_type=quorum */

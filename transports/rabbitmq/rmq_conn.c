@@ -18,13 +18,14 @@ ew_err rmq_channel_open(ewi_transport *t, uint16_t ch, char *err, size_t errlen)
     return EW_EDISCONNECTED;
 }
 
-/* Connects to node i of the URL and opens the fixed channels. */
-static ew_err connect_node(ewi_transport *t, size_t i, char *err, size_t errlen)
+/* Connects to node h of the URL and opens the fixed channels. */
+static ew_err connect_node(void *user, const ewi_url_host *h, char *err, size_t errlen)
 {
+    ewi_transport *t = user;
     const rmq_opts *o = &t->o;
     char cname[128], text[300];
     snprintf(cname, sizeof cname, "eventwire %s", ewi_config_of(t->m)->server_name);
-    rmqa_conf c = {.host = o->hosts[i].host, .port = o->hosts[i].port, .vhost = o->vhost,
+    rmqa_conf c = {.host = h->host, .port = h->port, .vhost = o->vhost,
                    .user = o->user, .password = o->password, .tls = o->tls, .ca = o->cacert,
                    .cert = o->cert, .key = o->key, .verify_peer = o->verify,
                    .verify_name = o->verify_name, .connect_timeout_ms = o->connect_timeout_ms,
@@ -53,42 +54,20 @@ fail:
     return rc;
 }
 
-/* One round over the URL's nodes, from o->host_next on: the first that
- * answers wins, and the next round (after this connection goes) starts with
- * the node after it. A round where none answers leaves host_next as it was;
- * the caller's backoff runs between rounds. Credentials and certificates are
- * the cluster's, so a refusal of those ends the round at once. */
+/* One round over the URL's nodes (core's ewi_hosts_round): the first that
+ * answers wins, the next round starts with the node after it; the caller's
+ * backoff runs between rounds. */
 ew_err rmq_connect(ewi_transport *t, char *err, size_t errlen)
 {
     rmq_opts *o = &t->o;
-    ew_err rc = EW_ECONNECT;
-    size_t at = 0;
-    if (errlen)
-        err[0] = '\0';
-    for (size_t k = 0; k < o->nhosts; k++) {
-        size_t i = (o->host_next + k) % o->nhosts;
-        char one[512];
-        rc = connect_node(t, i, one, sizeof one);
-        if (rc == EW_OK) {
-            o->host_cur = i;
-            o->host_next = (i + 1) % o->nhosts;
-            break;
-        }
-        /* Every node's reason, for the one line a failed round logs. */
-        if (o->nhosts == 1)
-            snprintf(err, errlen, "%s", one);
-        else if (at < errlen)
-            at += (size_t)snprintf(err + at, errlen - at, "%s%s:%d: %s", k ? "; " : "",
-                                   o->hosts[i].host, o->hosts[i].port, one);
-        if (rc == EW_EAUTH || rc == EW_ETLS || rc == EW_ENOMEM)
-            return rc;
-    }
+    ew_err rc = ewi_hosts_round(&o->hosts, &o->host_next, &o->host_cur, connect_node, t, err,
+                                errlen);
     if (rc != EW_OK)
         return rc;
-    if (o->nhosts > 1)
+    if (o->hosts.n > 1)
         ewi_log(t->m, EW_LOG_INFO, "%s: connected to node %s:%d (%zu of %zu)", o->label,
-                o->hosts[o->host_cur].host, o->hosts[o->host_cur].port, o->host_cur + 1,
-                o->nhosts);
+                o->hosts.v[o->host_cur].host, o->hosts.v[o->host_cur].port, o->host_cur + 1,
+                o->hosts.n);
     t->next_seq = 1;
     t->hb_s = amqp_get_heartbeat(t->conn);
     t->rpc_epoch = ++t->epoch_seq;

@@ -50,18 +50,13 @@ ew_err rmq_opts_parse(ew_manager *m, const ewi_url *url, rmq_opts *o)
     int dport = o->tls ? 5671 : 5672;
     o->port = url->port ? url->port : dport;
     o->host = strdup(url->host);
-    o->hosts = calloc(url->nhosts, sizeof *o->hosts);
-    size_t llen = strlen(url->scheme) + strlen(o->host ? o->host : "") + 32;
-    for (size_t i = 0; o->hosts && i < url->nhosts; i++) {
-        o->hosts[i].host = strdup(url->hosts[i].host);
-        o->hosts[i].port = url->hosts[i].port ? url->hosts[i].port : dport;
-        if (!o->hosts[i].host) {
-            rmq_opts_free(o);
-            return EW_ENOMEM;
-        }
-        o->nhosts++;
-        llen += strlen(url->hosts[i].host) + 16;
+    if (ewi_hosts_from_url(url, dport, &o->hosts) != EW_OK) {
+        rmq_opts_free(o);
+        return EW_ENOMEM;
     }
+    size_t llen = strlen(url->scheme) + 32;
+    for (size_t i = 0; i < o->hosts.n; i++)
+        llen += strlen(o->hosts.v[i].host) + 16;
     o->user = strdup(url->user ? url->user : "guest");
     o->password = strdup(url->password ? url->password : "guest");
     o->vhost = strdup(url->path && *url->path ? url->path : "/");
@@ -70,7 +65,7 @@ ew_err rmq_opts_parse(ew_manager *m, const ewi_url *url, rmq_opts *o)
     o->key = dup_or_null(p.text[EWI_OPT_KEY]);
     llen += strlen(o->vhost ? o->vhost : "");
     o->label = malloc(llen);
-    if (!o->host || !o->hosts || !o->user || !o->password || !o->vhost || !o->label ||
+    if (!o->host || !o->user || !o->password || !o->vhost || !o->label ||
         (p.text[EWI_OPT_CA] && !o->cacert) || (p.text[EWI_OPT_CERT] && !o->cert) ||
         (p.text[EWI_OPT_KEY] && !o->key)) {
         rmq_opts_free(o);
@@ -78,12 +73,8 @@ ew_err rmq_opts_parse(ew_manager *m, const ewi_url *url, rmq_opts *o)
     }
     /* rabbitmq://h1:p1,h2:p2/vhost, IPv6 literals in brackets. */
     size_t at = (size_t)snprintf(o->label, llen, "%s://", url->scheme);
-    for (size_t i = 0; i < o->nhosts && at < llen; i++) {
-        bool v6 = strchr(o->hosts[i].host, ':') != NULL;
-        at += (size_t)snprintf(o->label + at, llen - at, "%s%s%s%s:%d", i ? "," : "",
-                               v6 ? "[" : "", o->hosts[i].host, v6 ? "]" : "",
-                               o->hosts[i].port);
-    }
+    if (at < llen)
+        at += (size_t)ewi_hosts_text(&o->hosts, o->label + at, llen - at);
     if (at < llen)
         snprintf(o->label + at, llen - at, "/%s", strcmp(o->vhost, "/") == 0 ? "" : o->vhost);
     if (ewi_tls_check_pair(o->cert, o->key, err, sizeof err) != EW_OK) {
@@ -102,9 +93,7 @@ void rmq_opts_free(rmq_opts *o)
             *p++ = 0;
     }
     free(o->host);
-    for (size_t i = 0; i < o->nhosts; i++)
-        free(o->hosts[i].host);
-    free(o->hosts);
+    ewi_hosts_free(&o->hosts);
     free(o->user);
     free(o->password);
     free(o->vhost);

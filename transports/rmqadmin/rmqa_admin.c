@@ -201,7 +201,9 @@ typedef struct entry {
 
 struct rmqa {
     pthread_mutex_t mu;
-    rmqa_conf c; /* strings owned */
+    rmqa_conf c; /* strings owned; c.hosts is hosts.v */
+    ewi_hosts hosts;              /* the nodes (one: c.host, c.port) */
+    size_t host_next, host_cur;   /* see ewi_hosts_round */
     amqp_connection_state_t conn; /* NULL when closed */
     amqp_channel_t chs[RMQA_CHANNELS]; /* open channels; 0: none. Batches
                                           spread over all, the rest uses 0 */
@@ -240,7 +242,7 @@ rmqa *rmqa_new(const rmqa_conf *c)
     if (!a)
         return NULL;
     a->c = *c;
-    a->c.host = dup0(c->host);
+    a->c.host = dup0(c->host || !c->nhosts ? c->host : c->hosts[0].host);
     a->c.vhost = dup0(c->vhost);
     a->c.user = dup0(c->user);
     a->c.password = dup0(c->password);
@@ -249,11 +251,18 @@ rmqa *rmqa_new(const rmqa_conf *c)
     a->c.key = dup0(c->key);
     a->c.conn_name = dup0(c->conn_name);
     a->c.label = dup0(c->label);
-    if (!a->c.host || (c->vhost && !a->c.vhost) || (c->user && !a->c.user) ||
+    ewi_url_host one = {(char *)(uintptr_t)c->host, c->port};
+    bool listed = c->nhosts > 0;
+    bool hosts_ok = ewi_hosts_copy(listed ? c->hosts : &one, listed ? c->nhosts : 1,
+                                   &a->hosts) == EW_OK;
+    a->c.hosts = a->hosts.v;
+    a->c.nhosts = a->hosts.n;
+    if (!hosts_ok || !a->c.host || (c->vhost && !a->c.vhost) || (c->user && !a->c.user) ||
         (c->password && !a->c.password) || (c->ca && !a->c.ca) || (c->cert && !a->c.cert) ||
         (c->key && !a->c.key) || (c->conn_name && !a->c.conn_name) ||
         (c->label && !a->c.label)) {
         conf_free(&a->c);
+        ewi_hosts_free(&a->hosts);
         free(a);
         return NULL;
     }
@@ -292,6 +301,7 @@ void rmqa_free(rmqa *a)
     entries_free(a->decls);
     entries_free(a->checks);
     conf_free(&a->c);
+    ewi_hosts_free(&a->hosts);
     pthread_mutex_destroy(&a->mu);
     free(a);
 }
@@ -327,11 +337,21 @@ static void remember(entry **list, const rmqa_decl *d)
     *list = e;
 }
 
+static ew_err connect_node(void *user, const ewi_url_host *h, char *err, size_t errlen)
+{
+    rmqa *a = user;
+    rmqa_conf c = a->c;
+    c.host = h->host;
+    c.port = h->port;
+    return rmqa_connect(&c, &a->conn, err, errlen);
+}
+
 /* Opens the connection and channel slot k as needed. */
 static ew_err ready(rmqa *a, int k, char *err, size_t errlen)
 {
     if (!a->conn) {
-        ew_err rc = rmqa_connect(&a->c, &a->conn, err, errlen);
+        ew_err rc = ewi_hosts_round(&a->hosts, &a->host_next, &a->host_cur, connect_node, a,
+                                    err, errlen);
         if (rc != EW_OK)
             return rc;
         memset(a->chs, 0, sizeof a->chs);

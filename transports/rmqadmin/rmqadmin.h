@@ -13,7 +13,7 @@
  *   listener L     queue E::L (E::L-<server> when per_process, with
  *                  x-expires), durable as the event, bound to E with '#'
  *   dead letters   durable queue E::L.dlq, no arguments
- * With queue_type=quorum (rabbitmq:// only) the durable listener queues that
+ * With queue_type=quorum the durable listener queues that
  * do not expire and the dead-letter queues get x-queue-type quorum.
  * and a handle (rmqa) that declares over a connection of its own,
  * remembers what it declared and declares it again after a reconnect.
@@ -35,6 +35,11 @@
 typedef struct rmqa_conf {
     const char *host;
     int port;
+    const ewi_url_host *hosts;      /* nhosts > 0: the nodes of a cluster,
+                                       tried in turn from the one after the
+                                       last connected to (host and port are
+                                       then unused); each with its port */
+    size_t nhosts;
     const char *vhost;              /* NULL: "/" */
     const char *user, *password;    /* NULL: guest */
     bool tls;
@@ -56,7 +61,8 @@ typedef struct rmqa_conf {
  * err says why: EW_ETLS (certificate not trusted or not for this host; our
  * certificate files unreadable), EW_EAUTH (credentials or vhost refused),
  * EW_ECONNECT (not reachable, handshake cut), EW_ENOMEM. Thread-safe; the
- * connection is the caller's (amqp_destroy_connection). */
+ * connection is the caller's (amqp_destroy_connection). One node: c->host,
+ * c->port (c->hosts is not read; the handle below makes the round). */
 ew_err rmqa_connect(const rmqa_conf *c, amqp_connection_state_t *out, char *err,
                     size_t errlen);
 
@@ -108,7 +114,9 @@ const char *rmqa_decl_what(const rmqa_decl *d, char *buf, size_t len);
 
 /* ---- the administration handle (rmqa_admin.c) ---------------------------- */
 
-/* A connection of its own, opened when needed. Every call is thread-safe
+/* A connection of its own, opened when needed (on a cluster, to the first
+ * node that answers, from the one after the node of its last connection:
+ * a node that went is left for the next). Every call is thread-safe
  * (one mutex) and may block for a connect and a round trip. */
 typedef struct rmqa rmqa;
 

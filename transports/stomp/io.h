@@ -31,6 +31,8 @@ typedef struct io {
     stomp_heartbeat hb;
     int64_t last_rx, last_tx, last_scan;
     ewi_reconnect rc;      /* when to connect again */
+    size_t host_next;      /* the node the next connect tries first */
+    size_t host_cur;       /* the node of the current connection */
     uint64_t gen;          /* connection generation */
     uint64_t wseq;         /* receipt-bearing frames written, in order */
     uint64_t next_sub_gen;

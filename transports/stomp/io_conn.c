@@ -215,9 +215,11 @@ bool stomp_io_declare_sub(io *s, stomp_sub *ss, bool *transient)
     if (ss->sub)
         d = (rmqa_decl){.kind = RMQA_LISTENER, .event = ss->sub->event,
                         .queue = ss->sub->queue, .durable = ss->sub->durable,
-                        .expires_ms = ss->sub->per_process ? t->opt.expires_ms : 0};
+                        .expires_ms = ss->sub->per_process ? t->opt.expires_ms : 0,
+                        .quorum = t->opt.quorum};
     else /* a dead-letter reader of /amq/queue/D */
-        d = (rmqa_decl){.kind = RMQA_DLQ, .queue = ss->target.dest + strlen("/amq/queue/")};
+        d = (rmqa_decl){.kind = RMQA_DLQ, .queue = ss->target.dest + strlen("/amq/queue/"),
+                        .quorum = t->opt.quorum};
     char err[512];
     ew_err rc = rmqa_declare(t->topo, &d, err, sizeof err);
     if (rc == EW_OK)
@@ -274,22 +276,53 @@ static bool resubscribe(io *s, char *why, size_t whylen, ew_err *code)
     return true;
 }
 
-bool stomp_io_connect_once(io *s, char *why, size_t whylen, ew_err *code)
+/* One node of the URL: the socket and the CONNECT handshake. */
+typedef struct node_try {
+    io *s;
+    bool final; /* the socket's refusal will not change (certificates) */
+} node_try;
+
+static ew_err connect_node(void *user, const ewi_url_host *h, char *why, size_t whylen)
 {
+    node_try *nt = user;
+    io *s = nt->s;
     ewi_transport *t = s->t;
-    int64_t deadline = ewi_now_ms() + t->opt.connect_timeout_ms;
-    stomp_io_set_state(s, ST_CONNECTING, EW_OK, NULL);
-    bool final;
     const stomp_options *o = &t->opt;
-    ewi_sock_conf sc = {.host = o->host, .port = o->port, .tls = o->tls,
+    int64_t deadline = ewi_now_ms() + o->connect_timeout_ms;
+    /* The certificate must name the host dialled: this node's. */
+    ewi_sock_conf sc = {.host = h->host, .port = h->port, .tls = o->tls,
                         .ca_file = o->ca_file, .cert_file = o->cert_file,
                         .key_file = o->key_file,
                         .verify = !o->verify        ? EWI_VERIFY_NONE
                                   : o->verify_name ? EWI_VERIFY_NAME
                                                    : EWI_VERIFY_PEER};
-    s->sock = ewi_sock_open(&sc, o->connect_timeout_ms, code, &final, why, whylen);
-    if (!s->sock) {
-        if (final) {
+    ew_err code;
+    nt->final = false;
+    s->sock = ewi_sock_open(&sc, o->connect_timeout_ms, &code, &nt->final, why, whylen);
+    if (!s->sock)
+        return nt->final || code == EW_ENOMEM ? code : EW_ECONNECT;
+    ewi_stomp_parser_reset(s->parser);
+    s->out.len = s->out_off = 0;
+    if (!handshake(s, deadline, &code, why, whylen)) {
+        ewi_sock_close(s->sock);
+        s->sock = NULL;
+        return code;
+    }
+    return EW_OK;
+}
+
+bool stomp_io_connect_once(io *s, char *why, size_t whylen, ew_err *code)
+{
+    ewi_transport *t = s->t;
+    stomp_io_set_state(s, ST_CONNECTING, EW_OK, NULL);
+    const stomp_options *o = &t->opt;
+    /* One round over the nodes, from the one after the node this
+     * connection was on. */
+    node_try nt = {.s = s};
+    *code = ewi_hosts_round(&o->hosts, &s->host_next, &s->host_cur, connect_node, &nt, why,
+                            whylen);
+    if (*code != EW_OK) {
+        if (nt.final) {
             pthread_mutex_lock(&t->mu);
             t->last_final = true;
             t->last_code = *code;
@@ -298,10 +331,10 @@ bool stomp_io_connect_once(io *s, char *why, size_t whylen, ew_err *code)
         }
         return false;
     }
-    ewi_stomp_parser_reset(s->parser);
-    s->out.len = s->out_off = 0;
-    if (!handshake(s, deadline, code, why, whylen))
-        return false;
+    if (o->hosts.n > 1)
+        ewi_log(t->m, EW_LOG_INFO, "%s: STOMP %s connection connected to node %s:%d (%zu of %zu)",
+                t->url_text, stomp_io_role_name(s), o->hosts.v[s->host_cur].host,
+                o->hosts.v[s->host_cur].port, s->host_cur + 1, o->hosts.n);
     /* A restarted broker lost the non-durable exchanges. */
     if (t->topo && s->role == STOMP_PUB && s->gen > 0) {
         char err[512];

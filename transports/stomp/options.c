@@ -2,7 +2,12 @@
  * (core/options.c: names, units, defaults). Unit-tested; the only I/O is
  * reading the TLS files given, so that a wrong one fails at ew_manager_new.
  *
- *   stomp[+ssl]://[login[:passcode]@]host[:port][/vhost]?dialect=D[&option=value...]
+ *   stomp[+ssl]://[login[:passcode]@]host[:port][,host[:port]...][/vhost]?dialect=D[&option=value...]
+ *
+ * Several hosts (dialect=rabbitmq only) are the nodes of one RabbitMQ
+ * cluster: each connection tries them in turn (io_conn.c), and so does the
+ * administration connection, on each node's amqp_port (one for all, or one
+ * per host: amqp_port=5672,5673,5674).
  *
  * The dialect is required: a wrong one routes events where nobody listens,
  * so it is never guessed. Unknown options are refused, so that a typo is an
@@ -49,6 +54,8 @@ void stomp_options_free(stomp_options *o)
     if (!o)
         return;
     free(o->host);
+    ewi_hosts_free(&o->hosts);
+    ewi_hosts_free(&o->admin_hosts);
     free(o->login);
     if (o->passcode) {
         /* do not leave the secret lying in freed memory */
@@ -91,6 +98,11 @@ ew_err stomp_options_parse(const ew_manager *m, const ewi_url *url, stomp_option
         textf(err, errlen, "stomp URL without a host");
         return EW_EINVAL;
     }
+    if (url->nhosts > 1 && o->dialect != STOMP_RABBITMQ) {
+        textf(err, errlen, "a list of %zu hosts needs dialect=rabbitmq (a RabbitMQ cluster)",
+              url->nhosts);
+        return EW_EINVAL;
+    }
     o->port = url->port ? url->port : o->tls ? 61614 : 61613;
     o->verify = p.num[EWI_OPT_VERIFY] != EWI_VERIFY_NONE;
     o->verify_name = p.num[EWI_OPT_VERIFY] == EWI_VERIFY_NAME;
@@ -99,14 +111,58 @@ ew_err stomp_options_parse(const ew_manager *m, const ewi_url *url, stomp_option
     o->reconnect_max_ms = (int)p.num[EWI_OPT_RECONNECT_MAX_MS];
     o->connect_timeout_ms = (int)p.num[EWI_OPT_CONNECT_TIMEOUT_MS];
     o->expires_ms = p.num[EWI_OPT_PER_PROCESS_EXPIRES_MS];
+    o->quorum = p.num[EWI_OPT_QUEUE_TYPE] == EWI_QUEUE_QUORUM;
+    if (p.given[EWI_OPT_QUEUE_TYPE] && o->dialect != STOMP_RABBITMQ) {
+        textf(err, errlen, "queue_type is for dialect=rabbitmq only");
+        return EW_EINVAL;
+    }
+    if (ewi_hosts_from_url(url, o->tls ? 61614 : 61613, &o->hosts) != EW_OK)
+        return EW_ENOMEM;
     /* The rabbitmq dialect declares through AMQP 0-9-1 on the broker's
-     * AMQP port (the TLS one with stomp+ssl://). */
-    o->amqp_port = p.given[EWI_OPT_AMQP_PORT] ? (int)p.num[EWI_OPT_AMQP_PORT]
-                   : o->dialect == STOMP_RABBITMQ ? (o->tls ? 5671 : 5672)
-                                                  : 0;
+     * AMQP port (the TLS one with stomp+ssl://): one port for every node,
+     * or one per node. */
+    const char *ap = p.text[EWI_OPT_AMQP_PORT];
+    size_t nports = 0;
+    int ports[64];
+    if (ap) {
+        for (const char *c = ap;;) {
+            char *end;
+            long v = strtol(c, &end, 10);
+            if (end == c || (*end && *end != ',') || v < 0 || v > 65535 ||
+                nports == sizeof ports / sizeof ports[0]) {
+                textf(err, errlen, "amqp_port must be a port (0 to 65535) or a comma "
+                      "separated list of ports, one per host (not '%s')", ap);
+                return EW_EINVAL;
+            }
+            ports[nports++] = (int)v;
+            if (!*end)
+                break;
+            c = end + 1;
+        }
+        if (nports > 1 && nports != url->nhosts) {
+            textf(err, errlen, "amqp_port lists %zu ports for %zu hosts (give one for all, or "
+                  "one per host)", nports, url->nhosts);
+            return EW_EINVAL;
+        }
+        for (size_t i = 0; i < nports; i++)
+            if (nports > 1 && !ports[i]) {
+                textf(err, errlen, "amqp_port 0 (no administration connection) cannot be "
+                      "one of a list");
+                return EW_EINVAL;
+            }
+    } else {
+        ports[nports++] = o->dialect == STOMP_RABBITMQ ? (o->tls ? 5671 : 5672) : 0;
+    }
+    o->amqp_port = ports[0];
     if (o->amqp_port && o->dialect != STOMP_RABBITMQ) {
         textf(err, errlen, "amqp_port is for dialect=rabbitmq only");
         return EW_EINVAL;
+    }
+    if (o->amqp_port) {
+        if (ewi_hosts_copy(o->hosts.v, o->hosts.n, &o->admin_hosts) != EW_OK)
+            return EW_ENOMEM;
+        for (size_t i = 0; i < o->admin_hosts.n; i++)
+            o->admin_hosts.v[i].port = ports[nports > 1 ? i : 0];
     }
     if (ewi_tls_check_pair(p.text[EWI_OPT_CERT], p.text[EWI_OPT_KEY], err, errlen) != EW_OK)
         return EW_EINVAL;

@@ -43,8 +43,10 @@ typedef enum stomp_dialect {
 typedef struct stomp_options {
     stomp_dialect dialect;
     bool tls;
-    char *host;            /* TCP host */
-    int port;
+    char *host;            /* TCP host (the first of hosts) */
+    int port;              /* its port */
+    ewi_hosts hosts;       /* every node of the URL (rabbitmq: a cluster),
+                              each with its port */
     char *login, *passcode; /* NULL: none sent */
     char *vhost;           /* CONNECT's host header */
     char *ca_file;         /* TLS: trust these CAs (else the system's) */
@@ -56,7 +58,11 @@ typedef struct stomp_options {
     int reconnect_max_ms;  /* backoff cap */
     int connect_timeout_ms;
     long expires_ms;       /* rabbitmq: per_process queue expiry */
-    int amqp_port;         /* rabbitmq: AMQP 0-9-1 port for topology; 0: none */
+    int amqp_port;         /* rabbitmq: AMQP 0-9-1 port for topology (the
+                              first node's); 0: none */
+    ewi_hosts admin_hosts; /* rabbitmq with amqp_port: each node's host with
+                              its AMQP 0-9-1 port */
+    bool quorum;           /* rabbitmq: ?queue_type=quorum */
 } stomp_options;
 
 const char *stomp_dialect_name(stomp_dialect d);

@@ -82,8 +82,8 @@ static ew_err stomp_create(ew_manager *m, const ewi_url *url, ewi_transport **ou
     }
     t->m = m;
     t->cfg = ewi_config_of(m);
-    snprintf(t->url_text, sizeof t->url_text, "%s://%s:%d", url->scheme, t->opt.host,
-             t->opt.port);
+    int at = snprintf(t->url_text, sizeof t->url_text, "%s://", url->scheme);
+    ewi_hosts_text(&t->opt.hosts, t->url_text + at, sizeof t->url_text - (size_t)at);
     /* Frames from the broker: the manager's limits with room for the
      * broker's own headers and for escaping. A body over max_body still
      * parses (up to 4 times it) so that core can dead-letter it as too big
@@ -250,9 +250,11 @@ static ew_err stomp_check(ewi_transport *t, const char *event, const char *liste
 
 rmqa *stomp_admin_new(const stomp_options *o)
 {
-    char label[300];
-    snprintf(label, sizeof label, "%s:%d (AMQP 0-9-1, option amqp_port)", o->host, o->amqp_port);
-    rmqa_conf c = {.host = o->host, .port = o->amqp_port, .vhost = o->vhost,
+    char label[300], list[240];
+    ewi_hosts_text(&o->admin_hosts, list, sizeof list);
+    snprintf(label, sizeof label, "%s (AMQP 0-9-1, option amqp_port)", list);
+    rmqa_conf c = {.host = o->host, .port = o->amqp_port, .hosts = o->admin_hosts.v,
+                   .nhosts = o->admin_hosts.n, .vhost = o->vhost,
                    .user = o->login, .password = o->passcode, .tls = o->tls,
                    .ca = o->ca_file, .cert = o->cert_file, .key = o->key_file,
                    .verify_peer = o->verify, .verify_name = o->verify_name,
@@ -852,7 +854,8 @@ static rmqa_decl listener_decl(const ewi_transport *t, const ewi_sub *sub)
 {
     return (rmqa_decl){.kind = RMQA_LISTENER, .event = sub->event, .queue = sub->queue,
                        .durable = sub->durable,
-                       .expires_ms = sub->per_process ? t->opt.expires_ms : 0};
+                       .expires_ms = sub->per_process ? t->opt.expires_ms : 0,
+                       .quorum = t->opt.quorum};
 }
 
 static ew_err stomp_subscribe(ewi_transport *t, ewi_sub *sub)
@@ -1001,7 +1004,7 @@ static ew_err stomp_publish(ewi_transport *t, ewi_pub *p)
         /* A dead-letter queue is declared before its first dead letter,
          * here (once per transport: remembered, and declared again after a
          * reconnect). */
-        rmqa_decl d = {.kind = RMQA_DLQ, .queue = p->queue};
+        rmqa_decl d = {.kind = RMQA_DLQ, .queue = p->queue, .quorum = t->opt.quorum};
         ew_err rc = rmqa_ensure(t->topo, &d, err, sizeof err);
         if (rc != EW_OK) {
             ewi_log(t->m, EW_LOG_ERROR, "dead letter of %s to %s: %s", p->event, p->queue,
