@@ -2,12 +2,14 @@
  * a stream's thread waits on its event's buffer and writes what comes. */
 #include "gateway.h"
 
+#include <errno.h>
 #include <microhttpd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -224,11 +226,13 @@ static enum MHD_Result publish(gateway *g, struct MHD_Connection *conn, const ch
 
 typedef struct stream {
     gateway *g;
+    int fd;           /* the connection's socket, to notice a client gone */
     gw_topic *t;
     uint64_t cursor;  /* the next sequence number to write */
     char *pending;    /* a frame (or part) that did not fit the last write */
     size_t plen, poff;
     struct timespec deadline; /* of the stream; tv_sec 0: none */
+    struct timespec keepalive_at;
     long keepalive_s;
 } stream;
 
@@ -238,6 +242,19 @@ static struct timespec now_plus(long s)
     clock_gettime(CLOCK_REALTIME, &t);
     t.tv_sec += s;
     return t;
+}
+
+/* true once the client closed its side (or the socket failed). */
+static bool client_gone(int fd)
+{
+    char c;
+    ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+static bool before(const struct timespec *a, const struct timespec *b)
+{
+    return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
 }
 
 static bool passed(const struct timespec *t)
@@ -317,21 +334,26 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
             break;
         if (st->deadline.tv_sec && passed(&st->deadline))
             break;
-        struct timespec wake = now_plus(st->keepalive_s);
-        if (st->deadline.tv_sec &&
-            (st->deadline.tv_sec < wake.tv_sec ||
-             (st->deadline.tv_sec == wake.tv_sec && st->deadline.tv_nsec < wake.tv_nsec)))
-            wake = st->deadline;
-        if (pthread_cond_timedwait(&t->cv, &t->mu, &wake) != 0 && t->next == st->cursor &&
-            !atomic_load(&g->stopping) && !(st->deadline.tv_sec && passed(&st->deadline))) {
-            /* Idle: a comment keeps proxies from closing the stream and
-             * finds a client that went away. */
+        if (st->fd >= 0 && client_gone(st->fd))
+            break;
+        if (passed(&st->keepalive_at)) {
+            /* Idle: a comment keeps proxies from closing the stream. */
             static const char ka[] = ": keep-alive\n\n";
             memcpy(buf, ka, sizeof ka - 1);
             used = sizeof ka - 1;
             break;
         }
+        /* Wakes on an append or the shutdown; at least every second to
+         * notice a client that went away, the deadline and the keep-alive. */
+        struct timespec wake = now_plus(1);
+        if (st->deadline.tv_sec && before(&st->deadline, &wake))
+            wake = st->deadline;
+        if (before(&st->keepalive_at, &wake))
+            wake = st->keepalive_at;
+        pthread_cond_timedwait(&t->cv, &t->mu, &wake);
     }
+    if (used > 0)
+        st->keepalive_at = now_plus(st->keepalive_s);
     pthread_mutex_unlock(&t->mu);
     return used > 0 ? (ssize_t)used : MHD_CONTENT_READER_END_OF_STREAM;
 }
@@ -361,6 +383,10 @@ static enum MHD_Result open_stream(gateway *g, struct MHD_Connection *conn, cons
     st->g = g;
     st->t = t;
     st->keepalive_s = g->o.keepalive_s;
+    st->keepalive_at = now_plus(st->keepalive_s);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    st->fd = ci ? ci->connect_fd : -1;
     if (g->o.max_stream_s > 0)
         st->deadline = now_plus(g->o.max_stream_s);
     const char *last = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Last-Event-ID");
