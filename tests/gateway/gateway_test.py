@@ -180,6 +180,21 @@ def case_http(url):
     check(code.returncode == 2 and b"--http HOST:PORT is required" in code.stderr,
           f"serve without --http: {code.returncode} {code.stderr!r}")
     ok("serve --help; --http is required")
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    for args, want, pattern in (
+            (["--http", "nonsense"], 2, r"^eventwire serve: --http 'nonsense': expected HOST:PORT$"),
+            (["--http", "127.0.0.1:%d" % busy.getsockname()[1]], 1,
+             r"^eventwire serve: --http 127\.0\.0\.1:\d+: cannot listen: Address already in use$"),
+            (["--http", "127.0.0.1:0", "--buffer", "0"], 2, r"--buffer: '0' is not a number"),
+            (["--http", "127.0.0.1:0", "--bogus"], 2, r"unknown option --bogus")):
+        p = subprocess.run([EW, "serve", url, *args], capture_output=True, timeout=60)
+        lines = p.stderr.decode().splitlines()
+        check(p.returncode == want and len(lines) == 1 and re.search(pattern, lines[0]),
+              f"serve {args}: exit {p.returncode} (expected {want}), stderr {lines}")
+        ok(f"serve {' '.join(args)}: exit {want}: {lines[0]}")
+    busy.close()
 
     gw = Gateway(url, "--buffer", "64", "--retry-ms", "1500", "--body-limit", "4096",
                  "--keepalive-s", "2")

@@ -56,9 +56,10 @@ static void help(FILE *f)
             "\n" CLI_EXIT_CODES);
 }
 
-/* Binds host:port; -1 with the error printed. */
-static int bind_http(const char *spec, char *shown, size_t shownlen)
+/* Binds host:port; -1 with the error printed and its exit code in *code. */
+static int bind_http(const char *spec, char *shown, size_t shownlen, int *code)
 {
+    *code = CLI_USAGE;
     const char *colon = strrchr(spec, ':');
     if (!colon || colon == spec || !colon[1])
         return cli_fail("serve", CLI_USAGE, "--http '%s': expected HOST:PORT", spec), -1;
@@ -78,7 +79,7 @@ static int bind_http(const char *spec, char *shown, size_t shownlen)
     if (fd >= 0)
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 64) != 0) {
-        cli_fail("serve", CLI_ERROR, "--http %s: cannot listen: %m", spec);
+        *code = cli_fail("serve", CLI_ERROR, "--http %s: cannot listen: %m", spec);
         if (fd >= 0)
             close(fd);
         freeaddrinfo(ai);
@@ -172,12 +173,13 @@ int cli_serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     char where[300];
-    int fd = bind_http(g.o.http, where, sizeof where);
+    int code;
+    int fd = bind_http(g.o.http, where, sizeof where, &code);
     if (fd < 0)
-        return strchr(g.o.http, ':') ? CLI_ERROR : CLI_USAGE;
+        return code;
     pthread_mutex_init(&g.topics_mu, NULL);
     pthread_mutex_init(&g.subscribe_mu, NULL);
-    int code = cli_manager(&g.c, argv[optind], &g.m, setup, NULL);
+    code = cli_manager(&g.c, argv[optind], &g.m, setup, NULL);
     if (code != CLI_OK) {
         close(fd);
         return code;

@@ -196,18 +196,9 @@ gw_topic *gw_topic_get(gateway *g, const char *name, ew_err *rc, char *why, size
     if (r != EW_OK) {
         *rc = r;
         snprintf(why, whylen, "%s", ew_last_error()[0] ? ew_last_error() : ew_strerror(r));
-        /* A listener that was registered but failed to subscribe still
-         * belongs to the manager, which may call it: keep the topic. */
-        if (r == EW_EINVAL || r == EW_ECONFLICT) {
-            topic_free(t);
-            t = NULL;
-            goto out;
-        }
-        pthread_mutex_lock(&g->topics_mu);
-        t->next_topic = g->topics;
-        g->topics = t;
-        g->ntopics++;
-        pthread_mutex_unlock(&g->topics_mu);
+        /* The manager forgets a listener that failed to subscribe: the
+         * next stream of this event tries again. */
+        topic_free(t);
         t = NULL;
         goto out;
     }
