@@ -622,7 +622,9 @@ int gw_http_start(gateway *g, int fd)
             MHD_USE_POLL,
         0, NULL, NULL, on_request, g, MHD_OPTION_LISTEN_SOCKET, fd,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, g, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)(g->o.max_streams + 64), MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+        (unsigned)(g->o.max_streams + 64), MHD_OPTION_CONNECTION_TIMEOUT,
+        /* idle connections go; a stream is never idle that long */
+        (unsigned)(g->o.keepalive_s * 2 + 120),
         MHD_OPTION_END);
     return g->daemon ? 0 : -1;
 }
