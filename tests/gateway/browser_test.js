@@ -126,8 +126,12 @@ async function main() {
     // (Chromium adds Last-Event-ID below the layer that holds the request:
     // the gateway's resume counter below shows it came.)
     ok('the gateway ended the stream; the page reconnects (held here)');
-    if (await metric(gw.port, 'eventwire_gateway_streams') !== 0)
-      fail('the gateway still counts an open stream while the reconnect is held');
+    // The ended stream is released by the gateway right after its last
+    // write: wait for that before sending.
+    for (const end = Date.now() + T; await metric(gw.port, 'eventwire_gateway_streams') !== 0;) {
+      if (Date.now() > end) fail('the gateway still counts a stream while the reconnect is held');
+      await new Promise((r) => setTimeout(r, 50)); // polls a condition
+    }
     const missed = [];
     for (let i = 0; i < 3; i++) {
       const r = await request(gw.port, 'POST', '/events/' + EVENT,
