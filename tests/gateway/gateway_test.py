@@ -349,6 +349,16 @@ def case_http(url):
     ok(f"/metrics parses; sent {sent_by_gateway}, consumed {posted} on {queue}, "
        f"{resumes} resumes, 1 gap, responses by code as done")
 
+    # --format json --durable: another gateway, its own event.
+    gw2 = Gateway(url, "--format", "json", "--durable")
+    ev2 = UNIQUE + ".durable"
+    s4 = gw2.stream(ev2)
+    body = {"n": 1, "bytes_as_text": "aGk="}
+    s4.expect(ev2, [gw2.publish(ev2, body)], [body], "--format json --durable")
+    s4.close()
+    check(gw2.stop() == 0, "the second gateway's exit code")
+    ok("--format json --durable: published and streamed")
+
     # SIGTERM with a stream open: the stream ends, the gateway exits 0.
     code = gw.stop(signal.SIGTERM)
     e = live_stream.next()

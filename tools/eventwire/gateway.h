@@ -62,7 +62,7 @@ typedef struct gw_options {
 } gw_options;
 
 /* Response counters by status code, for /metrics. */
-enum { GW_CODES = 12 };
+enum { GW_CODES = 13 };
 extern const int gw_codes[GW_CODES];
 
 typedef struct gateway {

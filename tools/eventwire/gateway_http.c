@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-const int gw_codes[GW_CODES] = {200, 202, 400, 404, 405, 413, 429, 500, 502, 503, 504, 0};
+const int gw_codes[GW_CODES] = {200, 202, 400, 404, 405, 409, 413, 429, 500, 502, 503, 504, 0};
 
 static void count(gateway *g, unsigned code)
 {
@@ -158,6 +158,7 @@ static unsigned send_status(ew_err rc)
     switch (rc) {
     case EW_EINVAL: return 400;
     case EW_ETOOBIG: return 413;
+    case EW_ECONFLICT: return 409;
     case EW_ETIMEDOUT:
     case EW_ECLOSED:
     case EW_ECONNECT:
@@ -375,7 +376,8 @@ static enum MHD_Result open_stream(gateway *g, struct MHD_Connection *conn, cons
     char why[512] = "";
     gw_topic *t = gw_topic_get(g, name, &rc, why, sizeof why);
     if (!t)
-        return reply_error(g, conn, rc == EW_EINVAL ? 400 : rc == EW_ETOOBIG ? 429 : 503,
+        return reply_error(g, conn, rc == EW_EINVAL ? 400 : rc == EW_ETOOBIG ? 429
+                                    : rc == EW_ECONFLICT ? 409 : 503,
                            "event %s: %s", name, why);
     stream *st = calloc(1, sizeof *st);
     if (!st)

@@ -138,7 +138,9 @@ static gw_topic *topic_new(gateway *g, const char *name)
         t->buckets[i] = -1;
     pthread_mutex_init(&t->mu, NULL);
     pthread_cond_init(&t->cv, NULL);
-    t->desc = (ew_event_desc){.type = &ew_raw_type, .name = t->name, .durable = g->o.durable};
+    /* As the POSTs declare it: the manager holds one declaration per name. */
+    t->desc = (ew_event_desc){.type = &ew_raw_type, .name = t->name, .durable = g->o.durable,
+                              .format = g->o.format};
     t->listener = (ew_listener_desc){.event = &t->desc, .name = GW_LISTENER,
                                      .per_process = true, .concurrency = 1,
                                      .retry = {.attempts = 3, .backoff_ms = 100}};
