@@ -354,7 +354,9 @@ def case_http(url):
     ev2 = UNIQUE + ".durable"
     s4 = gw2.stream(ev2)
     body = {"n": 1, "bytes_as_text": "aGk="}
-    s4.expect(ev2, [gw2.publish(ev2, body)], [body], "--format json --durable")
+    big = {"n": 2, "pad": "p" * 40000}  # larger than one write of a stream
+    s4.expect(ev2, [gw2.publish(ev2, body), gw2.publish(ev2, big)], [body, big],
+              "--format json --durable")
     s4.close()
     check(gw2.stop() == 0, "the second gateway's exit code")
     ok("--format json --durable: published and streamed")
