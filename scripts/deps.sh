@@ -20,7 +20,9 @@ BUILD_PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev
             librabbitmq-dev libqpid-proton11-dev python3-qpid-proton
             valgrind python3
             python3-prometheus-client   # tests/unit/check_prometheus.py: the Prometheus text parser
-            python3-venv python3-dev)   # scripts/python-env.sh: venv, headers to build python-qpid-proton
+            python3-venv python3-dev    # scripts/python-env.sh: venv, headers to build python-qpid-proton
+            libmicrohttpd-dev           # eventwire serve, the HTTP gateway
+            chromium nodejs npm)        # tests/gateway: the page in headless Chromium (playwright-core)
 # activemq depends on "default-jre-headless | java7-runtime-headless"; name
 # the runtime explicitly so that --no-install-recommends never leaves the
 # broker without a JVM.
@@ -55,6 +57,11 @@ missing=()
 for p in "${pkgs[@]}"; do
     # Any installed Java 17+ runtime satisfies activemq: do not pull a second one.
     if [ "$p" = default-jre-headless ] && { is_installed openjdk-17-jre-headless || is_installed default-jre-headless; }; then
+        continue
+    fi
+    # Any Node.js 18 or later with npm on PATH will do (the browser test).
+    if { [ "$p" = nodejs ] || [ "$p" = npm ]; } && command -v npm >/dev/null 2>&1 &&
+       [ "$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)" -ge 18 ]; then
         continue
     fi
     # Any Maven on PATH will do (artemis.sh only runs `mvn`).

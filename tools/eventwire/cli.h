@@ -30,6 +30,7 @@ int cli_send(int argc, char **argv);
 int cli_listen(int argc, char **argv);
 int cli_dlq(int argc, char **argv);
 int cli_bench(int argc, char **argv);
+int cli_serve(int argc, char **argv); /* the gateway; without libmicrohttpd a stub */
 
 /* One error line "eventwire <cmd>: <text>" on stderr; returns code. */
 int cli_fail(const char *cmd, int code, const char *fmt, ...)

@@ -260,3 +260,13 @@ ew_err cli_headers_install(ew_manager *m, cli_headers *h)
     ew_pipeline p = {.name = "eventwire-cli-headers", .send = headers_send};
     return ew_add_pipeline(m, &p, h);
 }
+
+#ifndef EW_WITH_SERVE
+int cli_serve(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    return cli_fail("serve", CLI_ERROR, "this eventwire was built without libmicrohttpd, "
+                    "so without serve (install libmicrohttpd-dev and build again)");
+}
+#endif

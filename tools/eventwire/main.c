@@ -17,6 +17,7 @@ static const struct {
     {"listen", cli_listen, "print every event of a listener as a JSON line"},
     {"dlq", cli_dlq, "list, show, replay or purge a listener's dead letters"},
     {"bench", cli_bench, "a throughput and latency run through one listener"},
+    {"serve", cli_serve, "an HTTP gateway: POST events, stream them as Server-Sent Events"},
 };
 
 static void usage(FILE *f)
