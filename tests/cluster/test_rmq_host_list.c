@@ -257,16 +257,12 @@ static void lists_refused_where_they_do_not_apply(void **state)
     assert_int_equal(ew_manager_new(&m, "rabbitmq://127.0.0.1:5672,127.0.0.1:0/", &o),
                      EW_EINVAL);
     assert_null(m);
-    /* stomp:// and amqp:// take a list as a RabbitMQ cluster only. */
+    /* stomp:// takes a list as a RabbitMQ cluster or an Artemis primary
+     * and its backups, not with ActiveMQ 5 (tests/cluster's artemis_failover
+     * tests the Artemis pair). */
     assert_int_equal(
-        ew_manager_new(&m, "stomp://127.0.0.1:61613,127.0.0.1:61614?dialect=artemis", &o),
+        ew_manager_new(&m, "stomp://127.0.0.1:61613,127.0.0.1:61614?dialect=activemq", &o),
         EW_EINVAL);
-    assert_null(m);
-    assert_int_equal(ew_manager_new(&m, "amqp://127.0.0.1:5672,127.0.0.1:5673?dialect=artemis",
-                                    &o),
-                     EW_EINVAL);
-    assert_null(m);
-    assert_int_equal(ew_manager_new(&m, "amqp://127.0.0.1:5672,127.0.0.1:5673", &o), EW_EINVAL);
     assert_null(m);
     /* One administration port for every host, or one per host. */
     assert_int_equal(ew_manager_new(&m, "stomp://127.0.0.1:61613,127.0.0.1:61614"

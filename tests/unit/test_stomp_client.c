@@ -106,8 +106,13 @@ static void options_defaults_and_values(void **state)
     assert_int_equal(parse("stomp://h1?dialect=rabbitmq&amqp_port=56x", &o, err, sizeof err),
                      EW_EINVAL);
     stomp_options_free(&o);
-    /* A list is a RabbitMQ cluster; queue types are RabbitMQ's. */
-    assert_int_equal(parse("stomp://h1,h2?dialect=artemis", &o, err, sizeof err), EW_EINVAL);
+    /* A list is a RabbitMQ cluster or an Artemis primary and its backups,
+     * not ActiveMQ 5's; queue types are RabbitMQ's. */
+    assert_int_equal(parse("stomp://h1,h2:61624?dialect=artemis", &o, err, sizeof err), EW_OK);
+    assert_int_equal(o.hosts.n, 2);
+    assert_int_equal(o.hosts.v[1].port, 61624);
+    stomp_options_free(&o);
+    assert_int_equal(parse("stomp://h1,h2?dialect=activemq", &o, err, sizeof err), EW_EINVAL);
     assert_non_null(strstr(err, "needs dialect=rabbitmq"));
     stomp_options_free(&o);
     assert_int_equal(parse("stomp://h1?dialect=activemq&queue_type=quorum", &o, err, sizeof err),

@@ -4,8 +4,10 @@
  *
  *   amqp[s]://[user[:password]@]host[:port][,host[:port]...][/vhost][?option=value&...]
  *
- * Several hosts (dialect=rabbitmq only) are the nodes of one RabbitMQ
- * cluster, tried in turn (amqp10_io.c), by the administration connection too.
+ * Several hosts are the nodes of one RabbitMQ cluster (dialect=rabbitmq),
+ * tried in turn (amqp10_io.c), by the administration connection too, or an
+ * Artemis primary and its backups (dialect=artemis): a backup opens its
+ * ports only when it takes over, so the turn comes to it then.
  *
  * Unknown options are refused, so that a typo is an error and not a silent
  * default. */
@@ -109,11 +111,6 @@ ew_err amqp10_options_parse(const ew_manager *m, const ewi_url *url, amqp10_opti
         o->dialect = AMQP10_DIALECT_RABBITMQ;
     else {
         amqp10_textf(err, errlen, "dialect '%s' is not artemis or rabbitmq", d);
-        return EW_EINVAL;
-    }
-    if (url->nhosts > 1 && o->dialect != AMQP10_DIALECT_RABBITMQ) {
-        amqp10_textf(err, errlen, "a list of %zu hosts needs dialect=rabbitmq (a RabbitMQ "
-                     "cluster)", url->nhosts);
         return EW_EINVAL;
     }
     o->quorum = p.num[EWI_OPT_QUEUE_TYPE] == EWI_QUEUE_QUORUM;

@@ -4,10 +4,13 @@
  *
  *   stomp[+ssl]://[login[:passcode]@]host[:port][,host[:port]...][/vhost]?dialect=D[&option=value...]
  *
- * Several hosts (dialect=rabbitmq only) are the nodes of one RabbitMQ
- * cluster: each connection tries them in turn (io_conn.c), and so does the
+ * Several hosts are the nodes of one RabbitMQ cluster (dialect=rabbitmq):
+ * each connection tries them in turn (io_conn.c), and so does the
  * administration connection, on each node's amqp_port (one for all, or one
- * per host: amqp_port=5672,5673,5674).
+ * per host: amqp_port=5672,5673,5674); or an Artemis primary and its
+ * backups (dialect=artemis), whose backup opens its ports only when it
+ * takes over. ActiveMQ 5 (whose clients fail over through its own
+ * protocol) takes one host.
  *
  * The dialect is required: a wrong one routes events where nobody listens,
  * so it is never guessed. Unknown options are refused, so that a typo is an
@@ -98,9 +101,9 @@ ew_err stomp_options_parse(const ew_manager *m, const ewi_url *url, stomp_option
         textf(err, errlen, "stomp URL without a host");
         return EW_EINVAL;
     }
-    if (url->nhosts > 1 && o->dialect != STOMP_RABBITMQ) {
-        textf(err, errlen, "a list of %zu hosts needs dialect=rabbitmq (a RabbitMQ cluster)",
-              url->nhosts);
+    if (url->nhosts > 1 && o->dialect == STOMP_ACTIVEMQ) {
+        textf(err, errlen, "a list of %zu hosts needs dialect=rabbitmq (a RabbitMQ cluster) "
+              "or dialect=artemis (a primary and its backups)", url->nhosts);
         return EW_EINVAL;
     }
     o->port = url->port ? url->port : o->tls ? 61614 : 61613;
