@@ -70,22 +70,27 @@ void ewi_msg_free(ewi_msg *msg)
  * with quick handlers. */
 #define SLEEP_POLL_MS 2
 
-void ewi_deliver(ewi_msg *msg)
+void ewi_deliver_list(ewi_msg *first)
 {
-    ewi_listener *l = msg->sub->core;
-    msg->qnext = NULL;
+    if (!first)
+        return;
+    ewi_listener *l = first->sub->core;
+    ewi_msg *last = first;
+    size_t n = 1, redelivered = first->redeliveries != 0;
+    for (; last->qnext; last = last->qnext, n++)
+        redelivered += last->qnext->redeliveries != 0;
     pthread_mutex_lock(&l->mu);
     if (l->tail)
-        l->tail->qnext = msg;
+        l->tail->qnext = first;
     else
-        l->head = msg;
-    l->tail = msg;
-    l->inbox++;
-    l->queued++;
+        l->head = first;
+    l->tail = last;
+    l->inbox += n;
+    l->queued += n;
     /* One writer at a time (mu): plain additions, read lock-free. */
-    ewi_ctr_add(&l->mx.delivered, 1, true);
-    if (msg->redeliveries)
-        ewi_ctr_add(&l->mx.redelivered, 1, true);
+    ewi_ctr_add(&l->mx.delivered, n, true);
+    if (redelivered)
+        ewi_ctr_add(&l->mx.redelivered, redelivered, true);
     /* Wake a worker only when one sleeps and none polls the inbox, and then
      * not when busy workers handle messages quickly: one of them takes this
      * one in a moment, and a wake-up per message would cost the sender more
@@ -99,6 +104,12 @@ void ewi_deliver(ewi_msg *msg)
          atomic_load_explicit(&l->handle_ns, memory_order_relaxed) >= HANDLE_QUICK_NS))
         pthread_cond_signal(&l->cv);
     pthread_mutex_unlock(&l->mu);
+}
+
+void ewi_deliver(ewi_msg *msg)
+{
+    msg->qnext = NULL;
+    ewi_deliver_list(msg);
 }
 
 /* Only one worker thread adds to a listener's worker counters. */
@@ -119,6 +130,68 @@ static void settle_other(ewi_listener *l, ewi_msg *msg, ewi_settle how)
 {
     atomic_fetch_add_explicit(&l->mx.settled_other, 1, memory_order_relaxed);
     l->m->ops->settle(l->m->t, msg, how);
+}
+
+/* What a worker thread holds of its batch: the acknowledgements it has not
+ * given the transport yet, and the messages it has not started. */
+typedef struct worker_ctx {
+    ewi_msg *acks, **acks_tail;
+    ewi_msg **rest;
+} worker_ctx;
+
+static _Thread_local worker_ctx *tl_ctx;
+
+/* Gives the transport the acknowledgements held, at once. */
+static void flush_acks(ewi_listener *l, worker_ctx *w)
+{
+    if (!w || !w->acks)
+        return;
+    *w->acks_tail = NULL;
+    l->m->ops->settle_acks(l->m->t, w->acks);
+    w->acks = NULL;
+    w->acks_tail = &w->acks;
+}
+
+/* An acknowledgement by a worker thread: held until the worker's batch is
+ * done when the transport takes them together (one lock for all). */
+static void ack(ewi_listener *l, ewi_msg *msg)
+{
+    worker_ctx *w = tl_ctx;
+    if (!w || !l->m->ops->settle_acks) {
+        settle(l, msg, EWI_ACK);
+        return;
+    }
+    ewi_ctr_add(&l->mx.settled, 1, single(l));
+    *w->acks_tail = msg;
+    w->acks_tail = &msg->qnext;
+}
+
+/* Before a worker waits (a retry's backoff): what it acknowledged goes to
+ * the transport, and with several workers what it has not started goes back
+ * to the head of the inbox, for another worker. */
+static void before_wait(ewi_listener *l)
+{
+    worker_ctx *w = tl_ctx;
+    if (!w)
+        return;
+    flush_acks(l, w);
+    ewi_msg *rest = *w->rest;
+    if (!rest || l->desc.concurrency == 1)
+        return;
+    *w->rest = NULL;
+    ewi_msg *last = rest;
+    size_t n = 1;
+    for (; last->qnext; last = last->qnext)
+        n++;
+    pthread_mutex_lock(&l->mu);
+    last->qnext = l->head;
+    l->head = rest;
+    if (!l->tail)
+        l->tail = last;
+    l->inbox += n;
+    if (l->sleeping)
+        pthread_cond_signal(&l->cv);
+    pthread_mutex_unlock(&l->mu);
 }
 
 static bool backoff_wait(ewi_listener *l, int ms);
@@ -203,6 +276,7 @@ static void dead_letter(ewi_listener *l, ewi_msg *msg, const char *reason,
 /* Sleeps ms unless the listener stops first; false when it stopped. */
 static bool backoff_wait(ewi_listener *l, int ms)
 {
+    before_wait(l);
     int64_t deadline = ewi_now_ms() + ms;
     pthread_mutex_lock(&l->mu);
     /* Not l->cv: a delivery's signal must reach an idle worker, not one
@@ -310,7 +384,7 @@ static void handle(ewi_listener *l, ewi_msg *msg)
         if (rc == EW_OK) {
             ew_event_free(l->event->desc.type, event);
             ewi_ctr_add(&l->mx.handled, 1, single(l));
-            settle(l, msg, EWI_ACK);
+            ack(l, msg);
             return;
         }
         if (!refused_by)
@@ -378,13 +452,18 @@ static bool spin(ewi_listener *l)
 
 /* Takes a batch from the inbox (mu held): with one worker everything up to
  * BATCH_MAX, in order (the worker would handle them one after the other
- * anyway); with several one message, so that a slow handler or a retry's
- * backoff never holds back messages another worker could handle. */
+ * anyway). With several, a share of what waits while handlers are quick,
+ * else one message, so that a slow handler never holds back messages
+ * another worker could handle (a retry's backoff gives back the rest of a
+ * batch: before_wait). */
 static ewi_msg *take_batch(ewi_listener *l)
 {
     size_t n = atomic_load_explicit(&l->inbox, memory_order_relaxed), k = n;
-    if (l->desc.concurrency > 1)
-        k = 1;
+    uint32_t conc = l->desc.concurrency;
+    if (conc > 1)
+        k = atomic_load_explicit(&l->handle_ns, memory_order_relaxed) < HANDLE_QUICK_NS
+                ? (n + conc - 1) / conc
+                : 1;
     if (k > BATCH_MAX)
         k = BATCH_MAX;
     ewi_msg *first = l->head, *last = first;
@@ -402,6 +481,10 @@ static void *worker_main(void *arg)
 {
     ewi_listener *l = arg;
     bool inproc = l->m->ops->features & EWI_FEAT_INPROC;
+    ewi_msg *batch = NULL;
+    worker_ctx w = {.acks = NULL, .rest = &batch};
+    w.acks_tail = &w.acks;
+    tl_ctx = &w;
     pthread_mutex_lock(&l->mu);
     for (;;) {
         if (!l->head && !l->stopping && inproc && !l->spinning) {
@@ -428,7 +511,7 @@ static void *worker_main(void *arg)
         }
         if (l->stopping)
             break;
-        ewi_msg *batch = take_batch(l);
+        batch = take_batch(l);
         l->busy++;
         /* Messages left (two or more waited) that no worker polls for: the
          * next one gets up. */
@@ -451,6 +534,7 @@ static void *worker_main(void *arg)
             atomic_store_explicit(&l->handle_ns, avg + (ewi_now_ns() - t0 - avg) / 8,
                                   memory_order_relaxed);
         }
+        flush_acks(l, &w);
         /* Stopping: what this worker had not started goes back, as the
          * inbox does in ewi_listener_drain (the transport keeps the order). */
         for (ewi_msg *next; batch; batch = next) {
@@ -464,6 +548,7 @@ static void *worker_main(void *arg)
             pthread_cond_broadcast(&l->idle);
     }
     pthread_mutex_unlock(&l->mu);
+    tl_ctx = NULL;
     return NULL;
 }
 
