@@ -66,6 +66,9 @@ void ewi_msg_free(ewi_msg *msg)
 #define HANDLE_QUICK_NS 20000
 /* Messages waiting that always wake a sleeping worker. */
 #define WAKE_BACKLOG 4
+/* The same while handlers are quick: a busy worker takes up to this many
+ * at once soon, and waking another for fewer would cost more than it saves. */
+#define WAKE_BACKLOG_QUICK 16
 /* How often a sleeping worker looks at the inbox while others are busy
  * with quick handlers. */
 #define SLEEP_POLL_MS 2
@@ -99,10 +102,12 @@ void ewi_deliver_list(ewi_msg *first)
      * takes a batch and leaves messages wakes the next one too. Should a
      * quick handler block, a sleeping worker that polls (worker_main) takes
      * the message: without one, this wakes one. */
-    if (l->sleeping && !l->spinning &&
-        (l->busy == 0 || l->polling == 0 || l->inbox >= WAKE_BACKLOG ||
-         atomic_load_explicit(&l->handle_ns, memory_order_relaxed) >= HANDLE_QUICK_NS))
-        pthread_cond_signal(&l->cv);
+    if (l->sleeping && !l->spinning) {
+        bool quick = atomic_load_explicit(&l->handle_ns, memory_order_relaxed) < HANDLE_QUICK_NS;
+        if (l->busy == 0 || l->polling == 0 || !quick ||
+            l->inbox >= (quick ? WAKE_BACKLOG_QUICK : WAKE_BACKLOG))
+            pthread_cond_signal(&l->cv);
+    }
     pthread_mutex_unlock(&l->mu);
 }
 
@@ -133,10 +138,9 @@ static void settle_other(ewi_listener *l, ewi_msg *msg, ewi_settle how)
 }
 
 /* What a worker thread holds of its batch: the acknowledgements it has not
- * given the transport yet, and the messages it has not started. */
+ * given the transport yet. */
 typedef struct worker_ctx {
     ewi_msg *acks, **acks_tail;
-    ewi_msg **rest;
 } worker_ctx;
 
 static _Thread_local worker_ctx *tl_ctx;
@@ -167,31 +171,10 @@ static void ack(ewi_listener *l, ewi_msg *msg)
 }
 
 /* Before a worker waits (a retry's backoff): what it acknowledged goes to
- * the transport, and with several workers what it has not started goes back
- * to the head of the inbox, for another worker. */
+ * the transport, not held for the length of the wait. */
 static void before_wait(ewi_listener *l)
 {
-    worker_ctx *w = tl_ctx;
-    if (!w)
-        return;
-    flush_acks(l, w);
-    ewi_msg *rest = *w->rest;
-    if (!rest || l->desc.concurrency == 1)
-        return;
-    *w->rest = NULL;
-    ewi_msg *last = rest;
-    size_t n = 1;
-    for (; last->qnext; last = last->qnext)
-        n++;
-    pthread_mutex_lock(&l->mu);
-    last->qnext = l->head;
-    l->head = rest;
-    if (!l->tail)
-        l->tail = last;
-    l->inbox += n;
-    if (l->sleeping)
-        pthread_cond_signal(&l->cv);
-    pthread_mutex_unlock(&l->mu);
+    flush_acks(l, tl_ctx);
 }
 
 static bool backoff_wait(ewi_listener *l, int ms);
@@ -452,18 +435,13 @@ static bool spin(ewi_listener *l)
 
 /* Takes a batch from the inbox (mu held): with one worker everything up to
  * BATCH_MAX, in order (the worker would handle them one after the other
- * anyway). With several, a share of what waits while handlers are quick,
- * else one message, so that a slow handler never holds back messages
- * another worker could handle (a retry's backoff gives back the rest of a
- * batch: before_wait). */
+ * anyway); with several one message, so that a handler that blocks never
+ * holds back a message another worker could handle. */
 static ewi_msg *take_batch(ewi_listener *l)
 {
     size_t n = atomic_load_explicit(&l->inbox, memory_order_relaxed), k = n;
-    uint32_t conc = l->desc.concurrency;
-    if (conc > 1)
-        k = atomic_load_explicit(&l->handle_ns, memory_order_relaxed) < HANDLE_QUICK_NS
-                ? (n + conc - 1) / conc
-                : 1;
+    if (l->desc.concurrency > 1)
+        k = 1;
     if (k > BATCH_MAX)
         k = BATCH_MAX;
     ewi_msg *first = l->head, *last = first;
@@ -481,8 +459,7 @@ static void *worker_main(void *arg)
 {
     ewi_listener *l = arg;
     bool inproc = l->m->ops->features & EWI_FEAT_INPROC;
-    ewi_msg *batch = NULL;
-    worker_ctx w = {.acks = NULL, .rest = &batch};
+    worker_ctx w = {.acks = NULL};
     w.acks_tail = &w.acks;
     tl_ctx = &w;
     pthread_mutex_lock(&l->mu);
@@ -511,11 +488,13 @@ static void *worker_main(void *arg)
         }
         if (l->stopping)
             break;
-        batch = take_batch(l);
+        ewi_msg *batch = take_batch(l);
         l->busy++;
-        /* Messages left (two or more waited) that no worker polls for: the
-         * next one gets up. */
-        if (l->head && l->sleeping && !l->spinning)
+        /* Messages left that no worker polls for: the next one gets up
+         * (the rule of ewi_deliver_list, this worker being busy). */
+        if (l->head && l->sleeping && !l->spinning &&
+            (l->polling == 0 || l->inbox >= WAKE_BACKLOG_QUICK ||
+             atomic_load_explicit(&l->handle_ns, memory_order_relaxed) >= HANDLE_QUICK_NS))
             pthread_cond_signal(&l->cv);
         pthread_mutex_unlock(&l->mu);
         while (batch && !atomic_load_explicit(&l->stopping, memory_order_relaxed)) {

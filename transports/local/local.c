@@ -55,6 +55,8 @@ typedef struct lconsumer {
     struct lconsumer *out_next;
 } lconsumer;
 
+#define SPENT_MAX 128
+
 typedef struct lbroker {
     char name[128];
     int refs;
@@ -70,6 +72,11 @@ typedef struct lbroker {
      * took it. */
     lentry *pool;
     size_t pooled;
+    /* Envelopes of acknowledged messages, released by the next publish: a
+     * sender's thread made them, and releasing them there keeps their
+     * memory with that thread's allocator rather than moving it across. */
+    ew_envelope *spent[SPENT_MAX];
+    size_t nspent;
     struct lbroker *next;
 } lbroker;
 
@@ -142,6 +149,8 @@ static void broker_close(lbroker *b)
         n = e->next;
         free(e);
     }
+    for (size_t i = 0; i < b->nspent; i++)
+        ewi_envelope_unref(b->spent[i]);
     pthread_mutex_destroy(&b->mu);
     pthread_cond_destroy(&b->room);
     pthread_cond_destroy(&b->arrive);
@@ -461,10 +470,19 @@ static ew_err l_publish(ewi_transport *t, ewi_pub *p)
     char detail[EW_MAX_QUEUE_NAME + 64] = "";
     ew_err rc = EW_OK;
     /* Most events go to one queue: its entry comes from the pool. */
+    ew_envelope *spent[SPENT_MAX];
+    size_t nspent = 0;
     pthread_mutex_lock(&b->mu);
+    if (b->nspent >= SPENT_MAX / 2) {
+        nspent = b->nspent;
+        memcpy(spent, b->spent, nspent * sizeof *spent);
+        b->nspent = 0;
+    }
     lentry *spare = entry_get(b, p->env);
     if (!spare) {
         pthread_mutex_unlock(&b->mu);
+        for (size_t i = 0; i < nspent; i++)
+            ewi_envelope_unref(spent[i]);
         return EW_ENOMEM;
     }
     /* All or nothing: every target queue must have room. Targets are looked
@@ -505,6 +523,8 @@ static ew_err l_publish(ewi_transport *t, ewi_pub *p)
         entry_put(b, spare);
     }
     pthread_mutex_unlock(&b->mu);
+    for (size_t i = 0; i < nspent; i++)
+        ewi_envelope_unref(spent[i]);
     if (qs != inline_qs)
         free(qs);
     /* Still full at the deadline: the send fails here and done never runs,
@@ -560,7 +580,8 @@ static void l_settle_acks(ewi_transport *t, ewi_msg *first)
     lbroker *b = t->b;
     lconsumer *c = (lconsumer *)(uintptr_t)first->tag;
     lqueue *q = c->q;
-    /* Released outside the lock the senders need, and on this thread. */
+    /* Released by a sender (spent), or else outside the lock the senders
+     * need. */
     ew_envelope *acked[64];
     size_t nacked = 0;
     ewi_msg *more = NULL;
@@ -573,7 +594,10 @@ static void l_settle_acks(ewi_transport *t, ewi_msg *first)
             break;
         }
         lentry *e = msg->tdata;
-        acked[nacked++] = e->msg.env;
+        if (b->nspent < SPENT_MAX)
+            b->spent[b->nspent++] = e->msg.env;
+        else
+            acked[nacked++] = e->msg.env;
         entry_put(b, e);
         n++;
     }
