@@ -69,6 +69,17 @@ void ewi_msg_free(ewi_msg *msg)
 /* The same while handlers are quick: a busy worker takes up to this many
  * at once soon, and waking another for fewer would cost more than it saves. */
 #define WAKE_BACKLOG_QUICK 16
+/* How long an idle worker of an in-process transport naps when it has
+ * just emptied the inbox: while events stream in, the next ones arrive
+ * within microseconds, and rather than poll for them (a core burnt) or
+ * sleep until woken for each (a futex wake-up per event on the sender),
+ * it lets them gather for this long and takes them together. A nap that
+ * finds nothing ends in an ordinary sleep, which the next event ends at
+ * once: at a low rate, an event waits for no nap. */
+#define NAP_NS 100000
+/* Messages that end a nap early. */
+#define NAP_WAKE 64
+
 /* How often a sleeping worker looks at the inbox while others are busy
  * with quick handlers. */
 #define SLEEP_POLL_MS 2
@@ -94,7 +105,8 @@ void ewi_deliver_list(ewi_msg *first)
     ewi_ctr_add(&l->mx.delivered, n, true);
     if (redelivered)
         ewi_ctr_add(&l->mx.redelivered, redelivered, true);
-    /* Wake a worker only when one sleeps and none polls the inbox, and then
+    /* A napping worker takes what gathered when its nap ends, or at once
+     * for a batch. Else wake a worker only when one sleeps, and then
      * not when busy workers handle messages quickly: one of them takes this
      * one in a moment, and a wake-up per message would cost the sender more
      * than the handler takes (concurrency 2 would be slower than 1). Slow
@@ -102,7 +114,9 @@ void ewi_deliver_list(ewi_msg *first)
      * takes a batch and leaves messages wakes the next one too. Should a
      * quick handler block, a sleeping worker that polls (worker_main) takes
      * the message: without one, this wakes one. */
-    if (l->sleeping && !l->spinning) {
+    if (l->napping && l->inbox >= NAP_WAKE)
+        pthread_cond_signal(&l->nap_cv);
+    if (l->sleeping && !l->napping) {
         bool quick = atomic_load_explicit(&l->handle_ns, memory_order_relaxed) < HANDLE_QUICK_NS;
         if (l->busy == 0 || l->polling == 0 || !quick ||
             l->inbox >= (quick ? WAKE_BACKLOG_QUICK : WAKE_BACKLOG))
@@ -141,7 +155,13 @@ static void settle_other(ewi_listener *l, ewi_msg *msg, ewi_settle how)
  * given the transport yet. */
 typedef struct worker_ctx {
     ewi_msg *acks, **acks_tail;
+    size_t nacks;
 } worker_ctx;
+
+/* The most acknowledgements a worker holds: it gives them to the transport
+ * when it has this many, when the inbox is empty (before it sleeps, so that
+ * a prefetch of one still flows), before a retry's backoff and on stop. */
+#define ACKS_MAX 64
 
 static _Thread_local worker_ctx *tl_ctx;
 
@@ -154,6 +174,7 @@ static void flush_acks(ewi_listener *l, worker_ctx *w)
     l->m->ops->settle_acks(l->m->t, w->acks);
     w->acks = NULL;
     w->acks_tail = &w->acks;
+    w->nacks = 0;
 }
 
 /* An acknowledgement by a worker thread: held until the worker's batch is
@@ -168,6 +189,7 @@ static void ack(ewi_listener *l, ewi_msg *msg)
     ewi_ctr_add(&l->mx.settled, 1, single(l));
     *w->acks_tail = msg;
     w->acks_tail = &msg->qnext;
+    w->nacks++;
 }
 
 /* Before a worker waits (a retry's backoff): what it acknowledged goes to
@@ -400,37 +422,19 @@ static void handle(ewi_listener *l, ewi_msg *msg)
 
 /* ---- the workers -------------------------------------------------------- */
 
-/* How long an idle worker of an in-process transport polls its inbox before
- * sleeping: when events stream in, the next one usually arrives within
- * microseconds, and a futex sleep and wake-up per event would cost more than
- * the event. One worker at most polls, and only briefly: a thread that
- * keeps polling on a loaded machine looks busy to the scheduler, which then
- * runs it late, while a sleeping one is run first when woken. */
-#define SPIN_ROUNDS 2000
-
 /* The most messages a worker takes from the inbox at once: one lock and
  * one wake-up per batch rather than per message. */
 #define BATCH_MAX 64
 
-static inline void cpu_relax(void)
+/* Naps (mu held) for NAP_NS at most, as the one napping worker (mu held:
+ * ewi_deliver_list sees it napping and leaves it the messages). */
+static void nap(ewi_listener *l)
 {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
-/* Polls the inbox for a while (mu not held); true when a message came. */
-static bool spin(ewi_listener *l)
-{
-    for (int i = 0; i < SPIN_ROUNDS; i++) {
-        if (atomic_load_explicit(&l->inbox, memory_order_relaxed) != 0 ||
-            atomic_load_explicit(&l->stopping, memory_order_relaxed))
-            return true;
-        cpu_relax();
-    }
-    return false;
+    int64_t until = ewi_now_ns() + NAP_NS;
+    struct timespec ts = {(time_t)(until / 1000000000), (long)(until % 1000000000)};
+    l->napping = true;
+    pthread_cond_timedwait(&l->nap_cv, &l->mu, &ts);
+    l->napping = false;
 }
 
 /* Takes a batch from the inbox (mu held): with one worker everything up to
@@ -464,12 +468,16 @@ static void *worker_main(void *arg)
     tl_ctx = &w;
     pthread_mutex_lock(&l->mu);
     for (;;) {
-        if (!l->head && !l->stopping && inproc && !l->spinning) {
-            l->spinning = true;
+        if (!l->head && w.acks) {
+            /* Nothing to take: the acknowledgements held go now, before
+             * this worker polls or sleeps. */
             pthread_mutex_unlock(&l->mu);
-            spin(l);
+            flush_acks(l, &w);
             pthread_mutex_lock(&l->mu);
-            l->spinning = false;
+            continue;
+        }
+        if (!l->head && !l->stopping && inproc && !l->napping) {
+            nap(l);
         }
         while (!l->head && !l->stopping) {
             l->sleeping++;
@@ -492,7 +500,7 @@ static void *worker_main(void *arg)
         l->busy++;
         /* Messages left that no worker polls for: the next one gets up
          * (the rule of ewi_deliver_list, this worker being busy). */
-        if (l->head && l->sleeping && !l->spinning &&
+        if (l->head && l->sleeping && !l->napping &&
             (l->polling == 0 || l->inbox >= WAKE_BACKLOG_QUICK ||
              atomic_load_explicit(&l->handle_ns, memory_order_relaxed) >= HANDLE_QUICK_NS))
             pthread_cond_signal(&l->cv);
@@ -513,7 +521,9 @@ static void *worker_main(void *arg)
             atomic_store_explicit(&l->handle_ns, avg + (ewi_now_ns() - t0 - avg) / 8,
                                   memory_order_relaxed);
         }
-        flush_acks(l, &w);
+        if (w.nacks >= ACKS_MAX || batch ||
+            atomic_load_explicit(&l->inbox, memory_order_relaxed) == 0)
+            flush_acks(l, &w);
         /* Stopping: what this worker had not started goes back, as the
          * inbox does in ewi_listener_drain (the transport keeps the order). */
         for (ewi_msg *next; batch; batch = next) {
@@ -527,6 +537,7 @@ static void *worker_main(void *arg)
             pthread_cond_broadcast(&l->idle);
     }
     pthread_mutex_unlock(&l->mu);
+    flush_acks(l, &w);
     tl_ctx = NULL;
     return NULL;
 }
@@ -557,6 +568,7 @@ ew_err ewi_listener_drain(ewi_listener *l, int64_t deadline_ms)
     pthread_mutex_lock(&l->mu);
     l->stopping = true;
     pthread_cond_broadcast(&l->cv);
+    pthread_cond_broadcast(&l->nap_cv);
     pthread_cond_broadcast(&l->backoff_cv);
     ewi_msg *rest = l->head;
     l->head = l->tail = NULL;
@@ -592,6 +604,7 @@ void ewi_listener_free(ewi_listener *l)
         pthread_mutex_lock(&l->mu);
         l->stopping = true;
         pthread_cond_broadcast(&l->cv);
+        pthread_cond_broadcast(&l->nap_cv);
         pthread_cond_broadcast(&l->backoff_cv);
         pthread_mutex_unlock(&l->mu);
         for (uint32_t i = 0; i < l->nthreads; i++)
@@ -605,6 +618,7 @@ void ewi_listener_free(ewi_listener *l)
     free(l->threads);
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv);
+    pthread_cond_destroy(&l->nap_cv);
     pthread_cond_destroy(&l->backoff_cv);
     pthread_cond_destroy(&l->idle);
     free(l);
