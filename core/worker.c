@@ -328,6 +328,10 @@ static ew_err run_once(ewi_listener *l, ew_delivery *d, const void *event,
     return rc;
 }
 
+/* How long the listener (and hooks) ran on this thread for its last
+ * message, from the first attempt to the last; -1 when it did not run. */
+static _Thread_local int64_t tl_ran_ns;
+
 static void handle(ewi_listener *l, ewi_msg *msg)
 {
     ew_manager *m = l->m;
@@ -378,14 +382,19 @@ static void handle(ewi_listener *l, ewi_msg *msg)
     uint32_t spent = msg->redeliveries < rp->attempts ? msg->redeliveries
                                                       : rp->attempts - 1;
     double delay = rp->backoff_ms;
+    int64_t first_ns = 0;
     for (uint32_t attempt = spent + 1;; attempt++) {
         ew_delivery d = {env, l->queue, attempt};
         const char *refused_by = NULL;
         if (attempt > spent + 1)
             ewi_ctr_add(&l->mx.retried, 1, single(l));
         int64_t t0 = ewi_now_ns();
+        if (!first_ns)
+            first_ns = t0;
         ew_err rc = run_once(l, &d, event, &refused_by);
-        ewi_hist_add(&l->mx.duration, ewi_now_ns() - t0, single(l));
+        int64_t t1 = ewi_now_ns();
+        tl_ran_ns = t1 - first_ns; /* retries and their backoff included */
+        ewi_hist_add(&l->mx.duration, t1 - t0, single(l));
         if (rc == EW_OK) {
             ew_event_free(l->event->desc.type, event);
             ewi_ctr_add(&l->mx.handled, 1, single(l));
@@ -513,12 +522,14 @@ static void *worker_main(void *arg)
                 handle(l, msg);
                 continue;
             }
-            int64_t t0 = ewi_now_ns();
+            tl_ran_ns = -1;
             handle(l, msg);
+            if (tl_ran_ns < 0)
+                continue; /* the listener did not run (a dead letter) */
             /* Several workers may update it at once: a lost update only
              * skips one sample of an average. */
             int64_t avg = atomic_load_explicit(&l->handle_ns, memory_order_relaxed);
-            atomic_store_explicit(&l->handle_ns, avg + (ewi_now_ns() - t0 - avg) / 8,
+            atomic_store_explicit(&l->handle_ns, avg + (tl_ran_ns - avg) / 8,
                                   memory_order_relaxed);
         }
         if (w.nacks >= ACKS_MAX || batch ||

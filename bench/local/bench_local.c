@@ -465,7 +465,7 @@ static double median(double *v, int n)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: bench_local [-n events] [-r rounds] [-R rate] [-L latency-events] "
-               "[-c max-concurrency] [events]\n"
+               "[-c max-concurrency] [-I events] [events]\n"
                "  -n  hello events per round, >= 1000 (default 1000000; orders: n/5)\n"
                "  -r  rounds, 1..99 (default 3); medians are printed\n"
                "  -R  events/s of the latency run, 0..100000 (default 1000; 0: skip)\n"
