@@ -64,11 +64,13 @@ void ewi_msg_free(ewi_msg *msg)
 /* Handling shorter than this on average: a busy worker is back for the
  * next message soon, and a new one need not wake another worker. */
 #define HANDLE_QUICK_NS 20000
-/* Messages waiting that always wake a sleeping worker. */
-#define WAKE_BACKLOG 4
-/* The same while handlers are quick: a busy worker takes up to this many
- * at once soon, and waking another for fewer would cost more than it saves. */
-#define WAKE_BACKLOG_QUICK 16
+/* While handlers are quick, the work waiting (messages times the average
+ * handling time, at least WORK_MIN_NS each) per busy worker that wakes
+ * another: for less, the busy ones are back for it sooner than a woken
+ * thread would be, and on a small machine the extra thread only takes
+ * turns with the sender. */
+#define WAKE_WORK_NS 50000
+#define WORK_MIN_NS 1000
 /* How long an idle worker of an in-process transport naps when it has
  * just emptied the inbox: while events stream in, the next ones arrive
  * within microseconds, and rather than poll for them (a core burnt) or
@@ -83,6 +85,18 @@ void ewi_msg_free(ewi_msg *msg)
 /* How often a sleeping worker looks at the inbox while others are busy
  * with quick handlers. */
 #define SLEEP_POLL_MS 2
+
+/* Whether messages in the inbox should wake a sleeping worker (mu held). */
+static bool wake_another(const ewi_listener *l)
+{
+    int64_t avg = atomic_load_explicit(&l->handle_ns, memory_order_relaxed);
+    if (l->busy == 0 || l->polling == 0 || avg >= HANDLE_QUICK_NS)
+        return true;
+    if (avg < WORK_MIN_NS)
+        avg = WORK_MIN_NS;
+    return (int64_t)atomic_load_explicit(&l->inbox, memory_order_relaxed) * avg >=
+           WAKE_WORK_NS * (int64_t)l->busy;
+}
 
 void ewi_deliver_list(ewi_msg *first)
 {
@@ -116,12 +130,8 @@ void ewi_deliver_list(ewi_msg *first)
      * the message: without one, this wakes one. */
     if (l->napping && l->inbox >= NAP_WAKE)
         pthread_cond_signal(&l->nap_cv);
-    if (l->sleeping && !l->napping) {
-        bool quick = atomic_load_explicit(&l->handle_ns, memory_order_relaxed) < HANDLE_QUICK_NS;
-        if (l->busy == 0 || l->polling == 0 || !quick ||
-            l->inbox >= (quick ? WAKE_BACKLOG_QUICK : WAKE_BACKLOG))
-            pthread_cond_signal(&l->cv);
-    }
+    if (l->sleeping && !l->napping && wake_another(l))
+        pthread_cond_signal(&l->cv);
     pthread_mutex_unlock(&l->mu);
 }
 
@@ -509,9 +519,7 @@ static void *worker_main(void *arg)
         l->busy++;
         /* Messages left that no worker polls for: the next one gets up
          * (the rule of ewi_deliver_list, this worker being busy). */
-        if (l->head && l->sleeping && !l->napping &&
-            (l->polling == 0 || l->inbox >= WAKE_BACKLOG_QUICK ||
-             atomic_load_explicit(&l->handle_ns, memory_order_relaxed) >= HANDLE_QUICK_NS))
+        if (l->head && l->sleeping && !l->napping && wake_another(l))
             pthread_cond_signal(&l->cv);
         pthread_mutex_unlock(&l->mu);
         while (batch && !atomic_load_explicit(&l->stopping, memory_order_relaxed)) {
