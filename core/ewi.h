@@ -215,6 +215,9 @@ void ewi_msg_free(ewi_msg *msg);    /* unrefs env */
 /* Hands a message to the listener's workers. Any thread; never blocks for
  * long (it appends to the listener's inbox; prefetch bounds the inbox). */
 void ewi_deliver(ewi_msg *msg);
+/* ewi_deliver for a chain of messages of one sub linked by qnext, in order:
+ * one lock and at most one wake-up for all of them. */
+void ewi_deliver_list(ewi_msg *first);
 
 /* ---- consumption state: readiness and connection counts ---------------- */
 
@@ -392,6 +395,10 @@ typedef struct ewi_transport_ops {
      * the transport's thread. Safe after stop (it only
      * frees: the broker requeues what the closed connection held). */
     void (*settle)(ewi_transport *t, ewi_msg *msg, ewi_settle how);
+    /* Optional (NULL: settle for each): acknowledges (EWI_ACK) the messages
+     * of a chain linked by qnext at once, all of one sub, as settle would
+     * one by one. A worker acknowledges what it handled from a batch so. */
+    void (*settle_acks)(ewi_transport *t, ewi_msg *first);
     /* Optional (EWI_FEAT_DLQ_READ): takes messages off a dead-letter queue. */
     ew_err (*dlq_take)(ewi_transport *t, ewi_dlq_req *req);
     /* Optional (EWI_FEAT_VOLATILE), for a graceful stop: from the first

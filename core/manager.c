@@ -346,6 +346,7 @@ ew_err ew_listen(ew_manager *m, const ew_listener_desc *d, ew_listener_fn fn,
                        .core = l};
     ewi_mutex_init(&l->mu);
     ewi_cond_init_mono(&l->cv);
+    ewi_cond_init_mono(&l->nap_cv);
     ewi_cond_init_mono(&l->idle);
     ewi_cond_init_mono(&l->backoff_cv);
 

@@ -102,13 +102,14 @@ typedef struct ewi_listener {
     pthread_cond_t backoff_cv; /* retry backoffs wait here, woken by stop */
     ewi_msg *head, *tail;
     _Atomic size_t inbox;    /* messages at head..tail; written under mu,
-                                read lock-free by the spinning worker */
+                                read lock-free by workers */
     _Atomic size_t queued;   /* handed to the listener and not started yet:
                                 the inbox and the rest of workers' batches */
     size_t busy;             /* workers holding a batch */
     size_t sleeping;         /* workers waiting on cv */
     size_t polling;          /* of them, those that wake up now and then */
-    bool spinning;           /* a worker polls the inbox (at most one) */
+    bool napping;            /* a worker naps on nap_cv (at most one) */
+    pthread_cond_t nap_cv;   /* ends a nap early: a batch waits */
     _Atomic int64_t handle_ns; /* moving average of a message's handling
                                   time (measured with concurrency > 1) */
     atomic_bool stopping;    /* written under mu; read by workers between

@@ -64,29 +64,63 @@ void ewi_msg_free(ewi_msg *msg)
 /* Handling shorter than this on average: a busy worker is back for the
  * next message soon, and a new one need not wake another worker. */
 #define HANDLE_QUICK_NS 20000
-/* Messages waiting that always wake a sleeping worker. */
-#define WAKE_BACKLOG 4
+/* While handlers are quick, the work waiting (messages times the average
+ * handling time, at least WORK_MIN_NS each) per busy worker that wakes
+ * another: for less, the busy ones are back for it sooner than a woken
+ * thread would be, and on a small machine the extra thread only takes
+ * turns with the sender. */
+#define WAKE_WORK_NS 50000
+#define WORK_MIN_NS 1000
+/* How long an idle worker of an in-process transport naps when it has
+ * just emptied the inbox: while events stream in, the next ones arrive
+ * within microseconds, and rather than poll for them (a core burnt) or
+ * sleep until woken for each (a futex wake-up per event on the sender),
+ * it lets them gather for this long and takes them together. A nap that
+ * finds nothing ends in an ordinary sleep, which the next event ends at
+ * once: at a low rate, an event waits for no nap. */
+#define NAP_NS 100000
+/* Messages that end a nap early. */
+#define NAP_WAKE 64
+
 /* How often a sleeping worker looks at the inbox while others are busy
  * with quick handlers. */
 #define SLEEP_POLL_MS 2
 
-void ewi_deliver(ewi_msg *msg)
+/* Whether messages in the inbox should wake a sleeping worker (mu held). */
+static bool wake_another(const ewi_listener *l)
 {
-    ewi_listener *l = msg->sub->core;
-    msg->qnext = NULL;
+    int64_t avg = atomic_load_explicit(&l->handle_ns, memory_order_relaxed);
+    if (l->busy == 0 || l->polling == 0 || avg >= HANDLE_QUICK_NS)
+        return true;
+    if (avg < WORK_MIN_NS)
+        avg = WORK_MIN_NS;
+    return (int64_t)atomic_load_explicit(&l->inbox, memory_order_relaxed) * avg >=
+           WAKE_WORK_NS * (int64_t)l->busy;
+}
+
+void ewi_deliver_list(ewi_msg *first)
+{
+    if (!first)
+        return;
+    ewi_listener *l = first->sub->core;
+    ewi_msg *last = first;
+    size_t n = 1, redelivered = first->redeliveries != 0;
+    for (; last->qnext; last = last->qnext, n++)
+        redelivered += last->qnext->redeliveries != 0;
     pthread_mutex_lock(&l->mu);
     if (l->tail)
-        l->tail->qnext = msg;
+        l->tail->qnext = first;
     else
-        l->head = msg;
-    l->tail = msg;
-    l->inbox++;
-    l->queued++;
+        l->head = first;
+    l->tail = last;
+    l->inbox += n;
+    l->queued += n;
     /* One writer at a time (mu): plain additions, read lock-free. */
-    ewi_ctr_add(&l->mx.delivered, 1, true);
-    if (msg->redeliveries)
-        ewi_ctr_add(&l->mx.redelivered, 1, true);
-    /* Wake a worker only when one sleeps and none polls the inbox, and then
+    ewi_ctr_add(&l->mx.delivered, n, true);
+    if (redelivered)
+        ewi_ctr_add(&l->mx.redelivered, redelivered, true);
+    /* A napping worker takes what gathered when its nap ends, or at once
+     * for a batch. Else wake a worker only when one sleeps, and then
      * not when busy workers handle messages quickly: one of them takes this
      * one in a moment, and a wake-up per message would cost the sender more
      * than the handler takes (concurrency 2 would be slower than 1). Slow
@@ -94,11 +128,17 @@ void ewi_deliver(ewi_msg *msg)
      * takes a batch and leaves messages wakes the next one too. Should a
      * quick handler block, a sleeping worker that polls (worker_main) takes
      * the message: without one, this wakes one. */
-    if (l->sleeping && !l->spinning &&
-        (l->busy == 0 || l->polling == 0 || l->inbox >= WAKE_BACKLOG ||
-         atomic_load_explicit(&l->handle_ns, memory_order_relaxed) >= HANDLE_QUICK_NS))
+    if (l->napping && l->inbox >= NAP_WAKE)
+        pthread_cond_signal(&l->nap_cv);
+    if (l->sleeping && !l->napping && wake_another(l))
         pthread_cond_signal(&l->cv);
     pthread_mutex_unlock(&l->mu);
+}
+
+void ewi_deliver(ewi_msg *msg)
+{
+    msg->qnext = NULL;
+    ewi_deliver_list(msg);
 }
 
 /* Only one worker thread adds to a listener's worker counters. */
@@ -119,6 +159,54 @@ static void settle_other(ewi_listener *l, ewi_msg *msg, ewi_settle how)
 {
     atomic_fetch_add_explicit(&l->mx.settled_other, 1, memory_order_relaxed);
     l->m->ops->settle(l->m->t, msg, how);
+}
+
+/* What a worker thread holds of its batch: the acknowledgements it has not
+ * given the transport yet. */
+typedef struct worker_ctx {
+    ewi_msg *acks, **acks_tail;
+    size_t nacks;
+} worker_ctx;
+
+/* The most acknowledgements a worker holds: it gives them to the transport
+ * when it has this many, when the inbox is empty (before it sleeps, so that
+ * a prefetch of one still flows), before a retry's backoff and on stop. */
+#define ACKS_MAX 64
+
+static _Thread_local worker_ctx *tl_ctx;
+
+/* Gives the transport the acknowledgements held, at once. */
+static void flush_acks(ewi_listener *l, worker_ctx *w)
+{
+    if (!w || !w->acks)
+        return;
+    *w->acks_tail = NULL;
+    l->m->ops->settle_acks(l->m->t, w->acks);
+    w->acks = NULL;
+    w->acks_tail = &w->acks;
+    w->nacks = 0;
+}
+
+/* An acknowledgement by a worker thread: held until the worker's batch is
+ * done when the transport takes them together (one lock for all). */
+static void ack(ewi_listener *l, ewi_msg *msg)
+{
+    worker_ctx *w = tl_ctx;
+    if (!w || !l->m->ops->settle_acks) {
+        settle(l, msg, EWI_ACK);
+        return;
+    }
+    ewi_ctr_add(&l->mx.settled, 1, single(l));
+    *w->acks_tail = msg;
+    w->acks_tail = &msg->qnext;
+    w->nacks++;
+}
+
+/* Before a worker waits (a retry's backoff): what it acknowledged goes to
+ * the transport, not held for the length of the wait. */
+static void before_wait(ewi_listener *l)
+{
+    flush_acks(l, tl_ctx);
 }
 
 static bool backoff_wait(ewi_listener *l, int ms);
@@ -203,6 +291,7 @@ static void dead_letter(ewi_listener *l, ewi_msg *msg, const char *reason,
 /* Sleeps ms unless the listener stops first; false when it stopped. */
 static bool backoff_wait(ewi_listener *l, int ms)
 {
+    before_wait(l);
     int64_t deadline = ewi_now_ms() + ms;
     pthread_mutex_lock(&l->mu);
     /* Not l->cv: a delivery's signal must reach an idle worker, not one
@@ -248,6 +337,10 @@ static ew_err run_once(ewi_listener *l, ew_delivery *d, const void *event,
     }
     return rc;
 }
+
+/* How long the listener (and hooks) ran on this thread for its last
+ * message, from the first attempt to the last; -1 when it did not run. */
+static _Thread_local int64_t tl_ran_ns;
 
 static void handle(ewi_listener *l, ewi_msg *msg)
 {
@@ -299,18 +392,23 @@ static void handle(ewi_listener *l, ewi_msg *msg)
     uint32_t spent = msg->redeliveries < rp->attempts ? msg->redeliveries
                                                       : rp->attempts - 1;
     double delay = rp->backoff_ms;
+    int64_t first_ns = 0;
     for (uint32_t attempt = spent + 1;; attempt++) {
         ew_delivery d = {env, l->queue, attempt};
         const char *refused_by = NULL;
         if (attempt > spent + 1)
             ewi_ctr_add(&l->mx.retried, 1, single(l));
         int64_t t0 = ewi_now_ns();
+        if (!first_ns)
+            first_ns = t0;
         ew_err rc = run_once(l, &d, event, &refused_by);
-        ewi_hist_add(&l->mx.duration, ewi_now_ns() - t0, single(l));
+        int64_t t1 = ewi_now_ns();
+        tl_ran_ns = t1 - first_ns; /* retries and their backoff included */
+        ewi_hist_add(&l->mx.duration, t1 - t0, single(l));
         if (rc == EW_OK) {
             ew_event_free(l->event->desc.type, event);
             ewi_ctr_add(&l->mx.handled, 1, single(l));
-            settle(l, msg, EWI_ACK);
+            ack(l, msg);
             return;
         }
         if (!refused_by)
@@ -343,43 +441,25 @@ static void handle(ewi_listener *l, ewi_msg *msg)
 
 /* ---- the workers -------------------------------------------------------- */
 
-/* How long an idle worker of an in-process transport polls its inbox before
- * sleeping: when events stream in, the next one usually arrives within
- * microseconds, and a futex sleep and wake-up per event would cost more than
- * the event. One worker at most polls, and only briefly: a thread that
- * keeps polling on a loaded machine looks busy to the scheduler, which then
- * runs it late, while a sleeping one is run first when woken. */
-#define SPIN_ROUNDS 2000
-
 /* The most messages a worker takes from the inbox at once: one lock and
  * one wake-up per batch rather than per message. */
 #define BATCH_MAX 64
 
-static inline void cpu_relax(void)
+/* Naps (mu held) for NAP_NS at most, as the one napping worker (mu held:
+ * ewi_deliver_list sees it napping and leaves it the messages). */
+static void nap(ewi_listener *l)
 {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
-/* Polls the inbox for a while (mu not held); true when a message came. */
-static bool spin(ewi_listener *l)
-{
-    for (int i = 0; i < SPIN_ROUNDS; i++) {
-        if (atomic_load_explicit(&l->inbox, memory_order_relaxed) != 0 ||
-            atomic_load_explicit(&l->stopping, memory_order_relaxed))
-            return true;
-        cpu_relax();
-    }
-    return false;
+    int64_t until = ewi_now_ns() + NAP_NS;
+    struct timespec ts = {(time_t)(until / 1000000000), (long)(until % 1000000000)};
+    l->napping = true;
+    pthread_cond_timedwait(&l->nap_cv, &l->mu, &ts);
+    l->napping = false;
 }
 
 /* Takes a batch from the inbox (mu held): with one worker everything up to
  * BATCH_MAX, in order (the worker would handle them one after the other
- * anyway); with several one message, so that a slow handler or a retry's
- * backoff never holds back messages another worker could handle. */
+ * anyway); with several one message, so that a handler that blocks never
+ * holds back a message another worker could handle. */
 static ewi_msg *take_batch(ewi_listener *l)
 {
     size_t n = atomic_load_explicit(&l->inbox, memory_order_relaxed), k = n;
@@ -402,14 +482,21 @@ static void *worker_main(void *arg)
 {
     ewi_listener *l = arg;
     bool inproc = l->m->ops->features & EWI_FEAT_INPROC;
+    worker_ctx w = {.acks = NULL};
+    w.acks_tail = &w.acks;
+    tl_ctx = &w;
     pthread_mutex_lock(&l->mu);
     for (;;) {
-        if (!l->head && !l->stopping && inproc && !l->spinning) {
-            l->spinning = true;
+        if (!l->head && w.acks) {
+            /* Nothing to take: the acknowledgements held go now, before
+             * this worker polls or sleeps. */
             pthread_mutex_unlock(&l->mu);
-            spin(l);
+            flush_acks(l, &w);
             pthread_mutex_lock(&l->mu);
-            l->spinning = false;
+            continue;
+        }
+        if (!l->head && !l->stopping && inproc && !l->napping) {
+            nap(l);
         }
         while (!l->head && !l->stopping) {
             l->sleeping++;
@@ -430,9 +517,9 @@ static void *worker_main(void *arg)
             break;
         ewi_msg *batch = take_batch(l);
         l->busy++;
-        /* Messages left (two or more waited) that no worker polls for: the
-         * next one gets up. */
-        if (l->head && l->sleeping && !l->spinning)
+        /* Messages left that no worker polls for: the next one gets up
+         * (the rule of ewi_deliver_list, this worker being busy). */
+        if (l->head && l->sleeping && !l->napping && wake_another(l))
             pthread_cond_signal(&l->cv);
         pthread_mutex_unlock(&l->mu);
         while (batch && !atomic_load_explicit(&l->stopping, memory_order_relaxed)) {
@@ -443,14 +530,19 @@ static void *worker_main(void *arg)
                 handle(l, msg);
                 continue;
             }
-            int64_t t0 = ewi_now_ns();
+            tl_ran_ns = -1;
             handle(l, msg);
+            if (tl_ran_ns < 0)
+                continue; /* the listener did not run (a dead letter) */
             /* Several workers may update it at once: a lost update only
              * skips one sample of an average. */
             int64_t avg = atomic_load_explicit(&l->handle_ns, memory_order_relaxed);
-            atomic_store_explicit(&l->handle_ns, avg + (ewi_now_ns() - t0 - avg) / 8,
+            atomic_store_explicit(&l->handle_ns, avg + (tl_ran_ns - avg) / 8,
                                   memory_order_relaxed);
         }
+        if (w.nacks >= ACKS_MAX || batch ||
+            atomic_load_explicit(&l->inbox, memory_order_relaxed) == 0)
+            flush_acks(l, &w);
         /* Stopping: what this worker had not started goes back, as the
          * inbox does in ewi_listener_drain (the transport keeps the order). */
         for (ewi_msg *next; batch; batch = next) {
@@ -464,6 +556,8 @@ static void *worker_main(void *arg)
             pthread_cond_broadcast(&l->idle);
     }
     pthread_mutex_unlock(&l->mu);
+    flush_acks(l, &w);
+    tl_ctx = NULL;
     return NULL;
 }
 
@@ -493,6 +587,7 @@ ew_err ewi_listener_drain(ewi_listener *l, int64_t deadline_ms)
     pthread_mutex_lock(&l->mu);
     l->stopping = true;
     pthread_cond_broadcast(&l->cv);
+    pthread_cond_broadcast(&l->nap_cv);
     pthread_cond_broadcast(&l->backoff_cv);
     ewi_msg *rest = l->head;
     l->head = l->tail = NULL;
@@ -528,6 +623,7 @@ void ewi_listener_free(ewi_listener *l)
         pthread_mutex_lock(&l->mu);
         l->stopping = true;
         pthread_cond_broadcast(&l->cv);
+        pthread_cond_broadcast(&l->nap_cv);
         pthread_cond_broadcast(&l->backoff_cv);
         pthread_mutex_unlock(&l->mu);
         for (uint32_t i = 0; i < l->nthreads; i++)
@@ -541,6 +637,7 @@ void ewi_listener_free(ewi_listener *l)
     free(l->threads);
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv);
+    pthread_cond_destroy(&l->nap_cv);
     pthread_cond_destroy(&l->backoff_cv);
     pthread_cond_destroy(&l->idle);
     free(l);

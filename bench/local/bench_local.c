@@ -4,7 +4,7 @@
  * listener at a fixed rate below saturation.
  *
  *   bench_local [-n events] [-r rounds] [-R rate] [-L latency-events]
- *               [-c max-concurrency] [events]
+ *               [-c max-concurrency] [-I events] [events]
  *
  *   -n  hello events per round (default 1,000,000; orders get a fifth)
  *   -r  rounds (default 3): each round runs the bare loop and eventwire at
@@ -12,6 +12,11 @@
  *   -R  events/s of the latency run (default 1,000; 0 skips it)
  *   -L  events of the latency run (default 5,000)
  *   -c  the highest listener concurrency (default 4: runs 1, 2, 4)
+ *   -I  also count instructions per event with valgrind's callgrind, which
+ *       counts the same on a busy machine as on an idle one: each figure is
+ *       one run of this program under callgrind with that many hello events
+ *       (orders: a fifth), counted from the first send to the last event
+ *       handled, every thread included (0, the default: skip)
  *
  * The eventwire figure covers everything an application pays: encode, the
  * framework headers (message id, send time), the pipelines (none here), the
@@ -24,14 +29,24 @@
  * listener of concurrency 1, which takes the difference between the
  * monotonic clock and the send time carried in the event; each percentile
  * printed is the median over the rounds. */
+#include <errno.h>
 #include <msgpack.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#if __has_include(<valgrind/callgrind.h>)
+#include <valgrind/callgrind.h>
+#define HAVE_CALLGRIND 1
+#else
+#define CALLGRIND_ZERO_STATS
+#define CALLGRIND_DUMP_STATS_AT(s)
+#define HAVE_CALLGRIND 0
+#endif
 
 #include "ewi.h"
 
@@ -67,6 +82,24 @@ EW_TYPE(order_event, EW_FIELD(order_event, id, EW_INT64),
 static line_item items3[3] = {{"SKU-000001", 2, 9.99}, {"SKU-000002", 1, 19.5},
                               {"SKU-000003", 7, 1.25}};
 
+/* ---- counting instructions ---------------------------------------------- */
+
+/* Under callgrind (-I), a child runs one measurement: the counts start at
+ * its first event and are written out when its last one is handled. */
+static bool counting;
+
+static void count_start(void)
+{
+    if (counting)
+        CALLGRIND_ZERO_STATS;
+}
+
+static void count_stop(void)
+{
+    if (counting)
+        CALLGRIND_DUMP_STATS_AT("measured");
+}
+
 /* ---- bare msgpack-c baselines ------------------------------------------- */
 
 static bool key_is(const msgpack_object_kv *kv, const char *k)
@@ -85,6 +118,7 @@ static double bare_hello(long n)
     msgpack_unpacked up;
     msgpack_unpacked_init(&up);
     volatile int64_t sink = 0;
+    count_start();
     int64_t t0 = ewi_now_ms();
     for (long i = 0; i < n; i++) {
         hello_event in = {"world", i}, out = {0};
@@ -107,6 +141,7 @@ static double bare_hello(long n)
         sink += out.count + (out.world != NULL);
     }
     int64_t ms = ewi_now_ms() - t0;
+    count_stop();
     msgpack_unpacked_destroy(&up);
     msgpack_sbuffer_destroy(&sb);
     return n * 1000.0 / (ms ? ms : 1);
@@ -121,6 +156,7 @@ static double bare_order(long n)
     msgpack_unpacked up;
     msgpack_unpacked_init(&up);
     volatile int64_t sink = 0;
+    count_start();
     int64_t t0 = ewi_now_ms();
     for (long i = 0; i < n; i++) {
         order_event in = {i, "ACME Corporation", items3, 3}, out = {0};
@@ -171,6 +207,7 @@ static double bare_order(long n)
         sink += out.id + (long)out.items_count;
     }
     int64_t ms = ewi_now_ms() - t0;
+    count_stop();
     msgpack_unpacked_destroy(&up);
     msgpack_sbuffer_destroy(&sb);
     return n * 1000.0 / (ms ? ms : 1);
@@ -216,6 +253,7 @@ static double eventwire(const ew_type *type, const void *(*make)(long, void *), 
     atomic_store(&received, 0);
     char scratch[256];
     double c0 = cpu_s();
+    count_start();
     int64_t t0 = ewi_now_ms();
     for (long i = 0; i < n; i++)
         if (ew_send(m, &ev, make(i, scratch)) != EW_OK)
@@ -223,6 +261,7 @@ static double eventwire(const ew_type *type, const void *(*make)(long, void *), 
     while (atomic_load(&received) < n)
         ewi_sleep_ms(1);
     int64_t ms = ewi_now_ms() - t0;
+    count_stop();
     *cpu_ns = (cpu_s() - c0) * 1e9 / (double)n;
     ew_manager_free(m);
     return n * 1000.0 / (ms ? ms : 1);
@@ -344,6 +383,65 @@ static void latency(long rate, long n, long rounds)
            median(r[2], (int)rounds), median(r[3], (int)rounds));
 }
 
+/* ---- instructions per event ---------------------------------------------- */
+
+/* The instructions a child run under callgrind counted for its measurement
+ * ("-M event:concurrency", concurrency 0 for the bare loop) of n events, per
+ * event; a negative value when it could not be counted (*why says why). */
+static double instructions(const char *event, unsigned conc, long n, const char **why)
+{
+    char self[4096], dir[] = "/tmp/bench_local_cg.XXXXXX", out[4200], mode[64], num[32];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len <= 0 || !mkdtemp(dir)) {
+        *why = "no temporary directory";
+        return -1;
+    }
+    self[len] = 0;
+    snprintf(out, sizeof out, "--callgrind-out-file=%s/cg.%%p", dir);
+    snprintf(mode, sizeof mode, "%s:%u", event, conc);
+    snprintf(num, sizeof num, "%ld", n);
+    fflush(stdout); /* or the child's freopen writes what is buffered again */
+    pid_t pid = fork();
+    if (pid == 0) {
+        freopen("/dev/null", "w", stdout);
+        freopen("/dev/null", "w", stderr);
+        execlp("valgrind", "valgrind", "--tool=callgrind", out, self, "-M", mode, "-n", num,
+               (char *)NULL);
+        _exit(127);
+    }
+    int st = 0;
+    while (pid > 0 && waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    double per = -1;
+    *why = pid < 0 ? "fork failed"
+           : WIFEXITED(st) && WEXITSTATUS(st) == 127 ? "valgrind is not installed"
+           : !WIFEXITED(st) || WEXITSTATUS(st) != 0 ? "the run under valgrind failed"
+                                                    : "callgrind wrote no count";
+    /* The dump the measurement asked for names its trigger. */
+    for (int part = 1; part <= 2 && pid > 0; part++) {
+        char path[4300], line[512];
+        snprintf(path, sizeof path, "%s/cg.%d.%d", dir, (int)pid, part);
+        FILE *f = fopen(path, "r");
+        bool measured = false;
+        while (f && fgets(line, sizeof line, f)) {
+            if (strstr(line, "Client Request: measured"))
+                measured = true;
+            if (measured && (strncmp(line, "totals:", 7) == 0 || strncmp(line, "summary:", 8) == 0)) {
+                per = strtod(strchr(line, ':') + 1, NULL) / (double)n;
+                break;
+            }
+        }
+        if (f)
+            fclose(f);
+        unlink(path);
+    }
+    char path[4300];
+    snprintf(path, sizeof path, "%s/cg.%d", dir, (int)pid);
+    unlink(path);
+    rmdir(dir);
+    return per;
+}
+
 /* ---- main ---------------------------------------------------------------- */
 
 static long peak_rss_kb(void)
@@ -367,12 +465,14 @@ static double median(double *v, int n)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: bench_local [-n events] [-r rounds] [-R rate] [-L latency-events] "
-               "[-c max-concurrency] [events]\n"
+               "[-c max-concurrency] [-I events] [events]\n"
                "  -n  hello events per round, >= 1000 (default 1000000; orders: n/5)\n"
                "  -r  rounds, 1..99 (default 3); medians are printed\n"
                "  -R  events/s of the latency run, 0..100000 (default 1000; 0: skip)\n"
                "  -L  events of the latency run, >= 100 (default 5000)\n"
-               "  -c  highest listener concurrency, 1..64 (default 4: runs 1, 2, 4)\n");
+               "  -c  highest listener concurrency, 1..64 (default 4: runs 1, 2, 4)\n"
+               "  -I  also count instructions per event under valgrind's callgrind,\n"
+               "      with this many hello events, >= 1000 (orders: a fifth; default 0: skip)\n");
 }
 
 static bool num_arg(const char *s, long lo, long hi, long *out)
@@ -387,13 +487,14 @@ static bool num_arg(const char *s, long lo, long hi, long *out)
 
 int main(int argc, char **argv)
 {
-    long n = 1000000, rounds = 3, rate = 1000, lat_n = 5000, max_conc = 4;
+    long n = 1000000, rounds = 3, rate = 1000, lat_n = 5000, max_conc = 4, cg_n = 0;
+    const char *measure = NULL;
     int opt;
     if (argc > 1 && strcmp(argv[1], "--help") == 0) {
         usage(stdout);
         return 0;
     }
-    while ((opt = getopt(argc, argv, "n:r:R:L:c:h")) != -1) {
+    while ((opt = getopt(argc, argv, "n:r:R:L:c:I:M:h")) != -1) {
         bool ok = true;
         switch (opt) {
         case 'n': ok = num_arg(optarg, 1000, 1000000000, &n); break;
@@ -401,6 +502,8 @@ int main(int argc, char **argv)
         case 'R': ok = num_arg(optarg, 0, 100000, &rate); break;
         case 'L': ok = num_arg(optarg, 100, 100000000, &lat_n); break;
         case 'c': ok = num_arg(optarg, 1, 64, &max_conc); break;
+        case 'I': ok = num_arg(optarg, 0, 100000000, &cg_n) && (cg_n == 0 || cg_n >= 1000); break;
+        case 'M': measure = optarg; break; /* a child of -I */
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -423,10 +526,6 @@ int main(int argc, char **argv)
     for (uint32_t c = 1; c <= (uint32_t)max_conc && nconc < 8; c *= 2)
         concs[nconc++] = c;
 
-    printf("bench_local: events/s from ew_send to the listener on local://, "
-           "median of %ld rounds\n", rounds);
-    printf("%-8s %-12s %10s %14s %14s %7s %12s\n", "event", "concurrency", "events",
-           "eventwire/s", "bare codec/s", "ratio", "CPU ns/event");
     struct {
         const char *name;
         const ew_type *type;
@@ -435,6 +534,30 @@ int main(int argc, char **argv)
         long n;
     } cases[] = {{"hello", &hello_event_type, make_hello, bare_hello, n},
                  {"orders", &order_event_type, make_order, bare_order, n / 5}};
+    if (measure) {
+        /* One measurement under callgrind: "event:concurrency", 0 the bare loop. */
+        char *colon = strchr(measure, ':');
+        long conc;
+        size_t c = 0;
+        while (c < 2 && (!colon || strncmp(measure, cases[c].name, (size_t)(colon - measure)) != 0 ||
+                         cases[c].name[colon - measure] != 0))
+            c++;
+        if (c == 2 || !num_arg(colon + 1, 0, 64, &conc)) {
+            fprintf(stderr, "bench_local: bad value '%s' for -M\n", measure);
+            return 2;
+        }
+        counting = true;
+        double cpu;
+        if (conc == 0)
+            cases[c].bare(n);
+        else
+            eventwire(cases[c].type, cases[c].make, n, (uint32_t)conc, cases[c].name, &cpu);
+        return 0;
+    }
+    printf("bench_local: events/s from ew_send to the listener on local://, "
+           "median of %ld rounds\n", rounds);
+    printf("%-8s %-12s %10s %14s %14s %7s %12s\n", "event", "concurrency", "events",
+           "eventwire/s", "bare codec/s", "ratio", "CPU ns/event");
     for (size_t c = 0; c < 2; c++) {
         double bare[MAX_ROUNDS], ew[8][MAX_ROUNDS], cpu[8][MAX_ROUNDS];
         for (long r = 0; r < rounds; r++) {
@@ -453,6 +576,31 @@ int main(int argc, char **argv)
     }
     if (rate > 0)
         latency(rate, lat_n, rounds);
+    if (cg_n > 0 && !HAVE_CALLGRIND) {
+        fprintf(stderr, "bench_local: built without valgrind/callgrind.h: -I cannot count\n");
+        return 1;
+    }
+    for (size_t c = 0; c < 2 && cg_n > 0; c++) {
+        long events = c == 0 ? cg_n : cg_n / 5;
+        const char *why = "";
+        double bare = instructions(cases[c].name, 0, events, &why);
+        if (bare < 0) {
+            fprintf(stderr, "bench_local: -I: %s\n", why);
+            return 1;
+        }
+        printf("instructions/event (callgrind, %ld events) %-6s bare codec %.0f", events,
+               cases[c].name, bare);
+        for (int k = 0; k < nconc; k++) {
+            double ew = instructions(cases[c].name, concs[k], events, &why);
+            if (ew < 0) {
+                fprintf(stderr, "\nbench_local: -I: %s\n", why);
+                return 1;
+            }
+            printf("  eventwire c%u %.0f (%.1fx)", concs[k], ew, ew / bare);
+            fflush(stdout);
+        }
+        printf("\n");
+    }
     printf("peak RSS %ld KiB\n", peak_rss_kb());
     return 0;
 }

@@ -50,7 +50,12 @@ typedef struct lconsumer {
     bool draining;  /* stopping: takes only messages older than until */
     uint64_t until;
     struct lconsumer *next;
+    /* What dispatch hands over, in order, at the end of its round. */
+    ewi_msg *out, **out_tail;
+    struct lconsumer *out_next;
 } lconsumer;
+
+#define SPENT_MAX 128
 
 typedef struct lbroker {
     char name[128];
@@ -67,6 +72,11 @@ typedef struct lbroker {
      * took it. */
     lentry *pool;
     size_t pooled;
+    /* Envelopes of acknowledged messages, released by the next publish: a
+     * sender's thread made them, and releasing them there keeps their
+     * memory with that thread's allocator rather than moving it across. */
+    ew_envelope *spent[SPENT_MAX];
+    size_t nspent;
     struct lbroker *next;
 } lbroker;
 
@@ -139,6 +149,8 @@ static void broker_close(lbroker *b)
         n = e->next;
         free(e);
     }
+    for (size_t i = 0; i < b->nspent; i++)
+        ewi_envelope_unref(b->spent[i]);
     pthread_mutex_destroy(&b->mu);
     pthread_cond_destroy(&b->room);
     pthread_cond_destroy(&b->arrive);
@@ -209,9 +221,12 @@ static lentry *pop_head(lqueue *q)
     return e;
 }
 
-/* Hands ready messages to consumers with credit, round-robin. */
+/* Hands ready messages to consumers with credit, round-robin: each
+ * consumer gets what falls to it as one chain (one hand-off to its
+ * listener's workers rather than one per message). */
 static void dispatch(lqueue *q)
 {
+    lconsumer *outs = NULL;
     while (q->head && q->consumers) {
         lconsumer *start = q->rr ? q->rr : q->consumers, *c = start;
         uint64_t seq = q->head->seq;
@@ -221,7 +236,7 @@ static void dispatch(lqueue *q)
             c = c->next ? c->next : q->consumers;
         } while (c != start);
         if (c->credit == 0 || (c->draining && seq >= c->until))
-            return;
+            break;
         q->rr = c->next ? c->next : q->consumers;
         lentry *e = pop_head(q);
         e->msg.sub = c->sub;
@@ -230,7 +245,19 @@ static void dispatch(lqueue *q)
         c->credit--;
         c->outstanding++;
         q->unacked++;
-        ewi_deliver(&e->msg);
+        if (!c->out) {
+            c->out_tail = &c->out;
+            c->out_next = outs;
+            outs = c;
+        }
+        *c->out_tail = &e->msg;
+        c->out_tail = &e->msg.qnext;
+    }
+    for (lconsumer *c = outs; c; c = c->out_next) {
+        ewi_msg *chain = c->out;
+        *c->out_tail = NULL;
+        c->out = NULL;
+        ewi_deliver_list(chain);
     }
 }
 
@@ -443,10 +470,19 @@ static ew_err l_publish(ewi_transport *t, ewi_pub *p)
     char detail[EW_MAX_QUEUE_NAME + 64] = "";
     ew_err rc = EW_OK;
     /* Most events go to one queue: its entry comes from the pool. */
+    ew_envelope *spent[SPENT_MAX];
+    size_t nspent = 0;
     pthread_mutex_lock(&b->mu);
+    if (b->nspent >= SPENT_MAX / 2) {
+        nspent = b->nspent;
+        memcpy(spent, b->spent, nspent * sizeof *spent);
+        b->nspent = 0;
+    }
     lentry *spare = entry_get(b, p->env);
     if (!spare) {
         pthread_mutex_unlock(&b->mu);
+        for (size_t i = 0; i < nspent; i++)
+            ewi_envelope_unref(spent[i]);
         return EW_ENOMEM;
     }
     /* All or nothing: every target queue must have room. Targets are looked
@@ -487,6 +523,8 @@ static ew_err l_publish(ewi_transport *t, ewi_pub *p)
         entry_put(b, spare);
     }
     pthread_mutex_unlock(&b->mu);
+    for (size_t i = 0; i < nspent; i++)
+        ewi_envelope_unref(spent[i]);
     if (qs != inline_qs)
         free(qs);
     /* Still full at the deadline: the send fails here and done never runs,
@@ -535,6 +573,48 @@ static void l_settle(ewi_transport *t, ewi_msg *msg, ewi_settle how)
     pthread_mutex_unlock(&b->mu);
     /* Released outside the lock the senders need. */
     ewi_envelope_unref(acked);
+}
+
+static void l_settle_acks(ewi_transport *t, ewi_msg *first)
+{
+    lbroker *b = t->b;
+    lconsumer *c = (lconsumer *)(uintptr_t)first->tag;
+    lqueue *q = c->q;
+    /* Released by a sender (spent), or else outside the lock the senders
+     * need. */
+    ew_envelope *acked[64];
+    size_t nacked = 0;
+    ewi_msg *more = NULL;
+    pthread_mutex_lock(&b->mu);
+    size_t n = 0;
+    for (ewi_msg *msg = first, *next; msg; msg = next) {
+        next = msg->qnext;
+        if (nacked == sizeof acked / sizeof acked[0] || msg->tag != first->tag) {
+            more = msg; /* the rest after this lock (or another consumer's) */
+            break;
+        }
+        lentry *e = msg->tdata;
+        if (b->nspent < SPENT_MAX)
+            b->spent[b->nspent++] = e->msg.env;
+        else
+            acked[nacked++] = e->msg.env;
+        entry_put(b, e);
+        n++;
+    }
+    q->unacked -= n;
+    c->outstanding -= n;
+    if (c->active)
+        c->credit += (uint32_t)n;
+    else if (c->outstanding == 0)
+        free(c);
+    dispatch(q);
+    wake_publishers(b, q);
+    queue_maybe_expire(b, q);
+    pthread_mutex_unlock(&b->mu);
+    for (size_t i = 0; i < nacked; i++)
+        ewi_envelope_unref(acked[i]);
+    if (more)
+        l_settle_acks(t, more);
 }
 
 static ew_err l_dlq_take(ewi_transport *t, ewi_dlq_req *req)
@@ -646,6 +726,7 @@ const ewi_transport_ops ewi_local_transport = {
     .unsubscribe = l_unsubscribe,
     .publish = l_publish,
     .settle = l_settle,
+    .settle_acks = l_settle_acks,
     .dlq_take = l_dlq_take,
     .backlog = l_backlog,
     .stop = l_stop,
