@@ -1,6 +1,6 @@
 """Tests of `eventwire serve`, driven as an HTTP client drives it: POSTs,
-Server-Sent Event streams read line by line, /metrics read with the
-Prometheus text parser, probes, signals. Synchronises on what it reads (an
+Server-Sent Event streams read line by line, /metrics checked by promtool
+and read with the Prometheus text parser, probes, signals. Synchronises on what it reads (an
 event on a stream, a probe's answer), never on sleeps.
 
   gateway_test.py EVENTWIRE http URL      round trips, bad input, resume, metrics, SIGTERM
@@ -102,6 +102,12 @@ class Gateway:
         status, ctype, text = self.request("GET", "/metrics")
         check(status == 200 and ctype.startswith("text/plain; version=0.0.4"),
               f"/metrics: {status} {ctype}")
+        # The Prometheus project's own check of the format and its naming
+        # rules (scripts/deps.sh installs promtool), then the values.
+        lint = subprocess.run(["promtool", "check", "metrics"], input=text,
+                              capture_output=True, text=True, timeout=60)
+        check(lint.returncode == 0,
+              f"promtool check metrics: {lint.returncode} {lint.stdout}{lint.stderr}\n{text}")
         samples = {}
         for fam in text_string_to_metric_families(text):
             for s in fam.samples:
