@@ -23,7 +23,7 @@
  *   - duplicates, in-doubt and failed sends, redelivered handlings and the
  *     time without service (kill to the first handling after it) are
  *     reported in a RESULT line. */
-#include "faults.h"
+#include "failover.h"
 
 
 enum { N = 6000, NODES = 3, AMQP_BASE = 5681, STOMP_BASE = 61681, STALL_MS = 60000 };
@@ -62,124 +62,6 @@ static void node_log_fn(void *user, ew_log_level level, const char *msg)
         capture_log(&nl->cap, level, msg);
 }
 
-/* The receiver's tally and activity marks. */
-static flow F;
-
-/* ---- sends: the outcome of each id -------------------------------------- */
-
-/* 0 pending, else 1 + the ew_err. */
-static _Atomic int outcome[N];
-static _Atomic size_t completed;
-static _Atomic bool half_sent;
-/* The sender waits here after the first half until the kill is done. */
-static bool killing;
-static pthread_mutex_t kill_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t kill_cv = PTHREAD_COND_INITIALIZER;
-
-/* The last failed outcome (monotonic ms): the end of the window in which
- * the broker refused sends. */
-static _Atomic int64_t last_failed_ms;
-
-static void send_done(void *user, ew_err err)
-{
-    atomic_store(&outcome[(uintptr_t)user], 1 + (int)err);
-    if (err != EW_OK && err != EW_EINDOUBT)
-        atomic_store(&last_failed_ms, ewi_now_ms());
-    atomic_fetch_add(&completed, 1);
-    /* The end wait watches completions too. */
-    pthread_mutex_lock(&F.t.mu);
-    pthread_cond_broadcast(&F.t.cv);
-    pthread_mutex_unlock(&F.t.mu);
-}
-
-typedef struct sender {
-    ew_manager *m;
-    const ew_event_desc *ev;
-} sender;
-
-static void *send_stream(void *arg)
-{
-    sender *s = arg;
-    for (size_t i = 0; i < N; i++) {
-        conf_event e = {.id = (int64_t)i, .text = FAULTS_TEXT};
-        ew_err rc = ew_send_async(s->m, s->ev, NULL, &e, send_done, (void *)(uintptr_t)i);
-        if (rc != EW_OK)
-            send_done((void *)(uintptr_t)i, rc); /* the callback never runs then */
-        /* A stream, not one burst: the kill lands inside it, and the second
-         * half lasts through the failover (about 12 s: RabbitMQ 3.10 takes
-         * about 10 s to route to a quorum queue's new leader). */
-        if (i < N / 2 ? i % 200 == 199 : i % 25 == 24)
-            ewi_sleep_ms(i < N / 2 ? 40 : 100);
-        if (i == N / 2 - 1) {
-            atomic_store(&half_sent, true);
-            pthread_mutex_lock(&kill_mu);
-            while (!killing)
-                pthread_cond_wait(&kill_cv, &kill_mu);
-            pthread_mutex_unlock(&kill_mu);
-        }
-    }
-    ew_flush(s->m, 180000);
-    return NULL;
-}
-
-/* ---- the receiver -------------------------------------------------------- */
-
-static _Atomic size_t redelivered; /* handlings with attempt > 1 */
-/* Handlings whose message carried the quorum queue's x-delivery-count. */
-static _Atomic size_t delivery_counted;
-
-/* When the first event sent after the kill (the second half) was handled:
- * the end of the time without service. */
-static _Atomic int64_t first_after_kill_ms;
-
-static ew_err count_listener(ew_delivery *d, const void *event, void *user)
-{
-    if (ew_delivery_attempt(d) > 1)
-        atomic_fetch_add(&redelivered, 1);
-    if (ew_delivery_header(d, "x-delivery-count"))
-        atomic_fetch_add(&delivery_counted, 1);
-    ew_err rc = flow_listener(d, event, user);
-    int64_t zero = 0;
-    if (((const conf_event *)event)->id >= N / 2)
-        atomic_compare_exchange_strong(&first_after_kill_ms, &zero, ewi_now_ms());
-    return rc;
-}
-
-static bool ready_to_kill_(void *arg)
-{
-    (void)arg;
-    return atomic_load(&half_sent) && tally_total(&F.t) >= N / 5;
-}
-
-/* Every id sent with EW_OK handled, every send completed (F.t.mu held). */
-static bool ok_ones_handled_locked(void)
-{
-    if (atomic_load(&completed) < N)
-        return false;
-    for (size_t i = 0; i < N; i++)
-        if (atomic_load(&outcome[i]) == 1 + EW_OK && !F.t.seen[i])
-            return false;
-    return true;
-}
-
-/* Waits on the tally's condition (handlings and send completions signal
- * it) until every EW_OK send was handled, or nothing happened for
- * stall_ms. */
-static bool wait_ok_ones_or_stall(int stall_ms)
-{
-    pthread_mutex_lock(&F.t.mu);
-    bool ok;
-    while (!(ok = ok_ones_handled_locked())) {
-        int64_t last = atomic_load(&F.last_ms), mark = atomic_load(&F.mark_ms);
-        int64_t until = (last > mark ? last : mark) + stall_ms;
-        if (ewi_left_ms(until) <= 0)
-            break;
-        ewi_cond_wait_until(&F.t.cv, &F.t.mu, until);
-    }
-    pthread_mutex_unlock(&F.t.mu);
-    return ok;
-}
-
 /* The type RabbitMQ gives queue q, through node `node`'s rabbitmqctl. */
 static bool queue_type_of(int node, const char *q, char *type, size_t len)
 {
@@ -208,7 +90,10 @@ static void failover_loses_nothing(void **state)
     ftarget tg = ftarget_of(URL);
     snprintf(tg.name, sizeof tg.name, "%s-rabbitmq-cluster", SCHEME);
     EV(ev, "ClusterFailover", true);
-    flow_init(&F, N);
+    /* A stream, not one burst: the second half lasts through the failover
+     * (about 12 s: RabbitMQ 3.10 takes about 10 s to route to a quorum
+     * queue's new leader). */
+    fo_init(N, (fo_pacing){{200, 25}, {40, 100}});
     node_log lr = {0}, ls = {0};
     capture_init(&lr.cap);
     capture_init(&ls.cap);
@@ -225,7 +110,7 @@ static void failover_loses_nothing(void **state)
     ew_manager *recv = mgr_new_opts(URL, "receiver", &ro);
     ew_manager *snd = mgr_new_opts(URL, "sender", &so);
     ew_listener_desc ld = {.event = &ev, .name = "Count", .concurrency = 4};
-    assert_int_equal(ew_listen(recv, &ld, count_listener, tref(&F.t, "receiver")), EW_OK);
+    assert_int_equal(ew_listen(recv, &ld, fo_listener, fo_tref()), EW_OK);
     assert_int_equal(ew_manager_start(recv), EW_OK);
     assert_int_equal(ew_manager_start(snd), EW_OK);
     int first_port = atomic_load(&lr.port);
@@ -240,104 +125,46 @@ static void failover_loses_nothing(void **state)
     if (!typed || strcmp(qtype, "quorum") != 0)
         fail_msg("queue %s: type '%s' (expected quorum)", qname, typed ? qtype : "not found");
 
-    sender s = {snd, &ev};
-    pthread_t th;
     int64_t t0 = ewi_now_ms();
-    assert_int_equal(pthread_create(&th, NULL, send_stream, &s), 0);
-    bool underway = wait_until(ready_to_kill_, NULL, 120000);
-    size_t at_kill = tally_total(&F.t);
+    fo_send_start(snd, &ev);
+    bool underway = fo_wait_ready_to_kill(120000);
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "%s kill %d >/dev/null 2>&1", SCRIPT, killed);
     int connects_before = atomic_load(&lr.connects);
     int64_t k0 = ewi_now_ms();
     int krc = system(cmd);
-    flow_mark(&F);
-    int64_t kill_ms = ewi_now_ms() - k0;
-    pthread_mutex_lock(&kill_mu);
-    killing = true;
-    pthread_cond_signal(&kill_cv);
-    pthread_mutex_unlock(&kill_mu);
-    print_message("node %d (port %d) killed in %lld ms (rc %d) after %zu handlings\n", killed,
-                  first_port, (long long)kill_ms, krc, at_kill);
+    fo_killed();
+    print_message("node %d (port %d) killed in %lld ms (rc %d)\n", killed, first_port,
+                  (long long)(ewi_now_ms() - k0), krc);
 
-    bool all = wait_ok_ones_or_stall(STALL_MS);
-    pthread_join(th, NULL);
+    bool all = fo_wait_all(STALL_MS);
+    fo_send_join();
     /* Late redeliveries still count as duplicates. */
-    all = all && wait_ok_ones_or_stall(STALL_MS);
-    size_t ok = 0, indoubt = 0, failed = 0, pending = 0, indoubt_arrived = 0,
-           failed_arrived = 0, lost = 0;
-    pthread_mutex_lock(&F.t.mu);
-    for (size_t i = 0; i < N; i++) {
-        int o = atomic_load(&outcome[i]);
-        bool seen = F.t.seen[i] > 0;
-        if (o == 0) {
-            pending++;
-        } else if (o == 1 + EW_OK) {
-            ok++;
-            lost += !seen;
-        } else if (o == 1 + EW_EINDOUBT) {
-            indoubt++;
-            indoubt_arrived += seen;
-        } else {
-            failed++;
-            failed_arrived += seen;
-        }
-    }
-    pthread_mutex_unlock(&F.t.mu);
-    size_t dups = tally_dups(&F.t), distinct = tally_total(&F.t) - dups;
-    int64_t lf = atomic_load(&last_failed_ms);
-    int64_t refused_until = lf ? lf - atomic_load(&F.mark_ms) : 0;
-    int64_t first = atomic_load(&first_after_kill_ms);
-    int64_t resume = first ? first - atomic_load(&F.mark_ms) : -1;
-    /* The codes of the sends that failed, for the report. */
-    char codes[512] = "";
-    size_t by_code[64] = {0};
-    for (size_t i = 0; i < N; i++) {
-        int o = atomic_load(&outcome[i]);
-        if (o > 1 + EW_OK && o != 1 + EW_EINDOUBT && o - 1 < 64)
-            by_code[o - 1]++;
-    }
-    for (int c = 0; c < 64; c++)
-        if (by_code[c])
-            snprintf(codes + strlen(codes), sizeof codes - strlen(codes), "%s%s:%zu",
-                     codes[0] ? "," : "", err_name((ew_err)c), by_code[c]);
+    all = all && fo_wait_all(STALL_MS);
+    fo_tally r;
+    fo_count(&r);
     int now_port = atomic_load(&lr.port);
     bool moved = atomic_load(&lr.connects) > connects_before && now_port != first_port;
-    bool ok_all = underway && krc == 0 && all && lost == 0 && pending == 0 && moved &&
-                  resume >= 0 && cr.disconnects >= 1 && failed_arrived == 0;
+    bool ok_all = underway && krc == 0 && all && r.lost == 0 && r.pending == 0 && moved &&
+                  r.no_service_ms >= 0 && cr.disconnects >= 1 && r.failed_arrived == 0;
     fault_result("cluster-failover", &tg,
                  "scheme=%s nodes=3 queue_type=quorum killed=node%d sent=%d ok=%zu indoubt=%zu "
                  "indoubt_arrived=%zu failed=%zu failed_arrived=%zu handled=%zu lost=%zu "
                  "duplicated=%zu redelivered=%zu delivery_counted=%zu no_service_ms=%lld "
-                 "failed_until_ms=%lld "
-                 "handled_at_kill=%zu "
-                 "moved_to=node%d failed_codes=%s total_ms=%lld status=%s",
-                 SCHEME, killed, N, ok, indoubt, indoubt_arrived, failed, failed_arrived, distinct,
-                 lost, dups, (size_t)atomic_load(&redelivered),
-                 (size_t)atomic_load(&delivery_counted), (long long)resume,
-                 (long long)refused_until, at_kill,
-                 now_port - BASE_PORT, codes[0] ? codes : "none", (long long)(ewi_now_ms() - t0),
-                 ok_all ? "pass" : "fail");
+                 "failed_until_ms=%lld handled_at_kill=%zu moved_to=node%d failed_codes=%s "
+                 "total_ms=%lld status=%s",
+                 SCHEME, killed, N, r.ok, r.indoubt, r.indoubt_arrived, r.failed,
+                 r.failed_arrived, r.handled, r.lost, r.duplicated, r.redelivered,
+                 r.delivery_counted, (long long)r.no_service_ms, (long long)r.failed_until_ms,
+                 r.handled_at_kill, now_port - BASE_PORT, r.codes,
+                 (long long)(ewi_now_ms() - t0), ok_all ? "pass" : "fail");
     if (!ok_all) {
-        if (!underway)
-            print_message("the stream never got under way (%zu handled)\n", at_kill);
-        if (krc != 0)
-            print_message("'%s' failed with %d\n", cmd, krc);
-        if (!all)
-            print_message("no progress for %d ms with sends or handlings missing\n", STALL_MS);
+        fo_explain(&r, underway, krc, all, STALL_MS);
         if (!moved)
             print_message("the receiver did not connect to another node (port %d, then %d)\n",
                           first_port, now_port);
-        if (resume < 0)
-            print_message("nothing was handled after the kill\n");
         if (cr.disconnects < 1)
             print_message("the receiver reported no lost connection\n");
-        if (failed_arrived)
-            print_message("%zu sends that failed (not in doubt: %s) arrived\n", failed_arrived,
-                          codes);
-        if (lost || pending)
-            print_message("%zu ids sent with EW_OK never handled, %zu sends pending\n", lost,
-                          pending);
         /* What the cluster says of the queue now, through the node the
          * receiver moved to. */
         snprintf(cmd, sizeof cmd,
@@ -353,7 +180,7 @@ static void failover_loses_nothing(void **state)
     }
     ew_manager_free(snd);
     ew_manager_free(recv);
-    tally_free(&F.t);
+    fo_free();
     assert_true(ok_all);
 }
 
