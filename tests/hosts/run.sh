@@ -69,6 +69,12 @@ for spec in "$@"; do
     if ! /usr/bin/python3 "$here/scenario.py" "$service" "$name" "$label" \
             "${template//BROKER/10.201.1.1}" "${template//BROKER/10.201.2.1}"; then
         echo "run.sh: $label FAILED"
+        # The broker's view: messages held, delivering, consumers per queue.
+        case "$label" in
+            artemis*) art ctl queue stat 2>&1 | grep -v '^$' | tail -n 30 || true ;;
+            *) rmq ctl list_queues name messages_ready messages_unacknowledged consumers 2>&1 |
+                   tail -n 30 || true ;;
+        esac
         status=1
     fi
 done

@@ -57,10 +57,17 @@ def main():
 
         def missing(lo, n):
             want = set(range(lo, lo + n))
-            billed = set(ids(h1.billing, lo, n)) | set(ids(h2.billing, lo, n))
-            return lambda: (f"not billed: {len(want - billed)}; not audited on h1: "
-                            f"{len(want - set(ids(h1.audit, lo, n)))}, on h2: "
-                            f"{len(want - set(ids(h2.audit, lo, n)))}")
+
+            def text():
+                billed = set(ids(h1.billing, lo, n)) | set(ids(h2.billing, lo, n))
+                gaps = {"billed": want - billed,
+                        "audited on h1": want - set(ids(h1.audit, lo, n)),
+                        "audited on h2": want - set(ids(h2.audit, lo, n))}
+                # Which ones (their offset in the wave): where in the stream
+                # they were says whether they were held at the cut.
+                return "; ".join(f"not {k}: {len(v)} (offsets {sorted(i - lo for i in v)[:10]})"
+                                 for k, v in gaps.items())
+            return text
 
         # 1. Normal operation: exactly once across hosts, every copy on each.
         w1, n1 = base, 200

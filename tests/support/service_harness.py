@@ -80,7 +80,13 @@ def explain(instances):
             rc = inst.proc.wait(timeout=10)
             print(f"{inst.server}: exited with {rc}: {inst.stderr()}")
         except subprocess.TimeoutExpired:
-            print(f"{inst.server}: still running")
+            # Its log says what its connections did (lost, reconnected,
+            # subscribed again): the last of it.
+            log = inst.stderr().splitlines()
+            print(f"{inst.server}: still running; its log's last {min(len(log), 40)} of "
+                  f"{len(log)} lines:")
+            for line in log[-40:]:
+                print(f"  {line}")
 
 
 def pump(instances, until, timeout, what, missing=None, give_up=False):
