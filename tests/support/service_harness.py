@@ -130,7 +130,15 @@ def stop_all(instances):
         inst.proc.send_signal(signal.SIGTERM)
     pump(instances, lambda: all(i.stopped for i in instances), 30, "'stopped' after SIGTERM")
     for inst in instances:
-        rc = inst.proc.wait(timeout=30)
+        try:
+            rc = inst.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            log = inst.stderr().splitlines()
+            print(f"{inst.server}: said '{inst.stopped}' but still runs 30 s later; "
+                  f"its log's last {min(len(log), 40)} lines:")
+            for line in log[-40:]:
+                print(f"  {line}")
+            fail(f"{inst.server} did not exit after 'stopped'")
         if rc != 0:
             fail(f"{inst.server} exited with {rc}: {inst.stderr()}")
         expect = f"stopped {inst.server} billing {len(inst.billing)} audit {len(inst.audit)}"
