@@ -73,6 +73,15 @@ class Instance:
             self.stopped = line
 
 
+def print_log_tail(inst, why, lines=40):
+    """The last lines of inst's log (what its connections did: lost,
+    reconnected, subscribed again)."""
+    log = inst.stderr().splitlines()
+    print(f"{inst.server}: {why}; its log's last {min(len(log), lines)} of {len(log)} lines:")
+    for line in log[-lines:]:
+        print(f"  {line}")
+
+
 def explain(instances):
     for inst in instances:
         print(f"{inst.server}: last lines: {inst.lines[-5:]}")
@@ -80,13 +89,7 @@ def explain(instances):
             rc = inst.proc.wait(timeout=10)
             print(f"{inst.server}: exited with {rc}: {inst.stderr()}")
         except subprocess.TimeoutExpired:
-            # Its log says what its connections did (lost, reconnected,
-            # subscribed again): the last of it.
-            log = inst.stderr().splitlines()
-            print(f"{inst.server}: still running; its log's last {min(len(log), 40)} of "
-                  f"{len(log)} lines:")
-            for line in log[-40:]:
-                print(f"  {line}")
+            print_log_tail(inst, "still running")
 
 
 def pump(instances, until, timeout, what, missing=None, give_up=False):
@@ -133,11 +136,7 @@ def stop_all(instances):
         try:
             rc = inst.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            log = inst.stderr().splitlines()
-            print(f"{inst.server}: said '{inst.stopped}' but still runs 30 s later; "
-                  f"its log's last {min(len(log), 40)} lines:")
-            for line in log[-40:]:
-                print(f"  {line}")
+            print_log_tail(inst, f"said '{inst.stopped}' but still runs 30 s later")
             fail(f"{inst.server} did not exit after 'stopped'")
         if rc != 0:
             fail(f"{inst.server} exited with {rc}: {inst.stderr()}")

@@ -14,18 +14,12 @@
 ew_err stomp_message_write(ewi_buf *out, const stomp_target *to, const char *receipt,
                            const ew_envelope *env, char *err, size_t errlen)
 {
-    /* The frame's size, reserved once (headers rarely need escapes): the
-     * buffer is not regrown header by header. */
-    size_t n = ew_envelope_header_count(env), blen = 0, guess = 128 + strlen(to->dest);
+    /* The body and room for a usual set of headers, reserved once, so that
+     * the buffer is not regrown header by header (a larger header still
+     * grows it: each one reserves what it needs). */
+    size_t n = ew_envelope_header_count(env), blen = 0;
     const void *body = ew_envelope_body(env, &blen);
-    for (size_t i = 0; i < n; i++) {
-        const char *k, *v;
-        if (ew_envelope_header_at(env, i, &k, &v) == EW_OK)
-            guess += strlen(k) + strlen(v) + 2;
-    }
-    for (size_t i = 0; i < to->n; i++)
-        guess += strlen(to->h[i].key) + strlen(to->h[i].value) + 2;
-    if (ewi_buf_reserve(out, guess + blen) != EW_OK) {
+    if (ewi_buf_reserve(out, blen + 1024) != EW_OK) {
         snprintf(err, errlen, "%s", ew_strerror(EW_ENOMEM));
         return EW_ENOMEM;
     }
