@@ -77,6 +77,25 @@ clustered() {
     [ "$(members 1 || true)" = "$(all_three)" ]
 }
 
+# join_node N: node N leaves whatever it was part of and joins node 1;
+# up to three attempts, each from a reset node.
+join_node() {
+    local n=$1 try
+    for try in 1 2 3; do
+        node "$n" ctl stop_app >/dev/null || die "stop_app on node $n failed"
+        if [ "$try" -gt 1 ]; then
+            node "$n" ctl reset >/dev/null || die "reset on node $n failed"
+        fi
+        if node "$n" ctl join_cluster "$(node_name 1)" >"$BASE/n$n.join.log" 2>&1; then
+            node "$n" ctl start_app >/dev/null || die "start_app on node $n failed"
+            return 0
+        fi
+        say "node $n: join attempt $try failed:"
+        tail -n 5 "$BASE/n$n.join.log" >&2
+    done
+    die "node $n could not join $(node_name 1) in three attempts"
+}
+
 do_start() {
     need_root
     local t0=$SECONDS n
@@ -111,19 +130,12 @@ do_start() {
     done
     [ "$failed" = 0 ] || die "the cluster did not start (state $BASE)"
     say "three nodes up after $((SECONDS - t0)) s; joining 2 and 3 to $(node_name 1)"
-    # Nodes 2 and 3 join at the same time.
-    pids=()
+    # One node at a time: two joins at once change the schema on the seed
+    # node concurrently, and mnesia may abort one of them ("sync_dump_log,
+    # schema_prepare"). A join that fails anyway is retried on a reset node.
     for n in 2 3; do
-        (node "$n" ctl stop_app >/dev/null || die "stop_app on node $n failed"
-         node "$n" ctl join_cluster "$(node_name 1)" >/dev/null ||
-             die "node $n could not join $(node_name 1)"
-         node "$n" ctl start_app >/dev/null || die "start_app on node $n failed") &
-        pids+=($!)
+        join_node "$n"
     done
-    for n in 0 1; do
-        wait "${pids[$n]}" || failed=1
-    done
-    [ "$failed" = 0 ] || die "the cluster did not form (state $BASE)"
     local deadline=$((SECONDS + 60))
     until [ "$(members 1 || true)" = "$(all_three)" ]; do
         [ "$SECONDS" -lt "$deadline" ] || die "the cluster has running nodes '$(members 1 || true)', not '$(all_three)'"
