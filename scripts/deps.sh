@@ -18,7 +18,7 @@ set -euo pipefail
 BUILD_PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev
             libmsgpack-dev libjansson-dev uuid-dev libssl-dev libcmocka-dev
             librabbitmq-dev libqpid-proton11-dev python3-qpid-proton
-            valgrind python3
+            valgrind gdb python3        # gdb: a test service that hangs prints its stacks
             python3-prometheus-client   # tests/unit/check_prometheus.py: the Prometheus text parser
             python3-venv python3-dev    # scripts/python-env.sh: venv, headers to build python-qpid-proton
             libmicrohttpd-dev           # eventwire serve, the HTTP gateway

@@ -82,6 +82,22 @@ def print_log_tail(inst, why, lines=40):
         print(f"  {line}")
 
 
+def print_stacks(inst):
+    """Every thread's stack of a process that hangs (gdb from Debian), so
+    that a hang says where it is."""
+    try:
+        out = subprocess.run(["gdb", "-p", str(inst.proc.pid), "-batch", "-nx",
+                              "-ex", "thread apply all bt"],
+                             capture_output=True, text=True, timeout=120).stdout
+    except (OSError, subprocess.TimeoutExpired) as e:
+        print(f"{inst.server}: no stacks ({e})")
+        return
+    print(f"{inst.server}: the stacks of its threads:")
+    for line in out.splitlines():
+        if line.startswith(("Thread ", "#")):
+            print(f"  {line}")
+
+
 def explain(instances):
     for inst in instances:
         print(f"{inst.server}: last lines: {inst.lines[-5:]}")
@@ -90,6 +106,7 @@ def explain(instances):
             print(f"{inst.server}: exited with {rc}: {inst.stderr()}")
         except subprocess.TimeoutExpired:
             print_log_tail(inst, "still running")
+            print_stacks(inst)
 
 
 def pump(instances, until, timeout, what, missing=None, give_up=False):
@@ -137,6 +154,7 @@ def stop_all(instances):
             rc = inst.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             print_log_tail(inst, f"said '{inst.stopped}' but still runs 30 s later")
+            print_stacks(inst)
             fail(f"{inst.server} did not exit after 'stopped'")
         if rc != 0:
             fail(f"{inst.server} exited with {rc}: {inst.stderr()}")
