@@ -62,6 +62,11 @@ trap 'exit 130' INT TERM
 echo "run.sh: hosts $name-b (10.201.1.1, 10.201.2.1), $name-h1 (10.201.1.2), $name-h2 (10.201.2.2)"
 [ "$need_rmq" = 1 ] && rmq start
 [ "$need_art" = 1 ] && art start
+# What scenario.py needs to prove that Artemis stranded a delivery, and to
+# restart it then.
+art_cmd="ip netns exec $name-b env EW_ARTEMIS_BIND=0.0.0.0 EW_BROKER_STATE=$state $root/scripts/brokers/artemis.sh"
+export EW_HOSTS_BROKER_STAT="$art_cmd ctl queue stat --json --maxRows=1000"
+export EW_HOSTS_BROKER_RESTART="$art_cmd stop && $art_cmd start"
 status=0
 for spec in "$@"; do
     label=${spec%%=*} template=${spec#*=}
@@ -71,7 +76,10 @@ for spec in "$@"; do
         echo "run.sh: $label FAILED"
         # The broker's view: messages held, delivering, consumers per queue.
         case "$label" in
-            artemis*) art ctl queue stat 2>&1 | grep -v '^$' | tail -n 30 || true ;;
+            artemis*) art ctl queue stat 2>&1 | grep -v '^$' | tail -n 30 || true
+                      echo "run.sh: the broker's warnings and errors:"
+                      grep -E ' (WARN|ERROR) ' "$state/artemis/instance/log/artemis.log" 2>/dev/null |
+                          tail -n 40 || true ;;
             *) rmq ctl list_queues name messages_ready messages_unacknowledged consumers 2>&1 |
                    tail -n 30 || true ;;
         esac
