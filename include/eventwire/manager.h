@@ -197,7 +197,12 @@ enum {
  * it (the queue of a per_process listener expires as it would after a
  * stop). Before start the listener is simply forgotten (the delete flag is
  * refused with EW_ESTATE: nothing is connected). The same name may be
- * registered again afterwards. EW_ENOTFOUND when no such listener is
+ * registered again afterwards. On stomp:// with the rabbitmq dialect a
+ * listener removed without EW_UNLISTEN_DELETE_QUEUE keeps its subscription
+ * on the consuming connection until that connection ends (reconnect or
+ * stop), since RabbitMQ's UNSUBSCRIBE does not give back what it already
+ * sent: up to prefetch messages reaching its queue meanwhile are held
+ * there and only then go back to the queue. EW_ENOTFOUND when no such listener is
  * registered; EW_ECLOSED once a stop began; the delete's failure (e.g.
  * EW_ECONNECT, EW_EBROKER) when the listener was removed but its queue
  * could not be deleted (ew_last_error says why). Must not be called from a

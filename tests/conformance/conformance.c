@@ -693,6 +693,7 @@ static void unlisten_with_delete_removes_the_queue(void **state)
     ew_manager *m = mgr_new(URL, "s1");
     listen_tally(m, &ev, "Keep", false, 1, &keep);
     assert_int_equal(ew_manager_start(m), EW_OK);
+    uint64_t reconnects = metric_value(m, "eventwire.client.reconnects", NULL);
     /* Added on the running manager: consuming once ew_listen returns. */
     listen_tally(m, &ev, "Tmp", true, 1, &tmp);
     ew_listener_desc d = {.event = &ev, .name = "Tmp", .per_process = true};
@@ -728,6 +729,8 @@ static void unlisten_with_delete_removes_the_queue(void **state)
     assert_true(tally_wait_all(&keep, 30000));
     assert_int_equal(tally_total(&tmp), tmp_got);
     assert_true(ew_manager_ready(m));
+    /* Removing one listener did not cost the others their connection. */
+    assert_int_equal(metric_value(m, "eventwire.client.reconnects", NULL), reconnects);
     ew_manager_free(m);
     tally_free(&keep);
     tally_free(&tmp);
@@ -736,6 +739,12 @@ static void unlisten_with_delete_removes_the_queue(void **state)
 static void unlisten_keeps_a_shared_queue_for_the_next_listener(void **state)
 {
     (void)state;
+    if (strstr(URL, "stomp://") && (strstr(URL, "dialect=rabbitmq") || strstr(URL, ":61613"))) {
+        /* Documented at ew_unlisten: RabbitMQ's STOMP keeps the removed
+         * listener's subscription until the connection ends. */
+        print_message("skipped on stomp:// with RabbitMQ (see ew_unlisten)\n");
+        return;
+    }
     EV(ev, "Relisten", true);
     tally first, second;
     tally_init(&first, 5);

@@ -1,6 +1,9 @@
 /* The gateway's buffers: one per event name, fed by one per_process
  * listener of that event (queue E::eventwire-gateway-<server>) with
- * concurrency 1, so entries are in the order the queue delivered them.
+ * concurrency 1, so entries are in the order the queue delivered them, and
+ * by the per_process listener of each open stream of that name (queue
+ * E::eventwire-gateway-s<n>-<server>): the first copy of a message to
+ * arrive is appended, the later copies are dropped by its id.
  * Each entry gets the next sequence number; a stream is a cursor into that
  * sequence, which is what makes replay and live delivery one path with no
  * gap and no repeat (docs/cli.md, "serve"). */
@@ -35,10 +38,11 @@ static void unhash(gw_topic *t, int32_t slot)
         *p = t->slots[slot].next;
 }
 
-bool gw_ring_append(gw_topic *t, const char *id, char *frame, size_t len)
+bool gw_ring_append(gw_topic *t, const char *id, char *frame, size_t len, bool copy)
 {
     if (gw_ring_find(t, id) >= 0) {
-        t->duplicates++;
+        if (!copy)
+            t->duplicates++;
         free(frame);
         return false;
     }
@@ -70,11 +74,10 @@ static void one_line(char *s)
             *s = ' ';
 }
 
-/* Runs on the topic's one worker thread, in queue order. */
-static ew_err on_event(ew_delivery *d, const void *event, void *user)
+/* Runs on the worker thread of the topic's listener or of one stream's
+ * listener (copy), each in its queue's order. */
+static ew_err append(ew_delivery *d, gw_topic *t, bool copy)
 {
-    (void)event;
-    gw_topic *t = user;
     const ew_envelope *env = ew_delivery_envelope(d);
     size_t blen;
     const void *body = ew_envelope_body(env, &blen);
@@ -110,9 +113,43 @@ static ew_err on_event(ew_delivery *d, const void *event, void *user)
     int len = snprintf(frame, cap, "id: %s\nevent: %s\ndata: %s\n\n", id, t->name, data);
     free(data);
     pthread_mutex_lock(&t->mu);
-    gw_ring_append(t, id, frame, (size_t)len);
+    gw_ring_append(t, id, frame, (size_t)len, copy);
     pthread_mutex_unlock(&t->mu);
     return EW_OK;
+}
+
+static ew_err on_event(ew_delivery *d, const void *event, void *user)
+{
+    (void)event;
+    return append(d, user, false);
+}
+
+static ew_err on_stream_event(ew_delivery *d, const void *event, void *user)
+{
+    (void)event;
+    return append(d, user, true);
+}
+
+ew_err gw_stream_listen(gateway *g, gw_topic *t, gw_stream_listener *sl, char *why,
+                        size_t whylen)
+{
+    snprintf(sl->name, sizeof sl->name, "%s-s%lu", GW_LISTENER,
+             atomic_fetch_add(&g->stream_seq, 1) + 1);
+    sl->desc = (ew_listener_desc){.event = &t->desc, .name = sl->name, .per_process = true,
+                                  .concurrency = 1,
+                                  .retry = {.attempts = 3, .backoff_ms = 100}};
+    ew_err rc = ew_listen(g->m, &sl->desc, on_stream_event, t);
+    if (rc != EW_OK)
+        snprintf(why, whylen, "%s", ew_last_error()[0] ? ew_last_error() : ew_strerror(rc));
+    return rc;
+}
+
+void gw_stream_unlisten(gateway *g, gw_stream_listener *sl)
+{
+    ew_err rc = ew_unlisten(g->m, &sl->desc, EW_UNLISTEN_DELETE_QUEUE);
+    if (rc != EW_OK)
+        cli_fail("serve", 0, "closing the stream's listener %s: %s", sl->name,
+                 ew_last_error()[0] ? ew_last_error() : ew_strerror(rc));
 }
 
 static gw_topic *topic_new(gateway *g, const char *name)
