@@ -1,8 +1,8 @@
 /* eventwire serve: the HTTP gateway, in three parts.
  *
  *   gateway_ring.c   one bounded buffer per event name, fed by the gateway's
- *                    own per_process listener of that event and by each
- *                    stream's per_process listener; streams read it
+ *                    own per_process listener of that event; streams read
+ *                    it, each consuming a per_process queue of its own
  *   gateway_http.c   the HTTP side on libmicrohttpd: POST and GET of events,
  *                    metrics, health, readiness and the page
  *   cmd_serve.c      options, the manager, signals and the shutdown
@@ -89,11 +89,15 @@ typedef struct gateway {
  * the name is refused, too many are watched, or the subscribe failed. */
 gw_topic *gw_topic_get(gateway *g, const char *name, ew_err *rc, char *why, size_t whylen);
 /* A stream's own per_process listener, eventwire-gateway-s<n> (queue
- * E::eventwire-gateway-s<n>-<server>): its copies of the events go into the
- * topic's buffer like the topic listener's (the first copy of an id wins). */
+ * E::eventwire-gateway-s<n>-<server>), for the stream's life: a message
+ * from it is acknowledged once the topic's buffer holds it (see
+ * gateway_ring.c), and its queue is deleted when the stream closes. */
+#define GW_COPY_WAIT_MS 10000
 typedef struct gw_stream_listener {
     char name[48];
     ew_listener_desc desc;
+    gw_topic *t;
+    atomic_bool closing;
 } gw_stream_listener;
 /* Registers sl on t's event; returns once it consumes. */
 ew_err gw_stream_listen(gateway *g, gw_topic *t, gw_stream_listener *sl, char *why,
@@ -106,9 +110,8 @@ void gw_topics_free(gateway *g);
 /* The sequence number of id in t's buffer, or -1. Call with t->mu held. */
 int64_t gw_ring_find(gw_topic *t, const char *id);
 /* Appends one entry (the frame is taken over). false when the id is already
- * in the buffer (the frame is freed; counted as a duplicate unless it is a
- * stream listener's copy). Call with t->mu held. */
-bool gw_ring_append(gw_topic *t, const char *id, char *frame, size_t len, bool copy);
+ * in the buffer (the frame is freed). Call with t->mu held. */
+bool gw_ring_append(gw_topic *t, const char *id, char *frame, size_t len);
 
 /* ---- gateway_http.c ---------------------------------------------------- */
 

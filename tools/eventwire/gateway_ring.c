@@ -1,9 +1,11 @@
 /* The gateway's buffers: one per event name, fed by one per_process
  * listener of that event (queue E::eventwire-gateway-<server>) with
- * concurrency 1, so entries are in the order the queue delivered them, and
- * by the per_process listener of each open stream of that name (queue
- * E::eventwire-gateway-s<n>-<server>): the first copy of a message to
- * arrive is appended, the later copies are dropped by its id.
+ * concurrency 1, so entries are in the order the queue delivered them.
+ * Each open stream of the name also consumes a per_process queue of its own
+ * (E::eventwire-gateway-s<n>-<server>), deleted when the stream closes: a
+ * message from it is acknowledged once the buffer holds its id (or after
+ * GW_COPY_WAIT_MS), and is never appended itself, so that every stream
+ * keeps the buffer's one order.
  * Each entry gets the next sequence number; a stream is a cursor into that
  * sequence, which is what makes replay and live delivery one path with no
  * gap and no repeat (docs/cli.md, "serve"). */
@@ -38,11 +40,10 @@ static void unhash(gw_topic *t, int32_t slot)
         *p = t->slots[slot].next;
 }
 
-bool gw_ring_append(gw_topic *t, const char *id, char *frame, size_t len, bool copy)
+bool gw_ring_append(gw_topic *t, const char *id, char *frame, size_t len)
 {
     if (gw_ring_find(t, id) >= 0) {
-        if (!copy)
-            t->duplicates++;
+        t->duplicates++;
         free(frame);
         return false;
     }
@@ -74,10 +75,11 @@ static void one_line(char *s)
             *s = ' ';
 }
 
-/* Runs on the worker thread of the topic's listener or of one stream's
- * listener (copy), each in its queue's order. */
-static ew_err append(ew_delivery *d, gw_topic *t, bool copy)
+/* Runs on the topic's one worker thread, in queue order. */
+static ew_err on_event(ew_delivery *d, const void *event, void *user)
 {
+    (void)event;
+    gw_topic *t = user;
     const ew_envelope *env = ew_delivery_envelope(d);
     size_t blen;
     const void *body = ew_envelope_body(env, &blen);
@@ -113,21 +115,38 @@ static ew_err append(ew_delivery *d, gw_topic *t, bool copy)
     int len = snprintf(frame, cap, "id: %s\nevent: %s\ndata: %s\n\n", id, t->name, data);
     free(data);
     pthread_mutex_lock(&t->mu);
-    gw_ring_append(t, id, frame, (size_t)len, copy);
+    gw_ring_append(t, id, frame, (size_t)len);
     pthread_mutex_unlock(&t->mu);
     return EW_OK;
 }
 
-static ew_err on_event(ew_delivery *d, const void *event, void *user)
-{
-    (void)event;
-    return append(d, user, false);
-}
-
+/* A stream's copy, on its listener's one worker thread: acknowledged once
+ * the buffer holds the message (the topic's listener put it there), when
+ * the stream closes, after a whole buffer of other entries, or after
+ * GW_COPY_WAIT_MS. */
 static ew_err on_stream_event(ew_delivery *d, const void *event, void *user)
 {
     (void)event;
-    return append(d, user, true);
+    gw_stream_listener *sl = user;
+    gw_topic *t = sl->t;
+    const char *mid = ew_envelope_message_id(ew_delivery_envelope(d));
+    if (!mid || !mid[0])
+        return EW_OK; /* the buffer names it with an id of its own */
+    char id[GW_ID_MAX];
+    snprintf(id, sizeof id, "%s", mid);
+    one_line(id);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += GW_COPY_WAIT_MS / 1000;
+    pthread_mutex_lock(&t->mu);
+    /* A whole buffer appended meanwhile: it came and went, or never comes. */
+    uint64_t n0 = t->next;
+    while (gw_ring_find(t, id) < 0 && !atomic_load(&sl->closing) &&
+           !atomic_load(&t->gw->stopping) && t->next - n0 < t->cap)
+        if (pthread_cond_timedwait(&t->cv, &t->mu, &until) != 0)
+            break;
+    pthread_mutex_unlock(&t->mu);
+    return EW_OK;
 }
 
 ew_err gw_stream_listen(gateway *g, gw_topic *t, gw_stream_listener *sl, char *why,
@@ -138,7 +157,9 @@ ew_err gw_stream_listen(gateway *g, gw_topic *t, gw_stream_listener *sl, char *w
     sl->desc = (ew_listener_desc){.event = &t->desc, .name = sl->name, .per_process = true,
                                   .concurrency = 1,
                                   .retry = {.attempts = 3, .backoff_ms = 100}};
-    ew_err rc = ew_listen(g->m, &sl->desc, on_stream_event, t);
+    sl->t = t;
+    atomic_init(&sl->closing, false);
+    ew_err rc = ew_listen(g->m, &sl->desc, on_stream_event, sl);
     if (rc != EW_OK)
         snprintf(why, whylen, "%s", ew_last_error()[0] ? ew_last_error() : ew_strerror(rc));
     return rc;
@@ -146,6 +167,11 @@ ew_err gw_stream_listen(gateway *g, gw_topic *t, gw_stream_listener *sl, char *w
 
 void gw_stream_unlisten(gateway *g, gw_stream_listener *sl)
 {
+    /* A copy waiting for the buffer stops waiting: ew_unlisten waits for it. */
+    pthread_mutex_lock(&sl->t->mu);
+    atomic_store(&sl->closing, true);
+    pthread_cond_broadcast(&sl->t->cv);
+    pthread_mutex_unlock(&sl->t->mu);
     ew_err rc = ew_unlisten(g->m, &sl->desc, EW_UNLISTEN_DELETE_QUEUE);
     if (rc != EW_OK)
         cli_fail("serve", 0, "closing the stream's listener %s: %s", sl->name,
