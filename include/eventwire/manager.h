@@ -177,9 +177,14 @@ enum {
      * consumer). The dead-letter queue E::L.dlq, which a per_process
      * listener's servers share, stays. Only for per_process listeners: a
      * shared queue E::L belongs to every server of L and is refused with
-     * EW_EINVAL. Supported on local://, rabbitmq://, amqp:// and stomp://
-     * with the rabbitmq and artemis dialects; stomp:// with the activemq
-     * dialect cannot delete a queue over STOMP and refuses with EW_ENOTSUP.
+     * EW_EINVAL. Supported on local://, rabbitmq://, and amqp:// and
+     * stomp:// with the rabbitmq dialect (queue.delete over the AMQP 0-9-1
+     * administration connection, so not with amqp_port=0) and the artemis
+     * dialect (destroyQueue through the broker's management address, which
+     * needs the "manage" permission, as per_process listeners do there).
+     * stomp:// with the activemq dialect refuses it with EW_ENOTSUP:
+     * ActiveMQ 5 offers no way to remove a queue over STOMP (its queue
+     * stays until the broker's own policy removes it).
      * A refusal happens before anything else: the listener keeps
      * consuming. */
     EW_UNLISTEN_DELETE_QUEUE = 1u << 0

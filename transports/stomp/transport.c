@@ -1027,8 +1027,12 @@ static ew_err stomp_delete_queue(ewi_transport *t, ewi_sub *sub, bool check, cha
                                  size_t errlen)
 {
     if (t->opt.dialect == STOMP_ACTIVEMQ || (t->opt.dialect == STOMP_RABBITMQ && !t->topo)) {
-        snprintf(err, errlen, "stomp:// with the %s dialect cannot delete a queue over STOMP",
-                 t->opt.dialect == STOMP_ACTIVEMQ ? "activemq" : "rabbitmq (without administration)");
+        snprintf(err, errlen, "%s",
+                 t->opt.dialect == STOMP_ACTIVEMQ
+                     ? "stomp:// with the activemq dialect cannot delete a queue: ActiveMQ 5 "
+                       "offers no STOMP frame for it"
+                     : "stomp:// with the rabbitmq dialect and amqp_port=0 has no AMQP 0-9-1 "
+                       "administration connection to delete a queue with");
         return EW_ENOTSUP;
     }
     if (check)
