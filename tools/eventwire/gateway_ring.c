@@ -173,6 +173,16 @@ void gw_stream_unlisten(gateway *g, gw_stream_listener *sl)
     pthread_cond_broadcast(&sl->t->cv);
     pthread_mutex_unlock(&sl->t->mu);
     ew_err rc = ew_unlisten(g->m, &sl->desc, EW_UNLISTEN_DELETE_QUEUE);
+    if (rc == EW_ENOTSUP) {
+        /* The broker cannot delete a queue over this protocol (ActiveMQ 5
+         * over STOMP): the stream's listener goes, its queue stays to the
+         * broker's own policy. Said once. */
+        static atomic_bool said;
+        if (!atomic_exchange(&said, true))
+            cli_fail("serve", 0, "streams' queues are not deleted on this broker: %s",
+                     ew_last_error());
+        rc = ew_unlisten(g->m, &sl->desc, 0);
+    }
     if (rc != EW_OK)
         cli_fail("serve", 0, "closing the stream's listener %s: %s", sl->name,
                  ew_last_error()[0] ? ew_last_error() : ew_strerror(rc));
