@@ -386,8 +386,19 @@ typedef struct ewi_transport_ops {
      * subscribe would have returned for subs[i]. Called by start. */
     void (*subscribe_many)(ewi_transport *t, ewi_sub *const *subs, size_t n, ew_err *rcs);
     /* Stops deliveries for sub; once it returns ewi_deliver is not called for
-     * sub again. Messages already delivered are still settled later. */
+     * sub again, and sub is not subscribed again after a reconnect. Messages
+     * already delivered are still settled later. Called at stop, and by
+     * ew_unlisten while the connection runs and other subs consume. */
     void (*unsubscribe)(ewi_transport *t, ewi_sub *sub);
+    /* Optional (NULL: EW_ENOTSUP): deletes sub's queue (sub->queue, never
+     * its dead-letter queue) on the broker with what it holds, and forgets
+     * it, so that nothing declares it again after a reconnect. check: only
+     * says whether this transport (dialect) can, without touching the
+     * broker; on EW_ENOTSUP err says why. Called by ew_unlisten after
+     * unsubscribe(sub) returned and the listener's messages were settled;
+     * a queue already gone is EW_OK. */
+    ew_err (*delete_queue)(ewi_transport *t, ewi_sub *sub, bool check, char *err,
+                           size_t errlen);
     /* Sends p; see ewi_pub. On an error return done never runs; a full
      * window follows ewi_window's rule. */
     ew_err (*publish)(ewi_transport *t, ewi_pub *p);

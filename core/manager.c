@@ -350,10 +350,14 @@ ew_err ew_listen(ew_manager *m, const ew_listener_desc *d, ew_listener_fn fn,
     ewi_cond_init_mono(&l->idle);
     ewi_cond_init_mono(&l->backoff_cv);
 
+    /* life from registration to activation: ew_unlisten never sees a
+     * listener that is registered but not yet subscribed here. */
+    pthread_mutex_lock(&m->life);
     pthread_mutex_lock(&m->mu);
     int state = atomic_load(&m->state);
     if (state == EWI_STOPPING || state == EWI_STOPPED) {
         pthread_mutex_unlock(&m->mu);
+        pthread_mutex_unlock(&m->life);
         ewi_listener_free(l);
         return ewi_fail(EW_ECLOSED, "ew_listen: the manager is stopping or stopped");
     }
@@ -361,6 +365,7 @@ ew_err ew_listen(ew_manager *m, const ew_listener_desc *d, ew_listener_fn fn,
         if (strcmp(o->queue, l->queue) == 0 ||
             (o->event == ev && strcmp(o->name, l->name) == 0)) {
             pthread_mutex_unlock(&m->mu);
+            pthread_mutex_unlock(&m->life);
             ewi_log(m, EW_LOG_ERROR, "ew_listen: %s is already registered", l->queue);
             ewi_listener_free(l);
             return EW_ECONFLICT;
@@ -372,9 +377,10 @@ ew_err ew_listen(ew_manager *m, const ew_listener_desc *d, ew_listener_fn fn,
 
     /* A listener added while the manager runs is subscribed now; start
      * subscribes the others. STARTING: start's loop will reach it. */
-    if (state != EWI_STARTED)
+    if (state != EWI_STARTED) {
+        pthread_mutex_unlock(&m->life);
         return EW_OK;
-    pthread_mutex_lock(&m->life);
+    }
     ew_err rc2 = atomic_load(&m->state) == EWI_STARTED ? activate(m, l) : EW_ECLOSED;
     if (rc2 != EW_OK) {
         /* Never leave a listener registered but dead: a retry of ew_listen
@@ -396,6 +402,93 @@ ew_err ew_listen(ew_manager *m, const ew_listener_desc *d, ew_listener_fn fn,
     if (rc2 == EW_ECLOSED && !ewi_last_error_peek()[0])
         ewi_set_last_error("ew_listen: the manager is stopping or stopped");
     return rc2;
+}
+
+ew_err ew_unlisten(ew_manager *m, const ew_listener_desc *d, unsigned flags)
+{
+    ewi_last_error_clear();
+    if (!m || !d || !d->event)
+        return ewi_fail(EW_EINVAL, "ew_unlisten: NULL manager, descriptor or event");
+    if (d->version != 0 || d->event->version != 0)
+        return ewi_fail(EW_EINVAL, "ew_unlisten: descriptor version %u; this library "
+                        "knows layout 0", d->version ? d->version : d->event->version);
+    if (flags & ~(unsigned)EW_UNLISTEN_DELETE_QUEUE)
+        return ewi_fail(EW_EINVAL, "ew_unlisten: unknown flags 0x%x", flags);
+    bool del = flags & EW_UNLISTEN_DELETE_QUEUE;
+    char queue[EW_MAX_QUEUE_NAME], err[256];
+    ew_err rc = ewi_queue_names(m, desc_name(d->event), d->name, d->per_process, queue,
+                                NULL, err, sizeof err);
+    if (rc != EW_OK)
+        return ewi_fail(rc, "ew_unlisten: %s", err);
+    if (del && !d->per_process)
+        return ewi_fail(EW_EINVAL, "ew_unlisten: %s is shared by every server of listener "
+                        "%s: only a per_process listener's queue may be deleted", queue,
+                        d->name);
+
+    /* Under life: a stop, a start's activation and another ew_unlisten do
+     * not run meanwhile. */
+    pthread_mutex_lock(&m->life);
+    pthread_mutex_lock(&m->mu);
+    int state = atomic_load(&m->state);
+    ewi_listener **pl = &m->listeners;
+    while (*pl && strcmp((*pl)->queue, queue) != 0)
+        pl = &(*pl)->next;
+    ewi_listener *l = *pl;
+    if (state == EWI_STOPPING || state == EWI_STOPPED)
+        rc = ewi_fail(EW_ECLOSED, "ew_unlisten: the manager is stopping or stopped");
+    else if (state == EWI_STARTING)
+        rc = ewi_fail(EW_ESTATE, "ew_unlisten: the manager is starting");
+    else if (!l)
+        rc = ewi_fail(EW_ENOTFOUND, "ew_unlisten: no listener %s is registered", queue);
+    else if (del && state == EWI_NEW)
+        rc = ewi_fail(EW_ESTATE, "ew_unlisten: %s: the manager is not started, so its "
+                      "queue cannot be deleted", queue);
+    else if (del && !m->ops->delete_queue)
+        rc = ewi_fail(EW_ENOTSUP, "ew_unlisten: %s: the %s transport cannot delete a queue",
+                      queue, m->ops->name);
+    else if (del && (err[0] = '\0', m->ops->delete_queue(m->t, &l->sub, true, err,
+                                                         sizeof err)) != EW_OK)
+        rc = ewi_fail(EW_ENOTSUP, "ew_unlisten: %s: %s", queue,
+                      err[0] ? err : "this transport cannot delete a queue");
+    if (rc == EW_OK)
+        *pl = l->next; /* ready, metrics and sends no longer see it */
+    pthread_mutex_unlock(&m->mu);
+    if (rc != EW_OK) {
+        pthread_mutex_unlock(&m->life);
+        return rc;
+    }
+    if (l->subscribed) {
+        m->ops->unsubscribe(m->t, &l->sub);
+        l->subscribed = false;
+        atomic_store(&l->consuming, false);
+    }
+    /* What it was handed and did not start goes back; running handlers
+     * finish and settle (free waits for them past the bound). */
+    ewi_listener_drain(l, ewi_now_ms() + m->cfg.send_timeout_ms);
+    /* The sub outlives the listener for the delete (its strings copied). */
+    char event[EW_MAX_EVENT_NAME + 1], name[EW_MAX_LISTENER_NAME + 1];
+    strcpy(event, l->event->name);
+    strcpy(name, l->name);
+    ewi_sub sub = l->sub;
+    sub.event = event;
+    sub.listener = name;
+    sub.queue = queue;
+    sub.dlq = NULL;
+    sub.core = NULL;
+    ewi_listener_free(l); /* joins its workers: every handler has returned */
+    if (del) {
+        err[0] = '\0';
+        rc = m->ops->delete_queue(m->t, &sub, false, err, sizeof err);
+        if (rc != EW_OK)
+            ewi_report(m, rc, queue, event, NULL, "ew_unlisten: deleting queue %s failed: %s",
+                       queue, err[0] ? err : ew_strerror(rc));
+        else
+            ewi_log(m, EW_LOG_INFO, "%s: unlistened, queue deleted", queue);
+    } else {
+        ewi_log(m, EW_LOG_INFO, "%s: unlistened", queue);
+    }
+    pthread_mutex_unlock(&m->life);
+    return rc;
 }
 
 ew_err ew_manager_start(ew_manager *m)
@@ -514,7 +607,7 @@ ew_err ew_manager_stop(ew_manager *m, int timeout_ms)
 
     pthread_mutex_lock(&m->life);
     pthread_mutex_lock(&m->mu);
-    ewi_listener *all = m->listeners; /* only ew_listen adds, under life */
+    ewi_listener *all = m->listeners; /* ew_listen adds and ew_unlisten removes, under life */
     pthread_mutex_unlock(&m->mu);
     /* 0. Queues that die with this process are handled first. */
     if (m->ops->features & EWI_FEAT_VOLATILE)

@@ -2,7 +2,8 @@
  *
  * Lifecycle: ew_manager_new → (ew_listen, ew_add_pipeline)* →
  * ew_manager_start → ew_send* → ew_manager_stop → ew_manager_free.
- * Listeners and pipelines may also be added after start; listeners and
+ * Listeners and pipelines may also be added after start, and listeners
+ * removed (ew_unlisten) at any time before the stop; listeners and
  * pipelines die with their manager. Descriptors passed in are copied (names
  * too), except the ew_type an event points to, which must outlive the manager
  * (it is normally a static object made by EW_TYPE).
@@ -159,12 +160,59 @@ EW_API ew_err ew_manager_stop(ew_manager *m, int timeout_ms);
 EW_API void ew_manager_free(ew_manager *m);
 
 /* Registers a listener. Before start it is subscribed by start; after start
- * it is subscribed now and the call returns once it consumes. If this fails
- * the callback never runs. EW_EINVAL for a bad name (the log says why),
+ * it is declared and subscribed now, on the live connection, and the call
+ * returns EW_OK once it consumes; like the others it is subscribed again
+ * after a reconnect (and readiness waits for it). If this fails the callback
+ * never runs and nothing stays registered. EW_EINVAL for a bad name (the log says why),
  * EW_ECONFLICT when the event already has a listener of that name.
  * Thread-safe. */
 EW_API ew_err ew_listen(ew_manager *m, const ew_listener_desc *listener,
                         ew_listener_fn fn, void *user);
+
+/* Flags of ew_unlisten. */
+enum {
+    /* Also deletes the listener's queue on the broker, with every message
+     * still on it (including those the listener had not acknowledged: they
+     * are gone, by definition of a per_process queue that dies with its
+     * consumer). The dead-letter queue E::L.dlq, which a per_process
+     * listener's servers share, stays. Only for per_process listeners: a
+     * shared queue E::L belongs to every server of L and is refused with
+     * EW_EINVAL. Supported on local://, rabbitmq://, and amqp:// and
+     * stomp:// with the rabbitmq dialect (queue.delete over the AMQP 0-9-1
+     * administration connection, so not with amqp_port=0) and the artemis
+     * dialect (destroyQueue through the broker's management address, which
+     * needs the "manage" permission, as per_process listeners do there).
+     * stomp:// with the activemq dialect refuses it with EW_ENOTSUP:
+     * ActiveMQ 5 offers no way to remove a queue over STOMP (its queue
+     * stays until the broker's own policy removes it).
+     * A refusal happens before anything else: the listener keeps
+     * consuming. */
+    EW_UNLISTEN_DELETE_QUEUE = 1u << 0
+};
+
+/* Removes a listener registered with ew_listen, found by l's event name,
+ * listener name and per_process (the other members are not read). On a
+ * started manager: the listener stops consuming (its consumer, subscription
+ * or link is cancelled), messages handed to it but not started go back to
+ * the broker, its running handlers finish (waited for without a bound; their
+ * acknowledgements go out), its workers end, and with
+ * EW_UNLISTEN_DELETE_QUEUE its queue is deleted; then it returns. It is not
+ * subscribed again after a reconnect, and readiness no longer waits for it.
+ * Messages that reach its queue later wait there for another consumer of
+ * it (the queue of a per_process listener expires as it would after a
+ * stop). Before start the listener is simply forgotten (the delete flag is
+ * refused with EW_ESTATE: nothing is connected). The same name may be
+ * registered again afterwards. On stomp:// with the rabbitmq dialect a
+ * listener removed without EW_UNLISTEN_DELETE_QUEUE keeps its subscription
+ * on the consuming connection until that connection ends (reconnect or
+ * stop), since RabbitMQ's UNSUBSCRIBE does not give back what it already
+ * sent: up to prefetch messages reaching its queue meanwhile are held
+ * there and only then go back to the queue. EW_ENOTFOUND when no such listener is
+ * registered; EW_ECLOSED once a stop began; the delete's failure (e.g.
+ * EW_ECONNECT, EW_EBROKER) when the listener was removed but its queue
+ * could not be deleted (ew_last_error says why). Must not be called from a
+ * listener or a callback. Thread-safe. */
+EW_API ew_err ew_unlisten(ew_manager *m, const ew_listener_desc *l, unsigned flags);
 
 /* Adds a pipeline (copied) with its user pointer. Thread-safe; a pipeline
  * added while sends run applies to the sends that start after it. */

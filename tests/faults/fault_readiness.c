@@ -11,6 +11,11 @@
  *     while the connection is up but a listener is not subscribed again;
  *   - events sent as soon as it is true reach every listener.
  *
+ * NLATE of the listeners are added after start (ew_listen on the running
+ * manager): they count for readiness and are subscribed again after the
+ * reconnect like the others. One more, added after start and removed with
+ * ew_unlisten before the cut, is neither counted nor subscribed again.
+ *
  *   fault_readiness URL
  *
  * The URL gets the transport's shortest heart-beat option. Not for
@@ -18,7 +23,7 @@
 #include "faults.h"
 #include "metrics_probe.h"
 
-enum { NL = 20, PER_ROUND = 50, BROKEN_MS = 2000, DETECT_BOUND_MS = 15000,
+enum { NL = 20, NLATE = 5, PER_ROUND = 50, BROKEN_MS = 2000, DETECT_BOUND_MS = 15000,
        RESUME_BOUND_MS = 30000, FLOW_BOUND_MS = 30000 };
 
 static const char *URL;
@@ -108,11 +113,19 @@ static void readiness_means_consumption(void **state)
     for (int i = 0; i < NL; i++) {
         snprintf(namebuf[i], sizeof namebuf[i], "R%02d", i);
         names[i] = namebuf[i];
-        listen_tally(m, &ev, namebuf[i], false, 1, &t);
+        if (i < NL - NLATE)
+            listen_tally(m, &ev, namebuf[i], false, 1, &t);
     }
     names[NL] = NULL;
     assert_false(ew_manager_ready(m));
     assert_int_equal(ew_manager_start(m), EW_OK);
+    for (int i = NL - NLATE; i < NL; i++)
+        listen_tally(m, &ev, namebuf[i], false, 1, &t);
+    tally gone;
+    tally_init(&gone, 2 * PER_ROUND);
+    listen_tally(m, &ev, "Gone", true, 1, &gone);
+    ew_listener_desc gone_desc = {.event = &ev, .name = "Gone", .per_process = true};
+    assert_int_equal(ew_unlisten(m, &gone_desc, 0), EW_OK);
 
     /* 1. Ready after start, every listener consuming; events flow. */
     sample s0 = read_sample(m);
@@ -176,25 +189,28 @@ static void readiness_means_consumption(void **state)
     int64_t flow_ms = ewi_now_ms() - t_send;
     sample end = read_sample(m);
 
+    size_t gone_got = tally_total(&gone);
     bool ok = ready_at_start && flow_before && drop_ms >= 0 && all_lost_ms >= 0 &&
               ready_while_broken == 0 && ready_ms >= 0 && bad_ready == 0 && flow_after &&
-              end.reconnects >= 1 && end.disconnects >= 1;
+              end.reconnects >= 1 && end.disconnects >= 1 && end.listeners == NL &&
+              gone_got == 0;
     fault_result("readiness", &tg,
                  "listeners=%d drop_ms=%lld all_lost_ms=%lld ready_while_broken=%zu "
                  "conn_up_ms=%lld ready_ms=%lld connected_not_ready_samples=%zu of %zu "
                  "consuming_at_ready=%zu flow_ms=%lld connects=%llu reconnects=%llu "
-                 "disconnects=%llu heartbeat_option=%s status=%s",
+                 "disconnects=%llu removed_listener_got=%zu heartbeat_option=%s status=%s",
                  NL, (long long)drop_ms, (long long)all_lost_ms, ready_while_broken,
                  (long long)up_ms, (long long)ready_ms, connected_not_ready, samples,
                  consuming_at_ready, (long long)flow_ms, (unsigned long long)end.connects,
                  (unsigned long long)end.reconnects, (unsigned long long)end.disconnects,
-                 hb ? hb : "none", ok ? "pass" : "fail");
+                 gone_got, hb ? hb : "none", ok ? "pass" : "fail");
     if (!ok)
         print_message("the manager saw:\n%s\n", cap.text);
     ew_manager_free(m);
     fpath_close(&path);
     cleanup_event(&tg, ev.name, names);
     tally_free(&t);
+    tally_free(&gone);
 
     if (!ready_at_start)
         fail_msg("after start: ready %llu, %zu of %d listeners consuming",
@@ -216,6 +232,10 @@ static void readiness_means_consumption(void **state)
         fail_msg("events sent once ready did not reach every listener within %d ms",
                  FLOW_BOUND_MS);
     assert_true(end.reconnects >= 1 && end.disconnects >= 1);
+    if (end.listeners != NL)
+        fail_msg("%zu listeners in the metrics, %d registered", end.listeners, NL);
+    if (gone_got)
+        fail_msg("the removed listener handled %zu event(s)", gone_got);
 }
 
 int main(int argc, char **argv)

@@ -367,6 +367,40 @@ def case_http(url):
     check(gw2.stop() == 0, "the second gateway's exit code")
     ok("--format json --durable: published and streamed")
 
+    # Each stream is its own per_process listener: two streams, two queues
+    # on the broker, both get every event; closing one removes its queue.
+    ev3 = UNIQUE + ".own"
+    sa = gw.stream(ev3)
+    sb = gw.stream(ev3)
+    qs = stream_queues(gw, url, ev3)
+    check(len(qs) == 2, f"two streams of {ev3}: queues {qs}")
+    bodies = [{"own": i} for i in range(3)]
+    ids = [gw.publish(ev3, b) for b in bodies]
+    sa.expect(ev3, ids, bodies, "the first of two streams")
+    sb.expect(ev3, ids, bodies, "the second of two streams")
+    deadline = time.monotonic() + 60
+    while True:
+        m = gw.metrics()
+        handled = [m.get(("eventwire_listener_handled_total",
+                          (("messaging_destination_name", q),))) for q in qs]
+        if handled == [3, 3]:
+            break
+        check(time.monotonic() < deadline, f"each stream's queue handled {handled}, not 3 each")
+        time.sleep(0.1)  # polls a condition the gateway has no event for
+    ok(f"two streams: two queues {qs}, each consumed all 3 events")
+    sa.close()
+    deadline = time.monotonic() + 60
+    while True:
+        left = stream_queues(gw, url, ev3)
+        if len(left) == 1:
+            break
+        check(time.monotonic() < deadline, f"after closing one stream the queues are {left}")
+        time.sleep(0.1)  # polls the broker: nothing tells the test the queue went
+    last = gw.publish(ev3, {"own": 3})
+    sb.expect(ev3, [last], [{"own": 3}], "the stream left open")
+    sb.close()
+    ok(f"closing a stream deleted its queue; {left} remains and streams on")
+
     # SIGTERM with a stream open: the stream ends, the gateway exits 0.
     code = gw.stop(signal.SIGTERM)
     e = live_stream.next()
@@ -375,6 +409,24 @@ def case_http(url):
     errs = [l for l in gw.err if l and not re.search(r"listening on|stopping|stopped", l)]
     check(not errs, f"unexpected stderr lines: {errs}")
     ok("SIGTERM: the open stream ended, serve exited 0")
+
+
+def stream_queues(gw, url, event):
+    """The queues of event's streams, E::eventwire-gateway-s<n>-<server>: as
+    the broker lists them (rabbitmqctl), or on local:// (the gateway is the
+    broker) as the gateway's metrics name them."""
+    prefix = f"{event}::eventwire-gateway-s"
+    if url.startswith("local:"):
+        names = {dict(k[1]).get("messaging_destination_name", "")
+                 for k in gw.metrics() if k[0] == "eventwire_listener_handled_total"}
+    else:
+        ctl = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts",
+                           "brokers", "rabbitmq.sh")
+        p = subprocess.run([ctl, "ctl", "list_queues", "name", "-q", "--no-table-headers"],
+                           capture_output=True, timeout=120)
+        check(p.returncode == 0, f"rabbitmqctl list_queues: {p.returncode} {p.stderr[-300:]!r}")
+        names = set(p.stdout.decode().split())
+    return sorted(n for n in names if n.startswith(prefix) and n.endswith("-" + SERVER))
 
 
 class Relay:

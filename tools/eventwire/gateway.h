@@ -1,7 +1,8 @@
 /* eventwire serve: the HTTP gateway, in three parts.
  *
  *   gateway_ring.c   one bounded buffer per event name, fed by the gateway's
- *                    own per_process listener of that event; streams read it
+ *                    own per_process listener of that event; streams read
+ *                    it, each consuming a per_process queue of its own
  *   gateway_http.c   the HTTP side on libmicrohttpd: POST and GET of events,
  *                    metrics, health, readiness and the page
  *   cmd_serve.c      options, the manager, signals and the shutdown
@@ -76,6 +77,7 @@ typedef struct gateway {
     size_t ntopics;
     atomic_long streams_open;
     atomic_ulong streams_total, resumes, gaps;
+    atomic_ulong stream_seq;      /* numbers the streams' listeners */
     atomic_ulong responses[GW_CODES];
     struct MHD_Daemon *daemon;
 } gateway;
@@ -86,6 +88,22 @@ typedef struct gateway {
  * call returns once it consumes). NULL with *rc and the reason in why when
  * the name is refused, too many are watched, or the subscribe failed. */
 gw_topic *gw_topic_get(gateway *g, const char *name, ew_err *rc, char *why, size_t whylen);
+/* A stream's own per_process listener, eventwire-gateway-s<n> (queue
+ * E::eventwire-gateway-s<n>-<server>), for the stream's life: a message
+ * from it is acknowledged once the topic's buffer holds it (see
+ * gateway_ring.c), and its queue is deleted when the stream closes. */
+#define GW_COPY_WAIT_MS 10000
+typedef struct gw_stream_listener {
+    char name[48];
+    ew_listener_desc desc;
+    gw_topic *t;
+    atomic_bool closing;
+} gw_stream_listener;
+/* Registers sl on t's event; returns once it consumes. */
+ew_err gw_stream_listen(gateway *g, gw_topic *t, gw_stream_listener *sl, char *why,
+                        size_t whylen);
+/* Removes it and deletes its queue (the stream closed). */
+void gw_stream_unlisten(gateway *g, gw_stream_listener *sl);
 /* Wakes every stream (on shutdown). */
 void gw_topics_wake(gateway *g);
 void gw_topics_free(gateway *g);

@@ -235,6 +235,7 @@ typedef struct stream {
     struct timespec deadline; /* of the stream; tv_sec 0: none */
     struct timespec keepalive_at;
     long keepalive_s;
+    gw_stream_listener sl; /* its own listener and queue, for its life */
 } stream;
 
 static struct timespec now_plus(long s)
@@ -362,6 +363,8 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 static void stream_free(void *cls)
 {
     stream *st = cls;
+    /* Client gone, end of --max-stream-s, or shutdown: its queue goes. */
+    gw_stream_unlisten(st->g, &st->sl);
     atomic_fetch_sub(&st->g->streams_open, 1);
     free(st->pending);
     free(st);
@@ -382,6 +385,10 @@ static enum MHD_Result open_stream(gateway *g, struct MHD_Connection *conn, cons
     stream *st = calloc(1, sizeof *st);
     if (!st)
         return reply_text(g, conn, 500, "out of memory");
+    if ((rc = gw_stream_listen(g, t, &st->sl, why, sizeof why)) != EW_OK) {
+        free(st);
+        return reply_error(g, conn, rc == EW_ECONFLICT ? 409 : 503, "event %s: %s", name, why);
+    }
     st->g = g;
     st->t = t;
     st->keepalive_s = g->o.keepalive_s;
@@ -412,11 +419,11 @@ static enum MHD_Result open_stream(gateway *g, struct MHD_Connection *conn, cons
         st->cursor = t->next; /* a new stream starts with what comes next */
     }
     pthread_mutex_unlock(&t->mu);
+    atomic_fetch_add(&g->streams_open, 1);
     if (set_pending(st, prelude, (size_t)n) < 0) {
-        free(st);
+        stream_free(st);
         return reply_text(g, conn, 500, "out of memory");
     }
-    atomic_fetch_add(&g->streams_open, 1);
     atomic_fetch_add(&g->streams_total, 1);
     struct MHD_Response *r =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_read, st,

@@ -1,6 +1,11 @@
 /* The gateway's buffers: one per event name, fed by one per_process
  * listener of that event (queue E::eventwire-gateway-<server>) with
  * concurrency 1, so entries are in the order the queue delivered them.
+ * Each open stream of the name also consumes a per_process queue of its own
+ * (E::eventwire-gateway-s<n>-<server>), deleted when the stream closes: a
+ * message from it is acknowledged once the buffer holds its id (or after
+ * GW_COPY_WAIT_MS), and is never appended itself, so that every stream
+ * keeps the buffer's one order.
  * Each entry gets the next sequence number; a stream is a cursor into that
  * sequence, which is what makes replay and live delivery one path with no
  * gap and no repeat (docs/cli.md, "serve"). */
@@ -113,6 +118,74 @@ static ew_err on_event(ew_delivery *d, const void *event, void *user)
     gw_ring_append(t, id, frame, (size_t)len);
     pthread_mutex_unlock(&t->mu);
     return EW_OK;
+}
+
+/* A stream's copy, on its listener's one worker thread: acknowledged once
+ * the buffer holds the message (the topic's listener put it there), when
+ * the stream closes, after a whole buffer of other entries, or after
+ * GW_COPY_WAIT_MS. */
+static ew_err on_stream_event(ew_delivery *d, const void *event, void *user)
+{
+    (void)event;
+    gw_stream_listener *sl = user;
+    gw_topic *t = sl->t;
+    const char *mid = ew_envelope_message_id(ew_delivery_envelope(d));
+    if (!mid || !mid[0])
+        return EW_OK; /* the buffer names it with an id of its own */
+    char id[GW_ID_MAX];
+    snprintf(id, sizeof id, "%s", mid);
+    one_line(id);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += GW_COPY_WAIT_MS / 1000;
+    pthread_mutex_lock(&t->mu);
+    /* A whole buffer appended meanwhile: it came and went, or never comes. */
+    uint64_t n0 = t->next;
+    while (gw_ring_find(t, id) < 0 && !atomic_load(&sl->closing) &&
+           !atomic_load(&t->gw->stopping) && t->next - n0 < t->cap)
+        if (pthread_cond_timedwait(&t->cv, &t->mu, &until) != 0)
+            break;
+    pthread_mutex_unlock(&t->mu);
+    return EW_OK;
+}
+
+ew_err gw_stream_listen(gateway *g, gw_topic *t, gw_stream_listener *sl, char *why,
+                        size_t whylen)
+{
+    snprintf(sl->name, sizeof sl->name, "%s-s%lu", GW_LISTENER,
+             atomic_fetch_add(&g->stream_seq, 1) + 1);
+    sl->desc = (ew_listener_desc){.event = &t->desc, .name = sl->name, .per_process = true,
+                                  .concurrency = 1,
+                                  .retry = {.attempts = 3, .backoff_ms = 100}};
+    sl->t = t;
+    atomic_init(&sl->closing, false);
+    ew_err rc = ew_listen(g->m, &sl->desc, on_stream_event, sl);
+    if (rc != EW_OK)
+        snprintf(why, whylen, "%s", ew_last_error()[0] ? ew_last_error() : ew_strerror(rc));
+    return rc;
+}
+
+void gw_stream_unlisten(gateway *g, gw_stream_listener *sl)
+{
+    /* A copy waiting for the buffer stops waiting: ew_unlisten waits for it. */
+    pthread_mutex_lock(&sl->t->mu);
+    atomic_store(&sl->closing, true);
+    pthread_cond_broadcast(&sl->t->cv);
+    pthread_mutex_unlock(&sl->t->mu);
+    ew_err rc = ew_unlisten(g->m, &sl->desc, EW_UNLISTEN_DELETE_QUEUE);
+    if (rc == EW_ENOTSUP) {
+        /* The broker cannot delete a queue over this protocol (ActiveMQ 5
+         * over STOMP): the stream's listener goes, its queue stays to the
+         * broker's own policy. Said once. */
+        static atomic_bool said;
+        if (!atomic_exchange(&said, true))
+            cli_fail("serve", 0, "streams' queues are not deleted on this broker: %s",
+                     ew_last_error());
+        rc = ew_unlisten(g->m, &sl->desc, 0);
+    }
+    if (rc != EW_OK)
+        cli_fail("serve", 0, "closing the stream's listener %s: %s", sl->name,
+                 ew_last_error()[0] ? ew_last_error() : ew_strerror(rc));
 }
 
 static gw_topic *topic_new(gateway *g, const char *name)

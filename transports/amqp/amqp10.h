@@ -515,5 +515,9 @@ ew_err amqp10_fetch_reply(ewi_transport *t, const amqp10_addr *source,
  * per_process listener creates its queue with auto-delete. */
 ew_err amqp10_artemis_ensure(ewi_transport *t, const amqp10_decl *d, int64_t deadline,
                            char *err, size_t errlen);
+/* Deletes queue (the broker-side name, E:L-S) with its messages and
+ * consumers (destroyQueue); a queue already gone is EW_OK. */
+ew_err amqp10_artemis_destroy(ewi_transport *t, const char *event, const char *queue,
+                              int64_t deadline, char *err, size_t errlen);
 
 #endif

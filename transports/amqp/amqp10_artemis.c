@@ -13,7 +13,9 @@
  *     address E (attribute "address" of resource queue.<Q>);
  *   - before a per_process listener attaches, to create its queue with
  *     auto-delete, so that the broker deletes it per_process_expires_ms after
- *     its last consumer left (createQueue, ignoring an existing queue).
+ *     its last consumer left (createQueue, ignoring an existing queue);
+ *   - when ew_unlisten deletes a per_process listener's queue, to destroy it
+ *     now (destroyQueue, removing its consumers).
  * The answer comes to a reply address of the request's own
  * (ew.reply.<pid>-<ms>-<n>: a volatile subscription that goes with its link)
  * and is read from the answer's body, a JSON array. */
@@ -204,4 +206,36 @@ ew_err amqp10_artemis_ensure(ewi_transport *t, const amqp10_decl *d, int64_t dea
     if (d->kind == AMQP10_DECL_LISTENER && d->per_process)
         return create_per_process(t, d, deadline, err, errlen);
     return EW_OK;
+}
+
+ew_err amqp10_artemis_destroy(ewi_transport *t, const char *event, const char *queue,
+                              int64_t deadline, char *err, size_t errlen)
+{
+    /* destroyQueue(name, removeConsumers, autoDeleteAddress) */
+    json_t *params = json_pack("[s, b, b]", queue, 1, 0);
+    char *body = params ? json_dumps(params, JSON_COMPACT) : NULL;
+    json_decref(params);
+    if (!body)
+        return EW_ENOMEM;
+    const char *props[] = {"_AMQ_ResourceName", "broker", "_AMQ_OperationName", "destroyQueue",
+                           NULL};
+    char reply[REPLY_MAX], why[512] = "";
+    ew_err rc = manage(t, event, props, body, deadline, reply, sizeof reply, why, sizeof why);
+    free(body);
+    if (rc != EW_OK) {
+        amqp10_textf(err, errlen, "destroying queue %s through the broker's management: %s",
+                     queue, why);
+        return rc;
+    }
+    /* Success answers [null]; a failure with its message, and a queue that
+     * is gone already (AMQ229017) is what was asked for. */
+    json_t *root;
+    const char *text = answer_first(reply, &root);
+    if (text && !strstr(text, "AMQ229017")) {
+        amqp10_textf(err, errlen, "destroying queue %s through the broker's management "
+                     "failed: %s", queue, text);
+        rc = EW_EBROKER;
+    }
+    json_decref(root);
+    return rc;
 }

@@ -3,6 +3,7 @@
  * thread (amqp10_io.c), and callers wait on t->cond where the contract says
  * they wait. */
 #include "amqp10.h"
+#include "transports/rmqadmin/rmqadmin.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -377,6 +378,27 @@ static void a_unsubscribe(ewi_transport *t, ewi_sub *sub)
     pthread_mutex_unlock(&t->mu);
 }
 
+static ew_err a_delete_queue(ewi_transport *t, ewi_sub *sub, bool check, char *err,
+                             size_t errlen)
+{
+    bool artemis = t->opt.dialect == AMQP10_DIALECT_ARTEMIS;
+    if (!artemis && !t->admin) {
+        amqp10_textf(err, errlen, "amqp %s declares nothing on the broker, so it deletes "
+                     "nothing either", t->where);
+        return EW_ENOTSUP;
+    }
+    if (check)
+        return EW_OK;
+    char q[AMQP10_ADDR_MAX];
+    ew_err rc = amqp10_listener_queue(&t->opt, sub->event, sub->queue, q, sizeof q);
+    if (rc != EW_OK)
+        return rc;
+    if (!artemis)
+        return rmqa_delete_queue(t->admin, q, err, errlen);
+    return amqp10_artemis_destroy(t, sub->event, q,
+                                  ewi_now_ms() + t->cfg->send_timeout_ms, err, errlen);
+}
+
 /* ---- sends -------------------------------------------------------------- */
 
 static ew_err check_target(ewi_transport *t, ewi_pub *p, const char *q)
@@ -496,6 +518,7 @@ const ewi_transport_ops ewi_amqp_transport = {
     .subscribe = a_subscribe,
     .subscribe_many = a_subscribe_many,
     .unsubscribe = a_unsubscribe,
+    .delete_queue = a_delete_queue,
     .publish = a_publish,
     .settle = a_settle,
     .dlq_take = a_dlq_take,

@@ -428,6 +428,38 @@ static void l_unsubscribe(ewi_transport *t, ewi_sub *sub)
     pthread_mutex_unlock(&b->mu);
 }
 
+/* A per_process queue expires with its last consumer and unacknowledged
+ * message; what stays is a queue another manager of the same server name
+ * consumes, or one with messages held: those go now. */
+static ew_err l_delete_queue(ewi_transport *t, ewi_sub *sub, bool check, char *err,
+                             size_t errlen)
+{
+    if (check)
+        return EW_OK;
+    lbroker *b = t->b;
+    pthread_mutex_lock(&b->mu);
+    lqueue *q = queue_find(b, sub->queue);
+    ew_err rc = EW_OK;
+    if (q && q->consumers) {
+        snprintf(err, errlen, "queue %s has another consumer", sub->queue);
+        rc = EW_ECONFLICT;
+    } else if (q && q->unacked) {
+        snprintf(err, errlen, "queue %s has %zu unacknowledged message(s) of another "
+                 "manager", sub->queue, (size_t)q->unacked);
+        rc = EW_ECONFLICT;
+    } else if (q) {
+        for (lqueue **p = &b->queues; *p; p = &(*p)->next)
+            if (*p == q) {
+                *p = q->next;
+                break;
+            }
+        queue_free(q);
+        pthread_cond_broadcast(&b->room);
+    }
+    pthread_mutex_unlock(&b->mu);
+    return rc;
+}
+
 /* The queues a publish goes to (lock held): every queue bound to the event,
  * or the one named queue. Returns how many, or -1 on ENOMEM; *qs may be
  * re-allocated (then the caller frees it). */
@@ -724,6 +756,7 @@ const ewi_transport_ops ewi_local_transport = {
     .declare = l_declare,
     .subscribe = l_subscribe,
     .unsubscribe = l_unsubscribe,
+    .delete_queue = l_delete_queue,
     .publish = l_publish,
     .settle = l_settle,
     .settle_acks = l_settle_acks,

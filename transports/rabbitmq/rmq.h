@@ -178,6 +178,7 @@ typedef enum rmq_req_kind {
     RMQ_REQ_SUBSCRIBE,
     RMQ_REQ_SUBSCRIBE_MANY,
     RMQ_REQ_UNSUBSCRIBE,
+    RMQ_REQ_DELETE,
     RMQ_REQ_DLQ_GET,
     RMQ_REQ_DLQ_ACK,
     RMQ_REQ_STOP
@@ -196,7 +197,7 @@ typedef struct rmq_req {
     rmq_sub **many;       /* SUBSCRIBE_MANY: nmany subs, their results in rcs */
     size_t nmany;
     ew_err *rcs;
-    const char *queue;    /* DLQ_GET */
+    const char *queue;    /* DLQ_GET, DELETE */
     size_t max;           /* DLQ_GET */
     uint64_t tag;         /* DLQ_GET out (last tag), DLQ_ACK in: acks up to it */
     uint64_t nack_tag;    /* DLQ_ACK in: then requeues up to it (0: none) */
@@ -308,6 +309,8 @@ ew_err rmq_declare_exchange(ewi_transport *t, const char *event, char *err, size
 /* Declares dead-letter queue queue (durable, no arguments) on the RPC
  * channel unless this connection did so already. */
 ew_err rmq_dlq_declare(ewi_transport *t, const char *queue, char *err, size_t errlen);
+/* queue.delete of queue on the RPC channel (ew_unlisten's delete). */
+ew_err rmq_queue_delete(ewi_transport *t, const char *queue, char *err, size_t errlen);
 /* Forgets the dead-letter queues declared (the connection went). */
 void rmq_dlqs_forget(ewi_transport *t);
 /* The exchanges of events[0..n) in one round trip (all but the last

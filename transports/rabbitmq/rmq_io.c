@@ -118,6 +118,15 @@ static bool req_run(ewi_transport *t, rmq_req *r)
             rmq_cancel(t, r->rs, r->err, sizeof r->err) == EW_EDISCONNECTED)
             rmq_lost(t, r->err);
         break;
+    case RMQ_REQ_DELETE:
+        if (!t->connected)
+            return false;
+        rc = rmq_queue_delete(t, r->queue, r->err, sizeof r->err);
+        if (rc == EW_EDISCONNECTED) {
+            rmq_lost(t, r->err);
+            return false;
+        }
+        break;
     case RMQ_REQ_DLQ_GET:
         if (!t->connected)
             return false;

@@ -79,6 +79,14 @@ ew_err rmq_dlq_declare(ewi_transport *t, const char *queue, char *err, size_t er
     return EW_OK;
 }
 
+ew_err rmq_queue_delete(ewi_transport *t, const char *queue, char *err, size_t errlen)
+{
+    char what[EW_MAX_QUEUE_NAME + 32];
+    snprintf(what, sizeof what, "deleting queue '%s'", queue);
+    amqp_queue_delete(t->conn, RMQ_CH_RPC, amqp_cstring_bytes(queue), 0, 0);
+    return check(t, RMQ_CH_RPC, amqp_get_rpc_reply(t->conn), what, err, errlen);
+}
+
 void rmq_dlqs_forget(ewi_transport *t)
 {
     for (rmq_event *e = t->dlqs, *next; e; e = next) {

@@ -233,6 +233,20 @@ static void r_unsubscribe(ewi_transport *t, ewi_sub *sub)
     request(t, &r); /* EW_ECLOSED: the I/O thread is gone, nothing arrives */
 }
 
+static ew_err r_delete_queue(ewi_transport *t, ewi_sub *sub, bool check, char *err,
+                             size_t errlen)
+{
+    if (check)
+        return EW_OK;
+    /* Waits for a connection while the send timeout runs. */
+    rmq_req r = {.kind = RMQ_REQ_DELETE, .queue = sub->queue,
+                 .deadline_ms = ewi_now_ms() + ewi_config_of(t->m)->send_timeout_ms};
+    ew_err rc = request(t, &r);
+    if (rc != EW_OK)
+        snprintf(err, errlen, "%s", r.err[0] ? r.err : ew_strerror(rc));
+    return rc;
+}
+
 static ew_err r_publish(ewi_transport *t, ewi_pub *p)
 {
     pthread_mutex_lock(&t->mu);
@@ -396,6 +410,7 @@ const ewi_transport_ops ewi_rabbitmq_transport = {
     .subscribe = r_subscribe,
     .subscribe_many = r_subscribe_many,
     .unsubscribe = r_unsubscribe,
+    .delete_queue = r_delete_queue,
     .publish = r_publish,
     .settle = r_settle,
     .dlq_take = r_dlq_take,

@@ -454,6 +454,41 @@ static ew_err make(rmqa *a, const rmqa_decl *d, bool force, char *err, size_t er
     return rc;
 }
 
+static void forget_queue(entry **list, const char *queue)
+{
+    for (entry **pe = list; *pe;) {
+        entry *e = *pe;
+        if (eq(e->d.queue, queue)) {
+            *pe = e->next;
+            e->next = NULL;
+            entries_free(e);
+        } else {
+            pe = &e->next;
+        }
+    }
+}
+
+ew_err rmqa_delete_queue(rmqa *a, const char *queue, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&a->mu);
+    forget_queue(&a->decls, queue);
+    forget_queue(&a->checks, queue);
+    ew_err rc = EW_ECONNECT;
+    for (int attempt = 0; attempt < 2 && rc == EW_ECONNECT; attempt++) {
+        bool fresh = !a->conn;
+        if ((rc = ready(a, 0, err, errlen)) != EW_OK)
+            break;
+        amqp_queue_delete(a->conn, a->chs[0], b(queue), 0, 0);
+        char what[EW_MAX_QUEUE_NAME + 32];
+        snprintf(what, sizeof what, "deleting queue '%s'", queue);
+        rc = settle_reply(a, 0, amqp_get_rpc_reply(a->conn), what, err, errlen);
+        if (fresh)
+            break;
+    }
+    pthread_mutex_unlock(&a->mu);
+    return rc;
+}
+
 ew_err rmqa_ensure(rmqa *a, const rmqa_decl *d, char *err, size_t errlen)
 {
     return make(a, d, false, err, errlen);

@@ -156,5 +156,11 @@ ew_err rmqa_declare(rmqa *a, const rmqa_decl *d, char *err, size_t errlen);
 ew_err rmqa_redeclare(rmqa *a, char *err, size_t errlen);
 /* Forgets the queues known to exist (after the transport reconnected). */
 void rmqa_forget_checks(rmqa *a);
+/* Deletes queue (queue.delete, unconditionally: its messages, also those
+ * held unacknowledged by a consumer, go with it, and the broker cancels its
+ * consumers) and forgets every declaration and existence check of it, so
+ * that rmqa_redeclare does not make it again. A queue already gone is
+ * EW_OK. One round trip; a stale connection is reopened once. */
+ew_err rmqa_delete_queue(rmqa *a, const char *queue, char *err, size_t errlen);
 
 #endif

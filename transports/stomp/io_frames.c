@@ -172,6 +172,23 @@ static void on_message(io *s, ewi_stomp_frame *f)
     ewi_deliver(msg);
 }
 
+/* RabbitMQ's "Server cancelled subscription" for a subscription of a
+ * listener removed by ew_unlisten (its queue deleted): the broker keeps the
+ * connection, and so do we; the other listeners go on. */
+static bool cancel_of_removed(io *s, const ewi_stomp_frame *f)
+{
+    ewi_transport *t = s->t;
+    const char *id = ewi_stomp_frame_get(f, "subscription");
+    if (t->opt.dialect != STOMP_RABBITMQ || !id || ewi_stomp_frame_get(f, "receipt-id"))
+        return false;
+    stomp_sub *ss = stomp_io_sub_by_gen(t, strtoull(id, NULL, 10));
+    if (ss && !ss->closing)
+        return false;
+    ewi_log(t->m, EW_LOG_INFO, "STOMP broker %s cancelled subscription %s of a removed "
+            "listener (its queue was deleted)", t->url_text, id);
+    return true;
+}
+
 /* An ERROR frame: the broker closes the connection after it. */
 static void on_error(io *s, const ewi_stomp_frame *f, char *why, size_t whylen)
 {
@@ -337,6 +354,8 @@ bool stomp_io_read_in(io *s, char *why, size_t whylen)
                 break;
             }
             case EWI_STOMP_ERROR:
+                if (cancel_of_removed(s, f))
+                    break;
                 on_error(s, f, why, whylen);
                 keep = false;
                 break;

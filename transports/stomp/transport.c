@@ -570,7 +570,9 @@ static void amq_register_failed(ewi_transport *t, const ewi_sub *sub, ew_err rc)
  *     seen);
  *   - before a per_process listener subscribes, to create its queue with
  *     auto-delete, so that the broker deletes it per_process_expires_ms after
- *     its last consumer left (createQueue, ignoring an existing queue).
+ *     its last consumer left (createQueue, ignoring an existing queue);
+ *   - when ew_unlisten deletes a per_process listener's queue, to destroy it
+ *     now (destroyQueue, removing its consumers).
  * The answer comes to a reply address of this connection's own
  * (ew.reply.<random>, a non-durable subscription that vanishes with it); it
  * is read from the answer's body: a management answer is a JSON array. */
@@ -781,6 +783,43 @@ static ew_err art_create_per_process(ewi_transport *t, const ewi_sub *sub)
     return rc;
 }
 
+/* ew_unlisten's delete of sub's queue E:L-S: destroyQueue(name,
+ * removeConsumers, autoDeleteAddress). Success answers [null]; a queue
+ * that is gone already (AMQ229017) is what was asked for. */
+static ew_err art_destroy(ewi_transport *t, const ewi_sub *sub, char *err, size_t errlen)
+{
+    const char *q = strstr(sub->queue, "::");
+    if (!q)
+        return EW_EINVAL;
+    char name[EW_MAX_QUEUE_NAME + 8];
+    snprintf(name, sizeof name, "%.*s:%s", (int)(q - sub->queue), sub->queue, q + 2);
+    json_t *params = json_pack("[s, b, b]", name, 1, 0);
+    char *body = params ? json_dumps(params, JSON_COMPACT) : NULL;
+    json_decref(params);
+    if (!body)
+        return EW_ENOMEM;
+    char reply[ART_REPLY_MAX];
+    const char *hdrs[] = {"_AMQ_ResourceName", "broker", "_AMQ_OperationName", "destroyQueue",
+                          NULL};
+    ew_err rc = art_manage(t, sub->event, hdrs, body,
+                           ewi_now_ms() + t->cfg->send_timeout_ms, reply, sizeof reply);
+    free(body);
+    if (rc != EW_OK) {
+        snprintf(err, errlen, "destroying queue %s through the broker's management: %s",
+                 name, ew_strerror(rc));
+        return rc;
+    }
+    json_t *root = json_loads(reply, 0, NULL);
+    const char *text = json_string_value(json_array_get(root, 0));
+    if (text && !strstr(text, "AMQ229017")) {
+        snprintf(err, errlen, "destroying queue %s through the broker's management failed: %s",
+                 name, text);
+        rc = EW_EBROKER;
+    }
+    json_decref(root);
+    return rc;
+}
+
 /* ---- subscriptions ------------------------------------------------------- */
 
 /* The request that subscribes sub (on rabbitmq its queue already
@@ -979,6 +1018,28 @@ static void stomp_unsubscribe(ewi_transport *t, ewi_sub *sub)
     /* The I/O thread answers between two connect attempts at the latest. */
     if (stomp_request(t, r, ewi_now_ms() + 60000) != EW_ETIMEDOUT)
         free(r);
+}
+
+/* rabbitmq: queue.delete through the administration connection; artemis:
+ * destroyQueue through its management address. ActiveMQ 5 offers no way to
+ * remove a queue over STOMP (only JMX and its web console do). */
+static ew_err stomp_delete_queue(ewi_transport *t, ewi_sub *sub, bool check, char *err,
+                                 size_t errlen)
+{
+    if (t->opt.dialect == STOMP_ACTIVEMQ || (t->opt.dialect == STOMP_RABBITMQ && !t->topo)) {
+        snprintf(err, errlen, "%s",
+                 t->opt.dialect == STOMP_ACTIVEMQ
+                     ? "stomp:// with the activemq dialect cannot delete a queue: ActiveMQ 5 "
+                       "offers no STOMP frame for it"
+                     : "stomp:// with the rabbitmq dialect and amqp_port=0 has no AMQP 0-9-1 "
+                       "administration connection to delete a queue with");
+        return EW_ENOTSUP;
+    }
+    if (check)
+        return EW_OK;
+    if (t->opt.dialect == STOMP_ARTEMIS)
+        return art_destroy(t, sub, err, errlen);
+    return rmqa_delete_queue(t->topo, sub->queue, err, errlen);
 }
 
 /* ---- sends -------------------------------------------------------------------- */
@@ -1294,6 +1355,7 @@ const ewi_transport_ops ewi_stomp_transport = {
     .subscribe = stomp_subscribe,
     .subscribe_many = stomp_subscribe_many,
     .unsubscribe = stomp_unsubscribe,
+    .delete_queue = stomp_delete_queue,
     .publish = stomp_publish,
     .settle = stomp_settle,
     .dlq_take = stomp_dlq_take,
