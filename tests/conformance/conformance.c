@@ -739,12 +739,11 @@ static void unlisten_with_delete_removes_the_queue(void **state)
 static void unlisten_keeps_a_shared_queue_for_the_next_listener(void **state)
 {
     (void)state;
-    if (strstr(URL, "stomp://") && (strstr(URL, "dialect=rabbitmq") || strstr(URL, ":61613"))) {
-        /* Documented at ew_unlisten: RabbitMQ's STOMP keeps the removed
-         * listener's subscription until the connection ends. */
-        print_message("skipped on stomp:// with RabbitMQ (see ew_unlisten)\n");
-        return;
-    }
+    /* Documented at ew_unlisten: RabbitMQ's STOMP keeps the removed
+     * listener's subscription until the connection ends, so what arrives
+     * meanwhile comes back only then: here, with the manager's end. */
+    bool held_until_close =
+        strstr(URL, "stomp://") && (strstr(URL, "dialect=rabbitmq") || strstr(URL, ":61613"));
     EV(ev, "Relisten", true);
     tally first, second;
     tally_init(&first, 5);
@@ -761,6 +760,17 @@ static void unlisten_keeps_a_shared_queue_for_the_next_listener(void **state)
         assert_int_equal(ew_send_to(m, &ev, "Shared", &(conf_event){.id = i, .text = "kept"}),
                          EW_OK);
     assert_int_equal(tally_total(&first), 5);
+    if (held_until_close) {
+        ew_manager_free(m);
+        m = mgr_new(URL, "s1");
+        listen_tally(m, &ev, "Shared", false, 1, &second);
+        assert_int_equal(ew_manager_start(m), EW_OK);
+        assert_true(tally_wait_ids(&second, 5, 10, 30000));
+        ew_manager_free(m);
+        tally_free(&first);
+        tally_free(&second);
+        return;
+    }
     /* The name is free again, and the new listener gets what was kept. */
     listen_tally(m, &ev, "Shared", false, 1, &second);
     assert_true(tally_wait_ids(&second, 5, 10, 30000));
