@@ -12,7 +12,6 @@
  */
 #include "amqp10.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -215,17 +214,19 @@ static bool section_value(pn_data_t *d)
     return pn_data_next(d) && pn_data_next(d);
 }
 
-/* A non-negative decimal in canonical form (what core writes), so that it
- * comes back from creation-time exactly as it went. */
+/* A non-negative decimal in canonical form (what core writes: digits only,
+ * no leading zero), so that it comes back from creation-time exactly as it
+ * went. */
 static bool parse_ms(const char *s, int64_t *out)
 {
-    if (!s || !*s || (s[0] == '0' && s[1]) || s[0] == '+' || s[0] == '-')
+    if (!s || !*s || (s[0] == '0' && s[1]))
         return false;
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || *end || v < 0)
-        return false;
+    uint64_t v = 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9' || v > ((uint64_t)INT64_MAX - (uint64_t)(*s - '0')) / 10)
+            return false;
+        v = v * 10 + (uint64_t)(*s - '0');
+    }
     *out = (int64_t)v;
     return true;
 }
