@@ -273,28 +273,37 @@ ew_err amqp10_message_encode(const ew_envelope *env, bool durable, uint8_t **out
     const char *ct = ew_envelope_content_type(env);
     if (ct && *ct)
         pn_message_set_content_type(m, ct);
-    const char *ev = ew_envelope_header(env, EW_HDR_EVENT);
+    /* One pass finds the headers with a slot of their own. */
+    const char *ev = NULL, *id = NULL, *sent_at = NULL;
+    size_t n = ew_envelope_header_count(env), others = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *k, *v;
+        if (ew_envelope_header_at(env, i, &k, &v) != EW_OK)
+            continue;
+        if (strncmp(k, "ew-", 3) != 0)
+            others++;
+        else if (strcmp(k, EW_HDR_EVENT) == 0)
+            ev = v;
+        else if (strcmp(k, EW_HDR_MESSAGE_ID) == 0)
+            id = v;
+        else if (strcmp(k, EW_HDR_SENT_AT) == 0)
+            sent_at = v;
+        else
+            others++;
+    }
     if (ev && *ev)
         pn_message_set_subject(m, ev);
-    const char *id = ew_envelope_header(env, EW_HDR_MESSAGE_ID);
     if (id && *id) {
         pn_atom_t a = {.type = PN_STRING};
         a.u.as_bytes = pn_bytes(strlen(id), id);
         pn_message_set_id(m, a);
     }
-    const char *sent_at = ew_envelope_header(env, EW_HDR_SENT_AT);
     int64_t sent;
     bool sent_ok = sent_at && parse_ms(sent_at, &sent) && sent > 0;
     if (sent_ok)
         pn_message_set_creation_time(m, sent);
 
-    size_t n = ew_envelope_header_count(env);
-    bool any = false;
-    for (size_t i = 0; i < n && !any; i++) {
-        const char *k, *v;
-        if (ew_envelope_header_at(env, i, &k, &v) == EW_OK && !has_slot(k, v, sent_ok))
-            any = true;
-    }
+    bool any = others || (ev && !*ev) || (id && !*id) || (sent_at && !sent_ok);
     if (any) {
         pn_data_t *p = pn_message_properties(m);
         pn_data_put_map(p);
