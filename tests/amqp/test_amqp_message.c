@@ -276,6 +276,41 @@ static void large_then_small_bodies(void **state)
     free(body);
 }
 
+/* A section whose declared size disagrees with what its elements take:
+ * here a header list of 2 bytes claims 2 fields, so a reader going by the
+ * count takes the body section into the header and one going by the size
+ * does not. Neither reading is trusted: the bytes are kept whole. */
+static void sizes_that_disagree_keep_the_bytes(void **state)
+{
+    (void)state;
+    const char bad[] = "\x00\x53\x70\xc0\x02\x02\x41" /* header [true, ...] */
+                       "\x00\x53\x75\xa0\x01x";        /* data "x" */
+    ew_envelope *env = ewi_envelope_new();
+    char err[256];
+    assert_int_equal(amqp10_message_decode(bad, sizeof bad - 1, env, NULL, err, sizeof err),
+                     EW_EDECODE);
+    assert_non_null(strstr(err, "not an AMQP 1.0 message"));
+    size_t blen;
+    const void *body = ew_envelope_body(env, &blen);
+    assert_int_equal(blen, sizeof bad - 1);
+    assert_memory_equal(body, bad, blen);
+    assert_string_equal(ew_envelope_content_type(env), AMQP10_CT_UNREADABLE);
+    ewi_envelope_unref(env);
+
+    /* The same message with its sizes right reads normally. */
+    const char good[] = "\x00\x53\x70\xc0\x02\x01\x41"
+                        "\x00\x53\x75\xa0\x01x";
+    env = ewi_envelope_new();
+    amqp10_wire_meta meta;
+    assert_int_equal(amqp10_message_decode(good, sizeof good - 1, env, &meta, err, sizeof err),
+                     EW_OK);
+    assert_true(meta.durable);
+    body = ew_envelope_body(env, &blen);
+    assert_int_equal(blen, 1);
+    assert_memory_equal(body, "x", 1);
+    ewi_envelope_unref(env);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -285,6 +320,7 @@ int main(void)
         cmocka_unit_test(a_data_section_json_keeps_its_content_type),
         cmocka_unit_test(unreadable_input_is_kept_not_dropped),
         cmocka_unit_test(redelivery_marks_are_read),
+        cmocka_unit_test(sizes_that_disagree_keep_the_bytes),
         cmocka_unit_test(large_then_small_bodies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -481,12 +481,17 @@ void amqp10_ssn_forget_all(ewi_transport *t);
 void amqp10_condition_text(pn_condition_t *c, const char *fallback, char *buf,
                          size_t len);
 /* Reads what d has: 1 when d is complete (the link advanced; take the bytes
- * with amqp10_acc_take), 0 when more is to come, -1 when the sender aborted d
+ * with amqp10_acc_take, or read them with amqp10_acc_bytes), 0 when more is to come, -1 when the sender aborted d
  * (settled, advanced, nothing kept), -2 when out of memory (nothing kept; d
  * is left to the caller). */
 int amqp10_acc_read(amqp10_acc *a, pn_delivery_t *d);
 /* Hands the bytes out (caller frees; never NULL unless out of memory). */
 char *amqp10_acc_take(amqp10_acc *a, size_t *len);
+/* The bytes of a complete delivery, read in place (valid until
+ * amqp10_acc_done); then amqp10_acc_done makes room for the next one,
+ * keeping a small buffer for it. */
+const char *amqp10_acc_bytes(const amqp10_acc *a, size_t *len);
+void amqp10_acc_done(amqp10_acc *a);
 void amqp10_acc_reset(amqp10_acc *a);
 
 /* dlq_take (amqp10_fetch.c): the caller's side is the op; these run on the I/O

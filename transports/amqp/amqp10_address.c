@@ -23,21 +23,27 @@
 #include <stdio.h>
 #include <string.h>
 
-static ew_err put(amqp10_addr *out, amqp10_cap cap, const char *fmt, ...)
-    EWI_PRINTF(3, 4);
-
-static ew_err put(amqp10_addr *out, amqp10_cap cap, const char *fmt, ...)
+/* out->addr = the n strings one after the other; EW_EINVAL when they do not
+ * fit. No format: a target is made for every send. */
+static ew_err put(amqp10_addr *out, amqp10_cap cap, int n, ...)
 {
     va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(out->addr, sizeof out->addr, fmt, ap);
+    va_start(ap, n);
+    size_t len = 0;
+    bool fits = true;
+    for (int i = 0; i < n && fits; i++) {
+        const char *s = va_arg(ap, const char *);
+        size_t l = strlen(s);
+        fits = l < sizeof out->addr - len;
+        if (fits) {
+            memcpy(out->addr + len, s, l);
+            len += l;
+        }
+    }
     va_end(ap);
     out->cap = cap;
-    if (n < 0 || (size_t)n >= sizeof out->addr) {
-        out->addr[0] = '\0';
-        return EW_EINVAL;
-    }
-    return EW_OK;
+    out->addr[fits ? len : 0] = '\0';
+    return fits ? EW_OK : EW_EINVAL;
 }
 
 /* artemis_name: core's queue name "E::rest" as Artemis holds it, "E:rest". */
@@ -87,21 +93,21 @@ ew_err amqp10_target_of(const amqp10_options *o, ewi_dest dest, const char *even
     if (o->dialect == AMQP10_DIALECT_ARTEMIS) {
         switch (dest) {
         case EWI_DEST_EVENT:
-            return put(out, AMQP10_CAP_TOPIC, "%s", event);
+            return put(out, AMQP10_CAP_TOPIC, 1, event);
         case EWI_DEST_LISTENER:
-            return put(out, AMQP10_CAP_TOPIC, "%s::%s", event, q);
+            return put(out, AMQP10_CAP_TOPIC, 3, event, "::", q);
         case EWI_DEST_DLQ:
-            return put(out, AMQP10_CAP_QUEUE, "%s.dlq::%s", event, q);
+            return put(out, AMQP10_CAP_QUEUE, 3, event, ".dlq::", q);
         }
         return EW_EINVAL;
     }
     switch (dest) {
     case EWI_DEST_EVENT:
-        return put(out, AMQP10_CAP_NONE, "/exchange/%s/%s", event, event);
+        return put(out, AMQP10_CAP_NONE, 4, "/exchange/", event, "/", event);
     case EWI_DEST_LISTENER:
-        return put(out, AMQP10_CAP_NONE, "/amq/queue/%s", q);
+        return put(out, AMQP10_CAP_NONE, 2, "/amq/queue/", q);
     case EWI_DEST_DLQ:
-        return put(out, AMQP10_CAP_NONE, "/amq/queue/%s", queue);
+        return put(out, AMQP10_CAP_NONE, 2, "/amq/queue/", queue);
     }
     return EW_EINVAL;
 }
@@ -110,8 +116,8 @@ ew_err amqp10_source_of_listener(const amqp10_options *o, const char *event,
                                const char *q, amqp10_addr *out)
 {
     if (o->dialect == AMQP10_DIALECT_ARTEMIS)
-        return put(out, AMQP10_CAP_TOPIC, "%s::%s", event, q);
-    return put(out, AMQP10_CAP_NONE, "/amq/queue/%s", q);
+        return put(out, AMQP10_CAP_TOPIC, 3, event, "::", q);
+    return put(out, AMQP10_CAP_NONE, 2, "/amq/queue/", q);
 }
 
 ew_err amqp10_source_of_dlq(const amqp10_options *o, const char *event,
@@ -121,7 +127,7 @@ ew_err amqp10_source_of_dlq(const amqp10_options *o, const char *event,
         char q[EW_MAX_QUEUE_NAME + 8];
         if (artemis_name(dlq, q, sizeof q) != EW_OK)
             return EW_EINVAL;
-        return put(out, AMQP10_CAP_QUEUE, "%s.dlq::%s", event, q);
+        return put(out, AMQP10_CAP_QUEUE, 3, event, ".dlq::", q);
     }
-    return put(out, AMQP10_CAP_NONE, "/amq/queue/%s", dlq);
+    return put(out, AMQP10_CAP_NONE, 2, "/amq/queue/", dlq);
 }

@@ -248,6 +248,25 @@ char *amqp10_acc_take(amqp10_acc *a, size_t *len)
     return buf;
 }
 
+const char *amqp10_acc_bytes(const amqp10_acc *a, size_t *len)
+{
+    *len = a->len;
+    return a->buf ? a->buf : "";
+}
+
+/* A buffer up to this size serves the link's next delivery rather than a
+ * malloc and free per message; a larger one is let go. */
+#define ACC_KEEP (16u << 10)
+
+void amqp10_acc_done(amqp10_acc *a)
+{
+    if (a->cap > ACC_KEEP) {
+        amqp10_acc_reset(a);
+        return;
+    }
+    a->len = 0;
+}
+
 void amqp10_acc_reset(amqp10_acc *a)
 {
     free(a->buf);

@@ -221,7 +221,7 @@ void amqp10_recv_message(ewi_transport *t, amqp10_sub *s, pn_delivery_t *d)
         return;
     }
     size_t len = 0;
-    char *bytes = got == 1 ? amqp10_acc_take(&s->acc, &len) : NULL;
+    const char *bytes = got == 1 ? amqp10_acc_bytes(&s->acc, &len) : NULL;
     if (!bytes) {
         /* Out of memory: the broker keeps it. */
         pn_delivery_update(d, PN_RELEASED);
@@ -236,7 +236,7 @@ void amqp10_recv_message(ewi_transport *t, amqp10_sub *s, pn_delivery_t *d)
     char err[512];
     ew_err rc = env ? amqp10_message_decode(bytes, len, env, &meta, err, sizeof err)
                     : EW_ENOMEM;
-    free(bytes);
+    amqp10_acc_done(&s->acc);
     if (rc == EW_EDECODE) {
         ewi_log(t->m, EW_LOG_WARN, "amqp %s: %s: %s", t->where, s->queue, err);
         rc = EW_OK; /* core dead-letters what it cannot read */
