@@ -207,7 +207,12 @@ enum {
  * on the consuming connection until that connection ends (reconnect or
  * stop), since RabbitMQ's UNSUBSCRIBE does not give back what it already
  * sent: up to prefetch messages reaching its queue meanwhile are held
- * there and only then go back to the queue. EW_ENOTFOUND when no such listener is
+ * there and only then go back to the queue. On rabbitmq:// a removed
+ * listener's consumer is cancelled but its channel stays open until the
+ * connection ends (a reconnect or the stop): a connection has at most the
+ * broker's channel_max of them (2047 by default), so a manager that adds and
+ * removes listeners for ever must reconnect now and then; adding listeners
+ * fails with EW_EBROKER ("no free channel") past that. EW_ENOTFOUND when no such listener is
  * registered; EW_ECLOSED once a stop began; the delete's failure (e.g.
  * EW_ECONNECT, EW_EBROKER) when the listener was removed but its queue
  * could not be deleted (ew_last_error says why). Must not be called from a

@@ -39,10 +39,14 @@ def ok(msg):
     print("ok: " + msg, flush=True)
 
 
+GATEWAYS = []
+
+
 class Gateway:
     """eventwire serve on a free port; its stderr lines are collected."""
 
     def __init__(self, url, *args):
+        GATEWAYS.append(self)
         self.argv = [EW, "serve", url, "--http", "127.0.0.1:0", "--server", SERVER, *args]
         self.p = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.err = []
@@ -527,5 +531,18 @@ def case_outage(url):
     ok("SIGINT: exit 0")
 
 
-{"http": case_http, "outage": case_outage}[CASE](URL)
+try:
+    {"http": case_http, "outage": case_outage}[CASE](URL)
+except BaseException:
+    # A failure or an unexpected error (a reset connection, say): what the
+    # gateways said.
+    for g in GATEWAYS:
+        lines = [l for l in g.err if l is not None]
+        # A sanitizer's report from its start, else the last lines.
+        at = next((i for i, l in enumerate(lines) if "ERROR: AddressSanitizer" in l), None)
+        shown = lines[at:at + 60] if at is not None else lines[-30:]
+        print(f"serve (exit {g.p.poll()}): stderr:", flush=True)
+        for l in shown:
+            print(f"  {l}", flush=True)
+    raise
 print("PASS", flush=True)

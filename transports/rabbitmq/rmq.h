@@ -164,6 +164,14 @@ typedef struct rmq_sub {
     struct rmq_sub *next;
 } rmq_sub;
 
+/* A received message: core's part first (ewi_msg_free frees the whole),
+ * then the subscription it came on, which outlives the ewi_sub that
+ * ew_unlisten frees. */
+typedef struct rmq_msg {
+    ewi_msg m;
+    rmq_sub *rs;
+} rmq_msg;
+
 /* A declared event (exchange), re-declared after a reconnect; also a
  * dead-letter queue declared on the current connection. */
 typedef struct rmq_event {

@@ -206,7 +206,7 @@ static void settle_batch(ewi_transport *t, ewi_msg *list)
 {
     for (ewi_msg *msg = list, *next; msg; msg = next) {
         next = msg->qnext;
-        rmq_sub *rs = msg->sub->tdata;
+        rmq_sub *rs = ((rmq_msg *)msg)->rs;
         rs->outstanding--;
         uint64_t tag = msg->tag;
         bool requeue = RMQ_TDATA_REQUEUE(msg->tdata);
@@ -287,14 +287,21 @@ static void delivered(ewi_transport *t, uint16_t ch, rmq_inbound *in)
     }
     ewi_envelope_take_body(in->env, in->body, in->keep);
     in->body = NULL;
-    ewi_msg *msg = ewi_msg_new(rs->sub, in->env);
-    in->env = NULL;
-    inbound_reset(in);
-    if (!msg) {
+    /* The message names its rmq_sub itself: it is settled on this thread
+     * after core let go of it, when ew_unlisten may have freed rs->sub. */
+    rmq_msg *rm = calloc(1, sizeof *rm);
+    if (!rm) {
+        inbound_reset(in);
         rmq_tags_close(&rs->tags, tag);
         refuse(t, ch, tag);
         return;
     }
+    rm->rs = rs;
+    ewi_msg *msg = &rm->m;
+    msg->env = in->env;
+    msg->sub = rs->sub;
+    in->env = NULL;
+    inbound_reset(in);
     msg->redeliveries = redeliveries;
     msg->tag = tag;
     msg->tdata = RMQ_TDATA(rs->epoch, 0);
