@@ -230,6 +230,12 @@ static void take_work(io *s)
     stomp_pending *pend = NULL;
     stomp_msgdata *settles = NULL;
     ewi_workq_item *reqs = NULL;
+    /* Requests first, then settles, which are handled first: a settle
+     * queued before a request (the ACKs of a dead-letter read before its
+     * close) is then always taken with it or earlier, never after the
+     * request freed its subscription. */
+    if (s->role == STOMP_SUB)
+        reqs = ewi_workq_take(&t->reqs);
     pthread_mutex_lock(&t->mu);
     if (s->role == STOMP_PUB) {
         pend = t->pend_head;
@@ -239,8 +245,6 @@ static void take_work(io *s)
         t->settle_head = t->settle_tail = NULL;
     }
     pthread_mutex_unlock(&t->mu);
-    if (s->role == STOMP_SUB)
-        reqs = ewi_workq_take(&t->reqs);
 
     /* SENDs: into the output buffer, then in flight until their RECEIPT. */
     while (pend) {

@@ -1327,8 +1327,9 @@ static ew_err stomp_dlq_take(ewi_transport *t, ewi_dlq_req *req)
     }
     if (keep)
         return EW_OK;
-    /* The settle queue is taken before the request queue, and these ACKs
-     * were queued first: they are written before the UNSUBSCRIBE. What was
+    /* The I/O thread takes the request queue before the settle queue and
+     * handles settles first; these ACKs were queued before the close, so
+     * they are written before the UNSUBSCRIBE. What was
      * prefetched and not taken goes back to the broker. */
     stomp_req *close = calloc(1, sizeof *close);
     if (close) {
