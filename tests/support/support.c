@@ -3,8 +3,11 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <errno.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 
 #ifdef SUPPORT_HAVE_RMQ
 #include <amqp.h>
@@ -28,6 +31,55 @@ void support_init(const char *url)
     setenv("CMOCKA_TEST_ABORT", "1", 0);
     snprintf(support_run_id, sizeof support_run_id, "%x%x", (unsigned)getpid(),
              (unsigned)(ewi_wall_ms() & 0xfffff));
+}
+
+/* ---- the watchdog -------------------------------------------------------- */
+
+/* ctest kills a test that outlives its TIMEOUT with SIGKILL and prints only
+ * "Timeout". To say where it hung, every test program linked with this
+ * library starts a watchdog when EW_TEST_WATCHDOG_S is set (the test
+ * CMakeLists set it a little below each test's TIMEOUT): when that many
+ * seconds have passed, it prints every thread's stack (gdb, attached to
+ * this process) and aborts, so the failure shows its cause. */
+static void *watchdog_main(void *arg)
+{
+    unsigned secs = (unsigned)(uintptr_t)arg;
+    struct timespec left = {(time_t)secs, 0};
+    while (nanosleep(&left, &left) == -1 && errno == EINTR)
+        ;
+    fprintf(stderr, "\nwatchdog: the test still runs after %u s, close to its ctest "
+                    "TIMEOUT; the stack of every thread:\n", secs);
+    fflush(stderr);
+    char pid[24];
+    snprintf(pid, sizeof pid, "%d", (int)getpid());
+    pid_t child = fork();
+    if (child == 0) {
+        dup2(STDERR_FILENO, STDOUT_FILENO);
+        execlp("gdb", "gdb", "-p", pid, "-batch", "-nx", "-ex", "thread apply all bt",
+               (char *)NULL);
+        fprintf(stderr, "watchdog: cannot run gdb: %s\n", strerror(errno));
+        _exit(127);
+    }
+    if (child > 0)
+        while (waitpid(child, NULL, 0) == -1 && errno == EINTR)
+            ;
+    fprintf(stderr, "watchdog: ending the test\n");
+    abort();
+}
+
+__attribute__((constructor)) static void watchdog_start(void)
+{
+    const char *v = getenv("EW_TEST_WATCHDOG_S");
+    long secs = v ? strtol(v, NULL, 10) : 0;
+    if (secs <= 0)
+        return;
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &attr, watchdog_main, (void *)(uintptr_t)secs) != 0)
+        fprintf(stderr, "watchdog: cannot start its thread\n");
+    pthread_attr_destroy(&attr);
 }
 
 /* ---- waiting ------------------------------------------------------------ */
