@@ -348,6 +348,7 @@ struct amqp10_ssn {
      * (then from amqp10_ssn_forget_all). */
     void (*on_end)(ewi_transport *t, void *arg);
     void *on_end_arg;
+    int64_t end_by;        /* on_end is called by then even without an answer */
     amqp10_ssn *next;      /* in t->ssns */
 };
 
@@ -472,11 +473,18 @@ void amqp10_close_link_waiting(ewi_transport *t, pn_link_t *l);
  * the session is shared or already ending (fn is not called). */
 bool amqp10_ssn_end_then(ewi_transport *t, pn_link_t *l,
                          void (*fn)(ewi_transport *t, void *arg), void *arg);
+/* Calls the fn of every session end the broker has not answered within
+ * AMQP10_ANSWER_MS (and logs it): a broker that never answers an end
+ * must not hold its waiter for ever. */
+void amqp10_ssn_tick(ewi_transport *t, int64_t now);
 /* The broker ended ssn (I/O thread): forgets it, and returns how many of
  * our open links it carried. */
 unsigned amqp10_ssn_ended(ewi_transport *t, pn_session_t *ssn);
 /* The connection is gone: every session with it. */
 void amqp10_ssn_forget_all(ewi_transport *t);
+/* How long the detach of a dead-letter read and the end of its session
+ * may go unanswered before the read goes on without the answer. */
+#define AMQP10_ANSWER_MS 5000
 /* "condition: description" of c, or fallback when c is not set. */
 void amqp10_condition_text(pn_condition_t *c, const char *fallback, char *buf,
                          size_t len);
@@ -506,6 +514,9 @@ void amqp10_fetch_settle(ewi_transport *t, amqp10_rec *rec);
 void amqp10_fetch_attach_all(ewi_transport *t);    /* after a connect */
 /* Fails the attached readers (final: every reader, and forgets them). */
 void amqp10_fetch_disconnect_all(ewi_transport *t, const char *why, bool final);
+/* Reads whose detach the broker has not answered within AMQP10_ANSWER_MS
+ * go on without it (logged). */
+void amqp10_fetch_tick(ewi_transport *t, int64_t now);
 /* Attaches a receiver to source, calls request(t, arg) once the broker
  * answered the attach, and copies the body of the first message that
  * arrives (before deadline) into reply. Any thread but the I/O thread. */

@@ -56,6 +56,7 @@ struct amqp10_fetch {
     amqp10_acc acc;        /* the delivery being received */
     bool want_open;      /* attach once connected */
     bool detaching;      /* closed, waiting for the broker's detach */
+    int64_t detach_by;   /* ... until then */
     bool draining;
     bool got_since_more;
     amqp10_fetch *next;
@@ -194,6 +195,7 @@ void amqp10_fetch_work(ewi_transport *t, amqp10_work *w)
              * ends before the caller goes on. */
             amqp10_close_link_waiting(t, f->l);
             f->detaching = true;
+            f->detach_by = ewi_now_ms() + AMQP10_ANSWER_MS;
             break;
         }
         unlink_fetch(t, f);
@@ -326,6 +328,20 @@ void amqp10_fetch_settle(ewi_transport *t, amqp10_rec *rec)
     }
     ewi_envelope_unref(rec->env);
     free(rec);
+}
+
+void amqp10_fetch_tick(ewi_transport *t, int64_t now)
+{
+    for (amqp10_fetch *f = t->fetches, *next; f; f = next) {
+        next = f->next;
+        if (!f->detaching || now < f->detach_by)
+            continue;
+        ewi_log(t->m, EW_LOG_WARN,
+                "amqp %s: the broker did not answer the detach of a read of %s in %d ms; "
+                "going on",
+                t->where, f->source.addr, AMQP10_ANSWER_MS);
+        amqp10_fetch_on_lost(t, f, "no answer to the detach");
+    }
 }
 
 void amqp10_fetch_attach_all(ewi_transport *t)

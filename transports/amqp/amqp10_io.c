@@ -300,7 +300,13 @@ static void release(ewi_transport *t)
     t->sock = NULL;
 }
 
-/* Bytes from the socket into proton, while both have them and room. */
+static void run_events(ewi_transport *t);
+
+/* Bytes from the socket into proton, while both have them and room. The
+ * events of each read are handled before the next read: a large message's
+ * bytes then move into its link's buffer a read at a time, and proton's
+ * own delivery buffer (kept, with its capacity, in a per-connection pool)
+ * never holds more than one read of it. */
 static void read_some(ewi_transport *t)
 {
     for (int round = 0; round < 16 && t->drv_live; round++) {
@@ -316,7 +322,8 @@ static void read_some(ewi_transport *t)
         if (n == 0)
             return;
         pn_connection_driver_read_done(&t->drv, (size_t)n);
-        if ((size_t)n < rb.size && !ewi_sock_pending(t->sock))
+        run_events(t);
+        if (!t->drv_live || ((size_t)n < rb.size && !ewi_sock_pending(t->sock)))
             return;
     }
 }
@@ -441,6 +448,10 @@ static void tick(ewi_transport *t)
     amqp10_send_expire(t, now);
     if (amqp10_is_up(t))
         amqp10_recv_tick(t, now);
+    if (t->conn) {
+        amqp10_fetch_tick(t, now);
+        amqp10_ssn_tick(t, now);
+    }
     if (t->closing && t->conn && now >= t->close_deadline) {
         drop(t, "the broker did not answer the close");
         t->close_deadline = now + CLOSE_GRACE_MS;

@@ -163,8 +163,23 @@ bool amqp10_ssn_end_then(ewi_transport *t, pn_link_t *l,
         return false;
     x->on_end = fn;
     x->on_end_arg = arg;
+    x->end_by = ewi_now_ms() + AMQP10_ANSWER_MS;
     pn_session_close(x->ssn);
     return true;
+}
+
+void amqp10_ssn_tick(ewi_transport *t, int64_t now)
+{
+    for (amqp10_ssn *x = t->ssns; x; x = x->next) {
+        if (!x->on_end || now < x->end_by)
+            continue;
+        void (*fn)(ewi_transport *, void *) = x->on_end;
+        x->on_end = NULL;
+        ewi_log(t->m, EW_LOG_WARN,
+                "amqp %s: the broker did not answer the end of a session in %d ms; going on",
+                t->where, AMQP10_ANSWER_MS);
+        fn(t, x->on_end_arg);
+    }
 }
 
 unsigned amqp10_ssn_ended(ewi_transport *t, pn_session_t *ssn)
