@@ -205,7 +205,10 @@ static ew_err grow_entries(ew_envelope *env)
 static void note_framework(ew_envelope *env, const char *key, size_t klen,
                            const char *value, size_t vlen)
 {
-    if (klen < 4 || memcmp(key, "ew-", 3) != 0)
+    bool attempt = klen == sizeof EW_HDR_ATTEMPT - 1 &&
+                   memcmp(key, EW_HDR_ATTEMPT, sizeof EW_HDR_ATTEMPT - 1) == 0;
+    if (!attempt && (klen != sizeof EW_HDR_SENT_AT - 1 ||
+                     memcmp(key, EW_HDR_SENT_AT, sizeof EW_HDR_SENT_AT - 1) != 0))
         return;
     uint64_t n = 0;
     bool num = vlen > 0 && vlen <= 19;
@@ -215,10 +218,9 @@ static void note_framework(ew_envelope *env, const char *key, size_t klen,
         else
             n = n * 10 + (uint64_t)(value[i] - '0');
     }
-    if (klen == sizeof EW_HDR_ATTEMPT - 1 && memcmp(key, EW_HDR_ATTEMPT, klen) == 0)
+    if (attempt)
         env->attempt = num && n <= UINT32_MAX ? (uint32_t)n : 0;
-    else if (klen == sizeof EW_HDR_SENT_AT - 1 &&
-             memcmp(key, EW_HDR_SENT_AT, klen) == 0)
+    else
         env->sent_at = num ? (int64_t)n : 0;
 }
 
@@ -247,6 +249,90 @@ ew_err ewi_envelope_put(ew_envelope *env, const char *key, size_t klen,
     env->slen += klen + vlen + 2;
     note_framework(env, key, klen, value, vlen);
     return EW_OK;
+}
+
+/* Appends key\0value\0 with no checks: the caller knows the key is absent
+ * and neither holds a NUL. Room must have been reserved. */
+static char *append(ew_envelope *env, const char *key, size_t klen, size_t vlen)
+{
+    ewi_env_hdr *h = &env->h[env->nh++];
+    h->off = (uint32_t)env->slen;
+    h->klen = (uint32_t)klen;
+    h->vlen = (uint32_t)vlen;
+    char *p = env->s + env->slen;
+    memcpy(p, key, klen + 1);
+    p[klen + 1 + vlen] = '\0';
+    env->slen += klen + vlen + 2;
+    return p + klen + 1;
+}
+
+#define KEY(k) k, sizeof k - 1
+
+ew_err ewi_envelope_put_framework(ew_envelope *env, const char *event, size_t elen,
+                                  const char id[36], uint64_t sent_ms)
+{
+    /* Two digits per division: this runs once per send. */
+    static const char pairs[] = "00010203040506070809101112131415161718192021222324"
+                                "25262728293031323334353637383940414243444546474849"
+                                "50515253545556575859606162636465666768697071727374"
+                                "75767778798081828384858687888990919293949596979899";
+    char digits[20];
+    size_t nd = 0;
+    uint64_t v = sent_ms;
+    while (v >= 100) {
+        unsigned r = (unsigned)(v % 100);
+        v /= 100;
+        nd += 2;
+        memcpy(digits + sizeof digits - nd, pairs + 2 * r, 2);
+    }
+    if (v >= 10) {
+        nd += 2;
+        memcpy(digits + sizeof digits - nd, pairs + 2 * v, 2);
+    } else {
+        digits[sizeof digits - ++nd] = (char)('0' + v);
+    }
+    size_t need = sizeof EW_HDR_EVENT + elen + 1 + sizeof EW_HDR_MESSAGE_ID + 36 + 1 +
+                  sizeof EW_HDR_SENT_AT + nd + 1 + sizeof EW_HDR_ATTEMPT + 2;
+    if (env->nh != 0 || env->hcap < 4)
+        return EW_EINVAL;
+    ew_err rc = grow_strings(env, need);
+    if (rc != EW_OK)
+        return rc;
+    memcpy(append(env, KEY(EW_HDR_EVENT), elen), event, elen);
+    memcpy(append(env, KEY(EW_HDR_MESSAGE_ID), 36), id, 36);
+    memcpy(append(env, KEY(EW_HDR_SENT_AT), nd), digits + sizeof digits - nd, nd);
+    append(env, KEY(EW_HDR_ATTEMPT), 1)[0] = '1';
+    /* What note_framework would have read back. */
+    env->sent_at = nd <= 19 ? (int64_t)sent_ms : 0;
+    env->attempt = 1;
+    return EW_OK;
+}
+
+ew_err ewi_envelope_header_n(const ew_envelope *env, size_t i, const char **key,
+                             size_t *klen, const char **value, size_t *vlen)
+{
+    if (i >= env->nh)
+        return EW_ENOTFOUND;
+    *key = key_at(env, i);
+    *klen = env->h[i].klen;
+    *value = value_at(env, i);
+    *vlen = env->h[i].vlen;
+    return EW_OK;
+}
+
+void *ewi_envelope_body_buf(ew_envelope *env, size_t len)
+{
+    if (len <= sizeof env->body_inline) {
+        free_body(env);
+        env->body = env->body_inline;
+        env->body_len = len;
+        return env->body;
+    }
+    void *b = malloc(len);
+    if (!b)
+        return NULL;
+    ewi_envelope_take_body(env, b, len);
+    return b;
 }
 
 ew_envelope *ewi_envelope_clone(const ew_envelope *src)

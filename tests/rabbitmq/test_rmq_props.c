@@ -99,6 +99,49 @@ static void a_key_over_255_bytes_is_refused_not_truncated(void **state)
     rmq_props_buf_free(&buf);
 }
 
+/* Our own property encoder writes exactly what librabbitmq's does, and
+ * leaves what it does not cover to it. */
+static void encoded_properties_match_librabbitmq(void **state)
+{
+    (void)state;
+    ew_envelope *env = sample();
+    rmq_props_buf buf = {0};
+    amqp_basic_properties_t p;
+    uint8_t ours[4096], theirs[4096];
+    for (int persistent = 0; persistent < 2; persistent++) {
+        assert_int_equal(rmq_props_from_env(env, persistent, &buf, &p), EW_OK);
+        int n = rmq_wire_encode_props(&p, (amqp_bytes_t){sizeof ours, ours});
+        int m = amqp_encode_properties(AMQP_BASIC_CLASS, &p,
+                                       (amqp_bytes_t){sizeof theirs, theirs});
+        assert_true(n > 100);
+        assert_int_equal(n, m);
+        assert_memory_equal(ours, theirs, (size_t)n);
+        /* Too small a buffer fails, never writes past it. */
+        assert_true(rmq_wire_encode_props(&p, (amqp_bytes_t){(size_t)n - 1, ours}) < 0);
+    }
+    /* Without a content type, and with properties only librabbitmq writes
+     * (a priority, a typed header value). */
+    ewi_envelope_set_content_type(env, NULL);
+    assert_int_equal(rmq_props_from_env(env, true, &buf, &p), EW_OK);
+    for (int round = 0; round < 3; round++) {
+        if (round == 1) {
+            p._flags |= AMQP_BASIC_PRIORITY_FLAG;
+            p.priority = 7;
+        } else if (round == 2) {
+            buf.entries[0].value.kind = AMQP_FIELD_KIND_I32;
+            buf.entries[0].value.value.i32 = -5;
+        }
+        int n = rmq_wire_encode_props(&p, (amqp_bytes_t){sizeof ours, ours});
+        int m = amqp_encode_properties(AMQP_BASIC_CLASS, &p,
+                                       (amqp_bytes_t){sizeof theirs, theirs});
+        assert_true(n > 0);
+        assert_int_equal(n, m);
+        assert_memory_equal(ours, theirs, (size_t)n);
+    }
+    ewi_envelope_unref(env);
+    rmq_props_buf_free(&buf);
+}
+
 /* What a foreign producer sends: typed header values, properties without
  * our ew-* headers. */
 static void foreign_properties_become_headers(void **state)
@@ -249,6 +292,7 @@ int main(void)
         cmocka_unit_test(transient_messages_are_not_persistent),
         cmocka_unit_test(a_key_over_255_bytes_is_refused_not_truncated),
         cmocka_unit_test(foreign_properties_become_headers),
+        cmocka_unit_test(encoded_properties_match_librabbitmq),
         cmocka_unit_test(url_defaults_and_vhosts),
         cmocka_unit_test(bad_options_are_refused),
         cmocka_unit_test(manager_rejects_reserved_event_names),

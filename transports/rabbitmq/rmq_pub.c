@@ -36,19 +36,6 @@ static bool confirmed(const ewi_pub *p)
     return p->durable || p->dest != EWI_DEST_EVENT;
 }
 
-/* The bytes the header frame needs, roughly and from above: a header frame
- * must fit in one frame, or the broker closes the connection mid-publish. */
-static size_t header_bytes(const ew_envelope *env)
-{
-    size_t n = 256, count = ew_envelope_header_count(env);
-    for (size_t i = 0; i < count; i++) {
-        const char *k, *v;
-        if (ew_envelope_header_at(env, i, &k, &v) == EW_OK)
-            n += strlen(k) + strlen(v) + 8;
-    }
-    return n;
-}
-
 static void track_confirm(ewi_transport *t, ewi_pub *p)
 {
     p->tag = t->next_seq++;
@@ -91,7 +78,7 @@ bool rmq_pub_write(ewi_transport *t, ewi_pub *p, char *why, size_t whylen)
     bool confirm = confirmed(p);
     amqp_basic_properties_t props;
     ew_err rc = rmq_props_from_env(p->env, p->durable, &t->props, &props);
-    if (rc == EW_OK && header_bytes(p->env) + 64 > (size_t)amqp_get_frame_max(t->conn))
+    if (rc == EW_OK && t->props.header_bytes + 64 > (size_t)amqp_get_frame_max(t->conn))
         rc = EW_ETOOBIG;
     size_t len;
     const void *body = ew_envelope_body(p->env, &len);

@@ -42,6 +42,81 @@ static void put64(uint8_t *p, uint64_t v)
         p[i] = (uint8_t)(v >> (56 - 8 * i));
 }
 
+/* The properties eventwire sets itself, the only ones encoded here. */
+#define OWN_FLAGS                                                                       \
+    (AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_HEADERS_FLAG |                           \
+     AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG |                       \
+     AMQP_BASIC_TIMESTAMP_FLAG | AMQP_BASIC_TYPE_FLAG)
+
+static bool put_short(uint8_t **p, const uint8_t *end, amqp_bytes_t b)
+{
+    if (b.len > 255 || (size_t)(end - *p) < 1 + b.len)
+        return false;
+    **p = (uint8_t)b.len;
+    memcpy(*p + 1, b.bytes, b.len);
+    *p += 1 + b.len;
+    return true;
+}
+
+/* Encodes props as a basic content header's property list (AMQP 0-9-1
+ * section 4.2.6.1: the flag word, then the present fields in class order;
+ * a header table of long strings is field-table 'S' entries). -1 when
+ * props hold anything else or out does not fit: the caller then asks
+ * librabbitmq's general encoder. */
+static int encode_own(const amqp_basic_properties_t *props, amqp_bytes_t out)
+{
+    amqp_flags_t f = props->_flags;
+    if (f & ~(amqp_flags_t)OWN_FLAGS)
+        return -1;
+    uint8_t *p = out.bytes, *end = p + out.len;
+    if (end - p < 2)
+        return -1;
+    put16(p, (uint16_t)f);
+    p += 2;
+    if ((f & AMQP_BASIC_CONTENT_TYPE_FLAG) && !put_short(&p, end, props->content_type))
+        return -1;
+    if (f & AMQP_BASIC_HEADERS_FLAG) {
+        if (end - p < 4)
+            return -1;
+        uint8_t *size = p;
+        p += 4;
+        for (int i = 0; i < props->headers.num_entries; i++) {
+            const amqp_table_entry_t *e = &props->headers.entries[i];
+            amqp_bytes_t v = e->value.value.bytes;
+            if (e->value.kind != AMQP_FIELD_KIND_UTF8 || v.len > UINT32_MAX ||
+                !put_short(&p, end, e->key) || (size_t)(end - p) < 5 + v.len)
+                return -1;
+            p[0] = 'S';
+            put32(p + 1, (uint32_t)v.len);
+            memcpy(p + 5, v.bytes, v.len);
+            p += 5 + v.len;
+        }
+        put32(size, (uint32_t)(p - size - 4));
+    }
+    if (f & AMQP_BASIC_DELIVERY_MODE_FLAG) {
+        if (end - p < 1)
+            return -1;
+        *p++ = props->delivery_mode;
+    }
+    if ((f & AMQP_BASIC_MESSAGE_ID_FLAG) && !put_short(&p, end, props->message_id))
+        return -1;
+    if (f & AMQP_BASIC_TIMESTAMP_FLAG) {
+        if (end - p < 8)
+            return -1;
+        put64(p, props->timestamp);
+        p += 8;
+    }
+    if ((f & AMQP_BASIC_TYPE_FLAG) && !put_short(&p, end, props->type))
+        return -1;
+    return (int)(p - (uint8_t *)out.bytes);
+}
+
+int rmq_wire_encode_props(const amqp_basic_properties_t *props, amqp_bytes_t out)
+{
+    int n = encode_own(props, out);
+    return n >= 0 ? n : amqp_encode_properties(AMQP_BASIC_CLASS, (void *)(uintptr_t)props, out);
+}
+
 static bool reserve(ewi_transport *t, size_t more)
 {
     if (t->wlen + more <= t->wcap)
@@ -99,7 +174,7 @@ ew_err rmq_wire_publish(ewi_transport *t, uint16_t ch, amqp_bytes_t exchange,
     put16(p + 2, 0); /* weight */
     put64(p + 4, body.len);
     out = (amqp_bytes_t){frame_max - 8 - 12, p + 12};
-    n = amqp_encode_properties(AMQP_BASIC_CLASS, props, out);
+    n = rmq_wire_encode_props(props, out);
     if (n < 0)
         goto too_big;
     frame_close(t, 12 + (size_t)n);
