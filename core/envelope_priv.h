@@ -32,6 +32,7 @@ struct ew_envelope {
     uint32_t attempt;
     int64_t sent_at;
     const ewi_env_limits *limits;
+    ew_envelope *pool_next; /* while in the free pool */
     ewi_env_hdr h_inline[EWI_ENV_INLINE_HEADERS];
     char s_inline[320];
     uint8_t body_inline[EWI_ENV_INLINE_BODY];

@@ -286,7 +286,9 @@ static void delivered(ewi_transport *t, uint16_t ch, rmq_inbound *in)
     }
     /* The message names its rmq_sub itself: it is settled on this thread
      * after core let go of it, when ew_unlisten may have freed rs->sub. */
-    rmq_msg *rm = calloc(1, sizeof *rm);
+    rmq_msg *rm = malloc(sizeof *rm); /* not calloc: glibc's skips its thread cache */
+    if (rm)
+        memset(rm, 0, sizeof *rm);
     if (!rm) {
         inbound_reset(in);
         rmq_tags_close(&rs->tags, tag);
