@@ -379,15 +379,16 @@ void rmq_guard_stop(ewi_transport *t);
 
 /* ---- batched publish writes (rmq_wire.c) -------------------------------- */
 
-/* props as a basic content header's property list, as
- * amqp_encode_properties writes it (the properties eventwire sets are
- * encoded without it): the bytes written, or an AMQP_STATUS_* below 0. */
-int rmq_wire_encode_props(const amqp_basic_properties_t *props, amqp_bytes_t out);
+/* The basic content header's property list for env, byte for byte what
+ * amqp_encode_properties writes for rmq_props_from_env's properties, without
+ * building them: the bytes written, or -1 when it does not fit out or a key
+ * is over 255 bytes. */
+int rmq_wire_encode_env(const ew_envelope *env, bool persistent, amqp_bytes_t out);
 /* Appends the frames of one basic.publish to the write buffer. EW_ETOOBIG
  * when they do not fit the negotiated frame size (nothing appended). */
 ew_err rmq_wire_publish(ewi_transport *t, uint16_t ch, amqp_bytes_t exchange,
-                        amqp_bytes_t key, bool mandatory, amqp_basic_properties_t *props,
-                        amqp_bytes_t body);
+                        amqp_bytes_t key, bool mandatory, const ew_envelope *env,
+                        bool persistent, amqp_bytes_t body);
 /* The buffer is big enough to be written now. */
 bool rmq_wire_due(const ewi_transport *t);
 /* Writes the whole buffer (waiting while the socket is full). EW_EIO with
