@@ -7,6 +7,7 @@
  * buffer; the buffer is compacted when holes outweigh live data. */
 #include "envelope_priv.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,10 +15,139 @@
 /* Header limits enforced by the public setter; the manager sets them. */
 static const ewi_env_limits default_limits = {64, 4096};
 
+/* ---- the free pool ---------------------------------------------------------
+ * An envelope is mostly made on one thread (a sender, a transport's reader)
+ * and freed on another (the transport's I/O thread, a worker). malloc's
+ * per-thread cache does not help that pattern: every free and every malloc
+ * then takes its slow path. Freed envelopes go to a small per-thread list;
+ * a full list moves as one batch to a shared stack of a few batches (one
+ * lock per POOL_BATCH envelopes), where a thread whose list is empty takes
+ * one. What does not fit is freed. Under AddressSanitizer envelopes are
+ * plain malloc and free, so a use after free is still seen. */
+#if defined(__SANITIZE_ADDRESS__)
+#define POOL 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define POOL 0
+#endif
+#endif
+#ifndef POOL
+#define POOL 1
+#endif
+
+#if POOL
+#define POOL_BATCH 32
+#define POOL_BATCHES 8
+
+typedef struct env_cache {
+    ew_envelope *head;
+    size_t n;
+} env_cache;
+
+static _Thread_local env_cache tl_cache;
+static _Thread_local int tl_cache_state; /* 0 new, 1 registered, 2 thread exiting */
+static pthread_key_t cache_key;
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static ew_envelope *pool_batch[POOL_BATCHES];
+static atomic_size_t pool_n;
+
+static void free_list(ew_envelope *e)
+{
+    while (e) {
+        ew_envelope *next = e->pool_next;
+        free(e);
+        e = next;
+    }
+}
+
+static void cache_destroy(void *p)
+{
+    env_cache *c = p;
+    free_list(c->head);
+    c->head = NULL;
+    c->n = 0;
+    tl_cache_state = 2; /* later frees on this thread go to free() */
+}
+
+static void cache_key_init(void)
+{
+    pthread_key_create(&cache_key, cache_destroy);
+}
+
+/* This thread's list, NULL once the thread is exiting. */
+static env_cache *cache(void)
+{
+    if (tl_cache_state == 0) {
+        pthread_once(&cache_once, cache_key_init);
+        pthread_setspecific(cache_key, &tl_cache);
+        tl_cache_state = 1;
+    }
+    return tl_cache_state == 1 ? &tl_cache : NULL;
+}
+
+static ew_envelope *env_alloc(void)
+{
+    env_cache *c = cache();
+    if (c && !c->head && atomic_load_explicit(&pool_n, memory_order_relaxed)) {
+        pthread_mutex_lock(&pool_mu);
+        size_t n = atomic_load_explicit(&pool_n, memory_order_relaxed);
+        if (n) {
+            c->head = pool_batch[n - 1];
+            c->n = POOL_BATCH;
+            atomic_store_explicit(&pool_n, n - 1, memory_order_relaxed);
+        }
+        pthread_mutex_unlock(&pool_mu);
+    }
+    if (!c || !c->head)
+        return malloc(sizeof(ew_envelope));
+    ew_envelope *env = c->head;
+    c->head = env->pool_next;
+    c->n--;
+    return env;
+}
+
+static void env_free(ew_envelope *env)
+{
+    env_cache *c = cache();
+    if (!c) {
+        free(env);
+        return;
+    }
+    if (c->n == POOL_BATCH) {
+        ew_envelope *batch = c->head;
+        c->head = NULL;
+        c->n = 0;
+        pthread_mutex_lock(&pool_mu);
+        size_t n = atomic_load_explicit(&pool_n, memory_order_relaxed);
+        if (n < POOL_BATCHES) {
+            pool_batch[n] = batch;
+            atomic_store_explicit(&pool_n, n + 1, memory_order_relaxed);
+            batch = NULL;
+        }
+        pthread_mutex_unlock(&pool_mu);
+        free_list(batch);
+    }
+    env->pool_next = c->head;
+    c->head = env;
+    c->n++;
+}
+#else
+static ew_envelope *env_alloc(void)
+{
+    return malloc(sizeof(ew_envelope));
+}
+
+static void env_free(ew_envelope *env)
+{
+    free(env);
+}
+#endif
+
 ew_envelope *ewi_envelope_new(void)
 {
-    /* malloc, not calloc: the inline buffers need no zeroing. */
-    ew_envelope *env = malloc(sizeof *env);
+    /* Not zeroed: the inline buffers need no zeroing. */
+    ew_envelope *env = env_alloc();
     if (!env)
         return NULL;
     atomic_init(&env->refs, 1);
@@ -75,7 +205,7 @@ void ewi_envelope_unref(ew_envelope *env)
     if (atomic_fetch_sub_explicit(&env->refs, 1, memory_order_acq_rel) != 1)
         return;
     release_storage(env);
-    free(env);
+    env_free(env);
 }
 
 void ewi_envelope_clear(ew_envelope *env)
@@ -205,20 +335,21 @@ static ew_err grow_entries(ew_envelope *env)
 static void note_framework(ew_envelope *env, const char *key, size_t klen,
                            const char *value, size_t vlen)
 {
-    if (klen < 4 || memcmp(key, "ew-", 3) != 0)
+    bool attempt = klen == sizeof EW_HDR_ATTEMPT - 1 &&
+                   memcmp(key, EW_HDR_ATTEMPT, sizeof EW_HDR_ATTEMPT - 1) == 0;
+    if (!attempt && (klen != sizeof EW_HDR_SENT_AT - 1 ||
+                     memcmp(key, EW_HDR_SENT_AT, sizeof EW_HDR_SENT_AT - 1) != 0))
         return;
     uint64_t n = 0;
     bool num = vlen > 0 && vlen <= 19;
     for (size_t i = 0; num && i < vlen; i++) {
-        if (value[i] < '0' || value[i] > '9')
-            num = false;
-        else
-            n = n * 10 + (uint64_t)(value[i] - '0');
+        unsigned d = (unsigned)(unsigned char)value[i] - '0';
+        num = d <= 9;
+        n = n * 10 + d;
     }
-    if (klen == sizeof EW_HDR_ATTEMPT - 1 && memcmp(key, EW_HDR_ATTEMPT, klen) == 0)
+    if (attempt)
         env->attempt = num && n <= UINT32_MAX ? (uint32_t)n : 0;
-    else if (klen == sizeof EW_HDR_SENT_AT - 1 &&
-             memcmp(key, EW_HDR_SENT_AT, klen) == 0)
+    else
         env->sent_at = num ? (int64_t)n : 0;
 }
 
@@ -230,8 +361,12 @@ ew_err ewi_envelope_put(ew_envelope *env, const char *key, size_t klen,
     ssize_t old = find(env, key, klen);
     if (old >= 0)
         drop_entry(env, (size_t)old);
-    ew_err rc = grow_entries(env);
-    if (rc == EW_OK)
+    ew_err rc = EW_OK;
+    if (env->nh == env->hcap)
+        rc = grow_entries(env);
+    /* grow_strings only when there is something to do: it is not cheap to
+     * call. */
+    if (rc == EW_OK && (env->holes || env->slen + klen + vlen + 2 > env->scap))
         rc = grow_strings(env, klen + vlen + 2);
     if (rc != EW_OK)
         return rc;
@@ -247,6 +382,92 @@ ew_err ewi_envelope_put(ew_envelope *env, const char *key, size_t klen,
     env->slen += klen + vlen + 2;
     note_framework(env, key, klen, value, vlen);
     return EW_OK;
+}
+
+/* Appends key\0value\0 with no checks: the caller knows the key is absent
+ * and neither holds a NUL. Room must have been reserved. */
+static char *append(ew_envelope *env, const char *key, size_t klen, size_t vlen)
+{
+    ewi_env_hdr *h = &env->h[env->nh++];
+    h->off = (uint32_t)env->slen;
+    h->klen = (uint32_t)klen;
+    h->vlen = (uint32_t)vlen;
+    char *p = env->s + env->slen;
+    memcpy(p, key, klen + 1);
+    p[klen + 1 + vlen] = '\0';
+    env->slen += klen + vlen + 2;
+    return p + klen + 1;
+}
+
+#define KEY(k) k, sizeof k - 1
+
+ew_err ewi_envelope_put_framework(ew_envelope *env, const char *event, size_t elen,
+                                  const char id[36], uint64_t sent_ms)
+{
+    /* Two digits per division: this runs once per send. */
+    static const char pairs[] = "00010203040506070809101112131415161718192021222324"
+                                "25262728293031323334353637383940414243444546474849"
+                                "50515253545556575859606162636465666768697071727374"
+                                "75767778798081828384858687888990919293949596979899";
+    char digits[20];
+    size_t nd = 0;
+    uint64_t v = sent_ms;
+    while (v >= 100) {
+        unsigned r = (unsigned)(v % 100);
+        v /= 100;
+        nd += 2;
+        memcpy(digits + sizeof digits - nd, pairs + 2 * r, 2);
+    }
+    if (v >= 10) {
+        nd += 2;
+        memcpy(digits + sizeof digits - nd, pairs + 2 * v, 2);
+    } else {
+        digits[sizeof digits - ++nd] = (char)('0' + v);
+    }
+    size_t need = sizeof EW_HDR_EVENT + elen + 1 + sizeof EW_HDR_MESSAGE_ID + 36 + 1 +
+                  sizeof EW_HDR_SENT_AT + nd + 1 + sizeof EW_HDR_ATTEMPT + 2;
+    if (env->nh != 0 || env->hcap < 4)
+        return EW_EINVAL;
+    if (env->slen + need > env->scap) {
+        ew_err rc = grow_strings(env, need);
+        if (rc != EW_OK)
+            return rc;
+    }
+    memcpy(append(env, KEY(EW_HDR_EVENT), elen), event, elen);
+    memcpy(append(env, KEY(EW_HDR_MESSAGE_ID), 36), id, 36);
+    memcpy(append(env, KEY(EW_HDR_SENT_AT), nd), digits + sizeof digits - nd, nd);
+    append(env, KEY(EW_HDR_ATTEMPT), 1)[0] = '1';
+    /* What note_framework would have read back. */
+    env->sent_at = nd <= 19 ? (int64_t)sent_ms : 0;
+    env->attempt = 1;
+    return EW_OK;
+}
+
+ew_err ewi_envelope_header_n(const ew_envelope *env, size_t i, const char **key,
+                             size_t *klen, const char **value, size_t *vlen)
+{
+    if (i >= env->nh)
+        return EW_ENOTFOUND;
+    *key = key_at(env, i);
+    *klen = env->h[i].klen;
+    *value = value_at(env, i);
+    *vlen = env->h[i].vlen;
+    return EW_OK;
+}
+
+void *ewi_envelope_body_buf(ew_envelope *env, size_t len)
+{
+    if (len <= sizeof env->body_inline) {
+        free_body(env);
+        env->body = env->body_inline;
+        env->body_len = len;
+        return env->body;
+    }
+    void *b = malloc(len);
+    if (!b)
+        return NULL;
+    ewi_envelope_take_body(env, b, len);
+    return b;
 }
 
 ew_envelope *ewi_envelope_clone(const ew_envelope *src)

@@ -32,6 +32,7 @@ struct ew_envelope {
     uint32_t attempt;
     int64_t sent_at;
     const ewi_env_limits *limits;
+    ew_envelope *pool_next; /* while in the free pool */
     ewi_env_hdr h_inline[EWI_ENV_INLINE_HEADERS];
     char s_inline[320];
     uint8_t body_inline[EWI_ENV_INLINE_BODY];
@@ -39,5 +40,12 @@ struct ew_envelope {
 
 /* limits must outlive the envelope (the manager's). NULL: defaults. */
 void ewi_envelope_set_limits(ew_envelope *env, const ewi_env_limits *limits);
+
+/* The framework headers of a new message, in one go and without the checks
+ * of ewi_envelope_put: ew-event (event, elen bytes), ew-message-id (id, 36
+ * characters of UUID text), ew-sent-at (sent_ms in decimal) and ew-attempt 1.
+ * env must have no headers yet (EW_EINVAL otherwise). */
+ew_err ewi_envelope_put_framework(ew_envelope *env, const char *event, size_t elen,
+                                  const char id[36], uint64_t sent_ms);
 
 #endif

@@ -159,6 +159,13 @@ ew_err ewi_envelope_set_content_type(ew_envelope *env, const char *ct);
  * earlier value of the same key. Lengths are explicit (no NUL needed). */
 ew_err ewi_envelope_put(ew_envelope *env, const char *key, size_t klen,
                         const char *value, size_t vlen);
+/* Header i with its lengths (the key and value are NUL-terminated too);
+ * EW_ENOTFOUND past the end. For transports that copy every header out. */
+ew_err ewi_envelope_header_n(const ew_envelope *env, size_t i, const char **key,
+                             size_t *klen, const char **value, size_t *vlen);
+/* A writable body of len bytes (inside the envelope when small), replacing
+ * any earlier body; NULL on ENOMEM. For a transport that reads a body in. */
+void *ewi_envelope_body_buf(ew_envelope *env, size_t len);
 /* A deep copy (new reference count 1). */
 ew_envelope *ewi_envelope_clone(const ew_envelope *env);
 /* Drops every header and the body and content type. */

@@ -101,44 +101,48 @@ ew_err ewi_event_get(ew_manager *m, const ew_event_desc *d, ewi_event **out)
 
 /* ---- message ids -------------------------------------------------------- */
 
+static void hex_bytes(char *o, const uint8_t *b, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        o[2 * i] = hex[b[i] >> 4];
+        o[2 * i + 1] = hex[b[i] & 15];
+    }
+}
+
+/* The first ten bytes of a manager's ids never change (the sequence only
+ * touches the last six): each thread keeps their text, "xxxxxxxx-xxxx-
+ * xxxx-xxxx-", for the base it last formatted. */
+static _Thread_local uint8_t tl_id_base[10];
+static _Thread_local char tl_id_prefix[24];
+static _Thread_local bool tl_id_ready;
+
 void ewi_new_message_id(ew_manager *m, char out[37])
 {
-    uint8_t id[16];
-    memcpy(id, m->id_base, sizeof id);
+    if (!tl_id_ready || memcmp(tl_id_base, m->id_base, sizeof tl_id_base) != 0) {
+        memcpy(tl_id_base, m->id_base, sizeof tl_id_base);
+        char *o = tl_id_prefix;
+        hex_bytes(o, m->id_base, 4);
+        o[8] = '-';
+        hex_bytes(o + 9, m->id_base + 4, 2);
+        o[13] = '-';
+        hex_bytes(o + 14, m->id_base + 6, 2);
+        o[18] = '-';
+        hex_bytes(o + 19, m->id_base + 8, 2);
+        o[23] = '-';
+        tl_id_ready = true;
+    }
+    uint8_t tail[6];
+    memcpy(tail, m->id_base + 10, sizeof tail);
     uint64_t seq = atomic_fetch_add_explicit(&m->id_seq, 1, memory_order_relaxed);
     for (int i = 0; i < 6; i++)
-        id[15 - i] ^= (uint8_t)(seq >> (8 * i));
-    static const char hex[] = "0123456789abcdef";
-    char *o = out;
-    for (int i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            *o++ = '-';
-        *o++ = hex[id[i] >> 4];
-        *o++ = hex[id[i] & 15];
-    }
-    *o = '\0';
+        tail[5 - i] ^= (uint8_t)(seq >> (8 * i));
+    memcpy(out, tl_id_prefix, sizeof tl_id_prefix);
+    hex_bytes(out + 24, tail, sizeof tail);
+    out[36] = '\0';
 }
 
 /* ---- building an envelope ----------------------------------------------- */
-
-/* Decimal text of v (printf is a measurable part of a send). */
-static void format_u64(char out[24], uint64_t v)
-{
-    char tmp[24];
-    int n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (int i = 0; i < n; i++)
-        out[i] = tmp[n - 1 - i];
-    out[n] = '\0';
-}
-
-static ew_err put_str(ew_envelope *env, const char *k, const char *v)
-{
-    return ewi_envelope_put(env, k, strlen(k), v, strlen(v));
-}
 
 /* Each sending thread's encode buffer, freed when the thread exits. */
 static _Thread_local ewi_buf tl_buf;
@@ -193,18 +197,15 @@ static ew_err build(ew_manager *m, ewi_event *ev, const void *event, ew_envelope
         rc = EW_ETOOBIG;
         goto fail;
     }
-    char id[37], sent[24];
+    char id[37];
     ewi_new_message_id(m, id);
-    format_u64(sent, (uint64_t)ewi_wall_ms());
     /* A raw body names its own format (see ew_raw_event). */
     const char *ct = ev->content_type;
     if (ev->desc.type == &ew_raw_type && ((const ew_raw_event *)event)->format)
         ct = ew_format_content_type(((const ew_raw_event *)event)->format);
     if ((rc = ewi_envelope_set_content_type(env, ct)) != EW_OK ||
-        (rc = put_str(env, EW_HDR_EVENT, ev->name)) != EW_OK ||
-        (rc = put_str(env, EW_HDR_MESSAGE_ID, id)) != EW_OK ||
-        (rc = put_str(env, EW_HDR_SENT_AT, sent)) != EW_OK ||
-        (rc = put_str(env, EW_HDR_ATTEMPT, "1")) != EW_OK)
+        (rc = ewi_envelope_put_framework(env, ev->name, strlen(ev->name), id,
+                                         (uint64_t)ewi_wall_ms())) != EW_OK)
         goto fail;
     ewi_pipes *pipes = ewi_pipes_get(m);
     for (size_t i = 0; pipes && i < pipes->n; i++) {

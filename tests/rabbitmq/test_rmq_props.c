@@ -99,6 +99,62 @@ static void a_key_over_255_bytes_is_refused_not_truncated(void **state)
     rmq_props_buf_free(&buf);
 }
 
+/* The frame's properties written straight from the envelope are the bytes
+ * librabbitmq writes for rmq_props_from_env's properties. */
+static void check_encoding(const ew_envelope *env)
+{
+    rmq_props_buf buf = {0};
+    amqp_basic_properties_t p;
+    uint8_t ours[8192], theirs[8192];
+    for (int persistent = 0; persistent < 2; persistent++) {
+        assert_int_equal(rmq_props_from_env(env, persistent, &buf, &p), EW_OK);
+        int n = rmq_wire_encode_env(env, persistent, (amqp_bytes_t){sizeof ours, ours});
+        int m = amqp_encode_properties(AMQP_BASIC_CLASS, &p,
+                                       (amqp_bytes_t){sizeof theirs, theirs});
+        assert_true(n > 0);
+        assert_int_equal(n, m);
+        assert_memory_equal(ours, theirs, (size_t)n);
+        /* Too small a buffer fails, never writes past it. */
+        for (int less = 1; less <= n; less += 7)
+            assert_int_equal(rmq_wire_encode_env(env, persistent,
+                                                 (amqp_bytes_t){(size_t)(n - less), ours}),
+                             -1);
+    }
+    rmq_props_buf_free(&buf);
+}
+
+static void encoded_properties_match_librabbitmq(void **state)
+{
+    (void)state;
+    ew_envelope *env = sample();
+    check_encoding(env);
+    /* Without a content type; a sent-at that is not a number; an id too
+     * long for the message-id property; no framework headers at all. */
+    ewi_envelope_set_content_type(env, NULL);
+    check_encoding(env);
+    assert_int_equal(ewi_envelope_put(env, EW_HDR_SENT_AT, strlen(EW_HDR_SENT_AT), "soon", 4),
+                     EW_OK);
+    char id[300];
+    memset(id, 'i', sizeof id);
+    assert_int_equal(ewi_envelope_put(env, EW_HDR_MESSAGE_ID, strlen(EW_HDR_MESSAGE_ID), id,
+                                      sizeof id),
+                     EW_OK);
+    check_encoding(env);
+    ew_envelope *bare = ewi_envelope_new();
+    check_encoding(bare);
+    assert_int_equal(ewi_envelope_set_content_type(bare, "text/plain"), EW_OK);
+    assert_int_equal(ewi_envelope_put(bare, "k", 1, "", 0), EW_OK);
+    check_encoding(bare);
+    /* A key over 255 bytes is refused, as by rmq_props_from_env. */
+    char key[300];
+    memset(key, 'k', sizeof key);
+    assert_int_equal(ewi_envelope_put(bare, key, sizeof key, "v", 1), EW_OK);
+    uint8_t out[4096];
+    assert_int_equal(rmq_wire_encode_env(bare, true, (amqp_bytes_t){sizeof out, out}), -1);
+    ewi_envelope_unref(bare);
+    ewi_envelope_unref(env);
+}
+
 /* What a foreign producer sends: typed header values, properties without
  * our ew-* headers. */
 static void foreign_properties_become_headers(void **state)
@@ -249,6 +305,7 @@ int main(void)
         cmocka_unit_test(transient_messages_are_not_persistent),
         cmocka_unit_test(a_key_over_255_bytes_is_refused_not_truncated),
         cmocka_unit_test(foreign_properties_become_headers),
+        cmocka_unit_test(encoded_properties_match_librabbitmq),
         cmocka_unit_test(url_defaults_and_vhosts),
         cmocka_unit_test(bad_options_are_refused),
         cmocka_unit_test(manager_rejects_reserved_event_names),

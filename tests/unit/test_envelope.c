@@ -104,6 +104,57 @@ static void framework_values_and_body(void **state)
     ewi_envelope_unref(NULL);
 }
 
+/* The send path's framework headers read back as the same headers put one
+ * by one would, for every length of sent-at. */
+static void framework_headers_in_one_go(void **state)
+{
+    (void)state;
+    static const char id[] = "0b5e1c2a-9d3f-4c1e-8a7b-2f6d4e5c3b1a";
+    const uint64_t sent[] = {0, 7, 10, 99, 100, 1700000000123ULL, 18446744073709551615ULL};
+    for (size_t i = 0; i < sizeof sent / sizeof sent[0]; i++) {
+        ew_envelope *env = ewi_envelope_new();
+        assert_int_equal(ewi_envelope_put_framework(env, "OrderPlaced", 11, id, sent[i]),
+                         EW_OK);
+        char text[24];
+        snprintf(text, sizeof text, "%llu", (unsigned long long)sent[i]);
+        assert_int_equal(ew_envelope_header_count(env), 4);
+        assert_string_equal(ew_envelope_event(env), "OrderPlaced");
+        assert_string_equal(ew_envelope_message_id(env), id);
+        assert_string_equal(ew_envelope_header(env, EW_HDR_SENT_AT), text);
+        assert_string_equal(ew_envelope_header(env, EW_HDR_ATTEMPT), "1");
+        assert_int_equal(ew_envelope_attempt(env), 1);
+        /* Over 19 digits is not a number to the envelope, as when put. */
+        assert_int_equal(ew_envelope_sent_at(env),
+                         strlen(text) <= 19 ? (int64_t)sent[i] : 0);
+        const char *k, *v;
+        size_t kl, vl;
+        assert_int_equal(ewi_envelope_header_n(env, 1, &k, &kl, &v, &vl), EW_OK);
+        assert_int_equal(kl, strlen(EW_HDR_MESSAGE_ID));
+        assert_int_equal(vl, 36);
+        assert_string_equal(v, id);
+        assert_int_equal(ewi_envelope_header_n(env, 4, &k, &kl, &v, &vl), EW_ENOTFOUND);
+        /* Only on an envelope without headers. */
+        assert_int_equal(ewi_envelope_put_framework(env, "E", 1, id, 1), EW_EINVAL);
+        ewi_envelope_unref(env);
+    }
+}
+
+static void body_buffers_small_and_large(void **state)
+{
+    (void)state;
+    ew_envelope *env = ewi_envelope_new();
+    for (size_t len = 0; len < 3 * EWI_ENV_INLINE_BODY; len += EWI_ENV_INLINE_BODY / 2 + 1) {
+        unsigned char *b = ewi_envelope_body_buf(env, len);
+        assert_non_null(b);
+        memset(b, 'x', len);
+        size_t got;
+        const unsigned char *r = ew_envelope_body(env, &got);
+        assert_ptr_equal(r, b);
+        assert_int_equal(got, len);
+    }
+    ewi_envelope_unref(env);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -112,6 +163,8 @@ int main(void)
         cmocka_unit_test(limits_apply),
         cmocka_unit_test(many_headers_and_churn_grow_storage),
         cmocka_unit_test(framework_values_and_body),
+        cmocka_unit_test(framework_headers_in_one_go),
+        cmocka_unit_test(body_buffers_small_and_large),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

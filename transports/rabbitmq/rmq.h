@@ -77,12 +77,15 @@ void rmq_opts_free(rmq_opts *o);
 typedef struct rmq_props_buf {
     amqp_table_entry_t *entries;
     size_t cap;
+    size_t header_bytes; /* the last table's encoded size, from above */
 } rmq_props_buf;
 
 /* Fills props from env: every header in the header table (string values),
  * content type, message id (ew-message-id), timestamp (ew-sent-at, seconds),
  * type (ew-event), delivery mode 2 when persistent. props and its table
- * point into env and buf: valid while both are unchanged. EW_ENOMEM. */
+ * point into env and buf: valid while both are unchanged. buf->header_bytes
+ * is then a bound on the header frame's size. EW_ENOMEM, EW_ETOOBIG (a key
+ * over 255 bytes). */
 ew_err rmq_props_from_env(const ew_envelope *env, bool persistent, rmq_props_buf *buf,
                           amqp_basic_properties_t *props);
 void rmq_props_buf_free(rmq_props_buf *buf);
@@ -112,7 +115,7 @@ typedef struct rmq_inbound {
     uint16_t reply_code;  /* basic.return */
     char reply_text[160];
     ew_envelope *env;     /* made when the header frame arrives */
-    uint8_t *body;        /* at most max_body + 1 bytes of it are kept */
+    uint8_t *body;        /* env's body: at most max_body + 1 bytes are kept */
     size_t len, got;      /* announced body size, bytes received */
     size_t keep;          /* bytes of it kept in body */
     bool have_header;
@@ -376,11 +379,16 @@ void rmq_guard_stop(ewi_transport *t);
 
 /* ---- batched publish writes (rmq_wire.c) -------------------------------- */
 
+/* The basic content header's property list for env, byte for byte what
+ * amqp_encode_properties writes for rmq_props_from_env's properties, without
+ * building them: the bytes written, or -1 when it does not fit out or a key
+ * is over 255 bytes. */
+int rmq_wire_encode_env(const ew_envelope *env, bool persistent, amqp_bytes_t out);
 /* Appends the frames of one basic.publish to the write buffer. EW_ETOOBIG
  * when they do not fit the negotiated frame size (nothing appended). */
 ew_err rmq_wire_publish(ewi_transport *t, uint16_t ch, amqp_bytes_t exchange,
-                        amqp_bytes_t key, bool mandatory, amqp_basic_properties_t *props,
-                        amqp_bytes_t body);
+                        amqp_bytes_t key, bool mandatory, const ew_envelope *env,
+                        bool persistent, amqp_bytes_t body);
 /* The buffer is big enough to be written now. */
 bool rmq_wire_due(const ewi_transport *t);
 /* Writes the whole buffer (waiting while the socket is full). EW_EIO with

@@ -250,8 +250,7 @@ static rmq_inbound *inbound(ewi_transport *t, uint16_t ch)
 
 static void inbound_reset(rmq_inbound *in)
 {
-    ewi_envelope_unref(in->env);
-    free(in->body);
+    ewi_envelope_unref(in->env); /* and with it the body */
     memset(in, 0, sizeof *in);
 }
 
@@ -285,11 +284,11 @@ static void delivered(ewi_transport *t, uint16_t ch, rmq_inbound *in)
         refuse(t, ch, tag);
         return;
     }
-    ewi_envelope_take_body(in->env, in->body, in->keep);
-    in->body = NULL;
     /* The message names its rmq_sub itself: it is settled on this thread
      * after core let go of it, when ew_unlisten may have freed rs->sub. */
-    rmq_msg *rm = calloc(1, sizeof *rm);
+    rmq_msg *rm = malloc(sizeof *rm); /* not calloc: glibc's skips its thread cache */
+    if (rm)
+        memset(rm, 0, sizeof *rm);
     if (!rm) {
         inbound_reset(in);
         rmq_tags_close(&rs->tags, tag);
@@ -342,16 +341,16 @@ static void on_header(ewi_transport *t, const amqp_frame_t *f)
                 t->o.label, (unsigned long long)size, f->channel, max_body, keep);
     in->have_header = true;
     in->env = ewi_envelope_new();
-    in->body = keep ? malloc(keep) : NULL;
+    /* Read straight into the envelope (inside it when small). */
+    in->body = in->env ? ewi_envelope_body_buf(in->env, keep) : NULL;
     size_t skipped = 0;
-    if (!in->env || (keep && !in->body) ||
+    if (!in->env || !in->body ||
         rmq_props_to_env(f->payload.properties.decoded, in->env, &skipped) != EW_OK) {
         /* Cannot hold it: read past it, then hand it back to the broker. */
         ewi_log(t->m, EW_LOG_ERROR, "%s: out of memory for a message of %llu bytes: "
                 "returned to the broker", t->o.label, (unsigned long long)size);
         ewi_envelope_unref(in->env);
         in->env = NULL;
-        free(in->body);
         in->body = NULL;
     }
     if (skipped)

@@ -15,6 +15,19 @@ static amqp_bytes_t bytes_of(const char *s)
     return b;
 }
 
+static amqp_bytes_t bytes_n(const char *s, size_t n)
+{
+    amqp_bytes_t b = {n, (void *)(uintptr_t)s};
+    return b;
+}
+
+static bool is_key(const char *k, size_t klen, const char *name, size_t nlen)
+{
+    return klen == nlen && memcmp(k, name, nlen) == 0;
+}
+
+#define NAME(s) s, sizeof s - 1
+
 ew_err rmq_props_from_env(const ew_envelope *env, bool persistent, rmq_props_buf *buf,
                           amqp_basic_properties_t *props)
 {
@@ -32,28 +45,35 @@ ew_err rmq_props_from_env(const ew_envelope *env, bool persistent, rmq_props_buf
     memset(props, 0, sizeof *props);
     props->_flags = AMQP_BASIC_HEADERS_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
     props->delivery_mode = persistent ? 2 : 1;
-    size_t used = 0;
+    /* The header frame's size, roughly and from above: room for the
+     * properties, and per header its key, type octet and value length. */
+    size_t bytes = 256, used = 0;
     for (size_t i = 0; i < n; i++) {
         const char *k, *v;
-        if (ew_envelope_header_at(env, i, &k, &v) != EW_OK)
+        size_t kl, vl;
+        if (ewi_envelope_header_n(env, i, &k, &kl, &v, &vl) != EW_OK)
             continue;
         /* Table keys are AMQP short strings. */
-        if (strlen(k) > 255)
+        if (kl > 255)
             return EW_ETOOBIG;
+        bytes += kl + vl + 8;
         amqp_table_entry_t *e = &buf->entries[used++];
-        e->key = bytes_of(k);
+        e->key = bytes_n(k, kl);
         e->value.kind = AMQP_FIELD_KIND_UTF8;
-        e->value.value.bytes = bytes_of(v);
-        if (strcmp(k, EW_HDR_MESSAGE_ID) == 0 && strlen(v) <= 255) {
+        e->value.value.bytes = bytes_n(v, vl);
+        if (kl < 4 || memcmp(k, "ew-", 3) != 0)
+            continue;
+        if (is_key(k, kl, NAME(EW_HDR_MESSAGE_ID)) && vl <= 255) {
             props->_flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
-            props->message_id = bytes_of(v);
-        } else if (strcmp(k, EW_HDR_EVENT) == 0 && strlen(v) <= 255) {
+            props->message_id = bytes_n(v, vl);
+        } else if (is_key(k, kl, NAME(EW_HDR_EVENT)) && vl <= 255) {
             props->_flags |= AMQP_BASIC_TYPE_FLAG;
-            props->type = bytes_of(v);
-        } else if (strcmp(k, EW_HDR_SENT_AT) == 0) {
-            char *end;
-            long long ms = strtoll(v, &end, 10);
-            if (end != v && *end == '\0' && ms > 0) {
+            props->type = bytes_n(v, vl);
+        } else if (is_key(k, kl, NAME(EW_HDR_SENT_AT))) {
+            /* The envelope read the value as a number already (0 when it
+             * is not one). */
+            int64_t ms = ew_envelope_sent_at(env);
+            if (ms > 0) {
                 props->_flags |= AMQP_BASIC_TIMESTAMP_FLAG;
                 props->timestamp = (uint64_t)ms / 1000;
             }
@@ -66,6 +86,7 @@ ew_err rmq_props_from_env(const ew_envelope *env, bool persistent, rmq_props_buf
         props->_flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
         props->content_type = bytes_of(ct);
     }
+    buf->header_bytes = bytes;
     return EW_OK;
 }
 
@@ -143,18 +164,18 @@ static bool value_text(const amqp_field_value_t *v, char *tmp, size_t tlen,
     return true;
 }
 
-static bool has_key(const amqp_table_t *t, const char *key)
+static bool has_key(const amqp_table_t *t, const char *key, size_t kl)
 {
-    size_t kl = strlen(key);
     for (int i = 0; i < t->num_entries; i++)
         if (t->entries[i].key.len == kl && memcmp(t->entries[i].key.bytes, key, kl) == 0)
             return true;
     return false;
 }
 
-static ew_err put_prop(ew_envelope *env, const char *key, const void *v, size_t len)
+static ew_err put_prop(ew_envelope *env, const char *key, size_t klen, const void *v,
+                       size_t len)
 {
-    return ewi_envelope_put(env, key, strlen(key), v, len);
+    return ewi_envelope_put(env, key, klen, v, len);
 }
 
 ew_err rmq_props_to_env(const amqp_basic_properties_t *props, ew_envelope *env,
@@ -181,17 +202,17 @@ ew_err rmq_props_to_env(const amqp_basic_properties_t *props, ew_envelope *env,
     }
     ew_err rc = EW_OK;
     if ((props->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) && props->message_id.len &&
-        !has_key(t, EW_HDR_MESSAGE_ID))
-        rc = put_prop(env, EW_HDR_MESSAGE_ID, props->message_id.bytes, props->message_id.len);
+        !has_key(t, NAME(EW_HDR_MESSAGE_ID)))
+        rc = put_prop(env, NAME(EW_HDR_MESSAGE_ID), props->message_id.bytes, props->message_id.len);
     if (rc == EW_OK && (props->_flags & AMQP_BASIC_TIMESTAMP_FLAG) &&
-        !has_key(t, EW_HDR_SENT_AT)) {
+        !has_key(t, NAME(EW_HDR_SENT_AT))) {
         char ms[32];
         int n = snprintf(ms, sizeof ms, "%" PRIu64, props->timestamp * 1000u);
-        rc = put_prop(env, EW_HDR_SENT_AT, ms, (size_t)n);
+        rc = put_prop(env, NAME(EW_HDR_SENT_AT), ms, (size_t)n);
     }
     if (rc == EW_OK && (props->_flags & AMQP_BASIC_TYPE_FLAG) && props->type.len &&
-        !has_key(t, EW_HDR_EVENT))
-        rc = put_prop(env, EW_HDR_EVENT, props->type.bytes, props->type.len);
+        !has_key(t, NAME(EW_HDR_EVENT)))
+        rc = put_prop(env, NAME(EW_HDR_EVENT), props->type.bytes, props->type.len);
     if (rc == EW_OK && (props->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG) &&
         props->content_type.len) {
         char ct[256];

@@ -36,19 +36,6 @@ static bool confirmed(const ewi_pub *p)
     return p->durable || p->dest != EWI_DEST_EVENT;
 }
 
-/* The bytes the header frame needs, roughly and from above: a header frame
- * must fit in one frame, or the broker closes the connection mid-publish. */
-static size_t header_bytes(const ew_envelope *env)
-{
-    size_t n = 256, count = ew_envelope_header_count(env);
-    for (size_t i = 0; i < count; i++) {
-        const char *k, *v;
-        if (ew_envelope_header_at(env, i, &k, &v) == EW_OK)
-            n += strlen(k) + strlen(v) + 8;
-    }
-    return n;
-}
-
 static void track_confirm(ewi_transport *t, ewi_pub *p)
 {
     p->tag = t->next_seq++;
@@ -89,10 +76,6 @@ bool rmq_pub_write(ewi_transport *t, ewi_pub *p, char *why, size_t whylen)
         }
     }
     bool confirm = confirmed(p);
-    amqp_basic_properties_t props;
-    ew_err rc = rmq_props_from_env(p->env, p->durable, &t->props, &props);
-    if (rc == EW_OK && header_bytes(p->env) + 64 > (size_t)amqp_get_frame_max(t->conn))
-        rc = EW_ETOOBIG;
     size_t len;
     const void *body = ew_envelope_body(p->env, &len);
     amqp_bytes_t bb = {len, (void *)(uintptr_t)body};
@@ -100,8 +83,11 @@ bool rmq_pub_write(ewi_transport *t, ewi_pub *p, char *why, size_t whylen)
     amqp_bytes_t exchange = to_event ? amqp_cstring_bytes(p->event) : amqp_empty_bytes;
     amqp_bytes_t key = amqp_cstring_bytes(to_event ? p->event : p->queue);
     uint16_t ch = confirm ? RMQ_CH_CONFIRM : RMQ_CH_FIRE;
-    if (rc == EW_OK && !t->o.tls) {
-        rc = rmq_wire_publish(t, ch, exchange, key, !to_event, &props, bb);
+    amqp_basic_properties_t props;
+    ew_err rc;
+    if (!t->o.tls) {
+        /* The properties go straight from the envelope into the frame. */
+        rc = rmq_wire_publish(t, ch, exchange, key, !to_event, p->env, p->durable, bb);
         if (rc == EW_OK) {
             /* Buffered, written within this turn: from here the broker may
              * get it whatever happens to the connection. */
@@ -118,6 +104,10 @@ bool rmq_pub_write(ewi_transport *t, ewi_pub *p, char *why, size_t whylen)
             }
             return !rmq_wire_due(t) || rmq_pub_flush(t, why, whylen);
         }
+    } else {
+        rc = rmq_props_from_env(p->env, p->durable, &t->props, &props);
+        if (rc == EW_OK && t->props.header_bytes + 64 > (size_t)amqp_get_frame_max(t->conn))
+            rc = EW_ETOOBIG;
     }
     if (rc != EW_OK) {
         char detail[160];

@@ -42,6 +42,88 @@ static void put64(uint8_t *p, uint64_t v)
         p[i] = (uint8_t)(v >> (56 - 8 * i));
 }
 
+static bool put_short(uint8_t **p, const uint8_t *end, const void *s, size_t n)
+{
+    if (n > 255 || (size_t)(end - *p) < 1 + n)
+        return false;
+    **p = (uint8_t)n;
+    memcpy(*p + 1, s, n);
+    *p += 1 + n;
+    return true;
+}
+
+static bool is_key(const char *k, size_t klen, const char *name, size_t nlen)
+{
+    return klen == nlen && memcmp(k, name, nlen) == 0;
+}
+
+#define NAME(s) s, sizeof s - 1
+
+int rmq_wire_encode_env(const ew_envelope *env, bool persistent, amqp_bytes_t out)
+{
+    uint8_t *p = out.bytes, *end = p + out.len;
+    if (end - p < 2 + 4)
+        return -1;
+    amqp_flags_t f = AMQP_BASIC_HEADERS_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
+    uint8_t *flags = p;
+    p += 2;
+    const char *ct = ew_envelope_content_type(env);
+    if (*ct) {
+        f |= AMQP_BASIC_CONTENT_TYPE_FLAG;
+        if (!put_short(&p, end, ct, strlen(ct)))
+            return -1;
+    }
+    if (end - p < 4)
+        return -1;
+    uint8_t *table = p;
+    p += 4;
+    const char *id = NULL, *type = NULL;
+    size_t idlen = 0, typelen = 0;
+    size_t n = ew_envelope_header_count(env);
+    for (size_t i = 0; i < n; i++) {
+        const char *k, *v;
+        size_t kl, vl;
+        if (ewi_envelope_header_n(env, i, &k, &kl, &v, &vl) != EW_OK)
+            continue;
+        /* A field-table entry: the key, 'S' and a long string. */
+        if (!put_short(&p, end, k, kl) || (size_t)(end - p) < 5 + vl)
+            return -1;
+        p[0] = AMQP_FIELD_KIND_UTF8;
+        put32(p + 1, (uint32_t)vl);
+        memcpy(p + 5, v, vl);
+        p += 5 + vl;
+        if (kl < 4 || memcmp(k, "ew-", 3) != 0)
+            continue;
+        if (is_key(k, kl, NAME(EW_HDR_MESSAGE_ID)) && vl <= 255) {
+            f |= AMQP_BASIC_MESSAGE_ID_FLAG;
+            id = v;
+            idlen = vl;
+        } else if (is_key(k, kl, NAME(EW_HDR_EVENT)) && vl <= 255) {
+            f |= AMQP_BASIC_TYPE_FLAG;
+            type = v;
+            typelen = vl;
+        } else if (is_key(k, kl, NAME(EW_HDR_SENT_AT)) && ew_envelope_sent_at(env) > 0) {
+            f |= AMQP_BASIC_TIMESTAMP_FLAG;
+        }
+    }
+    put32(table, (uint32_t)(p - table - 4));
+    if (end - p < 1)
+        return -1;
+    *p++ = persistent ? 2 : 1;
+    if ((f & AMQP_BASIC_MESSAGE_ID_FLAG) && !put_short(&p, end, id, idlen))
+        return -1;
+    if (f & AMQP_BASIC_TIMESTAMP_FLAG) {
+        if (end - p < 8)
+            return -1;
+        put64(p, (uint64_t)ew_envelope_sent_at(env) / 1000);
+        p += 8;
+    }
+    if ((f & AMQP_BASIC_TYPE_FLAG) && !put_short(&p, end, type, typelen))
+        return -1;
+    put16(flags, (uint16_t)f);
+    return (int)(p - (uint8_t *)out.bytes);
+}
+
 static bool reserve(ewi_transport *t, size_t more)
 {
     if (t->wlen + more <= t->wcap)
@@ -75,8 +157,8 @@ static void frame_close(ewi_transport *t, size_t payload)
 }
 
 ew_err rmq_wire_publish(ewi_transport *t, uint16_t ch, amqp_bytes_t exchange,
-                        amqp_bytes_t key, bool mandatory, amqp_basic_properties_t *props,
-                        amqp_bytes_t body)
+                        amqp_bytes_t key, bool mandatory, const ew_envelope *env,
+                        bool persistent, amqp_bytes_t body)
 {
     size_t frame_max = (size_t)amqp_get_frame_max(t->conn);
     size_t chunk = frame_max - 8;
@@ -99,7 +181,7 @@ ew_err rmq_wire_publish(ewi_transport *t, uint16_t ch, amqp_bytes_t exchange,
     put16(p + 2, 0); /* weight */
     put64(p + 4, body.len);
     out = (amqp_bytes_t){frame_max - 8 - 12, p + 12};
-    n = amqp_encode_properties(AMQP_BASIC_CLASS, props, out);
+    n = rmq_wire_encode_env(env, persistent, out);
     if (n < 0)
         goto too_big;
     frame_close(t, 12 + (size_t)n);
