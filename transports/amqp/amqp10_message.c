@@ -584,10 +584,11 @@ static ew_err put_props(pn_data_t *p, ew_envelope *env)
     return EW_OK;
 }
 
+/* look: whether env may hold key already (else it is known not to). */
 static ew_err put_if_absent(ew_envelope *env, const char *key, const char *v,
-                            size_t vlen)
+                            size_t vlen, bool look)
 {
-    if (ew_envelope_header(env, key))
+    if (look && ew_envelope_header(env, key))
         return EW_OK;
     ew_err rc = ewi_envelope_put(env, key, strlen(key), v, vlen);
     return rc == EW_EINVAL ? EW_OK : rc; /* a NUL inside: left out */
@@ -646,19 +647,21 @@ static void read_props(pn_data_t *d, props_fields *f)
     pn_data_exit(d);
 }
 
-static ew_err put_meta(const props_fields *f, ew_envelope *env)
+/* look: whether the application properties may have set ew-* headers. */
+static ew_err put_meta(const props_fields *f, ew_envelope *env, bool look)
 {
     ew_err rc;
     if (f->subject.size &&
-        (rc = put_if_absent(env, EW_HDR_EVENT, f->subject.start, f->subject.size)) != EW_OK)
+        (rc = put_if_absent(env, EW_HDR_EVENT, f->subject.start, f->subject.size, look)) !=
+            EW_OK)
         return rc;
     if (f->id.size &&
-        (rc = put_if_absent(env, EW_HDR_MESSAGE_ID, f->id.start, f->id.size)) != EW_OK)
+        (rc = put_if_absent(env, EW_HDR_MESSAGE_ID, f->id.start, f->id.size, look)) != EW_OK)
         return rc;
     if (f->created > 0) {
         char tmp[32];
         size_t n = decimal(tmp, (uint64_t)f->created);
-        if ((rc = put_if_absent(env, EW_HDR_SENT_AT, tmp, n)) != EW_OK)
+        if ((rc = put_if_absent(env, EW_HDR_SENT_AT, tmp, n, look)) != EW_OK)
             return rc;
     }
     return EW_OK;
@@ -742,22 +745,45 @@ static uint64_t be64(const unsigned char *b)
     return (uint64_t)be32(b) << 32 | be32(b + 4);
 }
 
+static bool wire_contents(wire in, size_t count, int depth);
+
+/* The bytes after the constructor of the fixed-width types this reader
+ * takes; -1 for the others. */
+static int fixed_width(unsigned c)
+{
+    switch (c) {
+    case 0x40: case 0x41: case 0x42: case 0x43: case 0x44: case 0x45:
+        return 0;
+    case 0x50: case 0x51: case 0x52: case 0x53: case 0x54: case 0x55: case 0x56:
+        return 1;
+    case 0x60: case 0x61:
+        return 2;
+    case 0x70: case 0x71: case 0x72: case 0x73:
+        return 4;
+    case 0x80: case 0x81: case 0x82: case 0x83:
+        return 8;
+    case 0x98:
+        return 16;
+    default:
+        return -1;
+    }
+}
+
 /* Reads the value at w into *a (lists and maps: their type, their contents
  * in *inner and their element count in *count, the contents checked the
- * same way to WIRE_DEPTH). False for a value this reader leaves to proton
- * (described values, arrays, decimals) or sizes that disagree. */
-static bool wire_value(wire *w, pn_atom_t *a, wire *inner, size_t *count, int depth)
+ * same way to WIRE_DEPTH when check). False for a value this reader leaves
+ * to proton (described values, arrays, decimals) or sizes that disagree. */
+static bool wire_value(wire *w, pn_atom_t *a, wire *inner, size_t *count, int depth,
+                       bool check)
 {
     if (!w->n)
         return false;
     unsigned c = w->p[0];
     const unsigned char *b = w->p + 1; /* after the constructor */
     size_t left = w->n - 1, used;      /* used: bytes after the constructor */
-    /* fixed widths by the constructor's high nibble */
-    static const signed char fixed[16] = {-1, -1, -1, -1, 0, 1, 2, 4, 8, 16, -1, -1, -1, -1,
-                                          -1, -1};
-    if (fixed[c >> 4] >= 0) {
-        used = (size_t)fixed[c >> 4];
+    int fw = fixed_width(c);
+    if (fw >= 0) {
+        used = (size_t)fw;
         if (used > left)
             return false;
         switch (c) {
@@ -830,21 +856,41 @@ static bool wire_value(wire *w, pn_atom_t *a, wire *inner, size_t *count, int de
                 return false;
             *count = nc == 1 ? v[0] : be32(v);
             *inner = (wire){v + nc, size - nc};
-            wire in = *inner;
-            for (size_t i = 0; i < *count; i++) {
-                pn_atom_t x;
-                wire xi;
-                size_t xn;
-                if (!wire_value(&in, &x, &xi, &xn, depth + 1))
-                    return false;
-            }
-            if (in.n)
-                return false; /* the size says more than the elements hold */
+            if (check && !wire_contents(*inner, *count, depth + 1))
+                return false;
         }
     }
     w->p = b + used;
     w->n = left - used;
     return true;
+}
+
+/* Skips the value at w, checking it as wire_value does. */
+static bool wire_skip(wire *w, int depth)
+{
+    if (!w->n)
+        return false;
+    int fw = fixed_width(w->p[0]);
+    if (fw < 0) {
+        pn_atom_t a;
+        wire in;
+        size_t count;
+        return wire_value(w, &a, &in, &count, depth, true);
+    }
+    if ((size_t)fw >= w->n)
+        return false;
+    w->p += fw + 1;
+    w->n -= (size_t)fw + 1;
+    return true;
+}
+
+/* Checks count elements that must fill in exactly. */
+static bool wire_contents(wire in, size_t count, int depth)
+{
+    for (size_t i = 0; i < count; i++)
+        if (!wire_skip(&in, depth))
+            return false;
+    return in.n == 0; /* else the size says more than the elements hold */
 }
 
 /* The sections of a message this reader takes, each at most once. */
@@ -870,7 +916,7 @@ static bool wire_sections(const unsigned char *b, size_t len, wire_msg *m)
         pn_atom_t a;
         wire inner = {NULL, 0};
         size_t count = 0;
-        if (!wire_value(&w, &a, &inner, &count, 0))
+        if (!wire_value(&w, &a, &inner, &count, 0, true))
             return false;
         switch (code) {
         case 0x70:
@@ -913,9 +959,15 @@ static bool wire_sections(const unsigned char *b, size_t len, wire_msg *m)
 static pn_atom_t wire_next(wire *w)
 {
     pn_atom_t a;
+    if (w->p[0] == 0x40) { /* null: the absent fields of a list */
+        w->p++;
+        w->n--;
+        a.type = PN_NULL;
+        return a;
+    }
     wire inner;
     size_t count;
-    if (!wire_value(w, &a, &inner, &count, 0))
+    if (!wire_value(w, &a, &inner, &count, 0, false))
         a.type = PN_NULL; /* not reached: checked before */
     return a;
 }
@@ -940,12 +992,16 @@ static ew_err wire_decode(const wire_msg *m, ew_envelope *env, amqp10_wire_meta 
     }
     ew_err rc = EW_OK;
     wire w = m->app;
+    bool ew_keys = false; /* an ew-* header among them */
     for (size_t i = 0; m->have_app && i + 1 < m->app_n && rc == EW_OK; i += 2) {
         pn_atom_t k = wire_next(&w);
         pn_atom_t v = wire_next(&w);
+        ew_keys = ew_keys || ((k.type == PN_STRING || k.type == PN_SYMBOL) &&
+                              k.u.as_bytes.size >= 3 &&
+                              memcmp(k.u.as_bytes.start, "ew-", 3) == 0);
         rc = put_prop(env, &k, &v);
     }
-    if (rc != EW_OK || (rc = put_meta(&f, env)) != EW_OK) {
+    if (rc != EW_OK || (rc = put_meta(&f, env, ew_keys)) != EW_OK) {
         snprintf(err, errlen, "out of memory");
         return rc;
     }
@@ -1065,7 +1121,7 @@ static ew_err decode_sections(codec_tls *c, const sections *s, const char *bytes
         read_props(c->sec[SEC_PROPS], &f);
     if ((s->have[SEC_APP] && section_value(c->sec[SEC_APP]) &&
          (rc = put_props(c->sec[SEC_APP], env)) != EW_OK) ||
-        (rc = put_meta(&f, env)) != EW_OK) {
+        (rc = put_meta(&f, env, true)) != EW_OK) {
         snprintf(err, errlen, "out of memory");
         return rc;
     }
