@@ -16,6 +16,7 @@
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -233,18 +234,6 @@ static bool parse_ms(const char *s, int64_t *out)
     return true;
 }
 
-/* Headers that travel in their own slot of the properties section: only
- * values that come back from it unchanged (decoding skips empty ones).
- * sent_ok: whether the ew-sent value is one (parsed once per message). */
-static bool has_slot(const char *key, const char *value, bool sent_ok)
-{
-    if (strncmp(key, "ew-", 3) != 0)
-        return false; /* a user's header: the common case, one compare */
-    if (strcmp(key, EW_HDR_EVENT) == 0 || strcmp(key, EW_HDR_MESSAGE_ID) == 0)
-        return value[0] != '\0';
-    return sent_ok && strcmp(key, EW_HDR_SENT_AT) == 0;
-}
-
 /* v as a decimal, without a format: "-" for negatives never occurs here. */
 static size_t decimal(char *buf, uint64_t v)
 {
@@ -375,6 +364,20 @@ static unsigned char *props_put(unsigned char *p, const props_out *po)
     return p;
 }
 
+/* A header with its lengths, read once. */
+typedef struct hdr_ref {
+    const char *k, *v;
+    size_t kl, vl;
+    bool slot; /* travels in the properties section */
+} hdr_ref;
+
+#define HDR_STACK 16
+
+static bool key_is(const hdr_ref *h, const char *name, size_t len)
+{
+    return h->kl == len && memcmp(h->k, name, len) == 0;
+}
+
 ew_err amqp10_message_encode(const ew_envelope *env, bool durable, uint8_t **out,
                            size_t *len, char *err, size_t errlen)
 {
@@ -386,60 +389,78 @@ ew_err amqp10_message_encode(const ew_envelope *env, bool durable, uint8_t **out
         po.ct = ct;
         po.ct_len = strlen(ct);
     }
-    /* One pass finds the headers with a slot of their own and sizes the
-     * others. */
-    const char *ev = NULL, *id = NULL, *sent_at = NULL;
+    /* One pass reads the headers and finds those with a slot of their own. */
     size_t n = ew_envelope_header_count(env);
+    hdr_ref stack[HDR_STACK], *h = n <= HDR_STACK ? stack : malloc(n * sizeof *h);
+    if (!h) {
+        snprintf(err, errlen, "out of memory");
+        return EW_ENOMEM;
+    }
+    hdr_ref *ev = NULL, *id = NULL, *sent_at = NULL;
+    size_t nh = 0;
     for (size_t i = 0; i < n; i++) {
-        const char *k, *v;
-        if (ew_envelope_header_at(env, i, &k, &v) != EW_OK || strncmp(k, "ew-", 3) != 0)
+        hdr_ref *x = &h[nh];
+        if (ew_envelope_header_at(env, i, &x->k, &x->v) != EW_OK)
             continue;
-        if (strcmp(k, EW_HDR_EVENT) == 0)
-            ev = v;
-        else if (strcmp(k, EW_HDR_MESSAGE_ID) == 0)
-            id = v;
-        else if (strcmp(k, EW_HDR_SENT_AT) == 0)
-            sent_at = v;
+        x->kl = strlen(x->k);
+        x->vl = strlen(x->v);
+        x->slot = false;
+        nh++;
+        if (x->kl < 3 || memcmp(x->k, "ew-", 3) != 0)
+            continue; /* a user's header: the common case */
+        if (key_is(x, EW_HDR_EVENT, sizeof EW_HDR_EVENT - 1))
+            ev = x;
+        else if (key_is(x, EW_HDR_MESSAGE_ID, sizeof EW_HDR_MESSAGE_ID - 1))
+            id = x;
+        else if (key_is(x, EW_HDR_SENT_AT, sizeof EW_HDR_SENT_AT - 1))
+            sent_at = x;
     }
-    if (ev && *ev) {
-        po.subject = ev;
-        po.subject_len = strlen(ev);
+    /* Only values that come back from their slot unchanged (decoding skips
+     * empty ones) take it. */
+    if (ev && ev->vl) {
+        po.subject = ev->v;
+        po.subject_len = ev->vl;
+        ev->slot = true;
     }
-    if (id && *id) {
-        po.id = id;
-        po.id_len = strlen(id);
+    if (id && id->vl) {
+        po.id = id->v;
+        po.id_len = id->vl;
+        id->slot = true;
     }
     int64_t sent;
-    bool sent_ok = sent_at && parse_ms(sent_at, &sent) && sent > 0;
-    if (sent_ok)
+    if (sent_at && parse_ms(sent_at->v, &sent) && sent > 0) {
         po.created = sent;
+        sent_at->slot = true;
+    }
     props_measure(&po);
 
     size_t app_size = 0, app_count = 0;
-    for (size_t i = 0; i < n; i++) {
-        const char *k, *v;
-        if (ew_envelope_header_at(env, i, &k, &v) != EW_OK || has_slot(k, v, sent_ok))
+    for (size_t i = 0; i < nh; i++) {
+        if (h[i].slot)
             continue;
-        app_size += vbin_size(strlen(k)) + vbin_size(strlen(v));
+        app_size += vbin_size(h[i].kl) + vbin_size(h[i].vl);
         app_count += 2;
     }
 
     size_t blen = 0;
     const void *body = ew_envelope_body(env, &blen);
     bool json = ew_format_from_content_type(ct) == EW_FORMAT_JSON;
+    ew_err rc = EW_OK;
+    unsigned char *buf = NULL, *p;
     if (blen > UINT32_MAX - 64 || app_size > UINT32_MAX - 64) {
         snprintf(err, errlen, "AMQP message encoding failed: %zu bytes are too many for "
                  "one message", blen > app_size ? blen : app_size);
-        return EW_ETOOBIG;
+        rc = EW_ETOOBIG;
+        goto done;
     }
     size_t total = (durable ? 7 : 0) +
                    (po.count ? 3 + compound_head_size(po.size, po.count) + po.size : 0) +
                    (app_count ? 3 + compound_head_size(app_size, app_count) + app_size : 0) +
                    3 + vbin_size(blen);
-    unsigned char *buf = malloc(total), *p = buf;
-    if (!buf) {
+    if (!(buf = p = malloc(total))) {
         snprintf(err, errlen, "out of memory");
-        return EW_ENOMEM;
+        rc = EW_ENOMEM;
+        goto done;
     }
     if (durable) {
         p = put_section(p, 0x70);
@@ -451,12 +472,11 @@ ew_err amqp10_message_encode(const ew_envelope *env, bool durable, uint8_t **out
     if (app_count) {
         p = put_section(p, 0x74);
         p = put_compound(p, 0xc1, app_size, app_count);
-        for (size_t i = 0; i < n; i++) {
-            const char *k, *v;
-            if (ew_envelope_header_at(env, i, &k, &v) != EW_OK || has_slot(k, v, sent_ok))
+        for (size_t i = 0; i < nh; i++) {
+            if (h[i].slot)
                 continue;
-            p = put_vbin(p, 0xa1, k, strlen(k));
-            p = put_vbin(p, 0xa1, v, strlen(v));
+            p = put_vbin(p, 0xa1, h[i].k, h[i].kl);
+            p = put_vbin(p, 0xa1, h[i].v, h[i].vl);
         }
     }
     /* JSON: one amqp-value string (what aspyx-event sends and reads); else
@@ -465,7 +485,10 @@ ew_err amqp10_message_encode(const ew_envelope *env, bool durable, uint8_t **out
     p = put_vbin(p, json ? 0xa1 : 0xa0, body, blen);
     *out = buf;
     *len = (size_t)(p - buf);
-    return EW_OK;
+done:
+    if (h != stack)
+        free(h);
+    return rc;
 }
 
 ew_err amqp10_mgmt_encode(const char *const *props, const char *reply_to, const char *body,
@@ -870,17 +893,25 @@ static bool wire_skip(wire *w, int depth)
 {
     if (!w->n)
         return false;
-    int fw = fixed_width(w->p[0]);
-    if (fw < 0) {
-        pn_atom_t a;
+    unsigned c = w->p[0];
+    size_t used; /* with the constructor */
+    int fw = fixed_width(c);
+    if (fw >= 0) {
+        used = 1 + (size_t)fw;
+    } else if (c == 0xa0 || c == 0xa1 || c == 0xa3) {
+        used = w->n < 2 ? SIZE_MAX : 2 + (size_t)w->p[1];
+    } else if (c == 0xb0 || c == 0xb1 || c == 0xb3) {
+        used = w->n < 5 ? SIZE_MAX : 5 + (size_t)be32(w->p + 1);
+    } else {
+        pn_atom_t a; /* lists and maps, checked inside */
         wire in;
         size_t count;
         return wire_value(w, &a, &in, &count, depth, true);
     }
-    if ((size_t)fw >= w->n)
+    if (used > w->n)
         return false;
-    w->p += fw + 1;
-    w->n -= (size_t)fw + 1;
+    w->p += used;
+    w->n -= used;
     return true;
 }
 
