@@ -396,6 +396,8 @@ struct ewi_transport {
     bool exit_now;
     uint64_t next_link_id;
     uint64_t next_tag;
+    amqp10_rec *rec_spare;     /* settled records kept for the next deliveries */
+    unsigned rec_spare_n;
     amqp10_sender *senders;
     amqp10_sub *subs;
     amqp10_fetch *fetches;
@@ -438,6 +440,13 @@ void amqp10_recv_take_sub(ewi_transport *t, amqp10_sub *s);   /* a W_SUB */
 void amqp10_recv_take_unsub(ewi_transport *t, amqp10_sub *s); /* a W_UNSUB */
 void amqp10_recv_settle(ewi_transport *t, amqp10_rec *rec);   /* a W_SETTLE */
 void amqp10_recv_forget(amqp10_rec *rec);                     /* thread ends */
+/* A zeroed record for a delivery, from the spares when there are (I/O
+ * thread); NULL when out of memory. */
+amqp10_rec *amqp10_rec_new(ewi_transport *t);
+/* A record done with, kept as a spare up to a bound, else freed (I/O
+ * thread). amqp10_rec_spares_free frees the spares (after the thread). */
+void amqp10_rec_release(ewi_transport *t, amqp10_rec *rec);
+void amqp10_rec_spares_free(ewi_transport *t);
 void amqp10_recv_opened(ewi_transport *t, amqp10_sub *s);
 void amqp10_recv_lost(ewi_transport *t, amqp10_sub *s, const char *why);
 /* The broker ended s's session for another link's fault: attach again now,

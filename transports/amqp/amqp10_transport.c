@@ -158,6 +158,7 @@ static void a_destroy(ewi_transport *t)
         n = s->next;
         free(s); /* their lists were emptied when the I/O thread ended */
     }
+    amqp10_rec_spares_free(t);
     ewi_waker_close(&t->waker);
     amqp10_admin_close(t);
     amqp10_options_free(&t->opt);
