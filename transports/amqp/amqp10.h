@@ -140,6 +140,11 @@ typedef struct amqp10_wire_meta {
  * (no shared state). */
 ew_err amqp10_message_encode(const ew_envelope *env, bool durable, uint8_t **out,
                            size_t *len, char *err, size_t errlen);
+/* The same into a malloc'd block of head + *len bytes, the message at
+ * *block + head: the first head bytes are the caller's (a record that then
+ * needs no allocation of its own). */
+ew_err amqp10_message_encode_after(const ew_envelope *env, bool durable, size_t head,
+                                   uint8_t **block, size_t *len, char *err, size_t errlen);
 /* A management request: application-properties props (key, value, ...,
  * NULL), reply-to, and body (NULL: none) as an amqp-value string. */
 ew_err amqp10_mgmt_encode(const char *const *props, const char *reply_to, const char *body,
@@ -255,6 +260,7 @@ struct amqp10_out {
     ewi_pub *pub;          /* NULL once done ran (e.g. timed out unsettled) */
     uint8_t *bytes;        /* the encoded message, kept for a resend */
     size_t len;
+    bool bytes_inline;     /* bytes are in this record's own block */
     amqp10_addr target;
     pn_delivery_t *d;      /* while sent and unsettled */
     size_t off;            /* bytes handed to proton (large ones stream) */

@@ -381,6 +381,12 @@ static bool key_is(const hdr_ref *h, const char *name, size_t len)
 ew_err amqp10_message_encode(const ew_envelope *env, bool durable, uint8_t **out,
                            size_t *len, char *err, size_t errlen)
 {
+    return amqp10_message_encode_after(env, durable, 0, out, len, err, errlen);
+}
+
+ew_err amqp10_message_encode_after(const ew_envelope *env, bool durable, size_t head,
+                                   uint8_t **out, size_t *len, char *err, size_t errlen)
+{
     *out = NULL;
     *len = 0;
     props_out po = {0};
@@ -457,11 +463,12 @@ ew_err amqp10_message_encode(const ew_envelope *env, bool durable, uint8_t **out
                    (po.count ? 3 + compound_head_size(po.size, po.count) + po.size : 0) +
                    (app_count ? 3 + compound_head_size(app_size, app_count) + app_size : 0) +
                    3 + vbin_size(blen);
-    if (!(buf = p = malloc(total))) {
+    if (!(buf = malloc(head + total))) {
         snprintf(err, errlen, "out of memory");
         rc = EW_ENOMEM;
         goto done;
     }
+    p = buf + head;
     if (durable) {
         p = put_section(p, 0x70);
         p = put_compound(p, 0xc0, 1, 1);
@@ -484,7 +491,7 @@ ew_err amqp10_message_encode(const ew_envelope *env, bool durable, uint8_t **out
     p = put_section(p, json ? 0x77 : 0x75);
     p = put_vbin(p, json ? 0xa1 : 0xa0, body, blen);
     *out = buf;
-    *len = (size_t)(p - buf);
+    *len = (size_t)(p - buf) - head;
 done:
     if (h != stack)
         free(h);
