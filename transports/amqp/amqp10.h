@@ -140,6 +140,11 @@ typedef struct amqp10_wire_meta {
  * (no shared state). */
 ew_err amqp10_message_encode(const ew_envelope *env, bool durable, uint8_t **out,
                            size_t *len, char *err, size_t errlen);
+/* The same into a malloc'd block of head + *len bytes, the message at
+ * *block + head: the first head bytes are the caller's (a record that then
+ * needs no allocation of its own). */
+ew_err amqp10_message_encode_after(const ew_envelope *env, bool durable, size_t head,
+                                   uint8_t **block, size_t *len, char *err, size_t errlen);
 /* A management request: application-properties props (key, value, ...,
  * NULL), reply-to, and body (NULL: none) as an amqp-value string. */
 ew_err amqp10_mgmt_encode(const char *const *props, const char *reply_to, const char *body,
@@ -158,6 +163,13 @@ ew_err amqp10_mgmt_encode(const char *const *props, const char *reply_to, const 
  * result is EW_EDECODE. meta may be NULL. Thread-safe. */
 ew_err amqp10_message_decode(const char *bytes, size_t len, ew_envelope *env,
                            amqp10_wire_meta *meta, char *err, size_t errlen);
+/* The same through proton's decoder only (amqp10_message_decode reads the
+ * common shapes in place and leaves the rest to it): for tests, which check
+ * that the two agree. */
+ew_err amqp10_message_decode_generic(const char *bytes, size_t len, ew_envelope *env,
+                                     amqp10_wire_meta *meta, char *err, size_t errlen);
+/* Whether amqp10_message_decode reads these bytes in place (for tests). */
+bool amqp10_message_in_place(const char *bytes, size_t len);
 
 #define AMQP10_CT_UNREADABLE "application/x-amqp-unreadable"
 #define AMQP10_CT_VALUE "application/x-amqp-value"
@@ -248,6 +260,7 @@ struct amqp10_out {
     ewi_pub *pub;          /* NULL once done ran (e.g. timed out unsettled) */
     uint8_t *bytes;        /* the encoded message, kept for a resend */
     size_t len;
+    bool bytes_inline;     /* bytes are in this record's own block */
     amqp10_addr target;
     pn_delivery_t *d;      /* while sent and unsettled */
     size_t off;            /* bytes handed to proton (large ones stream) */
@@ -390,6 +403,8 @@ struct ewi_transport {
     bool exit_now;
     uint64_t next_link_id;
     uint64_t next_tag;
+    amqp10_rec *rec_spare;     /* settled records kept for the next deliveries */
+    unsigned rec_spare_n;
     amqp10_sender *senders;
     amqp10_sub *subs;
     amqp10_fetch *fetches;
@@ -432,6 +447,13 @@ void amqp10_recv_take_sub(ewi_transport *t, amqp10_sub *s);   /* a W_SUB */
 void amqp10_recv_take_unsub(ewi_transport *t, amqp10_sub *s); /* a W_UNSUB */
 void amqp10_recv_settle(ewi_transport *t, amqp10_rec *rec);   /* a W_SETTLE */
 void amqp10_recv_forget(amqp10_rec *rec);                     /* thread ends */
+/* A zeroed record for a delivery, from the spares when there are (I/O
+ * thread); NULL when out of memory. */
+amqp10_rec *amqp10_rec_new(ewi_transport *t);
+/* A record done with, kept as a spare up to a bound, else freed (I/O
+ * thread). amqp10_rec_spares_free frees the spares (after the thread). */
+void amqp10_rec_release(ewi_transport *t, amqp10_rec *rec);
+void amqp10_rec_spares_free(ewi_transport *t);
 void amqp10_recv_opened(ewi_transport *t, amqp10_sub *s);
 void amqp10_recv_lost(ewi_transport *t, amqp10_sub *s, const char *why);
 /* The broker ended s's session for another link's fault: attach again now,

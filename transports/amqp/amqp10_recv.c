@@ -241,7 +241,7 @@ void amqp10_recv_message(ewi_transport *t, amqp10_sub *s, pn_delivery_t *d)
         ewi_log(t->m, EW_LOG_WARN, "amqp %s: %s: %s", t->where, s->queue, err);
         rc = EW_OK; /* core dead-letters what it cannot read */
     }
-    amqp10_rec *rec = rc == EW_OK ? calloc(1, sizeof *rec) : NULL;
+    amqp10_rec *rec = rc == EW_OK ? amqp10_rec_new(t) : NULL;
     ewi_msg *msg = rec ? ewi_msg_new(s->sub, env) : NULL;
     if (!msg) {
         /* Out of memory: the broker keeps it. */
@@ -300,8 +300,44 @@ void amqp10_recv_settle(ewi_transport *t, amqp10_rec *rec)
     }
     s->nrecs--;
     ewi_msg_free(rec->msg);
-    free(rec);
+    amqp10_rec_release(t, rec);
     amqp10_recv_maybe_free(t, s);
+}
+
+/* At most a prefetch window's worth of records: the next window of
+ * deliveries allocates nothing. */
+#define REC_SPARES 1024
+
+amqp10_rec *amqp10_rec_new(ewi_transport *t)
+{
+    amqp10_rec *rec = t->rec_spare;
+    if (!rec)
+        return calloc(1, sizeof *rec);
+    t->rec_spare = rec->next;
+    t->rec_spare_n--;
+    *rec = (amqp10_rec){0};
+    return rec;
+}
+
+void amqp10_rec_release(ewi_transport *t, amqp10_rec *rec)
+{
+    if (t->rec_spare_n >= REC_SPARES) {
+        free(rec);
+        return;
+    }
+    rec->next = t->rec_spare;
+    t->rec_spare = rec;
+    t->rec_spare_n++;
+}
+
+void amqp10_rec_spares_free(ewi_transport *t)
+{
+    for (amqp10_rec *r = t->rec_spare, *n; r; r = n) {
+        n = r->next;
+        free(r);
+    }
+    t->rec_spare = NULL;
+    t->rec_spare_n = 0;
 }
 
 void amqp10_recv_take_sub(ewi_transport *t, amqp10_sub *s)

@@ -53,7 +53,8 @@ static void out_done(ewi_transport *t, amqp10_out *o, int err, const char *detai
 
 static void out_free(amqp10_out *o)
 {
-    free(o->bytes);
+    if (!o->bytes_inline)
+        free(o->bytes);
     free(o);
 }
 

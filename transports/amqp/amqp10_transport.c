@@ -158,6 +158,7 @@ static void a_destroy(ewi_transport *t)
         n = s->next;
         free(s); /* their lists were emptied when the I/O thread ended */
     }
+    amqp10_rec_spares_free(t);
     ewi_waker_close(&t->waker);
     amqp10_admin_close(t);
     amqp10_options_free(&t->opt);
@@ -428,34 +429,36 @@ static ew_err check_target(ewi_transport *t, ewi_pub *p, const char *q)
 
 static ew_err a_publish(ewi_transport *t, ewi_pub *p)
 {
-    amqp10_out *o = calloc(1, sizeof *o);
-    if (!o)
-        return EW_ENOMEM;
     char q[EW_MAX_QUEUE_NAME + 8] = "";
     if (p->dest == EWI_DEST_LISTENER &&
-        amqp10_listener_queue(&t->opt, p->event, p->queue, q, sizeof q) != EW_OK) {
-        free(o);
+        amqp10_listener_queue(&t->opt, p->event, p->queue, q, sizeof q) != EW_OK)
         return EW_EINVAL;
-    }
     if (p->dest == EWI_DEST_DLQ)
         amqp10_textf(q, sizeof q, "%s", p->queue ? p->queue : "");
-    if (amqp10_target_of(&t->opt, p->dest, p->event, p->queue, &o->target) != EW_OK) {
-        free(o);
+    amqp10_addr target;
+    if (amqp10_target_of(&t->opt, p->dest, p->event, p->queue, &target) != EW_OK) {
         ewi_log(t->m, EW_LOG_ERROR, "amqp: no target address for event %s", p->event);
         return EW_EINVAL;
     }
     ew_err rc = check_target(t, p, q);
-    if (rc != EW_OK) {
-        free(o);
+    if (rc != EW_OK)
         return rc;
-    }
+    /* The record and the message bytes in one block. */
     char err[300];
-    if ((rc = amqp10_message_encode(p->env, p->durable, &o->bytes, &o->len, err,
-                                  sizeof err)) != EW_OK) {
+    uint8_t *block;
+    size_t len;
+    if ((rc = amqp10_message_encode_after(p->env, p->durable, sizeof(amqp10_out), &block,
+                                          &len, err, sizeof err)) != EW_OK) {
         ewi_log(t->m, EW_LOG_ERROR, "amqp: event %s: %s", p->event, err);
-        free(o);
         return rc;
     }
+    amqp10_out *o = (amqp10_out *)(void *)block;
+    memset(o, 0, sizeof *o);
+    o->bytes = block + sizeof *o;
+    o->len = len;
+    o->bytes_inline = true;
+    o->target.cap = target.cap;
+    memcpy(o->target.addr, target.addr, strlen(target.addr) + 1);
     o->pub = p;
     o->w.kind = AMQP10_W_PUB;
 
@@ -473,7 +476,6 @@ static ew_err a_publish(ewi_transport *t, ewi_pub *p)
             ewi_log(t->m, EW_LOG_ERROR,
                     "amqp %s: send of %s timed out: %ld sends wait for the broker "
                     "(last error: %s)", t->where, p->event, t->opt.max_inflight, last);
-        free(o->bytes);
         free(o);
         return rc;
     }
