@@ -506,7 +506,7 @@ unsigned amqp10_ssn_ended(ewi_transport *t, pn_session_t *ssn);
 void amqp10_ssn_forget_all(ewi_transport *t);
 /* How long the detach of a dead-letter read and the end of its session
  * may go unanswered before the read goes on without the answer. */
-#define AMQP10_ANSWER_MS 5000
+#define AMQP10_ANSWER_MS 20000
 /* "condition: description" of c, or fallback when c is not set. */
 void amqp10_condition_text(pn_condition_t *c, const char *fallback, char *buf,
                          size_t len);
