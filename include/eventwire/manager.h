@@ -125,6 +125,12 @@ typedef struct ew_options {
     ew_log_fn log;           /* NULL: stderr */
     void *log_user;
     ew_log_level log_level;  /* EW_LOG_DEFAULT: $EW_LOG, else warn */
+    /* Worker threads shared by every listener of the manager; 0 (default):
+     * each listener has threads of its own, as many as its concurrency.
+     * With a pool, a listener's concurrency caps how many of the pool's
+     * threads run its handler at once (concurrency 1 keeps its order), and
+     * listeners with messages waiting take turns. At most 1024. */
+    uint32_t worker_pool;
 } ew_options;
 
 /* Creates a manager for url (NULL: "local://"): "local://[name]",
