@@ -145,6 +145,8 @@ typedef struct ewi_pool {
     pthread_cond_t left;     /* a pool thread stopped looking at a listener */
     ewi_listener *head, *tail;
     _Atomic size_t nready;   /* listeners on the run queue */
+    struct ewi_parked *timers; /* messages waiting out a retry's backoff,
+                                  earliest first */
     size_t sleeping;
     bool stopping;
     uint32_t size;           /* threads to run */

@@ -352,6 +352,11 @@ static ew_err run_once(ewi_listener *l, ew_delivery *d, const void *event,
  * message, from the first attempt to the last; -1 when it did not run. */
 static _Thread_local int64_t tl_ran_ns;
 
+static void run_attempts(ewi_listener *l, ewi_msg *msg, void *event, uint32_t spent,
+                         uint32_t attempt, double delay);
+static bool park(ewi_listener *l, ewi_msg *msg, void *event, uint32_t spent,
+                 uint32_t attempt, double delay, int wait_ms);
+
 static void handle(ewi_listener *l, ewi_msg *msg)
 {
     ew_manager *m = l->m;
@@ -401,9 +406,19 @@ static void handle(ewi_listener *l, ewi_msg *msg)
      * connection dropped or a consumer stopped. */
     uint32_t spent = msg->redeliveries < rp->attempts ? msg->redeliveries
                                                       : rp->attempts - 1;
-    double delay = rp->backoff_ms;
+    run_attempts(l, msg, event, spent, spent + 1, rp->backoff_ms);
+}
+
+/* Runs the listener from attempt on, until it succeeds, the policy's
+ * attempts are spent, or (on the worker pool) a retry's backoff parks the
+ * message. */
+static void run_attempts(ewi_listener *l, ewi_msg *msg, void *event, uint32_t spent,
+                         uint32_t attempt, double delay)
+{
+    const ew_envelope *env = msg->env;
+    const ew_retry_policy *rp = &l->retry;
     int64_t first_ns = 0;
-    for (uint32_t attempt = spent + 1;; attempt++) {
+    for (;; attempt++) {
         ew_delivery d = {env, l->queue, attempt};
         const char *refused_by = NULL;
         if (attempt > spent + 1)
@@ -439,13 +454,17 @@ static void handle(ewi_listener *l, ewi_msg *msg)
         retry_report(l, ew_envelope_message_id(env),
                      "listener failed on attempt %u of %u (%s); retrying in %.0f ms",
                      attempt, rp->attempts, ew_strerror(rc), delay);
+        double next = fmin(delay * rp->multiplier, (double)rp->max_backoff_ms);
+        /* On the pool the thread serves others meanwhile. */
+        if (l->m->pool && park(l, msg, event, spent, attempt + 1, next, (int)delay))
+            return;
         if (!backoff_wait(l, (int)delay)) {
             /* Stopping: the broker gets it back and redelivers it later. */
             ew_event_free(l->event->desc.type, event);
             settle(l, msg, EWI_REQUEUE);
             return;
         }
-        delay = fmin(delay * rp->multiplier, (double)rp->max_backoff_ms);
+        delay = next;
     }
 }
 
@@ -579,6 +598,45 @@ static void *worker_main(void *arg)
  * the inbox (in order) and takes the next listener in turn. */
 #define POOL_TURN_NS 2000000
 
+/* A message of a pool listener waiting out a retry's backoff: it keeps its
+ * slot under the listener's concurrency (busy), so a listener of
+ * concurrency 1 takes no later message meanwhile, and a pool thread takes
+ * it up again when it is due. */
+typedef struct ewi_parked {
+    ewi_listener *l;
+    ewi_msg *msg;
+    void *event;
+    uint32_t spent, attempt;
+    double delay;            /* the backoff after the next failure */
+    int64_t due_ms;
+    struct ewi_parked *next;
+} ewi_parked;
+
+/* Set by park on the thread that parked its message. */
+static _Thread_local bool tl_parked;
+
+static bool park(ewi_listener *l, ewi_msg *msg, void *event, uint32_t spent,
+                 uint32_t attempt, double delay, int wait_ms)
+{
+    ewi_parked *pk = malloc(sizeof *pk);
+    if (!pk)
+        return false; /* the thread waits the backoff out instead */
+    *pk = (ewi_parked){l, msg, event, spent, attempt, delay, ewi_now_ms() + wait_ms, NULL};
+    ewi_pool *p = l->m->pool;
+    pthread_mutex_lock(&p->mu);
+    ewi_parked **pp = &p->timers;
+    while (*pp && (*pp)->due_ms <= pk->due_ms)
+        pp = &(*pp)->next;
+    pk->next = *pp;
+    *pp = pk;
+    /* A new earliest: a sleeping thread waits for it. */
+    if (p->timers == pk && p->sleeping)
+        pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    tl_parked = true;
+    return true;
+}
+
 /* Whether a pool thread may take a message of l now (mu held). */
 static bool runnable(const ewi_listener *l)
 {
@@ -645,7 +703,10 @@ static void pool_serve(ewi_listener *l, worker_ctx *w)
             ewi_msg *msg = batch;
             batch = msg->qnext;
             l->queued--;
+            tl_parked = false;
             handle(l, msg);
+            if (tl_parked)
+                break; /* its slot stays taken; the rest goes back, in order */
             if (batch && atomic_load_explicit(&p->nready, memory_order_relaxed) > 0 &&
                 ewi_now_ns() - t0 >= POOL_TURN_NS)
                 break; /* others wait: the rest goes back, in order */
@@ -674,7 +735,9 @@ static void pool_serve(ewi_listener *l, worker_ctx *w)
             settle(l, batch, EWI_REQUEUE);
         }
         pthread_mutex_lock(&l->mu);
-        l->busy--;
+        if (!tl_parked)
+            l->busy--;
+        tl_parked = false;
         if (l->busy == 0 && l->stopping)
             pthread_cond_broadcast(&l->idle);
         /* Others wait for a thread: l takes its turn at the end. */
@@ -686,6 +749,34 @@ static void pool_serve(ewi_listener *l, worker_ctx *w)
     pthread_mutex_unlock(&l->mu);
 }
 
+/* Takes a parked message up again on a pool thread. */
+static void pool_resume(ewi_parked *pk, worker_ctx *w)
+{
+    ewi_listener *l = pk->l;
+    pthread_mutex_lock(&l->mu);
+    bool stopping = l->stopping;
+    pthread_mutex_unlock(&l->mu);
+    tl_parked = false;
+    if (stopping) {
+        /* The broker gets it back, as after a backoff a stop ended. */
+        ew_event_free(l->event->desc.type, pk->event);
+        settle(l, pk->msg, EWI_REQUEUE);
+    } else {
+        run_attempts(l, pk->msg, pk->event, pk->spent, pk->attempt, pk->delay);
+    }
+    free(pk);
+    flush_acks(l, w);
+    pthread_mutex_lock(&l->mu);
+    if (!tl_parked)
+        l->busy--;
+    tl_parked = false;
+    if (l->busy == 0 && l->stopping)
+        pthread_cond_broadcast(&l->idle);
+    if (runnable(l))
+        pool_push(l);
+    pthread_mutex_unlock(&l->mu);
+}
+
 static void *pool_main(void *arg)
 {
     ewi_pool *p = arg;
@@ -694,13 +785,29 @@ static void *pool_main(void *arg)
     tl_ctx = &w;
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (!p->head && !p->stopping) {
-            p->sleeping++;
-            pthread_cond_wait(&p->cv, &p->mu);
-            p->sleeping--;
+        if (p->timers && ewi_left_ms(p->timers->due_ms) == 0) {
+            ewi_parked *pk = p->timers;
+            p->timers = pk->next;
+            ewi_listener *l = pk->l;
+            l->pool_visits++;
+            pthread_mutex_unlock(&p->mu);
+            pool_resume(pk, &w);
+            pthread_mutex_lock(&p->mu);
+            if (--l->pool_visits == 0)
+                pthread_cond_broadcast(&p->left);
+            continue;
         }
-        if (!p->head)
-            break; /* stopping, and every listener was freed */
+        if (!p->head) {
+            if (p->stopping && !p->timers)
+                break; /* every listener was freed */
+            p->sleeping++;
+            if (p->timers)
+                ewi_cond_wait_until(&p->cv, &p->mu, p->timers->due_ms);
+            else
+                pthread_cond_wait(&p->cv, &p->mu);
+            p->sleeping--;
+            continue;
+        }
         ewi_listener *l = p->head;
         pool_unlink(p, l);
         l->pool_visits++;
@@ -744,7 +851,8 @@ static ew_err pool_start(ew_manager *m)
             break;
         }
         pthread_setname_np(p->threads[p->nthreads], "ew:pool");
-        p->nthreads++;
+        if (++p->nthreads == p->size)
+            ewi_log(m, EW_LOG_INFO, "worker pool of %u threads started", p->size);
     }
     pthread_mutex_unlock(&p->mu);
     return rc;
@@ -774,11 +882,37 @@ void ewi_pool_free(ew_manager *m)
 static void pool_forget(ewi_listener *l, bool wait)
 {
     ewi_pool *p = l->m->pool;
+    ewi_parked *mine = NULL;
     pthread_mutex_lock(&p->mu);
     pool_unlink(p, l);
+    for (ewi_parked **pp = &p->timers; *pp;) {
+        ewi_parked *pk = *pp;
+        if (pk->l != l) {
+            pp = &pk->next;
+            continue;
+        }
+        *pp = pk->next;
+        pk->next = mine;
+        mine = pk;
+    }
     while (wait && l->pool_visits > 0)
         pthread_cond_wait(&p->left, &p->mu);
     pthread_mutex_unlock(&p->mu);
+    /* Messages in a backoff: back to the broker, as a stop ends a backoff. */
+    size_t n = 0;
+    for (ewi_parked *pk = mine, *next; pk; pk = next, n++) {
+        next = pk->next;
+        ew_event_free(l->event->desc.type, pk->event);
+        settle_other(l, pk->msg, EWI_REQUEUE);
+        free(pk);
+    }
+    if (n) {
+        pthread_mutex_lock(&l->mu);
+        l->busy -= n;
+        if (l->busy == 0)
+            pthread_cond_broadcast(&l->idle);
+        pthread_mutex_unlock(&l->mu);
+    }
 }
 
 ew_err ewi_listener_start_workers(ewi_listener *l)
@@ -871,6 +1005,9 @@ void ewi_listener_free(ewi_listener *l)
         pthread_mutex_lock(&l->mu);
         l->stopping = true;
         pthread_cond_broadcast(&l->backoff_cv);
+        pthread_mutex_unlock(&l->mu);
+        pool_forget(l, false); /* gives back what waits out a backoff */
+        pthread_mutex_lock(&l->mu);
         while (l->busy > 0)
             pthread_cond_wait(&l->idle, &l->mu);
         pthread_mutex_unlock(&l->mu);

@@ -249,6 +249,46 @@ static void a_busy_listener_does_not_starve_the_others(void **state)
     tally_free(&fast);
 }
 
+/* A retry's backoff does not hold a pool thread: with one thread, another
+ * listener is served while a message waits to be retried, and the waiting
+ * listener (concurrency 1) takes none of its later messages meanwhile. */
+static void a_retry_backoff_frees_the_pool_thread(void **state)
+{
+    (void)state;
+    EV(retry_ev, "PoolRetry", false);
+    EV(fast_ev, "PoolRetryFast", false);
+    tally retry, fast;
+    tally_init(&retry, 5);
+    tally_init(&fast, 50);
+    retry.fail_once = 0;
+    ew_manager *m = pool_mgr("local://pool-retry", 1);
+    ew_listener_desc rd = {.event = &retry_ev, .name = "Retry",
+                           .retry = {.attempts = 3, .backoff_ms = 5000}};
+    assert_int_equal(ew_listen(m, &rd, tally_listener, tref(&retry, "r")), EW_OK);
+    listen_tally(m, &fast_ev, "Fast", false, 1, &fast);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    send_range(m, &retry_ev, 0, 5);
+    assert_true(tally_wait_count(&retry, 1, 30000)); /* id 0 failed: a 5 s backoff */
+    send_range(m, &fast_ev, 0, 50);
+    assert_true(tally_wait_all(&fast, 30000));
+    /* Still in its backoff: nothing of the retrying listener handled yet. */
+    assert_int_equal(tally_total(&retry), 0);
+    assert_true(tally_wait_all(&retry, 60000));
+    pthread_mutex_lock(&retry.mu);
+    assert_int_equal(retry.attempts[0], 2);
+    assert_int_equal(retry.out_of_order, 0);
+    pthread_mutex_unlock(&retry.mu);
+    {
+        ewi_listener *l = m->listeners->next; /* Retry, registered first */
+        assert_string_equal(l->name, "Retry");
+        assert_int_equal(atomic_load(&l->mx.retried), 1);
+        assert_int_equal(atomic_load(&l->mx.handled), 5);
+    }
+    ew_manager_free(m);
+    tally_free(&retry);
+    tally_free(&fast);
+}
+
 /* A graceful stop on local:// delivers what is queued; every delivery
  * settles exactly once. */
 static void stop_delivers_what_is_queued_on_the_pool(void **state)
@@ -315,6 +355,7 @@ int main(void)
         cmocka_unit_test(concurrency_caps_the_pool_threads_of_a_listener),
         cmocka_unit_test(concurrency_one_keeps_order_on_the_pool),
         cmocka_unit_test(a_busy_listener_does_not_starve_the_others),
+        cmocka_unit_test(a_retry_backoff_frees_the_pool_thread),
         cmocka_unit_test(stop_delivers_what_is_queued_on_the_pool),
         cmocka_unit_test(unlisten_ends_a_backoff_on_the_pool),
     };
