@@ -71,7 +71,9 @@ typedef struct ew_listener_desc {
     const ew_event_desc *event;  /* required */
     const char *name;            /* required, unique per event */
     bool per_process;            /* every server gets its own copy */
-    uint32_t concurrency;        /* worker threads; 0: 1 */
+    uint32_t concurrency;        /* worker threads (with ew_options.worker_pool: how
+                                    many of the pool's threads at most run it at
+                                    once); 0: 1 */
     uint32_t prefetch;           /* unacknowledged messages held; 0: transport default */
     ew_retry_policy retry;
 } ew_listener_desc;
