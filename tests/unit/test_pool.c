@@ -239,7 +239,9 @@ static void a_busy_listener_does_not_starve_the_others(void **state)
     assert_true(tally_wait_all(&fast, 60000));
     size_t slow_done = tally_total(&slow);
     print_message("fast: 50 of 50 handled while slow had %zu of 200\n", slow_done);
-    assert_true(slow_done < 100);
+    /* Turns of 2 ms: a handful of the slow one's messages, not a whole
+     * batch of 64 (nor all 200) before the fast one's. */
+    assert_true(slow_done < 40);
     /* And the slow one goes on to the end. */
     assert_true(tally_wait_all(&slow, 60000));
     assert_int_equal(tally_dups(&slow), 0);
