@@ -50,6 +50,10 @@ ew_err ew_manager_new(ew_manager **out, const char *url, const ew_options *opts)
     if (o.version != 0)
         return ewi_fail(EW_EINVAL, "ew_manager_new: ew_options.version is %u; this "
                         "library knows layout 0", o.version);
+    if (o.worker_pool > EWI_POOL_MAX)
+        return ewi_fail(EW_EINVAL, "ew_manager_new: ew_options.worker_pool is %u; at "
+                        "most %u threads", o.worker_pool, EWI_POOL_MAX);
+    ew_err rc0;
     ew_manager *m = calloc(1, sizeof *m);
     if (!m)
         return ewi_fail(EW_ENOMEM, "ew_manager_new: out of memory");
@@ -76,6 +80,14 @@ ew_err ew_manager_new(ew_manager **out, const char *url, const ew_options *opts)
     m->format = o.format == EW_FORMAT_JSON ? EW_FORMAT_JSON : EW_FORMAT_MSGPACK;
     uuid_generate(m->id_base);
     atomic_init(&m->id_seq, 0);
+    if (o.worker_pool && (rc0 = ewi_pool_new(m, o.worker_pool)) != EW_OK) {
+        pthread_mutex_destroy(&m->mu);
+        pthread_mutex_destroy(&m->life);
+        pthread_mutex_destroy(&m->fmu);
+        pthread_cond_destroy(&m->fcv);
+        free(m);
+        return ewi_fail(rc0, "ew_manager_new: out of memory");
+    }
 
     ew_err rc;
     char err[256];
@@ -138,6 +150,7 @@ fail:
         ewi_set_last_error("ew_manager_new: %s", ew_strerror(rc));
     ewi_url_free(&m->url);
     free(m->url_redacted);
+    ewi_pool_free(m);
     pthread_mutex_destroy(&m->mu);
     pthread_mutex_destroy(&m->life);
     pthread_mutex_destroy(&m->fmu);
@@ -248,7 +261,7 @@ static ew_err activate(ew_manager *m, ewi_listener *l)
     l->subscribed = true;
     ewi_listener_consuming(l, gen);
     ewi_log(m, EW_LOG_INFO, "%s: consuming (concurrency %u, prefetch %u)", l->queue,
-            l->nthreads, l->sub.prefetch);
+            l->desc.concurrency, l->sub.prefetch);
     return EW_OK;
 }
 
@@ -259,14 +272,14 @@ static ew_err activate_all(ew_manager *m)
     pthread_mutex_lock(&m->mu);
     size_t n = 0;
     for (ewi_listener *l = m->listeners; l; l = l->next)
-        n += !l->subscribed && !l->threads;
+        n += !l->subscribed && !l->started;
     ewi_listener **ls = calloc(n ? n : 1, sizeof *ls);
     ewi_sub **subs = calloc(n ? n : 1, sizeof *subs);
     ew_err *rcs = calloc(n ? n : 1, sizeof *rcs);
     uint64_t *gens = calloc(n ? n : 1, sizeof *gens);
     size_t k = n; /* the list is newest first: subscribe in registration order */
     for (ewi_listener *l = m->listeners; l && ls && subs && rcs; l = l->next)
-        if (!l->subscribed && !l->threads)
+        if (!l->subscribed && !l->started)
             ls[--k] = l;
     pthread_mutex_unlock(&m->mu);
     ew_err rc = ls && subs && rcs && gens ? EW_OK : EW_ENOMEM;
@@ -283,7 +296,7 @@ static ew_err activate_all(ew_manager *m)
             ls[i]->subscribed = true;
             ewi_listener_consuming(ls[i], gens[i]);
             ewi_log(m, EW_LOG_INFO, "%s: consuming (concurrency %u, prefetch %u)",
-                    ls[i]->queue, ls[i]->nthreads, ls[i]->sub.prefetch);
+                    ls[i]->queue, ls[i]->desc.concurrency, ls[i]->sub.prefetch);
         }
     for (size_t i = 0; i < n && rc == EW_OK; i++)
         if (rcs[i] != EW_OK) {
@@ -522,7 +535,7 @@ ew_err ew_manager_start(ew_manager *m)
         ewi_listener *todo = NULL;
         pthread_mutex_lock(&m->mu);
         for (ewi_listener *l = m->listeners; l; l = l->next)
-            if (!l->subscribed && !l->threads)
+            if (!l->subscribed && !l->started)
                 todo = l;
         if (!todo)
             atomic_store(&m->state, EWI_STARTED);
@@ -648,6 +661,7 @@ void ew_manager_free(ew_manager *m)
         next = l->next;
         ewi_listener_free(l);
     }
+    ewi_pool_free(m);
     if (m->t)
         m->ops->destroy(m->t);
     for (ewi_event *ev = m->events, *next; ev; ev = next) {

@@ -124,8 +124,35 @@ typedef struct ewi_listener {
     ewi_lmetrics mx;
     pthread_t *threads;
     uint32_t nthreads;
+    bool started;            /* ewi_listener_start_workers ran */
+    /* With the manager's worker pool: on the pool's run queue (pool_next),
+     * and pool threads looking at it; both under the pool's lock. */
+    bool pool_ready;
+    uint32_t pool_visits;
+    struct ewi_listener *pool_next;
     struct ewi_listener *next;
 } ewi_listener;
+
+/* The worker threads a manager's listeners share (ew_options.worker_pool):
+ * a run queue of the listeners that have messages and a free slot under
+ * their concurrency, served in turn. Lock order: a listener's mu, then the
+ * pool's mu. */
+#define EWI_POOL_MAX 1024
+
+typedef struct ewi_pool {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;       /* idle pool threads wait for a listener */
+    pthread_cond_t left;     /* a pool thread stopped looking at a listener */
+    ewi_listener *head, *tail;
+    _Atomic size_t nready;   /* listeners on the run queue */
+    struct ewi_parked *timers; /* messages waiting out a retry's backoff,
+                                  earliest first */
+    size_t sleeping;
+    bool stopping;
+    uint32_t size;           /* threads to run */
+    uint32_t nthreads;       /* threads running */
+    pthread_t *threads;
+} ewi_pool;
 
 #define EWI_EVENT_CACHE 64
 
@@ -171,6 +198,9 @@ struct ew_manager {
 
     ewi_mmetrics mx;
 
+    /* Shared worker threads, or NULL: every listener has its own. */
+    ewi_pool *pool;
+
     /* The trace pipeline's hooks (core/trace.c), once added. */
     ew_trace_hooks trace;
     bool trace_added;
@@ -183,6 +213,11 @@ ew_err ewi_listener_start_workers(ewi_listener *l);
 ew_err ewi_listener_drain(ewi_listener *l, int64_t deadline_ms);
 /* Joins the workers (waits for them) and frees the listener. */
 void ewi_listener_free(ewi_listener *l);
+/* The manager's worker pool of size threads (started with the first
+ * listener's workers), and its end: joins the threads once every listener
+ * was freed. */
+ew_err ewi_pool_new(ew_manager *m, uint32_t size);
+void ewi_pool_free(ew_manager *m);
 
 /* send.c */
 /* The registered event for a descriptor; registers (and, when started,

@@ -98,6 +98,9 @@ static bool wake_another(const ewi_listener *l)
            WAKE_WORK_NS * (int64_t)l->busy;
 }
 
+static void pool_push(ewi_listener *l);
+static bool runnable(const ewi_listener *l);
+
 void ewi_deliver_list(ewi_msg *first)
 {
     if (!first)
@@ -119,6 +122,13 @@ void ewi_deliver_list(ewi_msg *first)
     ewi_ctr_add(&l->mx.delivered, n, true);
     if (redelivered)
         ewi_ctr_add(&l->mx.redelivered, redelivered, true);
+    if (l->m->pool) {
+        /* A listener with a free slot goes on the pool's run queue. */
+        if (runnable(l))
+            pool_push(l);
+        pthread_mutex_unlock(&l->mu);
+        return;
+    }
     /* A napping worker takes what gathered when its nap ends, or at once
      * for a batch. Else wake a worker only when one sleeps, and then
      * not when busy workers handle messages quickly: one of them takes this
@@ -342,6 +352,11 @@ static ew_err run_once(ewi_listener *l, ew_delivery *d, const void *event,
  * message, from the first attempt to the last; -1 when it did not run. */
 static _Thread_local int64_t tl_ran_ns;
 
+static void run_attempts(ewi_listener *l, ewi_msg *msg, void *event, uint32_t spent,
+                         uint32_t attempt, double delay);
+static bool park(ewi_listener *l, ewi_msg *msg, void *event, uint32_t spent,
+                 uint32_t attempt, double delay, int wait_ms);
+
 static void handle(ewi_listener *l, ewi_msg *msg)
 {
     ew_manager *m = l->m;
@@ -391,9 +406,19 @@ static void handle(ewi_listener *l, ewi_msg *msg)
      * connection dropped or a consumer stopped. */
     uint32_t spent = msg->redeliveries < rp->attempts ? msg->redeliveries
                                                       : rp->attempts - 1;
-    double delay = rp->backoff_ms;
+    run_attempts(l, msg, event, spent, spent + 1, rp->backoff_ms);
+}
+
+/* Runs the listener from attempt on, until it succeeds, the policy's
+ * attempts are spent, or (on the worker pool) a retry's backoff parks the
+ * message. */
+static void run_attempts(ewi_listener *l, ewi_msg *msg, void *event, uint32_t spent,
+                         uint32_t attempt, double delay)
+{
+    const ew_envelope *env = msg->env;
+    const ew_retry_policy *rp = &l->retry;
     int64_t first_ns = 0;
-    for (uint32_t attempt = spent + 1;; attempt++) {
+    for (;; attempt++) {
         ew_delivery d = {env, l->queue, attempt};
         const char *refused_by = NULL;
         if (attempt > spent + 1)
@@ -429,13 +454,17 @@ static void handle(ewi_listener *l, ewi_msg *msg)
         retry_report(l, ew_envelope_message_id(env),
                      "listener failed on attempt %u of %u (%s); retrying in %.0f ms",
                      attempt, rp->attempts, ew_strerror(rc), delay);
+        double next = fmin(delay * rp->multiplier, (double)rp->max_backoff_ms);
+        /* On the pool the thread serves others meanwhile. */
+        if (l->m->pool && park(l, msg, event, spent, attempt + 1, next, (int)delay))
+            return;
         if (!backoff_wait(l, (int)delay)) {
             /* Stopping: the broker gets it back and redelivers it later. */
             ew_event_free(l->event->desc.type, event);
             settle(l, msg, EWI_REQUEUE);
             return;
         }
-        delay = fmin(delay * rp->multiplier, (double)rp->max_backoff_ms);
+        delay = next;
     }
 }
 
@@ -561,8 +590,345 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+
+/* ---- the shared worker pool --------------------------------------------- */
+
+/* How long a pool thread keeps to one listener of concurrency 1 while other
+ * listeners wait for a thread: then it gives the rest of its batch back to
+ * the inbox (in order) and takes the next listener in turn. */
+#define POOL_TURN_NS 2000000
+
+/* A message of a pool listener waiting out a retry's backoff: it keeps its
+ * slot under the listener's concurrency (busy), so a listener of
+ * concurrency 1 takes no later message meanwhile, and a pool thread takes
+ * it up again when it is due. */
+typedef struct ewi_parked {
+    ewi_listener *l;
+    ewi_msg *msg;
+    void *event;
+    uint32_t spent, attempt;
+    double delay;            /* the backoff after the next failure */
+    int64_t due_ms;
+    struct ewi_parked *next;
+} ewi_parked;
+
+/* Set by park on the thread that parked its message. */
+static _Thread_local bool tl_parked;
+
+static bool park(ewi_listener *l, ewi_msg *msg, void *event, uint32_t spent,
+                 uint32_t attempt, double delay, int wait_ms)
+{
+    ewi_parked *pk = malloc(sizeof *pk);
+    if (!pk)
+        return false; /* the thread waits the backoff out instead */
+    *pk = (ewi_parked){l, msg, event, spent, attempt, delay, ewi_now_ms() + wait_ms, NULL};
+    ewi_pool *p = l->m->pool;
+    pthread_mutex_lock(&p->mu);
+    ewi_parked **pp = &p->timers;
+    while (*pp && (*pp)->due_ms <= pk->due_ms)
+        pp = &(*pp)->next;
+    pk->next = *pp;
+    *pp = pk;
+    /* A new earliest: a sleeping thread waits for it. */
+    if (p->timers == pk && p->sleeping)
+        pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    tl_parked = true;
+    return true;
+}
+
+/* Whether a pool thread may take a message of l now (mu held). */
+static bool runnable(const ewi_listener *l)
+{
+    return l->head && !l->stopping && l->busy < l->desc.concurrency;
+}
+
+/* Puts l at the end of the pool's run queue unless it is on it (l->mu
+ * held). */
+static void pool_push(ewi_listener *l)
+{
+    ewi_pool *p = l->m->pool;
+    pthread_mutex_lock(&p->mu);
+    if (!l->pool_ready && !p->stopping) {
+        l->pool_ready = true;
+        l->pool_next = NULL;
+        if (p->tail)
+            p->tail->pool_next = l;
+        else
+            p->head = l;
+        p->tail = l;
+        atomic_fetch_add_explicit(&p->nready, 1, memory_order_relaxed);
+        if (p->sleeping)
+            pthread_cond_signal(&p->cv);
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* Takes l off the run queue (pool mu held). */
+static void pool_unlink(ewi_pool *p, ewi_listener *l)
+{
+    if (!l->pool_ready)
+        return;
+    ewi_listener *prev = NULL;
+    for (ewi_listener *x = p->head; x; prev = x, x = x->pool_next)
+        if (x == l) {
+            if (prev)
+                prev->pool_next = l->pool_next;
+            else
+                p->head = l->pool_next;
+            if (p->tail == l)
+                p->tail = prev;
+            break;
+        }
+    l->pool_ready = false;
+    atomic_fetch_sub_explicit(&p->nready, 1, memory_order_relaxed);
+}
+
+/* Serves l on a pool thread: batches while it has messages and a free slot
+ * under its concurrency, as long as no other listener waits for a thread.
+ * Settles as worker_main does. */
+static void pool_serve(ewi_listener *l, worker_ctx *w)
+{
+    ewi_pool *p = l->m->pool;
+    pthread_mutex_lock(&l->mu);
+    while (runnable(l)) {
+        ewi_msg *batch = take_batch(l);
+        l->busy++;
+        /* Room for another of the pool's threads (concurrency > 1). */
+        if (runnable(l))
+            pool_push(l);
+        pthread_mutex_unlock(&l->mu);
+        int64_t t0 = ewi_now_ns();
+        while (batch && !atomic_load_explicit(&l->stopping, memory_order_relaxed)) {
+            ewi_msg *msg = batch;
+            batch = msg->qnext;
+            l->queued--;
+            tl_parked = false;
+            handle(l, msg);
+            if (tl_parked)
+                break; /* its slot stays taken; the rest goes back, in order */
+            if (batch && atomic_load_explicit(&p->nready, memory_order_relaxed) > 0 &&
+                ewi_now_ns() - t0 >= POOL_TURN_NS)
+                break; /* others wait: the rest goes back, in order */
+        }
+        flush_acks(l, w);
+        pthread_mutex_lock(&l->mu);
+        if (batch && !l->stopping) {
+            /* Only this thread takes from a listener of concurrency 1 (the
+             * only one with batches), so its inbox's head follows them. */
+            ewi_msg *last = batch;
+            size_t k = 1;
+            for (; last->qnext; last = last->qnext)
+                k++;
+            last->qnext = l->head;
+            l->head = batch;
+            if (!l->tail)
+                l->tail = last;
+            l->inbox += k;
+            batch = NULL;
+        }
+        pthread_mutex_unlock(&l->mu);
+        /* Stopping: what was not started goes back, as in worker_main. */
+        for (ewi_msg *next; batch; batch = next) {
+            next = batch->qnext;
+            l->queued--;
+            settle(l, batch, EWI_REQUEUE);
+        }
+        pthread_mutex_lock(&l->mu);
+        if (!tl_parked)
+            l->busy--;
+        tl_parked = false;
+        if (l->busy == 0 && l->stopping)
+            pthread_cond_broadcast(&l->idle);
+        /* Others wait for a thread: l takes its turn at the end. */
+        if (runnable(l) && atomic_load_explicit(&p->nready, memory_order_relaxed) > 0) {
+            pool_push(l);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+/* Takes a parked message up again on a pool thread. */
+static void pool_resume(ewi_parked *pk, worker_ctx *w)
+{
+    ewi_listener *l = pk->l;
+    pthread_mutex_lock(&l->mu);
+    bool stopping = l->stopping;
+    pthread_mutex_unlock(&l->mu);
+    tl_parked = false;
+    if (stopping) {
+        /* The broker gets it back, as after a backoff a stop ended. */
+        ew_event_free(l->event->desc.type, pk->event);
+        settle(l, pk->msg, EWI_REQUEUE);
+    } else {
+        run_attempts(l, pk->msg, pk->event, pk->spent, pk->attempt, pk->delay);
+    }
+    free(pk);
+    flush_acks(l, w);
+    pthread_mutex_lock(&l->mu);
+    if (!tl_parked)
+        l->busy--;
+    tl_parked = false;
+    if (l->busy == 0 && l->stopping)
+        pthread_cond_broadcast(&l->idle);
+    if (runnable(l))
+        pool_push(l);
+    pthread_mutex_unlock(&l->mu);
+}
+
+static void *pool_main(void *arg)
+{
+    ewi_pool *p = arg;
+    worker_ctx w = {.acks = NULL};
+    w.acks_tail = &w.acks;
+    tl_ctx = &w;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        if (p->timers && ewi_left_ms(p->timers->due_ms) == 0) {
+            ewi_parked *pk = p->timers;
+            p->timers = pk->next;
+            ewi_listener *l = pk->l;
+            l->pool_visits++;
+            pthread_mutex_unlock(&p->mu);
+            pool_resume(pk, &w);
+            pthread_mutex_lock(&p->mu);
+            if (--l->pool_visits == 0)
+                pthread_cond_broadcast(&p->left);
+            continue;
+        }
+        if (!p->head) {
+            if (p->stopping && !p->timers)
+                break; /* every listener was freed */
+            p->sleeping++;
+            if (p->timers)
+                ewi_cond_wait_until(&p->cv, &p->mu, p->timers->due_ms);
+            else
+                pthread_cond_wait(&p->cv, &p->mu);
+            p->sleeping--;
+            continue;
+        }
+        ewi_listener *l = p->head;
+        pool_unlink(p, l);
+        l->pool_visits++;
+        pthread_mutex_unlock(&p->mu);
+        pool_serve(l, &w);
+        pthread_mutex_lock(&p->mu);
+        if (--l->pool_visits == 0)
+            pthread_cond_broadcast(&p->left);
+    }
+    pthread_mutex_unlock(&p->mu);
+    tl_ctx = NULL;
+    return NULL;
+}
+
+ew_err ewi_pool_new(ew_manager *m, uint32_t size)
+{
+    ewi_pool *p = calloc(1, sizeof *p);
+    if (!p || !(p->threads = calloc(size, sizeof *p->threads))) {
+        free(p);
+        return EW_ENOMEM;
+    }
+    ewi_mutex_init(&p->mu);
+    ewi_cond_init_mono(&p->cv);
+    ewi_cond_init_mono(&p->left);
+    atomic_init(&p->nready, 0);
+    p->size = size;
+    m->pool = p;
+    return EW_OK;
+}
+
+/* Starts the pool's threads once (with the first listener's workers). */
+static ew_err pool_start(ew_manager *m)
+{
+    ewi_pool *p = m->pool;
+    ew_err rc = EW_OK;
+    pthread_mutex_lock(&p->mu);
+    while (p->nthreads < p->size) {
+        if (pthread_create(&p->threads[p->nthreads], NULL, pool_main, p) != 0) {
+            ewi_log(m, EW_LOG_ERROR, "cannot start worker pool thread %u", p->nthreads);
+            rc = EW_ENOMEM;
+            break;
+        }
+        pthread_setname_np(p->threads[p->nthreads], "ew:pool");
+        if (++p->nthreads == p->size)
+            ewi_log(m, EW_LOG_INFO, "worker pool of %u threads started", p->size);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return rc;
+}
+
+void ewi_pool_free(ew_manager *m)
+{
+    ewi_pool *p = m->pool;
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->stopping = true;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    for (uint32_t i = 0; i < p->nthreads; i++)
+        pthread_join(p->threads[i], NULL);
+    free(p->threads);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    pthread_cond_destroy(&p->left);
+    free(p);
+    m->pool = NULL;
+}
+
+/* Takes a stopped listener off the pool (it is never pushed again) and,
+ * with wait, waits until no pool thread looks at it any more. */
+static void pool_forget(ewi_listener *l, bool wait)
+{
+    ewi_pool *p = l->m->pool;
+    ewi_parked *mine = NULL;
+    pthread_mutex_lock(&p->mu);
+    pool_unlink(p, l);
+    for (ewi_parked **pp = &p->timers; *pp;) {
+        ewi_parked *pk = *pp;
+        if (pk->l != l) {
+            pp = &pk->next;
+            continue;
+        }
+        *pp = pk->next;
+        pk->next = mine;
+        mine = pk;
+    }
+    while (wait && l->pool_visits > 0)
+        pthread_cond_wait(&p->left, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+    /* Messages in a backoff: back to the broker, as a stop ends a backoff. */
+    size_t n = 0;
+    for (ewi_parked *pk = mine, *next; pk; pk = next, n++) {
+        next = pk->next;
+        ew_event_free(l->event->desc.type, pk->event);
+        settle_other(l, pk->msg, EWI_REQUEUE);
+        free(pk);
+    }
+    if (n) {
+        pthread_mutex_lock(&l->mu);
+        l->busy -= n;
+        if (l->busy == 0)
+            pthread_cond_broadcast(&l->idle);
+        pthread_mutex_unlock(&l->mu);
+    }
+}
+
 ew_err ewi_listener_start_workers(ewi_listener *l)
 {
+    l->started = true;
+    if (l->m->pool) {
+        ew_err rc = pool_start(l->m);
+        if (rc == EW_OK) {
+            /* Messages that came before (none on a fresh subscription). */
+            pthread_mutex_lock(&l->mu);
+            if (runnable(l))
+                pool_push(l);
+            pthread_mutex_unlock(&l->mu);
+        }
+        return rc;
+    }
     l->threads = calloc(l->desc.concurrency, sizeof *l->threads);
     if (!l->threads)
         return EW_ENOMEM;
@@ -594,6 +960,11 @@ ew_err ewi_listener_drain(ewi_listener *l, int64_t deadline_ms)
     l->queued -= l->inbox;
     l->inbox = 0;
     ew_err rc = EW_OK;
+    if (l->m->pool && l->started) {
+        pthread_mutex_unlock(&l->mu);
+        pool_forget(l, false);
+        pthread_mutex_lock(&l->mu);
+    }
     while (l->busy > 0) {
         if (ewi_left_ms(deadline_ms) == 0) {
             rc = EW_ETIMEDOUT;
@@ -628,6 +999,19 @@ void ewi_listener_free(ewi_listener *l)
         pthread_mutex_unlock(&l->mu);
         for (uint32_t i = 0; i < l->nthreads; i++)
             pthread_join(l->threads[i], NULL);
+    }
+    if (l->m->pool && l->started) {
+        /* The pool's threads finish its handlers, then leave it. */
+        pthread_mutex_lock(&l->mu);
+        l->stopping = true;
+        pthread_cond_broadcast(&l->backoff_cv);
+        pthread_mutex_unlock(&l->mu);
+        pool_forget(l, false); /* gives back what waits out a backoff */
+        pthread_mutex_lock(&l->mu);
+        while (l->busy > 0)
+            pthread_cond_wait(&l->idle, &l->mu);
+        pthread_mutex_unlock(&l->mu);
+        pool_forget(l, true);
     }
     /* Anything that arrived after the drain (it should not) still settles. */
     for (ewi_msg *msg = l->head, *next; msg; msg = next) {

@@ -4,7 +4,7 @@
  * listener at a fixed rate below saturation.
  *
  *   bench_local [-n events] [-r rounds] [-R rate] [-L latency-events]
- *               [-c max-concurrency] [-I events] [events]
+ *               [-c max-concurrency] [-P pool-threads] [-I events] [events]
  *
  *   -n  hello events per round (default 1,000,000; orders get a fifth)
  *   -r  rounds (default 3): each round runs the bare loop and eventwire at
@@ -12,6 +12,9 @@
  *   -R  events/s of the latency run (default 1,000; 0 skips it)
  *   -L  events of the latency run (default 5,000)
  *   -c  the highest listener concurrency (default 4: runs 1, 2, 4)
+ *   -P  also run each concurrency with the manager's shared worker pool of
+ *       this many threads (ew_options.worker_pool), beside the listener's
+ *       own threads in the same round (default 0: own threads only)
  *   -I  also count instructions per event with valgrind's callgrind, which
  *       counts the same on a busy machine as on an idle one: each figure is
  *       one run of this program under callgrind with that many hello events
@@ -238,12 +241,13 @@ static double cpu_s(void)
  * event (polling workers included), a figure the machine's load disturbs
  * less than the elapsed time. */
 static double eventwire(const ew_type *type, const void *(*make)(long, void *), long n,
-                        uint32_t concurrency, const char *name, double *cpu_ns)
+                        uint32_t concurrency, uint32_t pool, const char *name,
+                        double *cpu_ns)
 {
     ew_manager *m;
     char url[64];
-    snprintf(url, sizeof url, "local://bench-%s-%u", name, concurrency);
-    if (ew_manager_new(&m, url, NULL) != EW_OK)
+    snprintf(url, sizeof url, "local://bench-%s-%u-%u", name, concurrency, pool);
+    if (ew_manager_new(&m, url, &(ew_options){.worker_pool = pool}) != EW_OK)
         abort();
     ew_event_desc ev = {.type = type, .name = name};
     ew_listener_desc l = {.event = &ev, .name = "Bench", .concurrency = concurrency,
@@ -388,7 +392,8 @@ static void latency(long rate, long n, long rounds)
 /* The instructions a child run under callgrind counted for its measurement
  * ("-M event:concurrency", concurrency 0 for the bare loop) of n events, per
  * event; a negative value when it could not be counted (*why says why). */
-static double instructions(const char *event, unsigned conc, long n, const char **why)
+static double instructions(const char *event, unsigned conc, unsigned pool, long n,
+                           const char **why)
 {
     char self[4096], dir[] = "/tmp/bench_local_cg.XXXXXX", out[4200], mode[64], num[32];
     ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -398,7 +403,10 @@ static double instructions(const char *event, unsigned conc, long n, const char 
     }
     self[len] = 0;
     snprintf(out, sizeof out, "--callgrind-out-file=%s/cg.%%p", dir);
-    snprintf(mode, sizeof mode, "%s:%u", event, conc);
+    if (pool)
+        snprintf(mode, sizeof mode, "%s:%u:%u", event, conc, pool);
+    else
+        snprintf(mode, sizeof mode, "%s:%u", event, conc);
     snprintf(num, sizeof num, "%ld", n);
     fflush(stdout); /* or the child's freopen writes what is buffered again */
     pid_t pid = fork();
@@ -465,12 +473,14 @@ static double median(double *v, int n)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: bench_local [-n events] [-r rounds] [-R rate] [-L latency-events] "
-               "[-c max-concurrency] [-I events] [events]\n"
+               "[-c max-concurrency] [-P pool-threads] [-I events] [events]\n"
                "  -n  hello events per round, >= 1000 (default 1000000; orders: n/5)\n"
                "  -r  rounds, 1..99 (default 3); medians are printed\n"
                "  -R  events/s of the latency run, 0..100000 (default 1000; 0: skip)\n"
                "  -L  events of the latency run, >= 100 (default 5000)\n"
                "  -c  highest listener concurrency, 1..64 (default 4: runs 1, 2, 4)\n"
+               "  -P  also run each concurrency on a shared worker pool of this many\n"
+               "      threads, 1..1024, beside the listener's own threads (default 0: no)\n"
                "  -I  also count instructions per event under valgrind's callgrind,\n"
                "      with this many hello events, >= 1000 (orders: a fifth; default 0: skip)\n");
 }
@@ -487,14 +497,15 @@ static bool num_arg(const char *s, long lo, long hi, long *out)
 
 int main(int argc, char **argv)
 {
-    long n = 1000000, rounds = 3, rate = 1000, lat_n = 5000, max_conc = 4, cg_n = 0;
+    long n = 1000000, rounds = 3, rate = 1000, lat_n = 5000, max_conc = 4, cg_n = 0,
+         pool = 0;
     const char *measure = NULL;
     int opt;
     if (argc > 1 && strcmp(argv[1], "--help") == 0) {
         usage(stdout);
         return 0;
     }
-    while ((opt = getopt(argc, argv, "n:r:R:L:c:I:M:h")) != -1) {
+    while ((opt = getopt(argc, argv, "n:r:R:L:c:P:I:M:h")) != -1) {
         bool ok = true;
         switch (opt) {
         case 'n': ok = num_arg(optarg, 1000, 1000000000, &n); break;
@@ -502,6 +513,7 @@ int main(int argc, char **argv)
         case 'R': ok = num_arg(optarg, 0, 100000, &rate); break;
         case 'L': ok = num_arg(optarg, 100, 100000000, &lat_n); break;
         case 'c': ok = num_arg(optarg, 1, 64, &max_conc); break;
+        case 'P': ok = num_arg(optarg, 0, 1024, &pool); break;
         case 'I': ok = num_arg(optarg, 0, 100000000, &cg_n) && (cg_n == 0 || cg_n >= 1000); break;
         case 'M': measure = optarg; break; /* a child of -I */
         case 'h': usage(stdout); return 0;
@@ -535,9 +547,17 @@ int main(int argc, char **argv)
     } cases[] = {{"hello", &hello_event_type, make_hello, bare_hello, n},
                  {"orders", &order_event_type, make_order, bare_order, n / 5}};
     if (measure) {
-        /* One measurement under callgrind: "event:concurrency", 0 the bare loop. */
-        char *colon = strchr(measure, ':');
-        long conc;
+        /* One measurement under callgrind: "event:concurrency[:pool]",
+         * concurrency 0 the bare loop. */
+        char *colon = strchr(measure, ':'), *colon2 = colon ? strchr(colon + 1, ':') : NULL;
+        long conc, mpool = 0;
+        if (colon2) {
+            *colon2 = 0;
+            if (!num_arg(colon2 + 1, 1, 1024, &mpool)) {
+                fprintf(stderr, "bench_local: bad value '%s' for -M\n", measure);
+                return 2;
+            }
+        }
         size_t c = 0;
         while (c < 2 && (!colon || strncmp(measure, cases[c].name, (size_t)(colon - measure)) != 0 ||
                          cases[c].name[colon - measure] != 0))
@@ -551,27 +571,36 @@ int main(int argc, char **argv)
         if (conc == 0)
             cases[c].bare(n);
         else
-            eventwire(cases[c].type, cases[c].make, n, (uint32_t)conc, cases[c].name, &cpu);
+            eventwire(cases[c].type, cases[c].make, n, (uint32_t)conc, (uint32_t)mpool,
+                      cases[c].name, &cpu);
         return 0;
     }
     printf("bench_local: events/s from ew_send to the listener on local://, "
            "median of %ld rounds\n", rounds);
-    printf("%-8s %-12s %10s %14s %14s %7s %12s\n", "event", "concurrency", "events",
-           "eventwire/s", "bare codec/s", "ratio", "CPU ns/event");
+    printf("%-8s %-12s %-10s %10s %14s %14s %7s %12s\n", "event", "concurrency", "threads",
+           "events", "eventwire/s", "bare codec/s", "ratio", "CPU ns/event");
+    /* Per concurrency the listener's own threads, then (-P) the pool. */
+    int nmodes = pool > 0 ? 2 : 1;
     for (size_t c = 0; c < 2; c++) {
-        double bare[MAX_ROUNDS], ew[8][MAX_ROUNDS], cpu[8][MAX_ROUNDS];
+        double bare[MAX_ROUNDS], ew[8][2][MAX_ROUNDS], cpu[8][2][MAX_ROUNDS];
         for (long r = 0; r < rounds; r++) {
             bare[r] = cases[c].bare(cases[c].n);
             for (int k = 0; k < nconc; k++)
-                ew[k][r] = eventwire(cases[c].type, cases[c].make, cases[c].n, concs[k],
-                                     cases[c].name, &cpu[k][r]);
+                for (int p = 0; p < nmodes; p++)
+                    ew[k][p][r] = eventwire(cases[c].type, cases[c].make, cases[c].n,
+                                            concs[k], p ? (uint32_t)pool : 0,
+                                            cases[c].name, &cpu[k][p][r]);
         }
         double b = median(bare, (int)rounds);
-        for (int k = 0; k < nconc; k++) {
-            double e = median(ew[k], (int)rounds);
-            printf("%-8s %-12u %10ld %14.0f %14.0f %7.2f %12.0f\n", cases[c].name,
-                   concs[k], cases[c].n, e, b, e / b, median(cpu[k], (int)rounds));
-        }
+        for (int k = 0; k < nconc; k++)
+            for (int p = 0; p < nmodes; p++) {
+                char threads[16];
+                snprintf(threads, sizeof threads, p ? "pool %ld" : "own", pool);
+                double e = median(ew[k][p], (int)rounds);
+                printf("%-8s %-12u %-10s %10ld %14.0f %14.0f %7.2f %12.0f\n", cases[c].name,
+                       concs[k], threads, cases[c].n, e, b, e / b,
+                       median(cpu[k][p], (int)rounds));
+            }
         fflush(stdout);
     }
     if (rate > 0)
@@ -583,7 +612,7 @@ int main(int argc, char **argv)
     for (size_t c = 0; c < 2 && cg_n > 0; c++) {
         long events = c == 0 ? cg_n : cg_n / 5;
         const char *why = "";
-        double bare = instructions(cases[c].name, 0, events, &why);
+        double bare = instructions(cases[c].name, 0, 0, events, &why);
         if (bare < 0) {
             fprintf(stderr, "bench_local: -I: %s\n", why);
             return 1;
@@ -591,13 +620,19 @@ int main(int argc, char **argv)
         printf("instructions/event (callgrind, %ld events) %-6s bare codec %.0f", events,
                cases[c].name, bare);
         for (int k = 0; k < nconc; k++) {
-            double ew = instructions(cases[c].name, concs[k], events, &why);
-            if (ew < 0) {
-                fprintf(stderr, "\nbench_local: -I: %s\n", why);
-                return 1;
+            for (int p = 0; p < nmodes; p++) {
+                double ew = instructions(cases[c].name, concs[k], p ? (unsigned)pool : 0,
+                                         events, &why);
+                if (ew < 0) {
+                    fprintf(stderr, "\nbench_local: -I: %s\n", why);
+                    return 1;
+                }
+                if (p)
+                    printf("  pool%ld c%u %.0f (%.1fx)", pool, concs[k], ew, ew / bare);
+                else
+                    printf("  eventwire c%u %.0f (%.1fx)", concs[k], ew, ew / bare);
+                fflush(stdout);
             }
-            printf("  eventwire c%u %.0f (%.1fx)", concs[k], ew, ew / bare);
-            fflush(stdout);
         }
         printf("\n");
     }

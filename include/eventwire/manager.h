@@ -71,7 +71,9 @@ typedef struct ew_listener_desc {
     const ew_event_desc *event;  /* required */
     const char *name;            /* required, unique per event */
     bool per_process;            /* every server gets its own copy */
-    uint32_t concurrency;        /* worker threads; 0: 1 */
+    uint32_t concurrency;        /* worker threads (with ew_options.worker_pool: how
+                                    many of the pool's threads at most run it at
+                                    once); 0: 1 */
     uint32_t prefetch;           /* unacknowledged messages held; 0: transport default */
     ew_retry_policy retry;
 } ew_listener_desc;
@@ -125,6 +127,12 @@ typedef struct ew_options {
     ew_log_fn log;           /* NULL: stderr */
     void *log_user;
     ew_log_level log_level;  /* EW_LOG_DEFAULT: $EW_LOG, else warn */
+    /* Worker threads shared by every listener of the manager; 0 (default):
+     * each listener has threads of its own, as many as its concurrency.
+     * With a pool, a listener's concurrency caps how many of the pool's
+     * threads run its handler at once (concurrency 1 keeps its order), and
+     * listeners with messages waiting take turns. At most 1024. */
+    uint32_t worker_pool;
 } ew_options;
 
 /* Creates a manager for url (NULL: "local://"): "local://[name]",

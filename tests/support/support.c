@@ -313,6 +313,10 @@ ew_manager *mgr_new_opts(const char *url, const char *server, ew_options *o)
         o->send_timeout_ms = 15000;
     if (!o->start_timeout_ms)
         o->start_timeout_ms = 20000;
+    /* Every manager of a run on the shared worker pool of that size. */
+    const char *pool = getenv("EW_TEST_WORKER_POOL");
+    if (!o->worker_pool && pool && *pool)
+        o->worker_pool = (uint32_t)strtoul(pool, NULL, 10);
     ew_err rc = ew_manager_new(&m, url, o);
     if (rc != EW_OK)
         fail_msg("ew_manager_new(%s): %s", url, ew_strerror(rc));

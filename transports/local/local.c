@@ -610,7 +610,9 @@ static void l_settle(ewi_transport *t, ewi_msg *msg, ewi_settle how)
 static void l_settle_acks(ewi_transport *t, ewi_msg *first)
 {
     lbroker *b = t->b;
-    lconsumer *c = (lconsumer *)(uintptr_t)first->tag;
+    /* Read once: the first entry may be freed in the loop. */
+    uint64_t tag = first->tag;
+    lconsumer *c = (lconsumer *)(uintptr_t)tag;
     lqueue *q = c->q;
     /* Released by a sender (spent), or else outside the lock the senders
      * need. */
@@ -621,7 +623,7 @@ static void l_settle_acks(ewi_transport *t, ewi_msg *first)
     size_t n = 0;
     for (ewi_msg *msg = first, *next; msg; msg = next) {
         next = msg->qnext;
-        if (nacked == sizeof acked / sizeof acked[0] || msg->tag != first->tag) {
+        if (nacked == sizeof acked / sizeof acked[0] || msg->tag != tag) {
             more = msg; /* the rest after this lock (or another consumer's) */
             break;
         }
