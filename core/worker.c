@@ -645,6 +645,18 @@ static bool runnable(const ewi_listener *l)
 
 /* Puts l at the end of the pool's run queue unless it is on it (l->mu
  * held). */
+/* A pool thread is done with its turn on l (l->mu held): its slot is
+ * free again unless the message it ran was parked for a backoff (the
+ * parked message keeps it), and a stop waiting for l to go idle is told. */
+static void slot_done_locked(ewi_listener *l)
+{
+    if (!tl_parked)
+        l->busy--;
+    tl_parked = false;
+    if (l->busy == 0 && l->stopping)
+        pthread_cond_broadcast(&l->idle);
+}
+
 static void pool_push(ewi_listener *l)
 {
     ewi_pool *p = l->m->pool;
@@ -735,11 +747,7 @@ static void pool_serve(ewi_listener *l, worker_ctx *w)
             settle(l, batch, EWI_REQUEUE);
         }
         pthread_mutex_lock(&l->mu);
-        if (!tl_parked)
-            l->busy--;
-        tl_parked = false;
-        if (l->busy == 0 && l->stopping)
-            pthread_cond_broadcast(&l->idle);
+        slot_done_locked(l);
         /* Others wait for a thread: l takes its turn at the end. */
         if (runnable(l) && atomic_load_explicit(&p->nready, memory_order_relaxed) > 0) {
             pool_push(l);
@@ -767,11 +775,7 @@ static void pool_resume(ewi_parked *pk, worker_ctx *w)
     free(pk);
     flush_acks(l, w);
     pthread_mutex_lock(&l->mu);
-    if (!tl_parked)
-        l->busy--;
-    tl_parked = false;
-    if (l->busy == 0 && l->stopping)
-        pthread_cond_broadcast(&l->idle);
+    slot_done_locked(l);
     if (runnable(l))
         pool_push(l);
     pthread_mutex_unlock(&l->mu);
