@@ -729,15 +729,31 @@ static const uint8_t special[256] = {[0] = 2, ['\n'] = 1, ['\r'] = 1, [':'] = 1,
 /* Writes s escaped at d, which has room for 2 * n bytes; the end, or NULL
  * for what cannot be written. One table lookup per byte; most keys and
  * values have nothing to escape. */
+/* How many bytes of u[0..n) from the start need no escape: four table
+ * lookups per step. */
+static size_t plain_run(const uint8_t *u, size_t n)
+{
+    size_t i = 0;
+    while (i + 4 <= n &&
+           !(special[u[i]] | special[u[i + 1]] | special[u[i + 2]] | special[u[i + 3]]))
+        i += 4;
+    while (i < n && !special[u[i]])
+        i++;
+    return i;
+}
+
 static uint8_t *put_escaped(uint8_t *d, const char *s, size_t n, bool raw, bool is_key)
 {
     const uint8_t *u = (const uint8_t *)s;
     for (size_t i = 0; i < n; i++) {
+        /* The bytes up to the next one to escape, in one copy. */
+        size_t run = plain_run(u + i, n - i);
+        memcpy(d, u + i, run);
+        d += run;
+        i += run;
+        if (i == n)
+            break;
         uint8_t c = u[i];
-        if (!special[c]) {
-            *d++ = c;
-            continue;
-        }
         if (special[c] == 2)
             return NULL;
         if (raw) {
