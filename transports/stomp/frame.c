@@ -801,6 +801,24 @@ void ewi_stomp_write_header_n(ewi_stomp_writer *w, const char *key, size_t klen,
 
 void ewi_stomp_write_header(ewi_stomp_writer *w, const char *key, const char *value)
 {
+    /* Most headers have nothing to escape: one strcspn per string finds
+     * that and the length at once, and the line is two copies. */
+    if (!w->err && !ewi_stomp_cmd_raw_headers(w->cmd)) {
+        size_t klen = strcspn(key, ":\\\r\n"), vlen = strcspn(value, ":\\\r\n");
+        if (klen && !key[klen] && !value[vlen]) {
+            if (ewi_buf_reserve(w->out, klen + vlen + 2) != EW_OK) {
+                w->err = EW_ENOMEM;
+                return;
+            }
+            uint8_t *d = w->out->data + w->out->len;
+            memcpy(d, key, klen);
+            d[klen] = ':';
+            memcpy(d + klen + 1, value, vlen);
+            d[klen + 1 + vlen] = '\n';
+            w->out->len += klen + vlen + 2;
+            return;
+        }
+    }
     ewi_stomp_write_header_n(w, key, strlen(key), value, strlen(value));
 }
 
