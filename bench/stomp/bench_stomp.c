@@ -133,7 +133,8 @@ static ewi_stomp_frame *raw_next(raw *r, int timeout_ms)
             if (st == EWI_STOMP_FRAME) {
                 ewi_stomp_frame *f = ewi_stomp_parser_take(r->p);
                 if (f->cmd == EWI_STOMP_ERROR)
-                    die("raw client: ERROR %s", ewi_stomp_frame_get(f, "message"));
+                    die("raw client: ERROR %s: %.*s", ewi_stomp_frame_get(f, "message"),
+                        (int)f->body_len, (const char *)f->body);
                 return f;
             }
             if (st != EWI_STOMP_MORE)
@@ -243,7 +244,9 @@ static void run_raw(void *arg, bench_result *res)
     if (o->dialect == STOMP_RABBITMQ) {
         char err[512];
         rmqa *tp = stomp_admin_new(o);
-        rmqa_decl d = {.kind = RMQA_EXCHANGE, .event = event};
+        /* The listener queue too, as eventwire declares it: with an
+         * administration connection the subscription names /amq/queue/Q. */
+        rmqa_decl d = {.kind = RMQA_LISTENER, .event = event, .queue = queue, .durable = true};
         if (!tp || rmqa_ensure(tp, &d, err, sizeof err) != EW_OK)
             die("declare: %s", tp ? err : "out of memory");
         rmqa_free(tp);

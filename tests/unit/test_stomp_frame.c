@@ -620,6 +620,61 @@ static void serializer_escapes_values(void **state)
     ewi_buf_free(&out);
 }
 
+/* A header given as C strings and the same header given with its lengths
+ * give the same bytes, whether or not (and wherever) something needs an
+ * escape, on escaped and unescaped frames alike. */
+static void serializer_c_strings_match_counted(void **state)
+{
+    (void)state;
+    static const char *const vals[] = {"", "plain", ":lead", "trail:", "mid:dle",
+                                       "a\\b", "\n", "x\ry", "long value without any "
+                                       "escape at all, past sixteen bytes"};
+    static const ewi_stomp_cmd cmds[] = {EWI_STOMP_SEND, EWI_STOMP_ACK, EWI_STOMP_CONNECT};
+    for (size_t c = 0; c < sizeof cmds / sizeof cmds[0]; c++)
+        for (size_t k = 0; k < sizeof vals / sizeof vals[0]; k++)
+            for (size_t v = 0; v < sizeof vals / sizeof vals[0]; v++) {
+                ewi_buf a = {0}, b = {0};
+                ewi_stomp_writer wa, wb;
+                ewi_stomp_write_begin(&wa, &a, cmds[c]);
+                ewi_stomp_write_header(&wa, vals[k], vals[v]);
+                ew_err ea = ewi_stomp_write_end(&wa, NULL, 0, false);
+                ewi_stomp_write_begin(&wb, &b, cmds[c]);
+                ewi_stomp_write_header_n(&wb, vals[k], strlen(vals[k]), vals[v],
+                                         strlen(vals[v]));
+                ew_err eb = ewi_stomp_write_end(&wb, NULL, 0, false);
+                if (ea != eb || a.len != b.len || (a.len && memcmp(a.data, b.data, a.len)))
+                    fail_msg("cmd %d, header '%s':'%s': C strings and lengths differ",
+                             (int)cmds[c], vals[k], vals[v]);
+                if (!ea && cmds[c] != EWI_STOMP_CONNECT) {
+                    ewi_stomp_frame *f = one(a.data, a.len);
+                    assert_string_equal(f->headers[0].key, vals[k]);
+                    assert_string_equal(f->headers[0].value, vals[v]);
+                    ewi_stomp_frame_free(f);
+                }
+                ewi_buf_free(&a);
+                ewi_buf_free(&b);
+            }
+}
+
+/* Header lines read whole from one buffer and byte by byte agree, for lines
+ * that need no unescaping and lines around them that do. */
+static void header_lines_whole_and_split_agree(void **state)
+{
+    (void)state;
+    ewi_stomp_frame *f = one(LIT("MESSAGE\r\nplain:value\r\nk:v:w\n"
+                                 "esc:a\\cb\\\\c\r\nx:\nlast:one\n\nbody\0"));
+    assert_int_equal(f->nheaders, 5);
+    assert_string_equal(ewi_stomp_frame_get(f, "plain"), "value");
+    assert_string_equal(ewi_stomp_frame_get(f, "k"), "v:w");
+    assert_string_equal(ewi_stomp_frame_get(f, "esc"), "a:b\\c");
+    assert_string_equal(ewi_stomp_frame_get(f, "x"), "");
+    assert_string_equal(ewi_stomp_frame_get(f, "last"), "one");
+    assert_string_equal((const char *)f->body, "body");
+    ewi_stomp_frame_free(f);
+    bad(LIT("MESSAGE\nok:1\nbad:a\rb\n\n"), EWI_STOMP_EBAD, "CR not followed by LF");
+    bad(LIT("MESSAGE\nok:1\n:novalue\n\n"), EWI_STOMP_EBAD, "empty name");
+}
+
 static void serializer_refuses_what_it_cannot_write(void **state)
 {
     (void)state;
@@ -729,6 +784,8 @@ int main(void)
         cmocka_unit_test(skip_mode_memory_is_bounded),
         cmocka_unit_test(skip_mode_is_for_message_bodies_only),
         cmocka_unit_test(serializer_escapes_values),
+        cmocka_unit_test(serializer_c_strings_match_counted),
+        cmocka_unit_test(header_lines_whole_and_split_agree),
         cmocka_unit_test(serializer_refuses_what_it_cannot_write),
         cmocka_unit_test(write_frame_round_trips),
         cmocka_unit_test(command_names),

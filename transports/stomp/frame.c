@@ -54,7 +54,8 @@ void ewi_stomp_frame_free(ewi_stomp_frame *f)
 {
     if (!f)
         return;
-    free(f->headers);
+    if (f->headers != (ewi_stomp_header *)(f + 1))
+        free(f->headers);
     free(f->strings_);
     free(f->body);
     free(f);
@@ -421,6 +422,50 @@ static ewi_stomp_status header_line(ewi_stomp_parser *p)
     return EWI_STOMP_MORE;
 }
 
+/* A header line wholly in data[0..n) (n excludes its LF) that needs nothing
+ * but two copies: no backslash, NUL or stray CR, a non-empty name, within
+ * every limit. Takes it and returns true; returns false without a change
+ * otherwise, and the byte-at-a-time path below then reads the line (and
+ * reports its error, if any, with the same text for every split). One
+ * strcspn finds the ':' and one the end of the value: most lines of a frame
+ * are read this way. */
+static bool header_line_fast(ewi_stomp_parser *p, const uint8_t *line, size_t n)
+{
+    if (ewi_stomp_cmd_raw_headers(p->cmd) || p->nhdrs == p->lim.max_headers ||
+        n > p->lim.max_header_len + 1 || n >= p->lim.max_frame - p->frame_bytes)
+        return false;
+    /* strcspn stops at the LF at the latest (memchr found it), or at a NUL. */
+    const char *s = (const char *)line;
+    size_t klen = strcspn(s, ":\\\r\n");
+    if (klen == 0 || klen >= n || s[klen] != ':')
+        return false;
+    size_t vend = klen + 1 + strcspn(s + klen + 1, "\\\r\n");
+    size_t m = n;
+    if (vend == n - 1 && s[vend] == '\r')
+        m = n - 1; /* the CR of a CRLF */
+    if (vend != m || m > p->lim.max_header_len)
+        return false;
+    size_t need = p->str_len + m + 1;
+    if (!grow(&p->hdrs, &p->hdr_cap, p->nhdrs + 1, sizeof *p->hdrs) ||
+        !grow(&p->strings, &p->str_cap,
+              !p->str_cap && p->str_hint > need ? p->str_hint : need, 1))
+        return false; /* the slow path reports the ENOMEM */
+    hdr_off *h = &p->hdrs[p->nhdrs++];
+    char *dst = p->strings + p->str_len;
+    size_t vlen = m - klen - 1;
+    memcpy(dst, s, klen);
+    dst[klen] = 0;
+    memcpy(dst + klen + 1, s + klen + 1, vlen);
+    dst[m] = 0;
+    h->koff = p->str_len;
+    h->klen = klen;
+    h->voff = p->str_len + klen + 1;
+    h->vlen = vlen;
+    p->str_len += m + 1;
+    p->frame_bytes += n + 1;
+    return true;
+}
+
 static ewi_stomp_status line_too_long(ewi_stomp_parser *p)
 {
     if (p->state == P_COMMAND) {
@@ -443,6 +488,11 @@ static ewi_stomp_status line_bytes(ewi_stomp_parser *p, const uint8_t *data,
     size_t avail = len - *i;
     const uint8_t *lf = memchr(start, '\n', avail);
     size_t n = lf ? (size_t)(lf - start) : avail;
+    if (lf && p->state == P_HEADER && p->line_len == 0 && n > 1 &&
+        header_line_fast(p, start, n)) {
+        *i += n + 1;
+        return EWI_STOMP_MORE;
+    }
     size_t limit = p->state == P_COMMAND ? MAX_CMD_LEN : p->lim.max_header_len;
     /* One byte of slack for the CR of a CRLF. */
     size_t room_line = limit + 1 - p->line_len;
@@ -491,19 +541,19 @@ static ewi_stomp_status line_bytes(ewi_stomp_parser *p, const uint8_t *data,
 
 static ewi_stomp_status complete(ewi_stomp_parser *p)
 {
-    ewi_stomp_frame *f = calloc(1, sizeof *f);
+    /* The frame and its header array in one allocation. */
+    ewi_stomp_frame *f = calloc(1, sizeof *f + p->nhdrs * sizeof *f->headers);
     if (!f)
         return fail_nomem(p);
     if (!p->body) {
         p->body = malloc(1);
         p->body_cap = 1;
     }
-    f->headers = p->nhdrs ? malloc(p->nhdrs * sizeof *f->headers) : NULL;
-    if (!p->body || (p->nhdrs && !f->headers)) {
-        free(f->headers);
+    if (!p->body) {
         free(f);
         return fail_nomem(p);
     }
+    f->headers = p->nhdrs ? (ewi_stomp_header *)(f + 1) : NULL;
     p->body[p->body_len] = 0;
     f->cmd = p->cmd;
     f->body = p->body;
@@ -679,15 +729,31 @@ static const uint8_t special[256] = {[0] = 2, ['\n'] = 1, ['\r'] = 1, [':'] = 1,
 /* Writes s escaped at d, which has room for 2 * n bytes; the end, or NULL
  * for what cannot be written. One table lookup per byte; most keys and
  * values have nothing to escape. */
+/* How many bytes of u[0..n) from the start need no escape: four table
+ * lookups per step. */
+static size_t plain_run(const uint8_t *u, size_t n)
+{
+    size_t i = 0;
+    while (i + 4 <= n &&
+           !(special[u[i]] | special[u[i + 1]] | special[u[i + 2]] | special[u[i + 3]]))
+        i += 4;
+    while (i < n && !special[u[i]])
+        i++;
+    return i;
+}
+
 static uint8_t *put_escaped(uint8_t *d, const char *s, size_t n, bool raw, bool is_key)
 {
     const uint8_t *u = (const uint8_t *)s;
     for (size_t i = 0; i < n; i++) {
+        /* The bytes up to the next one to escape, in one copy. */
+        size_t run = plain_run(u + i, n - i);
+        memcpy(d, u + i, run);
+        d += run;
+        i += run;
+        if (i == n)
+            break;
         uint8_t c = u[i];
-        if (!special[c]) {
-            *d++ = c;
-            continue;
-        }
         if (special[c] == 2)
             return NULL;
         if (raw) {
@@ -735,6 +801,24 @@ void ewi_stomp_write_header_n(ewi_stomp_writer *w, const char *key, size_t klen,
 
 void ewi_stomp_write_header(ewi_stomp_writer *w, const char *key, const char *value)
 {
+    /* Most headers have nothing to escape: one strcspn per string finds
+     * that and the length at once, and the line is two copies. */
+    if (!w->err && !ewi_stomp_cmd_raw_headers(w->cmd)) {
+        size_t klen = strcspn(key, ":\\\r\n"), vlen = strcspn(value, ":\\\r\n");
+        if (klen && !key[klen] && !value[vlen]) {
+            if (ewi_buf_reserve(w->out, klen + vlen + 2) != EW_OK) {
+                w->err = EW_ENOMEM;
+                return;
+            }
+            uint8_t *d = w->out->data + w->out->len;
+            memcpy(d, key, klen);
+            d[klen] = ':';
+            memcpy(d + klen + 1, value, vlen);
+            d[klen + 1 + vlen] = '\n';
+            w->out->len += klen + vlen + 2;
+            return;
+        }
+    }
     ewi_stomp_write_header_n(w, key, strlen(key), value, strlen(value));
 }
 

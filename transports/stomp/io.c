@@ -159,7 +159,6 @@ void stomp_io_free_dlq_queue(stomp_sub *ss)
     for (stomp_msgdata *md = ss->dq_head, *next; md; md = next) {
         next = md->next;
         ewi_envelope_unref(md->env);
-        free(md->ack_id);
         free(md);
     }
     ss->dq_head = ss->dq_tail = NULL;
@@ -281,7 +280,6 @@ static void take_work(io *s)
             ss->outstanding--;
             ewi_msg_free(md->msg);
         }
-        free(md->ack_id);
         free(md);
         stomp_io_sub_check(s, ss);
     }

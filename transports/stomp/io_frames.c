@@ -9,6 +9,18 @@
 
 /* ---- frames in ------------------------------------------------------------ */
 
+/* A message's settle record with its ack id in the same allocation. */
+static stomp_msgdata *msgdata_new(const char *ack)
+{
+    size_t n = strlen(ack) + 1;
+    stomp_msgdata *md = calloc(1, sizeof *md + n);
+    if (!md)
+        return NULL;
+    md->ack_id = (char *)(md + 1);
+    memcpy(md->ack_id, ack, n);
+    return md;
+}
+
 void stomp_io_fail_pub_now(io *s, stomp_pending *pd, int err, const char *text)
 {
     /* unlink from in-flight */
@@ -125,13 +137,10 @@ static void on_message(io *s, ewi_stomp_frame *f)
     }
     if (!ss->sub) {
         /* A dead-letter reader: the waiting dlq_take takes it. */
-        stomp_msgdata *md = calloc(1, sizeof *md);
+        stomp_msgdata *md = msgdata_new(ack);
         ew_envelope *env = ewi_envelope_new();
-        if (!md || !env || !(md->ack_id = strdup(ack)) ||
-            stomp_message_read(f, env) != EW_OK) {
+        if (!md || !env || stomp_message_read(f, env) != EW_OK) {
             ewi_envelope_unref(env);
-            if (md)
-                free(md->ack_id);
             free(md);
             return;
         }
@@ -150,12 +159,9 @@ static void on_message(io *s, ewi_stomp_frame *f)
         return;
     }
     ewi_msg *msg = ewi_msg_new(ss->sub, NULL);
-    stomp_msgdata *md = calloc(1, sizeof *md);
-    if (!msg || !md || !(md->ack_id = strdup(ack)) ||
-        stomp_message_read(f, msg->env) != EW_OK) {
+    stomp_msgdata *md = msgdata_new(ack);
+    if (!msg || !md || stomp_message_read(f, msg->env) != EW_OK) {
         /* Out of memory: leave it unacknowledged for redelivery. */
-        if (md)
-            free(md->ack_id);
         free(md);
         ewi_msg_free(msg);
         ewi_log(t->m, EW_LOG_ERROR, "%s: out of memory reading a message",

@@ -45,7 +45,7 @@ ew_err stomp_message_write(ewi_buf *out, const stomp_target *to, const char *rec
             out->len = w.mark;
             return EW_EINVAL;
         }
-        ewi_stomp_write_header_n(&w, k, klen, v, strlen(v));
+        ewi_stomp_write_header(&w, k, v);
     }
     ew_err rc = ewi_stomp_write_end(&w, body, blen, true);
     if (rc == EW_EINVAL)

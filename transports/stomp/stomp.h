@@ -180,7 +180,7 @@ typedef struct stomp_msgdata {
     uint64_t gen;      /* connection generation it came on */
     uint64_t sub_gen;  /* subscription generation (id) it came on */
     ewi_settle how;
-    char *ack_id;
+    char *ack_id;               /* in the same allocation: freed with it */
     ew_envelope *env;           /* dead-letter readers only */
     struct stomp_msgdata *next; /* settle queue */
     ewi_msg *msg;

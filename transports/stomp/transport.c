@@ -158,7 +158,6 @@ static void stomp_destroy(ewi_transport *t)
         for (stomp_msgdata *md = ss->dq_head, *n2; md; md = n2) {
             n2 = md->next;
             ewi_envelope_unref(md->env);
-            free(md->ack_id);
             free(md);
         }
         free(ss);
@@ -170,7 +169,6 @@ static void stomp_destroy(ewi_transport *t)
         if (md->msg)
             ewi_msg_free(md->msg);
         ewi_envelope_unref(md->env);
-        free(md->ack_id);
         free(md);
     }
     for (struct amq_known *k = t->amq_known, *next; k; k = next) {
@@ -1151,10 +1149,7 @@ static void stomp_settle(ewi_transport *t, ewi_msg *msg, ewi_settle how)
     if (!t->thread_started || !md) {
         /* Stopped: the closed connection gave everything back. */
         pthread_mutex_unlock(&t->mu);
-        if (md) {
-            free(md->ack_id);
-            free(md);
-        }
+        free(md);
         ewi_msg_free(msg);
         return;
     }
