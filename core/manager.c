@@ -53,7 +53,6 @@ ew_err ew_manager_new(ew_manager **out, const char *url, const ew_options *opts)
     if (o.worker_pool > EWI_POOL_MAX)
         return ewi_fail(EW_EINVAL, "ew_manager_new: ew_options.worker_pool is %u; at "
                         "most %u threads", o.worker_pool, EWI_POOL_MAX);
-    ew_err rc0;
     ew_manager *m = calloc(1, sizeof *m);
     if (!m)
         return ewi_fail(EW_ENOMEM, "ew_manager_new: out of memory");
@@ -80,17 +79,11 @@ ew_err ew_manager_new(ew_manager **out, const char *url, const ew_options *opts)
     m->format = o.format == EW_FORMAT_JSON ? EW_FORMAT_JSON : EW_FORMAT_MSGPACK;
     uuid_generate(m->id_base);
     atomic_init(&m->id_seq, 0);
-    if (o.worker_pool && (rc0 = ewi_pool_new(m, o.worker_pool)) != EW_OK) {
-        pthread_mutex_destroy(&m->mu);
-        pthread_mutex_destroy(&m->life);
-        pthread_mutex_destroy(&m->fmu);
-        pthread_cond_destroy(&m->fcv);
-        free(m);
-        return ewi_fail(rc0, "ew_manager_new: out of memory");
-    }
 
     ew_err rc;
     char err[256];
+    if (o.worker_pool && (rc = ewi_pool_new(m, o.worker_pool)) != EW_OK)
+        goto fail;
     if (o.server_name) {
         if ((rc = ewi_check_server_name(o.server_name, err, sizeof err)) != EW_OK) {
             ewi_log(m, EW_LOG_ERROR, "%s", err);

@@ -643,8 +643,6 @@ static bool runnable(const ewi_listener *l)
     return l->head && !l->stopping && l->busy < l->desc.concurrency;
 }
 
-/* Puts l at the end of the pool's run queue unless it is on it (l->mu
- * held). */
 /* A pool thread is done with its turn on l (l->mu held): its slot is
  * free again unless the message it ran was parked for a backoff (the
  * parked message keeps it), and a stop waiting for l to go idle is told. */
@@ -657,6 +655,8 @@ static void slot_done_locked(ewi_listener *l)
         pthread_cond_broadcast(&l->idle);
 }
 
+/* Puts l at the end of the pool's run queue unless it is on it (l->mu
+ * held). */
 static void pool_push(ewi_listener *l)
 {
     ewi_pool *p = l->m->pool;

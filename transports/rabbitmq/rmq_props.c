@@ -172,12 +172,6 @@ static bool has_key(const amqp_table_t *t, const char *key, size_t kl)
     return false;
 }
 
-static ew_err put_prop(ew_envelope *env, const char *key, size_t klen, const void *v,
-                       size_t len)
-{
-    return ewi_envelope_put(env, key, klen, v, len);
-}
-
 ew_err rmq_props_to_env(const amqp_basic_properties_t *props, ew_envelope *env,
                         size_t *skipped)
 {
@@ -203,16 +197,17 @@ ew_err rmq_props_to_env(const amqp_basic_properties_t *props, ew_envelope *env,
     ew_err rc = EW_OK;
     if ((props->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) && props->message_id.len &&
         !has_key(t, NAME(EW_HDR_MESSAGE_ID)))
-        rc = put_prop(env, NAME(EW_HDR_MESSAGE_ID), props->message_id.bytes, props->message_id.len);
+        rc = ewi_envelope_put(env, NAME(EW_HDR_MESSAGE_ID), props->message_id.bytes,
+                              props->message_id.len);
     if (rc == EW_OK && (props->_flags & AMQP_BASIC_TIMESTAMP_FLAG) &&
         !has_key(t, NAME(EW_HDR_SENT_AT))) {
         char ms[32];
         int n = snprintf(ms, sizeof ms, "%" PRIu64, props->timestamp * 1000u);
-        rc = put_prop(env, NAME(EW_HDR_SENT_AT), ms, (size_t)n);
+        rc = ewi_envelope_put(env, NAME(EW_HDR_SENT_AT), ms, (size_t)n);
     }
     if (rc == EW_OK && (props->_flags & AMQP_BASIC_TYPE_FLAG) && props->type.len &&
         !has_key(t, NAME(EW_HDR_EVENT)))
-        rc = put_prop(env, NAME(EW_HDR_EVENT), props->type.bytes, props->type.len);
+        rc = ewi_envelope_put(env, NAME(EW_HDR_EVENT), props->type.bytes, props->type.len);
     if (rc == EW_OK && (props->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG) &&
         props->content_type.len) {
         char ct[256];
