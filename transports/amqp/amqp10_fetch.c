@@ -23,6 +23,15 @@
 #include <proton/link.h>
 
 #define LINGER_MS 300
+/* A drain not answered by then is asked again (artemis). Artemis 2.40
+ * ignores a drain that arrives while it is still finishing the previous
+ * one (its sender keeps a "draining" flag that its queue's thread clears
+ * only after handing the answer to the connection's thread). When the
+ * previous answer went out before the new drain came in and the flag was
+ * cleared after it, nothing ever answers the new drain, and no message
+ * comes either: the read waited out the send timeout and failed with
+ * EW_ETIMEDOUT. A flow with drain set, sent again, asks again. */
+#define DRAIN_AGAIN_MS 1000
 
 typedef enum fetch_op { FETCH_OPEN, FETCH_MORE, FETCH_CLOSE } fetch_op;
 
@@ -58,6 +67,7 @@ struct amqp10_fetch {
     bool detaching;      /* closed, waiting for the broker's detach */
     int64_t detach_by;   /* ... until then */
     bool draining;
+    int64_t drain_again_at; /* ... asked again then (while credit is left) */
     bool got_since_more;
     amqp10_fetch *next;
 };
@@ -169,6 +179,7 @@ void amqp10_fetch_work(ewi_transport *t, amqp10_work *w)
                 pn_link_flow(f->l, more);
             } else {
                 f->draining = true;
+                f->drain_again_at = ewi_now_ms() + DRAIN_AGAIN_MS;
                 pn_link_drain(f->l, more);
             }
         }
@@ -334,6 +345,14 @@ void amqp10_fetch_tick(ewi_transport *t, int64_t now)
 {
     for (amqp10_fetch *f = t->fetches, *next; f; f = next) {
         next = f->next;
+        if (f->draining && f->l && !f->detaching && now >= f->drain_again_at &&
+            pn_link_credit(f->l) > 0) {
+            ewi_log(t->m, EW_LOG_DEBUG,
+                    "amqp %s: no answer to the drain of a read of %s in %d ms; asking again",
+                    t->where, f->source.addr, DRAIN_AGAIN_MS);
+            pn_link_drain(f->l, 0); /* the same credit, drain set: a flow again */
+            f->drain_again_at = now + DRAIN_AGAIN_MS;
+        }
         if (!f->detaching || now < f->detach_by)
             continue;
         ewi_log(t->m, EW_LOG_WARN,
