@@ -20,14 +20,13 @@
  * (ew.reply.<pid>-<ms>-<n>: a volatile subscription that goes with its link)
  * and is read from the answer's body, a JSON array. */
 #include "amqp10.h"
+#include "transports/artemis/artm.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#include <jansson.h>
 
 enum { REPLY_MAX = 2048 };
 
@@ -115,50 +114,20 @@ static ew_err manage(ewi_transport *t, const char *event, const char *const *pro
     return rc;
 }
 
-/* The first element of a management answer (a JSON array): a string, or
- * NULL (caller json_decref's *root). */
-static const char *answer_first(const char *reply, json_t **root)
-{
-    *root = json_loads(reply, 0, NULL);
-    return json_string_value(json_array_get(*root, 0));
-}
-
-/* createQueue's parameters: the queue's configuration as JSON text, and
- * ignoreIfExists. malloc'd, or NULL when out of memory. */
-static char *create_params(const amqp10_decl *d, long delay_ms)
-{
-    json_t *cfg = json_pack("{s:s, s:s, s:s, s:b, s:b, s:I, s:I, s:b}", "name", d->queue,
-                            "address", d->event, "routing-type", "MULTICAST", "durable",
-                            d->durable, "auto-delete", 1, "auto-delete-delay",
-                            (json_int_t)delay_ms, "auto-delete-message-count",
-                            (json_int_t)-1, "auto-create-address", 1);
-    char *text = cfg ? json_dumps(cfg, JSON_COMPACT) : NULL;
-    json_decref(cfg);
-    json_t *params = text ? json_pack("[s, b]", text, 1) : NULL;
-    free(text);
-    char *out = params ? json_dumps(params, JSON_COMPACT) : NULL;
-    json_decref(params);
-    return out;
-}
-
 static ew_err check_exists(ewi_transport *t, const amqp10_decl *d, int64_t deadline,
                            char *err, size_t errlen)
 {
-    char resource[EW_MAX_QUEUE_NAME + 16], reply[REPLY_MAX];
-    amqp10_textf(resource, sizeof resource, "queue.%s", d->queue);
-    const char *props[] = {"_AMQ_ResourceName", resource, "_AMQ_Attribute", "address", NULL};
-    char why[512] = "";
-    ew_err rc = manage(t, d->event, props, NULL, deadline, reply, sizeof reply, why,
+    artm_req q;
+    artm_ask_address(&q, d->queue);
+    char reply[REPLY_MAX], why[512] = "";
+    ew_err rc = manage(t, d->event, q.props, NULL, deadline, reply, sizeof reply, why,
                        sizeof why);
     if (rc != EW_OK) {
         amqp10_textf(err, errlen, "asking the broker's management whether queue %s exists: %s",
                    d->queue, why);
         return rc;
     }
-    json_t *root;
-    const char *address = answer_first(reply, &root);
-    rc = address && strcmp(address, d->event) == 0 ? EW_OK : EW_ENOTFOUND;
-    json_decref(root);
+    rc = artm_address_is(reply, d->event);
     if (rc != EW_OK)
         amqp10_textf(err, errlen, "queue %s does not exist on address %s (%s)", d->queue,
                    d->event, reply);
@@ -168,30 +137,15 @@ static ew_err check_exists(ewi_transport *t, const amqp10_decl *d, int64_t deadl
 static ew_err create_per_process(ewi_transport *t, const amqp10_decl *d, int64_t deadline,
                                  char *err, size_t errlen)
 {
-    char reply[REPLY_MAX];
-    char *body = create_params(d, t->opt.expires_ms);
-    if (!body)
+    artm_req q;
+    if (artm_ask_create(&q, d->queue, d->event, d->durable, t->opt.expires_ms) != EW_OK)
         return EW_ENOMEM;
-    const char *props[] = {"_AMQ_ResourceName", "broker", "_AMQ_OperationName", "createQueue",
-                           NULL};
-    char why[512] = "";
-    ew_err rc = manage(t, d->event, props, body, deadline, reply, sizeof reply, why,
+    char reply[REPLY_MAX], why[512] = "";
+    ew_err rc = manage(t, d->event, q.props, q.body, deadline, reply, sizeof reply, why,
                        sizeof why);
-    free(body);
-    /* Success answers with the queue's configuration (JSON text of an
-     * object); a failure with a message. */
-    if (rc == EW_OK) {
-        json_t *root, *cfg = NULL;
-        const char *first = answer_first(reply, &root);
-        if (first)
-            cfg = json_loads(first, 0, NULL);
-        if (!json_is_object(cfg)) {
-            rc = EW_EBROKER;
-            amqp10_textf(why, sizeof why, "%s", reply);
-        }
-        json_decref(cfg);
-        json_decref(root);
-    }
+    artm_req_free(&q);
+    if (rc == EW_OK && (rc = artm_created(reply)) != EW_OK)
+        amqp10_textf(why, sizeof why, "%s", reply);
     if (rc != EW_OK)
         amqp10_textf(err, errlen, "creating the per_process queue %s through the broker's "
                    "management failed: %s", d->queue, why);
@@ -211,31 +165,21 @@ ew_err amqp10_artemis_ensure(ewi_transport *t, const amqp10_decl *d, int64_t dea
 ew_err amqp10_artemis_destroy(ewi_transport *t, const char *event, const char *queue,
                               int64_t deadline, char *err, size_t errlen)
 {
-    /* destroyQueue(name, removeConsumers, autoDeleteAddress) */
-    json_t *params = json_pack("[s, b, b]", queue, 1, 0);
-    char *body = params ? json_dumps(params, JSON_COMPACT) : NULL;
-    json_decref(params);
-    if (!body)
+    artm_req q;
+    if (artm_ask_destroy(&q, queue) != EW_OK)
         return EW_ENOMEM;
-    const char *props[] = {"_AMQ_ResourceName", "broker", "_AMQ_OperationName", "destroyQueue",
-                           NULL};
     char reply[REPLY_MAX], why[512] = "";
-    ew_err rc = manage(t, event, props, body, deadline, reply, sizeof reply, why, sizeof why);
-    free(body);
+    ew_err rc = manage(t, event, q.props, q.body, deadline, reply, sizeof reply, why,
+                       sizeof why);
+    artm_req_free(&q);
     if (rc != EW_OK) {
         amqp10_textf(err, errlen, "destroying queue %s through the broker's management: %s",
                      queue, why);
         return rc;
     }
-    /* Success answers [null]; a failure with its message, and a queue that
-     * is gone already (AMQ229017) is what was asked for. */
-    json_t *root;
-    const char *text = answer_first(reply, &root);
-    if (text && !strstr(text, "AMQ229017")) {
+    rc = artm_destroyed(reply, why, sizeof why);
+    if (rc != EW_OK)
         amqp10_textf(err, errlen, "destroying queue %s through the broker's management "
-                     "failed: %s", queue, text);
-        rc = EW_EBROKER;
-    }
-    json_decref(root);
+                     "failed: %s", queue, why);
     return rc;
 }

@@ -431,6 +431,22 @@ static bool wait_until(ewi_transport *t, int64_t deadline)
     return true;
 }
 
+/* Asks the I/O thread to close f's link, and frees f once no item of it is
+ * queued and the I/O thread let go. t->mu held; released on return. */
+static void close_and_free(ewi_transport *t, amqp10_fetch *f)
+{
+    if (!request_locked(t, f, FETCH_CLOSE)) {
+        drop_ready_locked(f);
+        f->closed = true;
+    }
+    while (!(f->queued == 0 && (f->closed || t->io_exited)))
+        pthread_cond_wait(&t->cond, &t->mu);
+    drop_ready_locked(f);
+    pthread_mutex_unlock(&t->mu);
+    amqp10_acc_reset(&f->acc); /* the I/O thread is done with f */
+    free(f);
+}
+
 ew_err amqp10_dlq_take(ewi_transport *t, ewi_dlq_req *req)
 {
     req->taken = 0;
@@ -542,17 +558,7 @@ ew_err amqp10_dlq_take(ewi_transport *t, ewi_dlq_req *req)
         rec->how = EWI_REQUEUE;
         amqp10_post_locked(t, &rec->w);
     }
-    if (!request_locked(t, f, FETCH_CLOSE)) {
-        drop_ready_locked(f);
-        f->closed = true;
-    }
-    /* Free it only once no item of it is queued and the I/O thread let go. */
-    while (!(f->queued == 0 && (f->closed || t->io_exited)))
-        pthread_cond_wait(&t->cond, &t->mu);
-    drop_ready_locked(f);
-    pthread_mutex_unlock(&t->mu);
-    amqp10_acc_reset(&f->acc); /* the I/O thread is done with f */
-    free(f);
+    close_and_free(t, f);
     return rc;
 }
 
@@ -616,15 +622,6 @@ ew_err amqp10_fetch_reply(ewi_transport *t, const amqp10_addr *source,
         amqp10_textf(err, errlen, "%s", f->error);
     else if (rc == EW_ETIMEDOUT)
         amqp10_textf(err, errlen, "no answer from %s in time", source->addr);
-    if (!request_locked(t, f, FETCH_CLOSE)) {
-        drop_ready_locked(f);
-        f->closed = true;
-    }
-    while (!(f->queued == 0 && (f->closed || t->io_exited)))
-        pthread_cond_wait(&t->cond, &t->mu);
-    drop_ready_locked(f);
-    pthread_mutex_unlock(&t->mu);
-    amqp10_acc_reset(&f->acc);
-    free(f);
+    close_and_free(t, f);
     return rc;
 }

@@ -4,6 +4,7 @@
  * the I/O thread (io.c) and, where the contract says so, waits for it. */
 #include "transports/stomp/stomp.h"
 #include "transports/rmqadmin/rmqadmin.h"
+#include "transports/artemis/artm.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -11,8 +12,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <jansson.h>
 
 /* ---- waiting ------------------------------------------------------------- */
 
@@ -333,6 +332,45 @@ static void amq_remember(ewi_transport *t, const char *queue)
     pthread_mutex_unlock(&t->mu);
 }
 
+/* Asks the I/O thread to subscribe ss, a reader of the transport's own,
+ * and waits for the receipt by deadline. When the request could not be
+ * queued, ss is freed; otherwise the I/O thread holds it (reader_close
+ * lets it go). A refusal's text goes to err (when not NULL). */
+static ew_err reader_open(ewi_transport *t, stomp_sub *ss, int64_t deadline, char *err,
+                          size_t errlen)
+{
+    stomp_req *open = calloc(1, sizeof *open);
+    if (!open) {
+        free(ss);
+        return EW_ENOMEM;
+    }
+    open->kind = REQ_DLQ_OPEN;
+    open->ss = ss;
+    ew_err rc = stomp_request(t, open, deadline);
+    if (!open->queued) {
+        free(ss);
+        free(open);
+        return rc;
+    }
+    if (err && rc != EW_OK && rc != EW_ETIMEDOUT)
+        snprintf(err, errlen, "%s", open->err);
+    if (rc != EW_ETIMEDOUT)
+        free(open); /* answered: the I/O thread is done with the request */
+    return rc;
+}
+
+/* Asks the I/O thread to unsubscribe ss and let it go. */
+static void reader_close(ewi_transport *t, stomp_sub *ss)
+{
+    stomp_req *close = calloc(1, sizeof *close);
+    if (close) {
+        close->kind = REQ_DLQ_CLOSE;
+        close->ss = ss;
+        if (stomp_request(t, close, ewi_now_ms() + 60000) != EW_ETIMEDOUT)
+            free(close);
+    }
+}
+
 /* *found tells whether ew.registry.<queue> holds a marker. */
 static ew_err amq_browse(ewi_transport *t, const char *queue, bool *found)
 {
@@ -342,25 +380,12 @@ static ew_err amq_browse(ewi_transport *t, const char *queue, bool *found)
         return EW_OK;
     }
     stomp_sub *ss = calloc(1, sizeof *ss);
-    stomp_req *open = calloc(1, sizeof *open);
-    if (!ss || !open) {
-        free(ss);
-        free(open);
+    if (!ss)
         return EW_ENOMEM;
-    }
     ss->browse = true;
     snprintf(ss->target.dest, sizeof ss->target.dest, "/queue/ew.registry.%s", queue);
-    open->kind = REQ_DLQ_OPEN;
-    open->ss = ss;
     int64_t deadline = ewi_now_ms() + t->opt.connect_timeout_ms;
-    ew_err rc = stomp_request(t, open, deadline);
-    if (!open->queued) {
-        free(ss);
-        free(open);
-        return rc;
-    }
-    if (rc != EW_ETIMEDOUT)
-        free(open);
+    ew_err rc = reader_open(t, ss, deadline, NULL, 0);
     if (rc != EW_OK)
         return rc;
     pthread_mutex_lock(&t->mu);
@@ -369,13 +394,7 @@ static ew_err amq_browse(ewi_transport *t, const char *queue, bool *found)
     bool ended = ss->browse_end;
     *found = ss->browse_found > 0;
     pthread_mutex_unlock(&t->mu);
-    stomp_req *close = calloc(1, sizeof *close);
-    if (close) {
-        close->kind = REQ_DLQ_CLOSE;
-        close->ss = ss;
-        if (stomp_request(t, close, ewi_now_ms() + 60000) != EW_ETIMEDOUT)
-            free(close);
-    }
+    reader_close(t, ss);
     if (!ended)
         return EW_ETIMEDOUT;
     if (*found)
@@ -592,26 +611,13 @@ static ew_err art_manage(ewi_transport *t, const char *event, const char *const 
 
     /* The reply reader: a temporary subscription on a multicast address. */
     stomp_sub *ss = calloc(1, sizeof *ss);
-    stomp_req *open = calloc(1, sizeof *open);
-    if (!ss || !open) {
-        free(ss);
-        free(open);
+    if (!ss)
         return EW_ENOMEM;
-    }
     snprintf(ss->target.dest, sizeof ss->target.dest, "%s", dest);
     ss->target.h[0].key = "subscription-type";
     snprintf(ss->target.h[0].value, sizeof ss->target.h[0].value, "MULTICAST");
     ss->target.n = 1;
-    open->kind = REQ_DLQ_OPEN;
-    open->ss = ss;
-    ew_err rc = stomp_request(t, open, deadline);
-    if (!open->queued) {
-        free(ss);
-        free(open);
-        return rc;
-    }
-    if (rc != EW_ETIMEDOUT)
-        free(open);
+    ew_err rc = reader_open(t, ss, deadline, NULL, 0);
     if (rc != EW_OK)
         return rc;
 
@@ -682,13 +688,7 @@ static ew_err art_manage(ewi_transport *t, const char *event, const char *const 
         }
         free(a);
     }
-    stomp_req *close = calloc(1, sizeof *close);
-    if (close) {
-        close->kind = REQ_DLQ_CLOSE;
-        close->ss = ss;
-        if (stomp_request(t, close, ewi_now_ms() + 60000) != EW_ETIMEDOUT)
-            free(close);
-    }
+    reader_close(t, ss);
     return rc;
 }
 
@@ -702,47 +702,25 @@ static ew_err art_check_listener(ewi_transport *t, const char *event, const char
     const char *q = strstr(queue, "::");
     if (!q)
         return EW_EINVAL;
-    char resource[EW_MAX_QUEUE_NAME + 16];
+    char name[EW_MAX_QUEUE_NAME + 8];
+    snprintf(name, sizeof name, "%.*s:%s", (int)(q - queue), queue, q + 2);
+    artm_req r;
+    artm_ask_address(&r, name);
     char reply[ART_REPLY_MAX];
-    snprintf(resource, sizeof resource, "queue.%.*s:%s", (int)(q - queue), queue, q + 2);
-    const char *hdrs[] = {"_AMQ_ResourceName", resource, "_AMQ_Attribute", "address", NULL};
-    ew_err rc = art_manage(t, event, hdrs, NULL, deadline, reply, sizeof reply);
+    ew_err rc = art_manage(t, event, r.props, NULL, deadline, reply, sizeof reply);
     if (rc != EW_OK) {
         ewi_log(t->m, EW_LOG_ERROR, "send %s to %s: cannot ask the broker's management "
-                "whether queue %s exists: %s", event, queue, resource + 6, ew_strerror(rc));
+                "whether queue %s exists: %s", event, queue, name, ew_strerror(rc));
         return rc;
     }
-    json_t *root = json_loads(reply, 0, NULL);
-    const char *address = json_string_value(json_array_get(root, 0));
-    bool found = address && strcmp(address, event) == 0;
-    json_decref(root);
-    if (!found) {
+    if (artm_address_is(reply, event) != EW_OK) {
         ewi_log(t->m, EW_LOG_ERROR, "send %s to %s: no listener of %s has subscribed on "
                 "this broker (its queue %s does not exist on address %s: %s)", event, queue,
-                event, resource + 6, event, reply);
+                event, name, event, reply);
         return EW_ENOTFOUND;
     }
     amq_remember(t, queue);
     return EW_OK;
-}
-
-/* createQueue's parameters: the queue's configuration as JSON text, and
- * ignoreIfExists. malloc'd, or NULL when out of memory. */
-static char *art_create_params(const char *queue, const char *address, bool durable,
-                               long delay_ms)
-{
-    json_t *cfg = json_pack("{s:s, s:s, s:s, s:b, s:b, s:I, s:I, s:b}", "name", queue,
-                            "address", address, "routing-type", "MULTICAST", "durable",
-                            durable, "auto-delete", 1, "auto-delete-delay",
-                            (json_int_t)delay_ms, "auto-delete-message-count",
-                            (json_int_t)-1, "auto-create-address", 1);
-    char *text = cfg ? json_dumps(cfg, JSON_COMPACT) : NULL;
-    json_decref(cfg);
-    json_t *params = text ? json_pack("[s, b]", text, 1) : NULL;
-    free(text);
-    char *out = params ? json_dumps(params, JSON_COMPACT) : NULL;
-    json_decref(params);
-    return out;
 }
 
 /* Before a per_process listener's SUBSCRIBE: its queue E:L-S, made to go
@@ -754,26 +732,15 @@ static ew_err art_create_per_process(ewi_transport *t, const ewi_sub *sub)
         return EW_EINVAL;
     char name[EW_MAX_QUEUE_NAME + 8];
     snprintf(name, sizeof name, "%.*s:%s", (int)(q - sub->queue), sub->queue, q + 2);
-    char *body = art_create_params(name, sub->event, sub->durable, t->opt.expires_ms);
-    if (!body)
+    artm_req r;
+    if (artm_ask_create(&r, name, sub->event, sub->durable, t->opt.expires_ms) != EW_OK)
         return EW_ENOMEM;
     char reply[ART_REPLY_MAX];
-    const char *hdrs[] = {"_AMQ_ResourceName", "broker", "_AMQ_OperationName", "createQueue",
-                          NULL};
-    ew_err rc = art_manage(t, sub->event, hdrs, body, ewi_now_ms() + t->cfg->start_timeout_ms,
-                           reply, sizeof reply);
-    free(body);
-    /* Success answers with the queue's configuration (JSON text of an
-     * object); a failure with a message. */
-    if (rc == EW_OK) {
-        json_t *root = json_loads(reply, 0, NULL);
-        const char *first = json_string_value(json_array_get(root, 0));
-        json_t *cfg = first ? json_loads(first, 0, NULL) : NULL;
-        if (!json_is_object(cfg))
-            rc = EW_EBROKER;
-        json_decref(cfg);
-        json_decref(root);
-    }
+    ew_err rc = art_manage(t, sub->event, r.props, r.body,
+                           ewi_now_ms() + t->cfg->start_timeout_ms, reply, sizeof reply);
+    artm_req_free(&r);
+    if (rc == EW_OK)
+        rc = artm_created(reply);
     if (rc != EW_OK)
         ewi_report(t->m, rc, sub->queue, sub->event, NULL,
                    "creating the per_process queue %s through the broker's management "
@@ -791,30 +758,23 @@ static ew_err art_destroy(ewi_transport *t, const ewi_sub *sub, char *err, size_
         return EW_EINVAL;
     char name[EW_MAX_QUEUE_NAME + 8];
     snprintf(name, sizeof name, "%.*s:%s", (int)(q - sub->queue), sub->queue, q + 2);
-    json_t *params = json_pack("[s, b, b]", name, 1, 0);
-    char *body = params ? json_dumps(params, JSON_COMPACT) : NULL;
-    json_decref(params);
-    if (!body)
+    artm_req r;
+    if (artm_ask_destroy(&r, name) != EW_OK)
         return EW_ENOMEM;
     char reply[ART_REPLY_MAX];
-    const char *hdrs[] = {"_AMQ_ResourceName", "broker", "_AMQ_OperationName", "destroyQueue",
-                          NULL};
-    ew_err rc = art_manage(t, sub->event, hdrs, body,
+    ew_err rc = art_manage(t, sub->event, r.props, r.body,
                            ewi_now_ms() + t->cfg->send_timeout_ms, reply, sizeof reply);
-    free(body);
+    artm_req_free(&r);
     if (rc != EW_OK) {
         snprintf(err, errlen, "destroying queue %s through the broker's management: %s",
                  name, ew_strerror(rc));
         return rc;
     }
-    json_t *root = json_loads(reply, 0, NULL);
-    const char *text = json_string_value(json_array_get(root, 0));
-    if (text && !strstr(text, "AMQ229017")) {
+    char why[ART_REPLY_MAX];
+    rc = artm_destroyed(reply, why, sizeof why);
+    if (rc != EW_OK)
         snprintf(err, errlen, "destroying queue %s through the broker's management failed: %s",
-                 name, text);
-        rc = EW_EBROKER;
-    }
-    json_decref(root);
+                 name, why);
     return rc;
 }
 
@@ -1218,38 +1178,27 @@ static ew_err stomp_dlq_take(ewi_transport *t, ewi_dlq_req *req)
     }
     if (!ss) {
         ss = calloc(1, sizeof *ss);
-        stomp_req *open = calloc(1, sizeof *open);
-        if (!ss || !open) {
-            free(ss);
-            free(open);
+        if (!ss)
             return EW_ENOMEM;
-        }
         ss->target = target;
         ss->admin_decl = t->topo != NULL;
-        open->kind = REQ_DLQ_OPEN;
-        open->ss = ss;
         int64_t deadline = ewi_now_ms() + (req->timeout_ms > 0 ? req->timeout_ms : 0) +
                            t->opt.connect_timeout_ms;
-        ew_err rc = stomp_request(t, open, deadline);
-        if (!open->queued) {
-            free(ss);
-            free(open);
+        char why[sizeof ((stomp_req *)0)->err] = "";
+        ew_err rc = reader_open(t, ss, deadline, why, sizeof why);
+        if (rc == EW_ENOMEM || rc == EW_ECLOSED)
             return rc;
-        }
         if (rc != EW_OK) {
             ewi_log(t->m, EW_LOG_ERROR, "reading dead letters of %s: %s", req->dlq,
                     rc == EW_ETIMEDOUT ? "no receipt from the broker in time"
-                    : open->err[0]     ? open->err
+                    : why[0]           ? why
                                        : ew_strerror(rc));
-            if (rc != EW_ETIMEDOUT)
-                free(open);
-            return rc == EW_ECLOSED || rc == EW_ETIMEDOUT ? rc : EW_EBROKER;
+            return rc == EW_ETIMEDOUT ? rc : EW_EBROKER;
         }
         /* Confirmed: from here on the I/O thread never releases it. */
         pthread_mutex_lock(&t->mu);
         ss->dlq_kept = keep;
         pthread_mutex_unlock(&t->mu);
-        free(open);
     }
     /* The first message may take timeout_ms; the next ones are already on
      * their way (prefetch), so a short linger ends the batch. */
@@ -1326,13 +1275,7 @@ static ew_err stomp_dlq_take(ewi_transport *t, ewi_dlq_req *req)
      * handles settles first; these ACKs were queued before the close, so
      * they are written before the UNSUBSCRIBE. What was
      * prefetched and not taken goes back to the broker. */
-    stomp_req *close = calloc(1, sizeof *close);
-    if (close) {
-        close->kind = REQ_DLQ_CLOSE;
-        close->ss = ss;
-        if (stomp_request(t, close, ewi_now_ms() + 60000) != EW_ETIMEDOUT)
-            free(close);
-    }
+    reader_close(t, ss);
     return EW_OK;
 }
 
