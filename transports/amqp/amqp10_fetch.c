@@ -30,7 +30,10 @@
  * previous answer went out before the new drain came in and the flag was
  * cleared after it, nothing ever answers the new drain, and no message
  * comes either: the read waited out the send timeout and failed with
- * EW_ETIMEDOUT. A flow with drain set, sent again, asks again. */
+ * EW_ETIMEDOUT. A flow with drain set, sent again, asks again. A drain
+ * answered without a message ends the read only when a second one, asked
+ * right after it, is answered the same way: the first answer can be the
+ * late answer to an earlier drain. */
 #define DRAIN_AGAIN_MS 1000
 
 typedef enum fetch_op { FETCH_OPEN, FETCH_MORE, FETCH_CLOSE } fetch_op;
@@ -67,6 +70,7 @@ struct amqp10_fetch {
     bool detaching;      /* closed, waiting for the broker's detach */
     int64_t detach_by;   /* ... until then */
     bool draining;
+    bool confirming;     /* a drain answered empty: asked once more */
     int64_t drain_again_at; /* ... asked again then (while credit is left) */
     bool got_since_more;
     amqp10_fetch *next;
@@ -175,6 +179,7 @@ void amqp10_fetch_work(ewi_transport *t, amqp10_work *w)
     case FETCH_MORE:
         if (f->l && more > 0) {
             f->got_since_more = false;
+            f->confirming = false;
             if (t->opt.dialect == AMQP10_DIALECT_RABBITMQ) {
                 pn_link_flow(f->l, more);
             } else {
@@ -271,6 +276,13 @@ void amqp10_fetch_on_flow(ewi_transport *t, amqp10_fetch *f, pn_link_t *l)
         return;
     f->draining = false;
     pn_link_set_drain(l, false);
+    if (!f->got_since_more && !f->confirming) {
+        f->confirming = true;
+        f->draining = true;
+        f->drain_again_at = ewi_now_ms() + DRAIN_AGAIN_MS;
+        pn_link_drain(l, 1);
+        return;
+    }
     if (!f->got_since_more) {
         pthread_mutex_lock(&t->mu);
         f->empty = true;
