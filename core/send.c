@@ -249,6 +249,11 @@ static void count_done(ew_manager *m, int64_t t0_ns, int err)
         ewi_hist_add(&m->mx.confirm, ewi_now_ns() - t0_ns, false);
 }
 
+/* The waiter of the send this thread is handing to its transport, while
+ * publish runs: a transport that completes the send inside publish (local://)
+ * calls done on this very thread, and then no lock or wake-up is needed. */
+static _Thread_local waiter *tl_publishing;
+
 static void sync_done(ewi_pub *p, int err, const char *detail)
 {
     /* Whatever a transport says, a written message without its confirm may
@@ -257,13 +262,19 @@ static void sync_done(ewi_pub *p, int err, const char *detail)
     waiter *w = p->user;
     if (w->metered)
         count_done(w->metered, w->t0_ns, err);
-    pthread_mutex_lock(&w->mu);
+    bool inline_done = w == tl_publishing;
+    if (!inline_done)
+        pthread_mutex_lock(&w->mu);
     w->done = true;
     w->err = err;
     /* Not snprintf: this runs once per synchronous send. */
     size_t n = detail ? strnlen(detail, sizeof w->detail - 1) : 0;
     memcpy(w->detail, detail ? detail : "", n);
     w->detail[n] = '\0';
+    if (inline_done) {
+        tl_publishing = NULL; /* publish_wait sees it done, without the lock */
+        return;
+    }
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
 }
@@ -293,17 +304,23 @@ static ew_err publish_wait(ew_manager *m, ewi_pub *p, bool metered, int64_t t0_n
         w->t0_ns = t0_ns;
         atomic_fetch_add_explicit(&m->mx.pending, 1, memory_order_relaxed);
     }
+    tl_publishing = w;
     ew_err rc = m->ops->publish(m->t, p);
+    /* Cleared by done when it ran on this thread within publish. */
+    bool done_here = tl_publishing == NULL;
+    tl_publishing = NULL;
     if (rc != EW_OK) {
         if (metered)
             atomic_fetch_sub_explicit(&m->mx.pending, 1, memory_order_relaxed);
         return rc;
     }
     /* The transport calls done exactly once, by the deadline at the latest. */
-    pthread_mutex_lock(&w->mu);
-    while (!w->done)
-        pthread_cond_wait(&w->cv, &w->mu);
-    pthread_mutex_unlock(&w->mu);
+    if (!done_here) {
+        pthread_mutex_lock(&w->mu);
+        while (!w->done)
+            pthread_cond_wait(&w->cv, &w->mu);
+        pthread_mutex_unlock(&w->mu);
+    }
     if (w->err != EW_OK)
         ewi_log(m, EW_LOG_ERROR, "send %s to %s failed: %s%s%s", p->event,
                 p->queue ? p->queue : p->event, ew_strerror(w->err),

@@ -357,6 +357,28 @@ static void run_attempts(ewi_listener *l, ewi_msg *msg, void *event, uint32_t sp
 static bool park(ewi_listener *l, ewi_msg *msg, void *event, uint32_t spent,
                  uint32_t attempt, double delay, int wait_ms);
 
+/* The last content type this thread read and its format: a listener's
+ * messages nearly always carry the same one, and a comparison costs less
+ * than parsing it again. */
+#define CT_CACHE 64
+static _Thread_local char tl_ct[CT_CACHE];
+static _Thread_local ew_format tl_ct_fmt = EW_FORMAT_DEFAULT;
+
+static ew_format format_of(const char *ct)
+{
+    if (!ct)
+        return ew_format_from_content_type(ct);
+    if (tl_ct_fmt != EW_FORMAT_DEFAULT && strcmp(ct, tl_ct) == 0)
+        return tl_ct_fmt;
+    ew_format fmt = ew_format_from_content_type(ct);
+    size_t n = strlen(ct);
+    if (fmt != EW_FORMAT_DEFAULT && n < CT_CACHE) {
+        memcpy(tl_ct, ct, n + 1);
+        tl_ct_fmt = fmt;
+    }
+    return fmt;
+}
+
 static void handle(ewi_listener *l, ewi_msg *msg)
 {
     ew_manager *m = l->m;
@@ -384,7 +406,7 @@ static void handle(ewi_listener *l, ewi_msg *msg)
                         m->cfg.max_header_len);
             return;
         }
-    ew_format fmt = ew_format_from_content_type(ew_envelope_content_type(env));
+    ew_format fmt = format_of(ew_envelope_content_type(env));
     if (fmt == EW_FORMAT_DEFAULT) {
         dead_letter(l, msg, "decode-failed", 0, "unknown content type '%s'",
                     ew_envelope_content_type(env));

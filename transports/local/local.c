@@ -499,7 +499,8 @@ static ew_err l_publish(ewi_transport *t, ewi_pub *p)
         return EW_ECLOSED;
     lqueue *inline_qs[64], **qs = inline_qs;
     size_t cap = sizeof inline_qs / sizeof inline_qs[0];
-    char detail[EW_MAX_QUEUE_NAME + 64] = "";
+    char detail[EW_MAX_QUEUE_NAME + 64];
+    detail[0] = '\0'; /* not = "": that clears the whole array per send */
     ew_err rc = EW_OK;
     /* Most events go to one queue: its entry comes from the pool. */
     ew_envelope *spent[SPENT_MAX];
