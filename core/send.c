@@ -180,10 +180,11 @@ static ew_err build(ew_manager *m, ewi_event *ev, const void *event, ew_envelope
     /* Encode into this thread's reusable buffer; the envelope then copies
      * the bytes (inline when small), so no buffer changes threads. */
     ewi_buf *buf = thread_buf();
-    char err[256] = "out of memory";
+    char err[256];
+    err[0] = '\0'; /* not an initializer: that clears all 256 bytes per send */
     ew_err rc = ewi_encode(ev->desc.type, ev->format, event, buf, err, sizeof err);
     if (rc != EW_OK) {
-        ewi_log(m, EW_LOG_ERROR, "send %s: %s", ev->name, err);
+        ewi_log(m, EW_LOG_ERROR, "send %s: %s", ev->name, err[0] ? err : "out of memory");
         goto fail;
     }
     size_t len = buf->len;
