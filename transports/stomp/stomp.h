@@ -130,6 +130,10 @@ ew_err stomp_message_write(ewi_buf *out, const stomp_target *to, const char *rec
 /* Fills env from a MESSAGE frame: the body (taken out of f), content type and
  * headers except reserved ones; the first of repeated headers counts. */
 ew_err stomp_message_read(ewi_stomp_frame *f, ew_envelope *env);
+/* A SEND's receipt id, "p" and n in decimal (what snprintf "p%" PRIu64
+ * writes), NUL-terminated; buf holds at least STOMP_RECEIPT_LEN bytes. */
+#define STOMP_RECEIPT_LEN 24
+void stomp_receipt_text(char *buf, uint64_t n);
 /* "broker's message: body" of an ERROR frame, for error reports. */
 void stomp_error_text(const ewi_stomp_frame *f, char *buf, size_t len);
 

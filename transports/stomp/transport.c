@@ -5,7 +5,6 @@
 #include "transports/stomp/stomp.h"
 #include "transports/rmqadmin/rmqadmin.h"
 
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -628,8 +627,8 @@ static ew_err art_manage(ewi_transport *t, const char *event, const char *const 
                            .deadline_ms = deadline, .done = sync_pub_done, .user = t};
         pd->pub = &a->pub;
         pd->receipt = atomic_fetch_add(&t->next_receipt, 1);
-        char receipt[32];
-        snprintf(receipt, sizeof receipt, "p%" PRIu64, pd->receipt);
+        char receipt[STOMP_RECEIPT_LEN];
+        stomp_receipt_text(receipt, pd->receipt);
         ewi_stomp_writer w;
         ewi_stomp_write_begin(&w, &pd->frame, EWI_STOMP_SEND);
         ewi_stomp_write_header(&w, "destination", "activemq.management");
@@ -1096,8 +1095,8 @@ static ew_err stomp_publish(ewi_transport *t, ewi_pub *p)
         return EW_ENOMEM;
     pd->pub = p;
     pd->receipt = atomic_fetch_add(&t->next_receipt, 1);
-    char receipt[32];
-    snprintf(receipt, sizeof receipt, "p%" PRIu64, pd->receipt);
+    char receipt[STOMP_RECEIPT_LEN];
+    stomp_receipt_text(receipt, pd->receipt);
     ew_err rc = stomp_message_write(&pd->frame, &to, receipt, p->env, err, sizeof err);
     if (rc != EW_OK) {
         ewi_log(t->m, EW_LOG_ERROR, "send %s: %s", p->event, err);
