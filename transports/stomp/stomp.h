@@ -178,6 +178,12 @@ struct stomp_pending {
     stomp_pending *next;
 };
 
+/* A zeroed SEND record for t, a finished one reused when there is one (its
+ * frame buffer kept: allocated on the sending thread and freed on the I/O
+ * thread, each send would otherwise take malloc's slow paths). NULL on
+ * ENOMEM. Free with ewi_buf_free(&pd->frame) and free(pd). */
+stomp_pending *stomp_pending_new(ewi_transport *t);
+
 /* What a delivered message carries for its ACK/NACK. */
 typedef struct stomp_msgdata {
     stomp_sub *sub;
@@ -291,6 +297,8 @@ struct ewi_transport {
     char last_error[512];
     bool ever_up;
     stomp_pending *pend_head, *pend_tail; /* not written yet */
+    stomp_pending *pend_free; /* finished SENDs kept for reuse, frame buffer and all */
+    size_t pend_free_n;
     ewi_window window;    /* SENDs pending + in flight */
     stomp_msgdata *settle_head, *settle_tail;
     stomp_sub *subs;      /* every subscription, listeners and DLQ readers */

@@ -152,6 +152,13 @@ static void stomp_destroy(ewi_transport *t)
     if (!t)
         return;
     join_io(t);
+    /* The I/O threads, which complete SENDs, have stopped. */
+    for (stomp_pending *pd = t->pend_free, *next; pd; pd = next) {
+        next = pd->next;
+        ewi_buf_free(&pd->frame);
+        free(pd);
+    }
+    t->pend_free = NULL;
     for (stomp_sub *ss = t->subs, *next; ss; ss = next) {
         next = ss->next;
         for (stomp_msgdata *md = ss->dq_head, *n2; md; md = n2) {
@@ -1090,7 +1097,7 @@ static ew_err stomp_publish(ewi_transport *t, ewi_pub *p)
             return rc;
         }
     }
-    stomp_pending *pd = calloc(1, sizeof *pd);
+    stomp_pending *pd = stomp_pending_new(t);
     if (!pd)
         return EW_ENOMEM;
     pd->pub = p;
