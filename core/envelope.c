@@ -315,11 +315,14 @@ static ew_err grow_strings(ew_envelope *env, size_t need)
     return EW_OK;
 }
 
-static ew_err grow_entries(ew_envelope *env)
+/* Room for n more entries, in one allocation. */
+static ew_err reserve_entries(ew_envelope *env, size_t n)
 {
-    if (env->nh < env->hcap)
+    if (env->nh + n <= env->hcap)
         return EW_OK;
     size_t cap = env->hcap * 2;
+    while (cap < env->nh + n)
+        cap *= 2;
     ewi_env_hdr *nh = env->h == env->h_inline ? malloc(cap * sizeof *nh)
                                               : realloc(env->h, cap * sizeof *nh);
     if (!nh)
@@ -332,7 +335,7 @@ static ew_err grow_entries(ew_envelope *env)
 }
 
 /* Caches the framework values the accessors return as numbers. */
-static void note_framework(ew_envelope *env, const char *key, size_t klen,
+static void note_framework_value(ew_envelope *env, const char *key, size_t klen,
                            const char *value, size_t vlen)
 {
     bool attempt = klen == sizeof EW_HDR_ATTEMPT - 1 &&
@@ -353,6 +356,17 @@ static void note_framework(ew_envelope *env, const char *key, size_t klen,
         env->sent_at = num ? (int64_t)n : 0;
 }
 
+_Static_assert(sizeof EW_HDR_ATTEMPT == sizeof EW_HDR_SENT_AT,
+               "note_framework looks at keys of one length");
+
+static inline void note_framework(ew_envelope *env, const char *key, size_t klen,
+                                  const char *value, size_t vlen)
+{
+    /* Most keys are not the two: their length tells, without a call. */
+    if (klen == sizeof EW_HDR_ATTEMPT - 1)
+        note_framework_value(env, key, klen, value, vlen);
+}
+
 ew_err ewi_envelope_put(ew_envelope *env, const char *key, size_t klen,
                         const char *value, size_t vlen)
 {
@@ -363,7 +377,7 @@ ew_err ewi_envelope_put(ew_envelope *env, const char *key, size_t klen,
         drop_entry(env, (size_t)old);
     ew_err rc = EW_OK;
     if (env->nh == env->hcap)
-        rc = grow_entries(env);
+        rc = reserve_entries(env, 1);
     /* grow_strings only when there is something to do: it is not cheap to
      * call. */
     if (rc == EW_OK && (env->holes || env->slen + klen + vlen + 2 > env->scap))
@@ -381,6 +395,39 @@ ew_err ewi_envelope_put(ew_envelope *env, const char *key, size_t klen,
     p[klen + 1 + vlen] = '\0';
     env->slen += klen + vlen + 2;
     note_framework(env, key, klen, value, vlen);
+    return EW_OK;
+}
+
+ew_err ewi_envelope_put_received(ew_envelope *env, const ewi_env_kv *kv, size_t n)
+{
+    size_t need = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (kv[i].klen > UINT32_MAX || kv[i].vlen > UINT32_MAX)
+            return EW_ETOOBIG;
+        need += kv[i].klen + kv[i].vlen + 2;
+    }
+    ew_err rc = reserve_entries(env, n);
+    if (rc == EW_OK && (env->holes || env->slen + need > env->scap))
+        rc = grow_strings(env, need);
+    if (rc != EW_OK)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        const ewi_env_kv *p = &kv[i];
+        if (p->klen == 0 || memchr(p->key, '\0', p->klen) ||
+            memchr(p->value, '\0', p->vlen) || find(env, p->key, p->klen) >= 0)
+            continue;
+        ewi_env_hdr *h = &env->h[env->nh++];
+        h->off = (uint32_t)env->slen;
+        h->klen = (uint32_t)p->klen;
+        h->vlen = (uint32_t)p->vlen;
+        char *s = env->s + env->slen;
+        memcpy(s, p->key, p->klen);
+        s[p->klen] = '\0';
+        memcpy(s + p->klen + 1, p->value, p->vlen);
+        s[p->klen + 1 + p->vlen] = '\0';
+        env->slen += p->klen + p->vlen + 2;
+        note_framework(env, p->key, p->klen, p->value, p->vlen);
+    }
     return EW_OK;
 }
 

@@ -159,6 +159,18 @@ ew_err ewi_envelope_set_content_type(ew_envelope *env, const char *ct);
  * earlier value of the same key. Lengths are explicit (no NUL needed). */
 ew_err ewi_envelope_put(ew_envelope *env, const char *key, size_t klen,
                         const char *value, size_t vlen);
+/* One header for ewi_envelope_put_received. */
+typedef struct ewi_env_kv {
+    const char *key, *value;
+    size_t klen, vlen;
+} ewi_env_kv;
+/* The headers of a received message, n at a time, with room reserved once
+ * for all of them (ewi_envelope_put checks, allocates and maybe grows per
+ * header). The first value of a key counts: a pair whose key env holds
+ * already, or that came earlier in kv, is left out, and so is a pair with
+ * an empty key or a NUL in its key or value (no C string carries it).
+ * EW_ENOMEM or EW_ETOOBIG: nothing of kv was put. */
+ew_err ewi_envelope_put_received(ew_envelope *env, const ewi_env_kv *kv, size_t n);
 /* Header i with its lengths (the key and value are NUL-terminated too);
  * EW_ENOTFOUND past the end. For transports that copy every header out. */
 ew_err ewi_envelope_header_n(const ew_envelope *env, size_t i, const char **key,

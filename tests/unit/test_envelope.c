@@ -139,6 +139,72 @@ static void framework_headers_in_one_go(void **state)
     }
 }
 
+/* Received headers in one go give what one ewi_envelope_put each gives when
+ * the first value of a key counts and pairs no C string carries are left
+ * out, across batches and past the inline storage. */
+static void received_headers_in_one_go(void **state)
+{
+    (void)state;
+    static char big[600], keys[48][8];
+    memset(big, 'v', sizeof big - 1);
+    ewi_env_kv kv[64];
+    size_t n = 0;
+    kv[n++] = (ewi_env_kv){"a", "new", 1, 3};     /* env has a: left out */
+    kv[n++] = (ewi_env_kv){"b", "1", 1, 1};
+    kv[n++] = (ewi_env_kv){"", "x", 0, 1};        /* empty key */
+    kv[n++] = (ewi_env_kv){"c", "x\0y", 1, 3};    /* NUL in the value */
+    kv[n++] = (ewi_env_kv){"d\0", "x", 2, 1};     /* NUL in the key */
+    kv[n++] = (ewi_env_kv){"c", "ok", 1, 2};      /* c was left out: this counts */
+    kv[n++] = (ewi_env_kv){"b", "2", 1, 1};       /* the first b counts */
+    kv[n++] = (ewi_env_kv){EW_HDR_ATTEMPT, "2", 10, 1};
+    kv[n++] = (ewi_env_kv){EW_HDR_SENT_AT, "1700000000123", 10, 13};
+    kv[n++] = (ewi_env_kv){"big", big, 3, sizeof big - 1};
+    for (size_t i = 0; i < 48; i++) {
+        snprintf(keys[i], sizeof keys[i], "k%zu", i % 40); /* 8 repeats */
+        kv[n++] = (ewi_env_kv){keys[i], keys[i], strlen(keys[i]), strlen(keys[i])};
+    }
+    ew_envelope *env = ewi_envelope_new(), *ref = ewi_envelope_new();
+    assert_int_equal(ewi_envelope_put(env, "a", 1, "old", 3), EW_OK);
+    assert_int_equal(ewi_envelope_put(ref, "a", 1, "old", 3), EW_OK);
+    /* Two batches: the second sees what the first put. */
+    assert_int_equal(ewi_envelope_put_received(env, kv, 7), EW_OK);
+    assert_int_equal(ewi_envelope_put_received(env, kv + 7, n - 7), EW_OK);
+    for (size_t i = 0; i < n; i++) {
+        if (kv[i].klen == 0 || memchr(kv[i].key, 0, kv[i].klen) ||
+            memchr(kv[i].value, 0, kv[i].vlen))
+            continue;
+        char key[16];
+        snprintf(key, sizeof key, "%.*s", (int)kv[i].klen, kv[i].key);
+        if (!ew_envelope_header(ref, key))
+            assert_int_equal(ewi_envelope_put(ref, kv[i].key, kv[i].klen, kv[i].value,
+                                              kv[i].vlen), EW_OK);
+    }
+    assert_int_equal(ew_envelope_header_count(env), 1 + 5 + 40);
+    assert_int_equal(ew_envelope_header_count(env), ew_envelope_header_count(ref));
+    for (size_t i = 0; i < ew_envelope_header_count(ref); i++) {
+        const char *k1, *v1, *k2, *v2;
+        size_t kl1, vl1, kl2, vl2;
+        assert_int_equal(ewi_envelope_header_n(env, i, &k1, &kl1, &v1, &vl1), EW_OK);
+        assert_int_equal(ewi_envelope_header_n(ref, i, &k2, &kl2, &v2, &vl2), EW_OK);
+        assert_string_equal(k1, k2);
+        assert_string_equal(v1, v2);
+        assert_int_equal(kl1, kl2);
+        assert_int_equal(vl1, vl2);
+    }
+    assert_string_equal(ew_envelope_header(env, "a"), "old");
+    assert_string_equal(ew_envelope_header(env, "b"), "1");
+    assert_string_equal(ew_envelope_header(env, "c"), "ok");
+    assert_string_equal(ew_envelope_header(env, "big"), big);
+    assert_int_equal(ew_envelope_attempt(env), 2);
+    assert_int_equal(ew_envelope_sent_at(env), 1700000000123LL);
+    /* Too long for the envelope's offsets: nothing is put. */
+    ewi_env_kv huge = {"h", "", 1, (size_t)UINT32_MAX + 1};
+    assert_int_equal(ewi_envelope_put_received(env, &huge, 1), EW_ETOOBIG);
+    assert_int_equal(ew_envelope_header_count(env), 46);
+    ewi_envelope_unref(env);
+    ewi_envelope_unref(ref);
+}
+
 static void body_buffers_small_and_large(void **state)
 {
     (void)state;
@@ -164,6 +230,7 @@ int main(void)
         cmocka_unit_test(many_headers_and_churn_grow_storage),
         cmocka_unit_test(framework_values_and_body),
         cmocka_unit_test(framework_headers_in_one_go),
+        cmocka_unit_test(received_headers_in_one_go),
         cmocka_unit_test(body_buffers_small_and_large),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -371,6 +371,36 @@ static void message_round_trip(void **state)
     ewi_stomp_frame_free(f);
     ewi_envelope_unref(got);
 
+    /* past one batch of headers, a repeat in a later batch still loses */
+    char many[1024];
+    size_t at = (size_t)snprintf(many, sizeof many, "MESSAGE\nsubscription:1\n");
+    for (int i = 0; i < 40; i++)
+        at += (size_t)snprintf(many + at, sizeof many - at, "h%d:v%d\n", i % 30, i);
+    memcpy(many + at, "\n", 2);
+    ewi_stomp_parser_reset(p);
+    assert_int_equal(ewi_stomp_parse(p, (const uint8_t *)many, at + 2, &used), EWI_STOMP_FRAME);
+    f = ewi_stomp_parser_take(p);
+    got = ewi_envelope_new();
+    assert_int_equal(stomp_message_read(f, got), EW_OK);
+    assert_int_equal(ew_envelope_header_count(got), 30);
+    assert_string_equal(ew_envelope_header(got, "h0"), "v0");
+    assert_string_equal(ew_envelope_header(got, "h5"), "v5");
+    assert_string_equal(ew_envelope_header(got, "h29"), "v29");
+    const char *k, *v;
+    assert_int_equal(ew_envelope_header_at(got, 17, &k, &v), EW_OK);
+    assert_string_equal(k, "h17");
+    ewi_stomp_frame_free(f);
+    ewi_envelope_unref(got);
+
+    /* receipt ids, as snprintf "p%" PRIu64 writes them */
+    const uint64_t ids[] = {0, 9, 10, 12345, UINT64_MAX};
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+        char mine[STOMP_RECEIPT_LEN], want[32];
+        stomp_receipt_text(mine, ids[i]);
+        snprintf(want, sizeof want, "p%llu", (unsigned long long)ids[i]);
+        assert_string_equal(mine, want);
+    }
+
     /* a reserved name is refused, and out is left as it was */
     size_t before = out.len;
     ewi_envelope_put(env, "destination", 11, "/queue/evil", 11);

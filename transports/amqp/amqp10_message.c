@@ -406,10 +406,8 @@ ew_err amqp10_message_encode_after(const ew_envelope *env, bool durable, size_t 
     size_t nh = 0;
     for (size_t i = 0; i < n; i++) {
         hdr_ref *x = &h[nh];
-        if (ew_envelope_header_at(env, i, &x->k, &x->v) != EW_OK)
+        if (ewi_envelope_header_n(env, i, &x->k, &x->kl, &x->v, &x->vl) != EW_OK)
             continue;
-        x->kl = strlen(x->k);
-        x->vl = strlen(x->v);
         x->slot = false;
         nh++;
         if (x->kl < 3 || memcmp(x->k, "ew-", 3) != 0)
@@ -575,23 +573,84 @@ static bool scalar_text(const pn_atom_t *a, char *buf, size_t len, pn_bytes_t *o
     return true;
 }
 
+/* The headers of one received message, gathered to go into the envelope in
+ * one ewi_envelope_put_received instead of one ewi_envelope_put each. The
+ * result is what those puts gave: an application property replaces an
+ * earlier one of the same key (and moves to the end), the properties
+ * section's fields come after them and only where no property set them. A
+ * message with more properties than fit here takes the puts one by one. */
+#define HDR_BATCH 16
+#define HDR_META 3 /* ew-event, ew-message-id, ew-sent-at */
+
+typedef struct hdr_batch {
+    ew_envelope *env;
+    bool direct; /* full: each header goes straight into env */
+    size_t n, ntext;
+    ewi_env_kv kv[HDR_BATCH];
+    char text[HDR_BATCH][64]; /* values written as text */
+} hdr_batch;
+
+static void batch_init(hdr_batch *b, ew_envelope *env)
+{
+    b->env = env;
+    b->direct = false;
+    b->n = b->ntext = 0;
+}
+
+static ew_err batch_flush(hdr_batch *b)
+{
+    ew_err rc = b->n ? ewi_envelope_put_received(b->env, b->kv, b->n) : EW_OK;
+    b->n = 0;
+    return rc;
+}
+
+static bool has_nul(const char *s, size_t n)
+{
+    return memchr(s, '\0', n) != NULL;
+}
+
 /* One application property: string or symbol keys, scalar values as text
  * (others are left out). */
-static ew_err put_prop(ew_envelope *env, const pn_atom_t *k, const pn_atom_t *v)
+static ew_err put_prop(hdr_batch *b, const pn_atom_t *k, const pn_atom_t *v)
 {
     pn_bytes_t key = k->type == PN_STRING || k->type == PN_SYMBOL ? k->u.as_bytes
                                                                    : pn_bytes(0, NULL);
+    if (!key.size)
+        return EW_OK; /* not a string key */
+    if (!b->direct && b->ntext == HDR_BATCH - HDR_META) {
+        ew_err rc = batch_flush(b);
+        if (rc != EW_OK)
+            return rc;
+        b->direct = true;
+    }
     char tmp[64];
+    char *buf = b->direct ? tmp : b->text[b->ntext];
     pn_bytes_t val;
-    if (!key.size || !scalar_text(v, tmp, sizeof tmp, &val))
-        return EW_OK; /* not a string key, or a list or map value */
-    ew_err rc = ewi_envelope_put(env, key.start, key.size, val.start ? val.start : "",
-                                 val.size);
-    return rc == EW_EINVAL ? EW_OK : rc; /* a NUL inside: no C string can carry it */
+    if (!scalar_text(v, buf, sizeof tmp, &val))
+        return EW_OK; /* a list or map value */
+    const char *vs = val.start ? val.start : "";
+    if (b->direct) {
+        ew_err rc = ewi_envelope_put(b->env, key.start, key.size, vs, val.size);
+        return rc == EW_EINVAL ? EW_OK : rc; /* a NUL inside: no C string can carry it */
+    }
+    b->ntext++;
+    for (size_t i = 0; i < b->n; i++) {
+        if (b->kv[i].klen != key.size || memcmp(b->kv[i].key, key.start, key.size) != 0)
+            continue;
+        /* A repeated key: the later value replaces the earlier, unless it
+         * cannot be put (a NUL). */
+        if (has_nul(key.start, key.size) || has_nul(vs, val.size))
+            return EW_OK;
+        memmove(&b->kv[i], &b->kv[i + 1], (b->n - i - 1) * sizeof b->kv[0]);
+        b->n--;
+        break;
+    }
+    b->kv[b->n++] = (ewi_env_kv){key.start, vs, key.size, val.size};
+    return EW_OK;
 }
 
 /* The application-properties map (d at the section's value). */
-static ew_err put_props(pn_data_t *p, ew_envelope *env)
+static ew_err put_props(pn_data_t *p, hdr_batch *b)
 {
     if (pn_data_type(p) != PN_MAP)
         return EW_OK;
@@ -604,7 +663,7 @@ static ew_err put_props(pn_data_t *p, ew_envelope *env)
         if (!pn_data_next(p))
             break;
         pn_atom_t v = pn_data_get_atom(p);
-        ew_err rc = put_prop(env, &k, &v);
+        ew_err rc = put_prop(b, &k, &v);
         if (rc != EW_OK) {
             pn_data_exit(p);
             return rc;
@@ -614,13 +673,17 @@ static ew_err put_props(pn_data_t *p, ew_envelope *env)
     return EW_OK;
 }
 
-/* look: whether env may hold key already (else it is known not to). */
-static ew_err put_if_absent(ew_envelope *env, const char *key, const char *v,
-                            size_t vlen, bool look)
+/* key unless a property set it. v must live until the batch is flushed. */
+static ew_err put_if_absent(hdr_batch *b, const char *key, const char *v, size_t vlen)
 {
-    if (look && ew_envelope_header(env, key))
+    if (!b->direct) {
+        /* Room was kept: ewi_envelope_put_received keeps the first. */
+        b->kv[b->n++] = (ewi_env_kv){key, v, strlen(key), vlen};
         return EW_OK;
-    ew_err rc = ewi_envelope_put(env, key, strlen(key), v, vlen);
+    }
+    if (ew_envelope_header(b->env, key))
+        return EW_OK;
+    ew_err rc = ewi_envelope_put(b->env, key, strlen(key), v, vlen);
     return rc == EW_EINVAL ? EW_OK : rc; /* a NUL inside: left out */
 }
 
@@ -677,24 +740,24 @@ static void read_props(pn_data_t *d, props_fields *f)
     pn_data_exit(d);
 }
 
-/* look: whether the application properties may have set ew-* headers. */
-static ew_err put_meta(const props_fields *f, ew_envelope *env, bool look)
+/* The properties section's fields as ew-* headers, then every header into
+ * the envelope. */
+static ew_err put_meta(const props_fields *f, hdr_batch *b)
 {
     ew_err rc;
+    char sent[32];
     if (f->subject.size &&
-        (rc = put_if_absent(env, EW_HDR_EVENT, f->subject.start, f->subject.size, look)) !=
-            EW_OK)
+        (rc = put_if_absent(b, EW_HDR_EVENT, f->subject.start, f->subject.size)) != EW_OK)
         return rc;
-    if (f->id.size &&
-        (rc = put_if_absent(env, EW_HDR_MESSAGE_ID, f->id.start, f->id.size, look)) != EW_OK)
+    if (f->id.size && (rc = put_if_absent(b, EW_HDR_MESSAGE_ID, f->id.start, f->id.size)) !=
+                          EW_OK)
         return rc;
     if (f->created > 0) {
-        char tmp[32];
-        size_t n = decimal(tmp, (uint64_t)f->created);
-        if ((rc = put_if_absent(env, EW_HDR_SENT_AT, tmp, n, look)) != EW_OK)
+        size_t n = decimal(sent, (uint64_t)f->created);
+        if ((rc = put_if_absent(b, EW_HDR_SENT_AT, sent, n)) != EW_OK)
             return rc;
     }
-    return EW_OK;
+    return batch_flush(b);
 }
 
 /* Field i of the header list. */
@@ -1030,16 +1093,14 @@ static ew_err wire_decode(const wire_msg *m, ew_envelope *env, amqp10_wire_meta 
     }
     ew_err rc = EW_OK;
     wire w = m->app;
-    bool ew_keys = false; /* an ew-* header among them */
+    hdr_batch b;
+    batch_init(&b, env);
     for (size_t i = 0; m->have_app && i + 1 < m->app_n && rc == EW_OK; i += 2) {
         pn_atom_t k = wire_next(&w);
         pn_atom_t v = wire_next(&w);
-        ew_keys = ew_keys || ((k.type == PN_STRING || k.type == PN_SYMBOL) &&
-                              k.u.as_bytes.size >= 3 &&
-                              memcmp(k.u.as_bytes.start, "ew-", 3) == 0);
-        rc = put_prop(env, &k, &v);
+        rc = put_prop(&b, &k, &v);
     }
-    if (rc != EW_OK || (rc = put_meta(&f, env, ew_keys)) != EW_OK) {
+    if (rc != EW_OK || (rc = put_meta(&f, &b)) != EW_OK) {
         snprintf(err, errlen, "out of memory");
         return rc;
     }
@@ -1157,9 +1218,11 @@ static ew_err decode_sections(codec_tls *c, const sections *s, const char *bytes
     props_fields f = {{0, NULL}, {0, NULL}, {0, NULL}, "", 0};
     if (s->have[SEC_PROPS] && section_value(c->sec[SEC_PROPS]))
         read_props(c->sec[SEC_PROPS], &f);
+    hdr_batch hb;
+    batch_init(&hb, env);
     if ((s->have[SEC_APP] && section_value(c->sec[SEC_APP]) &&
-         (rc = put_props(c->sec[SEC_APP], env)) != EW_OK) ||
-        (rc = put_meta(&f, env, true)) != EW_OK) {
+         (rc = put_props(c->sec[SEC_APP], &hb)) != EW_OK) ||
+        (rc = put_meta(&f, &hb)) != EW_OK) {
         snprintf(err, errlen, "out of memory");
         return rc;
     }

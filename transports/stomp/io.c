@@ -24,17 +24,48 @@
 
 /* ---- completions, outside the lock --------------------------------------- */
 
+/* Finished SEND records kept for reuse, and the largest frame buffer kept
+ * with one: enough for the usual window, and no large body held on to. */
+#define PEND_KEEP 256
+#define PEND_KEEP_BUF 65536
+
+stomp_pending *stomp_pending_new(ewi_transport *t)
+{
+    pthread_mutex_lock(&t->mu);
+    stomp_pending *pd = t->pend_free;
+    if (pd) {
+        t->pend_free = pd->next;
+        t->pend_free_n--;
+    }
+    pthread_mutex_unlock(&t->mu);
+    if (!pd)
+        return calloc(1, sizeof *pd);
+    ewi_buf frame = pd->frame;
+    *pd = (stomp_pending){0};
+    pd->frame = frame;
+    pd->frame.len = 0;
+    return pd;
+}
+
 void stomp_io_complete_pub(ewi_transport *t, stomp_pending *pd, int err, const char *detail)
 {
     ewi_pub *p = pd->pub;
-    ewi_buf_free(&pd->frame);
-    free(pd);
     /* A SEND written once (then put back in line by a drop) may have
      * reached the broker: unconfirmed, it is in doubt, never "not sent". */
     p->done(p, ewi_pub_unconfirmed(p, err), detail);
     pthread_mutex_lock(&t->mu);
     ewi_window_give(&t->window, 1);
+    if (t->pend_free_n < PEND_KEEP && pd->frame.cap <= PEND_KEEP_BUF) {
+        pd->next = t->pend_free;
+        t->pend_free = pd;
+        t->pend_free_n++;
+        pd = NULL;
+    }
     pthread_mutex_unlock(&t->mu);
+    if (pd) {
+        ewi_buf_free(&pd->frame);
+        free(pd);
+    }
 }
 
 /* true when the caller had given up: r is freed, and what it asked for

@@ -74,10 +74,21 @@ static bool sub_confirmed(io *s, stomp_sub *ss)
     return true;
 }
 
+/* The number in a receipt or subscription id we made: what strtoull gives,
+ * without its cost for the usual all-digit text (once or twice a message). */
+static uint64_t id_number(const char *s)
+{
+    uint64_t n = 0;
+    size_t i = 0;
+    for (; i < 19 && s[i] >= '0' && s[i] <= '9'; i++)
+        n = n * 10 + (uint64_t)(s[i] - '0');
+    return i > 0 && s[i] == '\0' ? n : strtoull(s, NULL, 10);
+}
+
 void stomp_io_on_receipt(io *s, const char *id)
 {
     if (id[0] == 'p') {
-        uint64_t n = strtoull(id + 1, NULL, 10);
+        uint64_t n = id_number(id + 1);
         for (stomp_pending *pd = s->infl_head; pd; pd = pd->next)
             if (pd->receipt == n) {
                 stomp_io_fail_pub_now(s, pd, EW_OK, NULL);
@@ -86,18 +97,39 @@ void stomp_io_on_receipt(io *s, const char *id)
         return; /* a late receipt of a SEND that already timed out */
     }
     if (id[0] == 's') {
-        stomp_sub *ss = stomp_io_sub_by_gen(s->t, strtoull(id + 1, NULL, 10));
+        stomp_sub *ss = stomp_io_sub_by_gen(s->t, id_number(id + 1));
         if (ss)
             sub_confirmed(s, ss);
     }
 }
 
+/* The headers of a MESSAGE that on_message reads, in one pass over them;
+ * the first of a repeated header counts, as with ewi_stomp_frame_get. */
+typedef struct message_refs {
+    const char *subid, *ack, *red;
+} message_refs;
+
+static message_refs message_refs_of(const ewi_stomp_frame *f)
+{
+    message_refs r = {NULL, NULL, NULL};
+    for (size_t i = 0; i < f->nheaders; i++) {
+        const ewi_stomp_header *h = &f->headers[i];
+        const char **slot = h->klen == 12 && memcmp(h->key, "subscription", 12) == 0 ? &r.subid
+                           : h->klen == 3 && memcmp(h->key, "ack", 3) == 0         ? &r.ack
+                           : h->klen == 11 && memcmp(h->key, "redelivered", 11) == 0 ? &r.red
+                                                                                    : NULL;
+        if (slot && !*slot)
+            *slot = h->value;
+    }
+    return r;
+}
+
 static void on_message(io *s, ewi_stomp_frame *f)
 {
     ewi_transport *t = s->t;
-    const char *subid = ewi_stomp_frame_get(f, "subscription");
-    const char *ack = ewi_stomp_frame_get(f, "ack");
-    stomp_sub *ss = subid ? stomp_io_sub_by_gen(t, strtoull(subid, NULL, 10)) : NULL;
+    message_refs refs = message_refs_of(f);
+    const char *subid = refs.subid, *ack = refs.ack;
+    stomp_sub *ss = subid ? stomp_io_sub_by_gen(t, id_number(subid)) : NULL;
     /* Messages of an old or closing subscription stay unacknowledged: the
      * broker gets them back with the UNSUBSCRIBE or the connection. */
     if (ss && ss->browse && !ss->closing && sub_confirmed(s, ss)) {
@@ -121,7 +153,7 @@ static void on_message(io *s, ewi_stomp_frame *f)
      * unacknowledged and comes back with it. */
     if (ss->recycle)
         return;
-    const char *red = ewi_stomp_frame_get(f, "redelivered");
+    const char *red = refs.red;
     if (f->truncated) {
         /* Over the parser's body limit (a multiple of max_body): what fits
          * was kept, so core sees a body over max_body and dead-letters it as

@@ -55,8 +55,13 @@ ew_err stomp_message_write(ewi_buf *out, const stomp_target *to, const char *rec
     return rc;
 }
 
+/* Headers go into the envelope this many at a time (one reservation each). */
+#define READ_BATCH 16
+
 ew_err stomp_message_read(ewi_stomp_frame *f, ew_envelope *env)
 {
+    ewi_env_kv kv[READ_BATCH];
+    size_t n = 0;
     for (size_t i = 0; i < f->nheaders; i++) {
         const ewi_stomp_header *h = &f->headers[i];
         if (h->klen == 12 && memcmp(h->key, "content-type", 12) == 0) {
@@ -67,19 +72,40 @@ ew_err stomp_message_read(ewi_stomp_frame *f, ew_envelope *env)
         }
         if (stomp_reserved_header(h->key, h->klen))
             continue;
-        /* The first of repeated headers counts (STOMP 1.2). */
-        if (ew_envelope_header(env, h->key))
-            continue;
-        ew_err rc = ewi_envelope_put(env, h->key, h->klen, h->value, h->vlen);
-        if (rc != EW_OK)
-            return rc;
+        /* The first of repeated headers counts (STOMP 1.2), as it does for
+         * ewi_envelope_put_received. */
+        kv[n++] = (ewi_env_kv){h->key, h->value, h->klen, h->vlen};
+        if (n == READ_BATCH) {
+            ew_err rc = ewi_envelope_put_received(env, kv, n);
+            if (rc != EW_OK)
+                return rc;
+            n = 0;
+        }
     }
+    ew_err rc = n ? ewi_envelope_put_received(env, kv, n) : EW_OK;
+    if (rc != EW_OK)
+        return rc;
     size_t len;
     uint8_t *body = ewi_stomp_frame_take_body(f, &len);
     if (!body)
         return EW_ENOMEM;
     ewi_envelope_take_body(env, body, len);
     return EW_OK;
+}
+
+void stomp_receipt_text(char *buf, uint64_t n)
+{
+    /* Once per send: no printf. */
+    char tmp[20];
+    size_t nd = 0;
+    do {
+        tmp[nd++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    buf[0] = 'p';
+    for (size_t i = 0; i < nd; i++)
+        buf[1 + i] = tmp[nd - 1 - i];
+    buf[1 + nd] = '\0';
 }
 
 void stomp_error_text(const ewi_stomp_frame *f, char *buf, size_t len)

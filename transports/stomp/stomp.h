@@ -130,6 +130,10 @@ ew_err stomp_message_write(ewi_buf *out, const stomp_target *to, const char *rec
 /* Fills env from a MESSAGE frame: the body (taken out of f), content type and
  * headers except reserved ones; the first of repeated headers counts. */
 ew_err stomp_message_read(ewi_stomp_frame *f, ew_envelope *env);
+/* A SEND's receipt id, "p" and n in decimal (what snprintf "p%" PRIu64
+ * writes), NUL-terminated; buf holds at least STOMP_RECEIPT_LEN bytes. */
+#define STOMP_RECEIPT_LEN 24
+void stomp_receipt_text(char *buf, uint64_t n);
 /* "broker's message: body" of an ERROR frame, for error reports. */
 void stomp_error_text(const ewi_stomp_frame *f, char *buf, size_t len);
 
@@ -173,6 +177,12 @@ struct stomp_pending {
     uint64_t wseq;   /* order written on the current connection */
     stomp_pending *next;
 };
+
+/* A zeroed SEND record for t, a finished one reused when there is one (its
+ * frame buffer kept: allocated on the sending thread and freed on the I/O
+ * thread, each send would otherwise take malloc's slow paths). NULL on
+ * ENOMEM. Free with ewi_buf_free(&pd->frame) and free(pd). */
+stomp_pending *stomp_pending_new(ewi_transport *t);
 
 /* What a delivered message carries for its ACK/NACK. */
 typedef struct stomp_msgdata {
@@ -287,6 +297,8 @@ struct ewi_transport {
     char last_error[512];
     bool ever_up;
     stomp_pending *pend_head, *pend_tail; /* not written yet */
+    stomp_pending *pend_free; /* finished SENDs kept for reuse, frame buffer and all */
+    size_t pend_free_n;
     ewi_window window;    /* SENDs pending + in flight */
     stomp_msgdata *settle_head, *settle_tail;
     stomp_sub *subs;      /* every subscription, listeners and DLQ readers */

@@ -6,7 +6,6 @@
 #include "transports/rmqadmin/rmqadmin.h"
 #include "transports/artemis/artm.h"
 
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,6 +151,13 @@ static void stomp_destroy(ewi_transport *t)
     if (!t)
         return;
     join_io(t);
+    /* The I/O threads, which complete SENDs, have stopped. */
+    for (stomp_pending *pd = t->pend_free, *next; pd; pd = next) {
+        next = pd->next;
+        ewi_buf_free(&pd->frame);
+        free(pd);
+    }
+    t->pend_free = NULL;
     for (stomp_sub *ss = t->subs, *next; ss; ss = next) {
         next = ss->next;
         for (stomp_msgdata *md = ss->dq_head, *n2; md; md = n2) {
@@ -634,8 +640,8 @@ static ew_err art_manage(ewi_transport *t, const char *event, const char *const 
                            .deadline_ms = deadline, .done = sync_pub_done, .user = t};
         pd->pub = &a->pub;
         pd->receipt = atomic_fetch_add(&t->next_receipt, 1);
-        char receipt[32];
-        snprintf(receipt, sizeof receipt, "p%" PRIu64, pd->receipt);
+        char receipt[STOMP_RECEIPT_LEN];
+        stomp_receipt_text(receipt, pd->receipt);
         ewi_stomp_writer w;
         ewi_stomp_write_begin(&w, &pd->frame, EWI_STOMP_SEND);
         ewi_stomp_write_header(&w, "destination", "activemq.management");
@@ -1051,13 +1057,13 @@ static ew_err stomp_publish(ewi_transport *t, ewi_pub *p)
             return rc;
         }
     }
-    stomp_pending *pd = calloc(1, sizeof *pd);
+    stomp_pending *pd = stomp_pending_new(t);
     if (!pd)
         return EW_ENOMEM;
     pd->pub = p;
     pd->receipt = atomic_fetch_add(&t->next_receipt, 1);
-    char receipt[32];
-    snprintf(receipt, sizeof receipt, "p%" PRIu64, pd->receipt);
+    char receipt[STOMP_RECEIPT_LEN];
+    stomp_receipt_text(receipt, pd->receipt);
     ew_err rc = stomp_message_write(&pd->frame, &to, receipt, p->env, err, sizeof err);
     if (rc != EW_OK) {
         ewi_log(t->m, EW_LOG_ERROR, "send %s: %s", p->event, err);
