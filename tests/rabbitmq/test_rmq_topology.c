@@ -279,19 +279,23 @@ static void no_broker_fails_at_start_after_the_timeout(void **state)
 }
 
 /* The broker connection (its pid, as close_connection takes it) whose
- * client-provided name is cname, into buf; NULL when there is none. */
-static const char *connection_named(const char *cname, char *buf, size_t len)
+ * client-provided name is cname, into buf, and its state ("running",
+ * "closed", ...) into state; NULL when there is none. */
+static const char *connection_named(const char *cname, char *buf, size_t len, char *state,
+                                    size_t statelen)
 {
-    char *out = ctl(SCRIPT, "list_connections pid client_properties");
+    char *out = ctl(SCRIPT, "list_connections pid state client_properties");
     const char *found = NULL;
     for (const char *p = out; p && *p && !found;) {
         const char *e = strchr(p, '\n');
         size_t ll = e ? (size_t)(e - p) : strlen(p);
         const char *tab = memchr(p, '\t', ll);
+        const char *tab2 = tab ? memchr(tab + 1, '\t', ll - (size_t)(tab + 1 - p)) : NULL;
         char line[2048];
         snprintf(line, sizeof line, "%.*s", (int)ll, p);
-        if (tab && strstr(line, cname)) {
+        if (tab2 && strstr(line, cname)) {
             snprintf(buf, len, "%.*s", (int)(tab - p), p);
+            snprintf(state, statelen, "%.*s", (int)(tab2 - tab - 1), tab + 1);
             found = buf;
         }
         p = e ? e + 1 : NULL;
@@ -300,14 +304,37 @@ static const char *connection_named(const char *cname, char *buf, size_t len)
     return found;
 }
 
+/* Has the broker close the connection named cname (an operator's
+ * close_connection) and waits until it is no longer running. The broker
+ * sends connection.close at once and marks the connection closed; it drops
+ * it only when the client answers (an idle administration connection does
+ * not read) or after its closing timeout (30 s without heartbeats). Closed
+ * is what the declarations that follow must cope with. */
+static void close_and_wait_closed(const char *cname)
+{
+    char conn[256], cstate[64];
+    if (!connection_named(cname, conn, sizeof conn, cstate, sizeof cstate))
+        fail_msg("no broker connection named '%s'", cname);
+    char args[512];
+    snprintf(args, sizeof args, "close_connection '%s' 'stale administration test'", conn);
+    free(ctl(SCRIPT, args));
+    int64_t until = ewi_now_ms() + 30000;
+    while (connection_named(cname, conn, sizeof conn, cstate, sizeof cstate) &&
+           strcmp(cstate, "running") == 0)
+        if (ewi_now_ms() > until)
+            fail_msg("the broker still lists '%s' as running 30 s after close_connection",
+                     cname);
+}
+
 /* An administration connection the broker closed while it was idle (an
  * operator's close_connection) is opened again for the next batch of
- * declarations, as for a single one. */
-static void a_closed_administration_connection_is_reopened_for_a_batch(void **state)
+ * declarations, and for the next single one, while the broker still holds
+ * the closed connection. */
+static void a_closed_administration_connection_is_reopened(void **state)
 {
     (void)state;
     EV(ev, "StaleAdmin", true);
-    char cname[128], conn[256], qa[256], qb[256], dlqa[256], dlqb[256], err[600];
+    char cname[128], qa[256], qb[256], dlqa[256], dlqb[256], err[600];
     snprintf(cname, sizeof cname, "eventwire test administration %s", ev.name);
     rmqa_conf c = {.host = "127.0.0.1", .port = 5672, .connect_timeout_ms = 5000,
                    .conn_name = cname, .label = "127.0.0.1:5672 (test)"};
@@ -317,15 +344,7 @@ static void a_closed_administration_connection_is_reopened_for_a_batch(void **st
     if (rmqa_ensure(a, &ex, err, sizeof err) != EW_OK)
         fail_msg("declaring the exchange: %s", err);
 
-    if (!connection_named(cname, conn, sizeof conn))
-        fail_msg("no broker connection named '%s'", cname);
-    char args[512];
-    snprintf(args, sizeof args, "close_connection '%s' 'stale administration test'", conn);
-    free(ctl(SCRIPT, args));
-    int64_t until = ewi_now_ms() + 30000;
-    while (connection_named(cname, conn, sizeof conn))
-        if (ewi_now_ms() > until)
-            fail_msg("the broker still lists '%s' 30 s after close_connection", cname);
+    close_and_wait_closed(cname);
 
     snprintf(qa, sizeof qa, "%s::A", ev.name);
     snprintf(qb, sizeof qb, "%s::B", ev.name);
@@ -346,11 +365,29 @@ static void a_closed_administration_connection_is_reopened_for_a_batch(void **st
     bool both = ctl_row(qs, qa, row, sizeof row) && ctl_row(qs, qb, row, sizeof row);
     free(qs);
     assert_true(both);
+
+    /* A single declaration after the same close, while the broker still
+     * holds the closed connection: opened again as well. */
+    close_and_wait_closed(cname);
+    char qc[256], dlqc[256];
+    snprintf(qc, sizeof qc, "%s::C", ev.name);
+    snprintf(dlqc, sizeof dlqc, "%s::C.dlq", ev.name);
+    rmqa_decl dc = {.kind = RMQA_LISTENER, .event = ev.name, .queue = qc, .dlq = dlqc,
+                    .durable = true};
+    err[0] = '\0';
+    if ((rc = rmqa_ensure(a, &dc, err, sizeof err)) != EW_OK)
+        fail_msg("a declaration after the close: %s: %s", ew_strerror(rc), err);
+    qs = ctl(SCRIPT, "list_queues name durable");
+    bool there = ctl_row(qs, qc, row, sizeof row);
+    free(qs);
+    assert_true(there);
     rmqa_free(a);
     raw_delete(qa, false);
     raw_delete(qb, false);
+    raw_delete(qc, false);
     raw_delete(dlqa, false);
     raw_delete(dlqb, false);
+    raw_delete(dlqc, false);
     raw_delete(ev.name, true);
 }
 
@@ -364,7 +401,7 @@ int main(int argc, char **argv)
     support_init(rmq_test_url());
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(topology_names_on_the_broker),
-        cmocka_unit_test(a_closed_administration_connection_is_reopened_for_a_batch),
+        cmocka_unit_test(a_closed_administration_connection_is_reopened),
         cmocka_unit_test(incompatible_queue_is_a_clear_error),
         cmocka_unit_test(incompatible_dead_letter_queue_keeps_the_message),
         cmocka_unit_test(incompatible_exchange_is_a_clear_error),
