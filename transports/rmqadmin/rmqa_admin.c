@@ -399,14 +399,15 @@ static ew_err settle_reply(rmqa *a, int k, amqp_rpc_reply_t r, const char *what,
     }
     if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
         r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
-        amqp_connection_close_ok_t ok = {0};
-        amqp_send_method(a->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
-        drop(a, false);
         /* CONNECTION_FORCED: an operator (or a broker going down) closed
          * the connection, maybe while it was idle; nothing was refused. A
          * connection failure, which the callers try once more on a new
-         * connection. */
-        return rmqa_reply_code(r) == AMQP_CONNECTION_FORCED ? EW_ECONNECT : rc;
+         * connection. (The reply lives in the connection: read it first.) */
+        bool forced = rmqa_reply_code(r) == AMQP_CONNECTION_FORCED;
+        amqp_connection_close_ok_t ok = {0};
+        amqp_send_method(a->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+        drop(a, false);
+        return forced ? EW_ECONNECT : rc;
     }
     drop(a, false);
     return rc == EW_ETIMEDOUT ? rc : EW_ECONNECT;
