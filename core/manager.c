@@ -557,7 +557,7 @@ static size_t pending(ew_manager *m, ewi_listener *l)
 {
     size_t n = m->ops->backlog(m->t, &l->sub);
     pthread_mutex_lock(&l->mu);
-    n += l->queued + l->busy;
+    n += ewi_queued(l) + l->busy;
     pthread_mutex_unlock(&l->mu);
     return n;
 }
@@ -583,7 +583,7 @@ static void deliver_backlog(ew_manager *m, ewi_listener *all, int64_t deadline,
         /* Handlers still running get the stop's timeout below; the rest is
          * not handled by this manager. */
         pthread_mutex_lock(&l->mu);
-        left = l->queued;
+        left = ewi_queued(l);
         pthread_mutex_unlock(&l->mu);
         left += m->ops->backlog(m->t, &l->sub);
         if (left > 0)

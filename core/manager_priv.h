@@ -65,7 +65,7 @@ static inline void ewi_ctr_add(_Atomic uint64_t *c, uint64_t n, bool single)
  * thread writes the first group (under the inbox lock), the workers the
  * second. */
 typedef struct ewi_lmetrics {
-    _Alignas(64) _Atomic uint64_t delivered, redelivered; /* ewi_deliver, under mu */
+    _Alignas(64) _Atomic uint64_t delivered, redelivered; /* by ewi_deliver (atomic adds) */
     _Alignas(64) _Atomic uint64_t handled, failed, retried, dead_lettered;
     _Atomic uint64_t settled;       /* by the workers */
     _Atomic uint64_t settled_other; /* by stop's drain and free (atomic adds) */
@@ -100,15 +100,29 @@ typedef struct ewi_listener {
     pthread_cond_t cv;       /* workers wait for messages / stop */
     pthread_cond_t idle;     /* stop waits for busy == 0 */
     pthread_cond_t backoff_cv; /* retry backoffs wait here, woken by stop */
-    ewi_msg *head, *tail;
-    _Atomic size_t inbox;    /* messages at head..tail; written under mu,
-                                read lock-free by workers */
-    _Atomic size_t queued;   /* handed to the listener and not started yet:
-                                the inbox and the rest of workers' batches */
-    size_t busy;             /* workers holding a batch */
-    size_t sleeping;         /* workers waiting on cv */
-    size_t polling;          /* of them, those that wake up now and then */
-    bool napping;            /* a worker naps on nap_cv (at most one) */
+    ewi_msg *head, *tail;    /* under mu, in delivery order */
+    size_t nhead;            /* messages at head..tail (under mu) */
+    /* Deliveries pushed without the lock (a listener with its own workers),
+     * newest first: a worker moves them to head..tail under mu. A
+     * deliverer takes mu only when a worker sleeps or a napping worker has
+     * a batch waiting (sleeping and napping are read lock-free after the
+     * push; a worker that goes to sleep looks at posted after it counts
+     * itself, so one of the two sees the other). */
+    _Atomic(ewi_msg *) posted;
+    /* Counts, each written by one side, so that a delivery and a worker do
+     * not take turns on one cache line per message. With mx.delivered
+     * (the deliverers' count) they give the inbox (ewi_inbox) and what was
+     * handed to the listener and not started yet, the inbox and the rest
+     * of workers' batches (ewi_queued). */
+    _Atomic size_t taken;    /* moved to workers' batches or drained (mu) */
+    size_t drained;          /* given back by stop's drain (mu) */
+    _Alignas(64) _Atomic size_t nstarted; /* by workers, as they start one */
+    /* Written under mu, read lock-free by deliverers (ewi_deliver_list). */
+    _Atomic size_t busy;     /* workers holding a batch */
+    _Atomic size_t sleeping; /* workers waiting on cv */
+    _Atomic size_t polling;  /* of them, those that wake up now and then */
+    atomic_bool napping;     /* a worker naps on nap_cv (at most one;
+                                written under mu) */
     pthread_cond_t nap_cv;   /* ends a nap early: a batch waits */
     _Atomic int64_t handle_ns; /* moving average of a message's handling
                                   time (measured with concurrency > 1) */
@@ -132,6 +146,22 @@ typedef struct ewi_listener {
     struct ewi_listener *pool_next;
     struct ewi_listener *next;
 } ewi_listener;
+
+/* Messages delivered to l and not yet taken by a worker (a hint, lock-free). */
+static inline size_t ewi_inbox(const ewi_listener *l)
+{
+    size_t t = atomic_load(&l->taken);
+    uint64_t d = atomic_load(&l->mx.delivered);
+    return d > t ? (size_t)(d - t) : 0;
+}
+
+/* Messages delivered to l and not started yet (mu held: exact). */
+static inline size_t ewi_queued(const ewi_listener *l)
+{
+    size_t s = atomic_load(&l->nstarted) + l->drained;
+    uint64_t d = atomic_load(&l->mx.delivered);
+    return d > s ? (size_t)(d - s) : 0;
+}
 
 /* The worker threads a manager's listeners share (ew_options.worker_pool):
  * a run queue of the listeners that have messages and a free slot under
@@ -192,7 +222,7 @@ struct ew_manager {
     size_t inflight;
 
     /* Message ids: a random UUID from libuuid per manager, its low 48 bits
-     * counting up per message. */
+     * counting up per message (each sending thread takes them in blocks). */
     uint8_t id_base[16];
     _Atomic uint64_t id_seq;
 

@@ -112,10 +112,14 @@ static void hex_bytes(char *o, const uint8_t *b, size_t n)
 
 /* The first ten bytes of a manager's ids never change (the sequence only
  * touches the last six): each thread keeps their text, "xxxxxxxx-xxxx-
- * xxxx-xxxx-", for the base it last formatted. */
-static _Thread_local uint8_t tl_id_base[10];
+ * xxxx-xxxx-", for the manager it last made an id for, and takes sequence
+ * numbers from the manager ID_BLOCK at a time (one atomic add per block
+ * rather than per message: ids stay unique, not in the order of sends). */
+#define ID_BLOCK 256
+static _Thread_local uint8_t tl_id_base[16];
 static _Thread_local char tl_id_prefix[24];
 static _Thread_local bool tl_id_ready;
+static _Thread_local uint64_t tl_id_next, tl_id_end;
 
 void ewi_new_message_id(ew_manager *m, char out[37])
 {
@@ -131,10 +135,15 @@ void ewi_new_message_id(ew_manager *m, char out[37])
         hex_bytes(o + 19, m->id_base + 8, 2);
         o[23] = '-';
         tl_id_ready = true;
+        tl_id_next = tl_id_end = 0;
     }
+    if (tl_id_next == tl_id_end) {
+        tl_id_next = atomic_fetch_add_explicit(&m->id_seq, ID_BLOCK, memory_order_relaxed);
+        tl_id_end = tl_id_next + ID_BLOCK;
+    }
+    uint64_t seq = tl_id_next++;
     uint8_t tail[6];
     memcpy(tail, m->id_base + 10, sizeof tail);
-    uint64_t seq = atomic_fetch_add_explicit(&m->id_seq, 1, memory_order_relaxed);
     for (int i = 0; i < 6; i++)
         tail[5 - i] ^= (uint8_t)(seq >> (8 * i));
     memcpy(out, tl_id_prefix, sizeof tl_id_prefix);

@@ -86,7 +86,8 @@ void ewi_msg_free(ewi_msg *msg)
  * with quick handlers. */
 #define SLEEP_POLL_MS 2
 
-/* Whether messages in the inbox should wake a sleeping worker (mu held). */
+/* Whether messages in the inbox should wake a sleeping worker (mu held, or
+ * a deliverer after its push: see ewi_listener.posted). */
 static bool wake_another(const ewi_listener *l)
 {
     int64_t avg = atomic_load_explicit(&l->handle_ns, memory_order_relaxed);
@@ -94,12 +95,42 @@ static bool wake_another(const ewi_listener *l)
         return true;
     if (avg < WORK_MIN_NS)
         avg = WORK_MIN_NS;
-    return (int64_t)atomic_load_explicit(&l->inbox, memory_order_relaxed) * avg >=
+    return (int64_t)ewi_inbox(l) * avg >=
            WAKE_WORK_NS * (int64_t)l->busy;
 }
 
 static void pool_push(ewi_listener *l);
 static bool runnable(const ewi_listener *l);
+
+/* Appends first..last (n messages) to head..tail (mu held). */
+static void inbox_append(ewi_listener *l, ewi_msg *first, ewi_msg *last, size_t n)
+{
+    if (l->tail)
+        l->tail->qnext = first;
+    else
+        l->head = first;
+    l->tail = last;
+    l->nhead += n;
+}
+
+/* Moves what deliverers posted without the lock to head..tail, oldest first
+ * (mu held). */
+static void absorb(ewi_listener *l)
+{
+    if (!atomic_load(&l->posted))
+        return;
+    ewi_msg *s = atomic_exchange(&l->posted, NULL), *first = NULL, *last = s;
+    size_t n = 0;
+    while (s) {
+        ewi_msg *next = s->qnext;
+        s->qnext = first;
+        first = s;
+        s = next;
+        n++;
+    }
+    last->qnext = NULL;
+    inbox_append(l, first, last, n);
+}
 
 void ewi_deliver_list(ewi_msg *first)
 {
@@ -110,25 +141,38 @@ void ewi_deliver_list(ewi_msg *first)
     size_t n = 1, redelivered = first->redeliveries != 0;
     for (; last->qnext; last = last->qnext, n++)
         redelivered += last->qnext->redeliveries != 0;
-    pthread_mutex_lock(&l->mu);
-    if (l->tail)
-        l->tail->qnext = first;
-    else
-        l->head = first;
-    l->tail = last;
-    l->inbox += n;
-    l->queued += n;
-    /* One writer at a time (mu): plain additions, read lock-free. */
-    ewi_ctr_add(&l->mx.delivered, n, true);
     if (redelivered)
-        ewi_ctr_add(&l->mx.redelivered, redelivered, true);
+        ewi_ctr_add(&l->mx.redelivered, redelivered, false);
+    ewi_ctr_add(&l->mx.delivered, n, false);
     if (l->m->pool) {
+        pthread_mutex_lock(&l->mu);
+        inbox_append(l, first, last, n);
         /* A listener with a free slot goes on the pool's run queue. */
         if (runnable(l))
             pool_push(l);
         pthread_mutex_unlock(&l->mu);
         return;
     }
+    /* Pushed newest first, message by message: the chain goes on reversed,
+     * and absorb turns the whole stack around. */
+    ewi_msg *rev = NULL;
+    for (ewi_msg *msg = first, *next; msg; msg = next) {
+        next = msg->qnext;
+        msg->qnext = rev;
+        rev = msg;
+    }
+    ewi_msg *top = atomic_load_explicit(&l->posted, memory_order_relaxed);
+    do
+        first->qnext = top;
+    while (!atomic_compare_exchange_weak(&l->posted, &top, rev));
+    /* The rule below, read without the lock: a worker busy with a batch
+     * takes these when it is done, and a napping one when its nap ends,
+     * unless a batch waits; then no lock and no wake-up. */
+    bool napping = atomic_load(&l->napping);
+    if (napping ? ewi_inbox(l) < NAP_WAKE : !atomic_load(&l->sleeping) || !wake_another(l))
+        return;
+    pthread_mutex_lock(&l->mu);
+    absorb(l);
     /* A napping worker takes what gathered when its nap ends, or at once
      * for a batch. Else wake a worker only when one sleeps, and then
      * not when busy workers handle messages quickly: one of them takes this
@@ -138,9 +182,9 @@ void ewi_deliver_list(ewi_msg *first)
      * takes a batch and leaves messages wakes the next one too. Should a
      * quick handler block, a sleeping worker that polls (worker_main) takes
      * the message: without one, this wakes one. */
-    if (l->napping && l->inbox >= NAP_WAKE)
+    if (l->napping && l->nhead >= NAP_WAKE)
         pthread_cond_signal(&l->nap_cv);
-    if (l->sleeping && !l->napping && wake_another(l))
+    if (l->sleeping && l->head && !l->napping && wake_another(l))
         pthread_cond_signal(&l->cv);
     pthread_mutex_unlock(&l->mu);
 }
@@ -513,7 +557,7 @@ static void nap(ewi_listener *l)
  * holds back a message another worker could handle. */
 static ewi_msg *take_batch(ewi_listener *l)
 {
-    size_t n = atomic_load_explicit(&l->inbox, memory_order_relaxed), k = n;
+    size_t k = l->nhead;
     if (l->desc.concurrency > 1)
         k = 1;
     if (k > BATCH_MAX)
@@ -525,7 +569,8 @@ static ewi_msg *take_batch(ewi_listener *l)
     last->qnext = NULL;
     if (!l->head)
         l->tail = NULL;
-    l->inbox -= k;
+    l->nhead -= k;
+    atomic_store(&l->taken, atomic_load(&l->taken) + k);
     return first;
 }
 
@@ -538,6 +583,7 @@ static void *worker_main(void *arg)
     tl_ctx = &w;
     pthread_mutex_lock(&l->mu);
     for (;;) {
+        absorb(l);
         if (!l->head && w.acks) {
             /* Nothing to take: the acknowledgements held go now, before
              * this worker polls or sleeps. */
@@ -548,9 +594,17 @@ static void *worker_main(void *arg)
         }
         if (!l->head && !l->stopping && inproc && !l->napping) {
             nap(l);
+            absorb(l);
         }
         while (!l->head && !l->stopping) {
             l->sleeping++;
+            /* Counted first, then looked: a deliverer that pushed before
+             * it saw no sleeper (and took no lock). */
+            absorb(l);
+            if (l->head) {
+                l->sleeping--;
+                break;
+            }
             /* ewi_deliver may leave a message to a busy worker that handles
              * quickly; should that handler block, the message waits no
              * longer than this poll. */
@@ -563,6 +617,7 @@ static void *worker_main(void *arg)
                 pthread_cond_wait(&l->cv, &l->mu);
             }
             l->sleeping--;
+            absorb(l);
         }
         if (l->stopping)
             break;
@@ -576,7 +631,7 @@ static void *worker_main(void *arg)
         while (batch && !atomic_load_explicit(&l->stopping, memory_order_relaxed)) {
             ewi_msg *msg = batch;
             batch = msg->qnext;
-            l->queued--;
+            ewi_ctr_add(&l->nstarted, 1, single(l));
             if (l->desc.concurrency == 1) {
                 handle(l, msg);
                 continue;
@@ -591,14 +646,15 @@ static void *worker_main(void *arg)
             atomic_store_explicit(&l->handle_ns, avg + (tl_ran_ns - avg) / 8,
                                   memory_order_relaxed);
         }
-        if (w.nacks >= ACKS_MAX || batch ||
-            atomic_load_explicit(&l->inbox, memory_order_relaxed) == 0)
+        /* With more to take, the acknowledgements wait for the next batch
+         * (up to ACKS_MAX): the loop gives them before it naps or sleeps. */
+        if (w.nacks >= ACKS_MAX || batch)
             flush_acks(l, &w);
         /* Stopping: what this worker had not started goes back, as the
          * inbox does in ewi_listener_drain (the transport keeps the order). */
         for (ewi_msg *next; batch; batch = next) {
             next = batch->qnext;
-            l->queued--;
+            ewi_ctr_add(&l->nstarted, 1, single(l));
             settle(l, batch, EWI_REQUEUE);
         }
         pthread_mutex_lock(&l->mu);
@@ -736,7 +792,7 @@ static void pool_serve(ewi_listener *l, worker_ctx *w)
         while (batch && !atomic_load_explicit(&l->stopping, memory_order_relaxed)) {
             ewi_msg *msg = batch;
             batch = msg->qnext;
-            l->queued--;
+            ewi_ctr_add(&l->nstarted, 1, single(l));
             tl_parked = false;
             handle(l, msg);
             if (tl_parked)
@@ -758,14 +814,15 @@ static void pool_serve(ewi_listener *l, worker_ctx *w)
             l->head = batch;
             if (!l->tail)
                 l->tail = last;
-            l->inbox += k;
+            l->nhead += k;
+            atomic_store(&l->taken, atomic_load(&l->taken) - k);
             batch = NULL;
         }
         pthread_mutex_unlock(&l->mu);
         /* Stopping: what was not started goes back, as in worker_main. */
         for (ewi_msg *next; batch; batch = next) {
             next = batch->qnext;
-            l->queued--;
+            ewi_ctr_add(&l->nstarted, 1, single(l));
             settle(l, batch, EWI_REQUEUE);
         }
         pthread_mutex_lock(&l->mu);
@@ -981,10 +1038,12 @@ ew_err ewi_listener_drain(ewi_listener *l, int64_t deadline_ms)
     pthread_cond_broadcast(&l->cv);
     pthread_cond_broadcast(&l->nap_cv);
     pthread_cond_broadcast(&l->backoff_cv);
+    absorb(l);
     ewi_msg *rest = l->head;
     l->head = l->tail = NULL;
-    l->queued -= l->inbox;
-    l->inbox = 0;
+    l->drained += l->nhead;
+    atomic_store(&l->taken, atomic_load(&l->taken) + l->nhead);
+    l->nhead = 0;
     ew_err rc = EW_OK;
     if (l->m->pool && l->started) {
         pthread_mutex_unlock(&l->mu);
@@ -1040,6 +1099,7 @@ void ewi_listener_free(ewi_listener *l)
         pool_forget(l, true);
     }
     /* Anything that arrived after the drain (it should not) still settles. */
+    absorb(l);
     for (ewi_msg *msg = l->head, *next; msg; msg = next) {
         next = msg->qnext;
         settle_other(l, msg, EWI_REQUEUE);

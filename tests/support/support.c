@@ -406,7 +406,7 @@ bool manager_idle(ew_manager *m)
     bool idle = true;
     for (ewi_listener *l = all; l && idle; l = l->next) {
         pthread_mutex_lock(&l->mu);
-        idle = l->queued == 0 && l->busy == 0;
+        idle = ewi_queued(l) == 0 && l->busy == 0;
         pthread_mutex_unlock(&l->mu);
     }
     return idle;
