@@ -302,6 +302,35 @@ static void r_settle(ewi_transport *t, ewi_msg *msg, ewi_settle how)
         ewi_waker_wake(&t->waker);
 }
 
+/* A worker's acknowledgements, linked by qnext: one lock and at most one
+ * wake-up for them all. */
+static void r_settle_acks(ewi_transport *t, ewi_msg *first)
+{
+    ewi_msg *last = first;
+    for (ewi_msg *msg = first; msg; msg = msg->qnext) {
+        msg->tdata = RMQ_TDATA(RMQ_TDATA_EPOCH(msg->tdata), false);
+        last = msg;
+    }
+    pthread_mutex_lock(&t->mu);
+    if (t->closed) {
+        pthread_mutex_unlock(&t->mu);
+        for (ewi_msg *msg = first, *next; msg; msg = next) {
+            next = msg->qnext;
+            ewi_msg_free(msg);
+        }
+        return;
+    }
+    if (t->settle_tail)
+        t->settle_tail->qnext = first;
+    else
+        t->settle_head = first;
+    t->settle_tail = last;
+    bool wake = need_wake(t);
+    pthread_mutex_unlock(&t->mu);
+    if (wake)
+        ewi_waker_wake(&t->waker);
+}
+
 static ew_err r_dlq_take(ewi_transport *t, ewi_dlq_req *req)
 {
     int64_t deadline = ewi_now_ms() + (req->timeout_ms > 0 ? req->timeout_ms : 0);
@@ -413,6 +442,7 @@ const ewi_transport_ops ewi_rabbitmq_transport = {
     .delete_queue = r_delete_queue,
     .publish = r_publish,
     .settle = r_settle,
+    .settle_acks = r_settle_acks,
     .dlq_take = r_dlq_take,
     .stop = r_stop,
     .destroy = r_destroy,

@@ -1133,6 +1133,40 @@ static void stomp_settle(ewi_transport *t, ewi_msg *msg, ewi_settle how)
         ewi_waker_wake(&t->waker[STOMP_SUB]);
 }
 
+/* A worker's acknowledgements, linked by qnext: one lock and at most one
+ * wake-up for them all. */
+static void stomp_settle_acks(ewi_transport *t, ewi_msg *first)
+{
+    ewi_msg *gone = NULL; /* stopped: given back by the closed connection */
+    bool wake = false;
+    pthread_mutex_lock(&t->mu);
+    for (ewi_msg *msg = first, *next; msg; msg = next) {
+        next = msg->qnext;
+        stomp_msgdata *md = msg->tdata;
+        if (!t->thread_started || !md) {
+            msg->qnext = gone;
+            gone = msg;
+            continue;
+        }
+        md->how = EWI_ACK;
+        md->next = NULL;
+        if (t->settle_tail)
+            t->settle_tail->next = md;
+        else
+            t->settle_head = md;
+        t->settle_tail = md;
+        wake |= t->settle_head == md;
+    }
+    pthread_mutex_unlock(&t->mu);
+    if (wake)
+        ewi_waker_wake(&t->waker[STOMP_SUB]);
+    for (ewi_msg *next; gone; gone = next) {
+        next = gone->qnext;
+        free(gone->tdata);
+        ewi_msg_free(gone);
+    }
+}
+
 /* ---- dead letters --------------------------------------------------------- */
 
 /* rabbitmq: a reader of dest kept from an earlier dlq_take, or NULL. */
@@ -1303,6 +1337,7 @@ const ewi_transport_ops ewi_stomp_transport = {
     .delete_queue = stomp_delete_queue,
     .publish = stomp_publish,
     .settle = stomp_settle,
+    .settle_acks = stomp_settle_acks,
     .dlq_take = stomp_dlq_take,
     .stop = stomp_stop,
     .destroy = stomp_destroy,
