@@ -138,6 +138,10 @@ typedef struct ewi_listener {
     ewi_lmetrics mx;
     pthread_t *threads;
     uint32_t nthreads;
+    /* The workers (concurrency > 1), for what they lent (worker.c); the
+     * array under mu. */
+    struct worker_ctx **wctx;
+    uint32_t nwctx;
     bool started;            /* ewi_listener_start_workers ran */
     /* With the manager's worker pool: on the pool's run queue (pool_next),
      * and pool threads looking at it; both under the pool's lock. */

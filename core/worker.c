@@ -3,6 +3,7 @@
  * letters, and the drain on stop. Every delivery ends in exactly one settle. */
 #include "manager_priv.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,8 +96,14 @@ static bool wake_another(const ewi_listener *l)
         return true;
     if (avg < WORK_MIN_NS)
         avg = WORK_MIN_NS;
-    return (int64_t)ewi_inbox(l) * avg >=
-           WAKE_WORK_NS * (int64_t)l->busy;
+    return (int64_t)ewi_inbox(l) * avg >= WAKE_WORK_NS * (int64_t)l->busy;
+}
+
+/* Wakes a sleeping worker if the inbox asks for one (mu held). */
+static void wake_for_inbox(ewi_listener *l)
+{
+    if (l->head && l->sleeping && !l->napping && wake_another(l))
+        pthread_cond_signal(&l->cv);
 }
 
 static void pool_push(ewi_listener *l);
@@ -184,8 +191,7 @@ void ewi_deliver_list(ewi_msg *first)
      * the message: without one, this wakes one. */
     if (l->napping && l->nhead >= NAP_WAKE)
         pthread_cond_signal(&l->nap_cv);
-    if (l->sleeping && l->head && !l->napping && wake_another(l))
-        pthread_cond_signal(&l->cv);
+    wake_for_inbox(l);
     pthread_mutex_unlock(&l->mu);
 }
 
@@ -216,10 +222,15 @@ static void settle_other(ewi_listener *l, ewi_msg *msg, ewi_settle how)
 }
 
 /* What a worker thread holds of its batch: the acknowledgements it has not
- * given the transport yet. */
+ * given the transport yet and, with several workers, the messages of its
+ * batch it has not started, lent: another worker takes them when this one
+ * makes no progress (a handler that blocks, a retry's backoff). */
 typedef struct worker_ctx {
     ewi_msg *acks, **acks_tail;
     size_t nacks;
+    _Alignas(64) _Atomic(ewi_msg *) lent; /* the owner pops, a thief takes all */
+    _Atomic uint64_t progress;            /* messages the owner started */
+    uint64_t *seen;                       /* others' progress at this one's last look */
 } worker_ctx;
 
 /* The most acknowledgements a worker holds: it gives them to the transport
@@ -551,14 +562,18 @@ static void nap(ewi_listener *l)
     l->napping = false;
 }
 
-/* Takes a batch from the inbox (mu held): with one worker everything up to
- * BATCH_MAX, in order (the worker would handle them one after the other
- * anyway); with several one message, so that a handler that blocks never
- * holds back a message another worker could handle. */
+/* Takes a batch from the inbox (mu held): up to BATCH_MAX in order (the
+ * worker would handle them one after the other anyway). With several
+ * workers that lend what they have not started (worker_main), a batch only
+ * while handlers are quick, else one message; on a pool one message, so
+ * that a handler that blocks never holds back a message another worker
+ * could handle. */
 static ewi_msg *take_batch(ewi_listener *l)
 {
     size_t k = l->nhead;
-    if (l->desc.concurrency > 1)
+    if (l->desc.concurrency > 1 &&
+        (l->m->pool ||
+         atomic_load_explicit(&l->handle_ns, memory_order_relaxed) >= HANDLE_QUICK_NS))
         k = 1;
     if (k > BATCH_MAX)
         k = BATCH_MAX;
@@ -574,16 +589,82 @@ static ewi_msg *take_batch(ewi_listener *l)
     return first;
 }
 
+/* The next message a worker lent and still owns (NULL: none, or taken by
+ * another worker). */
+static ewi_msg *lent_next(worker_ctx *w)
+{
+    if (!atomic_load_explicit(&w->lent, memory_order_relaxed))
+        return NULL;
+    ewi_msg *msg = atomic_exchange(&w->lent, NULL);
+    if (msg) {
+        atomic_store(&w->lent, msg->qnext);
+        msg->qnext = NULL;
+    }
+    return msg;
+}
+
+/* Whether a worker has messages lent (mu held). */
+static bool lent_any(const ewi_listener *l)
+{
+    for (uint32_t i = 0; i < l->nwctx; i++)
+        if (atomic_load_explicit(&l->wctx[i]->lent, memory_order_relaxed))
+            return true;
+    return false;
+}
+
+/* Puts back at the head of the inbox what other workers lent and made no
+ * progress on since this one last looked (mu held, not stopping): a
+ * sleeping worker looks every SLEEP_POLL_MS, so a blocked handler holds
+ * back the rest of its batch for two polls at most. */
+static void take_lent(ewi_listener *l, worker_ctx *self)
+{
+    for (uint32_t i = 0; i < l->nwctx; i++) {
+        worker_ctx *o = l->wctx[i];
+        if (o == self || !atomic_load_explicit(&o->lent, memory_order_relaxed))
+            continue;
+        uint64_t p = atomic_load_explicit(&o->progress, memory_order_relaxed);
+        if (p != self->seen[i]) {
+            self->seen[i] = p;
+            continue;
+        }
+        ewi_msg *first = atomic_exchange(&o->lent, NULL), *last = first;
+        if (!first)
+            continue;
+        size_t n = 1;
+        for (; last->qnext; last = last->qnext)
+            n++;
+        last->qnext = l->head;
+        l->head = first;
+        if (!l->tail)
+            l->tail = last;
+        l->nhead += n;
+        atomic_store(&l->taken, atomic_load(&l->taken) - n);
+    }
+}
+
 static void *worker_main(void *arg)
 {
     ewi_listener *l = arg;
     bool inproc = l->m->ops->features & EWI_FEAT_INPROC;
+    bool several = l->desc.concurrency > 1;
     worker_ctx w = {.acks = NULL};
     w.acks_tail = &w.acks;
+    atomic_init(&w.lent, NULL);
+    atomic_init(&w.progress, 0);
+    uint64_t seen_local[8];
+    w.seen = l->desc.concurrency <= 8 ? seen_local : calloc(l->desc.concurrency, sizeof *w.seen);
+    if (!w.seen)
+        several = false; /* out of memory: no batches, so nothing lent */
+    else
+        memset(w.seen, 0xff, l->desc.concurrency * sizeof *w.seen);
     tl_ctx = &w;
     pthread_mutex_lock(&l->mu);
+    if (several)
+        l->wctx[l->nwctx++] = &w;
     for (;;) {
         absorb(l);
+        if (several && !l->head && !l->stopping)
+            take_lent(l, &w);
         if (!l->head && w.acks) {
             /* Nothing to take: the acknowledgements held go now, before
              * this worker polls or sleeps. */
@@ -596,46 +677,69 @@ static void *worker_main(void *arg)
             nap(l);
             absorb(l);
         }
-        while (!l->head && !l->stopping) {
+        /* Set when a poll found the busy workers moving on: what waits is
+         * theirs to take (a third thread on it would only take turns with
+         * them and the sender), unless a delivery wakes this one. */
+        bool yield = false;
+        while (!l->stopping) {
             l->sleeping++;
             /* Counted first, then looked: a deliverer that pushed before
              * it saw no sleeper (and took no lock). */
             absorb(l);
-            if (l->head) {
+            if (several && !l->head)
+                take_lent(l, &w);
+            if (l->head && (!yield || l->busy == 0)) {
                 l->sleeping--;
                 break;
             }
             /* ewi_deliver may leave a message to a busy worker that handles
-             * quickly; should that handler block, the message waits no
-             * longer than this poll. */
-            if (l->busy > 0 && atomic_load_explicit(&l->handle_ns, memory_order_relaxed) <
-                                   HANDLE_QUICK_NS) {
+             * quickly, and a worker may lend the rest of its batch; should
+             * that handler block, the message waits no longer than two of
+             * these polls (three for a lent one). */
+            if (l->busy > 0 && (atomic_load_explicit(&l->handle_ns, memory_order_relaxed) <
+                                    HANDLE_QUICK_NS ||
+                                (several && lent_any(l)))) {
+                size_t before = atomic_load(&l->nstarted);
                 l->polling++;
-                ewi_cond_wait_until(&l->cv, &l->mu, ewi_now_ms() + SLEEP_POLL_MS);
+                int rc = ewi_cond_wait_until(&l->cv, &l->mu, ewi_now_ms() + SLEEP_POLL_MS);
                 l->polling--;
+                yield = rc == ETIMEDOUT && l->busy > 0 && atomic_load(&l->nstarted) != before;
             } else {
+                yield = false;
                 pthread_cond_wait(&l->cv, &l->mu);
             }
             l->sleeping--;
-            absorb(l);
         }
         if (l->stopping)
             break;
         ewi_msg *batch = take_batch(l);
         l->busy++;
+        if (several && batch->qnext) {
+            atomic_store(&w.lent, batch->qnext);
+            batch->qnext = NULL;
+            /* Workers that sleep without polling would never look at what
+             * this one lends: without one that polls, one gets up to. */
+            if (l->sleeping > 0 && l->polling == 0)
+                pthread_cond_signal(&l->cv);
+        }
         /* Messages left that no worker polls for: the next one gets up
          * (the rule of ewi_deliver_list, this worker being busy). */
-        if (l->head && l->sleeping && !l->napping && wake_another(l))
-            pthread_cond_signal(&l->cv);
+        wake_for_inbox(l);
         pthread_mutex_unlock(&l->mu);
-        while (batch && !atomic_load_explicit(&l->stopping, memory_order_relaxed)) {
+        while (!atomic_load_explicit(&l->stopping, memory_order_relaxed)) {
             ewi_msg *msg = batch;
-            batch = msg->qnext;
+            if (msg)
+                batch = msg->qnext;
+            else if (!several || !(msg = lent_next(&w)))
+                break;
             ewi_ctr_add(&l->nstarted, 1, single(l));
             if (l->desc.concurrency == 1) {
                 handle(l, msg);
                 continue;
             }
+            atomic_store_explicit(&w.progress,
+                                  atomic_load_explicit(&w.progress, memory_order_relaxed) + 1,
+                                  memory_order_relaxed);
             tl_ran_ns = -1;
             handle(l, msg);
             if (tl_ran_ns < 0)
@@ -645,6 +749,14 @@ static void *worker_main(void *arg)
             int64_t avg = atomic_load_explicit(&l->handle_ns, memory_order_relaxed);
             atomic_store_explicit(&l->handle_ns, avg + (tl_ran_ns - avg) / 8,
                                   memory_order_relaxed);
+        }
+        if (several && atomic_load_explicit(&w.lent, memory_order_relaxed)) {
+            /* Stopping: what it lent and still owns goes back below. */
+            ewi_msg *rest = atomic_exchange(&w.lent, NULL);
+            if (rest && batch)
+                batch->qnext = rest; /* batch: the one message not started */
+            else if (rest)
+                batch = rest;
         }
         /* With more to take, the acknowledgements wait for the next batch
          * (up to ACKS_MAX): the loop gives them before it naps or sleeps. */
@@ -664,6 +776,8 @@ static void *worker_main(void *arg)
     }
     pthread_mutex_unlock(&l->mu);
     flush_acks(l, &w);
+    if (w.seen != seen_local)
+        free(w.seen);
     tl_ctx = NULL;
     return NULL;
 }
@@ -1013,7 +1127,8 @@ ew_err ewi_listener_start_workers(ewi_listener *l)
         return rc;
     }
     l->threads = calloc(l->desc.concurrency, sizeof *l->threads);
-    if (!l->threads)
+    l->wctx = calloc(l->desc.concurrency, sizeof *l->wctx);
+    if (!l->threads || !l->wctx)
         return EW_ENOMEM;
     /* Taken as slow until measured: the first messages each wake a worker. */
     atomic_store_explicit(&l->handle_ns, HANDLE_QUICK_NS, memory_order_relaxed);
@@ -1105,6 +1220,7 @@ void ewi_listener_free(ewi_listener *l)
         settle_other(l, msg, EWI_REQUEUE);
     }
     free(l->threads);
+    free(l->wctx);
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv);
     pthread_cond_destroy(&l->nap_cv);
