@@ -681,7 +681,7 @@ static void *worker_main(void *arg)
          * theirs to take (a third thread on it would only take turns with
          * them and the sender), unless a delivery wakes this one. */
         bool yield = false;
-        while (!l->stopping) {
+        while (!l->stopping && (!l->head || (yield && l->busy > 0))) {
             l->sleeping++;
             /* Counted first, then looked: a deliverer that pushed before
              * it saw no sleeper (and took no lock). */
