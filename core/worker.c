@@ -717,11 +717,12 @@ static void *worker_main(void *arg)
         if (several && batch->qnext) {
             atomic_store(&w.lent, batch->qnext);
             batch->qnext = NULL;
-            /* Workers that sleep without polling would never look at what
-             * this one lends: without one that polls, one gets up to. */
-            if (l->sleeping > 0 && l->polling == 0)
-                pthread_cond_signal(&l->cv);
         }
+        /* Workers that sleep without polling never look at what is lent:
+         * with none polling (the one that did may be this one, now busy),
+         * one gets up, and polls while anything is lent. */
+        if (several && l->sleeping > 0 && l->polling == 0 && lent_any(l))
+            pthread_cond_signal(&l->cv);
         /* Messages left that no worker polls for: the next one gets up
          * (the rule of ewi_deliver_list, this worker being busy). */
         wake_for_inbox(l);
