@@ -120,6 +120,22 @@ static void inbox_append(ewi_listener *l, ewi_msg *first, ewi_msg *last, size_t 
     l->nhead += n;
 }
 
+/* Puts a chain taken from the inbox and not started back at its head
+ * (mu held). */
+static void inbox_give_back(ewi_listener *l, ewi_msg *first)
+{
+    ewi_msg *last = first;
+    size_t n = 1;
+    for (; last->qnext; last = last->qnext)
+        n++;
+    last->qnext = l->head;
+    l->head = first;
+    if (!l->tail)
+        l->tail = last;
+    l->nhead += n;
+    atomic_store(&l->taken, atomic_load(&l->taken) - n);
+}
+
 /* Moves what deliverers posted without the lock to head..tail, oldest first
  * (mu held). */
 static void absorb(ewi_listener *l)
@@ -627,18 +643,9 @@ static void take_lent(ewi_listener *l, worker_ctx *self)
             self->seen[i] = p;
             continue;
         }
-        ewi_msg *first = atomic_exchange(&o->lent, NULL), *last = first;
-        if (!first)
-            continue;
-        size_t n = 1;
-        for (; last->qnext; last = last->qnext)
-            n++;
-        last->qnext = l->head;
-        l->head = first;
-        if (!l->tail)
-            l->tail = last;
-        l->nhead += n;
-        atomic_store(&l->taken, atomic_load(&l->taken) - n);
+        ewi_msg *first = atomic_exchange(&o->lent, NULL);
+        if (first)
+            inbox_give_back(l, first);
     }
 }
 
@@ -921,16 +928,7 @@ static void pool_serve(ewi_listener *l, worker_ctx *w)
         if (batch && !l->stopping) {
             /* Only this thread takes from a listener of concurrency 1 (the
              * only one with batches), so its inbox's head follows them. */
-            ewi_msg *last = batch;
-            size_t k = 1;
-            for (; last->qnext; last = last->qnext)
-                k++;
-            last->qnext = l->head;
-            l->head = batch;
-            if (!l->tail)
-                l->tail = last;
-            l->nhead += k;
-            atomic_store(&l->taken, atomic_load(&l->taken) - k);
+            inbox_give_back(l, batch);
             batch = NULL;
         }
         pthread_mutex_unlock(&l->mu);

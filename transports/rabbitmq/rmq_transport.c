@@ -280,39 +280,13 @@ static ew_err r_publish(ewi_transport *t, ewi_pub *p)
     return EW_OK;
 }
 
-static void r_settle(ewi_transport *t, ewi_msg *msg, ewi_settle how)
+/* Hands settles to the I/O thread, first..last linked by qnext (tdata
+ * set): one lock and at most one wake-up. */
+static void settle_list(ewi_transport *t, ewi_msg *first, ewi_msg *last)
 {
-    msg->tdata = RMQ_TDATA(RMQ_TDATA_EPOCH(msg->tdata), how == EWI_REQUEUE);
-    msg->qnext = NULL;
     pthread_mutex_lock(&t->mu);
     if (t->closed) {
         /* The connection is gone: the broker requeued what it held. */
-        pthread_mutex_unlock(&t->mu);
-        ewi_msg_free(msg);
-        return;
-    }
-    if (t->settle_tail)
-        t->settle_tail->qnext = msg;
-    else
-        t->settle_head = msg;
-    t->settle_tail = msg;
-    bool wake = need_wake(t);
-    pthread_mutex_unlock(&t->mu);
-    if (wake)
-        ewi_waker_wake(&t->waker);
-}
-
-/* A worker's acknowledgements, linked by qnext: one lock and at most one
- * wake-up for them all. */
-static void r_settle_acks(ewi_transport *t, ewi_msg *first)
-{
-    ewi_msg *last = first;
-    for (ewi_msg *msg = first; msg; msg = msg->qnext) {
-        msg->tdata = RMQ_TDATA(RMQ_TDATA_EPOCH(msg->tdata), false);
-        last = msg;
-    }
-    pthread_mutex_lock(&t->mu);
-    if (t->closed) {
         pthread_mutex_unlock(&t->mu);
         for (ewi_msg *msg = first, *next; msg; msg = next) {
             next = msg->qnext;
@@ -329,6 +303,24 @@ static void r_settle_acks(ewi_transport *t, ewi_msg *first)
     pthread_mutex_unlock(&t->mu);
     if (wake)
         ewi_waker_wake(&t->waker);
+}
+
+static void r_settle(ewi_transport *t, ewi_msg *msg, ewi_settle how)
+{
+    msg->tdata = RMQ_TDATA(RMQ_TDATA_EPOCH(msg->tdata), how == EWI_REQUEUE);
+    msg->qnext = NULL;
+    settle_list(t, msg, msg);
+}
+
+/* A worker's acknowledgements, linked by qnext. */
+static void r_settle_acks(ewi_transport *t, ewi_msg *first)
+{
+    ewi_msg *last = first;
+    for (ewi_msg *msg = first; msg; msg = msg->qnext) {
+        msg->tdata = RMQ_TDATA(RMQ_TDATA_EPOCH(msg->tdata), false);
+        last = msg;
+    }
+    settle_list(t, first, last);
 }
 
 static ew_err r_dlq_take(ewi_transport *t, ewi_dlq_req *req)

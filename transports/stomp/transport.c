@@ -1108,34 +1108,9 @@ static ew_err pending_push(ewi_transport *t, stomp_pending *pd)
 
 /* ---- settling ---------------------------------------------------------------- */
 
-static void stomp_settle(ewi_transport *t, ewi_msg *msg, ewi_settle how)
-{
-    stomp_msgdata *md = msg->tdata;
-    pthread_mutex_lock(&t->mu);
-    if (!t->thread_started || !md) {
-        /* Stopped: the closed connection gave everything back. */
-        pthread_mutex_unlock(&t->mu);
-        free(md);
-        ewi_msg_free(msg);
-        return;
-    }
-    md->how = how;
-    md->next = NULL;
-    if (t->settle_tail)
-        t->settle_tail->next = md;
-    else
-        t->settle_head = md;
-    t->settle_tail = md;
-    bool first = t->settle_head == md;
-    pthread_mutex_unlock(&t->mu);
-    /* One wake-up per batch: the I/O thread takes the whole queue. */
-    if (first)
-        ewi_waker_wake(&t->waker[STOMP_SUB]);
-}
-
-/* A worker's acknowledgements, linked by qnext: one lock and at most one
- * wake-up for them all. */
-static void stomp_settle_acks(ewi_transport *t, ewi_msg *first)
+/* Hands settles to the I/O thread, a chain linked by qnext (a worker's
+ * acknowledgements, or one message): one lock and at most one wake-up. */
+static void settle_list(ewi_transport *t, ewi_msg *first, ewi_settle how)
 {
     ewi_msg *gone = NULL; /* stopped: given back by the closed connection */
     bool wake = false;
@@ -1148,13 +1123,14 @@ static void stomp_settle_acks(ewi_transport *t, ewi_msg *first)
             gone = msg;
             continue;
         }
-        md->how = EWI_ACK;
+        md->how = how;
         md->next = NULL;
         if (t->settle_tail)
             t->settle_tail->next = md;
         else
             t->settle_head = md;
         t->settle_tail = md;
+        /* One wake-up per batch: the I/O thread takes the whole queue. */
         wake |= t->settle_head == md;
     }
     pthread_mutex_unlock(&t->mu);
@@ -1165,6 +1141,17 @@ static void stomp_settle_acks(ewi_transport *t, ewi_msg *first)
         free(gone->tdata);
         ewi_msg_free(gone);
     }
+}
+
+static void stomp_settle(ewi_transport *t, ewi_msg *msg, ewi_settle how)
+{
+    msg->qnext = NULL;
+    settle_list(t, msg, how);
+}
+
+static void stomp_settle_acks(ewi_transport *t, ewi_msg *first)
+{
+    settle_list(t, first, EWI_ACK);
 }
 
 /* ---- dead letters --------------------------------------------------------- */
