@@ -62,8 +62,7 @@ static inline void ewi_ctr_add(_Atomic uint64_t *c, uint64_t n, bool single)
 }
 
 /* A listener's counters, on cache lines of their own: the transport's
- * thread writes the first group (under the inbox lock), the workers the
- * second. */
+ * thread writes the first group, the workers the second. */
 typedef struct ewi_lmetrics {
     _Alignas(64) _Atomic uint64_t delivered, redelivered; /* by ewi_deliver (atomic adds) */
     _Alignas(64) _Atomic uint64_t handled, failed, retried, dead_lettered;
