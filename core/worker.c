@@ -628,11 +628,13 @@ static bool lent_any(const ewi_listener *l)
     return false;
 }
 
-/* Puts back at the head of the inbox what other workers lent and made no
- * progress on since this one last looked (mu held, not stopping): a
- * sleeping worker looks every SLEEP_POLL_MS, so a blocked handler holds
- * back the rest of its batch for two polls at most. */
-static void take_lent(ewi_listener *l, worker_ctx *self)
+/* Takes over, as this worker's batch, what another worker lent and made
+ * no progress on since this one last looked (mu held, not stopping; NULL:
+ * nothing). A sleeping worker looks every SLEEP_POLL_MS, so a blocked
+ * handler holds back the rest of its batch for two polls at most. One
+ * owner's chain at a time, and not back to the inbox: two owners' chains
+ * given back there could land in the wrong order ahead of what waits. */
+static ewi_msg *take_lent(ewi_listener *l, worker_ctx *self)
 {
     for (uint32_t i = 0; i < l->nwctx; i++) {
         worker_ctx *o = l->wctx[i];
@@ -645,8 +647,9 @@ static void take_lent(ewi_listener *l, worker_ctx *self)
         }
         ewi_msg *first = atomic_exchange(&o->lent, NULL);
         if (first)
-            inbox_give_back(l, first);
+            return first;
     }
+    return NULL;
 }
 
 static void *worker_main(void *arg)
@@ -670,9 +673,10 @@ static void *worker_main(void *arg)
         l->wctx[l->nwctx++] = &w;
     for (;;) {
         absorb(l);
+        ewi_msg *batch = NULL; /* taken over from another worker */
         if (several && !l->head && !l->stopping)
-            take_lent(l, &w);
-        if (!l->head && w.acks) {
+            batch = take_lent(l, &w);
+        if (!l->head && !batch && w.acks) {
             /* Nothing to take: the acknowledgements held go now, before
              * this worker polls or sleeps. */
             pthread_mutex_unlock(&l->mu);
@@ -680,7 +684,7 @@ static void *worker_main(void *arg)
             pthread_mutex_lock(&l->mu);
             continue;
         }
-        if (!l->head && !l->stopping && inproc && !l->napping) {
+        if (!l->head && !batch && !l->stopping && inproc && !l->napping) {
             nap(l);
             absorb(l);
         }
@@ -688,14 +692,14 @@ static void *worker_main(void *arg)
          * theirs to take (a third thread on it would only take turns with
          * them and the sender), unless a delivery wakes this one. */
         bool yield = false;
-        while (!l->stopping && (!l->head || (yield && l->busy > 0))) {
+        while (!batch && !l->stopping && (!l->head || (yield && l->busy > 0))) {
             l->sleeping++;
             /* Counted first, then looked: a deliverer that pushed before
              * it saw no sleeper (and took no lock). */
             absorb(l);
             if (several && !l->head)
-                take_lent(l, &w);
-            if (l->head && (!yield || l->busy == 0)) {
+                batch = take_lent(l, &w);
+            if (batch || (l->head && (!yield || l->busy == 0))) {
                 l->sleeping--;
                 break;
             }
@@ -717,9 +721,10 @@ static void *worker_main(void *arg)
             }
             l->sleeping--;
         }
-        if (l->stopping)
-            break;
-        ewi_msg *batch = take_batch(l);
+        if (l->stopping && !batch)
+            break; /* a batch taken over goes back below, as any other */
+        if (!batch)
+            batch = take_batch(l);
         l->busy++;
         if (several && batch->qnext) {
             atomic_store(&w.lent, batch->qnext);
