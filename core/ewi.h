@@ -238,6 +238,21 @@ void ewi_deliver(ewi_msg *msg);
  * one lock and at most one wake-up for all of them. */
 void ewi_deliver_list(ewi_msg *first);
 
+/* Deliveries gathered by an I/O thread while it reads what the broker sent,
+ * handed over together: a worker woken once for a read's messages rather
+ * than once per message (which on a small machine is a switch between the
+ * I/O thread and the worker per message). Zero-initialised; messages of one
+ * sub stay in order, and a message of another sub hands over what was
+ * gathered first. The owner calls ewi_deliveries_flush when it is done
+ * reading, and before anything that would make a delivery stale (a lost
+ * connection, an unsubscribe). */
+typedef struct ewi_deliveries {
+    ewi_msg *first, *last;
+} ewi_deliveries;
+
+void ewi_deliveries_add(ewi_deliveries *d, ewi_msg *msg);
+void ewi_deliveries_flush(ewi_deliveries *d);
+
 /* ---- consumption state: readiness and connection counts ---------------- */
 
 /* Connection conn of m (0..7, the transport's own numbering: one connection
@@ -327,6 +342,7 @@ const char *ewi_pub_detail(const ewi_pub *p, const char *why_unsent,
 typedef struct ewi_window {
     pthread_cond_t room; /* on CLOCK_MONOTONIC */
     size_t max, used, waiters;
+    size_t wake_room; /* free slots that wake a waiting sender */
     bool closed;
 } ewi_window;
 
@@ -335,7 +351,9 @@ void ewi_window_destroy(ewi_window *w);
 /* Takes a slot (mu held; released while waiting). EW_OK, EW_ETIMEDOUT when
  * full at deadline_ms, EW_ECLOSED once closed. */
 ew_err ewi_window_take(ewi_window *w, pthread_mutex_t *mu, int64_t deadline_ms);
-/* Gives n slots back (mu held) and wakes waiting senders. */
+/* Gives n slots back (mu held) and wakes waiting senders once a sixteenth
+ * of the window is free: woken for each slot, a sender blocked on a full
+ * window would take turns with the I/O thread message by message. */
 void ewi_window_give(ewi_window *w, size_t n);
 /* Fails waiting and later takes with EW_ECLOSED (mu held). */
 void ewi_window_close(ewi_window *w);

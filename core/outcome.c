@@ -17,6 +17,7 @@ void ewi_window_init(ewi_window *w, size_t max)
 {
     ewi_cond_init_mono(&w->room);
     w->max = max ? max : 1;
+    w->wake_room = w->max / 16 ? w->max / 16 : 1;
     w->used = w->waiters = 0;
     w->closed = false;
 }
@@ -44,7 +45,7 @@ ew_err ewi_window_take(ewi_window *w, pthread_mutex_t *mu, int64_t deadline_ms)
 void ewi_window_give(ewi_window *w, size_t n)
 {
     w->used = n < w->used ? w->used - n : 0;
-    if (w->waiters)
+    if (w->waiters && w->max - w->used >= w->wake_room)
         pthread_cond_broadcast(&w->room);
 }
 

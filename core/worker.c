@@ -99,11 +99,12 @@ static bool wake_another(const ewi_listener *l)
     return (int64_t)ewi_inbox(l) * avg >= WAKE_WORK_NS * (int64_t)l->busy;
 }
 
-/* Wakes a sleeping worker if the inbox asks for one (mu held). */
-static void wake_for_inbox(ewi_listener *l)
+/* Whether the inbox asks for a sleeping worker to be woken (mu held). The
+ * caller signals l->cv after it unlocks mu: signalled under the lock, the
+ * woken worker would often run at once and block on mu, a second switch. */
+static bool wake_for_inbox(const ewi_listener *l)
 {
-    if (l->head && l->sleeping && !l->napping && wake_another(l))
-        pthread_cond_signal(&l->cv);
+    return l->head && l->sleeping && !l->napping && wake_another(l);
 }
 
 static void pool_push(ewi_listener *l);
@@ -205,16 +206,37 @@ void ewi_deliver_list(ewi_msg *first)
      * takes a batch and leaves messages wakes the next one too. Should a
      * quick handler block, a sleeping worker that polls (worker_main) takes
      * the message: without one, this wakes one. */
-    if (l->napping && l->nhead >= NAP_WAKE)
-        pthread_cond_signal(&l->nap_cv);
-    wake_for_inbox(l);
+    bool nap_end = l->napping && l->nhead >= NAP_WAKE, wake = wake_for_inbox(l);
     pthread_mutex_unlock(&l->mu);
+    if (nap_end)
+        pthread_cond_signal(&l->nap_cv);
+    if (wake)
+        pthread_cond_signal(&l->cv);
 }
 
 void ewi_deliver(ewi_msg *msg)
 {
     msg->qnext = NULL;
     ewi_deliver_list(msg);
+}
+
+void ewi_deliveries_flush(ewi_deliveries *d)
+{
+    ewi_msg *first = d->first;
+    d->first = d->last = NULL;
+    ewi_deliver_list(first);
+}
+
+void ewi_deliveries_add(ewi_deliveries *d, ewi_msg *msg)
+{
+    msg->qnext = NULL;
+    if (d->first && d->first->sub != msg->sub)
+        ewi_deliveries_flush(d);
+    if (d->first)
+        d->last->qnext = msg;
+    else
+        d->first = msg;
+    d->last = msg;
 }
 
 /* Only one worker thread adds to a listener's worker counters. */
@@ -733,12 +755,13 @@ static void *worker_main(void *arg)
         /* Workers that sleep without polling never look at what is lent:
          * with none polling (the one that did may be this one, now busy),
          * one gets up, and polls while anything is lent. */
-        if (several && l->sleeping > 0 && l->polling == 0 && lent_any(l))
-            pthread_cond_signal(&l->cv);
+        bool wake = several && l->sleeping > 0 && l->polling == 0 && lent_any(l);
         /* Messages left that no worker polls for: the next one gets up
          * (the rule of ewi_deliver_list, this worker being busy). */
-        wake_for_inbox(l);
+        wake = wake || wake_for_inbox(l);
         pthread_mutex_unlock(&l->mu);
+        if (wake)
+            pthread_cond_signal(&l->cv);
         while (!atomic_load_explicit(&l->stopping, memory_order_relaxed)) {
             ewi_msg *msg = batch;
             if (msg)

@@ -44,6 +44,32 @@ bool ewi_workq_push(ewi_workq *q, ewi_workq_item *it)
     return true;
 }
 
+bool ewi_workq_push_list(ewi_workq *q, ewi_workq_item *first, ewi_workq_item *last,
+                         bool *wake)
+{
+    last->next = NULL;
+    *wake = false;
+    pthread_mutex_lock(&q->mu);
+    if (q->closed) {
+        pthread_mutex_unlock(&q->mu);
+        return false;
+    }
+    *wake = !q->head;
+    if (q->tail)
+        q->tail->next = first;
+    else
+        q->head = first;
+    q->tail = last;
+    pthread_mutex_unlock(&q->mu);
+    return true;
+}
+
+void ewi_workq_wake(ewi_workq *q)
+{
+    if (q->wake)
+        q->wake(q->wake_arg);
+}
+
 ewi_workq_item *ewi_workq_take(ewi_workq *q)
 {
     pthread_mutex_lock(&q->mu);

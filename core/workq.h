@@ -57,6 +57,15 @@ void ewi_workq_destroy(ewi_workq *q);
 /* Appends it, and wakes the I/O thread if the queue was empty. false when the
  * queue is closed: it was not queued and stays the caller's. */
 bool ewi_workq_push(ewi_workq *q, ewi_workq_item *it);
+/* Appends the chain first..last (linked by next) as ewi_workq_push does,
+ * but leaves the wake-up to the caller: *wake says whether one is owed
+ * (the queue was empty), and the caller gives it with ewi_workq_wake once
+ * it has released its own lock, so that the I/O thread, woken, does not
+ * find that lock held. false when the queue is closed (*wake false). */
+bool ewi_workq_push_list(ewi_workq *q, ewi_workq_item *first, ewi_workq_item *last,
+                         bool *wake);
+/* The wake-up an ewi_workq_push_list owed. */
+void ewi_workq_wake(ewi_workq *q);
 /* The whole batch in push order, linked by next (NULL: empty); the queue is
  * empty after it. */
 ewi_workq_item *ewi_workq_take(ewi_workq *q);

@@ -403,6 +403,7 @@ struct ewi_transport {
     bool exit_now;
     uint64_t next_link_id;
     uint64_t next_tag;
+    ewi_deliveries dl;         /* read and not yet handed to the workers */
     amqp10_rec *rec_spare;     /* settled records kept for the next deliveries */
     unsigned rec_spare_n;
     amqp10_sender *senders;

@@ -743,6 +743,8 @@ static void run_events(ewi_transport *t)
 {
     for (pn_event_t *e; t->drv_live && (e = pn_connection_driver_next_event(&t->drv));)
         handle(t, e);
+    /* The messages these events brought go to the workers together. */
+    ewi_deliveries_flush(&t->dl);
     if (t->drv_live && pn_connection_driver_finished(&t->drv))
         release(t);
 }

@@ -81,6 +81,7 @@ static void top_up(amqp10_sub *s)
 /* The broker detached a receiver (or ended its session). */
 void amqp10_recv_lost(ewi_transport *t, amqp10_sub *s, const char *why)
 {
+    ewi_deliveries_flush(&t->dl); /* what was read goes first */
     amqp10_close_link(t, s->l);
     s->l = NULL;
     amqp10_acc_reset(&s->acc);
@@ -114,6 +115,7 @@ void amqp10_recv_lost(ewi_transport *t, amqp10_sub *s, const char *why)
 
 void amqp10_recv_moved(ewi_transport *t, amqp10_sub *s)
 {
+    ewi_deliveries_flush(&t->dl); /* what was read goes first */
     s->l = NULL; /* freed with its session */
     amqp10_acc_reset(&s->acc);
     s->link_id = 0;
@@ -268,7 +270,7 @@ void amqp10_recv_message(ewi_transport *t, amqp10_sub *s, pn_delivery_t *d)
     rec->d = d;
     s->outstanding++;
     s->nrecs++;
-    ewi_deliver(msg);
+    ewi_deliveries_add(&t->dl, msg);
 }
 
 void amqp10_recv_settle(ewi_transport *t, amqp10_rec *rec)
@@ -350,6 +352,7 @@ void amqp10_recv_take_sub(ewi_transport *t, amqp10_sub *s)
 
 void amqp10_recv_take_unsub(ewi_transport *t, amqp10_sub *s)
 {
+    ewi_deliveries_flush(&t->dl); /* what was read goes first */
     s->unsubscribed = true;
     s->reattach_at = 0;
     amqp10_recv_signal(t, s, AMQP10_SUB_GONE, NULL);
@@ -367,6 +370,7 @@ void amqp10_recv_tick(ewi_transport *t, int64_t now)
  * connection. */
 void amqp10_recv_disconnected(ewi_transport *t)
 {
+    ewi_deliveries_flush(&t->dl); /* what was read goes first */
     for (amqp10_sub *s = t->subs, *next; s; s = next) {
         next = s->next;
         if (s->sub && !s->unsubscribed)

@@ -479,8 +479,12 @@ static ew_err a_publish(ewi_transport *t, ewi_pub *p)
         free(o);
         return rc;
     }
-    amqp10_post_locked(t, &o->w);
+    /* Queued under mu (the I/O thread has not exited), woken after it. */
+    bool wake;
+    (void)ewi_workq_push_list(&t->work, &o->w.link, &o->w.link, &wake);
     pthread_mutex_unlock(&t->mu);
+    if (wake)
+        ewi_workq_wake(&t->work);
     return EW_OK;
 }
 
@@ -500,6 +504,42 @@ static void a_settle(ewi_transport *t, ewi_msg *msg, ewi_settle how)
     /* The connection is gone: the broker requeued what it held. */
     free(rec);
     ewi_msg_free(msg);
+}
+
+/* A worker's acknowledgements (linked by qnext): one lock and at most one
+ * wake-up of the I/O thread for all of them. */
+static void a_settle_acks(ewi_transport *t, ewi_msg *first)
+{
+    ewi_workq_item *head = NULL, *tail = NULL;
+    ewi_msg *gone = NULL; /* to free: no record, or no I/O thread */
+    pthread_mutex_lock(&t->mu);
+    for (ewi_msg *msg = first, *next; msg; msg = next) {
+        next = msg->qnext;
+        amqp10_rec *rec = msg->tdata;
+        if (!rec || t->io_exited) {
+            msg->qnext = gone;
+            gone = msg;
+            continue;
+        }
+        rec->how = EWI_ACK;
+        if (tail)
+            tail->next = &rec->w.link;
+        else
+            head = &rec->w.link;
+        tail = &rec->w.link;
+    }
+    bool wake = false;
+    if (head)
+        (void)ewi_workq_push_list(&t->work, head, tail, &wake);
+    pthread_mutex_unlock(&t->mu);
+    if (wake)
+        ewi_workq_wake(&t->work);
+    /* The connection is gone: the broker requeued what it held. */
+    for (ewi_msg *next; gone; gone = next) {
+        next = gone->qnext;
+        free(gone->tdata);
+        ewi_msg_free(gone);
+    }
 }
 
 static ew_err a_dlq_take(ewi_transport *t, ewi_dlq_req *req)
@@ -523,6 +563,7 @@ const ewi_transport_ops ewi_amqp_transport = {
     .delete_queue = a_delete_queue,
     .publish = a_publish,
     .settle = a_settle,
+    .settle_acks = a_settle_acks,
     .dlq_take = a_dlq_take,
     .stop = a_stop,
     .destroy = a_destroy,

@@ -246,6 +246,7 @@ struct ewi_transport {
 
     /* The I/O thread's own (and start's, before the thread runs). */
     amqp_connection_state_t conn;
+    ewi_deliveries dl;       /* read and not yet handed to the workers */
     bool connected;
     uint32_t epoch_seq;      /* source of channel epochs */
     uint32_t rpc_epoch;      /* epoch of the RPC channel */

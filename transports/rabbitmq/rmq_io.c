@@ -59,6 +59,9 @@ static bool event_known(ewi_transport *t, const char *name)
 /* Runs r; false when it must wait for a connection (parked by the caller). */
 static bool req_run(ewi_transport *t, rmq_req *r)
 {
+    /* Deliveries an earlier request's replies brought along go first: this
+     * one may end a listener (core then frees its subscription). */
+    ewi_deliveries_flush(&t->dl);
     ew_err rc = EW_OK;
     switch (r->kind) {
     case RMQ_REQ_DECLARE:
@@ -305,7 +308,7 @@ static void delivered(ewi_transport *t, uint16_t ch, rmq_inbound *in)
     msg->tag = tag;
     msg->tdata = RMQ_TDATA(rs->epoch, 0);
     rs->outstanding++;
-    ewi_deliver(msg);
+    ewi_deliveries_add(&t->dl, msg);
 }
 
 static void content_complete(ewi_transport *t, uint16_t ch, rmq_inbound *in)
@@ -457,7 +460,12 @@ static void on_method(ewi_transport *t, const amqp_frame_t *f)
 {
     uint16_t ch = f->channel;
     const void *d = f->payload.method.decoded;
-    switch (f->payload.method.id) {
+    amqp_method_number_t id = f->payload.method.id;
+    /* What was read before a close or a cancel reaches the workers first. */
+    if (id != AMQP_BASIC_DELIVER_METHOD && id != AMQP_BASIC_ACK_METHOD &&
+        id != AMQP_BASIC_NACK_METHOD)
+        ewi_deliveries_flush(&t->dl);
+    switch (id) {
     case AMQP_BASIC_DELIVER_METHOD: {
         const amqp_basic_deliver_t *m = d;
         rmq_inbound *in = inbound(t, ch);
@@ -584,6 +592,7 @@ static void read_frames(ewi_transport *t)
         t->last_rx_ms = ewi_now_ms();
         handle_frame(t, &f);
     }
+    ewi_deliveries_flush(&t->dl);
     if (t->connected)
         amqp_maybe_release_buffers(t->conn);
 }
@@ -592,6 +601,7 @@ static void read_frames(ewi_transport *t)
 
 void rmq_lost(ewi_transport *t, const char *why)
 {
+    ewi_deliveries_flush(&t->dl);
     if (!t->connected)
         return;
     size_t unconfirmed = 0, consumers = 0;
@@ -747,6 +757,7 @@ static void write_pubs(ewi_transport *t, ewi_pub *batch)
 
 static void finish(ewi_transport *t)
 {
+    ewi_deliveries_flush(&t->dl);
     pthread_mutex_lock(&t->mu);
     t->closed = true;
     ewi_msg *settles = t->settle_head;
@@ -838,6 +849,8 @@ void *rmq_io_main(void *arg)
             expire_parked(t);
         rmq_room_release(t);
 
+        /* Deliveries read while a request waited for its reply. */
+        ewi_deliveries_flush(&t->dl);
         /* Sleep unless work is waiting. */
         int timeout = t->hb_s > 0 ? t->hb_s * 500 : 1000;
         if (!t->connected || t->unconf_head || t->parked || t->resend_head)

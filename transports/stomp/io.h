@@ -37,6 +37,7 @@ typedef struct io {
     uint64_t wseq;         /* receipt-bearing frames written, in order */
     uint64_t next_sub_gen;
     bool dropped_by_error; /* the last drop came with an ERROR frame */
+    ewi_deliveries dl;     /* read and not yet handed to the workers */
     uint8_t rbuf[RBUF];
 } io;
 

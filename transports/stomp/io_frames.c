@@ -207,7 +207,7 @@ static void on_message(io *s, ewi_stomp_frame *f)
     msg->tdata = md;
     msg->redeliveries = red && strcmp(red, "true") == 0 ? 1 : 0;
     ss->outstanding++;
-    ewi_deliver(msg);
+    ewi_deliveries_add(&s->dl, msg);
 }
 
 /* RabbitMQ's "Server cancelled subscription" for a subscription of a
@@ -353,8 +353,7 @@ static void report_bad_frame(io *s, const char *why)
                why, mid ? " (broker message-id " : "", mid ? mid : "", mid ? ")" : "");
 }
 
-/* Reads and dispatches; false when the connection must be dropped. */
-bool stomp_io_read_in(io *s, char *why, size_t whylen)
+static bool read_frames(io *s, char *why, size_t whylen)
 {
     for (int rounds = 0; rounds < 16; rounds++) {
         bool want_write;
@@ -408,3 +407,11 @@ bool stomp_io_read_in(io *s, char *why, size_t whylen)
     return true;
 }
 
+/* Reads and dispatches; false when the connection must be dropped. The
+ * messages read go to the workers together, before any drop. */
+bool stomp_io_read_in(io *s, char *why, size_t whylen)
+{
+    bool ok = read_frames(s, why, whylen);
+    ewi_deliveries_flush(&s->dl);
+    return ok;
+}
