@@ -287,6 +287,8 @@ static void take_work(io *s)
         }
         pd->wseq = ++s->wseq;
         pd->pub->written = true; /* in the output buffer: it may reach the broker */
+        if (pd->pub->deadline_ms < s->infl_due)
+            s->infl_due = pd->pub->deadline_ms;
         if (s->infl_tail)
             s->infl_tail->next = pd;
         else
@@ -366,6 +368,7 @@ static void expire(io *s, const char *why)
     char detail[700];
     stomp_pending *dead = NULL;
     pthread_mutex_lock(&t->mu);
+    t->pend_tail = NULL;
     for (stomp_pending **pp = &t->pend_head; *pp;) {
         stomp_pending *pd = *pp;
         if (pd->pub->deadline_ms <= now) {
@@ -373,12 +376,10 @@ static void expire(io *s, const char *why)
             pd->next = dead;
             dead = pd;
         } else {
+            t->pend_tail = pd;
             pp = &pd->next;
         }
     }
-    t->pend_tail = NULL;
-    for (stomp_pending *pd = t->pend_head; pd; pd = pd->next)
-        t->pend_tail = pd;
     pthread_mutex_unlock(&t->mu);
     if (s->sock)
         snprintf(detail, sizeof detail, "not sent before the deadline: the STOMP "
@@ -394,13 +395,21 @@ static void expire(io *s, const char *why)
         dead = pd->next;
         stomp_io_complete_pub(t, pd, EW_ETIMEDOUT, ewi_pub_detail(pd->pub, detail, written));
     }
+    /* The in-flight list (up to the window) is walked only when its
+     * earliest deadline may have passed. */
+    if (s->infl_due > now)
+        return;
     snprintf(detail, sizeof detail, "sent, but no receipt from the STOMP broker before the "
              "deadline: it may have been delivered");
+    int64_t due = INT64_MAX;
     for (stomp_pending *pd = s->infl_head, *next; pd; pd = next) {
         next = pd->next;
         if (pd->pub->deadline_ms <= now)
             stomp_io_fail_pub_now(s, pd, EW_ETIMEDOUT, detail);
+        else if (pd->pub->deadline_ms < due)
+            due = pd->pub->deadline_ms;
     }
+    s->infl_due = due;
 }
 
 /* ---- shutdown -------------------------------------------------------------- */

@@ -27,6 +27,7 @@ typedef struct io {
     ewi_buf out;
     size_t out_off;
     stomp_pending *infl_head, *infl_tail; /* written, waiting for RECEIPT */
+    int64_t infl_due; /* no in-flight deadline is before it (0: unknown) */
     stomp_req *waiting;                   /* requests waiting for a RECEIPT */
     stomp_heartbeat hb;
     int64_t last_rx, last_tx, last_scan;
