@@ -352,8 +352,9 @@ void ewi_window_destroy(ewi_window *w);
  * full at deadline_ms, EW_ECLOSED once closed. */
 ew_err ewi_window_take(ewi_window *w, pthread_mutex_t *mu, int64_t deadline_ms);
 /* Gives n slots back (mu held) and wakes waiting senders once a sixteenth
- * of the window is free: woken for each slot, a sender blocked on a full
- * window would take turns with the I/O thread message by message. */
+ * of the window, at most 64 slots, is free: woken for each slot, a sender
+ * blocked on a full window would take turns with the I/O thread message by
+ * message. */
 void ewi_window_give(ewi_window *w, size_t n);
 /* Fails waiting and later takes with EW_ECLOSED (mu held). */
 void ewi_window_close(ewi_window *w);

@@ -17,7 +17,7 @@ void ewi_window_init(ewi_window *w, size_t max)
 {
     ewi_cond_init_mono(&w->room);
     w->max = max ? max : 1;
-    w->wake_room = w->max / 16 ? w->max / 16 : 1;
+    w->wake_room = w->max / 16 > 64 ? 64 : w->max / 16 ? w->max / 16 : 1;
     w->used = w->waiters = 0;
     w->closed = false;
 }
