@@ -26,21 +26,11 @@ void ewi_workq_destroy(ewi_workq *q)
 
 bool ewi_workq_push(ewi_workq *q, ewi_workq_item *it)
 {
-    it->next = NULL;
-    pthread_mutex_lock(&q->mu);
-    if (q->closed) {
-        pthread_mutex_unlock(&q->mu);
+    bool wake;
+    if (!ewi_workq_push_list(q, it, it, &wake))
         return false;
-    }
-    bool was_empty = !q->head;
-    if (q->tail)
-        q->tail->next = it;
-    else
-        q->head = it;
-    q->tail = it;
-    pthread_mutex_unlock(&q->mu);
-    if (was_empty && q->wake)
-        q->wake(q->wake_arg);
+    if (wake)
+        ewi_workq_wake(q);
     return true;
 }
 

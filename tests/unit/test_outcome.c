@@ -55,6 +55,7 @@ typedef struct waiter_arg {
     pthread_mutex_t *mu;
     ew_err rc;
     bool waiting;
+    int wait_ms; /* the take's deadline from now (0: 30 s) */
 } waiter_arg;
 
 static void *take_main(void *arg)
@@ -62,7 +63,7 @@ static void *take_main(void *arg)
     waiter_arg *a = arg;
     pthread_mutex_lock(a->mu);
     a->waiting = true;
-    a->rc = ewi_window_take(a->w, a->mu, ewi_now_ms() + 30000);
+    a->rc = ewi_window_take(a->w, a->mu, ewi_now_ms() + (a->wait_ms ? a->wait_ms : 30000));
     pthread_mutex_unlock(a->mu);
     return NULL;
 }
@@ -106,6 +107,48 @@ static void give_wakes_a_waiting_sender(void **state)
     pthread_mutex_destroy(&mu);
 }
 
+/* A sender blocked on a big window is woken once 64 slots are free, not
+ * for each one; a slot freed meanwhile is still its own at its deadline. */
+static void a_big_window_wakes_its_sender_per_batch(void **state)
+{
+    (void)state;
+    pthread_mutex_t mu;
+    pthread_mutex_init(&mu, NULL);
+    ewi_window w;
+    ewi_window_init(&w, 4096);
+    pthread_mutex_lock(&mu);
+    for (int i = 0; i < 4096; i++)
+        assert_int_equal(ewi_window_take(&w, &mu, ewi_now_ms()), EW_OK);
+    pthread_mutex_unlock(&mu);
+    /* One slot freed: not a batch, and the waiter sleeps to its deadline,
+     * then takes that slot rather than failing. */
+    waiter_arg a = {&w, &mu, EW_EINVAL, false, 300};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, take_main, &a), 0);
+    wait_for_waiter(&a);
+    pthread_mutex_lock(&mu);
+    ewi_window_give(&w, 1);
+    pthread_mutex_unlock(&mu);
+    pthread_join(th, NULL);
+    assert_int_equal(a.rc, EW_OK);
+    assert_int_equal(w.used, 4096);
+    /* 64 freed one by one: the 64th wakes the waiter (30 s deadline). */
+    waiter_arg b = {&w, &mu, EW_EINVAL, false, 0};
+    assert_int_equal(pthread_create(&th, NULL, take_main, &b), 0);
+    wait_for_waiter(&b);
+    pthread_mutex_lock(&mu);
+    for (int i = 0; i < 64; i++)
+        ewi_window_give(&w, 1);
+    pthread_mutex_unlock(&mu);
+    int64_t t0 = ewi_now_ms();
+    pthread_join(th, NULL);
+    assert_true(ewi_now_ms() - t0 < 20000); /* woken, not timed out */
+    assert_int_equal(b.rc, EW_OK);
+    assert_int_equal(w.used, 4096 - 64 + 1);
+    ewi_window_destroy(&w);
+    pthread_mutex_destroy(&mu);
+}
+
 static void close_fails_waiting_and_later_takes(void **state)
 {
     (void)state;
@@ -141,6 +184,7 @@ int main(void)
         cmocka_unit_test(unwritten_keeps_its_code_written_is_in_doubt),
         cmocka_unit_test(full_window_times_out_at_the_deadline),
         cmocka_unit_test(give_wakes_a_waiting_sender),
+        cmocka_unit_test(a_big_window_wakes_its_sender_per_batch),
         cmocka_unit_test(close_fails_waiting_and_later_takes),
     };
     return cmocka_run_group_tests_name("outcome", tests, NULL, NULL);

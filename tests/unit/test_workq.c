@@ -131,6 +131,40 @@ static void close_hands_back_the_rest_and_refuses_more(void **state)
     ewi_workq_destroy(&q);
 }
 
+static void a_chain_goes_on_whole_and_leaves_the_wake_up_to_the_caller(void **state)
+{
+    (void)state;
+    int wakes = 0;
+    ewi_workq q;
+    ewi_workq_init_fn(&q, count_wake, &wakes);
+    req r[5];
+    for (int i = 0; i < 5; i++) {
+        r[i].seq = i;
+        r[i].link.next = i < 4 ? &r[i + 1].link : (ewi_workq_item *)&r[0]; /* stale */
+    }
+    bool wake = false;
+    /* Onto an empty queue: a wake-up is owed, and not given. */
+    assert_true(ewi_workq_push_list(&q, &r[0].link, &r[2].link, &wake));
+    assert_true(wake);
+    assert_int_equal(wakes, 0);
+    ewi_workq_wake(&q);
+    assert_int_equal(wakes, 1);
+    /* Onto a queue that holds a batch: none owed; the order holds. */
+    assert_true(ewi_workq_push_list(&q, &r[3].link, &r[4].link, &wake));
+    assert_false(wake);
+    int n = 0;
+    for (ewi_workq_item *it = ewi_workq_take(&q); it; it = it->next)
+        assert_int_equal(entry(it)->seq, n++);
+    assert_int_equal(n, 5); /* the last one's stale link was cut */
+    /* Closed: refused, nothing owed. */
+    assert_null(ewi_workq_close(&q));
+    wake = true;
+    assert_false(ewi_workq_push_list(&q, &r[0].link, &r[0].link, &wake));
+    assert_false(wake);
+    assert_int_equal(wakes, 1);
+    ewi_workq_destroy(&q);
+}
+
 /* ---- several pushing threads, one taker ---------------------------------- */
 
 enum { PUSHERS = 4, PER_PUSHER = 20000 };
@@ -223,6 +257,7 @@ int main(void)
         cmocka_unit_test(one_wake_up_per_batch),
         cmocka_unit_test(wake_function_runs_on_the_first_push),
         cmocka_unit_test(close_hands_back_the_rest_and_refuses_more),
+        cmocka_unit_test(a_chain_goes_on_whole_and_leaves_the_wake_up_to_the_caller),
         cmocka_unit_test(many_pushers_one_taker),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
