@@ -31,7 +31,7 @@
  * the figures as JSON for scripts/bench.
  *
  *   bench_amqp [-n events] [-r rounds] [-l latency events] [-R rate]
- *              [--only raw|ew] [--no-python] [--no-aspyx] [URL]
+ *              [--only raw|ew] [--no-python] [--no-aspyx] [--raw-headers] [URL]
  *   (-h for the defaults)
  *   URL default: $EW_BENCH_AMQP_URL, else
  *                amqp://guest:guest@127.0.0.1:5672?dialect=rabbitmq
@@ -130,6 +130,11 @@ static void drop(const amqp10_options *o, const char *name, const char *listener
 
 /* ---- raw proton-c ------------------------------------------------------- */
 
+/* --raw-headers: the raw client's messages carry what eventwire's do (a
+ * string message-id, subject, content-type, creation-time and ew-attempt
+ * in the application properties). */
+static bool raw_headers;
+
 typedef struct raw {
     int n, sent, accepted, received;
     int64_t t_first, t_last;
@@ -166,6 +171,21 @@ static void raw_send_some(raw *r)
         pn_message_set_durable(r->msg, true);
         pn_atom_t id = {.type = PN_ULONG};
         id.u.as_ulong = (uint64_t)r->sent;
+        char mid[48];
+        if (raw_headers) {
+            snprintf(mid, sizeof mid, "00000000-0000-4000-8000-%012d", r->sent);
+            id = (pn_atom_t){.type = PN_STRING};
+            id.u.as_bytes = pn_bytes(strlen(mid), mid);
+            pn_message_set_subject(r->msg, "AmqpBenchRaw");
+            pn_message_set_content_type(r->msg, "application/msgpack");
+            pn_message_set_creation_time(r->msg, (pn_timestamp_t)ewi_wall_ms());
+            pn_data_t *ap = pn_message_properties(r->msg);
+            pn_data_put_map(ap);
+            pn_data_enter(ap);
+            pn_data_put_string(ap, pn_bytes(10, "ew-attempt"));
+            pn_data_put_string(ap, pn_bytes(1, "1"));
+            pn_data_exit(ap);
+        }
         pn_message_set_id(r->msg, id);
         pn_data_put_binary(pn_message_body(r->msg), pn_bytes(PAYLOAD, r->payload));
         pn_message_set_inferred(r->msg, true);
@@ -526,6 +546,10 @@ static void usage(FILE *f)
                "  --only raw|ew  raw proton-c or eventwire only (no Python runs)\n"
                "  --no-python    leave out python3-qpid-proton\n"
                "  --no-aspyx     leave out aspyx-event (Artemis only)\n"
+               "  --raw-headers  raw proton-c's messages also carry eventwire's\n"
+               "                 properties (string message-id, subject, content-type,\n"
+               "                 creation-time) and ew-attempt, so that the broker\n"
+               "                 handles the same sections on both sides\n"
                "  -h, --help     this text\n"
                "URL: $EW_BENCH_AMQP_URL, else amqp://guest:guest@127.0.0.1:5672?dialect=rabbitmq;\n"
                "     Artemis: amqp://artemis:artemis@127.0.0.1:5673?dialect=artemis\n");
@@ -560,6 +584,8 @@ int main(int argc, char **argv)
                 run_ew_side = !run_raw_side;
                 python = aspyx = false;
             }
+        } else if (strcmp(a, "--raw-headers") == 0) {
+            raw_headers = true;
         } else if (strcmp(a, "--no-python") == 0) {
             python = false;
         } else if (strcmp(a, "--no-aspyx") == 0) {

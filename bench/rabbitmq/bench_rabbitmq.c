@@ -13,6 +13,8 @@
  *     -R N        send rate of the latency run, events/s (default 1000)
  *     --no-direct leave out the raw run through the default exchange
  *     --only raw|ew   one side only (for callgrind)
+ *     --raw-headers   the raw client sends eventwire's content type and
+ *                 framework headers too (the broker's share of the gap)
  *     -h, --help  this text
  *
  * (a) transient: non-persistent messages, no confirms, manual ack of every
@@ -43,6 +45,10 @@
 
 #define PREFETCH 1000
 #define CONFIRM_EVERY 1000
+
+/* --raw-headers: the raw client sends eventwire's content type and four
+ * framework headers too. */
+static bool raw_headers;
 
 static const char *url(void)
 {
@@ -205,6 +211,20 @@ static void raw_run(void *arg, bench_result *res)
     memset(body, 'x', (size_t)j->size);
     amqp_basic_properties_t p = {._flags = AMQP_BASIC_DELIVERY_MODE_FLAG,
                                  .delivery_mode = durable ? 2 : 1};
+    /* --raw-headers: what eventwire's publish carries besides (the broker
+     * decodes and, durable, stores it with every message). */
+    char mid[48] = "", at[24] = "";
+    amqp_table_entry_t hdr[4] = {
+        {amqp_cstring_bytes("ew-event"), {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes(queue)}},
+        {amqp_cstring_bytes("ew-message-id"), {.kind = AMQP_FIELD_KIND_UTF8}},
+        {amqp_cstring_bytes("ew-sent-at"), {.kind = AMQP_FIELD_KIND_UTF8}},
+        {amqp_cstring_bytes("ew-attempt"), {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes("1")}},
+    };
+    if (raw_headers) {
+        p._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_HEADERS_FLAG;
+        p.content_type = amqp_cstring_bytes("application/msgpack");
+        p.headers = (amqp_table_t){4, hdr};
+    }
     uint64_t acked = 0;
     int64_t t0 = bench_now_ns();
     for (long i = 0; i < n; i++) {
@@ -214,6 +234,12 @@ static void raw_run(void *arg, bench_result *res)
             memcpy(body, &now, sizeof now);
         } else {
             memcpy(body, &i, sizeof i);
+        }
+        if (raw_headers) {
+            snprintf(mid, sizeof mid, "00000000-0000-4000-8000-%012ld", i);
+            snprintf(at, sizeof at, "%lld", (long long)ewi_wall_ms());
+            hdr[1].value.value.bytes = amqp_cstring_bytes(mid);
+            hdr[2].value.value.bytes = amqp_cstring_bytes(at);
         }
         if (amqp_basic_publish(pc, 1, topic ? amqp_cstring_bytes(queue) : amqp_empty_bytes,
                                amqp_cstring_bytes(queue), 0, 0, &p,
@@ -390,6 +416,10 @@ static void usage(FILE *f, const char *argv0)
             "  -R N        send rate of the latency run, events/s (default 1000)\n"
             "  --no-direct leave out the raw run through the default exchange\n"
             "  --only raw|ew  one side only\n"
+            "  --raw-headers  the raw client also sends eventwire's content type and\n"
+            "              four framework headers (ew-event, ew-message-id,\n"
+            "              ew-sent-at, ew-attempt), so that the broker handles the\n"
+            "              same properties on both sides\n"
             "  -h, --help  this text\n"
             "RabbitMQ at $EW_TEST_RABBITMQ_URL, else rabbitmq://guest:guest@127.0.0.1:5672/\n",
             argv0);
@@ -424,6 +454,8 @@ int main(int argc, char **argv)
             ok = v && (strcmp(v, "transient") == 0 || strcmp(v, "durable") == 0 ||
                        strcmp(v, "both") == 0),
             mode_arg = v, i++;
+        } else if (strcmp(a, "--raw-headers") == 0) {
+            raw_headers = true;
         } else if (strcmp(a, "--no-direct") == 0) {
             direct_run = false;
         } else if (strcmp(a, "--only") == 0) {

@@ -24,7 +24,9 @@
  * with "@ " carry the figures as JSON for scripts/bench.
  *
  *   bench_stomp [-n events] [-r rounds] [-l latency events] [-R rate]
- *               [--only raw|ew] [rabbitmq] [activemq] [artemis]
+ *               [--only raw|ew] [--raw-headers] [rabbitmq] [activemq] [artemis]
+ *   --raw-headers has the raw client send eventwire's five headers as well,
+ *   to tell the broker's extra work for them from the client's.
  *   (-h for the defaults)
  *   URLs: $EW_TEST_STOMP_RABBITMQ_URL, $EW_TEST_STOMP_ACTIVEMQ_URL,
  *         $EW_TEST_ARTEMIS_STOMP_URL, else the local brokers of
@@ -56,6 +58,8 @@
 #define PAYLOAD 100
 
 static char run_id[32];
+/* --raw-headers: the raw client sends eventwire's five headers too. */
+static bool raw_headers;
 
 static void die(const char *fmt, ...) EWI_PRINTF(1, 2);
 
@@ -307,6 +311,18 @@ static void run_raw(void *arg, bench_result *res)
         ewi_stomp_write_header(&w, "receipt", rid);
         for (size_t k = 0; k < send.n; k++)
             ewi_stomp_write_header(&w, send.h[k].key, send.h[k].value);
+        if (raw_headers) {
+            /* What eventwire's SEND carries besides the raw client's: the
+             * broker parses and keeps these for every message. */
+            char mid[40], at[24];
+            snprintf(mid, sizeof mid, "00000000-0000-4000-8000-%012d", i);
+            snprintf(at, sizeof at, "%lld", (long long)ewi_wall_ms());
+            ewi_stomp_write_header(&w, "content-type", "application/msgpack");
+            ewi_stomp_write_header(&w, "ew-event", event);
+            ewi_stomp_write_header(&w, "ew-message-id", mid);
+            ewi_stomp_write_header(&w, "ew-sent-at", at);
+            ewi_stomp_write_header(&w, "ew-attempt", "1");
+        }
         ewi_stomp_write_end(&w, payload, sizeof payload, true);
         raw_write(&prod, out.data, out.len);
         inflight++;
@@ -494,6 +510,10 @@ static void usage(FILE *f)
                "  -l N           events of the latency run, 0 for none (default 5000)\n"
                "  -R N           send rate of the latency run, events/s (default 1000)\n"
                "  --only raw|ew  one side only\n"
+               "  --raw-headers  the raw client also sends eventwire's five headers\n"
+               "                 (content-type, ew-event, ew-message-id, ew-sent-at,\n"
+               "                 ew-attempt), so that the broker handles the same\n"
+               "                 headers on both sides\n"
                "  -h, --help     this text\n"
                "no broker named: all three\n");
 }
@@ -523,6 +543,8 @@ int main(int argc, char **argv)
                 run_raw_side = strcmp(v, "raw") == 0;
                 run_ew_side = !run_raw_side;
             }
+        } else if (strcmp(a, "--raw-headers") == 0) {
+            raw_headers = true;
         } else if (strcmp(a, "rabbitmq") == 0) {
             rabbit = true;
         } else if (strcmp(a, "activemq") == 0) {
