@@ -626,7 +626,7 @@ int main(int argc, char **argv)
             raw_r[i] = x.rate;
             raw_c[i] = x.cpu_s * 1e6 / (double)n;
             raw_m[i] = (double)x.rss_kb;
-            bench_emit_rate("amqp", broker, "raw", "", i + 1, n, &x);
+            bench_emit_rate("amqp", broker, raw_headers ? "raw-headers" : "raw", "", i + 1, n, &x);
         }
         if (run_ew_side) {
             bench_result x = bench_in_child(run_eventwire, &jb);
@@ -684,7 +684,7 @@ int main(int argc, char **argv)
         bench_result lr = {0}, le = {0};
         if (run_raw_side) {
             lr = bench_in_child(run_raw, &jl);
-            bench_emit_latency("amqp", broker, "raw", "", lat_n, lat_rate, &lr);
+            bench_emit_latency("amqp", broker, raw_headers ? "raw-headers" : "raw", "", lat_n, lat_rate, &lr);
         }
         if (run_ew_side) {
             le = bench_in_child(run_eventwire, &jl);

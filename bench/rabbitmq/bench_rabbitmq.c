@@ -509,7 +509,7 @@ int main(int argc, char **argv)
                 topic[r] = x.rate;
                 raw_cpu[r] = x.cpu_s * 1e6 / (double)n;
                 raw_rss[r] = (double)x.rss_kb;
-                bench_emit_rate("rabbitmq", cases[mode], "raw", labels, r + 1, n, &x);
+                bench_emit_rate("rabbitmq", cases[mode], raw_headers ? "raw-headers" : "raw", labels, r + 1, n, &x);
             }
             if (run_ew) {
                 bench_result x = bench_in_child(ew_run, &je);
@@ -542,7 +542,7 @@ int main(int argc, char **argv)
             bench_result lr = {0}, le = {0};
             if (run_raw) {
                 lr = bench_in_child(raw_run, &jl);
-                bench_emit_latency("rabbitmq", cases[mode], "raw", labels, lat_n, lat_rate, &lr);
+                bench_emit_latency("rabbitmq", cases[mode], raw_headers ? "raw-headers" : "raw", labels, lat_n, lat_rate, &lr);
             }
             if (run_ew) {
                 le = bench_in_child(ew_run, &jl);

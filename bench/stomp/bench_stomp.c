@@ -458,7 +458,7 @@ static void bench(const char *dialect, int n, int rounds)
             raw_r[i] = x.rate;
             raw_c[i] = x.cpu_s * 1e6 / n;
             raw_m[i] = (double)x.rss_kb;
-            bench_emit_rate("stomp", dialect, "raw", "", i + 1, n, &x);
+            bench_emit_rate("stomp", dialect, raw_headers ? "raw-headers" : "raw", "", i + 1, n, &x);
         }
         if (run_ew_side) {
             bench_result x = bench_in_child(run_ew, &jb);
@@ -487,7 +487,7 @@ static void bench(const char *dialect, int n, int rounds)
         bench_result lr = {0}, le = {0};
         if (run_raw_side) {
             lr = bench_in_child(run_raw, &jl);
-            bench_emit_latency("stomp", dialect, "raw", "", lat_n, lat_rate, &lr);
+            bench_emit_latency("stomp", dialect, raw_headers ? "raw-headers" : "raw", "", lat_n, lat_rate, &lr);
         }
         if (run_ew_side) {
             le = bench_in_child(run_ew, &jl);
