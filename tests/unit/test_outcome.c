@@ -83,6 +83,25 @@ static void wait_for_waiter(waiter_arg *a)
     }
 }
 
+/* Starts a sender on a full window and waits until it sleeps there. */
+static pthread_t start_waiter(waiter_arg *a)
+{
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, take_main, a), 0);
+    wait_for_waiter(a);
+    return th;
+}
+
+/* Gives n slots back one at a time (mu held around each, as a transport). */
+static void give_each(ewi_window *w, pthread_mutex_t *mu, int n)
+{
+    for (int i = 0; i < n; i++) {
+        pthread_mutex_lock(mu);
+        ewi_window_give(w, 1);
+        pthread_mutex_unlock(mu);
+    }
+}
+
 static void give_wakes_a_waiting_sender(void **state)
 {
     (void)state;
@@ -94,12 +113,8 @@ static void give_wakes_a_waiting_sender(void **state)
     assert_int_equal(ewi_window_take(&w, &mu, ewi_now_ms()), EW_OK);
     pthread_mutex_unlock(&mu);
     waiter_arg a = {&w, &mu, EW_EINVAL, false};
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, take_main, &a), 0);
-    wait_for_waiter(&a);
-    pthread_mutex_lock(&mu);
-    ewi_window_give(&w, 1);
-    pthread_mutex_unlock(&mu);
+    pthread_t th = start_waiter(&a);
+    give_each(&w, &mu, 1);
     pthread_join(th, NULL);
     assert_int_equal(a.rc, EW_OK);
     assert_int_equal(w.used, 1);
@@ -123,23 +138,15 @@ static void a_big_window_wakes_its_sender_per_batch(void **state)
     /* One slot freed: not a batch, and the waiter sleeps to its deadline,
      * then takes that slot rather than failing. */
     waiter_arg a = {&w, &mu, EW_EINVAL, false, 300};
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, take_main, &a), 0);
-    wait_for_waiter(&a);
-    pthread_mutex_lock(&mu);
-    ewi_window_give(&w, 1);
-    pthread_mutex_unlock(&mu);
+    pthread_t th = start_waiter(&a);
+    give_each(&w, &mu, 1);
     pthread_join(th, NULL);
     assert_int_equal(a.rc, EW_OK);
     assert_int_equal(w.used, 4096);
     /* 64 freed one by one: the 64th wakes the waiter (30 s deadline). */
     waiter_arg b = {&w, &mu, EW_EINVAL, false, 0};
-    assert_int_equal(pthread_create(&th, NULL, take_main, &b), 0);
-    wait_for_waiter(&b);
-    pthread_mutex_lock(&mu);
-    for (int i = 0; i < 64; i++)
-        ewi_window_give(&w, 1);
-    pthread_mutex_unlock(&mu);
+    th = start_waiter(&b);
+    give_each(&w, &mu, 64);
     int64_t t0 = ewi_now_ms();
     pthread_join(th, NULL);
     assert_true(ewi_now_ms() - t0 < 20000); /* woken, not timed out */
@@ -160,9 +167,7 @@ static void close_fails_waiting_and_later_takes(void **state)
     assert_int_equal(ewi_window_take(&w, &mu, ewi_now_ms()), EW_OK);
     pthread_mutex_unlock(&mu);
     waiter_arg a = {&w, &mu, EW_EINVAL, false};
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, take_main, &a), 0);
-    wait_for_waiter(&a);
+    pthread_t th = start_waiter(&a);
     pthread_mutex_lock(&mu);
     ewi_window_close(&w);
     pthread_mutex_unlock(&mu);
