@@ -238,8 +238,9 @@ void ewi_deliver(ewi_msg *msg);
  * one lock and at most one wake-up for all of them. */
 void ewi_deliver_list(ewi_msg *first);
 
-/* Deliveries gathered by an I/O thread while it reads what the broker sent,
- * handed over together: a worker woken once for a read's messages rather
+/* Deliveries gathered by an I/O thread while it reads what the broker sent
+ * (one thread owns it; the messages are core's once flushed), handed over
+ * together: a worker woken once for a read's messages rather
  * than once per message (which on a small machine is a switch between the
  * I/O thread and the worker per message). Zero-initialised; messages of one
  * sub stay in order, and a message of another sub hands over what was

@@ -490,25 +490,9 @@ static ew_err a_publish(ewi_transport *t, ewi_pub *p)
 
 /* ---- receiving ---------------------------------------------------------- */
 
-static void a_settle(ewi_transport *t, ewi_msg *msg, ewi_settle how)
-{
-    amqp10_rec *rec = msg->tdata;
-    pthread_mutex_lock(&t->mu);
-    if (rec && !t->io_exited) {
-        rec->how = how;
-        amqp10_post_locked(t, &rec->w);
-        pthread_mutex_unlock(&t->mu);
-        return;
-    }
-    pthread_mutex_unlock(&t->mu);
-    /* The connection is gone: the broker requeued what it held. */
-    free(rec);
-    ewi_msg_free(msg);
-}
-
-/* A worker's acknowledgements (linked by qnext): one lock and at most one
- * wake-up of the I/O thread for all of them. */
-static void a_settle_acks(ewi_transport *t, ewi_msg *first)
+/* Settles the messages linked by qnext, all the same way: one lock and at
+ * most one wake-up of the I/O thread for all of them. */
+static void settle_list(ewi_transport *t, ewi_msg *first, ewi_settle how)
 {
     ewi_workq_item *head = NULL, *tail = NULL;
     ewi_msg *gone = NULL; /* to free: no record, or no I/O thread */
@@ -521,7 +505,7 @@ static void a_settle_acks(ewi_transport *t, ewi_msg *first)
             gone = msg;
             continue;
         }
-        rec->how = EWI_ACK;
+        rec->how = how;
         if (tail)
             tail->next = &rec->w.link;
         else
@@ -540,6 +524,18 @@ static void a_settle_acks(ewi_transport *t, ewi_msg *first)
         free(gone->tdata);
         ewi_msg_free(gone);
     }
+}
+
+static void a_settle(ewi_transport *t, ewi_msg *msg, ewi_settle how)
+{
+    msg->qnext = NULL;
+    settle_list(t, msg, how);
+}
+
+/* A worker's acknowledgements (linked by qnext). */
+static void a_settle_acks(ewi_transport *t, ewi_msg *first)
+{
+    settle_list(t, first, EWI_ACK);
 }
 
 static ew_err a_dlq_take(ewi_transport *t, ewi_dlq_req *req)
