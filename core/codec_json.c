@@ -573,6 +573,7 @@ ew_err ewi_json_decode(const ew_type *type, const uint8_t *data, size_t len,
     d.e = e;
     d.a.base = NULL;
     d.a.off = type->size;
+    d.a.cap = 0;
     ew_err rc = jdec_struct(&d, type, root, NULL, 1);
     if (rc == EW_OK) {
         size_t total = d.a.off;
@@ -584,6 +585,7 @@ ew_err ewi_json_decode(const ew_type *type, const uint8_t *data, size_t len,
             memset(block, 0, type->size);
             d.a.base = block;
             d.a.off = type->size;
+            d.a.cap = total;
             rc = jdec_struct(&d, type, root, block, 1);
             if (rc == EW_OK)
                 *out = block;

@@ -361,6 +361,9 @@ typedef struct mdec {
     ewi_limits lim;
     ewi_arena a;
     ewi_cerr *e;
+    /* Validating and looking fields up by name (the measuring pass and the
+     * single pass); false while filling after a measuring pass. */
+    bool check;
 } mdec;
 
 static const char *mp_type_name(const msgpack_object *o)
@@ -393,14 +396,14 @@ static ew_err too_deep(mdec *d)
     return EW_EDECODE;
 }
 
-/* Checks (while measuring) and copies a text as a NUL-terminated string. */
+/* Checks (d->check) and copies a text as a NUL-terminated string. */
 static ew_err dec_text(mdec *d, const msgpack_object *o, char **slot,
                        const char *what)
 {
     if (o->type != MSGPACK_OBJECT_STR)
         return type_err(d, what, o);
     size_t n = o->via.str.size;
-    if (!d->a.base) {
+    if (d->check) {
         if (n > d->lim.max_string) {
             ewi_cerr_msg(d->e, "%s of %zu bytes over the limit %zu", what, n,
                          d->lim.max_string);
@@ -412,7 +415,7 @@ static ew_err dec_text(mdec *d, const msgpack_object *o, char **slot,
         }
     }
     char *s = ewi_arena_take(&d->a, n + 1, 1);
-    if (s) {
+    if (s && slot) {
         memcpy(s, o->via.str.ptr, n);
         s[n] = '\0';
         *slot = s;
@@ -534,7 +537,7 @@ static ew_err dec_value(mdec *d, unsigned kind, const ew_type *nt,
         uint8_t *p = n ? ewi_arena_take(&d->a, n, 1) : NULL;
         if (slot) {
             ew_bytes *b = (ew_bytes *)slot;
-            if (n)
+            if (p)
                 memcpy(p, src, n);
             b->data = p;
             b->len = n;
@@ -623,9 +626,10 @@ static const ew_field *find_field(const ew_type *t, const char *key,
 
 #define SEEN_LOCAL_WORDS 8 /* fields tracked without an allocation: 512 */
 
-/* The measuring pass turns each key of a struct's map into the matched
- * field's index + 1 (0: unknown), so the filling pass does not look up the
- * names again. The tree is ours, in our zone. */
+/* A checking pass turns each key of a struct's map into the matched
+ * field's index + 1 (0: unknown), so a filling pass after it does not look
+ * up the names again. The tree is ours, in our zone. dst is NULL while
+ * measuring (or where a single pass's block ran out). */
 static ew_err dec_struct(mdec *d, const ew_type *t, msgpack_object *o,
                          uint8_t *dst, unsigned depth)
 {
@@ -633,7 +637,7 @@ static ew_err dec_struct(mdec *d, const ew_type *t, msgpack_object *o,
         return too_deep(d);
     if (o->type != MSGPACK_OBJECT_MAP)
         return type_err(d, "map", o);
-    if (dst) {
+    if (!d->check) {
         for (uint32_t k = 0; k < o->via.map.size; k++) {
             msgpack_object_kv *kv = &o->via.map.ptr[k];
             if (kv->key.via.u64 == 0)
@@ -689,12 +693,16 @@ static ew_err dec_struct(mdec *d, const ew_type *t, msgpack_object *o,
             seen[fi / 64] |= 1ull << (fi % 64);
             if ((f->flags & EW_FIELD_OPTIONAL) && kv->val.type == MSGPACK_OBJECT_NIL)
                 continue; /* nil is absent */
-            if (f->flags & EW_FIELD_ARRAY)
-                rc = dec_array(d, f, &kv->val, NULL, depth);
-            else if (IS_SCALAR(f->kind))
-                rc = dec_scalar(d, f->kind, &kv->val, NULL);
-            else
-                rc = dec_value(d, f->kind, f->type, &kv->val, NULL, depth);
+            uint8_t *slot = dst ? dst + f->offset : NULL;
+            if (f->flags & EW_FIELD_ARRAY) {
+                rc = dec_array(d, f, &kv->val, dst, depth);
+            } else {
+                rc = IS_SCALAR(f->kind)
+                         ? dec_scalar(d, f->kind, &kv->val, slot)
+                         : dec_value(d, f->kind, f->type, &kv->val, slot, depth);
+                if (dst && (f->flags & EW_FIELD_OPTIONAL))
+                    *(bool *)(dst + f->aux_offset) = true;
+            }
         }
         if (rc != EW_OK) {
             ewi_cerr_field(d->e, f->name);
@@ -794,29 +802,39 @@ ew_err ewi_msgpack_decode(const ew_type *type, const uint8_t *data, size_t len,
         return EW_ENOMEM;
     }
 
-    mdec d;
-    d.lim = *lim;
-    d.e = e;
-    d.a.base = NULL;
-    d.a.off = type->size;
-    ew_err rc = dec_struct(&d, type, &root, NULL, 1);
-    if (rc == EW_OK) {
+    /* Most bodies decode into their struct and at most their own length
+     * again (texts, arrays of small values): a block of that size is filled
+     * in one checking pass. Should it not fit (arrays of wide values, a body
+     * over 4 KiB), that pass has measured what does, and a second pass fills
+     * a block of that size. */
+    size_t guess = type->size + (len < 4096 ? len : 4096) + 64;
+    uint8_t *block = malloc(guess);
+    if (!block) {
+        msgpack_zone_clear(zone);
+        ewi_cerr_msg(e, "out of memory for %zu bytes", guess);
+        return EW_ENOMEM;
+    }
+    memset(block, 0, type->size);
+    mdec d = {.lim = *lim, .a = {block, type->size, guess}, .e = e, .check = true};
+    ew_err rc = dec_struct(&d, type, &root, block, 1);
+    if (rc == EW_OK && d.a.off > guess) {
         size_t total = d.a.off;
-        uint8_t *block = total > PTRDIFF_MAX ? NULL : malloc(total);
-        if (!block) {
+        uint8_t *bigger = total > PTRDIFF_MAX ? NULL : realloc(block, total);
+        if (!bigger) {
             rc = EW_ENOMEM;
             ewi_cerr_msg(e, "out of memory for %zu bytes", total);
         } else {
+            block = bigger;
             memset(block, 0, type->size);
-            d.a.base = block;
-            d.a.off = type->size;
+            d.a = (ewi_arena){block, type->size, total};
+            d.check = false;
             rc = dec_struct(&d, type, &root, block, 1);
-            if (rc == EW_OK)
-                *out = block;
-            else
-                free(block);
         }
     }
+    if (rc == EW_OK)
+        *out = block;
+    else
+        free(block);
     msgpack_zone_clear(zone); /* keeps its first chunk for the next body */
     return rc;
 }

@@ -59,13 +59,17 @@ const char *ewi_kind_name(unsigned kind);
 
 /* ---- the one-block decode arena ---------------------------------------- */
 
-/* Decoding walks the parsed tree twice with the same code: first with base
- * NULL, only adding up sizes (and validating), then with base set to the one
- * malloc'd block, handing out the same offsets in the same order. The
- * measuring pass saturates at SIZE_MAX, which malloc then refuses. */
+/* Decoding walks the parsed tree with the same code in up to two passes:
+ * measuring (base NULL: sizes are added up and the input validated), then
+ * filling the one malloc'd block of that size, handing out the same offsets
+ * in the same order. A decoder may instead fill a block of a guessed size in
+ * one validating pass: a take past cap returns NULL while off still counts
+ * on, so an overflowing guess ends with the size a filling pass needs. The
+ * count saturates at SIZE_MAX, which malloc then refuses. */
 typedef struct ewi_arena {
     uint8_t *base; /* NULL while measuring */
     size_t off;
+    size_t cap; /* bytes at base */
 } ewi_arena;
 
 static inline void *ewi_arena_take(ewi_arena *a, size_t size, size_t align)
@@ -76,7 +80,7 @@ static inline void *ewi_arena_take(ewi_arena *a, size_t size, size_t align)
         return NULL;
     }
     a->off = off + size;
-    return a->base ? a->base + off : NULL;
+    return a->base && a->off <= a->cap ? a->base + off : NULL;
 }
 
 /* n * size, saturating. */
