@@ -35,11 +35,14 @@ static const char *URL;
 
 /* Outcome per id: 0 pending, else 1 + the ew_err. */
 static _Atomic int outcome[MAXN];
+/* When each outcome came (ewi_now_ms), for the report of a failure. */
+static _Atomic int64_t done_at[MAXN];
 static _Atomic size_t next_id, completed;
 static _Atomic bool stop_streams;
 
 static void record(size_t id, ew_err err)
 {
+    atomic_store(&done_at[id], ewi_now_ms());
     atomic_store(&outcome[id], 1 + (int)err);
     atomic_fetch_add(&completed, 1);
 }
@@ -90,6 +93,34 @@ static const char *code_name(int err)
     case EW_EINDOUBT: return "indoubt";
     default: return ew_strerror(err);
     }
+}
+
+/* Prints the runs of ids reported EW_OK that never arrived, with when their
+ * outcomes came relative to the kill/cut (t=0) and the broker's return. */
+static void report_lost(tally *t, size_t sent, int64_t k0, int64_t back)
+{
+    size_t runs = 0;
+    pthread_mutex_lock(&t->mu);
+    for (size_t i = 0; i < sent && runs < 8;) {
+        if (atomic_load(&outcome[i]) != 1 + EW_OK || t->seen[i] > 0) {
+            i++;
+            continue;
+        }
+        size_t j = i, n = 0;
+        for (; j < sent; j++) {
+            int o = atomic_load(&outcome[j]);
+            if (o == 1 + EW_OK && t->seen[j] > 0)
+                break; /* an id that was confirmed and arrived ends the run */
+            n += o == 1 + EW_OK;
+        }
+        print_message("lost: ids %zu..%zu (%zu reported EW_OK), outcomes at %+lld..%+lld ms "
+                      "from the outage's start (it ended at %+lld ms)\n",
+                      i, j - 1, n, (long long)(atomic_load(&done_at[i]) - k0),
+                      (long long)(atomic_load(&done_at[j - 1]) - k0), (long long)(back - k0));
+        runs++;
+        i = j;
+    }
+    pthread_mutex_unlock(&t->mu);
 }
 
 static void outcomes_are_truthful(void **state)
@@ -214,6 +245,8 @@ static void outcomes_are_truthful(void **state)
         }
     }
     pthread_mutex_unlock(&f.t.mu);
+    if (ok_lost)
+        report_lost(&f.t, sent, k0, k0 + outage_ms);
     size_t dups = tally_dups(&f.t), handled = 0;
     pthread_mutex_lock(&f.t.mu);
     for (size_t i = 0; i < sent; i++)
