@@ -25,10 +25,11 @@
  *
  * Every run is a child process of its own, so that its CPU time (user +
  * system, all threads, per message; for the Python runs the interpreter's)
- * and peak RSS belong to that side alone. A latency run per side (raw,
- * eventwire) sends at a fixed rate and measures from the send to the
- * receiver / listener, p50 / p99 / p99.9. Lines starting with "@ " carry
- * the figures as JSON for scripts/bench.
+ * and peak RSS belong to that side alone. Latency runs (raw, eventwire; as
+ * many rounds per side, alternating) send at a fixed rate and measure from
+ * the send to the receiver / listener, p50 / p99 / p99.9, medians over the
+ * rounds. Lines starting with "@ " carry the figures as JSON for
+ * scripts/bench.
  *
  *   bench_amqp [-n events] [-r rounds] [-l latency events] [-R rate]
  *              [--only raw|ew] [--no-python] [--no-aspyx] [--raw-headers] [URL]
@@ -681,18 +682,13 @@ int main(int argc, char **argv)
         printf("eventwire / aspyx-event    = %.2f (both JSON, not durable)\n", ewj / asp);
     if (lat_n > 0) {
         job jl = {.o = &o, .url = url, .n = (int)lat_n, .rate = lat_rate};
-        bench_result lr = {0}, le = {0};
-        if (run_raw_side) {
-            lr = bench_in_child(run_raw, &jl);
-            bench_emit_latency("amqp", broker, raw_headers ? "raw-headers" : "raw", "", lat_n, lat_rate, &lr);
-        }
-        if (run_ew_side) {
-            le = bench_in_child(run_eventwire, &jl);
-            bench_emit_latency("amqp", broker, "eventwire", "", lat_n, lat_rate, &le);
-        }
-        printf("latency, %ld events at %ld/s, p50 / p99 / p99.9: raw %.0f / %.0f / %.0f us, "
-               "eventwire %.0f / %.0f / %.0f us\n",
-               lat_n, lat_rate, lr.p50, lr.p99, lr.p999, le.p50, le.p99, le.p999);
+        bench_result lr, le;
+        bench_latency_rounds("amqp", broker, "", raw_headers ? "raw-headers" : "raw", lat_n,
+                             lat_rate, (int)rounds, run_raw_side ? run_raw : NULL,
+                             run_ew_side ? run_eventwire : NULL, &jl, &lr, &le);
+        printf("latency, %ld events at %ld/s, medians of %d rounds, p50 / p99 / p99.9: "
+               "raw %.0f / %.0f / %.0f us, eventwire %.0f / %.0f / %.0f us\n",
+               lat_n, lat_rate, (int)rounds, lr.p50, lr.p99, lr.p999, le.p50, le.p99, le.p999);
     }
     amqp10_options_free(&o);
     return 0;

@@ -4,7 +4,8 @@
  * - bench_in_child(): runs one measurement in a forked child, so that the
  *   CPU time (user + system, all threads) and the peak RSS reported belong
  *   to that one side (eventwire or its baseline) and nothing else.
- * - bench_lat_*: send-to-listener latency samples and their percentiles.
+ * - bench_lat_*: send-to-listener latency samples and their percentiles;
+ *   bench_latency_rounds(): both sides' latency runs, alternating, medians.
  * - bench_pace(): sends at a fixed rate.
  * - bench_emit(): one machine-readable line per figure, "@ {json}", which
  *   scripts/bench collects; the human-readable lines stay as they are. */
@@ -188,15 +189,65 @@ static inline void bench_emit_rate(const char *bench, const char *kase, const ch
 }
 
 static inline void bench_emit_latency(const char *bench, const char *kase, const char *impl,
-                                      const char *labels, long events, long rate,
+                                      const char *labels, long events, long rate, int rounds,
                                       const bench_result *r)
 {
     printf("@ {\"bench\":\"%s\",\"case\":\"%s\",\"impl\":\"%s\",\"kind\":\"latency\",%s%s"
-           "\"events\":%ld,\"send_rate\":%ld,\"p50_us\":%.1f,\"p99_us\":%.1f,"
+           "\"events\":%ld,\"send_rate\":%ld,\"rounds\":%d,\"p50_us\":%.1f,\"p99_us\":%.1f,"
            "\"p999_us\":%.1f,\"rss_kb\":%ld}\n",
-           bench, kase, impl, labels, *labels ? "," : "", events, rate, r->p50, r->p99,
+           bench, kase, impl, labels, *labels ? "," : "", events, rate, rounds, r->p50, r->p99,
            r->p999, r->rss_kb);
     fflush(stdout);
+}
+
+/* The latency runs of both sides: `rounds` runs each (at most 64), raw and
+ * eventwire alternating, each in a child of its own (bench_in_child); a side
+ * whose fn is NULL does not run. Prints every round, emits one "@" line per
+ * side with the median of each percentile over the rounds (one slow round,
+ * e.g. a JVM broker compiling or collecting, does not decide the figure), and
+ * returns those medians in *raw_out and *ew_out. */
+static inline void bench_latency_rounds(const char *bench, const char *kase, const char *labels,
+                                        const char *raw_impl, long events, long rate,
+                                        int rounds, void (*raw)(void *, bench_result *),
+                                        void (*ew)(void *, bench_result *), void *arg,
+                                        bench_result *raw_out, bench_result *ew_out)
+{
+    double v[2][3][64];
+    long rss[2][64];
+    void (*fn[2])(void *, bench_result *) = {raw, ew};
+    if (rounds > 64)
+        rounds = 64;
+    for (int i = 0; i < rounds; i++) {
+        bench_result x[2] = {{0}, {0}};
+        for (int side = 0; side < 2; side++) {
+            if (!fn[side])
+                continue;
+            x[side] = bench_in_child(fn[side], arg);
+            v[side][0][i] = x[side].p50;
+            v[side][1][i] = x[side].p99;
+            v[side][2][i] = x[side].p999;
+            rss[side][i] = x[side].rss_kb;
+        }
+        printf("  latency round %d, p50 / p99 / p99.9: raw %.0f / %.0f / %.0f us, "
+               "eventwire %.0f / %.0f / %.0f us\n",
+               i + 1, x[0].p50, x[0].p99, x[0].p999, x[1].p50, x[1].p99, x[1].p999);
+        fflush(stdout);
+    }
+    bench_result *out[2] = {raw_out, ew_out};
+    for (int side = 0; side < 2; side++) {
+        *out[side] = (bench_result){0};
+        if (!fn[side])
+            continue;
+        double r[64];
+        for (int i = 0; i < rounds; i++)
+            r[i] = (double)rss[side][i];
+        out[side]->p50 = bench_median(v[side][0], rounds);
+        out[side]->p99 = bench_median(v[side][1], rounds);
+        out[side]->p999 = bench_median(v[side][2], rounds);
+        out[side]->rss_kb = (long)bench_median(r, rounds);
+        bench_emit_latency(bench, kase, side ? "eventwire" : raw_impl, labels, events, rate,
+                           rounds, out[side]);
+    }
 }
 
 #endif

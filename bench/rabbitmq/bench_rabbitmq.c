@@ -26,8 +26,9 @@
  * rate is events / (last receive - first send); each figure is the median
  * of the rounds, and the ratio eventwire / raw. Every run is a child
  * process of its own, so that its CPU time (user + system, all threads,
- * per event) and peak RSS belong to that side alone. The latency run sends
- * at a fixed rate (eventwire: ew_send_async) and measures from the send
+ * per event) and peak RSS belong to that side alone. The latency runs (as
+ * many rounds per side, alternating; medians of each percentile) send
+ * at a fixed rate (eventwire: ew_send_async) and measure from the send
  * call to the listener (raw: to the consumer), p50 / p99 / p99.9. Lines
  * starting with "@ " carry the same figures as JSON for scripts/bench. */
 #include <amqp.h>
@@ -539,20 +540,15 @@ int main(int argc, char **argv)
         if (lat_n > 0) {
             job jl = {.durable = mode == 1, .topic = true, .n = lat_n, .size = size,
                       .concurrency = (int)conc, .rate = lat_rate};
-            bench_result lr = {0}, le = {0};
-            if (run_raw) {
-                lr = bench_in_child(raw_run, &jl);
-                bench_emit_latency("rabbitmq", cases[mode], raw_headers ? "raw-headers" : "raw", labels, lat_n, lat_rate, &lr);
-            }
-            if (run_ew) {
-                le = bench_in_child(ew_run, &jl);
-                bench_emit_latency("rabbitmq", cases[mode], "eventwire", labels, lat_n, lat_rate,
-                                   &le);
-            }
-            printf("  latency, %ld events at %ld/s, send to listener, p50 / p99 / p99.9:\n"
+            bench_result lr, le;
+            bench_latency_rounds("rabbitmq", cases[mode], labels,
+                                 raw_headers ? "raw-headers" : "raw", lat_n, lat_rate, (int)rounds,
+                                 run_raw ? raw_run : NULL, run_ew ? ew_run : NULL, &jl, &lr, &le);
+            printf("  latency, %ld events at %ld/s, send to listener, medians of %d rounds, "
+                   "p50 / p99 / p99.9:\n"
                    "    raw       %8.0f %8.0f %8.0f us\n"
                    "    eventwire %8.0f %8.0f %8.0f us\n",
-                   lat_n, lat_rate, lr.p50, lr.p99, lr.p999, le.p50, le.p99, le.p999);
+                   lat_n, lat_rate, (int)rounds, lr.p50, lr.p99, lr.p999, le.p50, le.p99, le.p999);
         }
         fflush(stdout);
     }

@@ -19,8 +19,9 @@
  *
  * Every run is a child process of its own, so that its CPU time (user +
  * system, all threads, per message) and peak RSS belong to that side alone.
- * A latency run per broker and side sends at a fixed rate and measures from
- * the send to the consumer / listener, p50 / p99 / p99.9. Lines starting
+ * Latency runs per broker (as many rounds per side, alternating) send at a
+ * fixed rate and measure from the send to the consumer / listener, p50 /
+ * p99 / p99.9, medians over the rounds. Lines starting
  * with "@ " carry the figures as JSON for scripts/bench.
  *
  *   bench_stomp [-n events] [-r rounds] [-l latency events] [-R rate]
@@ -484,18 +485,13 @@ static void bench(const char *dialect, int n, int rounds)
            bench_median(raw_m, rounds), bench_median(ew_m, rounds));
     if (lat_n > 0) {
         job jl = {.o = &o, .url = url, .n = (int)lat_n, .round = 100, .rate = lat_rate};
-        bench_result lr = {0}, le = {0};
-        if (run_raw_side) {
-            lr = bench_in_child(run_raw, &jl);
-            bench_emit_latency("stomp", dialect, raw_headers ? "raw-headers" : "raw", "", lat_n, lat_rate, &lr);
-        }
-        if (run_ew_side) {
-            le = bench_in_child(run_ew, &jl);
-            bench_emit_latency("stomp", dialect, "eventwire", "", lat_n, lat_rate, &le);
-        }
-        printf("         latency, %ld events at %ld/s, p50 / p99 / p99.9: raw %.0f / %.0f / %.0f us, "
+        bench_result lr, le;
+        bench_latency_rounds("stomp", dialect, "", raw_headers ? "raw-headers" : "raw", lat_n,
+                             lat_rate, rounds, run_raw_side ? run_raw : NULL,
+                             run_ew_side ? run_ew : NULL, &jl, &lr, &le);
+        printf("         latency, %ld events at %ld/s, medians of %d rounds, p50 / p99 / p99.9: raw %.0f / %.0f / %.0f us, "
                "eventwire %.0f / %.0f / %.0f us\n",
-               lat_n, lat_rate, lr.p50, lr.p99, lr.p999, le.p50, le.p99, le.p999);
+               lat_n, lat_rate, rounds, lr.p50, lr.p99, lr.p999, le.p50, le.p99, le.p999);
     }
     fflush(stdout);
     stomp_options_free(&o);
