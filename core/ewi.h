@@ -61,6 +61,11 @@ int ewi_reconnect_wait_ms(const ewi_reconnect *r, int64_t now);
 
 /* An adaptive mutex (spins briefly before sleeping). */
 void ewi_mutex_init(pthread_mutex_t *mu);
+/* Starts one of m's threads (a transport's I/O thread, a worker): named
+ * name (15 characters at most) for top, gdb and perf, and scheduled as
+ * ew_options.threads says. 0, or pthread_create's error. */
+int ewi_thread_start(const ew_manager *m, pthread_t *th, void *(*fn)(void *), void *arg,
+                     const char *name);
 /* A condition variable on CLOCK_MONOTONIC, for ewi_cond_wait_until. */
 void ewi_cond_init_mono(pthread_cond_t *cv);
 /* Waits until deadline_ms (monotonic, as ewi_now_ms) at the latest; cv must
@@ -195,6 +200,7 @@ typedef struct ewi_config {
     size_t max_body;
     size_t max_headers;
     size_t max_header_len;
+    bool batch_threads; /* ew_options.threads: the manager's threads SCHED_BATCH */
 } ewi_config;
 const ewi_config *ewi_config_of(const ew_manager *m);
 

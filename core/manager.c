@@ -50,6 +50,9 @@ ew_err ew_manager_new(ew_manager **out, const char *url, const ew_options *opts)
     if (o.version != 0)
         return ewi_fail(EW_EINVAL, "ew_manager_new: ew_options.version is %u; this "
                         "library knows layout 0", o.version);
+    if ((unsigned)o.threads > EW_THREADS_INHERIT)
+        return ewi_fail(EW_EINVAL, "ew_manager_new: ew_options.threads is %u; not an "
+                        "ew_threads value", (unsigned)o.threads);
     if (o.worker_pool > EWI_POOL_MAX)
         return ewi_fail(EW_EINVAL, "ew_manager_new: ew_options.worker_pool is %u; at "
                         "most %u threads", o.worker_pool, EWI_POOL_MAX);
@@ -77,6 +80,14 @@ ew_err ew_manager_new(ew_manager **out, const char *url, const ew_options *opts)
     m->env_limits.max_headers = m->cfg.max_headers;
     m->env_limits.max_header_len = m->cfg.max_header_len;
     m->format = o.format == EW_FORMAT_JSON ? EW_FORMAT_JSON : EW_FORMAT_MSGPACK;
+    m->cfg.batch_threads = o.threads == EW_THREADS_BATCH;
+    if (o.threads == EW_THREADS_DEFAULT) {
+        const char *env = getenv("EW_THREADS");
+        m->cfg.batch_threads = !env || strcmp(env, "inherit") != 0;
+        if (env && *env && strcmp(env, "batch") != 0 && strcmp(env, "inherit") != 0)
+            ewi_log(m, EW_LOG_WARN, "EW_THREADS=%s is neither batch nor inherit: batch",
+                    env);
+    }
     uuid_generate(m->id_base);
     atomic_init(&m->id_seq, 0);
 

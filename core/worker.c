@@ -1069,12 +1069,11 @@ static ew_err pool_start(ew_manager *m)
     ew_err rc = EW_OK;
     pthread_mutex_lock(&p->mu);
     while (p->nthreads < p->size) {
-        if (pthread_create(&p->threads[p->nthreads], NULL, pool_main, p) != 0) {
+        if (ewi_thread_start(m, &p->threads[p->nthreads], pool_main, p, "ew:pool") != 0) {
             ewi_log(m, EW_LOG_ERROR, "cannot start worker pool thread %u", p->nthreads);
             rc = EW_ENOMEM;
             break;
         }
-        pthread_setname_np(p->threads[p->nthreads], "ew:pool");
         if (++p->nthreads == p->size)
             ewi_log(m, EW_LOG_INFO, "worker pool of %u threads started", p->size);
     }
@@ -1160,14 +1159,13 @@ ew_err ewi_listener_start_workers(ewi_listener *l)
     /* Taken as slow until measured: the first messages each wake a worker. */
     atomic_store_explicit(&l->handle_ns, HANDLE_QUICK_NS, memory_order_relaxed);
     for (uint32_t i = 0; i < l->desc.concurrency; i++) {
-        if (pthread_create(&l->threads[i], NULL, worker_main, l) != 0) {
-            ewi_log(l->m, EW_LOG_ERROR, "%s: cannot start worker thread %u", l->queue, i);
-            return EW_ENOMEM;
-        }
         /* "ew:<listener>" in top, gdb and perf (15 characters at most). */
         char name[16] = "ew:";
         memcpy(name + 3, l->name, strnlen(l->name, sizeof name - 4));
-        pthread_setname_np(l->threads[i], name);
+        if (ewi_thread_start(l->m, &l->threads[i], worker_main, l, name) != 0) {
+            ewi_log(l->m, EW_LOG_ERROR, "%s: cannot start worker thread %u", l->queue, i);
+            return EW_ENOMEM;
+        }
         l->nthreads++;
     }
     return EW_OK;

@@ -112,6 +112,19 @@ typedef struct ew_error_info {
  * must not block and must not call ew_manager_stop or ew_manager_free. */
 typedef void (*ew_error_fn)(void *user, const ew_error_info *info);
 
+/* How the threads a manager starts (transport I/O threads, listener
+ * workers, the worker pool) are scheduled. */
+typedef enum ew_threads {
+    EW_THREADS_DEFAULT = 0, /* $EW_THREADS ("batch" or "inherit"), else batch */
+    /* SCHED_BATCH (Linux; nice unchanged): a thread that wakes does not
+     * preempt the one running, so a delivery or a confirmation no longer
+     * forces a thread switch per message. Fewer switches and less CPU per
+     * event where switches are dear (small virtual machines); a wake-up can
+     * wait for the running thread's time slice when every core is busy. */
+    EW_THREADS_BATCH,
+    EW_THREADS_INHERIT /* the policy of the thread that starts them */
+} ew_threads;
+
 /* Manager options; zero members take the defaults. Copied by ew_manager_new. */
 typedef struct ew_options {
     unsigned version;        /* 0 (see above) */
@@ -133,6 +146,7 @@ typedef struct ew_options {
      * threads run its handler at once (concurrency 1 keeps its order), and
      * listeners with messages waiting take turns. At most 1024. */
     uint32_t worker_pool;
+    ew_threads threads;      /* EW_THREADS_DEFAULT: batch unless $EW_THREADS */
 } ew_options;
 
 /* Creates a manager for url (NULL: "local://"): "local://[name]",

@@ -1025,6 +1025,42 @@ static void full_window_fails_the_send_itself(void **state)
     tally_free(&t);
 }
 
+/* ---- how the manager's threads are scheduled ---------------------------- */
+
+/* By default every thread eventwire starts (I/O threads, workers) runs under
+ * SCHED_BATCH; with EW_THREADS_INHERIT under the starting thread's policy. */
+static void threads_are_batch_scheduled_unless_inherited(void **state)
+{
+    (void)state;
+    bool local = strncmp(URL, "local:", 6) == 0;
+    for (int inherit = 0; inherit <= 1; inherit++) {
+        EV(ev, inherit ? "SchedInherit" : "SchedBatch", true);
+        tally t;
+        tally_init(&t, 10);
+        ew_options o = {.threads = inherit ? EW_THREADS_INHERIT : EW_THREADS_DEFAULT};
+        ew_manager *m = mgr_new_opts(URL, "s1", &o);
+        listen_tally(m, &ev, "Sched", false, 2, &t);
+        assert_int_equal(ew_manager_start(m), EW_OK);
+        send_range(m, &ev, 0, 10);
+        assert_true(tally_wait_all(&t, 30000));
+        int batch, other;
+        ew_thread_policies(&batch, &other);
+        /* The two workers (or the pool), and a broker transport's I/O. */
+        int least = 2 + (local ? 0 : 1);
+        print_message("%s: %d eventwire threads SCHED_BATCH, %d not\n",
+                      inherit ? "inherit" : "default", batch, other);
+        if (inherit) {
+            assert_int_equal(batch, 0);
+            assert_true(other >= least);
+        } else {
+            assert_true(batch >= least);
+            assert_int_equal(other, 0);
+        }
+        ew_manager_free(m);
+        tally_free(&t);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -1053,6 +1089,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(full_window_fails_the_send_itself),
         cmocka_unit_test(metrics_count_a_known_sequence),
         cmocka_unit_test(trace_context_reaches_the_listener),
+        cmocka_unit_test(threads_are_batch_scheduled_unless_inherited),
     };
     return cmocka_run_group_tests_name(URL, tests, NULL, NULL);
 }

@@ -2,6 +2,8 @@
 #include "support.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <errno.h>
 #include <sys/socket.h>
@@ -327,6 +329,31 @@ ew_manager *mgr_new(const char *url, const char *server)
 {
     ew_options o = {0};
     return mgr_new_opts(url, server, &o);
+}
+
+void ew_thread_policies(int *batch, int *other)
+{
+    *batch = *other = 0;
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        fail_msg("cannot list /proc/self/task");
+    for (struct dirent *e; (e = readdir(d));) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[300], comm[32] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        bool ours = f && fgets(comm, sizeof comm, f) && strncmp(comm, "ew:", 3) == 0;
+        if (f)
+            fclose(f);
+        /* A thread that ended meanwhile has no policy: not counted. */
+        int policy = ours ? sched_getscheduler((pid_t)atoi(e->d_name)) : -1;
+        if (policy == SCHED_BATCH)
+            (*batch)++;
+        else if (policy >= 0)
+            (*other)++;
+    }
+    closedir(d);
 }
 
 void listen_tally(ew_manager *m, const ew_event_desc *ev, const char *name, bool per_process,

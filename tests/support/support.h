@@ -140,6 +140,10 @@ void publish_raw(ew_manager *m, const char *event, const char *ct, const void *b
 ew_err publish_raw_rc(ew_manager *m, const char *event, const char *ct, const void *body,
                       size_t len, int timeout_ms);
 
+/* The threads of this process that eventwire named ("ew:..."), by their
+ * scheduling policy: *batch under SCHED_BATCH, *other under any other. */
+void ew_thread_policies(int *batch, int *other);
+
 /* Every listener of m has no message waiting for a worker and none in a
  * worker. (local:// hands a message to a listener with credit before the
  * send returns, and refills it before a worker finishes: there, idle also

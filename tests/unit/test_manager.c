@@ -339,6 +339,47 @@ static void broker_credentials_may_come_from_the_environment(void **state)
     unsetenv("EW_PASSWORD");
 }
 
+/* ---- thread scheduling from the options and the environment --------------- */
+
+/* The conformance suite checks the threads themselves on every transport;
+ * here: which policy each setting asks for, and a wrong value. */
+static void thread_policy_follows_options_then_environment(void **state)
+{
+    (void)state;
+    ew_manager *m;
+    unsetenv("EW_THREADS");
+    assert_int_equal(ew_manager_new(&m, "local://sched", NULL), EW_OK);
+    assert_true(m->cfg.batch_threads);
+    ew_manager_free(m);
+    setenv("EW_THREADS", "inherit", 1);
+    assert_int_equal(ew_manager_new(&m, "local://sched", NULL), EW_OK);
+    assert_false(m->cfg.batch_threads);
+    ew_manager_free(m);
+    /* An explicit option wins over the environment. */
+    ew_options o = {.threads = EW_THREADS_BATCH};
+    assert_int_equal(ew_manager_new(&m, "local://sched", &o), EW_OK);
+    assert_true(m->cfg.batch_threads);
+    ew_manager_free(m);
+    setenv("EW_THREADS", "batch", 1);
+    o.threads = EW_THREADS_INHERIT;
+    assert_int_equal(ew_manager_new(&m, "local://sched", &o), EW_OK);
+    assert_false(m->cfg.batch_threads);
+    ew_manager_free(m);
+    /* A value that is neither: the default, and a warning says so. */
+    setenv("EW_THREADS", "fifo", 1);
+    capture c;
+    capture_init(&c);
+    ew_options lo = {.log = capture_log, .log_user = &c};
+    assert_int_equal(ew_manager_new(&m, "local://sched", &lo), EW_OK);
+    assert_true(m->cfg.batch_threads);
+    ew_manager_free(m);
+    assert_true(capture_has(&c, "EW_THREADS=fifo is neither batch nor inherit"));
+    unsetenv("EW_THREADS");
+    o.threads = (ew_threads)7;
+    assert_int_equal(ew_manager_new(&m, "local://sched", &o), EW_EINVAL);
+    assert_non_null(strstr(ew_last_error(), "ew_options.threads is 7"));
+}
+
 /* ---- limits on receive ------------------------------------------------------ */
 
 static void limits_apply_to_received_messages(void **state)
@@ -651,6 +692,7 @@ int main(void)
         cmocka_unit_test(listener_failures_reach_the_handler),
         cmocka_unit_test(full_queue_fails_the_send_after_the_timeout),
         cmocka_unit_test(broker_credentials_may_come_from_the_environment),
+        cmocka_unit_test(thread_policy_follows_options_then_environment),
         cmocka_unit_test(limits_apply_to_received_messages),
         cmocka_unit_test(messages_given_back_keep_order_and_run_again),
         cmocka_unit_test(full_dead_letter_queue_is_retried_without_a_loop),

@@ -106,7 +106,7 @@ static ew_err a_start(ewi_transport *t, int timeout_ms)
     t->last_error[0] = '\0';
     t->start_deadline = ewi_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     pthread_mutex_unlock(&t->mu);
-    if (pthread_create(&t->thread, NULL, amqp10_io_main, t) != 0) {
+    if (ewi_thread_start(t->m, &t->thread, amqp10_io_main, t, "ew:amqp-io") != 0) {
         pthread_mutex_lock(&t->mu);
         t->io_exited = true;
         ewi_window_close(&t->window);

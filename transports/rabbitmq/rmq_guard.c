@@ -54,7 +54,7 @@ static void *guard_main(void *arg)
 bool rmq_guard_start(ewi_transport *t)
 {
     t->guard_quit = false;
-    if (pthread_create(&t->guard, NULL, guard_main, t) != 0)
+    if (ewi_thread_start(t->m, &t->guard, guard_main, t, "ew:rmq-guard") != 0)
         return false;
     t->guard_started = true;
     return true;

@@ -132,7 +132,7 @@ static ew_err r_start(ewi_transport *t, int timeout_ms)
         ewi_log(t->m, EW_LOG_ERROR, "%s: cannot start the write guard thread", t->o.label);
         return EW_ENOMEM;
     }
-    if (pthread_create(&t->io, NULL, rmq_io_main, t) != 0) {
+    if (ewi_thread_start(t->m, &t->io, rmq_io_main, t, "ew:rmq-io") != 0) {
         rmq_guard_stop(t);
         rmq_disconnect(t, true);
         ewi_log(t->m, EW_LOG_ERROR, "%s: cannot start the I/O thread", t->o.label);

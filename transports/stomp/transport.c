@@ -209,7 +209,8 @@ static ew_err stomp_start(ewi_transport *t, int timeout_ms)
     for (; started < STOMP_ROLES; started++) {
         t->io_arg[started].t = t;
         t->io_arg[started].role = started;
-        if (pthread_create(&t->thread[started], NULL, stomp_io_main, &t->io_arg[started]) != 0)
+        if (ewi_thread_start(t->m, &t->thread[started], stomp_io_main, &t->io_arg[started],
+                             started == STOMP_PUB ? "ew:stomp-pub" : "ew:stomp-sub") != 0)
             break;
     }
     if (started < STOMP_ROLES) {
