@@ -32,7 +32,8 @@
  * scripts/bench.
  *
  *   bench_amqp [-n events] [-r rounds] [-l latency events] [-R rate]
- *              [--only raw|ew] [--no-python] [--no-aspyx] [--raw-headers] [URL]
+ *              [--only raw|ew] [--no-python] [--no-aspyx] [--raw-headers]
+ *              [--raw-batch] [URL]
  *   (-h for the defaults)
  *   URL default: $EW_BENCH_AMQP_URL, else
  *                amqp://guest:guest@127.0.0.1:5672?dialect=rabbitmq
@@ -306,6 +307,7 @@ typedef struct job {
 
 static void run_raw(void *arg, bench_result *res)
 {
+    bench_raw_sched();
     const job *j = arg;
     const amqp10_options *o = j->o;
     int n = j->n;
@@ -551,6 +553,8 @@ static void usage(FILE *f)
                "                 properties (string message-id, subject, content-type,\n"
                "                 creation-time) and ew-attempt, so that the broker\n"
                "                 handles the same sections on both sides\n"
+               "  --raw-batch    raw proton-c runs under SCHED_BATCH, as eventwire's\n"
+               "                 own threads do by default (EW_THREADS)\n"
                "  -h, --help     this text\n"
                "URL: $EW_BENCH_AMQP_URL, else amqp://guest:guest@127.0.0.1:5672?dialect=rabbitmq;\n"
                "     Artemis: amqp://artemis:artemis@127.0.0.1:5673?dialect=artemis\n");
@@ -587,6 +591,8 @@ int main(int argc, char **argv)
             }
         } else if (strcmp(a, "--raw-headers") == 0) {
             raw_headers = true;
+        } else if (strcmp(a, "--raw-batch") == 0) {
+            bench_raw_batch = true;
         } else if (strcmp(a, "--no-python") == 0) {
             python = false;
         } else if (strcmp(a, "--no-aspyx") == 0) {
@@ -627,7 +633,7 @@ int main(int argc, char **argv)
             raw_r[i] = x.rate;
             raw_c[i] = x.cpu_s * 1e6 / (double)n;
             raw_m[i] = (double)x.rss_kb;
-            bench_emit_rate("amqp", broker, raw_headers ? "raw-headers" : "raw", "", i + 1, n, &x);
+            bench_emit_rate("amqp", broker, bench_raw_impl(raw_headers), "", i + 1, n, &x);
         }
         if (run_ew_side) {
             bench_result x = bench_in_child(run_eventwire, &jb);
@@ -683,7 +689,7 @@ int main(int argc, char **argv)
     if (lat_n > 0) {
         job jl = {.o = &o, .url = url, .n = (int)lat_n, .rate = lat_rate};
         bench_result lr, le;
-        bench_latency_rounds("amqp", broker, "", raw_headers ? "raw-headers" : "raw", lat_n,
+        bench_latency_rounds("amqp", broker, "", bench_raw_impl(raw_headers), lat_n,
                              lat_rate, (int)rounds, run_raw_side ? run_raw : NULL,
                              run_ew_side ? run_eventwire : NULL, &jl, &lr, &le);
         printf("latency, %ld events at %ld/s, medians of %d rounds, p50 / p99 / p99.9: "

@@ -7,12 +7,15 @@
  * - bench_lat_*: send-to-listener latency samples and their percentiles;
  *   bench_latency_rounds(): both sides' latency runs, alternating, medians.
  * - bench_pace(): sends at a fixed rate.
+ * - bench_raw_sched(), bench_raw_impl(): --raw-batch, the raw client under
+ *   SCHED_BATCH as eventwire's own threads are by default.
  * - bench_emit(): one machine-readable line per figure, "@ {json}", which
  *   scripts/bench collects; the human-readable lines stay as they are. */
 #ifndef EW_BENCH_COMMON_H
 #define EW_BENCH_COMMON_H
 
 #include <errno.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -23,6 +26,28 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+/* --raw-batch: the raw client's process runs under SCHED_BATCH, the policy
+ * eventwire gives its own threads by default (EW_THREADS), so that both
+ * sides are scheduled alike. */
+static bool bench_raw_batch;
+
+/* Called first in a raw side's child: under --raw-batch its threads (this
+ * one, and those it starts, which inherit the policy) become SCHED_BATCH. */
+static inline void bench_raw_sched(void)
+{
+    struct sched_param sp = {.sched_priority = 0};
+    if (bench_raw_batch && sched_setscheduler(0, SCHED_BATCH, &sp) != 0)
+        perror("bench: sched_setscheduler(SCHED_BATCH)");
+}
+
+/* The raw side's name in the "@" lines: raw, raw-headers, raw-batch or
+ * raw-headers-batch. */
+static inline const char *bench_raw_impl(bool headers)
+{
+    return headers ? (bench_raw_batch ? "raw-headers-batch" : "raw-headers")
+                   : (bench_raw_batch ? "raw-batch" : "raw");
+}
 
 /* *out = s as a whole decimal number in 1..max; false otherwise. */
 static inline bool bench_count(const char *s, long max, long *out)

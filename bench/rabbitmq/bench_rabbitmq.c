@@ -13,6 +13,8 @@
  *     -R N        send rate of the latency run, events/s (default 1000)
  *     --no-direct leave out the raw run through the default exchange
  *     --only raw|ew   one side only (for callgrind)
+ *     --raw-batch     the raw client runs under SCHED_BATCH, as eventwire's
+ *                     own threads do by default
  *     --raw-headers   the raw client sends eventwire's content type and
  *                 framework headers too (the broker's share of the gap)
  *     -h, --help  this text
@@ -171,6 +173,7 @@ static void raw_wait_confirms(amqp_connection_state_t c, uint64_t upto, uint64_t
  * else straight to the queue through the default exchange. */
 static void raw_run(void *arg, bench_result *res)
 {
+    bench_raw_sched();
     const job *j = arg;
     bool durable = j->durable, topic = j->topic;
     long n = j->n;
@@ -421,6 +424,8 @@ static void usage(FILE *f, const char *argv0)
             "              four framework headers (ew-event, ew-message-id,\n"
             "              ew-sent-at, ew-attempt), so that the broker handles the\n"
             "              same properties on both sides\n"
+            "  --raw-batch    the raw client runs under SCHED_BATCH, as eventwire's\n"
+            "              own threads do by default (EW_THREADS)\n"
             "  -h, --help  this text\n"
             "RabbitMQ at $EW_TEST_RABBITMQ_URL, else rabbitmq://guest:guest@127.0.0.1:5672/\n",
             argv0);
@@ -457,6 +462,8 @@ int main(int argc, char **argv)
             mode_arg = v, i++;
         } else if (strcmp(a, "--raw-headers") == 0) {
             raw_headers = true;
+        } else if (strcmp(a, "--raw-batch") == 0) {
+            bench_raw_batch = true;
         } else if (strcmp(a, "--no-direct") == 0) {
             direct_run = false;
         } else if (strcmp(a, "--only") == 0) {
@@ -510,7 +517,7 @@ int main(int argc, char **argv)
                 topic[r] = x.rate;
                 raw_cpu[r] = x.cpu_s * 1e6 / (double)n;
                 raw_rss[r] = (double)x.rss_kb;
-                bench_emit_rate("rabbitmq", cases[mode], raw_headers ? "raw-headers" : "raw", labels, r + 1, n, &x);
+                bench_emit_rate("rabbitmq", cases[mode], bench_raw_impl(raw_headers), labels, r + 1, n, &x);
             }
             if (run_ew) {
                 bench_result x = bench_in_child(ew_run, &je);
@@ -542,7 +549,7 @@ int main(int argc, char **argv)
                       .concurrency = (int)conc, .rate = lat_rate};
             bench_result lr, le;
             bench_latency_rounds("rabbitmq", cases[mode], labels,
-                                 raw_headers ? "raw-headers" : "raw", lat_n, lat_rate, (int)rounds,
+                                 bench_raw_impl(raw_headers), lat_n, lat_rate, (int)rounds,
                                  run_raw ? raw_run : NULL, run_ew ? ew_run : NULL, &jl, &lr, &le);
             printf("  latency, %ld events at %ld/s, send to listener, medians of %d rounds, "
                    "p50 / p99 / p99.9:\n"

@@ -25,7 +25,8 @@
  * with "@ " carry the figures as JSON for scripts/bench.
  *
  *   bench_stomp [-n events] [-r rounds] [-l latency events] [-R rate]
- *               [--only raw|ew] [--raw-headers] [rabbitmq] [activemq] [artemis]
+ *               [--only raw|ew] [--raw-headers] [--raw-batch]
+ *               [rabbitmq] [activemq] [artemis]
  *   --raw-headers has the raw client send eventwire's five headers as well,
  *   to tell the broker's extra work for them from the client's.
  *   (-h for the defaults)
@@ -233,6 +234,7 @@ static void *raw_consume(void *arg)
 
 static void run_raw(void *arg, bench_result *res)
 {
+    bench_raw_sched();
     const job *j = arg;
     const stomp_options *o = j->o;
     int n = j->n, round = j->round;
@@ -459,7 +461,7 @@ static void bench(const char *dialect, int n, int rounds)
             raw_r[i] = x.rate;
             raw_c[i] = x.cpu_s * 1e6 / n;
             raw_m[i] = (double)x.rss_kb;
-            bench_emit_rate("stomp", dialect, raw_headers ? "raw-headers" : "raw", "", i + 1, n, &x);
+            bench_emit_rate("stomp", dialect, bench_raw_impl(raw_headers), "", i + 1, n, &x);
         }
         if (run_ew_side) {
             bench_result x = bench_in_child(run_ew, &jb);
@@ -486,7 +488,7 @@ static void bench(const char *dialect, int n, int rounds)
     if (lat_n > 0) {
         job jl = {.o = &o, .url = url, .n = (int)lat_n, .round = 100, .rate = lat_rate};
         bench_result lr, le;
-        bench_latency_rounds("stomp", dialect, "", raw_headers ? "raw-headers" : "raw", lat_n,
+        bench_latency_rounds("stomp", dialect, "", bench_raw_impl(raw_headers), lat_n,
                              lat_rate, rounds, run_raw_side ? run_raw : NULL,
                              run_ew_side ? run_ew : NULL, &jl, &lr, &le);
         printf("         latency, %ld events at %ld/s, medians of %d rounds, p50 / p99 / p99.9: raw %.0f / %.0f / %.0f us, "
@@ -510,6 +512,8 @@ static void usage(FILE *f)
                "                 (content-type, ew-event, ew-message-id, ew-sent-at,\n"
                "                 ew-attempt), so that the broker handles the same\n"
                "                 headers on both sides\n"
+               "  --raw-batch    the raw client runs under SCHED_BATCH, as eventwire's\n"
+               "                 own threads do by default (EW_THREADS)\n"
                "  -h, --help     this text\n"
                "no broker named: all three\n");
 }
@@ -541,6 +545,8 @@ int main(int argc, char **argv)
             }
         } else if (strcmp(a, "--raw-headers") == 0) {
             raw_headers = true;
+        } else if (strcmp(a, "--raw-batch") == 0) {
+            bench_raw_batch = true;
         } else if (strcmp(a, "rabbitmq") == 0) {
             rabbit = true;
         } else if (strcmp(a, "activemq") == 0) {
