@@ -597,6 +597,63 @@ static void refused_dead_letter_goes_back_to_its_queue(void **state)
     ew_manager_free(m);
 }
 
+/* ---- waiting for the first dead letter ---------------------------------- */
+
+typedef struct late_reader {
+    ew_manager *m;
+    const ew_event_desc *ev;
+    keep_box box;
+    size_t got;
+    ew_err rc;
+} late_reader;
+
+static void *read_first_dead_letter(void *arg)
+{
+    late_reader *r = arg;
+    ew_dead_letter_options o = {.event = r->ev, .listener = "Late", .max = 1,
+                                .timeout_ms = 30000, .fn = keep_collect, .user = &r->box};
+    r->rc = ew_dead_letters(r->m, &o, &r->got);
+    return NULL;
+}
+
+/* ew_dead_letters waits up to its timeout for the first dead letter, also
+ * while none has been made yet (on the brokers the first dead letter makes
+ * the dead-letter queue). */
+static void dead_letters_wait_for_the_first(void **state)
+{
+    (void)state;
+    EV(ev, "LateDlq", true);
+    ew_manager *m = mgr_new(URL, "s1");
+    assert_int_equal(ew_listen(m, &(ew_listener_desc){.event = &ev, .name = "Late"},
+                               never_handles, NULL),
+                     EW_OK);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    /* None yet: the call waits its timeout out, then takes nothing. */
+    keep_box none = {0};
+    size_t got = 9;
+    ew_dead_letter_options o = {.event = &ev, .listener = "Late", .max = 1, .timeout_ms = 300,
+                                .fn = keep_collect, .user = &none};
+    int64_t t0 = ewi_now_ms();
+    assert_int_equal(ew_dead_letters(m, &o, &got), EW_OK);
+    int64_t waited = ewi_now_ms() - t0;
+    assert_int_equal(got, 0);
+    if (waited < 300)
+        fail_msg("ew_dead_letters returned after %lld ms, before its timeout of 300 ms",
+                 (long long)waited);
+    /* A reader that waits when the first dead letter comes takes it. */
+    late_reader r = {.m = m, .ev = &ev};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, read_first_dead_letter, &r), 0);
+    send_range(m, &ev, 0, 1);
+    pthread_join(th, NULL);
+    if (r.rc != EW_OK || r.got != 1)
+        fail_msg("the waiting reader got %zu dead letters (%s: %s)", r.got, ew_strerror(r.rc),
+                 ew_last_error());
+    assert_int_equal(r.box.box.n, 1);
+    assert_string_equal(r.box.box.reason[0], "listener-failed");
+    ew_manager_free(m);
+}
+
 /* ---- drain on stop ------------------------------------------------------ */
 
 static void stop_drains_and_returns_the_rest(void **state)
@@ -1079,6 +1136,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(failing_listener_is_retried_then_dead_lettered),
         cmocka_unit_test(undecodable_body_goes_to_dead_letters_at_once),
         cmocka_unit_test(refused_dead_letter_goes_back_to_its_queue),
+        cmocka_unit_test(dead_letters_wait_for_the_first),
         cmocka_unit_test(stop_drains_and_returns_the_rest),
         cmocka_unit_test(listener_added_after_start_receives),
         cmocka_unit_test(unlisten_with_delete_removes_the_queue),

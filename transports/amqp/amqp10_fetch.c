@@ -468,14 +468,22 @@ ew_err amqp10_dlq_take(ewi_transport *t, ewi_dlq_req *req)
     int64_t deadline = ewi_now_ms() + (req->timeout_ms > 0 ? req->timeout_ms : 0);
     /* rabbitmq: consuming a missing queue ends the session. A dead-letter
      * queue is declared by its first dead letter: none yet means none to
-     * read, and reading makes none. */
+     * read, and reading makes none, so look again until it exists or the
+     * wait for the first message is over. */
     bool rabbitmq = t->opt.dialect == AMQP10_DIALECT_RABBITMQ;
     amqp10_decl d = {rabbitmq ? AMQP10_DECL_EXISTS : AMQP10_DECL_DLQ, req->event, req->dlq,
                      NULL, true, false};
-    int64_t decl_deadline = ewi_now_ms() + t->cfg->send_timeout_ms;
-    ew_err rc = amqp10_ensure(t, &d, decl_deadline, err, sizeof err);
-    if (rc == EW_ENOTFOUND && rabbitmq)
-        return EW_OK;
+    ew_err rc;
+    for (;;) {
+        int64_t decl_deadline = ewi_now_ms() + t->cfg->send_timeout_ms;
+        rc = amqp10_ensure(t, &d, decl_deadline, err, sizeof err);
+        if (rc != EW_ENOTFOUND || !rabbitmq)
+            break;
+        int left = ewi_left_ms(deadline);
+        if (left == 0)
+            return EW_OK;
+        ewi_sleep_ms(left < 50 ? left : 50);
+    }
     if (rc != EW_OK) {
         ewi_report(t->m, rc, req->dlq, req->event, NULL, "amqp %s: %s", t->where, err);
         return rc;

@@ -1189,20 +1189,30 @@ static ew_err stomp_dlq_take(ewi_transport *t, ewi_dlq_req *req)
     stomp_target target;
     if (stomp_dlq_target(&t->opt, req->event, req->dlq, prefetch, &target) != EW_OK)
         return EW_EINVAL;
+    /* The first message may take timeout_ms, its queue's making included. */
+    int64_t until = ewi_now_ms() + (req->timeout_ms > 0 ? req->timeout_ms : 0);
     stomp_sub *ss = keep ? kept_reader(t, target.dest) : NULL;
-    if (!ss && t->topo) {
-        /* Declared before the first dead letter: until then there is none
-         * to read, and reading makes no queue (a SUBSCRIBE to a missing
-         * /amq/queue/ would be an ERROR that closes the connection). */
+    while (!ss && t->topo) {
+        /* Declared by the first dead letter: until then there is none to
+         * read, and reading makes no queue (a SUBSCRIBE to a missing
+         * /amq/queue/ would be an ERROR that closes the connection), so
+         * look again until it exists or the wait is over. */
         char err[512];
         rmqa_decl d = {.kind = RMQA_EXISTS, .queue = req->dlq};
         ew_err rc = rmqa_ensure(t->topo, &d, err, sizeof err);
-        if (rc == EW_ENOTFOUND)
-            return EW_OK;
-        if (rc != EW_OK) {
+        if (rc == EW_OK)
+            break;
+        if (rc != EW_ENOTFOUND) {
             ewi_log(t->m, EW_LOG_ERROR, "reading dead letters of %s: %s", req->dlq, err);
             return rc;
         }
+        pthread_mutex_lock(&t->mu);
+        bool run = running(t);
+        pthread_mutex_unlock(&t->mu);
+        int left = ewi_left_ms(until);
+        if (!run || left == 0)
+            return run ? EW_OK : EW_ECLOSED;
+        ewi_sleep_ms(left < 50 ? left : 50);
     }
     if (!ss) {
         ss = calloc(1, sizeof *ss);
@@ -1228,9 +1238,8 @@ static ew_err stomp_dlq_take(ewi_transport *t, ewi_dlq_req *req)
         ss->dlq_kept = keep;
         pthread_mutex_unlock(&t->mu);
     }
-    /* The first message may take timeout_ms; the next ones are already on
-     * their way (prefetch), so a short linger ends the batch. */
-    int64_t until = ewi_now_ms() + (req->timeout_ms > 0 ? req->timeout_ms : 0);
+    /* The first message may take until `until`; the next ones are already
+     * on their way (prefetch), so a short linger ends the batch. */
     stomp_msgdata *held = NULL, **held_tail = &held, *held_last = NULL;
     while (req->taken < req->max) {
         pthread_mutex_lock(&t->mu);
