@@ -164,6 +164,11 @@ static void outcomes_are_truthful(void **state)
 
     bool underway = wait_until(before_done_, NULL, 60000);
     int64_t k0 = ewi_now_ms();
+    /* In UTC, as the log lines on stderr: the receiver's reconnect lines up
+     * with the times report_lost gives relative to this. */
+    int64_t wall = ewi_wall_ms();
+    print_message("outage starts at %02d:%02d:%02d.%03d UTC\n", (int)(wall / 3600000 % 24),
+                  (int)(wall / 60000 % 60), (int)(wall / 1000 % 60), (int)(wall % 1000));
     int src = 0;
     if (SCRIPT) {
         char cmd[1024];
