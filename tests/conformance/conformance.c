@@ -5,6 +5,8 @@
  * Every case uses event names unique to this run, so leftovers of earlier
  * runs on a broker cannot leak in. Modeled on Watermill's pubsub test suite:
  * what a user relies on, asserted the same way for every broker. */
+#include <sched.h>
+
 #include "metrics_probe.h"
 #include "support.h"
 
@@ -1085,11 +1087,14 @@ static void full_window_fails_the_send_itself(void **state)
 /* ---- how the manager's threads are scheduled ---------------------------- */
 
 /* By default every thread eventwire starts (I/O threads, workers) runs under
- * SCHED_BATCH; with EW_THREADS_INHERIT under the starting thread's policy. */
+ * SCHED_BATCH; with EW_THREADS_INHERIT under the starting thread's policy.
+ * The application's own threads keep theirs either way. */
 static void threads_are_batch_scheduled_unless_inherited(void **state)
 {
     (void)state;
     bool local = strncmp(URL, "local:", 6) == 0;
+    int own = sched_getscheduler(0);
+    assert_true(own >= 0);
     for (int inherit = 0; inherit <= 1; inherit++) {
         EV(ev, inherit ? "SchedInherit" : "SchedBatch", true);
         tally t;
@@ -1101,11 +1106,12 @@ static void threads_are_batch_scheduled_unless_inherited(void **state)
         send_range(m, &ev, 0, 10);
         assert_true(tally_wait_all(&t, 30000));
         int batch, other;
-        ew_thread_policies(&batch, &other);
+        ew_thread_census(NULL, &batch, &other);
         /* The two workers (or the pool), and a broker transport's I/O. */
         int least = 2 + (local ? 0 : 1);
         print_message("%s: %d eventwire threads SCHED_BATCH, %d not\n",
                       inherit ? "inherit" : "default", batch, other);
+        assert_int_equal(sched_getscheduler(0), own);
         if (inherit) {
             assert_int_equal(batch, 0);
             assert_true(other >= least);

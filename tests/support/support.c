@@ -331,29 +331,35 @@ ew_manager *mgr_new(const char *url, const char *server)
     return mgr_new_opts(url, server, &o);
 }
 
-void ew_thread_policies(int *batch, int *other)
+int ew_thread_census(int *ew, int *batch, int *other)
 {
-    *batch = *other = 0;
+    int n = 0, counts[3] = {0, 0, 0}; /* ew, batch, other */
     DIR *d = opendir("/proc/self/task");
     if (!d)
         fail_msg("cannot list /proc/self/task");
     for (struct dirent *e; (e = readdir(d));) {
         if (e->d_name[0] == '.')
             continue;
+        n++;
         char path[300], comm[32] = "";
         snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
         FILE *f = fopen(path, "r");
         bool ours = f && fgets(comm, sizeof comm, f) && strncmp(comm, "ew:", 3) == 0;
         if (f)
             fclose(f);
-        /* A thread that ended meanwhile has no policy: not counted. */
-        int policy = ours ? sched_getscheduler((pid_t)atoi(e->d_name)) : -1;
-        if (policy == SCHED_BATCH)
-            (*batch)++;
-        else if (policy >= 0)
-            (*other)++;
+        if (!ours)
+            continue;
+        counts[0]++;
+        int policy = sched_getscheduler((pid_t)atoi(e->d_name));
+        if (policy >= 0)
+            counts[policy == SCHED_BATCH ? 1 : 2]++;
     }
     closedir(d);
+    int *out[3] = {ew, batch, other};
+    for (int i = 0; i < 3; i++)
+        if (out[i])
+            *out[i] = counts[i];
+    return n;
 }
 
 void listen_tally(ew_manager *m, const ew_event_desc *ev, const char *name, bool per_process,

@@ -140,9 +140,11 @@ void publish_raw(ew_manager *m, const char *event, const char *ct, const void *b
 ew_err publish_raw_rc(ew_manager *m, const char *event, const char *ct, const void *body,
                       size_t len, int timeout_ms);
 
-/* The threads of this process that eventwire named ("ew:..."), by their
- * scheduling policy: *batch under SCHED_BATCH, *other under any other. */
-void ew_thread_policies(int *batch, int *other);
+/* The threads of this process now (the return value; a sanitizer's runtime
+ * may add one of its own); *ew gets those eventwire named ("ew:..."), and of
+ * those *batch the ones under SCHED_BATCH and *other the ones under another
+ * policy (one that ended meanwhile is in neither). Any pointer may be NULL. */
+int ew_thread_census(int *ew, int *batch, int *other);
 
 /* Every listener of m has no message waiting for a worker and none in a
  * worker. (local:// hands a message to a listener with credit before the

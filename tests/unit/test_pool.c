@@ -3,39 +3,13 @@
  * order kept with concurrency 1, listeners taking turns, and a stop that
  * delivers what is queued. The conformance suite runs every delivery case
  * with the pool too (EW_TEST_WORKER_POOL). */
-#include <dirent.h>
-
 #include "support.h"
-
-/* Threads of this process now; *ew gets those eventwire named ("ew:..."):
- * a sanitizer's runtime may add a thread of its own. */
-static int thread_count(int *ew)
-{
-    DIR *d = opendir("/proc/self/task");
-    assert_non_null(d);
-    int n = 0;
-    *ew = 0;
-    for (struct dirent *e; (e = readdir(d));) {
-        if (e->d_name[0] == '.')
-            continue;
-        n++;
-        char path[300], comm[32] = "";
-        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
-        FILE *f = fopen(path, "r");
-        if (f && fgets(comm, sizeof comm, f) && strncmp(comm, "ew:", 3) == 0)
-            (*ew)++;
-        if (f)
-            fclose(f);
-    }
-    closedir(d);
-    return n;
-}
 
 static bool no_eventwire_threads(void *arg)
 {
     (void)arg;
     int ew;
-    thread_count(&ew);
+    ew_thread_census(&ew, NULL, NULL);
     return ew == 0;
 }
 
@@ -72,7 +46,7 @@ static void hundred_listeners_run_on_the_pool_threads(void **state)
     tally t;
     tally_init(&t, 1);
     int ew_before, ew_during, ew_after;
-    int before = thread_count(&ew_before);
+    int before = ew_thread_census(&ew_before, NULL, NULL);
     ew_manager *m = pool_mgr("local://pool-threads", 4);
     char names[100][16];
     for (int i = 0; i < 100; i++) {
@@ -84,7 +58,7 @@ static void hundred_listeners_run_on_the_pool_threads(void **state)
     send_range(m, &ev, 0, 1);
     /* Every listener handles the event: all are served. */
     assert_true(tally_wait_count(&t, 100, 30000));
-    int during = thread_count(&ew_during);
+    int during = ew_thread_census(&ew_during, NULL, NULL);
     print_message("threads: %d before (%d of eventwire), %d (%d) with 100 listeners of "
                   "concurrency 2 on a pool of 4\n", before, ew_before, during, ew_during);
     assert_int_equal(ew_before, 0);
@@ -95,7 +69,7 @@ static void hundred_listeners_run_on_the_pool_threads(void **state)
     /* Every thread was joined; the kernel may still list a joined thread
      * for a moment while it reaps it. */
     if (!wait_until(no_eventwire_threads, NULL, 10000)) {
-        thread_count(&ew_after);
+        ew_thread_census(&ew_after, NULL, NULL);
         fail_msg("%d eventwire thread(s) still listed 10 s after ew_manager_free", ew_after);
     }
     tally_free(&t);
