@@ -20,6 +20,7 @@
 #include <eventwire/codec.h>
 
 #include "codec_internal.h"
+#include "codec_priv.h"
 
 /* ---- schemas ------------------------------------------------------------ */
 
@@ -953,6 +954,88 @@ static void msgpack_strings_must_be_utf8(void **state)
     }
 }
 
+/* A byte at a time, as the standard reads: the reference the block-wise
+ * checker must agree with. */
+static bool utf8_reference(const unsigned char *s, size_t len)
+{
+    for (size_t i = 0; i < len;) {
+        unsigned c = s[i], n;
+        uint32_t cp;
+        if (c == 0)
+            return false;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xc2 && c <= 0xdf)
+            n = 1, cp = c & 0x1f;
+        else if (c >= 0xe0 && c <= 0xef)
+            n = 2, cp = c & 0x0f;
+        else if (c >= 0xf0 && c <= 0xf4)
+            n = 3, cp = c & 0x07;
+        else
+            return false;
+        if (len - i <= n)
+            return false;
+        for (unsigned k = 1; k <= n; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return false;
+            cp = cp << 6 | (s[i + k] & 0x3f);
+        }
+        static const uint32_t least[] = {0, 0x80, 0x800, 0x10000};
+        if (cp < least[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        i += n + 1;
+    }
+    return true;
+}
+
+/* Long strings are checked in blocks of 64, 32 and 8 bytes: a bad byte, a
+ * NUL or a good multi-byte character at every offset of every length up to
+ * 200 (across block edges), and random mostly-ASCII text, must get the
+ * reference's answer. */
+static void utf8_check_agrees_at_every_offset(void **state)
+{
+    (void)state;
+    static const char *const pieces[] = {"\x00", "\x80", "\xff", "\xc3",
+                                         "\xc3\xa9", "\xe2\x82\xac", "\xed\xa0\x80",
+                                         "\xf0\x9f\x98\x80", "\xf4\x90\x80\x80", "\xe0\x80"};
+    unsigned char buf[256];
+    size_t checked = 0, valid = 0;
+    for (size_t len = 0; len <= 200; len++) {
+        for (size_t k = 0; k < sizeof pieces / sizeof pieces[0]; k++) {
+            size_t pn = k == 0 ? 1 : strlen(pieces[k]);
+            for (size_t at = 0; at + pn <= len; at++) {
+                memset(buf, 'a', len);
+                memcpy(buf + at, pieces[k], pn);
+                bool want = utf8_reference(buf, len);
+                if (ewi_utf8_valid((const char *)buf, len) != want)
+                    fail_msg("piece %zu at %zu of %zu: want %s", k, at, len,
+                             want ? "valid" : "invalid");
+                checked++;
+                valid += want;
+            }
+        }
+    }
+    unsigned seed = 12345;
+    for (int round = 0; round < 20000; round++) {
+        size_t len = (seed = seed * 1103515245u + 12345u) >> 16 & 0xff;
+        for (size_t i = 0; i < len; i++) {
+            seed = seed * 1103515245u + 12345u;
+            unsigned r = seed >> 16;
+            buf[i] = (r & 0xff) < 0xf0 ? (unsigned char)('a' + r % 26) : (unsigned char)(r >> 8);
+        }
+        bool want = utf8_reference(buf, len);
+        if (ewi_utf8_valid((const char *)buf, len) != want)
+            fail_msg("random round %d (%zu bytes): want %s", round, len,
+                     want ? "valid" : "invalid");
+        checked++;
+        valid += want;
+    }
+    /* both answers were exercised */
+    assert_true(valid > 1000 && checked - valid > 1000);
+}
+
 static void json_syntax_errors(void **state)
 {
     (void)state;
@@ -1390,6 +1473,7 @@ int main(void)
         cmocka_unit_test(msgpack_framing_errors),
         cmocka_unit_test(msgpack_duplicate_field_is_an_error),
         cmocka_unit_test(msgpack_strings_must_be_utf8),
+        cmocka_unit_test(utf8_check_agrees_at_every_offset),
         cmocka_unit_test(json_syntax_errors),
         cmocka_unit_test(deep_nesting_is_refused),
         cmocka_unit_test(big_strings_and_default_limits),
