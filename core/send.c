@@ -169,6 +169,9 @@ static void buf_key_init(void)
     pthread_key_create(&buf_key, buf_destroy);
 }
 
+/* The size of this thread's last body if it was handed over whole, else 0. */
+static _Thread_local size_t tl_last_big;
+
 static ewi_buf *thread_buf(void)
 {
     if (!tl_buf_registered) {
@@ -177,7 +180,37 @@ static ewi_buf *thread_buf(void)
         tl_buf_registered = true;
     }
     tl_buf.len = 0;
+    /* After a large body was handed over, start the next one as large: one
+     * allocation now rather than several copies as the encoder grows it. */
+    if (!tl_buf.data && tl_last_big)
+        (void)ewi_buf_reserve(&tl_buf, tl_last_big + tl_last_big / 8);
     return &tl_buf;
+}
+
+/* Gives a body that does not fit inline to the envelope: the thread's
+ * buffer itself, trimmed, so that a large event is not copied once more;
+ * the thread gets a new buffer for its next send. */
+static ew_err put_body(ew_envelope *env, ewi_buf *buf)
+{
+    size_t len = buf->len;
+    if (len <= EWI_ENV_INLINE_BODY) {
+        ew_err rc = ewi_envelope_set_body(env, buf->data, len);
+        tl_last_big = 0;
+        if (buf->cap > (64u << 10))
+            ewi_buf_free(buf); /* do not keep a huge buffer per thread */
+        return rc;
+    }
+    uint8_t *body = buf->data;
+    if (buf->cap - len > len / 8) {
+        uint8_t *trimmed = realloc(body, len); /* shrinks in place */
+        if (trimmed)
+            body = trimmed;
+    }
+    ewi_envelope_take_body(env, body, len);
+    buf->data = NULL;
+    buf->len = buf->cap = 0;
+    tl_last_big = len;
+    return EW_OK;
 }
 
 static ew_err build(ew_manager *m, ewi_event *ev, const void *event, ew_envelope **out)
@@ -186,8 +219,8 @@ static ew_err build(ew_manager *m, ewi_event *ev, const void *event, ew_envelope
     if (!env)
         return EW_ENOMEM;
     ewi_envelope_set_limits(env, &m->env_limits);
-    /* Encode into this thread's reusable buffer; the envelope then copies
-     * the bytes (inline when small), so no buffer changes threads. */
+    /* Encode into this thread's reusable buffer; a small body is copied
+     * into the envelope, a larger one is the buffer itself (put_body). */
     ewi_buf *buf = thread_buf();
     char err[256];
     err[0] = '\0'; /* not an initializer: that clears all 256 bytes per send */
@@ -197,10 +230,8 @@ static ew_err build(ew_manager *m, ewi_event *ev, const void *event, ew_envelope
         goto fail;
     }
     size_t len = buf->len;
-    if ((rc = ewi_envelope_set_body(env, buf->data, len)) != EW_OK)
+    if ((rc = put_body(env, buf)) != EW_OK)
         goto fail;
-    if (buf->cap > (64u << 10))
-        ewi_buf_free(buf); /* do not keep a huge buffer per thread */
     if (len > m->cfg.max_body) {
         ewi_log(m, EW_LOG_ERROR, "send %s: body of %zu bytes is over the limit %zu",
                 ev->name, len, m->cfg.max_body);
