@@ -341,28 +341,40 @@ const char *ewi_pub_detail(const ewi_pub *p, const char *why_unsent,
  * transport. */
 #define EWI_DEFAULT_MAX_INFLIGHT 4096
 
+/* The bodies of the publishes in a window, in bytes, at most by default:
+ * the count alone let 4096 large events (400 MB of 100 KB bodies) wait in
+ * the client while the broker was slower than the sender. */
+#define EWI_DEFAULT_MAX_INFLIGHT_BYTES (16L << 20)
+
 /* One rule for a full window on every transport: publish waits for a slot
  * until the publish's deadline; if the window is still full then, publish
  * returns EW_ETIMEDOUT itself (the message was never written) and done never
- * runs; EW_ECLOSED the same way once the window is closed. The window is
- * guarded by a mutex of the transport's, held around every call below. */
+ * runs; EW_ECLOSED the same way once the window is closed. Full means
+ * max_inflight publishes, or bodies of max_inflight_bytes with this one (a
+ * larger body alone is let in, so that every body that passes max_body can
+ * be sent). The window is guarded by a mutex of the transport's, held
+ * around every call below. */
 typedef struct ewi_window {
     pthread_cond_t room; /* on CLOCK_MONOTONIC */
     size_t max, used, waiters;
-    size_t wake_room; /* free slots that wake a waiting sender */
+    size_t max_bytes, used_bytes;
+    size_t wake_room;  /* free slots that wake a waiting sender */
+    size_t wake_bytes; /* and free bytes */
     bool closed;
 } ewi_window;
 
-void ewi_window_init(ewi_window *w, size_t max);
+void ewi_window_init(ewi_window *w, size_t max, size_t max_bytes);
 void ewi_window_destroy(ewi_window *w);
-/* Takes a slot (mu held; released while waiting). EW_OK, EW_ETIMEDOUT when
- * full at deadline_ms, EW_ECLOSED once closed. */
-ew_err ewi_window_take(ewi_window *w, pthread_mutex_t *mu, int64_t deadline_ms);
-/* Gives n slots back (mu held) and wakes waiting senders once a sixteenth
- * of the window, at most 64 slots, is free: woken for each slot, a sender
- * blocked on a full window would take turns with the I/O thread message by
- * message. */
-void ewi_window_give(ewi_window *w, size_t n);
+/* The bytes p holds of a window: its body's length. */
+size_t ewi_pub_bytes(const ewi_pub *p);
+/* Takes a slot for a body of `bytes` (mu held; released while waiting).
+ * EW_OK, EW_ETIMEDOUT when full at deadline_ms, EW_ECLOSED once closed. */
+ew_err ewi_window_take(ewi_window *w, pthread_mutex_t *mu, int64_t deadline_ms, size_t bytes);
+/* Gives n slots and their bytes back (mu held) and wakes waiting senders
+ * once a sixteenth of the window, at most 64 slots, and a sixteenth of its
+ * bytes are free: woken for each slot, a sender blocked on a full window
+ * would take turns with the I/O thread message by message. */
+void ewi_window_give(ewi_window *w, size_t n, size_t bytes);
 /* Fails waiting and later takes with EW_ECLOSED (mu held). */
 void ewi_window_close(ewi_window *w);
 /* Takes are allowed again (a transport started again; mu held). */

@@ -53,6 +53,11 @@ static const ewi_opt_def table[EWI_OPT_COUNT] = {
     [EWI_OPT_MAX_INFLIGHT] = {"max_inflight", EWI_OPTK_INT, BROKERS, false, "messages",
                               EWI_DEFAULT_MAX_INFLIGHT, 1, 1000000, false, {NULL},
                               "sends queued or awaiting confirmation at most"},
+    [EWI_OPT_MAX_INFLIGHT_BYTES] = {"max_inflight_bytes", EWI_OPTK_INT, BROKERS, false, "bytes",
+                                    EWI_DEFAULT_MAX_INFLIGHT_BYTES, 1024, 2147483647L, false,
+                                    {NULL},
+                                    "bodies of the sends in that window, in bytes, at most (a "
+                                    "larger body alone is let through)"},
     [EWI_OPT_PER_PROCESS_EXPIRES_MS] = {"per_process_expires_ms", EWI_OPTK_INT, BROKERS, false,
                                         "ms", 60000, 1000, 2147483647L, false, {NULL},
                                         "RabbitMQ: a per_process queue unused this long is "

@@ -37,6 +37,7 @@ static void defaults_are_artemis_on_5672(void **state)
     assert_null(o.vhost);
     assert_null(o.sasl_mechs);
     assert_int_equal(o.max_inflight, 4096);
+    assert_int_equal(o.max_inflight_bytes, 16L << 20);
     assert_int_equal(o.expires_ms, 60000);
     assert_int_equal(o.queue_check_ms, 0);
     assert_int_equal(o.heartbeat_ms, 10000);
@@ -59,7 +60,7 @@ static void every_option_is_read(void **state)
     snprintf(url, sizeof url,
              "amqps://u%%40x:p%%3Aw@broker:6000/v%%2Fh?dialect=rabbitmq"
              "&queue_naming=aspyx&ca=%s&verify=peer"
-             "&sasl=PLAIN%%20EXTERNAL&max_inflight=50"
+             "&sasl=PLAIN%%20EXTERNAL&max_inflight=50&max_inflight_bytes=65536"
              "&reconnect_max_ms=900&per_process_expires_ms=5000"
              "&queue_check_ms=250&prefetch=64&heartbeat_ms=1000",
              __FILE__);
@@ -75,6 +76,7 @@ static void every_option_is_read(void **state)
     assert_int_equal(o.verify, AMQP10_VERIFY_PEER);
     assert_string_equal(o.sasl_mechs, "PLAIN EXTERNAL");
     assert_int_equal(o.max_inflight, 50);
+    assert_int_equal(o.max_inflight_bytes, 65536);
     assert_int_equal(o.reconnect_max_ms, 900);
     assert_int_equal(o.expires_ms, 5000);
     assert_int_equal(o.queue_check_ms, 250);

@@ -975,9 +975,9 @@ static void win_done(void *user, ew_err err)
     pthread_mutex_unlock(w->mu);
 }
 
-static void full_window_fails_the_send_itself(void **state)
+/* The window case with window_opt on a broker's URL, sending text. */
+static void window_case(const char *window_opt, const char *text)
 {
-    (void)state;
     EV(ev, "Window", true);
     /* A window of one: max_inflight=1 on a broker; on local:// a queue of
      * capacity 1 (its own broker name) behind a slow listener. */
@@ -986,7 +986,7 @@ static void full_window_fails_the_send_itself(void **state)
     if (local)
         snprintf(url, sizeof url, "local://window%s?capacity=1", support_run_id);
     else
-        snprintf(url, sizeof url, "%s%smax_inflight=1", URL, strchr(URL, '?') ? "&" : "?");
+        snprintf(url, sizeof url, "%s%s%s", URL, strchr(URL, '?') ? "&" : "?", window_opt);
     tally t;
     tally_init(&t, WIN_MAX + 2);
     if (local)
@@ -1010,7 +1010,7 @@ static void full_window_fails_the_send_itself(void **state)
     size_t sent = 0, refused = 0;
     for (; sent < WIN_MAX && refused < WIN_ENOUGH; sent++) {
         ws[sent].mu = &mu;
-        conf_event e = {.id = (int64_t)sent, .text = "w"};
+        conf_event e = {.id = (int64_t)sent, .text = text};
         rcs[sent] = ew_send_async(m, &ev, NULL, &e, win_done, &ws[sent]);
         if (rcs[sent] == EW_ETIMEDOUT)
             refused++;
@@ -1084,6 +1084,30 @@ static void full_window_fails_the_send_itself(void **state)
     tally_free(&t);
 }
 
+static void full_window_fails_the_send_itself(void **state)
+{
+    (void)state;
+    window_case("max_inflight=1", "w");
+}
+
+/* The same with a window of 1,024 bytes and bodies of about 700: one send
+ * fills it. local:// has no such window, and refuses the option. */
+static void window_full_of_bytes_fails_the_send_itself(void **state)
+{
+    (void)state;
+    if (strncmp(URL, "local://", 8) == 0) {
+        ew_manager *m = NULL;
+        assert_int_equal(ew_manager_new(&m, "local://?max_inflight_bytes=1024", NULL),
+                         EW_EINVAL);
+        assert_null(m);
+        return;
+    }
+    char text[701];
+    memset(text, 'b', sizeof text - 1);
+    text[sizeof text - 1] = '\0';
+    window_case("max_inflight_bytes=1024", text);
+}
+
 /* ---- how the manager's threads are scheduled ---------------------------- */
 
 /* By default every thread eventwire starts (I/O threads, workers) runs under
@@ -1151,6 +1175,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(json_events_travel_as_plain_objects),
         cmocka_unit_test(ten_thousand_events_none_lost_none_duplicated),
         cmocka_unit_test(full_window_fails_the_send_itself),
+        cmocka_unit_test(window_full_of_bytes_fails_the_send_itself),
         cmocka_unit_test(metrics_count_a_known_sequence),
         cmocka_unit_test(trace_context_reaches_the_listener),
         cmocka_unit_test(threads_are_batch_scheduled_unless_inherited),

@@ -226,7 +226,14 @@ static void url_defaults_and_vhosts(void **state)
     assert_string_equal(o.user, "guest");
     assert_int_equal(o.port, 5672);
     assert_int_equal(o.heartbeat_s, 10);
+    assert_int_equal(o.max_inflight, 4096);
+    assert_int_equal(o.max_inflight_bytes, 16u << 20);
     assert_false(o.tls);
+    rmq_opts_free(&o);
+    assert_int_equal(parse("rabbitmq://127.0.0.1/?max_inflight=10&max_inflight_bytes=1048576", &o),
+                     EW_OK);
+    assert_int_equal(o.max_inflight, 10);
+    assert_int_equal(o.max_inflight_bytes, 1048576);
     rmq_opts_free(&o);
     assert_int_equal(parse("rabbitmq://u:p@127.0.0.1:5673/%2F", &o), EW_OK);
     assert_string_equal(o.vhost, "/");
@@ -250,6 +257,7 @@ static void bad_options_are_refused(void **state)
     assert_int_equal(parse("rabbitmq://127.0.0.1/?hearbeat=5", &o), EW_EINVAL);
     assert_int_equal(parse("rabbitmq://127.0.0.1/?heartbeat=abc", &o), EW_EINVAL);
     assert_int_equal(parse("rabbitmq://127.0.0.1/?max_inflight=0", &o), EW_EINVAL);
+    assert_int_equal(parse("rabbitmq://127.0.0.1/?max_inflight_bytes=1023", &o), EW_EINVAL);
     /* TLS files only with rabbitmqs://, and cert goes with key. */
     assert_int_equal(parse("rabbitmq://127.0.0.1/?cacert=/x", &o), EW_EINVAL);
     assert_int_equal(parse("rabbitmqs://127.0.0.1/?cert=/x", &o), EW_EINVAL);

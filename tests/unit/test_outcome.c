@@ -35,16 +35,16 @@ static void full_window_times_out_at_the_deadline(void **state)
     pthread_mutex_t mu;
     pthread_mutex_init(&mu, NULL);
     ewi_window w;
-    ewi_window_init(&w, 2);
+    ewi_window_init(&w, 2, EWI_DEFAULT_MAX_INFLIGHT_BYTES);
     pthread_mutex_lock(&mu);
-    assert_int_equal(ewi_window_take(&w, &mu, ewi_now_ms() + 1000), EW_OK);
-    assert_int_equal(ewi_window_take(&w, &mu, ewi_now_ms() + 1000), EW_OK);
+    assert_int_equal(ewi_window_take(&w, &mu, ewi_now_ms() + 1000, 0), EW_OK);
+    assert_int_equal(ewi_window_take(&w, &mu, ewi_now_ms() + 1000, 0), EW_OK);
     int64_t t0 = ewi_now_ms();
-    assert_int_equal(ewi_window_take(&w, &mu, t0 + 50), EW_ETIMEDOUT);
+    assert_int_equal(ewi_window_take(&w, &mu, t0 + 50, 0), EW_ETIMEDOUT);
     assert_true(ewi_now_ms() - t0 >= 50);
     assert_int_equal(w.used, 2);
-    ewi_window_give(&w, 1);
-    assert_int_equal(ewi_window_take(&w, &mu, ewi_now_ms()), EW_OK);
+    ewi_window_give(&w, 1, 0);
+    assert_int_equal(ewi_window_take(&w, &mu, ewi_now_ms(), 0), EW_OK);
     pthread_mutex_unlock(&mu);
     ewi_window_destroy(&w);
     pthread_mutex_destroy(&mu);
@@ -56,6 +56,7 @@ typedef struct waiter_arg {
     ew_err rc;
     bool waiting;
     int wait_ms; /* the take's deadline from now (0: 30 s) */
+    size_t bytes; /* the body it takes room for */
 } waiter_arg;
 
 static void *take_main(void *arg)
@@ -63,7 +64,8 @@ static void *take_main(void *arg)
     waiter_arg *a = arg;
     pthread_mutex_lock(a->mu);
     a->waiting = true;
-    a->rc = ewi_window_take(a->w, a->mu, ewi_now_ms() + (a->wait_ms ? a->wait_ms : 30000));
+    a->rc = ewi_window_take(a->w, a->mu, ewi_now_ms() + (a->wait_ms ? a->wait_ms : 30000),
+                            a->bytes);
     pthread_mutex_unlock(a->mu);
     return NULL;
 }
@@ -97,7 +99,7 @@ static void give_each(ewi_window *w, pthread_mutex_t *mu, int n)
 {
     for (int i = 0; i < n; i++) {
         pthread_mutex_lock(mu);
-        ewi_window_give(w, 1);
+        ewi_window_give(w, 1, 0);
         pthread_mutex_unlock(mu);
     }
 }
@@ -108,9 +110,9 @@ static void give_wakes_a_waiting_sender(void **state)
     pthread_mutex_t mu;
     pthread_mutex_init(&mu, NULL);
     ewi_window w;
-    ewi_window_init(&w, 1);
+    ewi_window_init(&w, 1, EWI_DEFAULT_MAX_INFLIGHT_BYTES);
     pthread_mutex_lock(&mu);
-    assert_int_equal(ewi_window_take(&w, &mu, ewi_now_ms()), EW_OK);
+    assert_int_equal(ewi_window_take(&w, &mu, ewi_now_ms(), 0), EW_OK);
     pthread_mutex_unlock(&mu);
     waiter_arg a = {&w, &mu, EW_EINVAL, false};
     pthread_t th = start_waiter(&a);
@@ -130,10 +132,10 @@ static void a_big_window_wakes_its_sender_per_batch(void **state)
     pthread_mutex_t mu;
     pthread_mutex_init(&mu, NULL);
     ewi_window w;
-    ewi_window_init(&w, 4096);
+    ewi_window_init(&w, 4096, EWI_DEFAULT_MAX_INFLIGHT_BYTES);
     pthread_mutex_lock(&mu);
     for (int i = 0; i < 4096; i++)
-        assert_int_equal(ewi_window_take(&w, &mu, ewi_now_ms()), EW_OK);
+        assert_int_equal(ewi_window_take(&w, &mu, ewi_now_ms(), 0), EW_OK);
     pthread_mutex_unlock(&mu);
     /* One slot freed: not a batch, and the waiter sleeps to its deadline,
      * then takes that slot rather than failing. */
@@ -162,9 +164,9 @@ static void close_fails_waiting_and_later_takes(void **state)
     pthread_mutex_t mu;
     pthread_mutex_init(&mu, NULL);
     ewi_window w;
-    ewi_window_init(&w, 1);
+    ewi_window_init(&w, 1, EWI_DEFAULT_MAX_INFLIGHT_BYTES);
     pthread_mutex_lock(&mu);
-    assert_int_equal(ewi_window_take(&w, &mu, ewi_now_ms()), EW_OK);
+    assert_int_equal(ewi_window_take(&w, &mu, ewi_now_ms(), 0), EW_OK);
     pthread_mutex_unlock(&mu);
     waiter_arg a = {&w, &mu, EW_EINVAL, false};
     pthread_t th = start_waiter(&a);
@@ -174,11 +176,50 @@ static void close_fails_waiting_and_later_takes(void **state)
     pthread_join(th, NULL);
     assert_int_equal(a.rc, EW_ECLOSED);
     pthread_mutex_lock(&mu);
-    ewi_window_give(&w, 1);
-    assert_int_equal(ewi_window_take(&w, &mu, ewi_now_ms() + 1000), EW_ECLOSED);
+    ewi_window_give(&w, 1, 0);
+    assert_int_equal(ewi_window_take(&w, &mu, ewi_now_ms() + 1000, 0), EW_ECLOSED);
     ewi_window_open(&w);
-    assert_int_equal(ewi_window_take(&w, &mu, ewi_now_ms()), EW_OK);
+    assert_int_equal(ewi_window_take(&w, &mu, ewi_now_ms(), 0), EW_OK);
     pthread_mutex_unlock(&mu);
+    ewi_window_destroy(&w);
+    pthread_mutex_destroy(&mu);
+}
+
+/* The window also bounds the bodies' bytes: a send that would take them
+ * past max_bytes waits (and fails at its deadline) though slots are free;
+ * a body larger than the whole window is let in alone; bytes given back
+ * wake a sender waiting for them. */
+static void a_window_bounds_the_bodies_bytes(void **state)
+{
+    (void)state;
+    pthread_mutex_t mu;
+    pthread_mutex_init(&mu, NULL);
+    ewi_window w;
+    ewi_window_init(&w, 100, 1000);
+    pthread_mutex_lock(&mu);
+    assert_int_equal(ewi_window_take(&w, &mu, ewi_now_ms(), 600), EW_OK);
+    assert_int_equal(ewi_window_take(&w, &mu, ewi_now_ms(), 300), EW_OK);
+    int64_t t0 = ewi_now_ms();
+    assert_int_equal(ewi_window_take(&w, &mu, t0 + 50, 200), EW_ETIMEDOUT);
+    assert_true(ewi_now_ms() - t0 >= 50);
+    assert_int_equal(ewi_window_take(&w, &mu, ewi_now_ms(), 100), EW_OK);
+    assert_int_equal(w.used_bytes, 1000);
+    ewi_window_give(&w, 3, 1000);
+    /* empty: one body over the limit goes alone, the next waits for it */
+    assert_int_equal(ewi_window_take(&w, &mu, ewi_now_ms(), 5000), EW_OK);
+    assert_int_equal(ewi_window_take(&w, &mu, ewi_now_ms(), 1), EW_ETIMEDOUT);
+    pthread_mutex_unlock(&mu);
+    waiter_arg a = {&w, &mu, EW_EINVAL, false, 0, 800};
+    pthread_t th = start_waiter(&a);
+    pthread_mutex_lock(&mu);
+    ewi_window_give(&w, 1, 5000);
+    pthread_mutex_unlock(&mu);
+    int64_t t1 = ewi_now_ms();
+    pthread_join(th, NULL);
+    assert_true(ewi_now_ms() - t1 < 20000); /* woken, not timed out */
+    assert_int_equal(a.rc, EW_OK);
+    assert_int_equal(w.used, 1);
+    assert_int_equal(w.used_bytes, 800);
     ewi_window_destroy(&w);
     pthread_mutex_destroy(&mu);
 }
@@ -191,6 +232,7 @@ int main(void)
         cmocka_unit_test(give_wakes_a_waiting_sender),
         cmocka_unit_test(a_big_window_wakes_its_sender_per_batch),
         cmocka_unit_test(close_fails_waiting_and_later_takes),
+        cmocka_unit_test(a_window_bounds_the_bodies_bytes),
     };
     return cmocka_run_group_tests_name("outcome", tests, NULL, NULL);
 }

@@ -39,6 +39,7 @@ static void options_defaults_and_values(void **state)
     assert_string_equal(o.vhost, "/");
     assert_int_equal(o.heartbeat_ms, 10000);
     assert_int_equal(o.max_inflight, 4096);
+    assert_int_equal(o.max_inflight_bytes, 16L << 20);
     assert_int_equal(o.expires_ms, 60000);
     assert_int_equal(o.amqp_port, 5672);
     stomp_options_free(&o);
@@ -50,7 +51,7 @@ static void options_defaults_and_values(void **state)
 
     /* ca must name a readable file: this test's own source will do. */
     assert_int_equal(parse("stomp+ssl://h:1234/prod?dialect=rabbitmq&ca=" __FILE__ "&heartbeat_ms=0"
-                           "&max_inflight=5&per_process_expires_ms=5000&amqp_port=5671",
+                           "&max_inflight=5&max_inflight_bytes=4096&per_process_expires_ms=5000&amqp_port=5671",
                            &o, err, sizeof err),
                      EW_OK);
     assert_true(o.tls);
@@ -60,6 +61,7 @@ static void options_defaults_and_values(void **state)
     assert_string_equal(o.ca_file, __FILE__);
     assert_int_equal(o.heartbeat_ms, 0);
     assert_int_equal(o.max_inflight, 5);
+    assert_int_equal(o.max_inflight_bytes, 4096);
     assert_int_equal(o.expires_ms, 5000);
     assert_int_equal(o.amqp_port, 5671);
     assert_null(o.login);

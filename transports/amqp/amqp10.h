@@ -71,6 +71,7 @@ typedef struct amqp10_options {
     char *sasl_mechs;     /* ?sasl=: space separated; NULL: PLAIN with a user,
                              else ANONYMOUS */
     long max_inflight;    /* ?max_inflight=: sends queued or unconfirmed */
+    long max_inflight_bytes; /* ?max_inflight_bytes=: and their bodies */
     long reconnect_max_ms; /* ?reconnect_max_ms=: backoff cap */
     long expires_ms;      /* ?per_process_expires_ms=: rabbitmq x-expires */
     long queue_check_ms;  /* ?queue_check_ms=: rabbitmq, how often consumed

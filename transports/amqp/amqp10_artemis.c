@@ -76,7 +76,7 @@ static ew_err send_request(ewi_transport *t, void *arg)
     /* A management request holds a slot of the send window like a send
      * (its completion gives it back), and waits for room the same way. */
     rc = t->stopping || t->io_exited ? EW_ECLOSED
-                                     : ewi_window_take(&t->window, &t->mu, r->deadline);
+                                     : ewi_window_take(&t->window, &t->mu, r->deadline, 0);
     if (rc != EW_OK) {
         pthread_mutex_unlock(&t->mu);
         free(o->bytes);

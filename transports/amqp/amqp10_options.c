@@ -139,6 +139,7 @@ ew_err amqp10_options_parse(const ew_manager *m, const ewi_url *url, amqp10_opti
     }
 
     o->max_inflight = p.num[EWI_OPT_MAX_INFLIGHT];
+    o->max_inflight_bytes = p.num[EWI_OPT_MAX_INFLIGHT_BYTES];
     o->reconnect_max_ms = p.num[EWI_OPT_RECONNECT_MAX_MS];
     o->expires_ms = p.num[EWI_OPT_PER_PROCESS_EXPIRES_MS];
     o->queue_check_ms = p.num[EWI_OPT_QUEUE_CHECK_MS];

@@ -45,9 +45,10 @@ static void out_done(ewi_transport *t, amqp10_out *o, int err, const char *detai
     o->pub = NULL;
     /* Sent once (then put back in line by a lost connection), it may have
      * arrived: without its outcome it is in doubt, never "not sent". */
+    size_t bytes = ewi_pub_bytes(p); /* before done: p goes with it */
     p->done(p, ewi_pub_unconfirmed(p, err), detail);
     pthread_mutex_lock(&t->mu);
-    ewi_window_give(&t->window, 1);
+    ewi_window_give(&t->window, 1, bytes);
     pthread_mutex_unlock(&t->mu);
 }
 

@@ -49,7 +49,8 @@ static ew_err a_create(ew_manager *m, const ewi_url *url, ewi_transport **out)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&t->cond, &ca);
     pthread_condattr_destroy(&ca);
-    ewi_window_init(&t->window, (size_t)t->opt.max_inflight);
+    ewi_window_init(&t->window, (size_t)t->opt.max_inflight,
+                    (size_t)t->opt.max_inflight_bytes);
     char hosts[240];
     ewi_hosts_text(&t->opt.hosts, hosts, sizeof hosts);
     amqp10_textf(t->where, sizeof t->where, "%s (%s%s)", hosts,
@@ -467,7 +468,8 @@ static ew_err a_publish(ewi_transport *t, ewi_pub *p)
      * to its deadline (an outage fills it); still full then, the send
      * fails here, never written. */
     rc = t->stopping || t->io_exited ? EW_ECLOSED
-                                     : ewi_window_take(&t->window, &t->mu, p->deadline_ms);
+                                     : ewi_window_take(&t->window, &t->mu, p->deadline_ms,
+                                                                       ewi_pub_bytes(p));
     if (rc != EW_OK) {
         char last[sizeof t->last_error];
         amqp10_textf(last, sizeof last, "%s", t->last_error[0] ? t->last_error : "none");

@@ -63,6 +63,7 @@ typedef struct rmq_opts {
     int rpc_timeout_ms;        /* one declaration round trip */
     long queue_expires_ms;     /* x-expires of per_process queues */
     size_t max_inflight;       /* publishes queued or unconfirmed at most */
+    size_t max_inflight_bytes; /* and their bodies' bytes */
     int reconnect_base_ms, reconnect_max_ms;
     char *label;               /* "rabbitmq://host:port/vhost" for texts */
 } rmq_opts;
@@ -262,6 +263,7 @@ struct ewi_transport {
     /* Publishes to (re)send before the shared queue: after a reconnect. */
     ewi_pub *resend_head, *resend_tail;
     size_t freed;            /* completed publishes not yet taken off inflight */
+    size_t freed_bytes;      /* and their bodies' bytes */
     /* Plain TCP: publishes encoded and not yet written (rmq_wire.c), and
      * the transient ones among them, completed once written. */
     uint8_t *wbuf;
@@ -392,6 +394,7 @@ ew_err rmq_wire_publish(ewi_transport *t, uint16_t ch, amqp_bytes_t exchange,
                         bool persistent, amqp_bytes_t body);
 /* The buffer is big enough to be written now. */
 bool rmq_wire_due(const ewi_transport *t);
+
 /* Writes the whole buffer (waiting while the socket is full). EW_EIO with
  * the reason in err when the connection failed; the buffer is empty after. */
 ew_err rmq_wire_flush(ewi_transport *t, char *err, size_t errlen);

@@ -42,6 +42,7 @@ ew_err rmq_opts_parse(ew_manager *m, const ewi_url *url, rmq_opts *o)
     o->rpc_timeout_ms = (int)p.num[EWI_OPT_RPC_TIMEOUT_MS];
     o->queue_expires_ms = p.num[EWI_OPT_PER_PROCESS_EXPIRES_MS];
     o->max_inflight = (size_t)p.num[EWI_OPT_MAX_INFLIGHT];
+    o->max_inflight_bytes = (size_t)p.num[EWI_OPT_MAX_INFLIGHT_BYTES];
     o->reconnect_base_ms = 100;
     o->reconnect_max_ms = (int)p.num[EWI_OPT_RECONNECT_MAX_MS];
     o->verify = p.num[EWI_OPT_VERIFY] != EWI_VERIFY_NONE;

@@ -17,6 +17,7 @@
 void rmq_pub_complete(ewi_transport *t, ewi_pub *p, int err, const char *detail)
 {
     p->next = NULL;
+    t->freed_bytes += ewi_pub_bytes(p); /* before done: p goes with it */
     p->done(p, err, detail);
     t->freed++;
 }
@@ -26,9 +27,9 @@ void rmq_room_release(ewi_transport *t)
     if (!t->freed)
         return;
     pthread_mutex_lock(&t->mu);
-    ewi_window_give(&t->window, t->freed);
+    ewi_window_give(&t->window, t->freed, t->freed_bytes);
     pthread_mutex_unlock(&t->mu);
-    t->freed = 0;
+    t->freed = t->freed_bytes = 0;
 }
 
 static bool confirmed(const ewi_pub *p)

@@ -67,7 +67,7 @@ static ew_err r_create(ew_manager *m, const ewi_url *url, ewi_transport **out)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&t->done_cv, &ca);
     pthread_condattr_destroy(&ca);
-    ewi_window_init(&t->window, t->o.max_inflight);
+    ewi_window_init(&t->window, t->o.max_inflight, t->o.max_inflight_bytes);
     pthread_mutex_init(&t->guard_mu, NULL);
     ewi_cond_init_mono(&t->guard_cv);
     atomic_init(&t->wr_since_ms, 0);
@@ -256,7 +256,7 @@ static ew_err r_publish(ewi_transport *t, ewi_pub *p)
     }
     /* Backpressure: at most max_inflight publishes queued or unconfirmed;
      * still full at the deadline, the send fails here, never written. */
-    ew_err rc = ewi_window_take(&t->window, &t->mu, p->deadline_ms);
+    ew_err rc = ewi_window_take(&t->window, &t->mu, p->deadline_ms, ewi_pub_bytes(p));
     if (rc != EW_OK) {
         size_t n = t->window.used;
         pthread_mutex_unlock(&t->mu);

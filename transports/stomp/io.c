@@ -52,9 +52,10 @@ void stomp_io_complete_pub(ewi_transport *t, stomp_pending *pd, int err, const c
     ewi_pub *p = pd->pub;
     /* A SEND written once (then put back in line by a drop) may have
      * reached the broker: unconfirmed, it is in doubt, never "not sent". */
+    size_t bytes = ewi_pub_bytes(p); /* before done: p goes with it */
     p->done(p, ewi_pub_unconfirmed(p, err), detail);
     pthread_mutex_lock(&t->mu);
-    ewi_window_give(&t->window, 1);
+    ewi_window_give(&t->window, 1, bytes);
     if (t->pend_free_n < PEND_KEEP && pd->frame.cap <= PEND_KEEP_BUF) {
         pd->next = t->pend_free;
         t->pend_free = pd;

@@ -111,6 +111,7 @@ ew_err stomp_options_parse(const ew_manager *m, const ewi_url *url, stomp_option
     o->verify_name = p.num[EWI_OPT_VERIFY] == EWI_VERIFY_NAME;
     o->heartbeat_ms = (int)p.num[EWI_OPT_HEARTBEAT_MS];
     o->max_inflight = (int)p.num[EWI_OPT_MAX_INFLIGHT];
+    o->max_inflight_bytes = p.num[EWI_OPT_MAX_INFLIGHT_BYTES];
     o->reconnect_max_ms = (int)p.num[EWI_OPT_RECONNECT_MAX_MS];
     o->connect_timeout_ms = (int)p.num[EWI_OPT_CONNECT_TIMEOUT_MS];
     o->expires_ms = p.num[EWI_OPT_PER_PROCESS_EXPIRES_MS];

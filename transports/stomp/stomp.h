@@ -55,6 +55,7 @@ typedef struct stomp_options {
     bool verify_name;      /* TLS: and its host name (verify=name, the default) */
     int heartbeat_ms;      /* both directions; 0 disables */
     int max_inflight;      /* unreceipted SENDs at most */
+    long max_inflight_bytes; /* and their bodies' bytes */
     int reconnect_max_ms;  /* backoff cap */
     int connect_timeout_ms;
     long expires_ms;       /* rabbitmq: per_process queue expiry */

@@ -101,7 +101,8 @@ static ew_err stomp_create(ew_manager *m, const ewi_url *url, ewi_transport **ou
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&t->cv, &ca);
     pthread_condattr_destroy(&ca);
-    ewi_window_init(&t->window, (size_t)t->opt.max_inflight);
+    ewi_window_init(&t->window, (size_t)t->opt.max_inflight,
+                    (size_t)t->opt.max_inflight_bytes);
     ewi_workq_init(&t->reqs, &t->waker[STOMP_SUB]);
     t->waker[0].fd = t->waker[1].fd = -1;
     if (ewi_waker_init(&t->waker[0]) != EW_OK || ewi_waker_init(&t->waker[1]) != EW_OK ||
@@ -1082,7 +1083,8 @@ static ew_err pending_push(ewi_transport *t, stomp_pending *pd)
     pthread_mutex_lock(&t->mu);
     /* The window bounds memory and the broker's backlog of receipts; still
      * full at the deadline, the send fails here, never written. */
-    ew_err rc = running(t) ? ewi_window_take(&t->window, &t->mu, p->deadline_ms) : EW_ECLOSED;
+    ew_err rc = running(t) ? ewi_window_take(&t->window, &t->mu, p->deadline_ms, ewi_pub_bytes(p))
+                           : EW_ECLOSED;
     if (rc != EW_OK) {
         bool up = t->state[STOMP_PUB] == ST_UP;
         pthread_mutex_unlock(&t->mu);
