@@ -1108,6 +1108,89 @@ static void window_full_of_bytes_fails_the_send_itself(void **state)
     window_case("max_inflight_bytes=1024", text);
 }
 
+/* ---- bodies of every size ------------------------------------------------ */
+
+/* The text of event i with n bytes: a pattern that differs by size and
+ * position, ending in a two-byte character when there is room. */
+static void size_text(char *out, size_t n, int64_t i)
+{
+    for (size_t k = 0; k < n; k++)
+        out[k] = (char)('a' + (k * 7 + (size_t)i) % 26);
+    if (n >= 2)
+        memcpy(out + n - 2, "\xc3\xa9", 2);
+    out[n] = '\0';
+}
+
+static const size_t body_sizes[] = {0, 1, 255, 256, 257, 4095, 4096, 4097, 131064, 131065,
+                                    262200, 1000000};
+#define NSIZES (sizeof body_sizes / sizeof body_sizes[0])
+
+static ew_err check_size(ew_delivery *d, const void *event, void *user)
+{
+    const conf_event *e = event;
+    bool ok = false;
+    if (e->id >= 0 && (size_t)e->id < 2 * NSIZES) {
+        size_t n = body_sizes[e->id % NSIZES];
+        char *want = malloc(n + 1);
+        size_text(want, n, e->id);
+        ok = strlen(e->text) == n && memcmp(e->text, want, n) == 0;
+        if (!ok)
+            print_message("size: event %lld of %zu bytes arrived with %zu\n",
+                          (long long)e->id, n, strlen(e->text));
+        free(want);
+    }
+    tally_note(user, e->id, ok ? "ok" : "bad", ew_delivery_queue(d));
+    return EW_OK;
+}
+
+static void size_sent(void *user, ew_err err)
+{
+    if (err != EW_OK)
+        print_error("size: an asynchronous send failed: %s\n", ew_strerror(err));
+    atomic_fetch_add((atomic_int *)user, err == EW_OK ? 1 : 1000);
+}
+
+/* Bodies from empty to about 1 MB (the default max_body), across the
+ * sizes where the transports change how they carry a body (kept inline,
+ * written by reference, split into frames), arrive byte for byte: once
+ * sent one by one with ew_send, once all at once with ew_send_async. */
+static void bodies_of_every_size_arrive_whole(void **state)
+{
+    (void)state;
+    EV(ev, "Sizes", true);
+    tally t;
+    tally_init(&t, 2 * NSIZES);
+    ew_manager *m = mgr_new(URL, "s1");
+    assert_int_equal(ew_listen(m, &(ew_listener_desc){.event = &ev, .name = "S"},
+                               check_size, &t),
+                     EW_OK);
+    assert_int_equal(ew_manager_start(m), EW_OK);
+    char *text = malloc(body_sizes[NSIZES - 1] + 1);
+    for (size_t k = 0; k < NSIZES; k++) {
+        size_text(text, body_sizes[k], (int64_t)k);
+        ew_err rc = ew_send(m, &ev, &(conf_event){.id = (int64_t)k, .text = text});
+        if (rc != EW_OK)
+            fail_msg("ew_send of %zu bytes: %s", body_sizes[k], ew_strerror(rc));
+    }
+    atomic_int done = 0;
+    for (size_t k = 0; k < NSIZES; k++) {
+        int64_t id = (int64_t)(NSIZES + k);
+        size_text(text, body_sizes[k], id);
+        ew_err rc = ew_send_async(m, &ev, NULL, &(conf_event){.id = id, .text = text},
+                                  size_sent, &done);
+        if (rc != EW_OK)
+            fail_msg("ew_send_async of %zu bytes: %s", body_sizes[k], ew_strerror(rc));
+    }
+    free(text);
+    assert_int_equal(ew_flush(m, 60000), EW_OK);
+    assert_int_equal(atomic_load(&done), (int)NSIZES);
+    assert_true(tally_wait_all(&t, 60000));
+    assert_int_equal(tally_by_label(&t, "bad"), 0);
+    assert_int_equal(tally_dups(&t), 0);
+    ew_manager_free(m);
+    tally_free(&t);
+}
+
 /* ---- how the manager's threads are scheduled ---------------------------- */
 
 /* By default every thread eventwire starts (I/O threads, workers) runs under
@@ -1176,6 +1259,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(ten_thousand_events_none_lost_none_duplicated),
         cmocka_unit_test(full_window_fails_the_send_itself),
         cmocka_unit_test(window_full_of_bytes_fails_the_send_itself),
+        cmocka_unit_test(bodies_of_every_size_arrive_whole),
         cmocka_unit_test(metrics_count_a_known_sequence),
         cmocka_unit_test(trace_context_reaches_the_listener),
         cmocka_unit_test(threads_are_batch_scheduled_unless_inherited),

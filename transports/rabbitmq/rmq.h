@@ -268,6 +268,10 @@ struct ewi_transport {
      * the transient ones among them, completed once written. */
     uint8_t *wbuf;
     size_t wlen, wcap;
+    /* Large bodies are not copied into wbuf: each is written from its
+     * envelope (held by a reference) where it belongs among wbuf's bytes. */
+    struct rmq_wseg *wseg;
+    size_t nwseg, wsegcap, wseg_bytes;
     ewi_pub *fire_head, *fire_tail;
     rmq_req *parked;         /* requests waiting for a connection */
     rmq_sub *subs;
@@ -390,11 +394,12 @@ int rmq_wire_encode_env(const ew_envelope *env, bool persistent, amqp_bytes_t ou
 /* Appends the frames of one basic.publish to the write buffer. EW_ETOOBIG
  * when they do not fit the negotiated frame size (nothing appended). */
 ew_err rmq_wire_publish(ewi_transport *t, uint16_t ch, amqp_bytes_t exchange,
-                        amqp_bytes_t key, bool mandatory, const ew_envelope *env,
+                        amqp_bytes_t key, bool mandatory, ew_envelope *env,
                         bool persistent, amqp_bytes_t body);
 /* The buffer is big enough to be written now. */
 bool rmq_wire_due(const ewi_transport *t);
-
+/* Drops what is buffered, unwritten (the connection is gone). */
+void rmq_wire_reset(ewi_transport *t);
 /* Writes the whole buffer (waiting while the socket is full). EW_EIO with
  * the reason in err when the connection failed; the buffer is empty after. */
 ew_err rmq_wire_flush(ewi_transport *t, char *err, size_t errlen);

@@ -136,7 +136,7 @@ bool rmq_pub_write(ewi_transport *t, ewi_pub *p, char *why, size_t whylen)
 
 void rmq_pub_unflushed_back(ewi_transport *t)
 {
-    t->wlen = 0;
+    rmq_wire_reset(t);
     if (!t->fire_head)
         return;
     t->fire_tail->next = t->resend_head;
@@ -150,7 +150,7 @@ bool rmq_pub_flush(ewi_transport *t, char *why, size_t whylen)
 {
     /* On failure the unflushed ones stay where they are: the loop's
      * rmq_lost puts them back in line. */
-    if (t->wlen && rmq_wire_flush(t, why, whylen) != EW_OK)
+    if ((t->wlen || t->nwseg) && rmq_wire_flush(t, why, whylen) != EW_OK)
         return false;
     ewi_pub *p = t->fire_head;
     t->fire_head = t->fire_tail = NULL;

@@ -403,7 +403,9 @@ static void r_destroy(ewi_transport *t)
         free(t->in[i].body);
     }
     free(t->in);
+    rmq_wire_reset(t);
     free(t->wbuf);
+    free(t->wseg);
     rmq_props_buf_free(&t->props);
     rmq_disconnect(t, false);
     ewi_workq_destroy(&t->reqs);

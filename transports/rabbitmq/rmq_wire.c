@@ -7,6 +7,9 @@
  * method arguments and the properties through librabbitmq's own encoders;
  * only the 7-byte frame header and the frame-end octet of AMQP 0-9-1
  * section 4.2.3 are ours) and writes it with one send() per 256 KiB.
+ * A body frame of 4 KiB or more is not copied into the buffer: sendmsg()
+ * writes it from the envelope, which the buffer holds a reference to until
+ * then.
  *
  * Only publishes go this way, only between two librabbitmq writes on their
  * channels, and the buffer is always written out before the I/O thread
@@ -19,10 +22,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #define FRAME_END 0xCE
 #define FLUSH_AT (256 * 1024)
+#define BY_REFERENCE (4 * 1024) /* body frames at least this long */
+
+/* len bytes at ptr go before wbuf[at]; env keeps them alive. */
+struct rmq_wseg {
+    size_t at;
+    const uint8_t *ptr;
+    size_t len;
+    ew_envelope *env;
+};
 
 static void put16(uint8_t *p, uint16_t v)
 {
@@ -139,6 +153,29 @@ static bool reserve(ewi_transport *t, size_t more)
     return true;
 }
 
+static bool reserve_segs(ewi_transport *t, size_t more)
+{
+    if (t->nwseg + more <= t->wsegcap)
+        return true;
+    size_t cap = t->wsegcap ? t->wsegcap : 64;
+    while (cap < t->nwseg + more)
+        cap *= 2;
+    struct rmq_wseg *w = realloc(t->wseg, cap * sizeof *w);
+    if (!w)
+        return false;
+    t->wseg = w;
+    t->wsegcap = cap;
+    return true;
+}
+
+void rmq_wire_reset(ewi_transport *t)
+{
+    for (size_t i = 0; i < t->nwseg; i++)
+        ewi_envelope_unref(t->wseg[i].env);
+    t->nwseg = t->wseg_bytes = 0;
+    t->wlen = 0;
+}
+
 /* Starts a frame at the end of the buffer; returns its payload. */
 static uint8_t *frame_open(ewi_transport *t, uint8_t type, uint16_t ch)
 {
@@ -157,7 +194,7 @@ static void frame_close(ewi_transport *t, size_t payload)
 }
 
 ew_err rmq_wire_publish(ewi_transport *t, uint16_t ch, amqp_bytes_t exchange,
-                        amqp_bytes_t key, bool mandatory, const ew_envelope *env,
+                        amqp_bytes_t key, bool mandatory, ew_envelope *env,
                         bool persistent, amqp_bytes_t body)
 {
     size_t frame_max = (size_t)amqp_get_frame_max(t->conn);
@@ -186,11 +223,26 @@ ew_err rmq_wire_publish(ewi_transport *t, uint16_t ch, amqp_bytes_t exchange,
         goto too_big;
     frame_close(t, 12 + (size_t)n);
 
+    if (body.len >= BY_REFERENCE && !reserve_segs(t, nbody)) {
+        t->wlen = start;
+        return EW_ENOMEM;
+    }
     for (size_t off = 0; off < body.len; off += chunk) {
         size_t len = body.len - off < chunk ? body.len - off : chunk;
+        const uint8_t *from = (const uint8_t *)body.bytes + off;
         p = frame_open(t, AMQP_FRAME_BODY, ch);
-        memcpy(p, (const uint8_t *)body.bytes + off, len);
-        frame_close(t, len);
+        if (len < BY_REFERENCE) {
+            memcpy(p, from, len);
+            frame_close(t, len);
+            continue;
+        }
+        /* The header here, the payload from env, the frame end here. */
+        put32(p - 4, (uint32_t)len);
+        t->wseg[t->nwseg++] = (struct rmq_wseg){t->wlen + 7, from, len,
+                                                ewi_envelope_ref(env)};
+        t->wseg_bytes += len;
+        p[0] = FRAME_END;
+        t->wlen += 8;
     }
     return EW_OK;
 too_big:
@@ -200,7 +252,7 @@ too_big:
 
 bool rmq_wire_due(const ewi_transport *t)
 {
-    return t->wlen >= FLUSH_AT;
+    return t->wlen + t->wseg_bytes >= FLUSH_AT;
 }
 
 /* How long a write may wait for the broker to read: rpc_timeout, but with
@@ -215,13 +267,42 @@ static int stall_limit_ms(const ewi_transport *t)
     return limit;
 }
 
+/* The iovecs of what is left from byte `off` of the whole (wbuf with the
+ * segments in place), at most max of them; returns their count. */
+static int gather(const ewi_transport *t, size_t off, struct iovec *iov, int max)
+{
+    int n = 0;
+    size_t pos = 0, done = 0; /* pos: in wbuf; done: of the whole */
+    for (size_t i = 0; i <= t->nwseg && n < max; i++) {
+        const struct rmq_wseg *g = i < t->nwseg ? &t->wseg[i] : NULL;
+        size_t upto = g ? g->at : t->wlen;
+        /* wbuf[pos..upto), then the segment */
+        const uint8_t *parts[2] = {t->wbuf + pos, g ? g->ptr : NULL};
+        size_t lens[2] = {upto - pos, g ? g->len : 0};
+        for (int k = 0; k < 2 && n < max; k++) {
+            if (lens[k] && done + lens[k] > off) {
+                size_t skip = off > done ? off - done : 0;
+                iov[n].iov_base = (void *)(uintptr_t)(parts[k] + skip);
+                iov[n].iov_len = lens[k] - skip;
+                n++;
+            }
+            done += lens[k];
+        }
+        pos = upto;
+    }
+    return n;
+}
+
 ew_err rmq_wire_flush(ewi_transport *t, char *err, size_t errlen)
 {
     int fd = amqp_get_sockfd(t->conn);
     int limit = stall_limit_ms(t);
-    size_t off = 0;
-    while (off < t->wlen) {
-        ssize_t n = send(fd, t->wbuf + off, t->wlen - off, MSG_NOSIGNAL);
+    size_t off = 0, total = t->wlen + t->wseg_bytes;
+    struct iovec iov[64];
+    while (off < total) {
+        struct msghdr mh = {.msg_iov = iov};
+        mh.msg_iovlen = (size_t)gather(t, off, iov, (int)(sizeof iov / sizeof iov[0]));
+        ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL);
         if (n > 0) {
             off += (size_t)n;
             continue;
@@ -236,14 +317,14 @@ ew_err rmq_wire_flush(ewi_transport *t, char *err, size_t errlen)
             if (rc > 0 || (rc < 0 && errno == EINTR))
                 continue;
             snprintf(err, errlen, "writing to the broker stalled for %d ms", limit);
-            t->wlen = 0;
+            rmq_wire_reset(t);
             return EW_EIO;
         }
         snprintf(err, errlen, "writing to the broker failed: %s",
                  n < 0 ? strerror(errno) : "closed");
-        t->wlen = 0;
+        rmq_wire_reset(t);
         return EW_EIO;
     }
-    t->wlen = 0;
+    rmq_wire_reset(t);
     return EW_OK;
 }
