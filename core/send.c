@@ -202,7 +202,7 @@ static ew_err put_body(ew_envelope *env, ewi_buf *buf)
     }
     uint8_t *body = buf->data;
     if (buf->cap - len > len / 8) {
-        uint8_t *trimmed = realloc(body, len); /* shrinks in place */
+        uint8_t *trimmed = realloc(body, len); /* glibc shrinks it in place */
         if (trimmed)
             body = trimmed;
     }

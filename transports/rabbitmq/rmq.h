@@ -391,8 +391,11 @@ void rmq_guard_stop(ewi_transport *t);
  * building them: the bytes written, or -1 when it does not fit out or a key
  * is over 255 bytes. */
 int rmq_wire_encode_env(const ew_envelope *env, bool persistent, amqp_bytes_t out);
-/* Appends the frames of one basic.publish to the write buffer. EW_ETOOBIG
- * when they do not fit the negotiated frame size (nothing appended). */
+/* Appends the frames of one basic.publish to the write buffer; body frames
+ * of 4 KiB or more stay in env, which the buffer holds a reference to until
+ * they are written (rmq_wire_flush) or dropped (rmq_wire_reset). EW_ETOOBIG
+ * when they do not fit the negotiated frame size, EW_ENOMEM (nothing
+ * appended either way). */
 ew_err rmq_wire_publish(ewi_transport *t, uint16_t ch, amqp_bytes_t exchange,
                         amqp_bytes_t key, bool mandatory, ew_envelope *env,
                         bool persistent, amqp_bytes_t body);
