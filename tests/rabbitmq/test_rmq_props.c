@@ -205,6 +205,39 @@ static void foreign_properties_become_headers(void **state)
     ewi_envelope_unref(env);
 }
 
+/* A key repeated in the headers table: the first value counts (as on every
+ * transport), and the second is counted as skipped. More headers than one
+ * batch of the reader all arrive. */
+static void repeated_header_keys_keep_the_first(void **state)
+{
+    (void)state;
+    enum { N = 40 };
+    amqp_table_entry_t e[N + 2];
+    char keys[N][8];
+    for (int i = 0; i < N; i++) {
+        snprintf(keys[i], sizeof keys[i], "h%d", i);
+        e[i] = (amqp_table_entry_t){amqp_cstring_bytes(keys[i]),
+                                    {AMQP_FIELD_KIND_I32, {.i32 = i}}};
+    }
+    e[N] = (amqp_table_entry_t){amqp_cstring_bytes("h7"), {AMQP_FIELD_KIND_I32, {.i32 = 99}}};
+    e[N + 1] = (amqp_table_entry_t){amqp_cstring_bytes("last"),
+                                    {AMQP_FIELD_KIND_UTF8, {.bytes = amqp_cstring_bytes("x")}}};
+    amqp_basic_properties_t p;
+    memset(&p, 0, sizeof p);
+    p._flags = AMQP_BASIC_HEADERS_FLAG;
+    p.headers.num_entries = N + 2;
+    p.headers.entries = e;
+    ew_envelope *env = ewi_envelope_new();
+    size_t skipped;
+    assert_int_equal(rmq_props_to_env(&p, env, &skipped), EW_OK);
+    assert_int_equal(skipped, 1);
+    assert_int_equal(ew_envelope_header_count(env), N + 1);
+    assert_string_equal(ew_envelope_header(env, "h7"), "7");
+    assert_string_equal(ew_envelope_header(env, "h39"), "39");
+    assert_string_equal(ew_envelope_header(env, "last"), "x");
+    ewi_envelope_unref(env);
+}
+
 /* ---- URL options -------------------------------------------------------- */
 
 static ew_err parse(const char *text, rmq_opts *o)
@@ -313,6 +346,7 @@ int main(void)
         cmocka_unit_test(transient_messages_are_not_persistent),
         cmocka_unit_test(a_key_over_255_bytes_is_refused_not_truncated),
         cmocka_unit_test(foreign_properties_become_headers),
+        cmocka_unit_test(repeated_header_keys_keep_the_first),
         cmocka_unit_test(encoded_properties_match_librabbitmq),
         cmocka_unit_test(url_defaults_and_vhosts),
         cmocka_unit_test(bad_options_are_refused),

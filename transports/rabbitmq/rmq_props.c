@@ -172,6 +172,22 @@ static bool has_key(const amqp_table_t *t, const char *key, size_t kl)
     return false;
 }
 
+/* Headers go into the envelope this many at a time (one reservation each). */
+#define READ_BATCH 16
+
+/* Puts kv[0..n) into env, counting into *skipped those left out (a NUL in
+ * the key or value, or a key that came before: the first counts, as on
+ * every transport). */
+static ew_err put_batch(ew_envelope *env, const ewi_env_kv *kv, size_t n, size_t *skipped)
+{
+    size_t before = ew_envelope_header_count(env);
+    ew_err rc = ewi_envelope_put_received(env, kv, n);
+    if (rc == EW_ENOMEM)
+        return rc;
+    *skipped += n - (ew_envelope_header_count(env) - before);
+    return EW_OK;
+}
+
 ew_err rmq_props_to_env(const amqp_basic_properties_t *props, ew_envelope *env,
                         size_t *skipped)
 {
@@ -179,21 +195,26 @@ ew_err rmq_props_to_env(const amqp_basic_properties_t *props, ew_envelope *env,
     static const amqp_table_t empty = {0, NULL};
     const amqp_table_t *t = (props->_flags & AMQP_BASIC_HEADERS_FLAG) ? &props->headers
                                                                       : &empty;
+    ewi_env_kv kv[READ_BATCH];
+    char tmp[READ_BATCH][64]; /* numbers and booleans as text */
+    size_t nkv = 0;
     for (int i = 0; i < t->num_entries; i++) {
         const amqp_table_entry_t *e = &t->entries[i];
-        char tmp[64];
         const char *v;
         size_t vlen;
-        if (e->key.len == 0 || !value_text(&e->value, tmp, sizeof tmp, &v, &vlen)) {
+        if (e->key.len == 0 || !value_text(&e->value, tmp[nkv], sizeof tmp[nkv], &v, &vlen)) {
             (*skipped)++;
             continue;
         }
-        ew_err rc = ewi_envelope_put(env, e->key.bytes, e->key.len, v, vlen);
-        if (rc == EW_ENOMEM)
-            return rc;
-        if (rc != EW_OK)
-            (*skipped)++;
+        kv[nkv++] = (ewi_env_kv){e->key.bytes, v, e->key.len, vlen};
+        if (nkv == READ_BATCH) {
+            if (put_batch(env, kv, nkv, skipped) != EW_OK)
+                return EW_ENOMEM;
+            nkv = 0;
+        }
     }
+    if (nkv && put_batch(env, kv, nkv, skipped) != EW_OK)
+        return EW_ENOMEM;
     ew_err rc = EW_OK;
     if ((props->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) && props->message_id.len &&
         !has_key(t, NAME(EW_HDR_MESSAGE_ID)))
