@@ -6,7 +6,7 @@
  * too. Here the I/O thread encodes a turn's publishes into one buffer (the
  * method arguments and the properties through librabbitmq's own encoders;
  * only the 7-byte frame header and the frame-end octet of AMQP 0-9-1
- * section 4.2.3 are ours) and writes it with one send() per 256 KiB.
+ * section 4.2.3 are ours) and writes it with one sendmsg() per 256 KiB.
  * A body frame of 4 KiB or more is not copied into the buffer: sendmsg()
  * writes it from the envelope, which the buffer holds a reference to until
  * then.
