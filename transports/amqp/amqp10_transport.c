@@ -467,17 +467,19 @@ static ew_err a_publish(ewi_transport *t, ewi_pub *p)
     /* Bound what waits for the broker: a full window blocks the sender up
      * to its deadline (an outage fills it); still full then, the send
      * fails here, never written. */
-    rc = t->stopping || t->io_exited ? EW_ECLOSED
-                                     : ewi_window_take(&t->window, &t->mu, p->deadline_ms,
-                                                                       ewi_pub_bytes(p));
+    size_t bytes = ewi_pub_bytes(p);
+    rc = t->stopping || t->io_exited
+             ? EW_ECLOSED
+             : ewi_window_take(&t->window, &t->mu, p->deadline_ms, bytes);
     if (rc != EW_OK) {
         char last[sizeof t->last_error];
         amqp10_textf(last, sizeof last, "%s", t->last_error[0] ? t->last_error : "none");
+        size_t n = t->window.used, nb = t->window.used_bytes;
         pthread_mutex_unlock(&t->mu);
         if (rc == EW_ETIMEDOUT)
             ewi_log(t->m, EW_LOG_ERROR,
-                    "amqp %s: send of %s timed out: %ld sends wait for the broker "
-                    "(last error: %s)", t->where, p->event, t->opt.max_inflight, last);
+                    "amqp %s: send of %s timed out: %zu sends (%zu bytes of bodies) wait "
+                    "for the broker (last error: %s)", t->where, p->event, n, nb, last);
         free(o);
         return rc;
     }

@@ -254,17 +254,18 @@ static ew_err r_publish(ewi_transport *t, ewi_pub *p)
         pthread_mutex_unlock(&t->mu);
         return EW_ECLOSED;
     }
-    /* Backpressure: at most max_inflight publishes queued or unconfirmed;
-     * still full at the deadline, the send fails here, never written. */
+    /* Backpressure: at most max_inflight publishes queued or unconfirmed,
+     * and max_inflight_bytes of their bodies; still full at the deadline,
+     * the send fails here, never written. */
     ew_err rc = ewi_window_take(&t->window, &t->mu, p->deadline_ms, ewi_pub_bytes(p));
     if (rc != EW_OK) {
-        size_t n = t->window.used;
+        size_t n = t->window.used, nb = t->window.used_bytes;
         pthread_mutex_unlock(&t->mu);
         if (rc == EW_ETIMEDOUT)
             ewi_log(t->m, EW_LOG_ERROR,
-                    "send %s: %zu earlier messages were still waiting for %s at the send "
-                    "deadline (the broker is slow, blocked or unreachable)",
-                    p->event, n, t->o.label);
+                    "send %s: %zu earlier messages (%zu bytes of bodies) were still waiting "
+                    "for %s at the send deadline (the broker is slow, blocked or "
+                    "unreachable)", p->event, n, nb, t->o.label);
         return rc;
     }
     p->next = NULL;

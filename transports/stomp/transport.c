@@ -1083,17 +1083,19 @@ static ew_err pending_push(ewi_transport *t, stomp_pending *pd)
     pthread_mutex_lock(&t->mu);
     /* The window bounds memory and the broker's backlog of receipts; still
      * full at the deadline, the send fails here, never written. */
-    ew_err rc = running(t) ? ewi_window_take(&t->window, &t->mu, p->deadline_ms, ewi_pub_bytes(p))
-                           : EW_ECLOSED;
+    ew_err rc = running(t)
+                    ? ewi_window_take(&t->window, &t->mu, p->deadline_ms, ewi_pub_bytes(p))
+                    : EW_ECLOSED;
     if (rc != EW_OK) {
         bool up = t->state[STOMP_PUB] == ST_UP;
+        size_t n = t->window.used, nb = t->window.used_bytes;
         pthread_mutex_unlock(&t->mu);
         ewi_buf_free(&pd->frame);
         free(pd);
         if (rc == EW_ETIMEDOUT)
-            ewi_log(t->m, EW_LOG_ERROR, "send %s: %d sends waiting for receipts until the "
-                    "deadline (broker %s: %s)", p->event, t->opt.max_inflight, t->url_text,
-                    up ? "up" : "unreachable");
+            ewi_log(t->m, EW_LOG_ERROR, "send %s: %zu sends (%zu bytes of bodies) waiting "
+                    "for receipts until the deadline (broker %s: %s)", p->event, n, nb,
+                    t->url_text, up ? "up" : "unreachable");
         return rc;
     }
     if (t->pend_tail)
