@@ -979,8 +979,8 @@ static void win_done(void *user, ew_err err)
 static void window_case(const char *window_opt, const char *text)
 {
     EV(ev, "Window", true);
-    /* A window of one: max_inflight=1 on a broker; on local:// a queue of
-     * capacity 1 (its own broker name) behind a slow listener. */
+    /* A window one send fills: window_opt on a broker; on local:// a queue
+     * of capacity 1 (its own broker name) behind a slow listener. */
     char url[600];
     bool local = strncmp(URL, "local://", 8) == 0;
     if (local)
