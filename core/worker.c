@@ -87,16 +87,35 @@ void ewi_msg_free(ewi_msg *msg)
  * with quick handlers. */
 #define SLEEP_POLL_MS 2
 
-/* Whether messages in the inbox should wake a sleeping worker (mu held, or
- * a deliverer after its push: see ewi_listener.posted). */
-static bool wake_another(const ewi_listener *l)
+/* Whether the inbox holds more than the busy workers take in good time
+ * (mu held, or a deliverer after its push: see ewi_listener.posted):
+ * handlers that are not quick, or more work waiting than WAKE_WORK_NS per
+ * busy worker. */
+static bool backlog(const ewi_listener *l)
 {
     int64_t avg = atomic_load_explicit(&l->handle_ns, memory_order_relaxed);
-    if (l->busy == 0 || l->polling == 0 || avg >= HANDLE_QUICK_NS)
+    int64_t on = (int64_t)l->busy + l->napping; /* a napper takes what comes */
+    if (on == 0 || avg >= HANDLE_QUICK_NS)
         return true;
     if (avg < WORK_MIN_NS)
         avg = WORK_MIN_NS;
-    return (int64_t)ewi_inbox(l) * avg >= WAKE_WORK_NS * (int64_t)l->busy;
+    return (int64_t)ewi_inbox(l) * avg >= WAKE_WORK_NS * on;
+}
+
+/* Whether another worker is on the inbox: busy with a batch, or napping
+ * (it takes what comes when its nap ends) (mu held). */
+static bool others_on_it(const ewi_listener *l)
+{
+    return l->busy > 0 || l->napping;
+}
+
+/* Whether messages in the inbox should wake a sleeping worker: to poll
+ * while none does (see worker_main), or for handlers that are not quick.
+ * A backlog behind quick handlers is the poller's to see. */
+static bool wake_another(const ewi_listener *l)
+{
+    return l->polling == 0 || l->busy + l->napping == 0 ||
+           atomic_load_explicit(&l->handle_ns, memory_order_relaxed) >= HANDLE_QUICK_NS;
 }
 
 /* Whether the inbox asks for a sleeping worker to be woken (mu held). The
@@ -674,6 +693,16 @@ static ewi_msg *take_lent(ewi_listener *l, worker_ctx *self)
     return NULL;
 }
 
+/* This worker leaves l->busy, if it is counted there (mu held). */
+static void uncount(ewi_listener *l, bool *counted)
+{
+    if (!*counted)
+        return;
+    *counted = false;
+    if (--l->busy == 0 && l->stopping)
+        pthread_cond_broadcast(&l->idle);
+}
+
 static void *worker_main(void *arg)
 {
     ewi_listener *l = arg;
@@ -693,6 +722,10 @@ static void *worker_main(void *arg)
     pthread_mutex_lock(&l->mu);
     if (several)
         l->wctx[l->nwctx++] = &w;
+    /* Counted in l->busy from taking a batch until this worker naps, sleeps
+     * or stops: between two batches, deliverers see it on the inbox and
+     * need not take mu or wake another worker for it. */
+    bool counted = false;
     for (;;) {
         absorb(l);
         ewi_msg *batch = NULL; /* taken over from another worker */
@@ -700,46 +733,64 @@ static void *worker_main(void *arg)
             batch = take_lent(l, &w);
         if (!l->head && !batch && w.acks) {
             /* Nothing to take: the acknowledgements held go now, before
-             * this worker polls or sleeps. */
+             * this worker polls or sleeps (counted busy meanwhile: it is
+             * back for what comes in a moment). */
+            if (!counted)
+                l->busy++;
+            counted = true;
             pthread_mutex_unlock(&l->mu);
             flush_acks(l, &w);
             pthread_mutex_lock(&l->mu);
             continue;
         }
         if (!l->head && !batch && !l->stopping && inproc && !l->napping) {
+            uncount(l, &counted);
             nap(l);
             absorb(l);
         }
-        /* Set when a poll found the busy workers moving on: what waits is
-         * theirs to take (a third thread on it would only take turns with
-         * them and the sender), unless a delivery wakes this one. */
-        bool yield = false;
-        while (!batch && !l->stopping && (!l->head || (yield && l->busy > 0))) {
+        /* Set when a poll found the busy workers moving on, or a wake-up
+         * found them handling quickly with no backlog (it was for a poller):
+         * what waits is theirs to take (one more thread on it would only
+         * take turns with them and the sender), until a poll finds them
+         * stuck or a wake-up finds a backlog. */
+        bool yield = several && !batch && l->busy > (size_t)counted &&
+                     atomic_load_explicit(&l->handle_ns, memory_order_relaxed) <
+                         HANDLE_QUICK_NS &&
+                     !backlog(l);
+        while (!batch && !l->stopping && (!l->head || (yield && others_on_it(l)))) {
+            uncount(l, &counted);
             l->sleeping++;
             /* Counted first, then looked: a deliverer that pushed before
              * it saw no sleeper (and took no lock). */
             absorb(l);
             if (several && !l->head)
                 batch = take_lent(l, &w);
-            if (batch || (l->head && (!yield || l->busy == 0))) {
+            if (batch || (l->head && (!yield || !others_on_it(l)))) {
                 l->sleeping--;
                 break;
             }
             /* ewi_deliver may leave a message to a busy worker that handles
              * quickly, and a worker may lend the rest of its batch; should
              * that handler block, the message waits no longer than two of
-             * these polls (three for a lent one). */
-            if (l->busy > 0 && (atomic_load_explicit(&l->handle_ns, memory_order_relaxed) <
-                                    HANDLE_QUICK_NS ||
-                                (several && lent_any(l)))) {
-                size_t before = atomic_load(&l->nstarted);
+             * these polls (three for a lent one). A napping worker takes
+             * what comes, so this one polls meanwhile too (the deliverers
+             * need not wake a poller each time the napper gets busy). */
+            if (others_on_it(l) && (atomic_load_explicit(&l->handle_ns, memory_order_relaxed) <
+                                        HANDLE_QUICK_NS ||
+                                    (several && lent_any(l)))) {
+                size_t before = atomic_load(&l->nstarted), waiting = ewi_inbox(l);
                 l->polling++;
                 int rc = ewi_cond_wait_until(&l->cv, &l->mu, ewi_now_ms() + SLEEP_POLL_MS);
                 l->polling--;
-                yield = rc == ETIMEDOUT && l->busy > 0 && atomic_load(&l->nstarted) != before;
+                /* A poll leaves the inbox to the others while they move on
+                 * and keep up with it. */
+                yield = others_on_it(l) &&
+                        (rc == ETIMEDOUT ? atomic_load(&l->nstarted) != before &&
+                                               !(ewi_inbox(l) > waiting && backlog(l))
+                                         : !backlog(l));
             } else {
-                yield = false;
                 pthread_cond_wait(&l->cv, &l->mu);
+                yield = !backlog(l);
             }
             l->sleeping--;
         }
@@ -747,7 +798,9 @@ static void *worker_main(void *arg)
             break; /* a batch taken over goes back below, as any other */
         if (!batch)
             batch = take_batch(l);
-        l->busy++;
+        if (!counted)
+            l->busy++;
+        counted = true;
         if (several && batch->qnext) {
             atomic_store(&w.lent, batch->qnext);
             batch->qnext = NULL;
@@ -806,10 +859,8 @@ static void *worker_main(void *arg)
             settle(l, batch, EWI_REQUEUE);
         }
         pthread_mutex_lock(&l->mu);
-        l->busy--;
-        if (l->busy == 0 && l->stopping)
-            pthread_cond_broadcast(&l->idle);
     }
+    uncount(l, &counted);
     pthread_mutex_unlock(&l->mu);
     flush_acks(l, &w);
     if (w.seen != seen_local)
