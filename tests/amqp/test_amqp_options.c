@@ -36,7 +36,7 @@ static void defaults_are_artemis_on_5672(void **state)
     assert_null(o.password);
     assert_null(o.vhost);
     assert_null(o.sasl_mechs);
-    assert_int_equal(o.max_inflight, 4096);
+    assert_int_equal(o.max_inflight, 512);
     assert_int_equal(o.max_inflight_bytes, 16L << 20);
     assert_int_equal(o.expires_ms, 60000);
     assert_int_equal(o.queue_check_ms, 0);

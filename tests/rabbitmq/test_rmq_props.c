@@ -259,7 +259,7 @@ static void url_defaults_and_vhosts(void **state)
     assert_string_equal(o.user, "guest");
     assert_int_equal(o.port, 5672);
     assert_int_equal(o.heartbeat_s, 10);
-    assert_int_equal(o.max_inflight, 4096);
+    assert_int_equal(o.max_inflight, 512);
     assert_int_equal(o.max_inflight_bytes, 16u << 20);
     assert_false(o.tls);
     rmq_opts_free(&o);

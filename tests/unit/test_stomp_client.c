@@ -38,7 +38,7 @@ static void options_defaults_and_values(void **state)
     assert_string_equal(o.passcode, "pw");
     assert_string_equal(o.vhost, "/");
     assert_int_equal(o.heartbeat_ms, 10000);
-    assert_int_equal(o.max_inflight, 4096);
+    assert_int_equal(o.max_inflight, 512);
     assert_int_equal(o.max_inflight_bytes, 16L << 20);
     assert_int_equal(o.expires_ms, 60000);
     assert_int_equal(o.amqp_port, 5672);
