@@ -185,23 +185,18 @@ struct stomp_pending {
  * ENOMEM. Free with ewi_buf_free(&pd->frame) and free(pd). */
 stomp_pending *stomp_pending_new(ewi_transport *t);
 
-/* On activemq, ACKs of a listener with a prefetch of at least
- * STOMP_ACK_LAZY_PREFETCH do not wake the consuming I/O thread: they wait for
- * its next wake-up (the next MESSAGE, usually), at most STOMP_ACK_LAZY_MS
- * while any is held, or until STOMP_ACK_LAZY_MAX settles wait. ActiveMQ
- * hands a STOMP consumer one MESSAGE at a time at its rate, and a woken
- * thread per ACK cost as much CPU as the rest of receiving a message; with
- * that prefetch, the broker has plenty more to send meanwhile. NACKs and
- * smaller prefetches wake it at once. Not elsewhere: on RabbitMQ, where
- * ACKs already go in batches, held ACKs cost about a tenth more CPU per
- * event, and Artemis gives a STOMP consumer a window of bytes (10 KiB
- * unless configured otherwise) that only ACKs open again, so a held ACK
- * holds the next messages back. */
+/* What a delivered message carries for its ACK/NACK. */
+/* ACKs of a listener with a prefetch of at least STOMP_ACK_LAZY_PREFETCH do
+ * not wake the consuming I/O thread: they wait for its next wake-up (the
+ * next MESSAGE, usually), at most STOMP_ACK_LAZY_MS while any is held, or
+ * until STOMP_ACK_LAZY_MAX settles wait. A woken thread per ACK cost about as
+ * much CPU as the rest of a message's receiving; with that prefetch, the
+ * broker has plenty more to send meanwhile. NACKs and smaller prefetches wake
+ * it at once. */
 #define STOMP_ACK_LAZY_PREFETCH 64
 #define STOMP_ACK_LAZY_MAX 32
 #define STOMP_ACK_LAZY_MS 2
 
-/* What a delivered message carries for its ACK/NACK. */
 typedef struct stomp_msgdata {
     stomp_sub *sub;
     uint64_t gen;      /* connection generation it came on */
