@@ -274,8 +274,6 @@ static void take_work(io *s)
     } else {
         settles = t->settle_head;
         t->settle_head = t->settle_tail = NULL;
-        t->settle_n = 0;
-        t->settle_woken = false;
     }
     pthread_mutex_unlock(&t->mu);
 
@@ -314,7 +312,6 @@ static void take_work(io *s)
         }
         if (md->msg) {
             ss->outstanding--;
-            s->lazy_out -= md->lazy;
             ewi_msg_free(md->msg);
         }
         free(md);
@@ -647,8 +644,6 @@ void *stomp_io_main(void *arg)
         int timeout = DEADLINE_SCAN_MS;
         if (s->hb.send_ms && s->hb.send_ms / 2 < timeout)
             timeout = s->hb.send_ms / 2;
-        if (s->lazy_out && timeout > STOMP_ACK_LAZY_MS)
-            timeout = STOMP_ACK_LAZY_MS; /* their ACKs may be waiting unwoken */
         struct pollfd p[2] = {
             {.fd = ewi_waker_fd(wk), .events = POLLIN},
             {.fd = ewi_sock_fd(s->sock),

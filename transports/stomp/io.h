@@ -39,7 +39,6 @@ typedef struct io {
     uint64_t next_sub_gen;
     bool dropped_by_error; /* the last drop came with an ERROR frame */
     ewi_deliveries dl;     /* read and not yet handed to the workers */
-    uint32_t lazy_out;     /* handed to workers with lazy ACKs, not settled */
     uint8_t rbuf[RBUF];
 } io;
 

@@ -204,8 +204,6 @@ static void on_message(io *s, ewi_stomp_frame *f)
     md->gen = s->gen;
     md->sub_gen = ss->sub_gen;
     md->msg = msg;
-    md->lazy = ss->sub->prefetch >= STOMP_ACK_LAZY_PREFETCH;
-    s->lazy_out += md->lazy;
     msg->tdata = md;
     msg->redeliveries = red && strcmp(red, "true") == 0 ? 1 : 0;
     ss->outstanding++;

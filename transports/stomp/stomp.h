@@ -186,23 +186,11 @@ struct stomp_pending {
 stomp_pending *stomp_pending_new(ewi_transport *t);
 
 /* What a delivered message carries for its ACK/NACK. */
-/* ACKs of a listener with a prefetch of at least STOMP_ACK_LAZY_PREFETCH do
- * not wake the consuming I/O thread: they wait for its next wake-up (the
- * next MESSAGE, usually), at most STOMP_ACK_LAZY_MS while any is held, or
- * until STOMP_ACK_LAZY_MAX settles wait. A woken thread per ACK cost about as
- * much CPU as the rest of a message's receiving; with that prefetch, the
- * broker has plenty more to send meanwhile. NACKs and smaller prefetches wake
- * it at once. */
-#define STOMP_ACK_LAZY_PREFETCH 64
-#define STOMP_ACK_LAZY_MAX 32
-#define STOMP_ACK_LAZY_MS 2
-
 typedef struct stomp_msgdata {
     stomp_sub *sub;
     uint64_t gen;      /* connection generation it came on */
     uint64_t sub_gen;  /* subscription generation (id) it came on */
     ewi_settle how;
-    bool lazy;         /* its ACK need not wake the I/O thread (STOMP_ACK_LAZY_*) */
     char *ack_id;               /* in the same allocation: freed with it */
     ew_envelope *env;           /* dead-letter readers only */
     struct stomp_msgdata *next; /* settle queue */
@@ -314,8 +302,6 @@ struct ewi_transport {
     size_t pend_free_n;
     ewi_window window;    /* SENDs pending + in flight */
     stomp_msgdata *settle_head, *settle_tail;
-    uint32_t settle_n;    /* settles queued since the I/O thread took them */
-    bool settle_woken;    /* and it was woken for them */
     stomp_sub *subs;      /* every subscription, listeners and DLQ readers */
     struct amq_known {    /* activemq, artemis: listener queues seen lately */
         char *queue;

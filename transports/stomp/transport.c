@@ -1135,14 +1135,8 @@ static void settle_list(ewi_transport *t, ewi_msg *first, ewi_settle how)
         else
             t->settle_head = md;
         t->settle_tail = md;
-        /* One wake-up per batch (the I/O thread takes the whole queue), and
-         * none for lazy ACKs until enough wait. */
-        t->settle_n++;
-        if (!t->settle_woken &&
-            (how != EWI_ACK || !md->lazy || t->settle_n >= STOMP_ACK_LAZY_MAX)) {
-            t->settle_woken = true;
-            wake = true;
-        }
+        /* One wake-up per batch: the I/O thread takes the whole queue. */
+        wake |= t->settle_head == md;
     }
     pthread_mutex_unlock(&t->mu);
     if (wake)
