@@ -9,12 +9,6 @@
 
 #include "ewi.h"
 
-/* Sends queued or awaiting the broker's confirmation at most, on every
- * broker transport, unless ?max_inflight= says otherwise. */
-#ifndef EWI_DEFAULT_MAX_INFLIGHT
-#define EWI_DEFAULT_MAX_INFLIGHT 512
-#endif
-
 /* The transports, as bits of ewi_opt_def.transports. */
 enum {
     EWI_OPTS_LOCAL = 1u << 0,

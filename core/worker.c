@@ -102,8 +102,8 @@ static bool backlog(const ewi_listener *l)
     return (int64_t)ewi_inbox(l) * avg >= WAKE_WORK_NS * on;
 }
 
-/* Whether another worker is on the inbox: busy with a batch, or napping
- * (it takes what comes when its nap ends) (mu held). */
+/* Whether a worker is on the inbox: busy with a batch, or napping (it takes
+ * what comes when its nap ends) (mu held, or a deliverer after its push). */
 static bool others_on_it(const ewi_listener *l)
 {
     return l->busy > 0 || l->napping;
@@ -114,7 +114,7 @@ static bool others_on_it(const ewi_listener *l)
  * A backlog behind quick handlers is the poller's to see. */
 static bool wake_another(const ewi_listener *l)
 {
-    return l->polling == 0 || l->busy + l->napping == 0 ||
+    return l->polling == 0 || !others_on_it(l) ||
            atomic_load_explicit(&l->handle_ns, memory_order_relaxed) >= HANDLE_QUICK_NS;
 }
 
@@ -693,6 +693,14 @@ static ewi_msg *take_lent(ewi_listener *l, worker_ctx *self)
     return NULL;
 }
 
+/* This worker joins l->busy, if it is not counted there yet (mu held). */
+static void count(ewi_listener *l, bool *counted)
+{
+    if (!*counted)
+        l->busy++;
+    *counted = true;
+}
+
 /* This worker leaves l->busy, if it is counted there (mu held). */
 static void uncount(ewi_listener *l, bool *counted)
 {
@@ -735,9 +743,7 @@ static void *worker_main(void *arg)
             /* Nothing to take: the acknowledgements held go now, before
              * this worker polls or sleeps (counted busy meanwhile: it is
              * back for what comes in a moment). */
-            if (!counted)
-                l->busy++;
-            counted = true;
+            count(l, &counted);
             pthread_mutex_unlock(&l->mu);
             flush_acks(l, &w);
             pthread_mutex_lock(&l->mu);
@@ -753,10 +759,7 @@ static void *worker_main(void *arg)
          * what waits is theirs to take (one more thread on it would only
          * take turns with them and the sender), until a poll finds them
          * stuck or a wake-up finds a backlog. */
-        bool yield = several && !batch && l->busy > (size_t)counted &&
-                     atomic_load_explicit(&l->handle_ns, memory_order_relaxed) <
-                         HANDLE_QUICK_NS &&
-                     !backlog(l);
+        bool yield = several && !batch && l->busy > (size_t)counted && !backlog(l);
         while (!batch && !l->stopping && (!l->head || (yield && others_on_it(l)))) {
             uncount(l, &counted);
             l->sleeping++;
@@ -798,9 +801,7 @@ static void *worker_main(void *arg)
             break; /* a batch taken over goes back below, as any other */
         if (!batch)
             batch = take_batch(l);
-        if (!counted)
-            l->busy++;
-        counted = true;
+        count(l, &counted);
         if (several && batch->qnext) {
             atomic_store(&w.lent, batch->qnext);
             batch->qnext = NULL;
