@@ -33,11 +33,9 @@
 #define TICK_MS 100          /* deadlines and reconnects are checked this often */
 #define CLOSE_GRACE_MS 2000  /* stop: wait this long for the broker's close */
 #define CONNECT_MS 5000      /* TCP connect and TLS handshake, at most */
-/* 512 transfer frames in flight per session (SESSION_CAPACITY in
- * amqp10_link.c): proton's session window counts frames, each as if it were
- * this size, so for small events the window, not the link credit, would
- * otherwise pace the broker (at 64 frames, Artemis spent a quarter more CPU
- * per event); and a session never buffers more than 16 MiB. */
+/* 64 transfer frames in flight per session (SESSION_CAPACITY in
+ * amqp10_link.c): plenty for small events, and proton never buffers more than
+ * 2 MiB of one large message. */
 #define MAX_FRAME (32u << 10)
 
 /* ---- work from other threads -------------------------------------------- */

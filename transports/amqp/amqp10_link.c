@@ -15,7 +15,7 @@
 #include <proton/terminus.h>
 
 /* Bounded session buffering (with the transport's max frame). */
-#define SESSION_CAPACITY (16u << 20)
+#define SESSION_CAPACITY (2u << 20)
 
 void amqp10_condition_text(pn_condition_t *c, const char *fallback, char *buf,
                          size_t len)
